@@ -1,0 +1,79 @@
+//! One request through a simulated provider: control API, then faults, then the routes.
+
+use std::error::Error;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::Request;
+
+use crate::faults::Admission;
+use crate::provider::Provider;
+use crate::respond::{SimResponse, StripeError};
+use crate::{control, echo, stripe};
+
+/// Why a request got no answer; hyper then closes the connection (HTTP/1.1) or resets the
+/// stream (h2) without sending a response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    /// The provider is in a simulated outage.
+    #[error("simulated outage: request dropped without an answer")]
+    Outage,
+    /// The client went away while sending the body.
+    #[error("reading request body: {0}")]
+    Body(Box<dyn Error + Send + Sync>),
+}
+
+/// Serve `req`, stamp `x-sim-provider` on the answer and log one line about it.
+pub(crate) async fn serve(
+    provider: Arc<Provider>,
+    req: Request<Incoming>,
+) -> Result<SimResponse, ServeError> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = dispatch(&provider, req).await;
+    match &result {
+        Ok(response) => tracing::info!(
+            provider = provider.name(),
+            %method,
+            %path,
+            status = response.status().as_u16(),
+            "request"
+        ),
+        Err(error) => tracing::info!(
+            provider = provider.name(),
+            %method,
+            %path,
+            %error,
+            "request not answered"
+        ),
+    }
+    result.map(|mut response| {
+        response
+            .headers_mut()
+            .insert("x-sim-provider", provider.header().clone());
+        response
+    })
+}
+
+async fn dispatch(provider: &Provider, req: Request<Incoming>) -> Result<SimResponse, ServeError> {
+    if control::is_control(req.uri().path()) {
+        return control::handle(provider, req).await;
+    }
+    // Bind the decision first so the faults lock is released before any await.
+    let admission = provider.faults().admit();
+    let (latency, fail) = match admission {
+        Admission::Drop => return Err(ServeError::Outage),
+        Admission::Serve { latency, fail } => (latency, fail),
+    };
+    provider.count_request();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(status) = fail {
+        return Ok(StripeError::simulated(status).response());
+    }
+    match stripe::Route::parse(req.method(), req.uri().path()) {
+        Some(route) => stripe::handle(provider, route, req).await,
+        None => echo::handle(provider, req).await,
+    }
+}

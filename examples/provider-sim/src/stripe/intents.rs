@@ -1,0 +1,146 @@
+//! Payment intents: create, retrieve, capture, cancel and confirm.
+
+use serde_json::{json, Value};
+
+use super::{positive_int, Action};
+use crate::form::Form;
+use crate::ledger::{Charge, Intent, Ledger};
+use crate::respond::StripeError;
+
+/// `POST /v1/payment_intents`.
+///
+/// Status: `succeeded`, or `requires_capture` with `capture_method=manual`, or
+/// `requires_confirmation` with `confirm=false`.
+pub(super) fn create(
+    ledger: &mut Ledger,
+    form: &Form,
+    idempotency_key: Option<&str>,
+) -> Result<Value, StripeError> {
+    let amount = positive_int(form, "amount")?.ok_or_else(|| StripeError::missing("amount"))?;
+    let currency = currency(form)?;
+    let manual_capture = match form.get("capture_method") {
+        None | Some("automatic") | Some("automatic_async") => false,
+        Some("manual") => true,
+        Some(other) => {
+            let message = format!("Invalid capture_method: must be one of automatic, automatic_async, or manual (got {other})");
+            return Err(StripeError::bad_value("capture_method", message));
+        }
+    };
+    let confirm = match form.get("confirm") {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(StripeError::invalid(
+                "parameter_invalid_boolean",
+                Some("confirm"),
+                format!("Invalid boolean: {other}"),
+            ))
+        }
+    };
+    let status = match (confirm, manual_capture) {
+        (false, _) => "requires_confirmation",
+        (true, true) => "requires_capture",
+        (true, false) => "succeeded",
+    };
+    let metadata = form.map("metadata");
+    let merchant_reference = metadata
+        .get("order_id")
+        .or_else(|| metadata.get("merchant_reference"))
+        .cloned();
+    let mut payment_method_types = form.list("payment_method_types");
+    if payment_method_types.is_empty() {
+        payment_method_types.push("card".to_owned());
+    }
+    let intent = Intent {
+        charge: Charge {
+            id: ledger.next_intent_id(),
+            provider: ledger.provider().to_owned(),
+            amount,
+            currency,
+            status: status.to_owned(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            merchant_reference,
+            metadata,
+        },
+        manual_capture,
+        payment_method_types,
+        amount_refunded: 0,
+    };
+    let rendered = render(&intent);
+    ledger.insert(intent);
+    Ok(rendered)
+}
+
+/// `GET /v1/payment_intents/{id}`.
+pub(super) fn retrieve(ledger: &Ledger, id: &str) -> Result<Value, StripeError> {
+    ledger.intent(id).map(render).ok_or_else(|| missing(id))
+}
+
+/// `POST /v1/payment_intents/{id}/{capture,cancel,confirm}`.
+pub(super) fn act(ledger: &mut Ledger, id: &str, action: Action) -> Result<Value, StripeError> {
+    let intent = ledger.intent_mut(id).ok_or_else(|| missing(id))?;
+    let current = intent.charge.status.as_str();
+    let next = match (action, current) {
+        (Action::Capture, "requires_capture") => "succeeded",
+        (Action::Confirm, "requires_confirmation") if intent.manual_capture => "requires_capture",
+        (Action::Confirm, "requires_confirmation") => "succeeded",
+        (Action::Cancel, "requires_capture" | "requires_confirmation") => "canceled",
+        _ => {
+            let (verb, wanted) = match action {
+                Action::Capture => ("capture", "requires_capture"),
+                Action::Confirm => ("confirm", "requires_confirmation"),
+                Action::Cancel => ("cancel", "requires_capture or requires_confirmation"),
+            };
+            return Err(StripeError::invalid(
+                "payment_intent_unexpected_state",
+                None,
+                format!(
+                    "This PaymentIntent's status is {current}, but must be {wanted} to {verb}."
+                ),
+            ));
+        }
+    };
+    intent.charge.status = next.to_owned();
+    Ok(render(intent))
+}
+
+/// The intent as Stripe renders it, plus the simulator's `provider`.
+fn render(intent: &Intent) -> Value {
+    let charge = &intent.charge;
+    let amount_received = if charge.status == "succeeded" {
+        charge.amount
+    } else {
+        0
+    };
+    json!({
+        "id": charge.id,
+        "object": "payment_intent",
+        "amount": charge.amount,
+        "amount_received": amount_received,
+        "currency": charge.currency,
+        "status": charge.status,
+        "capture_method": if intent.manual_capture { "manual" } else { "automatic" },
+        "metadata": charge.metadata,
+        "payment_method_types": intent.payment_method_types,
+        "livemode": false,
+        "provider": charge.provider,
+    })
+}
+
+/// The `currency` parameter: three ASCII letters, lower-cased.
+fn currency(form: &Form) -> Result<String, StripeError> {
+    let raw = form
+        .get("currency")
+        .ok_or_else(|| StripeError::missing("currency"))?;
+    if raw.len() != 3 || !raw.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(StripeError::bad_value(
+            "currency",
+            format!("Invalid currency: {raw}."),
+        ));
+    }
+    Ok(raw.to_ascii_lowercase())
+}
+
+fn missing(id: &str) -> StripeError {
+    StripeError::not_found("intent", "payment_intent", id)
+}

@@ -1,0 +1,50 @@
+//! The crate a payproxy plugin author depends on.
+//!
+//! A plugin is a type that implements one role trait (today: [`Router`]) plus one export
+//! macro call ([`export_router!`]). The WIT bindings are generated here, once, and hidden:
+//! plugin code works with plain Rust types ([`Request`], [`Provider`], [`Rejection`]) so it
+//! can be unit-tested natively with `cargo test`, and the same code is built for
+//! `wasm32-wasip2` to produce the component that payproxy loads.
+//!
+//! ```ignore
+//! use payproxy_plugin_sdk::{export_router, Provider, Rejection, Request, Router};
+//!
+//! struct FirstProvider;
+//!
+//! impl Router for FirstProvider {
+//!     fn init(_config: &str) -> Result<Self, String> { Ok(FirstProvider) }
+//!     fn route(&self, _req: &Request, providers: &[Provider], _seed: u64)
+//!         -> Result<Vec<String>, Rejection> {
+//!         Ok(providers.iter().map(|p| p.name.clone()).collect())
+//!     }
+//! }
+//!
+//! export_router!(FirstProvider);
+//! ```
+#![deny(missing_docs)]
+
+mod router;
+mod types;
+
+pub use router::Router;
+pub use types::{Provider, Rejection, Request};
+
+/// Generated bindings. Not part of the public API: used by the export macros only.
+#[doc(hidden)]
+pub mod bindings {
+    /// Bindings for the `router-plugin` world of `payproxy:plugin@0.1.0`.
+    #[allow(missing_docs)]
+    pub mod router {
+        wit_bindgen::generate!({
+            world: "router-plugin",
+            path: "../wit/payproxy-plugin@0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_router_world",
+            default_bindings_module: "payproxy_plugin_sdk::bindings::router",
+        });
+    }
+}
+
+/// Re-exported for the export macros; not part of the public API.
+#[doc(hidden)]
+pub use router::__glue as __router_glue;

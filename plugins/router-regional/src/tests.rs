@@ -1,0 +1,100 @@
+//! Native tests over the shared fixtures (`fixtures/cases.json`); the proxy's host tests run
+//! the same fixtures through the wasm build.
+
+use payproxy_plugin_sdk::{Provider, Request, Router};
+use serde_json::Value;
+
+use crate::{order_by_weight, Regional, WeightedProvider};
+
+fn fixtures() -> Value {
+    serde_json::from_str(include_str!("../fixtures/cases.json")).expect("fixtures parse")
+}
+
+fn provider(v: &Value) -> Provider {
+    Provider {
+        name: v["name"].as_str().unwrap().into(),
+        region: v["region"].as_str().unwrap().into(),
+        tags: serde_json::from_value(v["tags"].clone()).unwrap(),
+        cost: v["cost"].as_f64().unwrap(),
+    }
+}
+
+fn request(v: &Value) -> Request {
+    Request {
+        method: v["method"].as_str().unwrap().into(),
+        path: v["path"].as_str().unwrap().into(),
+        query: None,
+        headers: serde_json::from_value(v.get("headers").cloned().unwrap_or(Value::Array(vec![])))
+            .unwrap(),
+        body: v.get("body").map(|b| b.as_str().unwrap().as_bytes().to_vec()),
+    }
+}
+
+#[test]
+fn shared_fixtures() {
+    let f = fixtures();
+    let plugin = Regional::init(&f["config"].to_string()).expect("config valid");
+    let providers: Vec<Provider> = f["providers"].as_array().unwrap().iter().map(provider).collect();
+    for case in f["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let seed = case.get("seed").and_then(Value::as_u64).unwrap_or(0);
+        let got = plugin.route(&request(&case["request"]), &providers, seed);
+        let expect = &case["expect"];
+        if let Some(reject) = expect.get("reject") {
+            let r = got.expect_err(name);
+            assert_eq!(u64::from(r.status), reject["status"].as_u64().unwrap(), "{name}");
+            assert_eq!(r.code, reject["code"].as_str().unwrap(), "{name}");
+        } else if let Some(list) = expect.get("providers") {
+            let want: Vec<String> = serde_json::from_value(list.clone()).unwrap();
+            assert_eq!(got.expect(name), want, "{name}");
+        } else {
+            let got = got.expect(name);
+            let first_of: Vec<String> = serde_json::from_value(expect["first_of"].clone()).unwrap();
+            assert!(first_of.contains(&got[0]), "{name}: {got:?}");
+            assert_eq!(got.len() as u64, expect["len"].as_u64().unwrap(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn weights_split_volume_in_proportion() {
+    let list = vec![
+        WeightedProvider { name: "a".into(), weight: Some(80) },
+        WeightedProvider { name: "b".into(), weight: Some(20) },
+    ];
+    let firsts_a = (0..10_000u64)
+        .filter(|seed| order_by_weight(list.clone(), *seed)[0] == "a")
+        .count();
+    // 80% ± 2% over 10k deterministic seeds.
+    assert!((7_800..=8_200).contains(&firsts_a), "a first {firsts_a} times");
+    // The other provider always follows as fallback.
+    assert_eq!(order_by_weight(list, 3).len(), 2);
+}
+
+#[test]
+fn zero_weight_is_never_first() {
+    let list = vec![
+        WeightedProvider { name: "a".into(), weight: Some(0) },
+        WeightedProvider { name: "b".into(), weight: Some(5) },
+    ];
+    assert!((0..1000u64).all(|s| order_by_weight(list.clone(), s) == ["b", "a"]));
+}
+
+#[test]
+fn bad_configs_are_rejected_with_the_rule_named() {
+    let cases = [
+        (r#"{"rules":[{"name":"x","providers":[]}]}"#, "rules[0] (x): providers must not be empty"),
+        (r#"{"rules":[{"name":"x"}]}"#, "exactly one of providers or reject"),
+        (
+            r#"{"rules":[{"name":"x","reject":{"status":200,"code":"c","message":"m"}}]}"#,
+            "not 400..=599",
+        ),
+        (r#"{"rulez":[]}"#, "unknown field"),
+        (r#"{"default":[]}"#, "default: must not be empty"),
+        ("not json", "router-regional config"),
+    ];
+    for (config, want) in cases {
+        let err = Regional::init(config).err().expect(config);
+        assert!(err.contains(want), "{config}: {err}");
+    }
+}

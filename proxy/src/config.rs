@@ -1,0 +1,500 @@
+//! The JSON configuration: typed, `deny_unknown_fields`, defaults stated on each field.
+//!
+//! [`Config::parse`] takes the text as an argument so tests call it directly; errors name
+//! the file and the field (`routes[0].providers[1]`), or the line and column for JSON syntax.
+//! Semantic checks (references between sections, addresses, limits) are in [`Config::validate`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Storefront-facing listeners; at least one. Changing them needs a restart.
+    pub listeners: Vec<ListenerConfig>,
+    /// Admin listener (metrics, status, reload). Changing it needs a restart.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Limits applied to every storefront request.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Sandbox and instance settings shared by all plugins.
+    #[serde(default)]
+    pub plugin_host: PluginHostConfig,
+    /// Plugins by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Providers (upstreams) by name.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Routes, matched in order: the first whose host and path prefix match wins.
+    pub routes: Vec<RouteConfig>,
+    /// Live reload settings.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+}
+
+/// One storefront listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to bind, e.g. `127.0.0.1:8080` (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Terminate TLS here with this certificate; plain HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// A certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to bind. Default `127.0.0.1:9901`. A non-loopback address requires a token.
+    #[serde(default = "default_admin_addr")]
+    pub addr: SocketAddr,
+    /// Bearer token for mutating endpoints (`POST /admin/reload`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Environment variable holding the token when `token` is absent.
+    /// Default `PAYPROXY_ADMIN_TOKEN`.
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            addr: default_admin_addr(),
+            token: None,
+            token_env: default_token_env(),
+        }
+    }
+}
+
+/// Limits on storefront requests.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Total size of request headers (names + values). Default 16 KiB → 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Number of request headers. Default 100 → 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Request body size. Default 1 MiB → 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Whole request, from headers read to response headers sent. Default 30 s → 504.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Time allowed for a client to send its request headers. Default 10 s.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_body_bytes: default_max_body_bytes(),
+            request_timeout_ms: default_request_timeout_ms(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+        }
+    }
+}
+
+/// Whether plugin instances are reused across requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceMode {
+    /// Keep warm instances and reuse them (recycled after `recycle_after` calls).
+    Reuse,
+    /// A fresh instance for every call.
+    Fresh,
+}
+
+/// Plugin sandbox settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginHostConfig {
+    /// `reuse` (default) or `fresh`.
+    #[serde(default = "default_instance_mode")]
+    pub instance_mode: InstanceMode,
+    /// Calls an instance serves before it is replaced by a fresh one. Default 10 000.
+    #[serde(default = "default_recycle_after")]
+    pub recycle_after: u32,
+    /// CPU deadline per plugin call, default 20 ms.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Linear memory cap per plugin instance, default 32 MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    /// Highest `memory_mb` any plugin may set (sizes the pooling allocator). Default 128.
+    /// Needs a restart to change.
+    #[serde(default = "default_max_memory_mb")]
+    pub max_memory_mb: u32,
+    /// Instances that may exist at once across all plugins. Default 256. Needs a restart.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+}
+
+impl Default for PluginHostConfig {
+    fn default() -> Self {
+        PluginHostConfig {
+            instance_mode: default_instance_mode(),
+            recycle_after: default_recycle_after(),
+            deadline_ms: default_deadline_ms(),
+            memory_mb: default_memory_mb(),
+            max_memory_mb: default_max_memory_mb(),
+            max_instances: default_max_instances(),
+        }
+    }
+}
+
+/// A plugin's role, i.e. the WIT world it implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// `payproxy:plugin/router@0.1.0`: orders the route's providers.
+    Router,
+}
+
+impl Role {
+    /// Name as written in config and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Router => "router",
+        }
+    }
+}
+
+/// What happens to a request when this plugin fails (trap, deadline, memory, bad output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Answer the storefront with a JSON 5xx.
+    FailClosed,
+    /// Continue without the plugin: a router falls back to the route's static order.
+    FailOpen,
+}
+
+/// One plugin.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Path to the component (`.wasm`), relative to the config file.
+    pub path: PathBuf,
+    /// The role it must implement.
+    pub role: Role,
+    /// The plugin's own JSON config, given to its `init`. Default `{}`.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Or: a JSON file holding it (relative to the config file; watched for changes).
+    #[serde(default)]
+    pub config_file: Option<PathBuf>,
+    /// `fail-closed` (default) or `fail-open`.
+    #[serde(default = "default_on_error")]
+    pub on_error: OnError,
+    /// Overrides `plugin_host.deadline_ms`.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// Overrides `plugin_host.memory_mb`.
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+}
+
+/// One provider (upstream).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Base URL, `http://` or `https://`; its path is prefixed to the request path.
+    pub url: String,
+    /// Region label passed to plugins. Default empty.
+    #[serde(default)]
+    pub region: String,
+    /// Tags passed to plugins. Default none.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Relative cost passed to plugins. Default 1.0.
+    #[serde(default = "default_cost")]
+    pub cost: f64,
+    /// Extra PEM CA certificates trusted for this provider, besides the webpki roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// TCP + TLS connect timeout. Default 2 s.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time to the provider's response headers. Default 15 s.
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// One route.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in metrics and errors.
+    pub name: String,
+    /// Host (without port) the request must be for; any host when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix the request path must start with. Default `/`.
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    /// Plugin chain, by name. At most one router.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// Providers in static order (used as is without a router, and as the fail-open order).
+    pub providers: Vec<String>,
+    /// Give the request body to plugins (buffered up to `limits.max_body_bytes`).
+    /// Default false: bodies are streamed.
+    #[serde(default)]
+    pub plugin_body: bool,
+}
+
+/// Live reload settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Reload when the config file, a plugin file or a plugin config file changes. Default true.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Quiet period after a change before reloading, default 200 ms.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            debounce_ms: default_debounce_ms(),
+        }
+    }
+}
+
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+fn default_token_env() -> String {
+    "PAYPROXY_ADMIN_TOKEN".into()
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_body_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_instance_mode() -> InstanceMode {
+    InstanceMode::Reuse
+}
+fn default_recycle_after() -> u32 {
+    10_000
+}
+fn default_deadline_ms() -> u64 {
+    20
+}
+fn default_memory_mb() -> u32 {
+    32
+}
+fn default_max_memory_mb() -> u32 {
+    128
+}
+fn default_max_instances() -> u32 {
+    256
+}
+fn default_on_error() -> OnError {
+    OnError::FailClosed
+}
+fn default_cost() -> f64 {
+    1.0
+}
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_upstream_timeout_ms() -> u64 {
+    15_000
+}
+fn default_path_prefix() -> String {
+    "/".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_debounce_ms() -> u64 {
+    200
+}
+
+impl Config {
+    /// Parse config text; `file` only names the source in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_data() && field != "." {
+                ConfigError::Field {
+                    file: file.to_path_buf(),
+                    field,
+                    message: strip_position(&inner),
+                }
+            } else {
+                ConfigError::Syntax {
+                    file: file.to_path_buf(),
+                    line: inner.line(),
+                    column: inner.column(),
+                    message: strip_position(&inner),
+                }
+            }
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Read and parse a config file.
+    pub fn load(file: &Path) -> Result<(Config, String), ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Read {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok((Config::parse(&text, file)?, text))
+    }
+
+    /// Check references between sections and value ranges.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Field {
+            file: file.to_path_buf(),
+            field,
+            message,
+        };
+        if self.listeners.is_empty() {
+            return Err(invalid("listeners".into(), "at least one listener is required".into()));
+        }
+        if self.routes.is_empty() {
+            return Err(invalid("routes".into(), "at least one route is required".into()));
+        }
+        let l = &self.limits;
+        if l.max_header_bytes < 1024 || l.max_header_bytes > 1024 * 1024 {
+            return Err(invalid("limits.max_header_bytes".into(), "must be 1024..=1048576".into()));
+        }
+        if l.max_headers == 0 || l.request_timeout_ms == 0 || l.header_read_timeout_ms == 0 {
+            return Err(invalid("limits".into(), "limits must be positive".into()));
+        }
+        let host = &self.plugin_host;
+        if host.deadline_ms == 0 || host.memory_mb == 0 || host.recycle_after == 0 {
+            return Err(invalid(
+                "plugin_host".into(),
+                "deadline_ms, memory_mb and recycle_after must be positive".into(),
+            ));
+        }
+        if host.memory_mb > host.max_memory_mb {
+            return Err(invalid(
+                "plugin_host.memory_mb".into(),
+                format!("{} exceeds plugin_host.max_memory_mb {}", host.memory_mb, host.max_memory_mb),
+            ));
+        }
+        for (name, plugin) in &self.plugins {
+            let at = format!("plugins.{name}");
+            if plugin.config.is_some() && plugin.config_file.is_some() {
+                return Err(invalid(at, "set config or config_file, not both".into()));
+            }
+            if let Some(mb) = plugin.memory_mb {
+                if mb == 0 || mb > host.max_memory_mb {
+                    return Err(invalid(
+                        format!("{at}.memory_mb"),
+                        format!("must be 1..={}", host.max_memory_mb),
+                    ));
+                }
+            }
+            if plugin.deadline_ms == Some(0) {
+                return Err(invalid(format!("{at}.deadline_ms"), "must be positive".into()));
+            }
+        }
+        for (name, provider) in &self.providers {
+            let at = format!("providers.{name}");
+            crate::upstream::parse_base_url(&provider.url)
+                .map_err(|message| invalid(format!("{at}.url"), message))?;
+            if !provider.cost.is_finite() || provider.cost < 0.0 {
+                return Err(invalid(format!("{at}.cost"), "must be a non-negative number".into()));
+            }
+            if provider.connect_timeout_ms == 0 || provider.timeout_ms == 0 {
+                return Err(invalid(at, "timeouts must be positive".into()));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if !seen.insert(route.name.as_str()) {
+                return Err(invalid(format!("{at}.name"), format!("duplicate route name {:?}", route.name)));
+            }
+            if !route.path_prefix.starts_with('/') {
+                return Err(invalid(format!("{at}.path_prefix"), "must start with /".into()));
+            }
+            if route.providers.is_empty() {
+                return Err(invalid(format!("{at}.providers"), "at least one provider is required".into()));
+            }
+            for (j, p) in route.providers.iter().enumerate() {
+                if !self.providers.contains_key(p) {
+                    return Err(invalid(format!("{at}.providers[{j}]"), format!("unknown provider {p:?}")));
+                }
+            }
+            let mut routers = 0;
+            for (j, p) in route.plugins.iter().enumerate() {
+                let plugin = self
+                    .plugins
+                    .get(p)
+                    .ok_or_else(|| invalid(format!("{at}.plugins[{j}]"), format!("unknown plugin {p:?}")))?;
+                if plugin.role == Role::Router {
+                    routers += 1;
+                }
+            }
+            if routers > 1 {
+                return Err(invalid(format!("{at}.plugins"), "at most one router plugin per route".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// serde_json appends " at line L column C"; errors here carry position separately.
+fn strip_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// Resolve `path` against the directory of the config file.
+pub fn resolve(config_file: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        config_file.parent().unwrap_or(Path::new(".")).join(path)
+    }
+}

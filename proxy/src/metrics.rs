@@ -1,0 +1,120 @@
+//! Prometheus metrics, registered once per proxy in their own registry and served as text
+//! on the admin listener (`GET /metrics`).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from 50 µs (plugin calls) to 30 s (slow providers).
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Every metric payproxy exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, provider and status class (`2xx` … `5xx`).
+    pub requests: IntCounterVec,
+    /// Whole-request latency by route.
+    pub request_seconds: HistogramVec,
+    /// Provider latency (request sent to response headers) by provider.
+    pub upstream_seconds: HistogramVec,
+    /// Plugin call latency by plugin and function.
+    pub plugin_call_seconds: HistogramVec,
+    /// Plugin failures by plugin and kind (trap, deadline, memory, bad_output, instantiate).
+    pub plugin_failures: IntCounterVec,
+    /// Reloads by result (`ok`, `error`).
+    pub reloads: IntCounterVec,
+    /// Loaded plugins: value 1, labels plugin, role and sha256 digest.
+    pub plugin_info: IntGaugeVec,
+    /// Config info: value 1, label config hash.
+    pub config_info: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Create and register all metrics.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(c.clone())).expect("unique metric name");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
+            let h = HistogramVec::new(opts, labels).expect("static metric definition");
+            registry.register(Box::new(h.clone())).expect("unique metric name");
+            h
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(g.clone())).expect("unique metric name");
+            g
+        };
+        Metrics {
+            requests: counter(
+                "payproxy_requests_total",
+                "Storefront requests by route, provider and status class.",
+                &["route", "provider", "status_class"],
+            ),
+            request_seconds: histogram(
+                "payproxy_request_duration_seconds",
+                "Storefront request latency, accept to response headers.",
+                &["route"],
+            ),
+            upstream_seconds: histogram(
+                "payproxy_upstream_duration_seconds",
+                "Provider latency, request sent to response headers.",
+                &["provider"],
+            ),
+            plugin_call_seconds: histogram(
+                "payproxy_plugin_call_duration_seconds",
+                "Plugin call latency, including instantiation when one was needed.",
+                &["plugin", "function"],
+            ),
+            plugin_failures: counter(
+                "payproxy_plugin_failures_total",
+                "Failed plugin calls by plugin and kind.",
+                &["plugin", "kind"],
+            ),
+            reloads: counter("payproxy_reloads_total", "Config reloads by result.", &["result"]),
+            plugin_info: gauge(
+                "payproxy_plugin_info",
+                "Loaded plugins with their role and sha256 digest (value 1).",
+                &["plugin", "role", "sha256"],
+            ),
+            config_info: gauge(
+                "payproxy_config_info",
+                "The running config's hash (value 1).",
+                &["hash"],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// `2xx`, `4xx` … for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

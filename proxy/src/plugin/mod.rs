@@ -1,0 +1,122 @@
+//! The plugin host: one wasmtime engine (pooling allocator, epoch interruption) for the
+//! process, components compiled once per load, and per-role wrappers that enforce the
+//! sandbox on every call (CPU deadline, memory cap, output checks).
+
+mod bindings;
+mod router;
+mod standin;
+mod store;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use bindings::router::payproxy::plugin::types::{
+    HttpRequest as WitHttpRequest, Provider as WitProvider, Rejection as WitRejection,
+};
+pub use router::{RouteDecision, RouterPlugin, RouterSettings};
+pub use store::CallState;
+
+use crate::config::PluginHostConfig;
+
+/// How often the epoch advances; plugin deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The engine, the linker with the WASI stand-ins, and the epoch ticker.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<CallState>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+/// A compiled component with its digest, before it is bound to a role.
+pub struct Compiled {
+    /// The compiled component.
+    pub component: Component,
+    /// Lower-case hex sha256 of the file's bytes.
+    pub sha256: String,
+}
+
+impl PluginHost {
+    /// Build the engine from the host settings. Pool sizes are fixed for the process lifetime.
+    pub fn new(config: &PluginHostConfig) -> anyhow::Result<Arc<PluginHost>> {
+        let instances = config.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(instances);
+        // A std Rust component holds a few core instances (main module plus shims).
+        pool.total_core_instances(instances.saturating_mul(8));
+        pool.total_memories(instances.saturating_mul(2));
+        pool.total_tables(instances.saturating_mul(8));
+        pool.max_memory_size(usize::try_from(config.max_memory_mb)? << 20);
+        pool.max_memories_per_component(4);
+        pool.max_tables_per_component(16);
+
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true);
+        wasm.epoch_interruption(true);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("plugin engine: {}", root_cause(&e)))?;
+
+        let mut linker = Linker::new(&engine);
+        standin::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("plugin stand-ins: {}", root_cause(&e)))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("payproxy-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })?;
+        Ok(Arc::new(PluginHost {
+            engine,
+            linker,
+            stop_ticker,
+        }))
+    }
+
+    /// Compile a component from its bytes. CPU-heavy: call off the request path.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, String> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
+            format!("not a valid WebAssembly component: {}", root_cause(&e))
+        })?;
+        Ok(Compiled { component, sha256 })
+    }
+
+    /// The names a component exports, for error messages.
+    fn export_names(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<CallState> {
+        &self.linker
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The innermost message of a wasmtime error chain, for one-line errors.
+pub(crate) fn root_cause(e: &wasmtime::Error) -> String {
+    e.chain().last().map(|c| c.to_string()).unwrap_or_default()
+}

@@ -1,0 +1,203 @@
+//! Deterministic, capability-free stand-ins for the WASI imports that Rust's
+//! `wasm32-wasip2` standard library links.
+//!
+//! Plugins are pure (DESIGN.md): they get no filesystem, network, environment, clock or
+//! randomness they could depend on. A plugin built with `std` still imports a few WASI
+//! interfaces (stdio for panic messages, the environment, `exit`); we link stand-ins that
+//! answer the same thing every time: an empty environment, stdout/stderr that discard,
+//! an empty stdin, a clock fixed at the Unix epoch, and "random" bytes from a fixed-seed
+//! generator reset for every instance (so `HashMap` works, deterministically).
+//! Everything else (filesystem, sockets, HTTP) is simply not linked: a component that imports
+//! it is refused at load with the import named.
+
+use wasmtime::component::{ComponentType, Linker, LinkerInstance, Lower, Resource, ResourceType};
+use wasmtime::StoreContextMut;
+
+use super::store::CallState;
+
+/// Version we define the interfaces at; the linker matches any semver-compatible 0.2.x import.
+const V: &str = "0.2.0";
+
+struct InputStream;
+struct OutputStream;
+struct Pollable;
+struct IoError;
+struct TerminalInput;
+struct TerminalOutput;
+
+/// `wasi:io/streams.stream-error`.
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+enum StreamError {
+    #[component(name = "last-operation-failed")]
+    #[allow(dead_code)] // never produced, but part of the type
+    LastOperationFailed(Resource<IoError>),
+    #[component(name = "closed")]
+    Closed,
+}
+
+/// `wasi:clocks/wall-clock.datetime`.
+#[derive(ComponentType, Lower, Clone, Copy)]
+#[component(record)]
+struct Datetime {
+    seconds: u64,
+    nanoseconds: u32,
+}
+
+type R<T> = wasmtime::Result<T>;
+type Cx<'a> = StoreContextMut<'a, CallState>;
+
+/// Largest single "random" or stream buffer a plugin may ask for.
+const MAX_BUFFER: u64 = 1 << 20;
+
+/// Link every stand-in into `linker`.
+pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    io(linker)?;
+    cli(linker)?;
+    clocks(linker)?;
+    random(linker)?;
+    Ok(())
+}
+
+fn resource<T: 'static>(inst: &mut LinkerInstance<'_, CallState>, name: &str) -> R<()> {
+    inst.resource(name, ResourceType::host::<T>(), |_, _| Ok(()))
+}
+
+fn io(linker: &mut Linker<CallState>) -> R<()> {
+    let mut error = linker.instance(&format!("wasi:io/error@{V}"))?;
+    resource::<IoError>(&mut error, "error")?;
+    error.func_wrap("[method]error.to-debug-string", |_: Cx, (_,): (Resource<IoError>,)| {
+        Ok(("error".to_string(),))
+    })?;
+
+    let mut poll = linker.instance(&format!("wasi:io/poll@{V}"))?;
+    resource::<Pollable>(&mut poll, "pollable")?;
+    // Every pollable we hand out (stream readiness) is always ready.
+    poll.func_wrap("[method]pollable.ready", |_: Cx, (_,): (Resource<Pollable>,)| Ok((true,)))?;
+    poll.func_wrap("[method]pollable.block", |_: Cx, (_,): (Resource<Pollable>,)| Ok(()))?;
+    poll.func_wrap("poll", |_: Cx, (list,): (Vec<Resource<Pollable>>,)| {
+        let n = u32::try_from(list.len()).unwrap_or(u32::MAX);
+        Ok(((0..n).collect::<Vec<u32>>(),))
+    })?;
+
+    let mut streams = linker.instance(&format!("wasi:io/streams@{V}"))?;
+    resource::<InputStream>(&mut streams, "input-stream")?;
+    resource::<OutputStream>(&mut streams, "output-stream")?;
+    type In = Resource<InputStream>;
+    type Out = Resource<OutputStream>;
+    type Res<T> = Result<T, StreamError>;
+    // stdin is empty: every read reports the stream closed.
+    for name in ["[method]input-stream.read", "[method]input-stream.blocking-read"] {
+        streams.func_wrap(name, |_: Cx, (_, _): (In, u64)| Ok((Res::<Vec<u8>>::Err(StreamError::Closed),)))?;
+    }
+    for name in ["[method]input-stream.skip", "[method]input-stream.blocking-skip"] {
+        streams.func_wrap(name, |_: Cx, (_, _): (In, u64)| Ok((Res::<u64>::Err(StreamError::Closed),)))?;
+    }
+    streams.func_wrap("[method]input-stream.subscribe", |_: Cx, (_,): (In,)| {
+        Ok((Resource::<Pollable>::new_own(0),))
+    })?;
+    // stdout/stderr discard: plugin output could carry payment data, so it never reaches logs.
+    streams.func_wrap("[method]output-stream.check-write", |_: Cx, (_,): (Out,)| {
+        Ok((Res::Ok(MAX_BUFFER),))
+    })?;
+    for name in ["[method]output-stream.write", "[method]output-stream.blocking-write-and-flush"] {
+        streams.func_wrap(name, |_: Cx, (_, _): (Out, Vec<u8>)| Ok((Res::Ok(()),)))?;
+    }
+    for name in ["[method]output-stream.flush", "[method]output-stream.blocking-flush"] {
+        streams.func_wrap(name, |_: Cx, (_,): (Out,)| Ok((Res::Ok(()),)))?;
+    }
+    for name in [
+        "[method]output-stream.write-zeroes",
+        "[method]output-stream.blocking-write-zeroes-and-flush",
+    ] {
+        streams.func_wrap(name, |_: Cx, (_, _): (Out, u64)| Ok((Res::Ok(()),)))?;
+    }
+    for name in ["[method]output-stream.splice", "[method]output-stream.blocking-splice"] {
+        streams.func_wrap(name, |_: Cx, (_, _, _): (Out, In, u64)| Ok((Res::<u64>::Err(StreamError::Closed),)))?;
+    }
+    streams.func_wrap("[method]output-stream.subscribe", |_: Cx, (_,): (Out,)| {
+        Ok((Resource::<Pollable>::new_own(0),))
+    })?;
+    Ok(())
+}
+
+fn cli(linker: &mut Linker<CallState>) -> R<()> {
+    let mut env = linker.instance(&format!("wasi:cli/environment@{V}"))?;
+    env.func_wrap("get-environment", |_: Cx, (): ()| Ok((Vec::<(String, String)>::new(),)))?;
+    env.func_wrap("get-arguments", |_: Cx, (): ()| Ok((Vec::<String>::new(),)))?;
+    env.func_wrap("initial-cwd", |_: Cx, (): ()| Ok((None::<String>,)))?;
+
+    let mut exit = linker.instance(&format!("wasi:cli/exit@{V}"))?;
+    exit.func_wrap("exit", |_: Cx, (_,): (Result<(), ()>,)| -> R<()> {
+        wasmtime::bail!("plugin called exit")
+    })?;
+
+    linker
+        .instance(&format!("wasi:cli/stdin@{V}"))?
+        .func_wrap("get-stdin", |_: Cx, (): ()| Ok((Resource::<InputStream>::new_own(0),)))?;
+    linker
+        .instance(&format!("wasi:cli/stdout@{V}"))?
+        .func_wrap("get-stdout", |_: Cx, (): ()| Ok((Resource::<OutputStream>::new_own(1),)))?;
+    linker
+        .instance(&format!("wasi:cli/stderr@{V}"))?
+        .func_wrap("get-stderr", |_: Cx, (): ()| Ok((Resource::<OutputStream>::new_own(2),)))?;
+
+    resource::<TerminalInput>(&mut linker.instance(&format!("wasi:cli/terminal-input@{V}"))?, "terminal-input")?;
+    resource::<TerminalOutput>(&mut linker.instance(&format!("wasi:cli/terminal-output@{V}"))?, "terminal-output")?;
+    // No terminals: plugins are not attached to one.
+    linker
+        .instance(&format!("wasi:cli/terminal-stdin@{V}"))?
+        .func_wrap("get-terminal-stdin", |_: Cx, (): ()| Ok((None::<Resource<TerminalInput>>,)))?;
+    for (iface, func) in [("terminal-stdout", "get-terminal-stdout"), ("terminal-stderr", "get-terminal-stderr")] {
+        linker
+            .instance(&format!("wasi:cli/{iface}@{V}"))?
+            .func_wrap(func, |_: Cx, (): ()| Ok((None::<Resource<TerminalOutput>>,)))?;
+    }
+    Ok(())
+}
+
+fn clocks(linker: &mut Linker<CallState>) -> R<()> {
+    // Time is an input the host passes explicitly; the ambient clock is frozen at the epoch.
+    let mut wall = linker.instance(&format!("wasi:clocks/wall-clock@{V}"))?;
+    let epoch = Datetime { seconds: 0, nanoseconds: 0 };
+    wall.func_wrap("now", move |_: Cx, (): ()| Ok((epoch,)))?;
+    wall.func_wrap("resolution", |_: Cx, (): ()| Ok((Datetime { seconds: 0, nanoseconds: 1 },)))?;
+
+    let mut mono = linker.instance(&format!("wasi:clocks/monotonic-clock@{V}"))?;
+    mono.func_wrap("now", |_: Cx, (): ()| Ok((0u64,)))?;
+    mono.func_wrap("resolution", |_: Cx, (): ()| Ok((1u64,)))?;
+    // Sleeping would block the host thread outside the epoch deadline: refuse it.
+    for name in ["subscribe-instant", "subscribe-duration"] {
+        mono.func_wrap(name, |_: Cx, (_,): (u64,)| -> R<(Resource<Pollable>,)> {
+            wasmtime::bail!("plugins may not sleep")
+        })?;
+    }
+    Ok(())
+}
+
+fn random(linker: &mut Linker<CallState>) -> R<()> {
+    fn bytes(mut cx: Cx, len: u64) -> R<(Vec<u8>,)> {
+        if len > MAX_BUFFER {
+            wasmtime::bail!("plugin asked for {len} random bytes");
+        }
+        let rng = &mut cx.data_mut().rng;
+        Ok(((0..len).map(|_| (next(rng) >> 56) as u8).collect(),))
+    }
+    fn next(state: &mut u64) -> u64 {
+        // xorshift64*: fixed seed per instance, the same sequence every time.
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    let mut r = linker.instance(&format!("wasi:random/random@{V}"))?;
+    r.func_wrap("get-random-bytes", |cx: Cx, (len,): (u64,)| bytes(cx, len))?;
+    r.func_wrap("get-random-u64", |mut cx: Cx, (): ()| Ok((next(&mut cx.data_mut().rng),)))?;
+    let mut insecure = linker.instance(&format!("wasi:random/insecure@{V}"))?;
+    insecure.func_wrap("get-insecure-random-bytes", |cx: Cx, (len,): (u64,)| bytes(cx, len))?;
+    insecure.func_wrap("get-insecure-random-u64", |mut cx: Cx, (): ()| Ok((next(&mut cx.data_mut().rng),)))?;
+    linker
+        .instance(&format!("wasi:random/insecure-seed@{V}"))?
+        .func_wrap("insecure-seed", |_: Cx, (): ()| Ok(((0x5eed_u64, 0x5eed_u64),)))?;
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Shared helpers for the proxy crate's integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use payproxy::config::{InstanceMode, PluginHostConfig};
+use payproxy::metrics::Metrics;
+use payproxy::plugin::{PluginHost, RouterPlugin, RouterSettings, WitHttpRequest, WitProvider};
+
+/// Path of a plugin built by `scripts/build-plugins.sh` (the test command runs it first).
+pub fn wasm(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh (the test command does)",
+        path.display()
+    );
+    path
+}
+
+pub fn host() -> Arc<PluginHost> {
+    PluginHost::new(&PluginHostConfig {
+        max_instances: 32,
+        ..PluginHostConfig::default()
+    })
+    .expect("plugin host")
+}
+
+pub fn settings(mode: InstanceMode) -> RouterSettings {
+    RouterSettings {
+        mode,
+        recycle_after: 1000,
+        deadline_ms: 50,
+        memory_bytes: 16 << 20,
+    }
+}
+
+pub fn load_router(
+    host: &Arc<PluginHost>,
+    file: &str,
+    config: &str,
+    mode: InstanceMode,
+    metrics: &Arc<Metrics>,
+) -> Result<RouterPlugin, String> {
+    let bytes = std::fs::read(wasm(file)).expect("read wasm");
+    let compiled = host.compile(&bytes)?;
+    RouterPlugin::load(host, file, &compiled.component, config.to_string(), settings(mode), metrics.clone())
+}
+
+pub fn provider(name: &str, region: &str) -> WitProvider {
+    WitProvider {
+        name: name.into(),
+        region: region.into(),
+        tags: vec![],
+        cost: 1.0,
+    }
+}
+
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> WitHttpRequest {
+    WitHttpRequest {
+        method: method.into(),
+        path: path.into(),
+        query: None,
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        body: body.map(|b| b.as_bytes().to_vec()),
+    }
+}

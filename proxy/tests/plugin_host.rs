@@ -1,0 +1,180 @@
+//! The plugin host against real components: the router-regional fixtures through wasm,
+//! contract checks at load, and hostile plugins contained by the sandbox.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use payproxy::config::InstanceMode;
+use payproxy::metrics::Metrics;
+use payproxy::plugin::RouteDecision;
+use serde_json::Value;
+
+fn fixtures() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/router-regional/fixtures/cases.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn router_regional_shared_fixtures_through_wasm() {
+    let host = host();
+    let metrics = Arc::new(Metrics::new());
+    let f = fixtures();
+    for mode in [InstanceMode::Reuse, InstanceMode::Fresh] {
+        let plugin = load_router(&host, "router_regional", &f["config"].to_string(), mode, &metrics).unwrap();
+        let providers: Vec<_> = f["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| payproxy::plugin::WitProvider {
+                name: p["name"].as_str().unwrap().into(),
+                region: p["region"].as_str().unwrap().into(),
+                tags: serde_json::from_value(p["tags"].clone()).unwrap(),
+                cost: p["cost"].as_f64().unwrap(),
+            })
+            .collect();
+        for case in f["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let r = &case["request"];
+            let headers: Vec<(String, String)> =
+                serde_json::from_value(r.get("headers").cloned().unwrap_or(Value::Array(vec![]))).unwrap();
+            let req = payproxy::plugin::WitHttpRequest {
+                method: r["method"].as_str().unwrap().into(),
+                path: r["path"].as_str().unwrap().into(),
+                query: None,
+                headers,
+                body: r.get("body").map(|b| b.as_str().unwrap().as_bytes().to_vec()),
+            };
+            let seed = case.get("seed").and_then(Value::as_u64).unwrap_or(0);
+            let got = plugin.route(&req, &providers, seed).expect(name);
+            let expect = &case["expect"];
+            match got {
+                RouteDecision::Reject { status, code, .. } => {
+                    assert_eq!(u64::from(status), expect["reject"]["status"].as_u64().expect(name), "{name}");
+                    assert_eq!(code, expect["reject"]["code"].as_str().unwrap(), "{name}");
+                }
+                RouteDecision::Providers(list) => {
+                    if let Some(want) = expect.get("providers") {
+                        let want: Vec<String> = serde_json::from_value(want.clone()).unwrap();
+                        assert_eq!(list, want, "{name}");
+                    } else {
+                        let first_of: Vec<String> = serde_json::from_value(expect["first_of"].clone()).unwrap();
+                        assert!(first_of.contains(&list[0]), "{name}");
+                        assert_eq!(list.len() as u64, expect["len"].as_u64().unwrap(), "{name}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn hostile(mode: &str, instance_mode: InstanceMode, metrics: &Arc<Metrics>) -> payproxy::plugin::RouterPlugin {
+    let host = host();
+    load_router(&host, "fixture_hostile", &format!(r#"{{"mode": "{mode}"}}"#), instance_mode, metrics)
+        .expect("hostile fixture loads")
+}
+
+fn failures(metrics: &Metrics, plugin: &str, kind: &str) -> u64 {
+    metrics.plugin_failures.with_label_values(&[plugin, kind]).get()
+}
+
+#[test]
+fn hostile_plugins_fail_only_their_call_with_the_right_kind() {
+    let providers = vec![provider("a", "eu"), provider("b", "us")];
+    let req = request("POST", "/v1/payment_intents", &[], None);
+    for (mode, kind) in [
+        ("loop", "deadline"),
+        ("memory", "memory"),
+        ("trap", "trap"),
+        ("output", "bad_output"),
+        ("garbage", "bad_output"),
+    ] {
+        for instance_mode in [InstanceMode::Reuse, InstanceMode::Fresh] {
+            let metrics = Arc::new(Metrics::new());
+            let plugin = hostile(mode, instance_mode, &metrics);
+            let started = std::time::Instant::now();
+            let failure = plugin.route(&req, &providers, 7).expect_err(mode);
+            assert_eq!(failure.kind.as_str(), kind, "{mode}: {failure}");
+            // Contained: the 50 ms deadline holds (generous bound for a loaded machine).
+            assert!(started.elapsed() < std::time::Duration::from_secs(2), "{mode} took {:?}", started.elapsed());
+            assert_eq!(failures(&metrics, "fixture_hostile", kind), 1, "{mode}");
+            // The next call gets a new instance and fails the same way: nothing leaks across.
+            let again = plugin.route(&req, &providers, 8).expect_err(mode);
+            assert_eq!(again.kind.as_str(), kind);
+            assert_eq!(failures(&metrics, "fixture_hostile", kind), 2, "{mode}");
+        }
+    }
+}
+
+#[test]
+fn well_behaved_fixture_still_answers_after_hostile_neighbours() {
+    let metrics = Arc::new(Metrics::new());
+    let host = host();
+    let bad = load_router(&host, "fixture_hostile", r#"{"mode": "memory"}"#, InstanceMode::Reuse, &metrics).unwrap();
+    let good = load_router(&host, "fixture_hostile", r#"{"mode": "ok"}"#, InstanceMode::Reuse, &metrics).unwrap();
+    let providers = vec![provider("a", "eu")];
+    let req = request("GET", "/", &[], None);
+    for _ in 0..20 {
+        assert!(bad.route(&req, &providers, 1).is_err());
+        assert_eq!(good.route(&req, &providers, 1).unwrap(), RouteDecision::Providers(vec!["a".into()]));
+    }
+}
+
+#[test]
+fn a_component_built_for_another_contract_version_is_refused_with_both_names() {
+    let metrics = Arc::new(Metrics::new());
+    let err = load_router(&host(), "fixture_wrong_world", "{}", InstanceMode::Reuse, &metrics)
+        .err()
+        .expect("must be refused");
+    assert!(err.contains("payproxy:plugin/router@0.1.0"), "{err}");
+    assert!(err.contains("payproxy:plugin/router@9.0.0"), "{err}");
+}
+
+#[test]
+fn a_plugin_that_rejects_its_config_is_refused_at_load() {
+    let metrics = Arc::new(Metrics::new());
+    let err = load_router(&host(), "fixture_hostile", r#"{"mode": "init-error"}"#, InstanceMode::Reuse, &metrics)
+        .err()
+        .expect("must be refused");
+    assert!(err.contains("config rejected by the plugin: hostile fixture refuses this config"), "{err}");
+    let err = load_router(&host(), "router_regional", r#"{"rules": 5}"#, InstanceMode::Reuse, &metrics)
+        .err()
+        .expect("must be refused");
+    assert!(err.contains("router-regional config"), "{err}");
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    let err = host().compile(b"\0asm\x01\0\0\0garbage").err().expect("refused");
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+}
+
+#[test]
+fn reused_instances_are_recycled_and_fresh_mode_instantiates_every_call() {
+    let metrics = Arc::new(Metrics::new());
+    let host = host();
+    let f = fixtures();
+    let bytes = std::fs::read(wasm("router_regional")).unwrap();
+    let compiled = host.compile(&bytes).unwrap();
+    let mut s = settings(InstanceMode::Reuse);
+    s.recycle_after = 3;
+    let plugin = payproxy::plugin::RouterPlugin::load(
+        &host,
+        "rr",
+        &compiled.component,
+        f["config"].to_string(),
+        s,
+        metrics.clone(),
+    )
+    .unwrap();
+    let providers = vec![provider("sim-us", "us"), provider("sim-eu", "eu")];
+    let req = request("GET", "/", &[], None);
+    for _ in 0..10 {
+        assert_eq!(
+            plugin.route(&req, &providers, 0).unwrap(),
+            RouteDecision::Providers(vec!["sim-us".into(), "sim-eu".into()])
+        );
+    }
+    assert_eq!(plugin.instances_created(), 4, "10 calls at 3 per instance, the first made at load");
+}

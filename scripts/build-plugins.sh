@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Build the first-party plugins and the test fixture plugins for wasm32-wasip2.
+# Output: plugins/target/wasm32-wasip2/release/*.wasm
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+cargo build --quiet --manifest-path plugins/Cargo.toml --release --target wasm32-wasip2
