@@ -2,6 +2,7 @@
 //! and request-path errors that know their source, their status and whether a retry
 //! elsewhere is safe. Request-path errors render as JSON with no secret or payload data.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -112,6 +113,8 @@ pub enum Source {
     Plugin,
     /// payproxy itself.
     Internal,
+    /// A plugin's deliberate refusal (router rejection, later compliance denial).
+    Policy,
 }
 
 /// An error answered to the storefront.
@@ -123,7 +126,7 @@ pub struct ProxyError {
     /// Where it came from.
     pub origin: Source,
     /// Machine-readable code.
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     /// Message for the storefront: never a secret, a card number or a stack trace.
     pub message: String,
     /// Whether sending the same request to another provider is known to be safe
@@ -139,7 +142,7 @@ impl ProxyError {
         ProxyError {
             status,
             origin: Source::Downstream,
-            code,
+            code: code.into(),
             message: message.into(),
             retry_safe: false,
             provider: None,
@@ -157,7 +160,7 @@ impl ProxyError {
         ProxyError {
             status,
             origin: Source::Upstream,
-            code,
+            code: code.into(),
             message: message.into(),
             retry_safe,
             provider: Some(provider.to_string()),
@@ -169,9 +172,21 @@ impl ProxyError {
         ProxyError {
             status,
             origin: Source::Plugin,
-            code,
+            code: code.into(),
             message: message.into(),
             retry_safe: true,
+            provider: None,
+        }
+    }
+
+    /// A plugin's deliberate refusal, with the plugin's own status and code.
+    pub fn policy(status: StatusCode, code: String, message: String) -> Self {
+        ProxyError {
+            status,
+            origin: Source::Policy,
+            code: code.into(),
+            message,
+            retry_safe: false,
             provider: None,
         }
     }
@@ -183,6 +198,7 @@ impl ProxyError {
             Source::Upstream => "provider_error",
             Source::Plugin => "plugin_error",
             Source::Internal => "api_error",
+            Source::Policy => "payment_rejected",
         };
         let mut error = serde_json::json!({
             "type": kind,

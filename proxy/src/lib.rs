@@ -1,9 +1,22 @@
 //! payproxy: a payment routing reverse proxy whose decisions are made by hot-swappable
 //! WebAssembly plugins. See DESIGN.md for the request phases and the money-safety invariants.
+//!
+//! Modules follow the request path: `listener` (accept, TLS) → `route` (match) →
+//! `plugin` (sandboxed host) → `upstream` (providers) → `proxy` (the phases tied together);
+//! `config`, `snapshot` and `reload` own the running configuration; `admin` and `metrics`
+//! make it observable.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod plugin;
+pub mod proxy;
+pub mod reload;
+pub mod route;
+pub mod server;
+pub mod snapshot;
+pub mod tls;
 pub mod upstream;

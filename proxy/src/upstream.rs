@@ -1,2 +1,262 @@
-//! up
-pub fn parse_base_url(u: &str) -> Result<http::Uri, String> { u.parse::<http::Uri>().map_err(|e| e.to_string()) }
+//! Providers as upstreams: pooled keep-alive HTTP/1.1 and HTTP/2 clients (rustls), the
+//! request rewrite for forwarding (hop-by-hop headers, Host, X-Forwarded-*), and the
+//! classification of transport failures into storefront errors that say whether the
+//! request could have reached the provider.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::ProviderConfig;
+use crate::error::ProxyError;
+
+/// Body type sent upstream: the storefront's streamed body or a buffered one.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+/// Boxed body error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// Parse and check a provider base URL: `http` or `https`, a host, no query.
+pub fn parse_base_url(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("URL {url:?} must start with http:// or https://")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("URL {url:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("URL {url:?} must not have a query"));
+    }
+    Ok(uri)
+}
+
+/// Clients shared across config snapshots, keyed by their TLS and connect settings, so a
+/// reload keeps pooled connections to providers warm.
+#[derive(Default)]
+pub struct ClientCache {
+    clients: Mutex<HashMap<(Option<PathBuf>, Vec<u8>, u64), HttpClient>>,
+}
+
+impl ClientCache {
+    fn client(&self, ca_file: Option<PathBuf>, connect_timeout_ms: u64) -> Result<HttpClient, String> {
+        let ca_bytes = match &ca_file {
+            Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            None => Vec::new(),
+        };
+        let key = (ca_file.clone(), ca_bytes, connect_timeout_ms);
+        let mut clients = self.clients.lock().map_err(|_| "client cache poisoned".to_string())?;
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let tls = crate::tls::client_config(ca_file.as_deref())?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_millis(connect_timeout_ms)));
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+/// One provider, ready to receive requests.
+pub struct Upstream {
+    /// Provider name.
+    pub name: String,
+    base: Uri,
+    timeout: Duration,
+    client: HttpClient,
+}
+
+impl Upstream {
+    /// Build from config; `ca_file` is already resolved against the config file.
+    pub fn new(
+        name: &str,
+        config: &ProviderConfig,
+        ca_file: Option<PathBuf>,
+        cache: &ClientCache,
+    ) -> Result<Upstream, String> {
+        Ok(Upstream {
+            name: name.to_string(),
+            base: parse_base_url(&config.url)?,
+            timeout: Duration::from_millis(config.timeout_ms),
+            client: cache.client(ca_file, config.connect_timeout_ms)?,
+        })
+    }
+
+    /// The upstream URI for a storefront path and query: base path + path.
+    pub fn target(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        let base_path = self.base.path().trim_end_matches('/');
+        let uri = format!(
+            "{}://{}{}{}",
+            self.base.scheme_str().unwrap_or("http"),
+            self.base.authority().map(|a| a.as_str()).unwrap_or_default(),
+            base_path,
+            path_and_query
+        );
+        uri.parse().map_err(|_| {
+            ProxyError::downstream(StatusCode::BAD_REQUEST, "invalid_path", "the request path cannot be forwarded")
+        })
+    }
+
+    /// Send a prepared request; the answer is the provider's response head with its body
+    /// still streaming. Failures say whether the request could have reached the provider.
+    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(self.classify(&e)),
+            Err(_) => Err(ProxyError::upstream(
+                StatusCode::GATEWAY_TIMEOUT,
+                "provider_timeout",
+                &self.name,
+                format!("provider {} did not answer within {} ms", self.name, self.timeout.as_millis()),
+                false,
+            )),
+        }
+    }
+
+    fn classify(&self, e: &hyper_util::client::legacy::Error) -> ProxyError {
+        if let Some(limit) = find_source::<http_body_util::LengthLimitError>(e) {
+            return ProxyError::downstream(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", limit.to_string());
+        }
+        if e.is_connect() {
+            // Nothing was written: safe to try another provider.
+            return ProxyError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "provider_unreachable",
+                &self.name,
+                format!("provider {} is unreachable", self.name),
+                true,
+            );
+        }
+        tracing::warn!(provider = %self.name, error = %error_chain(e), "provider request failed");
+        ProxyError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "provider_error",
+            &self.name,
+            format!("provider {} closed the connection without a complete answer", self.name),
+            false,
+        )
+    }
+}
+
+fn find_source<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// The error and its sources on one line, for logs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut current = e.source();
+    while let Some(err) = current {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        current = err.source();
+    }
+    text
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Remove hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Facts about the downstream connection that forwarding adds to the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    /// The storefront's address.
+    pub client_ip: IpAddr,
+    /// Whether it connected over TLS.
+    pub tls: bool,
+}
+
+/// Rewrite the storefront's request head for the provider: target URI, HTTP/1.1 (the
+/// client upgrades to h2 by ALPN), no hop-by-hop headers, Host from the target, and
+/// `X-Forwarded-For` / `-Proto` / `-Host` added.
+pub fn prepare_head(parts: &mut http::request::Parts, target: Uri, downstream: Downstream) {
+    let original_host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    strip_hop_by_hop(&mut parts.headers);
+    // The client sets Host from the target URI.
+    parts.headers.remove(header::HOST);
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let prior: Vec<String> = parts
+        .headers
+        .get_all(&xff)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let mut chain = prior.join(", ");
+    if !chain.is_empty() {
+        chain.push_str(", ");
+    }
+    chain.push_str(&downstream.client_ip.to_string());
+    parts.headers.remove(&xff);
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        parts.headers.insert(xff, value);
+    }
+    parts.headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if downstream.tls { "https" } else { "http" }),
+    );
+    if let Some(host) = original_host {
+        parts.headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    parts.uri = target;
+    parts.version = Version::HTTP_11;
+}

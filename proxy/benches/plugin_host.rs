@@ -1,0 +1,135 @@
+//! Cost of one router plugin call through the sandboxed host: a warm reused instance
+//! (`router/reused`) against a fresh instance with `init` on every call (`router/fresh`).
+//!
+//! Target: a reused call ≤ 5 µs median on a ~1 KiB request view with 3 providers.
+//! Run: `cargo bench -p payproxy --bench plugin_host` (needs `scripts/build-plugins.sh`).
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use payproxy::config::{InstanceMode, PluginHostConfig};
+use payproxy::metrics::Metrics;
+use payproxy::plugin::{PluginHost, RouteDecision, RouterPlugin, RouterSettings, WitHttpRequest, WitProvider};
+use serde_json::Value;
+
+/// Total size of header names + values + body in the request view.
+const REQUEST_VIEW_BYTES: usize = 1024;
+
+fn plugins_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins")
+}
+
+/// The rule config shared with the plugin's fixture tests.
+fn router_config() -> String {
+    let path = plugins_dir().join("router-regional/fixtures/cases.json");
+    let fixtures: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read cases.json"))
+        .expect("cases.json is JSON");
+    fixtures["config"].to_string()
+}
+
+fn load(host: &Arc<PluginHost>, mode: InstanceMode) -> RouterPlugin {
+    let path = plugins_dir().join("target/wasm32-wasip2/release/router_regional.wasm");
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-plugins.sh)", path.display()));
+    let compiled = host.compile(&bytes).expect("compile router_regional");
+    let settings = RouterSettings {
+        mode,
+        recycle_after: 10_000,
+        deadline_ms: 20,
+        memory_bytes: 32 << 20,
+    };
+    RouterPlugin::load(
+        host,
+        "router_regional",
+        &compiled.component,
+        router_config(),
+        settings,
+        Arc::new(Metrics::new()),
+    )
+    .expect("load router_regional")
+}
+
+fn providers() -> Vec<WitProvider> {
+    [("sim-eu", "eu", 1.8), ("sim-us", "us", 2.0), ("sim-sea", "sea", 1.2)]
+        .into_iter()
+        .map(|(name, region, cost)| WitProvider {
+            name: name.into(),
+            region: region.into(),
+            tags: vec!["card".into()],
+            cost,
+        })
+        .collect()
+}
+
+/// A storefront `POST /v1/payment_intents` as a route with `plugin_body` hands it to the
+/// router: 12 headers and a JSON body, padded so headers + body are exactly 1 KiB. It walks
+/// the header rules and lands on the body rule `eur-split`.
+fn request() -> WitHttpRequest {
+    let headers: Vec<(String, String)> = [
+        ("host", "pay.shop.example"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, br"),
+        ("content-type", "application/json"),
+        ("content-length", "0"), // fixed below
+        ("authorization", "Bearer sk_test_51Hx2eYbK0mP7cQ9rT4uV6wX8yZ"),
+        ("idempotency-key", "7f9c2ba4-e88f-4b2a-9d3c-1e5f6a7b8c9d"),
+        ("x-shopper-country", "DE"),
+        ("x-request-id", "req_01J2Z8K4M6N8P0Q2R4S6T8V0W2"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+
+    let body_with = |pad: usize| {
+        format!(
+            r#"{{"amount":4599,"currency":"eur","capture_method":"automatic","customer":"cus_Q2x8LmN4pR7s","payment_method":{{"type":"card","card":{{"brand":"visa","last4":"4242","exp_month":12,"exp_year":2030}}}},"description":"Order 100234 {}","metadata":{{"order_id":"100234","cart_id":"c_88213"}}}}"#,
+            "x".repeat(pad)
+        )
+    };
+    // content-length is part of the header bytes, so settle its width first (3 digits).
+    let header_bytes = |headers: &[(String, String)]| headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    let mut headers = headers;
+    headers[5].1 = "000".into();
+    let pad = REQUEST_VIEW_BYTES - header_bytes(&headers) - body_with(0).len();
+    let body = body_with(pad);
+    headers[5].1 = body.len().to_string();
+    assert_eq!(headers[5].1.len(), 3);
+    assert_eq!(header_bytes(&headers) + body.len(), REQUEST_VIEW_BYTES);
+    assert!(serde_json::from_str::<Value>(&body).is_ok());
+
+    WitHttpRequest {
+        method: "POST".into(),
+        path: "/v1/payment_intents".into(),
+        query: None,
+        headers,
+        body: Some(body.into_bytes()),
+    }
+}
+
+fn router(c: &mut Criterion) {
+    let host = PluginHost::new(&PluginHostConfig::default()).expect("plugin host");
+    let request = request();
+    let providers = providers();
+    let mut group = c.benchmark_group("router");
+    group.sample_size(50).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2));
+
+    for (id, mode) in [("reused", InstanceMode::Reuse), ("fresh", InstanceMode::Fresh)] {
+        let plugin = load(&host, mode);
+        // The same answer in both modes, so both measure the same work.
+        let decision = plugin.route(&request, &providers, 42).expect("route");
+        assert!(matches!(&decision, RouteDecision::Providers(p) if p.len() == 2), "{decision:?}");
+        group.bench_function(id, |b| {
+            b.iter(|| plugin.route(black_box(&request), black_box(&providers), black_box(42)).expect("route"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, router);
+criterion_main!(benches);

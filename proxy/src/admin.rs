@@ -1,0 +1,185 @@
+//! The admin listener: `GET /metrics` (Prometheus text), `GET /admin/status` (JSON),
+//! `POST /admin/reload` (bearer token when one is configured).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::error::json_response;
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+use crate::snapshot::Snapshot;
+
+/// Admin endpoints over the shared reloader and metrics.
+pub struct Admin {
+    reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
+    token_digest: Option<[u8; 32]>,
+}
+
+impl Admin {
+    /// `token`: required bearer token for mutating endpoints, if any.
+    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>, token: Option<String>) -> Admin {
+        Admin {
+            reloader,
+            metrics,
+            token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+        }
+    }
+
+    /// Route one admin request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, "/metrics") => {
+                let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            (&Method::GET, "/admin/status") => json_response(StatusCode::OK, &self.status()),
+            (&Method::POST, "/admin/reload") => {
+                if !self.authorised(&request) {
+                    return error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+                }
+                match self.reloader.reload("admin").await {
+                    Ok(version) => json_response(StatusCode::OK, &json!({ "result": "ok", "version": version })),
+                    Err(e) => json_response(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &json!({ "result": "error", "error": e, "version": self.reloader.snapshot().version }),
+                    ),
+                }
+            }
+            (_, "/metrics" | "/admin/status" | "/admin/reload") => {
+                error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+            }
+            _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+        }
+    }
+
+    fn authorised(&self, request: &Request<Incoming>) -> bool {
+        let Some(want) = &self.token_digest else {
+            // No token configured: only possible on a loopback admin address (checked at start).
+            return true;
+        };
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Comparing digests keeps the comparison independent of where the token differs.
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        &given == want
+    }
+
+    /// The status document.
+    pub fn status(&self) -> Value {
+        let snapshot = self.reloader.snapshot();
+        json!({
+            "config": {
+                "file": self.reloader.file().display().to_string(),
+                "version": snapshot.version,
+                "hash": snapshot.hash,
+                "instance_mode": format!("{:?}", snapshot.instance_mode()).to_lowercase(),
+            },
+            "last_reload": self.reloader.status(),
+            "plugins": plugins(&snapshot),
+            "routes": snapshot.routes.iter().map(|r| json!({
+                "name": r.name,
+                "host": r.host,
+                "path_prefix": r.path_prefix,
+                "providers": r.providers,
+                "router": r.router.as_ref().map(|(p, _)| p.name().to_string()),
+                "plugin_body": r.plugin_body,
+            })).collect::<Vec<_>>(),
+            "providers": snapshot.config.providers.iter().map(|(name, p)| json!({
+                "name": name,
+                "url": redact_userinfo(&p.url),
+                "region": p.region,
+                "tags": p.tags,
+                "cost": p.cost,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn plugins(snapshot: &Snapshot) -> Vec<Value> {
+    snapshot
+        .plugins
+        .values()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "role": p.role.as_str(),
+                "path": p.path.display().to_string(),
+                "sha256": p.sha256,
+                "on_error": match p.on_error { crate::config::OnError::FailOpen => "fail-open", crate::config::OnError::FailClosed => "fail-closed" },
+            })
+        })
+        .collect()
+}
+
+/// `https://user:secret@host/x` → `https://host/x`: credentials never reach the status page.
+fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end && !url[scheme_end + 3..at].contains('/') => {
+            format!("{}{}", &url[..scheme_end + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, &json!({ "error": { "code": code, "message": message } }))
+}
+
+/// Serve the admin endpoints until `shutdown` flips.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(request).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_userinfo;
+
+    #[test]
+    fn credentials_in_urls_are_removed() {
+        assert_eq!(redact_userinfo("https://u:p@host:1/x"), "https://host:1/x");
+        assert_eq!(redact_userinfo("https://host/a@b"), "https://host/a@b");
+        assert_eq!(redact_userinfo("http://host"), "http://host");
+    }
+}

@@ -1,0 +1,331 @@
+//! The request path, phase by phase: limits (accept) → match → route (router plugin) →
+//! attempt (forward to the chosen provider) → respond → record (metrics).
+//!
+//! Every error the storefront sees is JSON (see [`ProxyError`]); nothing here panics on
+//! request input. Each request runs on the snapshot it started with.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::config::OnError;
+use crate::error::ProxyError;
+use crate::metrics::{status_class, Metrics};
+use crate::plugin::{RouteDecision, WitHttpRequest};
+use crate::reload::Reloader;
+use crate::route::Route;
+use crate::snapshot::Snapshot;
+use crate::upstream::{prepare_head, BoxError, Downstream, ProxyBody};
+
+/// Header naming the provider that answered, for storefront debugging and operators.
+pub const PROVIDER_HEADER: &str = "x-payproxy-provider";
+
+/// The request handler shared by every listener.
+pub struct Proxy {
+    reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
+}
+
+/// The request body: streamed to the provider, or buffered when plugins need it (which
+/// also makes it replayable for a retry on another provider).
+enum Body {
+    Streaming(Incoming),
+    Buffered(Bytes),
+}
+
+struct Answer {
+    route: String,
+    provider: String,
+    response: Response<ProxyBody>,
+}
+
+fn boxed_full(response: Response<Full<Bytes>>) -> Response<ProxyBody> {
+    response.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+impl Proxy {
+    /// A handler reading snapshots from `reloader`.
+    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>) -> Proxy {
+        Proxy { reloader, metrics }
+    }
+
+    /// Handle one storefront request. Never fails: errors become JSON responses.
+    pub async fn handle(&self, request: Request<Incoming>, downstream: Downstream) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let snapshot = self.reloader.snapshot();
+        let timeout = Duration::from_millis(snapshot.config.limits.request_timeout_ms);
+        let answer = match tokio::time::timeout(timeout, self.process(&snapshot, request, downstream)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err((route, error))) => self.error_answer(route, error),
+            Err(_) => self.error_answer(
+                None,
+                ProxyError {
+                    status: StatusCode::GATEWAY_TIMEOUT,
+                    origin: crate::error::Source::Internal,
+                    code: "request_timeout".into(),
+                    message: format!("no answer within {} ms", timeout.as_millis()),
+                    retry_safe: false,
+                    provider: None,
+                },
+            ),
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[
+                answer.route.as_str(),
+                answer.provider.as_str(),
+                status_class(answer.response.status().as_u16()),
+            ])
+            .inc();
+        self.metrics
+            .request_seconds
+            .with_label_values(&[answer.route.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        answer.response
+    }
+
+    fn error_answer(&self, route: Option<String>, error: ProxyError) -> Answer {
+        if error.status.is_server_error() {
+            tracing::warn!(route = route.as_deref().unwrap_or("-"), code = %error.code, provider = error.provider.as_deref().unwrap_or("-"), "{}", error.message);
+        } else {
+            tracing::debug!(route = route.as_deref().unwrap_or("-"), code = %error.code, "{}", error.message);
+        }
+        Answer {
+            route: route.unwrap_or_else(|| "none".into()),
+            provider: error.provider.clone().unwrap_or_else(|| "none".into()),
+            response: boxed_full(error.to_response()),
+        }
+    }
+
+    async fn process(
+        &self,
+        snapshot: &Snapshot,
+        request: Request<Incoming>,
+        downstream: Downstream,
+    ) -> Result<Answer, (Option<String>, ProxyError)> {
+        check_limits(snapshot, &request).map_err(|e| (None, e))?;
+
+        // match
+        let host = request_host(&request);
+        let route = snapshot
+            .match_route(host.as_deref(), request.uri().path())
+            .ok_or_else(|| {
+                (
+                    None,
+                    ProxyError::downstream(StatusCode::NOT_FOUND, "no_route", "no route matches this host and path"),
+                )
+            })?;
+        let fail = |e: ProxyError| (Some(route.name.clone()), e);
+
+        let (parts, incoming) = request.into_parts();
+        let body = if incoming.is_end_stream() {
+            // No body at all: trivially replayable.
+            Body::Buffered(Bytes::new())
+        } else if route.plugin_body {
+            Body::Buffered(read_body(incoming, snapshot.config.limits.max_body_bytes).await.map_err(fail)?)
+        } else {
+            Body::Streaming(incoming)
+        };
+
+        // route
+        let order = match &route.router {
+            None => route.providers.clone(),
+            Some(_) => self.decide(route, &parts, &body).map_err(fail)?,
+        };
+
+        // attempt
+        self.attempt(snapshot, route, parts, body, &order, downstream)
+            .await
+            .map_err(fail)
+    }
+
+    /// Ask the route's router plugin for the provider order, applying its failure policy.
+    fn decide(&self, route: &Route, parts: &http::request::Parts, body: &Body) -> Result<Vec<String>, ProxyError> {
+        let Some((router, on_error)) = &route.router else {
+            return Ok(route.providers.clone());
+        };
+        let view = WitHttpRequest {
+            method: parts.method.as_str().to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+                .collect(),
+            body: match body {
+                Body::Buffered(bytes) => Some(bytes.to_vec()),
+                Body::Streaming(_) => None,
+            },
+        };
+        match router.route(&view, &route.wit_providers, rand::random()) {
+            Ok(RouteDecision::Providers(order)) => Ok(order),
+            Ok(RouteDecision::Reject { status, code, message }) => Err(ProxyError::policy(
+                // The host checked 400..=599, so this conversion holds.
+                StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+                code,
+                message,
+            )),
+            Err(failure) => {
+                tracing::warn!(route = %route.name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "router plugin failed");
+                match on_error {
+                    OnError::FailOpen => Ok(route.providers.clone()),
+                    OnError::FailClosed => Err(ProxyError::plugin(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "plugin_failed",
+                        format!("routing plugin {} failed", failure.plugin),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Forward to the first candidate. Another candidate is tried only when the request
+    /// cannot have reached the previous one (connect failure) and the body is replayable.
+    async fn attempt(
+        &self,
+        snapshot: &Snapshot,
+        route: &Route,
+        parts: http::request::Parts,
+        body: Body,
+        order: &[String],
+        downstream: Downstream,
+    ) -> Result<Answer, ProxyError> {
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let limit = snapshot.config.limits.max_body_bytes as usize;
+        let (mut streaming, buffered) = match body {
+            Body::Streaming(incoming) => (Some(incoming), None),
+            Body::Buffered(bytes) => (None, Some(bytes)),
+        };
+        let mut last_error = None;
+        for name in order {
+            let upstream = snapshot.providers.get(name).ok_or_else(|| {
+                ProxyError::plugin(StatusCode::BAD_GATEWAY, "unknown_provider", format!("provider {name} is not configured"))
+            })?;
+            let mut head = clone_head(&parts);
+            prepare_head(&mut head, upstream.target(&path_and_query)?, downstream);
+            let outbound: ProxyBody = match (&buffered, streaming.take()) {
+                (Some(bytes), _) => Full::new(bytes.clone()).map_err(|never| match never {}).boxed(),
+                (None, Some(incoming)) => Limited::new(incoming, limit).map_err(BoxError::from).boxed(),
+                // A streamed body was consumed by an earlier attempt: nothing left to replay.
+                (None, None) => break,
+            };
+            let started = Instant::now();
+            let result = upstream.send(Request::from_parts(head, outbound)).await;
+            self.metrics
+                .upstream_seconds
+                .with_label_values(&[name.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(response) => return Ok(self.relay(route, name, response)),
+                Err(error) => {
+                    let next = error.retry_safe && buffered.is_some();
+                    if next {
+                        tracing::warn!(route = %route.name, provider = %name, code = %error.code, "provider not reached; trying the next candidate");
+                    }
+                    last_error = Some(error);
+                    if !next {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            ProxyError::plugin(StatusCode::SERVICE_UNAVAILABLE, "no_provider", "no provider to try")
+        }))
+    }
+
+    fn relay(&self, route: &Route, provider: &str, response: Response<Incoming>) -> Answer {
+        let (mut parts, body) = response.into_parts();
+        crate::upstream::strip_hop_by_hop(&mut parts.headers);
+        if let Ok(value) = HeaderValue::from_str(provider) {
+            parts.headers.insert(HeaderName::from_static(PROVIDER_HEADER), value);
+        }
+        Answer {
+            route: route.name.clone(),
+            provider: provider.to_string(),
+            response: Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
+        }
+    }
+}
+
+fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut builder = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers.clone();
+    }
+    // Method, URI and headers come from a parsed request, so this cannot fail.
+    builder.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| Request::new(()).into_parts().0)
+}
+
+/// Header count, header bytes and declared body size against the limits (→ 431 / 413).
+fn check_limits(snapshot: &Snapshot, request: &Request<Incoming>) -> Result<(), ProxyError> {
+    let limits = &snapshot.config.limits;
+    let headers = request.headers();
+    if headers.len() > limits.max_headers {
+        return Err(ProxyError::downstream(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too_many_headers",
+            format!("{} headers exceed the limit of {}", headers.len(), limits.max_headers),
+        ));
+    }
+    let bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    if bytes > limits.max_header_bytes {
+        return Err(ProxyError::downstream(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("headers of {bytes} bytes exceed the limit of {}", limits.max_header_bytes),
+        ));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return Err(body_too_large(limits.max_body_bytes));
+    }
+    Ok(())
+}
+
+fn body_too_large(limit: u64) -> ProxyError {
+    ProxyError::downstream(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body exceeds the limit of {limit} bytes"),
+    )
+}
+
+async fn read_body(incoming: Incoming, limit: u64) -> Result<Bytes, ProxyError> {
+    match Limited::new(incoming, limit as usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(body_too_large(limit)),
+        Err(_) => Err(ProxyError::downstream(
+            StatusCode::BAD_REQUEST,
+            "body_read_error",
+            "the request body could not be read",
+        )),
+    }
+}
+
+/// The request's host without port: `Host` header (HTTP/1.1) or the URI authority (h2).
+fn request_host<B>(request: &Request<B>) -> Option<String> {
+    let raw = request
+        .uri()
+        .host()
+        .map(str::to_string)
+        .or_else(|| request.headers().get(header::HOST)?.to_str().ok().map(str::to_string))?;
+    let host = match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
+        None => raw.split(':').next().unwrap_or(&raw).to_string(),
+    };
+    Some(host.to_ascii_lowercase())
+}

@@ -1,0 +1,59 @@
+//! Route matching (host and path prefix) and the route's resolved plugin chain.
+
+use std::sync::Arc;
+
+use crate::config::OnError;
+use crate::plugin::{RouterPlugin, WitProvider};
+
+/// A route of the running snapshot.
+pub struct Route {
+    /// Name for metrics and errors.
+    pub name: String,
+    /// Lower-case host to match, any when `None`.
+    pub host: Option<String>,
+    /// Path prefix to match.
+    pub path_prefix: String,
+    /// Providers in static order.
+    pub providers: Vec<String>,
+    /// The same providers as plugins see them, built once per snapshot.
+    pub wit_providers: Vec<WitProvider>,
+    /// The router plugin and its failure policy.
+    pub router: Option<(Arc<RouterPlugin>, OnError)>,
+    /// Whether plugins get the body.
+    pub plugin_body: bool,
+}
+
+impl Route {
+    /// Whether a request for `host` (no port) and `path` belongs to this route.
+    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        let host_ok = match (&self.host, host) {
+            (None, _) => true,
+            (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+            (Some(_), None) => false,
+        };
+        host_ok && path_has_prefix(path, &self.path_prefix)
+    }
+}
+
+/// `/v1` matches `/v1` and `/v1/x` but not `/v10`; a prefix ending in `/` matches plainly.
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    if prefix.ends_with('/') {
+        return path.starts_with(prefix);
+    }
+    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_has_prefix;
+
+    #[test]
+    fn prefixes_respect_segment_boundaries() {
+        assert!(path_has_prefix("/v1", "/v1"));
+        assert!(path_has_prefix("/v1/payment_intents", "/v1"));
+        assert!(!path_has_prefix("/v10/x", "/v1"));
+        assert!(path_has_prefix("/anything", "/"));
+        assert!(path_has_prefix("/v1/x", "/v1/"));
+        assert!(!path_has_prefix("/v1", "/v1/"));
+    }
+}

@@ -1,0 +1,141 @@
+//! Start and stop a whole payproxy: snapshot, listeners, admin, reload triggers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, Admin};
+use crate::config::{self, Config};
+use crate::listener;
+use crate::metrics::Metrics;
+use crate::plugin::PluginHost;
+use crate::proxy::Proxy;
+use crate::reload::Reloader;
+use crate::snapshot::Builder;
+
+/// A running proxy.
+pub struct Running {
+    /// Bound storefront addresses, in config order (useful with port 0).
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    /// The snapshot owner (tests trigger reloads directly).
+    pub reloader: Arc<Reloader>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Validate a config file completely without serving: parse, check references, compile
+/// every plugin and run its `init` with its config, load certificates. What `payproxy check`
+/// does.
+pub fn check(file: &Path) -> anyhow::Result<String> {
+    let (config, _) = Config::load(file)?;
+    let host = PluginHost::new(&config.plugin_host)?;
+    let builder = Builder::new(host, Arc::new(Metrics::new()));
+    let snapshot = builder.build(file, 1)?;
+    Ok(format!(
+        "{}: ok ({} routes, {} providers, {} plugins, hash {})",
+        file.display(),
+        snapshot.routes.len(),
+        snapshot.providers.len(),
+        snapshot.plugins.len(),
+        &snapshot.hash[..12]
+    ))
+}
+
+fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
+    let token = config
+        .admin
+        .token
+        .clone()
+        .or_else(|| std::env::var(&config.admin.token_env).ok())
+        .filter(|t| !t.is_empty());
+    if token.is_none() && !config.admin.addr.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to start: admin address {} is not loopback and no admin token is set \
+             (set admin.token or ${})",
+            config.admin.addr,
+            config.admin.token_env
+        );
+    }
+    if token.is_none() {
+        tracing::warn!(addr = %config.admin.addr, "admin listener has no token; POST /admin/reload is open to local processes");
+    }
+    Ok(token)
+}
+
+/// Build the first snapshot, bind every listener and start serving.
+pub async fn start(file: &Path) -> anyhow::Result<Running> {
+    let file: PathBuf = file.to_path_buf();
+    let (config, _) = Config::load(&file)?;
+    let token = admin_token(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let host = PluginHost::new(&config.plugin_host)?;
+    let builder = Builder::new(host, metrics.clone());
+    let reloader = {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || Reloader::start(&file, builder)).await??
+    };
+    let proxy = Arc::new(Proxy::new(reloader.clone(), metrics.clone()));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut listen_addrs = Vec::new();
+    for l in &config.listeners {
+        let tcp = listener::bind(l.addr).await?;
+        listen_addrs.push(tcp.local_addr()?);
+        let tls = match &l.tls {
+            Some(tls) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(&config::resolve(&file, &tls.cert), &config::resolve(&file, &tls.key))
+                    .map_err(|e| anyhow::anyhow!("listeners {}: tls: {e}", l.addr))?,
+            )),
+            None => None,
+        };
+        let limits_source = reloader.clone();
+        tasks.push(tokio::spawn(listener::serve(
+            tcp,
+            tls,
+            proxy.clone(),
+            move || limits_source.snapshot().config.limits.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    let admin_tcp = listener::bind(config.admin.addr).await?;
+    let admin_addr = admin_tcp.local_addr()?;
+    let admin = Arc::new(Admin::new(reloader.clone(), metrics.clone(), token));
+    tasks.push(tokio::spawn(admin::serve(admin_tcp, admin, shutdown_rx.clone())));
+    tasks.push(reloader.spawn_sighup()?);
+    if config.reload.watch {
+        tasks.push(reloader.spawn_watch(Duration::from_millis(config.reload.debounce_ms))?);
+    }
+    tracing::info!(listeners = ?listen_addrs, admin = %admin_addr, version = reloader.snapshot().version, "payproxy serving");
+    Ok(Running {
+        listen_addrs,
+        admin_addr,
+        reloader,
+        metrics,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stop accepting, drain in-flight requests (bounded), stop background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let mut tasks = self.tasks;
+        // Listener and admin tasks finish on their own; the reload triggers run forever.
+        let triggers = tasks.split_off(self.listen_addrs.len() + 1);
+        for task in triggers {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
