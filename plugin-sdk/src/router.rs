@@ -31,25 +31,30 @@ macro_rules! export_router {
         // Only the wasm build exports the interface; native builds (unit tests) skip it.
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-        struct __PayproxyRouterExport;
+            struct __PayproxyRouterExport;
 
-        impl $crate::__router_glue::Guest for __PayproxyRouterExport {
-            fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                $crate::__router_glue::init::<$ty>(config)
+            impl $crate::__router_glue::Guest for __PayproxyRouterExport {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__router_glue::init::<$ty>(config)
+                }
+
+                fn route(
+                    request: $crate::__router_glue::HttpRequest,
+                    providers: ::std::vec::Vec<$crate::__router_glue::WitProvider>,
+                    seed: u64,
+                ) -> ::std::result::Result<
+                    ::std::vec::Vec<::std::string::String>,
+                    $crate::__router_glue::WitRejection,
+                > {
+                    $crate::__router_glue::route::<$ty>(request, providers, seed)
+                }
             }
 
-            fn route(
-                request: $crate::__router_glue::HttpRequest,
-                providers: ::std::vec::Vec<$crate::__router_glue::WitProvider>,
-                seed: u64,
-            ) -> ::std::result::Result<::std::vec::Vec<::std::string::String>, $crate::__router_glue::WitRejection> {
-                $crate::__router_glue::route::<$ty>(request, providers, seed)
-            }
-        }
-
-        $crate::bindings::router::__export_router_world!(
-            __PayproxyRouterExport with_types_in $crate::bindings::router
-        );
+            $crate::bindings::router::__export_router_world!(
+                __PayproxyRouterExport with_types_in $crate::bindings::router
+            );
         };
     };
 }
@@ -107,7 +112,13 @@ pub mod __glue {
             let plugin = slot
                 .as_ref()
                 .and_then(|p| p.downcast_ref::<R>())
-                .ok_or_else(|| to_wit(Rejection::new(500, "plugin_not_initialised", "router called before init")))?;
+                .ok_or_else(|| {
+                    to_wit(Rejection::new(
+                        500,
+                        "plugin_not_initialised",
+                        "router called before init",
+                    ))
+                })?;
             plugin.route(&request, &providers, seed).map_err(to_wit)
         })
     }

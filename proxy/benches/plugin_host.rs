@@ -12,7 +12,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use payproxy::config::{InstanceMode, PluginHostConfig};
 use payproxy::metrics::Metrics;
-use payproxy::plugin::{PluginHost, RouteDecision, RouterPlugin, RouterSettings, WitHttpRequest, WitProvider};
+use payproxy::plugin::{
+    PluginHost, RouteDecision, RouterPlugin, RouterSettings, WitHttpRequest, WitProvider,
+};
 use serde_json::Value;
 
 /// Total size of header names + values + body in the request view.
@@ -25,8 +27,9 @@ fn plugins_dir() -> PathBuf {
 /// The rule config shared with the plugin's fixture tests.
 fn router_config() -> String {
     let path = plugins_dir().join("router-regional/fixtures/cases.json");
-    let fixtures: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read cases.json"))
-        .expect("cases.json is JSON");
+    let fixtures: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read cases.json"))
+            .expect("cases.json is JSON");
     fixtures["config"].to_string()
 }
 
@@ -53,15 +56,19 @@ fn load(host: &Arc<PluginHost>, mode: InstanceMode) -> RouterPlugin {
 }
 
 fn providers() -> Vec<WitProvider> {
-    [("sim-eu", "eu", 1.8), ("sim-us", "us", 2.0), ("sim-sea", "sea", 1.2)]
-        .into_iter()
-        .map(|(name, region, cost)| WitProvider {
-            name: name.into(),
-            region: region.into(),
-            tags: vec!["card".into()],
-            cost,
-        })
-        .collect()
+    [
+        ("sim-eu", "eu", 1.8),
+        ("sim-us", "us", 2.0),
+        ("sim-sea", "sea", 1.2),
+    ]
+    .into_iter()
+    .map(|(name, region, cost)| WitProvider {
+        name: name.into(),
+        region: region.into(),
+        tags: vec!["card".into()],
+        cost,
+    })
+    .collect()
 }
 
 /// A storefront `POST /v1/payment_intents` as a route with `plugin_body` hands it to the
@@ -93,7 +100,12 @@ fn request() -> WitHttpRequest {
         )
     };
     // content-length is part of the header bytes, so settle its width first (3 digits).
-    let header_bytes = |headers: &[(String, String)]| headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    let header_bytes = |headers: &[(String, String)]| {
+        headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+    };
     let mut headers = headers;
     headers[5].1 = "000".into();
     let pad = REQUEST_VIEW_BYTES - header_bytes(&headers) - body_with(0).len();
@@ -117,15 +129,28 @@ fn router(c: &mut Criterion) {
     let request = request();
     let providers = providers();
     let mut group = c.benchmark_group("router");
-    group.sample_size(50).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2));
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(2));
 
-    for (id, mode) in [("reused", InstanceMode::Reuse), ("fresh", InstanceMode::Fresh)] {
+    for (id, mode) in [
+        ("reused", InstanceMode::Reuse),
+        ("fresh", InstanceMode::Fresh),
+    ] {
         let plugin = load(&host, mode);
         // The same answer in both modes, so both measure the same work.
         let decision = plugin.route(&request, &providers, 42).expect("route");
-        assert!(matches!(&decision, RouteDecision::Providers(p) if p.len() == 2), "{decision:?}");
+        assert!(
+            matches!(&decision, RouteDecision::Providers(p) if p.len() == 2),
+            "{decision:?}"
+        );
         group.bench_function(id, |b| {
-            b.iter(|| plugin.route(black_box(&request), black_box(&providers), black_box(42)).expect("route"))
+            b.iter(|| {
+                plugin
+                    .route(black_box(&request), black_box(&providers), black_box(42))
+                    .expect("route")
+            })
         });
     }
     group.finish();

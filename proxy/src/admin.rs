@@ -52,19 +52,28 @@ impl Admin {
             (&Method::GET, "/admin/status") => json_response(StatusCode::OK, &self.status()),
             (&Method::POST, "/admin/reload") => {
                 if !self.authorised(&request) {
-                    return error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+                    return error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "a valid bearer token is required",
+                    );
                 }
                 match self.reloader.reload("admin").await {
-                    Ok(version) => json_response(StatusCode::OK, &json!({ "result": "ok", "version": version })),
+                    Ok(version) => json_response(
+                        StatusCode::OK,
+                        &json!({ "result": "ok", "version": version }),
+                    ),
                     Err(e) => json_response(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         &json!({ "result": "error", "error": e, "version": self.reloader.snapshot().version }),
                     ),
                 }
             }
-            (_, "/metrics" | "/admin/status" | "/admin/reload") => {
-                error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
-            }
+            (_, "/metrics" | "/admin/status" | "/admin/reload") => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            ),
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
         }
     }
@@ -135,7 +144,9 @@ fn plugins(snapshot: &Snapshot) -> Vec<Value> {
 /// `https://user:secret@host/x` → `https://host/x`: credentials never reach the status page.
 fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end && !url[scheme_end + 3..at].contains('/') => {
+        (Some(scheme_end), Some(at))
+            if at > scheme_end && !url[scheme_end + 3..at].contains('/') =>
+        {
             format!("{}{}", &url[..scheme_end + 3], &url[at + 1..])
         }
         _ => url.to_string(),
@@ -143,7 +154,10 @@ fn redact_userinfo(url: &str) -> String {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    json_response(status, &json!({ "error": { "code": code, "message": message } }))
+    json_response(
+        status,
+        &json!({ "error": { "code": code, "message": message } }),
+    )
 }
 
 /// Serve the admin endpoints until `shutdown` flips.

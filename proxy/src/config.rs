@@ -355,13 +355,25 @@ impl Config {
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
+            let mut field = e.path().to_string();
             let inner = e.into_inner();
+            let message = strip_position(&inner);
+            // serde reports a missing field at its parent; name the field itself.
+            if let Some(name) = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+            {
+                field = if field == "." {
+                    name.to_string()
+                } else {
+                    format!("{field}.{name}")
+                };
+            }
             if inner.is_data() && field != "." {
                 ConfigError::Field {
                     file: file.to_path_buf(),
                     field,
-                    message: strip_position(&inner),
+                    message,
                 }
             } else {
                 ConfigError::Syntax {
@@ -393,14 +405,23 @@ impl Config {
             message,
         };
         if self.listeners.is_empty() {
-            return Err(invalid("listeners".into(), "at least one listener is required".into()));
+            return Err(invalid(
+                "listeners".into(),
+                "at least one listener is required".into(),
+            ));
         }
         if self.routes.is_empty() {
-            return Err(invalid("routes".into(), "at least one route is required".into()));
+            return Err(invalid(
+                "routes".into(),
+                "at least one route is required".into(),
+            ));
         }
         let l = &self.limits;
         if l.max_header_bytes < 1024 || l.max_header_bytes > 1024 * 1024 {
-            return Err(invalid("limits.max_header_bytes".into(), "must be 1024..=1048576".into()));
+            return Err(invalid(
+                "limits.max_header_bytes".into(),
+                "must be 1024..=1048576".into(),
+            ));
         }
         if l.max_headers == 0 || l.request_timeout_ms == 0 || l.header_read_timeout_ms == 0 {
             return Err(invalid("limits".into(), "limits must be positive".into()));
@@ -415,7 +436,10 @@ impl Config {
         if host.memory_mb > host.max_memory_mb {
             return Err(invalid(
                 "plugin_host.memory_mb".into(),
-                format!("{} exceeds plugin_host.max_memory_mb {}", host.memory_mb, host.max_memory_mb),
+                format!(
+                    "{} exceeds plugin_host.max_memory_mb {}",
+                    host.memory_mb, host.max_memory_mb
+                ),
             ));
         }
         for (name, plugin) in &self.plugins {
@@ -432,7 +456,10 @@ impl Config {
                 }
             }
             if plugin.deadline_ms == Some(0) {
-                return Err(invalid(format!("{at}.deadline_ms"), "must be positive".into()));
+                return Err(invalid(
+                    format!("{at}.deadline_ms"),
+                    "must be positive".into(),
+                ));
             }
         }
         for (name, provider) in &self.providers {
@@ -440,7 +467,10 @@ impl Config {
             crate::upstream::parse_base_url(&provider.url)
                 .map_err(|message| invalid(format!("{at}.url"), message))?;
             if !provider.cost.is_finite() || provider.cost < 0.0 {
-                return Err(invalid(format!("{at}.cost"), "must be a non-negative number".into()));
+                return Err(invalid(
+                    format!("{at}.cost"),
+                    "must be a non-negative number".into(),
+                ));
             }
             if provider.connect_timeout_ms == 0 || provider.timeout_ms == 0 {
                 return Err(invalid(at, "timeouts must be positive".into()));
@@ -450,31 +480,48 @@ impl Config {
         for (i, route) in self.routes.iter().enumerate() {
             let at = format!("routes[{i}]");
             if !seen.insert(route.name.as_str()) {
-                return Err(invalid(format!("{at}.name"), format!("duplicate route name {:?}", route.name)));
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!("duplicate route name {:?}", route.name),
+                ));
             }
             if !route.path_prefix.starts_with('/') {
-                return Err(invalid(format!("{at}.path_prefix"), "must start with /".into()));
+                return Err(invalid(
+                    format!("{at}.path_prefix"),
+                    "must start with /".into(),
+                ));
             }
             if route.providers.is_empty() {
-                return Err(invalid(format!("{at}.providers"), "at least one provider is required".into()));
+                return Err(invalid(
+                    format!("{at}.providers"),
+                    "at least one provider is required".into(),
+                ));
             }
             for (j, p) in route.providers.iter().enumerate() {
                 if !self.providers.contains_key(p) {
-                    return Err(invalid(format!("{at}.providers[{j}]"), format!("unknown provider {p:?}")));
+                    return Err(invalid(
+                        format!("{at}.providers[{j}]"),
+                        format!("unknown provider {p:?}"),
+                    ));
                 }
             }
             let mut routers = 0;
             for (j, p) in route.plugins.iter().enumerate() {
-                let plugin = self
-                    .plugins
-                    .get(p)
-                    .ok_or_else(|| invalid(format!("{at}.plugins[{j}]"), format!("unknown plugin {p:?}")))?;
+                let plugin = self.plugins.get(p).ok_or_else(|| {
+                    invalid(
+                        format!("{at}.plugins[{j}]"),
+                        format!("unknown plugin {p:?}"),
+                    )
+                })?;
                 if plugin.role == Role::Router {
                     routers += 1;
                 }
             }
             if routers > 1 {
-                return Err(invalid(format!("{at}.plugins"), "at most one router plugin per route".into()));
+                return Err(invalid(
+                    format!("{at}.plugins"),
+                    "at most one router plugin per route".into(),
+                ));
             }
         }
         Ok(())

@@ -7,8 +7,8 @@ use prometheus::{
 
 /// Latency buckets in seconds, from 50 µs (plugin calls) to 30 s (slow providers).
 const BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Every metric payproxy exports.
@@ -37,19 +37,27 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(c.clone())).expect("unique metric name");
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("static metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric name");
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             let opts = HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
             let h = HistogramVec::new(opts, labels).expect("static metric definition");
-            registry.register(Box::new(h.clone())).expect("unique metric name");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric name");
             h
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(g.clone())).expect("unique metric name");
+            let g =
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric name");
             g
         };
         Metrics {
@@ -78,7 +86,11 @@ impl Metrics {
                 "Failed plugin calls by plugin and kind.",
                 &["plugin", "kind"],
             ),
-            reloads: counter("payproxy_reloads_total", "Config reloads by result.", &["result"]),
+            reloads: counter(
+                "payproxy_reloads_total",
+                "Config reloads by result.",
+                &["result"],
+            ),
             plugin_info: gauge(
                 "payproxy_plugin_info",
                 "Loaded plugins with their role and sha256 digest (value 1).",

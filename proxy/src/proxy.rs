@@ -56,25 +56,31 @@ impl Proxy {
     }
 
     /// Handle one storefront request. Never fails: errors become JSON responses.
-    pub async fn handle(&self, request: Request<Incoming>, downstream: Downstream) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        downstream: Downstream,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let snapshot = self.reloader.snapshot();
         let timeout = Duration::from_millis(snapshot.config.limits.request_timeout_ms);
-        let answer = match tokio::time::timeout(timeout, self.process(&snapshot, request, downstream)).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err((route, error))) => self.error_answer(route, error),
-            Err(_) => self.error_answer(
-                None,
-                ProxyError {
-                    status: StatusCode::GATEWAY_TIMEOUT,
-                    origin: crate::error::Source::Internal,
-                    code: "request_timeout".into(),
-                    message: format!("no answer within {} ms", timeout.as_millis()),
-                    retry_safe: false,
-                    provider: None,
-                },
-            ),
-        };
+        let answer =
+            match tokio::time::timeout(timeout, self.process(&snapshot, request, downstream)).await
+            {
+                Ok(Ok(answer)) => answer,
+                Ok(Err((route, error))) => self.error_answer(route, error),
+                Err(_) => self.error_answer(
+                    None,
+                    ProxyError {
+                        status: StatusCode::GATEWAY_TIMEOUT,
+                        origin: crate::error::Source::Internal,
+                        code: "request_timeout".into(),
+                        message: format!("no answer within {} ms", timeout.as_millis()),
+                        retry_safe: false,
+                        provider: None,
+                    },
+                ),
+            };
         self.metrics
             .requests
             .with_label_values(&[
@@ -118,7 +124,11 @@ impl Proxy {
             .ok_or_else(|| {
                 (
                     None,
-                    ProxyError::downstream(StatusCode::NOT_FOUND, "no_route", "no route matches this host and path"),
+                    ProxyError::downstream(
+                        StatusCode::NOT_FOUND,
+                        "no_route",
+                        "no route matches this host and path",
+                    ),
                 )
             })?;
         let fail = |e: ProxyError| (Some(route.name.clone()), e);
@@ -128,7 +138,11 @@ impl Proxy {
             // No body at all: trivially replayable.
             Body::Buffered(Bytes::new())
         } else if route.plugin_body {
-            Body::Buffered(read_body(incoming, snapshot.config.limits.max_body_bytes).await.map_err(fail)?)
+            Body::Buffered(
+                read_body(incoming, snapshot.config.limits.max_body_bytes)
+                    .await
+                    .map_err(fail)?,
+            )
         } else {
             Body::Streaming(incoming)
         };
@@ -146,7 +160,12 @@ impl Proxy {
     }
 
     /// Ask the route's router plugin for the provider order, applying its failure policy.
-    fn decide(&self, route: &Route, parts: &http::request::Parts, body: &Body) -> Result<Vec<String>, ProxyError> {
+    fn decide(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: &Body,
+    ) -> Result<Vec<String>, ProxyError> {
         let Some((router, on_error)) = &route.router else {
             return Ok(route.providers.clone());
         };
@@ -157,7 +176,11 @@ impl Proxy {
             headers: parts
                 .headers
                 .iter()
-                .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+                .filter_map(|(n, v)| {
+                    v.to_str()
+                        .ok()
+                        .map(|v| (n.as_str().to_string(), v.to_string()))
+                })
                 .collect(),
             body: match body {
                 Body::Buffered(bytes) => Some(bytes.to_vec()),
@@ -166,7 +189,11 @@ impl Proxy {
         };
         match router.route(&view, &route.wit_providers, rand::random()) {
             Ok(RouteDecision::Providers(order)) => Ok(order),
-            Ok(RouteDecision::Reject { status, code, message }) => Err(ProxyError::policy(
+            Ok(RouteDecision::Reject {
+                status,
+                code,
+                message,
+            }) => Err(ProxyError::policy(
                 // The host checked 400..=599, so this conversion holds.
                 StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
                 code,
@@ -197,7 +224,12 @@ impl Proxy {
         order: &[String],
         downstream: Downstream,
     ) -> Result<Answer, ProxyError> {
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
         let limit = snapshot.config.limits.max_body_bytes as usize;
         let (mut streaming, buffered) = match body {
             Body::Streaming(incoming) => (Some(incoming), None),
@@ -206,13 +238,21 @@ impl Proxy {
         let mut last_error = None;
         for name in order {
             let upstream = snapshot.providers.get(name).ok_or_else(|| {
-                ProxyError::plugin(StatusCode::BAD_GATEWAY, "unknown_provider", format!("provider {name} is not configured"))
+                ProxyError::plugin(
+                    StatusCode::BAD_GATEWAY,
+                    "unknown_provider",
+                    format!("provider {name} is not configured"),
+                )
             })?;
             let mut head = clone_head(&parts);
             prepare_head(&mut head, upstream.target(&path_and_query)?, downstream);
             let outbound: ProxyBody = match (&buffered, streaming.take()) {
-                (Some(bytes), _) => Full::new(bytes.clone()).map_err(|never| match never {}).boxed(),
-                (None, Some(incoming)) => Limited::new(incoming, limit).map_err(BoxError::from).boxed(),
+                (Some(bytes), _) => Full::new(bytes.clone())
+                    .map_err(|never| match never {})
+                    .boxed(),
+                (None, Some(incoming)) => Limited::new(incoming, limit)
+                    .map_err(BoxError::from)
+                    .boxed(),
                 // A streamed body was consumed by an earlier attempt: nothing left to replay.
                 (None, None) => break,
             };
@@ -237,7 +277,11 @@ impl Proxy {
             }
         }
         Err(last_error.unwrap_or_else(|| {
-            ProxyError::plugin(StatusCode::SERVICE_UNAVAILABLE, "no_provider", "no provider to try")
+            ProxyError::plugin(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_provider",
+                "no provider to try",
+            )
         }))
     }
 
@@ -245,7 +289,9 @@ impl Proxy {
         let (mut parts, body) = response.into_parts();
         crate::upstream::strip_hop_by_hop(&mut parts.headers);
         if let Ok(value) = HeaderValue::from_str(provider) {
-            parts.headers.insert(HeaderName::from_static(PROVIDER_HEADER), value);
+            parts
+                .headers
+                .insert(HeaderName::from_static(PROVIDER_HEADER), value);
         }
         Answer {
             route: route.name.clone(),
@@ -264,7 +310,10 @@ fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
         *headers = parts.headers.clone();
     }
     // Method, URI and headers come from a parsed request, so this cannot fail.
-    builder.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| Request::new(()).into_parts().0)
+    builder
+        .body(())
+        .map(|r| r.into_parts().0)
+        .unwrap_or_else(|_| Request::new(()).into_parts().0)
 }
 
 /// Header count, header bytes and declared body size against the limits (→ 431 / 413).
@@ -275,15 +324,25 @@ fn check_limits(snapshot: &Snapshot, request: &Request<Incoming>) -> Result<(), 
         return Err(ProxyError::downstream(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "too_many_headers",
-            format!("{} headers exceed the limit of {}", headers.len(), limits.max_headers),
+            format!(
+                "{} headers exceed the limit of {}",
+                headers.len(),
+                limits.max_headers
+            ),
         ));
     }
-    let bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    let bytes: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
     if bytes > limits.max_header_bytes {
         return Err(ProxyError::downstream(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
-            format!("headers of {bytes} bytes exceed the limit of {}", limits.max_header_bytes),
+            format!(
+                "headers of {bytes} bytes exceed the limit of {}",
+                limits.max_header_bytes
+            ),
         ));
     }
     let declared = headers
@@ -318,11 +377,14 @@ async fn read_body(incoming: Incoming, limit: u64) -> Result<Bytes, ProxyError> 
 
 /// The request's host without port: `Host` header (HTTP/1.1) or the URI authority (h2).
 fn request_host<B>(request: &Request<B>) -> Option<String> {
-    let raw = request
-        .uri()
-        .host()
-        .map(str::to_string)
-        .or_else(|| request.headers().get(header::HOST)?.to_str().ok().map(str::to_string))?;
+    let raw = request.uri().host().map(str::to_string).or_else(|| {
+        request
+            .headers()
+            .get(header::HOST)?
+            .to_str()
+            .ok()
+            .map(str::to_string)
+    })?;
     let host = match raw.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
         None => raw.split(':').next().unwrap_or(&raw).to_string(),

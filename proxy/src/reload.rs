@@ -47,7 +47,10 @@ pub struct Reloader {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Reloader {
@@ -82,7 +85,10 @@ impl Reloader {
 
     /// The last reload's outcome.
     pub fn status(&self) -> ReloadStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The config file this reloader reads.
@@ -136,7 +142,10 @@ impl Reloader {
                 .set(1);
         }
         self.metrics.config_info.reset();
-        self.metrics.config_info.with_label_values(&[snapshot.hash.as_str()]).set(1);
+        self.metrics
+            .config_info
+            .with_label_values(&[snapshot.hash.as_str()])
+            .set(1);
     }
 
     /// Reload on SIGHUP until the process ends.
@@ -152,15 +161,19 @@ impl Reloader {
 
     /// Reload when any file of the running snapshot changes (config, plugins, plugin
     /// configs). Directories are watched, so editors that replace files by rename work.
-    pub fn spawn_watch(self: &Arc<Self>, debounce: Duration) -> notify::Result<tokio::task::JoinHandle<()>> {
+    pub fn spawn_watch(
+        self: &Arc<Self>,
+        debounce: Duration,
+    ) -> notify::Result<tokio::task::JoinHandle<()>> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                if !event.kind.is_access() {
-                    let _ = tx.send(event.paths);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event {
+                    if !event.kind.is_access() {
+                        let _ = tx.send(event.paths);
+                    }
                 }
-            }
-        })?;
+            })?;
         let this = self.clone();
         let mut watched = BTreeSet::new();
         let mut files = watch_set(&this.snapshot());
@@ -184,7 +197,9 @@ impl Reloader {
 
 fn normalise(path: &Path) -> PathBuf {
     match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => std::fs::canonicalize(dir).map(|d| d.join(name)).unwrap_or_else(|_| path.to_path_buf()),
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
         _ => path.to_path_buf(),
     }
 }
@@ -193,8 +208,15 @@ fn watch_set(snapshot: &Snapshot) -> BTreeSet<PathBuf> {
     snapshot.files.iter().map(|f| normalise(f)).collect()
 }
 
-fn sync_watches(watcher: &mut notify::RecommendedWatcher, watched: &mut BTreeSet<PathBuf>, files: &BTreeSet<PathBuf>) {
-    let dirs: BTreeSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+fn sync_watches(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut BTreeSet<PathBuf>,
+    files: &BTreeSet<PathBuf>,
+) {
+    let dirs: BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
     for dir in watched.difference(&dirs) {
         let _ = watcher.unwatch(dir);
     }

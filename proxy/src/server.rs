@@ -91,8 +91,11 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         listen_addrs.push(tcp.local_addr()?);
         let tls = match &l.tls {
             Some(tls) => Some(tokio_rustls::TlsAcceptor::from(
-                crate::tls::server_config(&config::resolve(&file, &tls.cert), &config::resolve(&file, &tls.key))
-                    .map_err(|e| anyhow::anyhow!("listeners {}: tls: {e}", l.addr))?,
+                crate::tls::server_config(
+                    &config::resolve(&file, &tls.cert),
+                    &config::resolve(&file, &tls.key),
+                )
+                .map_err(|e| anyhow::anyhow!("listeners {}: tls: {e}", l.addr))?,
             )),
             None => None,
         };
@@ -108,7 +111,11 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
     let admin_tcp = listener::bind(config.admin.addr).await?;
     let admin_addr = admin_tcp.local_addr()?;
     let admin = Arc::new(Admin::new(reloader.clone(), metrics.clone(), token));
-    tasks.push(tokio::spawn(admin::serve(admin_tcp, admin, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(admin::serve(
+        admin_tcp,
+        admin,
+        shutdown_rx.clone(),
+    )));
     tasks.push(reloader.spawn_sighup()?);
     if config.reload.watch {
         tasks.push(reloader.spawn_watch(Duration::from_millis(config.reload.debounce_ms))?);

@@ -84,9 +84,11 @@ impl Builder {
         let mut providers = BTreeMap::new();
         for (name, p) in &config.providers {
             let ca = p.ca_file.as_ref().map(|ca| config::resolve(file, ca));
-            let upstream = Upstream::new(name, p, ca, &self.clients).map_err(|message| ConfigError::Resource {
-                field: format!("providers.{name}.ca_file"),
-                message,
+            let upstream = Upstream::new(name, p, ca, &self.clients).map_err(|message| {
+                ConfigError::Resource {
+                    field: format!("providers.{name}.ca_file"),
+                    message,
+                }
             })?;
             providers.insert(name.clone(), Arc::new(upstream));
         }
@@ -100,22 +102,26 @@ impl Builder {
                 file: path.clone(),
                 message,
             };
-            let bytes = std::fs::read(&path).map_err(|e| plugin_err(format!("cannot read: {e}")))?;
+            let bytes =
+                std::fs::read(&path).map_err(|e| plugin_err(format!("cannot read: {e}")))?;
             hasher.update(&bytes);
             files.push(path.clone());
             let config_json = match (&p.config, &p.config_file) {
                 (_, Some(config_file)) => {
                     let config_path = config::resolve(file, config_file);
-                    let text = std::fs::read_to_string(&config_path).map_err(|e| ConfigError::Field {
-                        file: file.to_path_buf(),
-                        field: format!("plugins.{name}.config_file"),
-                        message: format!("cannot read {}: {e}", config_path.display()),
-                    })?;
-                    serde_json::from_str::<serde_json::Value>(&text).map_err(|e| ConfigError::Syntax {
-                        file: config_path.clone(),
-                        line: e.line(),
-                        column: e.column(),
-                        message: e.to_string(),
+                    let text =
+                        std::fs::read_to_string(&config_path).map_err(|e| ConfigError::Field {
+                            file: file.to_path_buf(),
+                            field: format!("plugins.{name}.config_file"),
+                            message: format!("cannot read {}: {e}", config_path.display()),
+                        })?;
+                    serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                        ConfigError::Syntax {
+                            file: config_path.clone(),
+                            line: e.line(),
+                            column: e.column(),
+                            message: e.to_string(),
+                        }
                     })?;
                     hasher.update(text.as_bytes());
                     files.push(config_path);
@@ -165,11 +171,14 @@ impl Builder {
             .collect();
         for listener in &config.listeners {
             if let Some(tls) = &listener.tls {
-                crate::tls::server_config(&config::resolve(file, &tls.cert), &config::resolve(file, &tls.key))
-                    .map_err(|message| ConfigError::Resource {
-                        field: format!("listeners[{}].tls", listener.addr),
-                        message,
-                    })?;
+                crate::tls::server_config(
+                    &config::resolve(file, &tls.cert),
+                    &config::resolve(file, &tls.key),
+                )
+                .map_err(|message| ConfigError::Resource {
+                    field: format!("listeners[{}].tls", listener.addr),
+                    message,
+                })?;
             }
         }
         Ok(Snapshot {
@@ -185,7 +194,12 @@ impl Builder {
 
     fn compile(&self, bytes: &[u8]) -> Result<(Component, String), String> {
         let digest = hex::encode(Sha256::digest(bytes));
-        if let Some(component) = self.compiled.lock().ok().and_then(|c| c.get(&digest).cloned()) {
+        if let Some(component) = self
+            .compiled
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&digest).cloned())
+        {
             return Ok((component, digest));
         }
         let compiled = self.host.compile(bytes)?;
@@ -203,7 +217,11 @@ impl Builder {
     }
 }
 
-fn route(r: &config::RouteConfig, config: &Config, plugins: &BTreeMap<String, LoadedPlugin>) -> Route {
+fn route(
+    r: &config::RouteConfig,
+    config: &Config,
+    plugins: &BTreeMap<String, LoadedPlugin>,
+) -> Route {
     let wit_providers = r
         .providers
         .iter()

@@ -30,7 +30,9 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// Parse and check a provider base URL: `http` or `https`, a host, no query.
 pub fn parse_base_url(url: &str) -> Result<Uri, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => return Err(format!("URL {url:?} must start with http:// or https://")),
@@ -52,13 +54,20 @@ pub struct ClientCache {
 }
 
 impl ClientCache {
-    fn client(&self, ca_file: Option<PathBuf>, connect_timeout_ms: u64) -> Result<HttpClient, String> {
+    fn client(
+        &self,
+        ca_file: Option<PathBuf>,
+        connect_timeout_ms: u64,
+    ) -> Result<HttpClient, String> {
         let ca_bytes = match &ca_file {
             Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
             None => Vec::new(),
         };
         let key = (ca_file.clone(), ca_bytes, connect_timeout_ms);
-        let mut clients = self.clients.lock().map_err(|_| "client cache poisoned".to_string())?;
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| "client cache poisoned".to_string())?;
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
@@ -113,18 +122,28 @@ impl Upstream {
         let uri = format!(
             "{}://{}{}{}",
             self.base.scheme_str().unwrap_or("http"),
-            self.base.authority().map(|a| a.as_str()).unwrap_or_default(),
+            self.base
+                .authority()
+                .map(|a| a.as_str())
+                .unwrap_or_default(),
             base_path,
             path_and_query
         );
         uri.parse().map_err(|_| {
-            ProxyError::downstream(StatusCode::BAD_REQUEST, "invalid_path", "the request path cannot be forwarded")
+            ProxyError::downstream(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "the request path cannot be forwarded",
+            )
         })
     }
 
     /// Send a prepared request; the answer is the provider's response head with its body
     /// still streaming. Failures say whether the request could have reached the provider.
-    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(self.classify(&e)),
@@ -132,7 +151,11 @@ impl Upstream {
                 StatusCode::GATEWAY_TIMEOUT,
                 "provider_timeout",
                 &self.name,
-                format!("provider {} did not answer within {} ms", self.name, self.timeout.as_millis()),
+                format!(
+                    "provider {} did not answer within {} ms",
+                    self.name,
+                    self.timeout.as_millis()
+                ),
                 false,
             )),
         }
@@ -140,7 +163,11 @@ impl Upstream {
 
     fn classify(&self, e: &hyper_util::client::legacy::Error) -> ProxyError {
         if let Some(limit) = find_source::<http_body_util::LengthLimitError>(e) {
-            return ProxyError::downstream(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", limit.to_string());
+            return ProxyError::downstream(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                limit.to_string(),
+            );
         }
         if e.is_connect() {
             // Nothing was written: safe to try another provider.
@@ -157,13 +184,18 @@ impl Upstream {
             StatusCode::BAD_GATEWAY,
             "provider_error",
             &self.name,
-            format!("provider {} closed the connection without a complete answer", self.name),
+            format!(
+                "provider {} closed the connection without a complete answer",
+                self.name
+            ),
             false,
         )
     }
 }
 
-fn find_source<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut current = Some(e);
     while let Some(err) = current {
         if let Some(found) = err.downcast_ref::<T>() {
@@ -226,11 +258,12 @@ pub struct Downstream {
 /// client upgrades to h2 by ALPN), no hop-by-hop headers, Host from the target, and
 /// `X-Forwarded-For` / `-Proto` / `-Host` added.
 pub fn prepare_head(parts: &mut http::request::Parts, target: Uri, downstream: Downstream) {
-    let original_host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     strip_hop_by_hop(&mut parts.headers);
     // The client sets Host from the target URI.
     parts.headers.remove(header::HOST);
@@ -255,7 +288,9 @@ pub fn prepare_head(parts: &mut http::request::Parts, target: Uri, downstream: D
         HeaderValue::from_static(if downstream.tls { "https" } else { "http" }),
     );
     if let Some(host) = original_host {
-        parts.headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     parts.uri = target;
     parts.version = Version::HTTP_11;

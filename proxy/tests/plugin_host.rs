@@ -12,7 +12,10 @@ use payproxy::plugin::RouteDecision;
 use serde_json::Value;
 
 fn fixtures() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/router-regional/fixtures/cases.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/router-regional/fixtures/cases.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -22,7 +25,14 @@ fn router_regional_shared_fixtures_through_wasm() {
     let metrics = Arc::new(Metrics::new());
     let f = fixtures();
     for mode in [InstanceMode::Reuse, InstanceMode::Fresh] {
-        let plugin = load_router(&host, "router_regional", &f["config"].to_string(), mode, &metrics).unwrap();
+        let plugin = load_router(
+            &host,
+            "router_regional",
+            &f["config"].to_string(),
+            mode,
+            &metrics,
+        )
+        .unwrap();
         let providers: Vec<_> = f["providers"]
             .as_array()
             .unwrap()
@@ -38,20 +48,27 @@ fn router_regional_shared_fixtures_through_wasm() {
             let name = case["name"].as_str().unwrap();
             let r = &case["request"];
             let headers: Vec<(String, String)> =
-                serde_json::from_value(r.get("headers").cloned().unwrap_or(Value::Array(vec![]))).unwrap();
+                serde_json::from_value(r.get("headers").cloned().unwrap_or(Value::Array(vec![])))
+                    .unwrap();
             let req = payproxy::plugin::WitHttpRequest {
                 method: r["method"].as_str().unwrap().into(),
                 path: r["path"].as_str().unwrap().into(),
                 query: None,
                 headers,
-                body: r.get("body").map(|b| b.as_str().unwrap().as_bytes().to_vec()),
+                body: r
+                    .get("body")
+                    .map(|b| b.as_str().unwrap().as_bytes().to_vec()),
             };
             let seed = case.get("seed").and_then(Value::as_u64).unwrap_or(0);
             let got = plugin.route(&req, &providers, seed).expect(name);
             let expect = &case["expect"];
             match got {
                 RouteDecision::Reject { status, code, .. } => {
-                    assert_eq!(u64::from(status), expect["reject"]["status"].as_u64().expect(name), "{name}");
+                    assert_eq!(
+                        u64::from(status),
+                        expect["reject"]["status"].as_u64().expect(name),
+                        "{name}"
+                    );
                     assert_eq!(code, expect["reject"]["code"].as_str().unwrap(), "{name}");
                 }
                 RouteDecision::Providers(list) => {
@@ -59,7 +76,8 @@ fn router_regional_shared_fixtures_through_wasm() {
                         let want: Vec<String> = serde_json::from_value(want.clone()).unwrap();
                         assert_eq!(list, want, "{name}");
                     } else {
-                        let first_of: Vec<String> = serde_json::from_value(expect["first_of"].clone()).unwrap();
+                        let first_of: Vec<String> =
+                            serde_json::from_value(expect["first_of"].clone()).unwrap();
                         assert!(first_of.contains(&list[0]), "{name}");
                         assert_eq!(list.len() as u64, expect["len"].as_u64().unwrap(), "{name}");
                     }
@@ -69,14 +87,27 @@ fn router_regional_shared_fixtures_through_wasm() {
     }
 }
 
-fn hostile(mode: &str, instance_mode: InstanceMode, metrics: &Arc<Metrics>) -> payproxy::plugin::RouterPlugin {
+fn hostile(
+    mode: &str,
+    instance_mode: InstanceMode,
+    metrics: &Arc<Metrics>,
+) -> payproxy::plugin::RouterPlugin {
     let host = host();
-    load_router(&host, "fixture_hostile", &format!(r#"{{"mode": "{mode}"}}"#), instance_mode, metrics)
-        .expect("hostile fixture loads")
+    load_router(
+        &host,
+        "fixture_hostile",
+        &format!(r#"{{"mode": "{mode}"}}"#),
+        instance_mode,
+        metrics,
+    )
+    .expect("hostile fixture loads")
 }
 
 fn failures(metrics: &Metrics, plugin: &str, kind: &str) -> u64 {
-    metrics.plugin_failures.with_label_values(&[plugin, kind]).get()
+    metrics
+        .plugin_failures
+        .with_label_values(&[plugin, kind])
+        .get()
 }
 
 #[test]
@@ -97,7 +128,11 @@ fn hostile_plugins_fail_only_their_call_with_the_right_kind() {
             let failure = plugin.route(&req, &providers, 7).expect_err(mode);
             assert_eq!(failure.kind.as_str(), kind, "{mode}: {failure}");
             // Contained: the 50 ms deadline holds (generous bound for a loaded machine).
-            assert!(started.elapsed() < std::time::Duration::from_secs(2), "{mode} took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "{mode} took {:?}",
+                started.elapsed()
+            );
             assert_eq!(failures(&metrics, "fixture_hostile", kind), 1, "{mode}");
             // The next call gets a new instance and fails the same way: nothing leaks across.
             let again = plugin.route(&req, &providers, 8).expect_err(mode);
@@ -111,22 +146,45 @@ fn hostile_plugins_fail_only_their_call_with_the_right_kind() {
 fn well_behaved_fixture_still_answers_after_hostile_neighbours() {
     let metrics = Arc::new(Metrics::new());
     let host = host();
-    let bad = load_router(&host, "fixture_hostile", r#"{"mode": "memory"}"#, InstanceMode::Reuse, &metrics).unwrap();
-    let good = load_router(&host, "fixture_hostile", r#"{"mode": "ok"}"#, InstanceMode::Reuse, &metrics).unwrap();
+    let bad = load_router(
+        &host,
+        "fixture_hostile",
+        r#"{"mode": "memory"}"#,
+        InstanceMode::Reuse,
+        &metrics,
+    )
+    .unwrap();
+    let good = load_router(
+        &host,
+        "fixture_hostile",
+        r#"{"mode": "ok"}"#,
+        InstanceMode::Reuse,
+        &metrics,
+    )
+    .unwrap();
     let providers = vec![provider("a", "eu")];
     let req = request("GET", "/", &[], None);
     for _ in 0..20 {
         assert!(bad.route(&req, &providers, 1).is_err());
-        assert_eq!(good.route(&req, &providers, 1).unwrap(), RouteDecision::Providers(vec!["a".into()]));
+        assert_eq!(
+            good.route(&req, &providers, 1).unwrap(),
+            RouteDecision::Providers(vec!["a".into()])
+        );
     }
 }
 
 #[test]
 fn a_component_built_for_another_contract_version_is_refused_with_both_names() {
     let metrics = Arc::new(Metrics::new());
-    let err = load_router(&host(), "fixture_wrong_world", "{}", InstanceMode::Reuse, &metrics)
-        .err()
-        .expect("must be refused");
+    let err = load_router(
+        &host(),
+        "fixture_wrong_world",
+        "{}",
+        InstanceMode::Reuse,
+        &metrics,
+    )
+    .err()
+    .expect("must be refused");
     assert!(err.contains("payproxy:plugin/router@0.1.0"), "{err}");
     assert!(err.contains("payproxy:plugin/router@9.0.0"), "{err}");
 }
@@ -134,19 +192,37 @@ fn a_component_built_for_another_contract_version_is_refused_with_both_names() {
 #[test]
 fn a_plugin_that_rejects_its_config_is_refused_at_load() {
     let metrics = Arc::new(Metrics::new());
-    let err = load_router(&host(), "fixture_hostile", r#"{"mode": "init-error"}"#, InstanceMode::Reuse, &metrics)
-        .err()
-        .expect("must be refused");
-    assert!(err.contains("config rejected by the plugin: hostile fixture refuses this config"), "{err}");
-    let err = load_router(&host(), "router_regional", r#"{"rules": 5}"#, InstanceMode::Reuse, &metrics)
-        .err()
-        .expect("must be refused");
+    let err = load_router(
+        &host(),
+        "fixture_hostile",
+        r#"{"mode": "init-error"}"#,
+        InstanceMode::Reuse,
+        &metrics,
+    )
+    .err()
+    .expect("must be refused");
+    assert!(
+        err.contains("config rejected by the plugin: hostile fixture refuses this config"),
+        "{err}"
+    );
+    let err = load_router(
+        &host(),
+        "router_regional",
+        r#"{"rules": 5}"#,
+        InstanceMode::Reuse,
+        &metrics,
+    )
+    .err()
+    .expect("must be refused");
     assert!(err.contains("router-regional config"), "{err}");
 }
 
 #[test]
 fn bytes_that_are_not_a_component_are_refused() {
-    let err = host().compile(b"\0asm\x01\0\0\0garbage").err().expect("refused");
+    let err = host()
+        .compile(b"\0asm\x01\0\0\0garbage")
+        .err()
+        .expect("refused");
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
 }
 
@@ -176,5 +252,9 @@ fn reused_instances_are_recycled_and_fresh_mode_instantiates_every_call() {
             RouteDecision::Providers(vec!["sim-us".into(), "sim-eu".into()])
         );
     }
-    assert_eq!(plugin.instances_created(), 4, "10 calls at 3 per instance, the first made at load");
+    assert_eq!(
+        plugin.instances_created(),
+        4,
+        "10 calls at 3 per instance, the first made at load"
+    );
 }

@@ -20,8 +20,21 @@ pub fn wasm(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("plugins/target/wasm32-wasip2/release")
         .join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run scripts/build-plugins.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
     path
+}
+
+/// Route the proxy's logs to the test output (`PAYPROXY_LOG=debug` for more).
+pub fn init_logs() {
+    let filter = std::env::var("PAYPROXY_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// A config in a temp dir, and the proxy serving it.
@@ -50,7 +63,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) {
 pub fn base_config(sim: &Simulator, providers: &[&str]) -> Value {
     let mut p = serde_json::Map::new();
     for name in providers {
-        p.insert(name.to_string(), json!({ "url": sim.base_url(name), "region": "test" }));
+        p.insert(
+            name.to_string(),
+            json!({ "url": sim.base_url(name), "region": "test" }),
+        );
     }
     json!({
         "listeners": [ { "addr": "127.0.0.1:0" } ],
@@ -64,10 +80,17 @@ pub fn base_config(sim: &Simulator, providers: &[&str]) -> Value {
 impl Env {
     /// Write `config` into a fresh temp dir and start the proxy on it.
     pub async fn start(config: Value) -> Env {
+        init_logs();
         let dir = tempfile::tempdir().unwrap();
         let config_path = write_config(dir.path(), &config);
-        let proxy = payproxy::server::start(&config_path).await.expect("proxy starts");
-        Env { dir, config_path, proxy }
+        let proxy = payproxy::server::start(&config_path)
+            .await
+            .expect("proxy starts");
+        Env {
+            dir,
+            config_path,
+            proxy,
+        }
     }
 
     /// `http://127.0.0.1:PORT` of the first listener.
@@ -126,8 +149,16 @@ impl Default for HttpClient {
 
 impl HttpClient {
     /// Send and collect, failing on transport errors; 10 s overall bound.
-    pub async fn send(&self, method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
-        self.try_send(method, url, headers, body).await.expect("request completes")
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        self.try_send(method, url, headers, body)
+            .await
+            .expect("request completes")
     }
 
     /// Send and collect; transport errors come back as `Err`.
@@ -142,14 +173,26 @@ impl HttpClient {
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let request = request.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+        let request = request
+            .body(Full::new(body.into()))
+            .map_err(|e| e.to_string())?;
         let fut = async {
-            let response = self.inner.request(request).await.map_err(|e| format!("{e:?}"))?;
+            let response = self
+                .inner
+                .request(request)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
             let (parts, body) = response.into_parts();
             let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-            Ok(Reply { status: parts.status, headers: parts.headers, body })
+            Ok(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
         };
-        tokio::time::timeout(Duration::from_secs(10), fut).await.map_err(|_| "timed out".to_string())?
+        tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .map_err(|_| "timed out".to_string())?
     }
 
     pub async fn get(&self, url: &str) -> Reply {
@@ -183,10 +226,13 @@ impl TestPki {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "payproxy test CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "payproxy test CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
-        let leaf_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let leaf_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
         let pki = TestPki {

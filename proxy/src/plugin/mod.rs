@@ -59,7 +59,8 @@ impl PluginHost {
         wasm.wasm_component_model(true);
         wasm.epoch_interruption(true);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("plugin engine: {}", root_cause(&e)))?;
+        let engine =
+            Engine::new(&wasm).map_err(|e| anyhow::anyhow!("plugin engine: {}", root_cause(&e)))?;
 
         let mut linker = Linker::new(&engine);
         standin::add_to_linker(&mut linker)
@@ -86,9 +87,8 @@ impl PluginHost {
     /// Compile a component from its bytes. CPU-heavy: call off the request path.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, String> {
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
-            format!("not a valid WebAssembly component: {}", root_cause(&e))
-        })?;
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
         Ok(Compiled { component, sha256 })
     }
 

@@ -2,14 +2,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
 use super::bindings::router::{RouterPlugin as Bindings, RouterPluginPre};
 use super::bindings::ROUTER_EXPORT;
-use super::{root_cause, CallState, PluginHost, WitHttpRequest, WitProvider, EPOCH_TICK};
+use super::{root_cause, CallState, PluginHost, WitHttpRequest, WitProvider};
 use crate::config::InstanceMode;
 use crate::error::{PluginFailure, PluginFailureKind};
 use crate::metrics::Metrics;
@@ -147,10 +147,12 @@ impl RouterPlugin {
             None => self.instantiate()?,
         };
         self.arm(&mut warm.store);
-        let result = warm
-            .bindings
-            .payproxy_plugin_router()
-            .call_route(&mut warm.store, request, providers, seed);
+        let result = warm.bindings.payproxy_plugin_router().call_route(
+            &mut warm.store,
+            request,
+            providers,
+            seed,
+        );
         let output = match result {
             Ok(output) => output,
             // The instance is dropped: after a trap its state cannot be trusted.
@@ -166,14 +168,23 @@ impl RouterPlugin {
     /// A new instance with `init(config)` done.
     fn instantiate(&self) -> Result<Warm, PluginFailure> {
         self.created.fetch_add(1, Ordering::Relaxed);
-        let mut store = Store::new(self.host.engine(), CallState::new(self.settings.memory_bytes));
+        let mut store = Store::new(
+            self.host.engine(),
+            CallState::new(self.settings.memory_bytes),
+        );
         store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(super::store::on_deadline);
         self.arm(&mut store);
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.failure(PluginFailureKind::Instantiate, format!("instantiate: {}", root_cause(&e))))?;
-        match bindings.payproxy_plugin_router().call_init(&mut store, &self.config_json) {
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
+            self.failure(
+                PluginFailureKind::Instantiate,
+                format!("instantiate: {}", root_cause(&e)),
+            )
+        })?;
+        match bindings
+            .payproxy_plugin_router()
+            .call_init(&mut store, &self.config_json)
+        {
             Ok(Ok(())) => Ok(Warm {
                 store,
                 bindings,
@@ -181,7 +192,10 @@ impl RouterPlugin {
             }),
             Ok(Err(message)) => Err(self.failure(
                 PluginFailureKind::Instantiate,
-                format!("config rejected by the plugin: {}", truncate(&message, MAX_MESSAGE)),
+                format!(
+                    "config rejected by the plugin: {}",
+                    truncate(&message, MAX_MESSAGE)
+                ),
             )),
             Err(e) => {
                 let mut failure = self.classify(&e, &store);
@@ -191,11 +205,15 @@ impl RouterPlugin {
         }
     }
 
-    /// Set the CPU deadline for the next call and clear the memory flag.
+    /// Set the CPU budget for the next call and clear the memory flag. The epoch check
+    /// first fires after one tick, then every tick, until the budget is spent.
     fn arm(&self, store: &mut Store<CallState>) {
-        let ticks = self.settings.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
-        store.set_epoch_deadline(ticks);
-        store.data_mut().limiter.hit = false;
+        store.set_epoch_deadline(1);
+        let state = store.data_mut();
+        state
+            .budget
+            .arm(Duration::from_millis(self.settings.deadline_ms));
+        state.limiter.hit = false;
     }
 
     fn take(&self) -> Option<Warm> {
@@ -215,7 +233,7 @@ impl RouterPlugin {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => self.failure(
                 PluginFailureKind::Deadline,
-                format!("exceeded its {} ms deadline", self.settings.deadline_ms),
+                format!("exceeded its {} ms CPU deadline", self.settings.deadline_ms),
             ),
             Some(trap) => self.failure(PluginFailureKind::Trap, format!("trap: {trap}")),
             None => self.failure(PluginFailureKind::Trap, root_cause(e)),
@@ -249,7 +267,9 @@ impl RouterPlugin {
             Err(r) => {
                 let code_ok = !r.code.is_empty()
                     && r.code.len() <= MAX_CODE
-                    && r.code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    && r.code
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 if !(400..=599).contains(&r.status) || !code_ok || r.message.len() > MAX_MESSAGE {
                     return Err(self.bad_output(format!(
                         "returned an invalid rejection (status {}, code of {} bytes, message of {} bytes)",

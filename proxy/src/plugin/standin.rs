@@ -66,15 +66,22 @@ fn resource<T: 'static>(inst: &mut LinkerInstance<'_, CallState>, name: &str) ->
 fn io(linker: &mut Linker<CallState>) -> R<()> {
     let mut error = linker.instance(&format!("wasi:io/error@{V}"))?;
     resource::<IoError>(&mut error, "error")?;
-    error.func_wrap("[method]error.to-debug-string", |_: Cx, (_,): (Resource<IoError>,)| {
-        Ok(("error".to_string(),))
-    })?;
+    error.func_wrap(
+        "[method]error.to-debug-string",
+        |_: Cx, (_,): (Resource<IoError>,)| Ok(("error".to_string(),)),
+    )?;
 
     let mut poll = linker.instance(&format!("wasi:io/poll@{V}"))?;
     resource::<Pollable>(&mut poll, "pollable")?;
     // Every pollable we hand out (stream readiness) is always ready.
-    poll.func_wrap("[method]pollable.ready", |_: Cx, (_,): (Resource<Pollable>,)| Ok((true,)))?;
-    poll.func_wrap("[method]pollable.block", |_: Cx, (_,): (Resource<Pollable>,)| Ok(()))?;
+    poll.func_wrap(
+        "[method]pollable.ready",
+        |_: Cx, (_,): (Resource<Pollable>,)| Ok((true,)),
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |_: Cx, (_,): (Resource<Pollable>,)| Ok(()),
+    )?;
     poll.func_wrap("poll", |_: Cx, (list,): (Vec<Resource<Pollable>>,)| {
         let n = u32::try_from(list.len()).unwrap_or(u32::MAX);
         Ok(((0..n).collect::<Vec<u32>>(),))
@@ -87,23 +94,40 @@ fn io(linker: &mut Linker<CallState>) -> R<()> {
     type Out = Resource<OutputStream>;
     type Res<T> = Result<T, StreamError>;
     // stdin is empty: every read reports the stream closed.
-    for name in ["[method]input-stream.read", "[method]input-stream.blocking-read"] {
-        streams.func_wrap(name, |_: Cx, (_, _): (In, u64)| Ok((Res::<Vec<u8>>::Err(StreamError::Closed),)))?;
+    for name in [
+        "[method]input-stream.read",
+        "[method]input-stream.blocking-read",
+    ] {
+        streams.func_wrap(name, |_: Cx, (_, _): (In, u64)| {
+            Ok((Res::<Vec<u8>>::Err(StreamError::Closed),))
+        })?;
     }
-    for name in ["[method]input-stream.skip", "[method]input-stream.blocking-skip"] {
-        streams.func_wrap(name, |_: Cx, (_, _): (In, u64)| Ok((Res::<u64>::Err(StreamError::Closed),)))?;
+    for name in [
+        "[method]input-stream.skip",
+        "[method]input-stream.blocking-skip",
+    ] {
+        streams.func_wrap(name, |_: Cx, (_, _): (In, u64)| {
+            Ok((Res::<u64>::Err(StreamError::Closed),))
+        })?;
     }
     streams.func_wrap("[method]input-stream.subscribe", |_: Cx, (_,): (In,)| {
         Ok((Resource::<Pollable>::new_own(0),))
     })?;
     // stdout/stderr discard: plugin output could carry payment data, so it never reaches logs.
-    streams.func_wrap("[method]output-stream.check-write", |_: Cx, (_,): (Out,)| {
-        Ok((Res::Ok(MAX_BUFFER),))
-    })?;
-    for name in ["[method]output-stream.write", "[method]output-stream.blocking-write-and-flush"] {
+    streams.func_wrap(
+        "[method]output-stream.check-write",
+        |_: Cx, (_,): (Out,)| Ok((Res::Ok(MAX_BUFFER),)),
+    )?;
+    for name in [
+        "[method]output-stream.write",
+        "[method]output-stream.blocking-write-and-flush",
+    ] {
         streams.func_wrap(name, |_: Cx, (_, _): (Out, Vec<u8>)| Ok((Res::Ok(()),)))?;
     }
-    for name in ["[method]output-stream.flush", "[method]output-stream.blocking-flush"] {
+    for name in [
+        "[method]output-stream.flush",
+        "[method]output-stream.blocking-flush",
+    ] {
         streams.func_wrap(name, |_: Cx, (_,): (Out,)| Ok((Res::Ok(()),)))?;
     }
     for name in [
@@ -112,8 +136,13 @@ fn io(linker: &mut Linker<CallState>) -> R<()> {
     ] {
         streams.func_wrap(name, |_: Cx, (_, _): (Out, u64)| Ok((Res::Ok(()),)))?;
     }
-    for name in ["[method]output-stream.splice", "[method]output-stream.blocking-splice"] {
-        streams.func_wrap(name, |_: Cx, (_, _, _): (Out, In, u64)| Ok((Res::<u64>::Err(StreamError::Closed),)))?;
+    for name in [
+        "[method]output-stream.splice",
+        "[method]output-stream.blocking-splice",
+    ] {
+        streams.func_wrap(name, |_: Cx, (_, _, _): (Out, In, u64)| {
+            Ok((Res::<u64>::Err(StreamError::Closed),))
+        })?;
     }
     streams.func_wrap("[method]output-stream.subscribe", |_: Cx, (_,): (Out,)| {
         Ok((Resource::<Pollable>::new_own(0),))
@@ -123,7 +152,9 @@ fn io(linker: &mut Linker<CallState>) -> R<()> {
 
 fn cli(linker: &mut Linker<CallState>) -> R<()> {
     let mut env = linker.instance(&format!("wasi:cli/environment@{V}"))?;
-    env.func_wrap("get-environment", |_: Cx, (): ()| Ok((Vec::<(String, String)>::new(),)))?;
+    env.func_wrap("get-environment", |_: Cx, (): ()| {
+        Ok((Vec::<(String, String)>::new(),))
+    })?;
     env.func_wrap("get-arguments", |_: Cx, (): ()| Ok((Vec::<String>::new(),)))?;
     env.func_wrap("initial-cwd", |_: Cx, (): ()| Ok((None::<String>,)))?;
 
@@ -134,24 +165,43 @@ fn cli(linker: &mut Linker<CallState>) -> R<()> {
 
     linker
         .instance(&format!("wasi:cli/stdin@{V}"))?
-        .func_wrap("get-stdin", |_: Cx, (): ()| Ok((Resource::<InputStream>::new_own(0),)))?;
+        .func_wrap("get-stdin", |_: Cx, (): ()| {
+            Ok((Resource::<InputStream>::new_own(0),))
+        })?;
     linker
         .instance(&format!("wasi:cli/stdout@{V}"))?
-        .func_wrap("get-stdout", |_: Cx, (): ()| Ok((Resource::<OutputStream>::new_own(1),)))?;
+        .func_wrap("get-stdout", |_: Cx, (): ()| {
+            Ok((Resource::<OutputStream>::new_own(1),))
+        })?;
     linker
         .instance(&format!("wasi:cli/stderr@{V}"))?
-        .func_wrap("get-stderr", |_: Cx, (): ()| Ok((Resource::<OutputStream>::new_own(2),)))?;
+        .func_wrap("get-stderr", |_: Cx, (): ()| {
+            Ok((Resource::<OutputStream>::new_own(2),))
+        })?;
 
-    resource::<TerminalInput>(&mut linker.instance(&format!("wasi:cli/terminal-input@{V}"))?, "terminal-input")?;
-    resource::<TerminalOutput>(&mut linker.instance(&format!("wasi:cli/terminal-output@{V}"))?, "terminal-output")?;
+    resource::<TerminalInput>(
+        &mut linker.instance(&format!("wasi:cli/terminal-input@{V}"))?,
+        "terminal-input",
+    )?;
+    resource::<TerminalOutput>(
+        &mut linker.instance(&format!("wasi:cli/terminal-output@{V}"))?,
+        "terminal-output",
+    )?;
     // No terminals: plugins are not attached to one.
     linker
         .instance(&format!("wasi:cli/terminal-stdin@{V}"))?
-        .func_wrap("get-terminal-stdin", |_: Cx, (): ()| Ok((None::<Resource<TerminalInput>>,)))?;
-    for (iface, func) in [("terminal-stdout", "get-terminal-stdout"), ("terminal-stderr", "get-terminal-stderr")] {
+        .func_wrap("get-terminal-stdin", |_: Cx, (): ()| {
+            Ok((None::<Resource<TerminalInput>>,))
+        })?;
+    for (iface, func) in [
+        ("terminal-stdout", "get-terminal-stdout"),
+        ("terminal-stderr", "get-terminal-stderr"),
+    ] {
         linker
             .instance(&format!("wasi:cli/{iface}@{V}"))?
-            .func_wrap(func, |_: Cx, (): ()| Ok((None::<Resource<TerminalOutput>>,)))?;
+            .func_wrap(func, |_: Cx, (): ()| {
+                Ok((None::<Resource<TerminalOutput>>,))
+            })?;
     }
     Ok(())
 }
@@ -159,9 +209,17 @@ fn cli(linker: &mut Linker<CallState>) -> R<()> {
 fn clocks(linker: &mut Linker<CallState>) -> R<()> {
     // Time is an input the host passes explicitly; the ambient clock is frozen at the epoch.
     let mut wall = linker.instance(&format!("wasi:clocks/wall-clock@{V}"))?;
-    let epoch = Datetime { seconds: 0, nanoseconds: 0 };
+    let epoch = Datetime {
+        seconds: 0,
+        nanoseconds: 0,
+    };
     wall.func_wrap("now", move |_: Cx, (): ()| Ok((epoch,)))?;
-    wall.func_wrap("resolution", |_: Cx, (): ()| Ok((Datetime { seconds: 0, nanoseconds: 1 },)))?;
+    wall.func_wrap("resolution", |_: Cx, (): ()| {
+        Ok((Datetime {
+            seconds: 0,
+            nanoseconds: 1,
+        },))
+    })?;
 
     let mut mono = linker.instance(&format!("wasi:clocks/monotonic-clock@{V}"))?;
     mono.func_wrap("now", |_: Cx, (): ()| Ok((0u64,)))?;
@@ -192,12 +250,20 @@ fn random(linker: &mut Linker<CallState>) -> R<()> {
     }
     let mut r = linker.instance(&format!("wasi:random/random@{V}"))?;
     r.func_wrap("get-random-bytes", |cx: Cx, (len,): (u64,)| bytes(cx, len))?;
-    r.func_wrap("get-random-u64", |mut cx: Cx, (): ()| Ok((next(&mut cx.data_mut().rng),)))?;
+    r.func_wrap("get-random-u64", |mut cx: Cx, (): ()| {
+        Ok((next(&mut cx.data_mut().rng),))
+    })?;
     let mut insecure = linker.instance(&format!("wasi:random/insecure@{V}"))?;
-    insecure.func_wrap("get-insecure-random-bytes", |cx: Cx, (len,): (u64,)| bytes(cx, len))?;
-    insecure.func_wrap("get-insecure-random-u64", |mut cx: Cx, (): ()| Ok((next(&mut cx.data_mut().rng),)))?;
+    insecure.func_wrap("get-insecure-random-bytes", |cx: Cx, (len,): (u64,)| {
+        bytes(cx, len)
+    })?;
+    insecure.func_wrap("get-insecure-random-u64", |mut cx: Cx, (): ()| {
+        Ok((next(&mut cx.data_mut().rng),))
+    })?;
     linker
         .instance(&format!("wasi:random/insecure-seed@{V}"))?
-        .func_wrap("insecure-seed", |_: Cx, (): ()| Ok(((0x5eed_u64, 0x5eed_u64),)))?;
+        .func_wrap("insecure-seed", |_: Cx, (): ()| {
+            Ok(((0x5eed_u64, 0x5eed_u64),))
+        })?;
     Ok(())
 }

@@ -1,6 +1,9 @@
-//! Per-instance store state: the memory limiter and the stand-in RNG.
+//! Per-instance store state: the memory limiter, the CPU budget and the stand-in RNG.
 
-use wasmtime::ResourceLimiter;
+use std::time::{Duration, Instant};
+
+use nix::time::{clock_gettime, ClockId};
+use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 
 /// Data held by each plugin instance's `Store`.
 pub struct CallState {
@@ -8,6 +11,57 @@ pub struct CallState {
     pub limiter: Limiter,
     /// State of the deterministic stand-in for `wasi:random`.
     pub rng: u64,
+    /// CPU budget of the current call.
+    pub budget: Budget,
+}
+
+/// A per-call CPU budget enforced through epoch interruption.
+///
+/// Epochs tick on wall-clock time, so a plugin descheduled by a busy machine would look
+/// slow. Instead of trapping at the first expired tick, the deadline callback checks the
+/// CPU time this thread actually spent in the call and only traps once the budget is used
+/// up (or a generous wall-clock cap passes, so nothing runs unbounded).
+pub struct Budget {
+    cpu: Duration,
+    wall_cap: Duration,
+    started: Instant,
+    cpu_start: Duration,
+}
+
+impl Budget {
+    fn new(cpu: Duration) -> Budget {
+        Budget {
+            cpu,
+            wall_cap: (cpu * 10).max(Duration::from_secs(1)),
+            started: Instant::now(),
+            cpu_start: thread_cpu(),
+        }
+    }
+
+    /// Start a call with this CPU budget.
+    pub fn arm(&mut self, cpu: Duration) {
+        *self = Budget::new(cpu);
+    }
+
+    /// CPU this thread spent since the call started.
+    fn used(&self) -> Duration {
+        thread_cpu().saturating_sub(self.cpu_start)
+    }
+}
+
+fn thread_cpu() -> Duration {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// The epoch deadline callback: continue tick by tick until the CPU budget is spent.
+pub fn on_deadline(mut cx: StoreContextMut<'_, CallState>) -> wasmtime::Result<UpdateDeadline> {
+    let budget = &cx.data_mut().budget;
+    if budget.used() >= budget.cpu || budget.started.elapsed() >= budget.wall_cap {
+        return Ok(UpdateDeadline::Interrupt);
+    }
+    Ok(UpdateDeadline::Continue(1))
 }
 
 impl CallState {
@@ -19,6 +73,7 @@ impl CallState {
                 hit: false,
             },
             rng: 0x853c_49e6_748f_ea9b,
+            budget: Budget::new(Duration::ZERO),
         }
     }
 }
@@ -35,7 +90,12 @@ pub struct Limiter {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.hit = true;
             return Ok(false);
@@ -43,7 +103,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }

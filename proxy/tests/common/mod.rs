@@ -47,7 +47,14 @@ pub fn load_router(
 ) -> Result<RouterPlugin, String> {
     let bytes = std::fs::read(wasm(file)).expect("read wasm");
     let compiled = host.compile(&bytes)?;
-    RouterPlugin::load(host, file, &compiled.component, config.to_string(), settings(mode), metrics.clone())
+    RouterPlugin::load(
+        host,
+        file,
+        &compiled.component,
+        config.to_string(),
+        settings(mode),
+        metrics.clone(),
+    )
 }
 
 pub fn provider(name: &str, region: &str) -> WitProvider {
@@ -59,12 +66,20 @@ pub fn provider(name: &str, region: &str) -> WitProvider {
     }
 }
 
-pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> WitHttpRequest {
+pub fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> WitHttpRequest {
     WitHttpRequest {
         method: method.into(),
         path: path.into(),
         query: None,
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         body: body.map(|b| b.as_bytes().to_vec()),
     }
 }

@@ -1,0 +1,366 @@
+//! Hot reload end to end: 100+ reloads under continuous traffic with zero failed
+//! requests, broken configs rejected while the old snapshot serves, file-watch and SIGHUP
+//! triggers, and in-flight requests finishing on the snapshot they started with.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use payproxy_e2e::*;
+use serde_json::{json, Value};
+
+/// The route's router sends everything to `target`.
+fn routed_to(sim: &Simulator, target: &str) -> Value {
+    let mut config = base_config(sim, &["a", "b"]);
+    config["plugins"] = json!({
+        "router": { "path": wasm("router_regional"), "role": "router", "config": { "default": [target] } }
+    });
+    config["routes"][0]["plugins"] = json!(["router"]);
+    config
+}
+
+/// Valid JSON whose plugin config the plugin itself refuses: only a full build catches it.
+fn broken(sim: &Simulator) -> Value {
+    let mut config = routed_to(sim, "a");
+    config["plugins"]["router"]["config"] = json!({ "rules": "not a list" });
+    config
+}
+
+async fn admin_reload(client: &HttpClient, env: &Env) -> Reply {
+    client
+        .send(http::Method::POST, &env.admin_url("/admin/reload"), &[], "")
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_reloads_under_traffic_fail_no_request() {
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let env = Env::start(routed_to(&sim, "a")).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let served = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+
+    let mut clients = Vec::new();
+    for c in 0..3 {
+        let (stop, failures, served, url) = (
+            stop.clone(),
+            failures.clone(),
+            served.clone(),
+            env.url("/v1/payment_intents"),
+        );
+        clients.push(tokio::spawn(async move {
+            let client = HttpClient::default();
+            let mut n = 0u64;
+            // Bounded in count and time.
+            while !stop.load(Ordering::Relaxed) && n < 50_000 && Instant::now() < deadline {
+                n += 1;
+                let form = format!("amount=100&currency=eur&metadata[order_id]=c{c}-{n}");
+                match client
+                    .try_send(
+                        http::Method::POST,
+                        &url,
+                        &[("content-type", "application/x-www-form-urlencoded")],
+                        form,
+                    )
+                    .await
+                {
+                    Ok(r) if r.status == 200 && r.provider() == Some("a") => {
+                        served[0].fetch_add(1, Ordering::Relaxed)
+                    }
+                    Ok(r) if r.status == 200 && r.provider() == Some("b") => {
+                        served[1].fetch_add(1, Ordering::Relaxed)
+                    }
+                    Ok(r) => {
+                        failures.lock().unwrap().push(format!(
+                            "{} {:?} {}",
+                            r.status,
+                            r.provider(),
+                            String::from_utf8_lossy(&r.body)
+                        ));
+                        0
+                    }
+                    Err(e) => {
+                        failures.lock().unwrap().push(e);
+                        0
+                    }
+                };
+            }
+        }));
+    }
+
+    let admin = HttpClient::default();
+    let (mut ok, mut rejected) = (0, 0);
+    for i in 0..120 {
+        let (config, valid) = match i % 3 {
+            0 => (routed_to(&sim, "b"), true),
+            1 => (broken(&sim), false),
+            _ => (routed_to(&sim, "a"), true),
+        };
+        env.rewrite(&config);
+        let reply = admin_reload(&admin, &env).await;
+        if valid {
+            assert_eq!(
+                reply.status,
+                200,
+                "reload {i}: {}",
+                String::from_utf8_lossy(&reply.body)
+            );
+            ok += 1;
+        } else {
+            assert_eq!(reply.status, 422, "reload {i} must be rejected");
+            let error = reply.json()["error"].as_str().unwrap().to_string();
+            assert!(error.contains("config rejected by the plugin"), "{error}");
+            rejected += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let (a, b) = (
+        served[0].load(Ordering::Relaxed),
+        served[1].load(Ordering::Relaxed),
+    );
+    assert!(
+        a > 50 && b > 50,
+        "both snapshots served traffic: a={a} b={b}"
+    );
+    assert_eq!(
+        sim.ledger("a").len() as u64 + sim.ledger("b").len() as u64,
+        a + b,
+        "one charge per answered request"
+    );
+    assert_eq!((ok, rejected), (80, 40));
+    let status = admin.get(&env.admin_url("/admin/status")).await.json();
+    assert_eq!(
+        status["config"]["version"], 81,
+        "startup + 80 successful reloads"
+    );
+    assert_eq!(status["last_reload"]["ok_total"], 80);
+    assert_eq!(status["last_reload"]["error_total"], 40);
+    let metrics =
+        String::from_utf8(admin.get(&env.admin_url("/metrics")).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("payproxy_reloads_total{result=\"ok\"} 80"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("payproxy_reloads_total{result=\"error\"} 40"));
+    eprintln!("reload soak: {a} requests on snapshot a, {b} on b, 0 failures, 120 reloads");
+    env.proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_reload_keeps_the_old_snapshot_and_says_why() {
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let env = Env::start(routed_to(&sim, "a")).await;
+    let client = HttpClient::default();
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({ "listeners": [] }),
+            "providers: missing field `providers`",
+        ),
+        (
+            {
+                let mut c = routed_to(&sim, "b");
+                c["routes"][0]["providers"] = json!(["a", "ghost"]);
+                c
+            },
+            "unknown provider \"ghost\"",
+        ),
+        (
+            {
+                let mut c = routed_to(&sim, "b");
+                c["plugins"]["router"]["path"] = json!("/nonexistent/x.wasm");
+                c
+            },
+            "cannot read",
+        ),
+        (
+            {
+                let mut c = routed_to(&sim, "b");
+                c["plugins"]["router"]["path"] = json!(wasm("fixture_wrong_world"));
+                c
+            },
+            "payproxy:plugin/router@0.1.0",
+        ),
+        (
+            {
+                let mut c = routed_to(&sim, "b");
+                c["surprise"] = json!(1);
+                c
+            },
+            "unknown field `surprise`",
+        ),
+    ];
+    for (config, reason) in cases {
+        env.rewrite(&config);
+        let reply = admin_reload(&client, &env).await;
+        assert_eq!(reply.status, 422);
+        let status = client.get(&env.admin_url("/admin/status")).await.json();
+        assert_eq!(status["last_reload"]["result"], "error");
+        let error = status["last_reload"]["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{error} should mention {reason}");
+        assert_eq!(
+            status["config"]["version"], 1,
+            "old snapshot still in force"
+        );
+        let r = client
+            .post_form(
+                &env.url("/v1/payment_intents"),
+                &[],
+                "amount=1&currency=eur",
+            )
+            .await;
+        assert_eq!(r.provider(), Some("a"), "old snapshot still serving");
+    }
+    // Syntax errors carry line and column.
+    std::fs::write(&env.config_path, "{\n  \"listeners\": [\n}").unwrap();
+    let reply = admin_reload(&client, &env).await;
+    assert!(
+        reply.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains(":3:1: JSON syntax error"),
+        "{:?}",
+        reply.json()
+    );
+    env.proxy.shutdown().await;
+}
+
+/// Poll until `check` holds, bounded: readiness, not a fixed sleep.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_plugin_config_file_changes_routing_without_restart() {
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.json");
+    write_atomic(&rules, br#"{"default": ["a"]}"#);
+    let mut config = routed_to(&sim, "a");
+    config["plugins"]["router"] =
+        json!({ "path": wasm("router_regional"), "role": "router", "config_file": "rules.json" });
+    config["reload"] = json!({ "watch": true, "debounce_ms": 50 });
+    let config_path = write_config(dir.path(), &config);
+    let proxy = payproxy::server::start(&config_path).await.unwrap();
+    let url = format!("http://{}/v1/payment_intents", proxy.listen_addrs[0]);
+    let client = HttpClient::default();
+    assert_eq!(
+        client
+            .post_form(&url, &[], "amount=1&currency=eur")
+            .await
+            .provider(),
+        Some("a")
+    );
+
+    write_atomic(&rules, br#"{"default": ["b"]}"#);
+    eventually("routing follows the edited rules file", async || {
+        client
+            .post_form(&url, &[], "amount=1&currency=eur")
+            .await
+            .provider()
+            == Some("b")
+    })
+    .await;
+
+    // A broken edit is rejected by the watcher's reload; routing stays on b.
+    write_atomic(&rules, br#"{"default": []}"#);
+    eventually("the broken edit is reported", async || {
+        proxy.reloader.status().result == "error"
+    })
+    .await;
+    assert!(proxy
+        .reloader
+        .status()
+        .error
+        .unwrap()
+        .contains("default: must not be empty"));
+    assert_eq!(
+        client
+            .post_form(&url, &[], "amount=1&currency=eur")
+            .await
+            .provider(),
+        Some("b")
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file() {
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let env = Env::start(routed_to(&sim, "a")).await;
+    env.rewrite(&routed_to(&sim, "b"));
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually("SIGHUP reload", async || {
+        env.proxy.reloader.snapshot().version == 2
+    })
+    .await;
+    assert_eq!(env.proxy.reloader.status().trigger, "sighup");
+    let r = HttpClient::default()
+        .post_form(&env.url("/v1/x"), &[], "amount=1&currency=eur")
+        .await;
+    assert_eq!(r.provider(), Some("b"));
+    env.proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_flight_request_finishes_on_its_own_snapshot() {
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    sim.set_faults(
+        "a",
+        Faults {
+            latency_ms: 700,
+            ..Faults::default()
+        },
+    );
+    let env = Env::start(routed_to(&sim, "a")).await;
+    let url = env.url("/v1/payment_intents");
+    let slow = tokio::spawn(async move {
+        HttpClient::default()
+            .post_form(&url, &[], "amount=7&currency=eur")
+            .await
+    });
+    eventually("request reached provider a", async || {
+        sim.request_count("a") == 1
+    })
+    .await;
+    // The new snapshot no longer has provider a at all.
+    let mut only_b = base_config(&sim, &["b"]);
+    only_b["routes"][0]["providers"] = json!(["b"]);
+    env.rewrite(&only_b);
+    assert_eq!(admin_reload(&HttpClient::default(), &env).await.status, 200);
+    let reply = slow.await.unwrap();
+    assert_eq!((reply.status.as_u16(), reply.provider()), (200, Some("a")));
+    assert_eq!(reply.json()["amount"], 7);
+    let next = HttpClient::default()
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[],
+            "amount=8&currency=eur",
+        )
+        .await;
+    assert_eq!(next.provider(), Some("b"));
+    env.proxy.shutdown().await;
+}
