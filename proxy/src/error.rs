@@ -43,8 +43,10 @@ pub enum ConfigError {
         message: String,
     },
     /// A plugin could not be loaded.
-    #[error("plugin {plugin} ({file}): {message}", file = file.display())]
+    #[error("{config}: plugins.{plugin}: {file}: {message}", config = config.display(), file = file.display())]
     Plugin {
+        /// The config file.
+        config: PathBuf,
         /// Plugin name from config.
         plugin: String,
         /// The component file.
@@ -53,8 +55,10 @@ pub enum ConfigError {
         message: String,
     },
     /// Another resource named by the config could not be used (certificate, CA file).
-    #[error("{field}: {message}")]
+    #[error("{file}: {field}: {message}", file = file.display())]
     Resource {
+        /// The config file.
+        file: PathBuf,
         /// Config field naming the resource.
         field: String,
         /// What is wrong.

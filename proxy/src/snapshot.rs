@@ -86,6 +86,7 @@ impl Builder {
             let ca = p.ca_file.as_ref().map(|ca| config::resolve(file, ca));
             let upstream = Upstream::new(name, p, ca, &self.clients).map_err(|message| {
                 ConfigError::Resource {
+                    file: file.to_path_buf(),
                     field: format!("providers.{name}.ca_file"),
                     message,
                 }
@@ -98,6 +99,7 @@ impl Builder {
         for (name, p) in &config.plugins {
             let path = config::resolve(file, &p.path);
             let plugin_err = |message: String| ConfigError::Plugin {
+                config: file.to_path_buf(),
                 plugin: name.clone(),
                 file: path.clone(),
                 message,
@@ -169,14 +171,15 @@ impl Builder {
             .iter()
             .map(|r| route(r, &config, &plugins))
             .collect();
-        for listener in &config.listeners {
+        for (index, listener) in config.listeners.iter().enumerate() {
             if let Some(tls) = &listener.tls {
                 crate::tls::server_config(
                     &config::resolve(file, &tls.cert),
                     &config::resolve(file, &tls.key),
                 )
                 .map_err(|message| ConfigError::Resource {
-                    field: format!("listeners[{}].tls", listener.addr),
+                    file: file.to_path_buf(),
+                    field: format!("listeners[{index}].tls"),
                     message,
                 })?;
             }

@@ -15,9 +15,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Read all certificates of a PEM file; an empty file is an error.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|e| format!("certificate {}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| format!("certificate {}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no PEM certificate found", path.display()));
     }
@@ -27,13 +27,20 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// A server config for a listener: certificate chain and key, ALPN h2 then http/1.1.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
     let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("key {}: {e}", key.display()))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and key do not match or are unsupported: {e}"))?;
+        .with_single_cert(certs, key_der)
+        .map_err(|e| {
+            format!(
+                "certificate {} and key {} do not match or are unsupported: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -27,6 +27,8 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// Boxed body error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+/// Clients are shared when CA file (path and bytes) and connect timeout are equal.
+type ClientKey = (Option<PathBuf>, Vec<u8>, u64);
 
 /// Parse and check a provider base URL: `http` or `https`, a host, no query.
 pub fn parse_base_url(url: &str) -> Result<Uri, String> {
@@ -50,7 +52,7 @@ pub fn parse_base_url(url: &str) -> Result<Uri, String> {
 /// reload keeps pooled connections to providers warm.
 #[derive(Default)]
 pub struct ClientCache {
-    clients: Mutex<HashMap<(Option<PathBuf>, Vec<u8>, u64), HttpClient>>,
+    clients: Mutex<HashMap<ClientKey, HttpClient>>,
 }
 
 impl ClientCache {

@@ -106,8 +106,14 @@ struct RawRejection {
 impl Config {
     /// Parse and validate the JSON config; errors name the rule and field.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let raw: RawConfig =
-            serde_json::from_str(text).map_err(|e| format!("router-regional config: {e}"))?;
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            // The host re-serialises the config, so serde's line/column would mislead.
+            let message = e.inner().to_string();
+            let message = message.split(" at line ").next().unwrap_or_default().to_string();
+            format!("router-regional config: {path}: {message}")
+        })?;
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (index, rule) in raw.rules.into_iter().enumerate() {
             let at = format!("rules[{index}] ({})", rule.name);

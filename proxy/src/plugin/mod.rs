@@ -87,6 +87,16 @@ impl PluginHost {
     /// Compile a component from its bytes. CPU-heavy: call off the request path.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, String> {
         let sha256 = hex::encode(Sha256::digest(bytes));
+        if !bytes.starts_with(b"\0asm") {
+            return Err("not a WebAssembly file (no \\0asm header)".into());
+        }
+        // Byte 4..8: version 1 and layer 0 is a core module; components use layer 1.
+        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            return Err(
+                "is a core WebAssembly module, not a component: build the plugin for wasm32-wasip2"
+                    .into(),
+            );
+        }
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
         Ok(Compiled { component, sha256 })
