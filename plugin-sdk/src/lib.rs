@@ -23,6 +23,11 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod currency;
+pub mod payment;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+mod payment_macros;
 mod router;
 mod types;
 
@@ -42,6 +47,51 @@ pub mod bindings {
             export_macro_name: "__export_router_world",
             default_bindings_module: "payproxy_plugin_sdk::bindings::router",
         });
+    }
+
+    /// Bindings for `payproxy:plugin@0.2.0`; the shared `types` are generated once.
+    #[allow(missing_docs)]
+    pub mod v2 {
+        pub mod types {
+            wit_bindgen::generate!({
+                world: "types-only",
+                path: "../wit/payproxy-plugin@0.2.0",
+                additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+            });
+        }
+        pub mod dialect {
+            wit_bindgen::generate!({
+                world: "dialect-plugin",
+                path: "../wit/payproxy-plugin@0.2.0",
+                additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+                with: { "payproxy:plugin/types@0.2.0": crate::bindings::v2::types::payproxy::plugin::types },
+                pub_export_macro: true,
+                export_macro_name: "__export_dialect_world",
+                default_bindings_module: "payproxy_plugin_sdk::bindings::v2::dialect",
+            });
+        }
+        pub mod compliance {
+            wit_bindgen::generate!({
+                world: "compliance-plugin",
+                path: "../wit/payproxy-plugin@0.2.0",
+                additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+                with: { "payproxy:plugin/types@0.2.0": crate::bindings::v2::types::payproxy::plugin::types },
+                pub_export_macro: true,
+                export_macro_name: "__export_compliance_world",
+                default_bindings_module: "payproxy_plugin_sdk::bindings::v2::compliance",
+            });
+        }
+        pub mod router {
+            wit_bindgen::generate!({
+                world: "payment-router-plugin",
+                path: "../wit/payproxy-plugin@0.2.0",
+                additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+                with: { "payproxy:plugin/types@0.2.0": crate::bindings::v2::types::payproxy::plugin::types },
+                pub_export_macro: true,
+                export_macro_name: "__export_payment_router_world",
+                default_bindings_module: "payproxy_plugin_sdk::bindings::v2::router",
+            });
+        }
     }
 }
 

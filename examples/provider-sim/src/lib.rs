@@ -12,12 +12,17 @@
 //! - anything else — echo: a JSON description of what arrived, for transparency tests.
 #![forbid(unsafe_code)]
 
+mod adyen;
 mod body;
 mod control;
+mod dana;
 mod echo;
 mod faults;
 mod form;
+mod grabpay;
+mod ideal;
 mod ledger;
+mod pix;
 mod provider;
 mod respond;
 mod server;

@@ -9,7 +9,7 @@ use hyper::Request;
 use crate::faults::Admission;
 use crate::provider::Provider;
 use crate::respond::{SimResponse, StripeError};
-use crate::{control, echo, stripe};
+use crate::{adyen, control, dana, echo, grabpay, ideal, pix, stripe};
 
 /// Why a request got no answer; hyper then closes the connection (HTTP/1.1) or resets the
 /// stream (h2) without sending a response.
@@ -72,8 +72,25 @@ async fn dispatch(provider: &Provider, req: Request<Incoming>) -> Result<SimResp
     if let Some(status) = fail {
         return Ok(StripeError::simulated(status).response());
     }
-    match stripe::Route::parse(req.method(), req.uri().path()) {
-        Some(route) => stripe::handle(provider, route, req).await,
-        None => echo::handle(provider, req).await,
+    // Every provider serves every dialect, each under its own paths.
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    if let Some(route) = stripe::Route::parse(&method, &path) {
+        return stripe::handle(provider, route, req).await;
     }
+    if let Some(route) = adyen::Route::parse(&method, &path) {
+        return adyen::handle(provider, route, req).await;
+    }
+    if let Some(route) = grabpay::Route::parse(&method, &path) {
+        return grabpay::handle(provider, route, req).await;
+    }
+    if let Some(route) = dana::Route::parse(&method, &path) {
+        return dana::handle(provider, route, req).await;
+    }
+    if let Some(route) = ideal::Route::parse(&method, &path) {
+        return ideal::handle(provider, route, req).await;
+    }
+    if let Some(route) = pix::Route::parse(&method, &path) {
+        return pix::handle(provider, route, req).await;
+    }
+    echo::handle(provider, req).await
 }

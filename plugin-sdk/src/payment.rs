@@ -1,0 +1,207 @@
+//! Contract version 0.2.0: the canonical payment and the payment roles.
+//!
+//! The types are the contract's own (generated from `wit/payproxy-plugin@0.2.0`), so they are
+//! plain Rust data usable in native tests. Implement one role trait and call its export
+//! macro: [`export_dialect!`](crate::export_dialect) (ingress + egress),
+//! [`export_ingress!`](crate::export_ingress), [`export_egress!`](crate::export_egress),
+//! [`export_compliance!`](crate::export_compliance) or
+//! [`export_payment_router!`](crate::export_payment_router).
+
+pub use crate::bindings::v2::types::payproxy::plugin::types::*;
+pub use crate::bindings::v2::dialect::exports::payproxy::plugin::egress::{Capabilities, Context};
+pub use crate::bindings::v2::compliance::exports::payproxy::plugin::compliance::{
+    Decision, Denial, Verdict,
+};
+
+/// Storefront side of a dialect.
+pub trait Ingress: Sized + 'static {
+    /// Parse and validate the plugin's JSON config.
+    fn init(config: &str) -> Result<Self, String>;
+    /// Parse a storefront request into the canonical payment, or refuse it.
+    fn parse_request(&self, request: &HttpRequest) -> Result<Payment, Refusal>;
+    /// Render an outcome for the storefront.
+    fn render_outcome(
+        &self,
+        payment: &Payment,
+        outcome: &Outcome,
+        payment_id: &str,
+        annotations: &[Annotation],
+    ) -> HttpResponse;
+    /// Render a refusal for the storefront.
+    fn render_refusal(&self, refusal: &Refusal) -> HttpResponse;
+    /// The payment id a request refers to (for requests forwarded unchanged). Default: none.
+    fn request_id(&self, _request: &HttpRequest) -> Option<String> {
+        None
+    }
+}
+
+/// Provider side of a dialect.
+pub trait Egress: Sized + 'static {
+    /// Parse and validate the plugin's JSON config.
+    fn init(config: &str) -> Result<Self, String>;
+    /// What the protocol supports. Default: neither resend nor status query.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            idempotent_resend: false,
+            status_query: false,
+        }
+    }
+    /// Build the provider's request, or refuse invalid input before anything is sent.
+    fn encode_request(&self, payment: &Payment, context: &Context) -> Result<HttpRequest, Refusal>;
+    /// Decode the provider's answer.
+    fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome;
+}
+
+/// Compliance role.
+pub trait Compliance: Sized + 'static {
+    /// Parse and validate the plugin's JSON config (the rules).
+    fn init(config: &str) -> Result<Self, String>;
+    /// Allow, deny or challenge the payment, with annotations.
+    fn check(&self, payment: &Payment) -> Decision;
+}
+
+/// Router role, 0.2.0.
+pub trait Router: Sized + 'static {
+    /// Parse and validate the plugin's JSON config.
+    fn init(config: &str) -> Result<Self, String>;
+    /// Ordered provider names to try, or a rejection.
+    fn route(
+        &self,
+        request: &HttpRequest,
+        payment: Option<&Payment>,
+        providers: &[Provider],
+        seed: u64,
+    ) -> Result<Vec<String>, Rejection>;
+}
+
+impl HttpRequest {
+    /// First value of header `name`, case-insensitive.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+impl HttpResponse {
+    /// First value of header `name`, case-insensitive.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// A JSON response.
+    pub fn json(status: u16, value: &serde_json::Value) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: value.to_string().into_bytes(),
+        }
+    }
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl Refusal {
+    /// An invalid-request refusal (400) naming the parameter.
+    pub fn invalid(param: Option<&str>, code: &str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind: RefusalKind::InvalidRequest(param.map(str::to_string)),
+            status: 400,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Outcome {
+    /// An outcome with only a status.
+    pub fn of(status: OutcomeStatus) -> Outcome {
+        Outcome {
+            status,
+            provider_reference: None,
+            amount: None,
+        }
+    }
+
+    /// An error outcome.
+    pub fn error(class: ErrorClass, code: &str, provider_code: &str, message: impl Into<String>) -> Outcome {
+        Outcome::of(OutcomeStatus::Error(Failure {
+            class,
+            code: code.into(),
+            provider_code: provider_code.into(),
+            message: message.into(),
+        }))
+    }
+}
+
+impl Payment {
+    /// A payment with only the operation set; for tests and builders.
+    pub fn new(operation: Operation) -> Payment {
+        Payment {
+            operation,
+            id: None,
+            provider_reference: None,
+            amount: None,
+            country: None,
+            method: None,
+            installments: None,
+            customer: Customer {
+                id: None,
+                email: None,
+                phone: None,
+                phone_verified: false,
+            },
+            merchant_reference: None,
+            idempotency_key: None,
+            metadata: Vec::new(),
+            strong_auth: StrongAuth {
+                authenticated: false,
+                exemption_requested: None,
+            },
+            return_url: None,
+            manual_capture: false,
+            description: None,
+        }
+    }
+}
+
+/// Glue used by the export macros; not part of the public API.
+#[doc(hidden)]
+pub mod __glue {
+    use std::any::Any;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    thread_local! {
+        // One value per role trait, keyed by role; a component instance is single-threaded.
+        static PLUGINS: RefCell<HashMap<&'static str, Box<dyn Any>>> = RefCell::new(HashMap::new());
+    }
+
+    /// Keep the plugin value for `role`.
+    pub fn store<T: 'static>(role: &'static str, value: T) {
+        PLUGINS.with(|p| p.borrow_mut().insert(role, Box::new(value)));
+    }
+
+    /// The refusal of a dialect without a storefront side.
+    pub fn no_ingress() -> super::Refusal {
+        super::Refusal {
+            kind: super::RefusalKind::Unavailable,
+            status: 500,
+            code: "no_ingress".into(),
+            message: "this dialect has no storefront side".into(),
+        }
+    }
+
+    /// The response of a dialect without a storefront side.
+    pub fn no_ingress_response() -> super::HttpResponse {
+        super::HttpResponse::json(500, &serde_json::json!({"error": {"code": "no_ingress"}}))
+    }
+
+    /// Call `f` with the plugin value for `role`; `None` before `init`.
+    pub fn with<T: 'static, R>(role: &'static str, f: impl FnOnce(&T) -> R) -> Option<R> {
+        PLUGINS.with(|p| p.borrow().get(role).and_then(|v| v.downcast_ref::<T>()).map(f))
+    }
+}

@@ -1,0 +1,171 @@
+//! Export macros for the 0.2.0 roles.
+
+/// Implementation detail shared by the export macros.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ingress_impl {
+    ($ty:ty, $guest:path) => {
+        impl $guest for __PayproxyExport {
+            fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                let value = <$ty as $crate::payment::Ingress>::init(&config)?;
+                $crate::payment::__glue::store("ingress", value);
+                Ok(())
+            }
+            fn parse_request(request: $crate::payment::HttpRequest) -> ::std::result::Result<$crate::payment::Payment, $crate::payment::Refusal> {
+                $crate::payment::__glue::with("ingress", |p: &$ty| $crate::payment::Ingress::parse_request(p, &request))
+                    .unwrap_or_else(|| Err($crate::payment::Refusal { kind: $crate::payment::RefusalKind::Unavailable, status: 500, code: "plugin_not_initialised".into(), message: "ingress called before init".into() }))
+            }
+            fn render_outcome(payment: $crate::payment::Payment, outcome: $crate::payment::Outcome, payment_id: ::std::string::String, annotations: ::std::vec::Vec<$crate::payment::Annotation>) -> $crate::payment::HttpResponse {
+                $crate::payment::__glue::with("ingress", |p: &$ty| $crate::payment::Ingress::render_outcome(p, &payment, &outcome, &payment_id, &annotations))
+                    .unwrap_or_else(|| $crate::payment::HttpResponse { status: 500, headers: ::std::vec::Vec::new(), body: ::std::vec::Vec::new() })
+            }
+            fn render_refusal(refusal: $crate::payment::Refusal) -> $crate::payment::HttpResponse {
+                $crate::payment::__glue::with("ingress", |p: &$ty| $crate::payment::Ingress::render_refusal(p, &refusal))
+                    .unwrap_or_else(|| $crate::payment::HttpResponse { status: 500, headers: ::std::vec::Vec::new(), body: ::std::vec::Vec::new() })
+            }
+            fn request_id(request: $crate::payment::HttpRequest) -> ::std::option::Option<::std::string::String> {
+                $crate::payment::__glue::with("ingress", |p: &$ty| $crate::payment::Ingress::request_id(p, &request)).flatten()
+            }
+        }
+    };
+}
+
+/// Implementation detail shared by the export macros.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __egress_impl {
+    ($ty:ty, $guest:path, $ctx:path, $caps:path) => {
+        impl $guest for __PayproxyExport {
+            fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                let value = <$ty as $crate::payment::Egress>::init(&config)?;
+                $crate::payment::__glue::store("egress", value);
+                Ok(())
+            }
+            fn describe() -> $caps {
+                let caps = $crate::payment::__glue::with("egress", |p: &$ty| $crate::payment::Egress::capabilities(p))
+                    .unwrap_or($crate::payment::Capabilities { idempotent_resend: false, status_query: false });
+                $caps { idempotent_resend: caps.idempotent_resend, status_query: caps.status_query }
+            }
+            fn encode_request(payment: $crate::payment::Payment, context: $ctx) -> ::std::result::Result<$crate::payment::HttpRequest, $crate::payment::Refusal> {
+                let context = $crate::payment::Context { provider: context.provider, credentials: context.credentials, now_ms: context.now_ms, idempotency_key: context.idempotency_key };
+                $crate::payment::__glue::with("egress", |p: &$ty| $crate::payment::Egress::encode_request(p, &payment, &context))
+                    .unwrap_or_else(|| Err($crate::payment::Refusal { kind: $crate::payment::RefusalKind::Unavailable, status: 500, code: "plugin_not_initialised".into(), message: "egress called before init".into() }))
+            }
+            fn decode_response(payment: $crate::payment::Payment, response: $crate::payment::HttpResponse) -> $crate::payment::Outcome {
+                $crate::payment::__glue::with("egress", |p: &$ty| $crate::payment::Egress::decode_response(p, &payment, &response))
+                    .unwrap_or_else(|| $crate::payment::Outcome::error($crate::payment::ErrorClass::NotSent, "plugin_not_initialised", "", "egress called before init"))
+            }
+        }
+    };
+}
+
+/// Export a type implementing [`Ingress`](crate::payment::Ingress) and
+/// [`Egress`](crate::payment::Egress) as a `dialect-plugin` (both sides).
+#[macro_export]
+macro_rules! export_dialect {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __PayproxyExport;
+            $crate::__ingress_impl!($ty, $crate::bindings::v2::dialect::exports::payproxy::plugin::ingress::Guest);
+            $crate::__egress_impl!(
+                $ty,
+                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Guest,
+                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Context,
+                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Capabilities
+            );
+            $crate::bindings::v2::dialect::__export_dialect_world!(__PayproxyExport with_types_in $crate::bindings::v2::dialect);
+        };
+    };
+}
+
+/// Export a type implementing only [`Egress`](crate::payment::Egress) (a provider-side
+/// dialect). The storefront side refuses everything, so routes must not use it as ingress.
+#[macro_export]
+macro_rules! export_egress {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __PayproxyExport;
+            impl $crate::bindings::v2::dialect::exports::payproxy::plugin::ingress::Guest for __PayproxyExport {
+                fn init(_config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    Ok(())
+                }
+                fn parse_request(_request: $crate::payment::HttpRequest) -> ::std::result::Result<$crate::payment::Payment, $crate::payment::Refusal> {
+                    Err($crate::payment::__glue::no_ingress())
+                }
+                fn render_outcome(_payment: $crate::payment::Payment, _outcome: $crate::payment::Outcome, _payment_id: ::std::string::String, _annotations: ::std::vec::Vec<$crate::payment::Annotation>) -> $crate::payment::HttpResponse {
+                    $crate::payment::__glue::no_ingress_response()
+                }
+                fn render_refusal(_refusal: $crate::payment::Refusal) -> $crate::payment::HttpResponse {
+                    $crate::payment::__glue::no_ingress_response()
+                }
+                fn request_id(_request: $crate::payment::HttpRequest) -> ::std::option::Option<::std::string::String> {
+                    None
+                }
+            }
+            $crate::__egress_impl!(
+                $ty,
+                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Guest,
+                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Context,
+                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Capabilities
+            );
+            $crate::bindings::v2::dialect::__export_dialect_world!(__PayproxyExport with_types_in $crate::bindings::v2::dialect);
+        };
+    };
+}
+
+/// Export a type implementing [`Compliance`](crate::payment::Compliance).
+#[macro_export]
+macro_rules! export_compliance {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __PayproxyExport;
+            impl $crate::bindings::v2::compliance::exports::payproxy::plugin::compliance::Guest for __PayproxyExport {
+                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    let value = <$ty as $crate::payment::Compliance>::init(&config)?;
+                    $crate::payment::__glue::store("compliance", value);
+                    Ok(())
+                }
+                fn check(payment: $crate::payment::Payment) -> $crate::payment::Decision {
+                    $crate::payment::__glue::with("compliance", |p: &$ty| $crate::payment::Compliance::check(p, &payment))
+                        .unwrap_or_else(|| $crate::payment::Decision {
+                            verdict: $crate::payment::Verdict::Deny($crate::payment::Denial { code: "plugin_not_initialised".into(), message: "compliance called before init".into() }),
+                            rule: "init".into(),
+                            annotations: ::std::vec::Vec::new(),
+                        })
+                }
+            }
+            $crate::bindings::v2::compliance::__export_compliance_world!(__PayproxyExport with_types_in $crate::bindings::v2::compliance);
+        };
+    };
+}
+
+/// Export a type implementing the 0.2.0 [`Router`](crate::payment::Router).
+#[macro_export]
+macro_rules! export_payment_router {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __PayproxyExport;
+            impl $crate::bindings::v2::router::exports::payproxy::plugin::router::Guest for __PayproxyExport {
+                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    let value = <$ty as $crate::payment::Router>::init(&config)?;
+                    $crate::payment::__glue::store("router", value);
+                    Ok(())
+                }
+                fn route(
+                    request: $crate::payment::HttpRequest,
+                    payment: ::std::option::Option<$crate::payment::Payment>,
+                    providers: ::std::vec::Vec<$crate::payment::Provider>,
+                    seed: u64,
+                ) -> ::std::result::Result<::std::vec::Vec<::std::string::String>, $crate::payment::Rejection> {
+                    $crate::payment::__glue::with("router", |p: &$ty| $crate::payment::Router::route(p, &request, payment.as_ref(), &providers, seed))
+                        .unwrap_or_else(|| Err($crate::payment::Rejection { status: 500, code: "plugin_not_initialised".into(), message: "router called before init".into() }))
+                }
+            }
+            $crate::bindings::v2::router::__export_payment_router_world!(__PayproxyExport with_types_in $crate::bindings::v2::router);
+        };
+    };
+}
