@@ -1,0 +1,1 @@
+//! compliance-kyc (skeleton: to be implemented).

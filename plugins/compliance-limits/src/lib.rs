@@ -1,0 +1,1 @@
+//! compliance-limits (skeleton: to be implemented).

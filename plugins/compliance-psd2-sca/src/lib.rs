@@ -1,0 +1,1 @@
+//! compliance-psd2-sca (skeleton: to be implemented).

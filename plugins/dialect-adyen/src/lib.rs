@@ -1,0 +1,1 @@
+//! dialect-adyen (skeleton: to be implemented).

@@ -1,0 +1,1 @@
+//! dialect-dana (skeleton: to be implemented).

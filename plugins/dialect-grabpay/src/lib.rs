@@ -1,0 +1,1 @@
+//! dialect-grabpay (skeleton: to be implemented).

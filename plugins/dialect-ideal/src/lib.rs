@@ -1,0 +1,1 @@
+//! dialect-ideal (skeleton: to be implemented).

@@ -1,0 +1,1 @@
+//! dialect-pix (skeleton: to be implemented).

@@ -1,0 +1,1 @@
+//! dialect-stripe (skeleton: to be implemented).
