@@ -12,9 +12,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use payproxy::config::{InstanceMode, PluginHostConfig};
 use payproxy::metrics::Metrics;
-use payproxy::plugin::{
-    PluginHost, RouteDecision, RouterPlugin, RouterSettings, WitHttpRequest, WitProvider,
-};
+use payproxy::plugin::types::{BreakerState, Health, HttpRequest, Provider};
+use payproxy::plugin::{PluginHost, RouteDecision, RouterPlugin, SandboxSettings};
 use serde_json::Value;
 
 /// Total size of header names + values + body in the request view.
@@ -38,7 +37,7 @@ fn load(host: &Arc<PluginHost>, mode: InstanceMode) -> RouterPlugin {
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-plugins.sh)", path.display()));
     let compiled = host.compile(&bytes).expect("compile router_regional");
-    let settings = RouterSettings {
+    let settings = SandboxSettings {
         mode,
         recycle_after: 10_000,
         deadline_ms: 20,
@@ -55,18 +54,25 @@ fn load(host: &Arc<PluginHost>, mode: InstanceMode) -> RouterPlugin {
     .expect("load router_regional")
 }
 
-fn providers() -> Vec<WitProvider> {
+fn providers() -> Vec<Provider> {
     [
         ("sim-eu", "eu", 1.8),
         ("sim-us", "us", 2.0),
         ("sim-sea", "sea", 1.2),
     ]
     .into_iter()
-    .map(|(name, region, cost)| WitProvider {
+    .map(|(name, region, cost)| Provider {
         name: name.into(),
         region: region.into(),
         tags: vec!["card".into()],
         cost,
+        dialect: String::new(),
+        health: Health {
+            success_rate: 1.0,
+            latency_p50_ms: 120,
+            latency_p99_ms: 480,
+            breaker: BreakerState::Closed,
+        },
     })
     .collect()
 }
@@ -74,7 +80,7 @@ fn providers() -> Vec<WitProvider> {
 /// A storefront `POST /v1/payment_intents` as a route with `plugin_body` hands it to the
 /// router: 12 headers and a JSON body, padded so headers + body are exactly 1 KiB. It walks
 /// the header rules and lands on the body rule `eur-split`.
-fn request() -> WitHttpRequest {
+fn request() -> HttpRequest {
     let headers: Vec<(String, String)> = [
         ("host", "pay.shop.example"),
         ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"),
@@ -115,7 +121,7 @@ fn request() -> WitHttpRequest {
     assert_eq!(header_bytes(&headers) + body.len(), REQUEST_VIEW_BYTES);
     assert!(serde_json::from_str::<Value>(&body).is_ok());
 
-    WitHttpRequest {
+    HttpRequest {
         method: "POST".into(),
         path: "/v1/payment_intents".into(),
         query: None,
@@ -140,7 +146,7 @@ fn router(c: &mut Criterion) {
     ] {
         let plugin = load(&host, mode);
         // The same answer in both modes, so both measure the same work.
-        let decision = plugin.route(&request, &providers, 42).expect("route");
+        let decision = plugin.route(&request, None, &providers, 42).expect("route");
         assert!(
             matches!(&decision, RouteDecision::Providers(p) if p.len() == 2),
             "{decision:?}"
@@ -148,7 +154,7 @@ fn router(c: &mut Criterion) {
         group.bench_function(id, |b| {
             b.iter(|| {
                 plugin
-                    .route(black_box(&request), black_box(&providers), black_box(42))
+                    .route(black_box(&request), None, black_box(&providers), black_box(42))
                     .expect("route")
             })
         });
@@ -156,5 +162,37 @@ fn router(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, router);
+
+fn diag(c: &mut Criterion) {
+    if std::env::var_os("DIAG").is_none() { return; }
+    let host = PluginHost::new(&PluginHostConfig::default()).expect("plugin host");
+    let full = request();
+    let mut nobody = request();
+    nobody.body = None;
+    let empty = HttpRequest { method: "POST".into(), path: "/".into(), query: None, headers: vec![], body: None };
+    let providers = providers();
+    let regional = load(&host, InstanceMode::Reuse);
+    let bytes = std::fs::read(plugins_dir().join("target/wasm32-wasip2/release/fixture_hostile.wasm")).unwrap();
+    let compiled = host.compile(&bytes).unwrap();
+    let ok = RouterPlugin::load(&host, "ok", &compiled.component, r#"{"mode": "ok"}"#.into(),
+        SandboxSettings { mode: InstanceMode::Reuse, recycle_after: 10_000, deadline_ms: 20, memory_bytes: 32 << 20 },
+        Arc::new(Metrics::new())).unwrap();
+    let o3bytes = std::fs::read(plugins_dir().join("target/wasm32-wasip2/o3exp/router_regional.wasm")).unwrap();
+    let o3c = host.compile(&o3bytes).unwrap();
+    let o3 = RouterPlugin::load(&host, "o3", &o3c.component, router_config(),
+        SandboxSettings { mode: InstanceMode::Reuse, recycle_after: 10_000, deadline_ms: 20, memory_bytes: 32 << 20 },
+        Arc::new(Metrics::new())).unwrap();
+    let mut g = c.benchmark_group("diag");
+    g.sample_size(30).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    for (id, plugin, req) in [("regional_full", &regional, &full), ("regional_nobody", &regional, &nobody),
+        ("regional_empty", &regional, &empty), ("o3_full", &o3, &full), ("o3_nobody", &o3, &nobody), ("ok_full", &ok, &full), ("ok_empty", &ok, &empty)] {
+        g.bench_function(id, |b| b.iter(|| plugin.route(black_box(req), None, black_box(&providers), 42).expect("route")));
+    }
+    let m = Metrics::new();
+    g.bench_function("metrics_observe", |b| b.iter(|| m.plugin_call_seconds.with_label_values(&["router_regional", "route"]).observe(black_box(1e-6))));
+    g.bench_function("instant_elapsed", |b| b.iter(|| black_box(std::time::Instant::now()).elapsed()));
+    g.finish();
+}
+
+criterion_group!(benches, router, diag);
 criterion_main!(benches);

@@ -115,6 +115,8 @@ impl Admin {
                 "path_prefix": r.path_prefix,
                 "providers": r.providers,
                 "router": r.router.as_ref().map(|(p, _)| p.name().to_string()),
+                "compliance": r.compliance.iter().map(|c| c.name().to_string()).collect::<Vec<_>>(),
+                "dialect": r.dialect.as_ref().map(|(name, _)| name.clone()),
                 "plugin_body": r.plugin_body,
             })).collect::<Vec<_>>(),
             "providers": snapshot.config.providers.iter().map(|(name, p)| json!({
@@ -123,6 +125,8 @@ impl Admin {
                 "region": p.region,
                 "tags": p.tags,
                 "cost": p.cost,
+                "dialect": p.dialect,
+                "credentials": p.credentials.keys().collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })
     }
@@ -136,6 +140,7 @@ fn plugins(snapshot: &Snapshot) -> Vec<Value> {
             json!({
                 "name": p.name,
                 "role": p.role.as_str(),
+                "contract": p.contract(),
                 "path": p.path.display().to_string(),
                 "sha256": p.sha256,
                 "on_error": match p.on_error { crate::config::OnError::FailOpen => "fail-open", crate::config::OnError::FailClosed => "fail-closed" },

@@ -171,8 +171,12 @@ impl Default for PluginHostConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
-    /// `payproxy:plugin/router@0.1.0`: orders the route's providers.
+    /// `payproxy:plugin/router@0.2.0` or `@0.1.0`: orders the route's providers.
     Router,
+    /// `payproxy:plugin/compliance@0.2.0`: allow, deny or challenge a payment.
+    Compliance,
+    /// `payproxy:plugin/ingress@0.2.0` and/or `egress@0.2.0`: a payment protocol.
+    Dialect,
 }
 
 impl Role {
@@ -180,6 +184,8 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Router => "router",
+            Role::Compliance => "compliance",
+            Role::Dialect => "dialect",
         }
     }
 }
@@ -237,12 +243,52 @@ pub struct ProviderConfig {
     /// Extra PEM CA certificates trusted for this provider, besides the webpki roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The dialect plugin this provider speaks (its provider side is used). Without one the
+    /// provider can only take requests forwarded unchanged (transparent routes).
+    #[serde(default)]
+    pub dialect: Option<String>,
+    /// Credentials given to this provider's dialect plugin only: literal strings or
+    /// `{"env": "VAR"}`. Never logged or shown on the status page.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, Secret>,
     /// TCP + TLS connect timeout. Default 2 s.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Time to the provider's response headers. Default 15 s.
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+/// A secret value: inline, or read from the environment when the config is loaded.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Secret {
+    /// The value itself.
+    Inline(String),
+    /// `{"env": "VAR"}`.
+    Env {
+        /// Environment variable name.
+        env: String,
+    },
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Secret(***)"),
+            Secret::Env { env } => write!(f, "Secret(env {env})"),
+        }
+    }
+}
+
+impl Secret {
+    /// The value; an unset variable is an error naming the variable, not the value.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            Secret::Inline(v) => Ok(v.clone()),
+            Secret::Env { env } => std::env::var(env).map_err(|_| format!("environment variable {env} is not set")),
+        }
+    }
 }
 
 /// One route.
@@ -263,9 +309,20 @@ pub struct RouteConfig {
     /// Providers in static order (used as is without a router, and as the fail-open order).
     pub providers: Vec<String>,
     /// Give the request body to plugins (buffered up to `limits.max_body_bytes`).
-    /// Default false: bodies are streamed.
+    /// Default false: bodies are streamed. Payment routes always buffer.
     #[serde(default)]
     pub plugin_body: bool,
+    /// The storefront's dialect (a dialect plugin with a storefront side). Makes this a
+    /// payment route: ingress → comply → route → attempt → respond.
+    #[serde(default)]
+    pub dialect: Option<String>,
+    /// Prefix of payment ids the proxy mints for payments made in another dialect.
+    /// Default `pi_` (Stripe's PaymentIntent prefix).
+    #[serde(default = "default_payment_prefix")]
+    pub payment_id_prefix: String,
+    /// Prefix of refund ids the proxy mints. Default `re_`.
+    #[serde(default = "default_refund_prefix")]
+    pub refund_id_prefix: String,
 }
 
 /// Live reload settings.
@@ -342,6 +399,12 @@ fn default_upstream_timeout_ms() -> u64 {
 }
 fn default_path_prefix() -> String {
     "/".into()
+}
+fn default_payment_prefix() -> String {
+    "pi_".into()
+}
+fn default_refund_prefix() -> String {
+    "re_".into()
 }
 fn default_true() -> bool {
     true
@@ -455,6 +518,12 @@ impl Config {
                     ));
                 }
             }
+            if plugin.role == Role::Compliance && plugin.on_error == OnError::FailOpen {
+                return Err(invalid(
+                    format!("{at}.on_error"),
+                    "compliance plugins always fail closed".into(),
+                ));
+            }
             if plugin.deadline_ms == Some(0) {
                 return Err(invalid(
                     format!("{at}.deadline_ms"),
@@ -471,6 +540,11 @@ impl Config {
                     format!("{at}.cost"),
                     "must be a non-negative number".into(),
                 ));
+            }
+            if let Some(d) = &provider.dialect {
+                if self.plugins.get(d).map(|p| p.role) != Some(Role::Dialect) {
+                    return Err(invalid(format!("{at}.dialect"), format!("{d:?} is not a dialect plugin")));
+                }
             }
             if provider.connect_timeout_ms == 0 || provider.timeout_ms == 0 {
                 return Err(invalid(at, "timeouts must be positive".into()));

@@ -12,6 +12,8 @@ pub mod config;
 pub mod error;
 pub mod listener;
 pub mod metrics;
+pub mod owners;
+pub mod payment;
 pub mod plugin;
 pub mod proxy;
 pub mod reload;

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub plugin_call_seconds: HistogramVec,
     /// Plugin failures by plugin and kind (trap, deadline, memory, bad_output, instantiate).
     pub plugin_failures: IntCounterVec,
+    /// Compliance verdicts by plugin, rule and verdict (`allow`, `deny`, `challenge`).
+    pub compliance_verdicts: IntCounterVec,
+    /// Provider attempts on payment routes by provider and outcome.
+    pub attempts: IntCounterVec,
     /// Reloads by result (`ok`, `error`).
     pub reloads: IntCounterVec,
     /// Loaded plugins: value 1, labels plugin, role and sha256 digest.
@@ -85,6 +89,16 @@ impl Metrics {
                 "payproxy_plugin_failures_total",
                 "Failed plugin calls by plugin and kind.",
                 &["plugin", "kind"],
+            ),
+            compliance_verdicts: counter(
+                "payproxy_compliance_verdicts_total",
+                "Compliance decisions by plugin, rule and verdict.",
+                &["plugin", "rule", "verdict"],
+            ),
+            attempts: counter(
+                "payproxy_attempts_total",
+                "Provider attempts on payment routes by provider and outcome class.",
+                &["provider", "outcome"],
             ),
             reloads: counter(
                 "payproxy_reloads_total",

@@ -17,7 +17,8 @@ use hyper::body::Incoming;
 use crate::config::OnError;
 use crate::error::ProxyError;
 use crate::metrics::{status_class, Metrics};
-use crate::plugin::{RouteDecision, WitHttpRequest};
+use crate::payment::{http_view, Payments};
+use crate::plugin::RouteDecision;
 use crate::reload::Reloader;
 use crate::route::Route;
 use crate::snapshot::Snapshot;
@@ -30,6 +31,7 @@ pub const PROVIDER_HEADER: &str = "x-payproxy-provider";
 pub struct Proxy {
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
+    payments: Payments,
 }
 
 /// The request body: streamed to the provider, or buffered when plugins need it (which
@@ -39,10 +41,14 @@ enum Body {
     Buffered(Bytes),
 }
 
-struct Answer {
-    route: String,
-    provider: String,
-    response: Response<ProxyBody>,
+/// A response with the labels it is counted under.
+pub struct Answer {
+    /// Route name.
+    pub route: String,
+    /// Provider that answered, or `none`.
+    pub provider: String,
+    /// The response.
+    pub response: Response<ProxyBody>,
 }
 
 fn boxed_full(response: Response<Full<Bytes>>) -> Response<ProxyBody> {
@@ -52,7 +58,11 @@ fn boxed_full(response: Response<Full<Bytes>>) -> Response<ProxyBody> {
 impl Proxy {
     /// A handler reading snapshots from `reloader`.
     pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>) -> Proxy {
-        Proxy { reloader, metrics }
+        Proxy {
+            reloader,
+            payments: Payments::new(metrics.clone()),
+            metrics,
+        }
     }
 
     /// Handle one storefront request. Never fails: errors become JSON responses.
@@ -134,6 +144,12 @@ impl Proxy {
         let fail = |e: ProxyError| (Some(route.name.clone()), e);
 
         let (parts, incoming) = request.into_parts();
+        if route.dialect.is_some() {
+            let body = read_body(incoming, snapshot.config.limits.max_body_bytes)
+                .await
+                .map_err(fail)?;
+            return Ok(self.payments.handle(snapshot, route, parts, body, downstream).await);
+        }
         let body = if incoming.is_end_stream() {
             // No body at all: trivially replayable.
             Body::Buffered(Bytes::new())
@@ -169,25 +185,14 @@ impl Proxy {
         let Some((router, on_error)) = &route.router else {
             return Ok(route.providers.clone());
         };
-        let view = WitHttpRequest {
-            method: parts.method.as_str().to_string(),
-            path: parts.uri.path().to_string(),
-            query: parts.uri.query().map(str::to_string),
-            headers: parts
-                .headers
-                .iter()
-                .filter_map(|(n, v)| {
-                    v.to_str()
-                        .ok()
-                        .map(|v| (n.as_str().to_string(), v.to_string()))
-                })
-                .collect(),
-            body: match body {
-                Body::Buffered(bytes) => Some(bytes.to_vec()),
-                Body::Streaming(_) => None,
+        let view = http_view(
+            parts,
+            match body {
+                Body::Buffered(bytes) if route.plugin_body => Some(bytes),
+                _ => None,
             },
-        };
-        match router.route(&view, &route.wit_providers, rand::random()) {
+        );
+        match router.route(&view, None, &route.provider_views, rand::random()) {
             Ok(RouteDecision::Providers(order)) => Ok(order),
             Ok(RouteDecision::Reject {
                 status,
@@ -237,7 +242,7 @@ impl Proxy {
         };
         let mut last_error = None;
         for name in order {
-            let upstream = snapshot.providers.get(name).ok_or_else(|| {
+            let upstream = snapshot.providers.get(name).map(|p| &p.upstream).ok_or_else(|| {
                 ProxyError::plugin(
                     StatusCode::BAD_GATEWAY,
                     "unknown_provider",

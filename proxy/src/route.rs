@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use crate::config::OnError;
-use crate::plugin::{RouterPlugin, WitProvider};
+use crate::plugin::types::Provider;
+use crate::plugin::{CompliancePlugin, DialectPlugin, RouterPlugin};
 
 /// A route of the running snapshot.
 pub struct Route {
@@ -16,11 +17,19 @@ pub struct Route {
     /// Providers in static order.
     pub providers: Vec<String>,
     /// The same providers as plugins see them, built once per snapshot.
-    pub wit_providers: Vec<WitProvider>,
+    pub provider_views: Vec<Provider>,
     /// The router plugin and its failure policy.
     pub router: Option<(Arc<RouterPlugin>, OnError)>,
+    /// Compliance plugins in chain order (they always fail closed).
+    pub compliance: Vec<Arc<CompliancePlugin>>,
+    /// The storefront dialect (name, plugin): set on payment routes.
+    pub dialect: Option<(String, Arc<DialectPlugin>)>,
     /// Whether plugins get the body.
     pub plugin_body: bool,
+    /// Prefix of payment ids minted for payments made in another dialect.
+    pub payment_id_prefix: String,
+    /// Prefix of refund ids minted.
+    pub refund_id_prefix: String,
 }
 
 impl Route {

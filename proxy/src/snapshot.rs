@@ -14,7 +14,8 @@ use wasmtime::component::Component;
 use crate::config::{self, Config, InstanceMode, OnError, Role};
 use crate::error::ConfigError;
 use crate::metrics::Metrics;
-use crate::plugin::{PluginHost, RouterPlugin, RouterSettings, WitProvider};
+use crate::plugin::types::{BreakerState, Health, Provider};
+use crate::plugin::{CompliancePlugin, DialectPlugin, PluginHost, RouterPlugin, SandboxSettings};
 use crate::route::Route;
 use crate::upstream::{ClientCache, Upstream};
 
@@ -30,8 +31,54 @@ pub struct LoadedPlugin {
     pub sha256: String,
     /// Failure policy.
     pub on_error: OnError,
-    /// The router, for the router role.
-    pub router: Arc<RouterPlugin>,
+    /// The loaded plugin, by role.
+    pub kind: PluginKind,
+}
+
+/// A loaded plugin by role.
+#[derive(Clone)]
+pub enum PluginKind {
+    /// A router (contract 0.1.0 or 0.2.0).
+    Router(Arc<RouterPlugin>),
+    /// A compliance plugin.
+    Compliance(Arc<CompliancePlugin>),
+    /// A dialect (one side or both).
+    Dialect(Arc<DialectPlugin>),
+}
+
+impl LoadedPlugin {
+    /// Contract version and sides, for the status page.
+    pub fn contract(&self) -> String {
+        match &self.kind {
+            PluginKind::Router(r) => r.contract().to_string(),
+            PluginKind::Compliance(_) => "0.2.0".into(),
+            PluginKind::Dialect(d) => format!(
+                "0.2.0 ({})",
+                match (d.has_ingress(), d.has_egress()) {
+                    (true, true) => "ingress+egress",
+                    (true, false) => "ingress",
+                    _ => "egress",
+                }
+            ),
+        }
+    }
+
+    fn dialect(&self) -> Option<Arc<DialectPlugin>> {
+        match &self.kind {
+            PluginKind::Dialect(d) => Some(d.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A provider of the snapshot: its transport, its dialect and its credentials.
+pub struct ProviderEntry {
+    /// The HTTP side.
+    pub upstream: Arc<Upstream>,
+    /// Its dialect (name, plugin), when it has one.
+    pub dialect: Option<(String, Arc<DialectPlugin>)>,
+    /// Credentials for its dialect plugin only.
+    pub credentials: Vec<(String, String)>,
 }
 
 /// One immutable running configuration.
@@ -45,7 +92,7 @@ pub struct Snapshot {
     /// Routes in match order.
     pub routes: Vec<Route>,
     /// Providers by name.
-    pub providers: BTreeMap<String, Arc<Upstream>>,
+    pub providers: BTreeMap<String, ProviderEntry>,
     /// Plugins by name.
     pub plugins: BTreeMap<String, LoadedPlugin>,
     /// Every file the snapshot was built from (config, plugins, plugin configs): the watch set.
@@ -80,19 +127,6 @@ impl Builder {
         let mut hasher = Sha256::new();
         hasher.update(text.as_bytes());
         let mut files = vec![file.to_path_buf()];
-
-        let mut providers = BTreeMap::new();
-        for (name, p) in &config.providers {
-            let ca = p.ca_file.as_ref().map(|ca| config::resolve(file, ca));
-            let upstream = Upstream::new(name, p, ca, &self.clients).map_err(|message| {
-                ConfigError::Resource {
-                    file: file.to_path_buf(),
-                    field: format!("providers.{name}.ca_file"),
-                    message,
-                }
-            })?;
-            providers.insert(name.clone(), Arc::new(upstream));
-        }
 
         let mut plugins = BTreeMap::new();
         let mut used = Vec::new();
@@ -135,22 +169,24 @@ impl Builder {
             let (component, sha256) = self.compile(&bytes).map_err(&plugin_err)?;
             used.push(sha256.clone());
             let host_config = &config.plugin_host;
-            let settings = RouterSettings {
+            let settings = SandboxSettings {
                 mode: host_config.instance_mode,
                 recycle_after: host_config.recycle_after,
                 deadline_ms: p.deadline_ms.unwrap_or(host_config.deadline_ms),
                 memory_bytes: (p.memory_mb.unwrap_or(host_config.memory_mb) as usize) << 20,
             };
-            let router = match p.role {
-                Role::Router => RouterPlugin::load(
-                    &self.host,
-                    name,
-                    &component,
-                    config_json,
-                    settings,
-                    self.metrics.clone(),
-                )
-                .map_err(&plugin_err)?,
+            let (host, metrics) = (&self.host, self.metrics.clone());
+            let kind = match p.role {
+                Role::Router => PluginKind::Router(Arc::new(
+                    RouterPlugin::load(host, name, &component, config_json, settings, metrics).map_err(&plugin_err)?,
+                )),
+                Role::Compliance => PluginKind::Compliance(Arc::new(
+                    CompliancePlugin::load(host, name, &component, config_json, settings, metrics)
+                        .map_err(&plugin_err)?,
+                )),
+                Role::Dialect => PluginKind::Dialect(Arc::new(
+                    DialectPlugin::load(host, name, &component, config_json, settings, metrics).map_err(&plugin_err)?,
+                )),
             };
             plugins.insert(
                 name.clone(),
@@ -160,17 +196,56 @@ impl Builder {
                     path,
                     sha256,
                     on_error: p.on_error,
-                    router: Arc::new(router),
+                    kind,
                 },
             );
         }
         self.prune(&used);
 
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| route(r, &config, &plugins))
-            .collect();
+        let mut providers = BTreeMap::new();
+        for (name, p) in &config.providers {
+            let resource = |field: &str, message: String| ConfigError::Resource {
+                file: file.to_path_buf(),
+                field: format!("providers.{name}.{field}"),
+                message,
+            };
+            let ca = p.ca_file.as_ref().map(|ca| config::resolve(file, ca));
+            let upstream = Upstream::new(name, p, ca, &self.clients).map_err(|m| resource("ca_file", m))?;
+            let dialect = match &p.dialect {
+                Some(d) => {
+                    let plugin = plugins.get(d).and_then(LoadedPlugin::dialect).ok_or_else(|| {
+                        resource("dialect", format!("{d:?} is not a loaded dialect plugin"))
+                    })?;
+                    if !plugin.has_egress() {
+                        return Err(resource("dialect", format!("dialect {d:?} has no provider (egress) side")));
+                    }
+                    Some((d.clone(), plugin))
+                }
+                None => None,
+            };
+            let mut credentials = Vec::new();
+            for (key, secret) in &p.credentials {
+                let value = secret.resolve().map_err(|m| resource(&format!("credentials.{key}"), m))?;
+                credentials.push((key.clone(), value));
+            }
+            providers.insert(
+                name.clone(),
+                ProviderEntry {
+                    upstream: Arc::new(upstream),
+                    dialect,
+                    credentials,
+                },
+            );
+        }
+
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            routes.push(route(r, &config, &plugins).map_err(|message| ConfigError::Resource {
+                file: file.to_path_buf(),
+                field: format!("routes[{i}].dialect"),
+                message,
+            })?);
+        }
         for (index, listener) in config.listeners.iter().enumerate() {
             if let Some(tls) = &listener.tls {
                 crate::tls::server_config(
@@ -224,34 +299,65 @@ fn route(
     r: &config::RouteConfig,
     config: &Config,
     plugins: &BTreeMap<String, LoadedPlugin>,
-) -> Route {
-    let wit_providers = r
+) -> Result<Route, String> {
+    let provider_views = r
         .providers
         .iter()
         .filter_map(|name| {
-            config.providers.get(name).map(|p| WitProvider {
+            config.providers.get(name).map(|p| Provider {
                 name: name.clone(),
                 region: p.region.clone(),
                 tags: p.tags.clone(),
                 cost: p.cost,
+                dialect: p.dialect.clone().unwrap_or_default(),
+                // Static until the health tracker fills it in.
+                health: Health {
+                    success_rate: 1.0,
+                    latency_p50_ms: 0,
+                    latency_p99_ms: 0,
+                    breaker: BreakerState::Closed,
+                },
             })
         })
         .collect();
-    let router = r
-        .plugins
+    let chain: Vec<&LoadedPlugin> = r.plugins.iter().filter_map(|name| plugins.get(name)).collect();
+    let router = chain.iter().find_map(|p| match &p.kind {
+        PluginKind::Router(router) => Some((router.clone(), p.on_error)),
+        _ => None,
+    });
+    let compliance = chain
         .iter()
-        .filter_map(|name| plugins.get(name))
-        .find(|p| p.role == Role::Router)
-        .map(|p| (p.router.clone(), p.on_error));
-    Route {
+        .filter_map(|p| match &p.kind {
+            PluginKind::Compliance(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    let dialect = match &r.dialect {
+        Some(d) => {
+            let plugin = plugins
+                .get(d)
+                .and_then(LoadedPlugin::dialect)
+                .ok_or_else(|| format!("{d:?} is not a loaded dialect plugin"))?;
+            if !plugin.has_ingress() {
+                return Err(format!("dialect {d:?} has no storefront (ingress) side"));
+            }
+            Some((d.clone(), plugin))
+        }
+        None => None,
+    };
+    Ok(Route {
         name: r.name.clone(),
         host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
         path_prefix: r.path_prefix.clone(),
         providers: r.providers.clone(),
-        wit_providers,
+        provider_views,
         router,
-        plugin_body: r.plugin_body,
-    }
+        compliance,
+        dialect,
+        plugin_body: r.plugin_body || r.dialect.is_some(),
+        payment_id_prefix: r.payment_id_prefix.clone(),
+        refund_id_prefix: r.refund_id_prefix.clone(),
+    })
 }
 
 impl Snapshot {

@@ -37,11 +37,13 @@ fn router_regional_shared_fixtures_through_wasm() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| payproxy::plugin::WitProvider {
+            .map(|p| payproxy::plugin::types::Provider {
                 name: p["name"].as_str().unwrap().into(),
                 region: p["region"].as_str().unwrap().into(),
                 tags: serde_json::from_value(p["tags"].clone()).unwrap(),
                 cost: p["cost"].as_f64().unwrap(),
+                dialect: String::new(),
+                health: healthy(),
             })
             .collect();
         for case in f["cases"].as_array().unwrap() {
@@ -50,7 +52,7 @@ fn router_regional_shared_fixtures_through_wasm() {
             let headers: Vec<(String, String)> =
                 serde_json::from_value(r.get("headers").cloned().unwrap_or(Value::Array(vec![])))
                     .unwrap();
-            let req = payproxy::plugin::WitHttpRequest {
+            let req = payproxy::plugin::types::HttpRequest {
                 method: r["method"].as_str().unwrap().into(),
                 path: r["path"].as_str().unwrap().into(),
                 query: None,
@@ -60,7 +62,7 @@ fn router_regional_shared_fixtures_through_wasm() {
                     .map(|b| b.as_str().unwrap().as_bytes().to_vec()),
             };
             let seed = case.get("seed").and_then(Value::as_u64).unwrap_or(0);
-            let got = plugin.route(&req, &providers, seed).expect(name);
+            let got = plugin.route(&req, None, &providers, seed).expect(name);
             let expect = &case["expect"];
             match got {
                 RouteDecision::Reject { status, code, .. } => {
@@ -125,7 +127,7 @@ fn hostile_plugins_fail_only_their_call_with_the_right_kind() {
             let metrics = Arc::new(Metrics::new());
             let plugin = hostile(mode, instance_mode, &metrics);
             let started = std::time::Instant::now();
-            let failure = plugin.route(&req, &providers, 7).expect_err(mode);
+            let failure = plugin.route(&req, None, &providers, 7).expect_err(mode);
             assert_eq!(failure.kind.as_str(), kind, "{mode}: {failure}");
             // Contained: the 50 ms deadline holds (generous bound for a loaded machine).
             assert!(
@@ -135,7 +137,7 @@ fn hostile_plugins_fail_only_their_call_with_the_right_kind() {
             );
             assert_eq!(failures(&metrics, "fixture_hostile", kind), 1, "{mode}");
             // The next call gets a new instance and fails the same way: nothing leaks across.
-            let again = plugin.route(&req, &providers, 8).expect_err(mode);
+            let again = plugin.route(&req, None, &providers, 8).expect_err(mode);
             assert_eq!(again.kind.as_str(), kind);
             assert_eq!(failures(&metrics, "fixture_hostile", kind), 2, "{mode}");
         }
@@ -165,9 +167,9 @@ fn well_behaved_fixture_still_answers_after_hostile_neighbours() {
     let providers = vec![provider("a", "eu")];
     let req = request("GET", "/", &[], None);
     for _ in 0..20 {
-        assert!(bad.route(&req, &providers, 1).is_err());
+        assert!(bad.route(&req, None, &providers, 1).is_err());
         assert_eq!(
-            good.route(&req, &providers, 1).unwrap(),
+            good.route(&req, None, &providers, 1).unwrap(),
             RouteDecision::Providers(vec!["a".into()])
         );
     }
@@ -186,6 +188,7 @@ fn a_component_built_for_another_contract_version_is_refused_with_both_names() {
     .err()
     .expect("must be refused");
     assert!(err.contains("payproxy:plugin/router@0.1.0"), "{err}");
+    assert!(err.contains("payproxy:plugin/router@0.2.0"), "{err}");
     assert!(err.contains("payproxy:plugin/router@9.0.0"), "{err}");
 }
 
@@ -219,11 +222,13 @@ fn a_plugin_that_rejects_its_config_is_refused_at_load() {
 
 #[test]
 fn bytes_that_are_not_a_component_are_refused() {
-    let err = host()
-        .compile(b"\0asm\x01\0\0\0garbage")
-        .err()
-        .expect("refused");
+    let host = host();
+    let err = host.compile(b"\0asm\x01\0\0\0garbage").err().expect("refused");
+    assert!(err.contains("is a core WebAssembly module, not a component"), "{err}");
+    let err = host.compile(b"\0asm\x0d\0\x01\0garbage").err().expect("refused");
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
+    let err = host.compile(b"{\"json\": true}").err().expect("refused");
+    assert!(err.contains("not a WebAssembly file"), "{err}");
 }
 
 #[test]
@@ -248,7 +253,7 @@ fn reused_instances_are_recycled_and_fresh_mode_instantiates_every_call() {
     let req = request("GET", "/", &[], None);
     for _ in 0..10 {
         assert_eq!(
-            plugin.route(&req, &providers, 0).unwrap(),
+            plugin.route(&req, None, &providers, 0).unwrap(),
             RouteDecision::Providers(vec!["sim-us".into(), "sim-eu".into()])
         );
     }

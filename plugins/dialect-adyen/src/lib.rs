@@ -1,1 +1,70 @@
-//! dialect-adyen (skeleton: to be implemented).
+//! `dialect-adyen`: the provider side of an Adyen-like Checkout API (egress only).
+//!
+//! # Config
+//!
+//! ```json
+//! { "base_path": "/adyen/v71", "merchant_account": "PayproxyECOM" }
+//! ```
+//!
+//! Both optional. `base_path` (default `/adyen/v71`, the simulator's) is put before every path;
+//! `merchant_account` is used when the provider's credentials carry no `merchant_account`.
+//! Credentials: `api_key` (sent as `X-API-Key`), optional `merchant_account`.
+//!
+//! # Protocol
+//!
+//! - authorize → `POST {base}/payments`, JSON
+//!   `{"merchantAccount", "amount": {"value": <minor units>, "currency"}, "reference",
+//!   "paymentMethod": {"type": "scheme", "storedPaymentMethodId": <card token>} | {"type": "ideal"} | {"type": <wallet>},
+//!   "countryCode"?, "shopperEmail"?, "shopperReference"?, "returnUrl"?, "installments"?: {"value"},
+//!   "metadata"?, "additionalData"?: {"manualCapture": "true", "scaExemption": "lowValue"|…}}`.
+//!   `reference` is the merchant reference, else the payment id, else the idempotency key.
+//! - capture / refund → `POST {base}/payments/{pspReference}/captures|refunds` with
+//!   `{"merchantAccount", "amount", "reference"}` (the amount is required: Adyen has no
+//!   "full amount" default); void → `…/cancels` with `{"merchantAccount", "reference"}`.
+//!   Answer `{"pspReference", "paymentPspReference", "status": "received"}` (201/202).
+//! - status → refused (`operation_unsupported`): Adyen reports by webhook, not by query.
+//! - Headers: `X-API-Key`, `Idempotency-Key: <context idempotency key>` on every request;
+//!   Adyen replays the first answer for a repeated key, so resending is safe.
+//!
+//! Answers are mapped in [`decode`] (resultCode) and [`codes`] (refusal reasons, HTTP errors).
+//! Nothing with a secret or a card number reaches a refusal or an outcome message.
+
+pub mod codes;
+pub mod config;
+pub mod decode;
+pub mod encode;
+
+use payproxy_plugin_sdk::export_egress;
+use payproxy_plugin_sdk::payment::{Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal};
+
+pub use config::Config;
+
+/// The plugin: its parsed config.
+pub struct Adyen {
+    config: Config,
+}
+
+impl Egress for Adyen {
+    fn init(config: &str) -> Result<Self, String> {
+        Ok(Adyen {
+            config: Config::parse(config)?,
+        })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            idempotent_resend: true,
+            status_query: false,
+        }
+    }
+
+    fn encode_request(&self, payment: &Payment, context: &Context) -> Result<HttpRequest, Refusal> {
+        encode::request(&self.config, payment, context)
+    }
+
+    fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome {
+        decode::response(payment, response)
+    }
+}
+
+export_egress!(Adyen);

@@ -1,6 +1,7 @@
 //! Host bindings for the plugin contract, generated once from `wit/`.
 //!
-//! Each role's world gets its own module; `types` of the package are shared.
+//! 0.1.0 has the router world only. 0.2.0 generates its shared `types` once and every role's
+//! world reuses them (`with`), so a `Payment` is one Rust type whichever plugin it goes to.
 
 /// The `router-plugin` world of `payproxy:plugin@0.1.0`.
 pub mod router {
@@ -10,5 +11,58 @@ pub mod router {
     });
 }
 
-/// The interface name a router plugin must export.
-pub const ROUTER_EXPORT: &str = "payproxy:plugin/router@0.1.0";
+/// `payproxy:plugin@0.2.0`.
+pub mod v2 {
+    /// The shared types (canonical payment, outcome, HTTP views).
+    pub mod types {
+        wasmtime::component::bindgen!({
+            world: "types-only",
+            path: "../wit/payproxy-plugin@0.2.0",
+            additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        });
+    }
+
+    /// Dialects: the `ingress` and `egress` interfaces (a component may export one or both).
+    pub mod dialect {
+        wasmtime::component::bindgen!({
+            world: "dialect-plugin",
+            path: "../wit/payproxy-plugin@0.2.0",
+            with: { "payproxy:plugin/types@0.2.0": crate::plugin::bindings::v2::types::payproxy::plugin::types },
+            additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        });
+    }
+
+    /// Compliance.
+    pub mod compliance {
+        wasmtime::component::bindgen!({
+            world: "compliance-plugin",
+            path: "../wit/payproxy-plugin@0.2.0",
+            with: { "payproxy:plugin/types@0.2.0": crate::plugin::bindings::v2::types::payproxy::plugin::types },
+            additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        });
+    }
+
+    /// Router, 0.2.0.
+    pub mod router {
+        wasmtime::component::bindgen!({
+            world: "payment-router-plugin",
+            path: "../wit/payproxy-plugin@0.2.0",
+            with: { "payproxy:plugin/types@0.2.0": crate::plugin::bindings::v2::types::payproxy::plugin::types },
+            additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        });
+    }
+}
+
+/// Export names the host looks for.
+pub mod exports {
+    /// Router, contract 0.1.0.
+    pub const ROUTER_V1: &str = "payproxy:plugin/router@0.1.0";
+    /// Router, contract 0.2.0.
+    pub const ROUTER_V2: &str = "payproxy:plugin/router@0.2.0";
+    /// Compliance, 0.2.0.
+    pub const COMPLIANCE: &str = "payproxy:plugin/compliance@0.2.0";
+    /// Dialect storefront side, 0.2.0.
+    pub const INGRESS: &str = "payproxy:plugin/ingress@0.2.0";
+    /// Dialect provider side, 0.2.0.
+    pub const EGRESS: &str = "payproxy:plugin/egress@0.2.0";
+}

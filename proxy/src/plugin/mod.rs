@@ -3,7 +3,10 @@
 //! sandbox on every call (CPU deadline, memory cap, output checks).
 
 mod bindings;
+mod compliance;
+mod dialect;
 mod router;
+mod sandbox;
 mod standin;
 mod store;
 
@@ -15,10 +18,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use bindings::router::payproxy::plugin::types::{
-    HttpRequest as WitHttpRequest, Provider as WitProvider, Rejection as WitRejection,
-};
-pub use router::{RouteDecision, RouterPlugin, RouterSettings};
+/// The contract's shared types (0.2.0): canonical payment, outcome, HTTP views.
+pub mod types {
+    pub use super::bindings::v2::types::payproxy::plugin::types::*;
+}
+pub use compliance::{CompliancePlugin, Decision, Denial, Verdict};
+pub use dialect::{Capabilities, Context, DialectPlugin};
+pub use router::{RouteDecision, RouterPlugin};
+pub use sandbox::{Binding, Sandbox, SandboxSettings};
 pub use store::CallState;
 
 use crate::config::PluginHostConfig;

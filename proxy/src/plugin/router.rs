@@ -1,22 +1,22 @@
-//! The router role: a loaded router plugin, its warm instances and the sandboxed call.
+//! The router role: contract 0.1.0 (request view only) and 0.2.0 (canonical payment and
+//! provider health), behind one type. Output is checked: only the route's providers, no
+//! more than 64 names, a rejection with a 4xx/5xx status and a short code.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use wasmtime::component::Component;
-use wasmtime::{Store, Trap};
+use wasmtime::component::{Component, InstancePre};
+use wasmtime::Store;
 
-use super::bindings::router::{RouterPlugin as Bindings, RouterPluginPre};
-use super::bindings::ROUTER_EXPORT;
-use super::{root_cause, CallState, PluginHost, WitHttpRequest, WitProvider};
-use crate::config::InstanceMode;
-use crate::error::{PluginFailure, PluginFailureKind};
+use super::bindings::exports::{ROUTER_V1, ROUTER_V2};
+use super::bindings::{router as v1, v2};
+use super::sandbox::{truncate, Binding, Sandbox, SandboxSettings};
+use super::types::{HttpRequest, Payment, Provider, Rejection};
+use super::{CallState, PluginHost};
+use crate::error::PluginFailure;
 use crate::metrics::Metrics;
 
 /// Most providers a router may name in one answer.
 const MAX_NAMES: usize = 64;
-/// Longest rejection code and message a router may return.
 const MAX_CODE: usize = 64;
 const MAX_MESSAGE: usize = 1024;
 
@@ -36,215 +36,116 @@ pub enum RouteDecision {
     },
 }
 
-/// Settings a router plugin runs with.
-#[derive(Debug, Clone)]
-pub struct RouterSettings {
-    /// Reuse or fresh instances.
-    pub mode: InstanceMode,
-    /// Calls before a reused instance is replaced.
-    pub recycle_after: u32,
-    /// CPU deadline per call.
-    pub deadline_ms: u64,
-    /// Memory cap per instance.
-    pub memory_bytes: usize,
+/// A 0.1.0 router instance.
+pub struct RouterV1(v1::RouterPlugin);
+
+impl Binding for RouterV1 {
+    type Pre = v1::RouterPluginPre<CallState>;
+    fn prepare(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
+        v1::RouterPluginPre::new(instance_pre)
+    }
+    fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self> {
+        pre.instantiate(store).map(RouterV1)
+    }
+    fn init(&self, store: &mut Store<CallState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+        self.0.payproxy_plugin_router().call_init(store, config)
+    }
 }
 
-struct Warm {
-    store: Store<CallState>,
-    bindings: Bindings,
-    calls: u32,
+/// A 0.2.0 router instance.
+pub struct RouterV2(v2::router::PaymentRouterPlugin);
+
+impl Binding for RouterV2 {
+    type Pre = v2::router::PaymentRouterPluginPre<CallState>;
+    fn prepare(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
+        v2::router::PaymentRouterPluginPre::new(instance_pre)
+    }
+    fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self> {
+        pre.instantiate(store).map(RouterV2)
+    }
+    fn init(&self, store: &mut Store<CallState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+        self.0.payproxy_plugin_router().call_init(store, config)
+    }
 }
 
-/// A loaded, validated router plugin.
-pub struct RouterPlugin {
-    name: String,
-    pre: RouterPluginPre<CallState>,
-    config_json: String,
-    settings: RouterSettings,
-    warm: Mutex<Vec<Warm>>,
-    created: AtomicU64,
-    metrics: Arc<Metrics>,
-    host: Arc<PluginHost>,
+/// A loaded router of either contract version.
+pub enum RouterPlugin {
+    /// `payproxy:plugin/router@0.1.0`.
+    V1(Sandbox<RouterV1>),
+    /// `payproxy:plugin/router@0.2.0`.
+    V2(Sandbox<RouterV2>),
 }
 
 impl RouterPlugin {
-    /// Bind a compiled component to the router role and validate it by instantiating it
-    /// and calling `init` with its config. Errors are one line, naming what is wrong.
+    /// Bind a compiled component to the router role (either contract version), validate it
+    /// and its config.
     pub fn load(
         host: &Arc<PluginHost>,
         name: &str,
         component: &Component,
         config_json: String,
-        settings: RouterSettings,
+        settings: SandboxSettings,
         metrics: Arc<Metrics>,
     ) -> Result<RouterPlugin, String> {
         let exports = host.export_names(component);
-        if !exports.iter().any(|e| e == ROUTER_EXPORT) {
-            return Err(format!(
-                "does not implement the router role: expected export {ROUTER_EXPORT} (world router-plugin), \
-                 found [{}]",
-                exports.join(", ")
-            ));
+        if exports.iter().any(|e| e == ROUTER_V2) {
+            return Sandbox::load(host, name, component, config_json, settings, metrics).map(RouterPlugin::V2);
         }
-        let instance_pre = host.linker().instantiate_pre(component).map_err(|e| {
-            format!(
-                "imports something payproxy does not grant (plugins get no filesystem, network or \
-                 environment): {}",
-                root_cause(&e)
-            )
-        })?;
-        let pre = RouterPluginPre::new(instance_pre)
-            .map_err(|e| format!("does not match world router-plugin: {}", root_cause(&e)))?;
-        let plugin = RouterPlugin {
-            name: name.to_string(),
-            pre,
-            config_json,
-            settings,
-            warm: Mutex::new(Vec::new()),
-            created: AtomicU64::new(0),
-            metrics,
-            host: host.clone(),
-        };
-        // Validate now, off the request path: a config the plugin rejects fails the reload.
-        let warm = plugin.instantiate().map_err(|f| f.detail)?;
-        if plugin.settings.mode == InstanceMode::Reuse {
-            plugin.put_back(warm);
+        if exports.iter().any(|e| e == ROUTER_V1) {
+            return Sandbox::load(host, name, component, config_json, settings, metrics).map(RouterPlugin::V1);
         }
-        Ok(plugin)
+        Err(format!(
+            "does not implement the router role: expected export {ROUTER_V2} (world payment-router-plugin) \
+             or {ROUTER_V1} (world router-plugin), found [{}]",
+            exports.join(", ")
+        ))
     }
 
-    /// Ask the router for the provider order. Sandbox failures come back as
-    /// [`PluginFailure`] (and are counted); the caller applies the plugin's `on_error`.
+    /// Ask for the provider order. `payment` is the canonical payment on payment routes
+    /// (0.1.0 routers never see it).
     pub fn route(
         &self,
-        request: &WitHttpRequest,
-        providers: &[WitProvider],
+        request: &HttpRequest,
+        payment: Option<&Payment>,
+        providers: &[Provider],
         seed: u64,
     ) -> Result<RouteDecision, PluginFailure> {
-        let started = Instant::now();
-        let result = self.call_route(request, providers, seed);
-        self.metrics
-            .plugin_call_seconds
-            .with_label_values(&[self.name.as_str(), "route"])
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(failure) = &result {
-            self.metrics
-                .plugin_failures
-                .with_label_values(&[self.name.as_str(), failure.kind.as_str()])
-                .inc();
-        }
-        result
-    }
-
-    fn call_route(
-        &self,
-        request: &WitHttpRequest,
-        providers: &[WitProvider],
-        seed: u64,
-    ) -> Result<RouteDecision, PluginFailure> {
-        let mut warm = match self.take() {
-            Some(warm) => warm,
-            None => self.instantiate()?,
-        };
-        self.arm(&mut warm.store);
-        let result = warm.bindings.payproxy_plugin_router().call_route(
-            &mut warm.store,
-            request,
-            providers,
-            seed,
-        );
-        let output = match result {
-            Ok(output) => output,
-            // The instance is dropped: after a trap its state cannot be trusted.
-            Err(e) => return Err(self.classify(&e, &warm.store)),
-        };
-        warm.calls += 1;
-        if self.settings.mode == InstanceMode::Reuse && warm.calls < self.settings.recycle_after {
-            self.put_back(warm);
-        }
-        self.check_output(output, providers)
-    }
-
-    /// A new instance with `init(config)` done.
-    fn instantiate(&self) -> Result<Warm, PluginFailure> {
-        self.created.fetch_add(1, Ordering::Relaxed);
-        let mut store = Store::new(
-            self.host.engine(),
-            CallState::new(self.settings.memory_bytes),
-        );
-        store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_callback(super::store::on_deadline);
-        self.arm(&mut store);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
-            self.failure(
-                PluginFailureKind::Instantiate,
-                format!("instantiate: {}", root_cause(&e)),
-            )
-        })?;
-        match bindings
-            .payproxy_plugin_router()
-            .call_init(&mut store, &self.config_json)
-        {
-            Ok(Ok(())) => Ok(Warm {
-                store,
-                bindings,
-                calls: 0,
-            }),
-            Ok(Err(message)) => Err(self.failure(
-                PluginFailureKind::Instantiate,
-                format!(
-                    "config rejected by the plugin: {}",
-                    truncate(&message, MAX_MESSAGE)
-                ),
-            )),
-            Err(e) => {
-                let mut failure = self.classify(&e, &store);
-                failure.detail = format!("init: {}", failure.detail);
-                Err(failure)
+        let output = match self {
+            RouterPlugin::V2(sandbox) => sandbox.call("route", |b, store| {
+                b.0.payproxy_plugin_router().call_route(store, request, payment, providers, seed)
+            })?,
+            RouterPlugin::V1(sandbox) => {
+                let request = v1::payproxy::plugin::types::HttpRequest {
+                    method: request.method.clone(),
+                    path: request.path.clone(),
+                    query: request.query.clone(),
+                    headers: request.headers.clone(),
+                    body: request.body.clone(),
+                };
+                let providers: Vec<_> = providers
+                    .iter()
+                    .map(|p| v1::payproxy::plugin::types::Provider {
+                        name: p.name.clone(),
+                        region: p.region.clone(),
+                        tags: p.tags.clone(),
+                        cost: p.cost,
+                    })
+                    .collect();
+                sandbox
+                    .call("route", |b, store| {
+                        b.0.payproxy_plugin_router().call_route(store, &request, &providers, seed)
+                    })?
+                    .map_err(|r| Rejection {
+                        status: r.status,
+                        code: r.code,
+                        message: r.message,
+                    })
             }
-        }
+        };
+        self.check(output, providers)
     }
 
-    /// Set the CPU budget for the next call and clear the memory flag. The epoch check
-    /// first fires after one tick, then every tick, until the budget is spent.
-    fn arm(&self, store: &mut Store<CallState>) {
-        store.set_epoch_deadline(1);
-        let state = store.data_mut();
-        state
-            .budget
-            .arm(Duration::from_millis(self.settings.deadline_ms));
-        state.limiter.hit = false;
-    }
-
-    fn take(&self) -> Option<Warm> {
-        self.warm.lock().ok()?.pop()
-    }
-
-    fn put_back(&self, warm: Warm) {
-        if let Ok(mut pool) = self.warm.lock() {
-            pool.push(warm);
-        }
-    }
-
-    fn classify(&self, e: &wasmtime::Error, store: &Store<CallState>) -> PluginFailure {
-        if store.data().limiter.hit {
-            return self.failure(PluginFailureKind::Memory, "memory cap reached".into());
-        }
-        match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => self.failure(
-                PluginFailureKind::Deadline,
-                format!("exceeded its {} ms CPU deadline", self.settings.deadline_ms),
-            ),
-            Some(trap) => self.failure(PluginFailureKind::Trap, format!("trap: {trap}")),
-            None => self.failure(PluginFailureKind::Trap, root_cause(e)),
-        }
-    }
-
-    fn check_output(
-        &self,
-        output: Result<Vec<String>, super::WitRejection>,
-        providers: &[WitProvider],
-    ) -> Result<RouteDecision, PluginFailure> {
+    fn check(&self, output: Result<Vec<String>, Rejection>, providers: &[Provider]) -> Result<RouteDecision, PluginFailure> {
         match output {
             Ok(names) => {
                 if names.is_empty() || names.len() > MAX_NAMES {
@@ -267,9 +168,7 @@ impl RouterPlugin {
             Err(r) => {
                 let code_ok = !r.code.is_empty()
                     && r.code.len() <= MAX_CODE
-                    && r.code
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    && r.code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 if !(400..=599).contains(&r.status) || !code_ok || r.message.len() > MAX_MESSAGE {
                     return Err(self.bad_output(format!(
                         "returned an invalid rejection (status {}, code of {} bytes, message of {} bytes)",
@@ -288,35 +187,33 @@ impl RouterPlugin {
     }
 
     fn bad_output(&self, detail: String) -> PluginFailure {
-        self.failure(PluginFailureKind::BadOutput, detail)
-    }
-
-    fn failure(&self, kind: PluginFailureKind, detail: String) -> PluginFailure {
-        PluginFailure {
-            plugin: self.name.clone(),
-            kind,
-            detail,
+        match self {
+            RouterPlugin::V1(s) => s.bad_output(detail),
+            RouterPlugin::V2(s) => s.bad_output(detail),
         }
-    }
-
-    /// Instances created so far (load, recycling, fresh mode, replacement after failures).
-    pub fn instances_created(&self) -> u64 {
-        self.created.load(Ordering::Relaxed)
     }
 
     /// Plugin name.
     pub fn name(&self) -> &str {
-        &self.name
+        match self {
+            RouterPlugin::V1(s) => s.name(),
+            RouterPlugin::V2(s) => s.name(),
+        }
     }
-}
 
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
+    /// Contract version the component implements.
+    pub fn contract(&self) -> &'static str {
+        match self {
+            RouterPlugin::V1(_) => "0.1.0",
+            RouterPlugin::V2(_) => "0.2.0",
+        }
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
+
+    /// Instances created so far.
+    pub fn instances_created(&self) -> u64 {
+        match self {
+            RouterPlugin::V1(s) => s.instances_created(),
+            RouterPlugin::V2(s) => s.instances_created(),
+        }
     }
-    &text[..end]
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use payproxy::config::{InstanceMode, PluginHostConfig};
 use payproxy::metrics::Metrics;
-use payproxy::plugin::{PluginHost, RouterPlugin, RouterSettings, WitHttpRequest, WitProvider};
+use payproxy::plugin::types::{BreakerState, Health, HttpRequest, Provider};
+use payproxy::plugin::{PluginHost, RouterPlugin, SandboxSettings};
 
 /// Path of a plugin built by `scripts/build-plugins.sh` (the test command runs it first).
 pub fn wasm(name: &str) -> PathBuf {
@@ -29,8 +30,8 @@ pub fn host() -> Arc<PluginHost> {
     .expect("plugin host")
 }
 
-pub fn settings(mode: InstanceMode) -> RouterSettings {
-    RouterSettings {
+pub fn settings(mode: InstanceMode) -> SandboxSettings {
+    SandboxSettings {
         mode,
         recycle_after: 1000,
         deadline_ms: 50,
@@ -57,12 +58,23 @@ pub fn load_router(
     )
 }
 
-pub fn provider(name: &str, region: &str) -> WitProvider {
-    WitProvider {
+pub fn provider(name: &str, region: &str) -> Provider {
+    Provider {
         name: name.into(),
         region: region.into(),
         tags: vec![],
         cost: 1.0,
+        dialect: String::new(),
+        health: healthy(),
+    }
+}
+
+pub fn healthy() -> Health {
+    Health {
+        success_rate: 1.0,
+        latency_p50_ms: 0,
+        latency_p99_ms: 0,
+        breaker: BreakerState::Closed,
     }
 }
 
@@ -71,8 +83,8 @@ pub fn request(
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&str>,
-) -> WitHttpRequest {
-    WitHttpRequest {
+) -> HttpRequest {
+    HttpRequest {
         method: method.into(),
         path: path.into(),
         query: None,

@@ -1,0 +1,229 @@
+//! Canonical payment → Adyen request. Everything is validated before a request exists.
+
+use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::payment::{Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal};
+use serde_json::{json, Map, Value};
+
+use crate::config::Config;
+
+/// Build the request for `payment`, or refuse it.
+pub fn request(config: &Config, payment: &Payment, context: &Context) -> Result<HttpRequest, Refusal> {
+    let merchant = merchant_account(config, context);
+    let (path, body) = match payment.operation {
+        Operation::Authorize => ("/payments".to_string(), authorize(payment, context, merchant)?),
+        Operation::Capture => modification(payment, context, merchant, "captures", true)?,
+        Operation::Refund => modification(payment, context, merchant, "refunds", true)?,
+        Operation::Void => modification(payment, context, merchant, "cancels", false)?,
+        Operation::Status => {
+            return Err(Refusal::invalid(
+                None,
+                "operation_unsupported",
+                "Adyen has no payment status query; its outcome arrives by webhook",
+            ))
+        }
+    };
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("idempotency-key".to_string(), context.idempotency_key.clone()),
+    ];
+    // Without a key the request still goes out: Adyen answers 401 (answered, not processed),
+    // which lets the host try another provider instead of refusing the shopper.
+    if let Some(key) = credential(context, "api_key") {
+        headers.push(("x-api-key".to_string(), key.to_string()));
+    }
+    Ok(HttpRequest {
+        method: "POST".into(),
+        path: format!("{}{path}", config.base_path),
+        query: None,
+        headers,
+        body: Some(body.to_string().into_bytes()),
+    })
+}
+
+fn credential<'a>(context: &'a Context, name: &str) -> Option<&'a str> {
+    context
+        .credentials
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// The provider's `merchant_account` credential, else the config's. Absent: the field is left
+/// out and Adyen answers 422 (answered, not processed).
+fn merchant_account<'a>(config: &'a Config, context: &'a Context) -> Option<&'a str> {
+    credential(context, "merchant_account").or(config.merchant_account.as_deref())
+}
+
+/// `{"value": minor, "currency": "EUR"}` for a present, positive amount in a known currency.
+pub fn amount(payment: &Payment) -> Result<Value, Refusal> {
+    let money = payment
+        .amount
+        .as_ref()
+        .ok_or_else(|| Refusal::invalid(Some("amount"), "parameter_missing", "amount is required"))?;
+    let code = currency::normalise(&money.currency).ok_or_else(|| {
+        Refusal::invalid(
+            Some("currency"),
+            "invalid_currency",
+            format!("currency {:?} is not an ISO 4217 code", money.currency),
+        )
+    })?;
+    if money.minor <= 0 {
+        return Err(Refusal::invalid(Some("amount"), "invalid_amount", "amount must be positive"));
+    }
+    Ok(json!({ "value": money.minor, "currency": code }))
+}
+
+/// Adyen requires a `reference`: the merchant's, else the payment id, else the idempotency key.
+fn reference(payment: &Payment, context: &Context) -> String {
+    payment
+        .merchant_reference
+        .clone()
+        .or_else(|| payment.id.clone())
+        .unwrap_or_else(|| context.idempotency_key.clone())
+}
+
+fn authorize(payment: &Payment, context: &Context, merchant: Option<&str>) -> Result<Value, Refusal> {
+    let amount = amount(payment)?;
+    let method = payment_method(payment)?;
+    let mut body = Map::new();
+    if let Some(merchant) = merchant {
+        body.insert("merchantAccount".into(), merchant.into());
+    }
+    body.insert("amount".into(), amount);
+    body.insert("reference".into(), reference(payment, context).into());
+    body.insert("paymentMethod".into(), method);
+    let optional = [
+        ("countryCode", payment.country.as_ref()),
+        ("shopperEmail", payment.customer.email.as_ref()),
+        ("shopperReference", payment.customer.id.as_ref()),
+        ("returnUrl", payment.return_url.as_ref()),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            body.insert(key.into(), value.clone().into());
+        }
+    }
+    if let Some(count) = payment.installments {
+        body.insert("installments".into(), json!({ "value": count }));
+    }
+    if !payment.metadata.is_empty() {
+        let metadata: Map<String, Value> =
+            payment.metadata.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        body.insert("metadata".into(), metadata.into());
+    }
+    let mut additional = Map::new();
+    if payment.manual_capture {
+        additional.insert("manualCapture".into(), "true".into());
+    }
+    if let Some(exemption) = sca_exemption(payment) {
+        additional.insert("scaExemption".into(), exemption.into());
+    }
+    if !additional.is_empty() {
+        body.insert("additionalData".into(), additional.into());
+    }
+    Ok(body.into())
+}
+
+/// `paymentMethod`: a stored card by token, or a redirect / wallet method by its Adyen type.
+fn payment_method(payment: &Payment) -> Result<Value, Refusal> {
+    let unsupported = |what: &str| {
+        Refusal::invalid(
+            Some("payment_method"),
+            "payment_method_unsupported",
+            format!("{what} payments are not supported by this provider"),
+        )
+    };
+    match &payment.method {
+        None => Err(Refusal::invalid(
+            Some("payment_method"),
+            "parameter_missing",
+            "a payment method is required",
+        )),
+        Some(PaymentMethod::Card(card)) if card.token.trim().is_empty() => Err(Refusal::invalid(
+            Some("payment_method"),
+            "parameter_missing",
+            "the card token is empty",
+        )),
+        Some(PaymentMethod::Card(card)) => {
+            Ok(json!({ "type": "scheme", "storedPaymentMethodId": card.token }))
+        }
+        Some(PaymentMethod::BankRedirect(bank)) => Ok(json!({ "type": adyen_type(&bank.scheme)? })),
+        Some(PaymentMethod::Ewallet(wallet)) => Ok(json!({ "type": adyen_type(&wallet.wallet)? })),
+        Some(PaymentMethod::InstantTransfer(_)) => Err(unsupported("instant transfer")),
+        Some(PaymentMethod::CashVoucher(_)) => Err(unsupported("cash voucher")),
+    }
+}
+
+/// A scheme or wallet name as Adyen's `type` (lower case, `[a-z0-9_]`).
+fn adyen_type(name: &str) -> Result<String, Refusal> {
+    let name = name.trim().to_ascii_lowercase();
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(name)
+    } else {
+        Err(Refusal::invalid(
+            Some("payment_method"),
+            "payment_method_unsupported",
+            "the payment method scheme is not a valid name",
+        ))
+    }
+}
+
+/// Exemptions Adyen accepts as `additionalData.scaExemption`; others are not sent.
+fn sca_exemption(payment: &Payment) -> Option<&'static str> {
+    if !matches!(payment.method, Some(PaymentMethod::Card(_))) {
+        return None;
+    }
+    match payment.strong_auth.exemption_requested.as_deref()? {
+        "low-value" => Some("lowValue"),
+        "tra" => Some("transactionRiskAnalysis"),
+        "secure-corporate" => Some("secureCorporate"),
+        "trusted-beneficiary" => Some("trustedBeneficiary"),
+        _ => None,
+    }
+}
+
+/// `/payments/{pspReference}/{kind}` with `{merchantAccount, amount?, reference}`.
+fn modification(
+    payment: &Payment,
+    context: &Context,
+    merchant: Option<&str>,
+    kind: &str,
+    with_amount: bool,
+) -> Result<(String, Value), Refusal> {
+    let psp = psp_reference(payment)?;
+    let mut body = Map::new();
+    if let Some(merchant) = merchant {
+        body.insert("merchantAccount".into(), merchant.into());
+    }
+    if with_amount {
+        // Adyen has no "the full amount" default for captures and refunds.
+        if payment.amount.is_none() {
+            return Err(Refusal::invalid(
+                Some("amount"),
+                "parameter_missing",
+                format!("this provider needs the amount for {kind}"),
+            ));
+        }
+        body.insert("amount".into(), amount(payment)?);
+    }
+    body.insert("reference".into(), reference(payment, context).into());
+    Ok((format!("/payments/{psp}/{kind}"), body.into()))
+}
+
+/// The owning payment's `pspReference`, checked to be safe inside a path.
+fn psp_reference(payment: &Payment) -> Result<&str, Refusal> {
+    let psp = payment.provider_reference.as_deref().unwrap_or_default();
+    if psp.is_empty() {
+        return Err(Refusal::invalid(
+            Some("id"),
+            "parameter_missing",
+            "the provider reference of the payment is unknown",
+        ));
+    }
+    if psp.len() > 64 || !psp.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(Refusal::invalid(Some("id"), "invalid_reference", "the provider reference is malformed"));
+    }
+    Ok(psp)
+}

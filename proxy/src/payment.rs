@@ -1,0 +1,622 @@
+//! The payment phases of a route with a dialect: ingress (parse into the canonical payment)
+//! → comply → route → attempt (forward unchanged to a provider of the same dialect, or
+//! encode/send/decode through the provider's dialect) → respond (render in the storefront's
+//! dialect) → record (affinity, metrics, audit line).
+//!
+//! Every refusal is rendered by the storefront's dialect; nothing is sent to a provider
+//! before the payment parsed, passed compliance and the provider's dialect encoded it.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use sha2::{Digest, Sha256};
+
+use crate::config::OnError;
+use crate::error::PluginFailure;
+use crate::metrics::Metrics;
+use crate::owners::{Owner, Owners};
+use crate::plugin::types::{
+    Annotation, ChallengeKind, ErrorClass, Failure, HttpRequest, HttpResponse, Operation, Outcome, OutcomeStatus,
+    Payment, Refusal, RefusalKind,
+};
+use crate::plugin::{Context, DialectPlugin, RouteDecision, Verdict};
+use crate::proxy::{Answer, PROVIDER_HEADER};
+use crate::route::Route;
+use crate::snapshot::{ProviderEntry, Snapshot};
+use crate::upstream::{prepare_head, strip_hop_by_hop, Downstream, ProxyBody};
+
+/// Largest provider answer the host buffers for decoding.
+const MAX_PROVIDER_BODY: usize = 1 << 20;
+
+/// State of the payment path that outlives snapshots.
+pub struct Payments {
+    /// Which provider owns which storefront-visible id.
+    pub owners: Owners,
+    metrics: Arc<Metrics>,
+}
+
+/// One payment request in flight.
+struct Flow<'a> {
+    snapshot: &'a Snapshot,
+    route: &'a Route,
+    ingress: &'a DialectPlugin,
+    ingress_name: &'a str,
+    parts: &'a http::request::Parts,
+    body: Bytes,
+    downstream: Downstream,
+}
+
+/// How the attempt phase ended.
+enum Attempted {
+    /// A translated outcome from `provider`.
+    Outcome { provider: String, outcome: Outcome },
+    /// The provider's own answer, forwarded unchanged (same dialect).
+    Forwarded(Answer),
+    /// Refused before anything was sent (encode refusal).
+    Refused(Refusal),
+}
+
+impl Payments {
+    /// Payment state over shared metrics.
+    pub fn new(metrics: Arc<Metrics>) -> Payments {
+        Payments {
+            owners: Owners::default(),
+            metrics,
+        }
+    }
+
+    /// Run the payment phases for one request on a route with a dialect.
+    pub async fn handle(
+        &self,
+        snapshot: &Snapshot,
+        route: &Route,
+        parts: http::request::Parts,
+        body: Bytes,
+        downstream: Downstream,
+    ) -> Answer {
+        let Some((ingress_name, ingress)) = &route.dialect else {
+            // Only called for routes with a dialect.
+            return plain_error(route, StatusCode::INTERNAL_SERVER_ERROR, "route has no dialect");
+        };
+        let flow = Flow {
+            snapshot,
+            route,
+            ingress,
+            ingress_name,
+            parts: &parts,
+            body,
+            downstream,
+        };
+        self.run(&flow).await
+    }
+
+    async fn run(&self, flow: &Flow<'_>) -> Answer {
+        let view = http_view(flow.parts, Some(&flow.body));
+
+        // ingress
+        let mut payment = match flow.ingress.parse_request(&view) {
+            Ok(Ok(payment)) => payment,
+            Ok(Err(refusal)) => return self.refuse(flow, refusal, "none"),
+            Err(failure) => return self.plugin_failed(flow, &failure),
+        };
+
+        // affinity: follow-ups go to the provider that owns the payment
+        let owner = match &payment.id {
+            Some(id) => match self.owners.get(id) {
+                Some(owner) => {
+                    payment.provider_reference = Some(owner.reference.clone());
+                    Some(owner)
+                }
+                None => {
+                    return self.refuse(
+                        flow,
+                        refusal(RefusalKind::NotFound, 404, "resource_missing", "no such payment"),
+                        "none",
+                    )
+                }
+            },
+            None => None,
+        };
+
+        // comply
+        let mut annotations: Vec<Annotation> = Vec::new();
+        let mut rules = Vec::new();
+        for plugin in &flow.route.compliance {
+            let decision = match plugin.check(&payment) {
+                Ok(decision) => decision,
+                Err(failure) => {
+                    // Compliance fails closed.
+                    tracing::warn!(plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "compliance plugin failed");
+                    return self.refuse(
+                        flow,
+                        refusal(RefusalKind::Unavailable, 503, "compliance_unavailable", "the payment cannot be checked right now"),
+                        "none",
+                    );
+                }
+            };
+            let verdict = match &decision.verdict {
+                Verdict::Allow => "allow",
+                Verdict::Deny(_) => "deny",
+                Verdict::Challenge(_) => "challenge",
+            };
+            self.metrics
+                .compliance_verdicts
+                .with_label_values(&[plugin.name(), decision.rule.as_str(), verdict])
+                .inc();
+            rules.push(format!("{}:{}={verdict}", plugin.name(), decision.rule));
+            match decision.verdict {
+                Verdict::Allow => annotations.extend(decision.annotations),
+                Verdict::Deny(denial) => {
+                    return self.refuse(flow, refusal(RefusalKind::ComplianceDenied, 402, &denial.code, &denial.message), "none")
+                }
+                Verdict::Challenge(kind) => return self.refuse(flow, challenge(kind), "none"),
+            }
+        }
+
+        // route
+        let order = match &owner {
+            Some(owner) => vec![owner.provider.clone()],
+            None => match self.decide(flow, &view, &payment) {
+                Ok(order) => order,
+                Err(refused) => return refused,
+            },
+        };
+
+        // attempt
+        let attempted = self.attempt(flow, &payment, &order).await;
+        let (provider, outcome) = match attempted {
+            Attempted::Forwarded(answer) => return answer,
+            Attempted::Refused(r) => return self.refuse(flow, r, "none"),
+            Attempted::Outcome { provider, outcome } => (provider, outcome),
+        };
+
+        // respond + record
+        let payment_id = match (&payment.id, payment.operation) {
+            (_, Operation::Refund) => mint(&flow.route.refund_id_prefix),
+            (Some(id), _) => id.clone(),
+            (None, _) => mint(&flow.route.payment_id_prefix),
+        };
+        if owner.is_none() && payment.operation == Operation::Authorize {
+            if let Some(reference) = &outcome.provider_reference {
+                self.owners.insert(
+                    &payment_id,
+                    Owner {
+                        provider: provider.clone(),
+                        reference: reference.clone(),
+                    },
+                );
+            }
+        }
+        tracing::info!(
+            target: "payproxy::audit",
+            route = %flow.route.name,
+            operation = ?payment.operation,
+            provider = %provider,
+            outcome = outcome_label(&outcome.status),
+            compliance = %rules.join(","),
+            ingress = %flow.ingress_name,
+            "payment"
+        );
+        match flow.ingress.render_outcome(&payment, &outcome, &payment_id, &annotations) {
+            Ok(response) => answer(flow.route, &provider, response),
+            Err(failure) => self.plugin_failed(flow, &failure),
+        }
+    }
+
+    /// Ask the router (with the canonical payment) for the order; static order without one.
+    fn decide(&self, flow: &Flow<'_>, view: &HttpRequest, payment: &Payment) -> Result<Vec<String>, Answer> {
+        let Some((router, on_error)) = &flow.route.router else {
+            return Ok(flow.route.providers.clone());
+        };
+        match router.route(view, Some(payment), &flow.route.provider_views, rand::random()) {
+            Ok(RouteDecision::Providers(order)) => Ok(order),
+            Ok(RouteDecision::Reject { status, code, message }) => Err(self.refuse(
+                flow,
+                refusal(RefusalKind::Unavailable, status, &code, &message),
+                "none",
+            )),
+            Err(failure) => {
+                tracing::warn!(route = %flow.route.name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "router plugin failed");
+                match on_error {
+                    OnError::FailOpen => Ok(flow.route.providers.clone()),
+                    OnError::FailClosed => Err(self.refuse(
+                        flow,
+                        refusal(RefusalKind::Unavailable, 503, "plugin_failed", "no route for this payment right now"),
+                        "none",
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Try the candidates in order. Another candidate only when the previous one certainly
+    /// did nothing (not sent, or answered-not-processed).
+    async fn attempt(&self, flow: &Flow<'_>, payment: &Payment, order: &[String]) -> Attempted {
+        let mut last = None;
+        for name in order {
+            let Some(entry) = flow.snapshot.providers.get(name) else {
+                continue;
+            };
+            let Some((dialect_name, egress)) = &entry.dialect else {
+                continue;
+            };
+            if dialect_name == flow.ingress_name {
+                match self.forward(flow, name, entry, egress, payment).await {
+                    Ok(answer) => return Attempted::Forwarded(answer),
+                    Err(not_sent) => {
+                        last = Some((name.clone(), not_sent));
+                        continue;
+                    }
+                }
+            }
+            let outcome = match self.translate(name, entry, egress, payment).await {
+                Ok(outcome) => outcome,
+                Err(refused) => return refused,
+            };
+            let label = outcome_label(&outcome.status);
+            self.metrics.attempts.with_label_values(&[name.as_str(), label]).inc();
+            let safe_elsewhere = matches!(
+                &outcome.status,
+                OutcomeStatus::Error(Failure { class: ErrorClass::NotSent | ErrorClass::AnsweredNotProcessed, .. })
+            );
+            if !safe_elsewhere {
+                return Attempted::Outcome {
+                    provider: name.clone(),
+                    outcome,
+                };
+            }
+            tracing::warn!(route = %flow.route.name, provider = %name, outcome = label, "provider did not take the payment; trying the next candidate");
+            last = Some((name.clone(), outcome));
+        }
+        match last {
+            Some((provider, outcome)) => Attempted::Outcome { provider, outcome },
+            None => Attempted::Refused(refusal(
+                RefusalKind::Unavailable,
+                503,
+                "no_provider",
+                "no provider can take this payment",
+            )),
+        }
+    }
+
+    /// Same dialect: forward the storefront's request unchanged, decode the answer only to
+    /// learn the provider's id (affinity). Err = not sent (the next candidate may be tried).
+    async fn forward(
+        &self,
+        flow: &Flow<'_>,
+        name: &str,
+        entry: &ProviderEntry,
+        egress: &DialectPlugin,
+        payment: &Payment,
+    ) -> Result<Answer, Outcome> {
+        let path_and_query = flow.parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let target = entry.upstream.target(path_and_query).map_err(|_| not_sent("invalid_request"))?;
+        let mut head = clone_head(flow.parts);
+        prepare_head(&mut head, target, flow.downstream);
+        let outbound: ProxyBody = Full::new(flow.body.clone()).map_err(|never| match never {}).boxed();
+        let started = Instant::now();
+        let response = entry.upstream.send(Request::from_parts(head, outbound)).await;
+        self.observe(name, started);
+        let response = match response {
+            Ok(r) => r,
+            Err(e) if e.retry_safe => {
+                self.metrics.attempts.with_label_values(&[name, "not_sent"]).inc();
+                return Err(not_sent("provider_unavailable"));
+            }
+            Err(e) => {
+                self.metrics.attempts.with_label_values(&[name, "ambiguous"]).inc();
+                let mut answer = answer_from_error(flow.route, e);
+                answer.provider = name.to_string();
+                return Ok(answer);
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        let bytes = match Limited::new(body, MAX_PROVIDER_BODY).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => {
+                self.metrics.attempts.with_label_values(&[name, "ambiguous"]).inc();
+                return Ok(plain_error_for(flow.route, name, StatusCode::BAD_GATEWAY, "provider answer was cut off"));
+            }
+        };
+        self.metrics.attempts.with_label_values(&[name, "forwarded"]).inc();
+        if payment.id.is_none() && payment.operation == Operation::Authorize {
+            let view = response_view(&parts, &bytes);
+            if let Ok(outcome) = egress.decode_response(payment, &view) {
+                if let Some(reference) = outcome.provider_reference {
+                    // Same dialect: the provider's id is the storefront-visible id.
+                    self.owners.insert(
+                        &reference,
+                        Owner {
+                            provider: name.to_string(),
+                            reference: reference.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        if let Ok(v) = HeaderValue::from_str(name) {
+            parts.headers.insert(HeaderName::from_static(PROVIDER_HEADER), v);
+        }
+        let response = Response::from_parts(parts, Full::new(bytes).map_err(|never| match never {}).boxed());
+        Ok(Answer {
+            route: flow.route.name.clone(),
+            provider: name.to_string(),
+            response,
+        })
+    }
+
+    /// Different dialect: encode, send, decode. Err = refused before sending (answered).
+    async fn translate(
+        &self,
+        name: &str,
+        entry: &ProviderEntry,
+        egress: &DialectPlugin,
+        payment: &Payment,
+    ) -> Result<Outcome, Attempted> {
+        let context = Context {
+            provider: name.to_string(),
+            credentials: entry.credentials.clone(),
+            now_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            idempotency_key: provider_key(name, payment),
+        };
+        let request = match egress.encode_request(payment, &context) {
+            Ok(Ok(request)) => request,
+            Ok(Err(refusal)) => return Err(Attempted::Refused(refusal)),
+            Err(failure) => {
+                tracing::warn!(provider = %name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "dialect failed to encode");
+                return Ok(not_sent("provider_error"));
+            }
+        };
+        let outbound = match outbound_request(&entry.upstream, request) {
+            Some(r) => r,
+            None => return Ok(not_sent("provider_error")),
+        };
+        let started = Instant::now();
+        let sent = entry.upstream.send(outbound).await;
+        self.observe(name, started);
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) if e.retry_safe => return Ok(not_sent("provider_unavailable")),
+            Err(e) => {
+                let code = if e.status == StatusCode::GATEWAY_TIMEOUT { "provider_timeout" } else { "provider_error" };
+                return Ok(Outcome {
+                    status: OutcomeStatus::Error(Failure {
+                        class: ErrorClass::Ambiguous,
+                        code: code.into(),
+                        provider_code: String::new(),
+                        message: "the provider did not give a trustworthy answer".into(),
+                    }),
+                    provider_reference: None,
+                    amount: None,
+                });
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let bytes = match Limited::new(body, MAX_PROVIDER_BODY).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => return Ok(ambiguous("provider_error", "the provider's answer was cut off")),
+        };
+        match egress.decode_response(payment, &response_view(&parts, &bytes)) {
+            Ok(outcome) => Ok(outcome),
+            // The provider answered but we cannot tell what it did.
+            Err(failure) => {
+                tracing::warn!(provider = %name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "dialect failed to decode");
+                Ok(ambiguous("provider_error", "the provider's answer could not be decoded"))
+            }
+        }
+    }
+
+    fn observe(&self, provider: &str, started: Instant) {
+        self.metrics
+            .upstream_seconds
+            .with_label_values(&[provider])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Render a refusal in the storefront's dialect.
+    fn refuse(&self, flow: &Flow<'_>, refusal: Refusal, provider: &str) -> Answer {
+        match flow.ingress.render_refusal(&refusal) {
+            Ok(response) => answer(flow.route, provider, response),
+            Err(failure) => self.plugin_failed(flow, &failure),
+        }
+    }
+
+    /// The storefront's own dialect failed: a plain JSON error is all that is left.
+    fn plugin_failed(&self, flow: &Flow<'_>, failure: &PluginFailure) -> Answer {
+        tracing::warn!(route = %flow.route.name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "dialect plugin failed");
+        let error = crate::error::ProxyError::plugin(
+            StatusCode::BAD_GATEWAY,
+            "plugin_failed",
+            format!("dialect plugin {} failed", failure.plugin),
+        );
+        Answer {
+            route: flow.route.name.clone(),
+            provider: "none".into(),
+            response: error.to_response().map(|b| b.map_err(|never| match never {}).boxed()),
+        }
+    }
+}
+
+fn refusal(kind: RefusalKind, status: u16, code: &str, message: &str) -> Refusal {
+    Refusal {
+        kind,
+        status,
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn challenge(kind: ChallengeKind) -> Refusal {
+    let (code, message) = match kind {
+        ChallengeKind::StrongAuthentication => ("authentication_required", "strong customer authentication is required"),
+        ChallengeKind::PhoneVerification => ("phone_verification_required", "the shopper's phone number must be verified"),
+        ChallengeKind::IdentityDocuments => ("identity_verification_required", "the shopper's identity must be verified"),
+    };
+    refusal(RefusalKind::Challenge(kind), 402, code, message)
+}
+
+fn not_sent(code: &str) -> Outcome {
+    Outcome {
+        status: OutcomeStatus::Error(Failure {
+            class: ErrorClass::NotSent,
+            code: code.into(),
+            provider_code: String::new(),
+            message: "the payment did not reach the provider".into(),
+        }),
+        provider_reference: None,
+        amount: None,
+    }
+}
+
+fn ambiguous(code: &str, message: &str) -> Outcome {
+    Outcome {
+        status: OutcomeStatus::Error(Failure {
+            class: ErrorClass::Ambiguous,
+            code: code.into(),
+            provider_code: String::new(),
+            message: message.into(),
+        }),
+        provider_reference: None,
+        amount: None,
+    }
+}
+
+/// Metric label of an outcome.
+pub fn outcome_label(status: &OutcomeStatus) -> &'static str {
+    match status {
+        OutcomeStatus::Approved => "approved",
+        OutcomeStatus::Declined(_) => "declined",
+        OutcomeStatus::RequiresAction(_) => "requires_action",
+        OutcomeStatus::Pending => "pending",
+        OutcomeStatus::Error(f) => match f.class {
+            ErrorClass::NotSent => "not_sent",
+            ErrorClass::AnsweredNotProcessed => "answered_not_processed",
+            ErrorClass::Ambiguous => "ambiguous",
+        },
+    }
+}
+
+/// A new storefront-visible id: prefix + 24 random alphanumerics.
+fn mint(prefix: &str) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    format!("{prefix}{}", Alphanumeric.sample_string(&mut rand::rng(), 24))
+}
+
+/// The idempotency key a provider sees: stable for the same storefront request (same
+/// storefront key, or same merchant reference and operation), distinct per provider.
+pub fn provider_key(provider: &str, payment: &Payment) -> String {
+    let basis = payment
+        .idempotency_key
+        .clone()
+        .or_else(|| payment.merchant_reference.clone())
+        .or_else(|| payment.id.clone())
+        .unwrap_or_else(|| mint(""));
+    let digest = Sha256::digest(format!("{provider}\u{0}{:?}\u{0}{basis}", payment.operation).as_bytes());
+    format!("pp-{}", &hex::encode(digest)[..32])
+}
+
+/// The plugin view of a request (headers that are not UTF-8 are left out).
+pub fn http_view(parts: &http::request::Parts, body: Option<&Bytes>) -> HttpRequest {
+    HttpRequest {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+            .collect(),
+        body: body.map(|b| b.to_vec()),
+    }
+}
+
+fn response_view(parts: &http::response::Parts, body: &Bytes) -> HttpResponse {
+    HttpResponse {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+            .collect(),
+        body: body.to_vec(),
+    }
+}
+
+/// A provider request from a dialect's encoding; `None` when it is not valid HTTP.
+fn outbound_request(upstream: &crate::upstream::Upstream, request: HttpRequest) -> Option<Request<ProxyBody>> {
+    let path_and_query = match &request.query {
+        Some(q) => format!("{}?{q}", request.path),
+        None => request.path.clone(),
+    };
+    let uri = upstream.target(&path_and_query).ok()?;
+    let mut builder = Request::builder().method(request.method.as_str()).uri(uri);
+    let headers = builder.headers_mut()?;
+    for (name, value) in &request.headers {
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) else {
+            return None;
+        };
+        headers.append(name, value);
+    }
+    strip_hop_by_hop(headers);
+    headers.remove(http::header::HOST);
+    let body = Full::new(Bytes::from(request.body.unwrap_or_default())).map_err(|never| match never {}).boxed();
+    builder.body(body).ok()
+}
+
+fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut builder = Request::builder().method(parts.method.clone()).uri(parts.uri.clone()).version(parts.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers.clone();
+    }
+    builder.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| Request::new(()).into_parts().0)
+}
+
+fn answer(route: &Route, provider: &str, response: HttpResponse) -> Answer {
+    let mut builder = Response::builder().status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY));
+    if let Some(headers) = builder.headers_mut() {
+        for (name, value) in &response.headers {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                headers.append(n, v);
+            }
+        }
+        strip_hop_by_hop(headers);
+        headers.remove(http::header::CONTENT_LENGTH);
+        if provider != "none" {
+            if let Ok(v) = HeaderValue::from_str(provider) {
+                headers.insert(HeaderName::from_static(PROVIDER_HEADER), v);
+            }
+        }
+    }
+    let body = Full::new(Bytes::from(response.body)).map_err(|never| match never {}).boxed();
+    let response = builder.body(body).unwrap_or_else(|_| {
+        Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+    });
+    Answer {
+        route: route.name.clone(),
+        provider: provider.to_string(),
+        response,
+    }
+}
+
+fn answer_from_error(route: &Route, error: crate::error::ProxyError) -> Answer {
+    Answer {
+        route: route.name.clone(),
+        provider: error.provider.clone().unwrap_or_else(|| "none".into()),
+        response: error.to_response().map(|b| b.map_err(|never| match never {}).boxed()),
+    }
+}
+
+fn plain_error_for(route: &Route, provider: &str, status: StatusCode, message: &str) -> Answer {
+    let error = crate::error::ProxyError::upstream(status, "provider_error", provider, message, false);
+    answer_from_error(route, error)
+}
+
+fn plain_error(route: &Route, status: StatusCode, message: &str) -> Answer {
+    let error = crate::error::ProxyError::plugin(status, "internal", message);
+    answer_from_error(route, error)
+}
