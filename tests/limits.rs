@@ -204,6 +204,7 @@ async fn chunked_body_over_the_limit_on_a_streaming_route_is_cut_off() {
             String::from_utf8_lossy(partial)
         ),
     }
+    // A consumed streamed body is never replayed: at most the one attempt.
     assert!(sim.request_count("a") <= 1);
 }
 

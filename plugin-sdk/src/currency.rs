@@ -50,7 +50,10 @@ impl std::fmt::Display for AmountError {
         match self {
             AmountError::UnknownCurrency => write!(f, "unknown currency"),
             AmountError::WrongExponent { allowed } => {
-                write!(f, "amount has more than {allowed} decimal places for this currency")
+                write!(
+                    f,
+                    "amount has more than {allowed} decimal places for this currency"
+                )
             }
             AmountError::Invalid => write!(f, "amount is not a valid non-negative decimal"),
         }
@@ -62,7 +65,10 @@ pub fn from_decimal(text: &str, code: &str) -> Result<i64, AmountError> {
     let exp = exponent(code).ok_or(AmountError::UnknownCurrency)?;
     let text = text.trim();
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(AmountError::Invalid);
     }
     if text.contains('.') && frac.is_empty() {
@@ -75,7 +81,11 @@ pub fn from_decimal(text: &str, code: &str) -> Result<i64, AmountError> {
     let whole: i64 = whole.parse().map_err(|_| AmountError::Invalid)?;
     let mut minor_frac: i64 = 0;
     for i in 0..exp as usize {
-        let digit = significant.as_bytes().get(i).map(|b| i64::from(b - b'0')).unwrap_or(0);
+        let digit = significant
+            .as_bytes()
+            .get(i)
+            .map(|b| i64::from(b - b'0'))
+            .unwrap_or(0);
         minor_frac = minor_frac * 10 + digit;
     }
     whole
@@ -86,26 +96,161 @@ pub fn from_decimal(text: &str, code: &str) -> Result<i64, AmountError> {
 
 /// ISO 4217 active codes and their minor-unit exponents.
 const CURRENCIES: &[(&str, u32)] = &[
-    ("AED", 2), ("AFN", 2), ("ALL", 2), ("AMD", 2), ("ANG", 2), ("AOA", 2), ("ARS", 2), ("AUD", 2),
-    ("AWG", 2), ("AZN", 2), ("BAM", 2), ("BBD", 2), ("BDT", 2), ("BGN", 2), ("BHD", 3), ("BIF", 0),
-    ("BMD", 2), ("BND", 2), ("BOB", 2), ("BRL", 2), ("BSD", 2), ("BTN", 2), ("BWP", 2), ("BYN", 2),
-    ("BZD", 2), ("CAD", 2), ("CDF", 2), ("CHF", 2), ("CLP", 0), ("CNY", 2), ("COP", 2), ("CRC", 2),
-    ("CUP", 2), ("CVE", 2), ("CZK", 2), ("DJF", 0), ("DKK", 2), ("DOP", 2), ("DZD", 2), ("EGP", 2),
-    ("ERN", 2), ("ETB", 2), ("EUR", 2), ("FJD", 2), ("FKP", 2), ("GBP", 2), ("GEL", 2), ("GHS", 2),
-    ("GIP", 2), ("GMD", 2), ("GNF", 0), ("GTQ", 2), ("GYD", 2), ("HKD", 2), ("HNL", 2), ("HTG", 2),
-    ("HUF", 2), ("IDR", 2), ("ILS", 2), ("INR", 2), ("IQD", 3), ("IRR", 2), ("ISK", 0), ("JMD", 2),
-    ("JOD", 3), ("JPY", 0), ("KES", 2), ("KGS", 2), ("KHR", 2), ("KMF", 0), ("KPW", 2), ("KRW", 0),
-    ("KWD", 3), ("KYD", 2), ("KZT", 2), ("LAK", 2), ("LBP", 2), ("LKR", 2), ("LRD", 2), ("LSL", 2),
-    ("LYD", 3), ("MAD", 2), ("MDL", 2), ("MGA", 2), ("MKD", 2), ("MMK", 2), ("MNT", 2), ("MOP", 2),
-    ("MRU", 2), ("MUR", 2), ("MVR", 2), ("MWK", 2), ("MXN", 2), ("MYR", 2), ("MZN", 2), ("NAD", 2),
-    ("NGN", 2), ("NIO", 2), ("NOK", 2), ("NPR", 2), ("NZD", 2), ("OMR", 3), ("PAB", 2), ("PEN", 2),
-    ("PGK", 2), ("PHP", 2), ("PKR", 2), ("PLN", 2), ("PYG", 0), ("QAR", 2), ("RON", 2), ("RSD", 2),
-    ("RUB", 2), ("RWF", 0), ("SAR", 2), ("SBD", 2), ("SCR", 2), ("SDG", 2), ("SEK", 2), ("SGD", 2),
-    ("SHP", 2), ("SLE", 2), ("SOS", 2), ("SRD", 2), ("SSP", 2), ("STN", 2), ("SVC", 2), ("SYP", 2),
-    ("SZL", 2), ("THB", 2), ("TJS", 2), ("TMT", 2), ("TND", 3), ("TOP", 2), ("TRY", 2), ("TTD", 2),
-    ("TWD", 2), ("TZS", 2), ("UAH", 2), ("UGX", 0), ("USD", 2), ("UYU", 2), ("UZS", 2), ("VES", 2),
-    ("VND", 0), ("VUV", 0), ("WST", 2), ("XAF", 0), ("XCD", 2), ("XOF", 0), ("XPF", 0), ("YER", 2),
-    ("ZAR", 2), ("ZMW", 2), ("ZWG", 2),
+    ("AED", 2),
+    ("AFN", 2),
+    ("ALL", 2),
+    ("AMD", 2),
+    ("ANG", 2),
+    ("AOA", 2),
+    ("ARS", 2),
+    ("AUD", 2),
+    ("AWG", 2),
+    ("AZN", 2),
+    ("BAM", 2),
+    ("BBD", 2),
+    ("BDT", 2),
+    ("BGN", 2),
+    ("BHD", 3),
+    ("BIF", 0),
+    ("BMD", 2),
+    ("BND", 2),
+    ("BOB", 2),
+    ("BRL", 2),
+    ("BSD", 2),
+    ("BTN", 2),
+    ("BWP", 2),
+    ("BYN", 2),
+    ("BZD", 2),
+    ("CAD", 2),
+    ("CDF", 2),
+    ("CHF", 2),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("COP", 2),
+    ("CRC", 2),
+    ("CUP", 2),
+    ("CVE", 2),
+    ("CZK", 2),
+    ("DJF", 0),
+    ("DKK", 2),
+    ("DOP", 2),
+    ("DZD", 2),
+    ("EGP", 2),
+    ("ERN", 2),
+    ("ETB", 2),
+    ("EUR", 2),
+    ("FJD", 2),
+    ("FKP", 2),
+    ("GBP", 2),
+    ("GEL", 2),
+    ("GHS", 2),
+    ("GIP", 2),
+    ("GMD", 2),
+    ("GNF", 0),
+    ("GTQ", 2),
+    ("GYD", 2),
+    ("HKD", 2),
+    ("HNL", 2),
+    ("HTG", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("IQD", 3),
+    ("IRR", 2),
+    ("ISK", 0),
+    ("JMD", 2),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KES", 2),
+    ("KGS", 2),
+    ("KHR", 2),
+    ("KMF", 0),
+    ("KPW", 2),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("KYD", 2),
+    ("KZT", 2),
+    ("LAK", 2),
+    ("LBP", 2),
+    ("LKR", 2),
+    ("LRD", 2),
+    ("LSL", 2),
+    ("LYD", 3),
+    ("MAD", 2),
+    ("MDL", 2),
+    ("MGA", 2),
+    ("MKD", 2),
+    ("MMK", 2),
+    ("MNT", 2),
+    ("MOP", 2),
+    ("MRU", 2),
+    ("MUR", 2),
+    ("MVR", 2),
+    ("MWK", 2),
+    ("MXN", 2),
+    ("MYR", 2),
+    ("MZN", 2),
+    ("NAD", 2),
+    ("NGN", 2),
+    ("NIO", 2),
+    ("NOK", 2),
+    ("NPR", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PAB", 2),
+    ("PEN", 2),
+    ("PGK", 2),
+    ("PHP", 2),
+    ("PKR", 2),
+    ("PLN", 2),
+    ("PYG", 0),
+    ("QAR", 2),
+    ("RON", 2),
+    ("RSD", 2),
+    ("RUB", 2),
+    ("RWF", 0),
+    ("SAR", 2),
+    ("SBD", 2),
+    ("SCR", 2),
+    ("SDG", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("SHP", 2),
+    ("SLE", 2),
+    ("SOS", 2),
+    ("SRD", 2),
+    ("SSP", 2),
+    ("STN", 2),
+    ("SVC", 2),
+    ("SYP", 2),
+    ("SZL", 2),
+    ("THB", 2),
+    ("TJS", 2),
+    ("TMT", 2),
+    ("TND", 3),
+    ("TOP", 2),
+    ("TRY", 2),
+    ("TTD", 2),
+    ("TWD", 2),
+    ("TZS", 2),
+    ("UAH", 2),
+    ("UGX", 0),
+    ("USD", 2),
+    ("UYU", 2),
+    ("UZS", 2),
+    ("VES", 2),
+    ("VND", 0),
+    ("VUV", 0),
+    ("WST", 2),
+    ("XAF", 0),
+    ("XCD", 2),
+    ("XOF", 0),
+    ("XPF", 0),
+    ("YER", 2),
+    ("ZAR", 2),
+    ("ZMW", 2),
+    ("ZWG", 2),
 ];
 
 #[cfg(test)]
@@ -126,20 +271,39 @@ mod tests {
         assert_eq!(to_decimal(1050, "JPY").as_deref(), Some("1050"));
         assert_eq!(to_decimal(1050, "KWD").as_deref(), Some("1.050"));
         assert_eq!(to_decimal(5, "EUR").as_deref(), Some("0.05"));
-        for (text, code, minor) in [("10.50", "EUR", 1050), ("10.5", "EUR", 1050), ("1050", "JPY", 1050), ("1.05", "KWD", 1050), ("7", "EUR", 700)] {
+        for (text, code, minor) in [
+            ("10.50", "EUR", 1050),
+            ("10.5", "EUR", 1050),
+            ("1050", "JPY", 1050),
+            ("1.05", "KWD", 1050),
+            ("7", "EUR", 700),
+        ] {
             assert_eq!(from_decimal(text, code), Ok(minor), "{text} {code}");
         }
     }
 
     #[test]
     fn wrong_exponents_and_garbage_are_refused() {
-        assert_eq!(from_decimal("10.5", "JPY"), Err(AmountError::WrongExponent { allowed: 0 }));
-        assert_eq!(from_decimal("1.0001", "KWD"), Err(AmountError::WrongExponent { allowed: 3 }));
-        assert_eq!(from_decimal("10.00", "JPY"), Ok(10), "trailing zeros carry no precision");
+        assert_eq!(
+            from_decimal("10.5", "JPY"),
+            Err(AmountError::WrongExponent { allowed: 0 })
+        );
+        assert_eq!(
+            from_decimal("1.0001", "KWD"),
+            Err(AmountError::WrongExponent { allowed: 3 })
+        );
+        assert_eq!(
+            from_decimal("10.00", "JPY"),
+            Ok(10),
+            "trailing zeros carry no precision"
+        );
         assert_eq!(from_decimal("-1", "EUR"), Err(AmountError::Invalid));
         assert_eq!(from_decimal("1e3", "EUR"), Err(AmountError::Invalid));
         assert_eq!(from_decimal("1.", "EUR"), Err(AmountError::Invalid));
         assert_eq!(from_decimal("1", "ABC"), Err(AmountError::UnknownCurrency));
-        assert_eq!(from_decimal("99999999999999999999", "EUR"), Err(AmountError::Invalid));
+        assert_eq!(
+            from_decimal("99999999999999999999", "EUR"),
+            Err(AmountError::Invalid)
+        );
     }
 }

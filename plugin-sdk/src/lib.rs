@@ -25,10 +25,10 @@
 
 pub mod currency;
 pub mod payment;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod testing;
 mod payment_macros;
 mod router;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 mod types;
 
 pub use router::Router;

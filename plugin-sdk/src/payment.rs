@@ -7,11 +7,11 @@
 //! [`export_compliance!`](crate::export_compliance) or
 //! [`export_payment_router!`](crate::export_payment_router).
 
-pub use crate::bindings::v2::types::payproxy::plugin::types::*;
-pub use crate::bindings::v2::dialect::exports::payproxy::plugin::egress::{Capabilities, Context};
 pub use crate::bindings::v2::compliance::exports::payproxy::plugin::compliance::{
     Decision, Denial, Verdict,
 };
+pub use crate::bindings::v2::dialect::exports::payproxy::plugin::egress::{Capabilities, Context};
+pub use crate::bindings::v2::types::payproxy::plugin::types::*;
 
 /// Storefront side of a dialect.
 pub trait Ingress: Sized + 'static {
@@ -127,7 +127,12 @@ impl Outcome {
     }
 
     /// An error outcome.
-    pub fn error(class: ErrorClass, code: &str, provider_code: &str, message: impl Into<String>) -> Outcome {
+    pub fn error(
+        class: ErrorClass,
+        code: &str,
+        provider_code: &str,
+        message: impl Into<String>,
+    ) -> Outcome {
         Outcome::of(OutcomeStatus::Error(Failure {
             class,
             code: code.into(),
@@ -202,6 +207,11 @@ pub mod __glue {
 
     /// Call `f` with the plugin value for `role`; `None` before `init`.
     pub fn with<T: 'static, R>(role: &'static str, f: impl FnOnce(&T) -> R) -> Option<R> {
-        PLUGINS.with(|p| p.borrow().get(role).and_then(|v| v.downcast_ref::<T>()).map(f))
+        PLUGINS.with(|p| {
+            p.borrow()
+                .get(role)
+                .and_then(|v| v.downcast_ref::<T>())
+                .map(f)
+        })
     }
 }

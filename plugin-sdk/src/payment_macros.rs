@@ -6,25 +6,66 @@
 macro_rules! __ingress_impl {
     ($ty:ty, $guest:path) => {
         impl $guest for __PayproxyExport {
-            fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+            fn init(
+                config: ::std::string::String,
+            ) -> ::std::result::Result<(), ::std::string::String> {
                 let value = <$ty as $crate::payment::Ingress>::init(&config)?;
                 $crate::payment::__glue::store("ingress", value);
                 Ok(())
             }
-            fn parse_request(request: $crate::payment::HttpRequest) -> ::std::result::Result<$crate::payment::Payment, $crate::payment::Refusal> {
-                $crate::payment::__glue::with("ingress", |p: &$ty| $crate::payment::Ingress::parse_request(p, &request))
-                    .unwrap_or_else(|| Err($crate::payment::Refusal { kind: $crate::payment::RefusalKind::Unavailable, status: 500, code: "plugin_not_initialised".into(), message: "ingress called before init".into() }))
+            fn parse_request(
+                request: $crate::payment::HttpRequest,
+            ) -> ::std::result::Result<$crate::payment::Payment, $crate::payment::Refusal> {
+                $crate::payment::__glue::with("ingress", |p: &$ty| {
+                    $crate::payment::Ingress::parse_request(p, &request)
+                })
+                .unwrap_or_else(|| {
+                    Err($crate::payment::Refusal {
+                        kind: $crate::payment::RefusalKind::Unavailable,
+                        status: 500,
+                        code: "plugin_not_initialised".into(),
+                        message: "ingress called before init".into(),
+                    })
+                })
             }
-            fn render_outcome(payment: $crate::payment::Payment, outcome: $crate::payment::Outcome, payment_id: ::std::string::String, annotations: ::std::vec::Vec<$crate::payment::Annotation>) -> $crate::payment::HttpResponse {
-                $crate::payment::__glue::with("ingress", |p: &$ty| $crate::payment::Ingress::render_outcome(p, &payment, &outcome, &payment_id, &annotations))
-                    .unwrap_or_else(|| $crate::payment::HttpResponse { status: 500, headers: ::std::vec::Vec::new(), body: ::std::vec::Vec::new() })
+            fn render_outcome(
+                payment: $crate::payment::Payment,
+                outcome: $crate::payment::Outcome,
+                payment_id: ::std::string::String,
+                annotations: ::std::vec::Vec<$crate::payment::Annotation>,
+            ) -> $crate::payment::HttpResponse {
+                $crate::payment::__glue::with("ingress", |p: &$ty| {
+                    $crate::payment::Ingress::render_outcome(
+                        p,
+                        &payment,
+                        &outcome,
+                        &payment_id,
+                        &annotations,
+                    )
+                })
+                .unwrap_or_else(|| $crate::payment::HttpResponse {
+                    status: 500,
+                    headers: ::std::vec::Vec::new(),
+                    body: ::std::vec::Vec::new(),
+                })
             }
             fn render_refusal(refusal: $crate::payment::Refusal) -> $crate::payment::HttpResponse {
-                $crate::payment::__glue::with("ingress", |p: &$ty| $crate::payment::Ingress::render_refusal(p, &refusal))
-                    .unwrap_or_else(|| $crate::payment::HttpResponse { status: 500, headers: ::std::vec::Vec::new(), body: ::std::vec::Vec::new() })
+                $crate::payment::__glue::with("ingress", |p: &$ty| {
+                    $crate::payment::Ingress::render_refusal(p, &refusal)
+                })
+                .unwrap_or_else(|| $crate::payment::HttpResponse {
+                    status: 500,
+                    headers: ::std::vec::Vec::new(),
+                    body: ::std::vec::Vec::new(),
+                })
             }
-            fn request_id(request: $crate::payment::HttpRequest) -> ::std::option::Option<::std::string::String> {
-                $crate::payment::__glue::with("ingress", |p: &$ty| $crate::payment::Ingress::request_id(p, &request)).flatten()
+            fn request_id(
+                request: $crate::payment::HttpRequest,
+            ) -> ::std::option::Option<::std::string::String> {
+                $crate::payment::__glue::with("ingress", |p: &$ty| {
+                    $crate::payment::Ingress::request_id(p, &request)
+                })
+                .flatten()
             }
         }
     };
@@ -36,24 +77,63 @@ macro_rules! __ingress_impl {
 macro_rules! __egress_impl {
     ($ty:ty, $guest:path, $ctx:path, $caps:path) => {
         impl $guest for __PayproxyExport {
-            fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+            fn init(
+                config: ::std::string::String,
+            ) -> ::std::result::Result<(), ::std::string::String> {
                 let value = <$ty as $crate::payment::Egress>::init(&config)?;
                 $crate::payment::__glue::store("egress", value);
                 Ok(())
             }
             fn describe() -> $caps {
-                let caps = $crate::payment::__glue::with("egress", |p: &$ty| $crate::payment::Egress::capabilities(p))
-                    .unwrap_or($crate::payment::Capabilities { idempotent_resend: false, status_query: false });
-                $caps { idempotent_resend: caps.idempotent_resend, status_query: caps.status_query }
+                let caps = $crate::payment::__glue::with("egress", |p: &$ty| {
+                    $crate::payment::Egress::capabilities(p)
+                })
+                .unwrap_or($crate::payment::Capabilities {
+                    idempotent_resend: false,
+                    status_query: false,
+                });
+                $caps {
+                    idempotent_resend: caps.idempotent_resend,
+                    status_query: caps.status_query,
+                }
             }
-            fn encode_request(payment: $crate::payment::Payment, context: $ctx) -> ::std::result::Result<$crate::payment::HttpRequest, $crate::payment::Refusal> {
-                let context = $crate::payment::Context { provider: context.provider, credentials: context.credentials, now_ms: context.now_ms, idempotency_key: context.idempotency_key };
-                $crate::payment::__glue::with("egress", |p: &$ty| $crate::payment::Egress::encode_request(p, &payment, &context))
-                    .unwrap_or_else(|| Err($crate::payment::Refusal { kind: $crate::payment::RefusalKind::Unavailable, status: 500, code: "plugin_not_initialised".into(), message: "egress called before init".into() }))
+            fn encode_request(
+                payment: $crate::payment::Payment,
+                context: $ctx,
+            ) -> ::std::result::Result<$crate::payment::HttpRequest, $crate::payment::Refusal> {
+                let context = $crate::payment::Context {
+                    provider: context.provider,
+                    credentials: context.credentials,
+                    now_ms: context.now_ms,
+                    idempotency_key: context.idempotency_key,
+                };
+                $crate::payment::__glue::with("egress", |p: &$ty| {
+                    $crate::payment::Egress::encode_request(p, &payment, &context)
+                })
+                .unwrap_or_else(|| {
+                    Err($crate::payment::Refusal {
+                        kind: $crate::payment::RefusalKind::Unavailable,
+                        status: 500,
+                        code: "plugin_not_initialised".into(),
+                        message: "egress called before init".into(),
+                    })
+                })
             }
-            fn decode_response(payment: $crate::payment::Payment, response: $crate::payment::HttpResponse) -> $crate::payment::Outcome {
-                $crate::payment::__glue::with("egress", |p: &$ty| $crate::payment::Egress::decode_response(p, &payment, &response))
-                    .unwrap_or_else(|| $crate::payment::Outcome::error($crate::payment::ErrorClass::NotSent, "plugin_not_initialised", "", "egress called before init"))
+            fn decode_response(
+                payment: $crate::payment::Payment,
+                response: $crate::payment::HttpResponse,
+            ) -> $crate::payment::Outcome {
+                $crate::payment::__glue::with("egress", |p: &$ty| {
+                    $crate::payment::Egress::decode_response(p, &payment, &response)
+                })
+                .unwrap_or_else(|| {
+                    $crate::payment::Outcome::error(
+                        $crate::payment::ErrorClass::NotSent,
+                        "plugin_not_initialised",
+                        "",
+                        "egress called before init",
+                    )
+                })
             }
         }
     };

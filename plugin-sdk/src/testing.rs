@@ -31,7 +31,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::payment::{Compliance, Context, Egress, HttpRequest, HttpResponse, Ingress, Router};
+use crate::payment::{Compliance, Context, Egress, Ingress, Router};
 
 /// Parse the fixture file text.
 pub fn load(text: &str) -> Value {
@@ -40,14 +40,19 @@ pub fn load(text: &str) -> Value {
 
 /// The plugin config of a fixture file, as the JSON text `init` receives.
 pub fn config_text(fixtures: &Value) -> String {
-    fixtures.get("config").cloned().unwrap_or(Value::Object(Default::default())).to_string()
+    fixtures
+        .get("config")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()))
+        .to_string()
 }
 
 /// Convert `"body": "text"` into the byte list the contract types use, recursively for
 /// the objects that are HTTP messages.
 pub fn input<T: DeserializeOwned>(value: &Value) -> T {
-    serde_json::from_value(bytes_bodies(value.clone()))
-        .unwrap_or_else(|e| panic!("fixture input does not match the contract type: {e}\n{value:#}"))
+    serde_json::from_value(bytes_bodies(value.clone())).unwrap_or_else(|e| {
+        panic!("fixture input does not match the contract type: {e}\n{value:#}")
+    })
 }
 
 fn bytes_bodies(mut value: Value) -> Value {
@@ -82,7 +87,14 @@ pub fn assert_subset(expected: &Value, actual: &Value, at: &str) {
 
 /// Compare an HTTP message against an expected one (status/method/path/query, listed
 /// headers, `body` exact or `body_json` subset).
-pub fn assert_http(expected: &Value, status_or_method: Value, path_query: Option<(&str, Option<&str>)>, headers: &[(String, String)], body: &[u8], at: &str) {
+pub fn assert_http(
+    expected: &Value,
+    status_or_method: Value,
+    path_query: Option<(&str, Option<&str>)>,
+    headers: &[(String, String)],
+    body: &[u8],
+    at: &str,
+) {
     if let Some(s) = expected.get("status") {
         assert_eq!(s, &status_or_method, "{at}: status");
     }
@@ -101,7 +113,10 @@ pub fn assert_http(expected: &Value, status_or_method: Value, path_query: Option
         for pair in want {
             let name = pair[0].as_str().unwrap_or_default();
             let value = pair[1].as_str();
-            let got = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+            let got = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str());
             assert_eq!(got, value, "{at}: header {name}");
         }
     }
@@ -110,7 +125,8 @@ pub fn assert_http(expected: &Value, status_or_method: Value, path_query: Option
         assert_eq!(text, want.as_str(), "{at}: body");
     }
     if let Some(want) = expected.get("body_json") {
-        let got: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{at}: body is not JSON ({e}): {text}"));
+        let got: Value = serde_json::from_slice(body)
+            .unwrap_or_else(|e| panic!("{at}: body is not JSON ({e}): {text}"));
         assert_subset(want, &got, &format!("{at}: body_json"));
     }
 }
@@ -128,54 +144,205 @@ fn json<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-/// Check a response against an expected one.
-pub fn assert_response(expected: &Value, response: &HttpResponse, at: &str) {
-    assert_http(expected, Value::from(response.status), None, &response.headers, &response.body, at);
+/// A plugin under test, seen through JSON: inputs are contract types as serde JSON (bodies
+/// already byte arrays), outputs likewise. The native runners below wrap the plugin's Rust
+/// traits; payproxy's host tests wrap the wasm build, so both run the same fixture file.
+pub trait Harness {
+    /// `parse-request`: `Ok(payment)` or `Err(refusal)`.
+    fn parse(&self, _request: Value) -> Result<Value, Value> {
+        panic!("this plugin has no ingress side")
+    }
+    /// `render-outcome` → response.
+    fn render(
+        &self,
+        _payment: Value,
+        _outcome: Value,
+        _payment_id: &str,
+        _annotations: Value,
+    ) -> Value {
+        panic!("this plugin has no ingress side")
+    }
+    /// `render-refusal` → response.
+    fn refusal(&self, _refusal: Value) -> Value {
+        panic!("this plugin has no ingress side")
+    }
+    /// `encode-request`: `Ok(request)` or `Err(refusal)`.
+    fn encode(&self, _payment: Value, _context: Value) -> Result<Value, Value> {
+        panic!("this plugin has no egress side")
+    }
+    /// `decode-response` → outcome.
+    fn decode(&self, _payment: Value, _response: Value) -> Value {
+        panic!("this plugin has no egress side")
+    }
+    /// `check` → decision.
+    fn check(&self, _payment: Value) -> Value {
+        panic!("this plugin is not a compliance plugin")
+    }
+    /// `route`: `Ok(names)` or `Err(rejection)`.
+    fn route(
+        &self,
+        _request: Value,
+        _payment: Value,
+        _providers: Value,
+        _seed: u64,
+    ) -> Result<Value, Value> {
+        panic!("this plugin is not a router")
+    }
 }
 
-/// Check a request against an expected one.
-pub fn assert_request(expected: &Value, request: &HttpRequest, at: &str) {
+fn raw(value: &Value) -> Value {
+    bytes_bodies(value.clone())
+}
+
+fn http_parts(v: &Value) -> (Vec<(String, String)>, Vec<u8>) {
+    let headers = serde_json::from_value(v["headers"].clone()).unwrap_or_default();
+    let body: Vec<u8> = serde_json::from_value(v["body"].clone()).unwrap_or_default();
+    (headers, body)
+}
+
+fn assert_response_json(expected: &Value, response: &Value, at: &str) {
+    let (headers, body) = http_parts(response);
     assert_http(
         expected,
-        Value::from(request.method.clone()),
-        Some((&request.path, request.query.as_deref())),
-        &request.headers,
-        request.body.as_deref().unwrap_or_default(),
+        response["status"].clone(),
+        None,
+        &headers,
+        &body,
         at,
     );
 }
 
-/// Run the `parse`, `render` and `refusals` cases of a fixture file natively.
-pub fn check_ingress<T: Ingress>(text: &str) -> usize {
-    let f = load(text);
-    let plugin = T::init(&config_text(&f)).unwrap_or_else(|e| panic!("init: {e}"));
+fn assert_request_json(expected: &Value, request: &Value, at: &str) {
+    let (headers, body) = http_parts(request);
+    let path = request["path"].as_str().unwrap_or_default().to_string();
+    let query = request["query"].as_str().map(str::to_string);
+    assert_http(
+        expected,
+        request["method"].clone(),
+        Some((&path, query.as_deref())),
+        &headers,
+        &body,
+        at,
+    );
+}
+
+fn outcome_of(
+    name: &str,
+    what: &str,
+    got: Result<Value, Value>,
+    case: &Value,
+    ok_key: &str,
+    err_key: &str,
+    check_ok: impl Fn(&Value, &Value, &str),
+) {
+    let at = format!("{what} {name}");
+    match (got, case.get(ok_key), case.get(err_key)) {
+        (Ok(v), Some(want), _) => check_ok(want, &v, &at),
+        (Err(e), _, Some(want)) => assert_subset(want, &e, &at),
+        (Ok(v), _, _) => panic!("{at}: expected {err_key}, got {ok_key} {v:#}"),
+        (Err(e), _, _) => panic!("{at}: expected {ok_key}, got {err_key} {e:#}"),
+    }
+}
+
+/// Every section of the fixture format.
+pub const ALL: &[&str] = &[
+    "parse", "render", "refusals", "encode", "decode", "check", "route",
+];
+
+/// Run every case of a fixture file through `plugin`; returns the number of cases run.
+pub fn run(text: &str, plugin: &dyn Harness) -> usize {
+    run_sections(text, plugin, ALL)
+}
+
+/// Run the cases of the given sections only.
+pub fn run_sections(text: &str, plugin: &dyn Harness, sections: &[&str]) -> usize {
+    let full = load(text);
+    let mut f = full.clone();
+    if let Value::Object(map) = &mut f {
+        map.retain(|k, _| !ALL.contains(&k.as_str()) || sections.contains(&k.as_str()));
+    }
     let mut n = 0;
     for (name, case) in cases(&f, "parse") {
-        let request: HttpRequest = input(&case["request"]);
-        match (plugin.parse_request(&request), case.get("payment"), case.get("refusal")) {
-            (Ok(p), Some(want), _) => assert_subset(want, &json(&p), &format!("parse {name}")),
-            (Err(r), _, Some(want)) => assert_subset(want, &json(&r), &format!("parse {name}")),
-            (got, _, _) => panic!("parse {name}: unexpected {:?}", got.map(|p| json(&p)).map_err(|r| json(&r))),
-        }
+        outcome_of(
+            name,
+            "parse",
+            plugin.parse(raw(&case["request"])),
+            case,
+            "payment",
+            "refusal",
+            assert_subset,
+        );
         n += 1;
     }
     for (name, case) in cases(&f, "render") {
-        let annotations: Vec<crate::payment::Annotation> = case.get("annotations").map(input).unwrap_or_default();
-        let response = plugin.render_outcome(
-            &input(&case["payment"]),
-            &input(&case["outcome"]),
+        let annotations = case
+            .get("annotations")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        let response = plugin.render(
+            raw(&case["payment"]),
+            raw(&case["outcome"]),
             case["payment_id"].as_str().unwrap_or_default(),
-            &annotations,
+            annotations,
         );
-        assert_response(&case["response"], &response, &format!("render {name}"));
+        assert_response_json(&case["response"], &response, &format!("render {name}"));
         n += 1;
     }
     for (name, case) in cases(&f, "refusals") {
-        let response = plugin.render_refusal(&input(&case["refusal"]));
-        assert_response(&case["response"], &response, &format!("refusal {name}"));
+        let response = plugin.refusal(raw(&case["refusal"]));
+        assert_response_json(&case["response"], &response, &format!("refusal {name}"));
+        n += 1;
+    }
+    let context = context_json(&f);
+    for (name, case) in cases(&f, "encode") {
+        let got = plugin.encode(raw(&case["payment"]), context.clone());
+        outcome_of(
+            name,
+            "encode",
+            got,
+            case,
+            "request",
+            "refusal",
+            assert_request_json,
+        );
+        n += 1;
+    }
+    for (name, case) in cases(&f, "decode") {
+        let outcome = plugin.decode(raw(&case["payment"]), raw(&case["response"]));
+        assert_subset(&case["outcome"], &outcome, &format!("decode {name}"));
+        n += 1;
+    }
+    for (name, case) in cases(&f, "check") {
+        let decision = plugin.check(raw(&case["payment"]));
+        assert_subset(&case["decision"], &decision, &format!("check {name}"));
+        n += 1;
+    }
+    for (name, case) in cases(&f, "route") {
+        let payment = case.get("payment").cloned().unwrap_or(Value::Null);
+        let seed = case.get("seed").and_then(Value::as_u64).unwrap_or(0);
+        let got = plugin.route(
+            raw(&case["request"]),
+            raw(&payment),
+            raw(&case["providers"]),
+            seed,
+        );
+        outcome_of(
+            name,
+            "route",
+            got,
+            case,
+            "providers_out",
+            "rejection",
+            |want, got, at| assert_eq!(want, got, "{at}"),
+        );
         n += 1;
     }
     n
+}
+
+/// The egress context of a fixture file as JSON (defaults filled in).
+pub fn context_json(f: &Value) -> Value {
+    json(&context(f))
 }
 
 /// The egress context of a fixture file.
@@ -189,57 +356,161 @@ pub fn context(f: &Value) -> Context {
     }
 }
 
-/// Run the `encode` and `decode` cases of a fixture file natively.
+fn typed<T: DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value.clone()).unwrap_or_else(|e| {
+        panic!("fixture input does not match the contract type: {e}\n{value:#}")
+    })
+}
+
+struct Native<T>(T);
+
+impl<T: Ingress> Native<T> {
+    fn parse(&self, request: Value) -> Result<Value, Value> {
+        self.0
+            .parse_request(&typed(request))
+            .map(|p| json(&p))
+            .map_err(|r| json(&r))
+    }
+    fn render(
+        &self,
+        payment: Value,
+        outcome: Value,
+        payment_id: &str,
+        annotations: Value,
+    ) -> Value {
+        let annotations: Vec<crate::payment::Annotation> = typed(annotations);
+        json(
+            &self
+                .0
+                .render_outcome(&typed(payment), &typed(outcome), payment_id, &annotations),
+        )
+    }
+    fn refusal(&self, refusal: Value) -> Value {
+        json(&self.0.render_refusal(&typed(refusal)))
+    }
+}
+
+struct IngressOnly<T>(Native<T>);
+impl<T: Ingress> Harness for IngressOnly<T> {
+    fn parse(&self, request: Value) -> Result<Value, Value> {
+        self.0.parse(request)
+    }
+    fn render(
+        &self,
+        payment: Value,
+        outcome: Value,
+        payment_id: &str,
+        annotations: Value,
+    ) -> Value {
+        self.0.render(payment, outcome, payment_id, annotations)
+    }
+    fn refusal(&self, refusal: Value) -> Value {
+        self.0.refusal(refusal)
+    }
+}
+
+struct EgressOnly<T>(T);
+impl<T: Egress> Harness for EgressOnly<T> {
+    fn encode(&self, payment: Value, context: Value) -> Result<Value, Value> {
+        self.0
+            .encode_request(&typed(payment), &typed(context))
+            .map(|r| json(&r))
+            .map_err(|r| json(&r))
+    }
+    fn decode(&self, payment: Value, response: Value) -> Value {
+        json(&self.0.decode_response(&typed(payment), &typed(response)))
+    }
+}
+
+struct ComplianceOnly<T>(T);
+impl<T: Compliance> Harness for ComplianceOnly<T> {
+    fn check(&self, payment: Value) -> Value {
+        json(&self.0.check(&typed(payment)))
+    }
+}
+
+struct RouterOnly<T>(T);
+impl<T: Router> Harness for RouterOnly<T> {
+    fn route(
+        &self,
+        request: Value,
+        payment: Value,
+        providers: Value,
+        seed: u64,
+    ) -> Result<Value, Value> {
+        let payment: Option<crate::payment::Payment> = typed(payment);
+        let providers: Vec<crate::payment::Provider> = typed(providers);
+        self.0
+            .route(&typed(request), payment.as_ref(), &providers, seed)
+            .map(|l| json(&l))
+            .map_err(|r| json(&r))
+    }
+}
+
+fn init<T>(f: &Value, init: impl Fn(&str) -> Result<T, String>) -> T {
+    init(&config_text(f)).unwrap_or_else(|e| panic!("init: {e}"))
+}
+
+/// Run the `parse`, `render` and `refusals` cases natively (other sections must be absent).
+pub fn check_ingress<T: Ingress>(text: &str) -> usize {
+    let plugin = IngressOnly(Native(init(&load(text), T::init)));
+    run_sections(text, &plugin, &["parse", "render", "refusals"])
+}
+
+/// Run the `encode` and `decode` cases natively.
 pub fn check_egress<T: Egress>(text: &str) -> usize {
-    let f = load(text);
-    let plugin = T::init(&config_text(&f)).unwrap_or_else(|e| panic!("init: {e}"));
-    let ctx = context(&f);
-    let mut n = 0;
-    for (name, case) in cases(&f, "encode") {
-        match (plugin.encode_request(&input(&case["payment"]), &ctx), case.get("request"), case.get("refusal")) {
-            (Ok(r), Some(want), _) => assert_request(want, &r, &format!("encode {name}")),
-            (Err(r), _, Some(want)) => assert_subset(want, &json(&r), &format!("encode {name}")),
-            (got, _, _) => panic!("encode {name}: unexpected {:?}", got.map(|r| json(&r)).map_err(|r| json(&r))),
-        }
-        n += 1;
-    }
-    for (name, case) in cases(&f, "decode") {
-        let outcome = plugin.decode_response(&input(&case["payment"]), &input(&case["response"]));
-        assert_subset(&case["outcome"], &json(&outcome), &format!("decode {name}"));
-        n += 1;
-    }
-    n
+    run_sections(
+        text,
+        &EgressOnly(init(&load(text), T::init)),
+        &["encode", "decode"],
+    )
 }
 
-/// Run the `check` cases of a fixture file natively.
+/// Run every section of a two-sided dialect's fixture file natively.
+pub fn check_dialect<T: Ingress + Egress>(text: &str) -> usize {
+    struct Both<I, E>(Native<I>, E);
+    impl<I: Ingress, E: Egress> Harness for Both<I, E> {
+        fn parse(&self, request: Value) -> Result<Value, Value> {
+            self.0.parse(request)
+        }
+        fn render(
+            &self,
+            payment: Value,
+            outcome: Value,
+            payment_id: &str,
+            annotations: Value,
+        ) -> Value {
+            self.0.render(payment, outcome, payment_id, annotations)
+        }
+        fn refusal(&self, refusal: Value) -> Value {
+            self.0.refusal(refusal)
+        }
+        fn encode(&self, payment: Value, context: Value) -> Result<Value, Value> {
+            self.1
+                .encode_request(&typed(payment), &typed(context))
+                .map(|r| json(&r))
+                .map_err(|r| json(&r))
+        }
+        fn decode(&self, payment: Value, response: Value) -> Value {
+            json(&self.1.decode_response(&typed(payment), &typed(response)))
+        }
+    }
+    let f = load(text);
+    let ingress: T = init(&f, <T as Ingress>::init);
+    let egress: T = init(&f, <T as Egress>::init);
+    run(text, &Both(Native(ingress), egress))
+}
+
+/// Run the `check` cases natively.
 pub fn check_compliance<T: Compliance>(text: &str) -> usize {
-    let f = load(text);
-    let plugin = T::init(&config_text(&f)).unwrap_or_else(|e| panic!("init: {e}"));
-    let mut n = 0;
-    for (name, case) in cases(&f, "check") {
-        let decision = plugin.check(&input(&case["payment"]));
-        assert_subset(&case["decision"], &json(&decision), &format!("check {name}"));
-        n += 1;
-    }
-    n
+    run_sections(
+        text,
+        &ComplianceOnly(init(&load(text), T::init)),
+        &["check"],
+    )
 }
 
-/// Run the `route` cases of a fixture file natively.
+/// Run the `route` cases natively.
 pub fn check_router<T: Router>(text: &str) -> usize {
-    let f = load(text);
-    let plugin = T::init(&config_text(&f)).unwrap_or_else(|e| panic!("init: {e}"));
-    let mut n = 0;
-    for (name, case) in cases(&f, "route") {
-        let payment: Option<crate::payment::Payment> = case.get("payment").filter(|p| !p.is_null()).map(input);
-        let providers: Vec<crate::payment::Provider> = input(&case["providers"]);
-        let seed = case.get("seed").and_then(Value::as_u64).unwrap_or(0);
-        let got = plugin.route(&input(&case["request"]), payment.as_ref(), &providers, seed);
-        match (got, case.get("providers_out"), case.get("rejection")) {
-            (Ok(list), Some(want), _) => assert_eq!(&json(&list), want, "route {name}"),
-            (Err(r), _, Some(want)) => assert_subset(want, &json(&r), &format!("route {name}")),
-            (got, _, _) => panic!("route {name}: unexpected {:?}", got.map(|l| json(&l)).map_err(|r| json(&r))),
-        }
-        n += 1;
-    }
-    n
+    run_sections(text, &RouterOnly(init(&load(text), T::init)), &["route"])
 }

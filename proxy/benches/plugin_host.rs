@@ -154,7 +154,12 @@ fn router(c: &mut Criterion) {
         group.bench_function(id, |b| {
             b.iter(|| {
                 plugin
-                    .route(black_box(&request), None, black_box(&providers), black_box(42))
+                    .route(
+                        black_box(&request),
+                        None,
+                        black_box(&providers),
+                        black_box(42),
+                    )
                     .expect("route")
             })
         });
@@ -162,37 +167,5 @@ fn router(c: &mut Criterion) {
     group.finish();
 }
 
-
-fn diag(c: &mut Criterion) {
-    if std::env::var_os("DIAG").is_none() { return; }
-    let host = PluginHost::new(&PluginHostConfig::default()).expect("plugin host");
-    let full = request();
-    let mut nobody = request();
-    nobody.body = None;
-    let empty = HttpRequest { method: "POST".into(), path: "/".into(), query: None, headers: vec![], body: None };
-    let providers = providers();
-    let regional = load(&host, InstanceMode::Reuse);
-    let bytes = std::fs::read(plugins_dir().join("target/wasm32-wasip2/release/fixture_hostile.wasm")).unwrap();
-    let compiled = host.compile(&bytes).unwrap();
-    let ok = RouterPlugin::load(&host, "ok", &compiled.component, r#"{"mode": "ok"}"#.into(),
-        SandboxSettings { mode: InstanceMode::Reuse, recycle_after: 10_000, deadline_ms: 20, memory_bytes: 32 << 20 },
-        Arc::new(Metrics::new())).unwrap();
-    let o3bytes = std::fs::read(plugins_dir().join("target/wasm32-wasip2/o3exp/router_regional.wasm")).unwrap();
-    let o3c = host.compile(&o3bytes).unwrap();
-    let o3 = RouterPlugin::load(&host, "o3", &o3c.component, router_config(),
-        SandboxSettings { mode: InstanceMode::Reuse, recycle_after: 10_000, deadline_ms: 20, memory_bytes: 32 << 20 },
-        Arc::new(Metrics::new())).unwrap();
-    let mut g = c.benchmark_group("diag");
-    g.sample_size(30).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    for (id, plugin, req) in [("regional_full", &regional, &full), ("regional_nobody", &regional, &nobody),
-        ("regional_empty", &regional, &empty), ("o3_full", &o3, &full), ("o3_nobody", &o3, &nobody), ("ok_full", &ok, &full), ("ok_empty", &ok, &empty)] {
-        g.bench_function(id, |b| b.iter(|| plugin.route(black_box(req), None, black_box(&providers), 42).expect("route")));
-    }
-    let m = Metrics::new();
-    g.bench_function("metrics_observe", |b| b.iter(|| m.plugin_call_seconds.with_label_values(&["router_regional", "route"]).observe(black_box(1e-6))));
-    g.bench_function("instant_elapsed", |b| b.iter(|| black_box(std::time::Instant::now()).elapsed()));
-    g.finish();
-}
-
-criterion_group!(benches, router, diag);
+criterion_group!(benches, router);
 criterion_main!(benches);

@@ -286,7 +286,9 @@ impl Secret {
     pub fn resolve(&self) -> Result<String, String> {
         match self {
             Secret::Inline(v) => Ok(v.clone()),
-            Secret::Env { env } => std::env::var(env).map_err(|_| format!("environment variable {env} is not set")),
+            Secret::Env { env } => {
+                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))
+            }
         }
     }
 }
@@ -323,6 +325,42 @@ pub struct RouteConfig {
     /// Prefix of refund ids the proxy mints. Default `re_`.
     #[serde(default = "default_refund_prefix")]
     pub refund_id_prefix: String,
+    /// Failover policy of a payment route.
+    #[serde(default)]
+    pub failover: FailoverConfig,
+}
+
+/// How a payment route moves between providers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// Providers tried at most per request. Default 3.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Overall time for all attempts of one request. Default 20 s.
+    #[serde(default = "default_payment_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Try the next provider after a soft decline. Default false.
+    #[serde(default)]
+    pub retry_soft_declines: bool,
+    /// Resends (same provider, same idempotency key) after an ambiguous attempt. Default 1.
+    #[serde(default = "default_resend_attempts")]
+    pub resend_attempts: u32,
+    /// Pause before such a resend. Default 200 ms.
+    #[serde(default = "default_resend_backoff_ms")]
+    pub resend_backoff_ms: u64,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            max_attempts: default_max_attempts(),
+            deadline_ms: default_payment_deadline_ms(),
+            retry_soft_declines: false,
+            resend_attempts: default_resend_attempts(),
+            resend_backoff_ms: default_resend_backoff_ms(),
+        }
+    }
 }
 
 /// Live reload settings.
@@ -399,6 +437,18 @@ fn default_upstream_timeout_ms() -> u64 {
 }
 fn default_path_prefix() -> String {
     "/".into()
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_payment_deadline_ms() -> u64 {
+    20_000
+}
+fn default_resend_attempts() -> u32 {
+    1
+}
+fn default_resend_backoff_ms() -> u64 {
+    200
 }
 fn default_payment_prefix() -> String {
     "pi_".into()
@@ -543,7 +593,10 @@ impl Config {
             }
             if let Some(d) = &provider.dialect {
                 if self.plugins.get(d).map(|p| p.role) != Some(Role::Dialect) {
-                    return Err(invalid(format!("{at}.dialect"), format!("{d:?} is not a dialect plugin")));
+                    return Err(invalid(
+                        format!("{at}.dialect"),
+                        format!("{d:?} is not a dialect plugin"),
+                    ));
                 }
             }
             if provider.connect_timeout_ms == 0 || provider.timeout_ms == 0 {

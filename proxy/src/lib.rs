@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod listener;
 pub mod metrics;
 pub mod owners;

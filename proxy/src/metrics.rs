@@ -28,6 +28,10 @@ pub struct Metrics {
     pub compliance_verdicts: IntCounterVec,
     /// Provider attempts on payment routes by provider and outcome.
     pub attempts: IntCounterVec,
+    /// Failovers by from-provider, to-provider and reason (the failed attempt's outcome).
+    pub failovers: IntCounterVec,
+    /// Ambiguous attempts resolved by resend, status query or pending, by provider.
+    pub resolutions: IntCounterVec,
     /// Reloads by result (`ok`, `error`).
     pub reloads: IntCounterVec,
     /// Loaded plugins: value 1, labels plugin, role and sha256 digest.
@@ -99,6 +103,16 @@ impl Metrics {
                 "payproxy_attempts_total",
                 "Provider attempts on payment routes by provider and outcome class.",
                 &["provider", "outcome"],
+            ),
+            failovers: counter(
+                "payproxy_failovers_total",
+                "Payments moved to another provider, by from, to and reason.",
+                &["from", "to", "reason"],
+            ),
+            resolutions: counter(
+                "payproxy_ambiguous_resolutions_total",
+                "Ambiguous attempts by provider, how they were resolved and the class found.",
+                &["provider", "how", "class"],
             ),
             reloads: counter(
                 "payproxy_reloads_total",

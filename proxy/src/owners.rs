@@ -12,6 +12,8 @@ pub struct Owner {
     pub provider: String,
     /// The provider's own id for the payment.
     pub reference: String,
+    /// Currency of the payment, for follow-ups whose protocol omits it (Stripe captures).
+    pub currency: Option<String>,
 }
 
 /// Storefront-visible payment id → owner.

@@ -7,7 +7,7 @@
 //! before the payment parsed, passed compliance and the provider's dialect encoded it.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -17,11 +17,12 @@ use sha2::{Digest, Sha256};
 
 use crate::config::OnError;
 use crate::error::PluginFailure;
+use crate::failover::{classify, next, AttemptClass, Next, Transport};
 use crate::metrics::Metrics;
 use crate::owners::{Owner, Owners};
 use crate::plugin::types::{
-    Annotation, ChallengeKind, ErrorClass, Failure, HttpRequest, HttpResponse, Operation, Outcome, OutcomeStatus,
-    Payment, Refusal, RefusalKind,
+    Annotation, ChallengeKind, ErrorClass, Failure, HttpRequest, HttpResponse, Operation, Outcome,
+    OutcomeStatus, Payment, Refusal, RefusalKind,
 };
 use crate::plugin::{Context, DialectPlugin, RouteDecision, Verdict};
 use crate::proxy::{Answer, PROVIDER_HEADER};
@@ -80,7 +81,11 @@ impl Payments {
     ) -> Answer {
         let Some((ingress_name, ingress)) = &route.dialect else {
             // Only called for routes with a dialect.
-            return plain_error(route, StatusCode::INTERNAL_SERVER_ERROR, "route has no dialect");
+            return plain_error(
+                route,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "route has no dialect",
+            );
         };
         let flow = Flow {
             snapshot,
@@ -109,12 +114,25 @@ impl Payments {
             Some(id) => match self.owners.get(id) {
                 Some(owner) => {
                     payment.provider_reference = Some(owner.reference.clone());
+                    // Follow-ups in some dialects carry an amount without currency.
+                    if let (Some(amount), Some(currency)) =
+                        (payment.amount.as_mut(), &owner.currency)
+                    {
+                        if amount.currency.is_empty() {
+                            amount.currency = currency.clone();
+                        }
+                    }
                     Some(owner)
                 }
                 None => {
                     return self.refuse(
                         flow,
-                        refusal(RefusalKind::NotFound, 404, "resource_missing", "no such payment"),
+                        refusal(
+                            RefusalKind::NotFound,
+                            404,
+                            "resource_missing",
+                            "no such payment",
+                        ),
                         "none",
                     )
                 }
@@ -133,7 +151,12 @@ impl Payments {
                     tracing::warn!(plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "compliance plugin failed");
                     return self.refuse(
                         flow,
-                        refusal(RefusalKind::Unavailable, 503, "compliance_unavailable", "the payment cannot be checked right now"),
+                        refusal(
+                            RefusalKind::Unavailable,
+                            503,
+                            "compliance_unavailable",
+                            "the payment cannot be checked right now",
+                        ),
                         "none",
                     );
                 }
@@ -151,7 +174,16 @@ impl Payments {
             match decision.verdict {
                 Verdict::Allow => annotations.extend(decision.annotations),
                 Verdict::Deny(denial) => {
-                    return self.refuse(flow, refusal(RefusalKind::ComplianceDenied, 402, &denial.code, &denial.message), "none")
+                    return self.refuse(
+                        flow,
+                        refusal(
+                            RefusalKind::ComplianceDenied,
+                            402,
+                            &denial.code,
+                            &denial.message,
+                        ),
+                        "none",
+                    )
                 }
                 Verdict::Challenge(kind) => return self.refuse(flow, challenge(kind), "none"),
             }
@@ -187,6 +219,7 @@ impl Payments {
                     Owner {
                         provider: provider.clone(),
                         reference: reference.clone(),
+                        currency: payment.amount.as_ref().map(|a| a.currency.clone()),
                     },
                 );
             }
@@ -201,20 +234,37 @@ impl Payments {
             ingress = %flow.ingress_name,
             "payment"
         );
-        match flow.ingress.render_outcome(&payment, &outcome, &payment_id, &annotations) {
+        match flow
+            .ingress
+            .render_outcome(&payment, &outcome, &payment_id, &annotations)
+        {
             Ok(response) => answer(flow.route, &provider, response),
             Err(failure) => self.plugin_failed(flow, &failure),
         }
     }
 
     /// Ask the router (with the canonical payment) for the order; static order without one.
-    fn decide(&self, flow: &Flow<'_>, view: &HttpRequest, payment: &Payment) -> Result<Vec<String>, Answer> {
+    fn decide(
+        &self,
+        flow: &Flow<'_>,
+        view: &HttpRequest,
+        payment: &Payment,
+    ) -> Result<Vec<String>, Answer> {
         let Some((router, on_error)) = &flow.route.router else {
             return Ok(flow.route.providers.clone());
         };
-        match router.route(view, Some(payment), &flow.route.provider_views, rand::random()) {
+        match router.route(
+            view,
+            Some(payment),
+            &flow.route.provider_views,
+            rand::random(),
+        ) {
             Ok(RouteDecision::Providers(order)) => Ok(order),
-            Ok(RouteDecision::Reject { status, code, message }) => Err(self.refuse(
+            Ok(RouteDecision::Reject {
+                status,
+                code,
+                message,
+            }) => Err(self.refuse(
                 flow,
                 refusal(RefusalKind::Unavailable, status, &code, &message),
                 "none",
@@ -225,7 +275,12 @@ impl Payments {
                     OnError::FailOpen => Ok(flow.route.providers.clone()),
                     OnError::FailClosed => Err(self.refuse(
                         flow,
-                        refusal(RefusalKind::Unavailable, 503, "plugin_failed", "no route for this payment right now"),
+                        refusal(
+                            RefusalKind::Unavailable,
+                            503,
+                            "plugin_failed",
+                            "no route for this payment right now",
+                        ),
                         "none",
                     )),
                 }
@@ -233,17 +288,28 @@ impl Payments {
         }
     }
 
-    /// Try the candidates in order. Another candidate only when the previous one certainly
-    /// did nothing (not sent, or answered-not-processed).
+    /// Try the candidates in order, within the route's attempt and time budget. Another
+    /// candidate only when the previous one certainly did nothing; after an ambiguous
+    /// attempt the payment stays with that provider (see [`Payments::resolve`]).
     async fn attempt(&self, flow: &Flow<'_>, payment: &Payment, order: &[String]) -> Attempted {
-        let mut last = None;
+        let policy = &flow.route.failover;
+        let deadline = Instant::now() + Duration::from_millis(policy.deadline_ms);
+        let mut tried = 0;
+        let mut last: Option<(String, Outcome)> = None;
         for name in order {
+            if tried >= policy.max_attempts || Instant::now() >= deadline {
+                break;
+            }
             let Some(entry) = flow.snapshot.providers.get(name) else {
                 continue;
             };
             let Some((dialect_name, egress)) = &entry.dialect else {
                 continue;
             };
+            tried += 1;
+            if let Some((from, outcome)) = &last {
+                self.failover(from, name, outcome);
+            }
             if dialect_name == flow.ingress_name {
                 match self.forward(flow, name, entry, egress, payment).await {
                     Ok(answer) => return Attempted::Forwarded(answer),
@@ -253,24 +319,35 @@ impl Payments {
                     }
                 }
             }
-            let outcome = match self.translate(name, entry, egress, payment).await {
-                Ok(outcome) => outcome,
-                Err(refused) => return refused,
+            let key = provider_key(name, payment);
+            let (class, outcome) = match self
+                .send_once(name, entry, egress, payment, &key, deadline)
+                .await
+            {
+                Ok(result) => result,
+                Err(refusal) => return Attempted::Refused(refusal),
             };
-            let label = outcome_label(&outcome.status);
-            self.metrics.attempts.with_label_values(&[name.as_str(), label]).inc();
-            let safe_elsewhere = matches!(
-                &outcome.status,
-                OutcomeStatus::Error(Failure { class: ErrorClass::NotSent | ErrorClass::AnsweredNotProcessed, .. })
-            );
-            if !safe_elsewhere {
-                return Attempted::Outcome {
-                    provider: name.clone(),
-                    outcome,
-                };
+            match next(class, policy.retry_soft_declines) {
+                Next::Stop => {
+                    return Attempted::Outcome {
+                        provider: name.clone(),
+                        outcome,
+                    }
+                }
+                Next::NextProvider => {
+                    tracing::warn!(route = %flow.route.name, provider = %name, class = class.as_str(), "provider did not take the payment; trying the next candidate");
+                    last = Some((name.clone(), outcome));
+                }
+                Next::Resolve => {
+                    let outcome = self
+                        .resolve(flow, name, entry, egress, payment, &key, outcome)
+                        .await;
+                    return Attempted::Outcome {
+                        provider: name.clone(),
+                        outcome,
+                    };
+                }
             }
-            tracing::warn!(route = %flow.route.name, provider = %name, outcome = label, "provider did not take the payment; trying the next candidate");
-            last = Some((name.clone(), outcome));
         }
         match last {
             Some((provider, outcome)) => Attempted::Outcome { provider, outcome },
@@ -280,6 +357,94 @@ impl Payments {
                 "no_provider",
                 "no provider can take this payment",
             )),
+        }
+    }
+
+    fn failover(&self, from: &str, to: &str, outcome: &Outcome) {
+        let reason = outcome_label(&outcome.status);
+        self.metrics
+            .failovers
+            .with_label_values(&[from, to, reason])
+            .inc();
+    }
+
+    /// After an ambiguous attempt: resend with the same provider key while the protocol
+    /// makes that safe, then ask for the status when there is a reference, else answer
+    /// pending. Never another provider.
+    #[allow(clippy::too_many_arguments)]
+    async fn resolve(
+        &self,
+        flow: &Flow<'_>,
+        name: &str,
+        entry: &ProviderEntry,
+        egress: &DialectPlugin,
+        payment: &Payment,
+        key: &str,
+        ambiguous: Outcome,
+    ) -> Outcome {
+        let policy = &flow.route.failover;
+        let capabilities = egress.capabilities();
+        // Time for resolution, even when the attempt used the whole budget.
+        let deadline = Instant::now() + Duration::from_millis(policy.deadline_ms);
+        let mut reference = ambiguous.provider_reference.clone();
+        if capabilities.idempotent_resend {
+            for _ in 0..policy.resend_attempts {
+                tokio::time::sleep(Duration::from_millis(policy.resend_backoff_ms)).await;
+                if let Ok((class, outcome)) = self
+                    .send_once(name, entry, egress, payment, key, deadline)
+                    .await
+                {
+                    self.metrics
+                        .resolutions
+                        .with_label_values(&[name, "resend", class.as_str()])
+                        .inc();
+                    if reference.is_none() {
+                        reference = outcome.provider_reference.clone();
+                    }
+                    // The provider replays what it did under this key: that answer is the truth.
+                    if matches!(
+                        class,
+                        AttemptClass::Processed | AttemptClass::Declined { .. }
+                    ) {
+                        return outcome;
+                    }
+                }
+            }
+        }
+        if capabilities.status_query {
+            if let Some(reference) = &reference {
+                let mut status = payment.clone();
+                status.operation = Operation::Status;
+                status.provider_reference = Some(reference.clone());
+                if let Ok((class, mut outcome)) = self
+                    .send_once(name, entry, egress, &status, key, deadline)
+                    .await
+                {
+                    self.metrics
+                        .resolutions
+                        .with_label_values(&[name, "status", class.as_str()])
+                        .inc();
+                    if matches!(
+                        class,
+                        AttemptClass::Processed | AttemptClass::Declined { .. }
+                    ) {
+                        outcome
+                            .provider_reference
+                            .get_or_insert_with(|| reference.clone());
+                        return outcome;
+                    }
+                }
+            }
+        }
+        self.metrics
+            .resolutions
+            .with_label_values(&[name, "pending", "ambiguous"])
+            .inc();
+        tracing::warn!(route = %flow.route.name, provider = %name, "payment outcome unknown after resolution; answering pending");
+        Outcome {
+            status: OutcomeStatus::Pending,
+            provider_reference: reference,
+            amount: payment.amount.clone(),
         }
     }
 
@@ -293,22 +458,41 @@ impl Payments {
         egress: &DialectPlugin,
         payment: &Payment,
     ) -> Result<Answer, Outcome> {
-        let path_and_query = flow.parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let target = entry.upstream.target(path_and_query).map_err(|_| not_sent("invalid_request"))?;
+        let path_and_query = flow
+            .parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let target = entry
+            .upstream
+            .target(path_and_query)
+            .map_err(|_| not_sent("invalid_request"))?;
         let mut head = clone_head(flow.parts);
         prepare_head(&mut head, target, flow.downstream);
-        let outbound: ProxyBody = Full::new(flow.body.clone()).map_err(|never| match never {}).boxed();
+        let outbound: ProxyBody = Full::new(flow.body.clone())
+            .map_err(|never| match never {})
+            .boxed();
         let started = Instant::now();
-        let response = entry.upstream.send(Request::from_parts(head, outbound)).await;
+        let response = entry
+            .upstream
+            .send(Request::from_parts(head, outbound))
+            .await;
         self.observe(name, started);
         let response = match response {
             Ok(r) => r,
             Err(e) if e.retry_safe => {
-                self.metrics.attempts.with_label_values(&[name, "not_sent"]).inc();
+                self.metrics
+                    .attempts
+                    .with_label_values(&[name, "not_sent"])
+                    .inc();
                 return Err(not_sent("provider_unavailable"));
             }
             Err(e) => {
-                self.metrics.attempts.with_label_values(&[name, "ambiguous"]).inc();
+                self.metrics
+                    .attempts
+                    .with_label_values(&[name, "ambiguous"])
+                    .inc();
                 let mut answer = answer_from_error(flow.route, e);
                 answer.provider = name.to_string();
                 return Ok(answer);
@@ -318,14 +502,29 @@ impl Payments {
         let bytes = match Limited::new(body, MAX_PROVIDER_BODY).collect().await {
             Ok(c) => c.to_bytes(),
             Err(_) => {
-                self.metrics.attempts.with_label_values(&[name, "ambiguous"]).inc();
-                return Ok(plain_error_for(flow.route, name, StatusCode::BAD_GATEWAY, "provider answer was cut off"));
+                self.metrics
+                    .attempts
+                    .with_label_values(&[name, "ambiguous"])
+                    .inc();
+                return Ok(plain_error_for(
+                    flow.route,
+                    name,
+                    StatusCode::BAD_GATEWAY,
+                    "provider answer was cut off",
+                ));
             }
         };
-        self.metrics.attempts.with_label_values(&[name, "forwarded"]).inc();
+        // Decode only to classify (failover) and to learn the provider's id (affinity).
+        let decoded = egress
+            .decode_response(payment, &response_view(&parts, &bytes))
+            .ok();
+        let (class, outcome) =
+            self.classified(name, Transport::Answered, decoded.clone(), "provider_error");
+        if next(class, flow.route.failover.retry_soft_declines) == Next::NextProvider {
+            return Err(outcome);
+        }
         if payment.id.is_none() && payment.operation == Operation::Authorize {
-            let view = response_view(&parts, &bytes);
-            if let Ok(outcome) = egress.decode_response(payment, &view) {
+            if let Some(outcome) = decoded {
                 if let Some(reference) = outcome.provider_reference {
                     // Same dialect: the provider's id is the storefront-visible id.
                     self.owners.insert(
@@ -333,6 +532,7 @@ impl Payments {
                         Owner {
                             provider: name.to_string(),
                             reference: reference.clone(),
+                            currency: payment.amount.as_ref().map(|a| a.currency.clone()),
                         },
                     );
                 }
@@ -340,9 +540,14 @@ impl Payments {
         }
         strip_hop_by_hop(&mut parts.headers);
         if let Ok(v) = HeaderValue::from_str(name) {
-            parts.headers.insert(HeaderName::from_static(PROVIDER_HEADER), v);
+            parts
+                .headers
+                .insert(HeaderName::from_static(PROVIDER_HEADER), v);
         }
-        let response = Response::from_parts(parts, Full::new(bytes).map_err(|never| match never {}).boxed());
+        let response = Response::from_parts(
+            parts,
+            Full::new(bytes).map_err(|never| match never {}).boxed(),
+        );
         Ok(Answer {
             route: flow.route.name.clone(),
             provider: name.to_string(),
@@ -350,65 +555,112 @@ impl Payments {
         })
     }
 
-    /// Different dialect: encode, send, decode. Err = refused before sending (answered).
-    async fn translate(
+    /// One attempt at a provider of another dialect: encode, send, decode, classify.
+    /// Err = the dialect refused the payment before anything was sent.
+    async fn send_once(
         &self,
         name: &str,
         entry: &ProviderEntry,
         egress: &DialectPlugin,
         payment: &Payment,
-    ) -> Result<Outcome, Attempted> {
+        key: &str,
+        deadline: Instant,
+    ) -> Result<(AttemptClass, Outcome), Refusal> {
         let context = Context {
             provider: name.to_string(),
             credentials: entry.credentials.clone(),
-            now_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-            idempotency_key: provider_key(name, payment),
+            now_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            idempotency_key: key.to_string(),
         };
         let request = match egress.encode_request(payment, &context) {
-            Ok(Ok(request)) => request,
-            Ok(Err(refusal)) => return Err(Attempted::Refused(refusal)),
+            Ok(Ok(request)) => Some(request),
+            Ok(Err(refusal)) => return Err(refusal),
             Err(failure) => {
                 tracing::warn!(provider = %name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "dialect failed to encode");
-                return Ok(not_sent("provider_error"));
+                None
             }
         };
-        let outbound = match outbound_request(&entry.upstream, request) {
-            Some(r) => r,
-            None => return Ok(not_sent("provider_error")),
+        let Some(outbound) = request.and_then(|r| outbound_request(&entry.upstream, r)) else {
+            return Ok(self.classified(name, Transport::NotSent, None, "provider_error"));
         };
         let started = Instant::now();
-        let sent = entry.upstream.send(outbound).await;
-        self.observe(name, started);
+        let remaining = deadline.saturating_duration_since(started);
+        let sent = tokio::time::timeout(remaining, entry.upstream.send(outbound)).await;
         let response = match sent {
-            Ok(r) => r,
-            Err(e) if e.retry_safe => return Ok(not_sent("provider_unavailable")),
-            Err(e) => {
-                let code = if e.status == StatusCode::GATEWAY_TIMEOUT { "provider_timeout" } else { "provider_error" };
-                return Ok(Outcome {
-                    status: OutcomeStatus::Error(Failure {
-                        class: ErrorClass::Ambiguous,
-                        code: code.into(),
-                        provider_code: String::new(),
-                        message: "the provider did not give a trustworthy answer".into(),
-                    }),
-                    provider_reference: None,
-                    amount: None,
-                });
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if e.retry_safe => {
+                self.observe(name, started);
+                return Ok(self.classified(name, Transport::NotSent, None, "provider_unavailable"));
+            }
+            Ok(Err(e)) => {
+                self.observe(name, started);
+                let transport = if e.status == StatusCode::GATEWAY_TIMEOUT {
+                    Transport::TimedOutAfterSend
+                } else {
+                    Transport::Broken
+                };
+                let code = if transport == Transport::TimedOutAfterSend {
+                    "provider_timeout"
+                } else {
+                    "provider_error"
+                };
+                return Ok(self.classified(name, transport, None, code));
+            }
+            Err(_) => {
+                self.observe(name, started);
+                return Ok(self.classified(
+                    name,
+                    Transport::TimedOutAfterSend,
+                    None,
+                    "provider_timeout",
+                ));
             }
         };
         let (parts, body) = response.into_parts();
-        let bytes = match Limited::new(body, MAX_PROVIDER_BODY).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(_) => return Ok(ambiguous("provider_error", "the provider's answer was cut off")),
-        };
-        match egress.decode_response(payment, &response_view(&parts, &bytes)) {
-            Ok(outcome) => Ok(outcome),
-            // The provider answered but we cannot tell what it did.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let bytes =
+            match tokio::time::timeout(remaining, Limited::new(body, MAX_PROVIDER_BODY).collect())
+                .await
+            {
+                Ok(Ok(c)) => c.to_bytes(),
+                _ => {
+                    self.observe(name, started);
+                    return Ok(self.classified(name, Transport::Broken, None, "provider_error"));
+                }
+            };
+        self.observe(name, started);
+        let decoded = match egress.decode_response(payment, &response_view(&parts, &bytes)) {
+            Ok(outcome) => Some(outcome),
             Err(failure) => {
                 tracing::warn!(provider = %name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "dialect failed to decode");
-                Ok(ambiguous("provider_error", "the provider's answer could not be decoded"))
+                None
             }
-        }
+        };
+        Ok(self.classified(name, Transport::Answered, decoded, "provider_error"))
+    }
+
+    /// Classify an attempt, count it, and make sure an outcome exists to render.
+    fn classified(
+        &self,
+        name: &str,
+        transport: Transport,
+        decoded: Option<Outcome>,
+        code: &str,
+    ) -> (AttemptClass, Outcome) {
+        let class = classify(transport, decoded.as_ref());
+        self.metrics
+            .attempts
+            .with_label_values(&[name, class.as_str()])
+            .inc();
+        let outcome = match (decoded, class) {
+            (Some(outcome), _) => outcome,
+            (None, AttemptClass::NotSent) => not_sent(code),
+            (None, _) => ambiguous(code, "the provider did not give a trustworthy answer"),
+        };
+        (class, outcome)
     }
 
     fn observe(&self, provider: &str, started: Instant) {
@@ -437,7 +689,9 @@ impl Payments {
         Answer {
             route: flow.route.name.clone(),
             provider: "none".into(),
-            response: error.to_response().map(|b| b.map_err(|never| match never {}).boxed()),
+            response: error
+                .to_response()
+                .map(|b| b.map_err(|never| match never {}).boxed()),
         }
     }
 }
@@ -453,9 +707,18 @@ fn refusal(kind: RefusalKind, status: u16, code: &str, message: &str) -> Refusal
 
 fn challenge(kind: ChallengeKind) -> Refusal {
     let (code, message) = match kind {
-        ChallengeKind::StrongAuthentication => ("authentication_required", "strong customer authentication is required"),
-        ChallengeKind::PhoneVerification => ("phone_verification_required", "the shopper's phone number must be verified"),
-        ChallengeKind::IdentityDocuments => ("identity_verification_required", "the shopper's identity must be verified"),
+        ChallengeKind::StrongAuthentication => (
+            "authentication_required",
+            "strong customer authentication is required",
+        ),
+        ChallengeKind::PhoneVerification => (
+            "phone_verification_required",
+            "the shopper's phone number must be verified",
+        ),
+        ChallengeKind::IdentityDocuments => (
+            "identity_verification_required",
+            "the shopper's identity must be verified",
+        ),
     };
     refusal(RefusalKind::Challenge(kind), 402, code, message)
 }
@@ -504,7 +767,10 @@ pub fn outcome_label(status: &OutcomeStatus) -> &'static str {
 /// A new storefront-visible id: prefix + 24 random alphanumerics.
 fn mint(prefix: &str) -> String {
     use rand::distr::{Alphanumeric, SampleString};
-    format!("{prefix}{}", Alphanumeric.sample_string(&mut rand::rng(), 24))
+    format!(
+        "{prefix}{}",
+        Alphanumeric.sample_string(&mut rand::rng(), 24)
+    )
 }
 
 /// The idempotency key a provider sees: stable for the same storefront request (same
@@ -516,7 +782,8 @@ pub fn provider_key(provider: &str, payment: &Payment) -> String {
         .or_else(|| payment.merchant_reference.clone())
         .or_else(|| payment.id.clone())
         .unwrap_or_else(|| mint(""));
-    let digest = Sha256::digest(format!("{provider}\u{0}{:?}\u{0}{basis}", payment.operation).as_bytes());
+    let digest =
+        Sha256::digest(format!("{provider}\u{0}{:?}\u{0}{basis}", payment.operation).as_bytes());
     format!("pp-{}", &hex::encode(digest)[..32])
 }
 
@@ -529,7 +796,11 @@ pub fn http_view(parts: &http::request::Parts, body: Option<&Bytes>) -> HttpRequ
         headers: parts
             .headers
             .iter()
-            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+            .filter_map(|(n, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (n.as_str().to_string(), v.to_string()))
+            })
             .collect(),
         body: body.map(|b| b.to_vec()),
     }
@@ -541,14 +812,21 @@ fn response_view(parts: &http::response::Parts, body: &Bytes) -> HttpResponse {
         headers: parts
             .headers
             .iter()
-            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+            .filter_map(|(n, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (n.as_str().to_string(), v.to_string()))
+            })
             .collect(),
         body: body.to_vec(),
     }
 }
 
 /// A provider request from a dialect's encoding; `None` when it is not valid HTTP.
-fn outbound_request(upstream: &crate::upstream::Upstream, request: HttpRequest) -> Option<Request<ProxyBody>> {
+fn outbound_request(
+    upstream: &crate::upstream::Upstream,
+    request: HttpRequest,
+) -> Option<Request<ProxyBody>> {
     let path_and_query = match &request.query {
         Some(q) => format!("{}?{q}", request.path),
         None => request.path.clone(),
@@ -557,30 +835,45 @@ fn outbound_request(upstream: &crate::upstream::Upstream, request: HttpRequest) 
     let mut builder = Request::builder().method(request.method.as_str()).uri(uri);
     let headers = builder.headers_mut()?;
     for (name, value) in &request.headers {
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) else {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) else {
             return None;
         };
         headers.append(name, value);
     }
     strip_hop_by_hop(headers);
     headers.remove(http::header::HOST);
-    let body = Full::new(Bytes::from(request.body.unwrap_or_default())).map_err(|never| match never {}).boxed();
+    let body = Full::new(Bytes::from(request.body.unwrap_or_default()))
+        .map_err(|never| match never {})
+        .boxed();
     builder.body(body).ok()
 }
 
 fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
-    let mut builder = Request::builder().method(parts.method.clone()).uri(parts.uri.clone()).version(parts.version);
+    let mut builder = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version);
     if let Some(headers) = builder.headers_mut() {
         *headers = parts.headers.clone();
     }
-    builder.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| Request::new(()).into_parts().0)
+    builder
+        .body(())
+        .map(|r| r.into_parts().0)
+        .unwrap_or_else(|_| Request::new(()).into_parts().0)
 }
 
 fn answer(route: &Route, provider: &str, response: HttpResponse) -> Answer {
-    let mut builder = Response::builder().status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY));
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY));
     if let Some(headers) = builder.headers_mut() {
         for (name, value) in &response.headers {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
                 headers.append(n, v);
             }
         }
@@ -592,9 +885,15 @@ fn answer(route: &Route, provider: &str, response: HttpResponse) -> Answer {
             }
         }
     }
-    let body = Full::new(Bytes::from(response.body)).map_err(|never| match never {}).boxed();
+    let body = Full::new(Bytes::from(response.body))
+        .map_err(|never| match never {})
+        .boxed();
     let response = builder.body(body).unwrap_or_else(|_| {
-        Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+        Response::new(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
     });
     Answer {
         route: route.name.clone(),
@@ -607,12 +906,15 @@ fn answer_from_error(route: &Route, error: crate::error::ProxyError) -> Answer {
     Answer {
         route: route.name.clone(),
         provider: error.provider.clone().unwrap_or_else(|| "none".into()),
-        response: error.to_response().map(|b| b.map_err(|never| match never {}).boxed()),
+        response: error
+            .to_response()
+            .map(|b| b.map_err(|never| match never {}).boxed()),
     }
 }
 
 fn plain_error_for(route: &Route, provider: &str, status: StatusCode, message: &str) -> Answer {
-    let error = crate::error::ProxyError::upstream(status, "provider_error", provider, message, false);
+    let error =
+        crate::error::ProxyError::upstream(status, "provider_error", provider, message, false);
     answer_from_error(route, error)
 }
 

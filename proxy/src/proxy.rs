@@ -148,7 +148,10 @@ impl Proxy {
             let body = read_body(incoming, snapshot.config.limits.max_body_bytes)
                 .await
                 .map_err(fail)?;
-            return Ok(self.payments.handle(snapshot, route, parts, body, downstream).await);
+            return Ok(self
+                .payments
+                .handle(snapshot, route, parts, body, downstream)
+                .await);
         }
         let body = if incoming.is_end_stream() {
             // No body at all: trivially replayable.
@@ -242,13 +245,17 @@ impl Proxy {
         };
         let mut last_error = None;
         for name in order {
-            let upstream = snapshot.providers.get(name).map(|p| &p.upstream).ok_or_else(|| {
-                ProxyError::plugin(
-                    StatusCode::BAD_GATEWAY,
-                    "unknown_provider",
-                    format!("provider {name} is not configured"),
-                )
-            })?;
+            let upstream = snapshot
+                .providers
+                .get(name)
+                .map(|p| &p.upstream)
+                .ok_or_else(|| {
+                    ProxyError::plugin(
+                        StatusCode::BAD_GATEWAY,
+                        "unknown_provider",
+                        format!("provider {name} is not configured"),
+                    )
+                })?;
             let mut head = clone_head(&parts);
             prepare_head(&mut head, upstream.target(&path_and_query)?, downstream);
             let outbound: ProxyBody = match (&buffered, streaming.take()) {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::OnError;
+use crate::config::{FailoverConfig, OnError};
 use crate::plugin::types::Provider;
 use crate::plugin::{CompliancePlugin, DialectPlugin, RouterPlugin};
 
@@ -30,6 +30,8 @@ pub struct Route {
     pub payment_id_prefix: String,
     /// Prefix of refund ids minted.
     pub refund_id_prefix: String,
+    /// Failover policy (payment routes).
+    pub failover: FailoverConfig,
 }
 
 impl Route {

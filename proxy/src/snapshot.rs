@@ -178,14 +178,16 @@ impl Builder {
             let (host, metrics) = (&self.host, self.metrics.clone());
             let kind = match p.role {
                 Role::Router => PluginKind::Router(Arc::new(
-                    RouterPlugin::load(host, name, &component, config_json, settings, metrics).map_err(&plugin_err)?,
+                    RouterPlugin::load(host, name, &component, config_json, settings, metrics)
+                        .map_err(&plugin_err)?,
                 )),
                 Role::Compliance => PluginKind::Compliance(Arc::new(
                     CompliancePlugin::load(host, name, &component, config_json, settings, metrics)
                         .map_err(&plugin_err)?,
                 )),
                 Role::Dialect => PluginKind::Dialect(Arc::new(
-                    DialectPlugin::load(host, name, &component, config_json, settings, metrics).map_err(&plugin_err)?,
+                    DialectPlugin::load(host, name, &component, config_json, settings, metrics)
+                        .map_err(&plugin_err)?,
                 )),
             };
             plugins.insert(
@@ -210,14 +212,22 @@ impl Builder {
                 message,
             };
             let ca = p.ca_file.as_ref().map(|ca| config::resolve(file, ca));
-            let upstream = Upstream::new(name, p, ca, &self.clients).map_err(|m| resource("ca_file", m))?;
+            let upstream =
+                Upstream::new(name, p, ca, &self.clients).map_err(|m| resource("ca_file", m))?;
             let dialect = match &p.dialect {
                 Some(d) => {
-                    let plugin = plugins.get(d).and_then(LoadedPlugin::dialect).ok_or_else(|| {
-                        resource("dialect", format!("{d:?} is not a loaded dialect plugin"))
-                    })?;
+                    let plugin =
+                        plugins
+                            .get(d)
+                            .and_then(LoadedPlugin::dialect)
+                            .ok_or_else(|| {
+                                resource("dialect", format!("{d:?} is not a loaded dialect plugin"))
+                            })?;
                     if !plugin.has_egress() {
-                        return Err(resource("dialect", format!("dialect {d:?} has no provider (egress) side")));
+                        return Err(resource(
+                            "dialect",
+                            format!("dialect {d:?} has no provider (egress) side"),
+                        ));
                     }
                     Some((d.clone(), plugin))
                 }
@@ -225,7 +235,9 @@ impl Builder {
             };
             let mut credentials = Vec::new();
             for (key, secret) in &p.credentials {
-                let value = secret.resolve().map_err(|m| resource(&format!("credentials.{key}"), m))?;
+                let value = secret
+                    .resolve()
+                    .map_err(|m| resource(&format!("credentials.{key}"), m))?;
                 credentials.push((key.clone(), value));
             }
             providers.insert(
@@ -240,11 +252,13 @@ impl Builder {
 
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
-            routes.push(route(r, &config, &plugins).map_err(|message| ConfigError::Resource {
-                file: file.to_path_buf(),
-                field: format!("routes[{i}].dialect"),
-                message,
-            })?);
+            routes.push(
+                route(r, &config, &plugins).map_err(|message| ConfigError::Resource {
+                    file: file.to_path_buf(),
+                    field: format!("routes[{i}].dialect"),
+                    message,
+                })?,
+            );
         }
         for (index, listener) in config.listeners.iter().enumerate() {
             if let Some(tls) = &listener.tls {
@@ -320,7 +334,11 @@ fn route(
             })
         })
         .collect();
-    let chain: Vec<&LoadedPlugin> = r.plugins.iter().filter_map(|name| plugins.get(name)).collect();
+    let chain: Vec<&LoadedPlugin> = r
+        .plugins
+        .iter()
+        .filter_map(|name| plugins.get(name))
+        .collect();
     let router = chain.iter().find_map(|p| match &p.kind {
         PluginKind::Router(router) => Some((router.clone(), p.on_error)),
         _ => None,
@@ -357,6 +375,7 @@ fn route(
         plugin_body: r.plugin_body || r.dialect.is_some(),
         payment_id_prefix: r.payment_id_prefix.clone(),
         refund_id_prefix: r.refund_id_prefix.clone(),
+        failover: r.failover.clone(),
     })
 }
 

@@ -223,9 +223,18 @@ fn a_plugin_that_rejects_its_config_is_refused_at_load() {
 #[test]
 fn bytes_that_are_not_a_component_are_refused() {
     let host = host();
-    let err = host.compile(b"\0asm\x01\0\0\0garbage").err().expect("refused");
-    assert!(err.contains("is a core WebAssembly module, not a component"), "{err}");
-    let err = host.compile(b"\0asm\x0d\0\x01\0garbage").err().expect("refused");
+    let err = host
+        .compile(b"\0asm\x01\0\0\0garbage")
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("is a core WebAssembly module, not a component"),
+        "{err}"
+    );
+    let err = host
+        .compile(b"\0asm\x0d\0\x01\0garbage")
+        .err()
+        .expect("refused");
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
     let err = host.compile(b"{\"json\": true}").err().expect("refused");
     assert!(err.contains("not a WebAssembly file"), "{err}");

@@ -1,13 +1,25 @@
-//! Fault injection for one provider: added latency, a deterministic share of errors, outage.
+//! Fault injection for one provider: added latency, a deterministic share of errors, outage,
+//! and the two faults that leave money in doubt: a timeout after charging and a connection
+//! reset mid-response.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::StatusCode;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
+
+use crate::respond::SimResponse;
 
 /// The faults a simulated provider injects. Setting new faults replaces the old ones.
 ///
-/// Faults apply to every request except the `/__sim/` control API.
+/// Faults apply to every request except the `/__sim/` control API. `outage`, `latency_ms`
+/// and injected errors act before the request is processed (nothing is recorded);
+/// `timeout_after_charge_ms` and `reset_mid_response` act after it was processed in full
+/// (the charge is in the ledger, the idempotent answer stored), on its answer only.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -22,6 +34,13 @@ pub struct Faults {
     /// Accept, then drop the connection without answering (on accept, or on the next request
     /// of a connection already open). Requests dropped this way are not counted.
     pub outage: bool,
+    /// Process the request in full (charge recorded), then wait this long before answering
+    /// (default 0): a client with a shorter timeout gives up on a payment that exists.
+    pub timeout_after_charge_ms: u64,
+    /// Process the request in full (charge recorded), then send the answer's head (with
+    /// its full `content-length`) and half of its body, and drop the connection (HTTP/1.1)
+    /// or reset the stream (h2) (default false).
+    pub reset_mid_response: bool,
 }
 
 impl Faults {
@@ -50,6 +69,22 @@ impl Faults {
         }
     }
 
+    /// Every request is processed, then answered only after `ms` milliseconds.
+    pub fn timeout_after_charge(ms: u64) -> Self {
+        Faults {
+            timeout_after_charge_ms: ms,
+            ..Faults::default()
+        }
+    }
+
+    /// Every request is processed, then its answer is cut off mid-body.
+    pub fn reset_mid_response() -> Self {
+        Faults {
+            reset_mid_response: true,
+            ..Faults::default()
+        }
+    }
+
     /// The share of requests to fail, after applying the "status without rate" rule.
     fn effective_rate(&self) -> f64 {
         if self.error_rate.is_nan() {
@@ -74,11 +109,22 @@ impl Faults {
 pub(crate) enum Admission {
     /// Drop the connection without an answer.
     Drop,
-    /// Serve it, after `latency`, answering `fail` instead when set.
+    /// Serve it, after `latency`, answering `fail` instead when set; a processed request's
+    /// answer then goes through `after`.
     Serve {
         latency: Duration,
         fail: Option<StatusCode>,
+        after: AfterProcessing,
     },
+}
+
+/// What happens to the answer of a request that was processed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct AfterProcessing {
+    /// Wait this long before answering.
+    pub(crate) delay: Duration,
+    /// Cut the answer off after its head and half its body.
+    pub(crate) reset: bool,
 }
 
 /// Current faults plus the counter that makes the error share deterministic.
@@ -117,7 +163,100 @@ impl FaultState {
         Admission::Serve {
             latency: Duration::from_millis(self.faults.latency_ms),
             fail: fail.then(|| self.faults.status()),
+            after: AfterProcessing {
+                delay: Duration::from_millis(self.faults.timeout_after_charge_ms),
+                reset: self.faults.reset_mid_response,
+            },
         }
+    }
+}
+
+/// The body of every simulator answer: whole, or cut off by `reset_mid_response`.
+pub(crate) type ReplyBody = Either<Full<Bytes>, CutBody>;
+
+/// An answer sent whole.
+pub(crate) fn whole(response: SimResponse) -> Response<ReplyBody> {
+    response.map(Either::Left)
+}
+
+/// Apply the after-processing faults to the answer of a processed request.
+pub(crate) async fn after_processing(
+    after: AfterProcessing,
+    response: SimResponse,
+) -> Response<ReplyBody> {
+    if !after.delay.is_zero() {
+        tokio::time::sleep(after.delay).await;
+    }
+    if !after.reset {
+        return whole(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    Response::from_parts(parts, Either::Right(CutBody::new(bytes)))
+}
+
+/// A body that announces its full length, yields the first half, lets the connection flush
+/// it, then fails: hyper closes the HTTP/1.1 connection (or resets the h2 stream) with the
+/// rest of the body never sent.
+#[derive(Debug)]
+pub(crate) struct CutBody {
+    full_len: u64,
+    step: CutStep,
+}
+
+#[derive(Debug)]
+enum CutStep {
+    /// The first half is still to be sent.
+    Send(Bytes),
+    /// Sent; yield once so the connection writes it out before the failure.
+    Flush,
+    /// Fail the body.
+    Fail,
+}
+
+impl CutBody {
+    fn new(full: Bytes) -> Self {
+        CutBody {
+            full_len: full.len() as u64,
+            step: CutStep::Send(full.slice(..full.len() / 2)),
+        }
+    }
+}
+
+impl Body for CutBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match std::mem::replace(&mut self.step, CutStep::Fail) {
+            CutStep::Send(half) => {
+                self.step = CutStep::Flush;
+                Poll::Ready(Some(Ok(Frame::data(half))))
+            }
+            CutStep::Flush => {
+                // The connection flushes what it has buffered when the body is pending.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            CutStep::Fail => Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "simulated reset mid-response",
+            )))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.full_len)
     }
 }
 
@@ -170,7 +309,8 @@ mod tests {
             state.admit(),
             Admission::Serve {
                 latency: Duration::ZERO,
-                fail: Some(StatusCode::SERVICE_UNAVAILABLE)
+                fail: Some(StatusCode::SERVICE_UNAVAILABLE),
+                after: AfterProcessing::default(),
             }
         );
     }
@@ -195,5 +335,49 @@ mod tests {
         let faults: Faults = serde_json::from_str(r#"{"outage":true}"#).expect("valid faults");
         assert_eq!(faults, Faults::outage());
         assert!(serde_json::from_str::<Faults>(r#"{"outgae":true}"#).is_err());
+        let faults: Faults =
+            serde_json::from_str(r#"{"timeout_after_charge_ms":250,"reset_mid_response":true}"#)
+                .expect("valid faults");
+        assert_eq!(faults.timeout_after_charge_ms, 250);
+        assert!(faults.reset_mid_response);
+        assert_eq!(faults.error_rate, 0.0);
+    }
+
+    #[test]
+    fn after_charge_faults_reach_the_admission() {
+        let mut state = FaultState::default();
+        state.set(Faults {
+            timeout_after_charge_ms: 40,
+            reset_mid_response: true,
+            ..Faults::default()
+        });
+        assert_eq!(
+            state.admit(),
+            Admission::Serve {
+                latency: Duration::ZERO,
+                fail: None,
+                after: AfterProcessing {
+                    delay: Duration::from_millis(40),
+                    reset: true
+                },
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn cut_body_sends_half_then_fails() {
+        let response = after_processing(
+            AfterProcessing {
+                delay: Duration::ZERO,
+                reset: true,
+            },
+            Response::new(Full::new(Bytes::from_static(b"0123456789"))),
+        )
+        .await;
+        let mut body = response.into_body();
+        assert_eq!(body.size_hint().exact(), Some(10));
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().ok(), Some(Bytes::from_static(b"01234")));
+        assert!(body.frame().await.expect("an item").is_err());
     }
 }

@@ -8,8 +8,20 @@
 //! - `POST /v1/payment_intents`, `GET /v1/payment_intents/{id}`,
 //!   `POST /v1/payment_intents/{id}/{capture,cancel,confirm}`, `POST /v1/refunds` — Stripe
 //!   style (form bodies, `Idempotency-Key`, Stripe error shape).
+//! - `POST /grabpay/v2/charge/init`, `POST /grabpay/v2/charge/{txID}/{capture,refund,cancel}`,
+//!   `GET /grabpay/v2/charge/{id}/status` — GrabPay style: JSON, HMAC-SHA256 signed with the
+//!   credentials of [`grabpay_credentials`] (bad or missing signature → 401, nothing recorded),
+//!   `partnerTxID` as idempotency key.
+//! - `POST /dana/v1/payment.xml` (`dana.acquiring.order.create|query|cancel|refund`),
+//!   `GET /dana/v1/checkout/{acquirementId}` (the shopper pays) — DANA style: strict XML,
+//!   `reqMsgId` as idempotency key.
 //! - `/__sim/…` — the control API (ledger, faults, reset, health); never counted, never faulted.
 //! - anything else — echo: a JSON description of what arrived, for transparency tests.
+//!
+//! [`Faults`] (per provider, `POST /__sim/faults` or [`Simulator::set_faults`]): latency,
+//! a deterministic share of errors and outage act before a request is processed; a timeout
+//! after charging (`timeout_after_charge_ms`) and a reset mid-response (`reset_mid_response`)
+//! act after it was processed in full, so the ledger holds a charge the client never heard of.
 #![forbid(unsafe_code)]
 
 mod adyen;
@@ -21,6 +33,7 @@ mod faults;
 mod form;
 mod grabpay;
 mod ideal;
+mod json_api;
 mod ledger;
 mod pix;
 mod provider;
@@ -31,5 +44,6 @@ mod simulator;
 mod stripe;
 
 pub use faults::Faults;
+pub use grabpay::grabpay_credentials;
 pub use ledger::{Charge, Refund};
 pub use simulator::{parse_provider_arg, Simulator, DEFAULT_PROVIDERS};

@@ -4,9 +4,9 @@ use std::error::Error;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::Request;
+use hyper::{Request, Response};
 
-use crate::faults::Admission;
+use crate::faults::{self, Admission, ReplyBody};
 use crate::provider::Provider;
 use crate::respond::{SimResponse, StripeError};
 use crate::{adyen, control, dana, echo, grabpay, ideal, pix, stripe};
@@ -27,7 +27,7 @@ pub(crate) enum ServeError {
 pub(crate) async fn serve(
     provider: Arc<Provider>,
     req: Request<Incoming>,
-) -> Result<SimResponse, ServeError> {
+) -> Result<Response<ReplyBody>, ServeError> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let result = dispatch(&provider, req).await;
@@ -55,23 +55,37 @@ pub(crate) async fn serve(
     })
 }
 
-async fn dispatch(provider: &Provider, req: Request<Incoming>) -> Result<SimResponse, ServeError> {
+async fn dispatch(
+    provider: &Provider,
+    req: Request<Incoming>,
+) -> Result<Response<ReplyBody>, ServeError> {
     if control::is_control(req.uri().path()) {
-        return control::handle(provider, req).await;
+        return control::handle(provider, req).await.map(faults::whole);
     }
     // Bind the decision first so the faults lock is released before any await.
     let admission = provider.faults().admit();
-    let (latency, fail) = match admission {
+    let (latency, fail, after) = match admission {
         Admission::Drop => return Err(ServeError::Outage),
-        Admission::Serve { latency, fail } => (latency, fail),
+        Admission::Serve {
+            latency,
+            fail,
+            after,
+        } => (latency, fail, after),
     };
     provider.count_request();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     if let Some(status) = fail {
-        return Ok(StripeError::simulated(status).response());
+        return Ok(faults::whole(StripeError::simulated(status).response()));
     }
+    let response = route(provider, req).await?;
+    // The request was processed (charges recorded): only now may its answer go astray.
+    Ok(faults::after_processing(after, response).await)
+}
+
+/// Hand the request to the dialect that serves its path, else to the echo.
+async fn route(provider: &Provider, req: Request<Incoming>) -> Result<SimResponse, ServeError> {
     // Every provider serves every dialect, each under its own paths.
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     if let Some(route) = stripe::Route::parse(&method, &path) {

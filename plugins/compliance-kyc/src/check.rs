@@ -63,12 +63,14 @@ fn unmet(require: Requirement, payment: &Payment) -> Option<Verdict> {
             (!(has_phone && customer.phone_verified))
                 .then_some(Verdict::Challenge(ChallengeKind::PhoneVerification))
         }
-        Requirement::Email => (!customer.email.as_deref().is_some_and(looks_like_email)).then(|| {
-            deny(
-                "email_required",
-                "An email address is required for this payment method.",
-            )
-        }),
+        Requirement::Email => {
+            (!customer.email.as_deref().is_some_and(looks_like_email)).then(|| {
+                deny(
+                    "email_required",
+                    "An email address is required for this payment method.",
+                )
+            })
+        }
         Requirement::CustomerId => (!present(customer.id.as_deref())).then(|| {
             deny(
                 "customer_id_required",

@@ -85,7 +85,11 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             // The host re-serialises the config, so serde's line/column would mislead.
             let message = e.inner().to_string();
-            let message = message.split(" at line ").next().unwrap_or_default().to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string();
             error(&e.path().to_string(), message)
         })?;
         let mut rules = Vec::with_capacity(raw.rules.len());
@@ -99,7 +103,10 @@ impl Config {
             }
             let country = rule.country.to_ascii_uppercase();
             if rule.methods.is_empty() {
-                return Err(error(&at("methods"), "must not be empty (use [\"*\"] for any method)"));
+                return Err(error(
+                    &at("methods"),
+                    "must not be empty (use [\"*\"] for any method)",
+                ));
             }
             let mut methods = Vec::with_capacity(rule.methods.len());
             for (j, m) in rule.methods.iter().enumerate() {
@@ -117,7 +124,10 @@ impl Config {
             }
             let name = match rule.name {
                 Some(n) if n.trim().is_empty() => {
-                    return Err(error(&at("name"), "must not be empty (omit it for a default)"))
+                    return Err(error(
+                        &at("name"),
+                        "must not be empty (omit it for a default)",
+                    ))
                 }
                 Some(n) => n,
                 None => format!(
@@ -159,18 +169,42 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (r#"{"rules": [{"country": "IDN", "methods": ["ewallet"], "require": "email"}]}"#, "config: rules[0].country: must be an ISO 3166-1"),
-            (r#"{"rules": [{"country": "ID", "methods": [], "require": "email"}]}"#, "config: rules[0].methods: must not be empty"),
-            (r#"{"rules": [{"country": "ID", "methods": ["ewallet", "e wallet"], "require": "email"}]}"#, "config: rules[0].methods[1]: must be \"*\""),
-            (r#"{"rules": [{"country": "ID", "methods": ["ewallet"], "require": "passport"}]}"#, "config: rules[0].require: unknown variant `passport`"),
-            (r#"{"rules": [{"country": "ID", "methods": ["ewallet"]}]}"#, "config: rules[0]: missing field `require`"),
-            (r#"{"rules": [{"name": " ", "country": "ID", "methods": ["ewallet"], "require": "email"}]}"#, "config: rules[0].name: must not be empty"),
-            (r#"{"rules": [{"country": "ID", "methods": ["ewallet"], "require": "email", "when": 1}]}"#, "config: rules[0].when: unknown field"),
+            (
+                r#"{"rules": [{"country": "IDN", "methods": ["ewallet"], "require": "email"}]}"#,
+                "config: rules[0].country: must be an ISO 3166-1",
+            ),
+            (
+                r#"{"rules": [{"country": "ID", "methods": [], "require": "email"}]}"#,
+                "config: rules[0].methods: must not be empty",
+            ),
+            (
+                r#"{"rules": [{"country": "ID", "methods": ["ewallet", "e wallet"], "require": "email"}]}"#,
+                "config: rules[0].methods[1]: must be \"*\"",
+            ),
+            (
+                r#"{"rules": [{"country": "ID", "methods": ["ewallet"], "require": "passport"}]}"#,
+                "config: rules[0].require: unknown variant `passport`",
+            ),
+            (
+                r#"{"rules": [{"country": "ID", "methods": ["ewallet"]}]}"#,
+                "config: rules[0]: missing field `require`",
+            ),
+            (
+                r#"{"rules": [{"name": " ", "country": "ID", "methods": ["ewallet"], "require": "email"}]}"#,
+                "config: rules[0].name: must not be empty",
+            ),
+            (
+                r#"{"rules": [{"country": "ID", "methods": ["ewallet"], "require": "email", "when": 1}]}"#,
+                "config: rules[0].when: unknown field",
+            ),
             (r#"{"rule": []}"#, "config: rule: unknown field"),
-            ("\"rules\"", "compliance-kyc config: invalid type"), ("not json", "compliance-kyc config: "),
+            ("\"rules\"", "compliance-kyc config: invalid type"),
+            ("not json", "compliance-kyc config: "),
         ];
         for (text, want) in cases {
-            let err = Config::parse(text).err().unwrap_or_else(|| panic!("accepted {text}"));
+            let err = Config::parse(text)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {text}"));
             assert!(err.contains(want), "{text}: {err}");
         }
     }

@@ -12,11 +12,23 @@ const CONFIG: &str = r#"{"rules": [
     {"name": "id-ewallet-email", "country": "ID", "methods": ["ewallet"], "require": "email"}
 ]}"#;
 
-fn wallet_payment(country: &str, wallet_phone: Option<String>, customer_phone: Option<String>, verified: bool, email: Option<String>) -> Payment {
+fn wallet_payment(
+    country: &str,
+    wallet_phone: Option<String>,
+    customer_phone: Option<String>,
+    verified: bool,
+    email: Option<String>,
+) -> Payment {
     let mut p = Payment::new(Operation::Authorize);
-    p.amount = Some(Money { minor: 150_000, currency: "IDR".into() });
+    p.amount = Some(Money {
+        minor: 150_000,
+        currency: "IDR".into(),
+    });
     p.country = Some(country.into());
-    p.method = Some(PaymentMethod::Ewallet(Ewallet { wallet: "dana".into(), phone: wallet_phone }));
+    p.method = Some(PaymentMethod::Ewallet(Ewallet {
+        wallet: "dana".into(),
+        phone: wallet_phone,
+    }));
     p.customer.phone = customer_phone;
     p.customer.phone_verified = verified;
     p.customer.email = email;

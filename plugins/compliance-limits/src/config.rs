@@ -119,7 +119,11 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             // The host re-serialises the config, so serde's line/column would mislead.
             let message = e.inner().to_string();
-            let message = message.split(" at line ").next().unwrap_or_default().to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string();
             error(&e.path().to_string(), message)
         })?;
         let merchant_country = match raw.merchant_country {
@@ -193,7 +197,10 @@ fn limit(i: usize, l: RawLimit) -> Result<Limit, String> {
     }
     let name = match l.name {
         Some(n) if n.trim().is_empty() => {
-            return Err(error(&at("name"), "must not be empty (omit it for a default)"))
+            return Err(error(
+                &at("name"),
+                "must not be empty (omit it for a default)",
+            ))
         }
         Some(n) => n,
         None => format!(
@@ -227,7 +234,11 @@ fn tax(t: RawTax, at: impl Fn(&str) -> String) -> Result<Tax, String> {
     }
     let country = t.country.to_ascii_uppercase();
     let note = t.note.unwrap_or_else(|| {
-        let scope = if t.cross_border_only { " on cross-border sales" } else { "" };
+        let scope = if t.cross_border_only {
+            " on cross-border sales"
+        } else {
+            ""
+        };
         format!("{}% {}{scope} ({country})", percent(t.rate_bp), t.name)
     });
     Ok(Tax {
@@ -262,7 +273,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.limits[0].name, "limit-*-idr-*");
-        assert_eq!((c.limits[0].method.as_str(), c.limits[0].country.as_str()), ("*", "*"));
+        assert_eq!(
+            (c.limits[0].method.as_str(), c.limits[0].country.as_str()),
+            ("*", "*")
+        );
         assert_eq!(c.limits[0].currency, "IDR");
         assert_eq!(c.taxes[0].note, "3% VAT on cross-border sales (VN)");
         assert_eq!(c.blocked_countries, ["KP"]);
@@ -282,30 +296,89 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (r#"{"limits": [{"currency": "*", "max": 1}]}"#, "config: limits[0].currency: must be a concrete ISO 4217 code"),
-            (r#"{"limits": [{"currency": "XYZ", "max": 1}]}"#, "config: limits[0].currency: must be a concrete"),
-            (r#"{"limits": [{"max": 1}]}"#, "config: limits[0]: missing field `currency`"),
-            (r#"{"limits": [{"currency": "EUR"}]}"#, "config: limits[0]: needs min, max or both"),
-            (r#"{"limits": [{"currency": "EUR", "min": 5, "max": 4}]}"#, "config: limits[0].min: 5 is more than max 4"),
-            (r#"{"limits": [{"currency": "EUR", "min": -1}]}"#, "config: limits[0].min: must not be negative"),
-            (r#"{"limits": [{"currency": "EUR", "max": -1}]}"#, "config: limits[0].max: must not be negative"),
-            (r#"{"limits": [{"currency": "EUR", "max": 1.5}]}"#, "config: limits[0].max: invalid type"),
-            (r#"{"limits": [{"currency": "EUR", "max": 1, "method": "e wallet"}]}"#, "config: limits[0].method: must be \"*\""),
-            (r#"{"limits": [{"currency": "EUR", "max": 1, "country": "EU1"}]}"#, "config: limits[0].country: must be an ISO 3166-1"),
-            (r#"{"limits": [{"currency": "EUR", "max": 1, "name": ""}]}"#, "config: limits[0].name: must not be empty"),
-            (r#"{"blocked_countries": ["KP", "North Korea"]}"#, "config: blocked_countries[1]: must be an ISO 3166-1"),
-            (r#"{"taxes": [{"country": "VN", "name": "VAT", "rate_bp": 300, "cross_border_only": true}]}"#, "config: merchant_country: required when taxes[0].cross_border_only is true"),
-            (r#"{"taxes": [{"country": "VN", "name": "VAT", "rate_bp": 0}]}"#, "config: taxes[0].rate_bp: must be 1..=10000"),
-            (r#"{"taxes": [{"country": "VN", "name": "VAT", "rate_bp": 10001}]}"#, "config: taxes[0].rate_bp: must be 1..=10000"),
-            (r#"{"taxes": [{"country": "VN", "name": "VAT", "rate_bp": -3}]}"#, "config: taxes[0].rate_bp: invalid value"),
-            (r#"{"taxes": [{"country": "VN", "name": " ", "rate_bp": 3}]}"#, "config: taxes[0].name: must not be empty"),
-            (r#"{"taxes": [{"country": "*", "name": "VAT", "rate_bp": 3}]}"#, "config: taxes[0].country: must be an ISO 3166-1"),
-            (r#"{"merchant_country": "Singapore"}"#, "config: merchant_country: must be an ISO 3166-1"),
+            (
+                r#"{"limits": [{"currency": "*", "max": 1}]}"#,
+                "config: limits[0].currency: must be a concrete ISO 4217 code",
+            ),
+            (
+                r#"{"limits": [{"currency": "XYZ", "max": 1}]}"#,
+                "config: limits[0].currency: must be a concrete",
+            ),
+            (
+                r#"{"limits": [{"max": 1}]}"#,
+                "config: limits[0]: missing field `currency`",
+            ),
+            (
+                r#"{"limits": [{"currency": "EUR"}]}"#,
+                "config: limits[0]: needs min, max or both",
+            ),
+            (
+                r#"{"limits": [{"currency": "EUR", "min": 5, "max": 4}]}"#,
+                "config: limits[0].min: 5 is more than max 4",
+            ),
+            (
+                r#"{"limits": [{"currency": "EUR", "min": -1}]}"#,
+                "config: limits[0].min: must not be negative",
+            ),
+            (
+                r#"{"limits": [{"currency": "EUR", "max": -1}]}"#,
+                "config: limits[0].max: must not be negative",
+            ),
+            (
+                r#"{"limits": [{"currency": "EUR", "max": 1.5}]}"#,
+                "config: limits[0].max: invalid type",
+            ),
+            (
+                r#"{"limits": [{"currency": "EUR", "max": 1, "method": "e wallet"}]}"#,
+                "config: limits[0].method: must be \"*\"",
+            ),
+            (
+                r#"{"limits": [{"currency": "EUR", "max": 1, "country": "EU1"}]}"#,
+                "config: limits[0].country: must be an ISO 3166-1",
+            ),
+            (
+                r#"{"limits": [{"currency": "EUR", "max": 1, "name": ""}]}"#,
+                "config: limits[0].name: must not be empty",
+            ),
+            (
+                r#"{"blocked_countries": ["KP", "North Korea"]}"#,
+                "config: blocked_countries[1]: must be an ISO 3166-1",
+            ),
+            (
+                r#"{"taxes": [{"country": "VN", "name": "VAT", "rate_bp": 300, "cross_border_only": true}]}"#,
+                "config: merchant_country: required when taxes[0].cross_border_only is true",
+            ),
+            (
+                r#"{"taxes": [{"country": "VN", "name": "VAT", "rate_bp": 0}]}"#,
+                "config: taxes[0].rate_bp: must be 1..=10000",
+            ),
+            (
+                r#"{"taxes": [{"country": "VN", "name": "VAT", "rate_bp": 10001}]}"#,
+                "config: taxes[0].rate_bp: must be 1..=10000",
+            ),
+            (
+                r#"{"taxes": [{"country": "VN", "name": "VAT", "rate_bp": -3}]}"#,
+                "config: taxes[0].rate_bp: invalid value",
+            ),
+            (
+                r#"{"taxes": [{"country": "VN", "name": " ", "rate_bp": 3}]}"#,
+                "config: taxes[0].name: must not be empty",
+            ),
+            (
+                r#"{"taxes": [{"country": "*", "name": "VAT", "rate_bp": 3}]}"#,
+                "config: taxes[0].country: must be an ISO 3166-1",
+            ),
+            (
+                r#"{"merchant_country": "Singapore"}"#,
+                "config: merchant_country: must be an ISO 3166-1",
+            ),
             (r#"{"limit": []}"#, "config: limit: unknown field"),
             ("not json", "compliance-limits config: "),
         ];
         for (text, want) in cases {
-            let err = Config::parse(text).err().unwrap_or_else(|| panic!("accepted {text}"));
+            let err = Config::parse(text)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {text}"));
             assert!(err.contains(want), "{text}: {err}");
         }
     }

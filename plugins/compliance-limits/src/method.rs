@@ -3,7 +3,13 @@
 use payproxy_plugin_sdk::payment::PaymentMethod;
 
 /// The method kinds of the canonical model, as config names them.
-pub const KINDS: &[&str] = &["card", "ewallet", "bank_redirect", "instant_transfer", "cash_voucher"];
+pub const KINDS: &[&str] = &[
+    "card",
+    "ewallet",
+    "bank_redirect",
+    "instant_transfer",
+    "cash_voucher",
+];
 
 /// True when `name` is a usable method name: `*`, a kind, or a lower-case wallet / scheme /
 /// card network name (`dana`, `ideal`, `pix`, `visa`: letters, digits, `_`, `-`).
@@ -45,8 +51,15 @@ mod tests {
 
     #[test]
     fn kinds_and_finer_names_match() {
-        let dana = PaymentMethod::Ewallet(Ewallet { wallet: "DANA".into(), phone: None });
-        let ideal = PaymentMethod::BankRedirect(BankRedirect { scheme: "ideal".into(), iban: None, bic: None });
+        let dana = PaymentMethod::Ewallet(Ewallet {
+            wallet: "DANA".into(),
+            phone: None,
+        });
+        let ideal = PaymentMethod::BankRedirect(BankRedirect {
+            scheme: "ideal".into(),
+            iban: None,
+            bic: None,
+        });
         let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(matches(&list(&["ewallet"]), Some(&dana)));
         assert!(matches(&list(&["dana"]), Some(&dana)));

@@ -58,7 +58,11 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             // The host re-serialises the config, so serde's line/column would mislead.
             let message = e.inner().to_string();
-            let message = message.split(" at line ").next().unwrap_or_default().to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string();
             error(&e.path().to_string(), message)
         })?;
 
@@ -112,7 +116,10 @@ impl Config {
             None => EEA.iter().map(|c| c.to_string()).collect(),
             Some(list) => {
                 if list.is_empty() {
-                    return Err(error("eea", "must not be empty (omit it for the built-in list)"));
+                    return Err(error(
+                        "eea",
+                        "must not be empty (omit it for the built-in list)",
+                    ));
                 }
                 let mut set = BTreeSet::new();
                 for (i, code) in list.iter().enumerate() {
@@ -169,31 +176,76 @@ mod tests {
                 "rates": {"GBP": "0.85"}}"#,
         )
         .unwrap();
-        assert!(!Euros::of(3000, "EUR", Rate::ONE).unwrap().exceeds(&c.threshold));
-        assert!(Euros::of(3001, "EUR", Rate::ONE).unwrap().exceeds(&c.threshold));
+        assert!(!Euros::of(3000, "EUR", Rate::ONE)
+            .unwrap()
+            .exceeds(&c.threshold));
+        assert!(Euros::of(3001, "EUR", Rate::ONE)
+            .unwrap()
+            .exceeds(&c.threshold));
     }
 
     #[test]
     fn errors_name_the_field() {
         let cases = [
             (r#"{}"#, "config: missing field `merchant_country`"),
-            (r#"{"merchant_country": "NLD"}"#, "config: merchant_country: must be an ISO 3166-1"),
-            (r#"{"merchant_country": "NL", "rates": {"GBP": 0.85}}"#, "config: rates.GBP: invalid type"),
-            (r#"{"merchant_country": "NL", "rates": {"GBP": "-0.85"}}"#, "config: rates.GBP: must be a positive decimal"),
-            (r#"{"merchant_country": "NL", "rates": {"GBP": "0"}}"#, "config: rates.GBP: must be greater than zero"),
-            (r#"{"merchant_country": "NL", "rates": {"XYZ": "1"}}"#, "config: rates.XYZ: not an ISO 4217"),
-            (r#"{"merchant_country": "NL", "rates": {"EUR": "1.1"}}"#, "config: rates.EUR: the rates are per 1 EUR"),
-            (r#"{"merchant_country": "NL", "rates": {"GBP": "0.85", "gbp": "0.85"}}"#, "currency given twice"),
-            (r#"{"merchant_country": "NL", "low_value_threshold": {"minor": 3000, "currency": "USD"}}"#, "config: low_value_threshold.currency: no rate for USD"),
-            (r#"{"merchant_country": "NL", "low_value_threshold": {"minor": -1, "currency": "EUR"}}"#, "config: low_value_threshold.minor: must not be negative"),
-            (r#"{"merchant_country": "NL", "low_value_threshold": {"minor": 1}}"#, "config: low_value_threshold: missing field `currency`"),
-            (r#"{"merchant_country": "NL", "eea": []}"#, "config: eea: must not be empty"),
-            (r#"{"merchant_country": "NL", "eea": ["DE", "D"]}"#, "config: eea[1]: must be an ISO"),
-            (r#"{"merchant_country": "NL", "threshold": 1}"#, "config: threshold: unknown field"),
+            (
+                r#"{"merchant_country": "NLD"}"#,
+                "config: merchant_country: must be an ISO 3166-1",
+            ),
+            (
+                r#"{"merchant_country": "NL", "rates": {"GBP": 0.85}}"#,
+                "config: rates.GBP: invalid type",
+            ),
+            (
+                r#"{"merchant_country": "NL", "rates": {"GBP": "-0.85"}}"#,
+                "config: rates.GBP: must be a positive decimal",
+            ),
+            (
+                r#"{"merchant_country": "NL", "rates": {"GBP": "0"}}"#,
+                "config: rates.GBP: must be greater than zero",
+            ),
+            (
+                r#"{"merchant_country": "NL", "rates": {"XYZ": "1"}}"#,
+                "config: rates.XYZ: not an ISO 4217",
+            ),
+            (
+                r#"{"merchant_country": "NL", "rates": {"EUR": "1.1"}}"#,
+                "config: rates.EUR: the rates are per 1 EUR",
+            ),
+            (
+                r#"{"merchant_country": "NL", "rates": {"GBP": "0.85", "gbp": "0.85"}}"#,
+                "currency given twice",
+            ),
+            (
+                r#"{"merchant_country": "NL", "low_value_threshold": {"minor": 3000, "currency": "USD"}}"#,
+                "config: low_value_threshold.currency: no rate for USD",
+            ),
+            (
+                r#"{"merchant_country": "NL", "low_value_threshold": {"minor": -1, "currency": "EUR"}}"#,
+                "config: low_value_threshold.minor: must not be negative",
+            ),
+            (
+                r#"{"merchant_country": "NL", "low_value_threshold": {"minor": 1}}"#,
+                "config: low_value_threshold: missing field `currency`",
+            ),
+            (
+                r#"{"merchant_country": "NL", "eea": []}"#,
+                "config: eea: must not be empty",
+            ),
+            (
+                r#"{"merchant_country": "NL", "eea": ["DE", "D"]}"#,
+                "config: eea[1]: must be an ISO",
+            ),
+            (
+                r#"{"merchant_country": "NL", "threshold": 1}"#,
+                "config: threshold: unknown field",
+            ),
             ("not json", "compliance-psd2-sca config"),
         ];
         for (text, want) in cases {
-            let err = Config::parse(text).err().unwrap_or_else(|| panic!("accepted {text}"));
+            let err = Config::parse(text)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {text}"));
             assert!(err.contains(want), "{text}: {err}");
             assert!(err.starts_with("compliance-psd2-sca config: "), "{err}");
         }

@@ -110,16 +110,38 @@ mod tests {
 
     #[test]
     fn rates_parse_exactly() {
-        assert_eq!(Rate::parse("0.85"), Ok(Rate { units: 85, scale: 2 }));
+        assert_eq!(
+            Rate::parse("0.85"),
+            Ok(Rate {
+                units: 85,
+                scale: 2
+            })
+        );
         assert_eq!(Rate::parse("1"), Ok(Rate::ONE));
         assert_eq!(Rate::parse("1.000"), Ok(Rate::ONE));
-        assert_eq!(Rate::parse("161.50"), Ok(Rate { units: 1615, scale: 1 }));
-        assert_eq!(Rate::parse("0.000000000001"), Ok(Rate { units: 1, scale: 12 }));
+        assert_eq!(
+            Rate::parse("161.50"),
+            Ok(Rate {
+                units: 1615,
+                scale: 1
+            })
+        );
+        assert_eq!(
+            Rate::parse("0.000000000001"),
+            Ok(Rate {
+                units: 1,
+                scale: 12
+            })
+        );
         for bad in ["", "0", "0.0", "-1", "1e3", "1.", ".5", "1,5", " 1", "abc"] {
             assert!(Rate::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(Rate::parse("0.0000000000001").unwrap_err().contains("decimal places"));
-        assert!(Rate::parse("1234567890123456789").unwrap_err().contains("significant"));
+        assert!(Rate::parse("0.0000000000001")
+            .unwrap_err()
+            .contains("decimal places"));
+        assert!(Rate::parse("1234567890123456789")
+            .unwrap_err()
+            .contains("significant"));
     }
 
     #[test]

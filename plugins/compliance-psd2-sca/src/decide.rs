@@ -63,12 +63,14 @@ fn in_scope(config: &Config, payment: &Payment) -> bool {
     let Some(PaymentMethod::Card(card)) = &payment.method else {
         return false;
     };
-    let issuer = card
-        .issuer_country
-        .as_deref()
-        .or(payment.country.as_deref())
-        .filter(|c| !c.trim().is_empty());
-    issuer.is_none_or(|c| config.in_eea(c.trim()))
+    let issuer =
+        known(card.issuer_country.as_deref()).or_else(|| known(payment.country.as_deref()));
+    issuer.is_none_or(|c| config.in_eea(c))
+}
+
+/// A country code that says something (not absent, not blank).
+fn known(code: Option<&str>) -> Option<&str> {
+    code.map(str::trim).filter(|c| !c.is_empty())
 }
 
 /// The payment's amount in euros, exactly; `None` when it cannot be known.

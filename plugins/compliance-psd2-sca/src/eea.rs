@@ -2,8 +2,8 @@
 
 /// EU-27 plus Iceland, Liechtenstein and Norway, ISO 3166-1 alpha-2 (Greece is `GR`).
 pub const EEA: &[&str] = &[
-    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE",
-    "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK", // EU-27
+    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT",
+    "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK", // EU-27
     "IS", "LI", "NO", // EEA, not EU
 ];
 
@@ -22,7 +22,9 @@ mod tests {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), 30);
-        assert!(codes.iter().all(|c| is_country_code(c) && c.to_ascii_uppercase() == *c));
+        assert!(codes
+            .iter()
+            .all(|c| is_country_code(c) && c.to_ascii_uppercase() == *c));
         assert!(!codes.contains(&"GB") && !codes.contains(&"CH") && !codes.contains(&"EL"));
     }
 }

@@ -26,7 +26,10 @@ fn plugin(threshold_minor: i64) -> Psd2Sca {
 
 fn card_payment(minor: i64, currency: &str, issuer: &str) -> Payment {
     let mut p = Payment::new(Operation::Authorize);
-    p.amount = Some(Money { minor, currency: currency.into() });
+    p.amount = Some(Money {
+        minor,
+        currency: currency.into(),
+    });
     p.country = Some("DE".into());
     p.method = Some(PaymentMethod::Card(Card {
         token: "tok_1".into(),

@@ -59,8 +59,9 @@ fn http_error(status: u16, body: Option<&Value>) -> Outcome {
     Outcome::error(class, code, &provider_code, format!("the provider answered HTTP {status}"))
 }
 
-/// `amount` of an answer, if present and valid; else what was asked for.
-fn answered_amount(payment: &Payment, body: &Value) -> Result<Option<Money>, Outcome> {
+/// `amount` of an answer, if present and valid; else what was asked for. The error is the
+/// ambiguous outcome's message.
+fn answered_amount(payment: &Payment, body: &Value) -> Result<Option<Money>, &'static str> {
     let Some(amount) = body.get("amount") else {
         return Ok(payment.amount.clone());
     };
@@ -68,7 +69,7 @@ fn answered_amount(payment: &Payment, body: &Value) -> Result<Option<Money>, Out
     let code = amount.get("currency").and_then(Value::as_str).and_then(currency::normalise);
     match (minor, code) {
         (Some(minor), Some(currency)) if minor >= 0 => Ok(Some(Money { minor, currency })),
-        _ => Err(ambiguous("", "the provider's answer has an unreadable amount")),
+        _ => Err("the provider's answer has an unreadable amount"),
     }
 }
 
@@ -84,7 +85,7 @@ fn payment_result(payment: &Payment, body: &Value) -> Outcome {
                     amount,
                 }
             }
-            Err(outcome) => return with_reference(outcome, psp),
+            Err(message) => return with_reference(ambiguous("", message), psp),
         },
         "Refused" => {
             let reason = body
@@ -157,7 +158,7 @@ fn modification(payment: &Payment, body: &Value) -> Outcome {
         Operation::Void => None,
         _ => match answered_amount(payment, body) {
             Ok(amount) => amount,
-            Err(outcome) => return with_reference(outcome, reference),
+            Err(message) => return with_reference(ambiguous("", message), reference),
         },
     };
     Outcome {

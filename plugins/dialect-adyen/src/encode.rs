@@ -227,3 +227,62 @@ fn psp_reference(payment: &Payment) -> Result<&str, Refusal> {
     }
     Ok(psp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payproxy_plugin_sdk::payment::{Card, Money};
+
+    fn payment() -> Payment {
+        let mut p = Payment::new(Operation::Authorize);
+        p.amount = Some(Money { minor: 100, currency: "EUR".into() });
+        p.method = Some(PaymentMethod::Card(Card {
+            token: "tok".into(),
+            bin: None,
+            last4: None,
+            network: None,
+            issuer_country: None,
+        }));
+        p
+    }
+
+    fn context(credentials: &[(&str, &str)]) -> Context {
+        Context {
+            provider: "adyen".into(),
+            credentials: credentials.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            now_ms: 0,
+            idempotency_key: "key-1".into(),
+        }
+    }
+
+    #[test]
+    fn credentials_override_config_and_a_missing_key_is_not_invented() {
+        let config = Config {
+            merchant_account: Some("FromConfig".into()),
+            ..Config::default()
+        };
+        let request = request(&config, &payment(), &context(&[("merchant_account", "FromCreds")])).unwrap();
+        let body: Value = serde_json::from_slice(request.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["merchantAccount"], "FromCreds");
+        assert_eq!(body["reference"], "key-1", "idempotency key is the last-resort reference");
+        assert!(request.header("x-api-key").is_none());
+        assert_eq!(request.header("idempotency-key"), Some("key-1"));
+
+        let request = request_without_merchant();
+        let body: Value = serde_json::from_slice(request.body.as_deref().unwrap()).unwrap();
+        assert!(body.get("merchantAccount").is_none());
+    }
+
+    fn request_without_merchant() -> HttpRequest {
+        request(&Config::default(), &payment(), &context(&[("api_key", "k")])).unwrap()
+    }
+
+    #[test]
+    fn unknown_exemptions_are_not_sent() {
+        let mut p = payment();
+        p.strong_auth.exemption_requested = Some("moto".into());
+        assert_eq!(sca_exemption(&p), None);
+        p.strong_auth.exemption_requested = Some("tra".into());
+        assert_eq!(sca_exemption(&p), Some("transactionRiskAnalysis"));
+    }
+}

@@ -25,7 +25,10 @@ fn default_description() -> String {
 }
 
 fn default_currencies() -> Vec<String> {
-    SUPPORTED_CURRENCIES.iter().map(|c| (*c).to_string()).collect()
+    SUPPORTED_CURRENCIES
+        .iter()
+        .map(|c| (*c).to_string())
+        .collect()
 }
 
 impl Config {
@@ -66,7 +69,10 @@ impl Config {
             return Err(Refusal::invalid(
                 Some("currency"),
                 "currency_unsupported",
-                format!("GrabPay does not accept {code}; accepted: {}", self.currencies.join(", ")),
+                format!(
+                    "GrabPay does not accept {code}; accepted: {}",
+                    self.currencies.join(", ")
+                ),
             ));
         }
         Ok(code)
@@ -127,9 +133,15 @@ mod tests {
             "dialect-grabpay config: currencies[1]: \"EUR\" is not one of SGD, MYR, PHP, THB, VND, IDR"
         );
         let err = Config::parse(r#"{"descripton":"x"}"#).unwrap_err();
-        assert!(err.starts_with("dialect-grabpay config: descripton: unknown field"), "{err}");
+        assert!(
+            err.starts_with("dialect-grabpay config: descripton: unknown field"),
+            "{err}"
+        );
         let err = Config::parse(r#"{"description":7}"#).unwrap_err();
-        assert!(err.starts_with("dialect-grabpay config: description: invalid type"), "{err}");
+        assert!(
+            err.starts_with("dialect-grabpay config: description: invalid type"),
+            "{err}"
+        );
         assert!(Config::parse(r#"{"currencies":[]}"#).is_err());
     }
 }

@@ -80,7 +80,10 @@ pub fn decode(_payment: &Payment, response: &HttpResponse) -> Outcome {
             )
         }
     };
-    let amount = match (body.amount, body.currency.as_deref().and_then(currency::normalise)) {
+    let amount = match (
+        body.amount,
+        body.currency.as_deref().and_then(currency::normalise),
+    ) {
         (Some(minor), Some(currency)) => Some(Money { minor, currency }),
         _ => None,
     };

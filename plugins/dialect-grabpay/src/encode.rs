@@ -64,9 +64,17 @@ pub fn partner_tx_id(idempotency_key: &str) -> String {
 }
 
 /// Build the signed request for `payment`.
-pub fn encode(config: &Config, payment: &Payment, context: &Context) -> Result<HttpRequest, Refusal> {
+pub fn encode(
+    config: &Config,
+    payment: &Payment,
+    context: &Context,
+) -> Result<HttpRequest, Refusal> {
     let (method, path, body) = match payment.operation {
-        Operation::Authorize => ("POST", format!("{BASE_PATH}/init"), init_body(config, payment, context)?),
+        Operation::Authorize => (
+            "POST",
+            format!("{BASE_PATH}/init"),
+            init_body(config, payment, context)?,
+        ),
         Operation::Capture => follow_up(config, payment, context, "capture")?,
         Operation::Refund => follow_up(config, payment, context, "refund")?,
         Operation::Void => follow_up(config, payment, context, "cancel")?,
@@ -171,9 +179,10 @@ fn follow_up(
     let tx_id = path_segment(reference)?;
     let (amount, currency) = match (&payment.amount, payment.operation) {
         // A cancel releases the whole authorisation: no amount.
-        (Some(money), Operation::Capture | Operation::Refund) => {
-            (Some(positive(money.minor)?), Some(config.currency(&money.currency)?))
-        }
+        (Some(money), Operation::Capture | Operation::Refund) => (
+            Some(positive(money.minor)?),
+            Some(config.currency(&money.currency)?),
+        ),
         _ => (None, None),
     };
     let credentials = Credentials::from_context(context)?;
@@ -183,7 +192,11 @@ fn follow_up(
         amount,
         currency,
     };
-    Ok(("POST", format!("{BASE_PATH}/{tx_id}/{action}"), to_json(&body)))
+    Ok((
+        "POST",
+        format!("{BASE_PATH}/{tx_id}/{action}"),
+        to_json(&body),
+    ))
 }
 
 fn positive(minor: i64) -> Result<i64, Refusal> {
@@ -217,7 +230,9 @@ fn checked_reference(reference: &str) -> Result<&str, Refusal> {
 fn path_segment(reference: &str) -> Result<String, Refusal> {
     let ok = !reference.is_empty()
         && reference.len() <= MAX_REFERENCE
-        && reference.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && reference
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !ok {
         return Err(Refusal::invalid(
             Some("provider_reference"),

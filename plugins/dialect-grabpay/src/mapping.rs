@@ -49,23 +49,38 @@ pub struct HttpMapping {
 
 /// Decline codes; unknown codes decline as [`FALLBACK_DECLINE`].
 pub const DECLINES: &[DeclineMapping] = &[
-    decline("insufficient_balance", "insufficient_funds", DeclineKind::Soft),
+    decline(
+        "insufficient_balance",
+        "insufficient_funds",
+        DeclineKind::Soft,
+    ),
     decline("wallet_blocked", "do_not_honor", DeclineKind::Hard),
     decline("risk_rejected", "fraud_suspected", DeclineKind::Hard),
     decline("limit_exceeded", "limit_exceeded", DeclineKind::Soft),
     decline("wallet_not_found", "invalid_account", DeclineKind::Hard),
-    decline("authentication_failed", "authentication_required", DeclineKind::Soft),
+    decline(
+        "authentication_failed",
+        "authentication_required",
+        DeclineKind::Soft,
+    ),
     decline("declined", "generic_decline", DeclineKind::Hard),
 ];
 
 /// A failed charge whose code the table does not know: hard, so nobody retries blindly.
-pub const FALLBACK_DECLINE: DeclineMapping =
-    decline("", "generic_decline", DeclineKind::Hard);
+pub const FALLBACK_DECLINE: DeclineMapping = decline("", "generic_decline", DeclineKind::Hard);
 
 /// HTTP error statuses; other statuses map to [`FALLBACK_HTTP`].
 pub const HTTP_ERRORS: &[HttpMapping] = &[
-    http(500, "provider_unavailable", ErrorClass::AnsweredNotProcessed),
-    http(503, "provider_unavailable", ErrorClass::AnsweredNotProcessed),
+    http(
+        500,
+        "provider_unavailable",
+        ErrorClass::AnsweredNotProcessed,
+    ),
+    http(
+        503,
+        "provider_unavailable",
+        ErrorClass::AnsweredNotProcessed,
+    ),
     http(429, "rate_limited", ErrorClass::AnsweredNotProcessed),
     http(400, "invalid_request", ErrorClass::AnsweredNotProcessed),
     http(401, "invalid_request", ErrorClass::AnsweredNotProcessed),
@@ -147,7 +162,10 @@ mod tests {
 
     #[test]
     fn lookups() {
-        assert_eq!(decline_for("insufficient_balance").code, "insufficient_funds");
+        assert_eq!(
+            decline_for("insufficient_balance").code,
+            "insufficient_funds"
+        );
         assert_eq!(decline_for("insufficient_balance").kind, DeclineKind::Soft);
         assert_eq!(decline_for("mystery").code, "generic_decline");
         assert_eq!(decline_for("mystery").kind, DeclineKind::Hard);

@@ -123,6 +123,9 @@ mod tests {
             signed.signature(b"sim-secret-sim-sea"),
             "kZSWkXYVzKBjcfzrSSTFngXVGKrU6q0ex97ZKQw8LI8="
         );
-        assert_ne!(signed.signature(b"another-secret"), signed.signature(b"sim-secret-sim-sea"));
+        assert_ne!(
+            signed.signature(b"another-secret"),
+            signed.signature(b"sim-secret-sim-sea")
+        );
     }
 }

@@ -25,7 +25,11 @@ fn context(credentials: &[(&str, &str)]) -> Context {
 }
 
 fn full_context() -> Context {
-    context(&[("partner_id", "partner-1"), ("partner_secret", SECRET), ("merchant_id", "m-1")])
+    context(&[
+        ("partner_id", "partner-1"),
+        ("partner_secret", SECRET),
+        ("merchant_id", "m-1"),
+    ])
 }
 
 fn charge(minor: i64) -> Payment {
@@ -59,7 +63,11 @@ fn missing_credentials_refuse_without_naming_values() {
     let cases: &[&[(&str, &str)]] = &[
         &[],
         &[("partner_id", "partner-1"), ("merchant_id", "m-1")],
-        &[("partner_id", "partner-1"), ("partner_secret", ""), ("merchant_id", "m-1")],
+        &[
+            ("partner_id", "partner-1"),
+            ("partner_secret", ""),
+            ("merchant_id", "m-1"),
+        ],
         &[("partner_secret", SECRET), ("merchant_id", "m-1")],
         &[("partner_id", "partner-1"), ("partner_secret", SECRET)],
     ];
@@ -76,7 +84,9 @@ fn missing_credentials_refuse_without_naming_values() {
     // Follow-ups need them too.
     let mut status = Payment::new(Operation::Status);
     status.provider_reference = Some("grab_x_1".into());
-    let refusal = plugin().encode_request(&status, &context(&[])).expect_err("refused");
+    let refusal = plugin()
+        .encode_request(&status, &context(&[]))
+        .expect_err("refused");
     assert_eq!(refusal.code, "provider_misconfigured");
 }
 
@@ -84,7 +94,9 @@ fn missing_credentials_refuse_without_naming_values() {
 fn invalid_input_is_refused_before_credentials_are_looked_at() {
     let mut payment = charge(1000);
     payment.amount = None;
-    let refusal = plugin().encode_request(&payment, &context(&[])).expect_err("refused");
+    let refusal = plugin()
+        .encode_request(&payment, &context(&[]))
+        .expect_err("refused");
     assert_eq!(refusal.code, "parameter_missing");
 }
 
@@ -104,7 +116,10 @@ fn the_signature_covers_the_exact_request_sent() {
         body: &body,
     }
     .signature(SECRET.as_bytes());
-    assert_eq!(request.header("authorization"), Some(format!("partner-1:{want}").as_str()));
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("partner-1:{want}").as_str())
+    );
     assert!(!String::from_utf8_lossy(&body).contains(SECRET));
 }
 
@@ -114,7 +129,10 @@ fn status_without_reference_uses_the_partner_tx_id_and_signs_an_empty_body() {
         .encode_request(&Payment::new(Operation::Status), &full_context())
         .expect("encoded");
     assert_eq!(request.method, "GET");
-    assert_eq!(request.path, format!("/grabpay/v2/charge/{}/status", partner_tx_id("idem-1")));
+    assert_eq!(
+        request.path,
+        format!("/grabpay/v2/charge/{}/status", partner_tx_id("idem-1"))
+    );
     assert_eq!(request.header("content-type"), None);
     let date = request.header("date").expect("date");
     let want = Signed {
@@ -125,14 +143,19 @@ fn status_without_reference_uses_the_partner_tx_id_and_signs_an_empty_body() {
         body: b"",
     }
     .signature(SECRET.as_bytes());
-    assert_eq!(request.header("authorization"), Some(format!("partner-1:{want}").as_str()));
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("partner-1:{want}").as_str())
+    );
 }
 
 #[test]
 fn hostile_provider_references_never_reach_the_path() {
     let mut capture = Payment::new(Operation::Capture);
     capture.provider_reference = Some("../init?x=1".into());
-    let refusal = plugin().encode_request(&capture, &full_context()).expect_err("refused");
+    let refusal = plugin()
+        .encode_request(&capture, &full_context())
+        .expect_err("refused");
     assert_eq!(refusal.code, "parameter_invalid");
 }
 
@@ -140,7 +163,14 @@ fn hostile_provider_references_never_reach_the_path() {
 fn decode_survives_any_body() {
     let plugin = plugin();
     for status in [200u16, 201, 302, 401, 500, 599] {
-        for body in [&b""[..], b"\xff\xfe", b"{", b"[]", br#"{"status":7}"#, br#"{"code":{}}"#] {
+        for body in [
+            &b""[..],
+            b"\xff\xfe",
+            b"{",
+            b"[]",
+            br#"{"status":7}"#,
+            br#"{"code":{}}"#,
+        ] {
             let outcome = plugin.decode_response(
                 &charge(1000),
                 &HttpResponse {
@@ -149,7 +179,10 @@ fn decode_survives_any_body() {
                     body: body.to_vec(),
                 },
             );
-            assert!(matches!(outcome.status, OutcomeStatus::Error(_)), "{status} {body:?}");
+            assert!(
+                matches!(outcome.status, OutcomeStatus::Error(_)),
+                "{status} {body:?}"
+            );
         }
     }
 }

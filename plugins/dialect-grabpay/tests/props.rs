@@ -9,7 +9,7 @@ use payproxy_plugin_sdk::payment::{
 };
 use proptest::prelude::*;
 
-fn context(key: &str) -> Context {
+fn context(key: &str, now_ms: u64) -> Context {
     Context {
         provider: "grab".into(),
         credentials: vec![
@@ -17,7 +17,7 @@ fn context(key: &str) -> Context {
             ("partner_secret".into(), "secret".into()),
             ("merchant_id".into(), "m-1".into()),
         ],
-        now_ms: 1_700_000_000_000,
+        now_ms,
         idempotency_key: key.into(),
     }
 }
@@ -38,7 +38,7 @@ proptest! {
         payment.method = Some(PaymentMethod::Ewallet(Ewallet { wallet: "grabpay".into(), phone: None }));
         payment.merchant_reference = Some(reference.clone());
         let plugin = GrabPay::init("{}").expect("config");
-        let request = plugin.encode_request(&payment, &context(&key)).expect("encoded");
+        let request = plugin.encode_request(&payment, &context(&key, now_ms)).expect("encoded");
         let body = request.body.clone().unwrap_or_default();
         let sent: ChargeInit = serde_json::from_slice(&body).expect("body parses");
         prop_assert_eq!(sent.amount, minor);

@@ -50,7 +50,11 @@ pub const DECLINE_CODES: &[(&str, &str, DeclineKind)] = &[
     ("withdrawal_count_limit_exceeded", "limit_exceeded", Soft),
     ("authentication_required", "authentication_required", Soft),
     ("offline_pin_required", "authentication_required", Soft),
-    ("online_or_offline_pin_required", "authentication_required", Soft),
+    (
+        "online_or_offline_pin_required",
+        "authentication_required",
+        Soft,
+    ),
     ("card_not_supported", "generic_decline", Hard),
     ("currency_not_supported", "generic_decline", Hard),
     ("transaction_not_allowed", "generic_decline", Hard),
@@ -91,8 +95,18 @@ pub struct ErrorRule {
     pub class: Class,
 }
 
-const fn rule(status: (u16, u16), error_type: Option<&'static str>, code: &'static str, class: Class) -> ErrorRule {
-    ErrorRule { status, error_type, code, class }
+const fn rule(
+    status: (u16, u16),
+    error_type: Option<&'static str>,
+    code: &'static str,
+    class: Class,
+) -> ErrorRule {
+    ErrorRule {
+        status,
+        error_type,
+        code,
+        class,
+    }
 }
 
 use ErrorClass::{Ambiguous, AnsweredNotProcessed};
@@ -102,24 +116,74 @@ use ErrorClass::{Ambiguous, AnsweredNotProcessed};
 /// are ambiguous: the earlier request may have charged. An answer whose body is not a Stripe
 /// error is matched with type `None` only.
 pub const ERRORS: &[ErrorRule] = &[
-    rule((429, 429), None, "rate_limited", Class::Fixed(AnsweredNotProcessed)),
+    rule(
+        (429, 429),
+        None,
+        "rate_limited",
+        Class::Fixed(AnsweredNotProcessed),
+    ),
     rule((409, 409), None, "provider_error", Class::Fixed(Ambiguous)),
-    rule((400, 599), Some("idempotency_error"), "provider_error", Class::Fixed(Ambiguous)),
-    rule((500, 500), Some("api_error"), "provider_error", Class::ServerErrors),
-    rule((502, 504), Some("api_error"), "provider_unavailable", Class::ServerErrors),
-    rule((500, 599), Some("api_error"), "provider_error", Class::ServerErrors),
-    rule((400, 499), Some("invalid_request_error"), "invalid_request", Class::Fixed(AnsweredNotProcessed)),
-    rule((400, 499), Some("authentication_error"), "provider_error", Class::Fixed(AnsweredNotProcessed)),
-    rule((400, 499), Some("permission_error"), "provider_error", Class::Fixed(AnsweredNotProcessed)),
-    rule((400, 499), None, "provider_error", Class::Fixed(AnsweredNotProcessed)),
+    rule(
+        (400, 599),
+        Some("idempotency_error"),
+        "provider_error",
+        Class::Fixed(Ambiguous),
+    ),
+    rule(
+        (500, 500),
+        Some("api_error"),
+        "provider_error",
+        Class::ServerErrors,
+    ),
+    rule(
+        (502, 504),
+        Some("api_error"),
+        "provider_unavailable",
+        Class::ServerErrors,
+    ),
+    rule(
+        (500, 599),
+        Some("api_error"),
+        "provider_error",
+        Class::ServerErrors,
+    ),
+    rule(
+        (400, 499),
+        Some("invalid_request_error"),
+        "invalid_request",
+        Class::Fixed(AnsweredNotProcessed),
+    ),
+    rule(
+        (400, 499),
+        Some("authentication_error"),
+        "provider_error",
+        Class::Fixed(AnsweredNotProcessed),
+    ),
+    rule(
+        (400, 499),
+        Some("permission_error"),
+        "provider_error",
+        Class::Fixed(AnsweredNotProcessed),
+    ),
+    rule(
+        (400, 499),
+        None,
+        "provider_error",
+        Class::Fixed(AnsweredNotProcessed),
+    ),
     rule((500, 599), None, "provider_error", Class::Fixed(Ambiguous)),
 ];
 
 /// The normalized code and class of an error answer; `error_type` is `None` when the body is
 /// not a Stripe error object. Statuses outside 400–599 are ambiguous.
-pub fn error(status: u16, error_type: Option<&str>, server_errors: ServerErrors) -> (&'static str, ErrorClass) {
+pub fn error(
+    status: u16,
+    error_type: Option<&str>,
+    server_errors: ServerErrors,
+) -> (&'static str, ErrorClass) {
     let found = ERRORS.iter().find(|r| {
-        (r.status.0..=r.status.1).contains(&status) && (r.error_type.is_none() || r.error_type == error_type)
+        (r.status.0..=r.status.1).contains(&status)
+            && (r.error_type.is_none() || r.error_type == error_type)
     });
     match found {
         Some(r) => {
@@ -138,19 +202,54 @@ pub fn error(status: u16, error_type: Option<&str>, server_errors: ServerErrors)
 
 /// Normalized decline code → (Stripe `code`, Stripe `decline_code`, shopper message).
 pub const STOREFRONT_DECLINES: &[(&str, &str, &str, &str)] = &[
-    ("insufficient_funds", "card_declined", "insufficient_funds", "Your card has insufficient funds."),
-    ("do_not_honor", "card_declined", "do_not_honor", "Your card was declined."),
-    ("expired_card", "expired_card", "expired_card", "Your card has expired."),
-    ("fraud_suspected", "card_declined", "fraudulent", "Your card was declined."),
-    ("invalid_account", "card_declined", "invalid_account", "The account is invalid."),
-    ("limit_exceeded", "card_declined", "card_velocity_exceeded", "Your card has exceeded its limit."),
+    (
+        "insufficient_funds",
+        "card_declined",
+        "insufficient_funds",
+        "Your card has insufficient funds.",
+    ),
+    (
+        "do_not_honor",
+        "card_declined",
+        "do_not_honor",
+        "Your card was declined.",
+    ),
+    (
+        "expired_card",
+        "expired_card",
+        "expired_card",
+        "Your card has expired.",
+    ),
+    (
+        "fraud_suspected",
+        "card_declined",
+        "fraudulent",
+        "Your card was declined.",
+    ),
+    (
+        "invalid_account",
+        "card_declined",
+        "invalid_account",
+        "The account is invalid.",
+    ),
+    (
+        "limit_exceeded",
+        "card_declined",
+        "card_velocity_exceeded",
+        "Your card has exceeded its limit.",
+    ),
     (
         "authentication_required",
         "authentication_required",
         "authentication_required",
         "Your card was declined. This transaction requires authentication.",
     ),
-    ("generic_decline", "card_declined", "generic_decline", "Your card was declined."),
+    (
+        "generic_decline",
+        "card_declined",
+        "generic_decline",
+        "Your card was declined.",
+    ),
 ];
 
 /// Stripe's `code`, `decline_code` and message for a normalized decline.
@@ -159,7 +258,11 @@ pub fn storefront_decline(code: &str) -> (&'static str, &'static str, &'static s
         .iter()
         .find(|(c, _, _, _)| *c == code)
         .map(|(_, code, decline, message)| (*code, *decline, *message))
-        .unwrap_or(("card_declined", "generic_decline", "Your card was declined."))
+        .unwrap_or((
+            "card_declined",
+            "generic_decline",
+            "Your card was declined.",
+        ))
 }
 
 #[cfg(test)]
@@ -184,9 +287,18 @@ mod tests {
         }
         for code in NORMALIZED {
             assert_ne!(storefront_decline(code).2, "", "{code}");
-            assert!(STOREFRONT_DECLINES.iter().any(|r| r.0 == *code), "{code} has no storefront row");
+            assert!(
+                STOREFRONT_DECLINES.iter().any(|r| r.0 == *code),
+                "{code} has no storefront row"
+            );
         }
-        let errors = ["provider_unavailable", "rate_limited", "provider_timeout", "invalid_request", "provider_error"];
+        let errors = [
+            "provider_unavailable",
+            "rate_limited",
+            "provider_timeout",
+            "invalid_request",
+            "provider_error",
+        ];
         assert!(ERRORS.iter().all(|r| errors.contains(&r.code)));
     }
 
@@ -200,14 +312,35 @@ mod tests {
     #[test]
     fn errors() {
         let nap = ServerErrors::AnsweredNotProcessed;
-        assert_eq!(error(429, None, nap), ("rate_limited", AnsweredNotProcessed));
-        assert_eq!(error(500, Some("api_error"), nap), ("provider_error", AnsweredNotProcessed));
-        assert_eq!(error(503, Some("api_error"), nap), ("provider_unavailable", AnsweredNotProcessed));
-        assert_eq!(error(503, Some("api_error"), ServerErrors::Ambiguous), ("provider_unavailable", Ambiguous));
+        assert_eq!(
+            error(429, None, nap),
+            ("rate_limited", AnsweredNotProcessed)
+        );
+        assert_eq!(
+            error(500, Some("api_error"), nap),
+            ("provider_error", AnsweredNotProcessed)
+        );
+        assert_eq!(
+            error(503, Some("api_error"), nap),
+            ("provider_unavailable", AnsweredNotProcessed)
+        );
+        assert_eq!(
+            error(503, Some("api_error"), ServerErrors::Ambiguous),
+            ("provider_unavailable", Ambiguous)
+        );
         assert_eq!(error(502, None, nap), ("provider_error", Ambiguous));
-        assert_eq!(error(400, Some("invalid_request_error"), nap), ("invalid_request", AnsweredNotProcessed));
-        assert_eq!(error(400, Some("idempotency_error"), nap), ("provider_error", Ambiguous));
-        assert_eq!(error(409, Some("invalid_request_error"), nap), ("provider_error", Ambiguous));
+        assert_eq!(
+            error(400, Some("invalid_request_error"), nap),
+            ("invalid_request", AnsweredNotProcessed)
+        );
+        assert_eq!(
+            error(400, Some("idempotency_error"), nap),
+            ("provider_error", Ambiguous)
+        );
+        assert_eq!(
+            error(409, Some("invalid_request_error"), nap),
+            ("provider_error", Ambiguous)
+        );
         assert_eq!(error(302, None, nap), ("provider_error", Ambiguous));
     }
 }

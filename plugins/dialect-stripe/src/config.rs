@@ -62,7 +62,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         let bad_key = |k: &str| k.is_empty() || k.len() > 40 || k.contains(['[', ']']);
-        if let Some((i, _)) = self.reference_keys.iter().enumerate().find(|(_, k)| bad_key(k)) {
+        if let Some((i, _)) = self
+            .reference_keys
+            .iter()
+            .enumerate()
+            .find(|(_, k)| bad_key(k))
+        {
             return Err(format!(
                 "dialect-stripe config: reference_keys[{i}]: must be 1-40 characters without brackets"
             ));
@@ -72,7 +77,10 @@ impl Config {
         }
         if let Some(v) = &self.stripe_version {
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err("dialect-stripe config: stripe_version: must be a non-empty header value".into());
+                return Err(
+                    "dialect-stripe config: stripe_version: must be a non-empty header value"
+                        .into(),
+                );
             }
         }
         Ok(())
@@ -104,11 +112,26 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (r#"{"reference_kyes":[]}"#, "dialect-stripe config: .: unknown field `reference_kyes`"),
-            (r#"{"server_errors":"maybe"}"#, "dialect-stripe config: server_errors: unknown variant"),
-            (r#"{"reference_keys":["ok","a[b]"]}"#, "dialect-stripe config: reference_keys[1]:"),
-            (r#"{"egress_reference_key":""}"#, "dialect-stripe config: egress_reference_key:"),
-            (r#"{"stripe_version":"a b"}"#, "dialect-stripe config: stripe_version:"),
+            (
+                r#"{"reference_kyes":[]}"#,
+                "dialect-stripe config: reference_kyes: unknown field `reference_kyes`",
+            ),
+            (
+                r#"{"server_errors":"maybe"}"#,
+                "dialect-stripe config: server_errors: unknown variant",
+            ),
+            (
+                r#"{"reference_keys":["ok","a[b]"]}"#,
+                "dialect-stripe config: reference_keys[1]:",
+            ),
+            (
+                r#"{"egress_reference_key":""}"#,
+                "dialect-stripe config: egress_reference_key:",
+            ),
+            (
+                r#"{"stripe_version":"a b"}"#,
+                "dialect-stripe config: stripe_version:",
+            ),
             ("[1]", "dialect-stripe config"),
         ];
         for (text, want) in cases {

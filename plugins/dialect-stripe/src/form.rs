@@ -31,7 +31,9 @@ impl Form {
     pub fn map(&self, path: &[&str]) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         for (key, value) in &self.pairs {
-            let Some(name) = child(key, path) else { continue };
+            let Some(name) = child(key, path) else {
+                continue;
+            };
             if name.is_empty() || name.bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
@@ -96,22 +98,18 @@ fn split_key(key: &str) -> Vec<String> {
 /// Builds a form body in the order fields are added.
 #[derive(Debug, Default)]
 pub struct FormBuilder {
-    out: Option<form_urlencoded::Serializer<'static, String>>,
+    pairs: Vec<(String, String)>,
 }
 
 impl FormBuilder {
     /// An empty body.
     pub fn new() -> FormBuilder {
-        FormBuilder {
-            out: Some(form_urlencoded::Serializer::new(String::new())),
-        }
+        FormBuilder::default()
     }
 
     /// Append `key=value` (brackets in `key` are sent percent-encoded, as Stripe's SDKs do).
     pub fn push(&mut self, key: &str, value: &str) -> &mut Self {
-        if let Some(out) = self.out.as_mut() {
-            out.append_pair(key, value);
-        }
+        self.pairs.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -124,8 +122,10 @@ impl FormBuilder {
     }
 
     /// The encoded body.
-    pub fn finish(&mut self) -> String {
-        self.out.take().map(|mut s| s.finish()).unwrap_or_default()
+    pub fn finish(&self) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&self.pairs)
+            .finish()
     }
 }
 
@@ -144,11 +144,19 @@ mod tests {
         assert_eq!(form.get(&["currency"]), None);
         assert_eq!(
             form.map(&["metadata"]),
-            vec![("order_id".to_string(), "A1".to_string()), ("note".to_string(), "c".to_string())]
+            vec![
+                ("order_id".to_string(), "A1".to_string()),
+                ("note".to_string(), "c".to_string())
+            ]
         );
         assert_eq!(form.list(&["payment_method_types"]), vec!["card", "ideal"]);
         assert_eq!(
-            form.get(&["payment_method_data", "billing_details", "address", "country"]),
+            form.get(&[
+                "payment_method_data",
+                "billing_details",
+                "address",
+                "country"
+            ]),
             Some("NL")
         );
         assert!(form.has(&["payment_method_data", "billing_details"]));

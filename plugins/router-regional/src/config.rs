@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use payproxy_plugin_sdk::Rejection;
+use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::payment::{Operation, Rejection};
 use serde::Deserialize;
 
 /// The whole plugin config.
@@ -12,6 +13,9 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Providers when no rule matches; `None` means the route's own order.
     pub default: Option<Vec<String>>,
+    /// Among unweighted candidates whose success rates are within this of the best one,
+    /// the cheapest goes first; `None` keeps the config order.
+    pub prefer_cheaper_within: Option<f64>,
 }
 
 /// One rule: conditions and what to do when they all hold.
@@ -72,7 +76,78 @@ pub struct Conditions {
     /// compared by their JSON text).
     #[serde(default)]
     pub body: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Canonical payment: shopper countries, ISO 3166-1 alpha-2 (stored upper case).
+    #[serde(default)]
+    pub country: Option<Vec<String>>,
+    /// Canonical payment: ISO 4217 currencies (stored upper case).
+    #[serde(default)]
+    pub currency: Option<Vec<String>>,
+    /// Canonical payment: method kinds (`card`, `ewallet`, `bank_redirect`,
+    /// `instant_transfer`, `cash_voucher`) or wallet / scheme / network names (`dana`,
+    /// `ideal`, `pix`, `visa`), stored lower case. Named apart from `method` (HTTP).
+    #[serde(default)]
+    pub payment_method: Option<Vec<String>>,
+    /// Canonical payment: smallest amount, inclusive, in minor units of the one `currency`.
+    #[serde(default)]
+    pub amount_min: Option<i64>,
+    /// Canonical payment: largest amount, inclusive, in minor units of the one `currency`.
+    #[serde(default)]
+    pub amount_max: Option<i64>,
+    /// Canonical payment: operations.
+    #[serde(default)]
+    pub operation: Option<Vec<OperationName>>,
 }
+
+impl Conditions {
+    /// True when a condition needs the canonical payment (no match on transparent routes).
+    pub fn needs_payment(&self) -> bool {
+        self.country.is_some()
+            || self.currency.is_some()
+            || self.payment_method.is_some()
+            || self.amount_min.is_some()
+            || self.amount_max.is_some()
+            || self.operation.is_some()
+    }
+}
+
+/// An operation as config names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationName {
+    /// `authorize`
+    Authorize,
+    /// `capture`
+    Capture,
+    /// `refund`
+    Refund,
+    /// `void`
+    Void,
+    /// `status`
+    Status,
+}
+
+impl OperationName {
+    /// True when this names `op`.
+    pub fn is(self, op: Operation) -> bool {
+        matches!(
+            (self, op),
+            (OperationName::Authorize, Operation::Authorize)
+                | (OperationName::Capture, Operation::Capture)
+                | (OperationName::Refund, Operation::Refund)
+                | (OperationName::Void, Operation::Void)
+                | (OperationName::Status, Operation::Status)
+        )
+    }
+}
+
+/// Method kinds of the canonical model, as config names them.
+pub const METHOD_KINDS: &[&str] = &[
+    "card",
+    "ewallet",
+    "bank_redirect",
+    "instant_transfer",
+    "cash_voucher",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +156,8 @@ struct RawConfig {
     rules: Vec<RawRule>,
     #[serde(default)]
     default: Option<Vec<String>>,
+    #[serde(default)]
+    prefer_cheaper_within: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -111,45 +188,137 @@ impl Config {
             let path = e.path().to_string();
             // The host re-serialises the config, so serde's line/column would mislead.
             let message = e.inner().to_string();
-            let message = message.split(" at line ").next().unwrap_or_default().to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string();
             format!("router-regional config: {path}: {message}")
         })?;
-        let mut rules = Vec::with_capacity(raw.rules.len());
-        for (index, rule) in raw.rules.into_iter().enumerate() {
-            let at = format!("rules[{index}] ({})", rule.name);
-            let action = match (rule.providers, rule.reject) {
-                (Some(list), None) => {
-                    if list.is_empty() {
-                        return Err(format!("{at}: providers must not be empty"));
-                    }
-                    Action::Providers(list)
-                }
-                (None, Some(r)) => {
-                    if !(400..=599).contains(&r.status) {
-                        return Err(format!("{at}: reject.status {} is not 400..=599", r.status));
-                    }
-                    Action::Reject(Rejection::new(r.status, r.code, r.message))
-                }
-                _ => return Err(format!("{at}: exactly one of providers or reject is required")),
-            };
-            let mut conditions = rule.conditions;
-            conditions.headers = conditions
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect();
-            rules.push(Rule {
-                name: rule.name,
-                conditions,
-                action,
-            });
-        }
-        if raw.default.as_ref().is_some_and(|d| d.is_empty()) {
-            return Err("default: must not be empty (omit it to use the route's order)".into());
-        }
-        Ok(Config {
-            rules,
-            default: raw.default,
-        })
+        validate(raw).map_err(|e| format!("router-regional config: {e}"))
     }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, String> {
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    for (index, rule) in raw.rules.into_iter().enumerate() {
+        let at = format!("rules[{index}] ({})", rule.name);
+        let action = match (rule.providers, rule.reject) {
+            (Some(list), None) => {
+                if list.is_empty() {
+                    return Err(format!("{at}: providers must not be empty"));
+                }
+                Action::Providers(list)
+            }
+            (None, Some(r)) => {
+                if !(400..=599).contains(&r.status) {
+                    return Err(format!("{at}: reject.status {} is not 400..=599", r.status));
+                }
+                Action::Reject(Rejection {
+                    status: r.status,
+                    code: r.code,
+                    message: r.message,
+                })
+            }
+            _ => {
+                return Err(format!(
+                    "{at}: exactly one of providers or reject is required"
+                ))
+            }
+        };
+        let mut conditions = rule.conditions;
+        conditions.headers = conditions
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        canonical(&mut conditions).map_err(|m| format!("{at}: match.{m}"))?;
+        rules.push(Rule {
+            name: rule.name,
+            conditions,
+            action,
+        });
+    }
+    if raw.default.as_ref().is_some_and(|d| d.is_empty()) {
+        return Err("default: must not be empty (omit it to use the route's order)".into());
+    }
+    if let Some(t) = raw.prefer_cheaper_within {
+        if !(0.0..=1.0).contains(&t) {
+            return Err("prefer_cheaper_within: must be between 0 and 1 \
+                        (a difference in success rate: 0.02 = 2 points)"
+                .into());
+        }
+    }
+    Ok(Config {
+        rules,
+        default: raw.default,
+        prefer_cheaper_within: raw.prefer_cheaper_within,
+    })
+}
+
+/// Validate and normalise the canonical-field conditions; the error starts with the field.
+fn canonical(c: &mut Conditions) -> Result<(), String> {
+    if let Some(list) = &mut c.country {
+        non_empty("country", list)?;
+        for (i, code) in list.iter_mut().enumerate() {
+            if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(format!(
+                    "country[{i}]: must be an ISO 3166-1 alpha-2 code such as \"NL\""
+                ));
+            }
+            *code = code.to_ascii_uppercase();
+        }
+    }
+    if let Some(list) = &mut c.currency {
+        non_empty("currency", list)?;
+        for (i, code) in list.iter_mut().enumerate() {
+            *code = currency::normalise(code)
+                .ok_or_else(|| format!("currency[{i}]: not an ISO 4217 currency code"))?;
+        }
+    }
+    if let Some(list) = &mut c.payment_method {
+        non_empty("payment_method", list)?;
+        for (i, name) in list.iter_mut().enumerate() {
+            *name = name.trim().to_ascii_lowercase();
+            let ok = !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !ok {
+                return Err(format!(
+                    "payment_method[{i}]: must be one of {} or a wallet/scheme/network name \
+                     such as \"dana\"",
+                    METHOD_KINDS.join(", ")
+                ));
+            }
+        }
+    }
+    if let Some(list) = &c.operation {
+        if list.is_empty() {
+            return Err("operation: must not be empty".into());
+        }
+    }
+    if c.amount_min.is_some() || c.amount_max.is_some() {
+        // Minor units mean nothing without one currency's exponent (100 JPY ≠ 100 EUR cents).
+        if c.currency.as_ref().is_none_or(|list| list.len() != 1) {
+            return Err(
+                "amount_min/amount_max: need match.currency with exactly one currency \
+                        (the amounts are its minor units)"
+                    .into(),
+            );
+        }
+        if let (Some(min), Some(max)) = (c.amount_min, c.amount_max) {
+            if min > max {
+                return Err(format!("amount_min: {min} is more than amount_max {max}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn non_empty(field: &str, list: &[String]) -> Result<(), String> {
+    if list.is_empty() {
+        return Err(format!("{field}: must not be empty"));
+    }
+    Ok(())
 }

@@ -1,24 +1,82 @@
-//! Evaluate a rule's conditions against the request view.
+//! Evaluate a rule's conditions against the request view and the canonical payment.
 
-use payproxy_plugin_sdk::Request;
+use payproxy_plugin_sdk::payment::{HttpRequest, Payment, PaymentMethod};
 use serde_json::Value;
 
 use crate::config::Conditions;
 
 /// The body as JSON, when present and parseable; a non-JSON body matches no body condition.
-pub fn parse_body(request: &Request) -> Option<Value> {
+pub fn parse_body(request: &HttpRequest) -> Option<Value> {
     serde_json::from_slice(request.body.as_deref()?).ok()
 }
 
-/// True when every present condition holds.
-pub fn matches(c: &Conditions, request: &Request, body: Option<&Value>) -> bool {
+/// True when every present condition holds. Conditions on canonical fields never hold
+/// without a payment (transparent routes) or when the payment lacks the field.
+pub fn matches(
+    c: &Conditions,
+    request: &HttpRequest,
+    body: Option<&Value>,
+    payment: Option<&Payment>,
+) -> bool {
+    http_matches(c, request, body)
+        && (!c.needs_payment() || payment.is_some_and(|p| payment_matches(c, p)))
+}
+
+fn payment_matches(c: &Conditions, p: &Payment) -> bool {
+    let one_of = |list: &Option<Vec<String>>, value: Option<&str>| {
+        list.as_ref().is_none_or(|list| {
+            value.is_some_and(|v| list.iter().any(|a| a.eq_ignore_ascii_case(v.trim())))
+        })
+    };
+    let operation_ok = c
+        .operation
+        .as_ref()
+        .is_none_or(|ops| ops.iter().any(|o| o.is(p.operation)));
+    let method_ok = c
+        .payment_method
+        .as_ref()
+        .is_none_or(|list| p.method.as_ref().is_some_and(|m| method_named(m, list)));
+    let amount_ok = match (c.amount_min, c.amount_max) {
+        (None, None) => true,
+        (min, max) => p.amount.as_ref().is_some_and(|a| {
+            min.is_none_or(|min| a.minor >= min) && max.is_none_or(|max| a.minor <= max)
+        }),
+    };
+    operation_ok
+        && method_ok
+        && amount_ok
+        && one_of(&c.country, p.country.as_deref())
+        && one_of(&c.currency, p.amount.as_ref().map(|a| a.currency.as_str()))
+}
+
+/// The method's kind or its finer name (card network, wallet, scheme) is listed.
+fn method_named(method: &PaymentMethod, listed: &[String]) -> bool {
+    let (kind, finer) = match method {
+        PaymentMethod::Card(c) => ("card", c.network.as_deref()),
+        PaymentMethod::Ewallet(w) => ("ewallet", Some(w.wallet.as_str())),
+        PaymentMethod::BankRedirect(b) => ("bank_redirect", Some(b.scheme.as_str())),
+        PaymentMethod::InstantTransfer(t) => ("instant_transfer", Some(t.scheme.as_str())),
+        PaymentMethod::CashVoucher(v) => ("cash_voucher", Some(v.scheme.as_str())),
+    };
+    listed
+        .iter()
+        .any(|l| l == kind || finer.is_some_and(|f| l.eq_ignore_ascii_case(f.trim())))
+}
+
+fn http_matches(c: &Conditions, request: &HttpRequest, body: Option<&Value>) -> bool {
     if let Some(methods) = &c.method {
-        if !methods.iter().any(|m| m.eq_ignore_ascii_case(&request.method)) {
+        if !methods
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&request.method))
+        {
             return false;
         }
     }
     if let Some(prefixes) = &c.path_prefix {
-        if !prefixes.iter().any(|p| request.path.starts_with(p.as_str())) {
+        if !prefixes
+            .iter()
+            .any(|p| request.path.starts_with(p.as_str()))
+        {
             return false;
         }
     }

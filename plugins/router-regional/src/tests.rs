@@ -1,10 +1,11 @@
 //! Native tests over the shared fixtures (`fixtures/cases.json`); the proxy's host tests run
 //! the same fixtures through the wasm build.
 
-use payproxy_plugin_sdk::{Provider, Request, Router};
+use payproxy_plugin_sdk::payment::{BreakerState, Health, HttpRequest, Provider, Router};
 use serde_json::Value;
 
-use crate::{order_by_weight, Regional, WeightedProvider};
+use crate::order::by_weight as order_by_weight;
+use crate::{Regional, WeightedProvider};
 
 fn fixtures() -> Value {
     serde_json::from_str(include_str!("../fixtures/cases.json")).expect("fixtures parse")
@@ -16,17 +17,27 @@ fn provider(v: &Value) -> Provider {
         region: v["region"].as_str().unwrap().into(),
         tags: serde_json::from_value(v["tags"].clone()).unwrap(),
         cost: v["cost"].as_f64().unwrap(),
+        // cases.json predates contract 0.2.0: healthy providers, no dialect.
+        dialect: String::new(),
+        health: Health {
+            success_rate: 1.0,
+            latency_p50_ms: 0,
+            latency_p99_ms: 0,
+            breaker: BreakerState::Closed,
+        },
     }
 }
 
-fn request(v: &Value) -> Request {
-    Request {
+fn request(v: &Value) -> HttpRequest {
+    HttpRequest {
         method: v["method"].as_str().unwrap().into(),
         path: v["path"].as_str().unwrap().into(),
         query: None,
         headers: serde_json::from_value(v.get("headers").cloned().unwrap_or(Value::Array(vec![])))
             .unwrap(),
-        body: v.get("body").map(|b| b.as_str().unwrap().as_bytes().to_vec()),
+        body: v
+            .get("body")
+            .map(|b| b.as_str().unwrap().as_bytes().to_vec()),
     }
 }
 
@@ -34,15 +45,25 @@ fn request(v: &Value) -> Request {
 fn shared_fixtures() {
     let f = fixtures();
     let plugin = Regional::init(&f["config"].to_string()).expect("config valid");
-    let providers: Vec<Provider> = f["providers"].as_array().unwrap().iter().map(provider).collect();
+    let providers: Vec<Provider> = f["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(provider)
+        .collect();
     for case in f["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let seed = case.get("seed").and_then(Value::as_u64).unwrap_or(0);
-        let got = plugin.route(&request(&case["request"]), &providers, seed);
+        // Transparent-route view: no canonical payment.
+        let got = plugin.route(&request(&case["request"]), None, &providers, seed);
         let expect = &case["expect"];
         if let Some(reject) = expect.get("reject") {
             let r = got.expect_err(name);
-            assert_eq!(u64::from(r.status), reject["status"].as_u64().unwrap(), "{name}");
+            assert_eq!(
+                u64::from(r.status),
+                reject["status"].as_u64().unwrap(),
+                "{name}"
+            );
             assert_eq!(r.code, reject["code"].as_str().unwrap(), "{name}");
         } else if let Some(list) = expect.get("providers") {
             let want: Vec<String> = serde_json::from_value(list.clone()).unwrap();
@@ -59,14 +80,23 @@ fn shared_fixtures() {
 #[test]
 fn weights_split_volume_in_proportion() {
     let list = vec![
-        WeightedProvider { name: "a".into(), weight: Some(80) },
-        WeightedProvider { name: "b".into(), weight: Some(20) },
+        WeightedProvider {
+            name: "a".into(),
+            weight: Some(80),
+        },
+        WeightedProvider {
+            name: "b".into(),
+            weight: Some(20),
+        },
     ];
     let firsts_a = (0..10_000u64)
         .filter(|seed| order_by_weight(list.clone(), *seed)[0] == "a")
         .count();
     // 80% ± 2% over 10k deterministic seeds.
-    assert!((7_800..=8_200).contains(&firsts_a), "a first {firsts_a} times");
+    assert!(
+        (7_800..=8_200).contains(&firsts_a),
+        "a first {firsts_a} times"
+    );
     // The other provider always follows as fallback.
     assert_eq!(order_by_weight(list, 3).len(), 2);
 }
@@ -74,8 +104,14 @@ fn weights_split_volume_in_proportion() {
 #[test]
 fn zero_weight_is_never_first() {
     let list = vec![
-        WeightedProvider { name: "a".into(), weight: Some(0) },
-        WeightedProvider { name: "b".into(), weight: Some(5) },
+        WeightedProvider {
+            name: "a".into(),
+            weight: Some(0),
+        },
+        WeightedProvider {
+            name: "b".into(),
+            weight: Some(5),
+        },
     ];
     assert!((0..1000u64).all(|s| order_by_weight(list.clone(), s) == ["b", "a"]));
 }
@@ -83,8 +119,14 @@ fn zero_weight_is_never_first() {
 #[test]
 fn bad_configs_are_rejected_with_the_rule_named() {
     let cases = [
-        (r#"{"rules":[{"name":"x","providers":[]}]}"#, "rules[0] (x): providers must not be empty"),
-        (r#"{"rules":[{"name":"x"}]}"#, "exactly one of providers or reject"),
+        (
+            r#"{"rules":[{"name":"x","providers":[]}]}"#,
+            "rules[0] (x): providers must not be empty",
+        ),
+        (
+            r#"{"rules":[{"name":"x"}]}"#,
+            "exactly one of providers or reject",
+        ),
         (
             r#"{"rules":[{"name":"x","reject":{"status":200,"code":"c","message":"m"}}]}"#,
             "not 400..=599",
@@ -92,9 +134,50 @@ fn bad_configs_are_rejected_with_the_rule_named() {
         (r#"{"rulez":[]}"#, "unknown field"),
         (r#"{"default":[]}"#, "default: must not be empty"),
         ("not json", "router-regional config"),
+        (
+            r#"{"rules":[{"name":"x","match":{"country":["NLD"]},"providers":[{"name":"a"}]}]}"#,
+            "rules[0] (x): match.country[0]: must be an ISO 3166-1 alpha-2",
+        ),
+        (
+            r#"{"rules":[{"name":"x","match":{"currency":["EUR","XYZ"]},"providers":[{"name":"a"}]}]}"#,
+            "rules[0] (x): match.currency[1]: not an ISO 4217",
+        ),
+        (
+            r#"{"rules":[{"name":"x","match":{"payment_method":["e wallet"]},"providers":[{"name":"a"}]}]}"#,
+            "rules[0] (x): match.payment_method[0]: must be one of card",
+        ),
+        (
+            r#"{"rules":[{"name":"x","match":{"operation":["charge"]},"providers":[{"name":"a"}]}]}"#,
+            "rules[0].match.operation[0]: unknown variant `charge`",
+        ),
+        (
+            r#"{"rules":[{"name":"x","match":{"amount_min":100},"providers":[{"name":"a"}]}]}"#,
+            "rules[0] (x): match.amount_min/amount_max: need match.currency with exactly one",
+        ),
+        (
+            r#"{"rules":[{"name":"x","match":{"amount_max":1,"currency":["EUR","USD"]},"providers":[{"name":"a"}]}]}"#,
+            "need match.currency with exactly one",
+        ),
+        (
+            r#"{"rules":[{"name":"x","match":{"amount_min":5,"amount_max":4,"currency":["EUR"]},"providers":[{"name":"a"}]}]}"#,
+            "rules[0] (x): match.amount_min: 5 is more than amount_max 4",
+        ),
+        (
+            r#"{"rules":[{"name":"x","match":{"country":[]},"providers":[{"name":"a"}]}]}"#,
+            "rules[0] (x): match.country: must not be empty",
+        ),
+        (
+            r#"{"prefer_cheaper_within":1.5}"#,
+            "router-regional config: prefer_cheaper_within: must be between 0 and 1",
+        ),
+        (
+            r#"{"prefer_cheaper_within":"2%"}"#,
+            "router-regional config: prefer_cheaper_within: invalid type",
+        ),
     ];
     for (config, want) in cases {
         let err = Regional::init(config).err().expect(config);
         assert!(err.contains(want), "{config}: {err}");
+        assert!(err.starts_with("router-regional config: "), "{err}");
     }
 }

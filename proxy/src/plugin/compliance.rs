@@ -27,7 +27,11 @@ impl Binding for ComplianceInst {
     fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self> {
         pre.instantiate(store).map(ComplianceInst)
     }
-    fn init(&self, store: &mut Store<CallState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+    fn init(
+        &self,
+        store: &mut Store<CallState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
         self.0.payproxy_plugin_compliance().call_init(store, config)
     }
 }
@@ -57,16 +61,20 @@ impl CompliancePlugin {
 
     /// The plugin's decision on `payment`.
     pub fn check(&self, payment: &Payment) -> Result<Decision, PluginFailure> {
-        let decision = self
-            .0
-            .call("check", |b, store| b.0.payproxy_plugin_compliance().call_check(store, payment))?;
+        let decision = self.0.call("check", |b, store| {
+            b.0.payproxy_plugin_compliance().call_check(store, payment)
+        })?;
         let text_ok = |s: &str, max: usize| s.len() <= max;
         let verdict_ok = match &decision.verdict {
-            Verdict::Deny(d) => !d.code.is_empty() && text_ok(&d.code, 64) && text_ok(&d.message, 1024),
+            Verdict::Deny(d) => {
+                !d.code.is_empty() && text_ok(&d.code, 64) && text_ok(&d.message, 1024)
+            }
             _ => true,
         };
         if !verdict_ok || !text_ok(&decision.rule, 128) || decision.annotations.len() > 32 {
-            return Err(self.0.bad_output("returned an oversized or empty decision".into()));
+            return Err(self
+                .0
+                .bad_output("returned an oversized or empty decision".into()));
         }
         Ok(decision)
     }

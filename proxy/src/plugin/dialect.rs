@@ -59,7 +59,11 @@ impl Binding for DialectInst {
         };
         Ok(DialectInst { ingress, egress })
     }
-    fn init(&self, store: &mut Store<CallState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+    fn init(
+        &self,
+        store: &mut Store<CallState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
         if let Some(i) = &self.ingress {
             if let Err(e) = i.call_init(&mut *store, config)? {
                 return Ok(Err(e));
@@ -103,11 +107,15 @@ impl DialectPlugin {
                 exports.join(", ")
             ));
         }
-        let sandbox = Sandbox::<DialectInst>::load(host, name, component, config_json, settings, metrics)?;
+        let sandbox =
+            Sandbox::<DialectInst>::load(host, name, component, config_json, settings, metrics)?;
         let capabilities = if egress {
             sandbox
                 .call("describe", |b, store| {
-                    b.egress.as_ref().ok_or_else(|| missing("egress"))?.call_describe(store)
+                    b.egress
+                        .as_ref()
+                        .ok_or_else(|| missing("egress"))?
+                        .call_describe(store)
                 })
                 .map_err(|f| f.to_string())?
         } else {
@@ -140,9 +148,15 @@ impl DialectPlugin {
     }
 
     /// Parse a storefront request.
-    pub fn parse_request(&self, request: &HttpRequest) -> Result<Result<Payment, Refusal>, PluginFailure> {
+    pub fn parse_request(
+        &self,
+        request: &HttpRequest,
+    ) -> Result<Result<Payment, Refusal>, PluginFailure> {
         self.sandbox.call("parse-request", |b, store| {
-            b.ingress.as_ref().ok_or_else(|| missing("ingress"))?.call_parse_request(store, request)
+            b.ingress
+                .as_ref()
+                .ok_or_else(|| missing("ingress"))?
+                .call_parse_request(store, request)
         })
     }
 
@@ -166,7 +180,10 @@ impl DialectPlugin {
     /// Render a refusal for the storefront.
     pub fn render_refusal(&self, refusal: &Refusal) -> Result<HttpResponse, PluginFailure> {
         let response = self.sandbox.call("render-refusal", |b, store| {
-            b.ingress.as_ref().ok_or_else(|| missing("ingress"))?.call_render_refusal(store, refusal)
+            b.ingress
+                .as_ref()
+                .ok_or_else(|| missing("ingress"))?
+                .call_render_refusal(store, refusal)
         })?;
         self.check_response(response)
     }
@@ -174,18 +191,31 @@ impl DialectPlugin {
     /// The payment id a storefront request refers to.
     pub fn request_id(&self, request: &HttpRequest) -> Result<Option<String>, PluginFailure> {
         self.sandbox.call("request-id", |b, store| {
-            b.ingress.as_ref().ok_or_else(|| missing("ingress"))?.call_request_id(store, request)
+            b.ingress
+                .as_ref()
+                .ok_or_else(|| missing("ingress"))?
+                .call_request_id(store, request)
         })
     }
 
     /// Build a provider request.
-    pub fn encode_request(&self, payment: &Payment, context: &Context) -> Result<Result<HttpRequest, Refusal>, PluginFailure> {
+    pub fn encode_request(
+        &self,
+        payment: &Payment,
+        context: &Context,
+    ) -> Result<Result<HttpRequest, Refusal>, PluginFailure> {
         let request = self.sandbox.call("encode-request", |b, store| {
-            b.egress.as_ref().ok_or_else(|| missing("egress"))?.call_encode_request(store, payment, context)
+            b.egress
+                .as_ref()
+                .ok_or_else(|| missing("egress"))?
+                .call_encode_request(store, payment, context)
         })?;
         if let Ok(r) = &request {
             let body = r.body.as_ref().map(Vec::len).unwrap_or(0);
-            if !r.path.starts_with('/') || http::Method::from_bytes(r.method.as_bytes()).is_err() || body > MAX_BODY {
+            if !r.path.starts_with('/')
+                || http::Method::from_bytes(r.method.as_bytes()).is_err()
+                || body > MAX_BODY
+            {
                 return Err(self.sandbox.bad_output(format!(
                     "encoded an invalid request (method {:?}, path starting {:?}, body of {body} bytes)",
                     super::sandbox::truncate(&r.method, 16),
@@ -197,7 +227,11 @@ impl DialectPlugin {
     }
 
     /// Decode a provider's answer.
-    pub fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Result<Outcome, PluginFailure> {
+    pub fn decode_response(
+        &self,
+        payment: &Payment,
+        response: &HttpResponse,
+    ) -> Result<Outcome, PluginFailure> {
         self.sandbox.call("decode-response", |b, store| {
             b.egress
                 .as_ref()

@@ -47,7 +47,11 @@ impl Binding for RouterV1 {
     fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self> {
         pre.instantiate(store).map(RouterV1)
     }
-    fn init(&self, store: &mut Store<CallState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+    fn init(
+        &self,
+        store: &mut Store<CallState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
         self.0.payproxy_plugin_router().call_init(store, config)
     }
 }
@@ -63,7 +67,11 @@ impl Binding for RouterV2 {
     fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self> {
         pre.instantiate(store).map(RouterV2)
     }
-    fn init(&self, store: &mut Store<CallState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+    fn init(
+        &self,
+        store: &mut Store<CallState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
         self.0.payproxy_plugin_router().call_init(store, config)
     }
 }
@@ -89,10 +97,12 @@ impl RouterPlugin {
     ) -> Result<RouterPlugin, String> {
         let exports = host.export_names(component);
         if exports.iter().any(|e| e == ROUTER_V2) {
-            return Sandbox::load(host, name, component, config_json, settings, metrics).map(RouterPlugin::V2);
+            return Sandbox::load(host, name, component, config_json, settings, metrics)
+                .map(RouterPlugin::V2);
         }
         if exports.iter().any(|e| e == ROUTER_V1) {
-            return Sandbox::load(host, name, component, config_json, settings, metrics).map(RouterPlugin::V1);
+            return Sandbox::load(host, name, component, config_json, settings, metrics)
+                .map(RouterPlugin::V1);
         }
         Err(format!(
             "does not implement the router role: expected export {ROUTER_V2} (world payment-router-plugin) \
@@ -112,7 +122,8 @@ impl RouterPlugin {
     ) -> Result<RouteDecision, PluginFailure> {
         let output = match self {
             RouterPlugin::V2(sandbox) => sandbox.call("route", |b, store| {
-                b.0.payproxy_plugin_router().call_route(store, request, payment, providers, seed)
+                b.0.payproxy_plugin_router()
+                    .call_route(store, request, payment, providers, seed)
             })?,
             RouterPlugin::V1(sandbox) => {
                 let request = v1::payproxy::plugin::types::HttpRequest {
@@ -133,7 +144,8 @@ impl RouterPlugin {
                     .collect();
                 sandbox
                     .call("route", |b, store| {
-                        b.0.payproxy_plugin_router().call_route(store, &request, &providers, seed)
+                        b.0.payproxy_plugin_router()
+                            .call_route(store, &request, &providers, seed)
                     })?
                     .map_err(|r| Rejection {
                         status: r.status,
@@ -145,7 +157,11 @@ impl RouterPlugin {
         self.check(output, providers)
     }
 
-    fn check(&self, output: Result<Vec<String>, Rejection>, providers: &[Provider]) -> Result<RouteDecision, PluginFailure> {
+    fn check(
+        &self,
+        output: Result<Vec<String>, Rejection>,
+        providers: &[Provider],
+    ) -> Result<RouteDecision, PluginFailure> {
         match output {
             Ok(names) => {
                 if names.is_empty() || names.len() > MAX_NAMES {
@@ -168,7 +184,9 @@ impl RouterPlugin {
             Err(r) => {
                 let code_ok = !r.code.is_empty()
                     && r.code.len() <= MAX_CODE
-                    && r.code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    && r.code
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 if !(400..=599).contains(&r.status) || !code_ok || r.message.len() > MAX_MESSAGE {
                     return Err(self.bad_output(format!(
                         "returned an invalid rejection (status {}, code of {} bytes, message of {} bytes)",

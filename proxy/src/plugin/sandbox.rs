@@ -39,7 +39,11 @@ pub trait Binding: Sized + Send + 'static {
     fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self>;
 
     /// Run the plugin's `init` with its JSON config.
-    fn init(&self, store: &mut Store<CallState>, config: &str) -> wasmtime::Result<Result<(), String>>;
+    fn init(
+        &self,
+        store: &mut Store<CallState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>>;
 }
 
 struct Warm<B> {
@@ -78,7 +82,8 @@ impl<B: Binding> Sandbox<B> {
                 root_cause(&e)
             )
         })?;
-        let pre = B::prepare(instance_pre).map_err(|e| format!("does not match its role's world: {}", root_cause(&e)))?;
+        let pre = B::prepare(instance_pre)
+            .map_err(|e| format!("does not match its role's world: {}", root_cause(&e)))?;
         let sandbox = Sandbox {
             name: name.to_string(),
             pre,
@@ -115,13 +120,17 @@ impl<B: Binding> Sandbox<B> {
         result
     }
 
-    fn call_inner<R>(&self, f: impl FnOnce(&B, &mut Store<CallState>) -> wasmtime::Result<R>) -> Result<R, PluginFailure> {
+    fn call_inner<R>(
+        &self,
+        f: impl FnOnce(&B, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginFailure> {
         let mut warm = match self.take() {
             Some(warm) => warm,
             None => self.instantiate()?,
         };
         arm(&mut warm.store, self.settings.deadline_ms);
-        let output = f(&warm.binding, &mut warm.store).map_err(|e| self.classify(&e, &warm.store))?;
+        let output =
+            f(&warm.binding, &mut warm.store).map_err(|e| self.classify(&e, &warm.store))?;
         warm.calls += 1;
         if self.settings.mode == InstanceMode::Reuse && warm.calls < self.settings.recycle_after {
             self.put_back(warm);
@@ -144,12 +153,19 @@ impl<B: Binding> Sandbox<B> {
 
     fn instantiate(&self) -> Result<Warm<B>, PluginFailure> {
         self.created.fetch_add(1, Ordering::Relaxed);
-        let mut store = Store::new(self.host.engine(), CallState::new(self.settings.memory_bytes));
+        let mut store = Store::new(
+            self.host.engine(),
+            CallState::new(self.settings.memory_bytes),
+        );
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(super::store::on_deadline);
         arm(&mut store, self.settings.deadline_ms);
-        let binding = B::instantiate(&self.pre, &mut store)
-            .map_err(|e| self.failure(PluginFailureKind::Instantiate, format!("instantiate: {}", root_cause(&e))))?;
+        let binding = B::instantiate(&self.pre, &mut store).map_err(|e| {
+            self.failure(
+                PluginFailureKind::Instantiate,
+                format!("instantiate: {}", root_cause(&e)),
+            )
+        })?;
         match binding.init(&mut store, &self.config_json) {
             Ok(Ok(())) => Ok(Warm {
                 store,
@@ -158,7 +174,10 @@ impl<B: Binding> Sandbox<B> {
             }),
             Ok(Err(message)) => Err(self.failure(
                 PluginFailureKind::Instantiate,
-                format!("config rejected by the plugin: {}", truncate(&message, 1024)),
+                format!(
+                    "config rejected by the plugin: {}",
+                    truncate(&message, 1024)
+                ),
             )),
             Err(e) => {
                 let mut failure = self.classify(&e, &store);

@@ -1,0 +1,101 @@
+//! `POST /payments/{psp}/captures|refunds|cancels`: accepted (202 `received`) and applied to
+//! the ledger at once.
+
+use serde_json::{json, Value};
+
+use super::payments::{amount, merchant_account};
+use super::{AdyenError, Modification};
+use crate::json_api;
+use crate::ledger::{Ledger, Refund};
+
+/// Apply one modification to payment `psp`.
+pub(super) fn apply(
+    ledger: &mut Ledger,
+    psp: &str,
+    kind: Modification,
+    body: &Value,
+) -> Result<Value, AdyenError> {
+    merchant_account(body)?;
+    let requested = match kind {
+        Modification::Cancel => None,
+        _ => Some(amount(body)?),
+    };
+    let intent = ledger.intent(psp).ok_or_else(|| {
+        AdyenError::validation("167", "Original pspReference required for this operation")
+    })?;
+    let charge = &intent.charge;
+    let not_allowed = || {
+        AdyenError::validation(
+            "703",
+            format!("Modification not allowed: the payment is {}", charge.status),
+        )
+    };
+    if let Some((_, code)) = &requested {
+        if !code.eq_ignore_ascii_case(&charge.currency) {
+            return Err(AdyenError::validation(
+                "137",
+                "Currency does not match the payment",
+            ));
+        }
+    }
+    let value = requested.as_ref().map(|(v, _)| *v);
+    let next = match kind {
+        Modification::Capture if charge.status != "requires_capture" => return Err(not_allowed()),
+        Modification::Capture if value > Some(charge.amount) => {
+            return Err(AdyenError::validation(
+                "137",
+                "Capture amount exceeds the authorised amount",
+            ))
+        }
+        Modification::Capture => "succeeded",
+        Modification::Refund if charge.status != "succeeded" => return Err(not_allowed()),
+        Modification::Refund if value > Some(charge.amount - intent.amount_refunded) => {
+            return Err(AdyenError::validation(
+                "137",
+                "Refund amount exceeds the captured amount",
+            ))
+        }
+        Modification::Refund => "succeeded",
+        Modification::Cancel
+            if !matches!(
+                charge.status.as_str(),
+                "requires_capture" | "requires_action"
+            ) =>
+        {
+            return Err(not_allowed())
+        }
+        Modification::Cancel => "canceled",
+    };
+    let currency = charge.currency.clone();
+    let reference = body.get("reference").cloned().unwrap_or(Value::Null);
+    let own = match kind {
+        Modification::Refund => json_api::mint_refund(ledger, "psp_re"),
+        _ => json_api::mint(ledger, "psp_mod"),
+    };
+    if let Some(intent) = ledger.intent_mut(psp) {
+        intent.charge.status = next.to_owned();
+        if kind == Modification::Refund {
+            intent.amount_refunded += value.unwrap_or_default();
+        }
+    }
+    if let (Modification::Refund, Some(value)) = (kind, value) {
+        ledger.add_refund(Refund {
+            id: own.clone(),
+            payment_intent: psp.to_owned(),
+            amount: value,
+            currency: currency.clone(),
+            status: "succeeded".to_owned(),
+        });
+    }
+    let mut answer = json!({
+        "merchantAccount": body["merchantAccount"],
+        "paymentPspReference": psp,
+        "pspReference": own,
+        "reference": reference,
+        "status": "received",
+    });
+    if let Some(value) = value {
+        answer["amount"] = json!({ "value": value, "currency": currency.to_ascii_uppercase() });
+    }
+    Ok(answer)
+}

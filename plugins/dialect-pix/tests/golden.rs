@@ -1,0 +1,9 @@
+//! The golden fixtures, natively; the proxy runs the same file through the wasm build.
+
+use dialect_pix::Pix;
+
+#[test]
+fn golden_fixtures() {
+    let cases = payproxy_plugin_sdk::testing::check_egress::<Pix>(include_str!("../fixtures/golden.json"));
+    assert!(cases >= 40, "only {cases} cases ran");
+}

@@ -1,0 +1,214 @@
+//! Egress: a Stripe API answer → the canonical outcome.
+//!
+//! A 2xx body that is not a PaymentIntent or Refund we can read is **ambiguous**: the
+//! provider may have charged. Error answers go through the tables in [`crate::codes`].
+
+use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::payment::{
+    Decline, DeclineKind, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome,
+    OutcomeStatus, Payment,
+};
+use serde_json::Value;
+
+use crate::codes;
+use crate::config::Config;
+
+/// Decode the answer to the request [`crate::encode::request`] built for `payment`.
+pub fn response(config: &Config, payment: &Payment, response: &HttpResponse) -> Outcome {
+    let body: Option<Value> = serde_json::from_slice(&response.body).ok();
+    if (200..300).contains(&response.status) {
+        let decoded = body.as_ref().and_then(|v| match v["object"].as_str() {
+            Some("payment_intent") if payment.operation != Operation::Refund => intent(payment, v),
+            Some("refund") if payment.operation == Operation::Refund => refund(v),
+            _ => None,
+        });
+        return decoded.unwrap_or_else(|| {
+            Outcome::error(
+                ErrorClass::Ambiguous,
+                "provider_error",
+                "undecodable_response",
+                format!(
+                    "stripe answered {} with a body that is not the expected object",
+                    response.status
+                ),
+            )
+        });
+    }
+    error(config, response.status, body.as_ref())
+}
+
+fn money(v: &Value, field: &str) -> Option<Money> {
+    let minor = v[field].as_i64()?;
+    let currency = currency::normalise(v["currency"].as_str()?)?;
+    Some(Money { minor, currency })
+}
+
+/// A PaymentIntent, read against the operation it answers.
+fn intent(payment: &Payment, v: &Value) -> Option<Outcome> {
+    let id = v["id"].as_str()?.to_string();
+    let status = v["status"].as_str()?;
+    let op = payment.operation;
+    let declined = |provider_code: &str| {
+        OutcomeStatus::Declined(Decline {
+            code: "generic_decline".into(),
+            provider_code: provider_code.into(),
+            kind: DeclineKind::Hard,
+            message: format!("payment intent is {status}"),
+        })
+    };
+    let outcome_status = match (op, status) {
+        (Operation::Void, "canceled") => OutcomeStatus::Approved,
+        (Operation::Void, other) => declined(other),
+        (Operation::Capture, "succeeded") => OutcomeStatus::Approved,
+        (Operation::Capture, "requires_capture" | "processing") => OutcomeStatus::Pending,
+        (_, "succeeded" | "requires_capture") => OutcomeStatus::Approved,
+        (_, "processing" | "requires_confirmation") => OutcomeStatus::Pending,
+        (_, "requires_action") => OutcomeStatus::RequiresAction(next_action(&v["next_action"])?),
+        (_, "canceled") => declined("canceled"),
+        (_, "requires_payment_method") => {
+            match v.get("last_payment_error").filter(|e| e.is_object()) {
+                Some(e) => OutcomeStatus::Declined(decline(e)),
+                None => declined("requires_payment_method"),
+            }
+        }
+        _ => return None,
+    };
+    let amount_field = match status {
+        "succeeded" if v["amount_received"].as_i64().is_some_and(|a| a > 0) => "amount_received",
+        "requires_capture" if v["amount_capturable"].as_i64().is_some_and(|a| a > 0) => {
+            "amount_capturable"
+        }
+        _ => "amount",
+    };
+    Some(Outcome {
+        status: outcome_status,
+        provider_reference: Some(id),
+        amount: money(v, amount_field),
+    })
+}
+
+/// `redirect_to_url`, `oxxo_display_details` (voucher URL) and any `*_display_qr_code`.
+fn next_action(v: &Value) -> Option<NextAction> {
+    let kind = v["type"].as_str()?;
+    let url = |s: &str| Some(NextAction::Redirect(s.to_string()));
+    match kind {
+        "redirect_to_url" => url(v["redirect_to_url"]["url"].as_str()?),
+        "oxxo_display_details" => url(v["oxxo_display_details"]["hosted_voucher_url"].as_str()?),
+        k if k.ends_with("_display_qr_code") => {
+            Some(NextAction::Qr(v[k]["data"].as_str()?.to_string()))
+        }
+        _ => None,
+    }
+}
+
+fn refund(v: &Value) -> Option<Outcome> {
+    let id = v["id"].as_str()?.to_string();
+    let status = match v["status"].as_str()? {
+        "succeeded" => OutcomeStatus::Approved,
+        "pending" | "requires_action" => OutcomeStatus::Pending,
+        s @ ("failed" | "canceled") => {
+            let reason = v["failure_reason"].as_str().unwrap_or(s);
+            let code = match reason {
+                "insufficient_funds" => "insufficient_funds",
+                "expired_or_canceled_card" => "expired_card",
+                "lost_or_stolen_card" => "fraud_suspected",
+                _ => "generic_decline",
+            };
+            OutcomeStatus::Declined(Decline {
+                code: code.into(),
+                provider_code: reason.into(),
+                kind: DeclineKind::Hard,
+                message: format!("refund {s}"),
+            })
+        }
+        _ => return None,
+    };
+    Some(Outcome {
+        status,
+        provider_reference: Some(id),
+        amount: money(v, "amount"),
+    })
+}
+
+/// A card error object → decline through [`codes::decline`].
+fn decline(e: &Value) -> Decline {
+    let provider_code = e["decline_code"]
+        .as_str()
+        .or(e["code"].as_str())
+        .unwrap_or("card_declined")
+        .to_string();
+    let (code, kind) = codes::decline(&provider_code);
+    Decline {
+        code: code.into(),
+        provider_code,
+        kind,
+        message: scrub(e["message"].as_str().unwrap_or("card declined")),
+    }
+}
+
+/// A non-2xx answer.
+fn error(config: &Config, status: u16, body: Option<&Value>) -> Outcome {
+    let e = body.map(|b| &b["error"]).filter(|e| e.is_object());
+    let error_type = e.and_then(|e| e["type"].as_str());
+    if error_type == Some("card_error") {
+        let e = e.unwrap_or(&Value::Null);
+        let mut outcome = Outcome::of(OutcomeStatus::Declined(decline(e)));
+        outcome.provider_reference = e["payment_intent"]["id"].as_str().map(str::to_string);
+        return outcome;
+    }
+    let (code, class) = codes::error(status, error_type, config.server_errors);
+    let provider_code = e
+        .and_then(|e| e["code"].as_str().or(e["type"].as_str()))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("http_{status}"));
+    let detail = e
+        .and_then(|e| e["message"].as_str())
+        .map(scrub)
+        .unwrap_or_else(|| "no Stripe error object".into());
+    Outcome::error(
+        class,
+        code,
+        &provider_code,
+        format!("stripe answered {status}: {detail}"),
+    )
+}
+
+/// A provider message fit for logs: at most 200 characters, digit runs of 8 or more (card
+/// numbers, phones) masked.
+fn scrub(message: &str) -> String {
+    let mut out = String::new();
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() >= 8 {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in message.chars().take(200) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_masks_long_digit_runs() {
+        assert_eq!(
+            scrub("card 4242424242424242 declined"),
+            "card [redacted] declined"
+        );
+        assert_eq!(scrub("amount 1050"), "amount 1050");
+        assert_eq!(scrub(&"x".repeat(300)).len(), 200);
+    }
+}
