@@ -125,6 +125,7 @@ async fn status_describes_the_running_config_without_the_token() {
         status["providers"],
         json!([{
             "name": "a", "url": sim.base_url("a"), "region": "test", "tags": [], "cost": 1.0,
+            "dialect": null, "credentials": [],
         }])
     );
     assert!(

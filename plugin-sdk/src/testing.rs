@@ -58,7 +58,7 @@ pub fn input<T: DeserializeOwned>(value: &Value) -> T {
 fn bytes_bodies(mut value: Value) -> Value {
     if let Value::Object(map) = &mut value {
         if let Some(Value::String(text)) = map.get("body") {
-            let bytes: Vec<Value> = text.bytes().map(|b| Value::from(b)).collect();
+            let bytes: Vec<Value> = text.bytes().map(Value::from).collect();
             map.insert("body".into(), Value::Array(bytes));
         }
         for v in map.values_mut() {

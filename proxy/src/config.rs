@@ -37,6 +37,54 @@ pub struct Config {
     /// Live reload settings.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// Where idempotency records and payment owners live. Needs a restart to change.
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// The state store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `redb` (default: an embedded, crash-safe database file) or `memory` (lost on restart).
+    #[serde(default = "default_state_kind")]
+    pub kind: StateKind,
+    /// Database file, relative to the config file. Default `payproxy.redb`.
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+    /// How long a finished idempotent answer is replayed. Default 24 h.
+    #[serde(default = "default_idempotency_ttl_ms")]
+    pub idempotency_ttl_ms: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            kind: default_state_kind(),
+            path: default_state_path(),
+            idempotency_ttl_ms: default_idempotency_ttl_ms(),
+        }
+    }
+}
+
+/// State store kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateKind {
+    /// Embedded redb file.
+    Redb,
+    /// In memory only.
+    Memory,
+}
+
+fn default_state_kind() -> StateKind {
+    StateKind::Redb
+}
+fn default_state_path() -> PathBuf {
+    PathBuf::from("payproxy.redb")
+}
+fn default_idempotency_ttl_ms() -> u64 {
+    24 * 60 * 60 * 1000
 }
 
 /// One storefront listener.

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub failovers: IntCounterVec,
     /// Ambiguous attempts resolved by resend, status query or pending, by provider.
     pub resolutions: IntCounterVec,
+    /// Idempotent replays by route.
+    pub idempotent_replays: IntCounterVec,
     /// Reloads by result (`ok`, `error`).
     pub reloads: IntCounterVec,
     /// Loaded plugins: value 1, labels plugin, role and sha256 digest.
@@ -113,6 +115,11 @@ impl Metrics {
                 "payproxy_ambiguous_resolutions_total",
                 "Ambiguous attempts by provider, how they were resolved and the class found.",
                 &["provider", "how", "class"],
+            ),
+            idempotent_replays: counter(
+                "payproxy_idempotent_replays_total",
+                "Stored answers replayed for a repeated Idempotency-Key, by route.",
+                &["route"],
             ),
             reloads: counter(
                 "payproxy_reloads_total",

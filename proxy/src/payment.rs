@@ -19,7 +19,7 @@ use crate::config::OnError;
 use crate::error::PluginFailure;
 use crate::failover::{classify, next, AttemptClass, Next, Transport};
 use crate::metrics::Metrics;
-use crate::owners::{Owner, Owners};
+use crate::store::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::types::{
     Annotation, ChallengeKind, ErrorClass, Failure, HttpRequest, HttpResponse, Operation, Outcome,
     OutcomeStatus, Payment, Refusal, RefusalKind,
@@ -35,8 +35,10 @@ const MAX_PROVIDER_BODY: usize = 1 << 20;
 
 /// State of the payment path that outlives snapshots.
 pub struct Payments {
-    /// Which provider owns which storefront-visible id.
-    pub owners: Owners,
+    /// Idempotency records and payment owners.
+    store: Arc<dyn Store>,
+    /// How long a finished idempotent answer replays.
+    ttl_ms: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -49,6 +51,10 @@ struct Flow<'a> {
     parts: &'a http::request::Parts,
     body: Bytes,
     downstream: Downstream,
+    /// The idempotency record this request holds, if any.
+    idempotency: Option<String>,
+    /// The final answer to keep for replay, set where one is produced.
+    keep: std::sync::Mutex<Option<StoredResponse>>,
 }
 
 /// How the attempt phase ended.
@@ -63,9 +69,10 @@ enum Attempted {
 
 impl Payments {
     /// Payment state over shared metrics.
-    pub fn new(metrics: Arc<Metrics>) -> Payments {
+    pub fn new(metrics: Arc<Metrics>, store: Arc<dyn Store>, ttl_ms: u64) -> Payments {
         Payments {
-            owners: Owners::default(),
+            store,
+            ttl_ms,
             metrics,
         }
     }
@@ -95,23 +102,102 @@ impl Payments {
             parts: &parts,
             body,
             downstream,
+            idempotency: None,
+            keep: std::sync::Mutex::new(None),
         };
-        self.run(&flow).await
+        self.run(flow).await
     }
 
-    async fn run(&self, flow: &Flow<'_>) -> Answer {
+    /// Ingress, then the idempotency gate, then the rest; the record is finished with the
+    /// answer (kept for replay) or released when nothing can have been charged.
+    async fn run(&self, mut flow: Flow<'_>) -> Answer {
         let view = http_view(flow.parts, Some(&flow.body));
 
         // ingress
-        let mut payment = match flow.ingress.parse_request(&view) {
+        let payment = match flow.ingress.parse_request(&view) {
             Ok(Ok(payment)) => payment,
-            Ok(Err(refusal)) => return self.refuse(flow, refusal, "none"),
-            Err(failure) => return self.plugin_failed(flow, &failure),
+            Ok(Err(refusal)) => return self.refuse(&flow, refusal, "none"),
+            Err(failure) => return self.plugin_failed(&flow, &failure),
         };
 
+        // idempotency (Stripe semantics), for everything but reads
+        let mut resume = None;
+        if let (Some(key), true) = (&payment.idempotency_key, payment.operation != Operation::Status) {
+            let record = format!("{}\u{0}{key}", flow.route.name);
+            let fingerprint = fingerprint(flow.parts, &flow.body);
+            let stale = flow.route.failover.deadline_ms.saturating_mul(3);
+            let (r, f) = (record.clone(), fingerprint.clone());
+            match self.state(move |s| s.begin(&r, &f, now_ms(), stale)).await {
+                Ok(Begin::Started) => flow.idempotency = Some(record),
+                Ok(Begin::Resume { attempt }) => {
+                    tracing::warn!(route = %flow.route.name, "taking over a request whose proxy stopped mid-flight");
+                    resume = attempt;
+                    flow.idempotency = Some(record);
+                }
+                Ok(Begin::Replay(stored)) => {
+                    self.metrics.idempotent_replays.with_label_values(&[flow.route.name.as_str()]).inc();
+                    return replay(flow.route, stored);
+                }
+                Ok(Begin::Mismatch) => {
+                    let r = refusal(
+                        RefusalKind::InvalidRequest(None),
+                        400,
+                        "idempotency_error",
+                        "this idempotency key was already used with different parameters",
+                    );
+                    return self.refuse(&flow, r, "none");
+                }
+                Ok(Begin::InFlight) => {
+                    let r = refusal(
+                        RefusalKind::InvalidRequest(None),
+                        409,
+                        "idempotency_key_in_use",
+                        "a request with this idempotency key is still being processed; retry later",
+                    );
+                    return self.refuse(&flow, r, "none");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "state store failed; refusing the payment rather than risk a double charge");
+                    let r = refusal(RefusalKind::Unavailable, 503, "state_unavailable", "the payment cannot be processed right now");
+                    return self.refuse(&flow, r, "none");
+                }
+            }
+        }
+
+        let answer = self.execute(&flow, &view, payment, resume).await;
+        if let Some(record) = &flow.idempotency {
+            let kept = flow.keep.lock().ok().and_then(|mut k| k.take());
+            let record = record.clone();
+            let done = match kept {
+                Some(stored) => {
+                    let ttl = self.ttl_ms;
+                    self.state(move |s| s.finish(&record, &stored, now_ms(), ttl)).await
+                }
+                None => self.state(move |s| s.release(&record)).await,
+            };
+            if let Err(e) = done {
+                tracing::error!(error = %e, "could not record the idempotent result");
+            }
+        }
+        answer
+    }
+
+    async fn execute(&self, flow: &Flow<'_>, view: &HttpRequest, mut payment: Payment, resume: Option<Attempt>) -> Answer {
+        let view = view.clone();
         // affinity: follow-ups go to the provider that owns the payment
-        let owner = match &payment.id {
-            Some(id) => match self.owners.get(id) {
+        let known = match payment.id.clone() {
+            Some(id) => match self.state(move |s| s.owner(&id)).await {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    tracing::error!(error = %e, "state store failed reading a payment owner");
+                    let r = refusal(RefusalKind::Unavailable, 503, "state_unavailable", "the payment cannot be processed right now");
+                    return self.refuse(flow, r, "none");
+                }
+            },
+            None => None,
+        };
+        let owner = match known {
+            Some(found) => match found {
                 Some(owner) => {
                     payment.provider_reference = Some(owner.reference.clone());
                     // Follow-ups in some dialects carry an amount without currency.
@@ -190,9 +276,11 @@ impl Payments {
         }
 
         // route
-        let order = match &owner {
-            Some(owner) => vec![owner.provider.clone()],
-            None => match self.decide(flow, &view, &payment) {
+        let order = match (&owner, &resume) {
+            // A resumed request goes back where it may already have been charged.
+            (_, Some(attempt)) => vec![attempt.provider.clone()],
+            (Some(owner), None) => vec![owner.provider.clone()],
+            (None, None) => match self.decide(flow, &view, &payment) {
                 Ok(order) => order,
                 Err(refused) => return refused,
             },
@@ -214,14 +302,15 @@ impl Payments {
         };
         if owner.is_none() && payment.operation == Operation::Authorize {
             if let Some(reference) = &outcome.provider_reference {
-                self.owners.insert(
-                    &payment_id,
-                    Owner {
-                        provider: provider.clone(),
-                        reference: reference.clone(),
-                        currency: payment.amount.as_ref().map(|a| a.currency.clone()),
-                    },
-                );
+                let owner = Owner {
+                    provider: provider.clone(),
+                    reference: reference.clone(),
+                    currency: payment.amount.as_ref().map(|a| a.currency.clone()),
+                };
+                let id = payment_id.clone();
+                if let Err(e) = self.state(move |s| s.set_owner(&id, &owner)).await {
+                    tracing::error!(error = %e, "could not record the payment owner");
+                }
             }
         }
         tracing::info!(
@@ -238,9 +327,52 @@ impl Payments {
             .ingress
             .render_outcome(&payment, &outcome, &payment_id, &annotations)
         {
-            Ok(response) => answer(flow.route, &provider, response),
+            Ok(response) => {
+                // Nothing charged anywhere: a retry may run it again. Everything else replays.
+                let nothing_happened = matches!(
+                    &outcome.status,
+                    OutcomeStatus::Error(Failure { class: ErrorClass::NotSent | ErrorClass::AnsweredNotProcessed, .. })
+                );
+                if !nothing_happened {
+                    let mut headers = response.headers.clone();
+                    headers.push((PROVIDER_HEADER.into(), provider.clone()));
+                    flow.keep_response(StoredResponse {
+                        status: response.status,
+                        headers,
+                        body: response.body.clone(),
+                    });
+                }
+                answer(flow.route, &provider, response)
+            }
             Err(failure) => self.plugin_failed(flow, &failure),
         }
+    }
+
+    /// Run a store call off the async workers (it may fsync).
+    async fn state<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(&*store)).await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Task(e.to_string())),
+        }
+    }
+
+    /// Journal an attempt before it is sent (after a crash, the retry resumes there).
+    async fn journal(&self, flow: &Flow<'_>, provider: &str, provider_key: &str) -> Result<(), Refusal> {
+        let Some(record) = flow.idempotency.clone() else {
+            return Ok(());
+        };
+        let attempt = Attempt {
+            provider: provider.to_string(),
+            provider_key: provider_key.to_string(),
+        };
+        self.state(move |s| s.note_attempt(&record, &attempt)).await.map_err(|e| {
+            tracing::error!(error = %e, "could not journal the attempt; not sending it");
+            refusal(RefusalKind::Unavailable, 503, "state_unavailable", "the payment cannot be processed right now")
+        })
     }
 
     /// Ask the router (with the canonical payment) for the order; static order without one.
@@ -310,6 +442,10 @@ impl Payments {
             if let Some((from, outcome)) = &last {
                 self.failover(from, name, outcome);
             }
+            let key = provider_key(name, payment);
+            if let Err(refused) = self.journal(flow, name, &key).await {
+                return Attempted::Refused(refused);
+            }
             if dialect_name == flow.ingress_name {
                 match self.forward(flow, name, entry, egress, payment).await {
                     Ok(answer) => return Attempted::Forwarded(answer),
@@ -319,7 +455,6 @@ impl Payments {
                     }
                 }
             }
-            let key = provider_key(name, payment);
             let (class, outcome) = match self
                 .send_once(name, entry, egress, payment, &key, deadline)
                 .await
@@ -524,19 +659,28 @@ impl Payments {
             return Err(outcome);
         }
         if payment.id.is_none() && payment.operation == Operation::Authorize {
-            if let Some(outcome) = decoded {
-                if let Some(reference) = outcome.provider_reference {
-                    // Same dialect: the provider's id is the storefront-visible id.
-                    self.owners.insert(
-                        &reference,
-                        Owner {
-                            provider: name.to_string(),
-                            reference: reference.clone(),
-                            currency: payment.amount.as_ref().map(|a| a.currency.clone()),
-                        },
-                    );
+            if let Some(reference) = decoded.and_then(|o| o.provider_reference) {
+                // Same dialect: the provider's id is the storefront-visible id.
+                let owner = Owner {
+                    provider: name.to_string(),
+                    reference: reference.clone(),
+                    currency: payment.amount.as_ref().map(|a| a.currency.clone()),
+                };
+                if let Err(e) = self.state(move |s| s.set_owner(&reference, &owner)).await {
+                    tracing::error!(error = %e, "could not record the payment owner");
                 }
             }
+        }
+        if parts.status.as_u16() < 500 {
+            flow.keep_response(StoredResponse {
+                status: parts.status.as_u16(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+                    .collect(),
+                body: bytes.to_vec(),
+            });
         }
         strip_hop_by_hop(&mut parts.headers);
         if let Ok(v) = HeaderValue::from_str(name) {
@@ -694,6 +838,50 @@ impl Payments {
                 .map(|b| b.map_err(|never| match never {}).boxed()),
         }
     }
+}
+
+impl Flow<'_> {
+    fn keep_response(&self, response: StoredResponse) {
+        if let Ok(mut keep) = self.keep.lock() {
+            *keep = Some(response);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What makes two requests "the same" for an idempotency key: method, path and body.
+fn fingerprint(parts: &http::request::Parts, body: &Bytes) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(parts.uri.path().as_bytes());
+    hasher.update([0]);
+    hasher.update(body);
+    hex::encode(hasher.finalize())
+}
+
+/// A stored answer, replayed byte for byte, marked the way Stripe marks replays.
+fn replay(route: &Route, stored: StoredResponse) -> Answer {
+    let mut headers = stored.headers;
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case("idempotent-replayed"));
+    headers.push(("idempotent-replayed".into(), "true".into()));
+    let provider = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(PROVIDER_HEADER))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "none".into());
+    answer(
+        route,
+        &provider,
+        HttpResponse {
+            status: stored.status,
+            headers,
+            body: stored.body,
+        },
+    )
 }
 
 fn refusal(kind: RefusalKind, status: u16, code: &str, message: &str) -> Refusal {

@@ -18,6 +18,7 @@ use crate::config::OnError;
 use crate::error::ProxyError;
 use crate::metrics::{status_class, Metrics};
 use crate::payment::{http_view, Payments};
+use crate::store::Store;
 use crate::plugin::RouteDecision;
 use crate::reload::Reloader;
 use crate::route::Route;
@@ -56,11 +57,11 @@ fn boxed_full(response: Response<Full<Bytes>>) -> Response<ProxyBody> {
 }
 
 impl Proxy {
-    /// A handler reading snapshots from `reloader`.
-    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>) -> Proxy {
+    /// A handler reading snapshots from `reloader`, keeping payment state in `store`.
+    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>, store: Arc<dyn Store>, ttl_ms: u64) -> Proxy {
         Proxy {
             reloader,
-            payments: Payments::new(metrics.clone()),
+            payments: Payments::new(metrics.clone(), store, ttl_ms),
             metrics,
         }
     }

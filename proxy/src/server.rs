@@ -9,7 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin};
-use crate::config::{self, Config};
+use crate::config::{self, Config, StateKind};
+use crate::store::{MemoryStore, RedbStore, Store};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
@@ -82,7 +83,19 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         let file = file.clone();
         tokio::task::spawn_blocking(move || Reloader::start(&file, builder)).await??
     };
-    let proxy = Arc::new(Proxy::new(reloader.clone(), metrics.clone()));
+    let store: Arc<dyn Store> = match config.state.kind {
+        StateKind::Redb => {
+            let path = config::resolve(&file, &config.state.path);
+            Arc::new(tokio::task::spawn_blocking(move || RedbStore::open(&path)).await??)
+        }
+        StateKind::Memory => Arc::new(MemoryStore::new()),
+    };
+    let proxy = Arc::new(Proxy::new(
+        reloader.clone(),
+        metrics.clone(),
+        store,
+        config.state.idempotency_ttl_ms,
+    ));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut listen_addrs = Vec::new();

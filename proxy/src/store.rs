@@ -107,6 +107,9 @@ pub enum Begin {
 /// A store failure. None of these means "the key is free": callers must fail the request.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The blocking task running a store call failed (panicked or was cancelled).
+    #[error("store call failed: {0}")]
+    Task(String),
     /// The directory for the database file could not be created.
     #[error("store {path}: cannot create directory: {source}", path = path.display())]
     CreateDir {

@@ -13,7 +13,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
+mod payments;
+mod recorder;
+
+pub use payments::{example_config_dir, example_json, payments_config, PAYMENT_PROVIDERS};
 pub use provider_sim::{Faults, Simulator};
+pub use recorder::{Recorded, Recorder};
 
 /// Path of a built plugin (`scripts/build-plugins.sh`, run by the test command).
 pub fn wasm(name: &str) -> PathBuf {
@@ -80,8 +85,20 @@ pub fn base_config(sim: &Simulator, providers: &[&str]) -> Value {
 impl Env {
     /// Write `config` into a fresh temp dir and start the proxy on it.
     pub async fn start(config: Value) -> Env {
+        Env::start_with_files(config, &[]).await
+    }
+
+    /// Like [`Env::start`], with extra files (name → JSON) written next to the config
+    /// first, for plugins' `config_file`s.
+    pub async fn start_with_files(config: Value, files: &[(&str, &Value)]) -> Env {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
+        for (name, value) in files {
+            write_atomic(
+                &dir.path().join(name),
+                &serde_json::to_vec_pretty(value).unwrap(),
+            );
+        }
         let config_path = write_config(dir.path(), &config);
         let proxy = payproxy::server::start(&config_path)
             .await

@@ -8,6 +8,9 @@ use json_http::{Answer, Http};
 use provider_sim::{Faults, Simulator};
 use serde_json::{json, Value};
 
+/// An edit that breaks a valid body.
+type Patch = fn(&mut Value);
+
 const KEY: (&str, &str) = ("x-api-key", "test_adyen_key");
 
 fn payment(value: i64, reference: &str) -> Value {
@@ -253,7 +256,7 @@ async fn cancel_an_authorisation() {
 async fn validation_errors_are_422_and_record_nothing() {
     let sim = Simulator::start(&["adyen-eu"]).await.unwrap();
     let http = Http::new(&sim, "adyen-eu");
-    let cases: [(fn(&mut Value), &str); 6] = [
+    let cases: [(Patch, &str); 6] = [
         (
             |b| {
                 b.as_object_mut().unwrap().remove("merchantAccount");

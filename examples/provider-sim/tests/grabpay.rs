@@ -133,6 +133,9 @@ fn init(partner_tx_id: &str, amount: i64) -> Value {
 
 const INIT: &str = "/grabpay/v2/charge/init";
 
+/// Header name and value pairs of a raw request.
+type Headers = Vec<(&'static str, String)>;
+
 #[tokio::test]
 async fn signed_charge_is_recorded_and_replayed_on_the_same_partner_tx_id() {
     let sim = Simulator::start(&[NAME]).await.expect("start");
@@ -204,7 +207,7 @@ async fn bad_or_missing_signatures_are_rejected_and_record_nothing() {
     let ct = ("content-type", "application/json".to_owned());
     let date = ("date", DATE.to_owned());
     let auth = |sig: &str| ("authorization", format!("{}:{sig}", grab.partner));
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>)> = vec![
+    let cases: Vec<(&str, Headers, Vec<u8>)> = vec![
         (
             "wrong secret",
             vec![date.clone(), ct.clone(), auth(&wrong_secret)],

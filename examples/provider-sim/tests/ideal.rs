@@ -8,6 +8,9 @@ use json_http::{Answer, Http};
 use provider_sim::Simulator;
 use serde_json::{json, Value};
 
+/// An edit that breaks a valid body.
+type Patch = fn(&mut Value);
+
 const AUTH: (&str, &str) = ("authorization", "Bearer test_ideal_key");
 
 fn transaction(amount: &str, reference: &str) -> Value {
@@ -149,7 +152,7 @@ async fn the_shopper_can_fail_cancel_or_let_it_expire() {
 async fn invalid_input_is_422_and_records_nothing() {
     let sim = Simulator::start(&["bank-nl"]).await.unwrap();
     let http = Http::new(&sim, "bank-nl");
-    let cases: [(fn(&mut Value), &str, &str); 8] = [
+    let cases: [(Patch, &str, &str); 8] = [
         (
             |b| b["iban"] = json!("NL91ABNA0417164301"),
             "invalid_iban",

@@ -22,7 +22,12 @@ pub struct Refusal {
     pub message: &'static str,
 }
 
-const fn r(provider: &'static str, code: &'static str, kind: DeclineKind, message: &'static str) -> Refusal {
+const fn r(
+    provider: &'static str,
+    code: &'static str,
+    kind: DeclineKind,
+    message: &'static str,
+) -> Refusal {
     Refusal {
         provider,
         code,
@@ -45,18 +50,38 @@ pub const REFUSALS: &[Refusal] = &[
     r("8", "invalid_account", Hard, "invalid card number"),
     r("9", "generic_decline", Soft, "the issuer is unavailable"),
     r("10", "generic_decline", Hard, "not supported by the issuer"),
-    r("11", "authentication_required", Soft, "3-D Secure authentication failed"),
+    r(
+        "11",
+        "authentication_required",
+        Soft,
+        "3-D Secure authentication failed",
+    ),
     r("12", "insufficient_funds", Soft, "not enough balance"),
     r("14", "fraud_suspected", Hard, "acquirer suspects fraud"),
     r("15", "generic_decline", Hard, "the payment was cancelled"),
-    r("16", "generic_decline", Hard, "the shopper cancelled the payment"),
+    r(
+        "16",
+        "generic_decline",
+        Hard,
+        "the shopper cancelled the payment",
+    ),
     r("17", "authentication_required", Soft, "invalid PIN"),
     r("18", "do_not_honor", Hard, "PIN tries exceeded"),
     r("19", "generic_decline", Soft, "PIN validation not possible"),
     r("20", "fraud_suspected", Hard, "refused by risk checks"),
-    r("21", "generic_decline", Soft, "the payment was not submitted"),
+    r(
+        "21",
+        "generic_decline",
+        Soft,
+        "the payment was not submitted",
+    ),
     r("22", "fraud_suspected", Hard, "cancelled by risk checks"),
-    r("23", "do_not_honor", Hard, "transaction not permitted for this card"),
+    r(
+        "23",
+        "do_not_honor",
+        Hard,
+        "transaction not permitted for this card",
+    ),
     r("24", "do_not_honor", Soft, "the security code was declined"),
     r("25", "do_not_honor", Hard, "the card is restricted"),
     r("26", "do_not_honor", Hard, "the authorisation was revoked"),
@@ -65,23 +90,81 @@ pub const REFUSALS: &[Refusal] = &[
     r("29", "limit_exceeded", Soft, "withdrawal count exceeded"),
     r("31", "fraud_suspected", Hard, "the issuer suspects fraud"),
     r("32", "do_not_honor", Soft, "address verification declined"),
-    r("33", "authentication_required", Soft, "the card requires an online PIN"),
-    r("34", "invalid_account", Hard, "no checking account on the card"),
-    r("35", "invalid_account", Hard, "no savings account on the card"),
-    r("36", "authentication_required", Soft, "a mobile PIN is required"),
-    r("37", "authentication_required", Soft, "contactless fallback required"),
-    r("38", "authentication_required", Soft, "authentication required"),
-    r("39", "authentication_required", Soft, "3-D Secure response not received"),
-    r("40", "generic_decline", Soft, "the card application is temporarily blocked"),
-    r("41", "authentication_required", Soft, "cardholder verification required"),
-    r("42", "authentication_required", Soft, "3-D Secure authentication error"),
-    r("46", "do_not_honor", Hard, "blocked to prevent excessive retries"),
+    r(
+        "33",
+        "authentication_required",
+        Soft,
+        "the card requires an online PIN",
+    ),
+    r(
+        "34",
+        "invalid_account",
+        Hard,
+        "no checking account on the card",
+    ),
+    r(
+        "35",
+        "invalid_account",
+        Hard,
+        "no savings account on the card",
+    ),
+    r(
+        "36",
+        "authentication_required",
+        Soft,
+        "a mobile PIN is required",
+    ),
+    r(
+        "37",
+        "authentication_required",
+        Soft,
+        "contactless fallback required",
+    ),
+    r(
+        "38",
+        "authentication_required",
+        Soft,
+        "authentication required",
+    ),
+    r(
+        "39",
+        "authentication_required",
+        Soft,
+        "3-D Secure response not received",
+    ),
+    r(
+        "40",
+        "generic_decline",
+        Soft,
+        "the card application is temporarily blocked",
+    ),
+    r(
+        "41",
+        "authentication_required",
+        Soft,
+        "cardholder verification required",
+    ),
+    r(
+        "42",
+        "authentication_required",
+        Soft,
+        "3-D Secure authentication error",
+    ),
+    r(
+        "46",
+        "do_not_honor",
+        Hard,
+        "blocked to prevent excessive retries",
+    ),
 ];
 
 /// The row for a refusal reason code; unknown codes are a soft generic decline.
 pub fn refusal(code: &str) -> &'static Refusal {
     const UNKNOWN: Refusal = r("", "generic_decline", Soft, "the payment was refused");
-    REFUSALS.iter().find(|row| row.provider == code.trim()).unwrap_or(&UNKNOWN)
+    REFUSALS
+        .iter()
+        .find(|row| row.provider == code.trim())
+        .unwrap_or(&UNKNOWN)
 }
 
 /// One HTTP error row: status, normalized failure code, class.
@@ -98,9 +181,17 @@ pub const HTTP_ERRORS: &[HttpError] = &[
     (404, "invalid_request", ErrorClass::AnsweredNotProcessed),
     (422, "invalid_request", ErrorClass::AnsweredNotProcessed),
     (429, "rate_limited", ErrorClass::AnsweredNotProcessed),
-    (500, "provider_unavailable", ErrorClass::AnsweredNotProcessed),
+    (
+        500,
+        "provider_unavailable",
+        ErrorClass::AnsweredNotProcessed,
+    ),
     (502, "provider_error", ErrorClass::Ambiguous),
-    (503, "provider_unavailable", ErrorClass::AnsweredNotProcessed),
+    (
+        503,
+        "provider_unavailable",
+        ErrorClass::AnsweredNotProcessed,
+    ),
     (504, "provider_timeout", ErrorClass::Ambiguous),
 ];
 
@@ -135,7 +226,11 @@ mod tests {
         ];
         for (i, row) in REFUSALS.iter().enumerate() {
             assert!(NORMALIZED.contains(&row.code), "{}", row.provider);
-            assert!(REFUSALS[..i].iter().all(|o| o.provider != row.provider), "duplicate {}", row.provider);
+            assert!(
+                REFUSALS[..i].iter().all(|o| o.provider != row.provider),
+                "duplicate {}",
+                row.provider
+            );
         }
         assert_eq!(refusal("12").code, "insufficient_funds");
         assert_eq!(refusal(" 6 ").kind, Hard);

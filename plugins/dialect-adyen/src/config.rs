@@ -47,7 +47,11 @@ impl Config {
                 "dialect-adyen config: base_path: {path:?} must start with '/' and not end with '/'"
             ));
         }
-        if config.merchant_account.as_deref().is_some_and(|m| m.trim().is_empty()) {
+        if config
+            .merchant_account
+            .as_deref()
+            .is_some_and(|m| m.trim().is_empty())
+        {
             return Err("dialect-adyen config: merchant_account: must not be empty".into());
         }
         Ok(config)
@@ -72,7 +76,11 @@ mod tests {
             Config::parse(r#"{"merchant_account":5}"#).unwrap_err(),
             "dialect-adyen config: merchant_account: invalid type: integer `5`, expected a string"
         );
-        assert!(Config::parse(r#"{"base_path":"v71/"}"#).unwrap_err().contains("base_path"));
-        assert!(Config::parse(r#"{"merchant_account":" "}"#).unwrap_err().contains("merchant_account"));
+        assert!(Config::parse(r#"{"base_path":"v71/"}"#)
+            .unwrap_err()
+            .contains("base_path"));
+        assert!(Config::parse(r#"{"merchant_account":" "}"#)
+            .unwrap_err()
+            .contains("merchant_account"));
     }
 }

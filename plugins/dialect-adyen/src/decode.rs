@@ -20,7 +20,8 @@
 
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::payment::{
-    Decline, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome, OutcomeStatus, Payment,
+    Decline, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome, OutcomeStatus,
+    Payment,
 };
 use serde_json::Value;
 
@@ -42,11 +43,18 @@ pub fn response(payment: &Payment, response: &HttpResponse) -> Outcome {
 }
 
 fn ambiguous(provider_code: &str, message: &str) -> Outcome {
-    Outcome::error(ErrorClass::Ambiguous, "provider_error", provider_code, message)
+    Outcome::error(
+        ErrorClass::Ambiguous,
+        "provider_error",
+        provider_code,
+        message,
+    )
 }
 
 fn text<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
-    body.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    body.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// A non-2xx answer, by HTTP status; Adyen's `errorCode` is kept as the provider code.
@@ -54,9 +62,18 @@ fn http_error(status: u16, body: Option<&Value>) -> Outcome {
     let (_, code, class) = codes::http_error(status);
     let provider_code = body
         .and_then(|b| b.get("errorCode"))
-        .and_then(|c| c.as_str().map(str::to_string).or_else(|| c.as_i64().map(|n| n.to_string())))
+        .and_then(|c| {
+            c.as_str()
+                .map(str::to_string)
+                .or_else(|| c.as_i64().map(|n| n.to_string()))
+        })
         .unwrap_or_else(|| status.to_string());
-    Outcome::error(class, code, &provider_code, format!("the provider answered HTTP {status}"))
+    Outcome::error(
+        class,
+        code,
+        &provider_code,
+        format!("the provider answered HTTP {status}"),
+    )
 }
 
 /// `amount` of an answer, if present and valid; else what was asked for. The error is the
@@ -66,7 +83,10 @@ fn answered_amount(payment: &Payment, body: &Value) -> Result<Option<Money>, &'s
         return Ok(payment.amount.clone());
     };
     let minor = amount.get("value").and_then(Value::as_i64);
-    let code = amount.get("currency").and_then(Value::as_str).and_then(currency::normalise);
+    let code = amount
+        .get("currency")
+        .and_then(Value::as_str)
+        .and_then(currency::normalise);
     match (minor, code) {
         (Some(minor), Some(currency)) if minor >= 0 => Ok(Some(Money { minor, currency })),
         _ => Err("the provider's answer has an unreadable amount"),
@@ -90,7 +110,11 @@ fn payment_result(payment: &Payment, body: &Value) -> Outcome {
         "Refused" => {
             let reason = body
                 .get("refusalReasonCode")
-                .and_then(|c| c.as_str().map(str::to_string).or_else(|| c.as_i64().map(|n| n.to_string())))
+                .and_then(|c| {
+                    c.as_str()
+                        .map(str::to_string)
+                        .or_else(|| c.as_i64().map(|n| n.to_string()))
+                })
                 .unwrap_or_default();
             let row = codes::refusal(&reason);
             OutcomeStatus::Declined(Decline {
@@ -101,10 +125,17 @@ fn payment_result(payment: &Payment, body: &Value) -> Outcome {
             })
         }
         "RedirectShopper" | "IdentifyShopper" | "ChallengeShopper" => {
-            match body.pointer("/action/url").and_then(Value::as_str).filter(|u| !u.is_empty()) {
+            match body
+                .pointer("/action/url")
+                .and_then(Value::as_str)
+                .filter(|u| !u.is_empty())
+            {
                 Some(url) => OutcomeStatus::RequiresAction(NextAction::Redirect(url.into())),
                 None => {
-                    let outcome = ambiguous(result_code, "the provider asked for a redirect without a URL");
+                    let outcome = ambiguous(
+                        result_code,
+                        "the provider asked for a redirect without a URL",
+                    );
                     return with_reference(outcome, psp);
                 }
             }
@@ -125,9 +156,17 @@ fn payment_result(payment: &Payment, body: &Value) -> Outcome {
             );
             return with_reference(outcome, psp);
         }
-        "" => return with_reference(ambiguous("", "the provider's answer has no resultCode"), psp),
+        "" => {
+            return with_reference(
+                ambiguous("", "the provider's answer has no resultCode"),
+                psp,
+            )
+        }
         other => {
-            return with_reference(ambiguous(other, "the provider answered an unknown resultCode"), psp)
+            return with_reference(
+                ambiguous(other, "the provider answered an unknown resultCode"),
+                psp,
+            )
         }
     };
     Outcome {
@@ -152,7 +191,13 @@ fn modification(payment: &Payment, body: &Value) -> Outcome {
     };
     if text(body, "status") != Some("received") {
         let status = text(body, "status").unwrap_or_default();
-        return with_reference(ambiguous(status, "the provider's modification answer has no status received"), reference);
+        return with_reference(
+            ambiguous(
+                status,
+                "the provider's modification answer has no status received",
+            ),
+            reference,
+        );
     }
     let amount = match payment.operation {
         Operation::Void => None,

@@ -1,16 +1,25 @@
 //! Canonical payment → Adyen request. Everything is validated before a request exists.
 
 use payproxy_plugin_sdk::currency;
-use payproxy_plugin_sdk::payment::{Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal};
+use payproxy_plugin_sdk::payment::{
+    Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal,
+};
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
 
 /// Build the request for `payment`, or refuse it.
-pub fn request(config: &Config, payment: &Payment, context: &Context) -> Result<HttpRequest, Refusal> {
+pub fn request(
+    config: &Config,
+    payment: &Payment,
+    context: &Context,
+) -> Result<HttpRequest, Refusal> {
     let merchant = merchant_account(config, context);
     let (path, body) = match payment.operation {
-        Operation::Authorize => ("/payments".to_string(), authorize(payment, context, merchant)?),
+        Operation::Authorize => (
+            "/payments".to_string(),
+            authorize(payment, context, merchant)?,
+        ),
         Operation::Capture => modification(payment, context, merchant, "captures", true)?,
         Operation::Refund => modification(payment, context, merchant, "refunds", true)?,
         Operation::Void => modification(payment, context, merchant, "cancels", false)?,
@@ -24,7 +33,10 @@ pub fn request(config: &Config, payment: &Payment, context: &Context) -> Result<
     };
     let mut headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
-        ("idempotency-key".to_string(), context.idempotency_key.clone()),
+        (
+            "idempotency-key".to_string(),
+            context.idempotency_key.clone(),
+        ),
     ];
     // Without a key the request still goes out: Adyen answers 401 (answered, not processed),
     // which lets the host try another provider instead of refusing the shopper.
@@ -57,10 +69,9 @@ fn merchant_account<'a>(config: &'a Config, context: &'a Context) -> Option<&'a 
 
 /// `{"value": minor, "currency": "EUR"}` for a present, positive amount in a known currency.
 pub fn amount(payment: &Payment) -> Result<Value, Refusal> {
-    let money = payment
-        .amount
-        .as_ref()
-        .ok_or_else(|| Refusal::invalid(Some("amount"), "parameter_missing", "amount is required"))?;
+    let money = payment.amount.as_ref().ok_or_else(|| {
+        Refusal::invalid(Some("amount"), "parameter_missing", "amount is required")
+    })?;
     let code = currency::normalise(&money.currency).ok_or_else(|| {
         Refusal::invalid(
             Some("currency"),
@@ -69,7 +80,11 @@ pub fn amount(payment: &Payment) -> Result<Value, Refusal> {
         )
     })?;
     if money.minor <= 0 {
-        return Err(Refusal::invalid(Some("amount"), "invalid_amount", "amount must be positive"));
+        return Err(Refusal::invalid(
+            Some("amount"),
+            "invalid_amount",
+            "amount must be positive",
+        ));
     }
     Ok(json!({ "value": money.minor, "currency": code }))
 }
@@ -83,7 +98,11 @@ fn reference(payment: &Payment, context: &Context) -> String {
         .unwrap_or_else(|| context.idempotency_key.clone())
 }
 
-fn authorize(payment: &Payment, context: &Context, merchant: Option<&str>) -> Result<Value, Refusal> {
+fn authorize(
+    payment: &Payment,
+    context: &Context,
+    merchant: Option<&str>,
+) -> Result<Value, Refusal> {
     let amount = amount(payment)?;
     let method = payment_method(payment)?;
     let mut body = Map::new();
@@ -108,8 +127,11 @@ fn authorize(payment: &Payment, context: &Context, merchant: Option<&str>) -> Re
         body.insert("installments".into(), json!({ "value": count }));
     }
     if !payment.metadata.is_empty() {
-        let metadata: Map<String, Value> =
-            payment.metadata.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        let metadata: Map<String, Value> = payment
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
         body.insert("metadata".into(), metadata.into());
     }
     let mut additional = Map::new();
@@ -222,8 +244,16 @@ fn psp_reference(payment: &Payment) -> Result<&str, Refusal> {
             "the provider reference of the payment is unknown",
         ));
     }
-    if psp.len() > 64 || !psp.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(Refusal::invalid(Some("id"), "invalid_reference", "the provider reference is malformed"));
+    if psp.len() > 64
+        || !psp
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Refusal::invalid(
+            Some("id"),
+            "invalid_reference",
+            "the provider reference is malformed",
+        ));
     }
     Ok(psp)
 }
@@ -235,7 +265,10 @@ mod tests {
 
     fn payment() -> Payment {
         let mut p = Payment::new(Operation::Authorize);
-        p.amount = Some(Money { minor: 100, currency: "EUR".into() });
+        p.amount = Some(Money {
+            minor: 100,
+            currency: "EUR".into(),
+        });
         p.method = Some(PaymentMethod::Card(Card {
             token: "tok".into(),
             bin: None,
@@ -249,7 +282,10 @@ mod tests {
     fn context(credentials: &[(&str, &str)]) -> Context {
         Context {
             provider: "adyen".into(),
-            credentials: credentials.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            credentials: credentials
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             now_ms: 0,
             idempotency_key: "key-1".into(),
         }
@@ -261,10 +297,18 @@ mod tests {
             merchant_account: Some("FromConfig".into()),
             ..Config::default()
         };
-        let request = request(&config, &payment(), &context(&[("merchant_account", "FromCreds")])).unwrap();
+        let request = request(
+            &config,
+            &payment(),
+            &context(&[("merchant_account", "FromCreds")]),
+        )
+        .unwrap();
         let body: Value = serde_json::from_slice(request.body.as_deref().unwrap()).unwrap();
         assert_eq!(body["merchantAccount"], "FromCreds");
-        assert_eq!(body["reference"], "key-1", "idempotency key is the last-resort reference");
+        assert_eq!(
+            body["reference"], "key-1",
+            "idempotency key is the last-resort reference"
+        );
         assert!(request.header("x-api-key").is_none());
         assert_eq!(request.header("idempotency-key"), Some("key-1"));
 
@@ -274,7 +318,12 @@ mod tests {
     }
 
     fn request_without_merchant() -> HttpRequest {
-        request(&Config::default(), &payment(), &context(&[("api_key", "k")])).unwrap()
+        request(
+            &Config::default(),
+            &payment(),
+            &context(&[("api_key", "k")]),
+        )
+        .unwrap()
     }
 
     #[test]

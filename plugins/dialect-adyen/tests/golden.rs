@@ -4,6 +4,8 @@ use dialect_adyen::Adyen;
 
 #[test]
 fn golden_fixtures() {
-    let cases = payproxy_plugin_sdk::testing::check_egress::<Adyen>(include_str!("../fixtures/golden.json"));
+    let cases = payproxy_plugin_sdk::testing::check_egress::<Adyen>(include_str!(
+        "../fixtures/golden.json"
+    ));
     assert!(cases >= 40, "only {cases} cases ran");
 }

@@ -7,7 +7,9 @@ use payproxy_plugin_sdk::payment::{
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-const CURRENCIES: &[&str] = &["EUR", "USD", "JPY", "KWD", "BRL", "IDR", "SGD", "CLP", "BHD", "gbp"];
+const CURRENCIES: &[&str] = &[
+    "EUR", "USD", "JPY", "KWD", "BRL", "IDR", "SGD", "CLP", "BHD", "gbp",
+];
 
 fn plugin() -> Adyen {
     Adyen::init(r#"{"merchant_account":"Shop"}"#).expect("config")
@@ -24,7 +26,10 @@ fn context() -> Context {
 
 fn card_payment(minor: i64, currency: &str, reference: &str) -> Payment {
     let mut p = Payment::new(Operation::Authorize);
-    p.amount = Some(Money { minor, currency: currency.into() });
+    p.amount = Some(Money {
+        minor,
+        currency: currency.into(),
+    });
     p.merchant_reference = Some(reference.into());
     p.method = Some(PaymentMethod::Card(Card {
         token: "tok_1".into(),

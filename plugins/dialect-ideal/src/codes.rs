@@ -29,16 +29,28 @@ pub enum Meaning {
 pub const TRANSACTION_STATUSES: &[(&str, Meaning)] = &[
     ("open", Meaning::Open),
     ("success", Meaning::Approved),
-    ("failure", Meaning::Declined("generic_decline", DeclineKind::Soft)),
-    ("expired", Meaning::Declined("generic_decline", DeclineKind::Hard)),
-    ("cancelled", Meaning::Declined("generic_decline", DeclineKind::Hard)),
+    (
+        "failure",
+        Meaning::Declined("generic_decline", DeclineKind::Soft),
+    ),
+    (
+        "expired",
+        Meaning::Declined("generic_decline", DeclineKind::Hard),
+    ),
+    (
+        "cancelled",
+        Meaning::Declined("generic_decline", DeclineKind::Hard),
+    ),
 ];
 
 /// Statuses of refunds.
 pub const REFUND_STATUSES: &[(&str, Meaning)] = &[
     ("success", Meaning::Approved),
     ("pending", Meaning::Pending),
-    ("failure", Meaning::Declined("generic_decline", DeclineKind::Hard)),
+    (
+        "failure",
+        Meaning::Declined("generic_decline", DeclineKind::Hard),
+    ),
 ];
 
 /// Look a status up in one of the tables.
@@ -62,7 +74,11 @@ pub const HTTP_ERRORS: &[HttpError] = &[
     (429, "rate_limited", ErrorClass::AnsweredNotProcessed),
     (500, "provider_error", ErrorClass::Ambiguous),
     (502, "provider_error", ErrorClass::Ambiguous),
-    (503, "provider_unavailable", ErrorClass::AnsweredNotProcessed),
+    (
+        503,
+        "provider_unavailable",
+        ErrorClass::AnsweredNotProcessed,
+    ),
     (504, "provider_timeout", ErrorClass::Ambiguous),
 ];
 
@@ -85,7 +101,10 @@ mod tests {
 
     #[test]
     fn lookups() {
-        assert_eq!(meaning(TRANSACTION_STATUSES, "success"), Some(Meaning::Approved));
+        assert_eq!(
+            meaning(TRANSACTION_STATUSES, "success"),
+            Some(Meaning::Approved)
+        );
         assert_eq!(meaning(TRANSACTION_STATUSES, "pending"), None);
         assert_eq!(meaning(REFUND_STATUSES, "pending"), Some(Meaning::Pending));
         assert_eq!(http_error(410).1, "invalid_request");

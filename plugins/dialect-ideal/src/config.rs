@@ -48,7 +48,11 @@ impl Config {
                 "dialect-ideal config: base_path: {path:?} must start with '/' and not end with '/'"
             ));
         }
-        if config.default_description.as_deref().is_some_and(|d| d.trim().is_empty()) {
+        if config
+            .default_description
+            .as_deref()
+            .is_some_and(|d| d.trim().is_empty())
+        {
             return Err("dialect-ideal config: default_description: must not be empty".into());
         }
         Ok(config)
@@ -67,7 +71,9 @@ mod tests {
             Config::parse(r#"{"default_description":true}"#).unwrap_err(),
             "dialect-ideal config: default_description: invalid type: boolean `true`, expected a string"
         );
-        assert!(Config::parse(r#"{"descr":"x"}"#).unwrap_err().starts_with("dialect-ideal config: descr: unknown field"));
+        assert!(Config::parse(r#"{"descr":"x"}"#)
+            .unwrap_err()
+            .starts_with("dialect-ideal config: descr: unknown field"));
         assert!(Config::parse(r#"{"base_path":"/v1/"}"#).is_err());
     }
 }

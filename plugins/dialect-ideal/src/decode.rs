@@ -3,7 +3,8 @@
 
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::payment::{
-    Decline, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome, OutcomeStatus, Payment,
+    Decline, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome, OutcomeStatus,
+    Payment,
 };
 use serde_json::Value;
 
@@ -25,11 +26,18 @@ pub fn response(payment: &Payment, response: &HttpResponse) -> Outcome {
 }
 
 fn ambiguous(provider_code: &str, message: &str) -> Outcome {
-    Outcome::error(ErrorClass::Ambiguous, "provider_error", provider_code, message)
+    Outcome::error(
+        ErrorClass::Ambiguous,
+        "provider_error",
+        provider_code,
+        message,
+    )
 }
 
 fn text<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
-    body.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    body.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// A non-2xx answer, by HTTP status; the provider's `error.code` is kept.
@@ -40,7 +48,12 @@ fn http_error(status: u16, body: Option<&Value>) -> Outcome {
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| status.to_string());
-    Outcome::error(class, code, &provider_code, format!("the provider answered HTTP {status}"))
+    Outcome::error(
+        class,
+        code,
+        &provider_code,
+        format!("the provider answered HTTP {status}"),
+    )
 }
 
 /// `amount` + `currency` of an answer when present (must be exact for the currency); else
@@ -56,7 +69,9 @@ fn answered_amount(payment: &Payment, body: &Value) -> Result<Option<Money>, Str
         .and_then(|a| currency::from_decimal(a, code));
     match (minor, currency::normalise(code)) {
         (Ok(minor), Some(currency)) => Ok(Some(Money { minor, currency })),
-        (Err(e), _) => Err(format!("the provider's answer has an unreadable amount: {e}")),
+        (Err(e), _) => Err(format!(
+            "the provider's answer has an unreadable amount: {e}"
+        )),
         (_, None) => Err("the provider's answer has an unknown currency".into()),
     }
 }
@@ -69,7 +84,9 @@ fn transaction(payment: &Payment, body: &Value) -> Outcome {
     let status = text(body, "status").unwrap_or_default();
     let outcome = match codes::meaning(codes::TRANSACTION_STATUSES, status) {
         Some(Meaning::Open) => match text(body, "issuerAuthenticationUrl") {
-            Some(url) => Outcome::of(OutcomeStatus::RequiresAction(NextAction::Redirect(url.into()))),
+            Some(url) => Outcome::of(OutcomeStatus::RequiresAction(NextAction::Redirect(
+                url.into(),
+            ))),
             None => Outcome::of(OutcomeStatus::Pending),
         },
         Some(Meaning::Approved) => match answered_amount(payment, body) {
@@ -109,7 +126,11 @@ fn refund(payment: &Payment, body: &Value) -> Outcome {
             let approved = status == "success";
             match answered_amount(payment, body) {
                 Ok(amount) => Outcome {
-                    status: if approved { OutcomeStatus::Approved } else { OutcomeStatus::Pending },
+                    status: if approved {
+                        OutcomeStatus::Approved
+                    } else {
+                        OutcomeStatus::Pending
+                    },
                     provider_reference: None,
                     amount,
                 },
@@ -117,7 +138,9 @@ fn refund(payment: &Payment, body: &Value) -> Outcome {
             }
         }
         Some(Meaning::Declined(code, kind)) => declined(code, status, kind),
-        Some(Meaning::Open) | None => ambiguous(status, "the provider's refund answer has an unknown status"),
+        Some(Meaning::Open) | None => {
+            ambiguous(status, "the provider's refund answer has an unknown status")
+        }
     };
     Outcome {
         provider_reference: reference,

@@ -2,7 +2,9 @@
 //! request exists; invalid input is refused and nothing is sent.
 
 use payproxy_plugin_sdk::currency;
-use payproxy_plugin_sdk::payment::{Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal};
+use payproxy_plugin_sdk::payment::{
+    Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal,
+};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -12,14 +14,30 @@ use crate::iban::{self, IbanError};
 pub const MAX_DESCRIPTION: usize = 35;
 
 /// Build the request for `payment`, or refuse it.
-pub fn request(config: &Config, payment: &Payment, context: &Context) -> Result<HttpRequest, Refusal> {
+pub fn request(
+    config: &Config,
+    payment: &Payment,
+    context: &Context,
+) -> Result<HttpRequest, Refusal> {
     let base = &config.base_path;
     let (method, path, body) = match payment.operation {
-        Operation::Authorize => ("POST", format!("{base}/transactions"), Some(create(config, payment, context)?)),
-        Operation::Status => ("GET", format!("{base}/transactions/{}", transaction_id(payment)?), None),
+        Operation::Authorize => (
+            "POST",
+            format!("{base}/transactions"),
+            Some(create(config, payment, context)?),
+        ),
+        Operation::Status => (
+            "GET",
+            format!("{base}/transactions/{}", transaction_id(payment)?),
+            None,
+        ),
         Operation::Refund => {
             let id = transaction_id(payment)?;
-            ("POST", format!("{base}/transactions/{id}/refunds"), Some(refund(payment)?))
+            (
+                "POST",
+                format!("{base}/transactions/{id}/refunds"),
+                Some(refund(payment)?),
+            )
         }
         Operation::Capture | Operation::Void => {
             return Err(Refusal::invalid(
@@ -32,11 +50,18 @@ pub fn request(config: &Config, payment: &Payment, context: &Context) -> Result<
     let mut headers = Vec::new();
     if body.is_some() {
         headers.push(("content-type".to_string(), "application/json".to_string()));
-        headers.push(("idempotency-key".to_string(), context.idempotency_key.clone()));
+        headers.push((
+            "idempotency-key".to_string(),
+            context.idempotency_key.clone(),
+        ));
     }
     // Without a key the request still goes out: the provider answers 401 (answered, not
     // processed) and the host may try another provider.
-    if let Some(key) = context.credentials.iter().find(|(k, v)| k == "api_key" && !v.is_empty()) {
+    if let Some(key) = context
+        .credentials
+        .iter()
+        .find(|(k, v)| k == "api_key" && !v.is_empty())
+    {
         headers.push(("authorization".to_string(), format!("Bearer {}", key.1)));
     }
     Ok(HttpRequest {
@@ -52,7 +77,11 @@ pub fn request(config: &Config, payment: &Payment, context: &Context) -> Result<
 pub fn euro_amount(payment: &Payment, required: bool) -> Result<Option<String>, Refusal> {
     let Some(money) = payment.amount.as_ref() else {
         return if required {
-            Err(Refusal::invalid(Some("amount"), "parameter_missing", "amount is required"))
+            Err(Refusal::invalid(
+                Some("amount"),
+                "parameter_missing",
+                "amount is required",
+            ))
         } else {
             Ok(None)
         };
@@ -72,7 +101,11 @@ pub fn euro_amount(payment: &Payment, required: bool) -> Result<Option<String>, 
         ));
     }
     if money.minor <= 0 {
-        return Err(Refusal::invalid(Some("amount"), "invalid_amount", "amount must be positive"));
+        return Err(Refusal::invalid(
+            Some("amount"),
+            "invalid_amount",
+            "amount must be positive",
+        ));
     }
     // EUR is in the table, so this is always Some.
     Ok(currency::to_decimal(money.minor, &code))
@@ -89,7 +122,9 @@ fn reference(payment: &Payment, context: &Context) -> String {
 /// `POST /transactions`: `{"amount", "currency", "iban"?, "bic"?, "reference", "returnUrl", "description"}`.
 fn create(config: &Config, payment: &Payment, context: &Context) -> Result<Value, Refusal> {
     let bank = match &payment.method {
-        Some(PaymentMethod::BankRedirect(bank)) if bank.scheme.eq_ignore_ascii_case("ideal") => bank,
+        Some(PaymentMethod::BankRedirect(bank)) if bank.scheme.eq_ignore_ascii_case("ideal") => {
+            bank
+        }
         None => {
             return Err(Refusal::invalid(
                 Some("payment_method"),
@@ -119,16 +154,26 @@ fn create(config: &Config, payment: &Payment, context: &Context) -> Result<Value
     };
     let bic = match bank.bic.as_deref().filter(|b| !b.trim().is_empty()) {
         Some(raw) if iban::valid_bic(raw) => Some(raw.trim().to_ascii_uppercase()),
-        Some(_) => return Err(Refusal::invalid(Some("bic"), "invalid_bic", "the BIC is not valid")),
+        Some(_) => {
+            return Err(Refusal::invalid(
+                Some("bic"),
+                "invalid_bic",
+                "the BIC is not valid",
+            ))
+        }
         None => None,
     };
-    let return_url = payment.return_url.as_deref().filter(|u| !u.is_empty()).ok_or_else(|| {
-        Refusal::invalid(
-            Some("return_url"),
-            "parameter_missing",
-            "a return URL is required: the shopper comes back there from the bank",
-        )
-    })?;
+    let return_url = payment
+        .return_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            Refusal::invalid(
+                Some("return_url"),
+                "parameter_missing",
+                "a return URL is required: the shopper comes back there from the bank",
+            )
+        })?;
     let reference = reference(payment, context);
     let description = payment
         .description
@@ -146,7 +191,14 @@ fn create(config: &Config, payment: &Payment, context: &Context) -> Result<Value
     }
     body.insert("reference".into(), reference.into());
     body.insert("returnUrl".into(), return_url.into());
-    body.insert("description".into(), description.chars().take(MAX_DESCRIPTION).collect::<String>().into());
+    body.insert(
+        "description".into(),
+        description
+            .chars()
+            .take(MAX_DESCRIPTION)
+            .collect::<String>()
+            .into(),
+    );
     Ok(body.into())
 }
 
@@ -154,11 +206,17 @@ fn create(config: &Config, payment: &Payment, context: &Context) -> Result<Value
 fn invalid_iban(raw: &str, error: IbanError) -> Refusal {
     let shown = iban::masked(raw);
     let why = match error {
-        IbanError::Format => "it must be a country code, two check digits and letters or digits".to_string(),
+        IbanError::Format => {
+            "it must be a country code, two check digits and letters or digits".to_string()
+        }
         IbanError::Length => "its length is wrong for its country".to_string(),
         IbanError::Checksum => "its check digits do not match".to_string(),
     };
-    Refusal::invalid(Some("iban"), "invalid_iban", format!("the IBAN ending in {shown} is not valid: {why}"))
+    Refusal::invalid(
+        Some("iban"),
+        "invalid_iban",
+        format!("the IBAN ending in {shown} is not valid: {why}"),
+    )
 }
 
 /// `POST /transactions/{id}/refunds`: `{"amount"?, "currency", "reference"?}`; no amount
@@ -185,8 +243,16 @@ fn transaction_id(payment: &Payment) -> Result<&str, Refusal> {
             "the provider reference of the payment is unknown",
         ));
     }
-    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(Refusal::invalid(Some("id"), "invalid_reference", "the provider reference is malformed"));
+    if id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Refusal::invalid(
+            Some("id"),
+            "invalid_reference",
+            "the provider reference is malformed",
+        ));
     }
     Ok(id)
 }

@@ -2,6 +2,7 @@
 
 /// Lengths of the IBANs of the SEPA countries (ISO 13616 registry). Other countries get the
 /// generic 15–34 range.
+#[rustfmt::skip]
 pub const LENGTHS: &[(&str, usize)] = &[
     ("AD", 24), ("AT", 20), ("BE", 16), ("BG", 22), ("CH", 21), ("CY", 28), ("CZ", 24),
     ("DE", 22), ("DK", 18), ("EE", 20), ("ES", 24), ("FI", 18), ("FR", 27), ("GB", 22),
@@ -27,7 +28,10 @@ pub enum IbanError {
 
 /// Strip spaces and upper-case: `nl91 abna 0417 1643 00` → `NL91ABNA0417164300`.
 pub fn normalise(raw: &str) -> String {
-    raw.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase()
+    raw.chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase()
 }
 
 /// The normalised IBAN, if it is one.
@@ -113,7 +117,10 @@ mod tests {
         ] {
             assert!(validate(iban).is_ok(), "{iban}");
         }
-        assert_eq!(validate("nl91 abna 0417 1643 00").unwrap(), "NL91ABNA0417164300");
+        assert_eq!(
+            validate("nl91 abna 0417 1643 00").unwrap(),
+            "NL91ABNA0417164300"
+        );
     }
 
     #[test]
@@ -121,7 +128,11 @@ mod tests {
         assert_eq!(validate("NL91ABNA0417164301"), Err(IbanError::Checksum));
         assert_eq!(validate("NL91ABNA041716430"), Err(IbanError::Length));
         assert_eq!(validate("DE8937040044053201300"), Err(IbanError::Length));
-        assert_eq!(validate("XX12"), Err(IbanError::Length), "unknown country, too short");
+        assert_eq!(
+            validate("XX12"),
+            Err(IbanError::Length),
+            "unknown country, too short"
+        );
         assert_eq!(validate("91NLABNA0417164300"), Err(IbanError::Format));
         assert_eq!(validate("NL91-ABNA-0417-1643-00"), Err(IbanError::Format));
         assert_eq!(validate(""), Err(IbanError::Format));

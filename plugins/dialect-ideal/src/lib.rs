@@ -37,7 +37,9 @@ pub mod encode;
 pub mod iban;
 
 use payproxy_plugin_sdk::export_egress;
-use payproxy_plugin_sdk::payment::{Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal};
+use payproxy_plugin_sdk::payment::{
+    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal,
+};
 
 pub use config::Config;
 

@@ -4,6 +4,8 @@ use dialect_ideal::Ideal;
 
 #[test]
 fn golden_fixtures() {
-    let cases = payproxy_plugin_sdk::testing::check_egress::<Ideal>(include_str!("../fixtures/golden.json"));
+    let cases = payproxy_plugin_sdk::testing::check_egress::<Ideal>(include_str!(
+        "../fixtures/golden.json"
+    ));
     assert!(cases >= 40, "only {cases} cases ran");
 }

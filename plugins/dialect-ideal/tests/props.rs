@@ -5,8 +5,8 @@ use dialect_ideal::iban::{check_digits, LENGTHS};
 use dialect_ideal::Ideal;
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::payment::{
-    BankRedirect, Context, Egress, HttpRequest, HttpResponse, Money, Operation, OutcomeStatus, Payment,
-    PaymentMethod, RefusalKind,
+    BankRedirect, Context, Egress, HttpRequest, HttpResponse, Money, Operation, OutcomeStatus,
+    Payment, PaymentMethod, RefusalKind,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -26,10 +26,17 @@ fn context() -> Context {
 
 fn payment(minor: i64, reference: &str, iban: Option<String>) -> Payment {
     let mut p = Payment::new(Operation::Authorize);
-    p.amount = Some(Money { minor, currency: "EUR".into() });
+    p.amount = Some(Money {
+        minor,
+        currency: "EUR".into(),
+    });
     p.merchant_reference = Some(reference.into());
     p.return_url = Some("https://shop.example/back".into());
-    p.method = Some(PaymentMethod::BankRedirect(BankRedirect { scheme: "ideal".into(), iban, bic: None }));
+    p.method = Some(PaymentMethod::BankRedirect(BankRedirect {
+        scheme: "ideal".into(),
+        iban,
+        bic: None,
+    }));
     p
 }
 

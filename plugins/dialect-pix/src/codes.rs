@@ -52,7 +52,11 @@ pub const HTTP_ERRORS: &[HttpError] = &[
     (429, "rate_limited", ErrorClass::AnsweredNotProcessed),
     (500, "provider_error", ErrorClass::Ambiguous),
     (502, "provider_error", ErrorClass::Ambiguous),
-    (503, "provider_unavailable", ErrorClass::AnsweredNotProcessed),
+    (
+        503,
+        "provider_unavailable",
+        ErrorClass::AnsweredNotProcessed,
+    ),
     (504, "provider_timeout", ErrorClass::Ambiguous),
 ];
 

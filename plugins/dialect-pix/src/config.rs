@@ -64,7 +64,11 @@ impl Config {
                 config.expiration_seconds
             ));
         }
-        if config.pix_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        if config
+            .pix_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
             return Err("dialect-pix config: pix_key: must not be empty".into());
         }
         Ok(config)
@@ -87,6 +91,8 @@ mod tests {
             Config::parse(r#"{"expiration_seconds":-1}"#).unwrap_err(),
             "dialect-pix config: expiration_seconds: invalid value: integer `-1`, expected u32"
         );
-        assert!(Config::parse(r#"{"chave":"x"}"#).unwrap_err().starts_with("dialect-pix config: chave: unknown field"));
+        assert!(Config::parse(r#"{"chave":"x"}"#)
+            .unwrap_err()
+            .starts_with("dialect-pix config: chave: unknown field"));
     }
 }

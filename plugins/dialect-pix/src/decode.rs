@@ -3,8 +3,8 @@
 
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::payment::{
-    Decline, DeclineKind, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome, OutcomeStatus,
-    Payment,
+    Decline, DeclineKind, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome,
+    OutcomeStatus, Payment,
 };
 use serde_json::Value;
 
@@ -36,11 +36,18 @@ pub fn response(payment: &Payment, response: &HttpResponse) -> Outcome {
 }
 
 fn ambiguous(provider_code: &str, message: &str) -> Outcome {
-    Outcome::error(ErrorClass::Ambiguous, "provider_error", provider_code, message)
+    Outcome::error(
+        ErrorClass::Ambiguous,
+        "provider_error",
+        provider_code,
+        message,
+    )
 }
 
 fn text<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
-    body.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    body.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// A non-2xx answer, by HTTP status. The provider code is the last segment of the problem
@@ -53,7 +60,12 @@ fn http_error(status: u16, body: Option<&Value>) -> Outcome {
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .unwrap_or_else(|| status.to_string());
-    Outcome::error(class, code, &provider_code, format!("the provider answered HTTP {status}"))
+    Outcome::error(
+        class,
+        code,
+        &provider_code,
+        format!("the provider answered HTTP {status}"),
+    )
 }
 
 /// `valor.original` as BRL minor units; exact or refused (the error is the ambiguous
@@ -67,8 +79,13 @@ fn answered_amount(body: &Value) -> Result<Option<Money>, String> {
         .ok_or(currency::AmountError::Invalid)
         .and_then(|a| currency::from_decimal(a, "BRL"));
     match minor {
-        Ok(minor) => Ok(Some(Money { minor, currency: "BRL".into() })),
-        Err(e) => Err(format!("the provider's answer has an unreadable amount: {e}")),
+        Ok(minor) => Ok(Some(Money {
+            minor,
+            currency: "BRL".into(),
+        })),
+        Err(e) => Err(format!(
+            "the provider's answer has an unreadable amount: {e}"
+        )),
     }
 }
 
@@ -97,7 +114,10 @@ fn charge(payment: &Payment, body: &Value) -> Outcome {
                 amount,
             },
             None if payment.operation == Operation::Status => Outcome::of(OutcomeStatus::Pending),
-            None => ambiguous(status, "the provider created a charge without a copy-paste code"),
+            None => ambiguous(
+                status,
+                "the provider created a charge without a copy-paste code",
+            ),
         },
         (Some(Meaning::Active), true) => Outcome::error(
             ErrorClass::AnsweredNotProcessed,
@@ -110,8 +130,14 @@ fn charge(payment: &Payment, body: &Value) -> Outcome {
             provider_reference: None,
             amount,
         },
-        (Some(Meaning::Paid), true) => declined(status, DeclineKind::Hard, "the charge is already paid"),
-        (Some(Meaning::Removed), false) => declined(status, codes::REMOVED.1, "the charge was removed before payment"),
+        (Some(Meaning::Paid), true) => {
+            declined(status, DeclineKind::Hard, "the charge is already paid")
+        }
+        (Some(Meaning::Removed), false) => declined(
+            status,
+            codes::REMOVED.1,
+            "the charge was removed before payment",
+        ),
         (Some(Meaning::Removed), true) => Outcome::of(OutcomeStatus::Approved),
         (None, _) if status.is_empty() => ambiguous("", "the provider's answer has no status"),
         (None, _) => ambiguous(status, "the provider answered an unknown status"),

@@ -2,7 +2,9 @@
 //! request exists; invalid input is refused and nothing is sent.
 
 use payproxy_plugin_sdk::currency;
-use payproxy_plugin_sdk::payment::{Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal};
+use payproxy_plugin_sdk::payment::{
+    Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal,
+};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -16,10 +18,18 @@ pub const MAX_REQUEST_TEXT: usize = 140;
 pub const TXID_LENGTH: usize = 32;
 
 /// Build the request for `payment`, or refuse it.
-pub fn request(config: &Config, payment: &Payment, context: &Context) -> Result<HttpRequest, Refusal> {
+pub fn request(
+    config: &Config,
+    payment: &Payment,
+    context: &Context,
+) -> Result<HttpRequest, Refusal> {
     let base = &config.base_path;
     let (method, txid, body) = match payment.operation {
-        Operation::Authorize => ("PUT", txid(&context.idempotency_key), Some(cob(config, payment, context)?)),
+        Operation::Authorize => (
+            "PUT",
+            txid(&context.idempotency_key),
+            Some(cob(config, payment, context)?),
+        ),
         Operation::Status => ("GET", existing_txid(payment)?.to_string(), None),
         Operation::Void => (
             "PATCH",
@@ -83,16 +93,19 @@ fn existing_txid(payment: &Payment) -> Result<&str, Refusal> {
             "the provider reference of the payment is unknown",
         )),
         Some(id) if valid_txid(id) => Ok(id),
-        Some(_) => Err(Refusal::invalid(Some("id"), "invalid_reference", "the provider reference is malformed")),
+        Some(_) => Err(Refusal::invalid(
+            Some("id"),
+            "invalid_reference",
+            "the provider reference is malformed",
+        )),
     }
 }
 
 /// The amount as a BRL decimal string; Pix only moves reais.
 pub fn brl_amount(payment: &Payment) -> Result<String, Refusal> {
-    let money = payment
-        .amount
-        .as_ref()
-        .ok_or_else(|| Refusal::invalid(Some("amount"), "parameter_missing", "amount is required"))?;
+    let money = payment.amount.as_ref().ok_or_else(|| {
+        Refusal::invalid(Some("amount"), "parameter_missing", "amount is required")
+    })?;
     let code = currency::normalise(&money.currency).ok_or_else(|| {
         Refusal::invalid(
             Some("currency"),
@@ -108,7 +121,11 @@ pub fn brl_amount(payment: &Payment) -> Result<String, Refusal> {
         ));
     }
     if money.minor <= 0 {
-        return Err(Refusal::invalid(Some("amount"), "invalid_amount", "amount must be positive"));
+        return Err(Refusal::invalid(
+            Some("amount"),
+            "invalid_amount",
+            "amount must be positive",
+        ));
     }
     // BRL is in the table, so this is always Some.
     Ok(currency::to_decimal(money.minor, &code).unwrap_or_default())
@@ -117,7 +134,9 @@ pub fn brl_amount(payment: &Payment) -> Result<String, Refusal> {
 /// The `cob` body: `{"calendario", "devedor"?, "valor", "chave"?, "solicitacaoPagador", "infoAdicionais"}`.
 fn cob(config: &Config, payment: &Payment, context: &Context) -> Result<Value, Refusal> {
     let tax_id = match &payment.method {
-        Some(PaymentMethod::InstantTransfer(t)) if t.scheme.eq_ignore_ascii_case("pix") => t.tax_id.as_deref(),
+        Some(PaymentMethod::InstantTransfer(t)) if t.scheme.eq_ignore_ascii_case("pix") => {
+            t.tax_id.as_deref()
+        }
         None => {
             return Err(Refusal::invalid(
                 Some("payment_method"),
@@ -150,9 +169,15 @@ fn cob(config: &Config, payment: &Payment, context: &Context) -> Result<Value, R
         .clone()
         .or_else(|| payment.id.clone())
         .unwrap_or_else(|| context.idempotency_key.clone());
-    let text = payment.description.clone().unwrap_or_else(|| reference.clone());
+    let text = payment
+        .description
+        .clone()
+        .unwrap_or_else(|| reference.clone());
     let mut body = Map::new();
-    body.insert("calendario".into(), json!({ "expiracao": config.expiration_seconds }));
+    body.insert(
+        "calendario".into(),
+        json!({ "expiracao": config.expiration_seconds }),
+    );
     if let Some(debtor) = debtor {
         body.insert("devedor".into(), debtor);
     }
@@ -160,8 +185,17 @@ fn cob(config: &Config, payment: &Payment, context: &Context) -> Result<Value, R
     if let Some(key) = credential(context, "pix_key").or(config.pix_key.as_deref()) {
         body.insert("chave".into(), key.into());
     }
-    body.insert("solicitacaoPagador".into(), text.chars().take(MAX_REQUEST_TEXT).collect::<String>().into());
-    body.insert("infoAdicionais".into(), json!([{ "nome": "reference", "valor": reference }]));
+    body.insert(
+        "solicitacaoPagador".into(),
+        text.chars()
+            .take(MAX_REQUEST_TEXT)
+            .collect::<String>()
+            .into(),
+    );
+    body.insert(
+        "infoAdicionais".into(),
+        json!([{ "nome": "reference", "valor": reference }]),
+    );
     Ok(body.into())
 }
 
@@ -173,7 +207,11 @@ fn debtor(raw: &str, payment: &Payment) -> Result<Value, Refusal> {
             TaxIdError::Repeated => "its digits are all the same",
             TaxIdError::CheckDigits => "its check digits do not match",
         };
-        Refusal::invalid(Some("tax_id"), "invalid_tax_id", format!("the CPF/CNPJ is not valid: {why}"))
+        Refusal::invalid(
+            Some("tax_id"),
+            "invalid_tax_id",
+            format!("the CPF/CNPJ is not valid: {why}"),
+        )
     })?;
     let mut debtor = match id {
         TaxId::Cpf(digits) => json!({ "cpf": digits }),

@@ -52,12 +52,20 @@ pub fn parse(raw: &str) -> Result<TaxId, TaxIdError> {
         return Err(TaxIdError::CheckDigits);
     }
     let text: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
-    Ok(if cpf { TaxId::Cpf(text) } else { TaxId::Cnpj(text) })
+    Ok(if cpf {
+        TaxId::Cpf(text)
+    } else {
+        TaxId::Cnpj(text)
+    })
 }
 
 /// The two check digits of a CPF (9 digits) or CNPJ (12 digits) body.
 pub fn check_digits(body: &[u8]) -> [u8; 2] {
-    let weights: &[u32] = if body.len() == 9 { &CPF_WEIGHTS } else { &CNPJ_WEIGHTS };
+    let weights: &[u32] = if body.len() == 9 {
+        &CPF_WEIGHTS
+    } else {
+        &CNPJ_WEIGHTS
+    };
     check_digits_for(body, weights)
 }
 
@@ -86,11 +94,23 @@ mod tests {
 
     #[test]
     fn known_ids() {
-        assert_eq!(parse("529.982.247-25"), Ok(TaxId::Cpf("52998224725".into())));
+        assert_eq!(
+            parse("529.982.247-25"),
+            Ok(TaxId::Cpf("52998224725".into()))
+        );
         assert_eq!(parse("52998224725"), Ok(TaxId::Cpf("52998224725".into())));
-        assert_eq!(parse("123.456.789-09"), Ok(TaxId::Cpf("12345678909".into())));
-        assert_eq!(parse("11.222.333/0001-81"), Ok(TaxId::Cnpj("11222333000181".into())));
-        assert_eq!(parse(" 11222333000181 "), Ok(TaxId::Cnpj("11222333000181".into())));
+        assert_eq!(
+            parse("123.456.789-09"),
+            Ok(TaxId::Cpf("12345678909".into()))
+        );
+        assert_eq!(
+            parse("11.222.333/0001-81"),
+            Ok(TaxId::Cnpj("11222333000181".into()))
+        );
+        assert_eq!(
+            parse(" 11222333000181 "),
+            Ok(TaxId::Cnpj("11222333000181".into()))
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use dialect_pix::Pix;
 
 #[test]
 fn golden_fixtures() {
-    let cases = payproxy_plugin_sdk::testing::check_egress::<Pix>(include_str!("../fixtures/golden.json"));
+    let cases =
+        payproxy_plugin_sdk::testing::check_egress::<Pix>(include_str!("../fixtures/golden.json"));
     assert!(cases >= 40, "only {cases} cases ran");
 }

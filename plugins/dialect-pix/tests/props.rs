@@ -7,8 +7,8 @@ use dialect_pix::taxid::check_digits;
 use dialect_pix::Pix;
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::payment::{
-    Context, Egress, HttpRequest, HttpResponse, InstantTransfer, Money, NextAction, Operation, OutcomeStatus,
-    Payment, PaymentMethod, RefusalKind,
+    Context, Egress, HttpRequest, HttpResponse, InstantTransfer, Money, NextAction, Operation,
+    OutcomeStatus, Payment, PaymentMethod, RefusalKind,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -28,9 +28,15 @@ fn context(key: &str) -> Context {
 
 fn payment(minor: i64, reference: &str, tax_id: Option<String>) -> Payment {
     let mut p = Payment::new(Operation::Authorize);
-    p.amount = Some(Money { minor, currency: "BRL".into() });
+    p.amount = Some(Money {
+        minor,
+        currency: "BRL".into(),
+    });
     p.merchant_reference = Some(reference.into());
-    p.method = Some(PaymentMethod::InstantTransfer(InstantTransfer { scheme: "pix".into(), tax_id }));
+    p.method = Some(PaymentMethod::InstantTransfer(InstantTransfer {
+        scheme: "pix".into(),
+        tax_id,
+    }));
     p
 }
 
@@ -40,13 +46,14 @@ fn body(request: &HttpRequest) -> Value {
 
 /// A tax id body (9 digits: CPF, 12: CNPJ) with its check digits, not all digits equal.
 fn tax_id(len: usize) -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(0u8..10, len).prop_map(|body| {
-        let [a, b] = check_digits(&body);
-        let mut digits = body;
-        digits.extend([a, b]);
-        digits
-    })
-    .prop_filter("all digits equal", |d| d.iter().any(|x| *x != d[0]))
+    proptest::collection::vec(0u8..10, len)
+        .prop_map(|body| {
+            let [a, b] = check_digits(&body);
+            let mut digits = body;
+            digits.extend([a, b]);
+            digits
+        })
+        .prop_filter("all digits equal", |d| d.iter().any(|x| *x != d[0]))
 }
 
 fn text(digits: &[u8]) -> String {
@@ -58,7 +65,14 @@ fn formatted(digits: &[u8]) -> String {
     if t.len() == 11 {
         format!("{}.{}.{}-{}", &t[..3], &t[3..6], &t[6..9], &t[9..])
     } else {
-        format!("{}.{}.{}/{}-{}", &t[..2], &t[2..5], &t[5..8], &t[8..12], &t[12..])
+        format!(
+            "{}.{}.{}/{}-{}",
+            &t[..2],
+            &t[2..5],
+            &t[5..8],
+            &t[8..12],
+            &t[12..]
+        )
     }
 }
 

@@ -163,7 +163,12 @@ impl ProviderHealth {
         }
     }
 
-    pub(super) fn view(&mut self, now: Instant, config: &BreakerConfig, out: &mut Vec<Transition>) -> View {
+    pub(super) fn view(
+        &mut self,
+        now: Instant,
+        config: &BreakerConfig,
+        out: &mut Vec<Transition>,
+    ) -> View {
         self.tick(now, config, out);
         View {
             success_rate: self.window.success_rate(),
@@ -189,7 +194,12 @@ impl ProviderHealth {
         };
     }
 
-    fn open_if_unhealthy(&mut self, now: Instant, config: &BreakerConfig, out: &mut Vec<Transition>) {
+    fn open_if_unhealthy(
+        &mut self,
+        now: Instant,
+        config: &BreakerConfig,
+        out: &mut Vec<Transition>,
+    ) {
         let streak = config.consecutive_failures > 0
             && self.consecutive_failures >= config.consecutive_failures;
         let samples = self.window.len();

@@ -120,12 +120,48 @@ mod tests {
     #[test]
     fn validate_names_the_field() {
         let bad = [
-            (BreakerConfig { failure_rate: 1.5, ..Default::default() }, "failure_rate"),
-            (BreakerConfig { half_open_probes: 0, ..Default::default() }, "half_open_probes"),
-            (BreakerConfig { close_after: 0, ..Default::default() }, "close_after"),
-            (BreakerConfig { window_ms: 0, ..Default::default() }, "window_ms"),
-            (BreakerConfig { window_max_samples: 0, ..Default::default() }, "window_max_samples"),
-            (BreakerConfig { min_volume: 201, ..Default::default() }, "min_volume"),
+            (
+                BreakerConfig {
+                    failure_rate: 1.5,
+                    ..Default::default()
+                },
+                "failure_rate",
+            ),
+            (
+                BreakerConfig {
+                    half_open_probes: 0,
+                    ..Default::default()
+                },
+                "half_open_probes",
+            ),
+            (
+                BreakerConfig {
+                    close_after: 0,
+                    ..Default::default()
+                },
+                "close_after",
+            ),
+            (
+                BreakerConfig {
+                    window_ms: 0,
+                    ..Default::default()
+                },
+                "window_ms",
+            ),
+            (
+                BreakerConfig {
+                    window_max_samples: 0,
+                    ..Default::default()
+                },
+                "window_max_samples",
+            ),
+            (
+                BreakerConfig {
+                    min_volume: 201,
+                    ..Default::default()
+                },
+                "min_volume",
+            ),
         ];
         for (config, field) in bad {
             assert_eq!(config.validate().map_err(|e| e.field), Err(field));

@@ -146,9 +146,19 @@ mod tests {
         let length = Duration::from_millis(100);
         let mut w = Window::default();
         w.push(false, Duration::ZERO, t0, length, 10);
-        w.push(true, Duration::ZERO, t0 + Duration::from_millis(50), length, 10);
+        w.push(
+            true,
+            Duration::ZERO,
+            t0 + Duration::from_millis(50),
+            length,
+            10,
+        );
         w.expire(t0 + Duration::from_millis(100), length);
-        assert_eq!((w.len(), w.failures()), (2, 1), "exactly window length is kept");
+        assert_eq!(
+            (w.len(), w.failures()),
+            (2, 1),
+            "exactly window length is kept"
+        );
         w.expire(t0 + Duration::from_millis(101), length);
         assert_eq!((w.len(), w.failures()), (1, 0));
         assert_eq!(w.success_rate(), 1.0);
@@ -157,7 +167,13 @@ mod tests {
     #[test]
     fn huge_latency_saturates() {
         let mut w = Window::default();
-        w.push(true, Duration::from_secs(u64::MAX / 2), Instant::now(), LONG, 1);
+        w.push(
+            true,
+            Duration::from_secs(u64::MAX / 2),
+            Instant::now(),
+            LONG,
+            1,
+        );
         assert_eq!(w.latencies(), vec![u32::MAX]);
     }
 }

@@ -24,7 +24,9 @@ impl MemoryStore {
 /// Every critical section below is a single map operation on owned values, so a panic
 /// elsewhere cannot leave a map half-updated: a poisoned lock is safe to keep using.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Store for MemoryStore {

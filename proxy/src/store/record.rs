@@ -73,7 +73,9 @@ pub(super) fn begin(
         State::Finished { response, .. } => (Begin::Replay(response), None),
         // A clock that went backwards (started_ms > now_ms) reads as fresh: refusing is safe,
         // taking over a live request is not.
-        State::InFlight { started_ms, .. } if now_ms.saturating_sub(started_ms) < stale_after_ms => {
+        State::InFlight { started_ms, .. }
+            if now_ms.saturating_sub(started_ms) < stale_after_ms =>
+        {
             (Begin::InFlight, None)
         }
         State::InFlight { attempt, .. } => (

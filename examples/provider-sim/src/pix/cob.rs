@@ -79,8 +79,18 @@ fn render(intent: &Intent) -> Value {
     value
 }
 
-/// Validate a `PUT` body; returns (amount, chave, expiration, request text, merchant reference).
-fn validate(body: &Value) -> Result<(i64, String, u64, Option<String>, Option<String>), Problem> {
+/// What a valid `PUT` body asks for.
+#[derive(Debug)]
+struct NewCharge {
+    amount: i64,
+    chave: String,
+    expiration: u64,
+    request_text: Option<String>,
+    reference: Option<String>,
+}
+
+/// Validate a `PUT` body.
+fn validate(body: &Value) -> Result<NewCharge, Problem> {
     let original = body.pointer("/valor/original").and_then(Value::as_str);
     let amount = match original.map(|o| currency::from_decimal(o, "BRL")) {
         Some(Ok(minor)) if minor > 0 => minor,
@@ -138,13 +148,13 @@ fn validate(body: &Value) -> Result<(i64, String, u64, Option<String>, Option<St
         .and_then(|i| text(i, "valor"))
         .map(str::to_owned)
         .or_else(|| request_text.clone());
-    Ok((
+    Ok(NewCharge {
         amount,
-        chave.to_owned(),
+        chave: chave.to_owned(),
         expiration,
         request_text,
         reference,
-    ))
+    })
 }
 
 /// `PUT /cob/{txid}`.
@@ -177,23 +187,23 @@ pub(super) fn create(provider: &Provider, txid: &str, call: &Call) -> Result<Rep
             .map(|i| Reply::Replayed(render(i)))
             .ok_or_else(|| not_found(txid));
     }
-    let (amount, chave, expiration, request_text, reference) = validate(&body)?;
+    let new = validate(&body)?;
     let mut metadata = BTreeMap::from([
-        ("chave".to_owned(), chave),
-        ("expiracao".to_owned(), expiration.to_string()),
+        ("chave".to_owned(), new.chave),
+        ("expiracao".to_owned(), new.expiration.to_string()),
     ]);
-    if let Some(text) = request_text {
+    if let Some(text) = new.request_text {
         metadata.insert("solicitacaoPagador".to_owned(), text);
     }
     let intent = Intent {
         charge: Charge {
             id: txid.to_owned(),
             provider: ledger.provider().to_owned(),
-            amount,
+            amount: new.amount,
             currency: "brl".to_owned(),
             status: "requires_action".to_owned(),
             idempotency_key: Some(txid.to_owned()),
-            merchant_reference: reference,
+            merchant_reference: new.reference,
             metadata,
         },
         manual_capture: false,
@@ -273,13 +283,13 @@ mod tests {
 
     #[test]
     fn valid_body() {
-        let (amount, chave, expiration, text, reference) = validate(&body()).unwrap();
+        let new = validate(&body()).unwrap();
         assert_eq!(
-            (amount, chave.as_str(), expiration),
+            (new.amount, new.chave.as_str(), new.expiration),
             (1000, "pix@shop.example", 600)
         );
-        assert_eq!(text.as_deref(), Some("Pedido 1"));
-        assert_eq!(reference.as_deref(), Some("order-1"));
+        assert_eq!(new.request_text.as_deref(), Some("Pedido 1"));
+        assert_eq!(new.reference.as_deref(), Some("order-1"));
     }
 
     #[test]

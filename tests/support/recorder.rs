@@ -1,0 +1,124 @@
+//! A recording upstream: a tiny HTTP server on 127.0.0.1:0 that keeps every request it gets
+//! (method, path and query, headers, body bytes) and answers each with one fixed response.
+//! Tests use it to see exactly what payproxy sent, and to make a provider answer garbage.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// One request as it arrived.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query, as sent.
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The fixed answer.
+#[derive(Debug, Clone)]
+struct Canned {
+    status: StatusCode,
+    content_type: String,
+    body: Bytes,
+}
+
+/// A running recorder; stops when dropped.
+pub struct Recorder {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    task: JoinHandle<()>,
+}
+
+impl Recorder {
+    /// Listen on 127.0.0.1:0 and answer every request with `status`, `content_type`, `body`.
+    pub async fn start(status: u16, content_type: &str, body: impl Into<Bytes>) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let canned = Arc::new(Canned {
+            status: StatusCode::from_u16(status).unwrap(),
+            content_type: content_type.to_string(),
+            body: body.into(),
+        });
+        let task = tokio::spawn(accept(listener, requests.clone(), canned));
+        Recorder {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far, oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept(listener: TcpListener, requests: Arc<Mutex<Vec<Recorded>>>, canned: Arc<Canned>) {
+    let mut connections = tokio::task::JoinSet::new();
+    while let Ok((stream, _)) = listener.accept().await {
+        let (requests, canned) = (requests.clone(), canned.clone());
+        let service = service_fn(move |req: Request<Incoming>| {
+            let (requests, canned) = (requests.clone(), canned.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                requests.lock().unwrap().push(Recorded {
+                    method: parts.method.to_string(),
+                    path: parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default(),
+                    headers: parts.headers,
+                    body,
+                });
+                let response = Response::builder()
+                    .status(canned.status)
+                    .header("content-type", canned.content_type.as_str())
+                    .body(Full::new(canned.body.clone()))
+                    .unwrap();
+                Ok::<_, Infallible>(response)
+            }
+        });
+        // Owned by the JoinSet: aborting the accept task drops (and aborts) the connections.
+        connections.spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
