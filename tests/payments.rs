@@ -18,127 +18,6 @@ async fn simulator(extra: &[&str]) -> Simulator {
     Simulator::start(&names).await.unwrap()
 }
 
-/// A form body with Stripe's bracketed keys left readable and everything else escaped.
-fn form(pairs: &[(&str, &str)]) -> String {
-    let escape = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z'
-                | b'a'..=b'z'
-                | b'0'..=b'9'
-                | b'-'
-                | b'.'
-                | b'_'
-                | b'~'
-                | b'['
-                | b']' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// An EEA card payment (issuer and shopper in DE) worth `amount` euro cents.
-fn eea_card(amount: &str, order: &str) -> Vec<(&'static str, String)> {
-    card_from("DE", amount, order)
-}
-
-/// A card payment in euros, card issued in and shopper from `country`.
-fn card_from(country: &str, amount: &str, order: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("amount", amount.into()),
-        ("currency", "eur".into()),
-        ("payment_method_data[type]", "card".into()),
-        ("payment_method_data[card][token]", "tok_visa".into()),
-        ("payment_method_data[card][bin]", "424242".into()),
-        ("payment_method_data[card][last4]", "4242".into()),
-        ("payment_method_data[card][network]", "visa".into()),
-        ("payment_method_data[card][country]", country.into()),
-        (
-            "payment_method_data[billing_details][address][country]",
-            country.into(),
-        ),
-        ("metadata[order_id]", order.into()),
-    ]
-}
-
-fn with(mut pairs: Vec<(&'static str, String)>, extra: &[(&'static str, &str)]) -> String {
-    pairs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    form(&borrowed)
-}
-
-/// An Indonesian DANA wallet payment with a verified phone.
-fn dana_shopper(amount: &str, order: &str) -> String {
-    form(&[
-        ("amount", amount),
-        ("currency", "idr"),
-        ("payment_method_data[type]", "dana"),
-        (
-            "payment_method_data[billing_details][phone]",
-            "+6281234567890",
-        ),
-        (
-            "payment_method_data[billing_details][phone_verified]",
-            "true",
-        ),
-        (
-            "payment_method_data[billing_details][address][country]",
-            "ID",
-        ),
-        ("metadata[order_id]", order),
-    ])
-}
-
-fn ideal_shopper(iban: &str, order: &str) -> String {
-    form(&[
-        ("amount", "2500"),
-        ("currency", "eur"),
-        ("payment_method_data[type]", "ideal"),
-        ("payment_method_data[ideal][bank]", "ing"),
-        ("payment_method_data[ideal][iban]", iban),
-        (
-            "payment_method_data[billing_details][address][country]",
-            "NL",
-        ),
-        ("return_url", "https://shop.example/return"),
-        ("metadata[order_id]", order),
-    ])
-}
-
-fn pix_shopper(cpf: &str, order: &str) -> String {
-    form(&[
-        ("amount", "5000"),
-        ("currency", "brl"),
-        ("payment_method_data[type]", "pix"),
-        ("payment_method_data[pix][tax_id]", cpf),
-        (
-            "payment_method_data[billing_details][address][country]",
-            "BR",
-        ),
-        ("receipt_email", "joao@example.com.br"),
-        ("metadata[order_id]", order),
-    ])
-}
-
-fn grabpay_shopper(order: &str) -> String {
-    form(&[
-        ("amount", "4200"),
-        ("currency", "sgd"),
-        ("payment_method_data[type]", "grabpay"),
-        (
-            "payment_method_data[billing_details][address][country]",
-            "SG",
-        ),
-        ("metadata[order_id]", order),
-    ])
-}
-
 async fn create(client: &HttpClient, env: &Env, body: &str) -> Reply {
     client
         .post_form(&env.url("/v1/payment_intents"), &[], body)
@@ -480,7 +359,7 @@ async fn eea_card_over_30_eur_without_sca_is_challenged_before_any_provider() {
     let env = Env::start(payments_config(&sim)).await;
     let client = HttpClient::default();
 
-    let reply = create(&client, &env, &with(eea_card("3001", "DE-1"), &[])).await;
+    let reply = create(&client, &env, &form_with(eea_card("3001", "DE-1"), &[])).await;
     assert_eq!(
         reply.status,
         402,
@@ -498,7 +377,7 @@ async fn eea_card_over_30_eur_without_sca_is_challenged_before_any_provider() {
     );
 
     // €30.00 is low value: no challenge, the card provider takes it.
-    let reply = create(&client, &env, &with(eea_card("3000", "DE-2"), &[])).await;
+    let reply = create(&client, &env, &form_with(eea_card("3000", "DE-2"), &[])).await;
     assert_eq!(
         reply.status,
         200,
@@ -514,7 +393,7 @@ async fn eea_card_over_30_eur_without_sca_is_challenged_before_any_provider() {
     );
 
     // Above €30 once 3-D Secure is done: allowed.
-    let authenticated = with(
+    let authenticated = form_with(
         eea_card("3001", "DE-3"),
         &[(
             "payment_method_options[card][three_d_secure][authenticated]",
@@ -543,7 +422,12 @@ async fn limits_exceeded_and_blocked_countries_are_refused_before_any_provider()
     )];
 
     // eur-card-max is €10,000.00.
-    let reply = create(&client, &env, &with(eea_card("1000001", "DE-9"), &sca_done)).await;
+    let reply = create(
+        &client,
+        &env,
+        &form_with(eea_card("1000001", "DE-9"), &sca_done),
+    )
+    .await;
     assert_eq!(
         reply.status,
         402,
@@ -568,7 +452,12 @@ async fn limits_exceeded_and_blocked_countries_are_refused_before_any_provider()
     assert_eq!(stripe_error(&reply)["code"], "amount_too_small");
 
     // A blocked country.
-    let reply = create(&client, &env, &with(card_from("KP", "1000", "KP-1"), &[])).await;
+    let reply = create(
+        &client,
+        &env,
+        &form_with(card_from("KP", "1000", "KP-1"), &[]),
+    )
+    .await;
     assert_eq!(reply.status, 402);
     assert_eq!(stripe_error(&reply)["code"], "country_blocked");
     assert_no_provider_contacted(&sim);
@@ -577,7 +466,7 @@ async fn limits_exceeded_and_blocked_countries_are_refused_before_any_provider()
     let reply = create(
         &client,
         &env,
-        &with(eea_card("1000000", "DE-10"), &sca_done),
+        &form_with(eea_card("1000000", "DE-10"), &sca_done),
     )
     .await;
     assert_eq!(
@@ -604,7 +493,7 @@ async fn same_dialect_passthrough_forwards_the_bytes_unchanged_and_keeps_affinit
     let env = Env::start(config).await;
     let client = HttpClient::default();
 
-    let sent = with(
+    let sent = form_with(
         eea_card("2000", "DE-PASS"),
         &[
             ("capture_method", "manual"),
@@ -694,7 +583,7 @@ async fn a_routing_rule_changed_in_its_file_applies_to_the_next_payment() {
     let (config, mut rules) = watched(&sim, "regional-router", "router.json");
     let env = Env::start_with_files(config, &[("router.json", &rules)]).await;
     let client = HttpClient::default();
-    let card = |order: &str| with(eea_card("2500", order), &[]);
+    let card = |order: &str| form_with(eea_card("2500", order), &[]);
 
     let reply = create(&client, &env, &card("DE-R1")).await;
     assert_eq!(
@@ -739,7 +628,7 @@ async fn a_compliance_rule_changed_in_its_file_applies_to_the_next_payment() {
     let (config, mut rules) = watched(&sim, "psd2-sca", "psd2-sca.json");
     let env = Env::start_with_files(config, &[("psd2-sca.json", &rules)]).await;
     let client = HttpClient::default();
-    let card = |order: &str| with(eea_card("2500", order), &[]);
+    let card = |order: &str| form_with(eea_card("2500", order), &[]);
 
     let reply = create(&client, &env, &card("DE-C1")).await;
     assert_eq!(
@@ -783,7 +672,7 @@ async fn bad_input_gets_a_stripe_error_and_reaches_no_provider() {
         pairs.retain(|(k, _)| *k != "amount" || !amount.is_empty());
         pairs.retain(|(k, _)| *k != "currency");
         pairs.push(("currency", currency.to_string()));
-        with(pairs, &[])
+        form_with(pairs, &[])
     };
 
     // (what, body, status, code, param)

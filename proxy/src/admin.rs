@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::json_response;
+use crate::health::HealthBook;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
@@ -25,15 +26,22 @@ use crate::snapshot::Snapshot;
 pub struct Admin {
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
+    health: Arc<HealthBook>,
     token_digest: Option<[u8; 32]>,
 }
 
 impl Admin {
     /// `token`: required bearer token for mutating endpoints, if any.
-    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>, token: Option<String>) -> Admin {
+    pub fn new(
+        reloader: Arc<Reloader>,
+        metrics: Arc<Metrics>,
+        health: Arc<HealthBook>,
+        token: Option<String>,
+    ) -> Admin {
         Admin {
             reloader,
             metrics,
+            health,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
         }
     }
@@ -100,6 +108,7 @@ impl Admin {
     /// The status document.
     pub fn status(&self) -> Value {
         let snapshot = self.reloader.snapshot();
+        let now = std::time::Instant::now();
         json!({
             "config": {
                 "file": self.reloader.file().display().to_string(),
@@ -127,6 +136,7 @@ impl Admin {
                 "cost": p.cost,
                 "dialect": p.dialect,
                 "credentials": p.credentials.keys().collect::<Vec<_>>(),
+                "health": self.health.snapshot(name, now),
             })).collect::<Vec<_>>(),
         })
     }

@@ -40,6 +40,9 @@ pub struct Config {
     /// Where idempotency records and payment owners live. Needs a restart to change.
     #[serde(default)]
     pub state: StateConfig,
+    /// Circuit breaker settings shared by all providers (see `health::BreakerConfig`).
+    #[serde(default)]
+    pub breaker: crate::health::BreakerConfig,
 }
 
 /// The state store.
@@ -299,12 +302,36 @@ pub struct ProviderConfig {
     /// `{"env": "VAR"}`. Never logged or shown on the status page.
     #[serde(default)]
     pub credentials: BTreeMap<String, Secret>,
+    /// Optional active health check: a cheap GET the host sends on its own.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
     /// TCP + TLS connect timeout. Default 2 s.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Time to the provider's response headers. Default 15 s.
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+/// An active health check of a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path appended to the provider's base URL, e.g. `/health`.
+    pub path: String,
+    /// Time between checks. Default 1 s.
+    #[serde(default = "default_check_interval_ms")]
+    pub interval_ms: u64,
+    /// Time allowed for an answer. Default 500 ms.
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_check_interval_ms() -> u64 {
+    1_000
+}
+fn default_check_timeout_ms() -> u64 {
+    500
 }
 
 /// A secret value: inline, or read from the environment when the config is loaded.
@@ -651,6 +678,9 @@ impl Config {
                 return Err(invalid(at, "timeouts must be positive".into()));
             }
         }
+        self.breaker
+            .validate()
+            .map_err(|e| invalid(format!("breaker.{}", e.field), e.message.clone()))?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let at = format!("routes[{i}]");

@@ -140,6 +140,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for modules that register their own metrics (health).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

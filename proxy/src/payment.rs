@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::config::OnError;
 use crate::error::PluginFailure;
 use crate::failover::{classify, next, AttemptClass, Next, Transport};
+use crate::health::{Admission, HealthBook};
 use crate::metrics::Metrics;
-use crate::store::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::types::{
     Annotation, ChallengeKind, ErrorClass, Failure, HttpRequest, HttpResponse, Operation, Outcome,
     OutcomeStatus, Payment, Refusal, RefusalKind,
@@ -28,6 +28,7 @@ use crate::plugin::{Context, DialectPlugin, RouteDecision, Verdict};
 use crate::proxy::{Answer, PROVIDER_HEADER};
 use crate::route::Route;
 use crate::snapshot::{ProviderEntry, Snapshot};
+use crate::store::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
 use crate::upstream::{prepare_head, strip_hop_by_hop, Downstream, ProxyBody};
 
 /// Largest provider answer the host buffers for decoding.
@@ -39,6 +40,10 @@ pub struct Payments {
     store: Arc<dyn Store>,
     /// How long a finished idempotent answer replays.
     ttl_ms: u64,
+    /// Provider health and circuit breakers.
+    pub health: Arc<HealthBook>,
+    /// Snapshot version whose breaker settings the health book has.
+    breaker_version: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -69,10 +74,17 @@ enum Attempted {
 
 impl Payments {
     /// Payment state over shared metrics.
-    pub fn new(metrics: Arc<Metrics>, store: Arc<dyn Store>, ttl_ms: u64) -> Payments {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        store: Arc<dyn Store>,
+        ttl_ms: u64,
+        health: Arc<HealthBook>,
+    ) -> Payments {
         Payments {
             store,
             ttl_ms,
+            health,
+            breaker_version: std::sync::atomic::AtomicU64::new(0),
             metrics,
         }
     }
@@ -86,6 +98,14 @@ impl Payments {
         body: Bytes,
         downstream: Downstream,
     ) -> Answer {
+        let version = snapshot.version;
+        if self
+            .breaker_version
+            .swap(version, std::sync::atomic::Ordering::Relaxed)
+            != version
+        {
+            self.health.set_config(snapshot.config.breaker.clone());
+        }
         let Some((ingress_name, ingress)) = &route.dialect else {
             // Only called for routes with a dialect.
             return plain_error(
@@ -122,7 +142,10 @@ impl Payments {
 
         // idempotency (Stripe semantics), for everything but reads
         let mut resume = None;
-        if let (Some(key), true) = (&payment.idempotency_key, payment.operation != Operation::Status) {
+        if let (Some(key), true) = (
+            &payment.idempotency_key,
+            payment.operation != Operation::Status,
+        ) {
             let record = format!("{}\u{0}{key}", flow.route.name);
             let fingerprint = fingerprint(flow.parts, &flow.body);
             let stale = flow.route.failover.deadline_ms.saturating_mul(3);
@@ -135,7 +158,10 @@ impl Payments {
                     flow.idempotency = Some(record);
                 }
                 Ok(Begin::Replay(stored)) => {
-                    self.metrics.idempotent_replays.with_label_values(&[flow.route.name.as_str()]).inc();
+                    self.metrics
+                        .idempotent_replays
+                        .with_label_values(&[flow.route.name.as_str()])
+                        .inc();
                     return replay(flow.route, stored);
                 }
                 Ok(Begin::Mismatch) => {
@@ -158,7 +184,12 @@ impl Payments {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "state store failed; refusing the payment rather than risk a double charge");
-                    let r = refusal(RefusalKind::Unavailable, 503, "state_unavailable", "the payment cannot be processed right now");
+                    let r = refusal(
+                        RefusalKind::Unavailable,
+                        503,
+                        "state_unavailable",
+                        "the payment cannot be processed right now",
+                    );
                     return self.refuse(&flow, r, "none");
                 }
             }
@@ -171,7 +202,8 @@ impl Payments {
             let done = match kept {
                 Some(stored) => {
                     let ttl = self.ttl_ms;
-                    self.state(move |s| s.finish(&record, &stored, now_ms(), ttl)).await
+                    self.state(move |s| s.finish(&record, &stored, now_ms(), ttl))
+                        .await
                 }
                 None => self.state(move |s| s.release(&record)).await,
             };
@@ -182,7 +214,13 @@ impl Payments {
         answer
     }
 
-    async fn execute(&self, flow: &Flow<'_>, view: &HttpRequest, mut payment: Payment, resume: Option<Attempt>) -> Answer {
+    async fn execute(
+        &self,
+        flow: &Flow<'_>,
+        view: &HttpRequest,
+        mut payment: Payment,
+        resume: Option<Attempt>,
+    ) -> Answer {
         let view = view.clone();
         // affinity: follow-ups go to the provider that owns the payment
         let known = match payment.id.clone() {
@@ -190,7 +228,12 @@ impl Payments {
                 Ok(found) => Some(found),
                 Err(e) => {
                     tracing::error!(error = %e, "state store failed reading a payment owner");
-                    let r = refusal(RefusalKind::Unavailable, 503, "state_unavailable", "the payment cannot be processed right now");
+                    let r = refusal(
+                        RefusalKind::Unavailable,
+                        503,
+                        "state_unavailable",
+                        "the payment cannot be processed right now",
+                    );
                     return self.refuse(flow, r, "none");
                 }
             },
@@ -287,7 +330,8 @@ impl Payments {
         };
 
         // attempt
-        let attempted = self.attempt(flow, &payment, &order).await;
+        let affinity = owner.is_some() || resume.is_some();
+        let attempted = self.attempt(flow, &payment, &order, affinity).await;
         let (provider, outcome) = match attempted {
             Attempted::Forwarded(answer) => return answer,
             Attempted::Refused(r) => return self.refuse(flow, r, "none"),
@@ -331,7 +375,10 @@ impl Payments {
                 // Nothing charged anywhere: a retry may run it again. Everything else replays.
                 let nothing_happened = matches!(
                     &outcome.status,
-                    OutcomeStatus::Error(Failure { class: ErrorClass::NotSent | ErrorClass::AnsweredNotProcessed, .. })
+                    OutcomeStatus::Error(Failure {
+                        class: ErrorClass::NotSent | ErrorClass::AnsweredNotProcessed,
+                        ..
+                    })
                 );
                 if !nothing_happened {
                     let mut headers = response.headers.clone();
@@ -348,6 +395,20 @@ impl Payments {
         }
     }
 
+    /// The route's providers as routers see them, with their current health.
+    fn provider_views(&self, route: &Route) -> Vec<crate::plugin::types::Provider> {
+        let now = Instant::now();
+        route
+            .provider_views
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p.health = (&self.health.snapshot(&p.name, now)).into();
+                p
+            })
+            .collect()
+    }
+
     /// Run a store call off the async workers (it may fsync).
     async fn state<T: Send + 'static>(
         &self,
@@ -361,7 +422,12 @@ impl Payments {
     }
 
     /// Journal an attempt before it is sent (after a crash, the retry resumes there).
-    async fn journal(&self, flow: &Flow<'_>, provider: &str, provider_key: &str) -> Result<(), Refusal> {
+    async fn journal(
+        &self,
+        flow: &Flow<'_>,
+        provider: &str,
+        provider_key: &str,
+    ) -> Result<(), Refusal> {
         let Some(record) = flow.idempotency.clone() else {
             return Ok(());
         };
@@ -369,10 +435,17 @@ impl Payments {
             provider: provider.to_string(),
             provider_key: provider_key.to_string(),
         };
-        self.state(move |s| s.note_attempt(&record, &attempt)).await.map_err(|e| {
-            tracing::error!(error = %e, "could not journal the attempt; not sending it");
-            refusal(RefusalKind::Unavailable, 503, "state_unavailable", "the payment cannot be processed right now")
-        })
+        self.state(move |s| s.note_attempt(&record, &attempt))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "could not journal the attempt; not sending it");
+                refusal(
+                    RefusalKind::Unavailable,
+                    503,
+                    "state_unavailable",
+                    "the payment cannot be processed right now",
+                )
+            })
     }
 
     /// Ask the router (with the canonical payment) for the order; static order without one.
@@ -388,7 +461,7 @@ impl Payments {
         match router.route(
             view,
             Some(payment),
-            &flow.route.provider_views,
+            &self.provider_views(flow.route),
             rand::random(),
         ) {
             Ok(RouteDecision::Providers(order)) => Ok(order),
@@ -423,7 +496,13 @@ impl Payments {
     /// Try the candidates in order, within the route's attempt and time budget. Another
     /// candidate only when the previous one certainly did nothing; after an ambiguous
     /// attempt the payment stays with that provider (see [`Payments::resolve`]).
-    async fn attempt(&self, flow: &Flow<'_>, payment: &Payment, order: &[String]) -> Attempted {
+    async fn attempt(
+        &self,
+        flow: &Flow<'_>,
+        payment: &Payment,
+        order: &[String],
+        affinity: bool,
+    ) -> Attempted {
         let policy = &flow.route.failover;
         let deadline = Instant::now() + Duration::from_millis(policy.deadline_ms);
         let mut tried = 0;
@@ -438,6 +517,22 @@ impl Payments {
             let Some((dialect_name, egress)) = &entry.dialect else {
                 continue;
             };
+            // Follow-ups and resumed requests must reach their provider, breaker or not.
+            let probe = match if affinity {
+                Admission::Allowed
+            } else {
+                self.health.admit(name, Instant::now())
+            } {
+                Admission::Allowed => false,
+                Admission::Probe => true,
+                Admission::Rejected => {
+                    self.metrics
+                        .attempts
+                        .with_label_values(&[name.as_str(), "breaker_open"])
+                        .inc();
+                    continue;
+                }
+            };
             tried += 1;
             if let Some((from, outcome)) = &last {
                 self.failover(from, name, outcome);
@@ -447,7 +542,10 @@ impl Payments {
                 return Attempted::Refused(refused);
             }
             if dialect_name == flow.ingress_name {
-                match self.forward(flow, name, entry, egress, payment).await {
+                match self
+                    .forward(flow, name, entry, egress, payment, probe)
+                    .await
+                {
                     Ok(answer) => return Attempted::Forwarded(answer),
                     Err(not_sent) => {
                         last = Some((name.clone(), not_sent));
@@ -456,7 +554,7 @@ impl Payments {
                 }
             }
             let (class, outcome) = match self
-                .send_once(name, entry, egress, payment, &key, deadline)
+                .send_once(name, entry, egress, payment, &key, deadline, probe)
                 .await
             {
                 Ok(result) => result,
@@ -526,7 +624,7 @@ impl Payments {
             for _ in 0..policy.resend_attempts {
                 tokio::time::sleep(Duration::from_millis(policy.resend_backoff_ms)).await;
                 if let Ok((class, outcome)) = self
-                    .send_once(name, entry, egress, payment, key, deadline)
+                    .send_once(name, entry, egress, payment, key, deadline, false)
                     .await
                 {
                     self.metrics
@@ -552,7 +650,7 @@ impl Payments {
                 status.operation = Operation::Status;
                 status.provider_reference = Some(reference.clone());
                 if let Ok((class, mut outcome)) = self
-                    .send_once(name, entry, egress, &status, key, deadline)
+                    .send_once(name, entry, egress, &status, key, deadline, false)
                     .await
                 {
                     self.metrics
@@ -592,6 +690,7 @@ impl Payments {
         entry: &ProviderEntry,
         egress: &DialectPlugin,
         payment: &Payment,
+        probe: bool,
     ) -> Result<Answer, Outcome> {
         let path_and_query = flow
             .parts
@@ -617,17 +716,23 @@ impl Payments {
         let response = match response {
             Ok(r) => r,
             Err(e) if e.retry_safe => {
-                self.metrics
-                    .attempts
-                    .with_label_values(&[name, "not_sent"])
-                    .inc();
-                return Err(not_sent("provider_unavailable"));
+                let (_, outcome) = self.classified(
+                    name,
+                    started,
+                    probe,
+                    Transport::NotSent,
+                    None,
+                    "provider_unavailable",
+                );
+                return Err(outcome);
             }
             Err(e) => {
-                self.metrics
-                    .attempts
-                    .with_label_values(&[name, "ambiguous"])
-                    .inc();
+                let transport = if e.status == StatusCode::GATEWAY_TIMEOUT {
+                    Transport::TimedOutAfterSend
+                } else {
+                    Transport::Broken
+                };
+                self.classified(name, started, probe, transport, None, "provider_error");
                 let mut answer = answer_from_error(flow.route, e);
                 answer.provider = name.to_string();
                 return Ok(answer);
@@ -637,10 +742,14 @@ impl Payments {
         let bytes = match Limited::new(body, MAX_PROVIDER_BODY).collect().await {
             Ok(c) => c.to_bytes(),
             Err(_) => {
-                self.metrics
-                    .attempts
-                    .with_label_values(&[name, "ambiguous"])
-                    .inc();
+                self.classified(
+                    name,
+                    started,
+                    probe,
+                    Transport::Broken,
+                    None,
+                    "provider_error",
+                );
                 return Ok(plain_error_for(
                     flow.route,
                     name,
@@ -653,8 +762,14 @@ impl Payments {
         let decoded = egress
             .decode_response(payment, &response_view(&parts, &bytes))
             .ok();
-        let (class, outcome) =
-            self.classified(name, Transport::Answered, decoded.clone(), "provider_error");
+        let (class, outcome) = self.classified(
+            name,
+            started,
+            probe,
+            Transport::Answered,
+            decoded.clone(),
+            "provider_error",
+        );
         if next(class, flow.route.failover.retry_soft_declines) == Next::NextProvider {
             return Err(outcome);
         }
@@ -677,7 +792,11 @@ impl Payments {
                 headers: parts
                     .headers
                     .iter()
-                    .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+                    .filter_map(|(n, v)| {
+                        v.to_str()
+                            .ok()
+                            .map(|v| (n.as_str().to_string(), v.to_string()))
+                    })
                     .collect(),
                 body: bytes.to_vec(),
             });
@@ -709,7 +828,9 @@ impl Payments {
         payment: &Payment,
         key: &str,
         deadline: Instant,
+        probe: bool,
     ) -> Result<(AttemptClass, Outcome), Refusal> {
+        let started = Instant::now();
         let context = Context {
             provider: name.to_string(),
             credentials: entry.credentials.clone(),
@@ -728,16 +849,29 @@ impl Payments {
             }
         };
         let Some(outbound) = request.and_then(|r| outbound_request(&entry.upstream, r)) else {
-            return Ok(self.classified(name, Transport::NotSent, None, "provider_error"));
+            return Ok(self.classified(
+                name,
+                started,
+                probe,
+                Transport::NotSent,
+                None,
+                "provider_error",
+            ));
         };
-        let started = Instant::now();
         let remaining = deadline.saturating_duration_since(started);
         let sent = tokio::time::timeout(remaining, entry.upstream.send(outbound)).await;
         let response = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) if e.retry_safe => {
                 self.observe(name, started);
-                return Ok(self.classified(name, Transport::NotSent, None, "provider_unavailable"));
+                return Ok(self.classified(
+                    name,
+                    started,
+                    probe,
+                    Transport::NotSent,
+                    None,
+                    "provider_unavailable",
+                ));
             }
             Ok(Err(e)) => {
                 self.observe(name, started);
@@ -751,12 +885,14 @@ impl Payments {
                 } else {
                     "provider_error"
                 };
-                return Ok(self.classified(name, transport, None, code));
+                return Ok(self.classified(name, started, probe, transport, None, code));
             }
             Err(_) => {
                 self.observe(name, started);
                 return Ok(self.classified(
                     name,
+                    started,
+                    probe,
                     Transport::TimedOutAfterSend,
                     None,
                     "provider_timeout",
@@ -772,7 +908,14 @@ impl Payments {
                 Ok(Ok(c)) => c.to_bytes(),
                 _ => {
                     self.observe(name, started);
-                    return Ok(self.classified(name, Transport::Broken, None, "provider_error"));
+                    return Ok(self.classified(
+                        name,
+                        started,
+                        probe,
+                        Transport::Broken,
+                        None,
+                        "provider_error",
+                    ));
                 }
             };
         self.observe(name, started);
@@ -783,18 +926,35 @@ impl Payments {
                 None
             }
         };
-        Ok(self.classified(name, Transport::Answered, decoded, "provider_error"))
+        Ok(self.classified(
+            name,
+            started,
+            probe,
+            Transport::Answered,
+            decoded,
+            "provider_error",
+        ))
     }
 
     /// Classify an attempt, count it, and make sure an outcome exists to render.
+    #[allow(clippy::too_many_arguments)]
     fn classified(
         &self,
         name: &str,
+        started: Instant,
+        probe: bool,
         transport: Transport,
         decoded: Option<Outcome>,
         code: &str,
     ) -> (AttemptClass, Outcome) {
         let class = classify(transport, decoded.as_ref());
+        self.health.record(
+            name,
+            class.provider_healthy(),
+            started.elapsed(),
+            probe,
+            Instant::now(),
+        );
         self.metrics
             .attempts
             .with_label_values(&[name, class.as_str()])
@@ -849,7 +1009,10 @@ impl Flow<'_> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// What makes two requests "the same" for an idempotency key: method, path and body.

@@ -16,13 +16,14 @@ use hyper::body::Incoming;
 
 use crate::config::OnError;
 use crate::error::ProxyError;
+use crate::health::{HealthBook, HealthMetrics};
 use crate::metrics::{status_class, Metrics};
 use crate::payment::{http_view, Payments};
-use crate::store::Store;
 use crate::plugin::RouteDecision;
 use crate::reload::Reloader;
 use crate::route::Route;
 use crate::snapshot::Snapshot;
+use crate::store::Store;
 use crate::upstream::{prepare_head, BoxError, Downstream, ProxyBody};
 
 /// Header naming the provider that answered, for storefront debugging and operators.
@@ -58,12 +59,27 @@ fn boxed_full(response: Response<Full<Bytes>>) -> Response<ProxyBody> {
 
 impl Proxy {
     /// A handler reading snapshots from `reloader`, keeping payment state in `store`.
-    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>, store: Arc<dyn Store>, ttl_ms: u64) -> Proxy {
+    pub fn new(
+        reloader: Arc<Reloader>,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn Store>,
+        ttl_ms: u64,
+    ) -> Proxy {
+        let breaker = reloader.snapshot().config.breaker.clone();
+        let health = Arc::new(HealthBook::new(
+            breaker,
+            HealthMetrics::register(metrics.registry()),
+        ));
         Proxy {
             reloader,
-            payments: Payments::new(metrics.clone(), store, ttl_ms),
+            payments: Payments::new(metrics.clone(), store, ttl_ms, health),
             metrics,
         }
+    }
+
+    /// Provider health and breakers, shared with the admin listener and active checks.
+    pub fn health(&self) -> Arc<HealthBook> {
+        self.payments.health.clone()
     }
 
     /// Handle one storefront request. Never fails: errors become JSON responses.

@@ -10,13 +10,14 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin};
 use crate::config::{self, Config, StateKind};
-use crate::store::{MemoryStore, RedbStore, Store};
+use crate::health::{run_active_checks, ActiveCheck};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
 use crate::snapshot::Builder;
+use crate::store::{MemoryStore, RedbStore, Store};
 
 /// A running proxy.
 pub struct Running {
@@ -123,7 +124,13 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
     }
     let admin_tcp = listener::bind(config.admin.addr).await?;
     let admin_addr = admin_tcp.local_addr()?;
-    let admin = Arc::new(Admin::new(reloader.clone(), metrics.clone(), token));
+    let admin = Arc::new(Admin::new(
+        reloader.clone(),
+        metrics.clone(),
+        proxy.health(),
+        token,
+    ));
+    tasks.push(spawn_active_checks(&proxy, &reloader, shutdown_rx.clone()));
     tasks.push(tokio::spawn(admin::serve(
         admin_tcp,
         admin,
@@ -142,6 +149,52 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         shutdown,
         tasks,
     })
+}
+
+/// Active health checks of the providers that configure one, following reloads.
+fn spawn_active_checks(
+    proxy: &Arc<Proxy>,
+    reloader: &Arc<Reloader>,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let reloader = reloader.clone();
+    let targets = move || {
+        let snapshot = reloader.snapshot();
+        snapshot
+            .config
+            .providers
+            .iter()
+            .filter_map(|(name, p)| {
+                let check = p.health_check.as_ref()?;
+                let url = snapshot
+                    .providers
+                    .get(name)?
+                    .upstream
+                    .target(&check.path)
+                    .ok()?;
+                Some(ActiveCheck {
+                    provider: name.clone(),
+                    url,
+                    interval: Duration::from_millis(check.interval_ms),
+                    timeout: Duration::from_millis(check.timeout_ms),
+                })
+            })
+            .collect()
+    };
+    // Checks trust the webpki roots (providers with a private CA: check over plain HTTP).
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let connector = match crate::tls::client_config(None) {
+        Ok(tls) => builder.with_tls_config(tls),
+        Err(_) => builder.with_webpki_roots(),
+    }
+    .https_or_http()
+    .enable_http1()
+    .wrap_connector(http);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector);
+    tokio::spawn(run_active_checks(proxy.health(), targets, client, shutdown))
 }
 
 impl Running {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 mod payments;
 mod recorder;
 
-pub use payments::{example_config_dir, example_json, payments_config, PAYMENT_PROVIDERS};
+pub use payments::*;
 pub use provider_sim::{Faults, Simulator};
 pub use recorder::{Recorded, Recorder};
 

@@ -54,3 +54,130 @@ pub fn payments_config(sim: &Simulator) -> Value {
     }
     config
 }
+
+// Storefront requests in Stripe's form convention (see plugins/dialect-stripe/src/lib.rs).
+
+/// A Stripe form body with Stripe's bracketed keys left readable and everything else escaped.
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    let escape = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z'
+                | b'a'..=b'z'
+                | b'0'..=b'9'
+                | b'-'
+                | b'.'
+                | b'_'
+                | b'~'
+                | b'['
+                | b']' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// An EEA card payment (issuer and shopper in DE) worth `amount` euro cents.
+pub fn eea_card(amount: &str, order: &str) -> Vec<(&'static str, String)> {
+    card_from("DE", amount, order)
+}
+
+/// A card payment in euros, card issued in and shopper from `country`.
+pub fn card_from(country: &str, amount: &str, order: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("amount", amount.into()),
+        ("currency", "eur".into()),
+        ("payment_method_data[type]", "card".into()),
+        ("payment_method_data[card][token]", "tok_visa".into()),
+        ("payment_method_data[card][bin]", "424242".into()),
+        ("payment_method_data[card][last4]", "4242".into()),
+        ("payment_method_data[card][network]", "visa".into()),
+        ("payment_method_data[card][country]", country.into()),
+        (
+            "payment_method_data[billing_details][address][country]",
+            country.into(),
+        ),
+        ("metadata[order_id]", order.into()),
+    ]
+}
+
+/// `pairs` plus `extra`, as a form body.
+pub fn form_with(mut pairs: Vec<(&'static str, String)>, extra: &[(&'static str, &str)]) -> String {
+    pairs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    form(&borrowed)
+}
+
+/// An Indonesian DANA wallet payment with a verified phone.
+pub fn dana_shopper(amount: &str, order: &str) -> String {
+    form(&[
+        ("amount", amount),
+        ("currency", "idr"),
+        ("payment_method_data[type]", "dana"),
+        (
+            "payment_method_data[billing_details][phone]",
+            "+6281234567890",
+        ),
+        (
+            "payment_method_data[billing_details][phone_verified]",
+            "true",
+        ),
+        (
+            "payment_method_data[billing_details][address][country]",
+            "ID",
+        ),
+        ("metadata[order_id]", order),
+    ])
+}
+
+/// A Dutch iDEAL payment of €25.00 from the account `iban`.
+pub fn ideal_shopper(iban: &str, order: &str) -> String {
+    form(&[
+        ("amount", "2500"),
+        ("currency", "eur"),
+        ("payment_method_data[type]", "ideal"),
+        ("payment_method_data[ideal][bank]", "ing"),
+        ("payment_method_data[ideal][iban]", iban),
+        (
+            "payment_method_data[billing_details][address][country]",
+            "NL",
+        ),
+        ("return_url", "https://shop.example/return"),
+        ("metadata[order_id]", order),
+    ])
+}
+
+/// A Brazilian Pix payment of R$50.00 by the payer with CPF `cpf`.
+pub fn pix_shopper(cpf: &str, order: &str) -> String {
+    form(&[
+        ("amount", "5000"),
+        ("currency", "brl"),
+        ("payment_method_data[type]", "pix"),
+        ("payment_method_data[pix][tax_id]", cpf),
+        (
+            "payment_method_data[billing_details][address][country]",
+            "BR",
+        ),
+        ("receipt_email", "joao@example.com.br"),
+        ("metadata[order_id]", order),
+    ])
+}
+
+/// A Singaporean GrabPay payment of S$42.00.
+pub fn grabpay_shopper(order: &str) -> String {
+    form(&[
+        ("amount", "4200"),
+        ("currency", "sgd"),
+        ("payment_method_data[type]", "grabpay"),
+        (
+            "payment_method_data[billing_details][address][country]",
+            "SG",
+        ),
+        ("metadata[order_id]", order),
+    ])
+}
