@@ -120,13 +120,15 @@ async fn a_hundred_reloads_under_traffic_fail_no_request() {
         c.await.unwrap();
     }
 
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed requests, first: {:?}",
-        failures.len(),
-        failures.first()
-    );
+    {
+        let failures = failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failed requests, first: {:?}",
+            failures.len(),
+            failures.first()
+        );
+    }
     let (a, b) = (
         served[0].load(Ordering::Relaxed),
         served[1].load(Ordering::Relaxed),

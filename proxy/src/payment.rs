@@ -325,7 +325,7 @@ impl Payments {
             (Some(owner), None) => vec![owner.provider.clone()],
             (None, None) => match self.decide(flow, &view, &payment) {
                 Ok(order) => order,
-                Err(refused) => return refused,
+                Err(refused) => return self.refuse(flow, refused, "none"),
             },
         };
 
@@ -454,7 +454,7 @@ impl Payments {
         flow: &Flow<'_>,
         view: &HttpRequest,
         payment: &Payment,
-    ) -> Result<Vec<String>, Answer> {
+    ) -> Result<Vec<String>, Refusal> {
         let Some((router, on_error)) = &flow.route.router else {
             return Ok(flow.route.providers.clone());
         };
@@ -469,24 +469,16 @@ impl Payments {
                 status,
                 code,
                 message,
-            }) => Err(self.refuse(
-                flow,
-                refusal(RefusalKind::Unavailable, status, &code, &message),
-                "none",
-            )),
+            }) => Err(refusal(RefusalKind::Unavailable, status, &code, &message)),
             Err(failure) => {
                 tracing::warn!(route = %flow.route.name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "router plugin failed");
                 match on_error {
                     OnError::FailOpen => Ok(flow.route.providers.clone()),
-                    OnError::FailClosed => Err(self.refuse(
-                        flow,
-                        refusal(
-                            RefusalKind::Unavailable,
-                            503,
-                            "plugin_failed",
-                            "no route for this payment right now",
-                        ),
-                        "none",
+                    OnError::FailClosed => Err(refusal(
+                        RefusalKind::Unavailable,
+                        503,
+                        "plugin_failed",
+                        "no route for this payment right now",
                     )),
                 }
             }
@@ -820,6 +812,7 @@ impl Payments {
 
     /// One attempt at a provider of another dialect: encode, send, decode, classify.
     /// Err = the dialect refused the payment before anything was sent.
+    #[allow(clippy::too_many_arguments)]
     async fn send_once(
         &self,
         name: &str,
