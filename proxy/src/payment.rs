@@ -29,7 +29,7 @@ use crate::proxy::{Answer, PROVIDER_HEADER};
 use crate::route::Route;
 use crate::snapshot::{ProviderEntry, Snapshot};
 use crate::store::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
-use crate::upstream::{prepare_head, strip_hop_by_hop, Downstream, ProxyBody};
+use crate::upstream::{clone_head, prepare_head, strip_hop_by_hop, Downstream, ProxyBody};
 
 /// Largest provider answer the host buffers for decoding.
 const MAX_PROVIDER_BODY: usize = 1 << 20;
@@ -781,15 +781,7 @@ impl Payments {
         if parts.status.as_u16() < 500 {
             flow.keep_response(StoredResponse {
                 status: parts.status.as_u16(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .filter_map(|(n, v)| {
-                        v.to_str()
-                            .ok()
-                            .map(|v| (n.as_str().to_string(), v.to_string()))
-                    })
-                    .collect(),
+                headers: header_pairs(&parts.headers),
                 body: bytes.to_vec(),
             });
         }
@@ -1131,21 +1123,25 @@ pub fn provider_key(provider: &str, payment: &Payment) -> String {
     format!("pp-{}", &hex::encode(digest)[..32])
 }
 
+/// Header names and values as plugins see them (values that are not UTF-8 are left out).
+fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(n, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (n.as_str().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 /// The plugin view of a request (headers that are not UTF-8 are left out).
 pub fn http_view(parts: &http::request::Parts, body: Option<&Bytes>) -> HttpRequest {
     HttpRequest {
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(n, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (n.as_str().to_string(), v.to_string()))
-            })
-            .collect(),
+        headers: header_pairs(&parts.headers),
         body: body.map(|b| b.to_vec()),
     }
 }
@@ -1153,15 +1149,7 @@ pub fn http_view(parts: &http::request::Parts, body: Option<&Bytes>) -> HttpRequ
 fn response_view(parts: &http::response::Parts, body: &Bytes) -> HttpResponse {
     HttpResponse {
         status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(n, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (n.as_str().to_string(), v.to_string()))
-            })
-            .collect(),
+        headers: header_pairs(&parts.headers),
         body: body.to_vec(),
     }
 }
@@ -1193,20 +1181,6 @@ fn outbound_request(
         .map_err(|never| match never {})
         .boxed();
     builder.body(body).ok()
-}
-
-fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
-    let mut builder = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version);
-    if let Some(headers) = builder.headers_mut() {
-        *headers = parts.headers.clone();
-    }
-    builder
-        .body(())
-        .map(|r| r.into_parts().0)
-        .unwrap_or_else(|_| Request::new(()).into_parts().0)
 }
 
 fn answer(route: &Route, provider: &str, response: HttpResponse) -> Answer {

@@ -24,7 +24,7 @@ use crate::reload::Reloader;
 use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
-use crate::upstream::{prepare_head, BoxError, Downstream, ProxyBody};
+use crate::upstream::{clone_head, prepare_head, BoxError, Downstream, ProxyBody};
 
 /// Header naming the provider that answered, for storefront debugging and operators.
 pub const PROVIDER_HEADER: &str = "x-payproxy-provider";
@@ -328,21 +328,6 @@ impl Proxy {
             response: Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
         }
     }
-}
-
-fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
-    let mut builder = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version);
-    if let Some(headers) = builder.headers_mut() {
-        *headers = parts.headers.clone();
-    }
-    // Method, URI and headers come from a parsed request, so this cannot fail.
-    builder
-        .body(())
-        .map(|r| r.into_parts().0)
-        .unwrap_or_else(|_| Request::new(()).into_parts().0)
 }
 
 /// Header count, header bytes and declared body size against the limits (→ 431 / 413).

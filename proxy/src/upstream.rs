@@ -297,3 +297,19 @@ pub fn prepare_head(parts: &mut http::request::Parts, target: Uri, downstream: D
     parts.uri = target;
     parts.version = Version::HTTP_11;
 }
+
+/// A copy of a request head (method, URI, version, headers) for another attempt.
+pub fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut builder = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers.clone();
+    }
+    // Method, URI and headers come from a parsed request, so this cannot fail.
+    builder
+        .body(())
+        .map(|r| r.into_parts().0)
+        .unwrap_or_else(|_| Request::new(()).into_parts().0)
+}
