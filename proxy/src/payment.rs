@@ -60,6 +60,8 @@ struct Flow<'a> {
     idempotency: Option<String>,
     /// The final answer to keep for replay, set where one is produced.
     keep: std::sync::Mutex<Option<StoredResponse>>,
+    /// Leave the idempotency record in flight (outcome unknown): neither finish nor release.
+    hold: std::sync::atomic::AtomicBool,
 }
 
 /// How the attempt phase ended.
@@ -124,6 +126,7 @@ impl Payments {
             downstream,
             idempotency: None,
             keep: std::sync::Mutex::new(None),
+            hold: std::sync::atomic::AtomicBool::new(false),
         };
         self.run(flow).await
     }
@@ -196,7 +199,8 @@ impl Payments {
         }
 
         let answer = self.execute(&flow, &view, payment, resume).await;
-        if let Some(record) = &flow.idempotency {
+        let hold = flow.hold.load(std::sync::atomic::Ordering::Relaxed);
+        if let (Some(record), false) = (&flow.idempotency, hold) {
             let kept = flow.keep.lock().ok().and_then(|mut k| k.take());
             let record = record.clone();
             let done = match kept {
@@ -469,7 +473,15 @@ impl Payments {
                 status,
                 code,
                 message,
-            }) => Err(refusal(RefusalKind::Unavailable, status, &code, &message)),
+            }) => {
+                // A 4xx is a policy refusal (permanent); only a 5xx means "try later".
+                let kind = if status < 500 {
+                    RefusalKind::ComplianceDenied
+                } else {
+                    RefusalKind::Unavailable
+                };
+                Err(refusal(kind, status, &code, &message))
+            }
             Err(failure) => {
                 tracing::warn!(route = %flow.route.name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "router plugin failed");
                 match on_error {
@@ -665,11 +677,24 @@ impl Payments {
             .resolutions
             .with_label_values(&[name, "pending", "ambiguous"])
             .inc();
-        tracing::warn!(route = %flow.route.name, provider = %name, "payment outcome unknown after resolution; answering pending");
-        Outcome {
-            status: OutcomeStatus::Pending,
-            provider_reference: reference,
-            amount: payment.amount.clone(),
+        match reference {
+            // The provider has an id for it: answer pending; status queries can follow it.
+            Some(reference) => {
+                tracing::warn!(route = %flow.route.name, provider = %name, "payment outcome unknown after resolution; answering pending");
+                Outcome {
+                    status: OutcomeStatus::Pending,
+                    provider_reference: Some(reference),
+                    amount: payment.amount.clone(),
+                }
+            }
+            // Nothing to follow: answer "unknown, retry with the same key" and keep the
+            // idempotency record in flight, so the retry resumes at this provider with the
+            // same provider key once the record is stale — never at another provider.
+            None => {
+                tracing::warn!(route = %flow.route.name, provider = %name, "payment outcome unknown and no provider reference; holding the idempotency record");
+                flow.hold.store(true, std::sync::atomic::Ordering::Relaxed);
+                ambiguous
+            }
         }
     }
 
@@ -725,6 +750,8 @@ impl Payments {
                     Transport::Broken
                 };
                 self.classified(name, started, probe, transport, None, "provider_error");
+                // It may exist at this provider: a retry must resume here, not start anew.
+                flow.hold.store(true, std::sync::atomic::Ordering::Relaxed);
                 let mut answer = answer_from_error(flow.route, e);
                 answer.provider = name.to_string();
                 return Ok(answer);
@@ -742,6 +769,7 @@ impl Payments {
                     None,
                     "provider_error",
                 );
+                flow.hold.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Ok(plain_error_for(
                     flow.route,
                     name,
