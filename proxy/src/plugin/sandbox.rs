@@ -61,6 +61,8 @@ pub struct Sandbox<B: Binding> {
     warm: Mutex<Vec<Warm<B>>>,
     created: AtomicU64,
     metrics: Arc<Metrics>,
+    // Latency histograms by function, resolved once instead of per call.
+    latency: Mutex<Vec<(&'static str, prometheus::Histogram)>>,
     host: Arc<PluginHost>,
 }
 
@@ -92,6 +94,7 @@ impl<B: Binding> Sandbox<B> {
             warm: Mutex::new(Vec::new()),
             created: AtomicU64::new(0),
             metrics,
+            latency: Mutex::new(Vec::new()),
             host: host.clone(),
         };
         let warm = sandbox.instantiate().map_err(|f| f.detail)?;
@@ -110,10 +113,7 @@ impl<B: Binding> Sandbox<B> {
     ) -> Result<R, PluginFailure> {
         let started = Instant::now();
         let result = self.call_inner(f);
-        self.metrics
-            .plugin_call_seconds
-            .with_label_values(&[self.name.as_str(), function])
-            .observe(started.elapsed().as_secs_f64());
+        self.histogram(function).observe(started.elapsed().as_secs_f64());
         if let Err(failure) = &result {
             self.count(failure.kind);
         }
@@ -136,6 +136,16 @@ impl<B: Binding> Sandbox<B> {
             self.put_back(warm);
         }
         Ok(output)
+    }
+
+    fn histogram(&self, function: &'static str) -> prometheus::Histogram {
+        let mut cache = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, h)) = cache.iter().find(|(f, _)| *f == function) {
+            return h.clone();
+        }
+        let h = self.metrics.plugin_call_seconds.with_label_values(&[self.name.as_str(), function]);
+        cache.push((function, h.clone()));
+        h
     }
 
     /// A bad-output failure, counted.

@@ -25,7 +25,11 @@ pub struct Budget {
     cpu: Duration,
     wall_cap: Duration,
     started: Instant,
-    cpu_start: Duration,
+    // Thread CPU time at the first deadline check. Reading the CPU clock is a system call,
+    // so it is not read on the fast path: a call that ends within its first epoch tick
+    // never reads it, and the time before the first check (at most about one tick) is
+    // charged as if it had all been CPU.
+    cpu_base: Option<(Duration, Duration)>,
 }
 
 impl Budget {
@@ -34,7 +38,7 @@ impl Budget {
             cpu,
             wall_cap: (cpu * 10).max(Duration::from_secs(1)),
             started: Instant::now(),
-            cpu_start: thread_cpu(),
+            cpu_base: None,
         }
     }
 
@@ -43,9 +47,14 @@ impl Budget {
         *self = Budget::new(cpu);
     }
 
-    /// CPU this thread spent since the call started.
-    fn used(&self) -> Duration {
-        thread_cpu().saturating_sub(self.cpu_start)
+    /// CPU spent so far: CPU since the first check plus the time before it, capped at one
+    /// epoch tick (a thread descheduled before the first check is not charged for it).
+    fn used(&mut self) -> Duration {
+        let now = thread_cpu();
+        let (base, before) = *self
+            .cpu_base
+            .get_or_insert_with(|| (now, self.started.elapsed().min(super::EPOCH_TICK)));
+        before + now.saturating_sub(base)
     }
 }
 
@@ -57,7 +66,7 @@ fn thread_cpu() -> Duration {
 
 /// The epoch deadline callback: continue tick by tick until the CPU budget is spent.
 pub fn on_deadline(mut cx: StoreContextMut<'_, CallState>) -> wasmtime::Result<UpdateDeadline> {
-    let budget = &cx.data_mut().budget;
+    let budget = &mut cx.data_mut().budget;
     if budget.used() >= budget.cpu || budget.started.elapsed() >= budget.wall_cap {
         return Ok(UpdateDeadline::Interrupt);
     }
