@@ -24,8 +24,10 @@
 #![deny(missing_docs)]
 
 pub mod currency;
+pub mod helpers;
 pub mod payment;
 mod payment_macros;
+pub mod payment_method;
 mod router;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;

@@ -3,7 +3,7 @@
 //! The types are the contract's own (generated from `wit/payproxy-plugin@0.2.0`), so they are
 //! plain Rust data usable in native tests. Implement one role trait and call its export
 //! macro: [`export_dialect!`](crate::export_dialect) (ingress + egress),
-//! [`export_ingress!`](crate::export_ingress), [`export_egress!`](crate::export_egress),
+//! [`export_egress!`](crate::export_egress),
 //! [`export_compliance!`](crate::export_compliance) or
 //! [`export_payment_router!`](crate::export_payment_router).
 
@@ -142,6 +142,69 @@ impl Outcome {
     }
 }
 
+impl Context {
+    /// The provider's credential `key`, when it is configured and not empty.
+    pub fn credential(&self, key: &str) -> Option<&str> {
+        self.credentials
+            .iter()
+            .find(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The provider's credential `key`, or the refusal of a misconfigured provider
+    /// (`provider_misconfigured`, 500, unavailable) naming the key, never a value.
+    pub fn required_credential(&self, key: &str) -> Result<&str, Refusal> {
+        self.credential(key).ok_or_else(|| Refusal {
+            kind: RefusalKind::Unavailable,
+            status: 500,
+            code: "provider_misconfigured".into(),
+            message: format!(
+                "provider {}: credential {key} is not configured",
+                self.provider
+            ),
+        })
+    }
+}
+
+impl Verdict {
+    /// A denial with its code and the message shown to the shopper.
+    pub fn deny(code: &str, message: impl Into<String>) -> Verdict {
+        Verdict::Deny(Denial {
+            code: code.into(),
+            message: message.into(),
+        })
+    }
+}
+
+impl Decision {
+    /// `verdict` under `rule`, without annotations.
+    pub fn new(rule: &str, verdict: Verdict) -> Decision {
+        Decision {
+            verdict,
+            rule: rule.into(),
+            annotations: Vec::new(),
+        }
+    }
+
+    /// Allowed under `rule`, with `annotations` (tax lines, flags …).
+    pub fn allow(rule: &str, annotations: Vec<Annotation>) -> Decision {
+        Decision {
+            annotations,
+            ..Decision::new(rule, Verdict::Allow)
+        }
+    }
+
+    /// Denied under `rule` with a code and the message shown to the shopper.
+    pub fn deny(rule: &str, code: &str, message: impl Into<String>) -> Decision {
+        Decision::new(rule, Verdict::deny(code, message))
+    }
+
+    /// Challenged under `rule`: the shopper must complete `kind` first.
+    pub fn challenge(rule: &str, kind: ChallengeKind) -> Decision {
+        Decision::new(rule, Verdict::Challenge(kind))
+    }
+}
+
 impl Payment {
     /// A payment with only the operation set; for tests and builders.
     pub fn new(operation: Operation) -> Payment {
@@ -213,5 +276,70 @@ pub mod __glue {
                 .and_then(|v| v.downcast_ref::<T>())
                 .map(f)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(credentials: &[(&str, &str)]) -> Context {
+        Context {
+            provider: "acme".into(),
+            credentials: credentials
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            now_ms: 0,
+            idempotency_key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn credentials_are_read_by_key_and_empty_ones_do_not_count() {
+        let c = context(&[("api_key", ""), ("api_key", "secret"), ("merchant", "m")]);
+        assert_eq!(c.credential("api_key"), Some("secret"));
+        assert_eq!(c.credential("merchant"), Some("m"));
+        assert_eq!(c.credential("Merchant"), None);
+        assert_eq!(c.required_credential("merchant"), Ok("m"));
+        let c = context(&[("client_id", "")]);
+        assert_eq!(c.credential("client_id"), None);
+        let refusal = c.required_credential("client_id").unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal {
+                kind: RefusalKind::Unavailable,
+                status: 500,
+                code: "provider_misconfigured".into(),
+                message: "provider acme: credential client_id is not configured".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn decisions() {
+        let allowed = Decision::allow("r-ok", Vec::new());
+        assert_eq!(
+            (allowed.verdict, allowed.rule.as_str()),
+            (Verdict::Allow, "r-ok")
+        );
+        let denied = Decision::deny("r-no", "country_blocked", "No.");
+        assert_eq!(
+            denied.verdict,
+            Verdict::Deny(Denial {
+                code: "country_blocked".into(),
+                message: "No.".into()
+            })
+        );
+        assert!(denied.annotations.is_empty());
+        assert_eq!(Verdict::deny("country_blocked", "No."), denied.verdict);
+        let challenged = Decision::challenge("r-sca", ChallengeKind::StrongAuthentication);
+        assert_eq!(
+            challenged,
+            Decision::new(
+                "r-sca",
+                Verdict::Challenge(ChallengeKind::StrongAuthentication)
+            )
+        );
     }
 }

@@ -71,10 +71,20 @@ macro_rules! __ingress_impl {
     };
 }
 
-/// Implementation detail shared by the export macros.
+/// Implementation detail shared by the export macros: the egress side of the
+/// `dialect-plugin` world, and the world's export (the ingress side must be implemented).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __egress_impl {
+    ($ty:ty) => {
+        $crate::__egress_impl!(
+            $ty,
+            $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Guest,
+            $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Context,
+            $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Capabilities
+        );
+        $crate::bindings::v2::dialect::__export_dialect_world!(__PayproxyExport with_types_in $crate::bindings::v2::dialect);
+    };
     ($ty:ty, $guest:path, $ctx:path, $caps:path) => {
         impl $guest for __PayproxyExport {
             fn init(
@@ -147,14 +157,11 @@ macro_rules! export_dialect {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __PayproxyExport;
-            $crate::__ingress_impl!($ty, $crate::bindings::v2::dialect::exports::payproxy::plugin::ingress::Guest);
-            $crate::__egress_impl!(
+            $crate::__ingress_impl!(
                 $ty,
-                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Guest,
-                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Context,
-                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Capabilities
+                $crate::bindings::v2::dialect::exports::payproxy::plugin::ingress::Guest
             );
-            $crate::bindings::v2::dialect::__export_dialect_world!(__PayproxyExport with_types_in $crate::bindings::v2::dialect);
+            $crate::__egress_impl!($ty);
         };
     };
 }
@@ -167,30 +174,40 @@ macro_rules! export_egress {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __PayproxyExport;
-            impl $crate::bindings::v2::dialect::exports::payproxy::plugin::ingress::Guest for __PayproxyExport {
-                fn init(_config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+            impl $crate::bindings::v2::dialect::exports::payproxy::plugin::ingress::Guest
+                for __PayproxyExport
+            {
+                fn init(
+                    _config: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     Ok(())
                 }
-                fn parse_request(_request: $crate::payment::HttpRequest) -> ::std::result::Result<$crate::payment::Payment, $crate::payment::Refusal> {
+                fn parse_request(
+                    _request: $crate::payment::HttpRequest,
+                ) -> ::std::result::Result<$crate::payment::Payment, $crate::payment::Refusal>
+                {
                     Err($crate::payment::__glue::no_ingress())
                 }
-                fn render_outcome(_payment: $crate::payment::Payment, _outcome: $crate::payment::Outcome, _payment_id: ::std::string::String, _annotations: ::std::vec::Vec<$crate::payment::Annotation>) -> $crate::payment::HttpResponse {
+                fn render_outcome(
+                    _payment: $crate::payment::Payment,
+                    _outcome: $crate::payment::Outcome,
+                    _payment_id: ::std::string::String,
+                    _annotations: ::std::vec::Vec<$crate::payment::Annotation>,
+                ) -> $crate::payment::HttpResponse {
                     $crate::payment::__glue::no_ingress_response()
                 }
-                fn render_refusal(_refusal: $crate::payment::Refusal) -> $crate::payment::HttpResponse {
+                fn render_refusal(
+                    _refusal: $crate::payment::Refusal,
+                ) -> $crate::payment::HttpResponse {
                     $crate::payment::__glue::no_ingress_response()
                 }
-                fn request_id(_request: $crate::payment::HttpRequest) -> ::std::option::Option<::std::string::String> {
+                fn request_id(
+                    _request: $crate::payment::HttpRequest,
+                ) -> ::std::option::Option<::std::string::String> {
                     None
                 }
             }
-            $crate::__egress_impl!(
-                $ty,
-                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Guest,
-                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Context,
-                $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Capabilities
-            );
-            $crate::bindings::v2::dialect::__export_dialect_world!(__PayproxyExport with_types_in $crate::bindings::v2::dialect);
+            $crate::__egress_impl!($ty);
         };
     };
 }

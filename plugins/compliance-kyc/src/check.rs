@@ -1,11 +1,12 @@
 //! Applying the rules to one payment.
 
 use payproxy_plugin_sdk::payment::{
-    ChallengeKind, Decision, Denial, Operation, Payment, PaymentMethod, Verdict,
+    ChallengeKind, Decision, Operation, Payment, PaymentMethod, Verdict,
 };
 
+use payproxy_plugin_sdk::payment_method;
+
 use crate::config::{Config, Requirement, Rule};
-use crate::method;
 
 /// Allowed: rules applied and every requirement is met.
 pub const RULE_SATISFIED: &str = "kyc-satisfied";
@@ -25,14 +26,14 @@ pub fn decide(config: &Config, payment: &Payment) -> Decision {
         applied = true;
         match unmet(rule.require, payment) {
             None => {}
-            Some(deny @ Verdict::Deny(_)) => return decision(&rule.name, deny),
+            Some(deny @ Verdict::Deny(_)) => return Decision::new(&rule.name, deny),
             Some(verdict) => {
                 first_challenge.get_or_insert((rule, verdict));
             }
         }
     }
     match first_challenge {
-        Some((rule, verdict)) => decision(&rule.name, verdict),
+        Some((rule, verdict)) => Decision::new(&rule.name, verdict),
         None if applied => allow(RULE_SATISFIED),
         None => allow(RULE_NOT_REQUIRED),
     }
@@ -46,7 +47,7 @@ fn applies(rule: &Rule, payment: &Payment) -> bool {
             .country
             .as_deref()
             .is_some_and(|c| c.trim().eq_ignore_ascii_case(&rule.country));
-    country_ok && method::matches(&rule.methods, payment.method.as_ref())
+    country_ok && payment_method::matches(&rule.methods, payment.method.as_ref())
 }
 
 /// The verdict when `require` is not met, `None` when it is.
@@ -65,14 +66,14 @@ fn unmet(require: Requirement, payment: &Payment) -> Option<Verdict> {
         }
         Requirement::Email => {
             (!customer.email.as_deref().is_some_and(looks_like_email)).then(|| {
-                deny(
+                Verdict::deny(
                     "email_required",
                     "An email address is required for this payment method.",
                 )
             })
         }
         Requirement::CustomerId => (!present(customer.id.as_deref())).then(|| {
-            deny(
+            Verdict::deny(
                 "customer_id_required",
                 "A customer account is required for this payment method.",
             )
@@ -102,23 +103,8 @@ fn looks_like_email(text: &str) -> bool {
     }
 }
 
-fn deny(code: &str, message: &str) -> Verdict {
-    Verdict::Deny(Denial {
-        code: code.into(),
-        message: message.into(),
-    })
-}
-
-fn decision(rule: &str, verdict: Verdict) -> Decision {
-    Decision {
-        verdict,
-        rule: rule.into(),
-        annotations: Vec::new(),
-    }
-}
-
 fn allow(rule: &str) -> Decision {
-    decision(rule, Verdict::Allow)
+    Decision::allow(rule, Vec::new())
 }
 
 #[cfg(test)]

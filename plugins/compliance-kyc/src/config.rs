@@ -1,8 +1,8 @@
 //! The plugin's JSON config, parsed and validated once at `init`.
 
+use payproxy_plugin_sdk::helpers::{config, country};
+use payproxy_plugin_sdk::payment_method;
 use serde::Deserialize;
-
-use crate::method;
 
 /// What a rule requires of the customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -67,35 +67,17 @@ struct RawRule {
 }
 
 fn error(path: &str, message: impl std::fmt::Display) -> String {
-    // serde_path_to_error names the root `.`; a missing top-level field names itself.
-    match path {
-        "" | "." => format!("compliance-kyc config: {message}"),
-        _ => format!("compliance-kyc config: {path}: {message}"),
-    }
-}
-
-fn is_country(code: &str) -> bool {
-    code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic())
+    config::error("compliance-kyc", path, message)
 }
 
 impl Config {
     /// Parse and validate the JSON config; errors name the field.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            // The host re-serialises the config, so serde's line/column would mislead.
-            let message = e.inner().to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            error(&e.path().to_string(), message)
-        })?;
+        let raw: RawConfig = config::from_json(text).map_err(|e| error(&e.path, e.message))?;
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (i, rule) in raw.rules.into_iter().enumerate() {
             let at = |field: &str| format!("rules[{i}].{field}");
-            if rule.country != "*" && !is_country(&rule.country) {
+            if rule.country != "*" && !country::is_alpha2(&rule.country) {
                 return Err(error(
                     &at("country"),
                     "must be an ISO 3166-1 alpha-2 code such as \"ID\", or \"*\"",
@@ -110,32 +92,15 @@ impl Config {
             }
             let mut methods = Vec::with_capacity(rule.methods.len());
             for (j, m) in rule.methods.iter().enumerate() {
-                let m = m.trim().to_ascii_lowercase();
-                if !method::is_valid_name(&m) {
-                    return Err(error(
-                        &at(&format!("methods[{j}]")),
-                        format!(
-                            "must be \"*\", one of {} or a wallet/scheme/network name such as \"dana\"",
-                            method::KINDS.join(", ")
-                        ),
-                    ));
-                }
+                let m = payment_method::normalise_name(m)
+                    .map_err(|why| error(&at(&format!("methods[{j}]")), why))?;
                 methods.push(m);
             }
-            let name = match rule.name {
-                Some(n) if n.trim().is_empty() => {
-                    return Err(error(
-                        &at("name"),
-                        "must not be empty (omit it for a default)",
-                    ))
-                }
-                Some(n) => n,
-                None => format!(
-                    "kyc-{}-{}",
-                    country.to_ascii_lowercase(),
-                    rule.require.as_str()
-                ),
-            };
+            let name = config::rule_name(rule.name, || {
+                let country = country.to_ascii_lowercase();
+                format!("kyc-{country}-{}", rule.require.as_str())
+            })
+            .map_err(|why| error(&at("name"), why))?;
             rules.push(Rule {
                 name,
                 country,

@@ -40,7 +40,6 @@
 
 mod check;
 mod config;
-mod method;
 
 use payproxy_plugin_sdk::export_compliance;
 use payproxy_plugin_sdk::payment::{Compliance, Decision, Payment};

@@ -1,12 +1,11 @@
 //! Applying blocked countries, limits and taxes to one payment.
 
 use payproxy_plugin_sdk::currency;
-use payproxy_plugin_sdk::payment::{
-    Annotation, Decision, Denial, Money, Operation, Payment, Verdict,
-};
+use payproxy_plugin_sdk::payment::{Annotation, Decision, Money, Operation, Payment};
+
+use payproxy_plugin_sdk::payment_method;
 
 use crate::config::{Config, Limit, Tax};
-use crate::method;
 
 /// Allowed (with any tax lines).
 pub const RULE_OK: &str = "limits-ok";
@@ -20,7 +19,7 @@ pub const RULE_INVALID_AMOUNT: &str = "limits-invalid-amount";
 /// Blocked country, then amount, then each limit in order, then taxes.
 pub fn decide(config: &Config, payment: &Payment) -> Decision {
     if payment.operation != Operation::Authorize {
-        return allow(RULE_NOT_APPLICABLE, Vec::new());
+        return Decision::allow(RULE_NOT_APPLICABLE, Vec::new());
     }
     let country = payment.country.as_deref().map(str::trim);
     if country.is_some_and(|c| {
@@ -29,26 +28,26 @@ pub fn decide(config: &Config, payment: &Payment) -> Decision {
             .iter()
             .any(|b| b.eq_ignore_ascii_case(c))
     }) {
-        return deny(
+        return Decision::deny(
             RULE_COUNTRY_BLOCKED,
             "country_blocked",
-            "Payments from this country are not accepted.".into(),
+            "Payments from this country are not accepted.",
         );
     }
     let amount = match &payment.amount {
         Some(a) if a.minor >= 0 => a,
         Some(_) => {
-            return deny(
+            return Decision::deny(
                 RULE_INVALID_AMOUNT,
                 "invalid_amount",
-                "The amount must not be negative.".into(),
+                "The amount must not be negative.",
             )
         }
         None => {
-            return deny(
+            return Decision::deny(
                 RULE_INVALID_AMOUNT,
                 "amount_required",
-                "An amount is required.".into(),
+                "An amount is required.",
             )
         }
     };
@@ -63,7 +62,7 @@ pub fn decide(config: &Config, payment: &Payment) -> Decision {
         .filter(|t| taxed(t, country, config.merchant_country.as_deref()))
         .map(|t| tax_line(t, amount))
         .collect();
-    allow(RULE_OK, annotations)
+    Decision::allow(RULE_OK, annotations)
 }
 
 /// A limit applies to payments in its currency, from its country (`*`: any; an unknown
@@ -75,7 +74,7 @@ fn applies(limit: &Limit, payment: &Payment, amount: &Money) -> bool {
                 .country
                 .as_deref()
                 .is_some_and(|c| c.trim().eq_ignore_ascii_case(&limit.country)))
-        && method::matches(std::slice::from_ref(&limit.method), payment.method.as_ref())
+        && payment_method::matches(std::slice::from_ref(&limit.method), payment.method.as_ref())
 }
 
 /// The denial when `minor` is outside the limit (both ends inclusive).
@@ -89,14 +88,14 @@ fn broken(limit: &Limit, minor: i64) -> Option<Decision> {
             "The amount is below the minimum of {} for this payment.",
             major(min)
         );
-        return Some(deny(&limit.name, "amount_too_small", message));
+        return Some(Decision::deny(&limit.name, "amount_too_small", message));
     }
     if let Some(max) = limit.max.filter(|max| minor > *max) {
         let message = format!(
             "The amount is above the maximum of {} for this payment.",
             major(max)
         );
-        return Some(deny(&limit.name, "amount_too_large", message));
+        return Some(Decision::deny(&limit.name, "amount_too_large", message));
     }
     None
 }
@@ -129,25 +128,6 @@ pub fn tax_amount(minor: i64, rate_bp: u32) -> i64 {
     let scaled = i128::from(minor.max(0)) * i128::from(rate_bp);
     let rounded = (scaled + 5_000) / 10_000;
     i64::try_from(rounded).unwrap_or(i64::MAX)
-}
-
-fn allow(rule: &str, annotations: Vec<Annotation>) -> Decision {
-    Decision {
-        verdict: Verdict::Allow,
-        rule: rule.into(),
-        annotations,
-    }
-}
-
-fn deny(rule: &str, code: &str, message: String) -> Decision {
-    Decision {
-        verdict: Verdict::Deny(Denial {
-            code: code.into(),
-            message,
-        }),
-        rule: rule.into(),
-        annotations: Vec::new(),
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! The plugin's JSON config, parsed and validated once at `init`.
 
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::{config, country};
+use payproxy_plugin_sdk::payment_method;
 use serde::Deserialize;
-
-use crate::method;
 
 /// An amount range for payments of one currency, optionally narrowed by method and country.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,15 +99,7 @@ fn any() -> String {
 pub const MAX_RATE_BP: u32 = 10_000;
 
 fn error(path: &str, message: impl std::fmt::Display) -> String {
-    // serde_path_to_error names the root `.`; a missing top-level field names itself.
-    match path {
-        "" | "." => format!("compliance-limits config: {message}"),
-        _ => format!("compliance-limits config: {path}: {message}"),
-    }
-}
-
-fn is_country(code: &str) -> bool {
-    code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic())
+    config::error("compliance-limits", path, message)
 }
 
 const COUNTRY: &str = "must be an ISO 3166-1 alpha-2 code such as \"VN\"";
@@ -115,19 +107,9 @@ const COUNTRY: &str = "must be an ISO 3166-1 alpha-2 code such as \"VN\"";
 impl Config {
     /// Parse and validate the JSON config; errors name the field.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            // The host re-serialises the config, so serde's line/column would mislead.
-            let message = e.inner().to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            error(&e.path().to_string(), message)
-        })?;
+        let raw: RawConfig = config::from_json(text).map_err(|e| error(&e.path, e.message))?;
         let merchant_country = match raw.merchant_country {
-            Some(c) if !is_country(&c) => return Err(error("merchant_country", COUNTRY)),
+            Some(c) if !country::is_alpha2(&c) => return Err(error("merchant_country", COUNTRY)),
             c => c.map(|c| c.to_ascii_uppercase()),
         };
         let limits = raw
@@ -138,7 +120,7 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let mut blocked_countries = Vec::with_capacity(raw.blocked_countries.len());
         for (i, c) in raw.blocked_countries.iter().enumerate() {
-            if !is_country(c) {
+            if !country::is_alpha2(c) {
                 return Err(error(&format!("blocked_countries[{i}]"), COUNTRY));
             }
             blocked_countries.push(c.to_ascii_uppercase());
@@ -165,16 +147,8 @@ impl Config {
 
 fn limit(i: usize, l: RawLimit) -> Result<Limit, String> {
     let at = |field: &str| format!("limits[{i}].{field}");
-    let method = l.method.trim().to_ascii_lowercase();
-    if !method::is_valid_name(&method) {
-        return Err(error(
-            &at("method"),
-            format!(
-                "must be \"*\", one of {} or a wallet/scheme/network name such as \"dana\"",
-                method::KINDS.join(", ")
-            ),
-        ));
-    }
+    let method =
+        payment_method::normalise_name(&l.method).map_err(|why| error(&at("method"), why))?;
     // min and max are minor units: they mean nothing without one currency's exponent.
     let Some(currency) = currency::normalise(&l.currency) else {
         return Err(error(
@@ -182,7 +156,7 @@ fn limit(i: usize, l: RawLimit) -> Result<Limit, String> {
             "must be a concrete ISO 4217 code such as \"IDR\" (min and max are its minor units)",
         ));
     };
-    if l.country != "*" && !is_country(&l.country) {
+    if l.country != "*" && !country::is_alpha2(&l.country) {
         return Err(error(&at("country"), format!("{COUNTRY}, or \"*\"")));
     }
     let country = l.country.to_ascii_uppercase();
@@ -195,20 +169,11 @@ fn limit(i: usize, l: RawLimit) -> Result<Limit, String> {
         }
         _ => {}
     }
-    let name = match l.name {
-        Some(n) if n.trim().is_empty() => {
-            return Err(error(
-                &at("name"),
-                "must not be empty (omit it for a default)",
-            ))
-        }
-        Some(n) => n,
-        None => format!(
-            "limit-{method}-{}-{}",
-            currency.to_ascii_lowercase(),
-            country.to_ascii_lowercase()
-        ),
-    };
+    let name = config::rule_name(l.name, || {
+        let (currency, country) = (currency.to_ascii_lowercase(), country.to_ascii_lowercase());
+        format!("limit-{method}-{currency}-{country}")
+    })
+    .map_err(|why| error(&at("name"), why))?;
     Ok(Limit {
         name,
         method,
@@ -220,7 +185,7 @@ fn limit(i: usize, l: RawLimit) -> Result<Limit, String> {
 }
 
 fn tax(t: RawTax, at: impl Fn(&str) -> String) -> Result<Tax, String> {
-    if !is_country(&t.country) {
+    if !country::is_alpha2(&t.country) {
         return Err(error(&at("country"), COUNTRY));
     }
     if t.name.trim().is_empty() {

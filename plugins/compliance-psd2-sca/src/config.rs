@@ -3,10 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::{config, country};
 use serde::Deserialize;
 
 use crate::convert::{Euros, Rate};
-use crate::eea::{is_country_code, EEA};
+use crate::eea::EEA;
 
 /// The validated config.
 #[derive(Debug, Clone)]
@@ -44,29 +45,15 @@ struct RawMoney {
 pub const DEFAULT_THRESHOLD_MINOR: i64 = 3000;
 
 fn error(path: &str, message: impl std::fmt::Display) -> String {
-    // serde_path_to_error names the root `.`; a missing top-level field names itself.
-    match path {
-        "" | "." => format!("compliance-psd2-sca config: {message}"),
-        _ => format!("compliance-psd2-sca config: {path}: {message}"),
-    }
+    config::error("compliance-psd2-sca", path, message)
 }
 
 impl Config {
     /// Parse and validate the JSON config; errors name the field.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            // The host re-serialises the config, so serde's line/column would mislead.
-            let message = e.inner().to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            error(&e.path().to_string(), message)
-        })?;
+        let raw: RawConfig = config::from_json(text).map_err(|e| error(&e.path, e.message))?;
 
-        if !is_country_code(&raw.merchant_country) {
+        if !country::is_alpha2(&raw.merchant_country) {
             return Err(error(
                 "merchant_country",
                 "must be an ISO 3166-1 alpha-2 code such as \"NL\"",
@@ -123,7 +110,7 @@ impl Config {
                 }
                 let mut set = BTreeSet::new();
                 for (i, code) in list.iter().enumerate() {
-                    if !is_country_code(code) {
+                    if !country::is_alpha2(code) {
                         return Err(error(
                             &format!("eea[{i}]"),
                             "must be an ISO 3166-1 alpha-2 code such as \"NL\"",

@@ -1,7 +1,7 @@
 //! The PSD2 SCA rule: which payments must be strongly authenticated first.
 
 use payproxy_plugin_sdk::payment::{
-    Annotation, ChallengeKind, Decision, Operation, Payment, PaymentMethod, Verdict,
+    Annotation, ChallengeKind, Decision, Operation, Payment, PaymentMethod,
 };
 
 use crate::config::Config;
@@ -24,10 +24,10 @@ pub const RULE_NO_RATE: &str = "psd2-no-rate";
 /// Decide one payment. Order: scope, authenticated, exemption, amount.
 pub fn decide(config: &Config, payment: &Payment) -> Decision {
     if !in_scope(config, payment) {
-        return allow(RULE_OUT_OF_SCOPE, Vec::new());
+        return Decision::allow(RULE_OUT_OF_SCOPE, Vec::new());
     }
     if payment.strong_auth.authenticated {
-        return allow(RULE_AUTHENTICATED, Vec::new());
+        return Decision::allow(RULE_AUTHENTICATED, Vec::new());
     }
     if let Some(exemption) = payment
         .strong_auth
@@ -42,12 +42,12 @@ pub fn decide(config: &Config, payment: &Payment) -> Decision {
             amount: None,
             note: exemption.to_string(),
         };
-        return allow(RULE_EXEMPTION, vec![flag]);
+        return Decision::allow(RULE_EXEMPTION, vec![flag]);
     }
     match euros(config, payment) {
         None => challenge(RULE_NO_RATE),
         Some(value) if value.exceeds(&config.threshold) => challenge(RULE_SCA),
-        Some(_) => allow(RULE_LOW_VALUE, Vec::new()),
+        Some(_) => Decision::allow(RULE_LOW_VALUE, Vec::new()),
     }
 }
 
@@ -80,18 +80,6 @@ fn euros(config: &Config, payment: &Payment) -> Option<Euros> {
     Euros::of(amount.minor, &amount.currency, rate)
 }
 
-fn allow(rule: &str, annotations: Vec<Annotation>) -> Decision {
-    Decision {
-        verdict: Verdict::Allow,
-        rule: rule.into(),
-        annotations,
-    }
-}
-
 fn challenge(rule: &str) -> Decision {
-    Decision {
-        verdict: Verdict::Challenge(ChallengeKind::StrongAuthentication),
-        rule: rule.into(),
-        annotations: Vec::new(),
-    }
+    Decision::challenge(rule, ChallengeKind::StrongAuthentication)
 }

@@ -7,14 +7,10 @@ pub const EEA: &[&str] = &[
     "IS", "LI", "NO", // EEA, not EU
 ];
 
-/// True when `code` is an ISO 3166-1 alpha-2 shape (two ASCII letters, any case).
-pub fn is_country_code(code: &str) -> bool {
-    code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use payproxy_plugin_sdk::helpers::country::is_alpha2;
 
     #[test]
     fn thirty_distinct_upper_case_codes() {
@@ -24,7 +20,7 @@ mod tests {
         assert_eq!(codes.len(), 30);
         assert!(codes
             .iter()
-            .all(|c| is_country_code(c) && c.to_ascii_uppercase() == *c));
+            .all(|c| is_alpha2(c) && c.to_ascii_uppercase() == *c));
         assert!(!codes.contains(&"GB") && !codes.contains(&"CH") && !codes.contains(&"EL"));
     }
 }

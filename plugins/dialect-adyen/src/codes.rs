@@ -1,13 +1,15 @@
 //! Adyen codes → normalized outcome codes.
 //!
-//! Three tables: `refusalReasonCode` of a `Refused` payment → decline code and kind;
-//! HTTP status of an error answer → failure code and class. `resultCode` values are mapped in
-//! `decode.rs` (a handful, each with its own shape).
+//! Two tables: `refusalReasonCode` of a `Refused` payment → decline code and kind; HTTP
+//! status of an error answer → failure code and class (Adyen's own rows before the SDK's
+//! standard ones). `resultCode` values are mapped in `decode.rs` (a handful, each with its
+//! own shape).
 //!
 //! Decline kinds: **soft** means the same card may succeed later or elsewhere (balance, issuer
 //! unavailable, authentication needed), **hard** means retrying is pointless or harmful
 //! (expired, blocked, fraud).
 
+use payproxy_plugin_sdk::helpers::http_errors::HttpError;
 use payproxy_plugin_sdk::payment::{DeclineKind, ErrorClass};
 
 /// One refusal reason: Adyen `refusalReasonCode`, normalized code, kind, shopper-safe text.
@@ -167,65 +169,29 @@ pub fn refusal(code: &str) -> &'static Refusal {
         .unwrap_or(&UNKNOWN)
 }
 
-/// One HTTP error row: status, normalized failure code, class.
-pub type HttpError = (u16, &'static str, ErrorClass);
-
-/// Adyen error answers. Adyen validates and authenticates before it processes, so 4xx are
-/// "answered, not processed". The simulated Adyen guarantees that its 500 and 503 did nothing
-/// (the real one documents 500 as "not processed, retry"); 502 and 504 come from gateways in
-/// front of it and prove nothing, so they are ambiguous.
-pub const HTTP_ERRORS: &[HttpError] = &[
-    (400, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (401, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (403, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (404, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (422, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (429, "rate_limited", ErrorClass::AnsweredNotProcessed),
-    (
-        500,
-        "provider_unavailable",
-        ErrorClass::AnsweredNotProcessed,
-    ),
-    (502, "provider_error", ErrorClass::Ambiguous),
-    (
-        503,
-        "provider_unavailable",
-        ErrorClass::AnsweredNotProcessed,
-    ),
-    (504, "provider_timeout", ErrorClass::Ambiguous),
-];
-
-/// The row for an error status: listed, else any 4xx is an unprocessed invalid request and
-/// anything else an ambiguous provider error.
-pub fn http_error(status: u16) -> HttpError {
-    if let Some(row) = HTTP_ERRORS.iter().find(|row| row.0 == status) {
-        return *row;
-    }
-    if (400..500).contains(&status) {
-        (status, "invalid_request", ErrorClass::AnsweredNotProcessed)
-    } else {
-        (status, "provider_error", ErrorClass::Ambiguous)
-    }
-}
+/// Adyen's error answers where they differ from
+/// [`http_errors::STANDARD`](payproxy_plugin_sdk::helpers::http_errors::STANDARD), for
+/// [`http_errors::classify`](payproxy_plugin_sdk::helpers::http_errors::classify). Adyen validates
+/// and authenticates before it processes, so 4xx are "answered, not processed" (standard).
+/// The simulated Adyen guarantees that its 500 and 503 did nothing (the real one documents
+/// 500 as "not processed, retry"); 502 and 504 come from gateways in front of it and prove
+/// nothing, so they are ambiguous (standard).
+pub const HTTP_ERRORS: &[HttpError] = &[(
+    500,
+    "provider_unavailable",
+    ErrorClass::AnsweredNotProcessed,
+)];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use payproxy_plugin_sdk::helpers::codes::DECLINE_CODES;
+    use payproxy_plugin_sdk::helpers::http_errors;
 
     #[test]
     fn table_is_consistent() {
-        const NORMALIZED: &[&str] = &[
-            "insufficient_funds",
-            "do_not_honor",
-            "expired_card",
-            "fraud_suspected",
-            "invalid_account",
-            "limit_exceeded",
-            "authentication_required",
-            "generic_decline",
-        ];
         for (i, row) in REFUSALS.iter().enumerate() {
-            assert!(NORMALIZED.contains(&row.code), "{}", row.provider);
+            assert!(DECLINE_CODES.contains(&row.code), "{}", row.provider);
             assert!(
                 REFUSALS[..i].iter().all(|o| o.provider != row.provider),
                 "duplicate {}",
@@ -235,6 +201,10 @@ mod tests {
         assert_eq!(refusal("12").code, "insufficient_funds");
         assert_eq!(refusal(" 6 ").kind, Hard);
         assert_eq!(refusal("999").code, "generic_decline");
+        let http_error = |status| http_errors::classify(status, HTTP_ERRORS);
+        assert_eq!(http_error(500).1, "provider_unavailable");
+        assert_eq!(http_error(500).2, ErrorClass::AnsweredNotProcessed);
+        assert_eq!(http_error(502).2, ErrorClass::Ambiguous);
         assert_eq!(http_error(418).2, ErrorClass::AnsweredNotProcessed);
         assert_eq!(http_error(599).1, "provider_error");
         assert_eq!(http_error(302).2, ErrorClass::Ambiguous);

@@ -1,5 +1,6 @@
 //! The plugin's JSON config.
 
+use payproxy_plugin_sdk::helpers::config;
 use serde::Deserialize;
 
 /// Parsed config. Every field is optional: `{}` talks to the simulator's `/adyen/v71`.
@@ -31,29 +32,13 @@ impl Default for Config {
 impl Config {
     /// Parse and validate; errors read `dialect-adyen config: <field path>: <message>`.
     pub fn parse(text: &str) -> Result<Config, String> {
-        if text.trim().is_empty() {
-            return Ok(Config::default());
-        }
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            // The host re-serialises the config, so serde's line/column would mislead.
-            let message = e.inner().to_string();
-            let message = message.split(" at line ").next().unwrap_or_default();
-            format!("dialect-adyen config: {}: {message}", e.path())
-        })?;
-        let path = &config.base_path;
-        if !path.is_empty() && (!path.starts_with('/') || path.ends_with('/')) {
-            return Err(format!(
-                "dialect-adyen config: base_path: {path:?} must start with '/' and not end with '/'"
-            ));
-        }
-        if config
-            .merchant_account
-            .as_deref()
-            .is_some_and(|m| m.trim().is_empty())
-        {
-            return Err("dialect-adyen config: merchant_account: must not be empty".into());
-        }
+        let config: Config = config::parse("dialect-adyen", text)?;
+        config::check_base_path("dialect-adyen", &config.base_path)?;
+        config::check_not_blank(
+            "dialect-adyen",
+            "merchant_account",
+            config.merchant_account.as_deref(),
+        )?;
         Ok(config)
     }
 }

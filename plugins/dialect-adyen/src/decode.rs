@@ -19,6 +19,7 @@
 //! `pspReference` for captures and cancels and the refund's own for refunds.
 
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::decode::{self, ambiguous, text};
 use payproxy_plugin_sdk::payment::{
     Decline, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome, OutcomeStatus,
     Payment,
@@ -27,53 +28,27 @@ use serde_json::Value;
 
 use crate::codes;
 
-/// Decode the answer to the request built for `payment`.
+/// Decode the answer to the request built for `payment`. A non-2xx answer is classified by
+/// its HTTP status ([`codes::HTTP_ERRORS`]); Adyen's `errorCode` is kept as the provider code.
 pub fn response(payment: &Payment, response: &HttpResponse) -> Outcome {
-    let body: Option<Value> = serde_json::from_slice(&response.body).ok();
-    if !(200..300).contains(&response.status) {
-        return http_error(response.status, body.as_ref());
-    }
-    let Some(body) = body.filter(Value::is_object) else {
-        return ambiguous("", "the provider's success answer is not a JSON object");
-    };
-    match payment.operation {
-        Operation::Authorize => payment_result(payment, &body),
-        _ => modification(payment, &body),
-    }
-}
-
-fn ambiguous(provider_code: &str, message: &str) -> Outcome {
-    Outcome::error(
-        ErrorClass::Ambiguous,
-        "provider_error",
-        provider_code,
-        message,
+    let errorcode = |b: &Value| b.get("errorCode").and_then(code_text);
+    decode::json_answer(
+        response,
+        codes::HTTP_ERRORS,
+        errorcode,
+        |body| match payment.operation {
+            Operation::Authorize => payment_result(payment, body),
+            _ => modification(payment, body),
+        },
     )
 }
 
-fn text<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
-    body.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
-/// A non-2xx answer, by HTTP status; Adyen's `errorCode` is kept as the provider code.
-fn http_error(status: u16, body: Option<&Value>) -> Outcome {
-    let (_, code, class) = codes::http_error(status);
-    let provider_code = body
-        .and_then(|b| b.get("errorCode"))
-        .and_then(|c| {
-            c.as_str()
-                .map(str::to_string)
-                .or_else(|| c.as_i64().map(|n| n.to_string()))
-        })
-        .unwrap_or_else(|| status.to_string());
-    Outcome::error(
-        class,
-        code,
-        &provider_code,
-        format!("the provider answered HTTP {status}"),
-    )
+/// A code Adyen sends as a string or as a number.
+fn code_text(value: &Value) -> Option<String> {
+    value
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| value.as_i64().map(|n| n.to_string()))
 }
 
 /// `amount` of an answer, if present and valid; else what was asked for. The error is the
@@ -110,11 +85,7 @@ fn payment_result(payment: &Payment, body: &Value) -> Outcome {
         "Refused" => {
             let reason = body
                 .get("refusalReasonCode")
-                .and_then(|c| {
-                    c.as_str()
-                        .map(str::to_string)
-                        .or_else(|| c.as_i64().map(|n| n.to_string()))
-                })
+                .and_then(code_text)
                 .unwrap_or_default();
             let row = codes::refusal(&reason);
             OutcomeStatus::Declined(Decline {

@@ -1,6 +1,6 @@
 //! Canonical payment → Adyen request. Everything is validated before a request exists.
 
-use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::encode;
 use payproxy_plugin_sdk::payment::{
     Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal,
 };
@@ -31,71 +31,33 @@ pub fn request(
             ))
         }
     };
-    let mut headers = vec![
-        ("content-type".to_string(), "application/json".to_string()),
-        (
-            "idempotency-key".to_string(),
-            context.idempotency_key.clone(),
-        ),
-    ];
+    let mut headers = encode::json_headers(Some(&context.idempotency_key));
     // Without a key the request still goes out: Adyen answers 401 (answered, not processed),
     // which lets the host try another provider instead of refusing the shopper.
-    if let Some(key) = credential(context, "api_key") {
+    if let Some(key) = context.credential("api_key") {
         headers.push(("x-api-key".to_string(), key.to_string()));
     }
-    Ok(HttpRequest {
-        method: "POST".into(),
-        path: format!("{}{path}", config.base_path),
-        query: None,
+    Ok(encode::json_request(
+        "POST",
+        format!("{}{path}", config.base_path),
         headers,
-        body: Some(body.to_string().into_bytes()),
-    })
-}
-
-fn credential<'a>(context: &'a Context, name: &str) -> Option<&'a str> {
-    context
-        .credentials
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
+        Some(body),
+    ))
 }
 
 /// The provider's `merchant_account` credential, else the config's. Absent: the field is left
 /// out and Adyen answers 422 (answered, not processed).
 fn merchant_account<'a>(config: &'a Config, context: &'a Context) -> Option<&'a str> {
-    credential(context, "merchant_account").or(config.merchant_account.as_deref())
+    context
+        .credential("merchant_account")
+        .or(config.merchant_account.as_deref())
 }
 
 /// `{"value": minor, "currency": "EUR"}` for a present, positive amount in a known currency.
 pub fn amount(payment: &Payment) -> Result<Value, Refusal> {
-    let money = payment.amount.as_ref().ok_or_else(|| {
-        Refusal::invalid(Some("amount"), "parameter_missing", "amount is required")
-    })?;
-    let code = currency::normalise(&money.currency).ok_or_else(|| {
-        Refusal::invalid(
-            Some("currency"),
-            "invalid_currency",
-            format!("currency {:?} is not an ISO 4217 code", money.currency),
-        )
-    })?;
-    if money.minor <= 0 {
-        return Err(Refusal::invalid(
-            Some("amount"),
-            "invalid_amount",
-            "amount must be positive",
-        ));
-    }
+    let money = encode::required_amount(payment)?;
+    let code = encode::checked_amount(money)?;
     Ok(json!({ "value": money.minor, "currency": code }))
-}
-
-/// Adyen requires a `reference`: the merchant's, else the payment id, else the idempotency key.
-fn reference(payment: &Payment, context: &Context) -> String {
-    payment
-        .merchant_reference
-        .clone()
-        .or_else(|| payment.id.clone())
-        .unwrap_or_else(|| context.idempotency_key.clone())
 }
 
 fn authorize(
@@ -110,7 +72,11 @@ fn authorize(
         body.insert("merchantAccount".into(), merchant.into());
     }
     body.insert("amount".into(), amount);
-    body.insert("reference".into(), reference(payment, context).into());
+    // Adyen requires a `reference`: the merchant's, else the payment id, else the key.
+    body.insert(
+        "reference".into(),
+        encode::reference(payment, context).into(),
+    );
     body.insert("paymentMethod".into(), method);
     let optional = [
         ("countryCode", payment.country.as_ref()),
@@ -150,18 +116,12 @@ fn authorize(
 /// `paymentMethod`: a stored card by token, or a redirect / wallet method by its Adyen type.
 fn payment_method(payment: &Payment) -> Result<Value, Refusal> {
     let unsupported = |what: &str| {
-        Refusal::invalid(
-            Some("payment_method"),
-            "payment_method_unsupported",
-            format!("{what} payments are not supported by this provider"),
-        )
+        encode::unsupported_method(format!(
+            "{what} payments are not supported by this provider"
+        ))
     };
     match &payment.method {
-        None => Err(Refusal::invalid(
-            Some("payment_method"),
-            "parameter_missing",
-            "a payment method is required",
-        )),
+        None => Err(encode::missing_method()),
         Some(PaymentMethod::Card(card)) if card.token.trim().is_empty() => Err(Refusal::invalid(
             Some("payment_method"),
             "parameter_missing",
@@ -184,9 +144,7 @@ fn adyen_type(name: &str) -> Result<String, Refusal> {
     if ok {
         Ok(name)
     } else {
-        Err(Refusal::invalid(
-            Some("payment_method"),
-            "payment_method_unsupported",
+        Err(encode::unsupported_method(
             "the payment method scheme is not a valid name",
         ))
     }
@@ -214,7 +172,7 @@ fn modification(
     kind: &str,
     with_amount: bool,
 ) -> Result<(String, Value), Refusal> {
-    let psp = psp_reference(payment)?;
+    let psp = encode::provider_reference(payment)?;
     let mut body = Map::new();
     if let Some(merchant) = merchant {
         body.insert("merchantAccount".into(), merchant.into());
@@ -230,38 +188,18 @@ fn modification(
         }
         body.insert("amount".into(), amount(payment)?);
     }
-    body.insert("reference".into(), reference(payment, context).into());
+    body.insert(
+        "reference".into(),
+        encode::reference(payment, context).into(),
+    );
     Ok((format!("/payments/{psp}/{kind}"), body.into()))
-}
-
-/// The owning payment's `pspReference`, checked to be safe inside a path.
-fn psp_reference(payment: &Payment) -> Result<&str, Refusal> {
-    let psp = payment.provider_reference.as_deref().unwrap_or_default();
-    if psp.is_empty() {
-        return Err(Refusal::invalid(
-            Some("id"),
-            "parameter_missing",
-            "the provider reference of the payment is unknown",
-        ));
-    }
-    if psp.len() > 64
-        || !psp
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(Refusal::invalid(
-            Some("id"),
-            "invalid_reference",
-            "the provider reference is malformed",
-        ));
-    }
-    Ok(psp)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use payproxy_plugin_sdk::payment::{Card, Money};
+    use payproxy_plugin_sdk::testing;
 
     fn payment() -> Payment {
         let mut p = Payment::new(Operation::Authorize);
@@ -280,15 +218,7 @@ mod tests {
     }
 
     fn context(credentials: &[(&str, &str)]) -> Context {
-        Context {
-            provider: "adyen".into(),
-            credentials: credentials
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            now_ms: 0,
-            idempotency_key: "key-1".into(),
-        }
+        testing::egress_context("adyen", credentials, 0, "key-1")
     }
 
     #[test]

@@ -4,6 +4,7 @@ use dialect_adyen::Adyen;
 use payproxy_plugin_sdk::payment::{
     Card, Context, Egress, HttpResponse, Money, Operation, OutcomeStatus, Payment, PaymentMethod,
 };
+use payproxy_plugin_sdk::testing;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -16,12 +17,7 @@ fn plugin() -> Adyen {
 }
 
 fn context() -> Context {
-    Context {
-        provider: "adyen".into(),
-        credentials: vec![("api_key".into(), "secret-key-123".into())],
-        now_ms: 0,
-        idempotency_key: "idem".into(),
-    }
+    testing::egress_context("adyen", &[("api_key", "secret-key-123")], 0, "idem")
 }
 
 fn card_payment(minor: i64, currency: &str, reference: &str) -> Payment {

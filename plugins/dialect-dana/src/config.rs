@@ -1,6 +1,7 @@
 //! The plugin's JSON config and the provider credentials it reads from the context.
 
-use payproxy_plugin_sdk::payment::{Context, Refusal, RefusalKind};
+use payproxy_plugin_sdk::helpers::config;
+use payproxy_plugin_sdk::payment::{Context, Refusal};
 use serde::Deserialize;
 
 /// The whole plugin config; `{}` is valid.
@@ -19,12 +20,9 @@ fn default_title() -> String {
 impl Config {
     /// Parse and validate; errors read `dialect-dana config: <field path>: <message>`.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let text = if text.trim().is_empty() { "{}" } else { text };
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            format!("dialect-dana config: {path}: {}", e.into_inner())
-        })?;
+        // Unlike the other dialects, serde's position stays in the message.
+        let config: Config = config::from_json(config::or_empty_object(text))
+            .map_err(|e| format!("dialect-dana config: {}: {}", e.path, e.with_position))?;
         if config.order_title.trim().is_empty() || config.order_title.chars().any(char::is_control)
         {
             return Err("dialect-dana config: order_title: must be non-empty text without control characters".into());
@@ -45,25 +43,9 @@ impl<'a> Credentials<'a> {
     /// Read `client_id` and `merchant_id`; a missing or empty one is a misconfigured
     /// provider (named by key only, never by value).
     pub fn from_context(context: &'a Context) -> Result<Credentials<'a>, Refusal> {
-        let get = |key: &str| {
-            context
-                .credentials
-                .iter()
-                .find(|(k, v)| k == key && !v.is_empty())
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| Refusal {
-                    kind: RefusalKind::Unavailable,
-                    status: 500,
-                    code: "provider_misconfigured".into(),
-                    message: format!(
-                        "provider {}: credential {key} is not configured",
-                        context.provider
-                    ),
-                })
-        };
         Ok(Credentials {
-            client_id: get("client_id")?,
-            merchant_id: get("merchant_id")?,
+            client_id: context.required_credential("client_id")?,
+            merchant_id: context.required_credential("merchant_id")?,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! written, so a refusal means nothing was sent.
 
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::encode;
 use payproxy_plugin_sdk::payment::{
     Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal, RefusalKind,
 };
@@ -98,9 +99,7 @@ fn create(config: &Config, payment: &Payment, context: &Context) -> Result<Reque
             "DANA has no separate capture: manual capture is not available",
         ));
     }
-    let amount = amount(payment)?.ok_or_else(|| {
-        Refusal::invalid(Some("amount"), "parameter_missing", "amount is required")
-    })?;
+    let amount = amount(payment)?.ok_or_else(encode::missing_amount)?;
     let phone = wallet
         .phone
         .as_deref()

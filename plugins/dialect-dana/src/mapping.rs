@@ -157,29 +157,13 @@ pub fn http_for(status: u16) -> Meaning {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use payproxy_plugin_sdk::helpers::codes::{DECLINE_CODES, ERROR_CODES};
 
     #[test]
     fn tables_use_only_normalized_codes_and_have_no_duplicates() {
-        let declines = [
-            "insufficient_funds",
-            "do_not_honor",
-            "expired_card",
-            "fraud_suspected",
-            "invalid_account",
-            "limit_exceeded",
-            "authentication_required",
-            "generic_decline",
-        ];
-        let errors = [
-            "provider_unavailable",
-            "rate_limited",
-            "provider_timeout",
-            "invalid_request",
-            "provider_error",
-        ];
         let valid = |m: &Meaning| match m {
-            Meaning::Decline(code, _) => declines.contains(code),
-            Meaning::Error(_, code) => errors.contains(code),
+            Meaning::Decline(code, _) => DECLINE_CODES.contains(code),
+            Meaning::Error(_, code) => ERROR_CODES.contains(code),
         };
         for (i, (code, meaning)) in RESULT_CODES.iter().enumerate() {
             assert!(valid(meaning), "{code}");

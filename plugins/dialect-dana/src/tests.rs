@@ -5,6 +5,7 @@ use payproxy_plugin_sdk::payment::{
     Context, Egress, Ewallet, HttpResponse, Money, Operation, OutcomeStatus, Payment,
     PaymentMethod, RefusalKind,
 };
+use payproxy_plugin_sdk::testing;
 
 use crate::xml::read_request;
 use crate::Dana;
@@ -12,15 +13,7 @@ use crate::Dana;
 const PHONE: &str = "+6281234567890";
 
 fn context(credentials: &[(&str, &str)]) -> Context {
-    Context {
-        provider: "dana-id".into(),
-        credentials: credentials
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect(),
-        now_ms: 1_700_000_000_000,
-        idempotency_key: "idem-1".into(),
-    }
+    testing::egress_context("dana-id", credentials, 1_700_000_000_000, "idem-1")
 }
 
 fn full_context() -> Context {

@@ -8,18 +8,12 @@ use payproxy_plugin_sdk::currency::from_decimal;
 use payproxy_plugin_sdk::payment::{
     Context, Egress, Ewallet, HttpResponse, Money, Operation, OutcomeStatus, Payment, PaymentMethod,
 };
+use payproxy_plugin_sdk::testing;
 use proptest::prelude::*;
 
 fn context(key: &str) -> Context {
-    Context {
-        provider: "dana".into(),
-        credentials: vec![
-            ("client_id".into(), "c-1".into()),
-            ("merchant_id".into(), "m-1".into()),
-        ],
-        now_ms: 1_700_000_000_000,
-        idempotency_key: key.into(),
-    }
+    let credentials = [("client_id", "c-1"), ("merchant_id", "m-1")];
+    testing::egress_context("dana", &credentials, 1_700_000_000_000, key)
 }
 
 proptest! {

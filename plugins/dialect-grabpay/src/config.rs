@@ -1,7 +1,8 @@
 //! The plugin's JSON config and the provider credentials it reads from the context.
 
 use payproxy_plugin_sdk::currency;
-use payproxy_plugin_sdk::payment::{Context, Refusal, RefusalKind};
+use payproxy_plugin_sdk::helpers::config;
+use payproxy_plugin_sdk::payment::{Context, Refusal};
 use serde::Deserialize;
 
 /// Currencies the GrabPay API takes.
@@ -34,12 +35,9 @@ fn default_currencies() -> Vec<String> {
 impl Config {
     /// Parse and validate; errors read `dialect-grabpay config: <field path>: <message>`.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let text = if text.trim().is_empty() { "{}" } else { text };
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            format!("dialect-grabpay config: {path}: {}", e.into_inner())
-        })?;
+        // Unlike the other dialects, serde's position stays in the message.
+        let mut config: Config = config::from_json(config::or_empty_object(text))
+            .map_err(|e| format!("dialect-grabpay config: {}: {}", e.path, e.with_position))?;
         for (i, code) in config.currencies.iter_mut().enumerate() {
             let upper = code.to_ascii_uppercase();
             if !SUPPORTED_CURRENCIES.contains(&upper.as_str()) {
@@ -93,26 +91,10 @@ impl<'a> Credentials<'a> {
     /// Read `partner_id`, `partner_secret` and `merchant_id`; a missing or empty one is a
     /// misconfigured provider (named by key only, never by value).
     pub fn from_context(context: &'a Context) -> Result<Credentials<'a>, Refusal> {
-        let get = |key: &str| {
-            context
-                .credentials
-                .iter()
-                .find(|(k, v)| k == key && !v.is_empty())
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| Refusal {
-                    kind: RefusalKind::Unavailable,
-                    status: 500,
-                    code: "provider_misconfigured".into(),
-                    message: format!(
-                        "provider {}: credential {key} is not configured",
-                        context.provider
-                    ),
-                })
-        };
         Ok(Credentials {
-            partner_id: get("partner_id")?,
-            partner_secret: get("partner_secret")?,
-            merchant_id: get("merchant_id")?,
+            partner_id: context.required_credential("partner_id")?,
+            partner_secret: context.required_credential("partner_secret")?,
+            merchant_id: context.required_credential("merchant_id")?,
         })
     }
 }

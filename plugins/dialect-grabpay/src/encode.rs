@@ -1,6 +1,7 @@
 //! Canonical payment → signed GrabPay request. Everything is validated before a request is
 //! built, so a refusal means nothing was sent.
 
+use payproxy_plugin_sdk::helpers::encode;
 use payproxy_plugin_sdk::payment::{
     Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal,
 };
@@ -134,9 +135,7 @@ fn init_body(config: &Config, payment: &Payment, context: &Context) -> Result<Ve
             ))
         }
     }
-    let money = payment.amount.as_ref().ok_or_else(|| {
-        Refusal::invalid(Some("amount"), "parameter_missing", "amount is required")
-    })?;
+    let money = encode::required_amount(payment)?;
     let amount = positive(money.minor)?;
     let currency = config.currency(&money.currency)?;
     let partner_tx_id = partner_tx_id(&context.idempotency_key);

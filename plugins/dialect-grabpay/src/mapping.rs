@@ -130,32 +130,16 @@ pub fn http_for(status: u16) -> &'static HttpMapping {
 mod tests {
     use super::*;
 
-    const NORMALIZED_DECLINES: &[&str] = &[
-        "insufficient_funds",
-        "do_not_honor",
-        "expired_card",
-        "fraud_suspected",
-        "invalid_account",
-        "limit_exceeded",
-        "authentication_required",
-        "generic_decline",
-    ];
-    const NORMALIZED_ERRORS: &[&str] = &[
-        "provider_unavailable",
-        "rate_limited",
-        "provider_timeout",
-        "invalid_request",
-        "provider_error",
-    ];
+    use payproxy_plugin_sdk::helpers::codes::{DECLINE_CODES, ERROR_CODES};
 
     #[test]
     fn tables_use_only_normalized_codes_and_have_no_duplicates() {
         for (i, m) in DECLINES.iter().enumerate() {
-            assert!(NORMALIZED_DECLINES.contains(&m.code), "{}", m.code);
+            assert!(DECLINE_CODES.contains(&m.code), "{}", m.code);
             assert!(DECLINES[..i].iter().all(|o| o.provider != m.provider));
         }
         for (i, m) in HTTP_ERRORS.iter().enumerate() {
-            assert!(NORMALIZED_ERRORS.contains(&m.code), "{}", m.code);
+            assert!(ERROR_CODES.contains(&m.code), "{}", m.code);
             assert!(HTTP_ERRORS[..i].iter().all(|o| o.status != m.status));
         }
     }

@@ -5,6 +5,7 @@ use payproxy_plugin_sdk::payment::{
     Context, Egress, Ewallet, HttpResponse, Money, Operation, OutcomeStatus, Payment,
     PaymentMethod, RefusalKind,
 };
+use payproxy_plugin_sdk::testing;
 
 use crate::encode::partner_tx_id;
 use crate::signing::Signed;
@@ -13,15 +14,7 @@ use crate::GrabPay;
 const SECRET: &str = "s3cr3t-value";
 
 fn context(credentials: &[(&str, &str)]) -> Context {
-    Context {
-        provider: "grab-sg".into(),
-        credentials: credentials
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect(),
-        now_ms: 1_700_000_000_000,
-        idempotency_key: "idem-1".into(),
-    }
+    testing::egress_context("grab-sg", credentials, 1_700_000_000_000, "idem-1")
 }
 
 fn full_context() -> Context {

@@ -7,19 +7,16 @@ use dialect_grabpay::GrabPay;
 use payproxy_plugin_sdk::payment::{
     Context, Egress, Ewallet, Money, Operation, Payment, PaymentMethod,
 };
+use payproxy_plugin_sdk::testing;
 use proptest::prelude::*;
 
 fn context(key: &str, now_ms: u64) -> Context {
-    Context {
-        provider: "grab".into(),
-        credentials: vec![
-            ("partner_id".into(), "p-1".into()),
-            ("partner_secret".into(), "secret".into()),
-            ("merchant_id".into(), "m-1".into()),
-        ],
-        now_ms,
-        idempotency_key: key.into(),
-    }
+    let credentials = [
+        ("partner_id", "p-1"),
+        ("partner_secret", "secret"),
+        ("merchant_id", "m-1"),
+    ];
+    testing::egress_context("grab", &credentials, now_ms, key)
 }
 
 proptest! {

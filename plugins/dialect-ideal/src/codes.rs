@@ -9,8 +9,14 @@
 //! | `cancelled` | declined `generic_decline`, hard (the shopper cancelled at the bank)    |
 //!
 //! Refund statuses: `success` → approved, `pending` → pending, `failure` → declined hard.
+//!
+//! Error answers are classified by the SDK's standard table
+//! ([`http_errors::STANDARD`](payproxy_plugin_sdk::helpers::http_errors::STANDARD)): 4xx are
+//! refusals before processing, 503 is the provider saying it is down and did nothing; 500,
+//! 502 and 504 prove nothing, so they are ambiguous — safe here because the protocol has both
+//! an idempotent resend and a status query to settle them.
 
-use payproxy_plugin_sdk::payment::{DeclineKind, ErrorClass};
+use payproxy_plugin_sdk::payment::DeclineKind;
 
 /// What a transaction status means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,43 +64,6 @@ pub fn meaning(table: &[(&str, Meaning)], status: &str) -> Option<Meaning> {
     table.iter().find(|(s, _)| *s == status).map(|(_, m)| *m)
 }
 
-/// One HTTP error row: status, normalized failure code, class.
-pub type HttpError = (u16, &'static str, ErrorClass);
-
-/// Error answers. 4xx are refusals before processing. 503 is the provider saying it is down
-/// and did nothing; 500, 502 and 504 prove nothing, so they are ambiguous — safe here because
-/// the protocol has both an idempotent resend and a status query to settle them.
-pub const HTTP_ERRORS: &[HttpError] = &[
-    (400, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (401, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (403, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (404, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (409, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (422, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (429, "rate_limited", ErrorClass::AnsweredNotProcessed),
-    (500, "provider_error", ErrorClass::Ambiguous),
-    (502, "provider_error", ErrorClass::Ambiguous),
-    (
-        503,
-        "provider_unavailable",
-        ErrorClass::AnsweredNotProcessed,
-    ),
-    (504, "provider_timeout", ErrorClass::Ambiguous),
-];
-
-/// The row for an error status: listed, else any 4xx is an unprocessed invalid request and
-/// anything else an ambiguous provider error.
-pub fn http_error(status: u16) -> HttpError {
-    if let Some(row) = HTTP_ERRORS.iter().find(|row| row.0 == status) {
-        return *row;
-    }
-    if (400..500).contains(&status) {
-        (status, "invalid_request", ErrorClass::AnsweredNotProcessed)
-    } else {
-        (status, "provider_error", ErrorClass::Ambiguous)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +76,5 @@ mod tests {
         );
         assert_eq!(meaning(TRANSACTION_STATUSES, "pending"), None);
         assert_eq!(meaning(REFUND_STATUSES, "pending"), Some(Meaning::Pending));
-        assert_eq!(http_error(410).1, "invalid_request");
-        assert_eq!(http_error(507).2, ErrorClass::Ambiguous);
     }
 }

@@ -1,5 +1,6 @@
 //! The plugin's JSON config.
 
+use payproxy_plugin_sdk::helpers::config;
 use serde::Deserialize;
 
 /// Parsed config. Every field is optional: `{}` talks to the simulator's `/ideal/v1`.
@@ -32,29 +33,13 @@ impl Default for Config {
 impl Config {
     /// Parse and validate; errors read `dialect-ideal config: <field path>: <message>`.
     pub fn parse(text: &str) -> Result<Config, String> {
-        if text.trim().is_empty() {
-            return Ok(Config::default());
-        }
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            // The host re-serialises the config, so serde's line/column would mislead.
-            let message = e.inner().to_string();
-            let message = message.split(" at line ").next().unwrap_or_default();
-            format!("dialect-ideal config: {}: {message}", e.path())
-        })?;
-        let path = &config.base_path;
-        if !path.is_empty() && (!path.starts_with('/') || path.ends_with('/')) {
-            return Err(format!(
-                "dialect-ideal config: base_path: {path:?} must start with '/' and not end with '/'"
-            ));
-        }
-        if config
-            .default_description
-            .as_deref()
-            .is_some_and(|d| d.trim().is_empty())
-        {
-            return Err("dialect-ideal config: default_description: must not be empty".into());
-        }
+        let config: Config = config::parse("dialect-ideal", text)?;
+        config::check_base_path("dialect-ideal", &config.base_path)?;
+        config::check_not_blank(
+            "dialect-ideal",
+            "default_description",
+            config.default_description.as_deref(),
+        )?;
         Ok(config)
     }
 }

@@ -2,58 +2,26 @@
 //! unreadable is an error outcome, `ambiguous` whenever the payment may exist.
 
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::decode::{self, ambiguous, text};
 use payproxy_plugin_sdk::payment::{
-    Decline, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome, OutcomeStatus,
-    Payment,
+    Decline, HttpResponse, Money, NextAction, Operation, Outcome, OutcomeStatus, Payment,
 };
 use serde_json::Value;
 
 use crate::codes::{self, Meaning};
 
-/// Decode the answer to the request built for `payment`.
+/// Decode the answer to the request built for `payment`. A non-2xx answer is classified by
+/// its HTTP status (the SDK's standard table); the provider's `error.code` is kept.
 pub fn response(payment: &Payment, response: &HttpResponse) -> Outcome {
-    let body: Option<Value> = serde_json::from_slice(&response.body).ok();
-    if !(200..300).contains(&response.status) {
-        return http_error(response.status, body.as_ref());
-    }
-    let Some(body) = body.filter(Value::is_object) else {
-        return ambiguous("", "the provider's success answer is not a JSON object");
+    let error_code = |b: &Value| {
+        b.pointer("/error/code")
+            .and_then(Value::as_str)
+            .map(str::to_string)
     };
-    match payment.operation {
-        Operation::Refund => refund(payment, &body),
-        _ => transaction(payment, &body),
-    }
-}
-
-fn ambiguous(provider_code: &str, message: &str) -> Outcome {
-    Outcome::error(
-        ErrorClass::Ambiguous,
-        "provider_error",
-        provider_code,
-        message,
-    )
-}
-
-fn text<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
-    body.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
-/// A non-2xx answer, by HTTP status; the provider's `error.code` is kept.
-fn http_error(status: u16, body: Option<&Value>) -> Outcome {
-    let (_, code, class) = codes::http_error(status);
-    let provider_code = body
-        .and_then(|b| b.pointer("/error/code"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| status.to_string());
-    Outcome::error(
-        class,
-        code,
-        &provider_code,
-        format!("the provider answered HTTP {status}"),
-    )
+    decode::json_answer(response, &[], error_code, |body| match payment.operation {
+        Operation::Refund => refund(payment, body),
+        _ => transaction(payment, body),
+    })
 }
 
 /// `amount` + `currency` of an answer when present (must be exact for the currency); else
@@ -63,15 +31,12 @@ fn answered_amount(payment: &Payment, body: &Value) -> Result<Option<Money>, Str
         return Ok(payment.amount.clone());
     };
     let code = text(body, "currency").unwrap_or("EUR");
-    let minor = amount
-        .as_str()
-        .ok_or(currency::AmountError::Invalid)
-        .and_then(|a| currency::from_decimal(a, code));
-    match (minor, currency::normalise(code)) {
+    match (
+        decode::decimal_amount(amount, code),
+        currency::normalise(code),
+    ) {
         (Ok(minor), Some(currency)) => Ok(Some(Money { minor, currency })),
-        (Err(e), _) => Err(format!(
-            "the provider's answer has an unreadable amount: {e}"
-        )),
+        (Err(message), _) => Err(message),
         (_, None) => Err("the provider's answer has an unknown currency".into()),
     }
 }

@@ -2,6 +2,7 @@
 //! request exists; invalid input is refused and nothing is sent.
 
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::encode;
 use payproxy_plugin_sdk::payment::{
     Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal,
 };
@@ -28,11 +29,14 @@ pub fn request(
         ),
         Operation::Status => (
             "GET",
-            format!("{base}/transactions/{}", transaction_id(payment)?),
+            format!(
+                "{base}/transactions/{}",
+                encode::provider_reference(payment)?
+            ),
             None,
         ),
         Operation::Refund => {
-            let id = transaction_id(payment)?;
+            let id = encode::provider_reference(payment)?;
             (
                 "POST",
                 format!("{base}/transactions/{id}/refunds"),
@@ -47,76 +51,28 @@ pub fn request(
             ))
         }
     };
-    let mut headers = Vec::new();
-    if body.is_some() {
-        headers.push(("content-type".to_string(), "application/json".to_string()));
-        headers.push((
-            "idempotency-key".to_string(),
-            context.idempotency_key.clone(),
-        ));
-    }
+    let mut headers = match body {
+        Some(_) => encode::json_headers(Some(&context.idempotency_key)),
+        None => Vec::new(),
+    };
     // Without a key the request still goes out: the provider answers 401 (answered, not
     // processed) and the host may try another provider.
-    if let Some(key) = context
-        .credentials
-        .iter()
-        .find(|(k, v)| k == "api_key" && !v.is_empty())
-    {
-        headers.push(("authorization".to_string(), format!("Bearer {}", key.1)));
-    }
-    Ok(HttpRequest {
-        method: method.into(),
-        path,
-        query: None,
-        headers,
-        body: body.map(|b| b.to_string().into_bytes()),
-    })
+    headers.extend(context.credential("api_key").map(encode::bearer));
+    Ok(encode::json_request(method, path, headers, body))
 }
 
 /// The amount as iDEAL's decimal string; only euros exist in iDEAL.
 pub fn euro_amount(payment: &Payment, required: bool) -> Result<Option<String>, Refusal> {
     let Some(money) = payment.amount.as_ref() else {
         return if required {
-            Err(Refusal::invalid(
-                Some("amount"),
-                "parameter_missing",
-                "amount is required",
-            ))
+            Err(encode::missing_amount())
         } else {
             Ok(None)
         };
     };
-    let code = currency::normalise(&money.currency).ok_or_else(|| {
-        Refusal::invalid(
-            Some("currency"),
-            "invalid_currency",
-            format!("currency {:?} is not an ISO 4217 code", money.currency),
-        )
-    })?;
-    if code != "EUR" {
-        return Err(Refusal::invalid(
-            Some("currency"),
-            "currency_unsupported",
-            format!("iDEAL only accepts EUR, not {code}"),
-        ));
-    }
-    if money.minor <= 0 {
-        return Err(Refusal::invalid(
-            Some("amount"),
-            "invalid_amount",
-            "amount must be positive",
-        ));
-    }
+    let code = encode::checked_amount_in(money, "EUR", "iDEAL")?;
     // EUR is in the table, so this is always Some.
     Ok(currency::to_decimal(money.minor, &code))
-}
-
-fn reference(payment: &Payment, context: &Context) -> String {
-    payment
-        .merchant_reference
-        .clone()
-        .or_else(|| payment.id.clone())
-        .unwrap_or_else(|| context.idempotency_key.clone())
 }
 
 /// `POST /transactions`: `{"amount", "currency", "iban"?, "bic"?, "reference", "returnUrl", "description"}`.
@@ -125,28 +81,14 @@ fn create(config: &Config, payment: &Payment, context: &Context) -> Result<Value
         Some(PaymentMethod::BankRedirect(bank)) if bank.scheme.eq_ignore_ascii_case("ideal") => {
             bank
         }
-        None => {
-            return Err(Refusal::invalid(
-                Some("payment_method"),
-                "parameter_missing",
-                "a payment method is required",
-            ))
-        }
+        None => return Err(encode::missing_method()),
         Some(_) => {
-            return Err(Refusal::invalid(
-                Some("payment_method"),
-                "payment_method_unsupported",
+            return Err(encode::unsupported_method(
                 "this provider only takes iDEAL bank redirects",
             ))
         }
     };
-    if payment.manual_capture {
-        return Err(Refusal::invalid(
-            Some("capture_method"),
-            "manual_capture_unsupported",
-            "iDEAL payments cannot be authorised for a later capture",
-        ));
-    }
+    encode::refuse_manual_capture(payment, "iDEAL")?;
     let amount = euro_amount(payment, true)?.unwrap_or_default();
     let iban = match bank.iban.as_deref().filter(|i| !i.trim().is_empty()) {
         Some(raw) => Some(iban::validate(raw).map_err(|e| invalid_iban(raw, e))?),
@@ -174,7 +116,7 @@ fn create(config: &Config, payment: &Payment, context: &Context) -> Result<Value
                 "a return URL is required: the shopper comes back there from the bank",
             )
         })?;
-    let reference = reference(payment, context);
+    let reference = encode::reference(payment, context);
     let description = payment
         .description
         .clone()
@@ -231,28 +173,4 @@ fn refund(payment: &Payment) -> Result<Value, Refusal> {
         body.insert("reference".into(), reference.clone().into());
     }
     Ok(body.into())
-}
-
-/// The owning transaction's id, checked to be safe inside a path.
-fn transaction_id(payment: &Payment) -> Result<&str, Refusal> {
-    let id = payment.provider_reference.as_deref().unwrap_or_default();
-    if id.is_empty() {
-        return Err(Refusal::invalid(
-            Some("id"),
-            "parameter_missing",
-            "the provider reference of the payment is unknown",
-        ));
-    }
-    if id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(Refusal::invalid(
-            Some("id"),
-            "invalid_reference",
-            "the provider reference is malformed",
-        ));
-    }
-    Ok(id)
 }

@@ -8,6 +8,7 @@ use payproxy_plugin_sdk::payment::{
     BankRedirect, Context, Egress, HttpRequest, HttpResponse, Money, Operation, OutcomeStatus,
     Payment, PaymentMethod, RefusalKind,
 };
+use payproxy_plugin_sdk::testing;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -16,12 +17,7 @@ fn plugin() -> Ideal {
 }
 
 fn context() -> Context {
-    Context {
-        provider: "ideal".into(),
-        credentials: vec![("api_key".into(), "secret-ideal-key".into())],
-        now_ms: 0,
-        idempotency_key: "idem".into(),
-    }
+    testing::egress_context("ideal", &[("api_key", "secret-ideal-key")], 0, "idem")
 }
 
 fn payment(minor: i64, reference: &str, iban: Option<String>) -> Payment {

@@ -1,5 +1,6 @@
 //! The plugin's JSON config.
 
+use payproxy_plugin_sdk::helpers::config;
 use serde::Deserialize;
 
 /// Longest `calendario.expiracao` accepted: 7 days.
@@ -42,35 +43,15 @@ impl Default for Config {
 impl Config {
     /// Parse and validate; errors read `dialect-pix config: <field path>: <message>`.
     pub fn parse(text: &str) -> Result<Config, String> {
-        if text.trim().is_empty() {
-            return Ok(Config::default());
-        }
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            // The host re-serialises the config, so serde's line/column would mislead.
-            let message = e.inner().to_string();
-            let message = message.split(" at line ").next().unwrap_or_default();
-            format!("dialect-pix config: {}: {message}", e.path())
-        })?;
-        let path = &config.base_path;
-        if !path.is_empty() && (!path.starts_with('/') || path.ends_with('/')) {
-            return Err(format!(
-                "dialect-pix config: base_path: {path:?} must start with '/' and not end with '/'"
-            ));
-        }
+        let config: Config = config::parse("dialect-pix", text)?;
+        config::check_base_path("dialect-pix", &config.base_path)?;
         if !(60..=MAX_EXPIRATION).contains(&config.expiration_seconds) {
             return Err(format!(
                 "dialect-pix config: expiration_seconds: {} is not within 60..={MAX_EXPIRATION}",
                 config.expiration_seconds
             ));
         }
-        if config
-            .pix_key
-            .as_deref()
-            .is_some_and(|k| k.trim().is_empty())
-        {
-            return Err("dialect-pix config: pix_key: must not be empty".into());
-        }
+        config::check_not_blank("dialect-pix", "pix_key", config.pix_key.as_deref())?;
         Ok(config)
     }
 }

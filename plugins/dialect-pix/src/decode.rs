@@ -1,7 +1,7 @@
 //! Pix answer → canonical outcome (statuses in [`crate::codes`]). Never panics: anything
 //! unreadable is an error outcome, `ambiguous` whenever the charge may exist.
 
-use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::decode::{self, ambiguous, text};
 use payproxy_plugin_sdk::payment::{
     Decline, DeclineKind, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome,
     OutcomeStatus, Payment,
@@ -10,62 +10,31 @@ use serde_json::Value;
 
 use crate::codes::{self, Meaning};
 
-/// Decode the answer to the request built for `payment`.
+/// Decode the answer to the request built for `payment`. A non-2xx answer is classified by
+/// its HTTP status (the SDK's standard table); the provider code is the last segment of the
+/// problem document's `type` (`…/error/CobOperacaoInvalida` → `CobOperacaoInvalida`).
 pub fn response(payment: &Payment, response: &HttpResponse) -> Outcome {
-    let body: Option<Value> = serde_json::from_slice(&response.body).ok();
-    if !(200..300).contains(&response.status) {
-        return http_error(response.status, body.as_ref());
-    }
-    let Some(body) = body.filter(Value::is_object) else {
-        return ambiguous("", "the provider's success answer is not a JSON object");
+    let problem_type = |b: &Value| {
+        text(b, "type")
+            .and_then(|t| t.rsplit('/').next())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
     };
-    let txid = text(&body, "txid").map(str::to_string);
-    // A follow-up already knows its txid; a new charge without one cannot be followed.
-    let reference = match payment.operation {
-        Operation::Authorize => txid,
-        _ => txid.or_else(|| payment.provider_reference.clone()),
-    };
-    let Some(reference) = reference else {
-        return ambiguous("", "the provider's answer has no txid");
-    };
-    let outcome = charge(payment, &body);
-    Outcome {
-        provider_reference: Some(reference),
-        ..outcome
-    }
-}
-
-fn ambiguous(provider_code: &str, message: &str) -> Outcome {
-    Outcome::error(
-        ErrorClass::Ambiguous,
-        "provider_error",
-        provider_code,
-        message,
-    )
-}
-
-fn text<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
-    body.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
-/// A non-2xx answer, by HTTP status. The provider code is the last segment of the problem
-/// document's `type` (`…/error/CobOperacaoInvalida` → `CobOperacaoInvalida`).
-fn http_error(status: u16, body: Option<&Value>) -> Outcome {
-    let (_, code, class) = codes::http_error(status);
-    let provider_code = body
-        .and_then(|b| text(b, "type"))
-        .and_then(|t| t.rsplit('/').next())
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(|| status.to_string());
-    Outcome::error(
-        class,
-        code,
-        &provider_code,
-        format!("the provider answered HTTP {status}"),
-    )
+    decode::json_answer(response, &[], problem_type, |body| {
+        let txid = text(body, "txid").map(str::to_string);
+        // A follow-up already knows its txid; a new charge without one cannot be followed.
+        let reference = match payment.operation {
+            Operation::Authorize => txid,
+            _ => txid.or_else(|| payment.provider_reference.clone()),
+        };
+        let Some(reference) = reference else {
+            return ambiguous("", "the provider's answer has no txid");
+        };
+        Outcome {
+            provider_reference: Some(reference),
+            ..charge(payment, body)
+        }
+    })
 }
 
 /// `valor.original` as BRL minor units; exact or refused (the error is the ambiguous
@@ -74,19 +43,11 @@ fn answered_amount(body: &Value) -> Result<Option<Money>, String> {
     let Some(original) = body.pointer("/valor/original") else {
         return Ok(None);
     };
-    let minor = original
-        .as_str()
-        .ok_or(currency::AmountError::Invalid)
-        .and_then(|a| currency::from_decimal(a, "BRL"));
-    match minor {
-        Ok(minor) => Ok(Some(Money {
-            minor,
-            currency: "BRL".into(),
-        })),
-        Err(e) => Err(format!(
-            "the provider's answer has an unreadable amount: {e}"
-        )),
-    }
+    let minor = decode::decimal_amount(original, "BRL")?;
+    Ok(Some(Money {
+        minor,
+        currency: "BRL".into(),
+    }))
 }
 
 fn declined(status: &str, kind: DeclineKind, message: &str) -> Outcome {

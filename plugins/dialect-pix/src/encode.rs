@@ -2,6 +2,7 @@
 //! request exists; invalid input is refused and nothing is sent.
 
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::encode;
 use payproxy_plugin_sdk::payment::{
     Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal,
 };
@@ -44,31 +45,20 @@ pub fn request(
             ))
         }
     };
-    let mut headers = Vec::new();
-    if body.is_some() {
-        headers.push(("content-type".to_string(), "application/json".to_string()));
-    }
+    // No idempotency-key header: the txid in the path makes a resend find the same charge.
+    let mut headers = match body {
+        Some(_) => encode::json_headers(None),
+        None => Vec::new(),
+    };
     // Without a token the request still goes out: the PSP answers 401 (answered, not
     // processed) and the host may try another provider.
-    if let Some(token) = credential(context, "api_key") {
-        headers.push(("authorization".to_string(), format!("Bearer {token}")));
-    }
-    Ok(HttpRequest {
-        method: method.into(),
-        path: format!("{base}/cob/{txid}"),
-        query: None,
+    headers.extend(context.credential("api_key").map(encode::bearer));
+    Ok(encode::json_request(
+        method,
+        format!("{base}/cob/{txid}"),
         headers,
-        body: body.map(|b| b.to_string().into_bytes()),
-    })
-}
-
-fn credential<'a>(context: &'a Context, name: &str) -> Option<&'a str> {
-    context
-        .credentials
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
+        body,
+    ))
 }
 
 /// The txid for an idempotency key: 32 lower-case hex characters of its SHA-256, so the same
@@ -103,30 +93,8 @@ fn existing_txid(payment: &Payment) -> Result<&str, Refusal> {
 
 /// The amount as a BRL decimal string; Pix only moves reais.
 pub fn brl_amount(payment: &Payment) -> Result<String, Refusal> {
-    let money = payment.amount.as_ref().ok_or_else(|| {
-        Refusal::invalid(Some("amount"), "parameter_missing", "amount is required")
-    })?;
-    let code = currency::normalise(&money.currency).ok_or_else(|| {
-        Refusal::invalid(
-            Some("currency"),
-            "invalid_currency",
-            format!("currency {:?} is not an ISO 4217 code", money.currency),
-        )
-    })?;
-    if code != "BRL" {
-        return Err(Refusal::invalid(
-            Some("currency"),
-            "currency_unsupported",
-            format!("Pix only accepts BRL, not {code}"),
-        ));
-    }
-    if money.minor <= 0 {
-        return Err(Refusal::invalid(
-            Some("amount"),
-            "invalid_amount",
-            "amount must be positive",
-        ));
-    }
+    let money = encode::required_amount(payment)?;
+    let code = encode::checked_amount_in(money, "BRL", "Pix")?;
     // BRL is in the table, so this is always Some.
     Ok(currency::to_decimal(money.minor, &code).unwrap_or_default())
 }
@@ -137,38 +105,20 @@ fn cob(config: &Config, payment: &Payment, context: &Context) -> Result<Value, R
         Some(PaymentMethod::InstantTransfer(t)) if t.scheme.eq_ignore_ascii_case("pix") => {
             t.tax_id.as_deref()
         }
-        None => {
-            return Err(Refusal::invalid(
-                Some("payment_method"),
-                "parameter_missing",
-                "a payment method is required",
-            ))
-        }
+        None => return Err(encode::missing_method()),
         Some(_) => {
-            return Err(Refusal::invalid(
-                Some("payment_method"),
-                "payment_method_unsupported",
+            return Err(encode::unsupported_method(
                 "this provider only takes Pix instant transfers",
             ))
         }
     };
-    if payment.manual_capture {
-        return Err(Refusal::invalid(
-            Some("capture_method"),
-            "manual_capture_unsupported",
-            "Pix payments cannot be authorised for a later capture",
-        ));
-    }
+    encode::refuse_manual_capture(payment, "Pix")?;
     let amount = brl_amount(payment)?;
     let debtor = match tax_id.filter(|t| !t.trim().is_empty()) {
         Some(raw) => Some(debtor(raw, payment)?),
         None => None,
     };
-    let reference = payment
-        .merchant_reference
-        .clone()
-        .or_else(|| payment.id.clone())
-        .unwrap_or_else(|| context.idempotency_key.clone());
+    let reference = encode::reference(payment, context);
     let text = payment
         .description
         .clone()
@@ -182,7 +132,7 @@ fn cob(config: &Config, payment: &Payment, context: &Context) -> Result<Value, R
         body.insert("devedor".into(), debtor);
     }
     body.insert("valor".into(), json!({ "original": amount }));
-    if let Some(key) = credential(context, "pix_key").or(config.pix_key.as_deref()) {
+    if let Some(key) = context.credential("pix_key").or(config.pix_key.as_deref()) {
         body.insert("chave".into(), key.into());
     }
     body.insert(

@@ -10,6 +10,7 @@ use payproxy_plugin_sdk::payment::{
     Context, Egress, HttpRequest, HttpResponse, InstantTransfer, Money, NextAction, Operation,
     OutcomeStatus, Payment, PaymentMethod, RefusalKind,
 };
+use payproxy_plugin_sdk::testing;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -18,12 +19,7 @@ fn plugin() -> Pix {
 }
 
 fn context(key: &str) -> Context {
-    Context {
-        provider: "pix".into(),
-        credentials: vec![("api_key".into(), "secret-pix-token".into())],
-        now_ms: 0,
-        idempotency_key: key.into(),
-    }
+    testing::egress_context("pix", &[("api_key", "secret-pix-token")], 0, key)
 }
 
 fn payment(minor: i64, reference: &str, tax_id: Option<String>) -> Payment {

@@ -268,38 +268,26 @@ pub fn storefront_decline(code: &str) -> (&'static str, &'static str, &'static s
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const NORMALIZED: &[&str] = &[
-        "insufficient_funds",
-        "do_not_honor",
-        "expired_card",
-        "fraud_suspected",
-        "invalid_account",
-        "limit_exceeded",
-        "authentication_required",
-        "generic_decline",
-    ];
+    use payproxy_plugin_sdk::helpers::codes as normalized;
 
     #[test]
     fn tables_use_normalized_codes_only() {
         for (provider, code, _) in DECLINE_CODES {
-            assert!(NORMALIZED.contains(code), "{provider} → {code}");
+            assert!(
+                normalized::DECLINE_CODES.contains(code),
+                "{provider} → {code}"
+            );
         }
-        for code in NORMALIZED {
+        for code in normalized::DECLINE_CODES {
             assert_ne!(storefront_decline(code).2, "", "{code}");
             assert!(
                 STOREFRONT_DECLINES.iter().any(|r| r.0 == *code),
                 "{code} has no storefront row"
             );
         }
-        let errors = [
-            "provider_unavailable",
-            "rate_limited",
-            "provider_timeout",
-            "invalid_request",
-            "provider_error",
-        ];
-        assert!(ERRORS.iter().all(|r| errors.contains(&r.code)));
+        assert!(ERRORS
+            .iter()
+            .all(|r| normalized::ERROR_CODES.contains(&r.code)));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The plugin's JSON config; every field is optional (`{}` is a valid config).
 
+use payproxy_plugin_sdk::helpers::config;
 use serde::Deserialize;
 
 /// How a 5xx answer carrying a Stripe `api_error` object is classified.
@@ -47,15 +48,7 @@ impl Default for Config {
 impl Config {
     /// Parse and validate; errors read `dialect-stripe config: <field path>: <message>`.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let text = if text.trim().is_empty() { "{}" } else { text };
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            // The host re-serialises the config, so serde's line/column would mislead.
-            let message = e.inner().to_string();
-            let message = message.split(" at line ").next().unwrap_or_default();
-            format!("dialect-stripe config: {path}: {message}")
-        })?;
+        let config: Config = config::parse("dialect-stripe", text)?;
         config.validate()?;
         Ok(config)
     }

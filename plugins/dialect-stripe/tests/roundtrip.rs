@@ -8,6 +8,7 @@ use payproxy_plugin_sdk::payment::{
     Card, Context, Egress, HttpRequest, HttpResponse, Ingress, Money, Operation, Outcome,
     OutcomeStatus, Payment, PaymentMethod,
 };
+use payproxy_plugin_sdk::testing;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -53,12 +54,7 @@ fn metadata_strategy() -> impl Strategy<Value = BTreeMap<String, String>> {
 }
 
 fn context() -> Context {
-    Context {
-        provider: "stripe-sim".into(),
-        credentials: vec![("api_key".into(), "sk_test".into())],
-        now_ms: 0,
-        idempotency_key: "k1".into(),
-    }
+    testing::egress_context("stripe-sim", &[("api_key", "sk_test")], 0, "k1")
 }
 
 proptest! {

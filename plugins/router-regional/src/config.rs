@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::{config, country};
 use payproxy_plugin_sdk::payment::{Operation, Rejection};
 use serde::Deserialize;
 
@@ -183,18 +184,7 @@ struct RawRejection {
 impl Config {
     /// Parse and validate the JSON config; errors name the rule and field.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            // The host re-serialises the config, so serde's line/column would mislead.
-            let message = e.inner().to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            format!("router-regional config: {path}: {message}")
-        })?;
+        let raw: RawConfig = config::from_json(text).map_err(|e| e.in_plugin("router-regional"))?;
         validate(raw).map_err(|e| format!("router-regional config: {e}"))
     }
 }
@@ -261,7 +251,7 @@ fn canonical(c: &mut Conditions) -> Result<(), String> {
     if let Some(list) = &mut c.country {
         non_empty("country", list)?;
         for (i, code) in list.iter_mut().enumerate() {
-            if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            if !country::is_alpha2(code) {
                 return Err(format!(
                     "country[{i}]: must be an ISO 3166-1 alpha-2 code such as \"NL\""
                 ));

@@ -84,12 +84,12 @@ impl Router for Regional {
         providers: &[Provider],
         seed: u64,
     ) -> Result<Vec<String>, Rejection> {
-        let body = matcher::parse_body(request);
+        let body = matcher::Body::new(request);
         let rule = self
             .config
             .rules
             .iter()
-            .find(|rule| matcher::matches(&rule.conditions, request, body.as_ref(), payment));
+            .find(|rule| matcher::matches(&rule.conditions, request, &body, payment));
         let wanted: Vec<WeightedProvider> = match rule.map(|r| &r.action) {
             Some(Action::Reject(rejection)) => return Err(rejection.clone()),
             Some(Action::Providers(list)) => list.clone(),

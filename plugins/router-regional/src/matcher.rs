@@ -1,13 +1,55 @@
 //! Evaluate a rule's conditions against the request view and the canonical payment.
 
 use payproxy_plugin_sdk::payment::{HttpRequest, Payment, PaymentMethod};
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::Conditions;
 
-/// The body as JSON, when present and parseable; a non-JSON body matches no body condition.
-pub fn parse_body(request: &HttpRequest) -> Option<Value> {
-    serde_json::from_slice(request.body.as_deref()?).ok()
+/// The request body seen as JSON, parsed lazily and only as deep as the rules look: the
+/// top-level object is split into borrowed raw values once, and only the values a rule
+/// names are parsed. A body that is not a JSON object matches no body condition.
+pub struct Body<'a> {
+    text: Option<&'a str>,
+    top: OnceCell<Option<BTreeMap<&'a str, &'a RawValue>>>,
+}
+
+impl<'a> Body<'a> {
+    /// A lazy view of the request's body.
+    pub fn new(request: &'a HttpRequest) -> Body<'a> {
+        Body {
+            text: request
+                .body
+                .as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok()),
+            top: OnceCell::new(),
+        }
+    }
+
+    /// The value at a dotted path (`payment_method.type`, `items.0.sku`).
+    pub fn lookup(&self, dotted: &str) -> Option<Value> {
+        let top = self
+            .top
+            .get_or_init(|| serde_json::from_str(self.text?).ok())
+            .as_ref()?;
+        let mut keys = dotted.split('.');
+        let mut raw: &RawValue = top.get(keys.next()?)?;
+        for key in keys {
+            raw = match raw.get().trim_start().as_bytes().first()? {
+                b'{' => *serde_json::from_str::<BTreeMap<&str, &RawValue>>(raw.get())
+                    .ok()?
+                    .get(key)?,
+                b'[' => *serde_json::from_str::<Vec<&RawValue>>(raw.get())
+                    .ok()?
+                    .get(key.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        serde_json::from_str(raw.get()).ok()
+    }
 }
 
 /// True when every present condition holds. Conditions on canonical fields never hold
@@ -15,7 +57,7 @@ pub fn parse_body(request: &HttpRequest) -> Option<Value> {
 pub fn matches(
     c: &Conditions,
     request: &HttpRequest,
-    body: Option<&Value>,
+    body: &Body<'_>,
     payment: Option<&Payment>,
 ) -> bool {
     http_matches(c, request, body)
@@ -63,7 +105,7 @@ fn method_named(method: &PaymentMethod, listed: &[String]) -> bool {
         .any(|l| l == kind || finer.is_some_and(|f| l.eq_ignore_ascii_case(f.trim())))
 }
 
-fn http_matches(c: &Conditions, request: &HttpRequest, body: Option<&Value>) -> bool {
+fn http_matches(c: &Conditions, request: &HttpRequest, body: &Body<'_>) -> bool {
     if let Some(methods) = &c.method {
         if !methods
             .iter()
@@ -89,20 +131,9 @@ fn http_matches(c: &Conditions, request: &HttpRequest, body: Option<&Value>) -> 
         return false;
     }
     c.body.iter().all(|(path, accepted)| {
-        body.and_then(|b| lookup(b, path))
-            .is_some_and(|v| accepted.iter().any(|a| same_value(a, v)))
+        body.lookup(path)
+            .is_some_and(|v| accepted.iter().any(|a| same_value(a, &v)))
     })
-}
-
-fn lookup<'a>(mut value: &'a Value, dotted: &str) -> Option<&'a Value> {
-    for key in dotted.split('.') {
-        value = match value {
-            Value::Object(map) => map.get(key)?,
-            Value::Array(items) => items.get(key.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(value)
 }
 
 fn same_value(accepted: &Value, actual: &Value) -> bool {

@@ -113,7 +113,8 @@ impl<B: Binding> Sandbox<B> {
     ) -> Result<R, PluginFailure> {
         let started = Instant::now();
         let result = self.call_inner(f);
-        self.histogram(function).observe(started.elapsed().as_secs_f64());
+        self.histogram(function)
+            .observe(started.elapsed().as_secs_f64());
         if let Err(failure) = &result {
             self.count(failure.kind);
         }
@@ -143,7 +144,10 @@ impl<B: Binding> Sandbox<B> {
         if let Some((_, h)) = cache.iter().find(|(f, _)| *f == function) {
             return h.clone();
         }
-        let h = self.metrics.plugin_call_seconds.with_label_values(&[self.name.as_str(), function]);
+        let h = self
+            .metrics
+            .plugin_call_seconds
+            .with_label_values(&[self.name.as_str(), function]);
         cache.push((function, h.clone()));
         h
     }

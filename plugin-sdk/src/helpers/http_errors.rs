@@ -1,0 +1,156 @@
+//! The HTTP status of a provider's error answer → normalized failure code and class.
+//!
+//! Most JSON payment APIs validate and authenticate before they process, so a 4xx proves
+//! nothing happened; a 503 is the provider saying it is down and did nothing; a 500, 502 or
+//! 504 proves nothing either way. That is [`STANDARD`]. A provider that guarantees more (or
+//! less) lists its own rows, which [`classify`] reads before the standard ones.
+//!
+//! ```
+//! use payproxy_plugin_sdk::helpers::http_errors;
+//! use payproxy_plugin_sdk::payment::ErrorClass;
+//!
+//! assert_eq!(http_errors::classify(504, &[]), (504, "provider_timeout", ErrorClass::Ambiguous));
+//! // A provider whose 500 is documented as "not processed":
+//! const OWN: &[http_errors::HttpError] =
+//!     &[(500, "provider_unavailable", ErrorClass::AnsweredNotProcessed)];
+//! assert_eq!(http_errors::classify(500, OWN).2, ErrorClass::AnsweredNotProcessed);
+//! ```
+
+use crate::payment::{ErrorClass, Outcome};
+
+/// One row: HTTP status, normalized failure code, class.
+pub type HttpError = (u16, &'static str, ErrorClass);
+
+/// The standard rows: 4xx are refusals before processing (429 `rate_limited`), 503 is
+/// `provider_unavailable` and did nothing, 500, 502 and 504 are ambiguous.
+pub const STANDARD: &[HttpError] = &[
+    (400, "invalid_request", ErrorClass::AnsweredNotProcessed),
+    (401, "invalid_request", ErrorClass::AnsweredNotProcessed),
+    (403, "invalid_request", ErrorClass::AnsweredNotProcessed),
+    (404, "invalid_request", ErrorClass::AnsweredNotProcessed),
+    (409, "invalid_request", ErrorClass::AnsweredNotProcessed),
+    (422, "invalid_request", ErrorClass::AnsweredNotProcessed),
+    (429, "rate_limited", ErrorClass::AnsweredNotProcessed),
+    (500, "provider_error", ErrorClass::Ambiguous),
+    (502, "provider_error", ErrorClass::Ambiguous),
+    (
+        503,
+        "provider_unavailable",
+        ErrorClass::AnsweredNotProcessed,
+    ),
+    (504, "provider_timeout", ErrorClass::Ambiguous),
+];
+
+/// The row for an error status: the provider's own rows (`overrides`) first, then
+/// [`STANDARD`]; any other 4xx is an unprocessed `invalid_request` and anything else an
+/// ambiguous `provider_error`.
+pub fn classify(status: u16, overrides: &[HttpError]) -> HttpError {
+    if let Some(row) = overrides.iter().chain(STANDARD).find(|row| row.0 == status) {
+        return *row;
+    }
+    if (400..500).contains(&status) {
+        (status, "invalid_request", ErrorClass::AnsweredNotProcessed)
+    } else {
+        (status, "provider_error", ErrorClass::Ambiguous)
+    }
+}
+
+/// The error outcome of a non-2xx answer, classified by [`classify`]. `provider_code` is
+/// what the provider's body names the error, else the status; the message says only the
+/// status (provider text is never passed through).
+pub fn outcome(status: u16, overrides: &[HttpError], provider_code: Option<String>) -> Outcome {
+    let (_, code, class) = classify(status, overrides);
+    let provider_code = provider_code.unwrap_or_else(|| status.to_string());
+    Outcome::error(
+        class,
+        code,
+        &provider_code,
+        format!("the provider answered HTTP {status}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::helpers::codes::ERROR_CODES;
+    use crate::payment::{Failure, OutcomeStatus};
+
+    #[test]
+    fn standard_rows_and_fallbacks() {
+        assert_eq!(
+            classify(409, &[]),
+            (409, "invalid_request", ErrorClass::AnsweredNotProcessed)
+        );
+        assert_eq!(classify(429, &[]).1, "rate_limited");
+        assert_eq!(classify(500, &[]).2, ErrorClass::Ambiguous);
+        assert_eq!(
+            classify(503, &[]),
+            (
+                503,
+                "provider_unavailable",
+                ErrorClass::AnsweredNotProcessed
+            )
+        );
+        assert_eq!(
+            classify(418, &[]),
+            (418, "invalid_request", ErrorClass::AnsweredNotProcessed)
+        );
+        assert_eq!(
+            classify(507, &[]),
+            (507, "provider_error", ErrorClass::Ambiguous)
+        );
+        assert_eq!(
+            classify(302, &[]),
+            (302, "provider_error", ErrorClass::Ambiguous)
+        );
+    }
+
+    #[test]
+    fn overrides_come_first() {
+        const OWN: &[HttpError] = &[
+            (
+                500,
+                "provider_unavailable",
+                ErrorClass::AnsweredNotProcessed,
+            ),
+            (418, "rate_limited", ErrorClass::AnsweredNotProcessed),
+        ];
+        assert_eq!(classify(500, OWN).1, "provider_unavailable");
+        assert_eq!(classify(418, OWN).1, "rate_limited");
+        assert_eq!(classify(502, OWN), classify(502, &[]));
+    }
+
+    #[test]
+    fn table_is_consistent() {
+        for (i, row) in STANDARD.iter().enumerate() {
+            assert!(ERROR_CODES.contains(&row.1), "{}", row.0);
+            assert!(
+                STANDARD[..i].iter().all(|o| o.0 != row.0),
+                "{} twice",
+                row.0
+            );
+        }
+    }
+
+    #[test]
+    fn outcomes_keep_the_provider_code_or_the_status() {
+        let failure = |o: Outcome| match o.status {
+            OutcomeStatus::Error(f) => f,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            failure(outcome(404, &[], Some("NotFound".into()))),
+            Failure {
+                class: ErrorClass::AnsweredNotProcessed,
+                code: "invalid_request".into(),
+                provider_code: "NotFound".into(),
+                message: "the provider answered HTTP 404".into(),
+            }
+        );
+        let f = failure(outcome(504, &[], None));
+        assert_eq!(
+            (f.code.as_str(), f.provider_code.as_str()),
+            ("provider_timeout", "504")
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Benchmark figure (issue 4, "Must show"): the time from a provider's outage starting to its
+//! circuit breaker opening, and how many shopper payments saw an error in that window, under
+//! steady open-loop traffic (200 payments/s) against a primary and a healthy secondary, with
+//! the default breaker settings.
+//!
+//! Not a timed test: ignored by default, run on demand and read the figures:
+//!
+//! ```sh
+//! cargo test -p payproxy-e2e --test breaker_bench -- --ignored --nocapture
+//! ```
+//!
+//! The outage kinds: refused connections and 503 answers are safe to fail over (target: zero
+//! errors visible to the storefront); dropped connections and answers beyond the provider
+//! timeout are ambiguous (the payment may exist), so those payments stay with the primary and
+//! are answered "outcome unknown" until the breaker opens — the figure shows what that costs.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use payproxy_e2e::chaos::{dialect_plugins, metric, payment_route, percentile, provider, Gate};
+use payproxy_e2e::*;
+use serde_json::json;
+
+/// Payments per second, open loop (a new payment every 5 ms whatever the answers do).
+const RATE: u64 = 200;
+/// Traffic before the outage starts, and after.
+const BEFORE: Duration = Duration::from_millis(1_500);
+const AFTER: Duration = Duration::from_millis(2_500);
+/// The primary's answer timeout (for the "beyond timeout" kind).
+const TIMEOUT_MS: u64 = 500;
+const REPEAT: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outage {
+    Refused,
+    Answers503,
+    Dropped,
+    BeyondTimeout,
+}
+
+impl Outage {
+    fn label(self) -> &'static str {
+        match self {
+            Outage::Refused => "connections refused",
+            Outage::Answers503 => "every answer 503",
+            Outage::Dropped => "connections dropped (ambiguous)",
+            Outage::BeyondTimeout => "answers beyond timeout (ambiguous)",
+        }
+    }
+
+    /// Failing over is safe: the target is zero storefront-visible errors.
+    fn safe(self) -> bool {
+        matches!(self, Outage::Refused | Outage::Answers503)
+    }
+}
+
+/// One payment as the storefront saw it.
+struct Seen {
+    started: Instant,
+    ended: Instant,
+    ok: bool,
+}
+
+struct Figures {
+    open_after: Option<Duration>,
+    payments: usize,
+    in_window: usize,
+    errors_in_window: usize,
+    errors_total: usize,
+    failovers: f64,
+}
+
+async fn run(kind: Outage) -> Figures {
+    let sim = Simulator::start(&["primary", "secondary"]).await.unwrap();
+    let gate = Gate::start(sim.addr("primary")).await;
+    let mut primary = provider(&gate.url(), "primary", "adyen", "eu");
+    primary["timeout_ms"] = TIMEOUT_MS.into();
+    let config = json!({
+        "listeners": [ { "addr": "127.0.0.1:0" } ],
+        "admin": { "addr": "127.0.0.1:0" },
+        "reload": { "watch": false },
+        "state": { "kind": "memory" },
+        "plugins": dialect_plugins(),
+        "providers": {
+            "primary": primary,
+            "secondary": provider(&sim.base_url("secondary"), "secondary", "adyen", "eu"),
+        },
+        "routes": [ payment_route(&["primary", "secondary"], &[], json!({})) ],
+        // The defaults: 5 failures in a row, or > 5 % of ≥ 20 samples in 30 s.
+        "breaker": {},
+    });
+    let env = Env::start(config).await;
+    let client = HttpClient::default();
+    let url = env.url("/v1/payment_intents");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+
+    let start = Instant::now();
+    let outage_at = start + BEFORE;
+    let stop_at = outage_at + AFTER;
+
+    // The breaker watcher: the first time the gauge reads 2 (open).
+    let metrics = env.proxy.metrics.clone();
+    let watcher = tokio::spawn(async move {
+        while Instant::now() < stop_at {
+            let text = metrics.render();
+            if metric(&text, "payproxy_breaker_state", &[("provider", "primary")]) == 2.0 {
+                return Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        None
+    });
+
+    // The outage, at a known instant.
+    let faults = async {
+        tokio::time::sleep_until(outage_at.into()).await;
+        match kind {
+            Outage::Refused => gate.close(),
+            Outage::Answers503 => sim.set_faults("primary", Faults::error(503)),
+            Outage::Dropped => sim.set_faults("primary", Faults::outage()),
+            Outage::BeyondTimeout => sim.set_faults("primary", Faults::latency(TIMEOUT_MS + 500)),
+        }
+    };
+
+    // Open-loop traffic.
+    let traffic = async {
+        let mut tasks = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+        let mut i = 0;
+        while Instant::now() < stop_at {
+            tick.tick().await;
+            i += 1;
+            let (client, url, seen) = (client.clone(), url.clone(), seen.clone());
+            tasks.push(tokio::spawn(async move {
+                let reference = format!("bench-{i}");
+                let body = form_with(card_from("DE", "1000", &reference), &[]);
+                let started = Instant::now();
+                let reply = client
+                    .try_send(
+                        http::Method::POST,
+                        &url,
+                        &[
+                            ("content-type", "application/x-www-form-urlencoded"),
+                            ("idempotency-key", &format!("k-{reference}")),
+                        ],
+                        body,
+                    )
+                    .await;
+                let ok = reply.is_ok_and(|r| r.status == 200);
+                seen.lock().unwrap().push(Seen {
+                    started,
+                    ended: Instant::now(),
+                    ok,
+                });
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    tokio::join!(faults, traffic);
+    let opened = watcher.await.unwrap();
+
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let window_end = opened.unwrap_or(stop_at);
+    let in_window: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.ended >= outage_at && s.started <= window_end)
+        .collect();
+    let text = env.proxy.metrics.render();
+    Figures {
+        open_after: opened.map(|at| at - outage_at),
+        payments: seen.len(),
+        in_window: in_window.len(),
+        errors_in_window: in_window.iter().filter(|s| !s.ok).count(),
+        errors_total: seen.iter().filter(|s| !s.ok).count(),
+        failovers: metric(&text, "payproxy_failovers_total", &[("from", "primary")]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture and read the figures"]
+async fn time_to_open_and_errors_seen_during_an_outage() {
+    // Quiet: the proxy warns on every failed attempt; the figures are what matter here.
+    let filter = std::env::var("PAYPROXY_LOG").unwrap_or_else(|_| "error".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+    let mut failed = Vec::new();
+    for kind in [
+        Outage::Refused,
+        Outage::Answers503,
+        Outage::Dropped,
+        Outage::BeyondTimeout,
+    ] {
+        let mut opens = Vec::new();
+        for round in 1..=REPEAT {
+            let f = run(kind).await;
+            println!(
+                "breaker bench [{}] run {round}: open after {:?}, payments {} ({} overlapping the \
+                 outage-to-open window), errors in window {}, errors total {}, failovers {}",
+                kind.label(),
+                f.open_after,
+                f.payments,
+                f.in_window,
+                f.errors_in_window,
+                f.errors_total,
+                f.failovers,
+            );
+            match f.open_after {
+                Some(d) => opens.push(d),
+                None => failed.push(format!("{}: the breaker never opened", kind.label())),
+            }
+            if kind.safe() && f.errors_total > 0 {
+                failed.push(format!(
+                    "{}: {} storefront-visible errors with a healthy secondary",
+                    kind.label(),
+                    f.errors_total
+                ));
+            }
+        }
+        println!(
+            "breaker bench [{}] at {RATE}/s: median time to open {:?} over {REPEAT} runs",
+            kind.label(),
+            percentile(&opens, 50.0)
+        );
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}

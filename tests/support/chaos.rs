@@ -1,0 +1,645 @@
+//! Helpers for the failover, chaos and breaker tests: configs for payment routes over the
+//! simulator's dialects, a TCP gate that makes a provider refuse connections, Prometheus text
+//! lookups, payproxy as a child process (for `kill -9`), a storefront client that retries like
+//! a real SDK, and ledger checks for double charges.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use provider_sim::Charge;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::{wasm, HttpClient, Reply, Simulator};
+
+// ---------------------------------------------------------------------------------------
+// Configs
+// ---------------------------------------------------------------------------------------
+
+/// The dialect plugins of the simulator's protocols, by the names providers refer to:
+/// `stripe` (storefront and provider side), `adyen`, `grabpay`, `dana`, `ideal`, `pix`.
+pub fn dialect_plugins() -> serde_json::Map<String, Value> {
+    let plugin = |file: &str, config: Value| json!({ "path": wasm(file), "role": "dialect", "config": config });
+    let mut plugins = serde_json::Map::new();
+    plugins.insert("stripe".into(), plugin("dialect_stripe", json!({})));
+    plugins.insert(
+        "adyen".into(),
+        plugin("dialect_adyen", json!({ "merchant_account": "ChaosECOM" })),
+    );
+    plugins.insert(
+        "grabpay".into(),
+        plugin("dialect_grabpay", json!({ "description": "chaos shop" })),
+    );
+    plugins.insert(
+        "dana".into(),
+        plugin("dialect_dana", json!({ "order_title": "chaos shop" })),
+    );
+    plugins.insert(
+        "ideal".into(),
+        plugin(
+            "dialect_ideal",
+            json!({ "default_description": "chaos shop" }),
+        ),
+    );
+    plugins.insert(
+        "pix".into(),
+        plugin("dialect_pix", json!({ "pix_key": "pix@chaos.example" })),
+    );
+    plugins
+}
+
+/// The regional router plugin with `rules` as its config.
+pub fn router_plugin(config: Value) -> Value {
+    json!({ "path": wasm("router_regional"), "role": "router", "config": config, "on_error": "fail-open" })
+}
+
+/// A provider speaking `dialect` at `url`, with the credentials the simulated provider named
+/// `sim_name` accepts (GrabPay signatures are per simulated provider).
+pub fn provider(url: &str, sim_name: &str, dialect: &str, region: &str) -> Value {
+    let credentials = match dialect {
+        "grabpay" => {
+            let (partner_id, partner_secret) = provider_sim::grabpay_credentials(sim_name);
+            json!({ "partner_id": partner_id, "partner_secret": partner_secret, "merchant_id": "chaos-merchant" })
+        }
+        "dana" => json!({ "client_id": "chaos-client", "merchant_id": "chaos-merchant" }),
+        _ => json!({ "api_key": format!("key-{sim_name}") }),
+    };
+    json!({ "url": url, "region": region, "dialect": dialect, "credentials": credentials })
+}
+
+/// A payment route (`/v1`, Stripe storefront dialect) over `providers` in static order.
+pub fn payment_route(providers: &[&str], plugins: &[&str], failover: Value) -> Value {
+    json!({
+        "name": "payments",
+        "path_prefix": "/v1",
+        "dialect": "stripe",
+        "plugins": plugins,
+        "providers": providers,
+        "failover": failover,
+    })
+}
+
+/// A free loopback port: bound, then released (for configs that need a fixed port).
+pub fn free_port() -> u16 {
+    crate::unused_addr().port()
+}
+
+// ---------------------------------------------------------------------------------------
+// A TCP gate: a provider that can be made to refuse connections
+// ---------------------------------------------------------------------------------------
+
+/// A TCP forwarder on a fixed loopback port in front of a simulated provider. Open, it pipes
+/// every connection to the provider; closed, nothing listens on its port (connections are
+/// refused, as for a provider whose host is down) and the connections it was piping are cut.
+pub struct Gate {
+    addr: SocketAddr,
+    target: SocketAddr,
+    accept: Mutex<Option<JoinHandle<()>>>,
+    accepted: Arc<AtomicU64>,
+}
+
+impl Gate {
+    /// An open gate on 127.0.0.1:0 forwarding to `target`.
+    pub async fn start(target: SocketAddr) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("gate binds");
+        let gate = Gate {
+            addr: listener.local_addr().expect("gate address"),
+            target,
+            accept: Mutex::new(None),
+            accepted: Arc::new(AtomicU64::new(0)),
+        };
+        gate.serve(listener);
+        gate
+    }
+
+    /// `http://127.0.0.1:PORT` of the gate.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Connections accepted while open.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Refuse connections from now on and cut those being piped.
+    pub fn close(&self) {
+        if let Some(task) = self.accept.lock().unwrap().take() {
+            // The accept task owns the listener and the pipes: aborting it drops them all.
+            task.abort();
+        }
+    }
+
+    /// Listen again on the same port (bounded retries: the port was just released).
+    pub async fn open(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("gate cannot listen on {} again: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (target, accepted) = (self.target, self.accepted.clone());
+        let task = tokio::spawn(async move {
+            let mut pipes = JoinSet::new();
+            loop {
+                tokio::select! {
+                    Some(_) = pipes.join_next(), if !pipes.is_empty() => {}
+                    conn = listener.accept() => {
+                        let Ok((mut inbound, _)) = conn else { continue };
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        pipes.spawn(async move {
+                            let _ = inbound.set_nodelay(true);
+                            if let Ok(mut upstream) = TcpStream::connect(target).await {
+                                let _ = upstream.set_nodelay(true);
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        if let Some(old) = self.accept.lock().unwrap().replace(task) {
+            old.abort();
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics and status
+// ---------------------------------------------------------------------------------------
+
+/// Sum of the samples of `name` whose labels include every pair of `labels`, in Prometheus
+/// text; 0 when there is none.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (label_text, value) = match rest.strip_prefix('{') {
+                Some(inner) => {
+                    let end = inner.rfind('}')?;
+                    (&inner[..end], &inner[end + 1..])
+                }
+                None if rest.starts_with(' ') => ("", rest),
+                None => return None,
+            };
+            let found = parse_labels(label_text);
+            labels
+                .iter()
+                .all(|(k, v)| found.iter().any(|(fk, fv)| fk == k && fv == v))
+                .then(|| value.split_whitespace().next()?.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum::<f64>()
+        // An empty sum is -0.0; print it as 0.
+        + 0.0
+}
+
+fn parse_labels(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(escaped);
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.push((key.trim_start_matches(',').trim().to_string(), value));
+        rest = &after[end..];
+    }
+    out
+}
+
+/// `GET /metrics` of an admin listener.
+pub async fn metrics_text(client: &HttpClient, admin: SocketAddr) -> String {
+    let reply = client.get(&format!("http://{admin}/metrics")).await;
+    String::from_utf8_lossy(&reply.body).into_owned()
+}
+
+/// The breaker state `/admin/status` shows for `provider` (`closed`, `open`, `half_open`).
+pub async fn status_breaker(client: &HttpClient, admin: SocketAddr, provider: &str) -> String {
+    let status = client
+        .get(&format!("http://{admin}/admin/status"))
+        .await
+        .json();
+    status["providers"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == provider))
+        .and_then(|p| p["health"]["breaker"].as_str())
+        .unwrap_or_else(|| panic!("no health for {provider} in {status}"))
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// Ledgers
+// ---------------------------------------------------------------------------------------
+
+/// Every simulated provider's charges, grouped by merchant reference.
+pub fn charges_by_reference(sim: &Simulator) -> BTreeMap<String, Vec<Charge>> {
+    let mut map: BTreeMap<String, Vec<Charge>> = BTreeMap::new();
+    for name in sim.names() {
+        for charge in sim.ledger(name) {
+            if let Some(reference) = charge.merchant_reference.clone() {
+                map.entry(reference).or_default().push(charge);
+            }
+        }
+    }
+    map
+}
+
+/// Charges for `reference` across every simulated provider.
+pub fn charges_for(sim: &Simulator, reference: &str) -> Vec<Charge> {
+    charges_by_reference(sim)
+        .remove(reference)
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// payproxy as a child process
+// ---------------------------------------------------------------------------------------
+
+/// `target/debug/payproxy` next to the running test binary (`target/debug/deps/…`).
+pub fn payproxy_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let debug = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary is in target/<profile>/deps");
+    let binary = debug.join("payproxy");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p payproxy` (scripts/test.sh does) before this test",
+        binary.display()
+    );
+    binary
+}
+
+/// payproxy running as a child process on fixed ports, so it can be killed with SIGKILL and
+/// started again on the same config and state file.
+pub struct ChildProxy {
+    binary: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    /// The storefront listener.
+    pub listen: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+}
+
+impl ChildProxy {
+    /// Start `payproxy run --config <config>` (stderr appended to `log`) and wait until its
+    /// admin listener answers. `listen` and `admin` must be the addresses in the config.
+    pub async fn start(
+        config: &Path,
+        log: &Path,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> ChildProxy {
+        let mut proxy = ChildProxy {
+            binary: payproxy_binary(),
+            config: config.to_path_buf(),
+            log: log.to_path_buf(),
+            child: None,
+            listen,
+            admin,
+        };
+        proxy.spawn().await;
+        proxy
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("proxy log file");
+        let child = Command::new(&self.binary)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env(
+                "PAYPROXY_LOG",
+                std::env::var("PAYPROXY_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("payproxy starts");
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(60)).await;
+    }
+
+    /// Poll `/admin/status` until it answers 200 (bounded); fails with the log's tail.
+    pub async fn wait_ready(&mut self, within: Duration) {
+        let client = HttpClient::default();
+        let url = format!("http://{}/admin/status", self.admin);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(exit)) = child.try_wait() {
+                    panic!(
+                        "payproxy exited ({exit}) while starting:\n{}",
+                        self.log_tail()
+                    );
+                }
+            }
+            let ready = client
+                .try_send(Method::GET, &url, &[], Bytes::new())
+                .await
+                .is_ok_and(|r| r.status == 200);
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payproxy not ready within {within:?}:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGKILL (no drain, no cleanup), then reap the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same config and state; returns how long until it was ready.
+    pub async fn restart(&mut self) -> Duration {
+        let started = Instant::now();
+        self.spawn().await;
+        started.elapsed()
+    }
+
+    /// `http://LISTEN{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listen, path)
+    }
+
+    /// The last lines the proxy logged.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for ChildProxy {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A storefront client that retries like a payment SDK
+// ---------------------------------------------------------------------------------------
+
+/// How an SDK retries: the same `Idempotency-Key` on every try; retried after connection
+/// errors, timeouts, 409, 429 and 5xx (unless the answer says `Stripe-Should-Retry: false`);
+/// exponential backoff, bounded tries.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// No answer within this is a timeout (counted, then retried).
+    pub timeout: Duration,
+    /// Retries after the first try.
+    pub max_retries: u32,
+    /// First backoff; doubles each retry.
+    pub backoff: Duration,
+    /// Largest backoff.
+    pub backoff_cap: Duration,
+}
+
+/// What one try got.
+#[derive(Debug, Clone)]
+pub enum Try {
+    /// An HTTP answer.
+    Answer {
+        status: u16,
+        replayed: bool,
+        provider: Option<String>,
+    },
+    /// The connection failed or broke.
+    Transport(String),
+    /// No answer within the policy's timeout.
+    TimedOut,
+}
+
+/// One try of a call: what it got, when it started, how long it took.
+#[derive(Debug, Clone)]
+pub struct TryLog {
+    pub outcome: Try,
+    pub started: Instant,
+    pub took: Duration,
+}
+
+/// One storefront call with its retries.
+#[derive(Debug)]
+pub struct Call {
+    /// Every try, in order.
+    pub tries: Vec<TryLog>,
+    /// The answer that ended the call (none when every try failed in transport).
+    pub reply: Option<Reply>,
+    /// From the first try to the end.
+    pub elapsed: Duration,
+}
+
+impl Call {
+    /// Tries that got no answer within the timeout.
+    pub fn timeouts(&self) -> usize {
+        self.tries
+            .iter()
+            .filter(|t| matches!(t.outcome, Try::TimedOut))
+            .count()
+    }
+}
+
+/// The retrying storefront client; cheap to clone (one connection pool).
+#[derive(Clone)]
+pub struct Sdk {
+    client: Client<HttpConnector, Full<Bytes>>,
+    policy: RetryPolicy,
+}
+
+impl Sdk {
+    pub fn new(policy: RetryPolicy) -> Sdk {
+        Sdk {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(HttpConnector::new()),
+            policy,
+        }
+    }
+
+    /// POST a Stripe form to `url` with `Idempotency-Key: key`, retrying per the policy.
+    pub async fn post_form(&self, url: &str, key: &str, form: &str) -> Call {
+        let started = Instant::now();
+        let mut tries = Vec::new();
+        let mut backoff = self.policy.backoff;
+        for attempt in 0..=self.policy.max_retries {
+            let at = Instant::now();
+            let result = self.once(url, key, form).await;
+            let took = at.elapsed();
+            let (t, reply) = match result {
+                Ok(reply) => (
+                    Try::Answer {
+                        status: reply.status.as_u16(),
+                        replayed: reply.header("idempotent-replayed") == Some("true"),
+                        provider: reply.provider().map(str::to_string),
+                    },
+                    Some(reply),
+                ),
+                Err(None) => (Try::TimedOut, None),
+                Err(Some(e)) => (Try::Transport(e), None),
+            };
+            let retry = match &reply {
+                None => true,
+                Some(r) => {
+                    let s = r.status.as_u16();
+                    s == 409
+                        || s == 429
+                        || (s >= 500 && r.header("stripe-should-retry") != Some("false"))
+                }
+            };
+            tries.push(TryLog {
+                outcome: t,
+                started: at,
+                took,
+            });
+            if !retry || attempt == self.policy.max_retries {
+                return Call {
+                    tries,
+                    reply,
+                    elapsed: started.elapsed(),
+                };
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.policy.backoff_cap);
+        }
+        unreachable!("the loop returns on its last try")
+    }
+
+    /// One try: `Err(None)` on timeout, `Err(Some(..))` on a transport error.
+    async fn once(&self, url: &str, key: &str, form: &str) -> Result<Reply, Option<String>> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("idempotency-key", key)
+            .body(Full::new(Bytes::from(form.to_string())))
+            .map_err(|e| Some(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| Some(format!("{e:?}")))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| Some(e.to_string()))?
+                .to_bytes();
+            Ok(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.policy.timeout, exchange)
+            .await
+            .map_err(|_| None)?
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Small things
+// ---------------------------------------------------------------------------------------
+
+/// A deterministic pseudo-random sequence (SplitMix64): reproducible runs without a crate.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Nearest-rank percentile of `values` (sorted here); zero when empty.
+pub fn percentile(values: &[Duration], p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Poll `check` every 10 ms until it holds; panics with `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
