@@ -13,6 +13,7 @@ echo "==> plugin tests (native)"
 cargo test --quiet --manifest-path plugins/Cargo.toml
 
 echo "==> workspace tests"
+cargo build --quiet -p payproxy --bins
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast
 else
