@@ -62,6 +62,8 @@ struct Flow<'a> {
     keep: std::sync::Mutex<Option<StoredResponse>>,
     /// Leave the idempotency record in flight (outcome unknown): neither finish nor release.
     hold: std::sync::atomic::AtomicBool,
+    /// The attempt journaled by a proxy that stopped mid-request, when resuming it.
+    resume: Option<Attempt>,
 }
 
 /// How the attempt phase ended.
@@ -127,6 +129,7 @@ impl Payments {
             idempotency: None,
             keep: std::sync::Mutex::new(None),
             hold: std::sync::atomic::AtomicBool::new(false),
+            resume: None,
         };
         self.run(flow).await
     }
@@ -157,7 +160,8 @@ impl Payments {
                 Ok(Begin::Started) => flow.idempotency = Some(record),
                 Ok(Begin::Resume { attempt }) => {
                     tracing::warn!(route = %flow.route.name, "taking over a request whose proxy stopped mid-flight");
-                    resume = attempt;
+                    resume = attempt.clone();
+                    flow.resume = attempt;
                     flow.idempotency = Some(record);
                 }
                 Ok(Begin::Replay(stored)) => {
@@ -322,6 +326,29 @@ impl Payments {
             }
         }
 
+        // A payment whose outcome is still unknown (no provider reference yet).
+        if let Some(owner) = owner.as_ref().filter(|o| o.reference.is_empty()) {
+            if payment.operation == Operation::Status {
+                let pending = Outcome {
+                    status: OutcomeStatus::Pending,
+                    provider_reference: None,
+                    amount: payment.amount.clone(),
+                };
+                let id = payment.id.clone().unwrap_or_default();
+                return match flow.ingress.render_outcome(&payment, &pending, &id, &[]) {
+                    Ok(response) => answer(flow.route, &owner.provider, response),
+                    Err(failure) => self.plugin_failed(flow, &failure),
+                };
+            }
+            let r = refusal(
+                RefusalKind::InvalidRequest(None),
+                409,
+                "payment_processing",
+                "the payment is still processing; retry the original request with its idempotency key",
+            );
+            return self.refuse(flow, r, "none");
+        }
+
         // route
         let order = match (&owner, &resume) {
             // A resumed request goes back where it may already have been charged.
@@ -344,12 +371,19 @@ impl Payments {
 
         // respond + record
         let payment_id = match (&payment.id, payment.operation) {
-            (_, Operation::Refund) => mint(&flow.route.refund_id_prefix),
+            (_, Operation::Refund) => flow.mint(&flow.route.refund_id_prefix),
             (Some(id), _) => id.clone(),
-            (None, _) => mint(&flow.route.payment_id_prefix),
+            (None, _) => flow.mint(&flow.route.payment_id_prefix),
         };
+        let held = flow.hold.load(std::sync::atomic::Ordering::Relaxed);
         if owner.is_none() && payment.operation == Operation::Authorize {
-            if let Some(reference) = &outcome.provider_reference {
+            // An unknown outcome without a reference is still owned by this provider: the
+            // id answers "processing" until a retry of the request resolves it.
+            let reference = outcome
+                .provider_reference
+                .clone()
+                .or_else(|| held.then(String::new));
+            if let Some(reference) = &reference {
                 let owner = Owner {
                     provider: provider.clone(),
                     reference: reference.clone(),
@@ -541,7 +575,11 @@ impl Payments {
             if let Some((from, outcome)) = &last {
                 self.failover(from, name, outcome);
             }
-            let key = provider_key(name, payment);
+            // A resumed request reuses the key it journaled before the crash.
+            let key = match &flow.resume {
+                Some(attempt) if &attempt.provider == name => attempt.provider_key.clone(),
+                _ => provider_key(name, payment),
+            };
             if let Err(refused) = self.journal(flow, name, &key).await {
                 return Attempted::Refused(refused);
             }
@@ -551,6 +589,13 @@ impl Payments {
                     .await
                 {
                     Ok(answer) => return Attempted::Forwarded(answer),
+                    // Sent, no trustworthy answer: stays here, rendered in the storefront's dialect.
+                    Err(outcome) if flow.hold.load(std::sync::atomic::Ordering::Relaxed) => {
+                        return Attempted::Outcome {
+                            provider: name.clone(),
+                            outcome,
+                        }
+                    }
                     Err(not_sent) => {
                         last = Some((name.clone(), not_sent));
                         continue;
@@ -577,7 +622,7 @@ impl Payments {
                 }
                 Next::Resolve => {
                     let outcome = self
-                        .resolve(flow, name, entry, egress, payment, &key, outcome)
+                        .resolve(flow, name, entry, egress, payment, &key, outcome, deadline)
                         .await;
                     return Attempted::Outcome {
                         provider: name.clone(),
@@ -618,15 +663,18 @@ impl Payments {
         payment: &Payment,
         key: &str,
         ambiguous: Outcome,
+        deadline: Instant,
     ) -> Outcome {
         let policy = &flow.route.failover;
         let capabilities = egress.capabilities();
-        // Time for resolution, even when the attempt used the whole budget.
-        let deadline = Instant::now() + Duration::from_millis(policy.deadline_ms);
         let mut reference = ambiguous.provider_reference.clone();
         if capabilities.idempotent_resend {
             for _ in 0..policy.resend_attempts {
-                tokio::time::sleep(Duration::from_millis(policy.resend_backoff_ms)).await;
+                let backoff = Duration::from_millis(policy.resend_backoff_ms);
+                if Instant::now() + backoff >= deadline {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
                 if let Ok((class, outcome)) = self
                     .send_once(name, entry, egress, payment, key, deadline, false)
                     .await
@@ -749,19 +797,22 @@ impl Payments {
                 } else {
                     Transport::Broken
                 };
-                self.classified(name, started, probe, transport, None, "provider_error");
+                let code = if transport == Transport::TimedOutAfterSend {
+                    "provider_timeout"
+                } else {
+                    "provider_error"
+                };
+                let (_, outcome) = self.classified(name, started, probe, transport, None, code);
                 // It may exist at this provider: a retry must resume here, not start anew.
                 flow.hold.store(true, std::sync::atomic::Ordering::Relaxed);
-                let mut answer = answer_from_error(flow.route, e);
-                answer.provider = name.to_string();
-                return Ok(answer);
+                return Err(outcome);
             }
         };
         let (mut parts, body) = response.into_parts();
         let bytes = match Limited::new(body, MAX_PROVIDER_BODY).collect().await {
             Ok(c) => c.to_bytes(),
             Err(_) => {
-                self.classified(
+                let (_, outcome) = self.classified(
                     name,
                     started,
                     probe,
@@ -770,12 +821,7 @@ impl Payments {
                     "provider_error",
                 );
                 flow.hold.store(true, std::sync::atomic::Ordering::Relaxed);
-                return Ok(plain_error_for(
-                    flow.route,
-                    name,
-                    StatusCode::BAD_GATEWAY,
-                    "provider answer was cut off",
-                ));
+                return Err(outcome);
             }
         };
         // Decode only to classify (failover) and to learn the provider's id (affinity).
@@ -1014,6 +1060,30 @@ impl Payments {
 }
 
 impl Flow<'_> {
+    /// A storefront-visible id. Idempotent requests get one derived from their record, so a
+    /// retry that resumes after a crash shows the storefront the same id.
+    fn mint(&self, prefix: &str) -> String {
+        match &self.idempotency {
+            Some(record) => {
+                let digest = Sha256::digest(
+                    format!(
+                        "{prefix}\u{0}{record}\u{0}{}",
+                        fingerprint(self.parts, &self.body)
+                    )
+                    .as_bytes(),
+                );
+                let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+                let token: String = digest
+                    .iter()
+                    .take(24)
+                    .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
+                    .collect();
+                format!("{prefix}{token}")
+            }
+            None => mint(prefix),
+        }
+    }
+
     fn keep_response(&self, response: StoredResponse) {
         if let Ok(mut keep) = self.keep.lock() {
             *keep = Some(response);
@@ -1256,12 +1326,6 @@ fn answer_from_error(route: &Route, error: crate::error::ProxyError) -> Answer {
             .to_response()
             .map(|b| b.map_err(|never| match never {}).boxed()),
     }
-}
-
-fn plain_error_for(route: &Route, provider: &str, status: StatusCode, message: &str) -> Answer {
-    let error =
-        crate::error::ProxyError::upstream(status, "provider_error", provider, message, false);
-    answer_from_error(route, error)
 }
 
 fn plain_error(route: &Route, status: StatusCode, message: &str) -> Answer {

@@ -30,7 +30,10 @@ pub struct Running {
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
+    /// Listeners, admin and active checks: they finish when `shutdown` flips.
     tasks: Vec<JoinHandle<()>>,
+    /// Reload triggers (SIGHUP, file watch): they run until aborted.
+    triggers: Vec<JoinHandle<()>>,
 }
 
 /// Validate a config file completely without serving: parse, check references, compile
@@ -136,9 +139,9 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         admin,
         shutdown_rx.clone(),
     )));
-    tasks.push(reloader.spawn_sighup()?);
+    let mut triggers = vec![reloader.spawn_sighup()?];
     if config.reload.watch {
-        tasks.push(reloader.spawn_watch(Duration::from_millis(config.reload.debounce_ms))?);
+        triggers.push(reloader.spawn_watch(Duration::from_millis(config.reload.debounce_ms))?);
     }
     tracing::info!(listeners = ?listen_addrs, admin = %admin_addr, version = reloader.snapshot().version, "payproxy serving");
     Ok(Running {
@@ -148,6 +151,7 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         metrics,
         shutdown,
         tasks,
+        triggers,
     })
 }
 
@@ -201,13 +205,10 @@ impl Running {
     /// Stop accepting, drain in-flight requests (bounded), stop background tasks.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let mut tasks = self.tasks;
-        // Listener and admin tasks finish on their own; the reload triggers run forever.
-        let triggers = tasks.split_off(self.listen_addrs.len() + 1);
-        for task in triggers {
+        for task in self.triggers {
             task.abort();
         }
-        for task in tasks {
+        for task in self.tasks {
             let _ = task.await;
         }
     }
