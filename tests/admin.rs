@@ -126,6 +126,8 @@ async fn status_describes_the_running_config_without_the_token() {
         json!([{
             "name": "a", "url": sim.base_url("a"), "region": "test", "tags": [], "cost": 1.0,
             "dialect": null, "credentials": [],
+            "health": { "breaker": "closed", "consecutive_failures": 0, "latency_p50_ms": 0,
+                        "latency_p99_ms": 0, "samples": 0, "success_rate": 1.0 },
         }])
     );
     assert!(
