@@ -792,16 +792,7 @@ impl Payments {
                 return Err(outcome);
             }
             Err(e) => {
-                let transport = if e.status == StatusCode::GATEWAY_TIMEOUT {
-                    Transport::TimedOutAfterSend
-                } else {
-                    Transport::Broken
-                };
-                let code = if transport == Transport::TimedOutAfterSend {
-                    "provider_timeout"
-                } else {
-                    "provider_error"
-                };
+                let (transport, code) = transport_failure(&e);
                 let (_, outcome) = self.classified(name, started, probe, transport, None, code);
                 // It may exist at this provider: a retry must resume here, not start anew.
                 flow.hold.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -934,16 +925,7 @@ impl Payments {
             }
             Ok(Err(e)) => {
                 self.observe(name, started);
-                let transport = if e.status == StatusCode::GATEWAY_TIMEOUT {
-                    Transport::TimedOutAfterSend
-                } else {
-                    Transport::Broken
-                };
-                let code = if transport == Transport::TimedOutAfterSend {
-                    "provider_timeout"
-                } else {
-                    "provider_error"
-                };
+                let (transport, code) = transport_failure(&e);
                 return Ok(self.classified(name, started, probe, transport, None, code));
             }
             Err(_) => {
@@ -1155,6 +1137,17 @@ fn challenge(kind: ChallengeKind) -> Refusal {
         ),
     };
     refusal(RefusalKind::Challenge(kind), 402, code, message)
+}
+
+/// The transport fact and error code behind a failed send.
+fn transport_failure(e: &crate::error::ProxyError) -> (Transport, &'static str) {
+    if e.retry_safe {
+        (Transport::NotSent, "provider_unavailable")
+    } else if e.status == StatusCode::GATEWAY_TIMEOUT {
+        (Transport::TimedOutAfterSend, "provider_timeout")
+    } else {
+        (Transport::Broken, "provider_error")
+    }
 }
 
 fn not_sent(code: &str) -> Outcome {
