@@ -36,6 +36,8 @@ enum Outage {
     Answers503,
     Dropped,
     BeyondTimeout,
+    /// The same hanging provider with `breaker.slow_call_ms` = 100.
+    BeyondTimeoutSlowCall,
 }
 
 impl Outage {
@@ -45,6 +47,7 @@ impl Outage {
             Outage::Answers503 => "every answer 503",
             Outage::Dropped => "connections dropped (ambiguous)",
             Outage::BeyondTimeout => "answers beyond timeout (ambiguous)",
+            Outage::BeyondTimeoutSlowCall => "answers beyond timeout, slow-call rule at 100 ms",
         }
     }
 
@@ -87,7 +90,7 @@ async fn run(kind: Outage) -> Figures {
         },
         "routes": [ payment_route(&["primary", "secondary"], &[], json!({})) ],
         // The defaults: 5 failures in a row, or > 5 % of ≥ 20 samples in 30 s.
-        "breaker": {},
+        "breaker": if kind == Outage::BeyondTimeoutSlowCall { json!({ "slow_call_ms": 100 }) } else { json!({}) },
     });
     let env = Env::start(config).await;
     let client = HttpClient::default();
@@ -118,7 +121,9 @@ async fn run(kind: Outage) -> Figures {
             Outage::Refused => gate.close(),
             Outage::Answers503 => sim.set_faults("primary", Faults::error(503)),
             Outage::Dropped => sim.set_faults("primary", Faults::outage()),
-            Outage::BeyondTimeout => sim.set_faults("primary", Faults::latency(TIMEOUT_MS + 500)),
+            Outage::BeyondTimeout | Outage::BeyondTimeoutSlowCall => {
+                sim.set_faults("primary", Faults::latency(TIMEOUT_MS + 500))
+            }
         }
     };
 
@@ -193,6 +198,7 @@ async fn time_to_open_and_errors_seen_during_an_outage() {
         Outage::Answers503,
         Outage::Dropped,
         Outage::BeyondTimeout,
+        Outage::BeyondTimeoutSlowCall,
     ] {
         let mut opens = Vec::new();
         for round in 1..=REPEAT {

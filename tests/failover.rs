@@ -859,3 +859,77 @@ async fn a_soft_decline_moves_on_when_the_route_allows_it_and_a_hard_decline_nev
     assert_eq!((sim.request_count("a"), sim.request_count("b")), (3, 1));
     assert!(charges_for(&sim, "SOFT-2").is_empty());
 }
+
+/// `breaker.slow_call_ms`: attempts still waiting after 100 ms count as failures at once, so a
+/// hanging provider's breaker opens long before its 2 s timeout, and later payments go to the
+/// healthy provider while the first ones are still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_calls_open_the_breaker_before_the_first_timeout() {
+    let sim = Simulator::start(&["primary", "secondary"]).await.unwrap();
+    let mut primary = sim_provider(&sim, "primary", "adyen");
+    primary["timeout_ms"] = 2_000.into();
+    let env = Env::start(config(
+        &[
+            ("primary", primary),
+            ("secondary", sim_provider(&sim, "secondary", "adyen")),
+        ],
+        json!({ "resend_attempts": 0 }),
+        json!({ "consecutive_failures": 3, "open_ms": 60000, "slow_call_ms": 100 }),
+    ))
+    .await;
+    let client = HttpClient::default();
+    sim.set_faults("primary", Faults::latency(3_000));
+
+    let started = Instant::now();
+    let hanging: Vec<_> = (0..3)
+        .map(|i| {
+            let (client, url) = (client.clone(), env.url("/v1/payment_intents"));
+            tokio::spawn(async move {
+                let key = format!("k-SLOW-{i}");
+                client
+                    .try_send(
+                        http::Method::POST,
+                        &url,
+                        &[
+                            ("content-type", "application/x-www-form-urlencoded"),
+                            ("idempotency-key", &key),
+                        ],
+                        card("1000", &format!("SLOW-{i}")),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    // Readiness, not a sleep: wait until the three slow calls are counted.
+    eventually(
+        Duration::from_secs(2),
+        "breaker opened by slow calls",
+        || async { breaker_gauge(&client, &env, "primary").await == 2.0 },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "opened before the 2 s timeout"
+    );
+    assert_eq!(
+        counter(
+            &client,
+            &env,
+            "payproxy_attempts_total",
+            &[("provider", "primary"), ("outcome", "slow")]
+        )
+        .await,
+        3.0
+    );
+    // Meanwhile a new payment goes straight to the healthy provider.
+    let reply = pay(&client, &env, "k-SLOW-NEW", &card("1000", "SLOW-NEW")).await;
+    assert_succeeded_by(&reply, "secondary");
+    for h in hanging {
+        let _ = h.await;
+    }
+    assert_eq!(
+        sim.request_count("secondary"),
+        1,
+        "the hanging payments never moved"
+    );
+}

@@ -140,6 +140,12 @@ impl HealthBook {
         }
     }
 
+    /// The slow-call threshold, when the rule is on.
+    pub fn slow_call(&self) -> Option<Duration> {
+        let ms = self.config.load().slow_call_ms;
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
     /// Replaces the settings (on reload). Every provider keeps its state and samples; the new
     /// settings apply from the next call (an open breaker's period is measured with the new
     /// `open_ms`).

@@ -909,7 +909,23 @@ impl Payments {
             ));
         };
         let remaining = deadline.saturating_duration_since(started);
-        let sent = tokio::time::timeout(remaining, entry.upstream.send(outbound)).await;
+        let send = tokio::time::timeout(remaining, entry.upstream.send(outbound));
+        let sent = match self.health.slow_call() {
+            None => send.await,
+            Some(after) => {
+                tokio::pin!(send);
+                tokio::select! {
+                    result = &mut send => result,
+                    _ = tokio::time::sleep(after) => {
+                        // Still waiting: count it now, so a hanging provider's breaker opens
+                        // before the first timeout instead of after it.
+                        self.health.record(name, false, started.elapsed(), false, Instant::now());
+                        self.metrics.attempts.with_label_values(&[name, "slow"]).inc();
+                        send.await
+                    }
+                }
+            }
+        };
         let response = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) if e.retry_safe => {

@@ -31,6 +31,10 @@ pub struct BreakerConfig {
     pub half_open_probes: u32,
     /// Successful probes in a row that close the breaker again. Default 3.
     pub close_after: u32,
+    /// An attempt still waiting for its answer after this long counts as a failure at once,
+    /// so a provider that hangs opens its breaker before the first timeout fires (its final
+    /// result is recorded as well). 0 (default) turns the rule off.
+    pub slow_call_ms: u64,
 }
 
 impl Default for BreakerConfig {
@@ -44,6 +48,7 @@ impl Default for BreakerConfig {
             open_ms: 5_000,
             half_open_probes: 1,
             close_after: 3,
+            slow_call_ms: 0,
         }
     }
 }
