@@ -29,6 +29,7 @@ pub mod payment;
 mod payment_macros;
 pub mod payment_method;
 mod router;
+pub mod routing;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
@@ -92,6 +93,22 @@ pub mod bindings {
                 pub_export_macro: true,
                 export_macro_name: "__export_payment_router_world",
                 default_bindings_module: "payproxy_plugin_sdk::bindings::v2::router",
+            });
+        }
+    }
+
+    /// Bindings for `payproxy:plugin@0.3.0` (router only); its `types` are 0.2.0's, shared.
+    #[allow(missing_docs)]
+    pub mod v3 {
+        pub mod router {
+            wit_bindgen::generate!({
+                world: "routing-plugin",
+                path: "../wit/payproxy-plugin@0.3.0",
+                additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+                with: { "payproxy:plugin/types@0.3.0": crate::bindings::v2::types::payproxy::plugin::types },
+                pub_export_macro: true,
+                export_macro_name: "__export_router_v3_world",
+                default_bindings_module: "payproxy_plugin_sdk::bindings::v3::router",
             });
         }
     }

@@ -17,9 +17,13 @@
 //!   "decode":   [ { "name": "…", "payment": PAYMENT, "response": HTTP_RESPONSE, "outcome": OUTCOME } ],
 //!   "check":    [ { "name": "…", "payment": PAYMENT, "decision": DECISION } ],
 //!   "route":    [ { "name": "…", "request": HTTP_REQUEST, "payment": PAYMENT_OR_NULL,
-//!                   "providers": [PROVIDER], "seed": 0, "providers_out": ["a"] | "rejection": {…} } ]
+//!                   "providers": [PROVIDER], "seed": 0, "providers_out": ["a"] | "rejection": {…} } ],
+//!   "elsewhere": [ PROVIDER_INFO ]
 //! }
 //! ```
+//!
+//! `elsewhere` lists providers that are configured but on no route of the cases: a 0.3.0
+//! router gets them at `init` with the others (see [`provider_catalogue`]).
 //!
 //! Values are the contract types as serde JSON (`{"operation": "Authorize", "amount":
 //! {"minor": 1000, "currency": "EUR"}, "method": {"Card": {…}}}`). Inputs must be complete
@@ -532,4 +536,93 @@ pub fn check_compliance<T: Compliance>(text: &str) -> usize {
 /// Run the `route` cases natively.
 pub fn check_router<T: Router>(text: &str) -> usize {
     run_sections(text, &RouterOnly(init(&load(text), T::init)), &["route"])
+}
+
+/// The providers a 0.3.0 router gets at `init` for a fixture file, as JSON `provider-info`
+/// values: every provider named in the `route` cases, once, in order of first appearance,
+/// then those of the file's `elsewhere` list (configured, but on no route of the cases).
+/// A provider's id is its index here.
+pub fn provider_catalogue(f: &Value) -> Value {
+    let in_cases =
+        cases(f, "route").flat_map(|(_, case)| case["providers"].as_array().into_iter().flatten());
+    let elsewhere = f["elsewhere"].as_array().into_iter().flatten();
+    let mut list: Vec<Value> = Vec::new();
+    for p in in_cases.chain(elsewhere) {
+        if !list.iter().any(|known| known["name"] == p["name"]) {
+            let mut info = p.clone();
+            if let Value::Object(map) = &mut info {
+                map.remove("health");
+                map.entry("dialect").or_insert(Value::String(String::new()));
+            }
+            list.push(info);
+        }
+    }
+    Value::Array(list)
+}
+
+/// A 0.3.0 router seen as a [`Harness`]: fixture providers become candidates (catalogue id
+/// and health), the ids it answers become names again.
+struct RouterV3<T> {
+    router: T,
+    catalogue: Vec<crate::routing::ProviderInfo>,
+}
+
+impl<T: crate::routing::Router> Harness for RouterV3<T> {
+    fn route(
+        &self,
+        request: Value,
+        payment: Value,
+        providers: Value,
+        seed: u64,
+    ) -> Result<Value, Value> {
+        let request: crate::payment::HttpRequest = typed(request);
+        let payment: Option<crate::payment::Payment> = typed(payment);
+        let providers: Vec<crate::payment::Provider> = typed(providers);
+        let id_of = |name: &str| {
+            self.catalogue
+                .iter()
+                .position(|p| p.name == name)
+                .unwrap_or_else(|| panic!("provider {name} is not in the catalogue"))
+                as u32
+        };
+        let candidates: Vec<crate::routing::Candidate> = providers
+            .iter()
+            .map(|p| crate::routing::Candidate {
+                id: id_of(&p.name),
+                health: p.health,
+            })
+            .collect();
+        let headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let view = crate::routing::RequestView::new(
+            &request.method,
+            &request.path,
+            request.query.as_deref(),
+            &headers,
+            request.body.as_deref(),
+        );
+        self.router
+            .route(&view, payment.as_ref(), &candidates, seed)
+            .map(|ids| {
+                let names: Vec<&str> = ids
+                    .iter()
+                    .map(|id| self.catalogue[*id as usize].name.as_str())
+                    .collect();
+                json(&names)
+            })
+            .map_err(|r| json(&r))
+    }
+}
+
+/// Run the `route` cases natively through a 0.3.0 router, initialised with the
+/// [`provider_catalogue`] of the file.
+pub fn check_router_v3<T: crate::routing::Router>(text: &str) -> usize {
+    let f = load(text);
+    let catalogue: Vec<crate::routing::ProviderInfo> = typed(provider_catalogue(&f));
+    let router =
+        T::init(&config_text(&f), catalogue.clone()).unwrap_or_else(|e| panic!("init: {e}"));
+    run_sections(text, &RouterV3 { router, catalogue }, &["route"])
 }

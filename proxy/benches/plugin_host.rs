@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use payproxy::config::{InstanceMode, PluginHostConfig};
 use payproxy::metrics::Metrics;
 use payproxy::plugin::types::{BreakerState, Health, HttpRequest, Provider};
-use payproxy::plugin::{PluginHost, RouteDecision, RouterPlugin, SandboxSettings};
+use payproxy::plugin::{PluginHost, ProviderInfo, RouteDecision, RouterPlugin, SandboxSettings};
 use serde_json::Value;
 
 /// Total size of header names + values + body in the request view.
@@ -23,13 +23,28 @@ fn plugins_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins")
 }
 
-/// The rule config shared with the plugin's fixture tests.
-fn router_config() -> String {
+/// The fixtures shared with the plugin's tests: the rule config and the configured providers.
+fn fixtures() -> Value {
     let path = plugins_dir().join("router-regional/fixtures/cases.json");
-    let fixtures: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read cases.json"))
-            .expect("cases.json is JSON");
-    fixtures["config"].to_string()
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("read cases.json"))
+        .expect("cases.json is JSON")
+}
+
+/// Every configured provider: the route's three and the one on other routes.
+fn catalogue(fixtures: &Value) -> Vec<ProviderInfo> {
+    fixtures["providers"]
+        .as_array()
+        .into_iter()
+        .chain(fixtures["elsewhere"].as_array())
+        .flatten()
+        .map(|p| ProviderInfo {
+            name: p["name"].as_str().expect("name").into(),
+            region: p["region"].as_str().expect("region").into(),
+            tags: serde_json::from_value(p["tags"].clone()).expect("tags"),
+            cost: p["cost"].as_f64().expect("cost"),
+            dialect: String::new(),
+        })
+        .collect()
 }
 
 fn load(host: &Arc<PluginHost>, mode: InstanceMode) -> RouterPlugin {
@@ -43,11 +58,13 @@ fn load(host: &Arc<PluginHost>, mode: InstanceMode) -> RouterPlugin {
         deadline_ms: 20,
         memory_bytes: 32 << 20,
     };
+    let fixtures = fixtures();
     RouterPlugin::load(
         host,
         "router_regional",
         &compiled.component,
-        router_config(),
+        fixtures["config"].to_string(),
+        &catalogue(&fixtures),
         settings,
         Arc::new(Metrics::new()),
     )

@@ -15,7 +15,9 @@ use crate::config::{self, Config, InstanceMode, OnError, Role};
 use crate::error::ConfigError;
 use crate::metrics::Metrics;
 use crate::plugin::types::{BreakerState, Health, Provider};
-use crate::plugin::{CompliancePlugin, DialectPlugin, PluginHost, RouterPlugin, SandboxSettings};
+use crate::plugin::{
+    CompliancePlugin, DialectPlugin, PluginHost, ProviderInfo, RouterPlugin, SandboxSettings,
+};
 use crate::route::Route;
 use crate::upstream::{ClientCache, Upstream};
 
@@ -130,6 +132,7 @@ impl Builder {
 
         let mut plugins = BTreeMap::new();
         let mut used = Vec::new();
+        let catalogue = catalogue(&config);
         for (name, p) in &config.plugins {
             let path = config::resolve(file, &p.path);
             let plugin_err = |message: String| ConfigError::Plugin {
@@ -178,8 +181,16 @@ impl Builder {
             let (host, metrics) = (&self.host, self.metrics.clone());
             let kind = match p.role {
                 Role::Router => PluginKind::Router(Arc::new(
-                    RouterPlugin::load(host, name, &component, config_json, settings, metrics)
-                        .map_err(&plugin_err)?,
+                    RouterPlugin::load(
+                        host,
+                        name,
+                        &component,
+                        config_json,
+                        &catalogue,
+                        settings,
+                        metrics,
+                    )
+                    .map_err(&plugin_err)?,
                 )),
                 Role::Compliance => PluginKind::Compliance(Arc::new(
                     CompliancePlugin::load(host, name, &component, config_json, settings, metrics)
@@ -389,4 +400,20 @@ impl Snapshot {
     pub fn instance_mode(&self) -> InstanceMode {
         self.config.plugin_host.instance_mode
     }
+}
+
+/// Every configured provider as 0.3.0 routers get it at `init`, in name order (a provider's
+/// id is its index).
+fn catalogue(config: &Config) -> Vec<ProviderInfo> {
+    config
+        .providers
+        .iter()
+        .map(|(name, p)| ProviderInfo {
+            name: name.clone(),
+            region: p.region.clone(),
+            tags: p.tags.clone(),
+            cost: p.cost,
+            dialect: p.dialect.clone().unwrap_or_default(),
+        })
+        .collect()
 }

@@ -9,7 +9,9 @@ use common::*;
 use payproxy::config::InstanceMode;
 use payproxy::metrics::Metrics;
 use payproxy::plugin::types::{Annotation, HttpRequest, Payment, Provider};
-use payproxy::plugin::{CompliancePlugin, Context, DialectPlugin, RouteDecision, RouterPlugin};
+use payproxy::plugin::{
+    CompliancePlugin, Context, DialectPlugin, ProviderInfo, RouteDecision, RouterPlugin,
+};
 use payproxy_plugin_sdk::testing::{self, Harness};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -212,15 +214,19 @@ fn router_regional() {
     let (text, config) = golden("router-regional");
     let (host, component) = compiled("router_regional");
     let metrics = Arc::new(Metrics::new());
+    let configured: Vec<ProviderInfo> =
+        serde_json::from_value(testing::provider_catalogue(&testing::load(&text)))
+            .expect("provider-info values");
     let plugin = RouterPlugin::load(
         &host,
         "router_regional",
         &component,
         config,
+        &configured,
         settings(InstanceMode::Reuse),
         metrics,
     )
     .expect("router loads");
-    assert_eq!(plugin.contract(), "0.2.0");
+    assert_eq!(plugin.contract(), "0.3.0");
     assert!(testing::run(&text, &Router(plugin)) >= 10);
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::*;
 use payproxy::config::InstanceMode;
 use payproxy::metrics::Metrics;
-use payproxy::plugin::RouteDecision;
+use payproxy::plugin::{RouteDecision, RouterPlugin};
 use serde_json::Value;
 
 fn fixtures() -> Value {
@@ -189,6 +189,7 @@ fn a_component_built_for_another_contract_version_is_refused_with_both_names() {
     .expect("must be refused");
     assert!(err.contains("payproxy:plugin/router@0.1.0"), "{err}");
     assert!(err.contains("payproxy:plugin/router@0.2.0"), "{err}");
+    assert!(err.contains("payproxy:plugin/router@0.3.0"), "{err}");
     assert!(err.contains("payproxy:plugin/router@9.0.0"), "{err}");
 }
 
@@ -254,6 +255,7 @@ fn reused_instances_are_recycled_and_fresh_mode_instantiates_every_call() {
         "rr",
         &compiled.component,
         f["config"].to_string(),
+        &catalogue(CONFIGURED),
         s,
         metrics.clone(),
     )
@@ -271,4 +273,120 @@ fn reused_instances_are_recycled_and_fresh_mode_instantiates_every_call() {
         4,
         "10 calls at 3 per instance, the first made at load"
     );
+}
+
+#[test]
+fn contract_0_2_0_routers_still_load_and_see_payment_and_health() {
+    let metrics = Arc::new(Metrics::new());
+    let plugin = load_router(
+        &host(),
+        "fixture_router_v2",
+        "{}",
+        InstanceMode::Reuse,
+        &metrics,
+    )
+    .expect("a 0.2.0 router loads");
+    assert_eq!(plugin.contract(), "0.2.0");
+    let mut sick = provider("a", "eu");
+    sick.health.success_rate = 0.5;
+    let providers = vec![sick, provider("b", "us")];
+    // Healthiest first: the health the host passes reaches the plugin.
+    assert_eq!(
+        plugin
+            .route(&request("GET", "/", &[], None), None, &providers, 0)
+            .unwrap(),
+        RouteDecision::Providers(vec!["b".into(), "a".into()])
+    );
+    // The SDK's builder, carried over as JSON: both sides derive serde for the same type.
+    let mut payment = payproxy_plugin_sdk::payment::Payment::new(
+        payproxy_plugin_sdk::payment::Operation::Authorize,
+    );
+    payment.amount = Some(payproxy_plugin_sdk::payment::Money {
+        minor: 1000,
+        currency: "EUR".into(),
+    });
+    let payment: payproxy::plugin::types::Payment =
+        serde_json::from_value(serde_json::to_value(&payment).unwrap()).unwrap();
+    let rejected = plugin
+        .route(
+            &request("GET", "/", &[("x-reject", "echo-currency")], None),
+            Some(&payment),
+            &providers,
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        rejected,
+        RouteDecision::Reject {
+            status: 403,
+            code: "echo-currency".into(),
+            message: "currency EUR".into()
+        }
+    );
+}
+
+fn router_v3(mode: &str, configured: &[&str], metrics: &Arc<Metrics>) -> RouterPlugin {
+    let plugin = load_router_with(
+        &host(),
+        "fixture_router_v3",
+        &format!(r#"{{"mode": "{mode}"}}"#),
+        &catalogue(configured),
+        InstanceMode::Reuse,
+        metrics,
+    )
+    .expect("the 0.3.0 fixture loads");
+    assert_eq!(plugin.contract(), "0.3.0");
+    plugin
+}
+
+#[test]
+fn contract_0_3_0_routers_get_the_configured_providers_once_and_headers_as_a_block() {
+    let metrics = Arc::new(Metrics::new());
+    let configured = ["a", "b", "c"];
+    // The route has c and a (in that order); b is configured for other routes.
+    let providers = vec![provider("c", "eu"), provider("a", "us")];
+    let plugin = router_v3("reverse", &configured, &metrics);
+    assert_eq!(
+        plugin
+            .route(&request("GET", "/", &[], None), None, &providers, 0)
+            .unwrap(),
+        RouteDecision::Providers(vec!["a".into(), "c".into()])
+    );
+
+    let plugin = router_v3("catalogue", &configured, &metrics);
+    let req = request(
+        "GET",
+        "/",
+        &[("x-shopper-country", "NL"), ("accept", "a/b, c/d")],
+        None,
+    );
+    match plugin.route(&req, None, &providers, 0).unwrap() {
+        RouteDecision::Reject { message, .. } => assert_eq!(
+            message, "a,b,c | x-shopper-country: NL\naccept: a/b, c/d\n",
+            "every configured provider at init, in order; the headers packed one per line"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_0_3_0_router_answering_an_id_that_is_not_a_candidate_is_bad_output() {
+    let providers = vec![provider("a", "eu")];
+    let req = request("GET", "/", &[], None);
+    for mode in ["unknown-id", "not-candidate"] {
+        let metrics = Arc::new(Metrics::new());
+        let plugin = router_v3(mode, &["a", "b"], &metrics);
+        let failure = plugin.route(&req, None, &providers, 0).expect_err(mode);
+        assert_eq!(failure.kind.as_str(), "bad_output", "{mode}: {failure}");
+        assert!(
+            failure.detail.contains("not a candidate of this route"),
+            "{mode}: {}",
+            failure.detail
+        );
+        assert_eq!(
+            failures(&metrics, "fixture_router_v3", "bad_output"),
+            1,
+            "{mode}"
+        );
+    }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::helpers::{config, country};
 use payproxy_plugin_sdk::payment::{Operation, Rejection};
+use payproxy_plugin_sdk::routing::ProviderInfo;
 use serde::Deserialize;
 
 /// The whole plugin config.
@@ -12,8 +13,8 @@ use serde::Deserialize;
 pub struct Config {
     /// Rules, tried in order.
     pub rules: Vec<Rule>,
-    /// Providers when no rule matches; `None` means the route's own order.
-    pub default: Option<Vec<String>>,
+    /// Providers when no rule matches (unweighted); `None` means the route's own order.
+    pub default: Option<Vec<WeightedProvider>>,
     /// Among unweighted candidates whose success rates are within this of the best one,
     /// the cheapest goes first; `None` keeps the config order.
     pub prefer_cheaper_within: Option<f64>,
@@ -48,6 +49,9 @@ pub struct WeightedProvider {
     /// Share of first attempts; providers without weight are only fallbacks.
     #[serde(default)]
     pub weight: Option<u32>,
+    /// The provider's id (its index in the host's provider list), set by [`Config::resolve`].
+    #[serde(skip)]
+    pub id: u32,
 }
 
 impl WeightedProvider {
@@ -56,6 +60,7 @@ impl WeightedProvider {
         WeightedProvider {
             name: name.as_ref().to_string(),
             weight: None,
+            id: 0,
         }
     }
 }
@@ -187,6 +192,36 @@ impl Config {
         let raw: RawConfig = config::from_json(text).map_err(|e| e.in_plugin("router-regional"))?;
         validate(raw).map_err(|e| format!("router-regional config: {e}"))
     }
+
+    /// Give every provider a rule or `default` names its id in `providers` (the host's list of
+    /// configured providers). A name that is not configured is a config error: it is a typo
+    /// or a provider that was removed, and either would quietly send traffic elsewhere.
+    pub fn resolve(&mut self, providers: &[ProviderInfo]) -> Result<(), String> {
+        let lookup = |w: &mut WeightedProvider, at: &str| {
+            let id = providers
+                .iter()
+                .position(|p| p.name == w.name)
+                .ok_or_else(|| {
+                    format!(
+                        "router-regional config: {at}: provider {:?} is not configured",
+                        w.name
+                    )
+                })?;
+            w.id = u32::try_from(id).map_err(|_| "too many providers".to_string())?;
+            Ok::<(), String>(())
+        };
+        for (index, rule) in self.rules.iter_mut().enumerate() {
+            if let Action::Providers(list) = &mut rule.action {
+                for (i, w) in list.iter_mut().enumerate() {
+                    lookup(w, &format!("rules[{index}] ({}).providers[{i}]", rule.name))?;
+                }
+            }
+        }
+        for (i, w) in self.default.iter_mut().flatten().enumerate() {
+            lookup(w, &format!("default[{i}]"))?;
+        }
+        Ok(())
+    }
 }
 
 fn validate(raw: RawConfig) -> Result<Config, String> {
@@ -241,7 +276,9 @@ fn validate(raw: RawConfig) -> Result<Config, String> {
     }
     Ok(Config {
         rules,
-        default: raw.default,
+        default: raw
+            .default
+            .map(|names| names.iter().map(WeightedProvider::unweighted).collect()),
         prefer_cheaper_within: raw.prefer_cheaper_within,
     })
 }

@@ -1,8 +1,10 @@
 //! `router-regional`: a rule table in the plugin's JSON config picks the providers.
 //!
-//! Contract `payproxy:plugin@0.2.0` (`payment-router-plugin`): the router sees the storefront
-//! request, the canonical payment when the route has an ingress dialect (none on transparent
-//! routes), and the route's providers with their health and cost.
+//! Contract `payproxy:plugin@0.3.0` (`routing-plugin`): the router gets every configured
+//! provider once, at init, and per request the storefront request, the canonical payment when
+//! the route has an ingress dialect (none on transparent routes), and the ids and health of
+//! the route's providers. Every provider a rule or `default` names must be configured;
+//! otherwise the config is refused at init.
 //!
 //! Rules are tried in order; the first whose conditions all match decides. A rule either
 //! names providers (optionally weighted for a volume split) or rejects the request. When
@@ -44,7 +46,7 @@
 //!
 //! # Ordering the candidates
 //!
-//! 1. Names the route does not have are dropped; none left → 503 `no_eligible_provider`.
+//! 1. Providers the route does not have are dropped; none left → 503 `no_eligible_provider`.
 //! 2. Health: providers whose breaker is `open` are dropped, unless all are open, in which
 //!    case all stay (the host's breaker then decides; a rejection would hide which are down).
 //!    `half-open` providers stay in place so the breaker gets its trial traffic.
@@ -60,49 +62,58 @@ mod config;
 mod matcher;
 pub mod order;
 
-use payproxy_plugin_sdk::export_payment_router;
-use payproxy_plugin_sdk::payment::{HttpRequest, Payment, Provider, Rejection, Router};
+use payproxy_plugin_sdk::export_router_v3;
+use payproxy_plugin_sdk::payment::{Payment, Rejection};
+use payproxy_plugin_sdk::routing::{Candidate, ProviderInfo, RequestView, Router};
 
 pub use config::{Action, Conditions, Config, OperationName, Rule, WeightedProvider};
 
-/// The plugin: its parsed config.
+/// The plugin: its parsed config, with provider names resolved to ids.
 pub struct Regional {
     config: Config,
+    providers: Vec<ProviderInfo>,
 }
 
 impl Router for Regional {
-    fn init(config: &str) -> Result<Self, String> {
-        Ok(Regional {
-            config: Config::parse(config)?,
-        })
+    fn init(config: &str, providers: Vec<ProviderInfo>) -> Result<Self, String> {
+        let mut config = Config::parse(config)?;
+        config.resolve(&providers)?;
+        Ok(Regional { config, providers })
     }
 
     fn route(
         &self,
-        request: &HttpRequest,
+        request: &RequestView,
         payment: Option<&Payment>,
-        providers: &[Provider],
+        candidates: &[Candidate],
         seed: u64,
-    ) -> Result<Vec<String>, Rejection> {
+    ) -> Result<Vec<u32>, Rejection> {
         let body = matcher::Body::new(request);
         let rule = self
             .config
             .rules
             .iter()
             .find(|rule| matcher::matches(&rule.conditions, request, &body, payment));
-        let wanted: Vec<WeightedProvider> = match rule.map(|r| &r.action) {
+        let choices = match rule.map(|r| &r.action) {
             Some(Action::Reject(rejection)) => return Err(rejection.clone()),
-            Some(Action::Providers(list)) => list.clone(),
+            Some(Action::Providers(list)) => order::known(list, candidates, &self.providers),
             None => match &self.config.default {
-                Some(names) => names.iter().map(WeightedProvider::unweighted).collect(),
-                None => providers
+                Some(list) => order::known(list, candidates, &self.providers),
+                None => candidates
                     .iter()
-                    .map(|p| WeightedProvider::unweighted(&p.name))
+                    .filter_map(|c| {
+                        Some(order::Choice {
+                            id: c.id,
+                            weight: None,
+                            info: self.providers.get(c.id as usize)?,
+                            health: &c.health,
+                        })
+                    })
                     .collect(),
             },
         };
-        let candidates = order::skip_open(order::known(wanted, providers));
-        if candidates.is_empty() {
+        let choices = order::skip_open(choices);
+        if choices.is_empty() {
             let rule_name = rule.map(|r| r.name.as_str()).unwrap_or("default");
             return Err(Rejection {
                 status: 503,
@@ -110,23 +121,18 @@ impl Router for Regional {
                 message: format!("rule {rule_name} names no provider of this route"),
             });
         }
-        if order::weighted(&candidates) {
-            return Ok(order::by_weight(
-                candidates.into_iter().map(|(w, _)| w).collect(),
-                seed,
-            ));
+        if order::weighted(&choices) {
+            let ordered = order::by_weight(choices, |c| c.weight, seed);
+            return Ok(ordered.into_iter().map(|c| c.id).collect());
         }
         Ok(match self.config.prefer_cheaper_within {
-            Some(tolerance) => {
-                let list: Vec<&Provider> = candidates.iter().map(|(_, p)| *p).collect();
-                order::by_cost(&list, tolerance)
-            }
-            None => candidates.into_iter().map(|(w, _)| w.name).collect(),
+            Some(tolerance) => order::by_cost(&choices, tolerance),
+            None => choices.into_iter().map(|c| c.id).collect(),
         })
     }
 }
 
-export_payment_router!(Regional);
+export_router_v3!(Regional);
 
 #[cfg(test)]
 mod tests;

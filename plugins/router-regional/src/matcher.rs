@@ -1,6 +1,7 @@
 //! Evaluate a rule's conditions against the request view and the canonical payment.
 
-use payproxy_plugin_sdk::payment::{HttpRequest, Payment, PaymentMethod};
+use payproxy_plugin_sdk::payment::{Payment, PaymentMethod};
+use payproxy_plugin_sdk::routing::RequestView;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
@@ -19,7 +20,7 @@ pub struct Body<'a> {
 
 impl<'a> Body<'a> {
     /// A lazy view of the request's body.
-    pub fn new(request: &'a HttpRequest) -> Body<'a> {
+    pub fn new(request: &'a RequestView) -> Body<'a> {
         Body {
             text: request
                 .body
@@ -56,7 +57,7 @@ impl<'a> Body<'a> {
 /// without a payment (transparent routes) or when the payment lacks the field.
 pub fn matches(
     c: &Conditions,
-    request: &HttpRequest,
+    request: &RequestView,
     body: &Body<'_>,
     payment: Option<&Payment>,
 ) -> bool {
@@ -105,7 +106,7 @@ fn method_named(method: &PaymentMethod, listed: &[String]) -> bool {
         .any(|l| l == kind || finer.is_some_and(|f| l.eq_ignore_ascii_case(f.trim())))
 }
 
-fn http_matches(c: &Conditions, request: &HttpRequest, body: &Body<'_>) -> bool {
+fn http_matches(c: &Conditions, request: &RequestView, body: &Body<'_>) -> bool {
     if let Some(methods) = &c.method {
         if !methods
             .iter()

@@ -1,61 +1,97 @@
 //! Native tests over the shared fixtures (`fixtures/cases.json`); the proxy's host tests run
 //! the same fixtures through the wasm build.
 
-use payproxy_plugin_sdk::payment::{BreakerState, Health, HttpRequest, Provider, Router};
+use payproxy_plugin_sdk::payment::{BreakerState, Health};
+use payproxy_plugin_sdk::routing::{Candidate, ProviderInfo, RequestView, Router};
 use serde_json::Value;
 
-use crate::order::by_weight as order_by_weight;
+use crate::order::by_weight;
 use crate::{Regional, WeightedProvider};
 
 fn fixtures() -> Value {
     serde_json::from_str(include_str!("../fixtures/cases.json")).expect("fixtures parse")
 }
 
-fn provider(v: &Value) -> Provider {
-    Provider {
+fn provider(v: &Value) -> ProviderInfo {
+    ProviderInfo {
         name: v["name"].as_str().unwrap().into(),
         region: v["region"].as_str().unwrap().into(),
         tags: serde_json::from_value(v["tags"].clone()).unwrap(),
         cost: v["cost"].as_f64().unwrap(),
-        // cases.json predates contract 0.2.0: healthy providers, no dialect.
+        // cases.json predates contract 0.2.0: no dialect.
         dialect: String::new(),
-        health: Health {
-            success_rate: 1.0,
-            latency_p50_ms: 0,
-            latency_p99_ms: 0,
-            breaker: BreakerState::Closed,
-        },
     }
 }
 
-fn request(v: &Value) -> HttpRequest {
-    HttpRequest {
-        method: v["method"].as_str().unwrap().into(),
-        path: v["path"].as_str().unwrap().into(),
-        query: None,
-        headers: serde_json::from_value(v.get("headers").cloned().unwrap_or(Value::Array(vec![])))
-            .unwrap(),
-        body: v
-            .get("body")
-            .map(|b| b.as_str().unwrap().as_bytes().to_vec()),
-    }
+fn request(v: &Value) -> RequestView {
+    let headers: Vec<(String, String)> =
+        serde_json::from_value(v.get("headers").cloned().unwrap_or(Value::Array(vec![]))).unwrap();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    RequestView::new(
+        v["method"].as_str().unwrap(),
+        v["path"].as_str().unwrap(),
+        None,
+        &headers,
+        v.get("body").map(|b| b.as_str().unwrap().as_bytes()),
+    )
+}
+
+/// Healthy candidates for every provider of the list.
+fn healthy(providers: &[ProviderInfo]) -> Vec<Candidate> {
+    (0..providers.len() as u32)
+        .map(|id| Candidate {
+            id,
+            health: Health {
+                success_rate: 1.0,
+                latency_p50_ms: 0,
+                latency_p99_ms: 0,
+                breaker: BreakerState::Closed,
+            },
+        })
+        .collect()
+}
+
+fn catalogue(names: &[&str]) -> Vec<ProviderInfo> {
+    names
+        .iter()
+        .map(|name| ProviderInfo {
+            name: (*name).into(),
+            region: String::new(),
+            tags: Vec::new(),
+            cost: 1.0,
+            dialect: String::new(),
+        })
+        .collect()
 }
 
 #[test]
 fn shared_fixtures() {
     let f = fixtures();
-    let plugin = Regional::init(&f["config"].to_string()).expect("config valid");
-    let providers: Vec<Provider> = f["providers"]
+    // The route has `providers`; the configuration also has the `elsewhere` ones.
+    let on_route = f["providers"].as_array().unwrap().len();
+    let providers: Vec<ProviderInfo> = f["providers"]
         .as_array()
         .unwrap()
         .iter()
+        .chain(f["elsewhere"].as_array().unwrap())
         .map(provider)
         .collect();
+    let plugin = Regional::init(&f["config"].to_string(), providers.clone()).expect("config valid");
+    let candidates = healthy(&providers[..on_route]);
     for case in f["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let seed = case.get("seed").and_then(Value::as_u64).unwrap_or(0);
         // Transparent-route view: no canonical payment.
-        let got = plugin.route(&request(&case["request"]), None, &providers, seed);
+        let got = plugin
+            .route(&request(&case["request"]), None, &candidates, seed)
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| providers[*id as usize].name.clone())
+                    .collect::<Vec<_>>()
+            });
         let expect = &case["expect"];
         if let Some(reject) = expect.get("reject") {
             let r = got.expect_err(name);
@@ -77,16 +113,24 @@ fn shared_fixtures() {
     }
 }
 
+/// The names in the order `by_weight` puts them.
+fn order_by_weight(list: Vec<WeightedProvider>, seed: u64) -> Vec<String> {
+    by_weight(list, |w| w.weight, seed)
+        .into_iter()
+        .map(|w| w.name)
+        .collect()
+}
+
 #[test]
 fn weights_split_volume_in_proportion() {
     let list = vec![
         WeightedProvider {
-            name: "a".into(),
             weight: Some(80),
+            ..WeightedProvider::unweighted("a")
         },
         WeightedProvider {
-            name: "b".into(),
             weight: Some(20),
+            ..WeightedProvider::unweighted("b")
         },
     ];
     let firsts_a = (0..10_000u64)
@@ -105,12 +149,12 @@ fn weights_split_volume_in_proportion() {
 fn zero_weight_is_never_first() {
     let list = vec![
         WeightedProvider {
-            name: "a".into(),
             weight: Some(0),
+            ..WeightedProvider::unweighted("a")
         },
         WeightedProvider {
-            name: "b".into(),
             weight: Some(5),
+            ..WeightedProvider::unweighted("b")
         },
     ];
     assert!((0..1000u64).all(|s| order_by_weight(list.clone(), s) == ["b", "a"]));
@@ -174,9 +218,19 @@ fn bad_configs_are_rejected_with_the_rule_named() {
             r#"{"prefer_cheaper_within":"2%"}"#,
             "router-regional config: prefer_cheaper_within: invalid type",
         ),
+        (
+            r#"{"rules":[{"name":"x","providers":[{"name":"a"},{"name":"typo"}]}]}"#,
+            "rules[0] (x).providers[1]: provider \"typo\" is not configured",
+        ),
+        (
+            r#"{"default":["a","gone"]}"#,
+            "default[1]: provider \"gone\" is not configured",
+        ),
     ];
     for (config, want) in cases {
-        let err = Regional::init(config).err().expect(config);
+        let err = Regional::init(config, catalogue(&["a", "b"]))
+            .err()
+            .expect(config);
         assert!(err.contains(want), "{config}: {err}");
         assert!(err.starts_with("router-regional config: "), "{err}");
     }

@@ -2,9 +2,8 @@
 //! providers without duplicates, open breakers are skipped unless all are open, and the
 //! same seed gives the same order.
 
-use payproxy_plugin_sdk::payment::{
-    BreakerState, Health, HttpRequest, Money, Operation, Payment, Provider, Router,
-};
+use payproxy_plugin_sdk::payment::{BreakerState, Health, Money, Operation, Payment};
+use payproxy_plugin_sdk::routing::{Candidate, ProviderInfo, RequestView, Router};
 use proptest::prelude::*;
 use router_regional::Regional;
 
@@ -18,13 +17,25 @@ const CONFIG: &str = r#"{
   "prefer_cheaper_within": 0.02
 }"#;
 
-fn provider(name: &str, (rate, cost, breaker): (f64, f64, u8)) -> Provider {
-    Provider {
-        name: name.into(),
-        region: "eu".into(),
-        tags: Vec::new(),
-        cost,
-        dialect: "stripe".into(),
+const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+
+fn providers(costs: &[f64]) -> Vec<ProviderInfo> {
+    NAMES
+        .iter()
+        .zip(costs)
+        .map(|(name, cost)| ProviderInfo {
+            name: (*name).into(),
+            region: "eu".into(),
+            tags: Vec::new(),
+            cost: *cost,
+            dialect: "stripe".into(),
+        })
+        .collect()
+}
+
+fn candidate(id: u32, (rate, _cost, breaker): (f64, f64, u8)) -> Candidate {
+    Candidate {
+        id,
         health: Health {
             success_rate: rate,
             latency_p50_ms: 100,
@@ -38,14 +49,8 @@ fn provider(name: &str, (rate, cost, breaker): (f64, f64, u8)) -> Provider {
     }
 }
 
-fn request() -> HttpRequest {
-    HttpRequest {
-        method: "POST".into(),
-        path: "/v1/payment_intents".into(),
-        query: None,
-        headers: Vec::new(),
-        body: None,
-    }
+fn request() -> RequestView {
+    RequestView::new("POST", "/v1/payment_intents", None, &[], None)
 }
 
 proptest! {
@@ -57,20 +62,22 @@ proptest! {
         usd: bool,
         seed: u64,
     ) {
-        let plugin = Regional::init(CONFIG).unwrap();
-        let providers: Vec<Provider> = ["a", "b", "c", "d"].iter().zip(&health).map(|(n, h)| provider(n, *h)).collect();
+        let costs: Vec<f64> = health.iter().map(|h| h.1).collect();
+        let plugin = Regional::init(CONFIG, providers(&costs)).unwrap();
+        let candidates: Vec<Candidate> = health.iter().enumerate().map(|(i, h)| candidate(i as u32, *h)).collect();
         let mut payment = Payment::new(Operation::Authorize);
         let currency = if usd { "USD" } else { "EUR" };
         payment.amount = Some(Money { minor: 1000, currency: currency.into() });
-        let names = plugin.route(&request(), Some(&payment), &providers, seed).unwrap();
-        let again = plugin.route(&request(), Some(&payment), &providers, seed).unwrap();
-        prop_assert_eq!(&names, &again);
+        let ids = plugin.route(&request(), Some(&payment), &candidates, seed).unwrap();
+        let again = plugin.route(&request(), Some(&payment), &candidates, seed).unwrap();
+        prop_assert_eq!(&ids, &again);
+        let names: Vec<&str> = ids.iter().map(|id| NAMES[*id as usize]).collect();
 
         let rule: &[&str] = if usd { &["a", "b", "c"] } else { &["a", "b", "c", "d"] };
-        let open = |n: &str| providers.iter().any(|p| p.name == n && p.health.breaker == BreakerState::Open);
+        let open = |n: &str| NAMES.iter().zip(&candidates).any(|(name, c)| *name == n && c.health.breaker == BreakerState::Open);
         let all_open = rule.iter().all(|n| open(n));
         let mut expected: Vec<&str> = rule.iter().copied().filter(|n| all_open || !open(n)).collect();
-        let mut got: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut got = names;
         expected.sort_unstable();
         got.sort_unstable();
         prop_assert_eq!(got, expected);

@@ -53,12 +53,28 @@ pub mod v2 {
     }
 }
 
+/// `payproxy:plugin@0.3.0`: the router only; its `types` are mapped onto 0.2.0's, which
+/// are the same, so a `Payment` stays one Rust type.
+pub mod v3 {
+    /// Router, 0.3.0.
+    pub mod router {
+        wasmtime::component::bindgen!({
+            world: "routing-plugin",
+            path: "../wit/payproxy-plugin@0.3.0",
+            with: { "payproxy:plugin/types@0.3.0": crate::plugin::bindings::v2::types::payproxy::plugin::types },
+            additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        });
+    }
+}
+
 /// Export names the host looks for.
 pub mod exports {
     /// Router, contract 0.1.0.
     pub const ROUTER_V1: &str = "payproxy:plugin/router@0.1.0";
     /// Router, contract 0.2.0.
     pub const ROUTER_V2: &str = "payproxy:plugin/router@0.2.0";
+    /// Router, contract 0.3.0.
+    pub const ROUTER_V3: &str = "payproxy:plugin/router@0.3.0";
     /// Compliance, 0.2.0.
     pub const COMPLIANCE: &str = "payproxy:plugin/compliance@0.2.0";
     /// Dialect storefront side, 0.2.0.

@@ -22,6 +22,7 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 pub mod types {
     pub use super::bindings::v2::types::payproxy::plugin::types::*;
 }
+pub use bindings::v3::router::exports::payproxy::plugin::router::ProviderInfo;
 pub use compliance::{CompliancePlugin, Decision, Denial, Verdict};
 pub use dialect::{Capabilities, Context, DialectPlugin};
 pub use router::{RouteDecision, RouterPlugin};
@@ -65,6 +66,10 @@ impl PluginHost {
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true);
         wasm.epoch_interruption(true);
+        // `perf` can name plugin functions when this is set (writes /tmp/perf-<pid>.map).
+        if std::env::var_os("PAYPROXY_PERFMAP").is_some() {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine =
             Engine::new(&wasm).map_err(|e| anyhow::anyhow!("plugin engine: {}", root_cause(&e)))?;

@@ -1,14 +1,17 @@
-//! The router role: contract 0.1.0 (request view only) and 0.2.0 (canonical payment and
-//! provider health), behind one type. Output is checked: only the route's providers, no
-//! more than 64 names, a rejection with a 4xx/5xx status and a short code.
+//! The router role: contract 0.1.0 (request view only), 0.2.0 (canonical payment and
+//! provider health) and 0.3.0 (the same inputs, packed: providers' static attributes once at
+//! init, ids and health per call, headers as one block), behind one type. Output is checked:
+//! only the route's providers, no more than 64 names, a rejection with a 4xx/5xx status and
+//! a short code.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use wasmtime::component::{Component, InstancePre};
 use wasmtime::Store;
 
-use super::bindings::exports::{ROUTER_V1, ROUTER_V2};
-use super::bindings::{router as v1, v2};
+use super::bindings::exports::{ROUTER_V1, ROUTER_V2, ROUTER_V3};
+use super::bindings::{router as v1, v2, v3};
 use super::sandbox::{truncate, Binding, Sandbox, SandboxSettings};
 use super::types::{HttpRequest, Payment, Provider, Rejection};
 use super::{CallState, PluginHost};
@@ -76,26 +79,88 @@ impl Binding for RouterV2 {
     }
 }
 
-/// A loaded router of either contract version.
+use v3::router::exports::payproxy::plugin::router::{Candidate, ProviderInfo, RequestView};
+
+/// A 0.3.0 router instance, with the provider list its `init` gets.
+pub struct RouterV3 {
+    plugin: v3::router::RoutingPlugin,
+    catalogue: Arc<[ProviderInfo]>,
+}
+
+/// What a 0.3.0 router is prepared with: the bindings and the configured providers.
+pub struct RouterV3Pre {
+    pre: v3::router::RoutingPluginPre<CallState>,
+    catalogue: Arc<[ProviderInfo]>,
+}
+
+impl Binding for RouterV3 {
+    type Pre = RouterV3Pre;
+    fn prepare(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
+        Ok(RouterV3Pre {
+            pre: v3::router::RoutingPluginPre::new(instance_pre)?,
+            catalogue: Arc::from(Vec::new()),
+        })
+    }
+    fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self> {
+        Ok(RouterV3 {
+            plugin: pre.pre.instantiate(store)?,
+            catalogue: pre.catalogue.clone(),
+        })
+    }
+    fn init(
+        &self,
+        store: &mut Store<CallState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.plugin
+            .payproxy_plugin_router()
+            .call_init(store, config, &self.catalogue)
+    }
+}
+
+/// A loaded router of any contract version.
 pub enum RouterPlugin {
     /// `payproxy:plugin/router@0.1.0`.
     V1(Sandbox<RouterV1>),
     /// `payproxy:plugin/router@0.2.0`.
     V2(Sandbox<RouterV2>),
+    /// `payproxy:plugin/router@0.3.0`, with the provider ids by name.
+    V3(Sandbox<RouterV3>, HashMap<String, u32>),
 }
 
 impl RouterPlugin {
-    /// Bind a compiled component to the router role (either contract version), validate it
-    /// and its config.
+    /// Bind a compiled component to the router role (any contract version), validate it
+    /// and its config. `catalogue` is every configured provider; 0.3.0 routers get it at
+    /// `init`, and a provider's id is its index there.
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
         host: &Arc<PluginHost>,
         name: &str,
         component: &Component,
         config_json: String,
+        catalogue: &[ProviderInfo],
         settings: SandboxSettings,
         metrics: Arc<Metrics>,
     ) -> Result<RouterPlugin, String> {
         let exports = host.export_names(component);
+        if exports.iter().any(|e| e == ROUTER_V3) {
+            let ids = catalogue
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.name.clone(), i as u32))
+                .collect();
+            let catalogue: Arc<[ProviderInfo]> = Arc::from(catalogue);
+            return Sandbox::load_with(
+                host,
+                name,
+                component,
+                config_json,
+                settings,
+                metrics,
+                |pre: &mut RouterV3Pre| pre.catalogue = catalogue,
+            )
+            .map(|sandbox| RouterPlugin::V3(sandbox, ids));
+        }
         if exports.iter().any(|e| e == ROUTER_V2) {
             return Sandbox::load(host, name, component, config_json, settings, metrics)
                 .map(RouterPlugin::V2);
@@ -105,8 +170,8 @@ impl RouterPlugin {
                 .map(RouterPlugin::V1);
         }
         Err(format!(
-            "does not implement the router role: expected export {ROUTER_V2} (world payment-router-plugin) \
-             or {ROUTER_V1} (world router-plugin), found [{}]",
+            "does not implement the router role: expected export {ROUTER_V3} (world routing-plugin), \
+             {ROUTER_V2} (world payment-router-plugin) or {ROUTER_V1} (world router-plugin), found [{}]",
             exports.join(", ")
         ))
     }
@@ -121,6 +186,37 @@ impl RouterPlugin {
         seed: u64,
     ) -> Result<RouteDecision, PluginFailure> {
         let output = match self {
+            RouterPlugin::V3(sandbox, ids) => {
+                let candidates: Vec<Candidate> = providers
+                    .iter()
+                    .filter_map(|p| {
+                        Some(Candidate {
+                            id: *ids.get(&p.name)?,
+                            health: p.health,
+                        })
+                    })
+                    .collect();
+                let view = RequestView {
+                    method: request.method.clone(),
+                    path: request.path.clone(),
+                    query: request.query.clone(),
+                    headers: pack_headers(&request.headers),
+                    body: request.body.clone(),
+                };
+                let answer = sandbox.call("route", |b, store| {
+                    b.plugin.payproxy_plugin_router().call_route(
+                        store,
+                        &view,
+                        payment,
+                        &candidates,
+                        seed,
+                    )
+                })?;
+                match answer {
+                    Ok(chosen) => Ok(self.names(sandbox, &chosen, &candidates)?),
+                    Err(rejection) => Err(rejection),
+                }
+            }
             RouterPlugin::V2(sandbox) => sandbox.call("route", |b, store| {
                 b.0.payproxy_plugin_router()
                     .call_route(store, request, payment, providers, seed)
@@ -155,6 +251,29 @@ impl RouterPlugin {
             }
         };
         self.check(output, providers)
+    }
+
+    /// The names of the candidate ids a 0.3.0 router chose; an id that is not a candidate is
+    /// bad output.
+    fn names(
+        &self,
+        sandbox: &Sandbox<RouterV3>,
+        chosen: &[u32],
+        candidates: &[Candidate],
+    ) -> Result<Vec<String>, PluginFailure> {
+        if chosen.len() > MAX_NAMES {
+            return Err(self.bad_output(format!("returned {} provider ids", chosen.len())));
+        }
+        let catalogue = sandbox.pre().catalogue.as_ref();
+        chosen
+            .iter()
+            .map(|id| match catalogue.get(*id as usize) {
+                Some(p) if candidates.iter().any(|c| c.id == *id) => Ok(p.name.clone()),
+                _ => Err(self.bad_output(format!(
+                    "returned provider id {id}, which is not a candidate of this route"
+                ))),
+            })
+            .collect()
     }
 
     fn check(
@@ -208,6 +327,7 @@ impl RouterPlugin {
         match self {
             RouterPlugin::V1(s) => s.bad_output(detail),
             RouterPlugin::V2(s) => s.bad_output(detail),
+            RouterPlugin::V3(s, _) => s.bad_output(detail),
         }
     }
 
@@ -216,6 +336,7 @@ impl RouterPlugin {
         match self {
             RouterPlugin::V1(s) => s.name(),
             RouterPlugin::V2(s) => s.name(),
+            RouterPlugin::V3(s, _) => s.name(),
         }
     }
 
@@ -224,6 +345,7 @@ impl RouterPlugin {
         match self {
             RouterPlugin::V1(_) => "0.1.0",
             RouterPlugin::V2(_) => "0.2.0",
+            RouterPlugin::V3(..) => "0.3.0",
         }
     }
 
@@ -232,6 +354,25 @@ impl RouterPlugin {
         match self {
             RouterPlugin::V1(s) => s.instances_created(),
             RouterPlugin::V2(s) => s.instances_created(),
+            RouterPlugin::V3(s, _) => s.instances_created(),
         }
     }
+}
+
+/// The 0.3.0 header block: `name: value\n` per header. Names are lower case already (the
+/// view is built from `http` header names); a header that would break the format is left
+/// out, though `http` does not let one through.
+fn pack_headers(headers: &[(String, String)]) -> String {
+    let mut block = String::with_capacity(headers.iter().map(|(n, v)| n.len() + v.len() + 3).sum());
+    for (name, value) in headers {
+        let breaks = |s: &str| s.bytes().any(|b| b == b'\n' || b == b'\r');
+        if name.is_empty() || name.bytes().any(|b| b == b':') || breaks(name) || breaks(value) {
+            continue;
+        }
+        block.push_str(name);
+        block.push_str(": ");
+        block.push_str(value);
+        block.push('\n');
+    }
+    block
 }

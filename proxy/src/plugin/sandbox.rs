@@ -77,6 +77,28 @@ impl<B: Binding> Sandbox<B> {
         settings: SandboxSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Sandbox<B>, String> {
+        Self::load_with(
+            host,
+            name,
+            component,
+            config_json,
+            settings,
+            metrics,
+            |_| {},
+        )
+    }
+
+    /// [`Sandbox::load`], with `configure` adding role data to the prepared component before
+    /// the first instance is made.
+    pub fn load_with(
+        host: &Arc<PluginHost>,
+        name: &str,
+        component: &Component,
+        config_json: String,
+        settings: SandboxSettings,
+        metrics: Arc<Metrics>,
+        configure: impl FnOnce(&mut B::Pre),
+    ) -> Result<Sandbox<B>, String> {
         let instance_pre = host.linker().instantiate_pre(component).map_err(|e| {
             format!(
                 "imports something payproxy does not grant (plugins get no filesystem, network or \
@@ -84,8 +106,9 @@ impl<B: Binding> Sandbox<B> {
                 root_cause(&e)
             )
         })?;
-        let pre = B::prepare(instance_pre)
+        let mut pre = B::prepare(instance_pre)
             .map_err(|e| format!("does not match its role's world: {}", root_cause(&e)))?;
+        configure(&mut pre);
         let sandbox = Sandbox {
             name: name.to_string(),
             pre,
@@ -231,6 +254,11 @@ impl<B: Binding> Sandbox<B> {
             kind,
             detail,
         }
+    }
+
+    /// What the component was prepared with.
+    pub fn pre(&self) -> &B::Pre {
+        &self.pre
     }
 
     /// Plugin name.

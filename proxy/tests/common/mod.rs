@@ -7,7 +7,7 @@ use std::sync::Arc;
 use payproxy::config::{InstanceMode, PluginHostConfig};
 use payproxy::metrics::Metrics;
 use payproxy::plugin::types::{BreakerState, Health, HttpRequest, Provider};
-use payproxy::plugin::{PluginHost, RouterPlugin, SandboxSettings};
+use payproxy::plugin::{PluginHost, ProviderInfo, RouterPlugin, SandboxSettings};
 
 /// Path of a plugin built by `scripts/build-plugins.sh` (the test command runs it first).
 pub fn wasm(name: &str) -> PathBuf {
@@ -39,10 +39,41 @@ pub fn settings(mode: InstanceMode) -> SandboxSettings {
     }
 }
 
+/// The providers these tests configure, as 0.3.0 routers get them at `init`; the
+/// router-regional fixtures (`cases.json`) name the `sim-*` ones.
+pub const CONFIGURED: &[&str] = &["a", "b", "sim-eu", "sim-us", "sim-sea", "sim-latam"];
+
+/// Provider descriptions for `names`, in that order (a provider's id is its index).
+pub fn catalogue(names: &[&str]) -> Vec<ProviderInfo> {
+    names
+        .iter()
+        .map(|name| ProviderInfo {
+            name: (*name).into(),
+            region: String::new(),
+            tags: Vec::new(),
+            cost: 1.0,
+            dialect: String::new(),
+        })
+        .collect()
+}
+
+/// Load a router plugin with [`CONFIGURED`] as the configured providers.
 pub fn load_router(
     host: &Arc<PluginHost>,
     file: &str,
     config: &str,
+    mode: InstanceMode,
+    metrics: &Arc<Metrics>,
+) -> Result<RouterPlugin, String> {
+    load_router_with(host, file, config, &catalogue(CONFIGURED), mode, metrics)
+}
+
+/// Load a router plugin with the given configured providers.
+pub fn load_router_with(
+    host: &Arc<PluginHost>,
+    file: &str,
+    config: &str,
+    configured: &[ProviderInfo],
     mode: InstanceMode,
     metrics: &Arc<Metrics>,
 ) -> Result<RouterPlugin, String> {
@@ -53,6 +84,7 @@ pub fn load_router(
         file,
         &compiled.component,
         config.to_string(),
+        configured,
         settings(mode),
         metrics.clone(),
     )

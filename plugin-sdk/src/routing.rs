@@ -1,0 +1,244 @@
+//! Contract version 0.3.0: the router role, built for the per-payment hot path.
+//!
+//! What differs from the 0.2.0 [`Router`](crate::payment::Router): the providers' static
+//! attributes ([`ProviderInfo`]) arrive once, at [`Router::init`], and each request brings
+//! only the route's [`Candidate`]s (an id and live health); the request's headers arrive
+//! as one text block ([`RequestView::header`] reads it); the answer is provider ids. The
+//! payment and health types are 0.2.0's ([`crate::payment`]).
+//!
+//! ```ignore
+//! use payproxy_plugin_sdk::export_router_v3;
+//! use payproxy_plugin_sdk::payment::{Payment, Rejection};
+//! use payproxy_plugin_sdk::routing::{Candidate, ProviderInfo, RequestView, Router};
+//!
+//! struct Healthiest;
+//!
+//! impl Router for Healthiest {
+//!     fn init(_config: &str, _providers: Vec<ProviderInfo>) -> Result<Self, String> {
+//!         Ok(Healthiest)
+//!     }
+//!     fn route(&self, _request: &RequestView, _payment: Option<&Payment>,
+//!              candidates: &[Candidate], _seed: u64) -> Result<Vec<u32>, Rejection> {
+//!         let mut list = candidates.to_vec();
+//!         list.sort_by(|a, b| b.health.success_rate.total_cmp(&a.health.success_rate));
+//!         Ok(list.into_iter().map(|c| c.id).collect())
+//!     }
+//! }
+//!
+//! export_router_v3!(Healthiest);
+//! ```
+
+pub use crate::bindings::v3::router::exports::payproxy::plugin::router::{
+    Candidate, ProviderInfo, RequestView,
+};
+use crate::payment::{Payment, Rejection};
+
+/// Router role, 0.3.0. Implement it, then call [`export_router_v3!`](crate::export_router_v3).
+///
+/// Instances may be reused across requests or created fresh for each, so a router must not
+/// keep request state between calls.
+pub trait Router: Sized + 'static {
+    /// Parse and validate the plugin's JSON config against the configured providers (a
+    /// provider's id is its index in `providers`). An error rejects the config and keeps the
+    /// proxy on its previous snapshot.
+    fn init(config: &str, providers: Vec<ProviderInfo>) -> Result<Self, String>;
+
+    /// Ordered ids of the candidates to try, or a rejection answered to the storefront.
+    /// `candidates` are the route's providers in the route's order; `payment` is none on
+    /// transparent routes; `seed` is a per-request number for deterministic volume splits.
+    fn route(
+        &self,
+        request: &RequestView,
+        payment: Option<&Payment>,
+        candidates: &[Candidate],
+        seed: u64,
+    ) -> Result<Vec<u32>, Rejection>;
+}
+
+impl RequestView {
+    /// A view from parts, packing the headers the way the host does; for tests.
+    pub fn new(
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> RequestView {
+        RequestView {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.map(str::to_string),
+            headers: pack_headers(headers.iter().map(|(n, v)| (*n, *v))),
+            body: body.map(<[u8]>::to_vec),
+        }
+    }
+
+    /// The headers in arrival order, as (lower-case name, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.lines().filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name, value.trim()))
+        })
+    }
+
+    /// First value of header `name`, case-insensitive.
+    ///
+    /// Walks the block line by line, comparing only each line's start with `name`; no line
+    /// is split unless it is the one asked for.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let block = self.headers.as_bytes();
+        let name = name.as_bytes();
+        let mut start = 0;
+        while start < block.len() {
+            let end = block[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(block.len(), |i| start + i);
+            let line = &block[start..end];
+            if line.len() > name.len()
+                && line[name.len()] == b':'
+                && line[..name.len()].eq_ignore_ascii_case(name)
+            {
+                // Cut at ASCII bytes of a `str`, so the slice is on character boundaries.
+                return Some(self.headers[start + name.len() + 1..end].trim());
+            }
+            start = end + 1;
+        }
+        None
+    }
+}
+
+/// The header block of a [`RequestView`]: `name: value\n` per header, names lower-cased.
+/// Headers whose name or value would break the format (a line break, a `:` in the name) are
+/// left out; HTTP forbids them anyway.
+pub fn pack_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut block = String::new();
+    for (name, value) in headers {
+        let breaks = |s: &str| s.contains(['\n', '\r']);
+        if name.is_empty() || name.contains(':') || breaks(name) || breaks(value) {
+            continue;
+        }
+        block.push_str(&name.to_ascii_lowercase());
+        block.push_str(": ");
+        block.push_str(value);
+        block.push('\n');
+    }
+    block
+}
+
+/// Export a type implementing the 0.3.0 [`Router`] as the plugin's `router` interface.
+#[macro_export]
+macro_rules! export_router_v3 {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __PayproxyExport;
+            impl $crate::bindings::v3::router::exports::payproxy::plugin::router::Guest
+                for __PayproxyExport
+            {
+                fn init(
+                    config: ::std::string::String,
+                    providers: ::std::vec::Vec<$crate::routing::ProviderInfo>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    let value = <$ty as $crate::routing::Router>::init(&config, providers)?;
+                    $crate::routing::__glue::store(value);
+                    Ok(())
+                }
+                fn route(
+                    request: $crate::routing::RequestView,
+                    payment: ::std::option::Option<$crate::payment::Payment>,
+                    candidates: ::std::vec::Vec<$crate::routing::Candidate>,
+                    seed: u64,
+                ) -> ::std::result::Result<::std::vec::Vec<u32>, $crate::payment::Rejection>
+                {
+                    $crate::routing::__glue::with(|p: &$ty| {
+                        $crate::routing::Router::route(
+                            p,
+                            &request,
+                            payment.as_ref(),
+                            &candidates,
+                            seed,
+                        )
+                    })
+                }
+            }
+            $crate::bindings::v3::router::__export_router_v3_world!(
+                __PayproxyExport with_types_in $crate::bindings::v3::router
+            );
+        };
+    };
+}
+
+/// Glue used by [`export_router_v3!`]; not part of the public API.
+#[doc(hidden)]
+pub mod __glue {
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    use crate::payment::Rejection;
+
+    thread_local! {
+        // A component instance is single-threaded; the router lives here between calls.
+        static ROUTER: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    /// Keep the router value.
+    pub fn store<T: 'static>(value: T) {
+        ROUTER.with(|r| *r.borrow_mut() = Some(Box::new(value)));
+    }
+
+    /// Call `f` with the router; a 500 rejection before `init`.
+    pub fn with<T: 'static>(
+        f: impl FnOnce(&T) -> Result<Vec<u32>, Rejection>,
+    ) -> Result<Vec<u32>, Rejection> {
+        ROUTER.with(
+            |r| match r.borrow().as_ref().and_then(|v| v.downcast_ref::<T>()) {
+                Some(router) => f(router),
+                None => Err(Rejection {
+                    status: 500,
+                    code: "plugin_not_initialised".into(),
+                    message: "router called before init".into(),
+                }),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_through_the_block() {
+        let view = RequestView::new(
+            "POST",
+            "/v1/x",
+            None,
+            &[
+                ("Content-Type", "application/json"),
+                ("x-shopper-country", "NL"),
+                ("x-multi", "a"),
+                ("x-multi", "b: c"),
+                ("bad\nname", "v"),
+                ("x-bad-value", "a\r\nb"),
+                ("x-empty", ""),
+            ],
+            None,
+        );
+        assert_eq!(
+            view.headers,
+            "content-type: application/json\nx-shopper-country: NL\nx-multi: a\nx-multi: b: c\nx-empty: \n"
+        );
+        assert_eq!(view.header("CONTENT-TYPE"), Some("application/json"));
+        assert_eq!(view.header("x-multi"), Some("a"));
+        assert_eq!(view.header("x-empty"), Some(""));
+        assert_eq!(view.header("x-bad-value"), None);
+        // A name that is only the tail of another, or a prefix of one, is not that header.
+        assert_eq!(view.header("type"), None);
+        assert_eq!(view.header("x-shopper"), None);
+        assert_eq!(view.header("x-shopper-country"), Some("NL"));
+        let all: Vec<_> = view.headers().collect();
+        assert_eq!(all[3], ("x-multi", "b: c"));
+        assert_eq!(all.len(), 5);
+    }
+}
