@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --quiet --manifest-path plugins/Cargo.toml --release --target wasm32-wasip2
+# From inside plugins/, so cargo reads plugins/.cargo/config.toml (the wasm target flags).
+cd plugins
+cargo build --quiet --release --target wasm32-wasip2

@@ -1,10 +1,16 @@
 //! The crate a payproxy plugin author depends on.
 //!
-//! A plugin is a type that implements one role trait (today: [`Router`]) plus one export
-//! macro call ([`export_router!`]). The WIT bindings are generated here, once, and hidden:
-//! plugin code works with plain Rust types ([`Request`], [`Provider`], [`Rejection`]) so it
-//! can be unit-tested natively with `cargo test`, and the same code is built for
+//! A plugin is a type that implements one role trait plus one export macro call. The WIT
+//! bindings are generated here, once, and hidden: plugin code works with plain Rust types so
+//! it can be unit-tested natively with `cargo test`, and the same code is built for
 //! `wasm32-wasip2` to produce the component that payproxy loads.
+//!
+//! - Contract 0.3.0 routers: [`routing::Router`] and [`export_router_v3!`] (recommended for
+//!   new routers: the inputs are packed for the per-payment hot path).
+//! - Contract 0.2.0 dialects, compliance and routers: the traits in [`payment`] and
+//!   [`export_dialect!`], [`export_egress!`], [`export_compliance!`],
+//!   [`export_payment_router!`].
+//! - Contract 0.1.0 routers (HTTP view only): [`Router`] and [`export_router!`], shown here:
 //!
 //! ```ignore
 //! use payproxy_plugin_sdk::{export_router, Provider, Rejection, Request, Router};

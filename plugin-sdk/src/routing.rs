@@ -90,10 +90,7 @@ impl RequestView {
         let name = name.as_bytes();
         let mut start = 0;
         while start < block.len() {
-            let end = block[start..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(block.len(), |i| start + i);
+            let end = memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i);
             let line = &block[start..end];
             if line.len() > name.len()
                 && line[name.len()] == b':'
@@ -105,6 +102,32 @@ impl RequestView {
             start = end + 1;
         }
         None
+    }
+
+    /// The first value of each header in `names` (lower case), in one pass over the block:
+    /// for a router that checks several headers, or the same one in several rules.
+    pub fn headers_named<'a, S: AsRef<str>>(&'a self, names: &[S]) -> Vec<Option<&'a str>> {
+        let mut found = vec![None; names.len()];
+        let block = self.headers.as_bytes();
+        let mut start = 0;
+        while start < block.len() {
+            let end = memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i);
+            let line = &block[start..end];
+            for (slot, wanted) in found.iter_mut().zip(names) {
+                let wanted = wanted.as_ref().as_bytes();
+                let n = wanted.len();
+                if slot.is_none()
+                    && line.len() > n
+                    && line[n] == b':'
+                    && line[..n].eq_ignore_ascii_case(wanted)
+                {
+                    // Cut after an ASCII `:`, so on a character boundary.
+                    *slot = Some(self.headers[start + n + 1..end].trim());
+                }
+            }
+            start = end + 1;
+        }
+        found
     }
 }
 
@@ -237,6 +260,10 @@ mod tests {
         assert_eq!(view.header("type"), None);
         assert_eq!(view.header("x-shopper"), None);
         assert_eq!(view.header("x-shopper-country"), Some("NL"));
+        assert_eq!(
+            view.headers_named(&["x-multi", "nope", "content-type"]),
+            [Some("a"), None, Some("application/json")]
+        );
         let all: Vec<_> = view.headers().collect();
         assert_eq!(all[3], ("x-multi", "b: c"));
         assert_eq!(all.len(), 5);

@@ -18,6 +18,12 @@ pub struct Config {
     /// Among unweighted candidates whose success rates are within this of the best one,
     /// the cheapest goes first; `None` keeps the config order.
     pub prefer_cheaper_within: Option<f64>,
+    /// Every header name a rule matches on (lower case, once each), so a request's headers
+    /// are read in one pass whatever the number of rules.
+    pub header_names: Vec<String>,
+    /// Every top-level body key a rule's path starts with (once each), so the body is walked
+    /// once keeping only those.
+    pub body_keys: Vec<String>,
 }
 
 /// One rule: conditions and what to do when they all hold.
@@ -274,7 +280,22 @@ fn validate(raw: RawConfig) -> Result<Config, String> {
                 .into());
         }
     }
+    let mut header_names: Vec<String> = Vec::new();
+    for name in rules.iter().flat_map(|r| r.conditions.headers.keys()) {
+        if !header_names.contains(name) {
+            header_names.push(name.clone());
+        }
+    }
+    let mut body_keys: Vec<String> = Vec::new();
+    for path in rules.iter().flat_map(|r| r.conditions.body.keys()) {
+        let first = path.split('.').next().unwrap_or_default().to_string();
+        if !body_keys.contains(&first) {
+            body_keys.push(first);
+        }
+    }
     Ok(Config {
+        header_names,
+        body_keys,
         rules,
         default: raw
             .default

@@ -88,12 +88,13 @@ impl Router for Regional {
         candidates: &[Candidate],
         seed: u64,
     ) -> Result<Vec<u32>, Rejection> {
-        let body = matcher::Body::new(request);
+        let headers = matcher::Headers::new(request, &self.config.header_names);
+        let body = matcher::Body::new(request, &self.config.body_keys);
         let rule = self
             .config
             .rules
             .iter()
-            .find(|rule| matcher::matches(&rule.conditions, request, &body, payment));
+            .find(|rule| matcher::matches(&rule.conditions, request, &headers, &body, payment));
         let choices = match rule.map(|r| &r.action) {
             Some(Action::Reject(rejection)) => return Err(rejection.clone()),
             Some(Action::Providers(list)) => order::known(list, candidates, &self.providers),

@@ -2,47 +2,53 @@
 
 use payproxy_plugin_sdk::payment::{Payment, PaymentMethod};
 use payproxy_plugin_sdk::routing::RequestView;
+use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::collections::BTreeMap;
+use std::fmt;
 
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::Conditions;
 
 /// The request body seen as JSON, parsed lazily and only as deep as the rules look: the
-/// top-level object is split into borrowed raw values once, and only the values a rule
-/// names are parsed. A body that is not a JSON object matches no body condition.
+/// top-level object is walked once, keeping borrowed raw values for the keys the rules name
+/// (the last one when a key repeats, as most JSON parsers do) and skipping the rest without
+/// allocating; only the values a rule reads are parsed. A body that is not a JSON object
+/// matches no body condition.
 pub struct Body<'a> {
     text: Option<&'a str>,
-    top: OnceCell<Option<BTreeMap<&'a str, &'a RawValue>>>,
+    keys: &'a [String],
+    top: OnceCell<Option<Vec<Option<&'a RawValue>>>>,
 }
 
 impl<'a> Body<'a> {
-    /// A lazy view of the request's body.
-    pub fn new(request: &'a RequestView) -> Body<'a> {
+    /// A lazy view of the request's body; `keys` are the top-level keys the rules read.
+    pub fn new(request: &'a RequestView, keys: &'a [String]) -> Body<'a> {
         Body {
             text: request
                 .body
                 .as_deref()
                 .and_then(|b| std::str::from_utf8(b).ok()),
+            keys,
             top: OnceCell::new(),
         }
     }
 
-    /// The value at a dotted path (`payment_method.type`, `items.0.sku`).
+    /// The value at a dotted path (`payment_method.type`, `items.0.sku`) whose first segment
+    /// is one of the keys given to [`Body::new`].
     pub fn lookup(&self, dotted: &str) -> Option<Value> {
         let top = self
             .top
-            .get_or_init(|| serde_json::from_str(self.text?).ok())
+            .get_or_init(|| fields(self.text?, self.keys))
             .as_ref()?;
-        let mut keys = dotted.split('.');
-        let mut raw: &RawValue = top.get(keys.next()?)?;
-        for key in keys {
+        let mut path = dotted.split('.');
+        let first = path.next()?;
+        let mut raw: &RawValue = (*top.get(self.keys.iter().position(|k| k == first)?)?)?;
+        for key in path {
             raw = match raw.get().trim_start().as_bytes().first()? {
-                b'{' => *serde_json::from_str::<BTreeMap<&str, &RawValue>>(raw.get())
-                    .ok()?
-                    .get(key)?,
+                b'{' => fields(raw.get(), &[key])?.pop()??,
                 b'[' => *serde_json::from_str::<Vec<&RawValue>>(raw.get())
                     .ok()?
                     .get(key.parse::<usize>().ok()?)?,
@@ -53,15 +59,102 @@ impl<'a> Body<'a> {
     }
 }
 
+/// The raw values of the `wanted` keys of the JSON object `json` (the last of a repeated
+/// key), or `None` when `json` is not one JSON object.
+fn fields<'a, W: AsRef<str>>(json: &'a str, wanted: &[W]) -> Option<Vec<Option<&'a RawValue>>> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let found = serde::Deserializer::deserialize_map(&mut de, Fields { wanted }).ok()?;
+    de.end().ok()?;
+    Some(found)
+}
+
+/// Walks an object keeping only the wanted keys' values.
+struct Fields<'w, W> {
+    wanted: &'w [W],
+}
+
+impl<'de, W: AsRef<str>> Visitor<'de> for Fields<'_, W> {
+    type Value = Vec<Option<&'de RawValue>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = vec![None; self.wanted.len()];
+        while let Some(Key(key)) = map.next_key()? {
+            match self.wanted.iter().position(|w| w.as_ref() == key) {
+                Some(i) => found[i] = Some(map.next_value::<&'de RawValue>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object key, borrowed from the input unless it has escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The headers the rules name, read in one pass over the request's header block the first
+/// time a rule asks for one.
+pub struct Headers<'a> {
+    request: &'a RequestView,
+    names: &'a [String],
+    values: OnceCell<Vec<Option<&'a str>>>,
+}
+
+impl<'a> Headers<'a> {
+    /// A lazy view of `request`'s headers named in `names` (lower case).
+    pub fn new(request: &'a RequestView, names: &'a [String]) -> Headers<'a> {
+        Headers {
+            request,
+            names,
+            values: OnceCell::new(),
+        }
+    }
+
+    /// The first value of `name`, which must be one of the names given to [`Headers::new`].
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        let index = self.names.iter().position(|n| n == name)?;
+        self.values
+            .get_or_init(|| self.request.headers_named(self.names))
+            .get(index)
+            .copied()
+            .flatten()
+    }
+}
+
 /// True when every present condition holds. Conditions on canonical fields never hold
 /// without a payment (transparent routes) or when the payment lacks the field.
 pub fn matches(
     c: &Conditions,
     request: &RequestView,
+    headers: &Headers<'_>,
     body: &Body<'_>,
     payment: Option<&Payment>,
 ) -> bool {
-    http_matches(c, request, body)
+    http_matches(c, request, headers, body)
         && (!c.needs_payment() || payment.is_some_and(|p| payment_matches(c, p)))
 }
 
@@ -106,7 +199,12 @@ fn method_named(method: &PaymentMethod, listed: &[String]) -> bool {
         .any(|l| l == kind || finer.is_some_and(|f| l.eq_ignore_ascii_case(f.trim())))
 }
 
-fn http_matches(c: &Conditions, request: &RequestView, body: &Body<'_>) -> bool {
+fn http_matches(
+    c: &Conditions,
+    request: &RequestView,
+    headers: &Headers<'_>,
+    body: &Body<'_>,
+) -> bool {
     if let Some(methods) = &c.method {
         if !methods
             .iter()
@@ -124,8 +222,8 @@ fn http_matches(c: &Conditions, request: &RequestView, body: &Body<'_>) -> bool 
         }
     }
     let headers_ok = c.headers.iter().all(|(name, accepted)| {
-        request
-            .header(name)
+        headers
+            .get(name)
             .is_some_and(|v| accepted.iter().any(|a| a.eq_ignore_ascii_case(v.trim())))
     });
     if !headers_ok {
@@ -142,5 +240,42 @@ fn same_value(accepted: &Value, actual: &Value) -> bool {
         (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         (a, b) => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lookup(body: &str, path: &str) -> Option<Value> {
+        let request = RequestView::new("POST", "/", None, &[], Some(body.as_bytes()));
+        let first = path.split('.').next().unwrap().to_string();
+        let keys = [first];
+        Body::new(&request, &keys).lookup(path)
+    }
+
+    #[test]
+    fn body_values_are_found_at_any_depth_and_the_last_repeated_key_wins() {
+        let body = r#"{"amount":1,"currency":"usd","pm":{"type":"card","n":[1,{"x":"y"}]},"currency":"eur"}"#;
+        assert_eq!(lookup(body, "currency"), Some(json!("eur")));
+        assert_eq!(lookup(body, "amount"), Some(json!(1)));
+        assert_eq!(lookup(body, "pm.type"), Some(json!("card")));
+        assert_eq!(lookup(body, "pm.n.1.x"), Some(json!("y")));
+        assert_eq!(lookup(body, "pm.missing"), None);
+        assert_eq!(lookup(body, "missing"), None);
+    }
+
+    #[test]
+    fn escaped_keys_match_and_broken_bodies_match_nothing() {
+        assert_eq!(
+            lookup(r#"{"curr\u0065ncy":"eur"}"#, "currency"),
+            Some(json!("eur"))
+        );
+        // Broken after the field a rule reads: still not a JSON object, so no match.
+        assert_eq!(lookup(r#"{"currency":"eur", oops"#, "currency"), None);
+        assert_eq!(lookup(r#"{"currency":"eur"} trailing"#, "currency"), None);
+        assert_eq!(lookup(r#"["currency","eur"]"#, "currency"), None);
+        assert_eq!(lookup("currency=eur", "currency"), None);
     }
 }

@@ -365,8 +365,9 @@ impl RouterPlugin {
 fn pack_headers(headers: &[(String, String)]) -> String {
     let mut block = String::with_capacity(headers.iter().map(|(n, v)| n.len() + v.len() + 3).sum());
     for (name, value) in headers {
-        let breaks = |s: &str| s.bytes().any(|b| b == b'\n' || b == b'\r');
-        if name.is_empty() || name.bytes().any(|b| b == b':') || breaks(name) || breaks(value) {
+        let bad_name = memchr::memchr3(b':', b'\n', b'\r', name.as_bytes()).is_some();
+        let bad_value = memchr::memchr2(b'\n', b'\r', value.as_bytes()).is_some();
+        if name.is_empty() || bad_name || bad_value {
             continue;
         }
         block.push_str(name);
