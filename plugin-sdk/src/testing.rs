@@ -548,13 +548,19 @@ pub fn provider_catalogue(f: &Value) -> Value {
     let elsewhere = f["elsewhere"].as_array().into_iter().flatten();
     let mut list: Vec<Value> = Vec::new();
     for p in in_cases.chain(elsewhere) {
-        if !list.iter().any(|known| known["name"] == p["name"]) {
-            let mut info = p.clone();
-            if let Value::Object(map) = &mut info {
-                map.remove("health");
-                map.entry("dialect").or_insert(Value::String(String::new()));
-            }
-            list.push(info);
+        let mut info = p.clone();
+        if let Value::Object(map) = &mut info {
+            map.remove("health");
+            map.entry("dialect").or_insert(Value::String(String::new()));
+        }
+        match list.iter().find(|known| known["name"] == info["name"]) {
+            // One configuration: a provider has the same attributes in every case.
+            Some(known) => assert_eq!(
+                known, &info,
+                "provider {} has different attributes in different cases",
+                info["name"]
+            ),
+            None => list.push(info),
         }
     }
     Value::Array(list)
@@ -607,9 +613,21 @@ impl<T: crate::routing::Router> Harness for RouterV3<T> {
         self.router
             .route(&view, payment.as_ref(), &candidates, seed)
             .map(|ids| {
+                // The host refuses these answers; a fixture must not pass with one.
+                assert!(
+                    !ids.is_empty() && ids.len() <= 64,
+                    "answered {} ids",
+                    ids.len()
+                );
                 let names: Vec<&str> = ids
                     .iter()
-                    .map(|id| self.catalogue[*id as usize].name.as_str())
+                    .map(|id| {
+                        assert!(
+                            candidates.iter().any(|c| c.id == *id),
+                            "answered id {id}, which is not a candidate"
+                        );
+                        self.catalogue[*id as usize].name.as_str()
+                    })
                     .collect();
                 json(&names)
             })

@@ -40,7 +40,7 @@ pub struct LoadedPlugin {
 /// A loaded plugin by role.
 #[derive(Clone)]
 pub enum PluginKind {
-    /// A router (contract 0.1.0 or 0.2.0).
+    /// A router (contract 0.1.0, 0.2.0 or 0.3.0).
     Router(Arc<RouterPlugin>),
     /// A compliance plugin.
     Compliance(Arc<CompliancePlugin>),

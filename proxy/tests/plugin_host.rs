@@ -390,3 +390,31 @@ fn a_0_3_0_router_answering_an_id_that_is_not_a_candidate_is_bad_output() {
         );
     }
 }
+
+#[test]
+fn a_0_3_0_router_answer_is_checked_like_names_are() {
+    let providers = vec![provider("a", "eu"), provider("b", "us")];
+    let req = request("GET", "/", &[], None);
+    let metrics = Arc::new(Metrics::new());
+    // Repeated ids keep their first place.
+    assert_eq!(
+        router_v3("dupes", &["a", "b"], &metrics)
+            .route(&req, None, &providers, 0)
+            .unwrap(),
+        RouteDecision::Providers(vec!["a".into(), "b".into()])
+    );
+    for (mode, detail) in [
+        ("many", "returned 65 provider ids"),
+        ("empty", "returned 0 provider names"),
+    ] {
+        let failure = router_v3(mode, &["a", "b"], &metrics)
+            .route(&req, None, &providers, 0)
+            .expect_err(mode);
+        assert_eq!(failure.kind.as_str(), "bad_output", "{mode}");
+        assert!(
+            failure.detail.contains(detail),
+            "{mode}: {}",
+            failure.detail
+        );
+    }
+}

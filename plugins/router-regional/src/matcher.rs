@@ -272,6 +272,11 @@ mod tests {
             lookup(r#"{"curr\u0065ncy":"eur"}"#, "currency"),
             Some(json!("eur"))
         );
+        // An escaped key the rules do not read does not hide the others.
+        assert_eq!(
+            lookup(r#"{"descr\u0069ption":"x","currency":"eur"}"#, "currency"),
+            Some(json!("eur"))
+        );
         // Broken after the field a rule reads: still not a JSON object, so no match.
         assert_eq!(lookup(r#"{"currency":"eur", oops"#, "currency"), None);
         assert_eq!(lookup(r#"{"currency":"eur"} trailing"#, "currency"), None);

@@ -84,13 +84,15 @@ use v3::router::exports::payproxy::plugin::router::{Candidate, ProviderInfo, Req
 /// A 0.3.0 router instance, with the provider list its `init` gets.
 pub struct RouterV3 {
     plugin: v3::router::RoutingPlugin,
-    catalogue: Arc<[ProviderInfo]>,
+    catalogue: Option<Arc<[ProviderInfo]>>,
 }
 
-/// What a 0.3.0 router is prepared with: the bindings and the configured providers.
+/// What a 0.3.0 router is prepared with: the bindings and the configured providers (set by
+/// [`RouterPlugin::load`] before the first instance; an instance made without them refuses
+/// to `init` rather than run with an empty list).
 pub struct RouterV3Pre {
     pre: v3::router::RoutingPluginPre<CallState>,
-    catalogue: Arc<[ProviderInfo]>,
+    catalogue: Option<Arc<[ProviderInfo]>>,
 }
 
 impl Binding for RouterV3 {
@@ -98,7 +100,7 @@ impl Binding for RouterV3 {
     fn prepare(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
         Ok(RouterV3Pre {
             pre: v3::router::RoutingPluginPre::new(instance_pre)?,
-            catalogue: Arc::from(Vec::new()),
+            catalogue: None,
         })
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self> {
@@ -112,9 +114,12 @@ impl Binding for RouterV3 {
         store: &mut Store<CallState>,
         config: &str,
     ) -> wasmtime::Result<Result<(), String>> {
+        let Some(catalogue) = &self.catalogue else {
+            return Ok(Err("loaded without the list of configured providers".into()));
+        };
         self.plugin
             .payproxy_plugin_router()
-            .call_init(store, config, &self.catalogue)
+            .call_init(store, config, catalogue)
     }
 }
 
@@ -157,7 +162,7 @@ impl RouterPlugin {
                 config_json,
                 settings,
                 metrics,
-                |pre: &mut RouterV3Pre| pre.catalogue = catalogue,
+                |pre: &mut RouterV3Pre| pre.catalogue = Some(catalogue),
             )
             .map(|sandbox| RouterPlugin::V3(sandbox, ids));
         }
@@ -187,11 +192,15 @@ impl RouterPlugin {
     ) -> Result<RouteDecision, PluginFailure> {
         let output = match self {
             RouterPlugin::V3(sandbox, ids) => {
+                // The route's providers and the catalogue come from the same configuration
+                // (the snapshot builds both), so every provider has an id.
                 let candidates: Vec<Candidate> = providers
                     .iter()
                     .filter_map(|p| {
+                        let id = ids.get(&p.name);
+                        debug_assert!(id.is_some(), "provider {} is not configured", p.name);
                         Some(Candidate {
-                            id: *ids.get(&p.name)?,
+                            id: *id?,
                             health: p.health,
                         })
                     })
@@ -264,7 +273,7 @@ impl RouterPlugin {
         if chosen.len() > MAX_NAMES {
             return Err(self.bad_output(format!("returned {} provider ids", chosen.len())));
         }
-        let catalogue = sandbox.pre().catalogue.as_ref();
+        let catalogue = sandbox.pre().catalogue.as_deref().unwrap_or_default();
         chosen
             .iter()
             .map(|id| match catalogue.get(*id as usize) {
@@ -359,9 +368,9 @@ impl RouterPlugin {
     }
 }
 
-/// The 0.3.0 header block: `name: value\n` per header. Names are lower case already (the
-/// view is built from `http` header names); a header that would break the format is left
-/// out, though `http` does not let one through.
+/// The 0.3.0 header block: `name: value\n` per header, names lower-cased (the view is built
+/// from `http` header names, which are already). A header that would break the format is
+/// left out, though `http` does not let one through.
 fn pack_headers(headers: &[(String, String)]) -> String {
     let mut block = String::with_capacity(headers.iter().map(|(n, v)| n.len() + v.len() + 3).sum());
     for (name, value) in headers {
@@ -370,7 +379,7 @@ fn pack_headers(headers: &[(String, String)]) -> String {
         if name.is_empty() || bad_name || bad_value {
             continue;
         }
-        block.push_str(name);
+        block.extend(name.chars().map(|c| c.to_ascii_lowercase()));
         block.push_str(": ");
         block.push_str(value);
         block.push('\n');
