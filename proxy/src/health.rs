@@ -153,6 +153,23 @@ impl HealthBook {
         self.config.store(Arc::new(config));
     }
 
+    /// Forgets the providers `keep` says no for (removed by a reload), with their breaker
+    /// state gauge. Their transition counters stay: they are history. A provider that comes
+    /// back later starts closed with an empty window, like a new one.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut providers = self
+            .providers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        providers.retain(|name, _| {
+            let kept = keep(name);
+            if !kept {
+                self.metrics.provider_removed(name);
+            }
+            kept
+        });
+    }
+
     /// May a request go to `provider` now? Closed → `Allowed`; open for less than `open_ms` →
     /// `Rejected`; open for `open_ms` or more → half-open, then as half-open; half-open →
     /// `Probe` if fewer than `half_open_probes` probes are in flight, else `Rejected`.

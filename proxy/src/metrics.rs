@@ -1,6 +1,9 @@
 //! Prometheus metrics, registered once per proxy in their own registry and served as text
 //! on the admin listener (`GET /metrics`).
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -11,9 +14,16 @@ const BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Most distinct `rule` values one compliance plugin (by name) may put in
+/// `payproxy_compliance_verdicts_total`; later ones are counted as `other`. The rule comes
+/// from the plugin, so without a cap a misbehaving plugin could grow the series without end.
+pub const MAX_RULE_LABELS: usize = 64;
+
 /// Every metric payproxy exports.
 pub struct Metrics {
     registry: Registry,
+    /// Rule label values seen per compliance plugin, for [`MAX_RULE_LABELS`].
+    rule_labels: Mutex<HashMap<String, HashSet<String>>>,
     /// Requests by route, provider and status class (`2xx` … `5xx`).
     pub requests: IntCounterVec,
     /// Whole-request latency by route.
@@ -137,7 +147,23 @@ impl Metrics {
                 &["hash"],
             ),
             registry,
+            rule_labels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Count a compliance verdict. The rule keeps its own label value for the plugin's first
+    /// [`MAX_RULE_LABELS`] distinct rules (across reloads); later new rules count as `other`.
+    pub fn compliance_verdict(&self, plugin: &str, rule: &str, verdict: &str) {
+        let known = {
+            let mut seen = self.rule_labels.lock().unwrap_or_else(|p| p.into_inner());
+            let rules = seen.entry(plugin.to_string()).or_default();
+            rules.contains(rule)
+                || (rules.len() < MAX_RULE_LABELS && rules.insert(rule.to_string()))
+        };
+        let rule = if known { rule } else { "other" };
+        self.compliance_verdicts
+            .with_label_values(&[plugin, rule, verdict])
+            .inc();
     }
 
     /// The registry, for modules that register their own metrics (health).
@@ -168,5 +194,43 @@ pub fn status_class(status: u16) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compliance_rule_labels_are_capped_per_plugin() {
+        let m = Metrics::new();
+        for i in 0..MAX_RULE_LABELS + 10 {
+            m.compliance_verdict("noisy", &format!("rule-{i}"), "allow");
+        }
+        m.compliance_verdict("noisy", "rule-0", "deny");
+        m.compliance_verdict("calm", "only-rule", "allow");
+        let count = |plugin: &str, rule: &str, verdict: &str| {
+            m.compliance_verdicts
+                .with_label_values(&[plugin, rule, verdict])
+                .get()
+        };
+        assert_eq!(count("noisy", "other", "allow"), 10);
+        assert_eq!(count("noisy", "rule-0", "allow"), 1);
+        assert_eq!(
+            count("noisy", "rule-0", "deny"),
+            1,
+            "a known rule keeps its label"
+        );
+        assert_eq!(
+            count("calm", "only-rule", "allow"),
+            1,
+            "the cap is per plugin"
+        );
+        let series = m
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("payproxy_compliance_verdicts_total{"))
+            .count();
+        assert_eq!(series, MAX_RULE_LABELS + 1 + 1 + 1);
     }
 }

@@ -503,3 +503,33 @@ async fn active_check_timeout_is_a_failure_and_dropped_sender_stops_the_checker(
         .expect("checker did not panic");
     silent.abort();
 }
+
+#[test]
+fn providers_removed_by_a_reload_are_forgotten_with_their_state_gauge() {
+    let (book, registry) = book(BreakerConfig::default());
+    let t0 = Instant::now();
+    open_at(&book, t0);
+    book.record("kept", true, ms(10), false, t0);
+    assert_eq!(
+        metric(&registry, "payproxy_breaker_state", &[("provider", P)]),
+        2.0
+    );
+    book.retain(|name| name == "kept");
+    let names: Vec<String> = book.all(t0).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["kept"]);
+    let mut text = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut text)
+        .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        !text.contains(&format!("payproxy_breaker_state{{provider=\"{P}\"}}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("payproxy_breaker_state{provider=\"kept\"} 0"),
+        "{text}"
+    );
+    // Back in a later config: a fresh provider, closed.
+    assert_eq!(state(&book, t0), BreakerState::Closed);
+}

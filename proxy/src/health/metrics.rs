@@ -54,6 +54,12 @@ impl HealthMetrics {
             .set(gauge_value(BreakerState::Closed));
     }
 
+    /// Drops the state gauge of a provider no longer configured.
+    pub(super) fn provider_removed(&self, provider: &str) {
+        // Absent when the gauge was never set; nothing to remove then.
+        let _ = self.state.remove_label_values(&[provider]);
+    }
+
     pub(super) fn transition(&self, provider: &str, t: &Transition) {
         self.state
             .with_label_values(&[provider])

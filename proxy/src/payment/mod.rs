@@ -118,6 +118,8 @@ impl Payments {
             != version
         {
             self.health.set_config(snapshot.config.breaker.clone());
+            self.health
+                .retain(|name| snapshot.config.providers.contains_key(name));
         }
         let Some((ingress_name, ingress)) = &route.dialect else {
             // Only called for routes with a dialect.
@@ -313,9 +315,7 @@ impl Payments {
                 Verdict::Challenge(_) => "challenge",
             };
             self.metrics
-                .compliance_verdicts
-                .with_label_values(&[plugin.name(), decision.rule.as_str(), verdict])
-                .inc();
+                .compliance_verdict(plugin.name(), &decision.rule, verdict);
             rules.push(format!("{}:{}={verdict}", plugin.name(), decision.rule));
             match decision.verdict {
                 Verdict::Allow => annotations.extend(decision.annotations),
