@@ -372,17 +372,71 @@ impl RouterPlugin {
 /// from `http` header names, which are already). A header that would break the format is
 /// left out, though `http` does not let one through.
 fn pack_headers(headers: &[(String, String)]) -> String {
+    let (block, lines) = pack(headers, false);
+    // One scan of the whole block instead of one per value: a value with a line break would
+    // have added lines. Only a view not built from `http` headers can fail it.
+    let clean = memchr::memchr(b'\r', block.as_bytes()).is_none()
+        && memchr::memchr_iter(b'\n', block.as_bytes()).count() == lines;
+    if clean {
+        block
+    } else {
+        pack(headers, true).0
+    }
+}
+
+/// The block and its number of lines; with `check_values`, values with a line break are
+/// left out (names are always checked: they are short).
+fn pack(headers: &[(String, String)], check_values: bool) -> (String, usize) {
     let mut block = String::with_capacity(headers.iter().map(|(n, v)| n.len() + v.len() + 3).sum());
+    let mut lines = 0;
     for (name, value) in headers {
-        let bad_name = memchr::memchr3(b':', b'\n', b'\r', name.as_bytes()).is_some();
-        let bad_value = memchr::memchr2(b'\n', b'\r', value.as_bytes()).is_some();
-        if name.is_empty() || bad_name || bad_value {
+        let name_ok = !name.is_empty() && !name.bytes().any(|b| matches!(b, b':' | b'\n' | b'\r'));
+        if !name_ok || (check_values && value.bytes().any(|b| matches!(b, b'\n' | b'\r'))) {
             continue;
         }
-        block.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            block.push_str(&name.to_ascii_lowercase());
+        } else {
+            block.push_str(name);
+        }
         block.push_str(": ");
         block.push_str(value);
         block.push('\n');
+        lines += 1;
     }
-    block
+    (block, lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pack_headers;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn header_block_lower_cases_names_and_leaves_out_what_would_break_it() {
+        assert_eq!(
+            pack_headers(&pairs(&[
+                ("Content-Type", "a/b"),
+                ("x-a", "1: 2"),
+                ("x-a", "")
+            ])),
+            "content-type: a/b\nx-a: 1: 2\nx-a: \n"
+        );
+        assert_eq!(
+            pack_headers(&pairs(&[
+                ("x-ok", "1"),
+                ("x-nl", "a\nx-forged: yes"),
+                ("x-cr", "a\rb"),
+                ("bad:name", "v"),
+                ("", "v"),
+                ("x-last", "2"),
+            ])),
+            "x-ok: 1\nx-last: 2\n"
+        );
+    }
 }
