@@ -18,7 +18,7 @@ use crate::config::Conditions;
 /// allocating; only the values a rule reads are parsed. A body that is not a JSON object
 /// matches no body condition.
 pub struct Body<'a> {
-    text: Option<&'a str>,
+    bytes: Option<&'a [u8]>,
     keys: &'a [String],
     top: OnceCell<Option<Vec<Option<&'a RawValue>>>>,
 }
@@ -27,42 +27,43 @@ impl<'a> Body<'a> {
     /// A lazy view of the request's body; `keys` are the top-level keys the rules read.
     pub fn new(request: &'a RequestView, keys: &'a [String]) -> Body<'a> {
         Body {
-            text: request
-                .body
-                .as_deref()
-                .and_then(|b| std::str::from_utf8(b).ok()),
+            bytes: request.body.as_deref(),
             keys,
             top: OnceCell::new(),
         }
     }
 
-    /// The value at a dotted path (`payment_method.type`, `items.0.sku`) whose first segment
-    /// is one of the keys given to [`Body::new`].
-    pub fn lookup(&self, dotted: &str) -> Option<Value> {
+    /// The raw JSON at a dotted path (`payment_method.type`, `items.0.sku`) whose first
+    /// segment is one of the keys given to [`Body::new`].
+    pub fn lookup(&self, dotted: &str) -> Option<&'a RawValue> {
+        // From the bytes: strings are checked for UTF-8 one by one as they are read, so the
+        // body is not validated twice.
         let top = self
             .top
-            .get_or_init(|| fields(self.text?, self.keys))
+            .get_or_init(|| fields(serde_json::Deserializer::from_slice(self.bytes?), self.keys))
             .as_ref()?;
         let mut path = dotted.split('.');
         let first = path.next()?;
         let mut raw: &RawValue = (*top.get(self.keys.iter().position(|k| k == first)?)?)?;
         for key in path {
             raw = match raw.get().trim_start().as_bytes().first()? {
-                b'{' => fields(raw.get(), &[key])?.pop()??,
+                b'{' => fields(serde_json::Deserializer::from_str(raw.get()), &[key])?.pop()??,
                 b'[' => *serde_json::from_str::<Vec<&RawValue>>(raw.get())
                     .ok()?
                     .get(key.parse::<usize>().ok()?)?,
                 _ => return None,
             };
         }
-        serde_json::from_str(raw.get()).ok()
+        Some(raw)
     }
 }
 
-/// The raw values of the `wanted` keys of the JSON object `json` (the last of a repeated
-/// key), or `None` when `json` is not one JSON object.
-fn fields<'a, W: AsRef<str>>(json: &'a str, wanted: &[W]) -> Option<Vec<Option<&'a RawValue>>> {
-    let mut de = serde_json::Deserializer::from_str(json);
+/// The raw values of the `wanted` keys of the JSON object `de` reads (the last of a repeated
+/// key), or `None` when it is not one JSON object.
+fn fields<'a, R: serde_json::de::Read<'a>, W: AsRef<str>>(
+    mut de: serde_json::Deserializer<R>,
+    wanted: &[W],
+) -> Option<Vec<Option<&'a RawValue>>> {
     let found = serde::Deserializer::deserialize_map(&mut de, Fields { wanted }).ok()?;
     de.end().ok()?;
     Some(found)
@@ -231,13 +232,30 @@ fn http_matches(
     }
     c.body.iter().all(|(path, accepted)| {
         body.lookup(path)
-            .is_some_and(|v| accepted.iter().any(|a| same_value(a, &v)))
+            .is_some_and(|raw| raw_matches(accepted, raw))
+    })
+}
+
+/// One of `accepted` equals the JSON `raw`: strings ASCII case-insensitively, numbers by
+/// value, anything else exactly. A string is read without allocating (unless it has escapes);
+/// other values are parsed only when a non-string is accepted.
+fn raw_matches(accepted: &[Value], raw: &RawValue) -> bool {
+    let text = OnceCell::new();
+    let value = OnceCell::new();
+    accepted.iter().any(|a| match a {
+        Value::String(a) => text
+            .get_or_init(|| serde_json::from_str::<Key<'_>>(raw.get()).ok())
+            .as_ref()
+            .is_some_and(|Key(t)| a.eq_ignore_ascii_case(t)),
+        a => value
+            .get_or_init(|| serde_json::from_str::<Value>(raw.get()).ok())
+            .as_ref()
+            .is_some_and(|v| same_value(a, v)),
     })
 }
 
 fn same_value(accepted: &Value, actual: &Value) -> bool {
     match (accepted, actual) {
-        (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         (a, b) => a == b,
     }
@@ -252,7 +270,22 @@ mod tests {
         let request = RequestView::new("POST", "/", None, &[], Some(body.as_bytes()));
         let first = path.split('.').next().unwrap().to_string();
         let keys = [first];
-        Body::new(&request, &keys).lookup(path)
+        let raw = Body::new(&request, &keys).lookup(path)?;
+        Some(serde_json::from_str(raw.get()).unwrap())
+    }
+
+    #[test]
+    fn values_compare_strings_without_case_and_numbers_by_value() {
+        let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap();
+        let accepted = [json!("EUR"), json!(100000), json!(true)];
+        assert!(raw_matches(&accepted, &raw(r#""eur""#)));
+        assert!(raw_matches(&accepted, &raw(r#""\u0045ur""#)));
+        assert!(raw_matches(&accepted, &raw("100000.0")));
+        assert!(raw_matches(&accepted, &raw("true")));
+        assert!(!raw_matches(&accepted, &raw(r#""usd""#)));
+        assert!(!raw_matches(&accepted, &raw(r#""100000""#)));
+        assert!(!raw_matches(&accepted, &raw("false")));
+        assert!(!raw_matches(&[json!("1")], &raw("1")));
     }
 
     #[test]
