@@ -390,11 +390,16 @@ fn pack(headers: &[(String, String)], check_values: bool) -> (String, usize) {
     let mut block = String::with_capacity(headers.iter().map(|(n, v)| n.len() + v.len() + 3).sum());
     let mut lines = 0;
     for (name, value) in headers {
-        let name_ok = !name.is_empty() && !name.bytes().any(|b| matches!(b, b':' | b'\n' | b'\r'));
-        if !name_ok || (check_values && value.bytes().any(|b| matches!(b, b'\n' | b'\r'))) {
+        // One look at each byte of the name: format-breaking bytes and upper case.
+        let (mut bad, mut upper) = (name.is_empty(), false);
+        for b in name.bytes() {
+            bad |= matches!(b, b':' | b'\n' | b'\r');
+            upper |= b.is_ascii_uppercase();
+        }
+        if bad || (check_values && value.bytes().any(|b| matches!(b, b'\n' | b'\r'))) {
             continue;
         }
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        if upper {
             block.push_str(&name.to_ascii_lowercase());
         } else {
             block.push_str(name);
