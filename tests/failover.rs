@@ -106,12 +106,7 @@ async fn reload(client: &HttpClient, env: &Env, config: &Value) {
     let reply = client
         .send(http::Method::POST, &env.admin_url("/admin/reload"), &[], "")
         .await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -479,12 +474,7 @@ async fn timeout_after_charge_unresolved_stays_with_the_provider_until_a_retry_r
     // The SDK retries with the same key: the record is held (409) while the first request
     // could still be running, and nothing is sent anywhere.
     let again = pay(&client, &env, "k-TAC-2", &card("1000", "TAC-2")).await;
-    assert_eq!(
-        again.status,
-        409,
-        "{}",
-        String::from_utf8_lossy(&again.body)
-    );
+    again.assert_status(409);
     assert_eq!(again.json()["error"]["code"], "idempotency_key_in_use");
     assert_eq!(sim.request_count("a"), 2);
 
@@ -745,12 +735,7 @@ async fn follow_ups_go_to_the_provider_that_owns_the_payment_after_the_router_ch
         &[("capture_method", "manual")],
     );
     let created = pay(&client, &env, "k-AFF-1", &manual).await;
-    assert_eq!(
-        created.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
+    created.assert_status(200);
     assert_eq!(created.provider(), Some("x"));
     assert_eq!(created.json()["status"], "requires_capture");
     let id = created.json()["id"].as_str().unwrap().to_string();
@@ -773,12 +758,7 @@ async fn follow_ups_go_to_the_provider_that_owns_the_payment_after_the_router_ch
             "",
         )
         .await;
-    assert_eq!(
-        captured.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&captured.body)
-    );
+    captured.assert_status(200);
     assert_eq!(captured.provider(), Some("x"));
     assert_eq!(captured.json()["status"], "succeeded");
     let retrieved = client
@@ -835,12 +815,7 @@ async fn a_soft_decline_moves_on_when_the_route_allows_it_and_a_hard_decline_nev
 
     // Amount ending 20: refused by risk checks, a hard decline: the shopper gets it.
     let reply = pay(&client, &env, "k-HARD-1", &card("1020", "HARD-1")).await;
-    assert_eq!(
-        reply.status,
-        402,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(402);
     assert_eq!(reply.json()["error"]["type"], "card_error");
     assert_eq!(reply.json()["error"]["decline_code"], "fraudulent");
     assert_eq!((sim.request_count("a"), sim.request_count("b")), (2, 1));
@@ -849,12 +824,7 @@ async fn a_soft_decline_moves_on_when_the_route_allows_it_and_a_hard_decline_nev
     // Without retry_soft_declines a soft decline is the answer too.
     reload(&client, &env, &decline_config(&sim, false)).await;
     let reply = pay(&client, &env, "k-SOFT-2", &card("1005", "SOFT-2")).await;
-    assert_eq!(
-        reply.status,
-        402,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(402);
     assert_eq!(reply.json()["error"]["decline_code"], "insufficient_funds");
     assert_eq!((sim.request_count("a"), sim.request_count("b")), (3, 1));
     assert!(charges_for(&sim, "SOFT-2").is_empty());

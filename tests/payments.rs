@@ -104,12 +104,7 @@ async fn id_shopper_pays_with_dana_through_xml_and_sees_a_stripe_intent() {
     let client = HttpClient::default();
 
     let reply = create(&client, &env, &dana_shopper("15000000", "ID-1001")).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.provider(), Some("dana"));
     let intent = reply.json();
     let id = intent["id"].as_str().unwrap().to_string();
@@ -144,12 +139,7 @@ async fn id_shopper_pays_with_dana_through_xml_and_sees_a_stripe_intent() {
     let reply = client
         .get(&env.url(&format!("/v1/payment_intents/{id}")))
         .await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.provider(), Some("dana"));
     let intent = reply.json();
     assert_eq!(intent["id"], id.as_str());
@@ -175,12 +165,7 @@ async fn nl_shopper_gets_an_ideal_redirect_and_the_status_follows_the_bank() {
     let client = HttpClient::default();
 
     let reply = create(&client, &env, &ideal_shopper("NL91ABNA0417164300", "NL-1")).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     // Adyen could take iDEAL too; the router puts the cheaper iDEAL acquirer first.
     assert_eq!(reply.provider(), Some("ideal"));
     let intent = reply.json();
@@ -209,12 +194,7 @@ async fn nl_shopper_gets_an_ideal_redirect_and_the_status_follows_the_bank() {
     let reply = client
         .get(&env.url(&format!("/v1/payment_intents/{id}")))
         .await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_ne!(reply.json()["status"], "succeeded");
 
     // The shopper approves at the bank, which sends them back to the shop.
@@ -228,12 +208,7 @@ async fn nl_shopper_gets_an_ideal_redirect_and_the_status_follows_the_bank() {
     let reply = client
         .get(&env.url(&format!("/v1/payment_intents/{id}")))
         .await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.provider(), Some("ideal"));
     let intent = reply.json();
     assert_eq!(intent["id"], id.as_str());
@@ -250,12 +225,7 @@ async fn br_shopper_gets_a_pix_qr_code() {
     let client = HttpClient::default();
 
     let reply = create(&client, &env, &pix_shopper("529.982.247-25", "BR-1")).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.provider(), Some("pix"));
     let intent = reply.json();
     assert_minted(intent["id"].as_str().unwrap(), &sim, "pix");
@@ -313,12 +283,7 @@ async fn sg_shopper_pays_with_grabpay_and_the_simulator_checks_the_signature() {
     let client = HttpClient::default();
 
     let reply = create(&client, &env, &grabpay_shopper("SG-1")).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.provider(), Some("grabpay"));
     let intent = reply.json();
     assert_minted(intent["id"].as_str().unwrap(), &sim, "grabpay");
@@ -360,12 +325,7 @@ async fn eea_card_over_30_eur_without_sca_is_challenged_before_any_provider() {
     let client = HttpClient::default();
 
     let reply = create(&client, &env, &form_with(eea_card("3001", "DE-1"), &[])).await;
-    assert_eq!(
-        reply.status,
-        402,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(402);
     let error = stripe_error(&reply);
     assert_eq!(error["type"], "card_error");
     assert_eq!(error["code"], "authentication_required");
@@ -378,12 +338,7 @@ async fn eea_card_over_30_eur_without_sca_is_challenged_before_any_provider() {
 
     // €30.00 is low value: no challenge, the card provider takes it.
     let reply = create(&client, &env, &form_with(eea_card("3000", "DE-2"), &[])).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.json()["status"], "succeeded");
     assert_eq!(reply.provider(), Some("stripe-like"));
     assert_eq!(sim.ledger("stripe-like").len(), 1);
@@ -401,12 +356,7 @@ async fn eea_card_over_30_eur_without_sca_is_challenged_before_any_provider() {
         )],
     );
     let reply = create(&client, &env, &authenticated).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.json()["status"], "succeeded");
     assert_only_contacted(&sim, "stripe-like", 2);
 }
@@ -428,12 +378,7 @@ async fn limits_exceeded_and_blocked_countries_are_refused_before_any_provider()
         &form_with(eea_card("1000001", "DE-9"), &sca_done),
     )
     .await;
-    assert_eq!(
-        reply.status,
-        402,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(402);
     let error = stripe_error(&reply);
     assert_eq!(error["type"], "card_error");
     assert_eq!(error["code"], "amount_too_large");
@@ -469,12 +414,7 @@ async fn limits_exceeded_and_blocked_countries_are_refused_before_any_provider()
         &form_with(eea_card("1000000", "DE-10"), &sca_done),
     )
     .await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_only_contacted(&sim, "stripe-like", 1);
 }
 
@@ -510,12 +450,7 @@ async fn same_dialect_passthrough_forwards_the_bytes_unchanged_and_keeps_affinit
             &sent,
         )
         .await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.provider(), Some("stripe-like"));
     // The storefront gets the provider's answer as it was, its own id included.
     assert_eq!(reply.body.as_ref(), RECORDED_INTENT.as_bytes());
@@ -546,12 +481,7 @@ async fn same_dialect_passthrough_forwards_the_bytes_unchanged_and_keeps_affinit
             capture,
         )
         .await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.provider(), Some("stripe-like"));
     let recorded = recorder.requests();
     assert_eq!(recorded.len(), 2);
@@ -586,12 +516,7 @@ async fn a_routing_rule_changed_in_its_file_applies_to_the_next_payment() {
     let card = |order: &str| form_with(eea_card("2500", order), &[]);
 
     let reply = create(&client, &env, &card("DE-R1")).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.provider(), Some("stripe-like"));
 
     // Cards now go to Adyen only.
@@ -610,12 +535,7 @@ async fn a_routing_rule_changed_in_its_file_applies_to_the_next_payment() {
     wait_for_reload(&env, version).await;
 
     let reply = create(&client, &env, &card("DE-R2")).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(reply.provider(), Some("adyen"));
     assert_eq!(reply.json()["status"], "succeeded");
     assert_eq!(sim.ledger("adyen").len(), 1);
@@ -631,12 +551,7 @@ async fn a_compliance_rule_changed_in_its_file_applies_to_the_next_payment() {
     let card = |order: &str| form_with(eea_card("2500", order), &[]);
 
     let reply = create(&client, &env, &card("DE-C1")).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
 
     // The low-value threshold drops to €20: the same €25 payment now needs SCA.
     rules["low_value_threshold"] = json!({ "minor": 2000, "currency": "EUR" });
@@ -648,12 +563,7 @@ async fn a_compliance_rule_changed_in_its_file_applies_to_the_next_payment() {
     wait_for_reload(&env, version).await;
 
     let reply = create(&client, &env, &card("DE-C2")).await;
-    assert_eq!(
-        reply.status,
-        402,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(402);
     assert_eq!(stripe_error(&reply)["code"], "authentication_required");
     assert_only_contacted(&sim, "stripe-like", 1);
 }

@@ -86,48 +86,45 @@ impl RequestView {
     /// Walks the block line by line, comparing only each line's start with `name`; no line
     /// is split unless it is the one asked for.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let block = self.headers.as_bytes();
-        let name = name.as_bytes();
-        let mut start = 0;
-        while start < block.len() {
-            let end = memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i);
-            let line = &block[start..end];
-            if line.len() > name.len()
-                && line[name.len()] == b':'
-                && line[..name.len()].eq_ignore_ascii_case(name)
-            {
-                // Cut at ASCII bytes of a `str`, so the slice is on character boundaries.
-                return Some(self.headers[start + name.len() + 1..end].trim());
-            }
-            start = end + 1;
-        }
-        None
+        self.lines().find_map(|line| self.value_of(line, name))
     }
 
     /// The first value of each header in `names` (lower case), in one pass over the block:
     /// for a router that checks several headers, or the same one in several rules.
     pub fn headers_named<'a, S: AsRef<str>>(&'a self, names: &[S]) -> Vec<Option<&'a str>> {
         let mut found = vec![None; names.len()];
-        let block = self.headers.as_bytes();
-        let mut start = 0;
-        while start < block.len() {
-            let end = memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i);
-            let line = &block[start..end];
+        for line in self.lines() {
             for (slot, wanted) in found.iter_mut().zip(names) {
-                let wanted = wanted.as_ref().as_bytes();
-                let n = wanted.len();
-                if slot.is_none()
-                    && line.len() > n
-                    && line[n] == b':'
-                    && line[..n].eq_ignore_ascii_case(wanted)
-                {
-                    // Cut after an ASCII `:`, so on a character boundary.
-                    *slot = Some(self.headers[start + n + 1..end].trim());
+                if slot.is_none() {
+                    *slot = self.value_of(line.clone(), wanted.as_ref());
                 }
             }
-            start = end + 1;
         }
         found
+    }
+
+    /// The byte ranges of the block's lines, found with memchr.
+    fn lines(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let block = self.headers.as_bytes();
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            if start >= block.len() {
+                return None;
+            }
+            let end = memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i);
+            let line = start..end;
+            start = end + 1;
+            Some(line)
+        })
+    }
+
+    /// The value on `line` when its name is `name` (ASCII case-insensitive).
+    fn value_of(&self, line: std::ops::Range<usize>, name: &str) -> Option<&str> {
+        let (bytes, n) = (&self.headers.as_bytes()[line.clone()], name.len());
+        let named =
+            bytes.len() > n && bytes[n] == b':' && bytes[..n].eq_ignore_ascii_case(name.as_bytes());
+        // Cut after an ASCII `:`, so on a character boundary.
+        named.then(|| self.headers[line.start + n + 1..line.end].trim())
     }
 }
 

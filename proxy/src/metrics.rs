@@ -156,9 +156,17 @@ impl Metrics {
     pub fn compliance_verdict(&self, plugin: &str, rule: &str, verdict: &str) {
         let known = {
             let mut seen = self.rule_labels.lock().unwrap_or_else(|p| p.into_inner());
-            let rules = seen.entry(plugin.to_string()).or_default();
-            rules.contains(rule)
-                || (rules.len() < MAX_RULE_LABELS && rules.insert(rule.to_string()))
+            // No allocation once the plugin and rule are known (every call after the first).
+            match seen.get_mut(plugin) {
+                Some(rules) => {
+                    rules.contains(rule)
+                        || (rules.len() < MAX_RULE_LABELS && rules.insert(rule.to_string()))
+                }
+                None => {
+                    seen.insert(plugin.to_string(), HashSet::from([rule.to_string()]));
+                    true
+                }
+            }
         };
         let rule = if known { rule } else { "other" };
         self.compliance_verdicts

@@ -212,19 +212,17 @@ fn compliance_limits() {
 #[test]
 fn router_regional() {
     let (text, config) = golden("router-regional");
-    let (host, component) = compiled("router_regional");
     let metrics = Arc::new(Metrics::new());
     let configured: Vec<ProviderInfo> =
         serde_json::from_value(testing::provider_catalogue(&testing::load(&text)))
             .expect("provider-info values");
-    let plugin = RouterPlugin::load(
-        &host,
+    let plugin = load_router_with(
+        &host(),
         "router_regional",
-        &component,
-        config,
+        &config,
         &configured,
-        settings(InstanceMode::Reuse),
-        metrics,
+        InstanceMode::Reuse,
+        &metrics,
     )
     .expect("router loads");
     assert_eq!(plugin.contract(), "0.3.0");

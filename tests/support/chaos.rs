@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -107,7 +106,6 @@ pub struct Gate {
     addr: SocketAddr,
     target: SocketAddr,
     accept: Mutex<Option<JoinHandle<()>>>,
-    accepted: Arc<AtomicU64>,
 }
 
 impl Gate {
@@ -118,7 +116,6 @@ impl Gate {
             addr: listener.local_addr().expect("gate address"),
             target,
             accept: Mutex::new(None),
-            accepted: Arc::new(AtomicU64::new(0)),
         };
         gate.serve(listener);
         gate
@@ -127,11 +124,6 @@ impl Gate {
     /// `http://127.0.0.1:PORT` of the gate.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    /// Connections accepted while open.
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Refuse connections from now on and cut those being piped.
@@ -158,7 +150,7 @@ impl Gate {
     }
 
     fn serve(&self, listener: TcpListener) {
-        let (target, accepted) = (self.target, self.accepted.clone());
+        let target = self.target;
         let task = tokio::spawn(async move {
             let mut pipes = JoinSet::new();
             loop {
@@ -166,7 +158,6 @@ impl Gate {
                     Some(_) = pipes.join_next(), if !pipes.is_empty() => {}
                     conn = listener.accept() => {
                         let Ok((mut inbound, _)) = conn else { continue };
-                        accepted.fetch_add(1, Ordering::Relaxed);
                         pipes.spawn(async move {
                             let _ = inbound.set_nodelay(true);
                             if let Ok(mut upstream) = TcpStream::connect(target).await {

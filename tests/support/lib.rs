@@ -149,6 +149,17 @@ impl Reply {
     pub fn provider(&self) -> Option<&str> {
         self.header("x-payproxy-provider")
     }
+
+    /// Assert the status, showing the body when it differs.
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+    }
 }
 
 /// A plain-HTTP client with keep-alive.

@@ -100,17 +100,7 @@ impl Router for Regional {
             Some(Action::Providers(list)) => order::known(list, candidates, &self.providers),
             None => match &self.config.default {
                 Some(list) => order::known(list, candidates, &self.providers),
-                None => candidates
-                    .iter()
-                    .filter_map(|c| {
-                        Some(order::Choice {
-                            id: c.id,
-                            weight: None,
-                            info: self.providers.get(c.id as usize)?,
-                            health: &c.health,
-                        })
-                    })
-                    .collect(),
+                None => order::all(candidates, &self.providers),
             },
         };
         let choices = order::skip_open(choices);

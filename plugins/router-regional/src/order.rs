@@ -42,6 +42,21 @@ pub fn known<'a>(
         .collect()
 }
 
+/// Every candidate, unweighted, in the route's order.
+pub fn all<'a>(candidates: &'a [Candidate], providers: &'a [ProviderInfo]) -> Vec<Choice<'a>> {
+    candidates
+        .iter()
+        .filter_map(|c| {
+            Some(Choice {
+                id: c.id,
+                weight: None,
+                info: providers.get(c.id as usize)?,
+                health: &c.health,
+            })
+        })
+        .collect()
+}
+
 /// Drop providers whose breaker is open: the host would refuse to send to them anyway, and
 /// a weighted split should give their share to the healthy ones. When every candidate is
 /// open, keep them all (the host's breaker decides; answering "no provider" here would only

@@ -3,7 +3,7 @@
 //! (trap, deadline, memory) and counted, call latency observed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, InstancePre};
@@ -62,7 +62,7 @@ pub struct Sandbox<B: Binding> {
     created: AtomicU64,
     metrics: Arc<Metrics>,
     // Latency histograms by function, resolved once instead of per call.
-    latency: Mutex<Vec<(&'static str, prometheus::Histogram)>>,
+    latency: RwLock<Vec<(&'static str, prometheus::Histogram)>>,
     host: Arc<PluginHost>,
 }
 
@@ -117,7 +117,7 @@ impl<B: Binding> Sandbox<B> {
             warm: Mutex::new(Vec::new()),
             created: AtomicU64::new(0),
             metrics,
-            latency: Mutex::new(Vec::new()),
+            latency: RwLock::new(Vec::new()),
             host: host.clone(),
         };
         let warm = sandbox.instantiate().map_err(|f| f.detail)?;
@@ -163,9 +163,19 @@ impl<B: Binding> Sandbox<B> {
     }
 
     fn histogram(&self, function: &'static str) -> prometheus::Histogram {
-        let mut cache = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, h)) = cache.iter().find(|(f, _)| *f == function) {
-            return h.clone();
+        let cached = |cache: &[(&'static str, prometheus::Histogram)]| {
+            cache
+                .iter()
+                .find(|(f, _)| *f == function)
+                .map(|(_, h)| h.clone())
+        };
+        // Concurrent calls share the read lock; the write lock only adds a missing function.
+        if let Some(h) = cached(&self.latency.read().unwrap_or_else(|p| p.into_inner())) {
+            return h;
+        }
+        let mut cache = self.latency.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = cached(&cache) {
+            return h;
         }
         let h = self
             .metrics
