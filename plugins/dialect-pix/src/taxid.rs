@@ -1,10 +1,11 @@
 //! Brazilian tax ids: CPF (people, 11 digits) and CNPJ (companies, 14 digits), each ending in
 //! two mod-11 check digits.
 //!
-//! A single changed digit is always caught, except in one corner: when the true first check
-//! digit is 0 because its remainder was 0 or 1 (both give 0) and the change moves that
-//! remainder to the other of the two, the same can happen to the second digit. Ids whose
-//! check digits are not both 0 detect every single-digit change.
+//! A single changed digit is always caught when the first check digit is not 0. When it is 0,
+//! its remainder was 0 or 1 (both give 0), and a change that moves the remainder to the other
+//! of the two leaves it 0. The second check digit does not always catch that: in a CPF the
+//! leading digit weighs 11 (≡ 0) in the second sum, so `102.908.985-01` and `202.908.985-01`
+//! are both valid.
 
 /// A valid tax id, digits only.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,23 +131,42 @@ mod tests {
         assert_eq!(check_digits(&[1, 1, 2, 2, 2, 3, 3, 3, 0, 0, 0, 1]), [8, 1]);
     }
 
-    /// The documented blind spot exists: with both check digits 0, some single-digit change
-    /// keeps them 0. This pins the limit the property tests work around.
+    /// The documented blind spot exists, even with a second check digit that is not 0.
     #[test]
-    fn the_zero_check_digit_blind_spot_is_real() {
-        let found = (0..200_000u32).find_map(|n| {
+    fn the_zero_first_check_digit_blind_spot_is_real() {
+        assert_eq!(
+            parse("102.908.985-01"),
+            Ok(TaxId::Cpf("10290898501".into()))
+        );
+        assert_eq!(
+            parse("202.908.985-01"),
+            Ok(TaxId::Cpf("20290898501".into()))
+        );
+    }
+
+    /// Every CPF body of a range whose first check digit is not 0: each single-digit change,
+    /// check digits included, is refused.
+    #[test]
+    fn a_first_check_digit_other_than_zero_catches_every_change() {
+        let mut checked = 0;
+        for n in (0..1_000_000_000u32).step_by(99_991) {
             let body: Vec<u8> = format!("{n:09}").bytes().map(|b| b - b'0').collect();
-            if check_digits(&body) != [0, 0] {
-                return None;
+            let [a, b] = check_digits(&body);
+            if a == 0 {
+                continue;
             }
-            (0..9).find_map(|i| {
-                (1..10).find_map(|delta| {
-                    let mut other = body.clone();
-                    other[i] = (other[i] + delta) % 10;
-                    (check_digits(&other) == [0, 0]).then_some(())
-                })
-            })
-        });
-        assert!(found.is_some());
+            let mut id = body;
+            id.extend([a, b]);
+            for i in 0..id.len() {
+                for delta in 1..10 {
+                    let mut changed = id.clone();
+                    changed[i] = (changed[i] + delta) % 10;
+                    let text: String = changed.iter().map(|d| char::from(b'0' + d)).collect();
+                    assert_ne!(parse(&text).ok(), Some(TaxId::Cpf(text.clone())), "{text}");
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 8_000, "{checked}");
     }
 }

@@ -115,17 +115,17 @@ proptest! {
         prop_assert_eq!(sent["devedor"][field].as_str(), Some(expected.as_str()));
     }
 
-    /// Mod 11 folds remainders 0 and 1 into the check digit 0, so an id whose two check
-    /// digits are both 0 can hide a change (see `taxid`); every other id detects any
-    /// single-digit change.
+    /// Mod 11 folds remainders 0 and 1 into the check digit 0, so an id whose first check
+    /// digit is 0 can hide a change (see `taxid`); every other id detects any single-digit
+    /// change.
     #[test]
     fn single_digit_changes_are_refused(
-        digits in prop_oneof![tax_id(9), tax_id(12)],
+        digits in prop_oneof![tax_id(9), tax_id(12)]
+            .prop_filter("first check digit 0", |d| d[d.len() - 2] != 0),
         position in any::<proptest::sample::Index>(),
         delta in 1u8..10,
     ) {
         let n = digits.len();
-        prop_assume!(digits[n - 2] != 0 || digits[n - 1] != 0);
         let mut changed = digits.clone();
         let at = position.index(n);
         changed[at] = (changed[at] + delta) % 10;
