@@ -9,13 +9,23 @@ cd "$(dirname "$0")/.."
 echo "==> building plugins for wasm32-wasip2"
 scripts/build-plugins.sh
 
+# A failure in one part does not hide the other's results: both run, and the script fails
+# at the end if either did.
+failed=()
+
 echo "==> plugin tests (native)"
-cargo test --quiet --manifest-path plugins/Cargo.toml
+cargo test --quiet --manifest-path plugins/Cargo.toml --no-fail-fast || failed+=("plugin tests (native)")
 
 echo "==> workspace tests"
 cargo build --quiet -p payproxy --bins
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --no-fail-fast || failed+=("workspace tests")
 else
-    cargo test --workspace --no-fail-fast
+    cargo test --workspace --no-fail-fast || failed+=("workspace tests")
 fi
+
+if ((${#failed[@]})); then
+    printf '==> FAILED: %s\n' "${failed[@]}" >&2
+    exit 1
+fi
+echo "==> all tests passed"
