@@ -7,14 +7,12 @@ impl Flow<'_> {
     /// retry that resumes after a crash shows the storefront the same id.
     pub(super) fn mint(&self, prefix: &str) -> String {
         match &self.idempotency {
-            Some(record) => {
-                let digest = Sha256::digest(
-                    format!(
-                        "{prefix}\u{0}{record}\u{0}{}",
-                        fingerprint(self.parts, &self.body)
-                    )
-                    .as_bytes(),
-                );
+            Some(Held {
+                record,
+                fingerprint,
+            }) => {
+                let digest =
+                    Sha256::digest(format!("{prefix}\u{0}{record}\u{0}{fingerprint}").as_bytes());
                 let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
                 let token: String = digest
                     .iter()

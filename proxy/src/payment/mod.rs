@@ -66,13 +66,21 @@ struct Flow<'a> {
     body: Bytes,
     downstream: Downstream,
     /// The idempotency record this request holds, if any.
-    idempotency: Option<String>,
+    idempotency: Option<Held>,
     /// The final answer to keep for replay, set where one is produced.
     keep: std::sync::Mutex<Option<StoredResponse>>,
     /// Leave the idempotency record in flight (outcome unknown): neither finish nor release.
     hold: std::sync::atomic::AtomicBool,
     /// The attempt journaled by a proxy that stopped mid-request, when resuming it.
     resume: Option<Attempt>,
+}
+
+/// An idempotency record held by a request.
+struct Held {
+    /// The record's key: route and idempotency key.
+    record: String,
+    /// What makes a retry "the same" request (see `fingerprint`).
+    fingerprint: String,
 }
 
 /// How the attempt phase ended.
@@ -158,7 +166,6 @@ impl Payments {
         };
 
         // idempotency (Stripe semantics), for everything but reads
-        let mut resume = None;
         if let (Some(key), true) = (
             &payment.idempotency_key,
             payment.operation != Operation::Status,
@@ -168,12 +175,19 @@ impl Payments {
             let stale = flow.route.failover.deadline_ms.saturating_mul(3);
             let (r, f) = (record.clone(), fingerprint.clone());
             match self.state(move |s| s.begin(&r, &f, now_ms(), stale)).await {
-                Ok(Begin::Started) => flow.idempotency = Some(record),
+                Ok(Begin::Started) => {
+                    flow.idempotency = Some(Held {
+                        record,
+                        fingerprint,
+                    })
+                }
                 Ok(Begin::Resume { attempt }) => {
                     tracing::warn!(route = %flow.route.name, "taking over a request whose proxy stopped mid-flight");
-                    resume = attempt.clone();
                     flow.resume = attempt;
-                    flow.idempotency = Some(record);
+                    flow.idempotency = Some(Held {
+                        record,
+                        fingerprint,
+                    });
                 }
                 Ok(Begin::Replay(stored)) => {
                     self.metrics
@@ -213,9 +227,9 @@ impl Payments {
             }
         }
 
-        let answer = self.execute(&flow, &view, payment, resume).await;
+        let answer = self.execute(&flow, &view, payment).await;
         let hold = flow.hold.load(std::sync::atomic::Ordering::Relaxed);
-        if let (Some(record), false) = (&flow.idempotency, hold) {
+        if let (Some(Held { record, .. }), false) = (&flow.idempotency, hold) {
             let kept = flow.keep.lock().ok().and_then(|mut k| k.take());
             let record = record.clone();
             let done = match kept {
@@ -233,14 +247,7 @@ impl Payments {
         answer
     }
 
-    async fn execute(
-        &self,
-        flow: &Flow<'_>,
-        view: &HttpRequest,
-        mut payment: Payment,
-        resume: Option<Attempt>,
-    ) -> Answer {
-        let view = view.clone();
+    async fn execute(&self, flow: &Flow<'_>, view: &HttpRequest, mut payment: Payment) -> Answer {
         // affinity: follow-ups go to the provider that owns the payment
         let known = match payment.id.clone() {
             Some(id) => match self.state(move |s| s.owner(&id)).await {
@@ -359,18 +366,18 @@ impl Payments {
         }
 
         // route
-        let order = match (&owner, &resume) {
+        let order = match (&owner, &flow.resume) {
             // A resumed request goes back where it may already have been charged.
             (_, Some(attempt)) => vec![attempt.provider.clone()],
             (Some(owner), None) => vec![owner.provider.clone()],
-            (None, None) => match self.decide(flow, &view, &payment) {
+            (None, None) => match self.decide(flow, view, &payment) {
                 Ok(order) => order,
                 Err(refused) => return self.refuse(flow, refused, "none"),
             },
         };
 
         // attempt
-        let affinity = owner.is_some() || resume.is_some();
+        let affinity = owner.is_some() || flow.resume.is_some();
         let attempted = self.attempt(flow, &payment, &order, affinity).await;
         let (provider, outcome) = match attempted {
             Attempted::Forwarded(answer) => return answer,
@@ -475,7 +482,7 @@ impl Payments {
         provider: &str,
         provider_key: &str,
     ) -> Result<(), Refusal> {
-        let Some(record) = flow.idempotency.clone() else {
+        let Some(record) = flow.idempotency.as_ref().map(|held| held.record.clone()) else {
             return Ok(());
         };
         let attempt = Attempt {
