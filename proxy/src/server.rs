@@ -170,35 +170,20 @@ fn spawn_active_checks(
             .iter()
             .filter_map(|(name, p)| {
                 let check = p.health_check.as_ref()?;
-                let url = snapshot
-                    .providers
-                    .get(name)?
-                    .upstream
-                    .target(&check.path)
-                    .ok()?;
-                Some(ActiveCheck {
+                let upstream = &snapshot.providers.get(name)?.upstream;
+                let url = upstream.target(&check.path).ok()?;
+                let check = ActiveCheck {
                     provider: name.clone(),
                     url,
                     interval: Duration::from_millis(check.interval_ms),
                     timeout: Duration::from_millis(check.timeout_ms),
-                })
+                };
+                // The provider's own client: its extra CA and connect timeout apply.
+                Some((check, upstream.client()))
             })
             .collect()
     };
-    // Checks trust the webpki roots (providers with a private CA: check over plain HTTP).
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let connector = match crate::tls::client_config(None) {
-        Ok(tls) => builder.with_tls_config(tls),
-        Err(_) => builder.with_webpki_roots(),
-    }
-    .https_or_http()
-    .enable_http1()
-    .wrap_connector(http);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(connector);
-    tokio::spawn(run_active_checks(proxy.health(), targets, client, shutdown))
+    tokio::spawn(run_active_checks(proxy.health(), targets, shutdown))
 }
 
 impl Running {

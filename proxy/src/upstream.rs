@@ -26,7 +26,8 @@ use crate::error::ProxyError;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// Boxed body error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+/// A pooled client to providers (rustls, HTTP/1.1 and HTTP/2).
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 /// Clients are shared when CA file (path and bytes) and connect timeout are equal.
 type ClientKey = (Option<PathBuf>, Vec<u8>, u64);
 
@@ -116,6 +117,11 @@ impl Upstream {
             timeout: Duration::from_millis(config.timeout_ms),
             client: cache.client(ca_file, config.connect_timeout_ms)?,
         })
+    }
+
+    /// The pooled client this provider is reached with (its TLS trust and connect timeout).
+    pub fn client(&self) -> HttpClient {
+        self.client.clone()
     }
 
     /// The upstream URI for a storefront path and query: base path + path.

@@ -436,10 +436,10 @@ async fn active_checks_open_half_open_and_reopen_then_stop_on_shutdown() {
     let book = Arc::new(book);
     let (stop, shutdown) = watch::channel(false);
     let target = check(addr, ms(500));
+    let client = client();
     let task = tokio::spawn(run_active_checks(
         book.clone(),
-        move || vec![target.clone()],
-        client(),
+        move || vec![(target.clone(), client.clone())],
         shutdown,
     ));
 
@@ -486,10 +486,10 @@ async fn active_check_timeout_is_a_failure_and_dropped_sender_stops_the_checker(
     let book = Arc::new(book);
     let (stop, shutdown) = watch::channel(false);
     let target = check(addr, ms(30));
+    let client = client();
     let task = tokio::spawn(run_active_checks(
         book.clone(),
-        move || vec![target.clone()],
-        client(),
+        move || vec![(target.clone(), client.clone())],
         shutdown,
     ));
     until(&book, "open after timeouts", |s| {

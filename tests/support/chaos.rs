@@ -247,6 +247,15 @@ pub async fn metrics_text(client: &HttpClient, admin: SocketAddr) -> String {
 
 /// The breaker state `/admin/status` shows for `provider` (`closed`, `open`, `half_open`).
 pub async fn status_breaker(client: &HttpClient, admin: SocketAddr, provider: &str) -> String {
+    let health = status_health(client, admin, provider).await;
+    health["breaker"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no breaker for {provider} in {health}"))
+        .to_string()
+}
+
+/// A provider's `health` object in `/admin/status`.
+pub async fn status_health(client: &HttpClient, admin: SocketAddr, provider: &str) -> Value {
     let status = client
         .get(&format!("http://{admin}/admin/status"))
         .await
@@ -254,9 +263,9 @@ pub async fn status_breaker(client: &HttpClient, admin: SocketAddr, provider: &s
     status["providers"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == provider))
-        .and_then(|p| p["health"]["breaker"].as_str())
+        .map(|p| p["health"].clone())
+        .filter(Value::is_object)
         .unwrap_or_else(|| panic!("no health for {provider} in {status}"))
-        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
+use hyper::body::Body;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
 use tokio::sync::watch;
@@ -17,8 +18,9 @@ use tokio::time::Instant;
 
 use super::HealthBook;
 
-/// A plain-HTTP client for active checks. Any `hyper_util` legacy client works (an HTTPS
-/// connector for real providers); this is the simplest.
+/// A plain-HTTP client for active checks. Any `hyper_util` legacy client works: the proxy
+/// checks each provider with the provider's own client (its extra CA, its connect timeout);
+/// this is the simplest.
 pub type CheckClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// Checks never run more often than this, whatever the config says.
@@ -46,14 +48,17 @@ pub struct ActiveCheck {
 /// provider that disappears stops being checked, a new one is checked at once. Results are
 /// recorded with [`HealthBook::record_active_check`] (success = 2xx). Checks of different
 /// providers run concurrently, so one slow provider delays nobody else's. Checks still running
-/// at shutdown are cancelled and not recorded.
-pub async fn run_active_checks<C>(
+/// at shutdown are cancelled and not recorded. Each check comes with the client to send it
+/// with.
+pub async fn run_active_checks<C, B>(
     book: Arc<HealthBook>,
-    targets: impl Fn() -> Vec<ActiveCheck> + Send + 'static,
-    client: Client<C, Empty<Bytes>>,
+    targets: impl Fn() -> Vec<(ActiveCheck, Client<C, B>)> + Send + 'static,
     mut shutdown: watch::Receiver<bool>,
 ) where
     C: Connect + Clone + Send + Sync + 'static,
+    B: Body + Default + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut next_due: HashMap<String, Instant> = HashMap::new();
     let mut running: JoinSet<()> = JoinSet::new();
@@ -64,11 +69,11 @@ pub async fn run_active_checks<C>(
         }
         let now = Instant::now();
         let checks = targets();
-        let names: HashSet<&str> = checks.iter().map(|c| c.provider.as_str()).collect();
+        let names: HashSet<&str> = checks.iter().map(|(c, _)| c.provider.as_str()).collect();
         next_due.retain(|provider, _| names.contains(provider.as_str()));
         let busy: HashSet<String> = in_flight.values().cloned().collect();
         let mut wake = now + RETARGET;
-        for check in checks {
+        for (check, client) in checks {
             if busy.contains(&check.provider) {
                 // Its completion wakes the loop; its due time must not, or we would spin.
                 continue;
@@ -77,7 +82,7 @@ pub async fn run_active_checks<C>(
             if *due <= now {
                 *due = now + check.interval.max(MIN_INTERVAL);
                 let provider = check.provider.clone();
-                let task = running.spawn(check_once(book.clone(), client.clone(), check));
+                let task = running.spawn(check_once(book.clone(), client, check));
                 in_flight.insert(task.id(), provider);
             }
             wake = wake.min(*due);
@@ -101,9 +106,12 @@ pub async fn run_active_checks<C>(
     // Dropping `running` aborts the checks still in flight.
 }
 
-async fn check_once<C>(book: Arc<HealthBook>, client: Client<C, Empty<Bytes>>, check: ActiveCheck)
+async fn check_once<C, B>(book: Arc<HealthBook>, client: Client<C, B>, check: ActiveCheck)
 where
     C: Connect + Clone + Send + Sync + 'static,
+    B: Body + Default + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let started = std::time::Instant::now();
     let success = match tokio::time::timeout(check.timeout, client.get(check.url)).await {
