@@ -17,8 +17,9 @@ echo "==> plugin tests (native)"
 cargo test --quiet --manifest-path plugins/Cargo.toml --no-fail-fast || failed+=("plugin tests (native)")
 
 echo "==> workspace tests"
-cargo build --quiet -p payproxy --bins
-if cargo nextest --version >/dev/null 2>&1; then
+if ! cargo build --quiet -p payproxy --bins; then
+    failed+=("payproxy build")
+elif cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast || failed+=("workspace tests")
 else
     cargo test --workspace --no-fail-fast || failed+=("workspace tests")

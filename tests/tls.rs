@@ -222,51 +222,49 @@ async fn provider_with_untrusted_certificate_is_unreachable() {
     );
 }
 
-/// Active health checks go out through the provider's own client, so they trust its extra
-/// CA exactly as its requests do. Without the CA every check fails the handshake and the
-/// breaker opens with no traffic at all.
+/// Active health checks trust a provider's extra CA exactly as its requests do. Without the
+/// CA every check fails the handshake and the breaker opens with no traffic at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_health_checks_trust_the_provider_extra_ca() {
-    let sim = Simulator::start(&["a"]).await.unwrap();
-    let certs = tempfile::tempdir().unwrap();
-    let pki = TestPki::generate(certs.path());
-    let b = Env::start(tls_config(&sim, &["a"], &pki)).await;
     let client = HttpClient::default();
-    let checked = |ca_file: Option<&Path>| {
-        let mut config = chained_config(&sim, &b, ca_file);
+    for trust_ca in [true, false] {
+        // A simulator and B of its own per case: nothing from the other case can count here.
+        let sim = Simulator::start(&["a"]).await.unwrap();
+        let certs = tempfile::tempdir().unwrap();
+        let pki = TestPki::generate(certs.path());
+        let b = Env::start(tls_config(&sim, &["a"], &pki)).await;
+        let mut config = chained_config(&sim, &b, trust_ca.then_some(pki.ca_cert.as_path()));
         config["providers"]["b"]["health_check"] =
             json!({ "path": "/health", "interval_ms": 20, "timeout_ms": 1000 });
         config["breaker"] = json!({ "consecutive_failures": 3 });
-        config
-    };
+        let a = Env::start(config).await;
+        let admin = a.proxy.admin_addr;
 
-    let trusted = Env::start(checked(Some(&pki.ca_cert))).await;
-    let admin = trusted.proxy.admin_addr;
-    eventually(Duration::from_secs(10), "three checks recorded", || async {
-        status_health(&client, admin, "b").await["samples"].as_u64() >= Some(3)
-    })
-    .await;
-    let health = status_health(&client, admin, "b").await;
-    assert_eq!(health["success_rate"], 1.0, "{health}");
-    assert_eq!(health["breaker"], "closed", "{health}");
-    // The checks went through B to the simulator.
-    assert!(sim.request_count("a") >= 3);
-    trusted.proxy.shutdown().await;
-
-    let seen = sim.request_count("a");
-    let untrusted = Env::start(checked(None)).await;
-    let admin = untrusted.proxy.admin_addr;
-    eventually(Duration::from_secs(10), "the breaker opens", || async {
-        status_health(&client, admin, "b").await["breaker"] == "open"
-    })
-    .await;
-    let health = status_health(&client, admin, "b").await;
-    assert_eq!(health["success_rate"], 0.0, "{health}");
-    assert_eq!(
-        sim.request_count("a"),
-        seen,
-        "nothing got past the failed handshakes"
-    );
+        if trust_ca {
+            eventually(Duration::from_secs(10), "three checks recorded", || async {
+                status_health(&client, admin, "b").await["samples"].as_u64() >= Some(3)
+            })
+            .await;
+            let health = status_health(&client, admin, "b").await;
+            assert_eq!(health["success_rate"], 1.0, "{health}");
+            assert_eq!(health["breaker"], "closed", "{health}");
+            // The checks went through B to the simulator.
+            assert!(sim.request_count("a") >= 3);
+        } else {
+            eventually(Duration::from_secs(10), "the breaker opens", || async {
+                status_health(&client, admin, "b").await["breaker"] == "open"
+            })
+            .await;
+            let health = status_health(&client, admin, "b").await;
+            assert_eq!(health["success_rate"], 0.0, "{health}");
+            assert_eq!(
+                sim.request_count("a"),
+                0,
+                "nothing got past the failed handshakes"
+            );
+        }
+        a.proxy.shutdown().await;
+    }
 }
 
 /// Write `config` to a fresh dir and start the proxy, expecting it to refuse.

@@ -178,8 +178,8 @@ fn spawn_active_checks(
                     interval: Duration::from_millis(check.interval_ms),
                     timeout: Duration::from_millis(check.timeout_ms),
                 };
-                // The provider's own client: its extra CA and connect timeout apply.
-                Some((check, upstream.client()))
+                // Its extra CA and connect timeout apply, as to its requests.
+                Some((check, upstream.check_client()))
             })
             .collect()
     };

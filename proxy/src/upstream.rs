@@ -53,15 +53,11 @@ pub fn parse_base_url(url: &str) -> Result<Uri, String> {
 /// reload keeps pooled connections to providers warm.
 #[derive(Default)]
 pub struct ClientCache {
-    clients: Mutex<HashMap<ClientKey, HttpClient>>,
+    clients: Mutex<HashMap<ClientKey, Clients>>,
 }
 
 impl ClientCache {
-    fn client(
-        &self,
-        ca_file: Option<PathBuf>,
-        connect_timeout_ms: u64,
-    ) -> Result<HttpClient, String> {
+    fn client(&self, ca_file: Option<PathBuf>, connect_timeout_ms: u64) -> Result<Clients, String> {
         let ca_bytes = match &ca_file {
             Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
             None => Vec::new(),
@@ -85,12 +81,17 @@ impl ClientCache {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(connector);
-        clients.insert(key, client.clone());
-        Ok(client)
+        let built = Clients {
+            requests: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(64)
+                .build(connector.clone()),
+            checks: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(connector),
+        };
+        clients.insert(key, built.clone());
+        Ok(built)
     }
 }
 
@@ -101,6 +102,17 @@ pub struct Upstream {
     base: Uri,
     timeout: Duration,
     client: HttpClient,
+    check_client: HttpClient,
+}
+
+/// A provider's two clients, with the same TLS trust and connect timeout.
+#[derive(Clone)]
+struct Clients {
+    /// Pooled keep-alive connections for requests.
+    requests: HttpClient,
+    /// No pool: every active health check opens its own connection, so it tests connect and
+    /// handshake, and never waits behind (or resets a stream on) a connection requests use.
+    checks: HttpClient,
 }
 
 impl Upstream {
@@ -111,17 +123,21 @@ impl Upstream {
         ca_file: Option<PathBuf>,
         cache: &ClientCache,
     ) -> Result<Upstream, String> {
+        let base = parse_base_url(&config.url)?;
+        let clients = cache.client(ca_file, config.connect_timeout_ms)?;
         Ok(Upstream {
             name: name.to_string(),
-            base: parse_base_url(&config.url)?,
+            base,
             timeout: Duration::from_millis(config.timeout_ms),
-            client: cache.client(ca_file, config.connect_timeout_ms)?,
+            client: clients.requests,
+            check_client: clients.checks,
         })
     }
 
-    /// The pooled client this provider is reached with (its TLS trust and connect timeout).
-    pub fn client(&self) -> HttpClient {
-        self.client.clone()
+    /// The client for this provider's active health checks: its TLS trust and connect
+    /// timeout, a new connection per check.
+    pub fn check_client(&self) -> HttpClient {
+        self.check_client.clone()
     }
 
     /// The upstream URI for a storefront path and query: base path + path.

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use super::HealthBook;
 
 /// A plain-HTTP client for active checks. Any `hyper_util` legacy client works: the proxy
-/// checks each provider with the provider's own client (its extra CA, its connect timeout);
-/// this is the simplest.
+/// checks each provider with a client of the provider's TLS trust and connect timeout and no
+/// connection pool (`Upstream::check_client`); this is the simplest.
 pub type CheckClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// Checks never run more often than this, whatever the config says.
