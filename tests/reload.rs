@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use payproxy_e2e::chaos::eventually;
 use payproxy_e2e::*;
 use serde_json::{json, Value};
 
@@ -239,18 +240,6 @@ async fn a_broken_reload_keeps_the_old_snapshot_and_says_why() {
     env.proxy.shutdown().await;
 }
 
-/// Poll until `check` holds, bounded: readiness, not a fixed sleep.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn editing_the_plugin_config_file_changes_routing_without_restart() {
     let sim = Simulator::start(&["a", "b"]).await.unwrap();
@@ -274,20 +263,26 @@ async fn editing_the_plugin_config_file_changes_routing_without_restart() {
     );
 
     write_atomic(&rules, br#"{"default": ["b"]}"#);
-    eventually("routing follows the edited rules file", async || {
-        client
-            .post_form(&url, &[], "amount=1&currency=eur")
-            .await
-            .provider()
-            == Some("b")
-    })
+    eventually(
+        Duration::from_secs(15),
+        "routing follows the edited rules file",
+        async || {
+            client
+                .post_form(&url, &[], "amount=1&currency=eur")
+                .await
+                .provider()
+                == Some("b")
+        },
+    )
     .await;
 
     // A broken edit is rejected by the watcher's reload; routing stays on b.
     write_atomic(&rules, br#"{"default": []}"#);
-    eventually("the broken edit is reported", async || {
-        proxy.reloader.status().result == "error"
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the broken edit is reported",
+        async || proxy.reloader.status().result == "error",
+    )
     .await;
     assert!(proxy
         .reloader
@@ -315,7 +310,7 @@ async fn sighup_reloads_the_config_file() {
         .status()
         .unwrap();
     assert!(status.success());
-    eventually("SIGHUP reload", async || {
+    eventually(Duration::from_secs(15), "SIGHUP reload", async || {
         env.proxy.reloader.snapshot().version == 2
     })
     .await;
@@ -344,9 +339,11 @@ async fn an_in_flight_request_finishes_on_its_own_snapshot() {
             .post_form(&url, &[], "amount=7&currency=eur")
             .await
     });
-    eventually("request reached provider a", async || {
-        sim.request_count("a") == 1
-    })
+    eventually(
+        Duration::from_secs(15),
+        "request reached provider a",
+        async || sim.request_count("a") == 1,
+    )
     .await;
     // The new snapshot no longer has provider a at all.
     let mut only_b = base_config(&sim, &["b"]);

@@ -632,11 +632,7 @@ pub fn percentile(values: &[Duration], p: f64) -> Duration {
 }
 
 /// Poll `check` every 10 ms until it holds; panics with `what` after `within`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+pub async fn eventually(within: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !check().await {
         assert!(Instant::now() < deadline, "not within {within:?}: {what}");
