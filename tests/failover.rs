@@ -109,6 +109,44 @@ async fn reload(client: &HttpClient, env: &Env, config: &Value) {
     reply.assert_status(200);
 }
 
+/// Whether `/metrics` has a breaker state series for `provider`.
+async fn has_breaker_gauge(client: &HttpClient, env: &Env, provider: &str) -> bool {
+    let label = format!("provider=\"{provider}\"");
+    metrics(client, env)
+        .await
+        .lines()
+        .any(|l| l.starts_with("payproxy_breaker_state{") && l.contains(&label))
+}
+
+/// The health book follows the reload itself, not the next payment: a provider the new
+/// config drops loses its breaker series at once, with no traffic after the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_forgets_removed_providers_without_waiting_for_a_payment() {
+    let sim = Simulator::start(&["primary", "secondary"]).await.unwrap();
+    let env = Env::start(config(
+        &[
+            ("primary", sim_provider(&sim, "primary", "adyen")),
+            ("secondary", sim_provider(&sim, "secondary", "adyen")),
+        ],
+        json!({}),
+        json!({}),
+    ))
+    .await;
+    let client = HttpClient::default();
+    let reply = pay(&client, &env, "k-forget-0", &card("1000", "FORGET-0")).await;
+    assert_succeeded_by(&reply, "primary");
+    assert!(has_breaker_gauge(&client, &env, "primary").await);
+
+    let only_secondary = config(
+        &[("secondary", sim_provider(&sim, "secondary", "adyen"))],
+        json!({}),
+        json!({}),
+    );
+    reload(&client, &env, &only_secondary).await;
+    assert!(!has_breaker_gauge(&client, &env, "primary").await);
+    env.proxy.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Outage, breaker, half-open probe, recovery
 // ---------------------------------------------------------------------------------------

@@ -70,6 +70,12 @@ impl Proxy {
             breaker,
             HealthMetrics::register(metrics.registry()),
         ));
+        // A reload brings its breaker settings and forgets the providers it removed.
+        let book = health.clone();
+        reloader.on_swap(move |snapshot| {
+            book.set_config(snapshot.config.breaker.clone());
+            book.retain(|name| snapshot.config.providers.contains_key(name));
+        });
         Proxy {
             reloader,
             payments: Payments::new(metrics.clone(), store, ttl_ms, health),

@@ -44,7 +44,11 @@ pub struct Reloader {
     building: tokio::sync::Mutex<()>,
     version: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Called with each snapshot swapped in (see [`Reloader::on_swap`]).
+    on_swap: Mutex<Vec<SwapHook>>,
 }
+
+type SwapHook = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -73,6 +77,7 @@ impl Reloader {
             building: tokio::sync::Mutex::new(()),
             version: AtomicU64::new(1),
             metrics,
+            on_swap: Mutex::new(Vec::new()),
         };
         reloader.publish_info(&reloader.snapshot());
         Ok(Arc::new(reloader))
@@ -81,6 +86,15 @@ impl Reloader {
     /// The snapshot in force now. A request keeps the one it loaded until it finishes.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Run `hook` with every snapshot a reload swaps in, right after the swap, for state
+    /// that lives beside the snapshots and follows their config.
+    pub fn on_swap(&self, hook: impl Fn(&Snapshot) + Send + Sync + 'static) {
+        self.on_swap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(hook));
     }
 
     /// The last reload's outcome.
@@ -115,6 +129,14 @@ impl Reloader {
                 let snapshot = Arc::new(snapshot);
                 self.current.store(snapshot.clone());
                 self.publish_info(&snapshot);
+                for hook in self
+                    .on_swap
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                {
+                    hook(&snapshot);
+                }
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
                 status.result = "ok";
                 status.error = None;

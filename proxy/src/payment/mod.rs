@@ -51,8 +51,6 @@ pub struct Payments {
     ttl_ms: u64,
     /// Provider health and circuit breakers.
     pub health: Arc<HealthBook>,
-    /// Snapshot version whose breaker settings the health book has.
-    breaker_version: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -105,7 +103,6 @@ impl Payments {
             store,
             ttl_ms,
             health,
-            breaker_version: std::sync::atomic::AtomicU64::new(0),
             metrics,
         }
     }
@@ -119,16 +116,6 @@ impl Payments {
         body: Bytes,
         downstream: Downstream,
     ) -> Answer {
-        let version = snapshot.version;
-        if self
-            .breaker_version
-            .swap(version, std::sync::atomic::Ordering::Relaxed)
-            != version
-        {
-            self.health.set_config(snapshot.config.breaker.clone());
-            self.health
-                .retain(|name| snapshot.config.providers.contains_key(name));
-        }
         let Some((ingress_name, ingress)) = &route.dialect else {
             // Only called for routes with a dialect.
             return plain_error(
