@@ -57,7 +57,11 @@ pub struct ClientCache {
 }
 
 impl ClientCache {
-    fn client(&self, ca_file: Option<PathBuf>, connect_timeout_ms: u64) -> Result<Clients, String> {
+    fn clients(
+        &self,
+        ca_file: Option<PathBuf>,
+        connect_timeout_ms: u64,
+    ) -> Result<Clients, String> {
         let ca_bytes = match &ca_file {
             Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
             None => Vec::new(),
@@ -101,8 +105,7 @@ pub struct Upstream {
     pub name: String,
     base: Uri,
     timeout: Duration,
-    client: HttpClient,
-    check_client: HttpClient,
+    clients: Clients,
 }
 
 /// A provider's two clients, with the same TLS trust and connect timeout.
@@ -123,21 +126,18 @@ impl Upstream {
         ca_file: Option<PathBuf>,
         cache: &ClientCache,
     ) -> Result<Upstream, String> {
-        let base = parse_base_url(&config.url)?;
-        let clients = cache.client(ca_file, config.connect_timeout_ms)?;
         Ok(Upstream {
             name: name.to_string(),
-            base,
+            base: parse_base_url(&config.url)?,
             timeout: Duration::from_millis(config.timeout_ms),
-            client: clients.requests,
-            check_client: clients.checks,
+            clients: cache.clients(ca_file, config.connect_timeout_ms)?,
         })
     }
 
     /// The client for this provider's active health checks: its TLS trust and connect
     /// timeout, a new connection per check.
     pub fn check_client(&self) -> HttpClient {
-        self.check_client.clone()
+        self.clients.checks.clone()
     }
 
     /// The upstream URI for a storefront path and query: base path + path.
@@ -168,7 +168,7 @@ impl Upstream {
         &self,
         request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+        match tokio::time::timeout(self.timeout, self.clients.requests.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(self.classify(&e)),
             Err(_) => Err(ProxyError::upstream(

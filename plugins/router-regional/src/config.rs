@@ -230,6 +230,17 @@ impl Config {
     }
 }
 
+/// Each value once, in first-seen order.
+fn distinct(values: impl Iterator<Item = String>) -> Vec<String> {
+    let mut list: Vec<String> = Vec::new();
+    for value in values {
+        if !list.contains(&value) {
+            list.push(value);
+        }
+    }
+    list
+}
+
 fn validate(raw: RawConfig) -> Result<Config, String> {
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (index, rule) in raw.rules.into_iter().enumerate() {
@@ -280,19 +291,15 @@ fn validate(raw: RawConfig) -> Result<Config, String> {
                 .into());
         }
     }
-    let mut header_names: Vec<String> = Vec::new();
-    for name in rules.iter().flat_map(|r| r.conditions.headers.keys()) {
-        if !header_names.contains(name) {
-            header_names.push(name.clone());
-        }
-    }
-    let mut body_keys: Vec<String> = Vec::new();
-    for path in rules.iter().flat_map(|r| r.conditions.body.keys()) {
-        let first = path.split('.').next().unwrap_or_default().to_string();
-        if !body_keys.contains(&first) {
-            body_keys.push(first);
-        }
-    }
+    let header_names = distinct(
+        rules
+            .iter()
+            .flat_map(|r| r.conditions.headers.keys().cloned()),
+    );
+    let body_keys = distinct(rules.iter().flat_map(|r| {
+        let paths = r.conditions.body.keys();
+        paths.map(|path| path.split('.').next().unwrap_or_default().to_string())
+    }));
     Ok(Config {
         header_names,
         body_keys,

@@ -83,7 +83,7 @@ impl<'de, W: AsRef<str>> Visitor<'de> for Fields<'_, W> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found = vec![None; self.wanted.len()];
-        while let Some(Key(key)) = map.next_key()? {
+        while let Some(Text(key)) = map.next_key()? {
             match self.wanted.iter().position(|w| w.as_ref() == key) {
                 Some(i) => found[i] = Some(map.next_value::<&'de RawValue>()?),
                 None => {
@@ -95,25 +95,26 @@ impl<'de, W: AsRef<str>> Visitor<'de> for Fields<'_, W> {
     }
 }
 
-/// An object key, borrowed from the input unless it has escapes.
-struct Key<'de>(Cow<'de, str>);
+/// A JSON string (an object key, or a value a rule compares), borrowed from the input unless
+/// it has escapes.
+struct Text<'de>(Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
             }
         }
-        d.deserialize_str(KeyVisitor)
+        d.deserialize_str(TextVisitor)
     }
 }
 
@@ -244,9 +245,9 @@ fn raw_matches(accepted: &[Value], raw: &RawValue) -> bool {
     let value = OnceCell::new();
     accepted.iter().any(|a| match a {
         Value::String(a) => text
-            .get_or_init(|| serde_json::from_str::<Key<'_>>(raw.get()).ok())
+            .get_or_init(|| serde_json::from_str::<Text<'_>>(raw.get()).ok())
             .as_ref()
-            .is_some_and(|Key(t)| a.eq_ignore_ascii_case(t)),
+            .is_some_and(|Text(t)| a.eq_ignore_ascii_case(t)),
         a => value
             .get_or_init(|| serde_json::from_str::<Value>(raw.get()).ok())
             .as_ref()
