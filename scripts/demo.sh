@@ -124,12 +124,11 @@ pay() { # label, then curl -d arguments
 PAYMENTS=0
 
 card() { # amount country order [extra -d ...]
+    # A Stripe test payment method (the simulator issues pm_card_<cc> in country <cc>):
+    # payproxy learns the card's network and issuing country from the home provider.
     local amount=$1 country=$2 order=$3; shift 3
     pay "$country / card  $(printf '%d.%02d' $((amount / 100)) $((amount % 100))) EUR  $order" \
-        -d amount="$amount" -d currency=eur -d 'payment_method_data[type]=card' \
-        -d 'payment_method_data[card][token]=tok_visa' -d 'payment_method_data[card][bin]=424242' \
-        -d 'payment_method_data[card][last4]=4242' -d 'payment_method_data[card][network]=visa' \
-        -d "payment_method_data[card][country]=$country" \
+        -d amount="$amount" -d currency=eur -d "payment_method=pm_card_${country,,}" -d confirm=true \
         -d "payment_method_data[billing_details][address][country]=$country" \
         -d "metadata[order_id]=$order" "$@"
 }
@@ -166,17 +165,21 @@ card 1200000 DE DE-5004 -d 'payment_method_options[card][three_d_secure][authent
 card 1000 KP KP-6001
 echo
 
-echo "==> live rule change: cards now go to Adyen only (edit $CONFIG/rules/router.json)"
+echo "==> live rule change: iDEAL now goes to Adyen only (edit $CONFIG/rules/router.json)"
 version() { curl -s "$ADMIN_URL/admin/status" | grep -o '"version":[0-9]*' | head -1 | cut -d: -f2; }
 before=$(version)
 rules=$CONFIG/rules/router.json
-sed 's|"providers": \[ { "name": "adyen" }, { "name": "stripe-like" } \]|"providers": [ { "name": "adyen" } ]|' \
+sed 's|"providers": \[ { "name": "adyen" }, { "name": "ideal" } \]|"providers": [ { "name": "adyen" } ]|' \
     "$rules" >"$rules.new"
-cmp -s "$rules" "$rules.new" && { echo "the cards rule in $rules was not found"; exit 1; }
+cmp -s "$rules" "$rules.new" && { echo "the nl-ideal rule in $rules was not found"; exit 1; }
 mv "$rules.new" "$rules"
 for _ in $(seq 1 100); do [[ "$(version)" != "$before" ]] && break; sleep 0.1; done
 echo "  config version $before → $(version), no restart"
-card 2500 DE DE-5005
+pay "NL / iDEAL  25.00 EUR  (now Adyen)" \
+    -d amount=2500 -d currency=eur -d 'payment_method_data[type]=ideal' \
+    -d 'payment_method_data[ideal][bank]=ing' -d 'payment_method_data[ideal][iban]=NL91ABNA0417164300' \
+    -d 'payment_method_data[billing_details][address][country]=NL' \
+    --data-urlencode 'return_url=https://shop.example/return' -d 'metadata[order_id]=NL-2002'
 echo
 
 echo "==> metrics (excerpt of $ADMIN_URL/metrics)"

@@ -3,6 +3,8 @@
 #   1. the wasm32-wasip2 target and the plugins (first-party + test fixtures) as components
 #   2. plugin logic natively (same fixtures the host tests run through wasm)
 #   3. the workspace: unit, integration and end-to-end tests (nextest when available)
+#   4. the official Stripe Python SDK against two localstripe servers (third-party fake
+#      Stripe), straight and through payproxy (tests/stripe_sdk; creates its own venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,12 +19,22 @@ echo "==> plugin tests (native)"
 cargo test --quiet --manifest-path plugins/Cargo.toml --no-fail-fast || failed+=("plugin tests (native)")
 
 echo "==> workspace tests"
-if ! cargo build --quiet -p payproxy --bins; then
+built=1
+if ! cargo build --quiet -p payproxy -p provider-sim --bins; then
     failed+=("payproxy build")
+    built=0
 elif cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast || failed+=("workspace tests")
 else
     cargo test --workspace --no-fail-fast || failed+=("workspace tests")
+fi
+
+echo "==> official Stripe SDK through payproxy (localstripe providers)"
+if ((built)); then
+    python3 tests/stripe_sdk/run.py --payproxy target/debug/payproxy \
+        --provider-sim target/debug/provider-sim || failed+=("Stripe SDK suite")
+else
+    failed+=("Stripe SDK suite (not run: no payproxy build)")
 fi
 
 if ((${#failed[@]})); then

@@ -7,6 +7,10 @@
 //!
 //! - Contract 0.3.0 routers: [`routing::Router`] and [`export_router_v3!`] (recommended for
 //!   new routers: the inputs are packed for the per-payment hot path).
+//! - Contract 0.4.0 storefront dialects: [`storefront::Storefront`] (with
+//!   [`payment::Egress`] for the provider side) and [`export_storefront_dialect!`],
+//!   [`export_storefront!`] (recommended for new dialects: forwarding, lists, two-step
+//!   payments, card details from the home provider).
 //! - Contract 0.2.0 dialects, compliance and routers: the traits in [`payment`] and
 //!   [`export_dialect!`], [`export_egress!`], [`export_compliance!`],
 //!   [`export_payment_router!`].
@@ -36,6 +40,8 @@ mod payment_macros;
 pub mod payment_method;
 mod router;
 pub mod routing;
+pub mod storefront;
+mod storefront_macros;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
@@ -99,6 +105,69 @@ pub mod bindings {
                 pub_export_macro: true,
                 export_macro_name: "__export_payment_router_world",
                 default_bindings_module: "payproxy_plugin_sdk::bindings::v2::router",
+            });
+        }
+    }
+
+    /// Bindings for `payproxy:plugin@0.4.0`; its `types` are 0.2.0's, shared.
+    ///
+    /// Two worlds, generated apart so that the generated export macros do not clash with
+    /// 0.2.0's (`dialect-plugin` is the name of a world in both versions): the contract's
+    /// `storefront-plugin`, and `egress-plugin`, a world of the SDK's own that exports 0.4.0's
+    /// `egress` only. A two-sided dialect exports both; the component then exports exactly
+    /// the interfaces of the contract's `dialect-plugin` (the world's name is not part of a
+    /// component's type).
+    #[allow(missing_docs)]
+    pub mod v4 {
+        pub mod types {
+            wit_bindgen::generate!({
+                world: "types-only",
+                path: "../wit/payproxy-plugin@0.4.0",
+                additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+                with: { "payproxy:plugin/types@0.4.0": crate::bindings::v2::types::payproxy::plugin::types },
+            });
+        }
+        pub mod compliance {
+            // A world named apart from 0.2.0's `compliance-plugin`: wit-bindgen names its
+            // export macros after the world, and both versions are generated in this crate.
+            wit_bindgen::generate!({
+                inline: "package payproxy:sdk-compliance@0.4.0; world compliance-v4 { export payproxy:plugin/compliance@0.4.0; }",
+                path: "../wit/payproxy-plugin@0.4.0",
+                world: "compliance-v4",
+                additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+                with: {
+                    "payproxy:plugin/types@0.4.0": crate::bindings::v2::types::payproxy::plugin::types,
+                    "payproxy:plugin/cards@0.4.0": crate::bindings::v4::types::payproxy::plugin::cards,
+                },
+                pub_export_macro: true,
+                export_macro_name: "__export_compliance_v4_world",
+                default_bindings_module: "payproxy_plugin_sdk::bindings::v4::compliance",
+            });
+        }
+        pub mod storefront {
+            wit_bindgen::generate!({
+                world: "storefront-plugin",
+                path: "../wit/payproxy-plugin@0.4.0",
+                additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+                with: {
+                    "payproxy:plugin/types@0.4.0": crate::bindings::v2::types::payproxy::plugin::types,
+                    "payproxy:plugin/cards@0.4.0": crate::bindings::v4::types::payproxy::plugin::cards,
+                },
+                pub_export_macro: true,
+                export_macro_name: "__export_storefront_world",
+                default_bindings_module: "payproxy_plugin_sdk::bindings::v4::storefront",
+            });
+        }
+        pub mod egress {
+            wit_bindgen::generate!({
+                inline: "package payproxy:sdk@0.4.0; world egress-plugin { export payproxy:plugin/egress@0.4.0; }",
+                path: "../wit/payproxy-plugin@0.4.0",
+                world: "egress-plugin",
+                additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+                with: { "payproxy:plugin/types@0.4.0": crate::bindings::v2::types::payproxy::plugin::types },
+                pub_export_macro: true,
+                export_macro_name: "__export_egress_v4_world",
+                default_bindings_module: "payproxy_plugin_sdk::bindings::v4::egress",
             });
         }
     }

@@ -52,12 +52,23 @@ pub trait Egress: Sized + 'static {
     fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome;
 }
 
-/// Compliance role.
+/// Compliance role. [`export_compliance!`](crate::export_compliance) exports it as contract
+/// 0.4.0, where the host also passes the card's details from the home provider (funding,
+/// 3-D Secure support …) to [`Compliance::check_card`]; `export_compliance_v2!` as 0.2.0.
 pub trait Compliance: Sized + 'static {
     /// Parse and validate the plugin's JSON config (the rules).
     fn init(config: &str) -> Result<Self, String>;
     /// Allow, deny or challenge the payment, with annotations.
     fn check(&self, payment: &Payment) -> Decision;
+    /// The same, knowing what the home provider says about the payment's card token (none
+    /// when the payment has no card token or the lookup found nothing). Default: `check`.
+    fn check_card(
+        &self,
+        payment: &Payment,
+        _card: Option<&crate::storefront::CardDetails>,
+    ) -> Decision {
+        self.check(payment)
+    }
 }
 
 /// Router role, 0.2.0.

@@ -219,6 +219,49 @@ macro_rules! export_compliance {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __PayproxyExport;
+            impl $crate::bindings::v4::compliance::exports::payproxy::plugin::compliance::Guest for __PayproxyExport {
+                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    let value = <$ty as $crate::payment::Compliance>::init(&config)?;
+                    $crate::payment::__glue::store("compliance", value);
+                    Ok(())
+                }
+                fn check(
+                    payment: $crate::payment::Payment,
+                    card: ::std::option::Option<$crate::storefront::CardDetails>,
+                ) -> $crate::bindings::v4::compliance::exports::payproxy::plugin::compliance::Decision {
+                    use $crate::bindings::v4::compliance::exports::payproxy::plugin::compliance as v4;
+                    let decision = $crate::payment::__glue::with("compliance", |p: &$ty| {
+                        $crate::payment::Compliance::check_card(p, &payment, card.as_ref())
+                    })
+                    .unwrap_or_else(|| $crate::payment::Decision {
+                        verdict: $crate::payment::Verdict::Deny($crate::payment::Denial { code: "plugin_not_initialised".into(), message: "compliance called before init".into() }),
+                        rule: "init".into(),
+                        annotations: ::std::vec::Vec::new(),
+                    });
+                    v4::Decision {
+                        verdict: match decision.verdict {
+                            $crate::payment::Verdict::Allow => v4::Verdict::Allow,
+                            $crate::payment::Verdict::Deny(d) => v4::Verdict::Deny(v4::Denial { code: d.code, message: d.message }),
+                            $crate::payment::Verdict::Challenge(kind) => v4::Verdict::Challenge(kind),
+                        },
+                        rule: decision.rule,
+                        annotations: decision.annotations,
+                    }
+                }
+            }
+            $crate::bindings::v4::compliance::__export_compliance_v4_world!(__PayproxyExport with_types_in $crate::bindings::v4::compliance);
+        };
+    };
+}
+
+/// Export a type implementing [`Compliance`](crate::payment::Compliance) as contract 0.2.0
+/// (the payment only, no card details). For hosts older than 0.4.0.
+#[macro_export]
+macro_rules! export_compliance_v2 {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __PayproxyExport;
             impl $crate::bindings::v2::compliance::exports::payproxy::plugin::compliance::Guest for __PayproxyExport {
                 fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
                     let value = <$ty as $crate::payment::Compliance>::init(&config)?;

@@ -8,6 +8,7 @@
 //!   "config":  { "...": "given to init" },
 //!   "context": { "provider": "p", "credentials": [["key", "v"]], "now_ms": 0, "idempotency_key": "k" },
 //!   "parse":    [ { "name": "…", "request": HTTP_REQUEST, "payment": PAYMENT } ,
+//!                 { "name": "…", "request": HTTP_REQUEST, "call": CALL } ,
 //!                 { "name": "…", "request": HTTP_REQUEST, "refusal": REFUSAL } ],
 //!   "render":   [ { "name": "…", "payment": PAYMENT, "outcome": OUTCOME, "payment_id": "pi_1",
 //!                   "annotations": [], "response": EXPECTED_RESPONSE } ],
@@ -15,12 +16,30 @@
 //!   "encode":   [ { "name": "…", "payment": PAYMENT, "request": EXPECTED_REQUEST } ,
 //!                 { "name": "…", "payment": PAYMENT, "refusal": REFUSAL } ],
 //!   "decode":   [ { "name": "…", "payment": PAYMENT, "response": HTTP_RESPONSE, "outcome": OUTCOME } ],
-//!   "check":    [ { "name": "…", "payment": PAYMENT, "decision": DECISION } ],
+//!   "check":    [ { "name": "…", "payment": PAYMENT, "card": CARD_DETAILS?, "decision": DECISION } ],
 //!   "route":    [ { "name": "…", "request": HTTP_REQUEST, "payment": PAYMENT_OR_NULL,
 //!                   "providers": [PROVIDER], "seed": 0, "providers_out": ["a"] | "rejection": {…} } ],
-//!   "elsewhere": [ PROVIDER_INFO ]
+//!   "elsewhere": [ PROVIDER_INFO ],
+//!   "render_payment": [ { "name": "…", "record": PAYMENT_RECORD, "response": EXPECTED_RESPONSE } ],
+//!   "render_list": [ { "name": "…", "records": [PAYMENT_RECORD], "has_more": false,
+//!                      "url": "/v1/payment_intents", "response": EXPECTED_RESPONSE } ],
+//!   "forward_headers": [ { "name": "…", "credentials": [["api_key", "sk"]],
+//!                          "headers": [["authorization", "Bearer sk"]] } ],
+//!   "card_lookup": [ { "name": "…", "token": "pm_1", "credentials": [["api_key", "sk"]],
+//!                      "request": EXPECTED_REQUEST_OR_NULL } ],
+//!   "card_details": [ { "name": "…", "response": HTTP_RESPONSE, "details": CARD_DETAILS_OR_NULL } ]
 //! }
 //! ```
+//!
+//! Contract 0.4.0 storefronts ([`check_storefront`]): `parse` runs through
+//! [`Storefront::parse`](crate::storefront::Storefront::parse). A case gives the whole
+//! `"call"` (`{"Payment": {"payment": …, "confirm": true}}`, `{"List": {"limit": 10, …}}`,
+//! `{"Forward": "re_1"}` or `{"Forward": null}`), or `"payment"` (the call must be a payment
+//! call with that payment; add `"confirm"` to check it too), or `"refusal"`. A 0.2.0 ingress
+//! runs the `"payment"` cases and a `"call"` case only when it is a payment call. The
+//! sections `render_payment`, `render_list`, `forward_headers` (compared exactly),
+//! `card_lookup` (credentials default to the `context`'s) and `card_details` are 0.4.0
+//! only.
 //!
 //! `elsewhere` lists providers that are configured but on no route of the cases: a 0.3.0
 //! router gets them at `init` with the others (see [`provider_catalogue`]).
@@ -36,6 +55,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::payment::{Compliance, Context, Egress, Ingress, Router};
+use crate::storefront::Storefront;
 
 /// Parse the fixture file text.
 pub fn load(text: &str) -> Value {
@@ -170,6 +190,34 @@ pub trait Harness {
     fn refusal(&self, _refusal: Value) -> Value {
         panic!("this plugin has no ingress side")
     }
+    /// Whether `parse` cases go through [`Harness::parse_call`] (a 0.4.0 storefront).
+    fn is_storefront(&self) -> bool {
+        false
+    }
+    /// 0.4.0 `parse`: `Ok(call)` or `Err(refusal)`.
+    fn parse_call(&self, _request: Value) -> Result<Value, Value> {
+        panic!("this plugin has no 0.4.0 storefront side")
+    }
+    /// 0.4.0 `render-payment` → response.
+    fn render_payment(&self, _record: Value) -> Value {
+        panic!("this plugin has no 0.4.0 storefront side")
+    }
+    /// 0.4.0 `render-list` → response.
+    fn render_list(&self, _records: Value, _has_more: bool, _url: &str) -> Value {
+        panic!("this plugin has no 0.4.0 storefront side")
+    }
+    /// 0.4.0 `forward-headers` → `[[name, value]]`.
+    fn forward_headers(&self, _credentials: Value) -> Value {
+        panic!("this plugin has no 0.4.0 storefront side")
+    }
+    /// 0.4.0 `card-lookup` → request or `null`.
+    fn card_lookup(&self, _token: &str, _credentials: Value) -> Value {
+        panic!("this plugin has no 0.4.0 storefront side")
+    }
+    /// 0.4.0 `card-details` → details or `null`.
+    fn card_details(&self, _response: Value) -> Value {
+        panic!("this plugin has no 0.4.0 storefront side")
+    }
     /// `encode-request`: `Ok(request)` or `Err(refusal)`.
     fn encode(&self, _payment: Value, _context: Value) -> Result<Value, Value> {
         panic!("this plugin has no egress side")
@@ -178,8 +226,8 @@ pub trait Harness {
     fn decode(&self, _payment: Value, _response: Value) -> Value {
         panic!("this plugin has no egress side")
     }
-    /// `check` → decision.
-    fn check(&self, _payment: Value) -> Value {
+    /// `check` → decision; `card` is the case's card details (`null` when none).
+    fn check(&self, _payment: Value, _card: Value) -> Value {
         panic!("this plugin is not a compliance plugin")
     }
     /// `route`: `Ok(names)` or `Err(rejection)`.
@@ -250,7 +298,18 @@ fn outcome_of(
 
 /// Every section of the fixture format.
 pub const ALL: &[&str] = &[
-    "parse", "render", "refusals", "encode", "decode", "check", "route",
+    "parse",
+    "render",
+    "refusals",
+    "encode",
+    "decode",
+    "check",
+    "route",
+    "render_payment",
+    "render_list",
+    "forward_headers",
+    "card_lookup",
+    "card_details",
 ];
 
 /// Run every case of a fixture file through `plugin`; returns the number of cases run.
@@ -267,15 +326,7 @@ pub fn run_sections(text: &str, plugin: &dyn Harness, sections: &[&str]) -> usiz
     }
     let mut n = 0;
     for (name, case) in cases(&f, "parse") {
-        outcome_of(
-            name,
-            "parse",
-            plugin.parse(raw(&case["request"])),
-            case,
-            "payment",
-            "refusal",
-            assert_subset,
-        );
+        parse_case(plugin, name, case);
         n += 1;
     }
     for (name, case) in cases(&f, "render") {
@@ -317,7 +368,8 @@ pub fn run_sections(text: &str, plugin: &dyn Harness, sections: &[&str]) -> usiz
         n += 1;
     }
     for (name, case) in cases(&f, "check") {
-        let decision = plugin.check(raw(&case["payment"]));
+        let card = case.get("card").cloned().unwrap_or(Value::Null);
+        let decision = plugin.check(raw(&case["payment"]), raw(&card));
         assert_subset(&case["decision"], &decision, &format!("check {name}"));
         n += 1;
     }
@@ -341,7 +393,101 @@ pub fn run_sections(text: &str, plugin: &dyn Harness, sections: &[&str]) -> usiz
         );
         n += 1;
     }
+    for (name, case) in cases(&f, "render_payment") {
+        let response = plugin.render_payment(raw(&case["record"]));
+        assert_response_json(
+            &case["response"],
+            &response,
+            &format!("render_payment {name}"),
+        );
+        n += 1;
+    }
+    for (name, case) in cases(&f, "render_list") {
+        let response = plugin.render_list(
+            raw(&case["records"]),
+            case["has_more"].as_bool().unwrap_or(false),
+            case["url"].as_str().unwrap_or("/"),
+        );
+        assert_response_json(&case["response"], &response, &format!("render_list {name}"));
+        n += 1;
+    }
+    for (name, case) in cases(&f, "forward_headers") {
+        let got = plugin.forward_headers(case["credentials"].clone());
+        assert_eq!(case["headers"], got, "forward_headers {name}");
+        n += 1;
+    }
+    for (name, case) in cases(&f, "card_lookup") {
+        let credentials = case
+            .get("credentials")
+            .cloned()
+            .unwrap_or_else(|| context_json(&f)["credentials"].clone());
+        let got = plugin.card_lookup(case["token"].as_str().unwrap_or_default(), credentials);
+        let at = format!("card_lookup {name}");
+        match (&case["request"], &got) {
+            (Value::Null, Value::Null) => {}
+            (Value::Null, got) => panic!("{at}: expected no request, got {got:#}"),
+            (_, Value::Null) => panic!("{at}: expected a request, got none"),
+            (want, got) => assert_request_json(want, got, &at),
+        }
+        n += 1;
+    }
+    for (name, case) in cases(&f, "card_details") {
+        let got = plugin.card_details(raw(&case["response"]));
+        assert_subset(&case["details"], &got, &format!("card_details {name}"));
+        n += 1;
+    }
     n
+}
+
+/// One `parse` case: through the 0.4.0 storefront (`call`) or the 0.2.0 ingress (`payment`).
+fn parse_case(plugin: &dyn Harness, name: &str, case: &Value) {
+    let want_payment = case.get("payment").map(|payment| {
+        let mut call = serde_json::json!({ "payment": payment });
+        if let Some(confirm) = case.get("confirm") {
+            call["confirm"] = confirm.clone();
+        }
+        serde_json::json!({ "Payment": call })
+    });
+    let mut expected = serde_json::Map::new();
+    if let Some(call) = case.get("call").cloned().or(want_payment) {
+        expected.insert("call".into(), call);
+    }
+    if let Some(refusal) = case.get("refusal") {
+        expected.insert("refusal".into(), refusal.clone());
+    }
+    if plugin.is_storefront() {
+        let got = plugin.parse_call(raw(&case["request"]));
+        outcome_of(
+            name,
+            "parse",
+            got,
+            &Value::Object(expected),
+            "call",
+            "refusal",
+            assert_subset,
+        );
+        return;
+    }
+    // A 0.2.0 ingress parses into a payment: only payment calls apply.
+    if let Some(call) = expected.get("call").cloned() {
+        let payment = call
+            .get("Payment")
+            .and_then(|c| c.get("payment"))
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!("parse {name}: a 0.2.0 ingress parses payments only, not {call}")
+            });
+        expected.insert("payment".into(), payment);
+    }
+    outcome_of(
+        name,
+        "parse",
+        plugin.parse(raw(&case["request"])),
+        &Value::Object(expected),
+        "payment",
+        "refusal",
+        assert_subset,
+    );
 }
 
 /// The egress context of a fixture file as JSON (defaults filled in).
@@ -447,8 +593,9 @@ impl<T: Egress> Harness for EgressOnly<T> {
 
 struct ComplianceOnly<T>(T);
 impl<T: Compliance> Harness for ComplianceOnly<T> {
-    fn check(&self, payment: Value) -> Value {
-        json(&self.0.check(&typed(payment)))
+    fn check(&self, payment: Value, card: Value) -> Value {
+        let card: Option<crate::storefront::CardDetails> = typed(card);
+        json(&self.0.check_card(&typed(payment), card.as_ref()))
     }
 }
 
@@ -521,6 +668,143 @@ pub fn check_dialect<T: Ingress + Egress>(text: &str) -> usize {
     run(
         text,
         &Both(IngressOnly(Native(ingress)), EgressOnly(egress)),
+    )
+}
+
+/// A 0.4.0 storefront seen as a [`Harness`].
+struct StorefrontNative<T>(T);
+
+impl<T: Storefront> StorefrontNative<T> {
+    fn parse_call(&self, request: Value) -> Result<Value, Value> {
+        self.0
+            .parse(&typed(request))
+            .map(|c| json(&c))
+            .map_err(|r| json(&r))
+    }
+    fn render(
+        &self,
+        payment: Value,
+        outcome: Value,
+        payment_id: &str,
+        annotations: Value,
+    ) -> Value {
+        let annotations: Vec<crate::payment::Annotation> = typed(annotations);
+        json(
+            &self
+                .0
+                .render_outcome(&typed(payment), &typed(outcome), payment_id, &annotations),
+        )
+    }
+    fn refusal(&self, refusal: Value) -> Value {
+        json(&self.0.render_refusal(&typed(refusal)))
+    }
+    fn render_payment(&self, record: Value) -> Value {
+        json(&self.0.render_payment(&typed(record)))
+    }
+    fn render_list(&self, records: Value, has_more: bool, url: &str) -> Value {
+        let records: Vec<crate::storefront::PaymentRecord> = typed(records);
+        json(&self.0.render_list(&records, has_more, url))
+    }
+    fn forward_headers(&self, credentials: Value) -> Value {
+        let credentials: Vec<(String, String)> = typed(credentials);
+        json(&self.0.forward_headers(&credentials))
+    }
+    fn card_lookup(&self, token: &str, credentials: Value) -> Value {
+        let credentials: Vec<(String, String)> = typed(credentials);
+        json(&self.0.card_lookup(token, &credentials))
+    }
+    fn card_details(&self, response: Value) -> Value {
+        json(&self.0.card_details(&typed(response)))
+    }
+}
+
+/// Forwards the storefront methods of [`Harness`] to a [`StorefrontNative`] field.
+macro_rules! storefront_harness {
+    ($field:tt) => {
+        fn is_storefront(&self) -> bool {
+            true
+        }
+        fn parse_call(&self, request: Value) -> Result<Value, Value> {
+            self.$field.parse_call(request)
+        }
+        fn render(
+            &self,
+            payment: Value,
+            outcome: Value,
+            payment_id: &str,
+            annotations: Value,
+        ) -> Value {
+            self.$field
+                .render(payment, outcome, payment_id, annotations)
+        }
+        fn refusal(&self, refusal: Value) -> Value {
+            self.$field.refusal(refusal)
+        }
+        fn render_payment(&self, record: Value) -> Value {
+            self.$field.render_payment(record)
+        }
+        fn render_list(&self, records: Value, has_more: bool, url: &str) -> Value {
+            self.$field.render_list(records, has_more, url)
+        }
+        fn forward_headers(&self, credentials: Value) -> Value {
+            self.$field.forward_headers(credentials)
+        }
+        fn card_lookup(&self, token: &str, credentials: Value) -> Value {
+            self.$field.card_lookup(token, credentials)
+        }
+        fn card_details(&self, response: Value) -> Value {
+            self.$field.card_details(response)
+        }
+    };
+}
+
+/// The sections a 0.4.0 storefront runs.
+const STOREFRONT_SECTIONS: &[&str] = &[
+    "parse",
+    "render",
+    "refusals",
+    "render_payment",
+    "render_list",
+    "forward_headers",
+    "forward_headers",
+    "card_lookup",
+    "card_details",
+];
+
+/// Run the 0.4.0 storefront sections (`parse` as calls, `render`, `refusals`,
+/// `render_payment`, `render_list`, `forward_headers`, `card_lookup`, `card_details`)
+/// natively.
+pub fn check_storefront_only<T: Storefront>(text: &str) -> usize {
+    struct Only<S>(StorefrontNative<S>);
+    impl<S: Storefront> Harness for Only<S> {
+        storefront_harness!(0);
+    }
+    let plugin = Only(StorefrontNative(init(&load(text), T::init)));
+    run_sections(text, &plugin, STOREFRONT_SECTIONS)
+}
+
+/// Run every section of a 0.4.0 two-sided dialect's fixture file natively: the storefront
+/// sections through [`Storefront`], `encode` and `decode` through [`Egress`].
+pub fn check_storefront<T: Storefront + Egress>(text: &str) -> usize {
+    struct Both<S, E>(StorefrontNative<S>, EgressOnly<E>);
+    impl<S: Storefront, E: Egress> Harness for Both<S, E> {
+        storefront_harness!(0);
+        fn encode(&self, payment: Value, context: Value) -> Result<Value, Value> {
+            self.1.encode(payment, context)
+        }
+        fn decode(&self, payment: Value, response: Value) -> Value {
+            self.1.decode(payment, response)
+        }
+    }
+    let f = load(text);
+    let storefront: T = init(&f, <T as Storefront>::init);
+    let egress: T = init(&f, <T as Egress>::init);
+    let mut sections = STOREFRONT_SECTIONS.to_vec();
+    sections.extend(["encode", "decode"]);
+    run_sections(
+        text,
+        &Both(StorefrontNative(storefront), EgressOnly(egress)),
+        &sections,
     )
 }
 

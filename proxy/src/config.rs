@@ -305,6 +305,11 @@ pub struct ProviderConfig {
     /// Optional active health check: a cheap GET the host sends on its own.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// Who issues the instruments (card tokens) this provider can charge: providers with the
+    /// same issuer are endpoints of one account and can charge each other's tokens. Default:
+    /// the provider's own name (it charges only what it issued).
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// TCP + TLS connect timeout. Default 2 s.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -393,6 +398,15 @@ pub struct RouteConfig {
     /// payment route: ingress → comply → route → attempt → respond.
     #[serde(default)]
     pub dialect: Option<String>,
+    /// The provider of the storefront's own dialect that answers everything the dialect does
+    /// not orchestrate (customers, payment methods, unknown endpoints), payments payproxy has
+    /// never seen, and card-token lookups. Its tokens can be charged by providers of the same
+    /// `issuer` only. Payment routes only; none: such requests are answered 404.
+    #[serde(default)]
+    pub home: Option<String>,
+    /// HTTP methods the route takes (upper case); any when empty. Default any.
+    #[serde(default)]
+    pub methods: Vec<String>,
     /// Prefix of payment ids the proxy mints for payments made in another dialect.
     /// Default `pi_` (Stripe's PaymentIntent prefix).
     #[serde(default = "default_payment_prefix")]
@@ -707,6 +721,36 @@ impl Config {
                     return Err(invalid(
                         format!("{at}.providers[{j}]"),
                         format!("unknown provider {p:?}"),
+                    ));
+                }
+            }
+            for (j, m) in route.methods.iter().enumerate() {
+                if http::Method::from_bytes(m.as_bytes()).is_err()
+                    || m.bytes().any(|b| b.is_ascii_lowercase())
+                {
+                    return Err(invalid(
+                        format!("{at}.methods[{j}]"),
+                        format!("{m:?} is not an upper-case HTTP method"),
+                    ));
+                }
+            }
+            if let Some(home) = &route.home {
+                let provider = self.providers.get(home).ok_or_else(|| {
+                    invalid(format!("{at}.home"), format!("unknown provider {home:?}"))
+                })?;
+                if route.dialect.is_none() {
+                    return Err(invalid(
+                        format!("{at}.home"),
+                        "only payment routes (with a dialect) have a home provider".into(),
+                    ));
+                }
+                if provider.dialect != route.dialect {
+                    return Err(invalid(
+                        format!("{at}.home"),
+                        format!(
+                            "provider {home:?} does not speak the route's dialect {:?}",
+                            route.dialect.as_deref().unwrap_or_default()
+                        ),
                     ));
                 }
             }

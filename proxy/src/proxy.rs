@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 
 use crate::config::OnError;
 use crate::error::ProxyError;
+use crate::failover::{Budget, Candidates, Transport};
 use crate::health::{HealthBook, HealthMetrics};
 use crate::metrics::{status_class, Metrics};
 use crate::payment::{http_view, Payments};
@@ -153,7 +154,7 @@ impl Proxy {
         // match
         let host = request_host(&request);
         let route = snapshot
-            .match_route(host.as_deref(), request.uri().path())
+            .match_route(request.method(), host.as_deref(), request.uri().path())
             .ok_or_else(|| {
                 (
                     None,
@@ -266,8 +267,14 @@ impl Proxy {
             Body::Streaming(incoming) => (Some(incoming), None),
             Body::Buffered(bytes) => (None, Some(bytes)),
         };
-        let mut last_error = None;
-        for name in order {
+        // Transparent routes have no payment deadline: the request timeout bounds them.
+        let budget = Budget {
+            max_attempts: u32::MAX,
+            deadline: Instant::now()
+                + Duration::from_millis(snapshot.config.limits.request_timeout_ms),
+        };
+        let mut candidates = Candidates::new(order, budget);
+        while let Some(name) = candidates.next() {
             let upstream = snapshot
                 .providers
                 .get(name)
@@ -295,29 +302,28 @@ impl Proxy {
             let result = upstream.send(Request::from_parts(head, outbound)).await;
             self.metrics
                 .upstream_seconds
-                .with_label_values(&[name.as_str()])
+                .with_label_values(&[name])
                 .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(response) => return Ok(self.relay(route, name, response)),
-                Err(error) => {
-                    let next = error.retry_safe && buffered.is_some();
-                    if next {
-                        tracing::warn!(route = %route.name, provider = %name, code = %error.code, "provider not reached; trying the next candidate");
-                    }
-                    last_error = Some(error);
-                    if !next {
-                        break;
-                    }
+                // Nothing reached the provider and the body can be sent again: next one.
+                Err(failed) if failed.transport == Transport::NotSent && buffered.is_some() => {
+                    tracing::warn!(route = %route.name, provider = %name, code = %failed.error.code, "provider not reached; trying the next candidate");
+                    candidates.failed(name, failed.error);
                 }
+                Err(failed) => return Err(failed.error),
             }
         }
-        Err(last_error.unwrap_or_else(|| {
-            ProxyError::plugin(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_provider",
-                "no provider to try",
-            )
-        }))
+        Err(candidates
+            .into_last()
+            .map(|(_, error)| error)
+            .unwrap_or_else(|| {
+                ProxyError::plugin(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_provider",
+                    "no provider to try",
+                )
+            }))
     }
 
     fn relay(&self, route: &Route, provider: &str, response: Response<Incoming>) -> Answer {

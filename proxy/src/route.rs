@@ -32,11 +32,18 @@ pub struct Route {
     pub refund_id_prefix: String,
     /// Failover policy (payment routes).
     pub failover: FailoverConfig,
+    /// The storefront dialect's own provider (payment routes): forwards and card lookups.
+    pub home: Option<String>,
+    /// Methods the route takes; any when empty.
+    pub methods: Vec<http::Method>,
 }
 
 impl Route {
-    /// Whether a request for `host` (no port) and `path` belongs to this route.
-    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+    /// Whether a `method` request for `host` (no port) and `path` belongs to this route.
+    pub fn matches(&self, method: &http::Method, host: Option<&str>, path: &str) -> bool {
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return false;
+        }
         let host_ok = match (&self.host, host) {
             (None, _) => true,
             (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
@@ -56,7 +63,37 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::path_has_prefix;
+    use super::*;
+
+    fn route(methods: &[http::Method]) -> Route {
+        Route {
+            name: "r".into(),
+            host: Some("shop.example".into()),
+            path_prefix: "/v1".into(),
+            providers: vec![],
+            provider_views: vec![],
+            router: None,
+            compliance: vec![],
+            dialect: None,
+            plugin_body: false,
+            payment_id_prefix: "pi_".into(),
+            refund_id_prefix: "re_".into(),
+            failover: FailoverConfig::default(),
+            home: None,
+            methods: methods.to_vec(),
+        }
+    }
+
+    #[test]
+    fn methods_narrow_a_route_and_none_means_any() {
+        use http::Method;
+        let reads = route(&[Method::GET, Method::HEAD]);
+        assert!(reads.matches(&Method::GET, Some("shop.example"), "/v1/x"));
+        assert!(!reads.matches(&Method::POST, Some("shop.example"), "/v1/x"));
+        let any = route(&[]);
+        assert!(any.matches(&Method::POST, Some("SHOP.example"), "/v1"));
+        assert!(!any.matches(&Method::POST, Some("other.example"), "/v1"));
+    }
 
     #[test]
     fn prefixes_respect_segment_boundaries() {

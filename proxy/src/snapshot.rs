@@ -53,15 +53,14 @@ impl LoadedPlugin {
     pub fn contract(&self) -> String {
         match &self.kind {
             PluginKind::Router(r) => r.contract().to_string(),
-            PluginKind::Compliance(_) => "0.2.0".into(),
-            PluginKind::Dialect(d) => format!(
-                "0.2.0 ({})",
-                match (d.has_ingress(), d.has_egress()) {
-                    (true, true) => "ingress+egress",
-                    (true, false) => "ingress",
-                    _ => "egress",
-                }
-            ),
+            PluginKind::Compliance(c) => c.contract().into(),
+            PluginKind::Dialect(d) => match (d.storefront_contract(), d.has_egress()) {
+                (Some("0.4.0"), true) => "0.4.0 (storefront+egress)".into(),
+                (Some("0.4.0"), false) => "0.4.0 (storefront)".into(),
+                (Some(_), true) => "0.2.0 (ingress+egress)".into(),
+                (Some(_), false) => "0.2.0 (ingress)".into(),
+                (None, _) => "0.2.0 (egress)".into(),
+            },
         }
     }
 
@@ -387,13 +386,24 @@ fn route(
         payment_id_prefix: r.payment_id_prefix.clone(),
         refund_id_prefix: r.refund_id_prefix.clone(),
         failover: r.failover.clone(),
+        home: r.home.clone(),
+        methods: r
+            .methods
+            .iter()
+            .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+            .collect(),
     })
 }
 
 impl Snapshot {
-    /// The first route matching `host` (without port, any case) and `path`.
-    pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(host, path))
+    /// The first route matching `method`, `host` (without port, any case) and `path`.
+    pub fn match_route(
+        &self,
+        method: &http::Method,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(method, host, path))
     }
 
     /// Instance mode in force (for the status page).

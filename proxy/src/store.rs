@@ -30,6 +30,12 @@
 //! [`Store::set_owner`] maps a storefront-visible payment id to the provider that owns it, so
 //! follow-ups (capture, refund, void, status) go there.
 //!
+//! # Payment records
+//!
+//! [`Store::put_payment`] keeps what a payment route knows of each payment ([`PaymentEntry`]:
+//! the canonical payment, its state, owner and amounts), [`Store::payment`] reads it back for
+//! follow-ups, and [`Store::list_payments`] pages through a route's payments newest first.
+//!
 //! # Implementations
 //!
 //! [`RedbStore`] is the embedded default: every write is one redb transaction committed with
@@ -43,10 +49,13 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 mod memory;
+mod payments;
 mod record;
 mod redb_store;
 
+use crate::plugin::storefront::ListQuery;
 pub use memory::MemoryStore;
+pub use payments::{Page, PaymentEntry};
 pub use redb_store::RedbStore;
 
 /// A response as the storefront saw it, kept for replay.
@@ -202,4 +211,10 @@ pub trait Store: Send + Sync + 'static {
     fn set_owner(&self, payment_id: &str, owner: &Owner) -> Result<(), StoreError>;
     /// Delete finished idempotency records past their TTL; returns how many.
     fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+    /// The payment record with storefront-visible id `id`, if payproxy has one.
+    fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError>;
+    /// Write (or replace) a payment record. Its creation time must not change once written.
+    fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError>;
+    /// A page of `route`'s payments, newest first, and whether more match beyond it.
+    fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError>;
 }

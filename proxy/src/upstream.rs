@@ -21,6 +21,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::ProviderConfig;
 use crate::error::ProxyError;
+use crate::failover::Transport;
 
 /// Body type sent upstream: the storefront's streamed body or a buffered one.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -99,6 +100,15 @@ impl ClientCache {
     }
 }
 
+/// A send that got no answer: what the transport saw, and the error to answer with.
+#[derive(Debug)]
+pub struct SendFailure {
+    /// `NotSent` (nothing written: another provider is safe), `TimedOutAfterSend` or `Broken`.
+    pub transport: Transport,
+    /// The storefront-facing error.
+    pub error: ProxyError,
+}
+
 /// One provider, ready to receive requests.
 pub struct Upstream {
     /// Provider name.
@@ -163,57 +173,71 @@ impl Upstream {
     }
 
     /// Send a prepared request; the answer is the provider's response head with its body
-    /// still streaming. Failures say whether the request could have reached the provider.
+    /// still streaming. A failure carries the transport fact (could the request have reached
+    /// the provider?) and the error to answer with.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Incoming>, SendFailure> {
         match tokio::time::timeout(self.timeout, self.clients.requests.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(self.classify(&e)),
-            Err(_) => Err(ProxyError::upstream(
-                StatusCode::GATEWAY_TIMEOUT,
-                "provider_timeout",
-                &self.name,
-                format!(
-                    "provider {} did not answer within {} ms",
-                    self.name,
-                    self.timeout.as_millis()
+            Err(_) => Err(SendFailure {
+                transport: Transport::TimedOutAfterSend,
+                error: ProxyError::upstream(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "provider_timeout",
+                    &self.name,
+                    format!(
+                        "provider {} did not answer within {} ms",
+                        self.name,
+                        self.timeout.as_millis()
+                    ),
+                    false,
                 ),
-                false,
-            )),
+            }),
         }
     }
 
-    fn classify(&self, e: &hyper_util::client::legacy::Error) -> ProxyError {
+    fn classify(&self, e: &hyper_util::client::legacy::Error) -> SendFailure {
         if let Some(limit) = find_source::<http_body_util::LengthLimitError>(e) {
-            return ProxyError::downstream(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                limit.to_string(),
-            );
+            // The storefront's streamed body outgrew the limit while it was being sent.
+            return SendFailure {
+                transport: Transport::Broken,
+                error: ProxyError::downstream(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    limit.to_string(),
+                ),
+            };
         }
         if e.is_connect() {
             // Nothing was written: safe to try another provider.
-            return ProxyError::upstream(
-                StatusCode::BAD_GATEWAY,
-                "provider_unreachable",
-                &self.name,
-                format!("provider {} is unreachable", self.name),
-                true,
-            );
+            return SendFailure {
+                transport: Transport::NotSent,
+                error: ProxyError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "provider_unreachable",
+                    &self.name,
+                    format!("provider {} is unreachable", self.name),
+                    true,
+                ),
+            };
         }
         tracing::warn!(provider = %self.name, error = %error_chain(e), "provider request failed");
-        ProxyError::upstream(
-            StatusCode::BAD_GATEWAY,
-            "provider_error",
-            &self.name,
-            format!(
-                "provider {} closed the connection without a complete answer",
-                self.name
+        SendFailure {
+            transport: Transport::Broken,
+            error: ProxyError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "provider_error",
+                &self.name,
+                format!(
+                    "provider {} closed the connection without a complete answer",
+                    self.name
+                ),
+                false,
             ),
-            false,
-        )
+        }
     }
 }
 

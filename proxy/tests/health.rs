@@ -112,6 +112,27 @@ fn opens_on_failure_rate_only_from_min_volume() {
 }
 
 #[test]
+fn active_checks_alone_never_make_up_a_failure_rate_window() {
+    // Consecutive failures off: only the failure-rate rule could open the breaker.
+    let config = BreakerConfig {
+        consecutive_failures: 0,
+        ..BreakerConfig::default()
+    };
+    let (book, _) = book(config);
+    let t0 = Instant::now();
+    // 40 failing checks and 19 successful requests: 40 / 59 failures, but 19 requests are
+    // below the minimum volume of 20, so there is no window to judge yet.
+    for _ in 0..40 {
+        book.record_active_check(P, false, ms(10), t0);
+    }
+    results(&book, 19, true, t0);
+    assert_eq!(state(&book, t0), BreakerState::Closed);
+    // The 20th request makes a window; the failing checks in it count.
+    results(&book, 1, true, t0);
+    assert_eq!(state(&book, t0), BreakerState::Open);
+}
+
+#[test]
 fn failure_rate_must_exceed_the_threshold() {
     let (book, _) = book(BreakerConfig::default());
     let t0 = Instant::now();

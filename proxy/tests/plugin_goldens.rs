@@ -8,6 +8,7 @@ use std::sync::Arc;
 use common::*;
 use payproxy::config::InstanceMode;
 use payproxy::metrics::Metrics;
+use payproxy::plugin::storefront::{Call, CardDetails, PaymentRecord};
 use payproxy::plugin::types::{Annotation, HttpRequest, Payment, Provider};
 use payproxy::plugin::{
     CompliancePlugin, Context, DialectPlugin, ProviderInfo, RouteDecision, RouterPlugin,
@@ -53,9 +54,66 @@ impl Harness for Dialect {
     fn parse(&self, request: Value) -> Result<Value, Value> {
         let got = self
             .0
-            .parse_request(&typed::<HttpRequest>(request))
-            .expect("parse-request call");
-        got.map(|p| json(&p)).map_err(|r| json(&r))
+            .parse(&typed::<HttpRequest>(request))
+            .expect("parse call");
+        match got {
+            Ok(Call::Payment(call)) => Ok(json(&call.payment)),
+            Ok(other) => Ok(json(&other)),
+            Err(r) => Err(json(&r)),
+        }
+    }
+    fn is_storefront(&self) -> bool {
+        self.0.storefront_contract() == Some("0.4.0")
+    }
+    fn parse_call(&self, request: Value) -> Result<Value, Value> {
+        let got = self
+            .0
+            .parse(&typed::<HttpRequest>(request))
+            .expect("parse call");
+        got.map(|c| json(&c)).map_err(|r| json(&r))
+    }
+    fn render_payment(&self, record: Value) -> Value {
+        json(
+            &self
+                .0
+                .render_payment(&typed(record))
+                .expect("render-payment call"),
+        )
+    }
+    fn render_list(&self, records: Value, has_more: bool, url: &str) -> Value {
+        let records: Vec<PaymentRecord> = typed(records);
+        json(
+            &self
+                .0
+                .render_list(&records, has_more, url)
+                .expect("render-list call"),
+        )
+    }
+    fn forward_headers(&self, credentials: Value) -> Value {
+        let credentials: Vec<(String, String)> = typed(credentials);
+        json(
+            &self
+                .0
+                .forward_headers(&credentials)
+                .expect("forward-headers call"),
+        )
+    }
+    fn card_lookup(&self, token: &str, credentials: Value) -> Value {
+        let credentials: Vec<(String, String)> = typed(credentials);
+        json(
+            &self
+                .0
+                .card_lookup(token, &credentials)
+                .expect("card-lookup call"),
+        )
+    }
+    fn card_details(&self, response: Value) -> Value {
+        json(
+            &self
+                .0
+                .card_details(&typed(response))
+                .expect("read-card call"),
+        )
     }
     fn render(
         &self,
@@ -100,8 +158,14 @@ impl Harness for Dialect {
 struct Compliance(CompliancePlugin);
 
 impl Harness for Compliance {
-    fn check(&self, payment: Value) -> Value {
-        json(&self.0.check(&typed(payment)).expect("check call"))
+    fn check(&self, payment: Value, card: Value) -> Value {
+        let card: Option<CardDetails> = typed(card);
+        json(
+            &self
+                .0
+                .check(&typed(payment), card.as_ref())
+                .expect("check call"),
+        )
     }
 }
 
@@ -167,6 +231,38 @@ fn compliance(crate_dir: &str, wasm_name: &str) -> usize {
 #[test]
 fn dialect_stripe() {
     assert!(dialect("dialect-stripe", "dialect_stripe") >= 20);
+}
+
+/// The same Stripe logic exported through contract 0.2.0 (`plugins/fixtures/stripe-v2`):
+/// a 0.2.0 ingress still loads and answers payment calls; the 0.4.0-only sections are not
+/// its to answer.
+#[test]
+fn dialect_stripe_through_the_0_2_0_contract() {
+    let (text, config) = golden("dialect-stripe");
+    let (host, component) = compiled("fixture_stripe_v2");
+    let plugin = DialectPlugin::load(
+        &host,
+        "fixture_stripe_v2",
+        &component,
+        config,
+        settings(InstanceMode::Reuse),
+        Arc::new(Metrics::new()),
+    )
+    .expect("a 0.2.0 dialect loads");
+    assert_eq!(plugin.storefront_contract(), Some("0.2.0"));
+    // Payment calls only: lists and forwards are 0.4.0's (a 0.2.0 ingress refuses them).
+    let mut fixtures = testing::load(&text);
+    let payment_call = |case: &Value| {
+        let call = &case["call"];
+        let request = &case["request"];
+        let list = request["method"] == "GET" && request["path"] == "/v1/payment_intents";
+        (call.is_null() || call.get("Payment").is_some()) && !list
+    };
+    let parse = fixtures["parse"].as_array_mut().expect("parse cases");
+    parse.retain(payment_call);
+    assert!(parse.len() >= 20, "{} payment parse cases", parse.len());
+    let sections = ["parse", "render", "refusals", "encode", "decode"];
+    assert!(testing::run_sections(&fixtures.to_string(), &Dialect(plugin), &sections) >= 60);
 }
 
 #[test]

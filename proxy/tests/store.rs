@@ -7,8 +7,9 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Barrier};
 use std::time::{Duration, Instant};
 
+use payproxy::plugin::storefront::{ListQuery, PaymentRecord, PaymentState};
 use payproxy::store::{
-    Attempt, Begin, MemoryStore, Owner, RedbStore, Store, StoreError, StoredResponse,
+    Attempt, Begin, MemoryStore, Owner, PaymentEntry, RedbStore, Store, StoreError, StoredResponse,
 };
 
 const STALE: u64 = 30_000;
@@ -232,6 +233,139 @@ fn racing_begin_starts_once(s: &dyn Store) {
     }
 }
 
+fn entry(route: &str, id: &str, created_ms: u64, customer: Option<&str>) -> PaymentEntry {
+    let payment = serde_json::from_value(serde_json::json!({
+        "operation": "Authorize",
+        "amount": { "minor": 1000, "currency": "EUR" },
+        "customer": { "id": customer, "phone_verified": false },
+        "metadata": [["order_id", id]],
+        "strong_auth": { "authenticated": false },
+        "manual_capture": false,
+    }))
+    .unwrap();
+    PaymentEntry {
+        route: route.into(),
+        created_ms,
+        owner: None,
+        record: PaymentRecord {
+            id: id.into(),
+            payment,
+            state: PaymentState::RequiresConfirmation,
+            created: (created_ms / 1000) as i64,
+            amount_captured: 0,
+            amount_refunded: 0,
+            last_outcome: None,
+        },
+        card: None,
+    }
+}
+
+fn query(limit: u32) -> ListQuery {
+    ListQuery {
+        limit,
+        starting_after: None,
+        ending_before: None,
+        created_gte: None,
+        created_lte: None,
+        customer: None,
+    }
+}
+
+fn ids(page: &(Vec<PaymentEntry>, bool)) -> (Vec<&str>, bool) {
+    (
+        page.0.iter().map(|e| e.record.id.as_str()).collect(),
+        page.1,
+    )
+}
+
+fn payments_round_trip(s: &dyn Store) {
+    assert_eq!(s.payment("pi_1").unwrap(), None);
+    let mut e = entry("r", "pi_1", 5_000, Some("cus_1"));
+    s.put_payment(&e).unwrap();
+    assert_eq!(s.payment("pi_1").unwrap(), Some(e.clone()));
+    // A later state replaces the record, and the list holds it once.
+    e.record.state = PaymentState::Succeeded;
+    e.record.amount_captured = 1000;
+    e.owner = Some(owner("adyen", "PSP1"));
+    s.put_payment(&e).unwrap();
+    assert_eq!(s.payment("pi_1").unwrap(), Some(e.clone()));
+    let page = s.list_payments("r", &query(10)).unwrap();
+    assert_eq!(page.0, vec![e]);
+    assert!(!page.1);
+}
+
+fn payments_list_newest_first_in_pages(s: &dyn Store) {
+    // pi_0 … pi_9, one second apart; another route's payment in between.
+    for n in 0..10u64 {
+        let customer = if n % 2 == 0 { "cus_even" } else { "cus_odd" };
+        s.put_payment(&entry(
+            "r",
+            &format!("pi_{n}"),
+            1_000 * (n + 1),
+            Some(customer),
+        ))
+        .unwrap();
+    }
+    s.put_payment(&entry("other", "pi_x", 5_500, None)).unwrap();
+    let list = |q: &ListQuery| s.list_payments("r", q).unwrap();
+
+    let first = list(&query(3));
+    assert_eq!(ids(&first), (vec!["pi_9", "pi_8", "pi_7"], true));
+    let next = list(&ListQuery {
+        starting_after: Some("pi_7".into()),
+        ..query(3)
+    });
+    assert_eq!(ids(&next), (vec!["pi_6", "pi_5", "pi_4"], true));
+    let last = list(&ListQuery {
+        starting_after: Some("pi_1".into()),
+        ..query(3)
+    });
+    assert_eq!(ids(&last), (vec!["pi_0"], false));
+    // The page before pi_4, newest first, and more beyond it.
+    let back = list(&ListQuery {
+        ending_before: Some("pi_4".into()),
+        ..query(2)
+    });
+    assert_eq!(ids(&back), (vec!["pi_6", "pi_5"], true));
+    let top = list(&ListQuery {
+        ending_before: Some("pi_7".into()),
+        ..query(5)
+    });
+    assert_eq!(ids(&top), (vec!["pi_9", "pi_8"], false));
+    // created bounds are whole seconds, inclusive: pi_2 (3 s) … pi_4 (5 s).
+    let window = list(&ListQuery {
+        created_gte: Some(3),
+        created_lte: Some(5),
+        ..query(10)
+    });
+    assert_eq!(ids(&window), (vec!["pi_4", "pi_3", "pi_2"], false));
+    let combined = list(&ListQuery {
+        created_lte: Some(5),
+        starting_after: Some("pi_3".into()),
+        ..query(10)
+    });
+    assert_eq!(ids(&combined), (vec!["pi_2", "pi_1", "pi_0"], false));
+    let customer = list(&ListQuery {
+        customer: Some("cus_odd".into()),
+        ..query(2)
+    });
+    assert_eq!(ids(&customer), (vec!["pi_9", "pi_7"], true));
+    // An unknown anchor is an empty page, not the first one.
+    let unknown = list(&ListQuery {
+        starting_after: Some("pi_nope".into()),
+        ..query(3)
+    });
+    assert_eq!(ids(&unknown), (vec![], false));
+    assert_eq!(
+        ids(&s.list_payments("other", &query(10)).unwrap()),
+        (vec!["pi_x"], false)
+    );
+    assert_eq!(
+        ids(&s.list_payments("none", &query(10)).unwrap()),
+        (vec![], false)
+    );
+}
+
 macro_rules! for_each_store {
     ($($case:ident),* $(,)?) => {
         mod redb {
@@ -261,6 +395,8 @@ for_each_store!(
     journal_and_finish_need_an_in_flight_record,
     owners_round_trip,
     racing_begin_starts_once,
+    payments_round_trip,
+    payments_list_newest_first_in_pages,
 );
 
 // ---- durability of the redb store ----

@@ -52,10 +52,21 @@ pub fn payments_config(sim: &Simulator) -> Value {
     for (name, provider) in config["providers"].as_object_mut().unwrap() {
         provider["url"] = sim.base_url(name).into();
     }
+    // The demo scopes card tokens to its home Stripe account. These tests move card payments
+    // between two acquirers to exercise failover, so their cards are unscoped tokens (like
+    // network tokens, which any acquirer can charge): no home, and both card acquirers.
+    config["routes"][0].as_object_mut().unwrap().remove("home");
+    let rules = config["plugins"]["regional-router"]["config"]["rules"]
+        .as_array_mut()
+        .unwrap();
+    let cards = rules.iter_mut().find(|r| r["name"] == "cards").unwrap();
+    cards["providers"] = json!([{ "name": "adyen" }, { "name": "stripe-like" }]);
     config
 }
 
 // Storefront requests in Stripe's form convention (see plugins/dialect-stripe/src/lib.rs).
+// Every payment is created with `confirm=true`: without it Stripe (and payproxy) only
+// create the intent and charge nothing.
 
 /// A Stripe form body with Stripe's bracketed keys left readable and everything else escaped.
 pub fn form(pairs: &[(&str, &str)]) -> String {
@@ -92,6 +103,7 @@ pub fn card_from(country: &str, amount: &str, order: &str) -> Vec<(&'static str,
     vec![
         ("amount", amount.into()),
         ("currency", "eur".into()),
+        ("confirm", "true".into()),
         ("payment_method_data[type]", "card".into()),
         ("payment_method_data[card][token]", "tok_visa".into()),
         ("payment_method_data[card][bin]", "424242".into()),
@@ -118,6 +130,7 @@ pub fn dana_shopper(amount: &str, order: &str) -> String {
     form(&[
         ("amount", amount),
         ("currency", "idr"),
+        ("confirm", "true"),
         ("payment_method_data[type]", "dana"),
         (
             "payment_method_data[billing_details][phone]",
@@ -140,6 +153,7 @@ pub fn ideal_shopper(iban: &str, order: &str) -> String {
     form(&[
         ("amount", "2500"),
         ("currency", "eur"),
+        ("confirm", "true"),
         ("payment_method_data[type]", "ideal"),
         ("payment_method_data[ideal][bank]", "ing"),
         ("payment_method_data[ideal][iban]", iban),
@@ -157,6 +171,7 @@ pub fn pix_shopper(cpf: &str, order: &str) -> String {
     form(&[
         ("amount", "5000"),
         ("currency", "brl"),
+        ("confirm", "true"),
         ("payment_method_data[type]", "pix"),
         ("payment_method_data[pix][tax_id]", cpf),
         (
@@ -173,6 +188,7 @@ pub fn grabpay_shopper(order: &str) -> String {
     form(&[
         ("amount", "4200"),
         ("currency", "sgd"),
+        ("confirm", "true"),
         ("payment_method_data[type]", "grabpay"),
         (
             "payment_method_data[billing_details][address][country]",

@@ -13,12 +13,15 @@ pub const DECLINE_CODES: &[&str] = &[
     "generic_decline",
 ];
 
-/// Normalized failure codes (`failure.code`).
+/// Normalized failure codes (`failure.code`). `invalid_request` is the merchant's own
+/// mistake (answered once, no failover, never a provider fault); `provider_auth_failed` is
+/// the provider refusing payproxy's credentials for it (a fault: another provider may work).
 pub const ERROR_CODES: &[&str] = &[
     "provider_unavailable",
     "rate_limited",
     "provider_timeout",
     "invalid_request",
+    "provider_auth_failed",
     "provider_error",
 ];
 
@@ -36,6 +39,6 @@ mod tests {
                 "{code}"
             );
         }
-        assert_eq!((DECLINE_CODES.len(), ERROR_CODES.len()), (8, 5));
+        assert_eq!((DECLINE_CODES.len(), ERROR_CODES.len()), (8, 6));
     }
 }

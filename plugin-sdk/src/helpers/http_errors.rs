@@ -23,10 +23,23 @@ pub type HttpError = (u16, &'static str, ErrorClass);
 
 /// The standard rows: 4xx are refusals before processing (429 `rate_limited`), 503 is
 /// `provider_unavailable` and did nothing, 500, 502 and 504 are ambiguous.
+///
+/// `invalid_request` is the merchant's own mistake: the host answers it once, never tries
+/// another provider with it and never counts it against the provider. 401 and 403 are not
+/// that: the provider refused payproxy's credentials for it (a configuration fault), so they
+/// are `provider_auth_failed`, a fault another provider may not have.
 pub const STANDARD: &[HttpError] = &[
     (400, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (401, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    (403, "invalid_request", ErrorClass::AnsweredNotProcessed),
+    (
+        401,
+        "provider_auth_failed",
+        ErrorClass::AnsweredNotProcessed,
+    ),
+    (
+        403,
+        "provider_auth_failed",
+        ErrorClass::AnsweredNotProcessed,
+    ),
     (404, "invalid_request", ErrorClass::AnsweredNotProcessed),
     (409, "invalid_request", ErrorClass::AnsweredNotProcessed),
     (422, "invalid_request", ErrorClass::AnsweredNotProcessed),

@@ -1,8 +1,9 @@
 //! The PSD2 SCA rule: which payments must be strongly authenticated first.
 
 use payproxy_plugin_sdk::payment::{
-    Annotation, ChallengeKind, Decision, Operation, Payment, PaymentMethod,
+    Annotation, ChallengeKind, Decision, Denial, Operation, Payment, PaymentMethod, Verdict,
 };
+use payproxy_plugin_sdk::storefront::CardDetails;
 
 use crate::config::Config;
 use crate::convert::Euros;
@@ -20,6 +21,30 @@ pub const RULE_EXEMPTION: &str = "psd2-exemption";
 /// Challenged (fail safe): the amount cannot be converted to EUR (no amount, unknown
 /// currency or no rate), so low value cannot be shown.
 pub const RULE_NO_RATE: &str = "psd2-no-rate";
+
+/// Denied: strong authentication is required but the card cannot do it (no 3-D Secure).
+pub const RULE_NO_3DS: &str = "psd2-no-3ds";
+
+/// Decide one payment knowing what the home provider says about its card: a payment that
+/// must be strongly authenticated with a card that does not support 3-D Secure cannot be
+/// challenged, so it is refused with a shopper-safe reason instead of a challenge nobody can
+/// pass.
+pub fn decide_card(config: &Config, payment: &Payment, card: Option<&CardDetails>) -> Decision {
+    let decision = decide(config, payment);
+    let no_3ds = card.and_then(|c| c.three_d_secure_supported) == Some(false);
+    match decision.verdict {
+        Verdict::Challenge(ChallengeKind::StrongAuthentication) if no_3ds => Decision {
+            verdict: Verdict::Deny(Denial {
+                code: "authentication_unavailable".into(),
+                message: "This card cannot be strongly authenticated. Please use another card."
+                    .into(),
+            }),
+            rule: RULE_NO_3DS.into(),
+            annotations: Vec::new(),
+        },
+        _ => decision,
+    }
+}
 
 /// Decide one payment. Order: scope, authenticated, exemption, amount.
 pub fn decide(config: &Config, payment: &Payment) -> Decision {

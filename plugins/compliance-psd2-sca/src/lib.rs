@@ -38,6 +38,7 @@
 //! | `strong_auth.exemption_requested` | allow + annotation `flag`/`sca_exemption` (note = the exemption) | `psd2-exemption` |
 //! | no amount, unknown currency or no rate for it (fail safe) | challenge `strong-authentication` | `psd2-no-rate` |
 //! | amount in EUR > threshold | challenge `strong-authentication` | `psd2-sca` |
+//! | … and the home provider says the card has no 3-D Secure (contract 0.4.0 card details) | deny `authentication_unavailable` | `psd2-no-3ds` |
 //! | otherwise (≤ threshold) | allow | `psd2-low-value` |
 //!
 //! Issuer country: the card's `issuer_country`, else the shopper's `country`; when neither is
@@ -52,10 +53,12 @@ mod eea;
 
 use payproxy_plugin_sdk::export_compliance;
 use payproxy_plugin_sdk::payment::{Compliance, Decision, Payment};
+use payproxy_plugin_sdk::storefront::CardDetails;
 
 pub use config::{Config, DEFAULT_THRESHOLD_MINOR};
 pub use decide::{
-    RULE_AUTHENTICATED, RULE_EXEMPTION, RULE_LOW_VALUE, RULE_NO_RATE, RULE_OUT_OF_SCOPE, RULE_SCA,
+    RULE_AUTHENTICATED, RULE_EXEMPTION, RULE_LOW_VALUE, RULE_NO_3DS, RULE_NO_RATE,
+    RULE_OUT_OF_SCOPE, RULE_SCA,
 };
 pub use eea::EEA;
 
@@ -73,6 +76,10 @@ impl Compliance for Psd2Sca {
 
     fn check(&self, payment: &Payment) -> Decision {
         decide::decide(&self.config, payment)
+    }
+
+    fn check_card(&self, payment: &Payment, card: Option<&CardDetails>) -> Decision {
+        decide::decide_card(&self.config, payment, card)
     }
 }
 

@@ -109,13 +109,14 @@ pub const HTTP_ERRORS: &[(u16, Meaning)] = &[
         400,
         Meaning::Error(ErrorClass::AnsweredNotProcessed, "invalid_request"),
     ),
+    // Payproxy's credentials refused: a provider fault, not the merchant's request.
     (
         401,
-        Meaning::Error(ErrorClass::AnsweredNotProcessed, "invalid_request"),
+        Meaning::Error(ErrorClass::AnsweredNotProcessed, "provider_auth_failed"),
     ),
     (
         403,
-        Meaning::Error(ErrorClass::AnsweredNotProcessed, "invalid_request"),
+        Meaning::Error(ErrorClass::AnsweredNotProcessed, "provider_auth_failed"),
     ),
     (
         404,

@@ -18,12 +18,15 @@
 //! | 500  | `provider_unavailable` | answered-not-processed   |
 //! | 503  | `provider_unavailable` | answered-not-processed   |
 //! | 429  | `rate_limited`         | answered-not-processed   |
-//! | 400, 401, 403, 404, 409, 422 | `invalid_request` | answered-not-processed |
+//! | 400, 404, 409, 422 | `invalid_request` | answered-not-processed |
+//! | 401, 403 | `provider_auth_failed` | answered-not-processed |
 //! | 504  | `provider_timeout`     | ambiguous                |
 //! | other| `provider_error`       | ambiguous                |
 //!
 //! HTTP 500 maps to the same retryable `provider_unavailable` as DANA's `SYSTEM_ERROR`, so
-//! failover treats both providers alike. 401 is a bad signature: nothing was processed.
+//! failover treats both providers alike. 401 is a bad signature: nothing was processed, and
+//! it is payproxy's credentials that are wrong, not the storefront's request, so it is a
+//! provider fault (`provider_auth_failed`), not the merchant's `invalid_request`.
 
 use payproxy_plugin_sdk::payment::{DeclineKind, ErrorClass};
 
@@ -83,8 +86,16 @@ pub const HTTP_ERRORS: &[HttpMapping] = &[
     ),
     http(429, "rate_limited", ErrorClass::AnsweredNotProcessed),
     http(400, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    http(401, "invalid_request", ErrorClass::AnsweredNotProcessed),
-    http(403, "invalid_request", ErrorClass::AnsweredNotProcessed),
+    http(
+        401,
+        "provider_auth_failed",
+        ErrorClass::AnsweredNotProcessed,
+    ),
+    http(
+        403,
+        "provider_auth_failed",
+        ErrorClass::AnsweredNotProcessed,
+    ),
     http(404, "invalid_request", ErrorClass::AnsweredNotProcessed),
     http(409, "invalid_request", ErrorClass::AnsweredNotProcessed),
     http(422, "invalid_request", ErrorClass::AnsweredNotProcessed),

@@ -153,6 +153,14 @@ pub const ERRORS: &[ErrorRule] = &[
         "invalid_request",
         Class::Fixed(AnsweredNotProcessed),
     ),
+    // Stripe's 402 is a card error (a decline, handled before this table) or a request it
+    // refused to process: the merchant's mistake, as a 400 is.
+    rule(
+        (402, 402),
+        None,
+        "invalid_request",
+        Class::Fixed(AnsweredNotProcessed),
+    ),
     rule(
         (400, 499),
         Some("authentication_error"),
@@ -330,5 +338,21 @@ mod tests {
             ("provider_error", Ambiguous)
         );
         assert_eq!(error(302, None, nap), ("provider_error", Ambiguous));
+        assert_eq!(
+            error(404, Some("invalid_request_error"), nap),
+            ("invalid_request", AnsweredNotProcessed)
+        );
+        assert_eq!(
+            error(402, Some("invalid_request_error"), nap),
+            ("invalid_request", AnsweredNotProcessed)
+        );
+        assert_eq!(
+            error(402, None, nap),
+            ("invalid_request", AnsweredNotProcessed)
+        );
+        assert_eq!(
+            error(401, Some("authentication_error"), nap),
+            ("provider_error", AnsweredNotProcessed)
+        );
     }
 }

@@ -99,7 +99,7 @@ pub fn request(
 }
 
 /// `POST /v1/payment_intents`: confirmed at once (`confirm=true`), like every payproxy
-/// authorization.
+/// authorization; `capture_method` only when it is not Stripe's default.
 fn create(config: &Config, payment: &Payment, body: &mut FormBuilder) -> Result<(), Refusal> {
     let money = payment
         .amount
@@ -112,15 +112,10 @@ fn create(config: &Config, payment: &Payment, body: &mut FormBuilder) -> Result<
         .ok_or_else(|| refuse::currency("currency", &money.currency))?;
     body.push("amount", &money.minor.to_string())
         .push("currency", &currency.to_ascii_lowercase())
-        .push("confirm", "true")
-        .push(
-            "capture_method",
-            if payment.manual_capture {
-                "manual"
-            } else {
-                "automatic"
-            },
-        );
+        .push("confirm", "true");
+    if payment.manual_capture {
+        body.push("capture_method", "manual");
+    }
     purchase(payment, body);
     body.push_opt(
         "customer",

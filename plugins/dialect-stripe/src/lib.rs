@@ -1,9 +1,13 @@
-//! `dialect-stripe`: Stripe's PaymentIntents and Refunds API, both sides.
+//! `dialect-stripe`: Stripe's PaymentIntents and Refunds API, both sides (contract 0.4.0).
 //!
-//! **Ingress** (storefront side): a storefront using a Stripe SDK points its base URL at
-//! payproxy; this dialect parses its requests into the canonical payment and renders outcomes
-//! and refusals back as Stripe objects and Stripe errors. **Egress** (provider side): it
-//! speaks the same API to a Stripe-like provider (the simulator's `/v1/…` routes).
+//! **Storefront side**: a storefront using a Stripe SDK points its base URL at payproxy; this
+//! dialect tells the host what each request asks for — a payment operation payproxy
+//! orchestrates, a list of the payments made through payproxy, or anything else, which the
+//! host forwards unchanged to the Stripe account that owns it — and renders outcomes, the
+//! host's payment records and refusals back as Stripe objects and Stripe errors. **Egress**
+//! (provider side): it speaks the same API to Stripe or a Stripe-like provider (the
+//! simulator's `/v1/…` routes, `localstripe`). The same logic is kept loadable on contract
+//! 0.2.0 by the test fixture `fixture-stripe-v2`.
 //!
 //! # Config
 //!
@@ -19,7 +23,7 @@
 //!
 //! - `reference_keys`: metadata keys read as the merchant reference, first present wins.
 //! - `egress_reference_key`: the metadata key the merchant reference is sent under.
-//! - `stripe_version`: a `Stripe-Version` header for egress requests.
+//! - `stripe_version`: a `Stripe-Version` header for egress and card-lookup requests.
 //! - `server_errors`: class of a 5xx answer carrying a Stripe `api_error` object:
 //!   `answered_not_processed` (the simulator answers its injected faults before doing
 //!   anything, so failover is safe) or `ambiguous` (what Stripe documents for its own 500s).
@@ -28,30 +32,45 @@
 //!   phone), except the numeric parameters (`amount`, `tax_id`, `phone` …). Card tokens are
 //!   always checked.
 //!
-//! # Routes (ingress)
+//! # Requests (storefront side)
 //!
-//! | request | operation |
+//! | request | call |
 //! |---|---|
-//! | `POST /v1/payment_intents` | authorize (payproxy always confirms; `confirm` is checked, not used) |
-//! | `POST /v1/payment_intents/{id}/confirm` | authorize, `id` set |
-//! | `POST /v1/payment_intents/{id}/capture` | capture, optional `amount_to_capture` |
-//! | `POST /v1/payment_intents/{id}/cancel` | void |
-//! | `GET /v1/payment_intents/{id}` | status |
-//! | `POST /v1/refunds` (`payment_intent`, optional `amount`) | refund, `id` = the intent |
+//! | `POST /v1/payment_intents` | payment: authorize, `confirm` = the form's `confirm` (default `false`, as on Stripe: the host only records the intent) |
+//! | `POST /v1/payment_intents/{pi_…}/confirm` | payment: authorize with `id`; the body may be empty (the recorded intent is confirmed) or carry `payment_method`, `return_url` … |
+//! | `POST /v1/payment_intents/{pi_…}/capture` | payment: capture, optional `amount_to_capture` |
+//! | `POST /v1/payment_intents/{pi_…}/cancel` | payment: void |
+//! | `GET /v1/payment_intents/{pi_…}` | payment: status |
+//! | `POST /v1/refunds` (`payment_intent`, optional `amount`) | payment: refund, `id` = the intent |
+//! | `GET /v1/payment_intents` | list: `limit` (1–100, default 10), `starting_after`, `ending_before`, `customer`, `created` (exact) or `created[gt\|gte\|lt\|lte]` (`gt` n → from n+1, `lt` n → up to n−1) |
+//! | anything else | forward, with the object id of the path (`re_123` for `GET /v1/refunds/re_123`, the intent for `POST /v1/payment_intents/{id}` updates, `cus_…`, `pm_…` …) or none (`GET /v1/balance`, `/v1/events`) |
+//!
+//! Customers, payment methods, setup intents, tokens, events, webhook endpoints, refunds by
+//! id, intent updates, intent ids that are not `pi_…` and unknown paths are all forwarded.
+//! Raw card data is refused before anything else, on every path, forwarded ones included.
 //!
 //! Bodies are forms with Stripe's nested keys. `amount` is a positive integer in minor units
 //! (`10.50` → `parameter_invalid_integer`), `currency` a known ISO 4217 code (else
-//! `invalid_currency`), upper-cased in the canonical payment. Captures and refunds carry no
-//! currency on Stripe: their amount has currency `""` (or the optional `currency`
-//! parameter) and the host fills it from the payment they refer to. `Idempotency-Key` →
-//! idempotency key; all `metadata[…]` is kept, `metadata[order_id]` (or
-//! `metadata[merchant_reference]`) is the merchant reference.
+//! `invalid_currency`), upper-cased in the canonical payment. A create with `confirm=true`
+//! needs a payment method (`parameter_missing`, param `payment_method`). Captures and
+//! refunds carry no currency on Stripe: their amount has currency `""` (or the optional
+//! `currency` parameter) and the host fills it from the payment they refer to.
+//! `Idempotency-Key` → idempotency key; all `metadata[…]` is kept, `metadata[order_id]` (or
+//! `metadata[merchant_reference]`) is the merchant reference. A bad `limit` or `created…`
+//! is a 400 `invalid_request_error` naming the parameter.
 //!
-//! # Payment methods (payproxy's convention within Stripe's shape; egress sends the same)
+//! # Payment methods
+//!
+//! A card is a token: `payment_method=pm_…` (what Stripe.js and the SDKs send), or
+//! `payment_method_data[card][token]`. Its network and issuer country come from the home
+//! provider ([`Storefront::card_details`](payproxy_plugin_sdk::storefront::Storefront::card_details)
+//! below); the older payproxy-only `payment_method_data[card][bin|last4|network|country]` are
+//! still read when sent, never required. Other methods use payproxy's convention within
+//! Stripe's shape:
 //!
 //! | parameters | canonical |
 //! |---|---|
-//! | `payment_method_data[type]=card`, `[card][token]` (or `payment_method=pm_…`), `[card][bin]`, `[card][last4]`, `[card][network]`, `[card][country]` (issuer) | card |
+//! | `payment_method=pm_…`, or `payment_method_data[type]=card` + `[card][token]` (optional legacy `[card][bin]`, `[last4]`, `[network]`, `[country]`) | card |
 //! | `type=ideal`, `[ideal][iban]`, `[ideal][bic]` or `[ideal][bank]` (BIC or Stripe bank name) | bank redirect `ideal` |
 //! | `type=pix`, `[pix][tax_id]` (CPF/CNPJ, punctuation dropped) | instant transfer `pix` |
 //! | `type=grabpay` / `dana`, or `type=ewallet` + `[ewallet][wallet]` | e-wallet |
@@ -64,45 +83,81 @@
 //! | `payment_method_options[card][exemption]=low_value\|tra\|recurring\|moto` | exemption asked |
 //! | `capture_method=manual`, `return_url`, `description` | same |
 //!
-//! Without `payment_method_data[type]` the only `payment_method_types[]` entry names the
-//! method. Raw card data (`…[card][number]`, `…[card][cvc]`) is refused with
+//! (`type` is `payment_method_data[type]`, the rest under `payment_method_data[…]`.) Without
+//! `payment_method_data[type]` the only `payment_method_types[]` entry names the method.
+//! Raw card data (`…[card][number]`, `…[card][cvc]`) is refused with
 //! `card_number_not_accepted` and never echoed.
 //!
-//! # Rendering (ingress)
+//! # Rendering (storefront side)
 //!
-//! Approved → `succeeded` (`requires_capture` for manual capture; `canceled` for a void);
-//! redirect → `requires_action` with `next_action.redirect_to_url` (`oxxo_display_details` for
-//! OXXO); QR → `next_action.<type>_display_qr_code.data` (`pix_display_qr_code` for Pix);
-//! pending → `processing`; declined → 402 `card_error` (`card_declined` with Stripe's
-//! `decline_code`, the intent in `error.payment_intent`; a retrieve answers 200 with
-//! `requires_payment_method` and `last_payment_error`); error → 503 `api_error` with
+//! Outcomes: approved → `succeeded` (`requires_capture` for manual capture; `canceled` for a
+//! void); redirect → `requires_action` with `next_action.redirect_to_url`
+//! (`oxxo_display_details` for OXXO); QR → `next_action.<type>_display_qr_code.data`
+//! (`pix_display_qr_code` for Pix); pending → `processing`; declined → 402 `card_error`
+//! (`card_declined` with Stripe's `decline_code`, the intent in `error.payment_intent`; a
+//! retrieve answers 200 with `requires_payment_method` and `last_payment_error`); error with
+//! code `invalid_request` (the provider refused the merchant's request) → 400
+//! `invalid_request_error`, no retry header; other errors → 503 `api_error` with
 //! `Stripe-Should-Retry: true` when nothing was charged, 502 with the intent `processing`
 //! when the payment may exist. Refunds render as Refund objects (`failed` +
 //! `failure_reason` when declined). Compliance annotations are added as
 //! `payproxy_annotations: [{kind, name, rate_bp, amount, currency, note}]` when present.
 //!
+//! Records (the host's own answers) render as PaymentIntents: `status` from the state
+//! (`failed` → `requires_payment_method` with `last_payment_error` from the last decline),
+//! `amount`, `currency` (lower case), `amount_capturable`, `amount_received` (= captured),
+//! `capture_method`, `confirmation_method: "automatic"`, `created`, `customer`,
+//! `description`, `metadata`, `payment_method` (the card token), `payment_method_types`,
+//! `next_action` (from the last outcome, when `requires_action`), `receipt_email`,
+//! `livemode: false`, `client_secret: null`. Lists: `{"object": "list", "data": [intents],
+//! "has_more", "url"}`.
+//!
 //! Refusals: invalid request → 400 (or the host's 4xx) `invalid_request_error` with `code`
-//! and `param` (`idempotency_error` for `idempotency…` codes); compliance denial → 402
-//! `card_error` with the rule's code, since its message is meant for the shopper; strong
-//! authentication → 402 `card_error` `authentication_required`; phone verification → 402
-//! `card_error` `phone_verification_required`; unavailable → 503 (or the host's 5xx)
-//! `api_error`; not found → 404 `resource_missing`.
+//! and `param` (`idempotency_error` for `idempotency…` codes); the host's
+//! `unexpected_state` → 400 `payment_intent_unexpected_state`, `already_refunded` → 400
+//! `charge_already_refunded`, `amount_too_large` → 400 `amount_too_large` (param `amount`),
+//! with the host's message; compliance denial → 402 `card_error` with the rule's code, since
+//! its message is meant for the shopper; strong authentication → 402 `card_error`
+//! `authentication_required`; phone verification → 402 `card_error`
+//! `phone_verification_required`; unavailable → 503 (or the host's 5xx) `api_error`; not
+//! found → 404 `resource_missing`.
+//!
+//! # Forwarded requests and card details
+//!
+//! `forward_headers`: `Authorization: Bearer <credentials.api_key>` (and `Stripe-Version`
+//! when configured) for the provider a request is forwarded to.
+//!
+//! `card_lookup`: `pm_…` → `GET /v1/payment_methods/{token}`, `tok_…` → `GET
+//! /v1/tokens/{token}`, with `Authorization: Bearer <credentials.api_key>` when given; other
+//! tokens → none. `card_details`: the `card` of a 2xx PaymentMethod or Token: `brand` lower
+//! case (Token display names mapped: `American Express` → `amex`), `country` upper case,
+//! `funding`, `last4`, `three_d_secure_usage.supported`; anything else → none.
 //!
 //! # Egress
 //!
-//! `POST /v1/payment_intents` (amount, lower-case currency, `confirm=true`,
-//! `capture_method`, the method convention above, `metadata[…]` with the merchant reference
-//! as `metadata[order_id]`), `…/{ref}/confirm|capture|cancel`, `GET …/{ref}`,
-//! `POST /v1/refunds` (`payment_intent={ref}`). Headers: `Idempotency-Key` from the context
-//! (POST), `Authorization: Bearer <credentials.api_key>` when given. Answers: PaymentIntent
-//! `succeeded` / `requires_capture` → approved (`canceled` → approved for a void, a hard
-//! decline with provider code `canceled` otherwise), `requires_action` → redirect or QR,
-//! `processing` → pending, `requires_payment_method` → decline from `last_payment_error`;
-//! Stripe errors: `card_error` → decline through [`codes::DECLINE_CODES`], 429 →
-//! `rate_limited`, 5xx `api_error` → `provider_error` (500) or `provider_unavailable`
-//! (502–504), answered-not-processed by default (`server_errors`), other errors per
-//! [`codes::ERRORS`]; a 2xx that is not the expected object → ambiguous.
+//! `POST /v1/payment_intents`: `amount`, lower-case `currency`, `confirm=true`,
+//! `capture_method=manual` only for manual capture, the method, `customer` when known,
+//! `description`, `receipt_email`, `return_url`, `payment_method_options[…]` only when set,
+//! `metadata[…]` with the merchant reference as `metadata[order_id]`. A card whose token is
+//! a Stripe payment method id (`pm_`, `card_`, `src_`) is sent as `payment_method=<token>`
+//! and nothing else about the method (what Stripe and localstripe accept); other card tokens
+//! and the other methods use the convention above (`payment_method_types[]`,
+//! `payment_method_data[…]`, without the legacy card fields). Follow-ups:
+//! `…/{ref}/confirm|capture|cancel`, `GET …/{ref}`, `POST /v1/refunds`
+//! (`payment_intent={ref}`, `amount` when partial, metadata). Headers: `Idempotency-Key`
+//! from the context (POST), `Authorization: Bearer <credentials.api_key>` when given.
+//! Answers: PaymentIntent `succeeded` / `requires_capture` → approved (`canceled` →
+//! approved for a void, a hard decline with provider code `canceled` otherwise),
+//! `requires_action` → redirect or QR, `processing` → pending, `requires_payment_method` →
+//! decline from `last_payment_error`; Stripe errors: `card_error` → decline through
+//! [`codes::DECLINE_CODES`], 429 → `rate_limited`, 4xx `invalid_request_error` (and a 402
+//! that is not a card error) → `invalid_request`, answered-not-processed (the merchant's
+//! mistake: the host neither fails over nor blames the provider), 5xx `api_error` →
+//! `provider_error` (500) or `provider_unavailable` (502–504), answered-not-processed by
+//! default (`server_errors`), other errors per [`codes::ERRORS`]; a 2xx that is not the
+//! expected object → ambiguous.
 
+mod card;
 pub mod codes;
 pub mod config;
 pub mod decode;
@@ -110,75 +165,12 @@ pub mod encode;
 pub mod form;
 mod method;
 pub mod parse;
+mod plugin;
 mod refuse;
 mod render;
 mod validate;
 
-use payproxy_plugin_sdk::export_dialect;
-use payproxy_plugin_sdk::payment::{
-    Annotation, Capabilities, Context, Egress, HttpRequest, HttpResponse, Ingress, Outcome,
-    Payment, Refusal,
-};
-
 pub use config::Config;
+pub use plugin::Stripe;
 
-/// The plugin: its parsed config. One value serves both sides.
-pub struct Stripe {
-    config: Config,
-}
-
-impl Ingress for Stripe {
-    fn init(config: &str) -> Result<Self, String> {
-        Ok(Stripe {
-            config: Config::parse(config)?,
-        })
-    }
-
-    fn parse_request(&self, request: &HttpRequest) -> Result<Payment, Refusal> {
-        parse::request(&self.config, request)
-    }
-
-    fn render_outcome(
-        &self,
-        payment: &Payment,
-        outcome: &Outcome,
-        payment_id: &str,
-        annotations: &[Annotation],
-    ) -> HttpResponse {
-        render::outcome(payment, outcome, payment_id, annotations)
-    }
-
-    fn render_refusal(&self, refusal: &Refusal) -> HttpResponse {
-        render::refusal(refusal)
-    }
-
-    fn request_id(&self, request: &HttpRequest) -> Option<String> {
-        parse::request_id(request)
-    }
-}
-
-impl Egress for Stripe {
-    fn init(config: &str) -> Result<Self, String> {
-        Ok(Stripe {
-            config: Config::parse(config)?,
-        })
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        // Stripe replays a POST with the same Idempotency-Key; intents can be retrieved.
-        Capabilities {
-            idempotent_resend: true,
-            status_query: true,
-        }
-    }
-
-    fn encode_request(&self, payment: &Payment, context: &Context) -> Result<HttpRequest, Refusal> {
-        encode::request(&self.config, payment, context)
-    }
-
-    fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome {
-        decode::response(&self.config, payment, response)
-    }
-}
-
-export_dialect!(Stripe);
+payproxy_plugin_sdk::export_storefront_dialect!(Stripe);

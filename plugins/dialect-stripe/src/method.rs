@@ -181,10 +181,14 @@ fn installments(form: &Form) -> Result<Option<u16>, Refusal> {
 fn method(form: &Form, phone: Option<String>) -> Result<Option<PaymentMethod>, Refusal> {
     let declared = pmd(form, &["type"]);
     let types = form.list(&["payment_method_types"]);
+    let saved = form.get(&["payment_method"]).is_some_and(|v| !v.is_empty());
     let type_name = match (declared, types.as_slice()) {
         (Some(t), _) => t,
+        // A saved payment method of the storefront's account (card, SEPA debit …): the
+        // token is what gets charged, whatever its type, so it is a token instrument.
+        (None, _) if saved => "card",
         (None, [only]) => only,
-        _ if form.get(&["payment_method"]).is_some() || form.has(&[PMD, "card"]) => "card",
+        _ if form.has(&[PMD, "card"]) => "card",
         _ => return Ok(None),
     };
     let Some(&(_, kind)) = TYPES.iter().find(|(t, _)| *t == type_name) else {
@@ -338,11 +342,27 @@ pub fn stripe_type(method: &PaymentMethod) -> &str {
     }
 }
 
-/// Egress: the method, shopper and options as form fields, in the convention above.
+/// Whether a card token is a Stripe payment method id, sent as `payment_method`.
+pub fn stripe_payment_method_id(token: &str) -> bool {
+    ["pm_", "card_", "src_"]
+        .iter()
+        .any(|p| token.starts_with(p))
+}
+
+/// Egress: the method, shopper and options as form fields. A card whose token is a Stripe
+/// payment method id is `payment_method=<token>` (Stripe refuses `payment_method_data` next
+/// to it); other methods follow the convention above, without the legacy card fields.
 pub fn encode(payment: &Payment, out: &mut FormBuilder) {
     let Some(method) = &payment.method else {
         return;
     };
+    if let PaymentMethod::Card(c) = method {
+        if stripe_payment_method_id(&c.token) {
+            out.push("payment_method", &c.token);
+            options(payment, out);
+            return;
+        }
+    }
     let mut phone = payment.customer.phone.as_deref();
     let type_name = match method {
         PaymentMethod::Ewallet(w)
@@ -358,14 +378,7 @@ pub fn encode(payment: &Payment, out: &mut FormBuilder) {
         .push("payment_method_data[type]", type_name);
     match method {
         PaymentMethod::Card(c) => {
-            out.push("payment_method_data[card][token]", &c.token)
-                .push_opt("payment_method_data[card][bin]", c.bin.as_deref())
-                .push_opt("payment_method_data[card][last4]", c.last4.as_deref())
-                .push_opt("payment_method_data[card][network]", c.network.as_deref())
-                .push_opt(
-                    "payment_method_data[card][country]",
-                    c.issuer_country.as_deref(),
-                );
+            out.push("payment_method_data[card][token]", &c.token);
         }
         PaymentMethod::BankRedirect(b) => {
             out.push_opt(
@@ -402,6 +415,11 @@ pub fn encode(payment: &Payment, out: &mut FormBuilder) {
         "payment_method_data[billing_details][address][country]",
         payment.country.as_deref(),
     );
+    options(payment, out);
+}
+
+/// `payment_method_options[…]`, each only when set.
+fn options(payment: &Payment, out: &mut FormBuilder) {
     if let Some(n) = payment.installments {
         out.push(
             "payment_method_options[card][installments][plan][count]",

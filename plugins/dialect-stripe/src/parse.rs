@@ -1,7 +1,9 @@
-//! Ingress: a storefront's Stripe API request → the canonical payment.
+//! Storefront side: a storefront's Stripe API request → what it asks of payproxy
+//! ([`Call`]): a payment operation, a list of payments, or a request forwarded unchanged.
 
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::payment::{HttpRequest, Money, Operation, Payment, Refusal};
+use payproxy_plugin_sdk::storefront::{Call, ListQuery, PaymentCall};
 
 use crate::config::Config;
 use crate::form::Form;
@@ -12,6 +14,8 @@ use crate::{method, refuse, validate};
 pub enum Route {
     /// `POST /v1/payment_intents`.
     Create,
+    /// `GET /v1/payment_intents`.
+    List,
     /// `GET /v1/payment_intents/{id}`.
     Retrieve(String),
     /// `POST /v1/payment_intents/{id}/confirm`.
@@ -22,6 +26,60 @@ pub enum Route {
     Cancel(String),
     /// `POST /v1/refunds`.
     Refund,
+    /// Anything else: forwarded unchanged, with the object id of the path when there is one.
+    Forward(Option<String>),
+}
+
+/// The top-level parameters of Stripe's `POST /v1/payment_intents`.
+const CREATE_PARAMETERS: &[&str] = &[
+    "amount",
+    "currency",
+    "application_fee_amount",
+    "automatic_payment_methods",
+    "capture_method",
+    "confirm",
+    "confirmation_method",
+    "confirmation_token",
+    "customer",
+    "description",
+    "error_on_requires_action",
+    "expand",
+    "mandate",
+    "mandate_data",
+    "metadata",
+    "off_session",
+    "on_behalf_of",
+    "payment_method",
+    "payment_method_configuration",
+    "payment_method_data",
+    "payment_method_options",
+    "payment_method_types",
+    "radar_options",
+    "receipt_email",
+    "return_url",
+    "setup_future_usage",
+    "shipping",
+    "statement_descriptor",
+    "statement_descriptor_suffix",
+    "transfer_data",
+    "transfer_group",
+    "use_stripe_sdk",
+];
+
+/// Refuse a parameter Stripe does not have, as Stripe does (`parameter_unknown`).
+fn known_parameters(form: &Form, known: &[&str]) -> Result<(), Refusal> {
+    for (key, _) in form.pairs() {
+        let Some(top) = key.first() else { continue };
+        if !known.contains(&top.as_str()) {
+            let shown: String = top.chars().take(64).collect();
+            return Err(Refusal::invalid(
+                Some(&shown),
+                "parameter_unknown",
+                format!("Received unknown parameter: {shown}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Stripe's limits on metadata.
@@ -30,34 +88,79 @@ const MAX_METADATA_KEY: usize = 40;
 const MAX_METADATA_VALUE: usize = 500;
 const MAX_TEXT: usize = 1000;
 
+/// Path segments under `/v1/` that group resources rather than name one
+/// (`/v1/checkout/sessions/cs_1`): skipped before collection / id pairs.
+const NAMESPACES: &[&str] = &[
+    "apps",
+    "billing",
+    "billing_portal",
+    "checkout",
+    "climate",
+    "entitlements",
+    "financial_connections",
+    "forwarding",
+    "identity",
+    "issuing",
+    "radar",
+    "reporting",
+    "sigma",
+    "tax",
+    "terminal",
+    "test_helpers",
+    "treasury",
+];
+
+/// Whether a path segment is shaped like a Stripe object id: `prefix_rest` (`pi_3Mx9`,
+/// `re_123`, `pm_card_visa`), URL-safe.
+pub fn id_shaped(segment: &str) -> bool {
+    validate::object_id(segment)
+        && segment.starts_with(|c: char| c.is_ascii_lowercase())
+        && segment
+            .split_once('_')
+            .is_some_and(|(prefix, rest)| !rest.is_empty() && prefix.len() <= 12)
+}
+
+/// A payment intent id payproxy can orchestrate: `pi_…`.
+fn intent_id(segment: &str) -> bool {
+    segment.starts_with("pi_") && segment.len() > 3 && validate::object_id(segment)
+}
+
+/// The object id of a path: Stripe paths alternate collection and id
+/// (`/v1/customers/cus_1/sources/card_2`), after optional namespaces; the last id wins.
+pub fn path_object_id(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v1/")?;
+    let mut segments: Vec<&str> = rest.split('/').collect();
+    while segments.len() > 1 && NAMESPACES.contains(&segments[0]) {
+        segments.remove(0);
+    }
+    segments
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .rfind(|s| id_shaped(s))
+        .map(|s| s.to_string())
+}
+
 impl Route {
-    /// The route of `method` `path`; an id that cannot be a payment intent's is not found.
-    pub fn parse(method: &str, path: &str) -> Result<Route, Refusal> {
+    /// The route of `method` `path`. Every request has one: what payproxy does not
+    /// orchestrate is forwarded.
+    pub fn parse(method: &str, path: &str) -> Route {
         let segments: Vec<&str> = match path.strip_prefix("/v1/") {
             Some(rest) => rest.split('/').collect(),
-            None => return Err(refuse::unrecognized(method)),
-        };
-        let intent = |id: &str| -> Result<String, Refusal> {
-            if id.starts_with("pi_") && validate::object_id(id) {
-                Ok(id.to_string())
-            } else {
-                Err(refuse::no_such("payment_intent", "intent", id))
-            }
+            None => return Route::Forward(None),
         };
         match (method, segments.as_slice()) {
-            ("POST", ["payment_intents"]) => Ok(Route::Create),
-            ("POST", ["refunds"]) => Ok(Route::Refund),
-            ("GET", ["payment_intents", id]) if !id.is_empty() => Ok(Route::Retrieve(intent(id)?)),
-            ("POST", ["payment_intents", id, action]) if !id.is_empty() => {
-                let id = intent(id)?;
-                match *action {
-                    "confirm" => Ok(Route::Confirm(id)),
-                    "capture" => Ok(Route::Capture(id)),
-                    "cancel" => Ok(Route::Cancel(id)),
-                    _ => Err(refuse::unrecognized(method)),
-                }
-            }
-            _ => Err(refuse::unrecognized(method)),
+            ("POST", ["payment_intents"]) => Route::Create,
+            ("GET", ["payment_intents"]) => Route::List,
+            ("POST", ["refunds"]) => Route::Refund,
+            ("GET", ["payment_intents", id]) if intent_id(id) => Route::Retrieve(id.to_string()),
+            ("POST", ["payment_intents", id, action]) if intent_id(id) => match *action {
+                "confirm" => Route::Confirm(id.to_string()),
+                "capture" => Route::Capture(id.to_string()),
+                "cancel" => Route::Cancel(id.to_string()),
+                _ => Route::Forward(Some(id.to_string())),
+            },
+            _ => Route::Forward(path_object_id(path)),
         }
     }
 }
@@ -84,22 +187,121 @@ fn form(request: &HttpRequest) -> Result<Form, Refusal> {
     Ok(Form::parse(request.body.as_deref().unwrap_or_default()))
 }
 
-/// Parse a storefront request into the canonical payment.
-pub fn request(config: &Config, request: &HttpRequest) -> Result<Payment, Refusal> {
-    let route = Route::parse(&request.method, &request.path)?;
+/// What a storefront request asks of payproxy. Raw card data is refused first, on every
+/// path, forwarded ones included.
+pub fn call(config: &Config, request: &HttpRequest) -> Result<Call, Refusal> {
+    let route = Route::parse(&request.method, &request.path);
     let form = form(request)?;
     // Card data first: a request carrying a card number is refused whatever else is wrong.
     refuse_card_data(config, &form)?;
+    if request.method != "GET" {
+        let query = Form::parse(request.query.as_deref().unwrap_or_default().as_bytes());
+        refuse_card_data(config, &query)?;
+    }
+    match route {
+        Route::Forward(id) => Ok(Call::Forward(id)),
+        Route::List => list_query(&form).map(Call::List),
+        route => {
+            let confirm = match route {
+                Route::Create => boolean(&form, "confirm")?.unwrap_or(false),
+                _ => true,
+            };
+            if matches!(route, Route::Create) && !confirm {
+                // Nothing reaches a provider until the confirm, so the parameters are
+                // checked here, as Stripe checks them at create.
+                known_parameters(&form, CREATE_PARAMETERS)?;
+            }
+            let payment = payment(config, request, &form, route)?;
+            if matches!(payment.operation, Operation::Authorize)
+                && payment.id.is_none()
+                && confirm
+                && payment.method.is_none()
+            {
+                return Err(Refusal::invalid(
+                    Some("payment_method"),
+                    "parameter_missing",
+                    "You must provide a payment_method (or payment_method_data) to confirm this PaymentIntent.",
+                ));
+            }
+            Ok(Call::Payment(PaymentCall { payment, confirm }))
+        }
+    }
+}
+
+/// `GET /v1/payment_intents`: `limit` (1–100, default 10), `starting_after`,
+/// `ending_before`, `customer`, `created` or `created[gt|gte|lt|lte]`.
+fn list_query(form: &Form) -> Result<ListQuery, Refusal> {
+    let mut query = ListQuery::new(10);
+    if let Some(limit) = integer(form, &["limit"])? {
+        if !(1..=100).contains(&limit) {
+            return Err(Refusal::invalid(
+                Some("limit"),
+                "parameter_invalid_integer",
+                "Invalid limit: must be between 1 and 100.",
+            ));
+        }
+        query.limit = limit as u32;
+    }
+    let id = |param: &str| -> Result<Option<String>, Refusal> {
+        match form.get(&[param]).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) if validate::object_id(v) => Ok(Some(v.to_string())),
+            Some(_) => Err(refuse::bad_value(param, "an object id")),
+        }
+    };
+    query.starting_after = id("starting_after")?;
+    query.ending_before = id("ending_before")?;
+    query.customer = id("customer")?;
+    let bound = |key: &str, adjust: i64| -> Result<Option<i64>, Refusal> {
+        let Some(v) = integer(form, &["created", key])? else {
+            return Ok(None);
+        };
+        v.checked_add(adjust)
+            .map(Some)
+            .ok_or_else(|| refuse::not_integer(&bracketed(&["created", key])))
+    };
+    let exact = integer(form, &["created"])?;
+    let lower = [exact, bound("gte", 0)?, bound("gt", 1)?];
+    let upper = [exact, bound("lte", 0)?, bound("lt", -1)?];
+    query.created_gte = lower.into_iter().flatten().max();
+    query.created_lte = upper.into_iter().flatten().min();
+    Ok(query)
+}
+
+/// An integer parameter (any sign), `None` when absent or empty.
+fn integer(form: &Form, path: &[&str]) -> Result<Option<i64>, Refusal> {
+    let Some(raw) = form.get(path).map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refuse::not_integer(&bracketed(path)));
+    }
+    raw.parse()
+        .map(Some)
+        .map_err(|_| refuse::not_integer(&bracketed(path)))
+}
+
+/// The canonical payment of a payment route.
+fn payment(
+    config: &Config,
+    request: &HttpRequest,
+    form: &Form,
+    route: Route,
+) -> Result<Payment, Refusal> {
     let operation = match route {
         Route::Create | Route::Confirm(_) => Operation::Authorize,
         Route::Retrieve(_) => Operation::Status,
         Route::Capture(_) => Operation::Capture,
         Route::Cancel(_) => Operation::Void,
         Route::Refund => Operation::Refund,
+        Route::List | Route::Forward(_) => {
+            return Err(refuse::unrecognized(&request.method));
+        }
     };
     let mut payment = Payment::new(operation);
     payment.idempotency_key = idempotency_key(request)?;
-    payment.metadata = metadata(&form)?;
+    payment.metadata = metadata(form)?;
     payment.merchant_reference = config
         .reference_keys
         .iter()
@@ -107,7 +309,7 @@ pub fn request(config: &Config, request: &HttpRequest) -> Result<Payment, Refusa
         .map(|(_, v)| v.clone());
     match route {
         Route::Create => {
-            let minor = amount(&form, "amount")?.ok_or_else(|| refuse::missing("amount"))?;
+            let minor = amount(form, "amount")?.ok_or_else(|| refuse::missing("amount"))?;
             let code = form
                 .get(&["currency"])
                 .filter(|c| !c.is_empty())
@@ -115,16 +317,15 @@ pub fn request(config: &Config, request: &HttpRequest) -> Result<Payment, Refusa
             let currency =
                 currency::normalise(code).ok_or_else(|| refuse::currency("currency", code))?;
             payment.amount = Some(Money { minor, currency });
-            boolean(&form, "confirm")?;
-            purchase(&form, &mut payment)?;
+            purchase(form, &mut payment)?;
         }
         Route::Confirm(id) => {
             payment.id = Some(id);
-            purchase(&form, &mut payment)?;
+            purchase(form, &mut payment)?;
         }
         Route::Capture(id) => {
             payment.id = Some(id);
-            payment.amount = follow_up_amount(&form, "amount_to_capture")?;
+            payment.amount = follow_up_amount(form, "amount_to_capture")?;
         }
         Route::Cancel(id) | Route::Retrieve(id) => payment.id = Some(id),
         Route::Refund => {
@@ -136,32 +337,33 @@ pub fn request(config: &Config, request: &HttpRequest) -> Result<Payment, Refusa
                     r.message.push_str(" payproxy refunds by payment_intent.");
                     r
                 })?;
-            if !id.starts_with("pi_") || !validate::object_id(id) {
+            if !intent_id(id) {
                 return Err(refuse::no_such("payment_intent", "payment_intent", id));
             }
             payment.id = Some(id.to_string());
-            payment.amount = follow_up_amount(&form, "amount")?;
+            payment.amount = follow_up_amount(form, "amount")?;
             one_of(
-                &form,
+                form,
                 "reason",
                 &["duplicate", "fraudulent", "requested_by_customer"],
             )?;
         }
+        Route::List | Route::Forward(_) => {}
     }
     Ok(payment)
 }
 
-/// The payment intent or refund a request refers to.
+/// The payment intent or refund a request refers to (0.2.0's `request-id`).
 pub fn request_id(request: &HttpRequest) -> Option<String> {
-    match Route::parse(&request.method, &request.path).ok()? {
-        Route::Create => None,
+    match Route::parse(&request.method, &request.path) {
+        Route::Create | Route::List | Route::Forward(_) => None,
         Route::Retrieve(id) | Route::Confirm(id) | Route::Capture(id) | Route::Cancel(id) => {
             Some(id)
         }
         Route::Refund => {
             let form = form(request).ok()?;
             let id = form.get(&["payment_intent"])?;
-            (id.starts_with("pi_") && validate::object_id(id)).then(|| id.to_string())
+            intent_id(id).then(|| id.to_string())
         }
     }
 }
@@ -350,36 +552,54 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(
-            Route::parse("POST", "/v1/payment_intents"),
-            Ok(Route::Create)
-        );
+        assert_eq!(Route::parse("POST", "/v1/payment_intents"), Route::Create);
+        assert_eq!(Route::parse("GET", "/v1/payment_intents"), Route::List);
         assert_eq!(
             Route::parse("GET", "/v1/payment_intents/pi_1"),
-            Ok(Route::Retrieve("pi_1".into()))
+            Route::Retrieve("pi_1".into())
         );
         assert_eq!(
             Route::parse("POST", "/v1/payment_intents/pi_1/cancel"),
-            Ok(Route::Cancel("pi_1".into()))
+            Route::Cancel("pi_1".into())
         );
-        assert_eq!(Route::parse("POST", "/v1/refunds"), Ok(Route::Refund));
-        let code = |m: &str, p: &str| Route::parse(m, p).err().map(|r| r.code);
+        assert_eq!(Route::parse("POST", "/v1/refunds"), Route::Refund);
+        let forward = |m: &str, p: &str| match Route::parse(m, p) {
+            Route::Forward(id) => id,
+            other => panic!("{m} {p}: {other:?}"),
+        };
         assert_eq!(
-            code("POST", "/v1/payment_intents/pi_1/zap").as_deref(),
-            Some("unrecognized_request_url")
-        );
-        assert_eq!(
-            code("GET", "/v1/refunds").as_deref(),
-            Some("unrecognized_request_url")
-        );
-        assert_eq!(
-            code("GET", "/v1/payment_intents/ch_1").as_deref(),
-            Some("resource_missing")
+            forward("POST", "/v1/payment_intents/pi_1/zap").as_deref(),
+            Some("pi_1")
         );
         assert_eq!(
-            code("POST", "/v2/payment_intents").as_deref(),
-            Some("unrecognized_request_url")
+            forward("POST", "/v1/payment_intents/pi_1").as_deref(),
+            Some("pi_1")
         );
+        assert_eq!(forward("GET", "/v1/refunds"), None);
+        assert_eq!(
+            forward("GET", "/v1/refunds/re_123").as_deref(),
+            Some("re_123")
+        );
+        assert_eq!(
+            forward("GET", "/v1/payment_intents/ch_1").as_deref(),
+            Some("ch_1")
+        );
+        assert_eq!(forward("GET", "/v1/payment_intents/search"), None);
+        assert_eq!(forward("POST", "/v2/payment_intents"), None);
+        assert_eq!(
+            forward("GET", "/v1/customers/cus_1/sources/card_2").as_deref(),
+            Some("card_2")
+        );
+        assert_eq!(
+            forward("GET", "/v1/checkout/sessions/cs_test_1").as_deref(),
+            Some("cs_test_1")
+        );
+        assert_eq!(
+            forward("POST", "/v1/payment_methods/pm_card_visa/attach").as_deref(),
+            Some("pm_card_visa")
+        );
+        assert_eq!(forward("GET", "/v1/balance"), None);
+        assert_eq!(forward("POST", "/v1/payment_intents/x%2F/capture"), None);
     }
 
     #[test]
@@ -447,6 +667,7 @@ mod tests {
             request_id(&req("POST", "/v1/refunds", "payment_intent=ch_8")),
             None
         );
+        assert_eq!(request_id(&req("GET", "/v1/refunds/re_1", "")), None);
         assert_eq!(
             request_id(&req("POST", "/v1/payment_intents", "amount=1")),
             None

@@ -1,9 +1,11 @@
-//! Ingress: outcomes and refusals → Stripe PaymentIntent / Refund objects and Stripe errors.
+//! Storefront side: outcomes, records and refusals → Stripe PaymentIntent / Refund / list
+//! objects and Stripe errors.
 
 use payproxy_plugin_sdk::payment::{
     Annotation, ChallengeKind, Decline, ErrorClass, Failure, HttpResponse, NextAction, Operation,
     Outcome, OutcomeStatus, Payment, PaymentMethod, Refusal, RefusalKind,
 };
+use payproxy_plugin_sdk::storefront::{PaymentRecord, PaymentState};
 use serde_json::{json, Map, Value};
 
 use crate::codes;
@@ -85,7 +87,10 @@ fn intent(payment: &Payment, outcome: &Outcome, id: &str, status: &str) -> Value
         "description": payment.description,
         "customer": payment.customer.id,
         "receipt_email": payment.customer.email,
+        "payment_method": card_token(payment),
         "payment_method_types": payment.method.as_ref().map(|m| vec![stripe_type(m)]).unwrap_or_default(),
+        "confirmation_method": "automatic",
+        "client_secret": null,
         "next_action": null,
         "last_payment_error": null,
         "livemode": false,
@@ -102,6 +107,77 @@ fn intent(payment: &Payment, outcome: &Outcome, id: &str, status: &str) -> Value
         v["amount_received"] = if status == "succeeded" { minor } else { 0 }.into();
     }
     v
+}
+
+/// The card token, Stripe's `payment_method`, when the method is a card.
+fn card_token(payment: &Payment) -> Option<&str> {
+    match &payment.method {
+        Some(PaymentMethod::Card(c)) => Some(c.token.as_str()),
+        _ => None,
+    }
+}
+
+/// Stripe's status of a recorded payment (`failed` is `requires_payment_method`, with the
+/// decline as `last_payment_error`).
+fn state_status(state: PaymentState) -> &'static str {
+    match state {
+        PaymentState::RequiresPaymentMethod | PaymentState::Failed => "requires_payment_method",
+        PaymentState::RequiresConfirmation => "requires_confirmation",
+        PaymentState::RequiresAction => "requires_action",
+        PaymentState::Processing => "processing",
+        PaymentState::RequiresCapture => "requires_capture",
+        PaymentState::Succeeded => "succeeded",
+        PaymentState::Canceled => "canceled",
+    }
+}
+
+/// The PaymentIntent object of a host record.
+fn record_intent(r: &PaymentRecord) -> Value {
+    let status = state_status(r.state);
+    let none = Outcome::of(OutcomeStatus::Pending);
+    let mut v = intent(&r.payment, &none, &r.id, status);
+    v["created"] = r.created.into();
+    if let Some(m) = &r.payment.amount {
+        v["amount_capturable"] = if r.state == PaymentState::RequiresCapture {
+            (m.minor - r.amount_captured).max(0)
+        } else {
+            0
+        }
+        .into();
+        v["amount_received"] = r.amount_captured.into();
+    }
+    let last = r.last_outcome.as_ref().map(|o| &o.status);
+    match (r.state, last) {
+        (PaymentState::RequiresAction, Some(OutcomeStatus::RequiresAction(action))) => {
+            v["next_action"] = next_action(&r.payment, action);
+        }
+        (PaymentState::Failed, Some(OutcomeStatus::Declined(d))) => {
+            v["last_payment_error"] = payment_error(d);
+        }
+        (PaymentState::Failed, _) => {
+            v["last_payment_error"] = json!({
+                "type": "api_error",
+                "code": "payment_failed",
+                "message": "The payment failed; confirm it again or use another payment method.",
+            });
+        }
+        _ => {}
+    }
+    v
+}
+
+/// A recorded payment as a PaymentIntent (200).
+pub fn record(r: &PaymentRecord) -> HttpResponse {
+    HttpResponse::json(200, &record_intent(r))
+}
+
+/// A page of recorded payments as a Stripe list object (200).
+pub fn list(records: &[PaymentRecord], has_more: bool, url: &str) -> HttpResponse {
+    let data: Vec<Value> = records.iter().map(record_intent).collect();
+    HttpResponse::json(
+        200,
+        &json!({"object": "list", "data": data, "has_more": has_more, "url": url}),
+    )
 }
 
 /// `next_action` in Stripe's shapes: `redirect_to_url`, `oxxo_display_details` for OXXO
@@ -150,6 +226,16 @@ fn declined(payment: &Payment, outcome: &Outcome, id: &str, d: &Decline) -> Http
 /// with the intent in `processing` when the payment may exist.
 fn error(payment: &Payment, outcome: &Outcome, id: &str, f: &Failure) -> HttpResponse {
     let code = safe_code(&f.code, "provider_error");
+    if code == "invalid_request" && f.class != ErrorClass::Ambiguous {
+        // The provider refused the merchant's request as malformed: a client error, not
+        // worth retrying as is. The provider's message is for logs, not for the shopper.
+        let message = "The payment provider refused the request as invalid; nothing was charged. \
+                       Check the parameters (amount, currency, payment method) before retrying.";
+        return HttpResponse::json(
+            400,
+            &json!({"error": {"type": "invalid_request_error", "code": "invalid_request", "message": message}}),
+        );
+    }
     match f.class {
         ErrorClass::Ambiguous => {
             let message = format!(
@@ -252,8 +338,54 @@ fn safe_code<'a>(code: &'a str, fallback: &'a str) -> &'a str {
     }
 }
 
+/// Refusal codes the host makes about a payment's state → Stripe's code, param and default
+/// message.
+const HOST_CODES: &[(&str, &str, Option<&str>, &str)] = &[
+    (
+        "unexpected_state",
+        "payment_intent_unexpected_state",
+        None,
+        "This PaymentIntent's status does not allow this operation.",
+    ),
+    (
+        "already_refunded",
+        "charge_already_refunded",
+        None,
+        "This PaymentIntent has already been refunded.",
+    ),
+    (
+        "amount_too_large",
+        "amount_too_large",
+        Some("amount"),
+        "The amount is more than what is left to capture or refund.",
+    ),
+];
+
 /// Render a refusal as a Stripe error object.
 pub fn refusal(r: &Refusal) -> HttpResponse {
+    let host_code = HOST_CODES.iter().find(|(c, ..)| *c == r.code);
+    if let (Some((_, code, param, default)), false) = (
+        host_code,
+        matches!(
+            r.kind,
+            RefusalKind::ComplianceDenied | RefusalKind::Challenge(_)
+        ),
+    ) {
+        let message = if r.message.is_empty() {
+            (*default).to_string()
+        } else {
+            r.message.clone()
+        };
+        let mut error = json!({"type": "invalid_request_error", "code": code, "message": message});
+        let param = match &r.kind {
+            RefusalKind::InvalidRequest(Some(p)) => Some(p.as_str()),
+            _ => *param,
+        };
+        if let Some(param) = param {
+            error["param"] = param.into();
+        }
+        return HttpResponse::json(400, &json!({ "error": error }));
+    }
     let (status, kind, code, param) = match &r.kind {
         RefusalKind::InvalidRequest(param) => {
             let status = if (400..500).contains(&r.status) {

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use dialect_stripe::Stripe;
 use payproxy_plugin_sdk::payment::{
-    Card, Context, Egress, HttpRequest, HttpResponse, Ingress, Money, Operation, Outcome,
-    OutcomeStatus, Payment, PaymentMethod,
+    Card, Context, Egress, HttpRequest, HttpResponse, Money, Operation, Outcome, OutcomeStatus,
+    Payment, PaymentMethod, Refusal,
 };
+use payproxy_plugin_sdk::storefront::{Call, Storefront};
 use payproxy_plugin_sdk::testing;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -19,7 +20,15 @@ const CURRENCIES: &[&str] = &[
 ];
 
 fn plugin() -> Stripe {
-    <Stripe as Ingress>::init("{}").expect("default config")
+    <Stripe as Storefront>::init("{}").expect("default config")
+}
+
+/// The payment of a payment call.
+fn payment_of(call: Result<Call, Refusal>) -> Result<Payment, Refusal> {
+    match call? {
+        Call::Payment(c) => Ok(c.payment),
+        other => panic!("not a payment call: {other:?}"),
+    }
 }
 
 fn create_request(
@@ -68,7 +77,7 @@ proptest! {
         metadata in metadata_strategy(),
     ) {
         let plugin = plugin();
-        let payment = plugin.parse_request(&create_request(amount, currency, &order_id, &metadata)).expect("valid request");
+        let payment = payment_of(plugin.parse(&create_request(amount, currency, &order_id, &metadata))).expect("valid request");
         prop_assert_eq!(payment.amount.as_ref(), Some(&Money { minor: amount, currency: currency.to_ascii_uppercase() }));
         prop_assert_eq!(payment.merchant_reference.as_deref(), Some(order_id.as_str()));
 
@@ -91,14 +100,16 @@ proptest! {
         currency in prop::sample::select(CURRENCIES),
         order_id in "[^\\p{Cc}]{1,40}",
         metadata in metadata_strategy(),
+        token in prop::sample::select(&["tok_visa", "pm_card_visa", "pm_1NkP2qA7b", "card_1Ab"][..]),
     ) {
+        let storefront = plugin();
         let plugin = <Stripe as Egress>::init("{}").expect("default config");
         let mut payment = Payment::new(Operation::Authorize);
         payment.amount = Some(Money { minor: amount, currency: currency.to_ascii_uppercase() });
         payment.merchant_reference = Some(order_id.clone());
         payment.metadata = metadata.clone().into_iter().collect();
         payment.method = Some(PaymentMethod::Card(Card {
-            token: "tok_visa".into(), bin: None, last4: None, network: None, issuer_country: None,
+            token: token.into(), bin: None, last4: None, network: None, issuer_country: None,
         }));
         let request = plugin.encode_request(&payment, &context()).expect("valid payment");
         let body = request.body.expect("form body");
@@ -111,9 +122,9 @@ proptest! {
         }
 
         // Our own storefront side reads the same payment back.
-        let back = plugin.parse_request(&HttpRequest {
+        let back = payment_of(storefront.parse(&HttpRequest {
             method: "POST".into(), path: request.path.clone(), query: None, headers: request.headers.clone(), body: Some(body),
-        });
+        }));
         let back = back.expect("own egress output parses");
         prop_assert_eq!(back.amount, payment.amount);
         prop_assert_eq!(back.merchant_reference, payment.merchant_reference);
@@ -124,7 +135,7 @@ proptest! {
     fn arbitrary_requests_never_panic(body in prop::collection::vec(any::<u8>(), 0..300), path in "/v1/[a-z_/]{0,40}") {
         let plugin = plugin();
         let request = HttpRequest { method: "POST".into(), path, query: None, headers: vec![], body: Some(body) };
-        if let Err(refusal) = plugin.parse_request(&request) {
+        if let Err(refusal) = plugin.parse(&request) {
             let rendered = plugin.render_refusal(&refusal);
             prop_assert!((400..600).contains(&rendered.status));
         }

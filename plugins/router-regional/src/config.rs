@@ -99,6 +99,16 @@ pub struct Conditions {
     /// `ideal`, `pix`, `visa`), stored lower case. Named apart from `method` (HTTP).
     #[serde(default)]
     pub payment_method: Option<Vec<String>>,
+    /// Canonical payment: issuer countries of a card payment, ISO 3166-1 alpha-2 (stored upper
+    /// case). The host fills the card's issuer country from the home provider's
+    /// payment-method object before routing.
+    #[serde(default)]
+    pub card_country: Option<Vec<String>>,
+    /// Canonical payment: networks of a card payment (`visa`, `mastercard`, `amex` …, stored
+    /// lower case). The host fills the card's network from the home provider's
+    /// payment-method object before routing.
+    #[serde(default)]
+    pub card_network: Option<Vec<String>>,
     /// Canonical payment: smallest amount, inclusive, in minor units of the one `currency`.
     #[serde(default)]
     pub amount_min: Option<i64>,
@@ -116,6 +126,8 @@ impl Conditions {
         self.country.is_some()
             || self.currency.is_some()
             || self.payment_method.is_some()
+            || self.card_country.is_some()
+            || self.card_network.is_some()
             || self.amount_min.is_some()
             || self.amount_max.is_some()
             || self.operation.is_some()
@@ -344,6 +356,33 @@ fn canonical(c: &mut Conditions) -> Result<(), String> {
                     "payment_method[{i}]: must be one of {} or a wallet/scheme/network name \
                      such as \"dana\"",
                     METHOD_KINDS.join(", ")
+                ));
+            }
+        }
+    }
+    if let Some(list) = &mut c.card_country {
+        non_empty("card_country", list)?;
+        for (i, code) in list.iter_mut().enumerate() {
+            if !country::is_alpha2(code) {
+                return Err(format!(
+                    "card_country[{i}]: must be an ISO 3166-1 alpha-2 code such as \"DE\""
+                ));
+            }
+            *code = code.to_ascii_uppercase();
+        }
+    }
+    if let Some(list) = &mut c.card_network {
+        non_empty("card_network", list)?;
+        for (i, name) in list.iter_mut().enumerate() {
+            *name = name.trim().to_ascii_lowercase();
+            let ok = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                return Err(format!(
+                    "card_network[{i}]: must be a card network name such as \"visa\" or \"amex\""
                 ));
             }
         }

@@ -19,6 +19,8 @@
 //!       "providers": [ { "name": "dana" }, { "name": "sim-sea" } ] },
 //!     { "name": "nl", "match": { "country": ["NL"], "operation": ["authorize"] },
 //!       "providers": [ { "name": "ideal-psp" }, { "name": "adyen" } ] },
+//!     { "name": "domestic-br-cards", "match": { "card_country": ["BR"], "card_network": ["visa", "mastercard"] },
+//!       "providers": [ { "name": "br-acquirer" }, { "name": "adyen" } ] },
 //!     { "name": "big-eur-cards", "match": { "payment_method": ["card"], "currency": ["EUR"], "amount_min": 100000 },
 //!       "providers": [ { "name": "adyen", "weight": 80 }, { "name": "stripe", "weight": 20 } ] }
 //!   ],
@@ -40,6 +42,13 @@
 //! - `payment_method`: kinds `card`, `ewallet`, `bank_redirect`, `instant_transfer`,
 //!   `cash_voucher`, or a wallet / scheme / card network name (`dana`, `ideal`, `pix`,
 //!   `visa`). Named apart from `method`, which stays the HTTP method;
+//! - `card_country`: issuer countries of a card payment (ISO 3166-1 alpha-2), e.g. to send
+//!   domestic cards to a local acquirer; `card_network`: card networks, lower case (`visa`,
+//!   `mastercard`, `amex`, `jcb` …). Neither holds for a payment that is not a card, nor for
+//!   a card whose issuer country or network is unknown. The storefront sends only a token:
+//!   the host fills `Card.issuer_country` and `Card.network` from the home provider's
+//!   payment-method object (the storefront dialect's card lookup, contract 0.4.0) before
+//!   routing;
 //! - `amount_min` / `amount_max`: inclusive bounds in minor units; they require `currency`
 //!   with exactly one code, since minor units mean nothing without an exponent;
 //! - `operation`: `authorize`, `capture`, `refund`, `void`, `status`.

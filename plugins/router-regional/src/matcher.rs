@@ -180,9 +180,21 @@ fn payment_matches(c: &Conditions, p: &Payment) -> bool {
             min.is_none_or(|min| a.minor >= min) && max.is_none_or(|max| a.minor <= max)
         }),
     };
+    let card = match &p.method {
+        Some(PaymentMethod::Card(card)) => Some(card),
+        _ => None,
+    };
     operation_ok
         && method_ok
         && amount_ok
+        && one_of(
+            &c.card_country,
+            card.and_then(|card| card.issuer_country.as_deref()),
+        )
+        && one_of(
+            &c.card_network,
+            card.and_then(|card| card.network.as_deref()),
+        )
         && one_of(&c.country, p.country.as_deref())
         && one_of(&c.currency, p.amount.as_ref().map(|a| a.currency.as_str()))
 }

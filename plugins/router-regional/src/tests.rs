@@ -215,6 +215,22 @@ fn bad_configs_are_rejected_with_the_rule_named() {
             "rules[0] (x): match.country: must not be empty",
         ),
         (
+            r#"{"rules":[{"name":"x","match":{"card_country":["DEU"]},"providers":[{"name":"a"}]}]}"#,
+            "rules[0] (x): match.card_country[0]: must be an ISO 3166-1 alpha-2",
+        ),
+        (
+            r#"{"rules":[{"name":"x","match":{"card_country":[]},"providers":[{"name":"a"}]}]}"#,
+            "rules[0] (x): match.card_country: must not be empty",
+        ),
+        (
+            r#"{"rules":[{"name":"x","match":{"card_network":["master card"]},"providers":[{"name":"a"}]}]}"#,
+            "rules[0] (x): match.card_network[0]: must be a card network name",
+        ),
+        (
+            r#"{"rules":[{"name":"x","match":{"card_network":[]},"providers":[{"name":"a"}]}]}"#,
+            "rules[0] (x): match.card_network: must not be empty",
+        ),
+        (
             r#"{"prefer_cheaper_within":1.5}"#,
             "router-regional config: prefer_cheaper_within: must be between 0 and 1",
         ),
@@ -238,4 +254,67 @@ fn bad_configs_are_rejected_with_the_rule_named() {
         assert!(err.contains(want), "{config}: {err}");
         assert!(err.starts_with("router-regional config: "), "{err}");
     }
+}
+
+/// `card_country` and `card_network` match the card's issuer country and network (filled by
+/// the host from the home provider), case-insensitively, and never a payment that is not a
+/// card or a card without them.
+#[test]
+fn card_country_and_network_conditions() {
+    use payproxy_plugin_sdk::payment::{Card, Ewallet, Operation, Payment, PaymentMethod};
+    let config = r#"{"rules":[
+        {"name":"jp-jcb","match":{"card_country":["jp"],"card_network":["JCB"]},"providers":[{"name":"b"}]},
+        {"name":"eea","match":{"card_country":["DE","FR"]},"providers":[{"name":"b"},{"name":"a"}]},
+        {"name":"amex","match":{"card_network":["amex"]},"providers":[{"name":"b"}]}
+    ],"default":["a"]}"#;
+    let providers = catalogue(&["a", "b"]);
+    let router = Regional::init(config, providers.clone()).expect("config");
+    let candidates = healthy(&providers);
+    let route = |method: Option<PaymentMethod>| -> Vec<String> {
+        let mut payment = Payment::new(Operation::Authorize);
+        payment.method = method;
+        let view = RequestView::new("POST", "/v1/payment_intents", None, &[], None);
+        let ids = router
+            .route(&view, Some(&payment), &candidates, 0)
+            .expect("routed");
+        ids.iter()
+            .map(|id| providers[*id as usize].name.clone())
+            .collect()
+    };
+    let card = |country: Option<&str>, network: Option<&str>| {
+        Some(PaymentMethod::Card(Card {
+            token: "pm_1".into(),
+            bin: None,
+            last4: None,
+            network: network.map(str::to_string),
+            issuer_country: country.map(str::to_string),
+        }))
+    };
+    assert_eq!(route(card(Some("JP"), Some("jcb"))), ["b"]);
+    assert_eq!(
+        route(card(Some("JP"), Some("visa"))),
+        ["a"],
+        "both conditions must hold"
+    );
+    assert_eq!(route(card(Some("de"), Some("visa"))), ["b", "a"]);
+    assert_eq!(route(card(Some("US"), Some("Amex"))), ["b"]);
+    assert_eq!(
+        route(card(None, None)),
+        ["a"],
+        "unknown details match nothing"
+    );
+    let wallet = Some(PaymentMethod::Ewallet(Ewallet {
+        wallet: "dana".into(),
+        phone: None,
+    }));
+    assert_eq!(route(wallet), ["a"], "not a card");
+    assert_eq!(route(None), ["a"]);
+    let transparent = RequestView::new("POST", "/v1/payment_intents", None, &[], None);
+    assert_eq!(
+        router
+            .route(&transparent, None, &candidates, 0)
+            .expect("routed"),
+        [0],
+        "no payment: card conditions never hold"
+    );
 }

@@ -154,7 +154,14 @@ impl ProviderHealth {
         out: &mut Vec<Transition>,
     ) {
         self.tick(now, config, out);
-        self.sample(ok, latency, now, config);
+        self.window.push_check(
+            ok,
+            latency,
+            now,
+            Duration::from_millis(config.window_ms),
+            config.window_max_samples,
+        );
+        self.streak(ok);
         match self.phase {
             Phase::Closed => self.open_if_unhealthy(now, config, out),
             Phase::Open { .. } if ok => out.push(self.half_open("active_check_ok")),
@@ -187,6 +194,10 @@ impl ProviderHealth {
             Duration::from_millis(config.window_ms),
             config.window_max_samples,
         );
+        self.streak(ok);
+    }
+
+    fn streak(&mut self, ok: bool) {
         self.consecutive_failures = if ok {
             0
         } else {
@@ -203,8 +214,9 @@ impl ProviderHealth {
         let streak = config.consecutive_failures > 0
             && self.consecutive_failures >= config.consecutive_failures;
         let samples = self.window.len();
+        // Active checks alone never make up a rate window: min_volume counts requests.
         let rate = samples > 0
-            && samples >= config.min_volume as usize
+            && self.window.requests() >= (config.min_volume as usize).max(1)
             && self.window.failures() as f64 / samples as f64 > config.failure_rate;
         if streak {
             out.push(self.open(now, "consecutive_failures"));

@@ -15,11 +15,13 @@ pub struct BreakerConfig {
     /// At most this many of the newest samples are kept in the window, whatever their age.
     /// Default 200.
     pub window_max_samples: usize,
-    /// Below this many samples in the window the failure-rate rule does not open the breaker
-    /// (one failure out of three is noise, not an outage). Default 20.
+    /// Below this many request samples in the window the failure-rate rule does not open the
+    /// breaker (one failure out of three is noise, not an outage); active checks never count
+    /// toward it, so checks alone never make a window. Default 20.
     pub min_volume: u32,
     /// The breaker opens when failures / samples in the window is strictly above this
-    /// (0.0–1.0), with at least `min_volume` samples. Default 0.05 (5 %).
+    /// (0.0–1.0), with at least `min_volume` request samples; active checks count in the
+    /// rate. Default 0.05 (5 %).
     pub failure_rate: f64,
     /// The breaker opens after this many failures in a row, whatever the volume; 0 turns the
     /// rule off. Default 5.

@@ -10,6 +10,8 @@ struct Sample {
     at: Instant,
     ok: bool,
     latency_ms: u32,
+    /// From an active health check, not a request.
+    check: bool,
 }
 
 /// Recent samples, oldest first.
@@ -17,6 +19,8 @@ struct Sample {
 pub(super) struct Window {
     samples: VecDeque<Sample>,
     failures: usize,
+    /// Samples from requests (not active checks).
+    requests: usize,
 }
 
 impl Window {
@@ -29,14 +33,42 @@ impl Window {
         length: Duration,
         max_samples: usize,
     ) {
+        self.push_sample(ok, latency, now, length, max_samples, false)
+    }
+
+    /// Adds an active check's sample (see [`Window::requests`]).
+    pub(super) fn push_check(
+        &mut self,
+        ok: bool,
+        latency: Duration,
+        now: Instant,
+        length: Duration,
+        max_samples: usize,
+    ) {
+        self.push_sample(ok, latency, now, length, max_samples, true)
+    }
+
+    fn push_sample(
+        &mut self,
+        ok: bool,
+        latency: Duration,
+        now: Instant,
+        length: Duration,
+        max_samples: usize,
+        check: bool,
+    ) {
         let latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
         self.samples.push_back(Sample {
             at: now,
             ok,
             latency_ms,
+            check,
         });
         if !ok {
             self.failures += 1;
+        }
+        if !check {
+            self.requests += 1;
         }
         while self.samples.len() > max_samples.max(1) {
             self.pop_front();
@@ -63,6 +95,9 @@ impl Window {
             if !old.ok {
                 self.failures -= 1;
             }
+            if !old.check {
+                self.requests -= 1;
+            }
         }
     }
 
@@ -70,6 +105,13 @@ impl Window {
     pub(super) fn clear(&mut self) {
         self.samples.clear();
         self.failures = 0;
+        self.requests = 0;
+    }
+
+    /// Samples from requests: the failure-rate rule needs `min_volume` of them, so active
+    /// checks alone (a provider nobody sends payments to) never make up a rate window.
+    pub(super) fn requests(&self) -> usize {
+        self.requests
     }
 
     pub(super) fn len(&self) -> usize {
@@ -162,6 +204,24 @@ mod tests {
         w.expire(t0 + Duration::from_millis(101), length);
         assert_eq!((w.len(), w.failures()), (1, 0));
         assert_eq!(w.success_rate(), 1.0);
+    }
+
+    #[test]
+    fn checks_are_samples_but_not_requests() {
+        let t0 = Instant::now();
+        let mut w = Window::default();
+        w.push_check(false, Duration::ZERO, t0, LONG, 3);
+        w.push(true, Duration::ZERO, t0, LONG, 3);
+        w.push_check(false, Duration::ZERO, t0, LONG, 3);
+        assert_eq!((w.len(), w.requests(), w.failures()), (3, 1, 2));
+        w.push_check(true, Duration::ZERO, t0, LONG, 3);
+        assert_eq!((w.len(), w.requests(), w.failures()), (3, 1, 1));
+        w.push_check(true, Duration::ZERO, t0, LONG, 3);
+        assert_eq!(
+            (w.len(), w.requests()),
+            (3, 0),
+            "the request sample aged out by count"
+        );
     }
 
     #[test]

@@ -1,34 +1,63 @@
 //! The attempt phase: candidates in order under the failover policy, same-dialect
 //! forwarding, translated sends, classification, and resolution after ambiguous attempts.
 
+use super::idempotency::Held;
 use super::*;
+
+/// How the attempt phase ended.
+pub(super) enum Attempted {
+    /// A translated outcome from `provider` (or the last candidate's when none took it).
+    /// `hold`: the outcome is unknown and has no reference; the idempotency record must
+    /// stay in flight so a retry resumes at this provider.
+    Outcome {
+        provider: String,
+        outcome: Outcome,
+        hold: bool,
+    },
+    /// The provider's own answer, forwarded unchanged (same dialect), with the dialect's
+    /// reading of it (to learn the provider's id) and what the idempotency record keeps.
+    Forwarded {
+        provider: String,
+        answer: Box<Answer>,
+        outcome: Option<Outcome>,
+        keep: Keep,
+    },
+    /// Refused before anything was sent (encode refusal, journal failure, no candidate).
+    Refused(Refusal),
+}
 
 impl Payments {
     /// Try the candidates in order, within the route's attempt and time budget. Another
     /// candidate only when the previous one certainly did nothing; after an ambiguous
     /// attempt the payment stays with that provider (see [`Payments::resolve`]).
+    /// `affinity`: the payment already belongs to the first candidate (follow-ups, resumed
+    /// requests), breaker or not. `unchanged`: the storefront's request may be forwarded as
+    /// is to a provider of its own dialect.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn attempt(
         &self,
-        flow: &Flow<'_>,
+        ctx: &Ctx<'_>,
         payment: &Payment,
         order: &[String],
+        resume: Option<&Attempt>,
         affinity: bool,
+        unchanged: bool,
+        held: Option<&Held>,
     ) -> Attempted {
-        let policy = &flow.route.failover;
+        let policy = &ctx.route.failover;
         let deadline = Instant::now() + Duration::from_millis(policy.deadline_ms);
-        let mut tried = 0;
-        let mut last: Option<(String, Outcome)> = None;
-        for name in order {
-            if tried >= policy.max_attempts || Instant::now() >= deadline {
-                break;
-            }
-            let Some(entry) = flow.snapshot.providers.get(name) else {
+        let budget = Budget {
+            max_attempts: policy.max_attempts,
+            deadline,
+        };
+        let mut candidates = Candidates::new(order, budget);
+        while let Some(name) = candidates.next() {
+            let Some(entry) = ctx.snapshot.providers.get(name) else {
                 continue;
             };
             let Some((dialect_name, egress)) = &entry.dialect else {
                 continue;
             };
-            // Follow-ups and resumed requests must reach their provider, breaker or not.
             let probe = match if affinity {
                 Admission::Allowed
             } else {
@@ -39,38 +68,35 @@ impl Payments {
                 Admission::Rejected => {
                     self.metrics
                         .attempts
-                        .with_label_values(&[name.as_str(), "breaker_open"])
+                        .with_label_values(&[name, "breaker_open"])
                         .inc();
                     continue;
                 }
             };
-            tried += 1;
-            if let Some((from, outcome)) = &last {
+            if let Some((from, outcome)) = candidates.last() {
                 self.failover(from, name, outcome);
             }
             // A resumed request reuses the key it journaled before the crash.
-            let key = match &flow.resume {
-                Some(attempt) if &attempt.provider == name => attempt.provider_key.clone(),
+            let key = match resume {
+                Some(attempt) if attempt.provider == name => attempt.provider_key.clone(),
                 _ => provider_key(name, payment),
             };
-            if let Err(refused) = self.journal(flow, name, &key).await {
+            if let Err(refused) = self.journal(held, name, &key).await {
                 return Attempted::Refused(refused);
             }
-            if dialect_name == flow.ingress_name {
-                match self
-                    .forward(flow, name, entry, egress, payment, probe)
-                    .await
-                {
-                    Ok(answer) => return Attempted::Forwarded(answer),
+            if unchanged && dialect_name == ctx.ingress_name {
+                match self.forward(ctx, name, entry, egress, payment, probe).await {
+                    Ok(forwarded) => return forwarded,
                     // Sent, no trustworthy answer: stays here, rendered in the storefront's dialect.
-                    Err(outcome) if flow.hold.load(std::sync::atomic::Ordering::Relaxed) => {
+                    Err((outcome, true)) => {
                         return Attempted::Outcome {
-                            provider: name.clone(),
+                            provider: name.to_string(),
                             outcome,
+                            hold: true,
                         }
                     }
-                    Err(not_sent) => {
-                        last = Some((name.clone(), not_sent));
+                    Err((not_sent, false)) => {
+                        candidates.failed(name, not_sent);
                         continue;
                     }
                 }
@@ -85,27 +111,33 @@ impl Payments {
             match next(class, policy.retry_soft_declines) {
                 Next::Stop => {
                     return Attempted::Outcome {
-                        provider: name.clone(),
+                        provider: name.to_string(),
                         outcome,
+                        hold: false,
                     }
                 }
                 Next::NextProvider => {
-                    tracing::warn!(route = %flow.route.name, provider = %name, class = class.as_str(), "provider did not take the payment; trying the next candidate");
-                    last = Some((name.clone(), outcome));
+                    tracing::warn!(route = %ctx.route.name, provider = %name, class = class.as_str(), "provider did not take the payment; trying the next candidate");
+                    candidates.failed(name, outcome);
                 }
                 Next::Resolve => {
-                    let outcome = self
-                        .resolve(flow, name, entry, egress, payment, &key, outcome, deadline)
+                    let (outcome, hold) = self
+                        .resolve(ctx, name, entry, egress, payment, &key, outcome, deadline)
                         .await;
                     return Attempted::Outcome {
-                        provider: name.clone(),
+                        provider: name.to_string(),
                         outcome,
+                        hold,
                     };
                 }
             }
         }
-        match last {
-            Some((provider, outcome)) => Attempted::Outcome { provider, outcome },
+        match candidates.into_last() {
+            Some((provider, outcome)) => Attempted::Outcome {
+                provider,
+                outcome,
+                hold: false,
+            },
             None => Attempted::Refused(refusal(
                 RefusalKind::Unavailable,
                 503,
@@ -113,6 +145,33 @@ impl Payments {
                 "no provider can take this payment",
             )),
         }
+    }
+
+    /// Journal an attempt before it is sent (after a crash, the retry resumes there).
+    async fn journal(
+        &self,
+        held: Option<&Held>,
+        provider: &str,
+        provider_key: &str,
+    ) -> Result<(), Refusal> {
+        let Some(record) = held.map(|held| held.record.clone()) else {
+            return Ok(());
+        };
+        let attempt = Attempt {
+            provider: provider.to_string(),
+            provider_key: provider_key.to_string(),
+        };
+        self.state(move |s| s.note_attempt(&record, &attempt))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "could not journal the attempt; not sending it");
+                refusal(
+                    RefusalKind::Unavailable,
+                    503,
+                    "state_unavailable",
+                    "the payment cannot be processed right now",
+                )
+            })
     }
 
     pub(super) fn failover(&self, from: &str, to: &str, outcome: &Outcome) {
@@ -129,7 +188,7 @@ impl Payments {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn resolve(
         &self,
-        flow: &Flow<'_>,
+        ctx: &Ctx<'_>,
         name: &str,
         entry: &ProviderEntry,
         egress: &DialectPlugin,
@@ -137,8 +196,8 @@ impl Payments {
         key: &str,
         ambiguous: Outcome,
         deadline: Instant,
-    ) -> Outcome {
-        let policy = &flow.route.failover;
+    ) -> (Outcome, bool) {
+        let policy = &ctx.route.failover;
         let capabilities = egress.capabilities();
         let mut reference = ambiguous.provider_reference.clone();
         if capabilities.idempotent_resend {
@@ -164,7 +223,7 @@ impl Payments {
                         class,
                         AttemptClass::Processed | AttemptClass::Declined { .. }
                     ) {
-                        return outcome;
+                        return (outcome, false);
                     }
                 }
             }
@@ -189,7 +248,7 @@ impl Payments {
                         outcome
                             .provider_reference
                             .get_or_insert_with(|| reference.clone());
-                        return outcome;
+                        return (outcome, false);
                     }
                 }
             }
@@ -201,48 +260,41 @@ impl Payments {
         match reference {
             // The provider has an id for it: answer pending; status queries can follow it.
             Some(reference) => {
-                tracing::warn!(route = %flow.route.name, provider = %name, "payment outcome unknown after resolution; answering pending");
-                Outcome {
+                tracing::warn!(route = %ctx.route.name, provider = %name, "payment outcome unknown after resolution; answering pending");
+                let pending = Outcome {
                     status: OutcomeStatus::Pending,
                     provider_reference: Some(reference),
                     amount: payment.amount.clone(),
-                }
+                };
+                (pending, false)
             }
             // Nothing to follow: answer "unknown, retry with the same key" and keep the
             // idempotency record in flight, so the retry resumes at this provider with the
             // same provider key once the record is stale — never at another provider.
             None => {
-                tracing::warn!(route = %flow.route.name, provider = %name, "payment outcome unknown and no provider reference; holding the idempotency record");
-                flow.hold.store(true, std::sync::atomic::Ordering::Relaxed);
-                ambiguous
+                tracing::warn!(route = %ctx.route.name, provider = %name, "payment outcome unknown and no provider reference; holding the idempotency record");
+                (ambiguous, true)
             }
         }
     }
 
-    /// Same dialect: forward the storefront's request unchanged, decode the answer only to
-    /// learn the provider's id (affinity). Err = not sent (the next candidate may be tried).
+    /// Same dialect: forward the storefront's request unchanged (with the provider's own
+    /// credentials), decode the answer only to classify it and learn the provider's id.
+    /// `Err((outcome, hold))`: no answer to relay; `hold` when it may exist at this provider
+    /// (a retry must resume here), else nothing was sent and the next candidate may be tried.
     pub(super) async fn forward(
         &self,
-        flow: &Flow<'_>,
+        ctx: &Ctx<'_>,
         name: &str,
         entry: &ProviderEntry,
         egress: &DialectPlugin,
         payment: &Payment,
         probe: bool,
-    ) -> Result<Answer, Outcome> {
-        let path_and_query = flow
-            .parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let target = entry
-            .upstream
-            .target(path_and_query)
-            .map_err(|_| not_sent("invalid_request"))?;
-        let mut head = clone_head(flow.parts);
-        prepare_head(&mut head, target, flow.downstream);
-        let outbound: ProxyBody = Full::new(flow.body.clone())
+    ) -> Result<Attempted, (Outcome, bool)> {
+        let Ok(head) = self.forward_head(ctx, entry) else {
+            return Err((not_sent("invalid_request"), false));
+        };
+        let outbound: ProxyBody = Full::new(ctx.body.clone())
             .map_err(|never| match never {})
             .boxed();
         let started = Instant::now();
@@ -253,23 +305,13 @@ impl Payments {
         self.observe(name, started);
         let response = match response {
             Ok(r) => r,
-            Err(e) if e.retry_safe => {
-                let (_, outcome) = self.classified(
-                    name,
-                    started,
-                    probe,
-                    Transport::NotSent,
-                    None,
-                    "provider_unavailable",
-                );
-                return Err(outcome);
-            }
-            Err(e) => {
-                let (transport, code) = transport_failure(&e);
-                let (_, outcome) = self.classified(name, started, probe, transport, None, code);
-                // It may exist at this provider: a retry must resume here, not start anew.
-                flow.hold.store(true, std::sync::atomic::Ordering::Relaxed);
-                return Err(outcome);
+            Err(failed) => {
+                let code = transport_code(failed.transport);
+                let (_, outcome) =
+                    self.classified(name, started, probe, failed.transport, None, code);
+                // Unless nothing was sent, it may exist at this provider: a retry must
+                // resume here, not start anew.
+                return Err((outcome, failed.transport != Transport::NotSent));
             }
         };
         let (mut parts, body) = response.into_parts();
@@ -284,11 +326,10 @@ impl Payments {
                     None,
                     "provider_error",
                 );
-                flow.hold.store(true, std::sync::atomic::Ordering::Relaxed);
-                return Err(outcome);
+                return Err((outcome, true));
             }
         };
-        // Decode only to classify (failover) and to learn the provider's id (affinity).
+        // Decode only to classify (failover) and to learn the provider's id (records).
         let decoded = egress
             .decode_response(payment, &response_view(&parts, &bytes))
             .ok();
@@ -300,30 +341,24 @@ impl Payments {
             decoded.clone(),
             "provider_error",
         );
-        if next(class, flow.route.failover.retry_soft_declines) == Next::NextProvider {
-            return Err(outcome);
-        }
-        if payment.id.is_none() && payment.operation == Operation::Authorize {
-            if let Some(reference) = decoded.and_then(|o| o.provider_reference) {
-                // Same dialect: the provider's id is the storefront-visible id.
-                let owner = Owner {
-                    provider: name.to_string(),
-                    reference: reference.clone(),
-                    currency: payment.amount.as_ref().map(|a| a.currency.clone()),
-                };
-                if let Err(e) = self.state(move |s| s.set_owner(&reference, &owner)).await {
-                    tracing::error!(error = %e, "could not record the payment owner");
-                }
-            }
-        }
-        if parts.status.as_u16() < 500 {
-            flow.keep_response(StoredResponse {
-                status: parts.status.as_u16(),
-                headers: header_pairs(&parts.headers),
-                body: bytes.to_vec(),
-            });
+        if next(class, ctx.route.failover.retry_soft_declines) == Next::NextProvider {
+            return Err((outcome, false));
         }
         strip_hop_by_hop(&mut parts.headers);
+        let keep = if class == AttemptClass::Ambiguous {
+            // It may exist there: a retry resumes at this provider, never elsewhere.
+            Keep::Hold
+        } else if parts.status.as_u16() < 500 {
+            let mut headers = header_pairs(&parts.headers);
+            headers.push((PROVIDER_HEADER.into(), name.to_string()));
+            Keep::Replay(StoredResponse {
+                status: parts.status.as_u16(),
+                headers,
+                body: bytes.to_vec(),
+            })
+        } else {
+            Keep::Release
+        };
         if let Ok(v) = HeaderValue::from_str(name) {
             parts
                 .headers
@@ -333,10 +368,15 @@ impl Payments {
             parts,
             Full::new(bytes).map_err(|never| match never {}).boxed(),
         );
-        Ok(Answer {
-            route: flow.route.name.clone(),
+        Ok(Attempted::Forwarded {
             provider: name.to_string(),
-            response,
+            answer: Box::new(Answer {
+                route: ctx.route.name.clone(),
+                provider: name.to_string(),
+                response,
+            }),
+            outcome: decoded,
+            keep,
         })
     }
 
@@ -401,21 +441,10 @@ impl Payments {
         };
         let response = match sent {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) if e.retry_safe => {
+            Ok(Err(failed)) => {
                 self.observe(name, started);
-                return Ok(self.classified(
-                    name,
-                    started,
-                    probe,
-                    Transport::NotSent,
-                    None,
-                    "provider_unavailable",
-                ));
-            }
-            Ok(Err(e)) => {
-                self.observe(name, started);
-                let (transport, code) = transport_failure(&e);
-                return Ok(self.classified(name, started, probe, transport, None, code));
+                let code = transport_code(failed.transport);
+                return Ok(self.classified(name, started, probe, failed.transport, None, code));
             }
             Err(_) => {
                 self.observe(name, started);
@@ -496,23 +525,14 @@ impl Payments {
         };
         (class, outcome)
     }
-
-    pub(super) fn observe(&self, provider: &str, started: Instant) {
-        self.metrics
-            .upstream_seconds
-            .with_label_values(&[provider])
-            .observe(started.elapsed().as_secs_f64());
-    }
 }
 
-/// The transport fact and error code behind a failed send.
-pub(super) fn transport_failure(e: &crate::error::ProxyError) -> (Transport, &'static str) {
-    if e.retry_safe {
-        (Transport::NotSent, "provider_unavailable")
-    } else if e.status == StatusCode::GATEWAY_TIMEOUT {
-        (Transport::TimedOutAfterSend, "provider_timeout")
-    } else {
-        (Transport::Broken, "provider_error")
+/// The error code of an outcome nobody decoded, by what the transport saw.
+pub(super) fn transport_code(transport: Transport) -> &'static str {
+    match transport {
+        Transport::NotSent => "provider_unavailable",
+        Transport::TimedOutAfterSend => "provider_timeout",
+        Transport::Broken | Transport::Answered => "provider_error",
     }
 }
 

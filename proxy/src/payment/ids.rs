@@ -1,34 +1,28 @@
 //! Identifiers: storefront-visible ids, provider idempotency keys, request fingerprints.
 
+use super::idempotency::Held;
 use super::*;
 
-impl Flow<'_> {
-    /// A storefront-visible id. Idempotent requests get one derived from their record, so a
-    /// retry that resumes after a crash shows the storefront the same id.
-    pub(super) fn mint(&self, prefix: &str) -> String {
-        match &self.idempotency {
-            Some(Held {
-                record,
-                fingerprint,
-            }) => {
-                let digest =
-                    Sha256::digest(format!("{prefix}\u{0}{record}\u{0}{fingerprint}").as_bytes());
-                let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-                let token: String = digest
-                    .iter()
-                    .take(24)
-                    .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
-                    .collect();
-                format!("{prefix}{token}")
-            }
-            None => mint(prefix),
+/// A storefront-visible id. Idempotent requests get one derived from their record, so a
+/// retry that resumes after a crash shows the storefront the same id.
+pub(super) fn mint_id(held: Option<&Held>, prefix: &str) -> String {
+    match held {
+        Some(Held {
+            record,
+            fingerprint,
+            ..
+        }) => {
+            let digest =
+                Sha256::digest(format!("{prefix}\u{0}{record}\u{0}{fingerprint}").as_bytes());
+            let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+            let token: String = digest
+                .iter()
+                .take(24)
+                .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
+                .collect();
+            format!("{prefix}{token}")
         }
-    }
-
-    pub(super) fn keep_response(&self, response: StoredResponse) {
-        if let Ok(mut keep) = self.keep.lock() {
-            *keep = Some(response);
-        }
+        None => mint(prefix),
     }
 }
 
@@ -71,4 +65,51 @@ pub fn provider_key(provider: &str, payment: &Payment) -> String {
     let digest =
         Sha256::digest(format!("{provider}\u{0}{:?}\u{0}{basis}", payment.operation).as_bytes());
     format!("pp-{}", &hex::encode(digest)[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payment(key: Option<&str>, reference: Option<&str>) -> Payment {
+        let mut p = crate::plugin::blank_payment(Operation::Authorize);
+        p.merchant_reference = reference.map(str::to_string);
+        p.idempotency_key = key.map(str::to_string);
+        p
+    }
+
+    #[test]
+    fn ids_of_a_held_request_are_stable_and_others_random() {
+        let held = Held {
+            record: "route\u{0}key-1".into(),
+            fingerprint: "fp".into(),
+            resume: None,
+        };
+        let a = mint_id(Some(&held), "pi_");
+        assert_eq!(
+            a,
+            mint_id(Some(&held), "pi_"),
+            "a resumed request shows the same id"
+        );
+        assert!(a.starts_with("pi_") && a.len() == 27, "{a}");
+        assert_ne!(a, mint_id(Some(&held), "re_")[..].replacen("re_", "pi_", 1));
+        assert_ne!(mint_id(None, "pi_"), mint_id(None, "pi_"));
+    }
+
+    #[test]
+    fn provider_keys_are_stable_per_request_and_distinct_per_provider() {
+        let p = payment(Some("k1"), Some("order-1"));
+        assert_eq!(provider_key("adyen", &p), provider_key("adyen", &p));
+        assert_ne!(provider_key("adyen", &p), provider_key("stripe", &p));
+        // Without a storefront key, the merchant reference makes retries the same request.
+        let by_reference = payment(None, Some("order-1"));
+        assert_eq!(
+            provider_key("adyen", &by_reference),
+            provider_key("adyen", &payment(None, Some("order-1")))
+        );
+        assert_ne!(
+            provider_key("adyen", &by_reference),
+            provider_key("adyen", &payment(Some("k1"), Some("order-1")))
+        );
+    }
 }

@@ -67,6 +67,46 @@ pub mod v3 {
     }
 }
 
+/// `payproxy:plugin@0.4.0`: the storefront side of dialects (and 0.2.0's egress, restated);
+/// its `types` are 0.2.0's, shared.
+pub mod v4 {
+    /// The types 0.4.0 adds (card details); its `types` are 0.2.0's.
+    pub mod types {
+        wasmtime::component::bindgen!({
+            world: "types-only",
+            path: "../wit/payproxy-plugin@0.4.0",
+            with: { "payproxy:plugin/types@0.4.0": crate::plugin::bindings::v2::types::payproxy::plugin::types },
+            additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        });
+    }
+
+    /// Dialect, 0.4.0: `storefront` and/or `egress`.
+    pub mod dialect {
+        wasmtime::component::bindgen!({
+            world: "dialect-plugin",
+            path: "../wit/payproxy-plugin@0.4.0",
+            with: {
+                "payproxy:plugin/types@0.4.0": crate::plugin::bindings::v2::types::payproxy::plugin::types,
+                "payproxy:plugin/cards@0.4.0": crate::plugin::bindings::v4::types::payproxy::plugin::cards,
+            },
+            additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        });
+    }
+
+    /// Compliance, 0.4.0 (sees the card's details).
+    pub mod compliance {
+        wasmtime::component::bindgen!({
+            world: "compliance-plugin",
+            path: "../wit/payproxy-plugin@0.4.0",
+            with: {
+                "payproxy:plugin/types@0.4.0": crate::plugin::bindings::v2::types::payproxy::plugin::types,
+                "payproxy:plugin/cards@0.4.0": crate::plugin::bindings::v4::types::payproxy::plugin::cards,
+            },
+            additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        });
+    }
+}
+
 /// Export names the host looks for.
 pub mod exports {
     /// Router, contract 0.1.0.
@@ -77,8 +117,14 @@ pub mod exports {
     pub const ROUTER_V3: &str = "payproxy:plugin/router@0.3.0";
     /// Compliance, 0.2.0.
     pub const COMPLIANCE: &str = "payproxy:plugin/compliance@0.2.0";
+    /// Compliance, 0.4.0.
+    pub const COMPLIANCE_V4: &str = "payproxy:plugin/compliance@0.4.0";
     /// Dialect storefront side, 0.2.0.
     pub const INGRESS: &str = "payproxy:plugin/ingress@0.2.0";
     /// Dialect provider side, 0.2.0.
     pub const EGRESS: &str = "payproxy:plugin/egress@0.2.0";
+    /// Dialect storefront side, 0.4.0.
+    pub const STOREFRONT: &str = "payproxy:plugin/storefront@0.4.0";
+    /// Dialect provider side, 0.4.0 (0.2.0's, restated).
+    pub const EGRESS_V4: &str = "payproxy:plugin/egress@0.4.0";
 }

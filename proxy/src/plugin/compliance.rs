@@ -1,43 +1,69 @@
 //! The compliance role: one decision per payment. Compliance always fails closed: a plugin
 //! that traps, times out or answers garbage blocks the payment (the caller refuses it).
+//!
+//! Contract 0.4.0 plugins also get the card's details from the home provider (funding, 3-D
+//! Secure support …); 0.2.0 plugins get the payment only. Both answer the same decision.
 
 use std::sync::Arc;
 
 use wasmtime::component::{Component, InstancePre};
 use wasmtime::Store;
 
-use super::bindings::exports::COMPLIANCE;
-use super::bindings::v2::compliance as world;
+use super::bindings::exports::{COMPLIANCE, COMPLIANCE_V4};
+use super::bindings::v2::compliance as v2;
+use super::bindings::v4::compliance as v4;
 use super::sandbox::{Binding, Sandbox, SandboxSettings};
+use super::storefront::CardDetails;
 use super::types::Payment;
 use super::{CallState, PluginHost};
 use crate::error::PluginFailure;
 use crate::metrics::Metrics;
 
-pub use world::exports::payproxy::plugin::compliance::{Decision, Denial, Verdict};
+pub use v2::exports::payproxy::plugin::compliance::{Decision, Denial, Verdict};
+
+/// Pre-instantiation by contract version (0.4.0 wins when a component has both).
+pub enum CompliancePre {
+    V4(v4::CompliancePluginPre<CallState>),
+    V2(v2::CompliancePluginPre<CallState>),
+}
 
 /// A compliance instance.
-pub struct ComplianceInst(world::CompliancePlugin);
+pub enum ComplianceInst {
+    V4(v4::CompliancePlugin),
+    V2(v2::CompliancePlugin),
+}
 
 impl Binding for ComplianceInst {
-    type Pre = world::CompliancePluginPre<CallState>;
+    type Pre = CompliancePre;
     fn prepare(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
-        world::CompliancePluginPre::new(instance_pre)
+        match v4::CompliancePluginPre::new(instance_pre.clone()) {
+            Ok(pre) => Ok(CompliancePre::V4(pre)),
+            Err(_) => v2::CompliancePluginPre::new(instance_pre).map(CompliancePre::V2),
+        }
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store).map(ComplianceInst)
+        match pre {
+            CompliancePre::V4(pre) => pre.instantiate(store).map(ComplianceInst::V4),
+            CompliancePre::V2(pre) => pre.instantiate(store).map(ComplianceInst::V2),
+        }
     }
     fn init(
         &self,
         store: &mut Store<CallState>,
         config: &str,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.0.payproxy_plugin_compliance().call_init(store, config)
+        match self {
+            ComplianceInst::V4(p) => p.payproxy_plugin_compliance().call_init(store, config),
+            ComplianceInst::V2(p) => p.payproxy_plugin_compliance().call_init(store, config),
+        }
     }
 }
 
 /// A loaded compliance plugin.
-pub struct CompliancePlugin(Sandbox<ComplianceInst>);
+pub struct CompliancePlugin {
+    sandbox: Sandbox<ComplianceInst>,
+    contract: &'static str,
+}
 
 impl CompliancePlugin {
     /// Bind a compiled component to the compliance role and validate its config.
@@ -50,19 +76,38 @@ impl CompliancePlugin {
         metrics: Arc<Metrics>,
     ) -> Result<CompliancePlugin, String> {
         let exports = host.export_names(component);
-        if !exports.iter().any(|e| e == COMPLIANCE) {
+        let contract = if exports.iter().any(|e| e == COMPLIANCE_V4) {
+            "0.4.0"
+        } else if exports.iter().any(|e| e == COMPLIANCE) {
+            "0.2.0"
+        } else {
             return Err(format!(
-                "does not implement the compliance role: expected export {COMPLIANCE} (world compliance-plugin), found [{}]",
+                "does not implement the compliance role: expected export {COMPLIANCE_V4} or {COMPLIANCE} (world compliance-plugin), found [{}]",
                 exports.join(", ")
             ));
-        }
-        Sandbox::load(host, name, component, config_json, settings, metrics).map(CompliancePlugin)
+        };
+        let sandbox = Sandbox::load(host, name, component, config_json, settings, metrics)?;
+        Ok(CompliancePlugin { sandbox, contract })
     }
 
-    /// The plugin's decision on `payment`.
-    pub fn check(&self, payment: &Payment) -> Result<Decision, PluginFailure> {
-        let decision = self.0.call("check", |b, store| {
-            b.0.payproxy_plugin_compliance().call_check(store, payment)
+    /// The contract version the plugin implements.
+    pub fn contract(&self) -> &'static str {
+        self.contract
+    }
+
+    /// The plugin's decision on `payment`, with the card's details when they are known
+    /// (0.2.0 plugins get the payment only).
+    pub fn check(
+        &self,
+        payment: &Payment,
+        card: Option<&CardDetails>,
+    ) -> Result<Decision, PluginFailure> {
+        let decision = self.sandbox.call("check", |b, store| match b {
+            ComplianceInst::V4(p) => p
+                .payproxy_plugin_compliance()
+                .call_check(store, payment, card)
+                .map(from_v4),
+            ComplianceInst::V2(p) => p.payproxy_plugin_compliance().call_check(store, payment),
         })?;
         let text_ok = |s: &str, max: usize| s.len() <= max;
         let verdict_ok = match &decision.verdict {
@@ -73,7 +118,7 @@ impl CompliancePlugin {
         };
         if !verdict_ok || !text_ok(&decision.rule, 128) || decision.annotations.len() > 32 {
             return Err(self
-                .0
+                .sandbox
                 .bad_output("returned an oversized or empty decision".into()));
         }
         Ok(decision)
@@ -81,6 +126,23 @@ impl CompliancePlugin {
 
     /// Plugin name.
     pub fn name(&self) -> &str {
-        self.0.name()
+        self.sandbox.name()
+    }
+}
+
+/// A 0.4.0 decision in the host's (0.2.0) shape: the same fields.
+fn from_v4(d: v4::exports::payproxy::plugin::compliance::Decision) -> Decision {
+    use v4::exports::payproxy::plugin::compliance::Verdict as V4;
+    Decision {
+        verdict: match d.verdict {
+            V4::Allow => Verdict::Allow,
+            V4::Deny(denial) => Verdict::Deny(Denial {
+                code: denial.code,
+                message: denial.message,
+            }),
+            V4::Challenge(kind) => Verdict::Challenge(kind),
+        },
+        rule: d.rule,
+        annotations: d.annotations,
     }
 }

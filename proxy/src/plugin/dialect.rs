@@ -1,21 +1,31 @@
-//! The dialect role: the storefront side (`ingress`: parse requests, render outcomes and
-//! refusals) and the provider side (`egress`: encode requests, decode answers). A component
-//! may export one side or both; the config says which side a route or provider uses.
+//! The dialect role: the storefront side (parse requests, render answers) and the provider
+//! side (`egress`: encode requests, decode answers). A component may export one side or both;
+//! the config says which side a route or provider uses.
+//!
+//! Two storefront contracts load side by side: 0.4.0's `storefront` (payment calls, lists,
+//! forwarding, records, card lookups) and 0.2.0's `ingress` (payment calls only), which is
+//! adapted here so the payment path sees one interface. The provider side is the same
+//! `egress` in both versions.
 
 use std::sync::Arc;
 
 use wasmtime::component::{Component, InstancePre};
 use wasmtime::Store;
 
-use super::bindings::exports::{EGRESS, INGRESS};
+use super::bindings::exports::{EGRESS, EGRESS_V4, INGRESS, STOREFRONT};
 use super::bindings::v2::dialect::exports::payproxy::plugin::{egress, ingress};
+use super::bindings::v4::dialect::exports::payproxy::plugin::{egress as egress_v4, storefront};
 use super::sandbox::{Binding, Sandbox, SandboxSettings};
-use super::types::{Annotation, HttpRequest, HttpResponse, Outcome, Payment, Refusal};
+use super::types::{
+    Annotation, ErrorClass, Failure, HttpRequest, HttpResponse, Outcome, OutcomeStatus, Payment,
+    Refusal,
+};
 use super::{CallState, PluginHost};
 use crate::error::PluginFailure;
 use crate::metrics::Metrics;
 
 pub use egress::{Capabilities, Context};
+pub use storefront::{Call, CardDetails, ListQuery, PaymentCall, PaymentRecord, PaymentState};
 
 /// Largest HTTP body a dialect may produce.
 const MAX_BODY: usize = 1 << 20;
@@ -23,63 +33,119 @@ const MAX_BODY: usize = 1 << 20;
 /// Export indices found in the component, with its pre-instantiation.
 pub struct DialectPre {
     instance_pre: InstancePre<CallState>,
+    storefront: Option<storefront::GuestIndices>,
     ingress: Option<ingress::GuestIndices>,
     egress: Option<egress::GuestIndices>,
+    egress_v4: Option<egress_v4::GuestIndices>,
+}
+
+/// The storefront side of an instance, by contract version.
+enum Front {
+    V4(storefront::Guest),
+    V2(ingress::Guest),
+}
+
+/// The provider side of an instance, by contract version (the same functions).
+enum Back {
+    V4(egress_v4::Guest),
+    V2(egress::Guest),
 }
 
 /// A dialect instance: whichever sides the component exports.
 pub struct DialectInst {
-    ingress: Option<ingress::Guest>,
-    egress: Option<egress::Guest>,
+    front: Option<Front>,
+    back: Option<Back>,
 }
 
 impl Binding for DialectInst {
     type Pre = DialectPre;
     fn prepare(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
-        let ingress = ingress::GuestIndices::new(&instance_pre).ok();
-        let egress = egress::GuestIndices::new(&instance_pre).ok();
-        if ingress.is_none() && egress.is_none() {
-            wasmtime::bail!("exports neither {INGRESS} nor {EGRESS}");
+        let exports: Vec<String> = instance_pre
+            .component()
+            .component_type()
+            .exports(instance_pre.engine())
+            .map(|(name, _)| name.to_string())
+            .collect();
+        // An export that is there but does not type-check against its contract is an
+        // error, not a missing side: say which and why.
+        fn side<T>(
+            exports: &[String],
+            name: &str,
+            indices: wasmtime::Result<T>,
+        ) -> wasmtime::Result<Option<T>> {
+            match indices {
+                Ok(found) => Ok(Some(found)),
+                Err(e) if exports.iter().any(|x| x == name) => {
+                    Err(e.context(format!("export {name} does not match the contract")))
+                }
+                Err(_) => Ok(None),
+            }
         }
-        Ok(DialectPre {
+        let pre = DialectPre {
+            storefront: side(
+                &exports,
+                STOREFRONT,
+                storefront::GuestIndices::new(&instance_pre),
+            )?,
+            ingress: side(&exports, INGRESS, ingress::GuestIndices::new(&instance_pre))?,
+            egress: side(&exports, EGRESS, egress::GuestIndices::new(&instance_pre))?,
+            egress_v4: side(
+                &exports,
+                EGRESS_V4,
+                egress_v4::GuestIndices::new(&instance_pre),
+            )?,
             instance_pre,
-            ingress,
-            egress,
-        })
+        };
+        if pre.storefront.is_none()
+            && pre.ingress.is_none()
+            && pre.egress.is_none()
+            && pre.egress_v4.is_none()
+        {
+            wasmtime::bail!("exports none of {STOREFRONT}, {INGRESS}, {EGRESS}, {EGRESS_V4}");
+        }
+        Ok(pre)
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self> {
         let instance = pre.instance_pre.instantiate(&mut *store)?;
-        let ingress = match &pre.ingress {
-            Some(i) => Some(i.load(&mut *store, &instance)?),
-            None => None,
+        // The newest contract wins when a component exports both versions of a side.
+        let front = match (&pre.storefront, &pre.ingress) {
+            (Some(s), _) => Some(Front::V4(s.load(&mut *store, &instance)?)),
+            (None, Some(i)) => Some(Front::V2(i.load(&mut *store, &instance)?)),
+            (None, None) => None,
         };
-        let egress = match &pre.egress {
-            Some(e) => Some(e.load(&mut *store, &instance)?),
-            None => None,
+        let back = match (&pre.egress_v4, &pre.egress) {
+            (Some(e), _) => Some(Back::V4(e.load(&mut *store, &instance)?)),
+            (None, Some(e)) => Some(Back::V2(e.load(&mut *store, &instance)?)),
+            (None, None) => None,
         };
-        Ok(DialectInst { ingress, egress })
+        Ok(DialectInst { front, back })
     }
     fn init(
         &self,
         store: &mut Store<CallState>,
         config: &str,
     ) -> wasmtime::Result<Result<(), String>> {
-        if let Some(i) = &self.ingress {
-            if let Err(e) = i.call_init(&mut *store, config)? {
-                return Ok(Err(e));
-            }
+        let front = match &self.front {
+            Some(Front::V4(s)) => s.call_init(&mut *store, config)?,
+            Some(Front::V2(i)) => i.call_init(&mut *store, config)?,
+            None => Ok(()),
+        };
+        if front.is_err() {
+            return Ok(front);
         }
-        if let Some(e) = &self.egress {
-            return e.call_init(&mut *store, config);
+        match &self.back {
+            Some(Back::V4(e)) => e.call_init(&mut *store, config),
+            Some(Back::V2(e)) => e.call_init(&mut *store, config),
+            None => Ok(Ok(())),
         }
-        Ok(Ok(()))
     }
 }
 
 /// A loaded dialect plugin.
 pub struct DialectPlugin {
     sandbox: Sandbox<DialectInst>,
-    ingress: bool,
+    /// Storefront contract: `Some("0.4.0")`, `Some("0.2.0")` or none.
+    storefront: Option<&'static str>,
     egress: bool,
     capabilities: Capabilities,
 }
@@ -99,11 +165,18 @@ impl DialectPlugin {
         metrics: Arc<Metrics>,
     ) -> Result<DialectPlugin, String> {
         let exports = host.export_names(component);
-        let ingress = exports.iter().any(|e| e == INGRESS);
-        let egress = exports.iter().any(|e| e == EGRESS);
-        if !ingress && !egress {
+        let has = |export: &str| exports.iter().any(|e| e == export);
+        let storefront = if has(STOREFRONT) {
+            Some("0.4.0")
+        } else if has(INGRESS) {
+            Some("0.2.0")
+        } else {
+            None
+        };
+        let egress = has(EGRESS) || has(EGRESS_V4);
+        if storefront.is_none() && !egress {
             return Err(format!(
-                "does not implement the dialect role: expected export {INGRESS} and/or {EGRESS}, found [{}]",
+                "does not implement the dialect role: expected export {STOREFRONT} or {INGRESS}, and/or {EGRESS_V4} or {EGRESS}, found [{}]",
                 exports.join(", ")
             ));
         }
@@ -111,11 +184,12 @@ impl DialectPlugin {
             Sandbox::<DialectInst>::load(host, name, component, config_json, settings, metrics)?;
         let capabilities = if egress {
             sandbox
-                .call("describe", |b, store| {
-                    b.egress
-                        .as_ref()
-                        .ok_or_else(|| missing("egress"))?
-                        .call_describe(store)
+                .call("describe", |b, store| match back(b)? {
+                    Back::V4(e) => e.call_describe(store).map(|c| Capabilities {
+                        idempotent_resend: c.idempotent_resend,
+                        status_query: c.status_query,
+                    }),
+                    Back::V2(e) => e.call_describe(store),
                 })
                 .map_err(|f| f.to_string())?
         } else {
@@ -126,15 +200,20 @@ impl DialectPlugin {
         };
         Ok(DialectPlugin {
             sandbox,
-            ingress,
+            storefront,
             egress,
             capabilities,
         })
     }
 
-    /// Whether the storefront side exists.
+    /// Whether the storefront side exists (contract 0.4.0 `storefront` or 0.2.0 `ingress`).
     pub fn has_ingress(&self) -> bool {
-        self.ingress
+        self.storefront.is_some()
+    }
+
+    /// The storefront side's contract version, if any.
+    pub fn storefront_contract(&self) -> Option<&'static str> {
+        self.storefront
     }
 
     /// Whether the provider side exists.
@@ -147,17 +226,21 @@ impl DialectPlugin {
         self.capabilities
     }
 
-    /// Parse a storefront request.
-    pub fn parse_request(
-        &self,
-        request: &HttpRequest,
-    ) -> Result<Result<Payment, Refusal>, PluginFailure> {
-        self.sandbox.call("parse-request", |b, store| {
-            b.ingress
-                .as_ref()
-                .ok_or_else(|| missing("ingress"))?
-                .call_parse_request(store, request)
-        })
+    /// What a storefront request asks for. A 0.2.0 ingress only knows payment calls, which
+    /// always charge (it has no create-without-confirm).
+    pub fn parse(&self, request: &HttpRequest) -> Result<Result<Call, Refusal>, PluginFailure> {
+        self.sandbox
+            .call("parse-request", |b, store| match front(b)? {
+                Front::V4(s) => s.call_parse(store, request),
+                Front::V2(i) => i.call_parse_request(store, request).map(|parsed| {
+                    parsed.map(|payment| {
+                        Call::Payment(PaymentCall {
+                            payment,
+                            confirm: true,
+                        })
+                    })
+                }),
+            })
     }
 
     /// Render an outcome for the storefront.
@@ -168,33 +251,99 @@ impl DialectPlugin {
         payment_id: &str,
         annotations: &[Annotation],
     ) -> Result<HttpResponse, PluginFailure> {
-        let response = self.sandbox.call("render-outcome", |b, store| {
-            b.ingress
-                .as_ref()
-                .ok_or_else(|| missing("ingress"))?
-                .call_render_outcome(store, payment, outcome, payment_id, annotations)
-        })?;
+        let response = self
+            .sandbox
+            .call("render-outcome", |b, store| match front(b)? {
+                Front::V4(s) => {
+                    s.call_render_outcome(store, payment, outcome, payment_id, annotations)
+                }
+                Front::V2(i) => {
+                    i.call_render_outcome(store, payment, outcome, payment_id, annotations)
+                }
+            })?;
+        self.check_response(response)
+    }
+
+    /// Render a payment from the host's record. A 0.2.0 ingress has no such call: the record
+    /// is rendered as the outcome it stands for.
+    pub fn render_payment(&self, record: &PaymentRecord) -> Result<HttpResponse, PluginFailure> {
+        let response = self
+            .sandbox
+            .call("render-payment", |b, store| match front(b)? {
+                Front::V4(s) => s.call_render_payment(store, record),
+                Front::V2(i) => {
+                    let outcome = record_outcome(record);
+                    i.call_render_outcome(store, &record.payment, &outcome, &record.id, &[])
+                }
+            })?;
+        self.check_response(response)
+    }
+
+    /// Render a page of payments (0.4.0 only; a 0.2.0 ingress never asks for a list).
+    pub fn render_list(
+        &self,
+        records: &[PaymentRecord],
+        has_more: bool,
+        url: &str,
+    ) -> Result<HttpResponse, PluginFailure> {
+        let response = self
+            .sandbox
+            .call("render-list", |b, store| match front(b)? {
+                Front::V4(s) => s.call_render_list(store, records, has_more, url),
+                Front::V2(_) => Err(wasmtime::format_err!("a 0.2.0 ingress cannot render lists")),
+            })?;
         self.check_response(response)
     }
 
     /// Render a refusal for the storefront.
     pub fn render_refusal(&self, refusal: &Refusal) -> Result<HttpResponse, PluginFailure> {
-        let response = self.sandbox.call("render-refusal", |b, store| {
-            b.ingress
-                .as_ref()
-                .ok_or_else(|| missing("ingress"))?
-                .call_render_refusal(store, refusal)
-        })?;
+        let response = self
+            .sandbox
+            .call("render-refusal", |b, store| match front(b)? {
+                Front::V4(s) => s.call_render_refusal(store, refusal),
+                Front::V2(i) => i.call_render_refusal(store, refusal),
+            })?;
         self.check_response(response)
     }
 
-    /// The payment id a storefront request refers to.
-    pub fn request_id(&self, request: &HttpRequest) -> Result<Option<String>, PluginFailure> {
-        self.sandbox.call("request-id", |b, store| {
-            b.ingress
-                .as_ref()
-                .ok_or_else(|| missing("ingress"))?
-                .call_request_id(store, request)
+    /// Headers authenticating a forwarded request at a provider of this dialect.
+    pub fn forward_headers(
+        &self,
+        credentials: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, PluginFailure> {
+        self.sandbox
+            .call("forward-headers", |b, store| match front(b)? {
+                Front::V4(s) => s.call_forward_headers(store, credentials),
+                Front::V2(_) => Ok(Vec::new()),
+            })
+    }
+
+    /// The request asking the home provider about a card token, if the dialect has one.
+    pub fn card_lookup(
+        &self,
+        token: &str,
+        credentials: &[(String, String)],
+    ) -> Result<Option<HttpRequest>, PluginFailure> {
+        let request = self
+            .sandbox
+            .call("card-lookup", |b, store| match front(b)? {
+                Front::V4(s) => s.call_card_lookup(store, token, credentials),
+                Front::V2(_) => Ok(None),
+            })?;
+        match request {
+            Some(r) => self.check_request(r).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The card details in the home provider's answer to `card_lookup`.
+    pub fn card_details(
+        &self,
+        response: &HttpResponse,
+    ) -> Result<Option<CardDetails>, PluginFailure> {
+        self.sandbox.call("read-card", |b, store| match front(b)? {
+            Front::V4(s) => s.call_read_card(store, response),
+            Front::V2(_) => Ok(None),
         })
     }
 
@@ -204,26 +353,24 @@ impl DialectPlugin {
         payment: &Payment,
         context: &Context,
     ) -> Result<Result<HttpRequest, Refusal>, PluginFailure> {
-        let request = self.sandbox.call("encode-request", |b, store| {
-            b.egress
-                .as_ref()
-                .ok_or_else(|| missing("egress"))?
-                .call_encode_request(store, payment, context)
-        })?;
-        if let Ok(r) = &request {
-            let body = r.body.as_ref().map(Vec::len).unwrap_or(0);
-            if !r.path.starts_with('/')
-                || http::Method::from_bytes(r.method.as_bytes()).is_err()
-                || body > MAX_BODY
-            {
-                return Err(self.sandbox.bad_output(format!(
-                    "encoded an invalid request (method {:?}, path starting {:?}, body of {body} bytes)",
-                    super::sandbox::truncate(&r.method, 16),
-                    super::sandbox::truncate(&r.path, 16)
-                )));
-            }
+        let request = self
+            .sandbox
+            .call("encode-request", |b, store| match back(b)? {
+                Back::V4(e) => {
+                    let context = egress_v4::Context {
+                        provider: context.provider.clone(),
+                        credentials: context.credentials.clone(),
+                        now_ms: context.now_ms,
+                        idempotency_key: context.idempotency_key.clone(),
+                    };
+                    e.call_encode_request(store, payment, &context)
+                }
+                Back::V2(e) => e.call_encode_request(store, payment, context),
+            })?;
+        match request {
+            Ok(r) => self.check_request(r).map(Ok),
+            Err(refusal) => Ok(Err(refusal)),
         }
-        Ok(request)
     }
 
     /// Decode a provider's answer.
@@ -232,12 +379,26 @@ impl DialectPlugin {
         payment: &Payment,
         response: &HttpResponse,
     ) -> Result<Outcome, PluginFailure> {
-        self.sandbox.call("decode-response", |b, store| {
-            b.egress
-                .as_ref()
-                .ok_or_else(|| missing("egress"))?
-                .call_decode_response(store, payment, response)
-        })
+        self.sandbox
+            .call("decode-response", |b, store| match back(b)? {
+                Back::V4(e) => e.call_decode_response(store, payment, response),
+                Back::V2(e) => e.call_decode_response(store, payment, response),
+            })
+    }
+
+    fn check_request(&self, r: HttpRequest) -> Result<HttpRequest, PluginFailure> {
+        let body = r.body.as_ref().map(Vec::len).unwrap_or(0);
+        if !r.path.starts_with('/')
+            || http::Method::from_bytes(r.method.as_bytes()).is_err()
+            || body > MAX_BODY
+        {
+            return Err(self.sandbox.bad_output(format!(
+                "encoded an invalid request (method {:?}, path starting {:?}, body of {body} bytes)",
+                super::sandbox::truncate(&r.method, 16),
+                super::sandbox::truncate(&r.path, 16)
+            )));
+        }
+        Ok(r)
     }
 
     fn check_response(&self, response: HttpResponse) -> Result<HttpResponse, PluginFailure> {
@@ -254,5 +415,105 @@ impl DialectPlugin {
     /// Plugin name.
     pub fn name(&self) -> &str {
         self.sandbox.name()
+    }
+}
+
+fn front(b: &DialectInst) -> wasmtime::Result<&Front> {
+    b.front.as_ref().ok_or_else(|| missing("storefront"))
+}
+
+fn back(b: &DialectInst) -> wasmtime::Result<&Back> {
+    b.back.as_ref().ok_or_else(|| missing("egress"))
+}
+
+/// The outcome a record stands for, for storefront dialects that render outcomes only.
+fn record_outcome(record: &PaymentRecord) -> Outcome {
+    let status = match record.state {
+        PaymentState::RequiresCapture | PaymentState::Succeeded | PaymentState::Canceled => {
+            OutcomeStatus::Approved
+        }
+        PaymentState::Processing => OutcomeStatus::Pending,
+        _ => match &record.last_outcome {
+            Some(outcome) => outcome.status.clone(),
+            None => OutcomeStatus::Error(Failure {
+                class: ErrorClass::NotSent,
+                code: "not_confirmed".into(),
+                provider_code: String::new(),
+                message: "the payment has not been confirmed".into(),
+            }),
+        },
+    };
+    Outcome {
+        status,
+        provider_reference: None,
+        amount: record.payment.amount.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::types::{Money, Operation};
+
+    fn record(state: PaymentState, last_outcome: Option<Outcome>) -> PaymentRecord {
+        PaymentRecord {
+            id: "pi_1".into(),
+            payment: Payment {
+                amount: Some(Money {
+                    minor: 100,
+                    currency: "EUR".into(),
+                }),
+                ..crate::plugin::blank_payment(Operation::Authorize)
+            },
+            state,
+            created: 0,
+            amount_captured: 0,
+            amount_refunded: 0,
+            last_outcome,
+        }
+    }
+
+    #[test]
+    fn a_record_reads_as_the_outcome_it_stands_for_in_a_0_2_0_dialect() {
+        let status = |r: &PaymentRecord| record_outcome(r).status;
+        assert_eq!(
+            status(&record(PaymentState::Succeeded, None)),
+            OutcomeStatus::Approved
+        );
+        assert_eq!(
+            status(&record(PaymentState::Processing, None)),
+            OutcomeStatus::Pending
+        );
+        // Not confirmed yet: nothing happened anywhere, which a 0.2.0 dialect renders as an
+        // error that charged nothing.
+        assert!(matches!(
+            status(&record(PaymentState::RequiresConfirmation, None)),
+            OutcomeStatus::Error(Failure {
+                class: ErrorClass::NotSent,
+                ..
+            })
+        ));
+        // A failed payment shows its decline.
+        let declined = Outcome {
+            status: OutcomeStatus::Declined(crate::plugin::types::Decline {
+                code: "insufficient_funds".into(),
+                provider_code: "51".into(),
+                kind: crate::plugin::types::DeclineKind::Hard,
+                message: String::new(),
+            }),
+            provider_reference: None,
+            amount: None,
+        };
+        assert_eq!(
+            status(&record(PaymentState::Failed, Some(declined.clone()))),
+            declined.status
+        );
+        assert_eq!(
+            record_outcome(&record(PaymentState::Failed, None))
+                .amount
+                .unwrap()
+                .minor,
+            100
+        );
     }
 }

@@ -22,6 +22,42 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 pub mod types {
     pub use super::bindings::v2::types::payproxy::plugin::types::*;
 }
+/// A payment with nothing but `operation` set, for unit tests.
+#[cfg(test)]
+pub(crate) fn blank_payment(operation: types::Operation) -> types::Payment {
+    types::Payment {
+        operation,
+        id: None,
+        provider_reference: None,
+        amount: None,
+        country: None,
+        method: None,
+        installments: None,
+        customer: types::Customer {
+            id: None,
+            email: None,
+            phone: None,
+            phone_verified: false,
+        },
+        merchant_reference: None,
+        idempotency_key: None,
+        metadata: vec![],
+        strong_auth: types::StrongAuth {
+            authenticated: false,
+            exemption_requested: None,
+        },
+        return_url: None,
+        manual_capture: false,
+        description: None,
+    }
+}
+
+/// The storefront side's own types (contract 0.4.0): calls, lists, payment records.
+pub mod storefront {
+    pub use super::dialect::{
+        Call, CardDetails, ListQuery, PaymentCall, PaymentRecord, PaymentState,
+    };
+}
 pub use bindings::v3::router::exports::payproxy::plugin::router::ProviderInfo;
 pub use compliance::{CompliancePlugin, Decision, Denial, Verdict};
 pub use dialect::{Capabilities, Context, DialectPlugin};

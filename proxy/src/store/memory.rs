@@ -1,17 +1,26 @@
 //! In-memory store: the same semantics as the durable one, lost on exit. For tests and for
 //! `store: {"kind": "memory"}`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
+use super::payments::{self, Page, PaymentEntry};
 use super::record::{self, Record};
 use super::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
+use crate::plugin::storefront::ListQuery;
 
 /// A [`Store`] in process memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<HashMap<String, Record>>,
     owners: Mutex<HashMap<String, Owner>>,
+    payments: Mutex<Payments>,
+}
+
+#[derive(Debug, Default)]
+struct Payments {
+    by_id: HashMap<String, PaymentEntry>,
+    index: BTreeSet<String>,
 }
 
 impl MemoryStore {
@@ -88,5 +97,42 @@ impl Store for MemoryStore {
         let before = records.len();
         records.retain(|_, record| !record.expired(now_ms));
         Ok(before - records.len())
+    }
+
+    fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError> {
+        Ok(lock(&self.payments).by_id.get(id).cloned())
+    }
+
+    fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+        let mut payments = lock(&self.payments);
+        if let Some(old) = payments.by_id.get(&entry.record.id) {
+            let key = old.index_key();
+            payments.index.remove(&key);
+        }
+        payments.index.insert(entry.index_key());
+        payments
+            .by_id
+            .insert(entry.record.id.clone(), entry.clone());
+        Ok(())
+    }
+
+    fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError> {
+        let payments = lock(&self.payments);
+        let anchor = |id: &str| Ok(payments.by_id.get(id).map(PaymentEntry::index_key));
+        let Some(scan) = payments::scan(route, query, anchor)? else {
+            return Ok((Vec::new(), false));
+        };
+        let range = payments
+            .index
+            .range::<String, _>((scan.lower.clone(), scan.upper.clone()));
+        let ids: Box<dyn Iterator<Item = &String>> = if scan.ascending {
+            Box::new(range)
+        } else {
+            Box::new(range.rev())
+        };
+        let ids = ids.map(|key| Ok(payments::id_of(key).to_string()));
+        payments::collect(ids, query, scan.ascending, |id| {
+            Ok(payments.by_id.get(id).cloned())
+        })
     }
 }

@@ -7,13 +7,19 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::payments::{self, Page, PaymentEntry, PAYMENTS, PAYMENT_INDEX};
 use super::record::{self, Record, IDEMPOTENCY, OWNERS};
 use super::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
+use crate::plugin::storefront::ListQuery;
 
 /// Idempotency key → JSON [`Record`].
 const IDEMPOTENCY_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(IDEMPOTENCY);
 /// Storefront payment id → JSON [`Owner`].
 const OWNERS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(OWNERS);
+/// Storefront payment id → JSON [`PaymentEntry`].
+const PAYMENTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(PAYMENTS);
+/// List index: `route \0 created_ms \0 id` → nothing (see `payments::index_key`).
+const PAYMENT_INDEX_TABLE: TableDefinition<&str, ()> = TableDefinition::new(PAYMENT_INDEX);
 
 /// A [`Store`] in a redb database file.
 pub struct RedbStore {
@@ -73,6 +79,9 @@ impl RedbStore {
         txn.open_table(IDEMPOTENCY_TABLE)
             .map_err(open_error(path))?;
         txn.open_table(OWNERS_TABLE).map_err(open_error(path))?;
+        txn.open_table(PAYMENTS_TABLE).map_err(open_error(path))?;
+        txn.open_table(PAYMENT_INDEX_TABLE)
+            .map_err(open_error(path))?;
         txn.commit().map_err(open_error(path))?;
         Ok(RedbStore {
             db,
@@ -223,5 +232,73 @@ impl Store for RedbStore {
             txn.abort().context(op, "*")?;
         }
         Ok(removed)
+    }
+
+    fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError> {
+        let op = "payment";
+        let txn = self.db.begin_read().context(op, id)?;
+        let table = txn.open_table(PAYMENTS_TABLE).context(op, id)?;
+        match table.get(id).context(op, id)? {
+            Some(value) => Ok(Some(record::decode(PAYMENTS, id, value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+        let op = "put_payment";
+        let id = entry.record.id.as_str();
+        let bytes = record::encode(PAYMENTS, id, entry)?;
+        let txn = self.db.begin_write().context(op, id)?;
+        {
+            let mut table = txn.open_table(PAYMENTS_TABLE).context(op, id)?;
+            let old = match table.get(id).context(op, id)? {
+                Some(value) => Some(record::decode::<PaymentEntry>(PAYMENTS, id, value.value())?),
+                None => None,
+            };
+            table.insert(id, bytes.as_slice()).context(op, id)?;
+            let mut index = txn.open_table(PAYMENT_INDEX_TABLE).context(op, id)?;
+            if let Some(old) = old {
+                index.remove(old.index_key().as_str()).context(op, id)?;
+            }
+            index
+                .insert(entry.index_key().as_str(), ())
+                .context(op, id)?;
+        }
+        txn.commit().context(op, id)
+    }
+
+    fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError> {
+        let op = "list_payments";
+        let txn = self.db.begin_read().context(op, route)?;
+        let payments_table = txn.open_table(PAYMENTS_TABLE).context(op, route)?;
+        let index = txn.open_table(PAYMENT_INDEX_TABLE).context(op, route)?;
+        let load = |id: &str| -> Result<Option<PaymentEntry>, StoreError> {
+            match payments_table.get(id).context(op, id)? {
+                Some(value) => Ok(Some(record::decode(PAYMENTS, id, value.value())?)),
+                None => Ok(None),
+            }
+        };
+        let anchor = |id: &str| Ok(load(id)?.map(|e| e.index_key()));
+        let Some(scan) = payments::scan(route, query, anchor)? else {
+            return Ok((Vec::new(), false));
+        };
+        let range = index
+            .range::<&str>((
+                scan.lower.as_ref().map(String::as_str),
+                scan.upper.as_ref().map(String::as_str),
+            ))
+            .context(op, route)?;
+        let keys = |item: Result<
+            (redb::AccessGuard<'_, &str>, redb::AccessGuard<'_, ()>),
+            redb::StorageError,
+        >| {
+            item.context(op, route)
+                .map(|(key, _)| payments::id_of(key.value()).to_string())
+        };
+        if scan.ascending {
+            payments::collect(range.map(keys), query, true, load)
+        } else {
+            payments::collect(range.rev().map(keys), query, false, load)
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! they can be retried with the same key.
 
 mod intents;
+mod methods;
 mod refunds;
 
 use hyper::body::Incoming;
@@ -31,6 +32,7 @@ pub(crate) enum Route {
     RetrieveIntent(String),
     IntentAction(String, Action),
     CreateRefund,
+    RetrievePaymentMethod(String),
 }
 
 /// State changes of a payment intent.
@@ -61,6 +63,9 @@ impl Route {
                 Some(Route::IntentAction((*id).to_owned(), action))
             }
             (&Method::POST, ["refunds"]) => Some(Route::CreateRefund),
+            (&Method::GET, ["payment_methods", id]) if !id.is_empty() => {
+                Some(Route::RetrievePaymentMethod((*id).to_owned()))
+            }
             _ => None,
         }
     }
@@ -106,6 +111,7 @@ pub(crate) async fn handle(
         Route::RetrieveIntent(id) => intents::retrieve(&ledger, &id),
         Route::IntentAction(id, action) => intents::act(&mut ledger, &id, action),
         Route::CreateRefund => refunds::create(&mut ledger, &form),
+        Route::RetrievePaymentMethod(id) => methods::retrieve(&id),
     };
     let (status, value) = match result {
         Ok(value) => (StatusCode::OK, value),

@@ -1,0 +1,163 @@
+//! Contract version 0.4.0: the storefront side of a dialect.
+//!
+//! A storefront keeps its whole integration (say, a Stripe SDK) and changes one base URL. A
+//! 0.4.0 dialect therefore says, for every storefront request, what it asks of payproxy
+//! ([`Call`]): a payment operation payproxy orchestrates, a list of the payments made
+//! through payproxy, or anything else, which the host forwards unchanged. Implement
+//! [`Storefront`] (and [`Egress`](crate::payment::Egress) for the provider side, whose
+//! contract is 0.2.0's, unchanged) and export it with
+//! [`export_storefront_dialect!`](crate::export_storefront_dialect) (both sides) or
+//! [`export_storefront!`](crate::export_storefront) (storefront only). The types are the
+//! 0.2.0 ones ([`crate::payment`]) plus the few below: a payment is one Rust type for every
+//! role and version.
+//!
+//! ```ignore
+//! use payproxy_plugin_sdk::export_storefront_dialect;
+//! use payproxy_plugin_sdk::payment::{Egress, HttpRequest, Refusal /* … */};
+//! use payproxy_plugin_sdk::storefront::{Call, PaymentRecord, Storefront};
+//!
+//! struct Shop;
+//! impl Storefront for Shop { /* init, parse, render_* */ }
+//! impl Egress for Shop { /* init, encode_request, decode_response */ }
+//! export_storefront_dialect!(Shop);
+//! ```
+//!
+//! # What the host does with the answers
+//!
+//! - [`Call::Payment`]: the payment goes through idempotency, affinity, compliance, routing
+//!   and the providers, as with 0.2.0. A follow-up (`id` set) is completed by the host from
+//!   its record of that payment (amount, currency, method, customer …) before compliance and
+//!   the router see it. For a new payment (`authorize` without `id`), `confirm: false` only
+//!   creates it: nothing is sent to any provider, the host records it (state
+//!   [`PaymentState::RequiresPaymentMethod`] without a method, else
+//!   [`PaymentState::RequiresConfirmation`]) and answers with
+//!   [`Storefront::render_payment`]. A later confirm is `authorize` with `id`; its
+//!   parameters override the recorded ones. `confirm` is ignored for other operations.
+//! - [`Call::List`]: the host answers from its records with [`Storefront::render_list`]:
+//!   payments of this route, newest first, at most `limit` of them, `has_more` when more
+//!   match; `url` is the request's path.
+//! - [`Call::Forward`]: the request is sent unchanged (path, query, body) with the provider's
+//!   own credentials to the provider that owns the object id given (an intent or a refund
+//!   made at another account of the same dialect), when the host knows that id, else to the
+//!   route's home provider, authenticated with [`Storefront::forward_headers`] (the
+//!   storefront's own `authorization` and `cookie` are removed); the provider's answer goes
+//!   back unchanged. Raw card data must be
+//!   refused before a request is forwarded: the dialect's `parse` is the only check.
+//! - [`Storefront::render_payment`] answers from a record: a create without confirm, a
+//!   retrieve the host answers itself, a cancel of a payment nothing was sent for.
+//!   `last_outcome` is the last provider outcome, when there was one (a decline of a
+//!   [`PaymentState::Failed`] payment, the next action of
+//!   [`PaymentState::RequiresAction`]).
+//! - Refusals the host makes itself, rendered with [`Storefront::render_refusal`]: invalid
+//!   request refusals (status 400 unless said otherwise) with code `unexpected_state` (the
+//!   payment's state does not allow the operation; the message names the state),
+//!   `already_refunded` (nothing left to refund) and `amount_too_large` (a capture or refund
+//!   above what is left; param `amount`), plus the 0.2.0 ones (`idempotency_…`, not found,
+//!   unavailable, compliance denials and challenges).
+//! - A provider failure whose code is `invalid_request` ([`crate::helpers::codes`]) means the
+//!   provider refused the merchant's request as malformed: the host does not fail over, does
+//!   not count it against the provider's health, and renders it with
+//!   [`Storefront::render_outcome`]; a dialect shows it as the storefront protocol's
+//!   client error (not as a retryable server error).
+//! - Card details: before compliance and routing, for a card payment whose
+//!   [`Card`](crate::payment::Card) lacks network or issuer country, the host asks
+//!   [`Storefront::card_lookup`] for the request that reads the token at the route's home
+//!   provider, sends it with the home provider's credentials, caches the answer per token,
+//!   and reads it with [`Storefront::card_details`]: `brand` fills `Card.network`,
+//!   `country` fills `Card.issuer_country`, `last4` fills `Card.last4` (values the
+//!   storefront sent are kept). A lookup that fails or answers nothing usable leaves the card
+//!   as it was; the payment goes on.
+
+pub use crate::bindings::v4::storefront::exports::payproxy::plugin::storefront::{
+    Call, ListQuery, PaymentCall, PaymentRecord, PaymentState,
+};
+pub use crate::bindings::v4::types::payproxy::plugin::cards::CardDetails;
+
+use crate::payment::{Annotation, HttpRequest, HttpResponse, Outcome, Payment, Refusal};
+
+/// Storefront side of a 0.4.0 dialect.
+pub trait Storefront: Sized + 'static {
+    /// Parse and validate the plugin's JSON config.
+    fn init(config: &str) -> Result<Self, String>;
+    /// What a storefront request asks for; a refusal is rendered with
+    /// [`render_refusal`](Storefront::render_refusal) and nothing is sent anywhere.
+    fn parse(&self, request: &HttpRequest) -> Result<Call, Refusal>;
+    /// Render a provider's outcome for a payment operation (as 0.2.0's
+    /// [`Ingress::render_outcome`](crate::payment::Ingress::render_outcome)).
+    fn render_outcome(
+        &self,
+        payment: &Payment,
+        outcome: &Outcome,
+        payment_id: &str,
+        annotations: &[Annotation],
+    ) -> HttpResponse;
+    /// Render a payment from the host's record.
+    fn render_payment(&self, record: &PaymentRecord) -> HttpResponse;
+    /// Render a page of payments, newest first; `url` is the request's path.
+    fn render_list(&self, records: &[PaymentRecord], has_more: bool, url: &str) -> HttpResponse;
+    /// Render a refusal for the storefront.
+    fn render_refusal(&self, refusal: &Refusal) -> HttpResponse;
+    /// The headers that authenticate a request forwarded unchanged ([`Call::Forward`]) to a
+    /// provider of this dialect, from that provider's `credentials` (e.g. `authorization:
+    /// Bearer <api_key>`). The host first removes the storefront's own `authorization`,
+    /// `cookie` and these headers from the forwarded request, so the provider only ever sees
+    /// its own credentials. Default: none (the request is forwarded unauthenticated).
+    fn forward_headers(&self, _credentials: &[(String, String)]) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// The request that reads a card token's details at the home provider, sent by the host
+    /// with the home provider's `credentials`; `None` (the default) when the token is not one
+    /// the home provider issued.
+    fn card_lookup(&self, _token: &str, _credentials: &[(String, String)]) -> Option<HttpRequest> {
+        None
+    }
+    /// Read the home provider's answer to [`card_lookup`](Storefront::card_lookup) (the
+    /// contract's `read-card`); `None` (the default) when it says nothing usable.
+    fn card_details(&self, _response: &HttpResponse) -> Option<CardDetails> {
+        None
+    }
+}
+
+impl PaymentCall {
+    /// A payment operation; `confirm` matters for a new authorization only.
+    pub fn new(payment: Payment, confirm: bool) -> PaymentCall {
+        PaymentCall { payment, confirm }
+    }
+}
+
+impl ListQuery {
+    /// The first `limit` payments, no bounds.
+    pub fn new(limit: u32) -> ListQuery {
+        ListQuery {
+            limit,
+            starting_after: None,
+            ending_before: None,
+            created_gte: None,
+            created_lte: None,
+            customer: None,
+        }
+    }
+}
+
+/// Glue used by the export macros; not part of the public API.
+#[doc(hidden)]
+pub mod __glue {
+    /// The refusal of a storefront called before `init`.
+    pub fn not_initialised() -> crate::payment::Refusal {
+        crate::payment::Refusal {
+            kind: crate::payment::RefusalKind::Unavailable,
+            status: 500,
+            code: "plugin_not_initialised".into(),
+            message: "storefront called before init".into(),
+        }
+    }
+
+    /// The response of a storefront called before `init`.
+    pub fn empty_500() -> crate::payment::HttpResponse {
+        crate::payment::HttpResponse {
+            status: 500,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+}

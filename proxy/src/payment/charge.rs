@@ -1,0 +1,305 @@
+//! The phases of a charge (instrument → comply → route → attempt → record → respond) and of
+//! a follow-up at the payment's owner (attempt → record → respond).
+
+use super::attempt::Attempted;
+use super::idempotency::Held;
+use super::records::{advance, complete_follow_up, forwardable, new_entry};
+use super::*;
+use crate::plugin::storefront::PaymentState;
+use crate::store::{Owner, PaymentEntry};
+
+impl Payments {
+    /// Charge a payment: new (`entry` none) or the confirm of a recorded one.
+    pub(super) async fn charge(
+        &self,
+        ctx: &Ctx<'_>,
+        mut payment: Payment,
+        entry: Option<PaymentEntry>,
+        held: Option<&Held>,
+    ) -> Done {
+        // instrument
+        let card = self.instrument(ctx, &mut payment).await;
+
+        // comply
+        let (annotations, rules) = match self.comply(ctx, &payment, card.as_ref()) {
+            Ok(passed) => passed,
+            Err(refused) => {
+                self.audit(ctx, &payment, "none", refused.code.as_str(), "");
+                return self.refused(ctx, refused);
+            }
+        };
+
+        // route
+        let resume = held.and_then(|h| h.resume.as_ref());
+        let order = match resume {
+            // A resumed request goes back where it may already have been charged.
+            Some(attempt) => vec![attempt.provider.clone()],
+            None => match self.decide(ctx, &payment) {
+                Ok(order) => order,
+                Err(refused) => {
+                    self.audit(ctx, &payment, "none", refused.code.as_str(), &rules);
+                    return self.refused(ctx, refused);
+                }
+            },
+        };
+
+        // attempt: the storefront's request goes unchanged to a provider of its own dialect
+        // only when it names no payproxy payment (a confirm of a recorded one is encoded).
+        let unchanged = entry.is_none();
+        let attempted = self
+            .attempt(
+                ctx,
+                &payment,
+                &order,
+                resume,
+                resume.is_some(),
+                unchanged,
+                held,
+            )
+            .await;
+
+        // record + respond
+        let mut entry = entry.unwrap_or_else(|| {
+            let id = mint_id(held, &ctx.route.payment_id_prefix);
+            new_entry(ctx, id, payment.clone(), PaymentState::RequiresConfirmation)
+        });
+        if card.is_some() {
+            entry.card = card;
+        }
+        entry.record.payment = Payment {
+            id: None,
+            idempotency_key: None,
+            provider_reference: None,
+            ..payment.clone()
+        };
+        self.finish(ctx, &payment, entry, attempted, &annotations, &rules)
+            .await
+    }
+
+    /// A follow-up (capture, cancel, refund, retrieve) at the payment's owner.
+    pub(super) async fn follow_up(
+        &self,
+        ctx: &Ctx<'_>,
+        mut payment: Payment,
+        entry: PaymentEntry,
+        held: Option<&Held>,
+    ) -> Done {
+        let Some(owner) = entry.owner.clone() else {
+            return self.render_record(ctx, &entry.record);
+        };
+        complete_follow_up(&entry, &mut payment);
+        let unchanged = forwardable(ctx, &entry);
+        let attempted = self
+            .attempt(
+                ctx,
+                &payment,
+                std::slice::from_ref(&owner.provider),
+                None,
+                true,
+                unchanged,
+                held,
+            )
+            .await;
+        self.finish(ctx, &payment, entry, attempted, &[], "").await
+    }
+
+    /// Record what the attempt phase did, then answer.
+    async fn finish(
+        &self,
+        ctx: &Ctx<'_>,
+        payment: &Payment,
+        mut entry: PaymentEntry,
+        attempted: Attempted,
+        annotations: &[crate::plugin::types::Annotation],
+        rules: &str,
+    ) -> Done {
+        match attempted {
+            Attempted::Refused(r) => {
+                self.audit(ctx, payment, "none", r.code.as_str(), rules);
+                self.refused(ctx, r)
+            }
+            Attempted::Forwarded {
+                provider,
+                answer,
+                outcome,
+                keep,
+            } => {
+                // Same dialect: the provider's id is the storefront's.
+                let new = entry.owner.is_none();
+                if let Some(outcome) = &outcome {
+                    let reference = outcome.provider_reference.clone();
+                    match (payment.operation, reference) {
+                        (Operation::Authorize, Some(reference)) if new => {
+                            entry.record.id = reference.clone();
+                            entry.owner = Some(owner(&provider, reference, payment));
+                            advance(&mut entry, payment, outcome);
+                            self.record(&entry).await;
+                        }
+                        (Operation::Refund, Some(reference)) => {
+                            advance(&mut entry, payment, outcome);
+                            self.record(&entry).await;
+                            self.record_refund(&provider, reference, payment).await;
+                        }
+                        _ if !new => {
+                            advance(&mut entry, payment, outcome);
+                            self.record(&entry).await;
+                        }
+                        _ => {}
+                    }
+                    self.audit(
+                        ctx,
+                        payment,
+                        &provider,
+                        outcome_label(&outcome.status),
+                        rules,
+                    );
+                }
+                Done {
+                    answer: *answer,
+                    keep,
+                }
+            }
+            Attempted::Outcome {
+                provider,
+                outcome,
+                hold,
+            } => {
+                let nothing_happened = matches!(
+                    &outcome.status,
+                    OutcomeStatus::Error(Failure {
+                        class: ErrorClass::NotSent | ErrorClass::AnsweredNotProcessed,
+                        ..
+                    })
+                ) && !hold;
+                let id = match payment.operation {
+                    Operation::Refund => {
+                        // A refund at a provider of the storefront's dialect keeps the
+                        // provider's id, so a retrieve of it can be forwarded there.
+                        let same_dialect = self.speaks_storefront(ctx, &provider);
+                        match (&outcome.provider_reference, same_dialect) {
+                            (Some(reference), true) => reference.clone(),
+                            _ => mint(&ctx.route.refund_id_prefix),
+                        }
+                    }
+                    _ => entry.record.id.clone(),
+                };
+                if !nothing_happened {
+                    if entry.owner.is_none() || payment.operation == Operation::Authorize {
+                        let reference = outcome.provider_reference.clone().unwrap_or_default();
+                        entry.owner = Some(owner(&provider, reference, payment));
+                    }
+                    advance(&mut entry, payment, &outcome);
+                    self.record(&entry).await;
+                    if payment.operation == Operation::Refund {
+                        if let Some(reference) = &outcome.provider_reference {
+                            self.record_refund(&provider, reference.clone(), payment)
+                                .await;
+                            if id != *reference {
+                                self.record_refund_id(&id, &provider, reference).await;
+                            }
+                        }
+                    }
+                }
+                self.audit(
+                    ctx,
+                    payment,
+                    &provider,
+                    outcome_label(&outcome.status),
+                    rules,
+                );
+                let response = match self.render_outcome(
+                    ctx,
+                    &provider,
+                    payment,
+                    &outcome,
+                    &id,
+                    annotations,
+                ) {
+                    Ok(response) => response,
+                    Err(answer) => return Done::release(answer),
+                };
+                let keep = if hold {
+                    Keep::Hold
+                } else if nothing_happened {
+                    Keep::Release
+                } else {
+                    Keep::Replay(StoredResponse {
+                        status: response.status,
+                        headers: response.headers.clone(),
+                        body: response.body.clone(),
+                    })
+                };
+                Done {
+                    answer: answer(ctx.route, &provider, response),
+                    keep,
+                }
+            }
+        }
+    }
+
+    /// Write a payment record; a failure is logged (the payment itself already happened).
+    async fn record(&self, entry: &PaymentEntry) {
+        if let Err(e) = self.save(entry).await {
+            tracing::error!(payment = %entry.record.id, error = %e, "could not record the payment");
+        }
+    }
+
+    /// Remember who owns a refund, so a retrieve of it goes there.
+    async fn record_refund(&self, provider: &str, reference: String, payment: &Payment) {
+        let owner = owner(provider, reference.clone(), payment);
+        if let Err(e) = self.state(move |s| s.set_owner(&reference, &owner)).await {
+            tracing::error!(error = %e, "could not record the refund owner");
+        }
+    }
+
+    async fn record_refund_id(&self, id: &str, provider: &str, reference: &str) {
+        let owner = Owner {
+            provider: provider.to_string(),
+            reference: reference.to_string(),
+            currency: None,
+        };
+        let id = id.to_string();
+        if let Err(e) = self.state(move |s| s.set_owner(&id, &owner)).await {
+            tracing::error!(error = %e, "could not record the refund owner");
+        }
+    }
+
+    /// Whether `provider` speaks the storefront's dialect.
+    pub(super) fn speaks_storefront(&self, ctx: &Ctx<'_>, provider: &str) -> bool {
+        ctx.snapshot
+            .providers
+            .get(provider)
+            .and_then(|p| p.dialect.as_ref())
+            .is_some_and(|(dialect, _)| dialect == ctx.ingress_name)
+    }
+
+    /// One structured line per payment decision (`payproxy::audit`).
+    pub(super) fn audit(
+        &self,
+        ctx: &Ctx<'_>,
+        payment: &Payment,
+        provider: &str,
+        outcome: &str,
+        compliance: &str,
+    ) {
+        tracing::info!(
+            target: "payproxy::audit",
+            route = %ctx.route.name,
+            operation = ?payment.operation,
+            payment = payment.id.as_deref().unwrap_or("-"),
+            provider = %provider,
+            outcome = %outcome,
+            compliance = %compliance,
+            ingress = %ctx.ingress_name,
+            "payment"
+        );
+    }
+}
+
+fn owner(provider: &str, reference: String, payment: &Payment) -> Owner {
+    Owner {
+        provider: provider.to_string(),
+        reference,
+        currency: payment.amount.as_ref().map(|a| a.currency.clone()),
+    }
+}

@@ -1,0 +1,53 @@
+//! Comply: the route's compliance plugins, in chain order, on the completed payment and the
+//! card's details from the home provider (0.4.0 plugins). Compliance fails closed.
+
+use super::*;
+use crate::plugin::storefront::CardDetails;
+use crate::plugin::types::Annotation;
+use crate::plugin::Verdict;
+
+impl Payments {
+    /// Every plugin allows: their annotations and the audit's rule list. A deny, a
+    /// challenge or a failing plugin: the refusal to answer.
+    pub(super) fn comply(
+        &self,
+        ctx: &Ctx<'_>,
+        payment: &Payment,
+        card: Option<&CardDetails>,
+    ) -> Result<(Vec<Annotation>, String), Refusal> {
+        let mut annotations = Vec::new();
+        let mut rules = Vec::new();
+        for plugin in &ctx.route.compliance {
+            let decision = plugin.check(payment, card).map_err(|failure| {
+                tracing::warn!(route = %ctx.route.name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "compliance plugin failed");
+                refusal(
+                    RefusalKind::Unavailable,
+                    503,
+                    "compliance_unavailable",
+                    "the payment cannot be checked right now",
+                )
+            })?;
+            let verdict = match &decision.verdict {
+                Verdict::Allow => "allow",
+                Verdict::Deny(_) => "deny",
+                Verdict::Challenge(_) => "challenge",
+            };
+            self.metrics
+                .compliance_verdict(plugin.name(), &decision.rule, verdict);
+            rules.push(format!("{}:{}={verdict}", plugin.name(), decision.rule));
+            match decision.verdict {
+                Verdict::Allow => annotations.extend(decision.annotations),
+                Verdict::Deny(denial) => {
+                    return Err(refusal(
+                        RefusalKind::ComplianceDenied,
+                        402,
+                        &denial.code,
+                        &denial.message,
+                    ))
+                }
+                Verdict::Challenge(kind) => return Err(challenge(kind)),
+            }
+        }
+        Ok((annotations, rules.join(",")))
+    }
+}

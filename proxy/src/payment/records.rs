@@ -1,0 +1,633 @@
+//! Record: the payment a call refers to, its state machine, and the operation it asks for.
+//!
+//! payproxy keeps a record of each payment a payment route handles ([`PaymentEntry`]). A
+//! follow-up is completed from it (a confirm with an empty body charges the payment as it
+//! was created), checked against its state (capture only what is authorized, refund only
+//! what was captured and not yet refunded), and the record moves forward with each outcome.
+//! An id payproxy has never seen belongs to the home provider: the call goes there unchanged.
+//!
+//! A payment created without confirm is minted here: nothing is sent to any provider until
+//! the confirm, so it cannot be charged anywhere before payproxy routes it, and never twice.
+
+use super::idempotency::Held;
+use super::*;
+use crate::plugin::storefront::{PaymentRecord, PaymentState};
+use crate::store::{Owner, PaymentEntry};
+
+impl Payments {
+    /// The operation a payment call asks for, on the payment's record.
+    pub(super) async fn operate(
+        &self,
+        ctx: &Ctx<'_>,
+        call: PaymentCall,
+        held: Option<&Held>,
+    ) -> Done {
+        let PaymentCall { payment, confirm } = call;
+        let entry = match &payment.id {
+            None => None,
+            Some(id) => {
+                let id = id.clone();
+                match self.state(move |s| s.payment(&id)).await {
+                    Ok(Some(entry)) => Some(entry),
+                    // Never seen: made at the home provider before payproxy, or elsewhere.
+                    Ok(None) => return Done::release(self.forward_call(ctx, None).await),
+                    Err(e) => return self.store_failed(ctx, &e),
+                }
+            }
+        };
+        let Some(entry) = entry else {
+            if payment.operation != Operation::Authorize {
+                // Dialects give follow-ups an id; one without is malformed.
+                return self.refused(
+                    ctx,
+                    refusal(
+                        RefusalKind::InvalidRequest(None),
+                        400,
+                        "parameter_missing",
+                        "this operation needs the id of a payment",
+                    ),
+                );
+            }
+            return match confirm {
+                false => self.create(ctx, payment, held).await,
+                true => self.charge(ctx, payment, None, held).await,
+            };
+        };
+        if let Some(owner) = entry.owner.as_ref().filter(|o| o.reference.is_empty()) {
+            return self.unresolved(ctx, &payment, &entry, owner);
+        }
+        if let Err(refused) = allowed(&entry, &payment) {
+            return self.refused(ctx, refused);
+        }
+        match payment.operation {
+            Operation::Authorize => {
+                let merged = merge(&entry.record.payment, payment);
+                self.charge(ctx, merged, Some(entry), held).await
+            }
+            Operation::Status if !forwardable(ctx, &entry) && settled(&entry) => {
+                self.render_record(ctx, &entry.record)
+            }
+            Operation::Void if entry.owner.is_none() => self.cancel_unsent(ctx, entry).await,
+            Operation::Status if entry.owner.is_none() => self.render_record(ctx, &entry.record),
+            _ => self.follow_up(ctx, payment, entry, held).await,
+        }
+    }
+
+    /// Create without confirm: a record only. The answer replays under its key.
+    async fn create(&self, ctx: &Ctx<'_>, payment: Payment, held: Option<&Held>) -> Done {
+        let id = mint_id(held, &ctx.route.payment_id_prefix);
+        let state = if payment.method.is_some() {
+            PaymentState::RequiresConfirmation
+        } else {
+            PaymentState::RequiresPaymentMethod
+        };
+        let entry = new_entry(ctx, id, payment, state);
+        if let Err(e) = self.save(&entry).await {
+            return self.store_failed(ctx, &e);
+        }
+        self.audit(ctx, &entry.record.payment, "none", "created", "");
+        self.render_record(ctx, &entry.record)
+    }
+
+    /// Cancel a payment nothing was sent for yet: only the record changes.
+    async fn cancel_unsent(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry) -> Done {
+        entry.record.state = PaymentState::Canceled;
+        if let Err(e) = self.save(&entry).await {
+            return self.store_failed(ctx, &e);
+        }
+        self.audit(ctx, &entry.record.payment, "none", "canceled", "");
+        self.render_record(ctx, &entry.record)
+    }
+
+    /// A payment whose outcome is unknown and has no provider reference yet: a retrieve says
+    /// it is processing; anything else waits for the retry that resolves it.
+    fn unresolved(
+        &self,
+        ctx: &Ctx<'_>,
+        payment: &Payment,
+        entry: &PaymentEntry,
+        owner: &Owner,
+    ) -> Done {
+        if payment.operation == Operation::Status {
+            let pending = Outcome {
+                status: OutcomeStatus::Pending,
+                provider_reference: None,
+                amount: entry.record.payment.amount.clone(),
+            };
+            return match self.render_outcome(
+                ctx,
+                &owner.provider,
+                &entry.record.payment,
+                &pending,
+                &entry.record.id,
+                &[],
+            ) {
+                Ok(response) => Done::release(answer(ctx.route, &owner.provider, response)),
+                Err(answer) => Done::release(answer),
+            };
+        }
+        self.refused(
+            ctx,
+            refusal(
+                RefusalKind::InvalidRequest(None),
+                409,
+                "payment_processing",
+                "the payment is still processing; retry the original request with its idempotency key",
+            ),
+        )
+    }
+
+    /// Write a payment record.
+    pub(super) async fn save(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.state(move |s| s.put_payment(&entry)).await
+    }
+}
+
+/// A new record for `payment`, created now.
+pub(super) fn new_entry(
+    ctx: &Ctx<'_>,
+    id: String,
+    payment: Payment,
+    state: PaymentState,
+) -> PaymentEntry {
+    let created_ms = creation_ms();
+    PaymentEntry {
+        route: ctx.route.name.clone(),
+        created_ms,
+        owner: None,
+        record: PaymentRecord {
+            id,
+            payment,
+            state,
+            created: i64::try_from(created_ms / 1000).unwrap_or(i64::MAX),
+            amount_captured: 0,
+            amount_refunded: 0,
+            last_outcome: None,
+        },
+        card: None,
+    }
+}
+
+/// Now in Unix milliseconds, strictly increasing within the process, so payments created in
+/// the same millisecond still list in the order they were made.
+fn creation_ms() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = now_ms();
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// Whether the storefront's request can go unchanged to the payment's owner: it speaks the
+/// storefront's dialect and knows the payment by the id the storefront uses.
+pub(super) fn forwardable(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
+    let Some(owner) = &entry.owner else {
+        return false;
+    };
+    owner.reference == entry.record.id
+        && ctx
+            .snapshot
+            .providers
+            .get(&owner.provider)
+            .and_then(|p| p.dialect.as_ref())
+            .is_some_and(|(dialect, _)| dialect == ctx.ingress_name)
+}
+
+/// A state no provider will change by itself.
+fn settled(entry: &PaymentEntry) -> bool {
+    matches!(
+        entry.record.state,
+        PaymentState::Succeeded
+            | PaymentState::Canceled
+            | PaymentState::RequiresPaymentMethod
+            | PaymentState::RequiresConfirmation
+    )
+}
+
+/// Whether `payment`'s operation may run on the payment in its recorded state. Payments
+/// owned by a provider of the storefront's own dialect are that provider's to judge (the
+/// request goes there unchanged), so only the others are checked here.
+pub(super) fn allowed(entry: &PaymentEntry, payment: &Payment) -> Result<(), Refusal> {
+    use PaymentState as S;
+    let owned_same_dialect = entry
+        .owner
+        .as_ref()
+        .is_some_and(|o| o.reference == entry.record.id);
+    if owned_same_dialect {
+        return Ok(());
+    }
+    let state = entry.record.state;
+    let unexpected = |what: &str| {
+        refusal(
+            RefusalKind::InvalidRequest(None),
+            400,
+            "unexpected_state",
+            &format!(
+                "this payment is {}; {what}",
+                state_name(state).replace('_', " ")
+            ),
+        )
+    };
+    match payment.operation {
+        Operation::Status => Ok(()),
+        Operation::Authorize => match state {
+            S::RequiresPaymentMethod | S::RequiresConfirmation | S::Failed => Ok(()),
+            _ => Err(unexpected("it cannot be confirmed again")),
+        },
+        Operation::Capture => match state {
+            S::RequiresCapture => {
+                let authorized = entry.record.payment.amount.as_ref().map_or(0, |m| m.minor);
+                match payment.amount.as_ref() {
+                    Some(m) if m.minor > authorized => Err(too_large("amount_to_capture")),
+                    _ => Ok(()),
+                }
+            }
+            _ => Err(unexpected("only an authorized payment can be captured")),
+        },
+        Operation::Void => match state {
+            S::RequiresPaymentMethod
+            | S::RequiresConfirmation
+            | S::RequiresAction
+            | S::RequiresCapture
+            | S::Failed => Ok(()),
+            _ => Err(unexpected("it cannot be canceled")),
+        },
+        Operation::Refund => {
+            if state != S::Succeeded {
+                return Err(unexpected("only a paid payment can be refunded"));
+            }
+            let left = entry.record.amount_captured - entry.record.amount_refunded;
+            if left <= 0 {
+                return Err(refusal(
+                    RefusalKind::InvalidRequest(None),
+                    400,
+                    "already_refunded",
+                    "this payment has already been refunded in full",
+                ));
+            }
+            match payment.amount.as_ref() {
+                Some(m) if m.minor > left => Err(too_large("amount")),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+fn too_large(param: &str) -> Refusal {
+    refusal(
+        RefusalKind::InvalidRequest(Some(param.to_string())),
+        400,
+        "amount_too_large",
+        "the amount is greater than what remains on this payment",
+    )
+}
+
+/// Stripe-style state name, for messages and the audit line.
+pub(super) fn state_name(state: PaymentState) -> &'static str {
+    match state {
+        PaymentState::RequiresPaymentMethod => "requires_payment_method",
+        PaymentState::RequiresConfirmation => "requires_confirmation",
+        PaymentState::RequiresAction => "requires_action",
+        PaymentState::Processing => "processing",
+        PaymentState::RequiresCapture => "requires_capture",
+        PaymentState::Succeeded => "succeeded",
+        PaymentState::Canceled => "canceled",
+        PaymentState::Failed => "failed",
+    }
+}
+
+/// A confirm completed from the record: what the confirm says wins, the rest is the
+/// payment as created. The operation, id and idempotency key are the confirm's.
+pub(super) fn merge(created: &Payment, confirm: Payment) -> Payment {
+    let mut merged = created.clone();
+    merged.operation = confirm.operation;
+    merged.id = confirm.id;
+    merged.idempotency_key = confirm.idempotency_key;
+    if confirm.amount.is_some() {
+        merged.amount = confirm.amount;
+    }
+    if confirm.country.is_some() {
+        merged.country = confirm.country;
+    }
+    if confirm.method.is_some() {
+        merged.method = confirm.method;
+    }
+    if confirm.installments.is_some() {
+        merged.installments = confirm.installments;
+    }
+    let c = confirm.customer;
+    let customer = &mut merged.customer;
+    customer.id = c.id.or(customer.id.take());
+    customer.email = c.email.or(customer.email.take());
+    customer.phone = c.phone.or(customer.phone.take());
+    customer.phone_verified |= c.phone_verified;
+    if confirm.merchant_reference.is_some() {
+        merged.merchant_reference = confirm.merchant_reference;
+    }
+    for (key, value) in confirm.metadata {
+        match merged.metadata.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => merged.metadata.push((key, value)),
+        }
+    }
+    merged.strong_auth.authenticated |= confirm.strong_auth.authenticated;
+    if confirm.strong_auth.exemption_requested.is_some() {
+        merged.strong_auth.exemption_requested = confirm.strong_auth.exemption_requested;
+    }
+    if confirm.return_url.is_some() {
+        merged.return_url = confirm.return_url;
+    }
+    merged.manual_capture |= confirm.manual_capture;
+    if confirm.description.is_some() {
+        merged.description = confirm.description;
+    }
+    merged
+}
+
+/// A follow-up completed from the record: the currency the storefront's protocol leaves out
+/// (Stripe captures and refunds), and the provider's reference.
+pub(super) fn complete_follow_up(entry: &PaymentEntry, payment: &mut Payment) {
+    if let Some(owner) = &entry.owner {
+        payment.provider_reference = Some(owner.reference.clone());
+    }
+    let currency = entry
+        .record
+        .payment
+        .amount
+        .as_ref()
+        .map(|m| m.currency.clone());
+    if let (Some(amount), Some(currency)) = (payment.amount.as_mut(), currency) {
+        if amount.currency.is_empty() {
+            amount.currency = currency;
+        }
+    }
+    if payment.operation == Operation::Status || payment.operation == Operation::Void {
+        payment.amount = payment
+            .amount
+            .take()
+            .or(entry.record.payment.amount.clone());
+    }
+    payment.manual_capture = entry.record.payment.manual_capture;
+    if payment.method.is_none() {
+        payment.method = entry.record.payment.method.clone();
+    }
+    if payment.metadata.is_empty() && payment.operation != Operation::Refund {
+        payment.metadata = entry.record.payment.metadata.clone();
+    }
+}
+
+/// The record after an outcome of `payment`'s operation. Outcomes that say nothing
+/// happened leave it as it was.
+pub(super) fn advance(entry: &mut PaymentEntry, payment: &Payment, outcome: &Outcome) {
+    use PaymentState as S;
+    let record = &mut entry.record;
+    let amount = |fallback: Option<&crate::plugin::types::Money>| {
+        outcome
+            .amount
+            .as_ref()
+            .filter(|m| m.minor > 0)
+            .or(fallback)
+            .map_or(0, |m| m.minor)
+    };
+    let next = match (&outcome.status, payment.operation) {
+        (OutcomeStatus::Error(f), _) if f.class != ErrorClass::Ambiguous => None,
+        (OutcomeStatus::Error(_), Operation::Authorize) => Some(S::Processing),
+        (OutcomeStatus::Error(_), _) => None,
+        (OutcomeStatus::Declined(_), Operation::Authorize) => Some(S::Failed),
+        (OutcomeStatus::Declined(d), Operation::Status) if d.provider_code == "canceled" => {
+            Some(S::Canceled)
+        }
+        (OutcomeStatus::Declined(_), Operation::Status) => Some(S::Failed),
+        (OutcomeStatus::Declined(_), _) => None,
+        (OutcomeStatus::RequiresAction(_), _) => Some(S::RequiresAction),
+        (OutcomeStatus::Pending, Operation::Refund) => None,
+        (OutcomeStatus::Pending, _) => Some(S::Processing),
+        (OutcomeStatus::Approved, Operation::Authorize | Operation::Status) => {
+            if payment.manual_capture && record.amount_captured == 0 {
+                Some(S::RequiresCapture)
+            } else {
+                record.amount_captured = amount(record.payment.amount.as_ref());
+                Some(S::Succeeded)
+            }
+        }
+        (OutcomeStatus::Approved, Operation::Capture) => {
+            record.amount_captured =
+                amount(payment.amount.as_ref().or(record.payment.amount.as_ref()));
+            Some(S::Succeeded)
+        }
+        (OutcomeStatus::Approved, Operation::Void) => Some(S::Canceled),
+        (OutcomeStatus::Approved, Operation::Refund) => {
+            let left = record.amount_captured - record.amount_refunded;
+            let refunded = payment.amount.as_ref().map_or(left, |m| m.minor);
+            record.amount_refunded += refunded.clamp(0, left.max(0));
+            None
+        }
+    };
+    if let Some(state) = next {
+        record.state = state;
+    }
+    if matches!(payment.operation, Operation::Authorize | Operation::Status)
+        && !matches!(&outcome.status, OutcomeStatus::Error(f) if f.class != ErrorClass::Ambiguous)
+    {
+        record.last_outcome = Some(outcome.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::types::{Card, Decline, DeclineKind, Money, PaymentMethod};
+
+    fn payment(operation: Operation) -> Payment {
+        crate::plugin::blank_payment(operation)
+    }
+
+    fn eur(minor: i64) -> Option<Money> {
+        Some(Money {
+            minor,
+            currency: "EUR".into(),
+        })
+    }
+
+    fn entry(state: PaymentState, owner: Option<(&str, &str)>) -> PaymentEntry {
+        let mut created = payment(Operation::Authorize);
+        created.amount = eur(1000);
+        PaymentEntry {
+            route: "r".into(),
+            created_ms: 0,
+            owner: owner.map(|(provider, reference)| Owner {
+                provider: provider.into(),
+                reference: reference.into(),
+                currency: Some("EUR".into()),
+            }),
+            record: PaymentRecord {
+                id: "pi_1".into(),
+                payment: created,
+                state,
+                created: 0,
+                amount_captured: 0,
+                amount_refunded: 0,
+                last_outcome: None,
+            },
+            card: None,
+        }
+    }
+
+    fn outcome(status: OutcomeStatus) -> Outcome {
+        Outcome {
+            status,
+            provider_reference: Some("psp_1".into()),
+            amount: None,
+        }
+    }
+
+    #[test]
+    fn an_empty_confirm_charges_the_payment_as_created() {
+        let mut created = payment(Operation::Authorize);
+        created.amount = eur(1500);
+        created.method = Some(PaymentMethod::Card(Card {
+            token: "pm_1".into(),
+            bin: None,
+            last4: None,
+            network: None,
+            issuer_country: None,
+        }));
+        created.metadata = vec![("order".into(), "A1".into())];
+        created.customer.id = Some("cus_1".into());
+        let mut confirm = payment(Operation::Authorize);
+        confirm.id = Some("pi_1".into());
+        confirm.idempotency_key = Some("k2".into());
+        confirm.metadata = vec![("order".into(), "A2".into()), ("x".into(), "y".into())];
+        let merged = merge(&created, confirm);
+        assert_eq!(merged.amount, eur(1500));
+        assert_eq!(merged.method, created.method);
+        assert_eq!(merged.customer.id.as_deref(), Some("cus_1"));
+        assert_eq!(merged.id.as_deref(), Some("pi_1"));
+        assert_eq!(merged.idempotency_key.as_deref(), Some("k2"));
+        assert_eq!(
+            merged.metadata,
+            vec![("order".into(), "A2".into()), ("x".into(), "y".into())]
+        );
+    }
+
+    #[test]
+    fn states_allow_what_stripe_allows() {
+        use PaymentState as S;
+        let ok = |state, op: Operation, amount: Option<Money>| {
+            let mut p = payment(op);
+            p.amount = amount;
+            allowed(&entry(state, Some(("adyen", "psp_1"))), &p).map_err(|r| r.code)
+        };
+        assert_eq!(ok(S::RequiresCapture, Operation::Capture, None), Ok(()));
+        assert_eq!(
+            ok(S::Succeeded, Operation::Capture, None),
+            Err("unexpected_state".into()),
+            "capture twice"
+        );
+        assert_eq!(
+            ok(S::RequiresCapture, Operation::Capture, eur(1001)),
+            Err("amount_too_large".into())
+        );
+        assert_eq!(
+            ok(S::RequiresCapture, Operation::Refund, None),
+            Err("unexpected_state".into())
+        );
+        assert_eq!(
+            ok(S::Succeeded, Operation::Void, None),
+            Err("unexpected_state".into())
+        );
+        assert_eq!(
+            ok(S::Succeeded, Operation::Authorize, None),
+            Err("unexpected_state".into())
+        );
+        assert_eq!(ok(S::Failed, Operation::Authorize, None), Ok(()));
+        // Same-dialect owners judge for themselves: the request goes there unchanged.
+        let mut p = payment(Operation::Capture);
+        p.amount = eur(5);
+        assert_eq!(
+            allowed(&entry(S::Succeeded, Some(("ls", "pi_1"))), &p),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn refunds_never_exceed_what_was_captured() {
+        let mut e = entry(PaymentState::Succeeded, Some(("adyen", "psp_1")));
+        e.record.amount_captured = 1000;
+        e.record.amount_refunded = 600;
+        let mut refund = payment(Operation::Refund);
+        refund.amount = eur(401);
+        assert_eq!(
+            allowed(&e, &refund).map_err(|r| r.code),
+            Err("amount_too_large".into())
+        );
+        refund.amount = eur(400);
+        assert_eq!(allowed(&e, &refund), Ok(()));
+        advance(&mut e, &refund, &outcome(OutcomeStatus::Approved));
+        assert_eq!(e.record.amount_refunded, 1000);
+        assert_eq!(
+            allowed(&e, &payment(Operation::Refund)).map_err(|r| r.code),
+            Err("already_refunded".into())
+        );
+    }
+
+    #[test]
+    fn outcomes_move_the_record_forward() {
+        use PaymentState as S;
+        let mut e = entry(S::RequiresConfirmation, None);
+        let mut confirm = payment(Operation::Authorize);
+        confirm.manual_capture = true;
+        // Nothing happened: the record stays as it was.
+        let not_sent = outcome(OutcomeStatus::Error(Failure {
+            class: ErrorClass::NotSent,
+            code: "provider_unavailable".into(),
+            provider_code: String::new(),
+            message: String::new(),
+        }));
+        advance(&mut e, &confirm, &not_sent);
+        assert_eq!(e.record.state, S::RequiresConfirmation);
+        assert_eq!(e.record.last_outcome, None);
+        advance(&mut e, &confirm, &outcome(OutcomeStatus::Approved));
+        assert_eq!(
+            (e.record.state, e.record.amount_captured),
+            (S::RequiresCapture, 0)
+        );
+        let mut capture = payment(Operation::Capture);
+        capture.amount = eur(700);
+        advance(&mut e, &capture, &outcome(OutcomeStatus::Approved));
+        assert_eq!(
+            (e.record.state, e.record.amount_captured),
+            (S::Succeeded, 700)
+        );
+        let declined = outcome(OutcomeStatus::Declined(Decline {
+            code: "insufficient_funds".into(),
+            provider_code: "51".into(),
+            kind: DeclineKind::Hard,
+            message: String::new(),
+        }));
+        let mut fresh = entry(S::RequiresConfirmation, None);
+        advance(&mut fresh, &payment(Operation::Authorize), &declined);
+        assert_eq!(fresh.record.state, S::Failed);
+        assert!(fresh.record.last_outcome.is_some());
+    }
+
+    #[test]
+    fn follow_ups_get_the_currency_and_reference() {
+        let e = entry(PaymentState::RequiresCapture, Some(("adyen", "psp_9")));
+        let mut capture = payment(Operation::Capture);
+        capture.amount = Some(Money {
+            minor: 5,
+            currency: String::new(),
+        });
+        complete_follow_up(&e, &mut capture);
+        assert_eq!(capture.amount, eur(5));
+        assert_eq!(capture.provider_reference.as_deref(), Some("psp_9"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Respond: refusals, outcomes and records rendered in the storefront's dialect, and the
+//! audit line.
+
+use super::*;
+use crate::plugin::storefront::PaymentRecord;
+
+impl Payments {
+    /// Render a refusal in the storefront's dialect.
+    pub(super) fn refuse(&self, ctx: &Ctx<'_>, refusal: Refusal) -> Answer {
+        match ctx.ingress.render_refusal(&refusal) {
+            Ok(response) => answer(ctx.route, "none", response),
+            Err(failure) => self.plugin_failed(ctx, &failure),
+        }
+    }
+
+    /// A refusal that leaves nothing behind (the idempotency record is released).
+    pub(super) fn refused(&self, ctx: &Ctx<'_>, refusal: Refusal) -> Done {
+        Done::release(self.refuse(ctx, refusal))
+    }
+
+    /// The state store failed: refuse rather than risk a double charge.
+    pub(super) fn store_failed(&self, ctx: &Ctx<'_>, e: &StoreError) -> Done {
+        tracing::error!(route = %ctx.route.name, error = %e, "state store failed; refusing the payment rather than risk a double charge");
+        self.refused(
+            ctx,
+            refusal(
+                RefusalKind::Unavailable,
+                503,
+                "state_unavailable",
+                "the payment cannot be processed right now",
+            ),
+        )
+    }
+
+    /// Render a provider's outcome for payment `id`.
+    pub(super) fn render_outcome(
+        &self,
+        ctx: &Ctx<'_>,
+        provider: &str,
+        payment: &Payment,
+        outcome: &Outcome,
+        id: &str,
+        annotations: &[crate::plugin::types::Annotation],
+    ) -> Result<HttpResponse, Answer> {
+        ctx.ingress
+            .render_outcome(payment, outcome, id, annotations)
+            .map(|mut response| {
+                if provider != "none" {
+                    response
+                        .headers
+                        .push((PROVIDER_HEADER.into(), provider.to_string()));
+                }
+                response
+            })
+            .map_err(|failure| self.plugin_failed(ctx, &failure))
+    }
+
+    /// Render a payment from its record; the answer replays.
+    pub(super) fn render_record(&self, ctx: &Ctx<'_>, record: &PaymentRecord) -> Done {
+        match ctx.ingress.render_payment(record) {
+            Ok(response) => replayable(ctx.route, "none", response),
+            Err(failure) => Done::release(self.plugin_failed(ctx, &failure)),
+        }
+    }
+
+    /// The storefront's own dialect failed: a plain JSON error is all that is left.
+    pub(super) fn plugin_failed(&self, ctx: &Ctx<'_>, failure: &PluginFailure) -> Answer {
+        tracing::warn!(route = %ctx.route.name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "dialect plugin failed");
+        let error = crate::error::ProxyError::plugin(
+            StatusCode::BAD_GATEWAY,
+            "plugin_failed",
+            format!("dialect plugin {} failed", failure.plugin),
+        );
+        Answer {
+            route: ctx.route.name.clone(),
+            provider: "none".into(),
+            response: error
+                .to_response()
+                .map(|b| b.map_err(|never| match never {}).boxed()),
+        }
+    }
+}
+
+/// An answer kept for replay: the response as the storefront sees it.
+pub(super) fn replayable(route: &Route, provider: &str, response: HttpResponse) -> Done {
+    let stored = StoredResponse {
+        status: response.status,
+        headers: response.headers.clone(),
+        body: response.body.clone(),
+    };
+    Done {
+        answer: answer(route, provider, response),
+        keep: Keep::Replay(stored),
+    }
+}

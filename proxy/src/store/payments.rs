@@ -1,0 +1,208 @@
+//! Payment records: what payproxy keeps of each payment a payment route handles, and the
+//! list order storefronts page through (newest first, per route).
+//!
+//! Each store keeps two maps: id → [`PaymentEntry`], and an index whose keys sort by route,
+//! then creation time, then id ([`index_key`]), so a page is one range scan. The paging
+//! rules (Stripe's `starting_after` / `ending_before` / `created` bounds) live here, once,
+//! over whatever ordered scan a store offers.
+
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Owner, StoreError};
+use crate::plugin::storefront::{CardDetails, ListQuery, PaymentRecord};
+
+/// Table name for errors and redb.
+pub(super) const PAYMENTS: &str = "payments";
+/// Table name of the list index.
+pub(super) const PAYMENT_INDEX: &str = "payment_index";
+
+/// A payment as payproxy keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentEntry {
+    /// Route the payment was made on (lists are per route).
+    pub route: String,
+    /// Creation time, Unix milliseconds (list order).
+    pub created_ms: u64,
+    /// The provider that owns it and its reference there, once it was sent.
+    pub owner: Option<Owner>,
+    /// The record as the storefront dialect renders it.
+    pub record: PaymentRecord,
+    /// What the home provider said about the card token, when it was looked up.
+    pub card: Option<CardDetails>,
+}
+
+impl PaymentEntry {
+    /// This entry's key in the list index.
+    pub fn index_key(&self) -> String {
+        index_key(&self.route, self.created_ms, &self.record.id)
+    }
+}
+
+/// `route \0 created_ms (20 digits) \0 id`: sorts by route, time, id.
+pub(super) fn index_key(route: &str, created_ms: u64, id: &str) -> String {
+    format!("{route}\u{0}{created_ms:020}\u{0}{id}")
+}
+
+/// The index range of one route's payments created in `[from_ms, to_ms)`.
+fn route_range(route: &str, from_ms: u64, to_ms: Option<u64>) -> (String, String) {
+    let lo = format!("{route}\u{0}{from_ms:020}");
+    let hi = match to_ms {
+        Some(to) => format!("{route}\u{0}{to:020}"),
+        None => format!("{route}\u{1}"),
+    };
+    (lo, hi)
+}
+
+/// A page: the entries to show (newest first) and whether more lie beyond it.
+pub type Page = (Vec<PaymentEntry>, bool);
+
+/// Where to scan, in which direction, for a query: the index bounds and whether the scan
+/// runs oldest-first (an `ending_before` page is collected upwards, then reversed).
+pub(super) struct Scan {
+    pub lower: Bound<String>,
+    pub upper: Bound<String>,
+    pub ascending: bool,
+}
+
+/// The scan for `query` on `route`. `anchor` finds the index key of a listed id (the
+/// `starting_after` / `ending_before` payment); an unknown anchor id is an empty page.
+pub(super) fn scan(
+    route: &str,
+    query: &ListQuery,
+    anchor: impl Fn(&str) -> Result<Option<String>, StoreError>,
+) -> Result<Option<Scan>, StoreError> {
+    let from_ms = query
+        .created_gte
+        .map(|s| u64::try_from(s).unwrap_or(0).saturating_mul(1000))
+        .unwrap_or(0);
+    let to_ms = query.created_lte.map(|s| {
+        u64::try_from(s.saturating_add(1))
+            .unwrap_or(0)
+            .saturating_mul(1000)
+    });
+    let (lo, hi) = route_range(route, from_ms, to_ms);
+    let (mut lower, mut upper) = (Bound::Included(lo), Bound::Excluded(hi));
+    let mut ascending = false;
+    if let Some(after) = &query.starting_after {
+        match anchor(after)? {
+            // Older than the anchor: below it.
+            Some(key) => upper = tighter_upper(upper, key),
+            None => return Ok(None),
+        }
+    } else if let Some(before) = &query.ending_before {
+        match anchor(before)? {
+            Some(key) => {
+                lower = tighter_lower(lower, key);
+                ascending = true;
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(Scan {
+        lower,
+        upper,
+        ascending,
+    }))
+}
+
+fn tighter_upper(current: Bound<String>, key: String) -> Bound<String> {
+    match current {
+        Bound::Excluded(hi) | Bound::Included(hi) if hi <= key => Bound::Excluded(hi),
+        _ => Bound::Excluded(key),
+    }
+}
+
+fn tighter_lower(current: Bound<String>, key: String) -> Bound<String> {
+    match current {
+        Bound::Included(lo) | Bound::Excluded(lo) if lo > key => Bound::Included(lo),
+        _ => Bound::Excluded(key),
+    }
+}
+
+/// Take up to `limit` matching entries from ids in scan order, and say whether one more
+/// matches. `load` reads an entry by id; `customer` filters.
+pub(super) fn collect(
+    ids: impl Iterator<Item = Result<String, StoreError>>,
+    query: &ListQuery,
+    ascending: bool,
+    load: impl Fn(&str) -> Result<Option<PaymentEntry>, StoreError>,
+) -> Result<Page, StoreError> {
+    let limit = query.limit.clamp(1, 100) as usize;
+    let mut page = Vec::with_capacity(limit);
+    let mut more = false;
+    for id in ids {
+        let id = id?;
+        let Some(entry) = load(&id)? else { continue };
+        if let Some(customer) = &query.customer {
+            if entry.record.payment.customer.id.as_deref() != Some(customer.as_str()) {
+                continue;
+            }
+        }
+        if page.len() == limit {
+            more = true;
+            break;
+        }
+        page.push(entry);
+    }
+    if ascending {
+        page.reverse();
+    }
+    Ok((page, more))
+}
+
+/// The id at the end of an index key.
+pub(super) fn id_of(key: &str) -> &str {
+    key.rsplit('\u{0}').next().unwrap_or(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_keys_sort_by_route_time_id() {
+        let mut keys = [
+            index_key("b", 1, "pi_a"),
+            index_key("a", 20, "pi_a"),
+            index_key("a", 3, "pi_z"),
+            index_key("a", 3, "pi_b"),
+        ];
+        keys.sort();
+        let ids: Vec<&str> = keys.iter().map(|k| id_of(k)).collect();
+        assert_eq!(ids, ["pi_b", "pi_z", "pi_a", "pi_a"]);
+        assert!(keys[2].starts_with("a\u{0}"));
+        let (lo, hi) = route_range("a", 0, None);
+        assert!(keys[..3].iter().all(|k| *k >= lo && *k < hi));
+        assert!(keys[3] >= hi, "route b sorts after route a's range");
+    }
+
+    #[test]
+    fn created_bounds_are_inclusive_seconds() {
+        let query = ListQuery {
+            limit: 10,
+            starting_after: None,
+            ending_before: None,
+            created_gte: Some(5),
+            created_lte: Some(7),
+            customer: None,
+        };
+        let s = scan("r", &query, |_| Ok(None)).unwrap().unwrap();
+        let inside = |k: &String| {
+            (match &s.lower {
+                Bound::Included(lo) => k >= lo,
+                Bound::Excluded(lo) => k > lo,
+                Bound::Unbounded => true,
+            }) && (match &s.upper {
+                Bound::Excluded(hi) => k < hi,
+                Bound::Included(hi) => k <= hi,
+                Bound::Unbounded => true,
+            })
+        };
+        assert!(inside(&index_key("r", 5_000, "x")));
+        assert!(inside(&index_key("r", 7_999, "x")));
+        assert!(!inside(&index_key("r", 4_999, "x")));
+        assert!(!inside(&index_key("r", 8_000, "x")));
+    }
+}

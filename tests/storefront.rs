@@ -1,0 +1,249 @@
+//! The storefront's whole API through a payment route: calls the Stripe dialect does not
+//! orchestrate go unchanged to the home provider, with the provider's own credentials, and
+//! payproxy's payment records answer Stripe's two-step flow, state errors and lists. The
+//! official SDK against third-party fakes covers the same ground in `tests/stripe_sdk`; these
+//! tests look at the bytes on the wire that the SDK suite cannot see.
+
+use http::Method;
+use payproxy_e2e::*;
+use serde_json::Value;
+
+async fn simulator() -> Simulator {
+    Simulator::start(PAYMENT_PROVIDERS).await.unwrap()
+}
+
+/// The demo config with its home provider, `stripe-like` answered by `recorder`.
+async fn with_recorded_home(sim: &Simulator, recorder: &Recorder) -> Env {
+    let mut config = payments_config(sim);
+    config["routes"][0]["home"] = "stripe-like".into();
+    config["providers"]["stripe-like"]["url"] = recorder.url().into();
+    Env::start(config).await
+}
+
+const CUSTOMER: &str = r#"{"id":"cus_rec_1","object":"customer","email":"jan@example.nl"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_payproxy_does_not_orchestrate_reach_home_unchanged_with_its_own_key() {
+    let sim = simulator().await;
+    let recorder = Recorder::start(200, "application/json", CUSTOMER).await;
+    let env = with_recorded_home(&sim, &recorder).await;
+    let client = HttpClient::default();
+
+    let body = "email=jan%40example.nl&metadata[crm]=42";
+    let reply = client
+        .post_form(
+            &env.url("/v1/customers?expand[]=sources"),
+            &[
+                ("authorization", "Bearer sk_live_storefront_secret"),
+                ("cookie", "session=storefront-cookie"),
+                ("idempotency-key", "cust-1"),
+                ("stripe-version", "2024-06-20"),
+            ],
+            body,
+        )
+        .await;
+    reply.assert_status(200);
+    assert_eq!(reply.body.as_ref(), CUSTOMER.as_bytes(), "answer unchanged");
+    assert_eq!(reply.provider(), Some("stripe-like"));
+
+    let unknown = client
+        .send(
+            Method::GET,
+            &env.url("/v1/balance"),
+            &[("authorization", "Bearer sk_live_storefront_secret")],
+            "",
+        )
+        .await;
+    unknown.assert_status(200);
+
+    let seen = recorder.requests();
+    assert_eq!(seen.len(), 2, "both calls reached the home provider");
+    let create = &seen[0];
+    assert_eq!(create.method, "POST");
+    assert_eq!(
+        create.path, "/v1/customers?expand[]=sources",
+        "query unchanged"
+    );
+    assert_eq!(create.body.as_ref(), body.as_bytes(), "body unchanged");
+    assert_eq!(create.header("idempotency-key"), Some("cust-1"));
+    assert_eq!(create.header("stripe-version"), Some("2024-06-20"));
+    for request in &seen {
+        // The demo's stripe-like provider is configured with api_key sk_test_demo.
+        assert_eq!(request.header("authorization"), Some("Bearer sk_test_demo"));
+        assert_eq!(
+            request.header("cookie"),
+            None,
+            "storefront cookie forwarded"
+        );
+        let all = format!("{:?}", request.headers);
+        assert!(
+            !all.contains("storefront"),
+            "a storefront credential reached the provider: {all}"
+        );
+    }
+    assert_eq!(seen[1].path, "/v1/balance");
+    // Nothing reached any other provider.
+    for name in PAYMENT_PROVIDERS {
+        assert_eq!(sim.request_count(name), 0, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_forwarded_to_its_own_dialect_carries_the_providers_key_not_the_storefronts() {
+    let sim = simulator().await;
+    let recorder = Recorder::start(
+        200,
+        "application/json",
+        r#"{"id":"pi_rec_9","object":"payment_intent","amount":2500,"currency":"eur","status":"succeeded"}"#,
+    )
+    .await;
+    let env = with_recorded_home(&sim, &recorder).await;
+    let client = HttpClient::default();
+    let reply = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[
+                ("authorization", "Bearer sk_live_storefront_secret"),
+                ("cookie", "session=storefront-cookie"),
+            ],
+            "amount=2500&currency=eur&payment_method=pm_card_de&confirm=true",
+        )
+        .await;
+    reply.assert_status(200);
+    assert_eq!(reply.json()["id"], "pi_rec_9");
+    let seen = recorder.requests();
+    // The card lookup (GET /v1/payment_methods/pm_card_de) and the payment itself.
+    let payment = seen
+        .iter()
+        .find(|r| r.path == "/v1/payment_intents")
+        .expect("the payment reached the home provider");
+    for request in &seen {
+        assert_eq!(request.header("authorization"), Some("Bearer sk_test_demo"));
+        assert_eq!(request.header("cookie"), None);
+    }
+    assert_eq!(
+        payment.body.as_ref(),
+        b"amount=2500&currency=eur&payment_method=pm_card_de&confirm=true"
+    );
+
+    // payproxy keeps the payment: it lists under the provider's id.
+    let list = client.get(&env.url("/v1/payment_intents?limit=3")).await;
+    list.assert_status(200);
+    let list = list.json();
+    assert_eq!(list["object"], "list");
+    let ids: Vec<&Value> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["id"])
+        .collect();
+    assert_eq!(ids, [&Value::from("pi_rec_9")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_without_confirm_reaches_no_provider_and_its_confirm_charges_once() {
+    let sim = simulator().await;
+    let env = Env::start(payments_config(&sim)).await;
+    let client = HttpClient::default();
+    // A local method (iDEAL), created first, confirmed later with an empty body.
+    let created = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[],
+            "amount=2500&currency=eur&payment_method_data[type]=ideal&payment_method_data[ideal][bank]=ing\
+             &payment_method_data[billing_details][address][country]=NL\
+             &return_url=https%3A%2F%2Fshop.example%2Freturn&metadata[order_id]=NL-TWO-STEP",
+        )
+        .await;
+    created.assert_status(200);
+    let intent = created.json();
+    assert_eq!(intent["status"], "requires_confirmation", "{intent}");
+    for name in PAYMENT_PROVIDERS {
+        assert_eq!(
+            sim.request_count(name),
+            0,
+            "{name} was contacted by a create"
+        );
+    }
+    let id = intent["id"].as_str().unwrap().to_string();
+
+    // Confirm with an empty body: the payment as created is charged.
+    let confirm_url = env.url(&format!("/v1/payment_intents/{id}/confirm"));
+    let confirmed = client
+        .post_form(&confirm_url, &[("idempotency-key", "confirm-1")], "")
+        .await;
+    confirmed.assert_status(200);
+    let confirmed = confirmed.json();
+    assert_eq!(confirmed["id"], id.as_str());
+    assert_eq!(confirmed["status"], "requires_action", "{confirmed}");
+    let charged: u64 = PAYMENT_PROVIDERS.iter().map(|n| sim.request_count(n)).sum();
+    assert_eq!(charged, 1, "one provider request for the confirm");
+
+    // A second confirm of a payment that is no longer awaiting one: Stripe's state error.
+    let again = client.post_form(&confirm_url, &[], "").await;
+    again.assert_status(400);
+    assert_eq!(
+        again.json()["error"]["code"],
+        "payment_intent_unexpected_state",
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    let charged_after: u64 = PAYMENT_PROVIDERS.iter().map(|n| sim.request_count(n)).sum();
+    assert_eq!(charged_after, 1, "a refused confirm contacts no provider");
+
+    // The payment is listed with the state payproxy recorded.
+    let list = client
+        .get(&env.url("/v1/payment_intents?limit=1"))
+        .await
+        .json();
+    assert_eq!(list["data"][0]["id"], id.as_str());
+    assert_eq!(list["data"][0]["status"], "requires_action");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compliance_sees_the_cards_3ds_support_from_the_home_provider() {
+    let sim = simulator().await;
+    let mut config = payments_config(&sim);
+    config["routes"][0]["home"] = "stripe-like".into();
+    let env = Env::start(config).await;
+    let client = HttpClient::default();
+    // €250 from a German card without strong authentication: PSD2 SCA applies. The request
+    // carries nothing but Stripe's own parameters; the simulator's payment method says
+    // whether the card supports 3-D Secure.
+    let pay = |token: &'static str| {
+        let client = client.clone();
+        let url = env.url("/v1/payment_intents");
+        async move {
+            client
+                .post_form(
+                    &url,
+                    &[],
+                    &format!(
+                        "amount=25000&currency=eur&confirm=true&payment_method={token}\
+                         &payment_method_data[billing_details][address][country]=DE"
+                    ),
+                )
+                .await
+        }
+    };
+    let challenged = pay("pm_card_de").await;
+    assert_eq!(challenged.status, 402);
+    assert_eq!(
+        challenged.json()["error"]["code"],
+        "authentication_required"
+    );
+    let refused = pay("pm_card_de_no3ds").await;
+    assert_eq!(refused.status, 402);
+    assert_eq!(
+        refused.json()["error"]["code"],
+        "authentication_unavailable"
+    );
+    // Only the two card lookups reached the home provider; no payment was sent anywhere.
+    assert_eq!(sim.request_count("stripe-like"), 2);
+    assert!(sim.ledger("stripe-like").is_empty());
+    // The issuing country came from the lookup too: a card issued outside the EEA is out of
+    // PSD2's scope, so the same payment goes through.
+    let us = pay("pm_card_us").await;
+    us.assert_status(200);
+    assert_eq!(us.provider(), Some("stripe-like"));
+}

@@ -1,0 +1,600 @@
+#!/usr/bin/env python3
+"""Run the Stripe SDK suite: baseline (straight at localstripe), then through payproxy.
+
+    python3 tests/stripe_sdk/run.py --baseline-only
+    python3 tests/stripe_sdk/run.py --payproxy target/debug/payproxy [--provider-sim BIN] [-k EXPR] [--keep-logs DIR]
+
+Standard library only, any python3 >= 3.9. Steps:
+  1. a venv (PAYPROXY_SDK_VENV, default <repo>/target/stripe-sdk-venv) with the pinned
+     packages; pip runs only when the pins changed or the venv is missing or broken;
+  2. two localstripe servers on free 127.0.0.1 ports, in memory only (localstripe_server.py);
+  3. pytest in baseline mode, STRIPE_BASE = localstripe A;
+  4. with --payproxy BIN: both servers emptied, a simulated Adyen started
+     (`provider-sim --provider adyen-sim=127.0.0.1:0`, awaited on its ready line), a payproxy
+     config written to a temp dir, `BIN run --config FILE` started and awaited on
+     GET /admin/status, pytest in proxy mode with STRIPE_BASE = payproxy's storefront
+     listener, SIM_ADYEN = the simulator and PAYPROXY_ADMIN = payproxy's admin listener.
+Every process it starts is stopped by its pid at the end (terminate, then kill). One summary
+line per mode; the exit status is 0 only when every mode that ran passed (2: setup failed).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+PLUGIN_DIR = REPO / "plugins" / "target" / "wasm32-wasip2" / "release"
+
+# What the venv must hold. stripe: the SDK major version under test. localstripe: exact,
+# because the tests' baseline expectations (and the skips) follow its behaviour. aiohttp:
+# localstripe's server; kept below 4 so an API break cannot slip in unnoticed.
+PINS = ("stripe>=16,<17", "localstripe==1.15.10", "aiohttp>=3.9,<4", "pytest>=8,<10")
+PIN_STAMP = ".payproxy-stripe-sdk-pins"
+
+LOCALSTRIPE_START_S = 30  # until a localstripe answers HTTP
+SIM_START_S = 30  # until provider-sim prints its ready line
+PAYPROXY_START_S = 120  # until payproxy's admin answers (it compiles the wasm plugins first)
+PYTEST_TIMEOUT_S = 900  # one pytest run
+STOP_WAIT_S = 10  # after SIGTERM, before SIGKILL
+PIP_TIMEOUT_S = 900
+TAIL_LINES = 40
+
+
+class SetupError(Exception):
+    """Something other than a test failed; the message says what and what to do."""
+
+
+def say(message: str) -> None:
+    print(f"[stripe-sdk] {message}", flush=True)
+
+
+def loopback_env() -> dict:
+    """The environment for the servers and pytest: no HTTP proxy for loopback traffic."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,::1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# --- the venv ---------------------------------------------------------------------------
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+VERSIONS_SCRIPT = r"""
+import importlib.metadata as m, json, sys
+import aiohttp, localstripe, pytest, stripe
+print(json.dumps({p: m.version(p) for p in ("stripe", "localstripe", "aiohttp", "pytest")}))
+"""
+
+
+def installed_versions(python: Path):
+    """{package: version} when the venv imports everything it needs, else None."""
+    if not python.exists():
+        return None
+    try:
+        out = subprocess.run(
+            [str(python), "-c", VERSIONS_SCRIPT], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError):
+        return None
+
+
+def check_versions(versions: dict) -> None:
+    if not versions["stripe"].startswith("16.") or versions["localstripe"] != "1.15.10":
+        raise SetupError(f"the venv holds {versions}, not the pins {PINS}")
+
+
+def ensure_venv(venv: Path) -> dict:
+    python = venv_python(venv)
+    wanted = "\n".join(PINS) + "\n"
+    stamp = venv / PIN_STAMP
+    versions = installed_versions(python)
+    if versions and stamp.exists() and stamp.read_text() == wanted:
+        check_versions(versions)
+        say(f"venv {venv}: up to date ({versions_text(versions)})")
+        return versions
+    if venv.exists() and not (venv / "pyvenv.cfg").exists() and any(venv.iterdir()):
+        raise SetupError(f"{venv} exists and is not a venv; set PAYPROXY_SDK_VENV to another path")
+    if versions is None:
+        say(f"venv {venv}: creating with {sys.executable} ({sys.version.split()[0]})")
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        run_step([sys.executable, "-m", "venv", "--clear", str(venv)], "python -m venv", 300)
+    say(f"venv {venv}: pip install {' '.join(PINS)}")
+    run_step(
+        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet", *PINS],
+        "pip install",
+        PIP_TIMEOUT_S,
+    )
+    versions = installed_versions(python)
+    if versions is None:
+        raise SetupError(f"after pip install, {python} still cannot import stripe, localstripe and pytest")
+    check_versions(versions)
+    stamp.write_text(wanted)
+    say(f"venv {venv}: installed {versions_text(versions)}")
+    return versions
+
+
+def run_step(argv, what: str, timeout: int) -> None:
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SetupError(f"{what} did not finish within {timeout} s") from None
+    except OSError as e:
+        raise SetupError(f"{what}: {e}") from None
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-TAIL_LINES:])
+        hint = " (on Debian/Ubuntu: apt-get install python3-venv)" if "venv" in what else ""
+        raise SetupError(f"{what} failed with exit code {done.returncode}{hint}:\n{tail}")
+
+
+def versions_text(versions: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions.items())
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def free_ports(n: int):
+    """n distinct free TCP ports on 127.0.0.1 (each bound to port 0 at the same time)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Process:
+    """A child process with its stdout and stderr in files under the log dir."""
+
+    def __init__(self, name: str, argv, logs: Path, env: dict, cwd: Path):
+        self.name = name
+        self.stdout_path = logs / f"{name}.stdout.log"
+        self.stderr_path = logs / f"{name}.stderr.log"
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        try:
+            self.popen = subprocess.Popen(
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=self._out,
+                stderr=self._err,
+                env=env,
+                cwd=str(cwd),
+                start_new_session=True,  # a Ctrl-C reaches only this driver, which stops it
+            )
+        except OSError as e:
+            self._out.close()
+            self._err.close()
+            raise SetupError(f"cannot start {name} ({argv[0]}): {e}") from None
+        say(f"started {name} (pid {self.popen.pid})")
+
+    def exited(self):
+        return self.popen.poll()
+
+    def tail(self, which: str = "stderr", lines: int = TAIL_LINES) -> str:
+        path = self.stderr_path if which == "stderr" else self.stdout_path
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def died_message(self) -> str:
+        tail = self.tail() or "(empty)"
+        return f"{self.name} exited with code {self.popen.returncode}; last lines of its stderr:\n{tail}"
+
+    def stop(self) -> None:
+        """SIGTERM, wait, then SIGKILL: only this process, by its pid."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                say(f"{self.name} (pid {self.popen.pid}) ignored SIGTERM for {STOP_WAIT_S} s: killing it")
+                self.popen.kill()
+                self.popen.wait(STOP_WAIT_S)
+            say(f"stopped {self.name} (pid {self.popen.pid})")
+        self._out.close()
+        self._err.close()
+
+
+NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_status(url: str, method: str = "GET", headers=None, timeout: float = 2.0):
+    """The HTTP status of one request, or None when nothing answered."""
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with NO_PROXY_OPENER.open(req, timeout=timeout) as resp:
+            resp.read()
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def wait_until_answers(proc: Process, url: str, seconds: float, headers=None, want: int = 200) -> None:
+    """Poll url until it answers `want`; bounded by time and count, and fails fast if proc exits."""
+    deadline = time.monotonic() + seconds
+    last = None
+    for _ in range(int(seconds * 10) + 1):
+        if proc.exited() is not None:
+            raise SetupError(f"{proc.name} exited before {url} answered. {proc.died_message()}")
+        last = http_status(url, headers=headers, timeout=1.0)
+        if last == want:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    raise SetupError(
+        f"{proc.name} (pid {proc.popen.pid}) did not answer {url} with {want} within {seconds:.0f} s "
+        f"(last: {last or 'no answer'}); last lines of its stderr:\n{proc.tail() or '(empty)'}"
+    )
+
+
+def start_localstripe(name: str, python: Path, logs: Path, env: dict, processes: list) -> tuple:
+    """A localstripe on a free port: (Process, URL). A port lost to a race gets 3 tries."""
+    for attempt in range(3):
+        (port,) = free_ports(1)
+        argv = [python, HERE / "localstripe_server.py", "--port", port]
+        proc = Process(f"{name}-{attempt}" if attempt else name, argv, logs, env, logs)
+        processes.append(proc)  # stopped at the end whatever happens next
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_answers(
+                proc, f"{url}/v1/payment_intents?limit=1", LOCALSTRIPE_START_S,
+                headers={"Authorization": "Bearer sk_test_readiness"},
+            )
+            return proc, url
+        except SetupError:
+            proc.stop()
+            if "address already in use" not in proc.tail().lower() or attempt == 2:
+                raise
+            say(f"{name}: port {port} was taken meanwhile; trying another")
+    raise AssertionError("unreachable")
+
+
+def flush_localstripe(url: str) -> None:
+    """Empty a localstripe's store (its DELETE /_config/data)."""
+    status = http_status(f"{url}/_config/data", method="DELETE", timeout=10)
+    if status != 200:
+        raise SetupError(f"DELETE {url}/_config/data answered {status}")
+
+
+# --- provider-sim ----------------------------------------------------------------------------
+
+SIM_NAME = "adyen-sim"
+SIM_READY = "provider-sim ready:"
+
+
+def check_sim_inputs(binary: Path) -> None:
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        raise SetupError(
+            f"provider-sim binary {binary} is missing or not executable "
+            "(build it: cargo build -p provider-sim, or pass --provider-sim BIN)"
+        )
+
+
+def sim_ready_url(line: str):
+    """The simulator's URL from its ready line `provider-sim ready: adyen-sim=127.0.0.1:PORT`."""
+    if not line.startswith(SIM_READY):
+        return None
+    for item in line[len(SIM_READY):].split():
+        name, _, addr = item.partition("=")
+        host, _, port = addr.rpartition(":")
+        if name == SIM_NAME and host == "127.0.0.1" and port.isdigit():
+            return f"http://127.0.0.1:{port}"
+    return None
+
+
+def start_provider_sim(binary: Path, logs: Path, env: dict, processes: list) -> tuple:
+    """The simulated Adyen on a port of its own choosing: (Process, URL). It prints one ready
+    line on stdout once it listens; that line is awaited (bounded), then its control API."""
+    check_sim_inputs(binary)
+    proc = Process("provider-sim", [binary, "--provider", f"{SIM_NAME}=127.0.0.1:0"], logs, env, logs)
+    processes.append(proc)
+    deadline = time.monotonic() + SIM_START_S
+    url = None
+    for _ in range(SIM_START_S * 10 + 1):
+        try:
+            lines = proc.stdout_path.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        url = next((u for u in map(sim_ready_url, lines) if u), None)
+        if url:
+            break
+        if proc.exited() is not None:
+            raise SetupError(f"provider-sim exited before its ready line. {proc.died_message()}")
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    if not url:
+        raise SetupError(
+            f"provider-sim (pid {proc.popen.pid}) printed no '{SIM_READY} {SIM_NAME}=127.0.0.1:PORT' "
+            f"line within {SIM_START_S} s; its stdout:\n{proc.tail('stdout') or '(empty)'}\n"
+            f"its stderr:\n{proc.tail() or '(empty)'}"
+        )
+    wait_until_answers(proc, f"{url}/__sim/health", 10)
+    say(f"provider-sim ready: {SIM_NAME} {url}")
+    return proc, url
+
+
+# --- payproxy -------------------------------------------------------------------------------
+
+
+def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_b: str, url_sim: str) -> dict:
+    plugin = lambda name: str(PLUGIN_DIR / f"{name}.wasm")  # noqa: E731
+    return {
+        "listeners": [{"addr": f"127.0.0.1:{storefront}"}],
+        "admin": {"addr": f"127.0.0.1:{admin}"},
+        "state": {"kind": "redb", "path": str(workdir / "payproxy.redb")},
+        "reload": {"watch": False},
+        "plugins": {
+            "stripe": {"path": plugin("dialect_stripe"), "role": "dialect"},
+            "limits": {
+                "path": plugin("compliance_limits"),
+                "role": "compliance",
+                # plugins/compliance-limits/src/config.rs: limits[] {name, method, currency,
+                # country, min, max}, blocked_countries, taxes, merchant_country.
+                "config": {
+                    "limits": [{"name": "eur-card-max", "method": "card", "currency": "EUR", "max": 1000000}],
+                    "blocked_countries": ["KP"],
+                },
+            },
+            "adyen": {"path": plugin("dialect_adyen"), "role": "dialect",
+                      "config": {"merchant_account": "PayproxyTest"}},
+            # plugins/router-regional/src/config.rs: rules[] {name, match, providers | reject},
+            # default. card_country is the card's issuing country, which the host learns from
+            # the home provider's PaymentMethod (localstripe's pm_card_visa: FR).
+            "router": {
+                "path": plugin("router_regional"),
+                "role": "router",
+                "config": {
+                    "rules": [{
+                        "name": "fr-cards-for-de-shoppers",
+                        "match": {"country": ["DE"], "card_country": ["FR"]},
+                        "reject": {"status": 402, "code": "card_country_mismatch",
+                                   "message": "cards issued in France are not accepted for shoppers in Germany"},
+                    }],
+                    # adyen-sim first on purpose: a Stripe token must still never go there.
+                    "default": [SIM_NAME, "ls-a", "ls-b"],
+                },
+            },
+        },
+        "providers": {
+            "ls-a": {"url": url_a, "dialect": "stripe", "issuer": "stripe-acct",
+                     "credentials": {"api_key": "sk_test_provider_a"}},
+            "ls-b": {"url": url_b, "dialect": "stripe", "credentials": {"api_key": "sk_test_provider_b"}},
+            SIM_NAME: {"url": url_sim, "dialect": "adyen", "credentials": {"api_key": "test-adyen-key"}},
+        },
+        "routes": [{"name": "stripe", "path_prefix": "/v1", "dialect": "stripe", "home": "ls-a",
+                    "plugins": ["limits", "router"], "providers": [SIM_NAME, "ls-a", "ls-b"]}],
+    }
+
+
+def check_payproxy_inputs(binary: Path) -> None:
+    """The binary and the plugins the config names exist: checked before anything starts."""
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        raise SetupError(f"payproxy binary {binary} is missing or not executable (build it: cargo build -p payproxy)")
+    wanted = ("dialect_stripe", "compliance_limits", "dialect_adyen", "router_regional")
+    missing = [f"{name}.wasm" for name in wanted if not (PLUGIN_DIR / f"{name}.wasm").is_file()]
+    if missing:
+        raise SetupError(f"plugins {missing} missing in {PLUGIN_DIR} (build them: scripts/build-plugins.sh)")
+
+
+def start_payproxy(binary: Path, logs: Path, workdir: Path, env: dict, url_a: str, url_b: str, url_sim: str,
+                   processes: list) -> tuple:
+    """payproxy in front of both localstripes and the simulated Adyen: (Process, storefront URL, admin URL)."""
+    check_payproxy_inputs(binary)
+    storefront, admin = free_ports(2)
+    config = workdir / "payproxy.json"
+    config.write_text(json.dumps(payproxy_config(workdir, storefront, admin, url_a, url_b, url_sim), indent=2) + "\n")
+    say(f"payproxy config: {config}")
+    env = dict(env)
+    env.setdefault("PAYPROXY_LOG", "info")
+    proc = Process("payproxy", [binary, "run", "--config", config], logs, env, workdir)
+    processes.append(proc)
+    wait_until_answers(proc, f"http://127.0.0.1:{admin}/admin/status", PAYPROXY_START_S)
+    # The admin answers once the server runs; the storefront listener must accept too.
+    deadline = time.monotonic() + 10
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", storefront), timeout=1).close()
+            break
+        except OSError:
+            if proc.exited() is not None:
+                raise SetupError(proc.died_message()) from None
+            if time.monotonic() >= deadline:
+                raise SetupError(f"payproxy's storefront listener 127.0.0.1:{storefront} does not accept connections") from None
+            time.sleep(0.1)
+    say(f"payproxy ready: storefront http://127.0.0.1:{storefront}, admin http://127.0.0.1:{admin}")
+    return proc, f"http://127.0.0.1:{storefront}", f"http://127.0.0.1:{admin}"
+
+
+# --- pytest -----------------------------------------------------------------------------------
+
+
+def run_pytest(python: Path, mode: str, base: str, url_a: str, url_b: str, k, logs: Path, env: dict,
+               extra_env=None) -> dict:
+    junit = logs / f"junit-{mode}.xml"
+    argv = [str(python), "-m", "pytest", str(HERE), "-q", "-rfEs", "--tb=short", f"--junitxml={junit}", "-o", "junit_family=xunit2"]
+    if k:
+        argv += ["-k", k]
+    env = dict(env, MODE=mode, STRIPE_BASE=base, PROVIDER_A=url_a, PROVIDER_B=url_b)
+    # Only what this mode has: a SIM_ADYEN or PAYPROXY_ADMIN from the caller's shell never leaks in.
+    for name in ("SIM_ADYEN", "PAYPROXY_ADMIN"):
+        env.pop(name, None)
+    env.update(extra_env or {})
+    env.setdefault("STRIPE_KEY", "sk_test_storefront")
+    extra = "".join(f" {k}={v}" for k, v in (extra_env or {}).items())
+    say(f"pytest, {mode} mode: STRIPE_BASE={base} PROVIDER_A={url_a} PROVIDER_B={url_b}{extra}")
+    started = time.monotonic()
+    try:
+        code = subprocess.run(argv, env=env, cwd=str(HERE), stdin=subprocess.DEVNULL, timeout=PYTEST_TIMEOUT_S).returncode
+    except subprocess.TimeoutExpired:
+        code = None
+    result = {"mode": mode, "code": code, "seconds": time.monotonic() - started}
+    result.update(junit_counts(junit))
+    return result
+
+
+def junit_counts(path: Path) -> dict:
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return counts
+    for suite in [root] if root.tag == "testsuite" else root.iter("testsuite"):
+        for key in counts:
+            counts[key] += int(suite.get(key, 0))
+    return counts
+
+
+def summary_line(r: dict) -> str:
+    """`MODE: N passed, N failed, N skipped`, the plain closing-line shape; errors and a
+    pytest run that failed without a failing test (timeout, nothing selected) count as failed."""
+    passed = r["tests"] - r["failures"] - r["errors"] - r["skipped"]
+    failed = r["failures"] + r["errors"]
+    if r["code"] != 0 and failed == 0:
+        failed = 1
+    return f"{r['mode']}: {passed} passed, {failed} failed, {r['skipped']} skipped"
+
+
+def verdict_line(r: dict) -> str:
+    if r["code"] is None:
+        how = f"FAILED: pytest timed out after {PYTEST_TIMEOUT_S} s"
+    elif r["code"] == 0:
+        how = "PASSED"
+    elif r["code"] == 5:
+        how = "FAILED: no test selected"
+    else:
+        how = f"FAILED: pytest exit {r['code']}"
+    return f"{r['mode']} {how} in {r['seconds']:.1f}s"
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description="Run the Stripe SDK suite against localstripe and through payproxy.")
+    p.add_argument("--payproxy", metavar="BIN", type=Path, help="payproxy binary: also run the suite through it")
+    p.add_argument("--provider-sim", metavar="BIN", type=Path,
+                   help="provider-sim binary for the simulated Adyen in proxy mode "
+                        "(default with --payproxy: <repo>/target/debug/provider-sim)")
+    p.add_argument("--baseline-only", action="store_true", help="run only the baseline (straight at localstripe)")
+    p.add_argument("-k", metavar="EXPR", help="pytest -k expression")
+    p.add_argument("--keep-logs", metavar="DIR", type=Path, help="copy logs, configs and junit files here")
+    return p.parse_args()
+
+
+def on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    args = parse_args()
+    venv = Path(os.environ.get("PAYPROXY_SDK_VENV") or REPO / "target" / "stripe-sdk-venv").resolve()
+    binary = args.payproxy.resolve() if args.payproxy else None
+    sim_binary = (args.provider_sim or REPO / "target" / "debug" / "provider-sim").resolve()
+    # A SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the finally below stops everything.
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="payproxy-stripe-sdk-"))
+    logs = workdir / "logs"
+    logs.mkdir()
+    processes = []
+    results = []
+    modes_skipped = []
+    failed_setup = None
+    interrupted = False
+    mode = "baseline"  # the mode being set up or run, for the summary when setup fails
+    try:
+        if binary is not None and not args.baseline_only:
+            check_payproxy_inputs(binary)
+            check_sim_inputs(sim_binary)
+        versions = ensure_venv(venv)
+        python = venv_python(venv)
+        env = loopback_env()
+        proc_a, url_a = start_localstripe("localstripe-a", python, logs, env, processes)
+        proc_b, url_b = start_localstripe("localstripe-b", python, logs, env, processes)
+        say(f"localstripe {versions['localstripe']}: A {url_a}, B {url_b}")
+
+        results.append(run_pytest(python, "baseline", url_a, url_a, url_a, args.k, logs, env))
+
+        if args.baseline_only or binary is None:
+            modes_skipped.append("proxy: not run (" + ("--baseline-only" if args.baseline_only else "no --payproxy BIN") + ")")
+        else:
+            mode = "proxy"
+            for proc, url in ((proc_a, url_a), (proc_b, url_b)):
+                if proc.exited() is not None:
+                    raise SetupError(proc.died_message())
+                flush_localstripe(url)
+            sim, url_sim = start_provider_sim(sim_binary, logs, env, processes)
+            payproxy, storefront, admin = start_payproxy(binary, logs, workdir, env, url_a, url_b, url_sim, processes)
+            results.append(run_pytest(python, "proxy", storefront, url_a, url_b, args.k, logs, env,
+                                      {"SIM_ADYEN": url_sim, "PAYPROXY_ADMIN": admin}))
+            for proc in (payproxy, sim):
+                if proc.exited() is not None:
+                    say(f"{proc.name} died during the proxy run. {proc.died_message()}")
+                    results[-1]["code"] = results[-1]["code"] or 1
+    except SetupError as e:
+        failed_setup = str(e)
+    except KeyboardInterrupt:
+        interrupted = True
+        failed_setup = "SIGINT or SIGTERM: stopped everything it had started"
+    finally:
+        for proc in reversed(processes):
+            try:
+                proc.stop()
+            except Exception as e:  # keep stopping the others
+                say(f"stopping {proc.name}: {e}")
+        if args.keep_logs:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for item in workdir.rglob("*"):
+                if item.is_file() and item.suffix != ".redb":
+                    shutil.copy2(item, args.keep_logs / item.name)
+            say(f"logs kept in {args.keep_logs}")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    if failed_setup:
+        say(f"{'interrupted' if interrupted else 'setup failed'}: {failed_setup}")
+    for r in results:
+        say(verdict_line(r))
+    say(f"total {time.monotonic() - started:.1f}s")
+    for line in modes_skipped:
+        print(line, flush=True)
+    for r in results:
+        print(summary_line(r), flush=True)
+    if failed_setup and mode not in [r["mode"] for r in results]:
+        print(f"{mode}: not run ({'interrupted' if interrupted else 'setup failed, see above'})", flush=True)
+    if failed_setup:
+        return 2
+    return 0 if results and all(r["code"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
