@@ -91,8 +91,9 @@ pay() { # label, then curl -d arguments
     local headers body code provider status id error action url seq
     seq=$((++PAYMENTS))
     curl -s "$ADMIN_URL/metrics" >"$LOGS/before"
+    # confirm=true: charge now (without it Stripe, and payproxy, only create the intent).
     headers=$(curl -s -D - -o "$LOGS/body" -X POST "$PROXY_URL/v1/payment_intents" \
-        -H "Idempotency-Key: demo-$$-$seq" "$@" | tr -d '\r')
+        -H "Idempotency-Key: demo-$$-$seq" -d confirm=true "$@" | tr -d '\r')
     curl -s "$ADMIN_URL/metrics" >"$LOGS/after"
     body=$(cat "$LOGS/body")
     code=$(head -1 <<<"$headers" | awk '{print $2}')
@@ -128,7 +129,7 @@ card() { # amount country order [extra -d ...]
     # payproxy learns the card's network and issuing country from the home provider.
     local amount=$1 country=$2 order=$3; shift 3
     pay "$country / card  $(printf '%d.%02d' $((amount / 100)) $((amount % 100))) EUR  $order" \
-        -d amount="$amount" -d currency=eur -d "payment_method=pm_card_${country,,}" -d confirm=true \
+        -d amount="$amount" -d currency=eur -d "payment_method=pm_card_${country,,}" \
         -d "payment_method_data[billing_details][address][country]=$country" \
         -d "metadata[order_id]=$order" "$@"
 }
@@ -190,7 +191,7 @@ echo
 
 if [[ $KEEP_RUNNING == 1 ]]; then
     echo "payproxy keeps running: try"
-    echo "  curl $PROXY_URL/v1/payment_intents -d amount=4200 -d currency=sgd -d 'payment_method_data[type]=grabpay' -d 'payment_method_data[billing_details][address][country]=SG'"
+    echo "  curl $PROXY_URL/v1/payment_intents -d amount=4200 -d currency=sgd -d confirm=true -d 'payment_method_data[type]=grabpay' -d 'payment_method_data[billing_details][address][country]=SG'"
     echo "  edit $CONFIG/rules/*.json (reloads on save), curl $ADMIN_URL/admin/status"
     echo "Ctrl-C stops payproxy and the simulator."
     wait "$PROXY"
