@@ -126,6 +126,24 @@ async fn a_payment_forwarded_to_its_own_dialect_carries_the_providers_key_not_th
         b"amount=2500&currency=eur&payment_method=pm_card_de&confirm=true"
     );
 
+    // A second confirm of that payment goes to the provider that has it, unchanged: it
+    // judges (a real Stripe refuses or replays), and no other provider is ever asked.
+    let before = recorder.requests().len();
+    let again = client
+        .post_form(&env.url("/v1/payment_intents/pi_rec_9/confirm"), &[], "")
+        .await;
+    again.assert_status(200);
+    let seen = recorder.requests();
+    assert_eq!(seen.len(), before + 1);
+    assert_eq!(seen[before].path, "/v1/payment_intents/pi_rec_9/confirm");
+    for name in PAYMENT_PROVIDERS.iter().filter(|n| **n != "stripe-like") {
+        assert_eq!(
+            sim.request_count(name),
+            0,
+            "{name} was asked to charge again"
+        );
+    }
+
     // payproxy keeps the payment: it lists under the provider's id.
     let list = client.get(&env.url("/v1/payment_intents?limit=3")).await;
     list.assert_status(200);

@@ -350,6 +350,25 @@ fn payments_list_newest_first_in_pages(s: &dyn Store) {
         ..query(2)
     });
     assert_eq!(ids(&customer), (vec!["pi_9", "pi_7"], true));
+    // Bounds that cross select nothing (and never panic).
+    let crossed = list(&ListQuery {
+        created_gte: Some(8),
+        created_lte: Some(3),
+        ..query(10)
+    });
+    assert_eq!(ids(&crossed), (vec![], false));
+    let anchor_below = list(&ListQuery {
+        created_gte: Some(5),
+        starting_after: Some("pi_1".into()),
+        ..query(10)
+    });
+    assert_eq!(ids(&anchor_below), (vec![], false));
+    let anchor_above = list(&ListQuery {
+        created_lte: Some(3),
+        ending_before: Some("pi_8".into()),
+        ..query(10)
+    });
+    assert_eq!(ids(&anchor_above), (vec![], false));
     // An unknown anchor is an empty page, not the first one.
     let unknown = list(&ListQuery {
         starting_after: Some("pi_nope".into()),

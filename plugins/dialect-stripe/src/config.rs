@@ -26,7 +26,11 @@ pub struct Config {
     pub egress_reference_key: String,
     /// Egress: a `Stripe-Version` header to send, when set. Default none.
     pub stripe_version: Option<String>,
-    /// Egress: class of 5xx `api_error` answers. Default `answered_not_processed`.
+    /// Egress: class of 5xx `api_error` answers. Default `ambiguous`: Stripe documents a
+    /// 500 as "the request may or may not have been processed", so a payment that met one
+    /// stays with that Stripe account (resend with the same key, then ask) and never goes to
+    /// another provider. `answered_not_processed` is for providers that guarantee a 5xx did
+    /// nothing (the simulator's injected faults).
     pub server_errors: ServerErrors,
     /// Ingress: refuse metadata and description values that look like a card number (13–19
     /// digits passing the Luhn check). Default `true`.
@@ -39,7 +43,7 @@ impl Default for Config {
             reference_keys: vec!["order_id".into(), "merchant_reference".into()],
             egress_reference_key: "order_id".into(),
             stripe_version: None,
-            server_errors: ServerErrors::AnsweredNotProcessed,
+            server_errors: ServerErrors::Ambiguous,
             refuse_card_like_values: true,
         }
     }

@@ -17,7 +17,7 @@
 //! { "reference_keys": ["order_id", "merchant_reference"],
 //!   "egress_reference_key": "order_id",
 //!   "stripe_version": null,
-//!   "server_errors": "answered_not_processed",
+//!   "server_errors": "ambiguous",
 //!   "refuse_card_like_values": true }
 //! ```
 //!
@@ -25,8 +25,9 @@
 //! - `egress_reference_key`: the metadata key the merchant reference is sent under.
 //! - `stripe_version`: a `Stripe-Version` header for egress and card-lookup requests.
 //! - `server_errors`: class of a 5xx answer carrying a Stripe `api_error` object:
-//!   `answered_not_processed` (the simulator answers its injected faults before doing
-//!   anything, so failover is safe) or `ambiguous` (what Stripe documents for its own 500s).
+//!   `ambiguous` (default: what Stripe documents for its own 500s; the payment stays with
+//!   that provider) or `answered_not_processed` (for providers that answer faults before
+//!   doing anything, like the simulator's injected ones, so failover is safe).
 //! - `refuse_card_like_values`: refuse any value containing what looks like a card number
 //!   (13–19 digits in groups, starting 2–6, passing Luhn; not right after `+`, which is a
 //!   phone), except the numeric parameters (`amount`, `tax_id`, `phone` …). Card tokens are

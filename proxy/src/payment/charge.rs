@@ -17,35 +17,66 @@ impl Payments {
         entry: Option<PaymentEntry>,
         held: Option<&Held>,
     ) -> Done {
-        // instrument
-        let card = self.instrument(ctx, &mut payment).await;
-
-        // comply
-        let (annotations, rules) = match self.comply(ctx, &payment, card.as_ref()) {
-            Ok(passed) => passed,
-            Err(refused) => {
-                self.audit(ctx, &payment, "none", refused.code.as_str(), "");
-                return self.refused(ctx, refused);
+        let resume = held.and_then(|h| h.resume.as_ref());
+        let (card, annotations, rules, order) = match resume {
+            // A request whose process stopped after sending goes back where it may already
+            // have been charged, whatever compliance or the router would say now.
+            Some(attempt) => {
+                if !ctx.snapshot.providers.contains_key(&attempt.provider) {
+                    tracing::error!(route = %ctx.route.name, provider = %attempt.provider, "resuming a payment at a provider that is no longer configured; holding it");
+                    let r = refusal(
+                        RefusalKind::Unavailable,
+                        503,
+                        "provider_unavailable",
+                        "the payment cannot be completed right now; retry with the same idempotency key",
+                    );
+                    return Done {
+                        answer: self.refuse(ctx, r),
+                        keep: Keep::Hold,
+                    };
+                }
+                (
+                    entry.as_ref().and_then(|e| e.card.clone()),
+                    Vec::new(),
+                    String::new(),
+                    vec![attempt.provider.clone()],
+                )
+            }
+            None => {
+                // instrument
+                let card = self.instrument(ctx, &mut payment).await;
+                // comply
+                let (annotations, rules) = match self.comply(ctx, &payment, card.as_ref()) {
+                    Ok(passed) => passed,
+                    Err(refused) => {
+                        self.audit(ctx, &payment, "none", refused.code.as_str(), "");
+                        return self.refused(ctx, refused);
+                    }
+                };
+                // route
+                let order = match self.decide(ctx, &payment) {
+                    Ok(order) => order,
+                    Err(refused) => {
+                        self.audit(ctx, &payment, "none", refused.code.as_str(), &rules);
+                        return self.refused(ctx, refused);
+                    }
+                };
+                (card, annotations, rules, order)
             }
         };
-
-        // route
-        let resume = held.and_then(|h| h.resume.as_ref());
-        let order = match resume {
-            // A resumed request goes back where it may already have been charged.
-            Some(attempt) => vec![attempt.provider.clone()],
-            None => match self.decide(ctx, &payment) {
-                Ok(order) => order,
-                Err(refused) => {
-                    self.audit(ctx, &payment, "none", refused.code.as_str(), &rules);
-                    return self.refused(ctx, refused);
-                }
-            },
+        // A resumed create finds the record its first run left (its id is derived from the
+        // idempotency record).
+        let entry = match (entry, resume) {
+            (None, Some(_)) => {
+                let id = mint_id(held, &ctx.route.payment_id_prefix);
+                self.state(move |s| s.payment(&id)).await.ok().flatten()
+            }
+            (entry, _) => entry,
         };
 
         // attempt: the storefront's request goes unchanged to a provider of its own dialect
         // only when it names no payproxy payment (a confirm of a recorded one is encoded).
-        let unchanged = entry.is_none();
+        let unchanged = payment.id.is_none();
         let attempted = self
             .attempt(
                 ctx,
@@ -135,6 +166,17 @@ impl Payments {
                             advance(&mut entry, payment, outcome);
                             self.record(&entry).await;
                         }
+                        // A resumed create whose first run left a record without a
+                        // reference: that record (the id the storefront was shown) now points
+                        // at the provider's payment, and the provider's own id finds its owner.
+                        (Operation::Authorize, Some(reference))
+                            if entry.owner.as_ref().is_some_and(|o| o.reference.is_empty()) =>
+                        {
+                            entry.owner = Some(owner(&provider, reference.clone(), payment));
+                            advance(&mut entry, payment, outcome);
+                            self.record(&entry).await;
+                            self.record_refund(&provider, reference, payment).await;
+                        }
                         (Operation::Refund, Some(reference)) => {
                             advance(&mut entry, payment, outcome);
                             self.record(&entry).await;
@@ -216,7 +258,15 @@ impl Payments {
                     annotations,
                 ) {
                     Ok(response) => response,
-                    Err(answer) => return Done::release(answer),
+                    // No answer to replay: unless nothing happened, the record stays in
+                    // flight so a retry resumes at this provider instead of starting anew.
+                    Err(answer) if nothing_happened => return Done::release(answer),
+                    Err(answer) => {
+                        return Done {
+                            answer,
+                            keep: Keep::Hold,
+                        }
+                    }
                 };
                 let keep = if hold {
                     Keep::Hold
@@ -244,7 +294,8 @@ impl Payments {
         }
     }
 
-    /// Remember who owns a refund, so a retrieve of it goes there.
+    /// Remember who owns an object by its provider id (a refund, a payment known by the
+    /// provider's id), so a call naming it goes there.
     async fn record_refund(&self, provider: &str, reference: String, payment: &Payment) {
         let owner = owner(provider, reference.clone(), payment);
         if let Err(e) = self.state(move |s| s.set_owner(&reference, &owner)).await {

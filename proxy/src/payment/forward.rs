@@ -75,8 +75,12 @@ impl Payments {
             Ok(Some(owner)) => Some(owner.provider),
             Ok(None) => {
                 let key = id.to_string();
+                let route = ctx.route.name.clone();
                 match self.state(move |s| s.payment(&key)).await {
-                    Ok(entry) => entry.and_then(|e| e.owner).map(|o| o.provider),
+                    Ok(entry) => entry
+                        .filter(|e| e.route == route)
+                        .and_then(|e| e.owner)
+                        .map(|o| o.provider),
                     Err(e) => {
                         tracing::warn!(error = %e, "state store failed reading an owner; forwarding home");
                         None

@@ -56,12 +56,17 @@ pub(super) fn mint(prefix: &str) -> String {
 /// The idempotency key a provider sees: stable for the same storefront request (same
 /// storefront key, or same merchant reference and operation), distinct per provider.
 pub fn provider_key(provider: &str, payment: &Payment) -> String {
-    let basis = payment
-        .idempotency_key
-        .clone()
-        .or_else(|| payment.merchant_reference.clone())
-        .or_else(|| payment.id.clone())
-        .unwrap_or_else(|| mint(""));
+    // Without a storefront key, a payment retried for the same order is the same payment;
+    // two refunds of one payment are not the same refund (partial refunds add up).
+    let basis = match (&payment.idempotency_key, payment.operation) {
+        (Some(key), _) => key.clone(),
+        (None, Operation::Refund) => mint(""),
+        (None, _) => payment
+            .merchant_reference
+            .clone()
+            .or_else(|| payment.id.clone())
+            .unwrap_or_else(|| mint("")),
+    };
     let digest =
         Sha256::digest(format!("{provider}\u{0}{:?}\u{0}{basis}", payment.operation).as_bytes());
     format!("pp-{}", &hex::encode(digest)[..32])
@@ -110,6 +115,14 @@ mod tests {
         assert_ne!(
             provider_key("adyen", &by_reference),
             provider_key("adyen", &payment(Some("k1"), Some("order-1")))
+        );
+        // Two key-less partial refunds of one payment are two refunds.
+        let mut refund = payment(None, Some("order-1"));
+        refund.operation = Operation::Refund;
+        refund.id = Some("pi_1".into());
+        assert_ne!(
+            provider_key("adyen", &refund),
+            provider_key("adyen", &refund)
         );
     }
 }

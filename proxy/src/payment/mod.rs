@@ -83,6 +83,8 @@ pub struct Payments {
     metrics: Arc<Metrics>,
     /// Card details learned from home providers.
     cards: instrument::CardCache,
+    /// Payments an operation is running on.
+    locks: records::PaymentLocks,
 }
 
 /// One storefront request on a payment route: what every phase reads.
@@ -140,6 +142,7 @@ impl Payments {
             health,
             metrics,
             cards: instrument::CardCache::default(),
+            locks: records::PaymentLocks::default(),
         }
     }
 

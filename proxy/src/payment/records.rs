@@ -23,14 +23,16 @@ impl Payments {
         held: Option<&Held>,
     ) -> Done {
         let PaymentCall { payment, confirm } = call;
+        let resuming = held.is_some_and(|h| h.resume.is_some());
         let entry = match &payment.id {
             None => None,
             Some(id) => {
-                let id = id.clone();
-                match self.state(move |s| s.payment(&id)).await {
-                    Ok(Some(entry)) => Some(entry),
-                    // Never seen: made at the home provider before payproxy, or elsewhere.
-                    Ok(None) => return Done::release(self.forward_call(ctx, None).await),
+                let key = id.clone();
+                match self.state(move |s| s.payment(&key)).await {
+                    // Another route's payment is not this route's to touch.
+                    Ok(Some(entry)) if entry.route == ctx.route.name => Some(entry),
+                    // Never seen here: made at a provider before payproxy, or elsewhere.
+                    Ok(_) => return Done::release(self.forward_call(ctx, Some(id)).await),
                     Err(e) => return self.store_failed(ctx, &e),
                 }
             }
@@ -53,8 +55,37 @@ impl Payments {
                 true => self.charge(ctx, payment, None, held).await,
             };
         };
+        // One operation at a time on a payment (Stripe answers `lock_timeout` too): two
+        // confirms racing must not both charge, a cancel must not overwrite a capture.
+        let Some(_lock) = self.locks.lock(&entry.record.id) else {
+            return self.refused(
+                ctx,
+                refusal(
+                    RefusalKind::InvalidRequest(None),
+                    409,
+                    "lock_timeout",
+                    "another request is operating on this payment right now; retry shortly",
+                ),
+            );
+        };
+        // Re-read under the lock: the record may have moved while this request waited.
+        let id = entry.record.id.clone();
+        let entry = match self.state(move |s| s.payment(&id)).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Done::release(self.forward_call(ctx, payment.id.as_deref()).await),
+            Err(e) => return self.store_failed(ctx, &e),
+        };
         if let Some(owner) = entry.owner.as_ref().filter(|o| o.reference.is_empty()) {
-            return self.unresolved(ctx, &payment, &entry, owner);
+            // The retry that holds the idempotency record resumes at the provider it
+            // journaled; anyone else waits for it.
+            if !resuming {
+                return self.unresolved(ctx, &payment, &entry, owner);
+            }
+        }
+        // A provider of the storefront's dialect that knows the payment by this id judges
+        // every follow-up itself, a second confirm included: the request goes there unchanged.
+        if forwardable(ctx, &entry) {
+            return self.follow_up(ctx, payment, entry, held).await;
         }
         if let Err(refused) = allowed(&entry, &payment) {
             return self.refused(ctx, refused);
@@ -64,9 +95,7 @@ impl Payments {
                 let merged = merge(&entry.record.payment, payment);
                 self.charge(ctx, merged, Some(entry), held).await
             }
-            Operation::Status if !forwardable(ctx, &entry) && settled(&entry) => {
-                self.render_record(ctx, &entry.record)
-            }
+            Operation::Status if settled(&entry) => self.render_record(ctx, &entry.record),
             Operation::Void if entry.owner.is_none() => self.cancel_unsent(ctx, entry).await,
             Operation::Status if entry.owner.is_none() => self.render_record(ctx, &entry.record),
             _ => self.follow_up(ctx, payment, entry, held).await,
@@ -141,6 +170,36 @@ impl Payments {
     pub(super) async fn save(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
         let entry = entry.clone();
         self.state(move |s| s.put_payment(&entry)).await
+    }
+}
+
+/// Payments an operation is running on, in this process (one at a time per payment).
+#[derive(Default)]
+pub(super) struct PaymentLocks {
+    busy: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Held while an operation runs on a payment; released when dropped.
+pub(super) struct PaymentLock<'a> {
+    locks: &'a PaymentLocks,
+    id: String,
+}
+
+impl PaymentLocks {
+    /// The lock on payment `id`, or `None` while another operation holds it.
+    pub(super) fn lock(&self, id: &str) -> Option<PaymentLock<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.insert(id.to_string()).then(|| PaymentLock {
+            locks: self,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl Drop for PaymentLock<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.locks.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.remove(&self.id);
     }
 }
 
@@ -406,29 +465,39 @@ pub(super) fn advance(entry: &mut PaymentEntry, payment: &Payment, outcome: &Out
         }
         (OutcomeStatus::Declined(_), Operation::Status) => Some(S::Failed),
         (OutcomeStatus::Declined(_), _) => None,
-        (OutcomeStatus::RequiresAction(_), _) => Some(S::RequiresAction),
-        (OutcomeStatus::Pending, Operation::Refund) => None,
+        (OutcomeStatus::RequiresAction(_), Operation::Authorize | Operation::Status) => {
+            Some(S::RequiresAction)
+        }
+        (OutcomeStatus::RequiresAction(_), _) => None,
+        (OutcomeStatus::Approved | OutcomeStatus::Pending, Operation::Refund) => {
+            // A pending refund is committed money: count it, so nothing refunds it twice.
+            let left = record.amount_captured - record.amount_refunded;
+            let refunded = payment.amount.as_ref().map_or(left, |m| m.minor);
+            record.amount_refunded += refunded.clamp(0, left.max(0));
+            None
+        }
+        (OutcomeStatus::Approved | OutcomeStatus::Pending, Operation::Capture) => {
+            // Captured (or being captured): the amount is taken, a second capture is not.
+            record.amount_captured =
+                amount(payment.amount.as_ref().or(record.payment.amount.as_ref()));
+            Some(match outcome.status {
+                OutcomeStatus::Approved => S::Succeeded,
+                _ => S::Processing,
+            })
+        }
         (OutcomeStatus::Pending, _) => Some(S::Processing),
         (OutcomeStatus::Approved, Operation::Authorize | Operation::Status) => {
-            if payment.manual_capture && record.amount_captured == 0 {
+            if record.amount_captured > 0 {
+                // A capture was taken already: paid, whatever was captured stays.
+                Some(S::Succeeded)
+            } else if payment.manual_capture {
                 Some(S::RequiresCapture)
             } else {
                 record.amount_captured = amount(record.payment.amount.as_ref());
                 Some(S::Succeeded)
             }
         }
-        (OutcomeStatus::Approved, Operation::Capture) => {
-            record.amount_captured =
-                amount(payment.amount.as_ref().or(record.payment.amount.as_ref()));
-            Some(S::Succeeded)
-        }
         (OutcomeStatus::Approved, Operation::Void) => Some(S::Canceled),
-        (OutcomeStatus::Approved, Operation::Refund) => {
-            let left = record.amount_captured - record.amount_refunded;
-            let refunded = payment.amount.as_ref().map_or(left, |m| m.minor);
-            record.amount_refunded += refunded.clamp(0, left.max(0));
-            None
-        }
     };
     if let Some(state) = next {
         record.state = state;
@@ -486,6 +555,22 @@ mod tests {
             provider_reference: Some("psp_1".into()),
             amount: None,
         }
+    }
+
+    #[test]
+    fn one_operation_at_a_time_per_payment() {
+        let locks = PaymentLocks::default();
+        let first = locks.lock("pi_1").expect("free");
+        assert!(locks.lock("pi_1").is_none(), "a second operation waits");
+        assert!(
+            locks.lock("pi_2").is_some(),
+            "other payments are not blocked"
+        );
+        drop(first);
+        assert!(
+            locks.lock("pi_1").is_some(),
+            "released when the operation ends"
+        );
     }
 
     #[test]

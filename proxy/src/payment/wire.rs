@@ -78,13 +78,22 @@ pub(super) fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The plugin view of a request (headers that are not UTF-8 are left out).
+/// The plugin view of a request (headers that are not UTF-8 are left out). The storefront's
+/// credentials (`authorization`, `cookie`, `proxy-authorization`) are never shown to a
+/// plugin: no plugin needs them, and a plugin that logs or echoes its input must not leak them.
 pub fn http_view(parts: &http::request::Parts, body: Option<&Bytes>) -> HttpRequest {
+    let mut headers = header_pairs(&parts.headers);
+    headers.retain(|(name, _)| {
+        !matches!(
+            name.as_str(),
+            "authorization" | "cookie" | "proxy-authorization"
+        )
+    });
     HttpRequest {
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),
-        headers: header_pairs(&parts.headers),
+        headers,
         body: body.map(|b| b.to_vec()),
     }
 }

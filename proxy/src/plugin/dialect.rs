@@ -272,8 +272,11 @@ impl DialectPlugin {
             .call("render-payment", |b, store| match front(b)? {
                 Front::V4(s) => s.call_render_payment(store, record),
                 Front::V2(i) => {
+                    // Rendered as a retrieve of the payment in the state it stands for.
                     let outcome = record_outcome(record);
-                    i.call_render_outcome(store, &record.payment, &outcome, &record.id, &[])
+                    let mut payment = record.payment.clone();
+                    payment.operation = super::types::Operation::Status;
+                    i.call_render_outcome(store, &payment, &outcome, &record.id, &[])
                 }
             })?;
         self.check_response(response)
@@ -429,9 +432,14 @@ fn back(b: &DialectInst) -> wasmtime::Result<&Back> {
 /// The outcome a record stands for, for storefront dialects that render outcomes only.
 fn record_outcome(record: &PaymentRecord) -> Outcome {
     let status = match record.state {
-        PaymentState::RequiresCapture | PaymentState::Succeeded | PaymentState::Canceled => {
-            OutcomeStatus::Approved
-        }
+        PaymentState::RequiresCapture | PaymentState::Succeeded => OutcomeStatus::Approved,
+        // How a retrieve of a canceled payment decodes (Stripe's convention).
+        PaymentState::Canceled => OutcomeStatus::Declined(super::types::Decline {
+            code: "generic_decline".into(),
+            provider_code: "canceled".into(),
+            kind: super::types::DeclineKind::Hard,
+            message: "the payment was canceled".into(),
+        }),
         PaymentState::Processing => OutcomeStatus::Pending,
         _ => match &record.last_outcome {
             Some(outcome) => outcome.status.clone(),
@@ -483,6 +491,10 @@ mod tests {
         assert_eq!(
             status(&record(PaymentState::Processing, None)),
             OutcomeStatus::Pending
+        );
+        assert!(
+            matches!(status(&record(PaymentState::Canceled, None)), OutcomeStatus::Declined(d) if d.provider_code == "canceled"),
+            "a canceled payment never reads as paid"
         );
         // Not confirmed yet: nothing happened anywhere, which a 0.2.0 dialect renders as an
         // error that charged nothing.

@@ -100,6 +100,17 @@ pub(super) fn scan(
             None => return Ok(None),
         }
     }
+    // Bounds that cross (created[gte] after created[lte], an anchor outside them) select
+    // nothing; ordered maps refuse such a range.
+    let crossed = match (&lower, &upper) {
+        (Bound::Included(lo) | Bound::Excluded(lo), Bound::Excluded(hi) | Bound::Included(hi)) => {
+            lo >= hi
+        }
+        _ => false,
+    };
+    if crossed {
+        return Ok(None);
+    }
     Ok(Some(Scan {
         lower,
         upper,
