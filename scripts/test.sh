@@ -30,6 +30,12 @@ else
 fi
 
 echo "==> official Stripe SDK through payproxy (localstripe providers)"
+# The suite needs python3 with venv: it creates its own venv and installs from PyPI.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "==> installing python3 and python3-venv (Debian packages)"
+    { apt-get update -qq && apt-get install -y -qq python3 python3-venv; } >/dev/null ||
+        echo "could not install python3-venv; the Stripe SDK suite will say why it cannot run" >&2
+fi
 if ((built)); then
     python3 tests/stripe_sdk/run.py --payproxy target/debug/payproxy \
         --provider-sim target/debug/provider-sim || failed+=("Stripe SDK suite")

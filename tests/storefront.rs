@@ -265,3 +265,49 @@ async fn compliance_sees_the_cards_3ds_support_from_the_home_provider() {
     us.assert_status(200);
     assert_eq!(us.provider(), Some("stripe-like"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_confirms_racing_on_one_payment_charge_it_once() {
+    let sim = simulator().await;
+    let env = Env::start(payments_config(&sim)).await;
+    let client = HttpClient::default();
+    let created = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[],
+            "amount=4200&currency=sgd&payment_method_data[type]=grabpay\
+             &payment_method_data[billing_details][address][country]=SG&metadata[order_id]=SG-RACE",
+        )
+        .await;
+    created.assert_status(200);
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    // The provider takes 800 ms: the second confirm arrives while the first is in flight.
+    sim.set_faults("grabpay", Faults::latency(800));
+    let url = env.url(&format!("/v1/payment_intents/{id}/confirm"));
+    let first = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.post_form(&url, &[], "").await }
+    });
+    // The first holds the payment as soon as the provider has it.
+    let t0 = std::time::Instant::now();
+    while sim.request_count("grabpay") == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "first confirm never sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let second = client.post_form(&url, &[], "").await;
+    assert_eq!(
+        second.status,
+        409,
+        "{}",
+        String::from_utf8_lossy(&second.body)
+    );
+    assert_eq!(second.json()["error"]["code"], "lock_timeout");
+    let first = first.await.unwrap();
+    first.assert_status(200);
+    assert_eq!(first.json()["status"], "succeeded");
+    assert_eq!(sim.ledger("grabpay").len(), 1, "charged once");
+    assert_eq!(sim.request_count("grabpay"), 1);
+}

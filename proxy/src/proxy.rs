@@ -305,7 +305,7 @@ impl Proxy {
                 .with_label_values(&[name])
                 .observe(started.elapsed().as_secs_f64());
             match result {
-                Ok(response) => return Ok(self.relay(route, name, response)),
+                Ok(response) => return Ok(relay(route, name, response)),
                 // Nothing reached the provider and the body can be sent again: next one.
                 Err(failed) if failed.transport == Transport::NotSent && buffered.is_some() => {
                     tracing::warn!(route = %route.name, provider = %name, code = %failed.error.code, "provider not reached; trying the next candidate");
@@ -325,20 +325,22 @@ impl Proxy {
                 )
             }))
     }
+}
 
-    fn relay(&self, route: &Route, provider: &str, response: Response<Incoming>) -> Answer {
-        let (mut parts, body) = response.into_parts();
-        crate::upstream::strip_hop_by_hop(&mut parts.headers);
-        if let Ok(value) = HeaderValue::from_str(provider) {
-            parts
-                .headers
-                .insert(HeaderName::from_static(PROVIDER_HEADER), value);
-        }
-        Answer {
-            route: route.name.clone(),
-            provider: provider.to_string(),
-            response: Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
-        }
+/// A provider's answer for the storefront: streamed back unchanged but for hop-by-hop
+/// headers, with the provider named in `x-payproxy-provider`.
+pub fn relay(route: &Route, provider: &str, response: Response<Incoming>) -> Answer {
+    let (mut parts, body) = response.into_parts();
+    crate::upstream::strip_hop_by_hop(&mut parts.headers);
+    if let Ok(value) = HeaderValue::from_str(provider) {
+        parts
+            .headers
+            .insert(HeaderName::from_static(PROVIDER_HEADER), value);
+    }
+    Answer {
+        route: route.name.clone(),
+        provider: provider.to_string(),
+        response: Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
     }
 }
 

@@ -122,7 +122,7 @@ impl ProviderHealth {
         out: &mut Vec<Transition>,
     ) {
         self.tick(now, config, out);
-        self.sample(ok, latency, now, config);
+        self.sample(ok, latency, now, config, false);
         match &mut self.phase {
             Phase::Closed => self.open_if_unhealthy(now, config, out),
             Phase::Open { .. } => {}
@@ -154,14 +154,7 @@ impl ProviderHealth {
         out: &mut Vec<Transition>,
     ) {
         self.tick(now, config, out);
-        self.window.push_check(
-            ok,
-            latency,
-            now,
-            Duration::from_millis(config.window_ms),
-            config.window_max_samples,
-        );
-        self.streak(ok);
+        self.sample(ok, latency, now, config, true);
         match self.phase {
             Phase::Closed => self.open_if_unhealthy(now, config, out),
             Phase::Open { .. } if ok => out.push(self.half_open("active_check_ok")),
@@ -186,18 +179,23 @@ impl ProviderHealth {
         }
     }
 
-    fn sample(&mut self, ok: bool, latency: Duration, now: Instant, config: &BreakerConfig) {
+    /// A request's (or, with `check`, an active check's) result into the window and the streak.
+    fn sample(
+        &mut self,
+        ok: bool,
+        latency: Duration,
+        now: Instant,
+        config: &BreakerConfig,
+        check: bool,
+    ) {
         self.window.push(
             ok,
             latency,
             now,
             Duration::from_millis(config.window_ms),
             config.window_max_samples,
+            check,
         );
-        self.streak(ok);
-    }
-
-    fn streak(&mut self, ok: bool) {
         self.consecutive_failures = if ok {
             0
         } else {

@@ -24,31 +24,9 @@ pub(super) struct Window {
 }
 
 impl Window {
-    /// Adds a sample, then drops what is too old or beyond `max_samples`.
+    /// Adds a sample (`check`: from an active health check, see [`Window::requests`]),
+    /// then drops what is too old or beyond `max_samples`.
     pub(super) fn push(
-        &mut self,
-        ok: bool,
-        latency: Duration,
-        now: Instant,
-        length: Duration,
-        max_samples: usize,
-    ) {
-        self.push_sample(ok, latency, now, length, max_samples, false)
-    }
-
-    /// Adds an active check's sample (see [`Window::requests`]).
-    pub(super) fn push_check(
-        &mut self,
-        ok: bool,
-        latency: Duration,
-        now: Instant,
-        length: Duration,
-        max_samples: usize,
-    ) {
-        self.push_sample(ok, latency, now, length, max_samples, true)
-    }
-
-    fn push_sample(
         &mut self,
         ok: bool,
         latency: Duration,
@@ -175,7 +153,7 @@ mod tests {
         let mut w = Window::default();
         for i in 0..10 {
             // The first five fail, the last five succeed.
-            w.push(i >= 5, Duration::from_millis(i), t0, LONG, 4);
+            w.push(i >= 5, Duration::from_millis(i), t0, LONG, 4, false);
         }
         assert_eq!(w.len(), 4);
         assert_eq!(w.failures(), 0);
@@ -187,13 +165,14 @@ mod tests {
         let t0 = Instant::now();
         let length = Duration::from_millis(100);
         let mut w = Window::default();
-        w.push(false, Duration::ZERO, t0, length, 10);
+        w.push(false, Duration::ZERO, t0, length, 10, false);
         w.push(
             true,
             Duration::ZERO,
             t0 + Duration::from_millis(50),
             length,
             10,
+            false,
         );
         w.expire(t0 + Duration::from_millis(100), length);
         assert_eq!(
@@ -210,13 +189,13 @@ mod tests {
     fn checks_are_samples_but_not_requests() {
         let t0 = Instant::now();
         let mut w = Window::default();
-        w.push_check(false, Duration::ZERO, t0, LONG, 3);
-        w.push(true, Duration::ZERO, t0, LONG, 3);
-        w.push_check(false, Duration::ZERO, t0, LONG, 3);
+        w.push(false, Duration::ZERO, t0, LONG, 3, true);
+        w.push(true, Duration::ZERO, t0, LONG, 3, false);
+        w.push(false, Duration::ZERO, t0, LONG, 3, true);
         assert_eq!((w.len(), w.requests(), w.failures()), (3, 1, 2));
-        w.push_check(true, Duration::ZERO, t0, LONG, 3);
+        w.push(true, Duration::ZERO, t0, LONG, 3, true);
         assert_eq!((w.len(), w.requests(), w.failures()), (3, 1, 1));
-        w.push_check(true, Duration::ZERO, t0, LONG, 3);
+        w.push(true, Duration::ZERO, t0, LONG, 3, true);
         assert_eq!(
             (w.len(), w.requests()),
             (3, 0),
@@ -233,6 +212,7 @@ mod tests {
             Instant::now(),
             LONG,
             1,
+            false,
         );
         assert_eq!(w.latencies(), vec![u32::MAX]);
     }

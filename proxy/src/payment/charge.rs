@@ -4,6 +4,7 @@
 use super::attempt::Attempted;
 use super::idempotency::Held;
 use super::records::{advance, complete_follow_up, forwardable, new_entry};
+use super::respond::replayable;
 use super::*;
 use crate::plugin::storefront::PaymentState;
 use crate::store::{Owner, PaymentEntry};
@@ -125,7 +126,7 @@ impl Payments {
                 ctx,
                 &payment,
                 std::slice::from_ref(&owner.provider),
-                None,
+                held.and_then(|h| h.resume.as_ref()),
                 true,
                 unchanged,
                 held,
@@ -175,12 +176,12 @@ impl Payments {
                             entry.owner = Some(owner(&provider, reference.clone(), payment));
                             advance(&mut entry, payment, outcome);
                             self.record(&entry).await;
-                            self.record_refund(&provider, reference, payment).await;
+                            self.remember_owner(&provider, reference, payment).await;
                         }
                         (Operation::Refund, Some(reference)) => {
                             advance(&mut entry, payment, outcome);
                             self.record(&entry).await;
-                            self.record_refund(&provider, reference, payment).await;
+                            self.remember_owner(&provider, reference, payment).await;
                         }
                         _ if !new => {
                             advance(&mut entry, payment, outcome);
@@ -234,11 +235,8 @@ impl Payments {
                     self.record(&entry).await;
                     if payment.operation == Operation::Refund {
                         if let Some(reference) = &outcome.provider_reference {
-                            self.record_refund(&provider, reference.clone(), payment)
+                            self.remember_owner(&provider, reference.clone(), payment)
                                 .await;
-                            if id != *reference {
-                                self.record_refund_id(&id, &provider, reference).await;
-                            }
                         }
                     }
                 }
@@ -268,20 +266,13 @@ impl Payments {
                         }
                     }
                 };
-                let keep = if hold {
-                    Keep::Hold
-                } else if nothing_happened {
-                    Keep::Release
-                } else {
-                    Keep::Replay(StoredResponse {
-                        status: response.status,
-                        headers: response.headers.clone(),
-                        body: response.body.clone(),
-                    })
-                };
-                Done {
-                    answer: answer(ctx.route, &provider, response),
-                    keep,
+                match (hold, nothing_happened) {
+                    (true, _) => Done {
+                        answer: answer(ctx.route, &provider, response),
+                        keep: Keep::Hold,
+                    },
+                    (false, true) => Done::release(answer(ctx.route, &provider, response)),
+                    (false, false) => replayable(ctx.route, &provider, response),
                 }
             }
         }
@@ -296,22 +287,10 @@ impl Payments {
 
     /// Remember who owns an object by its provider id (a refund, a payment known by the
     /// provider's id), so a call naming it goes there.
-    async fn record_refund(&self, provider: &str, reference: String, payment: &Payment) {
+    async fn remember_owner(&self, provider: &str, reference: String, payment: &Payment) {
         let owner = owner(provider, reference.clone(), payment);
         if let Err(e) = self.state(move |s| s.set_owner(&reference, &owner)).await {
-            tracing::error!(error = %e, "could not record the refund owner");
-        }
-    }
-
-    async fn record_refund_id(&self, id: &str, provider: &str, reference: &str) {
-        let owner = Owner {
-            provider: provider.to_string(),
-            reference: reference.to_string(),
-            currency: None,
-        };
-        let id = id.to_string();
-        if let Err(e) = self.state(move |s| s.set_owner(&id, &owner)).await {
-            tracing::error!(error = %e, "could not record the refund owner");
+            tracing::error!(error = %e, "could not record the owner of a provider id");
         }
     }
 

@@ -49,7 +49,7 @@ impl Payments {
         match sent {
             Ok(response) => {
                 tracing::debug!(route = %ctx.route.name, provider = %name, status = response.status().as_u16(), "forwarded");
-                relay(ctx.route, &name, response)
+                crate::proxy::relay(ctx.route, &name, response)
             }
             Err(failed) => {
                 tracing::warn!(route = %ctx.route.name, provider = %name, code = %failed.error.code, "forwarding failed");
@@ -154,25 +154,6 @@ fn with_provider_credentials(
         }
     }
     valid
-}
-
-/// The provider's answer, streamed back with hop-by-hop headers removed.
-fn relay(route: &Route, provider: &str, response: Response<hyper::body::Incoming>) -> Answer {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    if let Ok(value) = HeaderValue::from_str(provider) {
-        parts
-            .headers
-            .insert(HeaderName::from_static(PROVIDER_HEADER), value);
-    }
-    Answer {
-        route: route.name.clone(),
-        provider: provider.to_string(),
-        response: Response::from_parts(
-            parts,
-            body.map_err(crate::upstream::BoxError::from).boxed(),
-        ),
-    }
 }
 
 #[cfg(test)]

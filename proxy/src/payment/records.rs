@@ -24,6 +24,26 @@ impl Payments {
     ) -> Done {
         let PaymentCall { payment, confirm } = call;
         let resuming = held.is_some_and(|h| h.resume.is_some());
+        // One operation at a time on a payment (Stripe answers `lock_timeout` too): two
+        // confirms racing must not both charge, a cancel must not overwrite a capture. Taken
+        // before the record is read, so what is read is what the operation acts on; reads
+        // (retrieves) take none.
+        let _lock =
+            match (&payment.id, payment.operation) {
+                (Some(id), op) if op != Operation::Status => match self.locks.lock(id) {
+                    Some(lock) => Some(lock),
+                    None => return self.refused(
+                        ctx,
+                        refusal(
+                            RefusalKind::InvalidRequest(None),
+                            409,
+                            "lock_timeout",
+                            "another request is operating on this payment right now; retry shortly",
+                        ),
+                    ),
+                },
+                _ => None,
+            };
         let entry = match &payment.id {
             None => None,
             Some(id) => {
@@ -54,26 +74,6 @@ impl Payments {
                 false => self.create(ctx, payment, held).await,
                 true => self.charge(ctx, payment, None, held).await,
             };
-        };
-        // One operation at a time on a payment (Stripe answers `lock_timeout` too): two
-        // confirms racing must not both charge, a cancel must not overwrite a capture.
-        let Some(_lock) = self.locks.lock(&entry.record.id) else {
-            return self.refused(
-                ctx,
-                refusal(
-                    RefusalKind::InvalidRequest(None),
-                    409,
-                    "lock_timeout",
-                    "another request is operating on this payment right now; retry shortly",
-                ),
-            );
-        };
-        // Re-read under the lock: the record may have moved while this request waited.
-        let id = entry.record.id.clone();
-        let entry = match self.state(move |s| s.payment(&id)).await {
-            Ok(Some(entry)) => entry,
-            Ok(None) => return Done::release(self.forward_call(ctx, payment.id.as_deref()).await),
-            Err(e) => return self.store_failed(ctx, &e),
         };
         if let Some(owner) = entry.owner.as_ref().filter(|o| o.reference.is_empty()) {
             // The retry that holds the idempotency record resumes at the provider it
