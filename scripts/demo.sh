@@ -15,6 +15,9 @@ KEEP_RUNNING=1
 
 PROXY_URL=http://127.0.0.1:8080
 ADMIN_URL=http://127.0.0.1:9901
+# The storefront key the example payment route accepts (examples/config/payments.json keeps
+# only its SHA-256); a real storefront sends its own, e.g. its existing Stripe secret key.
+STOREFRONT_KEY=sk_test_storefront_demo
 PROVIDERS=(stripe-like=127.0.0.1:9101 adyen=127.0.0.1:9102 grabpay=127.0.0.1:9103
            dana=127.0.0.1:9104 ideal=127.0.0.1:9105 pix=127.0.0.1:9106)
 
@@ -93,7 +96,7 @@ pay() { # label, then curl -d arguments
     curl -s "$ADMIN_URL/metrics" >"$LOGS/before"
     # confirm=true: charge now (without it Stripe, and payproxy, only create the intent).
     headers=$(curl -s -D - -o "$LOGS/body" -X POST "$PROXY_URL/v1/payment_intents" \
-        -H "Idempotency-Key: demo-$$-$seq" -d confirm=true "$@" | tr -d '\r')
+        -u "$STOREFRONT_KEY:" -H "Idempotency-Key: demo-$$-$seq" -d confirm=true "$@" | tr -d '\r')
     curl -s "$ADMIN_URL/metrics" >"$LOGS/after"
     body=$(cat "$LOGS/body")
     code=$(head -1 <<<"$headers" | awk '{print $2}')
@@ -191,7 +194,7 @@ echo
 
 if [[ $KEEP_RUNNING == 1 ]]; then
     echo "payproxy keeps running: try"
-    echo "  curl $PROXY_URL/v1/payment_intents -d amount=4200 -d currency=sgd -d confirm=true -d 'payment_method_data[type]=grabpay' -d 'payment_method_data[billing_details][address][country]=SG'"
+    echo "  curl $PROXY_URL/v1/payment_intents -u $STOREFRONT_KEY: -d amount=4200 -d currency=sgd -d confirm=true -d 'payment_method_data[type]=grabpay' -d 'payment_method_data[billing_details][address][country]=SG'"
     echo "  edit $CONFIG/rules/*.json (reloads on save), curl $ADMIN_URL/admin/status"
     echo "Ctrl-C stops payproxy and the simulator."
     wait "$PROXY"

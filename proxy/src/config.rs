@@ -203,6 +203,14 @@ pub struct PluginHostConfig {
     /// Instances that may exist at once across all plugins. Default 256. Needs a restart.
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
+    /// Keep compiled plugins on disk, so a restart loads them instead of compiling. Default
+    /// true.
+    #[serde(default = "default_true")]
+    pub compile_cache: bool,
+    /// Directory of the compile cache, relative to the config file. Default `plugin-cache`.
+    /// It must be writable by payproxy's user only (it holds machine code).
+    #[serde(default = "default_compile_cache_dir")]
+    pub compile_cache_dir: PathBuf,
 }
 
 impl Default for PluginHostConfig {
@@ -214,6 +222,8 @@ impl Default for PluginHostConfig {
             memory_mb: default_memory_mb(),
             max_memory_mb: default_max_memory_mb(),
             max_instances: default_max_instances(),
+            compile_cache: true,
+            compile_cache_dir: default_compile_cache_dir(),
         }
     }
 }
@@ -417,6 +427,75 @@ pub struct RouteConfig {
     /// Failover policy of a payment route.
     #[serde(default)]
     pub failover: FailoverConfig,
+    /// The storefront API keys this route accepts (`Authorization: Bearer KEY`, or Basic
+    /// with the key as user name), as SHA-256 digests or environment variables; anything else
+    /// is answered 401. Required on payment routes unless `allow_unauthenticated`.
+    #[serde(default)]
+    pub storefront_keys: Vec<StorefrontKey>,
+    /// Accept storefront requests without a key (only behind a network that admits the
+    /// storefront alone). Default false.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// What a card number in the request does: `refuse` (default: 400 before anything is
+    /// stored, logged or sent) or `allow` (a route to a card vault or a PCI-scoped provider;
+    /// its bodies are then streamed unread).
+    #[serde(default)]
+    pub card_data: CardData,
+}
+
+/// A storefront API key a route accepts. The key itself never appears in the config file.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum StorefrontKey {
+    /// `{"sha256": "hex"}`: the key's SHA-256 digest (`printf %s KEY | sha256sum`).
+    Digest {
+        /// 64 hex digits.
+        sha256: String,
+    },
+    /// `{"env": "VAR"}`: the key, read from the environment at each (re)load.
+    Env {
+        /// Environment variable name.
+        env: String,
+    },
+}
+
+impl std::fmt::Debug for StorefrontKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorefrontKey::Digest { .. } => f.write_str("StorefrontKey(sha256 ***)"),
+            StorefrontKey::Env { env } => write!(f, "StorefrontKey(env {env})"),
+        }
+    }
+}
+
+impl StorefrontKey {
+    /// The key's digest; an unset variable or a malformed digest is an error naming it.
+    pub fn digest(&self) -> Result<[u8; 32], String> {
+        use sha2::Digest as _;
+        match self {
+            StorefrontKey::Digest { sha256 } => {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(sha256.trim(), &mut digest)
+                    .map_err(|_| "sha256 must be 64 hex digits".to_string())?;
+                Ok(digest)
+            }
+            StorefrontKey::Env { env } => match std::env::var(env) {
+                Ok(key) if !key.is_empty() => Ok(sha2::Sha256::digest(key.as_bytes()).into()),
+                _ => Err(format!("environment variable {env} is not set")),
+            },
+        }
+    }
+}
+
+/// What a route does with card numbers in requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardData {
+    /// Refused with 400, nothing kept or sent.
+    #[default]
+    Refuse,
+    /// Passed on unread.
+    Allow,
 }
 
 /// How a payment route moves between providers.
@@ -499,6 +578,9 @@ fn default_instance_mode() -> InstanceMode {
 }
 fn default_recycle_after() -> u32 {
     10_000
+}
+fn default_compile_cache_dir() -> PathBuf {
+    PathBuf::from("plugin-cache")
 }
 fn default_deadline_ms() -> u64 {
     20
@@ -708,6 +790,34 @@ impl Config {
                 return Err(invalid(
                     format!("{at}.path_prefix"),
                     "must start with /".into(),
+                ));
+            }
+            if route.dialect.is_some()
+                && route.storefront_keys.is_empty()
+                && !route.allow_unauthenticated
+            {
+                return Err(invalid(
+                    format!("{at}.storefront_keys"),
+                    "a payment route needs the storefront keys it accepts (or \
+                     \"allow_unauthenticated\": true behind a network only the storefront reaches)"
+                        .into(),
+                ));
+            }
+            if !route.storefront_keys.is_empty() && route.allow_unauthenticated {
+                return Err(invalid(
+                    format!("{at}.allow_unauthenticated"),
+                    "a route with storefront_keys takes only those keys: set one or the other"
+                        .into(),
+                ));
+            }
+            for (j, key) in route.storefront_keys.iter().enumerate() {
+                key.digest()
+                    .map_err(|message| invalid(format!("{at}.storefront_keys[{j}]"), message))?;
+            }
+            if route.card_data == CardData::Allow && route.dialect.is_some() {
+                return Err(invalid(
+                    format!("{at}.card_data"),
+                    "payment routes always refuse card numbers".into(),
                 ));
             }
             if route.providers.is_empty() {

@@ -32,12 +32,32 @@ enum Command {
     },
 }
 
+/// Compiler and runtime crates whose debug output (megabytes per plugin compiled) is not
+/// payproxy's: kept at `warn` unless `PAYPROXY_LOG` names them itself.
+const QUIET: &[&str] = &[
+    "cranelift",
+    "wasmtime",
+    "regalloc2",
+    "wasmparser",
+    "wit_parser",
+];
+
+/// `PAYPROXY_LOG` (default `info`) with [`QUIET`] crates at `warn` unless it names them.
+fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let spec = spec.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    let mut directives = vec![spec.to_string()];
+    for krate in QUIET {
+        if !spec.contains(krate) {
+            directives.push(format!("{krate}=warn"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(directives.join(","))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PAYPROXY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(std::env::var("PAYPROXY_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub resolutions: IntCounterVec,
     /// Idempotent replays by route.
     pub idempotent_replays: IntCounterVec,
+    /// Requests refused before anything else, by route and reason (`unauthenticated`,
+    /// `card_data`).
+    pub storefront_refusals: IntCounterVec,
     /// Reloads by result (`ok`, `error`).
     pub reloads: IntCounterVec,
     /// Loaded plugins: value 1, labels plugin, role and sha256 digest.
@@ -130,6 +133,11 @@ impl Metrics {
                 "payproxy_idempotent_replays_total",
                 "Stored answers replayed for a repeated Idempotency-Key, by route.",
                 &["route"],
+            ),
+            storefront_refusals: counter(
+                "payproxy_storefront_refusals_total",
+                "Requests refused before anything was stored or sent, by route and reason.",
+                &["route", "reason"],
             ),
             reloads: counter(
                 "payproxy_reloads_total",

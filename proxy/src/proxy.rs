@@ -14,7 +14,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::config::OnError;
+use crate::config::{CardData, OnError};
 use crate::error::ProxyError;
 use crate::failover::{Budget, Candidates, Transport};
 use crate::health::{HealthBook, HealthMetrics};
@@ -34,7 +34,7 @@ pub const PROVIDER_HEADER: &str = "x-payproxy-provider";
 pub struct Proxy {
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
-    payments: Payments,
+    payments: Arc<Payments>,
 }
 
 /// The request body: streamed to the provider, or buffered when plugins need it (which
@@ -79,7 +79,7 @@ impl Proxy {
         });
         Proxy {
             reloader,
-            payments: Payments::new(metrics.clone(), store, ttl_ms, health),
+            payments: Arc::new(Payments::new(metrics.clone(), store, ttl_ms, health)),
             metrics,
         }
     }
@@ -90,6 +90,12 @@ impl Proxy {
     }
 
     /// Handle one storefront request. Never fails: errors become JSON responses.
+    ///
+    /// `limits.request_timeout_ms` bounds the whole request on routes without a dialect. On a
+    /// payment route it bounds reading the request, and the payment phases take it over as
+    /// their deadline: no timer cuts them once something may have been sent to a provider
+    /// (an unknown outcome is answered `processing` with the payment's id), and they run on
+    /// their own task, so a storefront that hangs up does not cut them either.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
@@ -97,24 +103,11 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let snapshot = self.reloader.snapshot();
-        let timeout = Duration::from_millis(snapshot.config.limits.request_timeout_ms);
-        let answer =
-            match tokio::time::timeout(timeout, self.process(&snapshot, request, downstream)).await
-            {
-                Ok(Ok(answer)) => answer,
-                Ok(Err((route, error))) => self.error_answer(route, error),
-                Err(_) => self.error_answer(
-                    None,
-                    ProxyError {
-                        status: StatusCode::GATEWAY_TIMEOUT,
-                        origin: crate::error::Source::Internal,
-                        code: "request_timeout".into(),
-                        message: format!("no answer within {} ms", timeout.as_millis()),
-                        retry_safe: false,
-                        provider: None,
-                    },
-                ),
-            };
+        let deadline = started + Duration::from_millis(snapshot.config.limits.request_timeout_ms);
+        let answer = match self.process(&snapshot, request, downstream, deadline).await {
+            Ok(answer) => answer,
+            Err((route, error)) => self.error_answer(route, error),
+        };
         self.metrics
             .requests
             .with_label_values(&[
@@ -145,15 +138,16 @@ impl Proxy {
 
     async fn process(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         request: Request<Incoming>,
         downstream: Downstream,
+        deadline: Instant,
     ) -> Result<Answer, (Option<String>, ProxyError)> {
         check_limits(snapshot, &request).map_err(|e| (None, e))?;
 
         // match
         let host = request_host(&request);
-        let route = snapshot
+        let (index, route) = snapshot
             .match_route(request.method(), host.as_deref(), request.uri().path())
             .ok_or_else(|| {
                 (
@@ -167,39 +161,84 @@ impl Proxy {
             })?;
         let fail = |e: ProxyError| (Some(route.name.clone()), e);
 
+        // authenticate
+        if !route.authorised(request.headers()) {
+            self.metrics
+                .storefront_refusals
+                .with_label_values(&[route.name.as_str(), "unauthenticated"])
+                .inc();
+            tracing::warn!(route = %route.name, client = %downstream.client_ip, "storefront request without a valid key refused");
+            return Ok(self.payments.unauthenticated(route));
+        }
+
         let (parts, incoming) = request.into_parts();
+        let limit = snapshot.config.limits.max_body_bytes;
         if route.dialect.is_some() {
-            let body = read_body(incoming, snapshot.config.limits.max_body_bytes)
-                .await
-                .map_err(fail)?;
+            let body = read_body(incoming, limit, deadline).await.map_err(fail)?;
+            if let Some(refused) = self.card_data(route, &parts, &body) {
+                return Ok(refused);
+            }
             return Ok(self
                 .payments
-                .handle(snapshot, route, parts, body, downstream)
+                .spawn(snapshot.clone(), index, parts, body, downstream, deadline)
                 .await);
         }
+        let scanned = route.card_data == CardData::Refuse;
         let body = if incoming.is_end_stream() {
             // No body at all: trivially replayable.
             Body::Buffered(Bytes::new())
-        } else if route.plugin_body {
-            Body::Buffered(
-                read_body(incoming, snapshot.config.limits.max_body_bytes)
-                    .await
-                    .map_err(fail)?,
-            )
+        } else if route.plugin_body || scanned {
+            Body::Buffered(read_body(incoming, limit, deadline).await.map_err(fail)?)
         } else {
             Body::Streaming(incoming)
         };
+        if let (true, Body::Buffered(bytes)) = (scanned, &body) {
+            if let Some(refused) = self.card_data(route, &parts, bytes) {
+                return Ok(refused);
+            }
+        }
 
-        // route
-        let order = match &route.router {
-            None => route.providers.clone(),
-            Some(_) => self.decide(route, &parts, &body).map_err(fail)?,
+        let transparent = async {
+            // route
+            let order = match &route.router {
+                None => route.providers.clone(),
+                Some(_) => self.decide(route, &parts, &body)?,
+            };
+            // attempt
+            self.attempt(snapshot, route, parts, body, &order, downstream)
+                .await
         };
+        match tokio::time::timeout_at(deadline.into(), transparent).await {
+            Ok(answer) => answer.map_err(fail),
+            Err(_) => Err(fail(request_timeout(snapshot))),
+        }
+    }
 
-        // attempt
-        self.attempt(snapshot, route, parts, body, &order, downstream)
-            .await
-            .map_err(fail)
+    /// The refusal of a request carrying a card number: in the storefront's dialect on a
+    /// payment route, plain JSON elsewhere; what was found is never repeated.
+    fn card_data(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Option<Answer> {
+        let hit = crate::cards::find(parts, body)?;
+        self.metrics
+            .storefront_refusals
+            .with_label_values(&[route.name.as_str(), "card_data"])
+            .inc();
+        tracing::warn!(route = %route.name, place = hit.as_str(), "request carrying a card number refused");
+        Some(match route.dialect {
+            Some(_) => self.payments.card_data(route, hit),
+            None => self.error_answer(
+                Some(route.name.clone()),
+                ProxyError::downstream(
+                    StatusCode::BAD_REQUEST,
+                    "card_number_not_accepted",
+                    hit.message(),
+                ),
+            ),
+        })
     }
 
     /// Ask the route's router plugin for the provider order, applying its failure policy.
@@ -391,15 +430,37 @@ fn body_too_large(limit: u64) -> ProxyError {
     )
 }
 
-async fn read_body(incoming: Incoming, limit: u64) -> Result<Bytes, ProxyError> {
-    match Limited::new(incoming, limit as usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(body_too_large(limit)),
-        Err(_) => Err(ProxyError::downstream(
+/// The whole body, within `limit` bytes and by `deadline` (a storefront sending its body too
+/// slowly gets 408).
+async fn read_body(incoming: Incoming, limit: u64, deadline: Instant) -> Result<Bytes, ProxyError> {
+    let collect = Limited::new(incoming, limit as usize).collect();
+    match tokio::time::timeout_at(deadline.into(), collect).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(body_too_large(limit)),
+        Ok(Err(_)) => Err(ProxyError::downstream(
             StatusCode::BAD_REQUEST,
             "body_read_error",
             "the request body could not be read",
         )),
+        Err(_) => Err(ProxyError::downstream(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_body_timeout",
+            "the request body did not arrive in time",
+        )),
+    }
+}
+
+fn request_timeout(snapshot: &Snapshot) -> ProxyError {
+    ProxyError {
+        status: StatusCode::GATEWAY_TIMEOUT,
+        origin: crate::error::Source::Internal,
+        code: "request_timeout".into(),
+        message: format!(
+            "no answer within {} ms",
+            snapshot.config.limits.request_timeout_ms
+        ),
+        retry_safe: false,
+        provider: None,
     }
 }
 

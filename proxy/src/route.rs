@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::config::{FailoverConfig, OnError};
+use sha2::{Digest, Sha256};
+
+use crate::config::{CardData, FailoverConfig, OnError};
 use crate::plugin::types::Provider;
 use crate::plugin::{CompliancePlugin, DialectPlugin, RouterPlugin};
 
@@ -36,9 +38,32 @@ pub struct Route {
     pub home: Option<String>,
     /// Methods the route takes; any when empty.
     pub methods: Vec<http::Method>,
+    /// SHA-256 digests of the storefront keys the route accepts.
+    pub storefront_keys: Vec<[u8; 32]>,
+    /// What a card number in a request does.
+    pub card_data: CardData,
 }
 
 impl Route {
+    /// Whether the request presents a key the route accepts: `Authorization: Bearer KEY` or
+    /// `Basic` with the key as user name (how Stripe's clients and `curl -u KEY:` send it).
+    /// Digests are compared, so the comparison does not depend on where a wrong key differs.
+    pub fn authorised(&self, headers: &http::HeaderMap) -> bool {
+        // No keys: an open route (a payment route only with `allow_unauthenticated`, as the
+        // config checks).
+        if self.storefront_keys.is_empty() {
+            return true;
+        }
+        let Some(key) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(presented_key)
+        else {
+            return false;
+        };
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        self.storefront_keys.contains(&digest)
+    }
     /// Whether a `method` request for `host` (no port) and `path` belongs to this route.
     pub fn matches(&self, method: &http::Method, host: Option<&str>, path: &str) -> bool {
         if !self.methods.is_empty() && !self.methods.contains(method) {
@@ -81,6 +106,8 @@ mod tests {
             failover: FailoverConfig::default(),
             home: None,
             methods: methods.to_vec(),
+            storefront_keys: vec![],
+            card_data: CardData::Refuse,
         }
     }
 
@@ -104,4 +131,23 @@ mod tests {
         assert!(path_has_prefix("/v1/x", "/v1/"));
         assert!(!path_has_prefix("/v1", "/v1/"));
     }
+}
+
+/// The key in an `Authorization` value (schemes are case-insensitive, RFC 9110 §11.1).
+fn presented_key(value: &str) -> Option<String> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(credentials.to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (user, _password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+        return Some(user.to_string());
+    }
+    None
 }

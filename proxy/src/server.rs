@@ -41,6 +41,9 @@ pub struct Running {
 /// does.
 pub fn check(file: &Path) -> anyhow::Result<String> {
     let (config, _) = Config::load(file)?;
+    // What `run` refuses, `check` refuses too.
+    admin_token(&config)?;
+    // A check writes nothing: no compile cache.
     let host = PluginHost::new(&config.plugin_host)?;
     let builder = Builder::new(host, Arc::new(Metrics::new()));
     let snapshot = builder.build(file, 1)?;
@@ -52,6 +55,15 @@ pub fn check(file: &Path) -> anyhow::Result<String> {
         snapshot.plugins.len(),
         &snapshot.hash[..12]
     ))
+}
+
+/// The plugin host, with its compile cache when the config keeps one.
+fn plugin_host(file: &Path, config: &Config) -> anyhow::Result<Arc<PluginHost>> {
+    let settings = &config.plugin_host;
+    let cache = settings
+        .compile_cache
+        .then(|| config::resolve(file, &settings.compile_cache_dir));
+    PluginHost::with_cache(settings, cache.as_deref())
 }
 
 fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
@@ -81,7 +93,7 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
     let (config, _) = Config::load(&file)?;
     let token = admin_token(&config)?;
     let metrics = Arc::new(Metrics::new());
-    let host = PluginHost::new(&config.plugin_host)?;
+    let host = plugin_host(&file, &config)?;
     let builder = Builder::new(host, metrics.clone());
     let reloader = {
         let file = file.clone();

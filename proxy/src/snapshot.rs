@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-use crate::config::{self, Config, InstanceMode, OnError, Role};
+use crate::config::{self, Config, InstanceMode, OnError, Role, StorefrontKey};
 use crate::error::ConfigError;
 use crate::metrics::Metrics;
 use crate::plugin::types::{BreakerState, Health, Provider};
@@ -316,6 +316,7 @@ impl Builder {
         if let Ok(mut cache) = self.compiled.lock() {
             cache.retain(|digest, _| used.contains(digest));
         }
+        self.host.prune_cache(used);
     }
 }
 
@@ -387,6 +388,12 @@ fn route(
         refund_id_prefix: r.refund_id_prefix.clone(),
         failover: r.failover.clone(),
         home: r.home.clone(),
+        storefront_keys: r
+            .storefront_keys
+            .iter()
+            .map(StorefrontKey::digest)
+            .collect::<Result<_, _>>()?,
+        card_data: r.card_data,
         methods: r
             .methods
             .iter()
@@ -396,14 +403,18 @@ fn route(
 }
 
 impl Snapshot {
-    /// The first route matching `method`, `host` (without port, any case) and `path`.
+    /// The first route matching `method`, `host` (without port, any case) and `path`, with
+    /// its index in `routes`.
     pub fn match_route(
         &self,
         method: &http::Method,
         host: Option<&str>,
         path: &str,
-    ) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(method, host, path))
+    ) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(method, host, path))
     }
 
     /// Instance mode in force (for the status page).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Fewest cases the directory must hold, so losing files cannot make the test pass.
-const MIN_CASES: usize = 16;
+const MIN_CASES: usize = 20;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/check")

@@ -19,6 +19,7 @@ line per mode; the exit status is 0 only when every mode that ran passed (2: set
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +41,8 @@ PLUGIN_DIR = REPO / "plugins" / "target" / "wasm32-wasip2" / "release"
 # What the venv must hold. stripe: the SDK major version under test. localstripe: exact,
 # because the tests' baseline expectations (and the skips) follow its behaviour. aiohttp:
 # localstripe's server; kept below 4 so an API break cannot slip in unnoticed.
+# The key the storefront (the SDK) sends; payproxy's route accepts it by its SHA-256.
+STOREFRONT_KEY = "sk_test_storefront"
 PINS = ("stripe>=16,<17", "localstripe==1.15.10", "aiohttp>=3.9,<4", "pytest>=8,<10")
 PIN_STAMP = ".payproxy-stripe-sdk-pins"
 
@@ -391,6 +394,8 @@ def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_
             SIM_NAME: {"url": url_sim, "dialect": "adyen", "credentials": {"api_key": "test-adyen-key"}},
         },
         "routes": [{"name": "stripe", "path_prefix": "/v1", "dialect": "stripe", "home": "ls-a",
+                    # The storefront's key, by digest: the SDK authenticates as it does at Stripe.
+                    "storefront_keys": [{"sha256": hashlib.sha256(STOREFRONT_KEY.encode()).hexdigest()}],
                     "plugins": ["limits", "router"], "providers": [SIM_NAME, "ls-a", "ls-b"]}],
     }
 
@@ -448,7 +453,7 @@ def run_pytest(python: Path, mode: str, base: str, url_a: str, url_b: str, k, lo
     for name in ("SIM_ADYEN", "PAYPROXY_ADMIN"):
         env.pop(name, None)
     env.update(extra_env or {})
-    env.setdefault("STRIPE_KEY", "sk_test_storefront")
+    env.setdefault("STRIPE_KEY", STOREFRONT_KEY)
     extra = "".join(f" {k}={v}" for k, v in (extra_env or {}).items())
     say(f"pytest, {mode} mode: STRIPE_BASE={base} PROVIDER_A={url_a} PROVIDER_B={url_b}{extra}")
     started = time.monotonic()

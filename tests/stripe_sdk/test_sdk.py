@@ -402,3 +402,56 @@ def test_intent_made_at_home_before_payproxy(marker, providers, settings, direct
     at_home = direct_a.v1.payment_intents.retrieve(made.id)
     assert (at_home.id, at_home.status, at_home.amount) == (made.id, "succeeded", 3000)
     assert providers.count(marker) == {settings.providers[0]: 1, settings.providers[1]: 0}
+
+
+# --- storefront authentication and card data -------------------------------------------
+
+
+@pytest.mark.proxy_only(reason="localstripe accepts any API key")
+def test_wrong_or_missing_key_is_a_401_in_stripes_shape(marker, providers, settings):
+    with pytest.raises(stripe.AuthenticationError) as caught:
+        stripe.PaymentIntent.create(amount=1300, currency=CURRENCY, payment_method="pm_card_visa",
+                                    confirm=True, metadata={"run": marker},
+                                    api_key="sk_test_not_the_storefronts")
+    error = caught.value
+    assert error.http_status == 401
+    assert error.error is not None and error.error.type == "invalid_request_error"
+    assert "not_the_storefronts" not in str(error.json_body), "the key given was repeated"
+    # The SDK will not send without a key; a plain request without one gets the same answer.
+    import requests
+    session = requests.Session()
+    session.trust_env = False
+    answer = session.post(f"{settings.base}/v1/payment_intents", timeout=10, data={
+        "amount": 1300, "currency": CURRENCY, "payment_method": "pm_card_visa", "confirm": "true",
+        "metadata[run]": marker})
+    assert answer.status_code == 401
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert sum(providers.count(marker).values()) == 0
+
+
+@pytest.mark.proxy_only(reason="localstripe stores whatever it is sent")
+def test_card_number_anywhere_is_refused_and_reaches_no_provider(marker, providers):
+    canary = "4000 0566 5566 5556"
+    placements = [
+        {"metadata": {"run": marker, "note": canary}},
+        {"metadata": {"run": marker, "n": canary.replace(" ", ".")}},
+        {"metadata": {"run": marker, canary.replace(" ", ""): "x"}},
+        {"description": "４０００056655665556", "metadata": {"run": marker}},
+        {"metadata": {"run": marker, "cc1": "4000056655", "cc2": "665556"}},
+    ]
+    for extra in placements:
+        with pytest.raises(stripe.InvalidRequestError) as caught:
+            stripe.PaymentIntent.create(amount=1300, currency=CURRENCY, payment_method="pm_card_visa",
+                                        confirm=True, **extra)
+        error = caught.value
+        assert error.http_status == 400 and error.code == "card_number_not_accepted", extra
+        body = json_digits(error.json_body)
+        assert "4000056655665556" not in body, f"the card number was echoed: {error.json_body}"
+    assert sum(providers.count(marker).values()) == 0
+
+
+def json_digits(value) -> str:
+    """Every digit in a JSON value, in order (full-width ones as ASCII)."""
+    import json as _json
+    text = _json.dumps(value, ensure_ascii=False)
+    return "".join(str(int(c)) for c in text if c.isdecimal())

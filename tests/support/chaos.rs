@@ -84,6 +84,7 @@ pub fn payment_route(providers: &[&str], plugins: &[&str], failover: Value) -> V
         "name": "payments",
         "path_prefix": "/v1",
         "dialect": "stripe",
+        "allow_unauthenticated": true,
         "plugins": plugins,
         "providers": providers,
         "failover": failover,
@@ -319,6 +320,8 @@ pub struct ChildProxy {
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// `PAYPROXY_LOG` for the child.
+    log_level: String,
     /// The storefront listener.
     pub listen: SocketAddr,
     /// The admin listener.
@@ -334,11 +337,24 @@ impl ChildProxy {
         listen: SocketAddr,
         admin: SocketAddr,
     ) -> ChildProxy {
+        let level = std::env::var("PAYPROXY_LOG").unwrap_or_else(|_| "warn".into());
+        ChildProxy::start_logging(config, log, listen, admin, &level).await
+    }
+
+    /// [`ChildProxy::start`] logging at `level` (`PAYPROXY_LOG`).
+    pub async fn start_logging(
+        config: &Path,
+        log: &Path,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        level: &str,
+    ) -> ChildProxy {
         let mut proxy = ChildProxy {
             binary: payproxy_binary(),
             config: config.to_path_buf(),
             log: log.to_path_buf(),
             child: None,
+            log_level: level.to_string(),
             listen,
             admin,
         };
@@ -355,10 +371,7 @@ impl ChildProxy {
         let child = Command::new(&self.binary)
             .args(["run", "--config"])
             .arg(&self.config)
-            .env(
-                "PAYPROXY_LOG",
-                std::env::var("PAYPROXY_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("PAYPROXY_LOG", &self.log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,12 +1,13 @@
 //! Property tests: amount, currency and merchant reference survive encoding — the XML the
 //! provider parses back carries them exactly, references with `<&>"'` included — and
-//! decoding arbitrary bytes never panics.
+//! decoding gives the outcome class DANA's result table documents, whatever the text.
 
 use dialect_dana::xml::read_request;
 use dialect_dana::Dana;
 use payproxy_plugin_sdk::currency::from_decimal;
 use payproxy_plugin_sdk::payment::{
-    Context, Egress, Ewallet, HttpResponse, Money, Operation, OutcomeStatus, Payment, PaymentMethod,
+    Context, Egress, ErrorClass, Ewallet, HttpResponse, Money, Operation, OutcomeStatus, Payment,
+    PaymentMethod,
 };
 use payproxy_plugin_sdk::testing;
 use proptest::prelude::*;
@@ -56,13 +57,150 @@ proptest! {
         prop_assert!(matches!(outcome.status, OutcomeStatus::Error(_)));
     }
 
+    /// A well-formed answer, its texts escaped as a provider escapes them (`<&>"'` and all):
+    /// the outcome is the one of the documented result table.
     #[test]
-    fn decode_survives_hostile_text_in_xml(text in "[ -~]{0,40}") {
+    fn result_info_decides_the_outcome_class(
+        status in prop_oneof![known(&["S", "F", "A", "U", ""]), "[ -~]{0,40}"],
+        code in prop_oneof![result_code(), "[ -~]{0,40}"],
+        message in "[ -~]{0,40}",
+        checkout in prop_oneof![Just(String::new()), Just(" ".to_string()), "[ -~]{0,40}"],
+    ) {
+        let body = format!(
+            "<response><body><resultInfo><resultStatus>{}</resultStatus><resultCode>{}</resultCode>\
+             <resultMsg>{}</resultMsg></resultInfo><checkoutUrl>{}</checkoutUrl></body></response>",
+            escape(&status), escape(&code), escape(&message), escape(&checkout),
+        );
+        let outcome = decode(200, body.into_bytes());
+        prop_assert_eq!(class(&outcome), documented(&status, &code, &checkout));
+    }
+
+    /// Provider text that breaks the markup (an unescaped `<` or `&`): the answer has no
+    /// readable resultInfo, so the order may exist: ambiguous.
+    #[test]
+    fn broken_markup_is_ambiguous(
+        before in "[ -%'-;=-~]{0,20}",
+        broken in prop::sample::select(vec!["<", "&", "< ", "& ", "&;", "</resultInfo>", "<resultInfo>"]),
+        after in "[ -%'-;=-~]{0,20}",
+    ) {
+        let text = format!("{before}{broken}{after}");
         let body = format!(
             "<response><body><resultInfo><resultStatus>{text}</resultStatus><resultCode>{text}</resultCode>\
              <resultMsg>{text}</resultMsg></resultInfo><checkoutUrl>{text}</checkoutUrl></body></response>"
         );
-        let response = HttpResponse { status: 200, headers: Vec::new(), body: body.into_bytes() };
-        let _ = Dana::init("{}").expect("config").decode_response(&Payment::new(Operation::Authorize), &response);
+        let outcome = decode(200, body.into_bytes());
+        prop_assert_eq!(class(&outcome), Class::Error(ErrorClass::Ambiguous, "provider_error"));
+    }
+}
+
+fn decode(status: u16, body: Vec<u8>) -> OutcomeStatus {
+    let response = HttpResponse {
+        status,
+        headers: Vec::new(),
+        body,
+    };
+    let plugin = Dana::init("{}").expect("config");
+    plugin
+        .decode_response(&Payment::new(Operation::Authorize), &response)
+        .status
+}
+
+fn known(values: &[&'static str]) -> BoxedStrategy<String> {
+    prop::sample::select(values.to_vec())
+        .prop_map(str::to_string)
+        .boxed()
+}
+
+/// A listed result code, or `SUCCESS` (which only `S` comes with).
+fn result_code() -> BoxedStrategy<String> {
+    let mut codes: Vec<&str> = RESULT_CODES.iter().map(|(code, _)| *code).collect();
+    codes.push("SUCCESS");
+    known(&codes)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// An outcome reduced to what failover acts on.
+#[derive(Debug, PartialEq)]
+enum Class<'a> {
+    Approved,
+    Redirect,
+    Pending,
+    Declined(&'a str),
+    Error(ErrorClass, &'a str),
+}
+
+fn class(status: &OutcomeStatus) -> Class<'_> {
+    match status {
+        OutcomeStatus::Approved => Class::Approved,
+        OutcomeStatus::RequiresAction(_) => Class::Redirect,
+        OutcomeStatus::Pending => Class::Pending,
+        OutcomeStatus::Declined(d) => Class::Declined(&d.code),
+        OutcomeStatus::Error(f) => Class::Error(f.class, &f.code),
+    }
+}
+
+const ANSWERED: ErrorClass = ErrorClass::AnsweredNotProcessed;
+
+/// DANA's result codes and what they mean (the table in the plugin's `mapping` docs),
+/// written out here rather than read from the plugin.
+const RESULT_CODES: &[(&str, Class<'static>)] = &[
+    (
+        "SYSTEM_ERROR",
+        Class::Error(ANSWERED, "provider_unavailable"),
+    ),
+    (
+        "REQUEST_TRAFFIC_EXCEED_LIMIT",
+        Class::Error(ANSWERED, "rate_limited"),
+    ),
+    ("PARAM_ILLEGAL", Class::Error(ANSWERED, "invalid_request")),
+    ("ORDER_NOT_EXIST", Class::Error(ANSWERED, "invalid_request")),
+    (
+        "ORDER_STATUS_INVALID",
+        Class::Error(ANSWERED, "invalid_request"),
+    ),
+    (
+        "REFUND_AMOUNT_EXCEED",
+        Class::Error(ANSWERED, "invalid_request"),
+    ),
+    (
+        "REPEAT_REQ_INCONSISTENT",
+        Class::Error(ANSWERED, "invalid_request"),
+    ),
+    ("INVALID_CLIENT", Class::Error(ANSWERED, "invalid_request")),
+    (
+        "INSUFFICIENT_BALANCE",
+        Class::Declined("insufficient_funds"),
+    ),
+    (
+        "USER_AMOUNT_EXCEED_LIMIT",
+        Class::Declined("limit_exceeded"),
+    ),
+    ("USER_STATUS_ABNORMAL", Class::Declined("do_not_honor")),
+    ("USER_NOT_EXIST", Class::Declined("invalid_account")),
+    ("RISK_REJECT", Class::Declined("fraud_suspected")),
+];
+
+/// The documented outcome of an authorize answer: `S` succeeds whatever the code (to the
+/// checkout page when there is one); otherwise a listed code decides; otherwise `F` is a
+/// generic decline, `A` pending and anything else ambiguous.
+fn documented(status: &str, code: &str, checkout: &str) -> Class<'static> {
+    if status == "S" {
+        return match checkout.trim() {
+            "" => Class::Approved,
+            _ => Class::Redirect,
+        };
+    }
+    let listed = RESULT_CODES.iter().find(|(c, _)| *c == code);
+    match (listed, status) {
+        (Some((_, Class::Error(class, code))), _) => Class::Error(*class, code),
+        (Some((_, Class::Declined(code))), _) => Class::Declined(code),
+        (_, "F") => Class::Declined("generic_decline"),
+        (_, "A") => Class::Pending,
+        _ => Class::Error(ErrorClass::Ambiguous, "provider_error"),
     }
 }

@@ -45,7 +45,9 @@ impl Payments {
         held: Option<&Held>,
     ) -> Attempted {
         let policy = &ctx.route.failover;
-        let deadline = Instant::now() + Duration::from_millis(policy.deadline_ms);
+        // The route's payment deadline, or the request's when that comes first.
+        let deadline =
+            (Instant::now() + Duration::from_millis(policy.deadline_ms)).min(ctx.deadline);
         let budget = Budget {
             max_attempts: policy.max_attempts,
             deadline,
@@ -85,7 +87,10 @@ impl Payments {
                 return Attempted::Refused(refused);
             }
             if unchanged && dialect_name == ctx.ingress_name {
-                match self.forward(ctx, name, entry, egress, payment, probe).await {
+                match self
+                    .forward(ctx, name, entry, egress, payment, probe, deadline)
+                    .await
+                {
                     Ok(forwarded) => return forwarded,
                     // Sent, no trustworthy answer: stays here, rendered in the storefront's dialect.
                     Err((outcome, true)) => {
@@ -282,6 +287,7 @@ impl Payments {
     /// credentials), decode the answer only to classify it and learn the provider's id.
     /// `Err((outcome, hold))`: no answer to relay; `hold` when it may exist at this provider
     /// (a retry must resume here), else nothing was sent and the next candidate may be tried.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &self,
         ctx: &Ctx<'_>,
@@ -290,6 +296,7 @@ impl Payments {
         egress: &DialectPlugin,
         payment: &Payment,
         probe: bool,
+        deadline: Instant,
     ) -> Result<Attempted, (Outcome, bool)> {
         let Ok(head) = self.forward_head(ctx, entry) else {
             return Err((not_sent("invalid_request"), false));
@@ -298,14 +305,24 @@ impl Payments {
             .map_err(|never| match never {})
             .boxed();
         let started = Instant::now();
-        let response = entry
-            .upstream
-            .send(Request::from_parts(head, outbound))
-            .await;
+        let send = entry.upstream.send(Request::from_parts(head, outbound));
+        let response = tokio::time::timeout_at(deadline.into(), send).await;
         self.observe(name, started);
         let response = match response {
-            Ok(r) => r,
-            Err(failed) => {
+            Ok(Ok(r)) => r,
+            // Sent and unanswered by the deadline: it may exist at this provider.
+            Err(_) => {
+                let (_, outcome) = self.classified(
+                    name,
+                    started,
+                    probe,
+                    Transport::TimedOutAfterSend,
+                    None,
+                    "provider_timeout",
+                );
+                return Err((outcome, true));
+            }
+            Ok(Err(failed)) => {
                 let code = transport_code(failed.transport);
                 let (_, outcome) =
                     self.classified(name, started, probe, failed.transport, None, code);
@@ -315,9 +332,10 @@ impl Payments {
             }
         };
         let (mut parts, body) = response.into_parts();
-        let bytes = match Limited::new(body, MAX_PROVIDER_BODY).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(_) => {
+        let collect = Limited::new(body, MAX_PROVIDER_BODY).collect();
+        let bytes = match tokio::time::timeout_at(deadline.into(), collect).await {
+            Ok(Ok(c)) => c.to_bytes(),
+            _ => {
                 let (_, outcome) = self.classified(
                     name,
                     started,

@@ -99,6 +99,9 @@ pub(crate) struct Ctx<'a> {
     downstream: Downstream,
     /// The request as plugins see it.
     view: HttpRequest,
+    /// The request's deadline, taken over by the payment phases: attempts end by then, and a
+    /// payment whose outcome is unknown at that point is answered `processing` with its id.
+    deadline: Instant,
 }
 
 /// How a payment request ends: the answer, and what becomes of its idempotency record.
@@ -146,6 +149,46 @@ impl Payments {
         }
     }
 
+    /// Run the payment phases for route `route` (an index into the snapshot's routes) on a
+    /// task of their own: a storefront that hangs up does not cut a payment that may have
+    /// reached a provider, its outcome is still recorded.
+    pub async fn spawn(
+        self: &Arc<Self>,
+        snapshot: Arc<Snapshot>,
+        route: usize,
+        parts: http::request::Parts,
+        body: Bytes,
+        downstream: Downstream,
+        deadline: Instant,
+    ) -> Answer {
+        let payments = self.clone();
+        let name = snapshot.routes[route].name.clone();
+        let task = tokio::spawn(async move {
+            let route = &snapshot.routes[route];
+            payments
+                .handle(&snapshot, route, parts, body, downstream, deadline)
+                .await
+        });
+        match task.await {
+            Ok(answer) => answer,
+            Err(e) => {
+                // A panic in the payment path: its records tell what happened; say so plainly.
+                tracing::error!(route = %name, error = %e, "payment task failed");
+                Answer {
+                    route: name,
+                    provider: "none".into(),
+                    response: crate::error::ProxyError::plugin(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal_error",
+                        "the payment could not be processed",
+                    )
+                    .to_response()
+                    .map(|b| b.map_err(|never| match never {}).boxed()),
+                }
+            }
+        }
+    }
+
     /// Run the payment phases for one request on a route with a dialect.
     pub async fn handle(
         &self,
@@ -154,6 +197,7 @@ impl Payments {
         parts: http::request::Parts,
         body: Bytes,
         downstream: Downstream,
+        deadline: Instant,
     ) -> Answer {
         let Some((ingress_name, ingress)) = &route.dialect else {
             // Only called for routes with a dialect.
@@ -173,6 +217,7 @@ impl Payments {
             body,
             downstream,
             view,
+            deadline,
         };
         match self.ingress(&ctx) {
             Err(answer) => answer,

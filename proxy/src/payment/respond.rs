@@ -7,10 +7,50 @@ use crate::plugin::storefront::PaymentRecord;
 impl Payments {
     /// Render a refusal in the storefront's dialect.
     pub(super) fn refuse(&self, ctx: &Ctx<'_>, refusal: Refusal) -> Answer {
-        match ctx.ingress.render_refusal(&refusal) {
-            Ok(response) => answer(ctx.route, "none", response),
-            Err(failure) => self.plugin_failed(ctx, &failure),
-        }
+        refuse_on(ctx.route, ctx.ingress, refusal)
+    }
+
+    /// 401 in the storefront's dialect: the request has no key the route accepts. The key
+    /// given, if any, is not repeated.
+    pub fn unauthenticated(&self, route: &Route) -> Answer {
+        let Some((_, ingress)) = &route.dialect else {
+            return answer_from_error(
+                route,
+                crate::error::ProxyError::downstream(
+                    StatusCode::UNAUTHORIZED,
+                    "api_key_invalid",
+                    "a valid storefront API key is required (Authorization: Bearer KEY)",
+                ),
+            );
+        };
+        refuse_on(
+            route,
+            ingress,
+            refusal(
+                RefusalKind::InvalidRequest(None),
+                401,
+                "api_key_invalid",
+                "Invalid or missing API key. Send a key this payproxy route accepts in the \
+                 Authorization header, using Bearer auth (Authorization: Bearer YOUR_KEY).",
+            ),
+        )
+    }
+
+    /// 400 in the storefront's dialect: the request carries a card number (never echoed).
+    pub fn card_data(&self, route: &Route, hit: crate::cards::Hit) -> Answer {
+        let Some((_, ingress)) = &route.dialect else {
+            return plain_error(route, StatusCode::BAD_REQUEST, "card number refused");
+        };
+        refuse_on(
+            route,
+            ingress,
+            refusal(
+                RefusalKind::InvalidRequest(None),
+                400,
+                "card_number_not_accepted",
+                &hit.message(),
+            ),
+        )
     }
 
     /// A refusal that leaves nothing behind (the idempotency record is released).
@@ -65,19 +105,32 @@ impl Payments {
 
     /// The storefront's own dialect failed: a plain JSON error is all that is left.
     pub(super) fn plugin_failed(&self, ctx: &Ctx<'_>, failure: &PluginFailure) -> Answer {
-        tracing::warn!(route = %ctx.route.name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "dialect plugin failed");
-        let error = crate::error::ProxyError::plugin(
-            StatusCode::BAD_GATEWAY,
-            "plugin_failed",
-            format!("dialect plugin {} failed", failure.plugin),
-        );
-        Answer {
-            route: ctx.route.name.clone(),
-            provider: "none".into(),
-            response: error
-                .to_response()
-                .map(|b| b.map_err(|never| match never {}).boxed()),
-        }
+        plugin_failed(ctx.route, failure)
+    }
+}
+
+/// Render a refusal with the route's storefront dialect.
+fn refuse_on(route: &Route, ingress: &DialectPlugin, refusal: Refusal) -> Answer {
+    match ingress.render_refusal(&refusal) {
+        Ok(response) => answer(route, "none", response),
+        Err(failure) => plugin_failed(route, &failure),
+    }
+}
+
+/// The storefront's own dialect failed: a plain JSON error is all that is left.
+fn plugin_failed(route: &Route, failure: &PluginFailure) -> Answer {
+    tracing::warn!(route = %route.name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "dialect plugin failed");
+    let error = crate::error::ProxyError::plugin(
+        StatusCode::BAD_GATEWAY,
+        "plugin_failed",
+        format!("dialect plugin {} failed", failure.plugin),
+    );
+    Answer {
+        route: route.name.clone(),
+        provider: "none".into(),
+        response: error
+            .to_response()
+            .map(|b| b.map_err(|never| match never {}).boxed()),
     }
 }
 

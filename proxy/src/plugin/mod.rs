@@ -3,6 +3,7 @@
 //! sandbox on every call (CPU deadline, memory cap, output checks).
 
 mod bindings;
+mod cache;
 mod compliance;
 mod dialect;
 mod router;
@@ -75,6 +76,8 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<CallState>,
     stop_ticker: Arc<AtomicBool>,
+    /// Compiled components kept on disk across restarts.
+    cache: Option<cache::DiskCache>,
 }
 
 /// A compiled component with its digest, before it is bound to a role.
@@ -129,7 +132,35 @@ impl PluginHost {
             engine,
             linker,
             stop_ticker,
+            cache: None,
         }))
+    }
+
+    /// A host that keeps compiled components in `cache_dir` (`None`: compile every start).
+    /// A directory that cannot be used is logged and the host compiles as if there were none.
+    pub fn with_cache(
+        config: &PluginHostConfig,
+        cache_dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<Arc<PluginHost>> {
+        let host = Self::new(config)?;
+        let Some(dir) = cache_dir else {
+            return Ok(host);
+        };
+        let mut host = Arc::into_inner(host).expect("a new host is not shared yet");
+        match cache::DiskCache::open(dir, &host.engine) {
+            Ok(cache) => host.cache = Some(cache),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "compile cache unusable; plugins are compiled at every start")
+            }
+        }
+        Ok(Arc::new(host))
+    }
+
+    /// Forget cached components of plugin files no longer in use (digests `used`).
+    pub fn prune_cache(&self, used: &[String]) {
+        if let Some(cache) = &self.cache {
+            cache.prune(used);
+        }
     }
 
     /// Compile a component from its bytes. CPU-heavy: call off the request path.
@@ -145,8 +176,18 @@ impl PluginHost {
                     .into(),
             );
         }
+        if let Some(component) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, &sha256))
+        {
+            return Ok(Compiled { component, sha256 });
+        }
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
+        if let Some(cache) = &self.cache {
+            cache.store(&sha256, &component);
+        }
         Ok(Compiled { component, sha256 })
     }
 
