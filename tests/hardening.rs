@@ -298,9 +298,20 @@ async fn card_numbers_stop_at_payproxy_in_every_form_and_place() {
     drop(proxy);
     let store = std::fs::read(dir.path().join("state.redb")).unwrap();
     let logged = std::fs::read(&log).unwrap();
+    let log_text = String::from_utf8_lossy(&logged);
     assert!(
-        String::from_utf8_lossy(&logged).contains("request carrying a card number refused"),
+        log_text.contains("request carrying a card number refused"),
         "the refusals were logged (debug log is on)"
+    );
+    // Compiling seven plugins at debug level used to write tens of MB of cranelift output.
+    assert!(
+        !log_text.contains("cranelift") && !log_text.contains("regalloc"),
+        "compiler internals flood the debug log"
+    );
+    assert!(
+        logged.len() < 1 << 20,
+        "debug log of {} bytes",
+        logged.len()
     );
     for (what, bytes) in [
         ("/metrics", &metrics.body[..]),
@@ -461,6 +472,24 @@ async fn a_payment_route_takes_only_its_storefront_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_refuses_what_run_refuses() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let mut config = payments_config(&sim);
+    // A non-loopback admin address without a token: `run` refuses it, so `check` does.
+    config["admin"] = json!({ "addr": "0.0.0.0:0", "token_env": "PAYPROXY_TEST_UNSET_TOKEN" });
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &config);
+    let error = payproxy::server::check(&path).unwrap_err().to_string();
+    assert!(error.contains("no admin token"), "{error}");
+    let error = payproxy::server::start(&path)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("no admin token"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_route_without_keys_is_refused_at_load_and_by_check() {
     let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
     let mut config = payments_config(&sim);
@@ -617,5 +646,34 @@ async fn a_slow_request_body_gets_408_under_its_route() {
         )
     };
     assert_eq!(counted("payments"), 1.0, "{text}");
+    assert_eq!(counted("none"), 0.0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transparent_route_timing_out_is_counted_under_its_route() {
+    let sim = Simulator::start(&["slow"]).await.unwrap();
+    let mut config = base_config(&sim, &["slow"]);
+    config["limits"] = json!({ "request_timeout_ms": 300 });
+    let env = Env::start(config).await;
+    sim.set_faults("slow", Faults::latency(3000));
+    let client = HttpClient::default();
+    let reply = client.get(&env.url("/anything")).await;
+    assert_eq!(
+        reply.status,
+        504,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.json()["error"]["code"], "request_timeout");
+    let metrics = client.get(&env.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let counted = |route| {
+        metric(
+            &text,
+            "payproxy_requests_total",
+            &[("route", route), ("status_class", "5xx")],
+        )
+    };
+    assert_eq!(counted("all"), 1.0, "{text}");
     assert_eq!(counted("none"), 0.0, "{text}");
 }
