@@ -19,11 +19,31 @@
 //!   Brazilian tax ids (CPF/CNPJ, 11/14 digits) carry their own check digits and would match
 //!   the Luhn check one time in ten, a BIN or last four digits is not a card number;
 //! - longer runs of digits (20 and more) are identifiers, not card numbers; runs that start
-//!   with 1 (millisecond timestamps) or 0 are not card numbers either.
+//!   with 1 (millisecond timestamps) or 0 are not card numbers either, nor digits glued to
+//!   letters (`ab12…`: hex ids, UUIDs);
+//! - trace-context headers ([`TRACE_HEADERS`]: `traceparent`, B3, Datadog …) carry span and
+//!   trace ids that tracing libraries make, 16 or 19 digits at times.
 //!
 //! What is found is never echoed: [`Hit`] says where (the kind of place), not what.
 
 use http::request::Parts;
+
+/// Trace-context headers: hex and decimal span and trace ids made by tracing libraries, which
+/// are sometimes 16 or 19 digits long and pass Luhn one time in ten. Not scanned.
+const TRACE_HEADERS: &[&str] = &[
+    "traceparent",
+    "tracestate",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "b3",
+    "x-amzn-trace-id",
+    "x-cloud-trace-context",
+    "sentry-trace",
+    "x-datadog-trace-id",
+    "x-datadog-parent-id",
+    "uber-trace-id",
+];
 
 /// Where a card number was found, the only thing said about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,16 +91,15 @@ pub fn find(parts: &Parts, body: &[u8]) -> Option<Hit> {
         return Some(Hit::Path);
     }
     if let Some(query) = parts.uri.query() {
-        if fields_have_card(form_fields(query.as_bytes())) {
+        if fields_have_card(form_urlencoded::parse(query.as_bytes())) {
             return Some(Hit::Query);
         }
     }
-    let headers = parts.headers.iter().map(|(name, value)| {
-        (
-            name.as_str().to_string(),
-            String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        )
-    });
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !TRACE_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())));
     if fields_have_card(headers) {
         return Some(Hit::Header);
     }
@@ -109,16 +128,10 @@ fn body_has_card(form: bool, body: &[u8]) -> bool {
         }
     }
     if form {
-        return fields_have_card(form_fields(body));
+        return fields_have_card(form_urlencoded::parse(body));
     }
     let text = String::from_utf8_lossy(body);
-    text_has_card(&text) || (text.contains('=') && fields_have_card(form_fields(body)))
-}
-
-fn form_fields(bytes: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(bytes)
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect()
+    text_has_card(&text) || (text.contains('=') && fields_have_card(form_urlencoded::parse(body)))
 }
 
 /// Every scalar of a JSON document as (member name, value text), in document order; true
@@ -144,18 +157,21 @@ fn json_fields(name: &str, value: &serde_json::Value, out: &mut Vec<(String, Str
 
 /// Names and values each scanned as text (exempt values skipped), then runs of adjacent
 /// all-digit values joined.
-fn fields_have_card(fields: impl IntoIterator<Item = (String, String)>) -> bool {
+fn fields_have_card<N: AsRef<str>, V: AsRef<str>>(
+    fields: impl IntoIterator<Item = (N, V)>,
+) -> bool {
     // Digits of the current run of adjacent all-digit fields.
     let mut run: Vec<Vec<u8>> = Vec::new();
     for (name, value) in fields {
-        if text_has_card(&name) {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        if text_has_card(name) {
             return true;
         }
-        let exempt = exempt(&name);
-        if !exempt && text_has_card(&value) {
+        let exempt = exempt(name);
+        if !exempt && text_has_card(value) {
             return true;
         }
-        match only_digits(&value).filter(|d| !exempt && d.len() <= 12) {
+        match only_digits(value).filter(|d| !exempt && d.len() <= 12) {
             Some(digits) => {
                 run.push(digits);
                 if split_has_card(&run) {
@@ -211,12 +227,13 @@ pub fn text_has_card(text: &str) -> bool {
     let mut groups: Vec<Vec<u8>> = Vec::new();
     let mut group: Vec<u8> = Vec::new();
     let mut separators = 0usize;
-    let mut after_plus = false;
+    // What came right before the stretch: `+` (a phone number) or a letter (an identifier).
+    let mut before = '\0';
     let mut previous = '\0';
     for c in text.chars().chain(std::iter::once('\0')) {
         if let Some(d) = digit(c) {
             if group.is_empty() && groups.is_empty() {
-                after_plus = previous == '+';
+                before = previous;
             }
             if separators > 0 && !group.is_empty() {
                 groups.push(std::mem::take(&mut group));
@@ -229,7 +246,9 @@ pub fn text_has_card(text: &str) -> bool {
             if !group.is_empty() {
                 groups.push(std::mem::take(&mut group));
             }
-            if !after_plus && stretch_has_card(&groups) {
+            // Digits glued to letters are part of an identifier (`ab12…`, hex ids, UUIDs).
+            let glued_after = separators == 0 && c.is_alphanumeric();
+            if before != '+' && stretch_has_card(&groups, before.is_alphanumeric(), glued_after) {
                 return true;
             }
             groups.clear();
@@ -241,10 +260,12 @@ pub fn text_has_card(text: &str) -> bool {
 }
 
 /// A stretch of digit groups carries a card number: one group that is one, or consecutive
-/// groups in a card grouping that together are one.
-fn stretch_has_card(groups: &[Vec<u8>]) -> bool {
-    for first in 0..groups.len() {
-        if is_card(&groups[first]) {
+/// groups in a card grouping that together are one. A group glued to letters before
+/// (`glued_before`) cannot start one, nor one glued after (`glued_after`) end one.
+fn stretch_has_card(groups: &[Vec<u8>], glued_before: bool, glued_after: bool) -> bool {
+    let last = groups.len().saturating_sub(1);
+    for first in usize::from(glued_before)..groups.len() {
+        if is_card(&groups[first]) && !(glued_after && first == last) {
             return true;
         }
         let mut digits: Vec<u8> = Vec::new();
@@ -253,7 +274,9 @@ fn stretch_has_card(groups: &[Vec<u8>]) -> bool {
             if digits.len() > 19 || !grouping_continues(&groups[first..], n) {
                 break;
             }
-            if n > 0 && grouping_ends(&groups[first..=first + n]) && is_card(&digits) {
+            let ends_glued = glued_after && first + n == last;
+            if n > 0 && !ends_glued && grouping_ends(&groups[first..=first + n]) && is_card(&digits)
+            {
                 return true;
             }
         }
@@ -261,23 +284,26 @@ fn stretch_has_card(groups: &[Vec<u8>]) -> bool {
     false
 }
 
-/// Group `n` (0-based) keeps a card grouping going: fours, or 4-6-x.
+/// Group `n` (0-based) keeps a card grouping going: four fours and then up to three
+/// digits (16–19 digits), or 4-6-x.
 fn grouping_continues(groups: &[Vec<u8>], n: usize) -> bool {
     let len = groups[n].len();
     match n {
         0 => len == 4,
-        1 => len == 4 || len == 6 || (1..=3).contains(&len),
+        1 => len == 4 || len == 6,
         _ if groups[1].len() == 6 => n == 2 && (4..=5).contains(&len),
-        _ => (1..=4).contains(&len) && groups[n - 1].len() == 4,
+        2 | 3 => len == 4,
+        4 => (1..=3).contains(&len),
+        _ => false,
     }
 }
 
-/// The groups form a whole card grouping: fours with a last group of 1–4, or 4-6-4 / 4-6-5.
+/// The groups form a whole card grouping: 4-4-4-4, 4-4-4-4-x, 4-6-4 or 4-6-5.
 fn grouping_ends(groups: &[Vec<u8>]) -> bool {
     if groups.len() == 3 && groups[1].len() == 6 {
         return (4..=5).contains(&groups[2].len());
     }
-    groups[..groups.len() - 1].iter().all(|g| g.len() == 4)
+    (4..=5).contains(&groups.len()) && groups[..4].iter().all(|g| g.len() == 4)
 }
 
 /// 13–19 digits, starting 2–6, passing the Luhn check.
@@ -360,12 +386,13 @@ mod tests {
             "３７８２ ８２２４６３ １０００５",
             "order 4111111111111111, thanks",
             "ref 12 4242 4242 4242 4242",
-            "x4111111111111111y",
+            "card:4111111111111111;",
             "5555-5555-5555-4444",
             "3782 822463 10005",
             "3056 930902 5904",
             "6011111111111117",
             "4222222222222",
+            "4111 1111 1111 1111 111",
             // Fours going on past 19 digits: the first four groups are a card.
             "4111 1111 1111 1111 1111 1111",
             "\u{0664}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}\u{0661}",
@@ -394,9 +421,10 @@ mod tests {
 
     #[test]
     fn uuids_never_read_as_cards() {
-        // All-digit UUIDs are the worst case for a grouping-based detector.
+        // All-digit UUIDs are the worst case for a grouping-based detector; random ones are
+        // checked too (a Stripe SDK sends one as the Idempotency-Key of every POST).
         let mut n: u64 = 0x9E37_79B9_7F4A_7C15;
-        for _ in 0..20_000 {
+        for _ in 0..50_000 {
             n = n
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
@@ -411,6 +439,27 @@ mod tests {
                 &d[20..]
             );
             assert!(!text_has_card(&uuid), "{uuid}");
+            // The same bits as a random hex UUID, and as a W3C traceparent.
+            let hex = format!(
+                "{:032x}",
+                (u128::from(n) << 64) | u128::from(n.rotate_left(29) ^ 0x5bd1_e995)
+            );
+            let uuid = format!(
+                "{}-{}-4{}-a{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[13..16],
+                &hex[17..20],
+                &hex[20..]
+            );
+            assert!(!text_has_card(&uuid), "{uuid}");
+            let traceparent = format!("00-{hex}-{}-01", &hex[..16]);
+            let request = http::Request::builder()
+                .header("traceparent", &traceparent)
+                .header("x-datadog-trace-id", n.to_string())
+                .body(())
+                .unwrap();
+            assert_eq!(find(&request.into_parts().0, b""), None, "{traceparent}");
         }
     }
 

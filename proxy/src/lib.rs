@@ -16,6 +16,7 @@ pub mod failover;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod parse_errors;
 pub mod payment;
 pub mod plugin;
 pub mod proxy;
