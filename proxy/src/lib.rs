@@ -3,14 +3,15 @@
 //!
 //! Modules follow the request path: `listener` (accept, TLS) → `route` (match) →
 //! `plugin` (sandboxed host) → `upstream` (providers) → `proxy` (the phases tied together);
-//! `config`, `snapshot` and `reload` own the running configuration; `admin` and `metrics`
-//! make it observable.
+//! `config`, `snapshot` and `reload` own the running configuration, `files` reads the files
+//! it names within limits; `admin` and `metrics` make it observable.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod config;
 pub mod error;
 pub mod failover;
+pub mod files;
 pub mod health;
 pub mod listener;
 pub mod metrics;
