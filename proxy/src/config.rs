@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::files;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -672,12 +673,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Read and parse a config file.
+    /// Read (a regular file within [`files::JSON`]) and parse a config file.
     pub fn load(file: &Path) -> Result<(Config, String), ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Read {
-            file: file.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let text = files::read_to_string(file, files::JSON)?;
         Ok((Config::parse(&text, file)?, text))
     }
 

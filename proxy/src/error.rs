@@ -12,14 +12,9 @@ use http_body_util::Full;
 /// A configuration (or reload) error.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{file}: cannot read: {message}", file = file.display())]
-    Read {
-        /// The file.
-        file: PathBuf,
-        /// OS error text.
-        message: String,
-    },
+    /// The config file could not be read: missing, not a regular file, too large, stalled.
+    #[error(transparent)]
+    Read(#[from] crate::files::FileError),
     /// The text is not JSON.
     #[error("{file}:{line}:{column}: JSON syntax error: {message}", file = file.display())]
     Syntax {

@@ -3,8 +3,8 @@
 //!
 //! Modules follow the request path: `listener` (accept, TLS) → `route` (match) →
 //! `plugin` (sandboxed host) → `upstream` (providers) → `proxy` (the phases tied together);
-//! `config`, `snapshot` and `reload` own the running configuration; `admin` and `metrics`
-//! make it observable.
+//! `config`, `snapshot` and `reload` own the running configuration, `files` reads the files
+//! it names within limits; `admin` and `metrics` make it observable.
 // One reviewed exception: loading the compile cache (plugin/cache.rs).
 #![deny(unsafe_code)]
 
@@ -13,6 +13,7 @@ pub mod cards;
 pub mod config;
 pub mod error;
 pub mod failover;
+pub mod files;
 pub mod health;
 pub mod listener;
 pub mod metrics;

@@ -13,6 +13,7 @@ use wasmtime::component::Component;
 
 use crate::config::{self, Config, InstanceMode, OnError, Role, StorefrontKey};
 use crate::error::ConfigError;
+use crate::files;
 use crate::metrics::Metrics;
 use crate::plugin::types::{BreakerState, Health, Provider};
 use crate::plugin::{
@@ -141,18 +142,23 @@ impl Builder {
                 message,
             };
             let bytes =
-                std::fs::read(&path).map_err(|e| plugin_err(format!("cannot read: {e}")))?;
+                files::read(&path, files::COMPONENT).map_err(|e| ConfigError::Resource {
+                    file: file.to_path_buf(),
+                    field: format!("plugins.{name}.path"),
+                    message: e.to_string(),
+                })?;
             hasher.update(&bytes);
             files.push(path.clone());
             let config_json = match (&p.config, &p.config_file) {
                 (_, Some(config_file)) => {
                     let config_path = config::resolve(file, config_file);
-                    let text =
-                        std::fs::read_to_string(&config_path).map_err(|e| ConfigError::Field {
+                    let text = files::read_to_string(&config_path, files::JSON).map_err(|e| {
+                        ConfigError::Resource {
                             file: file.to_path_buf(),
                             field: format!("plugins.{name}.config_file"),
-                            message: format!("cannot read {}: {e}", config_path.display()),
-                        })?;
+                            message: e.to_string(),
+                        }
+                    })?;
                     serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
                         ConfigError::Syntax {
                             file: config_path.clone(),

@@ -64,7 +64,7 @@ impl ClientCache {
         connect_timeout_ms: u64,
     ) -> Result<Clients, String> {
         let ca_bytes = match &ca_file {
-            Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            Some(path) => crate::files::read(path, crate::files::PEM).map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
         let key = (ca_file.clone(), ca_bytes, connect_timeout_ms);
@@ -75,7 +75,7 @@ impl ClientCache {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let tls = crate::tls::client_config(ca_file.as_deref())?;
+        let tls = crate::tls::client_config(ca_file.as_deref().map(|p| (p, key.1.as_slice())))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_millis(connect_timeout_ms)));

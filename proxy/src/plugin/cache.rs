@@ -62,7 +62,8 @@ impl DiskCache {
     #[allow(unsafe_code)]
     pub fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
         let path = self.path(sha256);
-        let bytes = std::fs::read(&path).ok()?;
+        // A cache entry is read like every other file payproxy loads (regular, capped).
+        let bytes = crate::files::read(&path, crate::files::COMPONENT).ok()?;
         let (code, digest) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
         if Sha256::digest(code).as_slice() != digest {
             tracing::warn!(path = %path.display(), "compile cache entry is corrupt; compiling again");
