@@ -1,5 +1,6 @@
 //! The `payproxy` command: `run` serves a config, `check` validates one.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,6 +40,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or journal gets plain `key=value` text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -75,6 +78,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: PathBuf) -> anyhow::Result<()> {
+    match payproxy::server::raise_descriptor_limit() {
+        Ok(limit) => tracing::info!(limit, "open file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file descriptor limit"),
+    }
     let running = payproxy::server::start(&config).await?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

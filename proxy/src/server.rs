@@ -75,6 +75,13 @@ fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
     Ok(token)
 }
 
+/// Raise this process's open-file soft limit to its hard limit (on macOS, to the kernel's
+/// per-process cap), so that the common default soft limit of 1024 descriptors does not cap
+/// how many clients can connect. Returns the limit now in force.
+pub fn raise_descriptor_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
 /// Build the first snapshot, bind every listener and start serving.
 pub async fn start(file: &Path) -> anyhow::Result<Running> {
     let file: PathBuf = file.to_path_buf();
