@@ -1,16 +1,12 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /admin/status` (JSON),
 //! `POST /admin/reload` (bearer token when one is configured).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -18,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::error::json_response;
 use crate::health::HealthBook;
+use crate::listener::{self, connection, Accepted, ConnLimits};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
@@ -178,30 +175,33 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>
     )
 }
 
-/// Serve the admin endpoints until `shutdown` flips.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
+/// Serve the admin endpoints until `shutdown` flips, then drain.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    metrics: Arc<Metrics>,
+    limits: impl Fn() -> ConnLimits,
+    shutdown: watch::Receiver<bool>,
+) {
+    let serve_one = move |accepted: Accepted| {
         let admin = admin.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
+        async move {
+            let Accepted {
+                stream,
+                peer,
+                limits,
+                drain,
+            } = accepted;
+            let handler = move |request| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(request).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+                async move { admin.handle(request).await }
+            };
+            if let Err(e) = connection::serve(stream, &limits, handler, drain).await {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        }
+    };
+    listener::accept_loop(listener, "admin", metrics, limits, shutdown, serve_one).await;
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Admin};
 use crate::config::{self, Config, StateKind};
 use crate::health::{run_active_checks, ActiveCheck};
-use crate::listener;
+use crate::listener::{self, ConnLimits};
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
 use crate::proxy::Proxy;
@@ -128,7 +128,8 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
             tcp,
             tls,
             proxy.clone(),
-            move || limits_source.snapshot().config.limits.clone(),
+            metrics.clone(),
+            move || ConnLimits::storefront(&limits_source.snapshot().config),
             shutdown_rx.clone(),
         )));
     }
@@ -141,9 +142,12 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         token,
     ));
     tasks.push(spawn_active_checks(&proxy, &reloader, shutdown_rx.clone()));
+    let limits_source = reloader.clone();
     tasks.push(tokio::spawn(admin::serve(
         admin_tcp,
         admin,
+        metrics.clone(),
+        move || ConnLimits::admin(&limits_source.snapshot().config),
         shutdown_rx.clone(),
     )));
     let mut triggers = vec![reloader.spawn_sighup()?];
