@@ -1,7 +1,8 @@
-//! Connection limits (issue 9, point 3), end to end: connections that send nothing (plain TCP,
-//! an HTTP/2 preface, an idle keep-alive) are closed after `limits.idle_timeout_ms` on both
-//! listeners while clients are still served and requests in progress finish; at
-//! `max_connections` new connections are closed and open ones served.
+//! Connection limits (issue 9, point 3) and admin hardening, end to end: connections that send
+//! nothing (plain TCP, an HTTP/2 preface, an idle keep-alive) are closed after
+//! `limits.idle_timeout_ms` on both listeners while clients are still served and requests in
+//! progress finish; at `max_connections` new connections are closed and open ones served; off
+//! loopback the admin read endpoints need the token, and a refused admin request is logged.
 //!
 //! payproxy runs as a child process (`target/debug/payproxy`, built by `cargo build -p
 //! payproxy`): its descriptors are its own, and its log is a file the tests read.
@@ -373,4 +374,78 @@ async fn at_the_connection_cap_new_connections_are_closed_and_open_ones_served()
         .get(&proxy.child.url("/echo"))
         .await
         .assert_status(200);
+}
+
+const TOKEN: &str = "adm1n-t0ken-e2e";
+
+/// GET `path` on the admin listener with `headers`.
+async fn admin_get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> payproxy_e2e::Reply {
+    let url = format!("http://{}{path}", proxy.child.admin);
+    HttpClient::default()
+        .send(Method::GET, &url, headers, Bytes::new())
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_the_admin_reads_need_the_token_and_refusals_are_logged() {
+    let sim = Simulator::start(&["a"]).await.expect("simulator starts");
+    let admin = json!({ "token": TOKEN });
+    // Bound on every interface; the test connects through 127.0.0.1 only.
+    let proxy = Proxy::start(config(&sim, json!({}), admin), "0.0.0.0").await;
+    let bearer = format!("Bearer {TOKEN}");
+    let wrong = "Bearer wrong-guess-5c1e";
+
+    for path in ["/metrics", "/admin/status"] {
+        for headers in [vec![], vec![("authorization", wrong)]] {
+            let reply = admin_get(&proxy, path, &headers).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path} {headers:?}");
+            assert_eq!(reply.json()["error"]["code"], "unauthorized", "{path}");
+        }
+        let reply = admin_get(&proxy, path, &[("authorization", &bearer)]).await;
+        reply.assert_status(200);
+    }
+    let reload = format!("http://{}/admin/reload", proxy.child.admin);
+    let reply = HttpClient::default()
+        .send(Method::POST, &reload, &[], Bytes::new())
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    eventually(SOON, "every refusal logged", async || {
+        let log = proxy.log();
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("admin request refused"))
+            .collect();
+        refusals.len() >= 5
+            && refusals.iter().all(|l| l.contains("peer=127.0.0.1:"))
+            && ["/metrics", "/admin/status", "/admin/reload"]
+                .iter()
+                .all(|path| refusals.iter().any(|l| l.contains(path)))
+    })
+    .await;
+    let log = proxy.log();
+    assert!(
+        !log.contains("wrong-guess-5c1e"),
+        "a given token is never logged:\n{log}"
+    );
+    assert!(!log.contains(TOKEN), "nor the real one:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_loopback_the_admin_reads_stay_open() {
+    let sim = Simulator::start(&["a"]).await.expect("simulator starts");
+    let admin = json!({ "token": TOKEN });
+    let proxy = Proxy::start(config(&sim, json!({}), admin), "127.0.0.1").await;
+    for path in ["/metrics", "/admin/status"] {
+        admin_get(&proxy, path, &[]).await.assert_status(200);
+    }
+    let reload = format!("http://{}/admin/reload", proxy.child.admin);
+    let reply = HttpClient::default()
+        .send(Method::POST, &reload, &[], Bytes::new())
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "reload still needs it"
+    );
 }

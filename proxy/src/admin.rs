@@ -1,6 +1,9 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /admin/status` (JSON),
-//! `POST /admin/reload` (bearer token when one is configured).
+//! `POST /admin/reload`. A configured bearer token guards reload always, and the two read
+//! endpoints too when the listener is not on loopback: the status page shows file paths and
+//! internal provider URLs. Local Prometheus scrapes of a loopback listener need no token.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,27 +28,53 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     health: Arc<HealthBook>,
     token_digest: Option<[u8; 32]>,
+    /// Whether `GET /metrics` and `GET /admin/status` need the token too.
+    reads_need_token: bool,
 }
 
 impl Admin {
-    /// `token`: required bearer token for mutating endpoints, if any.
+    /// `token`: the bearer token, if any. `loopback`: whether the admin address is a loopback
+    /// one; otherwise every endpoint needs the token.
     pub fn new(
         reloader: Arc<Reloader>,
         metrics: Arc<Metrics>,
         health: Arc<HealthBook>,
         token: Option<String>,
+        loopback: bool,
     ) -> Admin {
         Admin {
             reloader,
             metrics,
             health,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            reads_need_token: !loopback,
         }
     }
 
-    /// Route one admin request.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        match (request.method(), request.uri().path()) {
+    /// Route one admin request from `peer`.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let (method, path) = (request.method(), request.uri().path());
+        let needs_token = match (method, path) {
+            (&Method::GET, "/metrics" | "/admin/status") => self.reads_need_token,
+            (&Method::POST, "/admin/reload") => true,
+            _ => false,
+        };
+        if needs_token {
+            if let Err(refusal) = self.authorise(&request) {
+                // The given token is never logged, only whether there was one.
+                tracing::warn!(%peer, %method, path, reason = refusal, "admin request refused");
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid bearer token is required",
+                );
+            }
+        }
+        match (method, path) {
             (&Method::GET, "/metrics") => {
                 let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 response.headers_mut().insert(
@@ -55,25 +84,16 @@ impl Admin {
                 response
             }
             (&Method::GET, "/admin/status") => json_response(StatusCode::OK, &self.status()),
-            (&Method::POST, "/admin/reload") => {
-                if !self.authorised(&request) {
-                    return error(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "a valid bearer token is required",
-                    );
-                }
-                match self.reloader.reload("admin").await {
-                    Ok(version) => json_response(
-                        StatusCode::OK,
-                        &json!({ "result": "ok", "version": version }),
-                    ),
-                    Err(e) => json_response(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        &json!({ "result": "error", "error": e, "version": self.reloader.snapshot().version }),
-                    ),
-                }
-            }
+            (&Method::POST, "/admin/reload") => match self.reloader.reload("admin").await {
+                Ok(version) => json_response(
+                    StatusCode::OK,
+                    &json!({ "result": "ok", "version": version }),
+                ),
+                Err(e) => json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({ "result": "error", "error": e, "version": self.reloader.snapshot().version }),
+                ),
+            },
             (_, "/metrics" | "/admin/status" | "/admin/reload") => error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -83,23 +103,30 @@ impl Admin {
         }
     }
 
-    fn authorised(&self, request: &Request<Incoming>) -> bool {
+    /// `Err(why)` unless the request carries the configured bearer token.
+    fn authorise(&self, request: &Request<Incoming>) -> Result<(), &'static str> {
         let Some(want) = &self.token_digest else {
             // No token configured: only possible on a loopback admin address (checked at start).
-            return true;
+            return Ok(());
         };
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+            return Err("no authorization header");
+        };
+        let given = value
+            .to_str()
+            .ok()
             .and_then(|v| v.split_once(' '))
             // The auth scheme is case-insensitive (RFC 9110 §11.1).
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .unwrap_or("");
+            .ok_or("not a bearer token")?;
         // Comparing digests keeps the comparison independent of where the token differs.
         let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        &given == want
+        if &given == want {
+            Ok(())
+        } else {
+            Err("wrong token")
+        }
     }
 
     /// The status document.
@@ -194,7 +221,7 @@ pub async fn serve(
             } = accepted;
             let handler = move |request| {
                 let admin = admin.clone();
-                async move { admin.handle(request).await }
+                async move { admin.handle(request, peer).await }
             };
             if let Err(e) = connection::serve(stream, &limits, handler, drain).await {
                 tracing::debug!(%peer, error = %e, "admin connection ended with an error");

@@ -120,7 +120,7 @@ pub struct AdminConfig {
     /// Address to bind. Default `127.0.0.1:9901`. A non-loopback address requires a token.
     #[serde(default = "default_admin_addr")]
     pub addr: SocketAddr,
-    /// Bearer token for mutating endpoints (`POST /admin/reload`).
+    /// Bearer token for `POST /admin/reload`, and on a non-loopback address for every endpoint.
     #[serde(default)]
     pub token: Option<String>,
     /// Environment variable holding the token when `token` is absent.

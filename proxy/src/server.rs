@@ -140,6 +140,7 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         metrics.clone(),
         proxy.health(),
         token,
+        config.admin.addr.ip().is_loopback(),
     ));
     tasks.push(spawn_active_checks(&proxy, &reloader, shutdown_rx.clone()));
     let limits_source = reloader.clone();
