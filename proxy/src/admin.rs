@@ -1,16 +1,15 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /admin/status` (JSON),
-//! `POST /admin/reload` (bearer token when one is configured).
+//! `POST /admin/reload`. A configured bearer token guards reload always, and the two read
+//! endpoints too when the listener is not on loopback: the status page shows file paths and
+//! internal provider URLs. Local Prometheus scrapes of a loopback listener need no token.
 
-use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -18,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::error::json_response;
 use crate::health::HealthBook;
+use crate::listener::{self, connection, Accepted, ConnLimits};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
@@ -28,27 +28,53 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     health: Arc<HealthBook>,
     token_digest: Option<[u8; 32]>,
+    /// Whether `GET /metrics` and `GET /admin/status` need the token too.
+    reads_need_token: bool,
 }
 
 impl Admin {
-    /// `token`: required bearer token for mutating endpoints, if any.
+    /// `token`: the bearer token, if any. `loopback`: whether the admin address is a loopback
+    /// one; otherwise every endpoint needs the token.
     pub fn new(
         reloader: Arc<Reloader>,
         metrics: Arc<Metrics>,
         health: Arc<HealthBook>,
         token: Option<String>,
+        loopback: bool,
     ) -> Admin {
         Admin {
             reloader,
             metrics,
             health,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            reads_need_token: !loopback,
         }
     }
 
-    /// Route one admin request.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        match (request.method(), request.uri().path()) {
+    /// Route one admin request from `peer`.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let (method, path) = (request.method(), request.uri().path());
+        let needs_token = match (method, path) {
+            (&Method::GET, "/metrics" | "/admin/status") => self.reads_need_token,
+            (&Method::POST, "/admin/reload") => true,
+            _ => false,
+        };
+        if needs_token {
+            if let Err(refusal) = self.authorise(&request) {
+                // The given token is never logged, only whether there was one.
+                tracing::warn!(%peer, %method, path, reason = refusal, "admin request refused");
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid bearer token is required",
+                );
+            }
+        }
+        match (method, path) {
             (&Method::GET, "/metrics") => {
                 let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 response.headers_mut().insert(
@@ -58,25 +84,16 @@ impl Admin {
                 response
             }
             (&Method::GET, "/admin/status") => json_response(StatusCode::OK, &self.status()),
-            (&Method::POST, "/admin/reload") => {
-                if !self.authorised(&request) {
-                    return error(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "a valid bearer token is required",
-                    );
-                }
-                match self.reloader.reload("admin").await {
-                    Ok(version) => json_response(
-                        StatusCode::OK,
-                        &json!({ "result": "ok", "version": version }),
-                    ),
-                    Err(e) => json_response(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        &json!({ "result": "error", "error": e, "version": self.reloader.snapshot().version }),
-                    ),
-                }
-            }
+            (&Method::POST, "/admin/reload") => match self.reloader.reload("admin").await {
+                Ok(version) => json_response(
+                    StatusCode::OK,
+                    &json!({ "result": "ok", "version": version }),
+                ),
+                Err(e) => json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({ "result": "error", "error": e, "version": self.reloader.snapshot().version }),
+                ),
+            },
             (_, "/metrics" | "/admin/status" | "/admin/reload") => error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -86,23 +103,30 @@ impl Admin {
         }
     }
 
-    fn authorised(&self, request: &Request<Incoming>) -> bool {
+    /// `Err(why)` unless the request carries the configured bearer token.
+    fn authorise(&self, request: &Request<Incoming>) -> Result<(), &'static str> {
         let Some(want) = &self.token_digest else {
             // No token configured: only possible on a loopback admin address (checked at start).
-            return true;
+            return Ok(());
         };
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+            return Err("no authorization header");
+        };
+        let given = value
+            .to_str()
+            .ok()
             .and_then(|v| v.split_once(' '))
             // The auth scheme is case-insensitive (RFC 9110 §11.1).
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .unwrap_or("");
+            .ok_or("not a bearer token")?;
         // Comparing digests keeps the comparison independent of where the token differs.
         let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        &given == want
+        if &given == want {
+            Ok(())
+        } else {
+            Err("wrong token")
+        }
     }
 
     /// The status document.
@@ -178,30 +202,33 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>
     )
 }
 
-/// Serve the admin endpoints until `shutdown` flips.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
+/// Serve the admin endpoints until `shutdown` flips, then drain.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    metrics: Arc<Metrics>,
+    limits: impl Fn() -> ConnLimits,
+    shutdown: watch::Receiver<bool>,
+) {
+    let serve_one = move |accepted: Accepted| {
         let admin = admin.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
+        async move {
+            let Accepted {
+                stream,
+                peer,
+                limits,
+                drain,
+            } = accepted;
+            let handler = move |request| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(request).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+                async move { admin.handle(request, peer).await }
+            };
+            if let Err(e) = connection::serve(stream, &limits, handler, drain).await {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        }
+    };
+    listener::accept_loop(listener, "admin", metrics, limits, shutdown, serve_one).await;
 }
 
 #[cfg(test)]

@@ -19,10 +19,12 @@ use crate::files;
 pub struct Config {
     /// Storefront-facing listeners; at least one. Changing them needs a restart.
     pub listeners: Vec<ListenerConfig>,
-    /// Admin listener (metrics, status, reload). Changing it needs a restart.
+    /// Admin listener (metrics, status, reload). Changing it needs a restart, except
+    /// `max_connections`.
     #[serde(default)]
     pub admin: AdminConfig,
-    /// Limits applied to every storefront request.
+    /// Limits applied to every storefront request; the connection ones (`idle_timeout_ms`,
+    /// `header_read_timeout_ms`) apply to the admin listener too.
     #[serde(default)]
     pub limits: Limits,
     /// Sandbox and instance settings shared by all plugins.
@@ -119,13 +121,18 @@ pub struct AdminConfig {
     /// Address to bind. Default `127.0.0.1:9901`. A non-loopback address requires a token.
     #[serde(default = "default_admin_addr")]
     pub addr: SocketAddr,
-    /// Bearer token for mutating endpoints (`POST /admin/reload`).
+    /// Bearer token for `POST /admin/reload`, and on a non-loopback address for every endpoint.
     #[serde(default)]
     pub token: Option<String>,
     /// Environment variable holding the token when `token` is absent.
     /// Default `PAYPROXY_ADMIN_TOKEN`.
     #[serde(default = "default_token_env")]
     pub token_env: String,
+    /// Open connections the admin listener keeps at once; beyond it new ones are closed at
+    /// once. Its own cap, so a flood on one listener cannot use the other's descriptors.
+    /// Default 1024. Follows reloads.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for AdminConfig {
@@ -134,6 +141,7 @@ impl Default for AdminConfig {
             addr: default_admin_addr(),
             token: None,
             token_env: default_token_env(),
+            max_connections: default_admin_max_connections(),
         }
     }
 }
@@ -154,9 +162,20 @@ pub struct Limits {
     /// Whole request, from headers read to response headers sent. Default 30 s → 504.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
-    /// Time allowed for a client to send its request headers. Default 10 s.
+    /// Time allowed for a client to send its request headers (HTTP/1.1), and for the TLS
+    /// handshake. Default 10 s. Storefront and admin listeners.
     #[serde(default = "default_header_read_timeout_ms")]
     pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress for this long is closed: one that never sent
+    /// anything, only the HTTP/2 preface, or an idle keep-alive. Default 60 s. Storefront and
+    /// admin listeners.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Open connections each storefront listener keeps at once; beyond it new connections are
+    /// closed at once (counted in `payproxy_connections_refused_total`) while the open ones
+    /// are still served. Default 10 000; keep it below the descriptor limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -167,6 +186,8 @@ impl Default for Limits {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
             header_read_timeout_ms: default_header_read_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -574,6 +595,15 @@ fn default_request_timeout_ms() -> u64 {
 fn default_header_read_timeout_ms() -> u64 {
     10_000
 }
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_admin_max_connections() -> usize {
+    1024
+}
 fn default_instance_mode() -> InstanceMode {
     InstanceMode::Reuse
 }
@@ -705,8 +735,17 @@ impl Config {
                 "must be 1024..=1048576".into(),
             ));
         }
-        if l.max_headers == 0 || l.request_timeout_ms == 0 || l.header_read_timeout_ms == 0 {
-            return Err(invalid("limits".into(), "limits must be positive".into()));
+        for (field, value) in [
+            ("limits.max_headers", l.max_headers as u64),
+            ("limits.request_timeout_ms", l.request_timeout_ms),
+            ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms),
+            ("limits.max_connections", l.max_connections as u64),
+            ("admin.max_connections", self.admin.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(field.into(), "must be positive".into()));
+            }
         }
         let host = &self.plugin_host;
         if host.deadline_ms == 0 || host.memory_mb == 0 || host.recycle_after == 0 {

@@ -1,5 +1,6 @@
 //! The `payproxy` command: `run` serves a config, `check` validates one.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,6 +60,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(std::env::var("PAYPROXY_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or journal gets plain `key=value` text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -95,6 +98,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: PathBuf) -> anyhow::Result<()> {
+    match payproxy::server::raise_descriptor_limit() {
+        Ok(limit) => tracing::info!(limit, "open file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file descriptor limit"),
+    }
     let running = payproxy::server::start(&config).await?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

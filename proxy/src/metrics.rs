@@ -53,6 +53,10 @@ pub struct Metrics {
     pub plugin_info: IntGaugeVec,
     /// Config info: value 1, label config hash.
     pub config_info: IntGaugeVec,
+    /// Open connections by listener (`storefront`, `admin`) and bound address.
+    pub connections_open: IntGaugeVec,
+    /// Connections closed at accept because the listener was at `max_connections`.
+    pub connections_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -153,6 +157,16 @@ impl Metrics {
                 "payproxy_config_info",
                 "The running config's hash (value 1).",
                 &["hash"],
+            ),
+            connections_open: gauge(
+                "payproxy_connections_open",
+                "Open client connections by listener and address.",
+                &["listener", "addr"],
+            ),
+            connections_refused: counter(
+                "payproxy_connections_refused_total",
+                "Connections closed at accept because the listener was at its connection cap.",
+                &["listener", "addr"],
             ),
             registry,
             rule_labels: Mutex::new(HashMap::new()),

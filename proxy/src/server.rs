@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Admin};
 use crate::config::{self, Config, StateKind};
 use crate::health::{run_active_checks, ActiveCheck};
-use crate::listener;
+use crate::listener::{self, ConnLimits};
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
 use crate::proxy::Proxy;
@@ -87,6 +87,13 @@ fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
     Ok(token)
 }
 
+/// Raise this process's open-file soft limit to its hard limit (on macOS, to the kernel's
+/// per-process cap), so that the common default soft limit of 1024 descriptors does not cap
+/// how many clients can connect. Returns the limit now in force.
+pub fn raise_descriptor_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
 /// Build the first snapshot, bind every listener and start serving.
 pub async fn start(file: &Path) -> anyhow::Result<Running> {
     let file: PathBuf = file.to_path_buf();
@@ -133,7 +140,8 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
             tcp,
             tls,
             proxy.clone(),
-            move || limits_source.snapshot().config.limits.clone(),
+            metrics.clone(),
+            move || ConnLimits::storefront(&limits_source.snapshot().config),
             shutdown_rx.clone(),
         )));
     }
@@ -144,11 +152,15 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         metrics.clone(),
         proxy.health(),
         token,
+        config.admin.addr.ip().is_loopback(),
     ));
     tasks.push(spawn_active_checks(&proxy, &reloader, shutdown_rx.clone()));
+    let limits_source = reloader.clone();
     tasks.push(tokio::spawn(admin::serve(
         admin_tcp,
         admin,
+        metrics.clone(),
+        move || ConnLimits::admin(&limits_source.snapshot().config),
         shutdown_rx.clone(),
     )));
     let mut triggers = vec![reloader.spawn_sighup()?];

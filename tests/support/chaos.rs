@@ -381,7 +381,8 @@ impl ChildProxy {
         self.wait_ready(Duration::from_secs(60)).await;
     }
 
-    /// Poll `/admin/status` until it answers 200 (bounded); fails with the log's tail.
+    /// Poll `/admin/status` until it answers 200 (bounded), or 401 off loopback, where it
+    /// needs the admin token; fails with the log's tail.
     pub async fn wait_ready(&mut self, within: Duration) {
         let client = HttpClient::default();
         let url = format!("http://{}/admin/status", self.admin);
@@ -398,7 +399,7 @@ impl ChildProxy {
             let ready = client
                 .try_send(Method::GET, &url, &[], Bytes::new())
                 .await
-                .is_ok_and(|r| r.status == 200);
+                .is_ok_and(|r| r.status == 200 || r.status == 401);
             if ready {
                 return;
             }
