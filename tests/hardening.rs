@@ -677,3 +677,79 @@ async fn a_transparent_route_timing_out_is_counted_under_its_route() {
     assert_eq!(counted("all"), 1.0, "{text}");
     assert_eq!(counted("none"), 0.0, "{text}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Answers hyper gives by itself
+// ---------------------------------------------------------------------------------------
+
+/// Send `request` raw and read the whole answer (the connection closes after these errors).
+async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A large request may be cut off by the answer: a failed write is fine, the answer counts.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "the connection was not closed after the answer"
+    );
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_hyper_cannot_parse_get_json_answers_on_both_listeners() {
+    let sim = Simulator::start(&["a"]).await.unwrap();
+    let env = Env::start(base_config(&sim, &["a"])).await;
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let many_headers = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\n{}\r\n",
+        (0..300)
+            .map(|i| format!("x-h{i}: v\r\n"))
+            .collect::<String>()
+    );
+    for addr in [env.proxy.listen_addrs[0], env.proxy.admin_addr] {
+        for (request, status, code) in [
+            (&b"GARBAGE\r\n\r\n"[..], "400", "malformed_request"),
+            (
+                b"GET / HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n",
+                "400",
+                "malformed_request",
+            ),
+            (huge_header.as_bytes(), "431", "headers_too_large"),
+            (many_headers.as_bytes(), "431", "headers_too_large"),
+        ] {
+            let answer = raw(addr, request).await;
+            let what = String::from_utf8_lossy(&request[..request.len().min(40)]).into_owned();
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{what}: {answer}"
+            );
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.contains("content-type: application/json"),
+                "{what}: {head}"
+            );
+            let json: Value =
+                serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+            assert_eq!(json["error"]["code"], code, "{what}: {body}");
+        }
+    }
+    // A request the proxy itself refuses is still its own JSON (not rewritten): 150 headers.
+    let many = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{}\r\n",
+        (0..150)
+            .map(|i| format!("x-h{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let answer = raw(env.proxy.listen_addrs[0], many.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(answer.contains("too_many_headers"), "{answer}");
+}

@@ -39,6 +39,8 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     /// `limits.max_header_bytes`: hyper's buffers are sized above it.
     pub max_header_bytes: usize,
+    /// `limits.max_headers`: hyper's own header count limit sits above it.
+    pub max_headers: usize,
 }
 
 impl ConnLimits {
@@ -59,6 +61,7 @@ impl ConnLimits {
             idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
             header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
             max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! empty body — before any handler runs, and has no hook to change that answer. Every other
 //! error payproxy gives is JSON, so clients (and operators reading their logs) get a reason.
 //! [`JsonErrors`] wraps a connection's I/O and recognises exactly those automatic answers: a
-//! status line of one of those codes followed by nothing but `content-length: 0` and `date`.
+//! status line of one of those codes followed by nothing but `content-length: 0`, `date` and
+//! `connection: close`.
 //! Nothing payproxy writes itself looks like that (its errors carry `content-type`, relayed
 //! provider answers carry `x-payproxy-provider`), so no other response is ever touched. The
 //! recognised answer is written with a JSON body in its place; hyper closes the connection
@@ -69,6 +70,7 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
         match name.to_ascii_lowercase().as_str() {
             "content-length" if value.trim() == "0" => empty = true,
             "date" => date = Some(value.trim()),
+            "connection" if value.trim().eq_ignore_ascii_case("close") => {}
             _ => return None,
         }
     }
@@ -188,7 +190,7 @@ mod tests {
 
     #[test]
     fn only_hypers_own_answers_are_rewritten() {
-        let hyper = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Thu, 03 Dec 2026 20:00:00 GMT\r\n\r\n";
+        let hyper = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Thu, 03 Dec 2026 20:00:00 GMT\r\n\r\n";
         let answer = String::from_utf8(rewrite(hyper).unwrap()).unwrap();
         assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();

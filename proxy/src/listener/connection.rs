@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{until_true, ConnLimits};
+use crate::parse_errors::JsonErrors;
 use crate::upstream::BoxError;
 
 /// How long a connection asked to close may take, once no request is in progress, before it
@@ -45,8 +46,10 @@ fn builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        // hyper's own hard cap sits above ours so ours answers with JSON first.
-        .max_buf_size((limits.max_header_bytes * 2 + 4096).max(8192));
+        // hyper's own hard caps sit above ours so ours answer with JSON first; what hyper
+        // still refuses by itself gets a JSON body from `JsonErrors`.
+        .max_buf_size((limits.max_header_bytes * 2 + 4096).max(8192))
+        .max_headers(limits.max_headers.saturating_mul(2).max(100));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -89,7 +92,7 @@ where
         })
     };
     let builder = builder(limits);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder.serve_connection(TokioIo::new(JsonErrors::new(io)), service);
     tokio::pin!(conn);
     let mut closing = false;
     let mut check_at = Instant::now() + limits.idle_timeout;
