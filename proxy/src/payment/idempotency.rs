@@ -81,13 +81,14 @@ impl Payments {
         }
     }
 
-    /// Finish the record with the answer to replay, release it, or leave it in flight.
+    /// Finish the record with the answer to replay, release it, or park it (in flight, held by
+    /// nobody: the storefront's retry resumes it at once).
     pub(super) async fn settle(&self, held: Option<Held>, keep: &Keep) {
         let Some(Held { record, .. }) = held else {
             return;
         };
         let done = match keep.clone() {
-            Keep::Hold => return,
+            Keep::Hold => self.state(move |s| s.park(&record)).await,
             Keep::Replay(stored) => {
                 let ttl = self.ttl_ms;
                 self.state(move |s| s.finish(&record, &stored, now_ms(), ttl))
