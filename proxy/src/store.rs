@@ -63,8 +63,8 @@
 //! [`RedbStore`] is the embedded default: every write is one redb transaction committed with
 //! `Durability::Immediate` (fsync), so a `kill -9` loses nothing a call returned `Ok` for, and
 //! write transactions are serialized, which makes `begin` atomic across threads. A redb file
-//! does not shrink, but pages freed by a purge are reused, so under steady traffic it stops
-//! growing. [`MemoryStore`] has the same semantics without durability, for tests. Both share
+//! is not compacted, but pages freed by a purge are reused (and a free tail trimmed), so under
+//! steady traffic it stops growing. [`MemoryStore`] has the same semantics without durability, for tests. Both share
 //! the decision logic in `record` and `purge`, so a Redis store added later only has to
 //! provide the atomic read-modify-write.
 
@@ -77,6 +77,7 @@ mod payments;
 mod purge;
 mod record;
 mod redb_store;
+pub(crate) mod sweeper;
 
 use crate::plugin::storefront::ListQuery;
 pub use memory::MemoryStore;
