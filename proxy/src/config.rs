@@ -61,6 +61,15 @@ pub struct StateConfig {
     /// How long a finished idempotent answer is replayed. Default 24 h.
     #[serde(default = "default_idempotency_ttl_ms")]
     pub idempotency_ttl_ms: u64,
+    /// How long payment records are kept after their creation, and owners (which provider
+    /// owns a payment or refund id) after their last write; follow-ups on an id past it go to
+    /// the home provider. Default 400 days: longer than card refund and dispute windows.
+    #[serde(default = "default_payment_retention_ms")]
+    pub payment_retention_ms: u64,
+    /// How often the background purge deletes expired idempotency records and payments and
+    /// owners past their retention. Default 60 s; must be positive.
+    #[serde(default = "default_purge_interval_ms")]
+    pub purge_interval_ms: u64,
 }
 
 impl Default for StateConfig {
@@ -69,6 +78,8 @@ impl Default for StateConfig {
             kind: default_state_kind(),
             path: default_state_path(),
             idempotency_ttl_ms: default_idempotency_ttl_ms(),
+            payment_retention_ms: default_payment_retention_ms(),
+            purge_interval_ms: default_purge_interval_ms(),
         }
     }
 }
@@ -91,6 +102,12 @@ fn default_state_path() -> PathBuf {
 }
 fn default_idempotency_ttl_ms() -> u64 {
     24 * 60 * 60 * 1000
+}
+fn default_payment_retention_ms() -> u64 {
+    400 * 24 * 60 * 60 * 1000
+}
+fn default_purge_interval_ms() -> u64 {
+    60 * 1000
 }
 
 /// One storefront listener.
@@ -746,6 +763,12 @@ impl Config {
             if value == 0 {
                 return Err(invalid(field.into(), "must be positive".into()));
             }
+        }
+        if self.state.purge_interval_ms == 0 {
+            return Err(invalid(
+                "state.purge_interval_ms".into(),
+                "must be positive".into(),
+            ));
         }
         let host = &self.plugin_host;
         if host.deadline_ms == 0 || host.memory_mb == 0 || host.recycle_after == 0 {

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds, from 50 µs (plugin calls) to 30 s (slow providers).
@@ -49,6 +50,11 @@ pub struct Metrics {
     pub storefront_refusals: IntCounterVec,
     /// Reloads by result (`ok`, `error`).
     pub reloads: IntCounterVec,
+    /// Records deleted by the background purge, by table (`idempotency`, `payments`,
+    /// `owners`).
+    pub store_purged: IntCounterVec,
+    /// Purge calls that failed; the next pass tries again.
+    pub store_purge_failures: IntCounter,
     /// Loaded plugins: value 1, labels plugin, role and sha256 digest.
     pub plugin_info: IntGaugeVec,
     /// Config info: value 1, label config hash.
@@ -148,6 +154,22 @@ impl Metrics {
                 "Config reloads by result.",
                 &["result"],
             ),
+            store_purged: counter(
+                "payproxy_store_purged_total",
+                "Records deleted by the background purge, by table.",
+                &["table"],
+            ),
+            store_purge_failures: {
+                let c = IntCounter::new(
+                    "payproxy_store_purge_failures_total",
+                    "Background purge calls that failed.",
+                )
+                .expect("static metric definition");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("unique metric name");
+                c
+            },
             plugin_info: gauge(
                 "payproxy_plugin_info",
                 "Loaded plugins with their role and sha256 digest (value 1).",

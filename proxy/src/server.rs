@@ -17,6 +17,7 @@ use crate::plugin::PluginHost;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
 use crate::snapshot::Builder;
+use crate::store::sweeper::{self, Sweep};
 use crate::store::{MemoryStore, RedbStore, Store};
 
 /// A running proxy.
@@ -30,7 +31,7 @@ pub struct Running {
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
-    /// Listeners, admin and active checks: they finish when `shutdown` flips.
+    /// Listeners, admin, active checks and the store purge: they finish when `shutdown` flips.
     tasks: Vec<JoinHandle<()>>,
     /// Reload triggers (SIGHUP, file watch): they run until aborted.
     triggers: Vec<JoinHandle<()>>,
@@ -116,11 +117,20 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
     let proxy = Arc::new(Proxy::new(
         reloader.clone(),
         metrics.clone(),
-        store,
+        store.clone(),
         config.state.idempotency_ttl_ms,
     ));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let sweep = Sweep {
+        interval: Duration::from_millis(config.state.purge_interval_ms),
+        retention_ms: config.state.payment_retention_ms,
+    };
+    let mut tasks = vec![tokio::spawn(sweeper::run(
+        store,
+        sweep,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    ))];
     let mut listen_addrs = Vec::new();
     for l in &config.listeners {
         let tcp = listener::bind(l.addr).await?;

@@ -1,34 +1,44 @@
-//! Durable state: storefront idempotency records and provider affinity (payment owners).
+//! Durable state: storefront idempotency records, provider affinity (payment owners) and
+//! payment records, kept for a bounded time.
 //!
 //! # Idempotency (Stripe semantics)
 //!
 //! A storefront request carrying an `Idempotency-Key` is run at most once. [`Store::begin`] looks
 //! the key up and, in one atomic step, either claims it or says why not:
 //!
-//! - no record, or a finished one past its TTL → an in-flight record (fingerprint, start time) is
-//!   written and the caller executes ([`Begin::Started`]);
+//! - no record, or a finished one past its TTL → an in-flight record (fingerprint, start time,
+//!   holder) is written and the caller executes ([`Begin::Started`]);
 //! - a record whose request fingerprint differs → [`Begin::Mismatch`], answered like Stripe's
 //!   `400 idempotency_error` (checked first, whatever state the record is in: a key is bound to
 //!   one request for its whole life);
 //! - a finished record → [`Begin::Replay`] of the stored response, byte for byte;
-//! - an in-flight record younger than `stale_after_ms` → [`Begin::InFlight`], answered `409`;
-//! - an in-flight record older than that → its proxy died mid-request and the caller takes it
-//!   over ([`Begin::Resume`]). The takeover restarts the record's clock, so a second retry
-//!   arriving right after sees `InFlight`, not a second takeover.
+//! - an in-flight record this store instance holds, younger than `stale_after_ms` →
+//!   [`Begin::InFlight`], answered `409`: its request may still be running;
+//! - any other in-flight record is taken over ([`Begin::Resume`], with the [`Takeover`] reason):
+//!   one held by an earlier incarnation of the store (a process that stopped: a durable store
+//!   is opened by one process at a time, so another holder cannot be running), one parked by
+//!   [`Store::park`], or one of this instance's own past `stale_after_ms` (a safety net for a
+//!   request that never settled). The takeover holds the record again and restarts its clock,
+//!   so a second retry arriving right after sees `InFlight`, not a second takeover.
+//!
+//! Each store instance has its own random incarnation id, written into the records it claims;
+//! callers never pass it. A store shared by several live processes (PostgreSQL) cannot use
+//! this rule as is: there, another holder may be alive, and claims need leases.
 //!
 //! While executing, the caller journals each provider attempt with [`Store::note_attempt`]
 //! *before* the request leaves, and `Resume` hands the last one back: after a crash the payment
 //! may already be charged at that provider, so the resumed request must go to the same provider
 //! with the same provider idempotency key, never to a new one. The request ends with
-//! [`Store::finish`] (response stored before the storefront sees it, kept for a TTL) or, when
-//! nothing can have been charged, [`Store::release`] (the key may be retried as new).
-//! [`Store::purge_expired`] deletes finished records past their TTL; in-flight records are never
-//! purged, since they are the only evidence of a possibly charged, unanswered payment.
+//! [`Store::finish`] (response stored before the storefront sees it, kept for a TTL), with
+//! [`Store::release`] when nothing can have been charged (the key may be retried as new), or
+//! with [`Store::park`] when the outcome is unknown (the record stays in flight with its
+//! attempt, and the storefront's retry resumes it at once).
 //!
 //! # Affinity
 //!
 //! [`Store::set_owner`] maps a storefront-visible payment id to the provider that owns it, so
-//! follow-ups (capture, refund, void, status) go there.
+//! follow-ups (capture, refund, void, status) go there. The store stamps each owner with the
+//! time it was written (its own clock).
 //!
 //! # Payment records
 //!
@@ -36,13 +46,27 @@
 //! the canonical payment, its state, owner and amounts), [`Store::payment`] reads it back for
 //! follow-ups, and [`Store::list_payments`] pages through a route's payments newest first.
 //!
+//! # Bounded state
+//!
+//! [`Store::purge_expired`] deletes, in one short step of at most `limit` records, oldest
+//! first: finished idempotency records past their TTL, payment records (with their list entry)
+//! created more than a retention ago, and owners written more than that retention ago. In-flight
+//! idempotency records are never purged: they are the only evidence of a possibly charged,
+//! unanswered payment. Each store keeps a purge index (due time, key) per table, so a call reads
+//! only what is due instead of scanning. The proxy runs it from a background task (`sweeper`).
+//! Once a payment and its owner are purged, follow-ups naming it go to the home provider, like
+//! any id payproxy has never seen: the retention must cover the merchant's refund and dispute
+//! windows.
+//!
 //! # Implementations
 //!
 //! [`RedbStore`] is the embedded default: every write is one redb transaction committed with
 //! `Durability::Immediate` (fsync), so a `kill -9` loses nothing a call returned `Ok` for, and
-//! write transactions are serialized, which makes `begin` atomic across threads. [`MemoryStore`]
-//! has the same semantics without durability, for tests. Both share the decision logic in
-//! `record`, so a Redis store added later only has to provide the atomic read-modify-write.
+//! write transactions are serialized, which makes `begin` atomic across threads. A redb file
+//! is not compacted, but pages freed by a purge are reused (and a free tail trimmed), so under
+//! steady traffic it stops growing. [`MemoryStore`] has the same semantics without durability, for tests. Both share
+//! the decision logic in `record` and `purge`, so a Redis store added later only has to
+//! provide the atomic read-modify-write.
 
 use std::path::PathBuf;
 
@@ -50,12 +74,15 @@ use serde::{Deserialize, Serialize};
 
 mod memory;
 mod payments;
+mod purge;
 mod record;
 mod redb_store;
+pub(crate) mod sweeper;
 
 use crate::plugin::storefront::ListQuery;
 pub use memory::MemoryStore;
 pub use payments::{Page, PaymentEntry};
+pub use purge::Purged;
 pub use redb_store::RedbStore;
 
 /// A response as the storefront saw it, kept for replay.
@@ -100,17 +127,31 @@ pub enum Begin {
     /// A record with a different fingerprint (same key, different request): refuse (Stripe: 400
     /// idempotency_error).
     Mismatch,
-    /// Another request with this key is executing now (started less than `stale_after_ms` ago):
-    /// refuse (409).
+    /// Another request of this store instance with this key is executing now (started less
+    /// than `stale_after_ms` ago): refuse (409).
     InFlight,
-    /// An in-flight record older than `stale_after_ms` (its proxy died mid-request): the caller
-    /// takes it over. `attempt` is the last attempt journaled for it, if any (provider + provider
-    /// idempotency key), so the caller resends to the SAME provider with the SAME provider key
-    /// instead of trying a new one.
+    /// An in-flight record nobody is executing (see [`Takeover`]): the caller takes it over.
+    /// `attempt` is the last attempt journaled for it, if any (provider + provider idempotency
+    /// key), so the caller resends to the SAME provider with the SAME provider key instead of
+    /// trying a new one.
     Resume {
-        /// The last journaled attempt, if one was sent (or about to be) before the crash.
+        /// The last journaled attempt, if one was sent (or about to be) before it stopped.
         attempt: Option<Attempt>,
+        /// Why nobody is executing it.
+        reason: Takeover,
     },
+}
+
+/// Why an in-flight record could be taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// Its request ended with the outcome unknown and parked it ([`Store::park`]).
+    Parked,
+    /// An earlier process held it (another store incarnation, or a record from before
+    /// holders were recorded): that process stopped mid-request.
+    PreviousProcess,
+    /// This process held it past `stale_after_ms` without settling it.
+    PastDeadline,
 }
 
 /// A store failure. None of these means "the key is free": callers must fail the request.
@@ -165,11 +206,11 @@ pub enum StoreError {
         /// The JSON error.
         source: serde_json::Error,
     },
-    /// `note_attempt` or `finish` for a key that has no in-flight record (never begun, released,
-    /// or already finished): the caller lost its claim on the key.
+    /// `note_attempt`, `finish` or `park` for a key that has no in-flight record (never begun,
+    /// released, or already finished): the caller lost its claim on the key.
     #[error("store: {op} {key:?}: no in-flight record ({found})")]
     NotInFlight {
-        /// `note_attempt` or `finish`.
+        /// `note_attempt`, `finish` or `park`.
         op: &'static str,
         /// The idempotency key.
         key: String,
@@ -205,12 +246,24 @@ pub trait Store: Send + Sync + 'static {
     /// Drop the in-flight record (nothing was charged: the request may be retried as new).
     /// A finished record is kept (its response must still replay); an absent key is fine.
     fn release(&self, key: &str) -> Result<(), StoreError>;
+    /// Keep the in-flight record, with its journaled attempt, but held by nobody: its request
+    /// ended with the outcome unknown, and the next request with the key resumes it at once.
+    /// Fails with [`StoreError::NotInFlight`] unless `key` is in flight.
+    fn park(&self, key: &str) -> Result<(), StoreError>;
     /// Who owns `payment_id`, if known.
     fn owner(&self, payment_id: &str) -> Result<Option<Owner>, StoreError>;
-    /// Remember (or replace) who owns `payment_id`.
+    /// Remember (or replace) who owns `payment_id`, stamped with the time of writing.
     fn set_owner(&self, payment_id: &str, owner: &Owner) -> Result<(), StoreError>;
-    /// Delete finished idempotency records past their TTL; returns how many.
-    fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+    /// Delete at most `limit` records that are due, oldest first, in one short step: finished
+    /// idempotency records expired at `now_ms`, payment records created and owners written at
+    /// or before `now_ms - retention_ms`. Never an in-flight idempotency record. Call again
+    /// while [`Purged::more`] says the limit was reached.
+    fn purge_expired(
+        &self,
+        now_ms: u64,
+        retention_ms: u64,
+        limit: usize,
+    ) -> Result<Purged, StoreError>;
     /// The payment record with storefront-visible id `id`, if payproxy has one.
     fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError>;
     /// Write (or replace) a payment record. Its creation time must not change once written.

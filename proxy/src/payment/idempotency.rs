@@ -2,7 +2,7 @@
 //! reuse with another request, conflict while in flight, take over after a crash).
 
 use super::*;
-use crate::store::Begin;
+use crate::store::{Begin, Takeover};
 
 /// An idempotency record a request holds.
 pub(super) struct Held {
@@ -43,8 +43,13 @@ impl Payments {
         };
         match begun {
             Ok(Begin::Started) => held(None),
-            Ok(Begin::Resume { attempt }) => {
-                tracing::warn!(route = %ctx.route.name, provider = attempt.as_ref().map(|a| a.provider.as_str()).unwrap_or("-"), "idempotency key in flight past its deadline (its request's process stopped): resuming it");
+            Ok(Begin::Resume { attempt, reason }) => {
+                let what = match reason {
+                    Takeover::Parked => "whose earlier request ended with its outcome unknown",
+                    Takeover::PreviousProcess => "held by a previous process",
+                    Takeover::PastDeadline => "in flight past its deadline",
+                };
+                tracing::warn!(route = %ctx.route.name, provider = attempt.as_ref().map(|a| a.provider.as_str()).unwrap_or("-"), "resuming a payment {what}");
                 held(attempt)
             }
             Ok(Begin::Replay(stored)) => {
@@ -76,13 +81,14 @@ impl Payments {
         }
     }
 
-    /// Finish the record with the answer to replay, release it, or leave it in flight.
+    /// Finish the record with the answer to replay, release it, or park it (in flight, held by
+    /// nobody: the storefront's retry resumes it at once).
     pub(super) async fn settle(&self, held: Option<Held>, keep: &Keep) {
         let Some(Held { record, .. }) = held else {
             return;
         };
         let done = match keep.clone() {
-            Keep::Hold => return,
+            Keep::Hold => self.state(move |s| s.park(&record)).await,
             Keep::Replay(stored) => {
                 let ttl = self.ttl_ms;
                 self.state(move |s| s.finish(&record, &stored, now_ms(), ttl))

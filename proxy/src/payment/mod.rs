@@ -117,8 +117,8 @@ pub(crate) enum Keep {
     Replay(StoredResponse),
     /// Nothing: nothing can have been charged, a retry may run the request again.
     Release,
-    /// The record stays in flight (the outcome is unknown and has no provider reference): a
-    /// retry resumes at the same provider with the same provider key once it is stale.
+    /// The record stays in flight, parked (the outcome is unknown and has no provider
+    /// reference): a retry resumes at once at the same provider with the same provider key.
     Hold,
 }
 

@@ -5,37 +5,122 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use super::payments::{self, Page, PaymentEntry};
+use super::purge::{self, Cutoffs, Purged, Stamped, StoredOwner};
 use super::record::{self, Record};
 use super::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
 
 /// A [`Store`] in process memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
-    records: Mutex<HashMap<String, Record>>,
-    owners: Mutex<HashMap<String, Owner>>,
+    incarnation: u64,
+    records: Mutex<Keyed<Record>>,
+    owners: Mutex<Keyed<StoredOwner>>,
     payments: Mutex<Payments>,
+}
+
+/// A map and its purge index (see `purge`), updated together.
+#[derive(Debug)]
+struct Keyed<T> {
+    map: HashMap<String, T>,
+    due: BTreeSet<(u64, String)>,
 }
 
 #[derive(Debug, Default)]
 struct Payments {
-    by_id: HashMap<String, PaymentEntry>,
+    by_id: Keyed<PaymentEntry>,
+    /// List index (see `payments::index_key`).
     index: BTreeSet<String>,
+}
+
+impl<T> Default for Keyed<T> {
+    fn default() -> Self {
+        Keyed {
+            map: HashMap::new(),
+            due: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T: Stamped> Keyed<T> {
+    /// Insert or replace, moving the purge index entry; returns the old value.
+    fn insert(&mut self, key: &str, value: T) -> Option<T> {
+        if let Some(stamp) = value.stamp_ms() {
+            self.due.insert((stamp, key.to_string()));
+        }
+        let old = self.map.insert(key.to_string(), value)?;
+        let new_stamp = self.map.get(key).and_then(Stamped::stamp_ms);
+        if let Some(stamp) = old.stamp_ms().filter(|s| Some(*s) != new_stamp) {
+            self.due.remove(&(stamp, key.to_string()));
+        }
+        Some(old)
+    }
+
+    fn remove(&mut self, key: &str) -> Option<T> {
+        let old = self.map.remove(key)?;
+        if let Some(stamp) = old.stamp_ms() {
+            self.due.remove(&(stamp, key.to_string()));
+        }
+        Some(old)
+    }
+
+    /// Remove up to `limit` values due under `cutoff`, oldest first.
+    fn purge(&mut self, cutoff: Option<u64>, limit: usize) -> Vec<T> {
+        purge::take_due(&mut self.due, cutoff, limit)
+            .into_iter()
+            .filter_map(|(_, key)| self.map.remove(&key))
+            .collect()
+    }
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        Self::default()
+        MemoryStore {
+            incarnation: record::incarnation(),
+            records: Mutex::default(),
+            owners: Mutex::default(),
+            payments: Mutex::default(),
+        }
+    }
+
+    /// The same contents under a new incarnation, as if a process had restarted and kept
+    /// them (a memory store never does): for tests of how records held by an earlier
+    /// process are taken over.
+    pub fn restarted(self) -> Self {
+        MemoryStore {
+            incarnation: record::incarnation(),
+            ..self
+        }
     }
 }
 
-/// Every critical section below is a single map operation on owned values, so a panic
-/// elsewhere cannot leave a map half-updated: a poisoned lock is safe to keep using.
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Every critical section below leaves its map and index consistent before anything that
+/// could panic, so a poisoned lock is safe to keep using.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MemoryStore {
+    /// Reads the record for `key`, lets `decide` compute the new one, writes it.
+    fn update(
+        &self,
+        key: &str,
+        decide: impl FnOnce(Option<Record>) -> Result<Record, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut records = lock(&self.records);
+        let new = decide(records.map.get(key).cloned())?;
+        records.insert(key, new);
+        Ok(())
+    }
 }
 
 impl Store for MemoryStore {
@@ -47,19 +132,22 @@ impl Store for MemoryStore {
         stale_after_ms: u64,
     ) -> Result<Begin, StoreError> {
         let mut records = lock(&self.records);
-        let existing = records.get(key).cloned();
-        let (answer, write) = record::begin(existing, fingerprint, now_ms, stale_after_ms);
+        let existing = records.map.get(key).cloned();
+        let (answer, write) = record::begin(
+            existing,
+            fingerprint,
+            now_ms,
+            stale_after_ms,
+            self.incarnation,
+        );
         if let Some(new) = write {
-            records.insert(key.to_string(), new);
+            records.insert(key, new);
         }
         Ok(answer)
     }
 
     fn note_attempt(&self, key: &str, attempt: &Attempt) -> Result<(), StoreError> {
-        let mut records = lock(&self.records);
-        let new = record::note_attempt(records.get(key).cloned(), key, attempt)?;
-        records.insert(key.to_string(), new);
-        Ok(())
+        self.update(key, |existing| record::note_attempt(existing, key, attempt))
     }
 
     fn finish(
@@ -69,56 +157,89 @@ impl Store for MemoryStore {
         now_ms: u64,
         ttl_ms: u64,
     ) -> Result<(), StoreError> {
-        let mut records = lock(&self.records);
-        let new = record::finish(records.get(key).cloned(), key, response, now_ms, ttl_ms)?;
-        records.insert(key.to_string(), new);
-        Ok(())
+        self.update(key, |existing| {
+            record::finish(existing, key, response, now_ms, ttl_ms)
+        })
     }
 
     fn release(&self, key: &str) -> Result<(), StoreError> {
         let mut records = lock(&self.records);
-        if records.get(key).is_some_and(record::releasable) {
+        if records.map.get(key).is_some_and(record::releasable) {
             records.remove(key);
         }
         Ok(())
     }
 
+    fn park(&self, key: &str) -> Result<(), StoreError> {
+        self.update(key, |existing| record::park(existing, key))
+    }
+
     fn owner(&self, payment_id: &str) -> Result<Option<Owner>, StoreError> {
-        Ok(lock(&self.owners).get(payment_id).cloned())
+        let owners = lock(&self.owners);
+        Ok(owners
+            .map
+            .get(payment_id)
+            .map(|stored| stored.owner.clone()))
     }
 
     fn set_owner(&self, payment_id: &str, owner: &Owner) -> Result<(), StoreError> {
-        lock(&self.owners).insert(payment_id.to_string(), owner.clone());
+        let stored = StoredOwner {
+            owner: owner.clone(),
+            written_ms: Some(purge::wall_ms()),
+        };
+        lock(&self.owners).insert(payment_id, stored);
         Ok(())
     }
 
-    fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
-        let mut records = lock(&self.records);
-        let before = records.len();
-        records.retain(|_, record| !record.expired(now_ms));
-        Ok(before - records.len())
+    fn purge_expired(
+        &self,
+        now_ms: u64,
+        retention_ms: u64,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        let cutoffs = Cutoffs::new(now_ms, retention_ms);
+        let mut left = limit;
+        let idempotency = lock(&self.records)
+            .purge(Some(cutoffs.idempotency), left)
+            .len();
+        left -= idempotency;
+        let payments = {
+            let mut payments = lock(&self.payments);
+            let gone = payments.by_id.purge(cutoffs.retained, left);
+            for entry in &gone {
+                payments.index.remove(&entry.index_key());
+            }
+            gone.len()
+        };
+        left -= payments;
+        let owners = lock(&self.owners).purge(cutoffs.retained, left).len();
+        left -= owners;
+        Ok(Purged {
+            idempotency,
+            payments,
+            owners,
+            more: left == 0,
+        })
     }
 
     fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError> {
-        Ok(lock(&self.payments).by_id.get(id).cloned())
+        Ok(lock(&self.payments).by_id.map.get(id).cloned())
     }
 
     fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
         let mut payments = lock(&self.payments);
-        if let Some(old) = payments.by_id.get(&entry.record.id) {
-            let key = old.index_key();
-            payments.index.remove(&key);
+        let key = entry.index_key();
+        if let Some(old) = payments.by_id.insert(&entry.record.id, entry.clone()) {
+            payments.index.remove(&old.index_key());
         }
-        payments.index.insert(entry.index_key());
-        payments
-            .by_id
-            .insert(entry.record.id.clone(), entry.clone());
+        payments.index.insert(key);
         Ok(())
     }
 
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError> {
         let payments = lock(&self.payments);
-        let anchor = |id: &str| Ok(payments.by_id.get(id).map(PaymentEntry::index_key));
+        let by_id = &payments.by_id.map;
+        let anchor = |id: &str| Ok(by_id.get(id).map(PaymentEntry::index_key));
         let Some(scan) = payments::scan(route, query, anchor)? else {
             return Ok((Vec::new(), false));
         };
@@ -131,8 +252,6 @@ impl Store for MemoryStore {
             Box::new(range.rev())
         };
         let ids = ids.map(|key| Ok(payments::id_of(key).to_string()));
-        payments::collect(ids, query, scan.ascending, |id| {
-            Ok(payments.by_id.get(id).cloned())
-        })
+        payments::collect(ids, query, scan.ascending, |id| Ok(by_id.get(id).cloned()))
     }
 }

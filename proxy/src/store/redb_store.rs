@@ -1,16 +1,20 @@
 //! The embedded durable store, on redb: one file, ACID, crash-safe. Every mutation is a single
 //! write transaction committed with redb's default `Durability::Immediate` (fsync before
 //! `commit` returns); redb serializes write transactions, which is what makes the
-//! read-check-write of `begin` atomic across threads.
+//! read-check-write of `begin` atomic across threads. The purge indexes (`due`) are written in
+//! the same transaction as the records they index.
 
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::payments::{self, Page, PaymentEntry, PAYMENTS, PAYMENT_INDEX};
+use super::purge::{self, Purged, Stamped, StoredOwner};
 use super::record::{self, Record, IDEMPOTENCY, OWNERS};
 use super::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
+
+mod due;
 
 /// Idempotency key → JSON [`Record`].
 const IDEMPOTENCY_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(IDEMPOTENCY);
@@ -25,6 +29,9 @@ const PAYMENT_INDEX_TABLE: TableDefinition<&str, ()> = TableDefinition::new(PAYM
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    /// This instance's id in the records it holds. redb locks the file for one `Database` at
+    /// a time, so a record held by another id was held by an instance that is gone.
+    incarnation: u64,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -66,7 +73,8 @@ fn open_error<E: Into<redb::Error>>(path: &Path) -> impl FnOnce(E) -> StoreError
 
 impl RedbStore {
     /// Opens the database at `path`, creating it, its parent directory and its tables if
-    /// missing. After a crash, redb repairs the file here before the first transaction.
+    /// missing, under a new incarnation. After a crash, redb repairs the file here before the
+    /// first transaction. A file from before the purge indexes gets them built here, once.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -76,16 +84,21 @@ impl RedbStore {
         }
         let db = Database::create(path).map_err(open_error(path))?;
         let txn = db.begin_write().map_err(open_error(path))?;
+        let indexed = due::indexed(&txn).map_err(open_error(path))?;
         txn.open_table(IDEMPOTENCY_TABLE)
             .map_err(open_error(path))?;
         txn.open_table(OWNERS_TABLE).map_err(open_error(path))?;
         txn.open_table(PAYMENTS_TABLE).map_err(open_error(path))?;
         txn.open_table(PAYMENT_INDEX_TABLE)
             .map_err(open_error(path))?;
+        if !indexed {
+            due::backfill(&txn, purge::wall_ms())?;
+        }
         txn.commit().map_err(open_error(path))?;
         Ok(RedbStore {
             db,
             path: path.to_path_buf(),
+            incarnation: record::incarnation(),
         })
     }
 
@@ -94,8 +107,9 @@ impl RedbStore {
         &self.path
     }
 
-    /// Reads the record for `key`, lets `decide` choose, applies its write, all in one write
-    /// transaction. Commits (and fsyncs) only when something changed.
+    /// Reads the record for `key`, lets `decide` choose, applies its write and moves the
+    /// record's purge index entry, all in one write transaction. Commits (and fsyncs) only
+    /// when something changed.
     fn update<T>(
         &self,
         op: &'static str,
@@ -105,23 +119,29 @@ impl RedbStore {
         let txn = self.db.begin_write().context(op, key)?;
         let (out, changed) = {
             let mut table = txn.open_table(IDEMPOTENCY_TABLE).context(op, key)?;
-            let existing = match table.get(key).context(op, key)? {
+            let existing: Option<Record> = match table.get(key).context(op, key)? {
                 Some(value) => Some(record::decode(IDEMPOTENCY, key, value.value())?),
                 None => None,
             };
+            let old_stamp = existing.as_ref().and_then(Stamped::stamp_ms);
             let (out, write) = decide(existing)?;
-            let changed = match write {
-                Write::Nothing => false,
+            let new_stamp = match &write {
+                Write::Nothing => None,
                 Write::Put(new) => {
-                    let bytes = record::encode(IDEMPOTENCY, key, &new)?;
+                    let bytes = record::encode(IDEMPOTENCY, key, new)?;
                     table.insert(key, bytes.as_slice()).context(op, key)?;
-                    true
+                    new.stamp_ms()
                 }
                 Write::Delete => {
                     table.remove(key).context(op, key)?;
-                    true
+                    None
                 }
             };
+            let changed = !matches!(write, Write::Nothing);
+            if changed {
+                let mut index = txn.open_table(due::IDEMPOTENCY_DUE).context(op, key)?;
+                due::restamp(&mut index, key, old_stamp, new_stamp).context(op, key)?;
+            }
             (out, changed)
         };
         if changed {
@@ -142,7 +162,13 @@ impl Store for RedbStore {
         stale_after_ms: u64,
     ) -> Result<Begin, StoreError> {
         self.update("begin", key, |existing| {
-            let (answer, write) = record::begin(existing, fingerprint, now_ms, stale_after_ms);
+            let (answer, write) = record::begin(
+                existing,
+                fingerprint,
+                now_ms,
+                stale_after_ms,
+                self.incarnation,
+            );
             Ok((answer, write.map_or(Write::Nothing, Write::Put)))
         })
     }
@@ -179,59 +205,60 @@ impl Store for RedbStore {
         })
     }
 
+    fn park(&self, key: &str) -> Result<(), StoreError> {
+        self.update("park", key, |existing| {
+            Ok(((), Write::Put(record::park(existing, key)?)))
+        })
+    }
+
     fn owner(&self, payment_id: &str) -> Result<Option<Owner>, StoreError> {
         let op = "owner";
         let txn = self.db.begin_read().context(op, payment_id)?;
         let table = txn.open_table(OWNERS_TABLE).context(op, payment_id)?;
         match table.get(payment_id).context(op, payment_id)? {
-            Some(value) => Ok(Some(record::decode(OWNERS, payment_id, value.value())?)),
+            Some(value) => {
+                let stored: StoredOwner = record::decode(OWNERS, payment_id, value.value())?;
+                Ok(Some(stored.owner))
+            }
             None => Ok(None),
         }
     }
 
     fn set_owner(&self, payment_id: &str, owner: &Owner) -> Result<(), StoreError> {
         let op = "set_owner";
-        let bytes = record::encode(OWNERS, payment_id, owner)?;
+        let stored = StoredOwner {
+            owner: owner.clone(),
+            written_ms: Some(purge::wall_ms()),
+        };
+        let bytes = record::encode(OWNERS, payment_id, &stored)?;
         let txn = self.db.begin_write().context(op, payment_id)?;
         {
             let mut table = txn.open_table(OWNERS_TABLE).context(op, payment_id)?;
+            // The old stamp, to move its index entry. An owner that does not decode (or has
+            // no stamp) leaves its entry behind; the purge drops such entries when it meets
+            // them.
+            let old_stamp = table
+                .get(payment_id)
+                .context(op, payment_id)?
+                .and_then(|v| record::decode::<StoredOwner>(OWNERS, payment_id, v.value()).ok())
+                .and_then(|old| old.written_ms);
             table
                 .insert(payment_id, bytes.as_slice())
+                .context(op, payment_id)?;
+            let mut index = txn.open_table(due::OWNERS_DUE).context(op, payment_id)?;
+            due::restamp(&mut index, payment_id, old_stamp, stored.written_ms)
                 .context(op, payment_id)?;
         }
         txn.commit().context(op, payment_id)
     }
 
-    fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
-        let op = "purge_expired";
-        let txn = self.db.begin_write().context(op, "*")?;
-        let mut removed = 0;
-        {
-            let mut table = txn.open_table(IDEMPOTENCY_TABLE).context(op, "*")?;
-            table
-                .retain(|key, value| {
-                    match record::decode::<Record>(IDEMPOTENCY, key, value) {
-                        Ok(record) if record.expired(now_ms) => {
-                            removed += 1;
-                            false
-                        }
-                        Ok(_) => true,
-                        // Housekeeping must not stop at one bad record, nor delete what it
-                        // cannot read: keep it and say so.
-                        Err(error) => {
-                            tracing::warn!(%error, "store: keeping an undecodable record");
-                            true
-                        }
-                    }
-                })
-                .context(op, "*")?;
-        }
-        if removed > 0 {
-            txn.commit().context(op, "*")?;
-        } else {
-            txn.abort().context(op, "*")?;
-        }
-        Ok(removed)
+    fn purge_expired(
+        &self,
+        now_ms: u64,
+        retention_ms: u64,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        due::purge(&self.db, now_ms, retention_ms, limit)
     }
 
     fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError> {
@@ -257,12 +284,15 @@ impl Store for RedbStore {
             };
             table.insert(id, bytes.as_slice()).context(op, id)?;
             let mut index = txn.open_table(PAYMENT_INDEX_TABLE).context(op, id)?;
-            if let Some(old) = old {
+            if let Some(old) = &old {
                 index.remove(old.index_key().as_str()).context(op, id)?;
             }
             index
                 .insert(entry.index_key().as_str(), ())
                 .context(op, id)?;
+            let mut due_index = txn.open_table(due::PAYMENTS_DUE).context(op, id)?;
+            let old_stamp = old.as_ref().and_then(Stamped::stamp_ms);
+            due::restamp(&mut due_index, id, old_stamp, entry.stamp_ms()).context(op, id)?;
         }
         txn.commit().context(op, id)
     }
