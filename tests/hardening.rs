@@ -210,7 +210,7 @@ async fn card_numbers_stop_at_payproxy_in_every_form_and_place() {
 
     // Controls: clean requests on each route pass and are seen, with a phone number, an
     // amount and a UUID key that a careless detector would take for cards.
-    let clean = "email=jan%40example.nl&phone=%2B62+812+3456+7899&amount=4111111111111111\
+    let clean = "email=jan%40example.nl&phone=%2B62+812+3456+7899&amount=424242424242\
                  &metadata[order]=12345678-1234-1234-1234-123456789012";
     for path in ["/v1/customers", "/plain/x", "/routed/x"] {
         let reply = client
@@ -517,8 +517,8 @@ async fn a_payment_route_without_keys_is_refused_at_load_and_by_check() {
 // A payment that outlives the request timeout
 // ---------------------------------------------------------------------------------------
 
-/// One payment route over a translated provider `slow` (Adyen), request timeout 1 s,
-/// provider timeout 10 s.
+/// One payment route over a translated provider `slow` (Adyen): payment deadline 1 s, request
+/// timeout 2 s (the least that holds it), provider timeout 10 s.
 fn slow_config(sim: &Simulator) -> Value {
     let mut adyen = provider(&sim.base_url("slow"), "slow", "adyen", "eu");
     adyen["timeout_ms"] = 10_000.into();
@@ -526,10 +526,10 @@ fn slow_config(sim: &Simulator) -> Value {
         "listeners": [{ "addr": "127.0.0.1:0" }],
         "admin": { "addr": "127.0.0.1:0" },
         "reload": { "watch": false },
-        "limits": { "request_timeout_ms": 1000 },
+        "limits": { "request_timeout_ms": 2000 },
         "plugins": dialect_plugins(),
         "providers": { "slow": adyen },
-        "routes": [payment_route(&["slow"], &[], json!({ "deadline_ms": 20000, "resend_attempts": 0 }))],
+        "routes": [payment_route(&["slow"], &[], json!({ "deadline_ms": 1000, "resend_attempts": 0 }))],
     })
 }
 
@@ -563,8 +563,9 @@ async fn a_charge_answered_after_the_request_timeout_is_processing_with_its_id_a
     let env = Env::start(slow_config(&sim)).await;
     let client = HttpClient::default();
 
-    // With an idempotency key: the provider charges, then answers after 2.5 s.
-    sim.set_faults("slow", Faults::timeout_after_charge(2500));
+    // With an idempotency key: the provider charges, then answers after 4 s, past the
+    // request timeout.
+    sim.set_faults("slow", Faults::timeout_after_charge(4000));
     let first = pay(&client, &env, Some("slow-key-1"), "order-slow-1").await;
     let id = assert_processing_with_id(&first);
     wait_for_charges(&sim, "order-slow-1", 1).await;
@@ -577,7 +578,7 @@ async fn a_charge_answered_after_the_request_timeout_is_processing_with_its_id_a
     assert_eq!(charges_for(&sim, "order-slow-1").len(), 1, "charged once");
 
     // Without a key, the same merchant reference: the provider gets the same key again.
-    sim.set_faults("slow", Faults::timeout_after_charge(2500));
+    sim.set_faults("slow", Faults::timeout_after_charge(4000));
     let first = pay(&client, &env, None, "order-slow-2").await;
     assert_processing_with_id(&first);
     wait_for_charges(&sim, "order-slow-2", 1).await;
@@ -591,6 +592,65 @@ async fn a_charge_answered_after_the_request_timeout_is_processing_with_its_id_a
     );
     assert_eq!(retry.json()["status"], "succeeded");
     assert_eq!(charges_for(&sim, "order-slow-2").len(), 1, "charged once");
+}
+
+/// Review finding: a resumed payment whose provider is unreachable on the retry must stay
+/// with that provider (its first run may have charged there), never be released for a fresh
+/// start that the next retry would send to another provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_payment_stays_with_its_provider_while_that_provider_is_down() {
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let gate = payproxy_e2e::chaos::Gate::start(sim.addr("a")).await;
+    let mut a = provider(&gate.url(), "a", "adyen", "eu");
+    a["timeout_ms"] = 10_000.into();
+    let b = provider(&sim.base_url("b"), "b", "adyen", "eu");
+    let config = json!({
+        "listeners": [{ "addr": "127.0.0.1:0" }],
+        "admin": { "addr": "127.0.0.1:0" },
+        "reload": { "watch": false },
+        "limits": { "request_timeout_ms": 2000 },
+        "plugins": dialect_plugins(),
+        "providers": { "a": a, "b": b },
+        "routes": [payment_route(&["a", "b"], &[], json!({ "deadline_ms": 1000, "resend_attempts": 0 }))],
+    });
+    let env = Env::start(config).await;
+    let client = HttpClient::default();
+
+    // a charges, then answers too late: the outcome is unknown.
+    sim.set_faults("a", Faults::timeout_after_charge(4000));
+    let first = pay(&client, &env, Some("resume-down-1"), "order-resume-down").await;
+    assert_processing_with_id(&first);
+    wait_for_charges(&sim, "order-resume-down", 1).await;
+    sim.set_faults("a", Faults::default());
+
+    // a is down now: each retry goes back to a only, and fails there; b is never tried.
+    gate.close();
+    for _ in 0..3 {
+        let retry = pay(&client, &env, Some("resume-down-1"), "order-resume-down").await;
+        assert_ne!(
+            retry.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&retry.body)
+        );
+        assert_eq!(
+            sim.ledger("b").len(),
+            0,
+            "the payment moved to b: charged twice"
+        );
+    }
+
+    // a is back: the retry resumes there, under the same provider key, and is charged once.
+    gate.open().await;
+    let last = pay(&client, &env, Some("resume-down-1"), "order-resume-down").await;
+    assert_eq!(last.status, 200, "{}", String::from_utf8_lossy(&last.body));
+    assert_eq!(last.json()["status"], "succeeded");
+    assert_eq!(
+        charges_for(&sim, "order-resume-down").len(),
+        1,
+        "charged once"
+    );
+    assert_eq!(sim.ledger("b").len(), 0);
 }
 
 async fn wait_for_charges(sim: &Simulator, order: &str, n: usize) {

@@ -87,20 +87,24 @@ impl Hit {
 /// The first place in the request that carries a card number, if any.
 pub fn find(parts: &Parts, body: &[u8]) -> Option<Hit> {
     let path = percent_decode(parts.uri.path());
-    if text_has_card(&path) {
+    // The authority too: HTTP/2's `:authority` is not a header, and becomes X-Forwarded-Host.
+    let authority = parts.uri.authority().map(|a| percent_decode(a.as_str()));
+    if text_has_card(&path) || authority.is_some_and(|a| text_has_card(&a)) {
         return Some(Hit::Path);
     }
     if let Some(query) = parts.uri.query() {
-        if fields_have_card(form_urlencoded::parse(query.as_bytes())) {
+        if fields_have_card(form_urlencoded::parse(query.as_bytes()).map(Field::text)) {
             return Some(Hit::Query);
         }
     }
-    let headers = parts
-        .headers
-        .iter()
-        .filter(|(name, _)| !TRACE_HEADERS.contains(&name.as_str()))
-        .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())));
-    if fields_have_card(headers) {
+    // Each header on its own: unrelated digit-only headers next to each other (a port and a
+    // timestamp a load balancer adds) are never joined.
+    let header_has_card = |(name, value): (&http::HeaderName, &http::HeaderValue)| {
+        !TRACE_HEADERS.contains(&name.as_str())
+            && (text_has_card(name.as_str())
+                || text_has_card(&String::from_utf8_lossy(value.as_bytes())))
+    };
+    if parts.headers.iter().any(header_has_card) {
         return Some(Hit::Header);
     }
     let form = parts
@@ -114,6 +118,16 @@ pub fn find(parts: &Parts, body: &[u8]) -> Option<Hit> {
     body_has_card(form, body).then_some(Hit::Body)
 }
 
+/// Whether the request's body is encoded (`Content-Encoding` other than `identity`): such a
+/// body cannot be scanned, so a route that scans refuses it.
+pub fn encoded(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+}
+
 /// A body as JSON when it parses as JSON (whatever it claims to be), as form parameters
 /// when it says it is a form, else as text and, if shaped like one, as a form too.
 fn body_has_card(form: bool, body: &[u8]) -> bool {
@@ -122,59 +136,163 @@ fn body_has_card(form: bool, body: &[u8]) -> bool {
     }
     let trimmed = body.trim_ascii_start();
     if matches!(trimmed.first(), Some(b'{' | b'[')) {
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
-            let mut fields = Vec::new();
-            return json_fields("", &value, &mut fields) || fields_have_card(fields);
+        let mut fields = JsonFields::default();
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        if serde::de::DeserializeSeed::deserialize(&mut fields, &mut deserializer).is_ok()
+            && deserializer.end().is_ok()
+        {
+            return fields.card || fields_have_card(fields.fields);
         }
     }
     if form {
-        return fields_have_card(form_urlencoded::parse(body));
+        return fields_have_card(form_urlencoded::parse(body).map(Field::text));
     }
     let text = String::from_utf8_lossy(body);
-    text_has_card(&text) || (text.contains('=') && fields_have_card(form_urlencoded::parse(body)))
+    text_has_card(&text)
+        || (text.contains('=') && fields_have_card(form_urlencoded::parse(body).map(Field::text)))
 }
 
-/// Every scalar of a JSON document as (member name, value text), in document order; true
-/// at once when a member name is itself a card number.
-fn json_fields(name: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) -> bool {
-    use serde_json::Value;
-    match value {
-        Value::Object(members) => members
-            .iter()
-            .any(|(key, member)| text_has_card(key) || json_fields(key, member, out)),
-        Value::Array(items) => items.iter().any(|item| json_fields(name, item, out)),
-        Value::String(text) => {
-            out.push((name.to_string(), text.clone()));
-            false
+/// A named value: text (query, form, JSON string), or a JSON number, which is never joined
+/// with its neighbours (arrays of small counts are common, split card numbers in numbers
+/// are not).
+struct Field<'a> {
+    name: std::borrow::Cow<'a, str>,
+    value: std::borrow::Cow<'a, str>,
+    joinable: bool,
+}
+
+impl<'a> Field<'a> {
+    fn text((name, value): (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)) -> Self {
+        Field {
+            name,
+            value,
+            joinable: true,
         }
-        Value::Number(number) => {
-            out.push((name.to_string(), number.to_string()));
-            false
-        }
-        Value::Bool(_) | Value::Null => false,
     }
 }
 
-/// Names and values each scanned as text (exempt values skipped), then runs of adjacent
-/// all-digit values joined.
-fn fields_have_card<N: AsRef<str>, V: AsRef<str>>(
-    fields: impl IntoIterator<Item = (N, V)>,
-) -> bool {
-    // Digits of the current run of adjacent all-digit fields.
-    let mut run: Vec<Vec<u8>> = Vec::new();
-    for (name, value) in fields {
-        let (name, value) = (name.as_ref(), value.as_ref());
+/// Every scalar of a JSON document as a field, in document order, duplicate members included
+/// (a map would keep only the last of them, and the others would be sent unseen); `card` is
+/// set at once when a member name is itself a card number.
+#[derive(Default)]
+struct JsonFields {
+    fields: Vec<Field<'static>>,
+    card: bool,
+    /// The member name the next value belongs to.
+    name: String,
+    depth: usize,
+}
+
+/// Nesting beyond this is refused as unreadable (serde_json stops at 128 anyway).
+const MAX_JSON_DEPTH: usize = 64;
+
+impl<'de> serde::de::DeserializeSeed<'de> for &mut JsonFields {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut JsonFields {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.number(v.to_string());
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.number(v.to_string());
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.number(v.to_string());
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.fields.push(Field {
+            name: self.name.clone().into(),
+            value: v.to_string().into(),
+            joinable: true,
+        });
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.enter::<A::Error>()?;
+        while seq.next_element_seed(&mut *self)?.is_some() {}
+        self.depth -= 1;
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.enter::<A::Error>()?;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            self.card |= text_has_card(&key);
+            self.name = key.into_owned();
+            map.next_value_seed(&mut *self)?;
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+}
+
+impl JsonFields {
+    fn number(&mut self, text: String) {
+        self.fields.push(Field {
+            name: self.name.clone().into(),
+            value: text.into(),
+            joinable: false,
+        });
+    }
+
+    fn enter<E: serde::de::Error>(&mut self) -> Result<(), E> {
+        self.depth += 1;
+        if self.depth > MAX_JSON_DEPTH {
+            return Err(E::custom("nested too deeply"));
+        }
+        Ok(())
+    }
+}
+
+/// Names and values each scanned as text (values exempt by name and shape skipped), then
+/// runs of adjacent short all-digit text values joined (`cc1=4111&cc2=1111…`).
+fn fields_have_card<'a>(fields: impl IntoIterator<Item = Field<'a>>) -> bool {
+    // Digits of the adjacent all-digit fields that may still end a card number: never more
+    // than 19 digits in all, so each field costs O(1).
+    let mut run: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    for field in fields {
+        let (name, value) = (field.name.as_ref(), field.value.as_ref());
         if text_has_card(name) {
             return true;
         }
-        let exempt = exempt(name);
+        let digits = only_digits(value);
+        let exempt = exempt(name, digits.as_ref().map_or(usize::MAX, Vec::len));
         if !exempt && text_has_card(value) {
             return true;
         }
-        match only_digits(value).filter(|d| !exempt && d.len() <= 12) {
+        match digits.filter(|d| field.joinable && !exempt && (2..=12).contains(&d.len())) {
             Some(digits) => {
-                run.push(digits);
-                if split_has_card(&run) {
+                run.push_back(digits);
+                while run.iter().map(Vec::len).sum::<usize>() > 19 {
+                    run.pop_front();
+                }
+                if split_has_card(run.make_contiguous()) {
                     return true;
                 }
             }
@@ -205,20 +323,28 @@ fn only_digits(value: &str) -> Option<Vec<u8>> {
     (!digits.is_empty()).then_some(digits)
 }
 
-/// The last segment of a parameter name (`a[b][amount]` → `amount`), lower case.
-fn exempt(name: &str) -> bool {
+/// Whether a value is exempt by its parameter's name (the last segment: `a[b][amount]` →
+/// `amount`) and fits that name's shape (`digits`: how many digits the value has, when it is
+/// only digits): an amount or quantity of at most 12 digits, a phone number of at most 15, a
+/// tax id of at most 14, a BIN of at most 8, last four digits of 4. Anything longer under
+/// such a name is scanned like any value.
+fn exempt(name: &str, digits: usize) -> bool {
     let last = name
         .trim_end_matches(']')
         .rsplit(['[', '.'])
         .next()
         .unwrap_or(name)
         .to_ascii_lowercase();
-    matches!(
-        last.as_str(),
-        "amount" | "quantity" | "tax_id" | "bin" | "last4"
-    ) || last.ends_with("_amount")
-        || last.starts_with("amount_")
-        || last.contains("phone")
+    let most = match last.as_str() {
+        "amount" | "quantity" => 12,
+        "tax_id" => 14,
+        "bin" => 8,
+        "last4" => 4,
+        _ if last.ends_with("_amount") || last.starts_with("amount_") => 12,
+        _ if last.contains("phone") => 15,
+        _ => return false,
+    };
+    digits <= most
 }
 
 /// Whether free text carries a card number anywhere.
@@ -248,7 +374,9 @@ pub fn text_has_card(text: &str) -> bool {
             }
             // Digits glued to letters are part of an identifier (`ab12…`, hex ids, UUIDs).
             let glued_after = separators == 0 && c.is_alphanumeric();
-            if before != '+' && stretch_has_card(&groups, before.is_alphanumeric(), glued_after) {
+            // After `+`, a phone number: E.164 has at most 15 digits.
+            let phone = before == '+' && groups.iter().map(Vec::len).sum::<usize>() <= 15;
+            if !phone && stretch_has_card(&groups, before.is_alphanumeric(), glued_after) {
                 return true;
             }
             groups.clear();
@@ -306,9 +434,42 @@ fn grouping_ends(groups: &[Vec<u8>]) -> bool {
     (4..=5).contains(&groups.len()) && groups[..4].iter().all(|g| g.len() == 4)
 }
 
-/// 13–19 digits, starting 2–6, passing the Luhn check.
+/// A number a card network issues: its leading digits and length fit a network's ranges
+/// (below), and it passes the Luhn check.
 fn is_card(digits: &[u8]) -> bool {
-    (13..=19).contains(&digits.len()) && (2..=6).contains(&digits[0]) && luhn(digits)
+    issued(digits) && luhn(digits)
+}
+
+/// Leading digits and lengths of the card networks: Visa (4; 13, 16, 19), Mastercard (51–55,
+/// 2221–2720; 16), American Express (34, 37; 15), Diners (30, 36, 38, 39; 14, 16), Discover
+/// and UnionPay and RuPay (60–65; 16–19), JCB (3528–3589; 16–19), Maestro (50, 56–58, 67;
+/// 16–19; its rare 12–15 digit numbers are not covered), Mir (2200–2204; 16–19). A 14-digit
+/// date-time order id or a 13-digit order number that is not a Visa number is not a card.
+fn issued(digits: &[u8]) -> bool {
+    let prefix = |n: usize| {
+        digits[..n.min(digits.len())]
+            .iter()
+            .fold(0u32, |acc, &d| acc * 10 + u32::from(d))
+    };
+    let (p2, p4) = (prefix(2), prefix(4));
+    match digits.len() {
+        13 => digits[0] == 4,
+        14 => matches!(p2, 30 | 36 | 38 | 39),
+        15 => matches!(p2, 34 | 37),
+        16..=19 => {
+            let visa = digits[0] == 4 && matches!(digits.len(), 16 | 19);
+            let mastercard =
+                digits.len() == 16 && ((51..=55).contains(&p2) || (2221..=2720).contains(&p4));
+            let diners = digits.len() == 16 && matches!(p2, 30 | 36 | 38 | 39);
+            visa || mastercard
+                || diners
+                || (60..=65).contains(&p2)
+                || (3528..=3589).contains(&p4)
+                || matches!(p2, 50 | 56..=58 | 67)
+                || (2200..=2204).contains(&p4)
+        }
+        _ => false,
+    }
 }
 
 fn luhn(digits: &[u8]) -> bool {
@@ -360,6 +521,10 @@ fn separator(c: char) -> bool {
                 | '\u{ff0e}'
                 | '\u{ff0f}'
                 | '\u{ff3f}'
+            // A byte that was not UTF-8 (a Latin-1 no-break space, say).
+            | '\u{fffd}'
+            // A form's encoded space, left as is where nothing decodes it (headers, text).
+            | '+'
     )
 }
 
@@ -465,10 +630,10 @@ mod tests {
 
     #[test]
     fn split_across_fields() {
-        let fields = |pairs: &[(&str, &str)]| {
+        let fields = |pairs: &[(&'static str, &'static str)]| {
             pairs
                 .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .map(|(n, v)| Field::text(((*n).into(), (*v).into())))
                 .collect::<Vec<_>>()
         };
         assert!(fields_have_card(fields(&[
@@ -496,6 +661,15 @@ mod tests {
             "x"
         )])));
         assert!(!fields_have_card(fields(&[(
+            "customer[phone]",
+            "081234567890"
+        )])));
+        assert!(!fields_have_card(fields(&[
+            ("amount", "4200"),
+            ("x", "1111")
+        ])));
+        // An exempt name does not carry a value of another shape through.
+        assert!(fields_have_card(fields(&[(
             "customer[phone]",
             "4111111111111111"
         )])));
@@ -557,18 +731,66 @@ mod tests {
         );
         assert_eq!(find(&text, b"<n>4111111111111111</n>"), Some(Hit::Body));
         assert_eq!(find(&text, b"n=4111%201111%201111%201111"), Some(Hit::Body));
-        assert_eq!(find(&clean, br#"{"amount":4111111111111111}"#), None);
         assert_eq!(
-            find(&clean, b"amount=4111111111111111&phone=4111111111111111"),
-            None
+            find(&clean, br#"{"amount":4111111111111111}"#),
+            Some(Hit::Body),
+            "an amount of a card number's shape is scanned"
+        );
+        assert_eq!(
+            find(&clean, b"metadata[bin]=4111111111111111"),
+            Some(Hit::Body)
         );
         assert_eq!(
             find(
                 &clean,
-                b"email=jan%40example.nl&phone=%2B62+812+3456+7899&amount=4111111111111111\
-                  &metadata[order]=12345678-1234-1234-1234-123456789012"
+                b"email=jan%40example.nl&phone=%2B62+812+3456+7899&amount=424242424242\
+                  &metadata[order]=12345678-1234-1234-1234-123456789012&tax_id=11444777000161"
             ),
             None
         );
+        // Duplicate JSON members are each seen (a map keeps only the last).
+        assert_eq!(
+            find(&clean, br#"{"n":"4111 1111 1111 1111","n":"x"}"#),
+            Some(Hit::Body)
+        );
+        // Numbers are not joined: a list of counts is not a split card number.
+        assert_eq!(find(&clean, br#"{"q":[41,11,11,11,11,11,11,11]}"#), None);
+        assert_eq!(
+            find(&clean, br#"{"q":["4111","1111","1111","1111"]}"#),
+            Some(Hit::Body)
+        );
+        // Headers are not joined either, and a phone after + is at most 15 digits.
+        let lb = parts(
+            "/v1/x",
+            &[
+                ("x-forwarded-port", "4111"),
+                ("x-request-start", "111111111111"),
+            ],
+        );
+        assert_eq!(find(&lb, b""), None);
+        assert_eq!(
+            find(&parts("/v1/x", &[("x-n", "4111+1111+1111+1111")]), b""),
+            Some(Hit::Header)
+        );
+        assert_eq!(
+            find(&parts("/v1/x", &[("x-n", "+1 4111 1111 1111 1111")]), b""),
+            Some(Hit::Header)
+        );
+        // Not UTF-8: a Latin-1 no-break space between the groups.
+        assert_eq!(
+            find(&text, b"n 4111\xa01111\xa01111\xa01111"),
+            Some(Hit::Body)
+        );
+        // HTTP/2's authority.
+        assert_eq!(
+            find(
+                &parts("http://4111111111111111@shop.example/v1/x", &[]),
+                b""
+            ),
+            Some(Hit::Path)
+        );
+        // Not issued: a 14-digit date-time id, a 13-digit non-Visa number.
+        assert!(!text_has_card("20241203212530"));
+        assert!(!text_has_card("5411111111115"));
     }
 }

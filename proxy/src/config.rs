@@ -193,6 +193,12 @@ pub struct Limits {
     /// are still served. Default 10 000; keep it below the descriptor limit.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Payments (payment-route requests) running at once in the process; beyond it a payment
+    /// request is answered 503 before anything is sent. Payments run on their own tasks, which
+    /// a client's hang-up does not stop, so this bounds what clients can leave running.
+    /// Default 4096; read at start.
+    #[serde(default = "default_max_payments_in_flight")]
+    pub max_payments_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -205,8 +211,13 @@ impl Default for Limits {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             idle_timeout_ms: default_idle_timeout_ms(),
             max_connections: default_max_connections(),
+            max_payments_in_flight: default_max_payments_in_flight(),
         }
     }
+}
+
+fn default_max_payments_in_flight() -> usize {
+    4096
 }
 
 /// Whether plugin instances are reused across requests.
@@ -422,6 +433,9 @@ impl Secret {
     }
 }
 
+/// Time a payment route needs after its payment deadline to record and answer.
+pub const PAYMENT_MARGIN_MS: u64 = 1_000;
+
 /// One route.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -516,6 +530,10 @@ impl StorefrontKey {
                 let mut digest = [0u8; 32];
                 hex::decode_to_slice(sha256.trim(), &mut digest)
                     .map_err(|_| "sha256 must be 64 hex digits".to_string())?;
+                // `printf %s "$UNSET" | sha256sum` gives this: it would accept an empty key.
+                if digest == <[u8; 32]>::from(sha2::Sha256::digest(b"")) {
+                    return Err("sha256 is the digest of an empty key".into());
+                }
                 Ok(digest)
             }
             StorefrontKey::Env { env } => match std::env::var(env) {
@@ -850,6 +868,22 @@ impl Config {
                 return Err(invalid(
                     format!("{at}.path_prefix"),
                     "must start with /".into(),
+                ));
+            }
+            // Payment phases are not cut by the request timeout; it must hold them, so a
+            // storefront's request never ends before its payment's outcome is known.
+            let hold_ms = route.failover.deadline_ms.saturating_add(PAYMENT_MARGIN_MS);
+            if route.dialect.is_some() && self.limits.request_timeout_ms < hold_ms {
+                return Err(invalid(
+                    "limits.request_timeout_ms".into(),
+                    format!(
+                        "{} ms cannot hold route {:?}'s payment deadline ({} ms) plus {} ms to \
+                         record and answer: set it to at least {hold_ms}",
+                        self.limits.request_timeout_ms,
+                        route.name,
+                        route.failover.deadline_ms,
+                        PAYMENT_MARGIN_MS
+                    ),
                 ));
             }
             if route.dialect.is_some()

@@ -40,6 +40,13 @@ pub const COMPONENT: Limit = Limit {
     max_bytes: 64 << 20,
 };
 
+/// Compiled plugins in the compile cache (machine code is several times the component's
+/// size): 512 MiB.
+pub const COMPILED: Limit = Limit {
+    what: "compiled plugins",
+    max_bytes: 512 << 20,
+};
+
 /// PEM files: listener certificates and keys, provider CA files: 1 MiB.
 pub const PEM: Limit = Limit {
     what: "PEM files",

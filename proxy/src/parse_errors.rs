@@ -23,15 +23,27 @@ pub struct JsonErrors<T> {
     inner: T,
     /// A rewritten answer not yet fully written, and how much of it was.
     pending: Option<(Vec<u8>, usize)>,
+    /// Whether a request is being served: hyper's automatic answers come only when none is,
+    /// so nothing is rewritten then (a response body is never mistaken for one).
+    serving: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl<T> JsonErrors<T> {
-    /// Wrap `inner`.
-    pub fn new(inner: T) -> JsonErrors<T> {
+    /// Wrap `inner`; `serving` says whether a request is in progress on the connection.
+    pub fn new(inner: T, serving: impl Fn() -> bool + Send + Sync + 'static) -> JsonErrors<T> {
         JsonErrors {
             inner,
             pending: None,
+            serving: Box::new(serving),
         }
+    }
+
+    /// The JSON answer replacing `head`, when it is one of hyper's automatic answers.
+    fn rewritten(&self, head: &[u8]) -> Option<Vec<u8>> {
+        if (self.serving)() {
+            return None;
+        }
+        rewrite(head)
     }
 }
 
@@ -134,7 +146,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
         if this.drain(cx)?.is_pending() {
             return Poll::Pending;
         }
-        if let Some(answer) = rewrite(buf) {
+        if let Some(answer) = this.rewritten(buf) {
             this.pending = Some((answer, 0));
             // The caller's bytes are taken; ours go out in their place.
             let _ = this.drain(cx)?;
@@ -156,7 +168,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
         // hyper's automatic answer is one head and no body: a single slice.
         let only = bufs.iter().filter(|b| !b.is_empty()).count() == 1;
         if let (Some(first), true) = (first, only) {
-            if let Some(answer) = rewrite(first) {
+            if let Some(answer) = this.rewritten(first) {
                 this.pending = Some((answer, 0));
                 let _ = this.drain(cx)?;
                 return Poll::Ready(Ok(first.len()));

@@ -77,9 +77,16 @@ impl Proxy {
             book.set_config(snapshot.config.breaker.clone());
             book.retain(|name| snapshot.config.providers.contains_key(name));
         });
+        let max_in_flight = reloader.snapshot().config.limits.max_payments_in_flight;
         Proxy {
             reloader,
-            payments: Arc::new(Payments::new(metrics.clone(), store, ttl_ms, health)),
+            payments: Arc::new(Payments::new(
+                metrics.clone(),
+                store,
+                ttl_ms,
+                health,
+                max_in_flight,
+            )),
             metrics,
         }
     }
@@ -92,10 +99,11 @@ impl Proxy {
     /// Handle one storefront request. Never fails: errors become JSON responses.
     ///
     /// `limits.request_timeout_ms` bounds the whole request on routes without a dialect. On a
-    /// payment route it bounds reading the request, and the payment phases take it over as
-    /// their deadline: no timer cuts them once something may have been sent to a provider
-    /// (an unknown outcome is answered `processing` with the payment's id), and they run on
-    /// their own task, so a storefront that hangs up does not cut them either.
+    /// payment route it bounds reading the request; the payment phases are never cut by it
+    /// (the config makes it hold their deadline, `failover.deadline_ms`, plus a margin): an
+    /// attempt unanswered at the payment deadline is answered `processing` with the
+    /// payment's id. They run on their own task, so a storefront that hangs up does not cut
+    /// them either.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
@@ -180,7 +188,7 @@ impl Proxy {
             }
             return Ok(self
                 .payments
-                .spawn(snapshot.clone(), index, parts, body, downstream, deadline)
+                .spawn(snapshot.clone(), index, parts, body, downstream)
                 .await);
         }
         let scanned = route.card_data == CardData::Refuse;
@@ -214,31 +222,30 @@ impl Proxy {
         }
     }
 
-    /// The refusal of a request carrying a card number: in the storefront's dialect on a
-    /// payment route, plain JSON elsewhere; what was found is never repeated.
+    /// The refusal of a request carrying a card number, or a body that cannot be checked for
+    /// one (encoded): in the storefront's dialect on a payment route, plain JSON elsewhere;
+    /// what was found is never repeated.
     fn card_data(
         &self,
         route: &Route,
         parts: &http::request::Parts,
         body: &[u8],
     ) -> Option<Answer> {
+        let refused = |reason: &str| {
+            self.metrics
+                .storefront_refusals
+                .with_label_values(&[route.name.as_str(), reason])
+                .inc();
+        };
+        if !body.is_empty() && crate::cards::encoded(parts) {
+            refused("encoded_body");
+            tracing::warn!(route = %route.name, "encoded request body refused: it cannot be checked for card numbers");
+            return Some(self.payments.encoded_body(route));
+        }
         let hit = crate::cards::find(parts, body)?;
-        self.metrics
-            .storefront_refusals
-            .with_label_values(&[route.name.as_str(), "card_data"])
-            .inc();
+        refused("card_data");
         tracing::warn!(route = %route.name, place = hit.as_str(), "request carrying a card number refused");
-        Some(match route.dialect {
-            Some(_) => self.payments.card_data(route, hit),
-            None => self.error_answer(
-                Some(route.name.clone()),
-                ProxyError::downstream(
-                    StatusCode::BAD_REQUEST,
-                    "card_number_not_accepted",
-                    hit.message(),
-                ),
-            ),
-        })
+        Some(self.payments.card_data(route, hit))
     }
 
     /// Ask the route's router plugin for the provider order, applying its failure policy.
@@ -327,6 +334,10 @@ impl Proxy {
                 })?;
             let mut head = clone_head(&parts);
             prepare_head(&mut head, upstream.target(&path_and_query)?, downstream);
+            if !route.storefront_keys.is_empty() {
+                // The storefront's key is payproxy's to check, not the provider's to see.
+                head.headers.remove(header::AUTHORIZATION);
+            }
             let outbound: ProxyBody = match (&buffered, streaming.take()) {
                 (Some(bytes), _) => Full::new(bytes.clone())
                     .map_err(|never| match never {})

@@ -58,6 +58,7 @@ impl Route {
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(presented_key)
+            .filter(|key| !key.is_empty())
         else {
             return false;
         };

@@ -92,7 +92,11 @@ where
         })
     };
     let builder = builder(limits);
-    let conn = builder.serve_connection(TokioIo::new(JsonErrors::new(io)), service);
+    let io = {
+        let activity = activity.clone();
+        JsonErrors::new(io, move || activity.in_flight.load(Ordering::SeqCst) > 0)
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
     let mut check_at = Instant::now() + limits.idle_timeout;

@@ -45,9 +45,7 @@ impl Payments {
         held: Option<&Held>,
     ) -> Attempted {
         let policy = &ctx.route.failover;
-        // The route's payment deadline, or the request's when that comes first.
-        let deadline =
-            (Instant::now() + Duration::from_millis(policy.deadline_ms)).min(ctx.deadline);
+        let deadline = Instant::now() + Duration::from_millis(policy.deadline_ms);
         let budget = Budget {
             max_attempts: policy.max_attempts,
             deadline,
@@ -85,6 +83,28 @@ impl Payments {
             };
             if let Err(refused) = self.journal(held, name, &key).await {
                 return Attempted::Refused(refused);
+            }
+            // A resumed payment may already be charged here under `key`: sending again is
+            // safe only where the provider replays a request with the same key. Elsewhere it
+            // stays unknown (parked), resolved by what the provider says later, never resent.
+            let resumed_here = resume.is_some_and(|a| a.provider == name);
+            if resumed_here
+                && !egress.capabilities().idempotent_resend
+                && dialect_name != ctx.ingress_name
+            {
+                tracing::warn!(route = %ctx.route.name, provider = %name, "resumed payment at a provider that cannot replay a request: not resending; its outcome stays unknown");
+                let unknown = ambiguous(
+                    "provider_timeout",
+                    "the payment may have been processed; its outcome is not known yet",
+                );
+                let (outcome, hold) = self
+                    .resolve(ctx, name, entry, egress, payment, &key, unknown, deadline)
+                    .await;
+                return Attempted::Outcome {
+                    provider: name.to_string(),
+                    outcome,
+                    hold,
+                };
             }
             if unchanged && dialect_name == ctx.ingress_name {
                 match self

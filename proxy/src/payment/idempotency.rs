@@ -12,6 +12,57 @@ pub(super) struct Held {
     pub fingerprint: String,
     /// The attempt journaled by a process that stopped mid-request, when taking it over.
     pub resume: Option<Attempt>,
+    /// Marks the record as held by a request of this process until the request ends.
+    _live: Live,
+}
+
+#[cfg(test)]
+impl Held {
+    /// A held record outside any [`LiveRecords`], for unit tests.
+    pub(super) fn unlisted(record: &str, fingerprint: &str) -> Held {
+        Held {
+            record: record.into(),
+            fingerprint: fingerprint.into(),
+            resume: None,
+            _live: LiveRecords::default().hold(record),
+        }
+    }
+}
+
+/// Idempotency records a request of this process is executing now. A record in flight past
+/// its deadline is only taken over when no request here holds it: a slow request is never
+/// raced by its own retry (the store cannot tell, its holder is this very process).
+#[derive(Default)]
+pub(super) struct LiveRecords(Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl LiveRecords {
+    fn contains(&self, record: &str) -> bool {
+        self.0.lock().is_ok_and(|set| set.contains(record))
+    }
+
+    fn hold(&self, record: &str) -> Live {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(record.to_string());
+        }
+        Live {
+            set: self.0.clone(),
+            record: record.to_string(),
+        }
+    }
+}
+
+/// A record in [`LiveRecords`] until dropped (also when its request's task ends abnormally).
+struct Live {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    record: String,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.record);
+        }
+    }
 }
 
 impl Payments {
@@ -30,15 +81,20 @@ impl Payments {
             return Ok(None);
         }
         let record = format!("{}\u{0}{key}", ctx.route.name);
+        if self.live.contains(&record) {
+            return Err(self.in_use(ctx));
+        }
         let fingerprint = fingerprint(ctx.parts, &ctx.body);
         let stale = ctx.route.failover.deadline_ms.saturating_mul(3);
         let (r, f) = (record.clone(), fingerprint.clone());
         let begun = self.state(move |s| s.begin(&r, &f, now_ms(), stale)).await;
         let held = |resume| {
+            let live = self.live.hold(&record);
             Ok(Some(Held {
                 record,
                 fingerprint,
                 resume,
+                _live: live,
             }))
         };
         match begun {
@@ -68,26 +124,38 @@ impl Payments {
                     "this idempotency key was already used with different parameters",
                 ),
             )),
-            Ok(Begin::InFlight) => Err(self.refuse(
-                ctx,
-                refusal(
-                    RefusalKind::InvalidRequest(None),
-                    409,
-                    "idempotency_key_in_use",
-                    "a request with this idempotency key is still being processed; retry later",
-                ),
-            )),
+            Ok(Begin::InFlight) => Err(self.in_use(ctx)),
             Err(e) => Err(self.store_failed(ctx, &e).answer),
         }
+    }
+
+    /// 409: another request with the key is running.
+    fn in_use(&self, ctx: &Ctx<'_>) -> Answer {
+        self.refuse(
+            ctx,
+            refusal(
+                RefusalKind::InvalidRequest(None),
+                409,
+                "idempotency_key_in_use",
+                "a request with this idempotency key is still being processed; retry later",
+            ),
+        )
     }
 
     /// Finish the record with the answer to replay, release it, or park it (in flight, held by
     /// nobody: the storefront's retry resumes it at once).
     pub(super) async fn settle(&self, held: Option<Held>, keep: &Keep) {
-        let Some(Held { record, .. }) = held else {
+        let Some(Held { record, resume, .. }) = held else {
             return;
         };
-        let done = match keep.clone() {
+        let keep = match keep {
+            // A resumed record's first run may have charged at its journaled provider: what
+            // this run did not do says nothing of that, so the record (and its attempt) is
+            // kept for the next retry, never released for a fresh start elsewhere.
+            Keep::Release if resume.is_some() => Keep::Hold,
+            other => other.clone(),
+        };
+        let done = match keep {
             Keep::Hold => self.state(move |s| s.park(&record)).await,
             Keep::Replay(stored) => {
                 let ttl = self.ttl_ms;

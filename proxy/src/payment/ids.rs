@@ -85,11 +85,7 @@ mod tests {
 
     #[test]
     fn ids_of_a_held_request_are_stable_and_others_random() {
-        let held = Held {
-            record: "route\u{0}key-1".into(),
-            fingerprint: "fp".into(),
-            resume: None,
-        };
+        let held = Held::unlisted("route\u{0}key-1", "fp");
         let a = mint_id(Some(&held), "pi_");
         assert_eq!(
             a,

@@ -85,6 +85,10 @@ pub struct Payments {
     cards: instrument::CardCache,
     /// Payments an operation is running on.
     locks: records::PaymentLocks,
+    /// Idempotency records requests of this process are executing.
+    live: idempotency::LiveRecords,
+    /// Payments that may run at once (`limits.max_payments_in_flight`).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// One storefront request on a payment route: what every phase reads.
@@ -99,9 +103,6 @@ pub(crate) struct Ctx<'a> {
     downstream: Downstream,
     /// The request as plugins see it.
     view: HttpRequest,
-    /// The request's deadline, taken over by the payment phases: attempts end by then, and a
-    /// payment whose outcome is unknown at that point is answered `processing` with its id.
-    deadline: Instant,
 }
 
 /// How a payment request ends: the answer, and what becomes of its idempotency record.
@@ -138,6 +139,7 @@ impl Payments {
         store: Arc<dyn Store>,
         ttl_ms: u64,
         health: Arc<HealthBook>,
+        max_in_flight: usize,
     ) -> Payments {
         Payments {
             store,
@@ -146,6 +148,8 @@ impl Payments {
             metrics,
             cards: instrument::CardCache::default(),
             locks: records::PaymentLocks::default(),
+            live: idempotency::LiveRecords::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
         }
     }
 
@@ -159,14 +163,23 @@ impl Payments {
         parts: http::request::Parts,
         body: Bytes,
         downstream: Downstream,
-        deadline: Instant,
     ) -> Answer {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            tracing::warn!(route = %snapshot.routes[route].name, "too many payments in flight; refusing one before anything was sent");
+            return respond::early(
+                &snapshot.routes[route],
+                503,
+                "too_many_payments",
+                "Too many payments are being processed right now; retry shortly.",
+            );
+        };
         let payments = self.clone();
         let name = snapshot.routes[route].name.clone();
         let task = tokio::spawn(async move {
+            let _slot = slot;
             let route = &snapshot.routes[route];
             payments
-                .handle(&snapshot, route, parts, body, downstream, deadline)
+                .handle(&snapshot, route, parts, body, downstream)
                 .await
         });
         match task.await {
@@ -197,7 +210,6 @@ impl Payments {
         parts: http::request::Parts,
         body: Bytes,
         downstream: Downstream,
-        deadline: Instant,
     ) -> Answer {
         let Some((ingress_name, ingress)) = &route.dialect else {
             // Only called for routes with a dialect.
@@ -217,7 +229,6 @@ impl Payments {
             body,
             downstream,
             view,
-            deadline,
         };
         match self.ingress(&ctx) {
             Err(answer) => answer,

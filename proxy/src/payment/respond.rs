@@ -13,43 +13,29 @@ impl Payments {
     /// 401 in the storefront's dialect: the request has no key the route accepts. The key
     /// given, if any, is not repeated.
     pub fn unauthenticated(&self, route: &Route) -> Answer {
-        let Some((_, ingress)) = &route.dialect else {
-            return answer_from_error(
-                route,
-                crate::error::ProxyError::downstream(
-                    StatusCode::UNAUTHORIZED,
-                    "api_key_invalid",
-                    "a valid storefront API key is required (Authorization: Bearer KEY)",
-                ),
-            );
-        };
-        refuse_on(
+        early(
             route,
-            ingress,
-            refusal(
-                RefusalKind::InvalidRequest(None),
-                401,
-                "api_key_invalid",
-                "Invalid or missing API key. Send a key this payproxy route accepts in the \
-                 Authorization header, using Bearer auth (Authorization: Bearer YOUR_KEY).",
-            ),
+            401,
+            "api_key_invalid",
+            "Invalid or missing API key. Send a key this payproxy route accepts in the \
+             Authorization header, using Bearer auth (Authorization: Bearer YOUR_KEY).",
         )
     }
 
     /// 400 in the storefront's dialect: the request carries a card number (never echoed).
     pub fn card_data(&self, route: &Route, hit: crate::cards::Hit) -> Answer {
-        let Some((_, ingress)) = &route.dialect else {
-            return plain_error(route, StatusCode::BAD_REQUEST, "card number refused");
-        };
-        refuse_on(
+        early(route, 400, "card_number_not_accepted", &hit.message())
+    }
+
+    /// 415 in the storefront's dialect: an encoded (compressed) body cannot be checked for
+    /// card numbers, so it is not taken.
+    pub fn encoded_body(&self, route: &Route) -> Answer {
+        early(
             route,
-            ingress,
-            refusal(
-                RefusalKind::InvalidRequest(None),
-                400,
-                "card_number_not_accepted",
-                &hit.message(),
-            ),
+            415,
+            "content_encoding_not_accepted",
+            "Send the request body without Content-Encoding: payproxy checks every body for \
+             card numbers before anything is sent.",
         )
     }
 
@@ -106,6 +92,26 @@ impl Payments {
     /// The storefront's own dialect failed: a plain JSON error is all that is left.
     pub(super) fn plugin_failed(&self, ctx: &Ctx<'_>, failure: &PluginFailure) -> Answer {
         plugin_failed(ctx.route, failure)
+    }
+}
+
+/// A refusal before the payment phases: in the storefront's dialect on a payment route,
+/// payproxy's plain JSON elsewhere.
+pub(super) fn early(route: &Route, status: u16, code: &'static str, message: &str) -> Answer {
+    match &route.dialect {
+        Some((_, ingress)) => refuse_on(
+            route,
+            ingress,
+            refusal(RefusalKind::InvalidRequest(None), status, code, message),
+        ),
+        None => answer_from_error(
+            route,
+            crate::error::ProxyError::downstream(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                code,
+                message.to_string(),
+            ),
+        ),
     }
 }
 

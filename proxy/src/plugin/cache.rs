@@ -14,7 +14,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -39,13 +39,7 @@ impl DiskCache {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let meta = std::fs::metadata(dir)?;
-        if meta.permissions().mode() & 0o022 != 0 {
-            return Err(std::io::Error::other(format!(
-                "{} is writable by other users; refusing to load machine code from it",
-                dir.display()
-            )));
-        }
+        trusted(dir, true)?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(DiskCache {
@@ -62,8 +56,16 @@ impl DiskCache {
     #[allow(unsafe_code)]
     pub fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
         let path = self.path(sha256);
-        // A cache entry is read like every other file payproxy loads (regular, capped).
-        let bytes = crate::files::read(&path, crate::files::COMPONENT).ok()?;
+        // Checked at every load, not only at start: the directory and the entry are still
+        // payproxy's own, and the entry is no symlink.
+        if let Err(e) = trusted(&self.dir, true).and_then(|_| trusted(&path, false)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "compile cache entry not trusted; compiling instead");
+            }
+            return None;
+        }
+        // Read like every other file payproxy loads (regular, capped).
+        let bytes = crate::files::read(&path, crate::files::COMPILED).ok()?;
         let (code, digest) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
         if Sha256::digest(code).as_slice() != digest {
             tracing::warn!(path = %path.display(), "compile cache entry is corrupt; compiling again");
@@ -102,7 +104,11 @@ impl DiskCache {
                     std::process::id(),
                     rand::random::<u32>()
                 ));
-                let mut file = std::fs::File::create(&tmp)?;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
                 file.write_all(&code)?;
                 file.write_all(&Sha256::digest(&code))?;
                 file.sync_all()?;
@@ -133,4 +139,31 @@ impl DiskCache {
             }
         }
     }
+}
+
+/// `path` (not followed if a symlink) is a directory (`dir`) or a regular file owned by
+/// payproxy's own user that no one else can write.
+fn trusted(path: &Path, dir: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    // `/proc/self` belongs to the process's effective user.
+    let me = std::fs::metadata("/proc/self")?.uid();
+    let kind_ok = if dir {
+        meta.file_type().is_dir()
+    } else {
+        meta.file_type().is_file()
+    };
+    let problem = if !kind_ok {
+        "is a symlink or not a plain file or directory"
+    } else if meta.uid() != me {
+        "belongs to another user"
+    } else if meta.permissions().mode() & 0o022 != 0 {
+        "is writable by other users"
+    } else {
+        return Ok(());
+    };
+    Err(std::io::Error::other(format!(
+        "{} {problem}; refusing to load machine code from it",
+        path.display()
+    )))
 }
