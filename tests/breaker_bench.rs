@@ -106,7 +106,7 @@ async fn run(kind: Outage) -> Figures {
     let watcher = tokio::spawn(async move {
         while Instant::now() < stop_at {
             let text = metrics.render();
-            if metric(&text, "payproxy_breaker_state", &[("provider", "primary")]) == 2.0 {
+            if metric(&text, "payproxy_breaker_state", &[("provider", "primary")]) == Some(2.0) {
                 return Some(Instant::now());
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -179,7 +179,8 @@ async fn run(kind: Outage) -> Figures {
         in_window: in_window.len(),
         errors_in_window: in_window.iter().filter(|s| !s.ok).count(),
         errors_total: seen.iter().filter(|s| !s.ok).count(),
-        failovers: metric(&text, "payproxy_failovers_total", &[("from", "primary")]),
+        // No failover yet means no series yet: 0.
+        failovers: metric(&text, "payproxy_failovers_total", &[("from", "primary")]).unwrap_or(0.0),
     }
 }
 

@@ -607,7 +607,11 @@ fn check(
         .map(|r| r.call.tries.len().saturating_sub(1))
         .sum();
     let sum = |name: &str, labels: &[(&str, &str)]| -> f64 {
-        metrics.iter().map(|m| metric(m, name, labels)).sum::<f64>()
+        // For the summary only: a counter nothing incremented has no series yet, i.e. 0.
+        metrics
+            .iter()
+            .map(|m| metric(m, name, labels).unwrap_or(0.0))
+            .sum::<f64>()
     };
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for w in &mode.windows {

@@ -68,6 +68,7 @@ impl Proxy {
 
     /// Metric `name` of one listener (`storefront`, `admin`). Asked on a connection of its
     /// own, closed after the answer, so the admin listener's count holds only that one.
+    /// Fails when the series does not exist.
     async fn metric(&self, name: &str, listener: &str) -> f64 {
         let url = format!("http://{}/metrics", self.child.admin);
         let reply = HttpClient::default()
@@ -76,6 +77,7 @@ impl Proxy {
         reply.assert_status(200);
         let text = String::from_utf8_lossy(&reply.body);
         metric(&text, name, &[("listener", listener)])
+            .unwrap_or_else(|| panic!("no {name} for listener {listener}:\n{text}"))
     }
 }
 

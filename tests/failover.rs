@@ -92,13 +92,18 @@ async fn metrics(client: &HttpClient, env: &Env) -> String {
     metrics_text(client, env.proxy.admin_addr).await
 }
 
+/// The breaker state gauge of `provider` (0 closed, 1 half-open, 2 open); fails when the
+/// series does not exist.
 async fn breaker_gauge(client: &HttpClient, env: &Env, provider: &str) -> f64 {
     let text = metrics(client, env).await;
     metric(&text, "payproxy_breaker_state", &[("provider", provider)])
+        .unwrap_or_else(|| panic!("no payproxy_breaker_state for {provider}:\n{text}"))
 }
 
+/// A counter's value; fails when no series matches (every count checked here is ≥ 1).
 async fn counter(client: &HttpClient, env: &Env, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric(&metrics(client, env).await, name, labels)
+    let text = metrics(client, env).await;
+    metric(&text, name, labels).unwrap_or_else(|| panic!("no {name}{labels:?}:\n{text}"))
 }
 
 async fn reload(client: &HttpClient, env: &Env, config: &Value) {

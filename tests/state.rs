@@ -186,7 +186,10 @@ async fn keyed_payments_with_a_short_ttl_leave_the_store_file_bounded() {
 
     // What expired is gone from the store, not only unreplayed.
     let text = metrics_text(&client, env.proxy.admin_addr).await;
-    let purged = |table| metric(&text, "payproxy_store_purged_total", &[("table", table)]);
+    let purged = |table| {
+        metric(&text, "payproxy_store_purged_total", &[("table", table)])
+            .unwrap_or_else(|| panic!("no payproxy_store_purged_total for {table}:\n{text}"))
+    };
     let least = (PAYMENTS - PAYMENTS / 10) as f64;
     // (Owners are written for refunds and provider ids, not for these payments: the store
     // tests cover them.)

@@ -187,9 +187,12 @@ impl Drop for Gate {
 // ---------------------------------------------------------------------------------------
 
 /// Sum of the samples of `name` whose labels include every pair of `labels`, in Prometheus
-/// text; 0 when there is none.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
+/// text; `None` when there is none. A missing series is not a zero: a gauge that does not
+/// exist must fail a check for "closed", so callers decide. Where a counter may rightly not
+/// exist yet (nothing counted so far), the caller says so with `.unwrap_or(0.0)`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|line| {
             let rest = line.strip_prefix(name)?;
@@ -208,9 +211,9 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 .then(|| value.split_whitespace().next()?.parse::<f64>().ok())
                 .flatten()
         })
-        .sum::<f64>()
-        // An empty sum is -0.0; print it as 0.
-        + 0.0
+        .collect();
+    // An empty sum would be -0.0; there is none here.
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 fn parse_labels(text: &str) -> Vec<(String, String)> {
