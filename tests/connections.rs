@@ -16,7 +16,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use payproxy_e2e::chaos::{eventually, free_port, metric, ChildProxy};
+use payproxy_e2e::chaos::{eventually, metric, ChildProxy, ReservedPort};
 use payproxy_e2e::{base_config, write_config, Faults, HttpClient, Simulator};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +29,7 @@ const SILENT: usize = 2_000;
 /// Generous bound for anything the proxy should do "soon" on a loaded machine.
 const SOON: Duration = Duration::from_secs(30);
 
-/// payproxy as a child process on `config` (with fixed loopback ports), and its log file.
+/// payproxy as a child process on `config` (with reserved loopback ports), and its log file.
 struct Proxy {
     child: ChildProxy,
     log: PathBuf,
@@ -40,15 +40,15 @@ impl Proxy {
     /// Start on `config`, whose listener and admin addresses are set here. `admin_ip` is what
     /// the admin listener binds; the tests always connect to it through 127.0.0.1.
     async fn start(mut config: Value, admin_ip: &str) -> Proxy {
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin_port = free_port();
-        config["listeners"] = json!([{ "addr": listen.to_string() }]);
+        let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
+        config["listeners"] = json!([{ "addr": listen.addr().to_string() }]);
+        // The reservation is on 127.0.0.1; a wildcard admin listener binds beside it too.
+        let admin_port = admin.addr().port();
         config["admin"]["addr"] = json!(format!("{admin_ip}:{admin_port}"));
         config["state"] = json!({ "kind": "memory" });
         let dir = tempfile::tempdir().unwrap();
         let path = write_config(dir.path(), &config);
         let log = dir.path().join("payproxy.log");
-        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
         let child = ChildProxy::start(&path, &log, listen, admin).await;
         Proxy {
             child,

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use http::Method;
 use payproxy_e2e::chaos::{
-    charges_for, dialect_plugins, free_port, metric, payment_route, provider, router_plugin,
-    ChildProxy,
+    charges_for, dialect_plugins, metric, payment_route, provider, router_plugin, ChildProxy,
+    ReservedPort,
 };
 use payproxy_e2e::*;
 use serde_json::{json, Value};
@@ -200,9 +200,11 @@ async fn card_numbers_stop_at_payproxy_in_every_form_and_place() {
     let home = Recorder::start(200, "application/json", CUSTOMER).await;
     let plain = Recorder::start(200, "application/json", r#"{"ok":true}"#).await;
     let dir = tempfile::tempdir().unwrap();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = write_config(dir.path(), &canary_config(listen, admin, &home, &plain));
+    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
+    let config = write_config(
+        dir.path(),
+        &canary_config(listen.addr(), admin.addr(), &home, &plain),
+    );
     let log = dir.path().join("payproxy.log");
     // Debug logging: the most a log could ever carry.
     let proxy = ChildProxy::start_logging(&config, &log, listen, admin, "debug").await;
@@ -291,10 +293,12 @@ async fn card_numbers_stop_at_payproxy_in_every_form_and_place() {
     );
 
     // Nothing kept the canary: metrics, status page, log, store file.
-    let metrics = client.get(&format!("http://{admin}/metrics")).await;
+    let metrics = client.get(&format!("http://{}/metrics", proxy.admin)).await;
     let refused = metrics_value(&metrics.body, "payproxy_storefront_refusals_total");
     assert_eq!(refused, tried as f64, "every refusal counted");
-    let status = client.get(&format!("http://{admin}/admin/status")).await;
+    let status = client
+        .get(&format!("http://{}/admin/status", proxy.admin))
+        .await;
     drop(proxy);
     let store = std::fs::read(dir.path().join("state.redb")).unwrap();
     let logged = std::fs::read(&log).unwrap();

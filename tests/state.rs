@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use http::Method;
 use payproxy_e2e::chaos::{
-    charges_for, dialect_plugins, eventually, free_port, metric, metrics_text, payment_route,
-    provider, ChildProxy,
+    charges_for, dialect_plugins, eventually, metric, metrics_text, payment_route, provider,
+    ChildProxy, ReservedPort,
 };
 use payproxy_e2e::*;
 use serde_json::{json, Value};
@@ -47,9 +47,13 @@ async fn a_payment_in_flight_when_the_proxy_is_killed_resumes_at_once_after_the_
     init_logs();
     let sim = Simulator::start(&["a", "b"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (loopback(free_port()), loopback(free_port()));
+    // Held for the whole test: the restart gets the same ports back.
+    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
     let state = json!({ "kind": "redb", "path": dir.path().join("state.redb") });
-    let config_path = write_config(dir.path(), &config(&sim, listen, admin, state));
+    let config_path = write_config(
+        dir.path(),
+        &config(&sim, listen.addr(), admin.addr(), state),
+    );
     let mut proxy =
         ChildProxy::start(&config_path, &dir.path().join("proxy.log"), listen, admin).await;
     let client = HttpClient::default();

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,7 +19,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use provider_sim::Charge;
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::{wasm, HttpClient, Reply, Simulator};
@@ -91,88 +94,180 @@ pub fn payment_route(providers: &[&str], plugins: &[&str], failover: Value) -> V
     })
 }
 
-/// A free loopback port: bound, then released (for configs that need a fixed port).
-pub fn free_port() -> u16 {
-    crate::unused_addr().port()
+// ---------------------------------------------------------------------------------------
+// Ports that stay ours
+// ---------------------------------------------------------------------------------------
+
+/// A loopback port held by a bound socket that never listens (`SO_REUSEADDR` and
+/// `SO_REUSEPORT`), for as long as the value lives.
+///
+/// A port that is bound, released and bound again races every other process on the machine:
+/// in between, the kernel may hand it to anyone's port-0 bind or use it as an outgoing
+/// connection's local port. While this socket holds it, the kernel hands it to no one, yet a
+/// listener that sets `SO_REUSEADDR` too can listen on it beside the reservation (Linux
+/// allows it while the reservation does not listen): a [`Gate`] reopening, or payproxy (its
+/// tokio listeners set `SO_REUSEADDR`) restarting after `kill -9`. With nobody listening,
+/// connections to the port are refused, as for a host that is down.
+pub struct ReservedPort {
+    addr: SocketAddr,
+    /// `None` once released for a child that cannot bind beside it (not Linux).
+    holder: Mutex<Option<TcpSocket>>,
+}
+
+impl ReservedPort {
+    /// Reserve a free port on 127.0.0.1.
+    pub fn new() -> ReservedPort {
+        let socket = reusable_socket().expect("reservation socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("reserve a loopback port");
+        ReservedPort {
+            addr: socket.local_addr().expect("reserved address"),
+            holder: Mutex::new(Some(socket)),
+        }
+    }
+
+    /// The reserved address, 127.0.0.1:PORT.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A listener on the reserved port, beside the reservation.
+    pub fn listen(&self) -> TcpListener {
+        let socket = reusable_socket().expect("listener socket");
+        socket
+            .bind(self.addr)
+            .unwrap_or_else(|e| panic!("cannot bind reserved {}: {e}", self.addr));
+        socket
+            .listen(1024)
+            .unwrap_or_else(|e| panic!("cannot listen on reserved {}: {e}", self.addr))
+    }
+
+    /// Before a child process binds the port with `SO_REUSEADDR` alone: on Linux it can
+    /// bind beside the reservation, which stays; elsewhere (BSD rules) the reservation must
+    /// go, and the port is only as safe as a released one.
+    fn lend_to_child(&self) {
+        if !cfg!(target_os = "linux") {
+            self.holder.lock().unwrap().take();
+        }
+    }
+}
+
+impl Default for ReservedPort {
+    fn default() -> Self {
+        ReservedPort::new()
+    }
+}
+
+fn reusable_socket() -> std::io::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    Ok(socket)
 }
 
 // ---------------------------------------------------------------------------------------
 // A TCP gate: a provider that can be made to refuse connections
 // ---------------------------------------------------------------------------------------
 
+/// How long [`Gate::close_and_wait_for_clients`] waits for each client to close its end.
+const CLIENT_CLOSE_WITHIN: Duration = Duration::from_secs(10);
+
 /// A TCP forwarder on a fixed loopback port in front of a simulated provider. Open, it pipes
 /// every connection to the provider; closed, nothing listens on its port (connections are
 /// refused, as for a provider whose host is down) and the connections it was piping are cut.
+/// The port stays reserved while the gate is closed, so reopening never races anyone for it.
+/// It counts the bytes clients sent through it, so a test can see what reached the provider.
 pub struct Gate {
-    addr: SocketAddr,
+    port: ReservedPort,
     target: SocketAddr,
-    accept: Mutex<Option<JoinHandle<()>>>,
+    serving: Mutex<Option<Serving>>,
+    traffic: Arc<Traffic>,
+}
+
+/// The accept task of an open gate, and how to ask it to close gracefully.
+struct Serving {
+    /// Owns the listener and the pipes; returns how many clients did not close in time.
+    task: JoinHandle<usize>,
+    closing: watch::Sender<bool>,
+}
+
+/// What went through a gate, over all its connections.
+#[derive(Default)]
+struct Traffic {
+    /// Bytes read from clients and written to the provider.
+    forwarded: AtomicU64,
+    /// Connections accepted, and those whose pipe has ended.
+    accepted: AtomicUsize,
+    ended: AtomicUsize,
 }
 
 impl Gate {
-    /// An open gate on 127.0.0.1:0 forwarding to `target`.
+    /// An open gate on a reserved loopback port forwarding to `target`.
     pub async fn start(target: SocketAddr) -> Gate {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("gate binds");
         let gate = Gate {
-            addr: listener.local_addr().expect("gate address"),
+            port: ReservedPort::new(),
             target,
-            accept: Mutex::new(None),
+            serving: Mutex::new(None),
+            traffic: Arc::default(),
         };
-        gate.serve(listener);
+        gate.open().await;
         gate
     }
 
     /// `http://127.0.0.1:PORT` of the gate.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.port.addr())
     }
 
     /// Refuse connections from now on and cut those being piped.
     pub fn close(&self) {
-        if let Some(task) = self.accept.lock().unwrap().take() {
+        if let Some(serving) = self.serving.lock().unwrap().take() {
             // The accept task owns the listener and the pipes: aborting it drops them all.
-            task.abort();
+            serving.task.abort();
         }
     }
 
-    /// Listen again on the same port (bounded retries: the port was just released).
-    pub async fn open(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("gate cannot listen on {} again: {e}", self.addr),
-            }
+    /// Like [`Gate::close`], and a readiness signal besides: each piped connection is ended
+    /// with a FIN, and this returns once every client has closed its end too (fails after
+    /// 10 s). A client's HTTP pool then no longer holds the connection, so no later request
+    /// can go out on it: the next one connects, and is refused.
+    pub async fn close_and_wait_for_clients(&self) {
+        let Some(serving) = self.serving.lock().unwrap().take() else {
+            return;
         };
-        self.serve(listener);
+        let _ = serving.closing.send(true);
+        let lingering = tokio::time::timeout(CLIENT_CLOSE_WITHIN * 2, serving.task)
+            .await
+            .expect("the gate's pipes end within their bound")
+            .expect("the gate's accept task did not panic");
+        assert_eq!(
+            lingering, 0,
+            "clients still held connections {CLIENT_CLOSE_WITHIN:?} after the gate closed them"
+        );
     }
 
-    fn serve(&self, listener: TcpListener) {
-        let target = self.target;
-        let task = tokio::spawn(async move {
-            let mut pipes = JoinSet::new();
-            loop {
-                tokio::select! {
-                    Some(_) = pipes.join_next(), if !pipes.is_empty() => {}
-                    conn = listener.accept() => {
-                        let Ok((mut inbound, _)) = conn else { continue };
-                        pipes.spawn(async move {
-                            let _ = inbound.set_nodelay(true);
-                            if let Ok(mut upstream) = TcpStream::connect(target).await {
-                                let _ = upstream.set_nodelay(true);
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
-                            }
-                        });
-                    }
-                }
-            }
-        });
-        if let Some(old) = self.accept.lock().unwrap().replace(task) {
-            old.abort();
+    /// Listen again on the same port (still reserved: nobody can have taken it).
+    pub async fn open(&self) {
+        let listener = self.port.listen();
+        let (closing, closed) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, self.target, closed, self.traffic.clone()));
+        let serving = Serving { task, closing };
+        if let Some(old) = self.serving.lock().unwrap().replace(serving) {
+            old.task.abort();
         }
+    }
+
+    /// Bytes clients sent through the gate to the provider, over every connection so far.
+    pub fn bytes_forwarded(&self) -> u64 {
+        self.traffic.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far, and how many of those are still being piped.
+    pub fn connections(&self) -> (usize, usize) {
+        let ended = self.traffic.ended.load(Ordering::SeqCst);
+        let accepted = self.traffic.accepted.load(Ordering::SeqCst);
+        (accepted, accepted - ended)
     }
 }
 
@@ -180,6 +275,88 @@ impl Drop for Gate {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The accept loop of an open gate. Until `closing`, it pipes each connection; then it stops
+/// listening and waits for the pipes, returning how many clients did not close in time.
+async fn serve(
+    listener: TcpListener,
+    target: SocketAddr,
+    mut closing: watch::Receiver<bool>,
+    traffic: Arc<Traffic>,
+) -> usize {
+    let mut pipes = JoinSet::new();
+    let for_pipes = closing.clone();
+    loop {
+        tokio::select! {
+            Some(_) = pipes.join_next(), if !pipes.is_empty() => {}
+            _ = closing.wait_for(|closing| *closing) => break,
+            conn = listener.accept() => {
+                let Ok((inbound, _)) = conn else { continue };
+                traffic.accepted.fetch_add(1, Ordering::SeqCst);
+                let (closing, traffic) = (for_pipes.clone(), traffic.clone());
+                pipes.spawn(async move {
+                    let closed_in_time = pipe(inbound, target, closing, &traffic).await;
+                    traffic.ended.fetch_add(1, Ordering::SeqCst);
+                    closed_in_time
+                });
+            }
+        }
+    }
+    drop(listener);
+    let mut lingering = 0;
+    while let Some(closed_in_time) = pipes.join_next().await {
+        if !closed_in_time.unwrap_or(false) {
+            lingering += 1;
+        }
+    }
+    lingering
+}
+
+/// Pipe one connection both ways, counting the client's bytes, until both directions are
+/// done or the gate closes. On close: FIN to the client, then wait (bounded) for its own
+/// close. Returns whether the client had closed its end when the pipe ended.
+async fn pipe(
+    inbound: TcpStream,
+    target: SocketAddr,
+    mut closing: watch::Receiver<bool>,
+    traffic: &Traffic,
+) -> bool {
+    let _ = inbound.set_nodelay(true);
+    let (mut client_read, mut client_write) = inbound.into_split();
+    let Ok(upstream) = TcpStream::connect(target).await else {
+        return true;
+    };
+    let _ = upstream.set_nodelay(true);
+    let (mut provider_read, mut provider_write) = upstream.into_split();
+    let forward = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+            if provider_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            traffic.forwarded.fetch_add(n as u64, Ordering::SeqCst);
+        }
+        let _ = provider_write.shutdown().await;
+    };
+    let back = async {
+        let _ = tokio::io::copy(&mut provider_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    let gate_closing = tokio::select! {
+        _ = async { tokio::join!(forward, back) } => false,
+        _ = closing.wait_for(|closing| *closing) => true,
+    };
+    if !gate_closing {
+        return true;
+    }
+    drop((provider_read, provider_write));
+    let _ = client_write.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drained = async { while let Ok(1..) = client_read.read(&mut sink).await {} };
+    tokio::time::timeout(CLIENT_CLOSE_WITHIN, drained)
+        .await
+        .is_ok()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -276,24 +453,51 @@ pub async fn status_health(client: &HttpClient, admin: SocketAddr, provider: &st
 // Ledgers
 // ---------------------------------------------------------------------------------------
 
-/// Every simulated provider's charges, grouped by merchant reference.
-pub fn charges_by_reference(sim: &Simulator) -> BTreeMap<String, Vec<Charge>> {
-    let mut map: BTreeMap<String, Vec<Charge>> = BTreeMap::new();
+/// Every charge in every simulated provider's ledger: grouped by merchant reference, and
+/// those without one kept apart. None is dropped: a second charge for a payment could be
+/// one whose dialect lost the reference, and a double-charge check must still count it.
+#[derive(Debug, Default)]
+pub struct Charges {
+    pub by_reference: BTreeMap<String, Vec<Charge>>,
+    pub unreferenced: Vec<Charge>,
+}
+
+impl Charges {
+    /// Every charge, referenced or not.
+    pub fn total(&self) -> usize {
+        self.by_reference.values().map(Vec::len).sum::<usize>() + self.unreferenced.len()
+    }
+}
+
+/// Every simulated provider's charges (see [`Charges`]).
+pub fn all_charges(sim: &Simulator) -> Charges {
+    let mut charges = Charges::default();
     for name in sim.names() {
         for charge in sim.ledger(name) {
-            if let Some(reference) = charge.merchant_reference.clone() {
-                map.entry(reference).or_default().push(charge);
+            match charge.merchant_reference.clone() {
+                Some(reference) => charges
+                    .by_reference
+                    .entry(reference)
+                    .or_default()
+                    .push(charge),
+                None => charges.unreferenced.push(charge),
             }
         }
     }
-    map
+    charges
 }
 
-/// Charges for `reference` across every simulated provider.
+/// Charges for `reference` across every simulated provider. Every payment these tests make
+/// carries a merchant reference, so a charge without one anywhere fails here: it could be
+/// this payment's second charge, and no count by reference would see it.
 pub fn charges_for(sim: &Simulator, reference: &str) -> Vec<Charge> {
-    charges_by_reference(sim)
-        .remove(reference)
-        .unwrap_or_default()
+    let mut charges = all_charges(sim);
+    assert!(
+        charges.unreferenced.is_empty(),
+        "charges without a merchant reference: {:?}",
+        charges.unreferenced
+    );
+    charges.by_reference.remove(reference).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -316,15 +520,19 @@ pub fn payproxy_binary() -> PathBuf {
     binary
 }
 
-/// payproxy running as a child process on fixed ports, so it can be killed with SIGKILL and
-/// started again on the same config and state file.
+/// payproxy running as a child process on reserved ports, so it can be killed with SIGKILL
+/// and started again on the same config, state file and ports.
 pub struct ChildProxy {
     binary: PathBuf,
     config: PathBuf,
     log: PathBuf,
+    /// Where this run's lines start in `log` (it is appended to across restarts).
+    log_start: u64,
     child: Option<Child>,
     /// `PAYPROXY_LOG` for the child.
     log_level: String,
+    /// Held for the proxy's whole life, restarts included.
+    ports: [ReservedPort; 2],
     /// The storefront listener.
     pub listen: SocketAddr,
     /// The admin listener.
@@ -333,12 +541,12 @@ pub struct ChildProxy {
 
 impl ChildProxy {
     /// Start `payproxy run --config <config>` (stderr appended to `log`) and wait until its
-    /// admin listener answers. `listen` and `admin` must be the addresses in the config.
+    /// admin listener answers. The config must listen on `listen` and `admin`'s addresses.
     pub async fn start(
         config: &Path,
         log: &Path,
-        listen: SocketAddr,
-        admin: SocketAddr,
+        listen: ReservedPort,
+        admin: ReservedPort,
     ) -> ChildProxy {
         let level = std::env::var("PAYPROXY_LOG").unwrap_or_else(|_| "warn".into());
         ChildProxy::start_logging(config, log, listen, admin, &level).await
@@ -348,21 +556,46 @@ impl ChildProxy {
     pub async fn start_logging(
         config: &Path,
         log: &Path,
-        listen: SocketAddr,
-        admin: SocketAddr,
+        listen: ReservedPort,
+        admin: ReservedPort,
         level: &str,
     ) -> ChildProxy {
         let mut proxy = ChildProxy {
             binary: payproxy_binary(),
             config: config.to_path_buf(),
             log: log.to_path_buf(),
+            log_start: 0,
             child: None,
             log_level: level.to_string(),
-            listen,
-            admin,
+            listen: listen.addr(),
+            admin: admin.addr(),
+            ports: [listen, admin],
         };
         proxy.spawn().await;
         proxy
+    }
+
+    /// The running child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("payproxy is running").id()
+    }
+
+    /// Poll this run's log until a line contains `needle` (bounded); fails with the tail.
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = std::fs::read(&self.log).unwrap_or_default();
+            let run = text.get(self.log_start as usize..).unwrap_or_default();
+            if String::from_utf8_lossy(run).contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payproxy did not log {needle:?} within {within:?}:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     async fn spawn(&mut self) {
@@ -371,6 +604,10 @@ impl ChildProxy {
             .append(true)
             .open(&self.log)
             .expect("proxy log file");
+        self.log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+        for port in &self.ports {
+            port.lend_to_child();
+        }
         let child = Command::new(&self.binary)
             .args(["run", "--config"])
             .arg(&self.config)
