@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use payproxy_e2e::chaos::eventually;
+use payproxy_e2e::chaos::{eventually, ChildProxy, ReservedPort};
 use payproxy_e2e::*;
 use serde_json::{json, Value};
 
@@ -300,39 +300,70 @@ async fn editing_the_plugin_config_file_changes_routing_without_restart() {
     proxy.shutdown().await;
 }
 
+/// SIGHUP goes to a payproxy child process, by its pid: a signal to this test process would
+/// reach every proxy it runs, and under `cargo test` (one process, tests in parallel) it
+/// would reload the proxies of other tests that count their reloads exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config_file() {
     let sim = Simulator::start(&["a", "b"]).await.unwrap();
-    let env = Env::start(routed_to(&sim, "a")).await;
-    env.rewrite(&routed_to(&sim, "b"));
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
+    let on_ports = |target: &str| {
+        let mut config = routed_to(&sim, target);
+        config["listeners"][0]["addr"] = json!(listen.addr());
+        config["admin"]["addr"] = json!(admin.addr());
+        config
+    };
+    let (to_a, to_b) = (on_ports("a"), on_ports("b"));
+    let config_path = write_config(dir.path(), &to_a);
+    // Info for payproxy::server: its "payproxy serving" line comes after the SIGHUP handler
+    // is installed (the admin listener may answer a moment before); until then the signal's
+    // default action would kill the proxy.
+    let proxy = ChildProxy::start_logging(
+        &config_path,
+        &dir.path().join("payproxy.log"),
+        listen,
+        admin,
+        "warn,payproxy::server=info",
+    )
+    .await;
+    proxy
+        .wait_for_log("payproxy serving", Duration::from_secs(30))
+        .await;
+    let client = HttpClient::default();
+    let status_url = format!("http://{}/admin/status", proxy.admin);
+    let pay = async || {
+        client
+            .post_form(&proxy.url("/v1/x"), &[], "amount=1&currency=eur")
+            .await
+    };
+    assert_eq!(pay().await.provider(), Some("a"));
+
+    write_config(dir.path(), &to_b);
     let status = std::process::Command::new("kill")
-        .args(["-HUP", &std::process::id().to_string()])
+        .args(["-HUP", &proxy.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     eventually(Duration::from_secs(15), "SIGHUP reload", async || {
-        env.proxy.reloader.snapshot().version == 2
+        client.get(&status_url).await.json()["config"]["version"] == 2
     })
     .await;
-    assert_eq!(env.proxy.reloader.status().trigger, "sighup");
-    let r = HttpClient::default()
-        .post_form(&env.url("/v1/x"), &[], "amount=1&currency=eur")
-        .await;
-    assert_eq!(r.provider(), Some("b"));
-    env.proxy.shutdown().await;
+    let status = client.get(&status_url).await.json();
+    assert_eq!(status["last_reload"]["trigger"], "sighup", "{status}");
+    assert_eq!(status["last_reload"]["result"], "ok", "{status}");
+    assert_eq!(pay().await.provider(), Some("b"));
 }
 
+/// The slow request is held at its provider until the reload is done, so it is in flight
+/// across the reload by construction, and the test checks that it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_flight_request_finishes_on_its_own_snapshot() {
     let sim = Simulator::start(&["a", "b"]).await.unwrap();
-    sim.set_faults(
-        "a",
-        Faults {
-            latency_ms: 700,
-            ..Faults::default()
-        },
-    );
-    let env = Env::start(routed_to(&sim, "a")).await;
+    let held = Recorder::start_held(200, "application/json", r#"{"held":true}"#).await;
+    let mut config = routed_to(&sim, "a");
+    config["providers"]["a"]["url"] = held.url().into();
+    let env = Env::start(config).await;
     let url = env.url("/v1/payment_intents");
     let slow = tokio::spawn(async move {
         HttpClient::default()
@@ -342,7 +373,7 @@ async fn an_in_flight_request_finishes_on_its_own_snapshot() {
     eventually(
         Duration::from_secs(15),
         "request reached provider a",
-        async || sim.request_count("a") == 1,
+        async || held.requests().len() == 1,
     )
     .await;
     // The new snapshot no longer has provider a at all.
@@ -350,9 +381,15 @@ async fn an_in_flight_request_finishes_on_its_own_snapshot() {
     only_b["routes"][0]["providers"] = json!(["b"]);
     env.rewrite(&only_b);
     assert_eq!(admin_reload(&HttpClient::default(), &env).await.status, 200);
+    assert!(
+        !slow.is_finished(),
+        "the request was answered before the reload finished: nothing was in flight"
+    );
+    held.release();
     let reply = slow.await.unwrap();
     assert_eq!((reply.status.as_u16(), reply.provider()), (200, Some("a")));
-    assert_eq!(reply.json()["amount"], 7);
+    assert_eq!(&reply.body[..], br#"{"held":true}"#);
+    assert_eq!(&held.requests()[0].body[..], b"amount=7&currency=eur");
     let next = HttpClient::default()
         .post_form(
             &env.url("/v1/payment_intents"),
@@ -361,5 +398,6 @@ async fn an_in_flight_request_finishes_on_its_own_snapshot() {
         )
         .await;
     assert_eq!(next.provider(), Some("b"));
+    assert_eq!(held.requests().len(), 1, "nothing else went to a");
     env.proxy.shutdown().await;
 }

@@ -1,6 +1,8 @@
 //! A recording upstream: a tiny HTTP server on 127.0.0.1:0 that keeps every request it gets
 //! (method, path and query, headers, body bytes) and answers each with one fixed response.
 //! Tests use it to see exactly what payproxy sent, and to make a provider answer garbage.
+//! A held recorder keeps every request waiting for its answer until the test releases it:
+//! a request in flight for exactly as long as the test needs, whatever the machine's speed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// One request as it arrived.
@@ -44,26 +47,45 @@ struct Canned {
 pub struct Recorder {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    /// `true` once answers may go out.
+    released: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Recorder {
     /// Listen on 127.0.0.1:0 and answer every request with `status`, `content_type`, `body`.
     pub async fn start(status: u16, content_type: &str, body: impl Into<Bytes>) -> Recorder {
+        Recorder::start_with(status, content_type, body.into(), true).await
+    }
+
+    /// Like [`Recorder::start`], but every request (recorded on arrival) waits for its
+    /// answer until [`Recorder::release`].
+    pub async fn start_held(status: u16, content_type: &str, body: impl Into<Bytes>) -> Recorder {
+        Recorder::start_with(status, content_type, body.into(), false).await
+    }
+
+    async fn start_with(status: u16, content_type: &str, body: Bytes, released: bool) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let canned = Arc::new(Canned {
             status: StatusCode::from_u16(status).unwrap(),
             content_type: content_type.to_string(),
-            body: body.into(),
+            body,
         });
-        let task = tokio::spawn(accept(listener, requests.clone(), canned));
+        let (released, release) = watch::channel(released);
+        let task = tokio::spawn(accept(listener, requests.clone(), canned, release));
         Recorder {
             addr,
             requests,
+            released,
             task,
         }
+    }
+
+    /// Let the held answers (and every later one) go out.
+    pub fn release(&self) {
+        self.released.send_replace(true);
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -83,12 +105,18 @@ impl Drop for Recorder {
     }
 }
 
-async fn accept(listener: TcpListener, requests: Arc<Mutex<Vec<Recorded>>>, canned: Arc<Canned>) {
+async fn accept(
+    listener: TcpListener,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    canned: Arc<Canned>,
+    release: watch::Receiver<bool>,
+) {
     let mut connections = tokio::task::JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
-        let (requests, canned) = (requests.clone(), canned.clone());
+        let (requests, canned, release) = (requests.clone(), canned.clone(), release.clone());
         let service = service_fn(move |req: Request<Incoming>| {
-            let (requests, canned) = (requests.clone(), canned.clone());
+            let (requests, canned, mut release) =
+                (requests.clone(), canned.clone(), release.clone());
             async move {
                 let (parts, body) = req.into_parts();
                 let body = body
@@ -106,6 +134,8 @@ async fn accept(listener: TcpListener, requests: Arc<Mutex<Vec<Recorded>>>, cann
                     headers: parts.headers,
                     body,
                 });
+                // The sender lives as long as the recorder, which aborts this task first.
+                let _ = release.wait_for(|released| *released).await;
                 let response = Response::builder()
                     .status(canned.status)
                     .header("content-type", canned.content_type.as_str())
