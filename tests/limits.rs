@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
+use payproxy_e2e::chaos::{eventually, Gate};
 use payproxy_e2e::{base_config, unused_addr, Env, Faults, HttpClient, Reply, Simulator};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -177,13 +178,21 @@ async fn chunked_body_over_the_limit_on_a_plugin_body_route_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_body_over_the_limit_on_a_streaming_route_is_cut_off() {
-    let (sim, env) = start(json!({ "max_body_bytes": BODY_LIMIT })).await;
+    // The provider sits behind a gate that counts the bytes reaching it.
+    let sim = Simulator::start(&["a"]).await.expect("simulator starts");
+    let gate = Gate::start(sim.addr("a")).await;
+    let mut config = base_config(&sim, &["a"]);
+    config["providers"]["a"]["url"] = gate.url().into();
+    config["limits"] = json!({ "max_body_bytes": BODY_LIMIT });
+    // Streaming needs a route that does not read the body for card numbers first.
+    config["routes"][0]["card_data"] = json!("allow");
+    let env = Env::start(config).await;
     // A streaming route forwards the body as it arrives, so the provider has already seen
     // the head (and up to the limit) when the limit trips. The proxy then aborts the upstream
     // request — the provider never gets the end of the body and never answers — and answers
     // 413 JSON. That answer races the client still sending: if the proxy closes first, the
-    // client sees the connection closed or reset instead. Either way the one thing that must
-    // not happen is the provider's echo (200) of a complete 1 MiB body.
+    // client sees the connection closed or reset instead, which alone proves nothing; so the
+    // provider's side is checked too: no more than the limit of the 1 MiB sent reached it.
     let total = 16 * BODY_LIMIT as usize;
     let body = vec![b'y'; total];
     let head = "POST /echo HTTP/1.1\r\nhost: shop.test\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -193,6 +202,22 @@ async fn chunked_body_over_the_limit_on_a_streaming_route_is_cut_off() {
         chunked(&body, 16 * 1024, true),
     )
     .await;
+    // Everything that will ever reach the provider has once the proxy hung up on it.
+    eventually(
+        Duration::from_secs(10),
+        "the proxy closed its connection to the provider",
+        async || gate.connections() == (1, 0),
+    )
+    .await;
+    // At most the limit reached it, plus the request head and chunk framing (a few hundred
+    // bytes): a sixteenth of what was sent.
+    let forwarded = gate.bytes_forwarded();
+    let most = BODY_LIMIT + 4096;
+    assert!(
+        forwarded <= most,
+        "the provider received {forwarded} bytes of a {total}-byte body, more than the \
+         {BODY_LIMIT}-byte limit lets through ({most} with head and framing): {raw:?}"
+    );
     match &raw {
         Raw::Response { .. } => {
             assert_eq!(raw.status(), Some(413), "{raw:?}");
@@ -206,6 +231,7 @@ async fn chunked_body_over_the_limit_on_a_streaming_route_is_cut_off() {
     }
     // A consumed streamed body is never replayed: at most the one attempt.
     assert!(sim.request_count("a") <= 1);
+    eprintln!("streamed over the limit: {forwarded} of {total} body bytes reached the provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
