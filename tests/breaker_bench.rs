@@ -3,11 +3,15 @@
 //! steady open-loop traffic (200 payments/s) against a primary and a healthy secondary, with
 //! the default breaker settings.
 //!
-//! Not a timed test: ignored by default, run on demand and read the figures:
+//! The figures are a benchmark, not a timed test: the long run is ignored by default, run it
+//! on demand and read them:
 //!
 //! ```sh
 //! cargo test -p payproxy-e2e --test breaker_bench -- --ignored --nocapture
 //! ```
+//!
+//! Its assertions that hold whatever the timing (the breaker opens; a safe outage shows the
+//! storefront no error) also run in the test command, as a short variant at a lower rate.
 //!
 //! The outage kinds: refused connections and 503 answers are safe to fail over (target: zero
 //! errors visible to the storefront); dropped connections and answers beyond the provider
@@ -21,11 +25,26 @@ use payproxy_e2e::chaos::{dialect_plugins, metric, payment_route, percentile, pr
 use payproxy_e2e::*;
 use serde_json::json;
 
-/// Payments per second, open loop (a new payment every 5 ms whatever the answers do).
-const RATE: u64 = 200;
-/// Traffic before the outage starts, and after.
-const BEFORE: Duration = Duration::from_millis(1_500);
-const AFTER: Duration = Duration::from_millis(2_500);
+/// Open-loop traffic: a new payment every `1 / rate` s whatever the answers do, for `before`
+/// the outage starts and `after`.
+struct Load {
+    rate: u64,
+    before: Duration,
+    after: Duration,
+}
+
+/// The benchmark's load.
+const BENCH: Load = Load {
+    rate: 200,
+    before: Duration::from_millis(1_500),
+    after: Duration::from_millis(2_500),
+};
+/// The test command's: enough payments to open the breaker and see any error.
+const SHORT: Load = Load {
+    rate: 50,
+    before: Duration::from_millis(500),
+    after: Duration::from_millis(1_500),
+};
 /// The primary's answer timeout (for the "beyond timeout" kind).
 const TIMEOUT_MS: u64 = 500;
 const REPEAT: usize = 3;
@@ -73,7 +92,7 @@ struct Figures {
     failovers: f64,
 }
 
-async fn run(kind: Outage) -> Figures {
+async fn run(kind: Outage, load: &Load) -> Figures {
     let sim = Simulator::start(&["primary", "secondary"]).await.unwrap();
     let gate = Gate::start(sim.addr("primary")).await;
     let mut primary = provider(&gate.url(), "primary", "adyen", "eu");
@@ -98,8 +117,8 @@ async fn run(kind: Outage) -> Figures {
     let seen = Arc::new(Mutex::new(Vec::new()));
 
     let start = Instant::now();
-    let outage_at = start + BEFORE;
-    let stop_at = outage_at + AFTER;
+    let outage_at = start + load.before;
+    let stop_at = outage_at + load.after;
 
     // The breaker watcher: the first time the gauge reads 2 (open).
     let metrics = env.proxy.metrics.clone();
@@ -130,7 +149,7 @@ async fn run(kind: Outage) -> Figures {
     // Open-loop traffic.
     let traffic = async {
         let mut tasks = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / load.rate));
         let mut i = 0;
         while Instant::now() < stop_at {
             tick.tick().await;
@@ -184,15 +203,49 @@ async fn run(kind: Outage) -> Figures {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: run with --ignored --nocapture and read the figures"]
-async fn time_to_open_and_errors_seen_during_an_outage() {
-    // Quiet: the proxy warns on every failed attempt; the figures are what matter here.
+/// Quiet: the proxy warns on every failed attempt; the figures are what matter here.
+fn quiet_logs() {
     let filter = std::env::var("PAYPROXY_LOG").unwrap_or_else(|_| "error".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// What must hold whatever the timing: the breaker opens, and with a healthy secondary a
+/// safe outage (nothing was sent, or nothing was done) shows the storefront no error.
+fn problems(kind: Outage, f: &Figures) -> Vec<String> {
+    let mut problems = Vec::new();
+    if f.open_after.is_none() {
+        problems.push(format!("{}: the breaker never opened", kind.label()));
+    }
+    if kind.safe() && f.errors_total > 0 {
+        problems.push(format!(
+            "{}: {} storefront-visible errors with a healthy secondary",
+            kind.label(),
+            f.errors_total
+        ));
+    }
+    problems
+}
+
+/// The short variant the test command runs: the two safe outages, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_outages_open_the_breaker_and_show_the_storefront_no_error() {
+    quiet_logs();
+    let mut failed = Vec::new();
+    for kind in [Outage::Refused, Outage::Answers503] {
+        let f = run(kind, &SHORT).await;
+        assert!(f.payments > 0, "{}: no traffic", kind.label());
+        failed.extend(problems(kind, &f));
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture and read the figures"]
+async fn time_to_open_and_errors_seen_during_an_outage() {
+    quiet_logs();
     let mut failed = Vec::new();
     for kind in [
         Outage::Refused,
@@ -203,7 +256,7 @@ async fn time_to_open_and_errors_seen_during_an_outage() {
     ] {
         let mut opens = Vec::new();
         for round in 1..=REPEAT {
-            let f = run(kind).await;
+            let f = run(kind, &BENCH).await;
             println!(
                 "breaker bench [{}] run {round}: open after {:?}, payments {} ({} overlapping the \
                  outage-to-open window), errors in window {}, errors total {}, failovers {}",
@@ -215,21 +268,13 @@ async fn time_to_open_and_errors_seen_during_an_outage() {
                 f.errors_total,
                 f.failovers,
             );
-            match f.open_after {
-                Some(d) => opens.push(d),
-                None => failed.push(format!("{}: the breaker never opened", kind.label())),
-            }
-            if kind.safe() && f.errors_total > 0 {
-                failed.push(format!(
-                    "{}: {} storefront-visible errors with a healthy secondary",
-                    kind.label(),
-                    f.errors_total
-                ));
-            }
+            opens.extend(f.open_after);
+            failed.extend(problems(kind, &f));
         }
         println!(
-            "breaker bench [{}] at {RATE}/s: median time to open {:?} over {REPEAT} runs",
+            "breaker bench [{}] at {}/s: median time to open {:?} over {REPEAT} runs",
             kind.label(),
+            BENCH.rate,
             percentile(&opens, 50.0)
         );
     }
