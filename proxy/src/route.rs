@@ -87,6 +87,25 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
     path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
+/// The key in an `Authorization` value (schemes are case-insensitive, RFC 9110 §11.1).
+fn presented_key(value: &str) -> Option<String> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(credentials.to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (user, _password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+        return Some(user.to_string());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,23 +151,4 @@ mod tests {
         assert!(path_has_prefix("/v1/x", "/v1/"));
         assert!(!path_has_prefix("/v1", "/v1/"));
     }
-}
-
-/// The key in an `Authorization` value (schemes are case-insensitive, RFC 9110 §11.1).
-fn presented_key(value: &str) -> Option<String> {
-    let (scheme, credentials) = value.trim().split_once(' ')?;
-    let credentials = credentials.trim();
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(credentials.to_string());
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        use base64::Engine as _;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(credentials)
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (user, _password) = decoded.split_once(':').unwrap_or((&decoded, ""));
-        return Some(user.to_string());
-    }
-    None
 }

@@ -131,6 +131,9 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         metrics.clone(),
         shutdown_rx.clone(),
     ))];
+    // SIGHUP reloads before anything answers: a signal to a proxy that already serves never
+    // finds the default action (exit) in place.
+    let mut triggers = vec![reloader.spawn_sighup()?];
     let mut listen_addrs = Vec::new();
     for l in &config.listeners {
         let tcp = listener::bind(l.addr).await?;
@@ -173,7 +176,6 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         move || ConnLimits::admin(&limits_source.snapshot().config),
         shutdown_rx.clone(),
     )));
-    let mut triggers = vec![reloader.spawn_sighup()?];
     if config.reload.watch {
         triggers.push(reloader.spawn_watch(Duration::from_millis(config.reload.debounce_ms))?);
     }
