@@ -699,18 +699,21 @@ async fn a_slow_request_body_gets_408_under_its_route() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_body_timeout"), "{text}");
-    let client = HttpClient::default();
-    let metrics = client.get(&env.admin_url("/metrics")).await;
+    assert_counted_under(&env, "payments", "4xx").await;
+}
+
+/// One request of `class` counted under `route`, none under `none` (its series absent or 0).
+async fn assert_counted_under(env: &Env, route: &str, class: &str) {
+    let metrics = HttpClient::default().get(&env.admin_url("/metrics")).await;
     let text = String::from_utf8_lossy(&metrics.body);
     let counted = |route| {
         metric(
             &text,
             "payproxy_requests_total",
-            &[("route", route), ("status_class", "4xx")],
+            &[("route", route), ("status_class", class)],
         )
     };
-    assert_eq!(counted("payments"), Some(1.0), "{text}");
-    // Nothing counted under "none": its series is absent (or 0).
+    assert_eq!(counted(route), Some(1.0), "{text}");
     assert_eq!(counted("none").unwrap_or(0.0), 0.0, "{text}");
 }
 
@@ -730,18 +733,7 @@ async fn a_transparent_route_timing_out_is_counted_under_its_route() {
         String::from_utf8_lossy(&reply.body)
     );
     assert_eq!(reply.json()["error"]["code"], "request_timeout");
-    let metrics = client.get(&env.admin_url("/metrics")).await;
-    let text = String::from_utf8_lossy(&metrics.body);
-    let counted = |route| {
-        metric(
-            &text,
-            "payproxy_requests_total",
-            &[("route", route), ("status_class", "5xx")],
-        )
-    };
-    assert_eq!(counted("all"), Some(1.0), "{text}");
-    // Nothing counted under "none": its series is absent (or 0).
-    assert_eq!(counted("none").unwrap_or(0.0), 0.0, "{text}");
+    assert_counted_under(&env, "all", "5xx").await;
 }
 
 // ---------------------------------------------------------------------------------------
