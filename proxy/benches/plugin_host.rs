@@ -59,6 +59,7 @@ fn load(host: &Arc<PluginHost>, mode: InstanceMode) -> RouterPlugin {
         recycle_after: 10_000,
         deadline_ms: 20,
         memory_bytes: 32 << 20,
+        identity: ("router", String::new()),
     };
     let fixtures = fixtures();
     RouterPlugin::load(

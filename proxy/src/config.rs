@@ -46,6 +46,87 @@ pub struct Config {
     /// Circuit breaker settings shared by all providers (see `health::BreakerConfig`).
     #[serde(default)]
     pub breaker: crate::health::BreakerConfig,
+    /// Log format and the audit trail. Read at start; a reload that changes it keeps the
+    /// running settings (and says so in the log).
+    #[serde(default)]
+    pub log: LogConfig,
+    /// OpenTelemetry trace export (off by default). Read at start, like `log`.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Logs and the audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json` (one JSON object per line, with the request's trace id).
+    /// `payproxy run --log-format` overrides it.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// File the audit trail is appended to (one JSON line per payment decision), relative
+    /// to the config file. Absent: audit lines go to the main log, target `payproxy::audit`.
+    #[serde(default)]
+    pub audit_path: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `time level target: message key=value…`.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Trace export.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Export spans over OTLP/HTTP (protobuf). Absent: no spans are exported; the storefront's
+    /// `traceparent` still reaches providers unchanged.
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// An OTLP/HTTP trace exporter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces` (https with the
+    /// webpki roots).
+    pub endpoint: String,
+    /// Headers sent with each export (e.g. an API key), values inline or `{"env": "VAR"}`.
+    /// Never logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Share of new traces recorded, 0.0–1.0. Default 1.0. A storefront `traceparent`'s
+    /// sampled flag is followed (parent-based sampling).
+    #[serde(default = "default_sampling_ratio")]
+    pub sampling_ratio: f64,
+    /// `service.name` of the exported spans. Default `payproxy`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// How often finished spans are sent, in milliseconds. Default 5000.
+    #[serde(default = "default_export_interval_ms")]
+    pub export_interval_ms: u64,
+    /// Time allowed for one export request, in milliseconds. Default 10000.
+    #[serde(default = "default_export_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_sampling_ratio() -> f64 {
+    1.0
+}
+fn default_service_name() -> String {
+    "payproxy".into()
+}
+fn default_export_interval_ms() -> u64 {
+    5_000
+}
+fn default_export_timeout_ms() -> u64 {
+    10_000
 }
 
 /// The state store.
@@ -762,6 +843,37 @@ impl Config {
                 "routes".into(),
                 "at least one route is required".into(),
             ));
+        }
+        if let Some(otlp) = &self.telemetry.otlp {
+            if !(0.0..=1.0).contains(&otlp.sampling_ratio) {
+                return Err(invalid(
+                    "telemetry.otlp.sampling_ratio".into(),
+                    "must be between 0.0 and 1.0".into(),
+                ));
+            }
+            match otlp.endpoint.parse::<http::Uri>() {
+                Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) => {}
+                _ => {
+                    return Err(invalid(
+                        "telemetry.otlp.endpoint".into(),
+                        "must be an http:// or https:// URL".into(),
+                    ))
+                }
+            }
+            for name in otlp.headers.keys() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(invalid(
+                        format!("telemetry.otlp.headers.{name}"),
+                        "is not a valid header name".into(),
+                    ));
+                }
+            }
+            if otlp.export_interval_ms == 0 || otlp.timeout_ms == 0 {
+                return Err(invalid(
+                    "telemetry.otlp".into(),
+                    "export_interval_ms and timeout_ms must be positive".into(),
+                ));
+            }
         }
         let l = &self.limits;
         if l.max_header_bytes < 1024 || l.max_header_bytes > 1024 * 1024 {

@@ -26,5 +26,6 @@ pub mod route;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -1,10 +1,11 @@
 //! The `payproxy` command: `run` serves a config, `check` validates one.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use payproxy::config::{Config, LogFormat};
+use payproxy::telemetry;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,9 @@ enum Command {
         /// Path to the JSON config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Log line format; overrides the config's `log.format` (default `text`).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Validate a config: fields, references, plugins compiled and initialised.
     Check {
@@ -33,39 +37,13 @@ enum Command {
     },
 }
 
-/// Compiler and runtime crates whose debug output (megabytes per plugin compiled) is not
-/// payproxy's: kept at `warn` unless `PAYPROXY_LOG` names them itself.
-const QUIET: &[&str] = &[
-    "cranelift",
-    "wasmtime",
-    "regalloc2",
-    "wasmparser",
-    "wit_parser",
-];
-
-/// `PAYPROXY_LOG` (default `info`) with [`QUIET`] crates at `warn` unless it names them.
-fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
-    let spec = spec.filter(|s| !s.trim().is_empty()).unwrap_or("info");
-    let mut directives = vec![spec.to_string()];
-    for krate in QUIET {
-        if !spec.contains(krate) {
-            directives.push(format!("{krate}=warn"));
-        }
-    }
-    tracing_subscriber::EnvFilter::try_new(directives.join(","))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-}
-
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter(std::env::var("PAYPROXY_LOG").ok().as_deref()))
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a log file or journal gets plain `key=value` text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match payproxy::server::check(&config) {
+        Command::Check { config } => match telemetry::init(LogFormat::Text, None)
+            .map_err(anyhow::Error::msg)
+            .and_then(|_| payproxy::server::check(&config))
+        {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
@@ -75,7 +53,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, log_format } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -86,7 +64,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(run(config)) {
+            match runtime.block_on(run(config, log_format)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -97,7 +75,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: PathBuf) -> anyhow::Result<()> {
+async fn run(config: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+    // Logs and traces are set up from the config before anything else reads it; a config
+    // that does not load is reported by `start` below, in text.
+    let (format, otlp) = match Config::load(&config) {
+        Ok((c, _)) => (log_format.unwrap_or(c.log.format), c.telemetry.otlp),
+        Err(_) => (log_format.unwrap_or_default(), None),
+    };
+    let telemetry = telemetry::init(format, otlp.as_ref()).map_err(anyhow::Error::msg)?;
     match payproxy::server::raise_descriptor_limit() {
         Ok(limit) => tracing::info!(limit, "open file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file descriptor limit"),
@@ -110,5 +95,7 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown().await;
+    // Spans still queued are sent before exit.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
 }

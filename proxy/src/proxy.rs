@@ -13,13 +13,14 @@ use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::config::{CardData, OnError};
 use crate::error::ProxyError;
 use crate::failover::{Budget, Candidates, Transport};
 use crate::health::{HealthBook, HealthMetrics};
 use crate::metrics::{status_class, Metrics};
-use crate::payment::{http_view, Payments};
+use crate::payment::{http_view, AuditLog, Payments};
 use crate::plugin::RouteDecision;
 use crate::reload::Reloader;
 use crate::route::Route;
@@ -65,6 +66,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         store: Arc<dyn Store>,
         ttl_ms: u64,
+        audit: AuditLog,
     ) -> Proxy {
         let breaker = reloader.snapshot().config.breaker.clone();
         let health = Arc::new(HealthBook::new(
@@ -86,6 +88,7 @@ impl Proxy {
                 ttl_ms,
                 health,
                 max_in_flight,
+                Arc::new(audit),
             )),
             metrics,
         }
@@ -112,10 +115,22 @@ impl Proxy {
         let started = Instant::now();
         let snapshot = self.reloader.snapshot();
         let deadline = started + Duration::from_millis(snapshot.config.limits.request_timeout_ms);
-        let answer = match self.process(&snapshot, request, downstream, deadline).await {
+        let span = crate::telemetry::request_span(request.headers());
+        let answer = match self
+            .process(&snapshot, request, downstream, deadline)
+            .instrument(span.clone())
+            .await
+        {
             Ok(answer) => answer,
             Err((route, error)) => self.error_answer(route, error),
         };
+        if !span.is_disabled() {
+            span.record("route", answer.route.as_str());
+            span.record(
+                "http.response.status_code",
+                answer.response.status().as_u16(),
+            );
+        }
         self.metrics
             .requests
             .with_label_values(&[
@@ -176,6 +191,8 @@ impl Proxy {
                 .with_label_values(&[route.name.as_str(), "unauthenticated"])
                 .inc();
             tracing::warn!(route = %route.name, client = %downstream.client_ip, "storefront request without a valid key refused");
+            self.payments
+                .audit_early(snapshot, route, "authentication", "api_key_invalid", 401);
             return Ok(self.payments.unauthenticated(route));
         }
 
@@ -183,7 +200,7 @@ impl Proxy {
         let limit = snapshot.config.limits.max_body_bytes;
         if route.dialect.is_some() {
             let body = read_body(incoming, limit, deadline).await.map_err(fail)?;
-            if let Some(refused) = self.card_data(route, &parts, &body) {
+            if let Some(refused) = self.card_data(snapshot, route, &parts, &body) {
                 return Ok(refused);
             }
             return Ok(self
@@ -201,7 +218,7 @@ impl Proxy {
             Body::Streaming(incoming)
         };
         if let (true, Body::Buffered(bytes)) = (scanned, &body) {
-            if let Some(refused) = self.card_data(route, &parts, bytes) {
+            if let Some(refused) = self.card_data(snapshot, route, &parts, bytes) {
                 return Ok(refused);
             }
         }
@@ -227,23 +244,26 @@ impl Proxy {
     /// what was found is never repeated.
     fn card_data(
         &self,
+        snapshot: &Snapshot,
         route: &Route,
         parts: &http::request::Parts,
         body: &[u8],
     ) -> Option<Answer> {
-        let refused = |reason: &str| {
+        let refused = |reason: &str, code: &str, status: u16| {
             self.metrics
                 .storefront_refusals
                 .with_label_values(&[route.name.as_str(), reason])
                 .inc();
+            self.payments
+                .audit_early(snapshot, route, "card_data", code, status);
         };
         if !body.is_empty() && crate::cards::encoded(parts) {
-            refused("encoded_body");
+            refused("encoded_body", "content_encoding_not_accepted", 415);
             tracing::warn!(route = %route.name, "encoded request body refused: it cannot be checked for card numbers");
             return Some(self.payments.encoded_body(route));
         }
         let hit = crate::cards::find(parts, body)?;
-        refused("card_data");
+        refused("card_data", "card_number_not_accepted", 400);
         tracing::warn!(route = %route.name, place = hit.as_str(), "request carrying a card number refused");
         Some(self.payments.card_data(route, hit))
     }

@@ -13,6 +13,7 @@ use crate::config::{self, Config, StateKind};
 use crate::health::{run_active_checks, ActiveCheck};
 use crate::listener::{self, ConnLimits};
 use crate::metrics::Metrics;
+use crate::payment::AuditLog;
 use crate::plugin::PluginHost;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
@@ -114,11 +115,18 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         }
         StateKind::Memory => Arc::new(MemoryStore::new()),
     };
+    let audit = match &config.log.audit_path {
+        Some(path) => {
+            AuditLog::to_file(&config::resolve(&file, path)).map_err(anyhow::Error::msg)?
+        }
+        None => AuditLog::to_log(),
+    };
     let proxy = Arc::new(Proxy::new(
         reloader.clone(),
         metrics.clone(),
         store.clone(),
         config.state.idempotency_ttl_ms,
+        audit,
     ));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sweep = Sweep {

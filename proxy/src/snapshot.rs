@@ -182,6 +182,7 @@ impl Builder {
                 recycle_after: host_config.recycle_after,
                 deadline_ms: p.deadline_ms.unwrap_or(host_config.deadline_ms),
                 memory_bytes: (p.memory_mb.unwrap_or(host_config.memory_mb) as usize) << 20,
+                identity: (p.role.as_str(), sha256.clone()),
             };
             let (host, metrics) = (&self.host, self.metrics.clone());
             let kind = match p.role {

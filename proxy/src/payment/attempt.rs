@@ -127,7 +127,20 @@ impl Payments {
                 }
             }
             let (class, outcome) = match self
-                .send_once(name, entry, egress, payment, &key, deadline, probe)
+                .send_once(
+                    Attempting {
+                        ctx,
+                        name,
+                        kind: "send",
+                        probe,
+                        status: None,
+                    },
+                    entry,
+                    egress,
+                    payment,
+                    &key,
+                    deadline,
+                )
                 .await
             {
                 Ok(result) => result,
@@ -233,7 +246,14 @@ impl Payments {
                 }
                 tokio::time::sleep(backoff).await;
                 if let Ok((class, outcome)) = self
-                    .send_once(name, entry, egress, payment, key, deadline, false)
+                    .send_once(
+                        Attempting::new(ctx, name, "resend"),
+                        entry,
+                        egress,
+                        payment,
+                        key,
+                        deadline,
+                    )
                     .await
                 {
                     self.metrics
@@ -259,7 +279,14 @@ impl Payments {
                 status.operation = Operation::Status;
                 status.provider_reference = Some(reference.clone());
                 if let Ok((class, mut outcome)) = self
-                    .send_once(name, entry, egress, &status, key, deadline, false)
+                    .send_once(
+                        Attempting::new(ctx, name, "status"),
+                        entry,
+                        egress,
+                        &status,
+                        key,
+                        deadline,
+                    )
                     .await
                 {
                     self.metrics
@@ -318,9 +345,33 @@ impl Payments {
         probe: bool,
         deadline: Instant,
     ) -> Result<Attempted, (Outcome, bool)> {
-        let Ok(head) = self.forward_head(ctx, entry) else {
+        self.forward_inner(ctx, name, entry, egress, payment, probe, deadline)
+            .instrument(attempt_span(name, "forward"))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_inner(
+        &self,
+        ctx: &Ctx<'_>,
+        name: &str,
+        entry: &ProviderEntry,
+        egress: &DialectPlugin,
+        payment: &Payment,
+        probe: bool,
+        deadline: Instant,
+    ) -> Result<Attempted, (Outcome, bool)> {
+        let at = |status| Attempting {
+            ctx,
+            name,
+            kind: "forward",
+            probe,
+            status,
+        };
+        let Ok(mut head) = self.forward_head(ctx, entry) else {
             return Err((not_sent("invalid_request"), false));
         };
+        crate::telemetry::propagate(&mut head.headers, &ctx.parts.headers);
         let outbound: ProxyBody = Full::new(ctx.body.clone())
             .map_err(|never| match never {})
             .boxed();
@@ -333,9 +384,8 @@ impl Payments {
             // Sent and unanswered by the deadline: it may exist at this provider.
             Err(_) => {
                 let (_, outcome) = self.classified(
-                    name,
+                    at(None),
                     started,
-                    probe,
                     Transport::TimedOutAfterSend,
                     None,
                     "provider_timeout",
@@ -344,8 +394,7 @@ impl Payments {
             }
             Ok(Err(failed)) => {
                 let code = transport_code(failed.transport);
-                let (_, outcome) =
-                    self.classified(name, started, probe, failed.transport, None, code);
+                let (_, outcome) = self.classified(at(None), started, failed.transport, None, code);
                 // Unless nothing was sent, it may exist at this provider: a retry must
                 // resume here, not start anew.
                 return Err((outcome, failed.transport != Transport::NotSent));
@@ -356,14 +405,8 @@ impl Payments {
         let bytes = match tokio::time::timeout_at(deadline.into(), collect).await {
             Ok(Ok(c)) => c.to_bytes(),
             _ => {
-                let (_, outcome) = self.classified(
-                    name,
-                    started,
-                    probe,
-                    Transport::Broken,
-                    None,
-                    "provider_error",
-                );
+                let (_, outcome) =
+                    self.classified(at(None), started, Transport::Broken, None, "provider_error");
                 return Err((outcome, true));
             }
         };
@@ -372,9 +415,8 @@ impl Payments {
             .decode_response(payment, &response_view(&parts, &bytes))
             .ok();
         let (class, outcome) = self.classified(
-            name,
+            at(Some(parts.status.as_u16())),
             started,
-            probe,
             Transport::Answered,
             decoded.clone(),
             "provider_error",
@@ -423,14 +465,32 @@ impl Payments {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn send_once(
         &self,
-        name: &str,
+        at: Attempting<'_, '_>,
         entry: &ProviderEntry,
         egress: &DialectPlugin,
         payment: &Payment,
         key: &str,
         deadline: Instant,
-        probe: bool,
     ) -> Result<(AttemptClass, Outcome), Refusal> {
+        self.send_inner(at, entry, egress, payment, key, deadline)
+            .instrument(attempt_span(at.name, at.kind))
+            .await
+    }
+
+    async fn send_inner(
+        &self,
+        attempting: Attempting<'_, '_>,
+        entry: &ProviderEntry,
+        egress: &DialectPlugin,
+        payment: &Payment,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<(AttemptClass, Outcome), Refusal> {
+        let Attempting { ctx, name, .. } = attempting;
+        let at = |status| Attempting {
+            status,
+            ..attempting
+        };
         let started = Instant::now();
         let context = Context {
             provider: name.to_string(),
@@ -449,16 +509,16 @@ impl Payments {
                 None
             }
         };
-        let Some(outbound) = request.and_then(|r| outbound_request(&entry.upstream, r)) else {
+        let Some(mut outbound) = request.and_then(|r| outbound_request(&entry.upstream, r)) else {
             return Ok(self.classified(
-                name,
+                at(None),
                 started,
-                probe,
                 Transport::NotSent,
                 None,
                 "provider_error",
             ));
         };
+        crate::telemetry::propagate(outbound.headers_mut(), &ctx.parts.headers);
         let remaining = deadline.saturating_duration_since(started);
         let send = tokio::time::timeout(remaining, entry.upstream.send(outbound));
         let sent = match self.health.slow_call() {
@@ -482,14 +542,13 @@ impl Payments {
             Ok(Err(failed)) => {
                 self.observe(name, started);
                 let code = transport_code(failed.transport);
-                return Ok(self.classified(name, started, probe, failed.transport, None, code));
+                return Ok(self.classified(at(None), started, failed.transport, None, code));
             }
             Err(_) => {
                 self.observe(name, started);
                 return Ok(self.classified(
-                    name,
+                    at(None),
                     started,
-                    probe,
                     Transport::TimedOutAfterSend,
                     None,
                     "provider_timeout",
@@ -506,9 +565,8 @@ impl Payments {
                 _ => {
                     self.observe(name, started);
                     return Ok(self.classified(
-                        name,
+                        at(None),
                         started,
-                        probe,
                         Transport::Broken,
                         None,
                         "provider_error",
@@ -524,9 +582,8 @@ impl Payments {
             }
         };
         Ok(self.classified(
-            name,
+            at(Some(parts.status.as_u16())),
             started,
-            probe,
             Transport::Answered,
             decoded,
             "provider_error",
@@ -537,14 +594,33 @@ impl Payments {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn classified(
         &self,
-        name: &str,
+        at: Attempting<'_, '_>,
         started: Instant,
-        probe: bool,
         transport: Transport,
         decoded: Option<Outcome>,
         code: &str,
     ) -> (AttemptClass, Outcome) {
+        let Attempting {
+            ctx,
+            name,
+            kind,
+            probe,
+            status,
+        } = at;
         let class = classify(transport, decoded.as_ref());
+        let span = tracing::Span::current();
+        span.record("class", class.as_str());
+        if let Some(status) = status {
+            span.record("http.response.status_code", status);
+        }
+        ctx.note(|d| {
+            d.attempts.push(audit::AttemptNote {
+                provider: name.to_string(),
+                kind,
+                class: class.as_str(),
+                status,
+            })
+        });
         self.health.record(
             name,
             class.provider_healthy(),
@@ -563,6 +639,44 @@ impl Payments {
         };
         (class, outcome)
     }
+}
+
+/// Who an attempt is for: the request, the provider, what kind of attempt it is (`forward`,
+/// `send`, `resend`, `status`), whether it is a breaker probe, and the provider's HTTP status
+/// once it answered.
+#[derive(Clone, Copy)]
+pub(super) struct Attempting<'c, 'a> {
+    pub ctx: &'c Ctx<'a>,
+    pub name: &'c str,
+    pub kind: &'static str,
+    pub probe: bool,
+    pub status: Option<u16>,
+}
+
+impl<'c, 'a> Attempting<'c, 'a> {
+    pub(super) fn new(ctx: &'c Ctx<'a>, name: &'c str, kind: &'static str) -> Self {
+        Attempting {
+            ctx,
+            name,
+            kind,
+            probe: false,
+            status: None,
+        }
+    }
+}
+
+/// The span of one provider attempt.
+fn attempt_span(provider: &str, kind: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        target: crate::telemetry::TRACE_TARGET,
+        "attempt",
+        otel.name = %format_args!("provider {provider}"),
+        otel.kind = "client",
+        provider = %provider,
+        kind,
+        class = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    )
 }
 
 /// The error code of an outcome nobody decoded, by what the transport saw.

@@ -19,7 +19,7 @@ impl Payments {
         held: Option<&Held>,
     ) -> Done {
         let resume = held.and_then(|h| h.resume.as_ref());
-        let (card, annotations, rules, order) = match resume {
+        let (card, annotations, order) = match resume {
             // A request whose process stopped after sending goes back where it may already
             // have been charged, whatever compliance or the router would say now.
             Some(attempt) => {
@@ -39,30 +39,31 @@ impl Payments {
                 (
                     entry.as_ref().and_then(|e| e.card.clone()),
                     Vec::new(),
-                    String::new(),
                     vec![attempt.provider.clone()],
                 )
             }
             None => {
-                // instrument
-                let card = self.instrument(ctx, &mut payment).await;
-                // comply
-                let (annotations, rules) = match self.comply(ctx, &payment, card.as_ref()) {
-                    Ok(passed) => passed,
-                    Err(refused) => {
-                        self.audit(ctx, &payment, "none", refused.code.as_str(), "");
-                        return self.refused(ctx, refused);
-                    }
+                let card = self
+                    .instrument(ctx, &mut payment)
+                    .instrument(ctx.phase("instrument"))
+                    .await;
+                let complied = {
+                    let _phase = ctx.phase("comply").entered();
+                    self.comply(ctx, &payment, card.as_ref())
                 };
-                // route
-                let order = match self.decide(ctx, &payment) {
+                let annotations = match complied {
+                    Ok(annotations) => annotations,
+                    Err(refused) => return self.refused(ctx, refused),
+                };
+                let decided = {
+                    let _phase = ctx.phase("route").entered();
+                    self.decide(ctx, &payment)
+                };
+                let order = match decided {
                     Ok(order) => order,
-                    Err(refused) => {
-                        self.audit(ctx, &payment, "none", refused.code.as_str(), &rules);
-                        return self.refused(ctx, refused);
-                    }
+                    Err(refused) => return self.refused(ctx, refused),
                 };
-                (card, annotations, rules, order)
+                (card, annotations, order)
             }
         };
         // A resumed create finds the record its first run left (its id is derived from the
@@ -88,6 +89,7 @@ impl Payments {
                 unchanged,
                 held,
             )
+            .instrument(ctx.phase("attempt"))
             .await;
 
         // record + respond
@@ -104,7 +106,8 @@ impl Payments {
             provider_reference: None,
             ..payment.clone()
         };
-        self.finish(ctx, &payment, entry, attempted, &annotations, &rules)
+        self.finish(ctx, &payment, entry, attempted, &annotations)
+            .instrument(ctx.phase("respond"))
             .await
     }
 
@@ -131,8 +134,11 @@ impl Payments {
                 unchanged,
                 held,
             )
+            .instrument(ctx.phase("attempt"))
             .await;
-        self.finish(ctx, &payment, entry, attempted, &[], "").await
+        self.finish(ctx, &payment, entry, attempted, &[])
+            .instrument(ctx.phase("respond"))
+            .await
     }
 
     /// Record what the attempt phase did, then answer.
@@ -143,13 +149,9 @@ impl Payments {
         mut entry: PaymentEntry,
         attempted: Attempted,
         annotations: &[crate::plugin::types::Annotation],
-        rules: &str,
     ) -> Done {
         match attempted {
-            Attempted::Refused(r) => {
-                self.audit(ctx, payment, "none", r.code.as_str(), rules);
-                self.refused(ctx, r)
-            }
+            Attempted::Refused(r) => self.refused(ctx, r),
             Attempted::Forwarded {
                 provider,
                 answer,
@@ -157,6 +159,7 @@ impl Payments {
                 keep,
             } => {
                 // Same dialect: the provider's id is the storefront's.
+                ctx.note(|d| d.path = Some("forwarded"));
                 let new = entry.owner.is_none();
                 if let Some(outcome) = &outcome {
                     let reference = outcome.provider_reference.clone();
@@ -189,14 +192,15 @@ impl Payments {
                         }
                         _ => {}
                     }
-                    self.audit(
-                        ctx,
-                        payment,
-                        &provider,
-                        outcome_label(&outcome.status),
-                        rules,
-                    );
                 }
+                self.audit(
+                    ctx,
+                    &entry.record.id,
+                    Some((&provider, outcome.as_ref())),
+                    outcome
+                        .as_ref()
+                        .map_or("forwarded", |o| outcome_label(&o.status)),
+                );
                 Done {
                     answer: *answer,
                     keep,
@@ -240,12 +244,12 @@ impl Payments {
                         }
                     }
                 }
+                ctx.note(|d| d.path = Some("translated"));
                 self.audit(
                     ctx,
-                    payment,
-                    &provider,
+                    &id,
+                    Some((&provider, Some(&outcome))),
                     outcome_label(&outcome.status),
-                    rules,
                 );
                 let response = match self.render_outcome(
                     ctx,
@@ -303,26 +307,23 @@ impl Payments {
             .is_some_and(|(dialect, _)| dialect == ctx.ingress_name)
     }
 
-    /// One structured line per payment decision (`payproxy::audit`).
+    /// Note the payment's id, the provider that took it (with its reference) and the
+    /// decision, for the audit line.
     pub(super) fn audit(
         &self,
         ctx: &Ctx<'_>,
-        payment: &Payment,
-        provider: &str,
-        outcome: &str,
-        compliance: &str,
+        id: &str,
+        provider: Option<(&str, Option<&Outcome>)>,
+        decision: &str,
     ) {
-        tracing::info!(
-            target: "payproxy::audit",
-            route = %ctx.route.name,
-            operation = ?payment.operation,
-            payment = payment.id.as_deref().unwrap_or("-"),
-            provider = %provider,
-            outcome = %outcome,
-            compliance = %compliance,
-            ingress = %ctx.ingress_name,
-            "payment"
-        );
+        ctx.note(|d| {
+            d.payment = Some(id.to_string());
+            if let Some((provider, outcome)) = provider {
+                d.provider = Some(provider.to_string());
+                d.reference = outcome.and_then(|o| o.provider_reference.clone());
+            }
+            d.outcome = Some(decision.to_string());
+        });
     }
 }
 

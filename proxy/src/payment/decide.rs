@@ -24,6 +24,7 @@ impl Payments {
             ));
         }
         let Some((router, on_error)) = &ctx.route.router else {
+            note(ctx, "static", "static", &eligible);
             return Ok(eligible);
         };
         let views: Vec<Provider> = self
@@ -34,13 +35,17 @@ impl Payments {
         match router.route(&ctx.view, Some(payment), &views, rand::random()) {
             Ok(RouteDecision::Providers(order)) => {
                 // The router sees only eligible providers; keep it honest anyway.
-                Ok(order.into_iter().filter(|p| eligible.contains(p)).collect())
+                let order: Vec<String> =
+                    order.into_iter().filter(|p| eligible.contains(p)).collect();
+                note(ctx, router.name(), "ordered", &order);
+                Ok(order)
             }
             Ok(RouteDecision::Reject {
                 status,
                 code,
                 message,
             }) => {
+                note(ctx, router.name(), "rejected", &[]);
                 // A 4xx is a policy refusal (permanent); only a 5xx means "try later".
                 let kind = if status < 500 {
                     RefusalKind::ComplianceDenied
@@ -52,13 +57,19 @@ impl Payments {
             Err(failure) => {
                 tracing::warn!(route = %ctx.route.name, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "router plugin failed");
                 match on_error {
-                    OnError::FailOpen => Ok(eligible),
-                    OnError::FailClosed => Err(refusal(
-                        RefusalKind::Unavailable,
-                        503,
-                        "plugin_failed",
-                        "no route for this payment right now",
-                    )),
+                    OnError::FailOpen => {
+                        note(ctx, router.name(), "failed_open", &eligible);
+                        Ok(eligible)
+                    }
+                    OnError::FailClosed => {
+                        note(ctx, router.name(), "failed_closed", &[]);
+                        Err(refusal(
+                            RefusalKind::Unavailable,
+                            503,
+                            "plugin_failed",
+                            "no route for this payment right now",
+                        ))
+                    }
                 }
             }
         }
@@ -77,6 +88,19 @@ impl Payments {
             })
             .collect()
     }
+}
+
+/// Note the router's decision for the audit line.
+fn note(ctx: &Ctx<'_>, plugin: &str, decision: &'static str, order: &[String]) {
+    let sha256 = ctx.snapshot.plugins.get(plugin).map(|p| p.sha256.clone());
+    ctx.note(|d| {
+        d.router = Some(audit::RouterNote {
+            plugin: plugin.to_string(),
+            sha256,
+            decision,
+            order: order.to_vec(),
+        })
+    });
 }
 
 /// The route's providers (static order) that can charge `payment`'s instrument.

@@ -82,6 +82,7 @@ impl Payments {
         }
         let record = format!("{}\u{0}{key}", ctx.route.name);
         if self.live.contains(&record) {
+            ctx.note(|d| d.idempotency = Some("in_flight"));
             return Err(self.in_use(ctx));
         }
         let fingerprint = fingerprint(ctx.parts, &ctx.body);
@@ -97,6 +98,15 @@ impl Payments {
                 _live: live,
             }))
         };
+        let state = match &begun {
+            Ok(Begin::Started) => "new",
+            Ok(Begin::Resume { .. }) => "resume",
+            Ok(Begin::Replay(_)) => "replay",
+            Ok(Begin::Mismatch) => "mismatch",
+            Ok(Begin::InFlight) => "in_flight",
+            Err(_) => "unavailable",
+        };
+        ctx.note(|d| d.idempotency = Some(state));
         match begun {
             Ok(Begin::Started) => held(None),
             Ok(Begin::Resume { attempt, reason }) => {
@@ -113,7 +123,11 @@ impl Payments {
                     .idempotent_replays
                     .with_label_values(&[ctx.route.name.as_str()])
                     .inc();
-                Err(replay(ctx.route, stored))
+                let answer = replay(ctx.route, stored);
+                if answer.provider != "none" {
+                    ctx.note(|d| d.provider = Some(answer.provider.clone()));
+                }
+                Err(answer)
             }
             Ok(Begin::Mismatch) => Err(self.refuse(
                 ctx,

@@ -33,6 +33,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::error::PluginFailure;
 use crate::failover::{classify, next, AttemptClass, Budget, Candidates, Next, Transport};
@@ -51,6 +52,7 @@ use crate::store::{Attempt, Store, StoreError, StoredResponse};
 use crate::upstream::{clone_head, prepare_head, strip_hop_by_hop, Downstream, ProxyBody};
 
 mod attempt;
+mod audit;
 mod charge;
 mod comply;
 mod decide;
@@ -64,6 +66,7 @@ mod records;
 mod respond;
 mod wire;
 
+pub use audit::AuditLog;
 pub use ids::provider_key;
 use ids::*;
 use wire::*;
@@ -89,6 +92,8 @@ pub struct Payments {
     live: idempotency::LiveRecords,
     /// Payments that may run at once (`limits.max_payments_in_flight`).
     slots: Arc<tokio::sync::Semaphore>,
+    /// Where audit lines go.
+    audit: Arc<AuditLog>,
 }
 
 /// One storefront request on a payment route: what every phase reads.
@@ -103,6 +108,22 @@ pub(crate) struct Ctx<'a> {
     downstream: Downstream,
     /// The request as plugins see it.
     view: HttpRequest,
+    /// What the phases did, for the audit line.
+    audit: std::sync::Mutex<audit::Draft>,
+}
+
+impl Ctx<'_> {
+    /// Note something for the request's audit line.
+    fn note(&self, f: impl FnOnce(&mut audit::Draft)) {
+        f(&mut self.audit.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// A span for phase `name` (`payment.<name>`), which is also where a refusal from now on
+    /// happened, for the audit line.
+    fn phase(&self, name: &'static str) -> tracing::Span {
+        self.note(|d| d.stage = name);
+        tracing::debug_span!(target: crate::telemetry::TRACE_TARGET, "phase", otel.name = %format_args!("payment.{name}"))
+    }
 }
 
 /// How a payment request ends: the answer, and what becomes of its idempotency record.
@@ -140,6 +161,7 @@ impl Payments {
         ttl_ms: u64,
         health: Arc<HealthBook>,
         max_in_flight: usize,
+        audit: Arc<AuditLog>,
     ) -> Payments {
         Payments {
             store,
@@ -150,6 +172,7 @@ impl Payments {
             locks: records::PaymentLocks::default(),
             live: idempotency::LiveRecords::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
+            audit,
         }
     }
 
@@ -175,13 +198,17 @@ impl Payments {
         };
         let payments = self.clone();
         let name = snapshot.routes[route].name.clone();
-        let task = tokio::spawn(async move {
-            let _slot = slot;
-            let route = &snapshot.routes[route];
-            payments
-                .handle(&snapshot, route, parts, body, downstream)
-                .await
-        });
+        let task = tokio::spawn(
+            async move {
+                let _slot = slot;
+                let route = &snapshot.routes[route];
+                payments
+                    .handle(&snapshot, route, parts, body, downstream)
+                    .await
+            }
+            // The phases' spans and log lines belong to the storefront's request.
+            .instrument(tracing::Span::current()),
+        );
         match task.await {
             Ok(answer) => answer,
             Err(e) => {
@@ -229,19 +256,91 @@ impl Payments {
             body,
             downstream,
             view,
+            audit: Default::default(),
         };
-        match self.ingress(&ctx) {
-            Err(answer) => answer,
-            Ok(Call::Forward(id)) => self.forward_call(&ctx, id.as_deref()).await,
-            Ok(Call::List(query)) => self.list(&ctx, &query).await,
+        let call = {
+            let _phase = ctx.phase("ingress").entered();
+            self.ingress(&ctx)
+        };
+        let answer = match call {
+            Err(answer) => {
+                ctx.note(|d| {
+                    d.refusal.get_or_insert(audit::Refused {
+                        stage: "ingress",
+                        code: "ingress_refused".into(),
+                    });
+                });
+                answer
+            }
+            Ok(Call::Forward(id)) => {
+                return self
+                    .forward_call(&ctx, id.as_deref())
+                    .instrument(ctx.phase("forward"))
+                    .await
+            }
+            Ok(Call::List(query)) => {
+                return self.list(&ctx, &query).instrument(ctx.phase("list")).await
+            }
             Ok(Call::Payment(call)) => self.payment(&ctx, call).await,
-        }
+        };
+        self.write_audit(&ctx, &answer);
+        answer
+    }
+
+    /// The request's audit line.
+    fn write_audit(&self, ctx: &Ctx<'_>, answer: &Answer) {
+        let draft = ctx.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let ingress = audit::Ingress {
+            plugin: ctx.ingress_name,
+            sha256: ctx
+                .snapshot
+                .plugins
+                .get(ctx.ingress_name)
+                .map(|p| p.sha256.as_str()),
+        };
+        self.audit
+            .write(&draft.line(&ctx.route.name, ingress, answer.response.status().as_u16()));
+    }
+
+    /// An audit line for a request on payment route `route` refused before its phases
+    /// (`stage`: `authentication`, `card_data`, …).
+    pub fn audit_early(
+        &self,
+        snapshot: &Snapshot,
+        route: &Route,
+        stage: &'static str,
+        code: &str,
+        status: u16,
+    ) {
+        let Some((ingress, _)) = &route.dialect else {
+            return;
+        };
+        let draft = audit::Draft {
+            refusal: Some(audit::Refused {
+                stage,
+                code: code.to_string(),
+            }),
+            ..Default::default()
+        };
+        let ingress = audit::Ingress {
+            plugin: ingress,
+            sha256: snapshot.plugins.get(ingress).map(|p| p.sha256.as_str()),
+        };
+        self.audit.write(&draft.line(&route.name, ingress, status));
     }
 
     /// A payment call: idempotency gate, the operation, then the idempotency record settled
     /// with what the operation says to keep.
     async fn payment(&self, ctx: &Ctx<'_>, call: PaymentCall) -> Answer {
-        let held = match self.claim(ctx, &call.payment).await {
+        ctx.note(|d| {
+            d.operation = Some(audit::operation_name(call.payment.operation).to_string());
+            d.payment = call.payment.id.clone();
+        });
+        let claimed = self
+            .claim(ctx, &call.payment)
+            .instrument(ctx.phase("idempotency"))
+            .await;
+        let held = match claimed {
             Ok(held) => held,
             Err(answer) => return answer,
         };

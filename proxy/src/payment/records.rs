@@ -114,7 +114,7 @@ impl Payments {
         if let Err(e) = self.save(&entry).await {
             return self.store_failed(ctx, &e);
         }
-        self.audit(ctx, &entry.record.payment, "none", "created", "");
+        self.audit(ctx, &entry.record.id, None, "created");
         self.render_record(ctx, &entry.record)
     }
 
@@ -124,7 +124,7 @@ impl Payments {
         if let Err(e) = self.save(&entry).await {
             return self.store_failed(ctx, &e);
         }
-        self.audit(ctx, &entry.record.payment, "none", "canceled", "");
+        self.audit(ctx, &entry.record.id, None, "canceled");
         self.render_record(ctx, &entry.record)
     }
 

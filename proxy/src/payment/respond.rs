@@ -7,6 +7,12 @@ use crate::plugin::storefront::PaymentRecord;
 impl Payments {
     /// Render a refusal in the storefront's dialect.
     pub(super) fn refuse(&self, ctx: &Ctx<'_>, refusal: Refusal) -> Answer {
+        ctx.note(|d| {
+            d.refusal = Some(audit::Refused {
+                stage: d.stage,
+                code: refusal.code.clone(),
+            })
+        });
         refuse_on(ctx.route, ctx.ingress, refusal)
     }
 
@@ -91,6 +97,12 @@ impl Payments {
 
     /// The storefront's own dialect failed: a plain JSON error is all that is left.
     pub(super) fn plugin_failed(&self, ctx: &Ctx<'_>, failure: &PluginFailure) -> Answer {
+        ctx.note(|d| {
+            d.refusal = Some(audit::Refused {
+                stage: d.stage,
+                code: "plugin_failed".into(),
+            })
+        });
         plugin_failed(ctx.route, failure)
     }
 }

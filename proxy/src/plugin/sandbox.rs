@@ -25,6 +25,9 @@ pub struct SandboxSettings {
     pub deadline_ms: u64,
     /// Memory cap per instance.
     pub memory_bytes: usize,
+    /// The plugin's role (`router`, `compliance`, `dialect`) and the sha256 of its
+    /// component, for the spans of its calls.
+    pub identity: (&'static str, String),
 }
 
 /// A role's typed view of an instance: how to create it and run its `init`.
@@ -134,12 +137,32 @@ impl<B: Binding> Sandbox<B> {
         function: &'static str,
         f: impl FnOnce(&B, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFailure> {
+        let span = tracing::debug_span!(
+            target: crate::telemetry::TRACE_TARGET,
+            "plugin",
+            otel.name = %format_args!("plugin {}", self.name),
+            plugin.name = %self.name,
+            plugin.role = self.settings.identity.0,
+            plugin.sha256 = %self.settings.identity.1,
+            plugin.function = function,
+            outcome = tracing::field::Empty,
+            sandbox_us = tracing::field::Empty,
+        )
+        .entered();
         let started = Instant::now();
         let result = self.call_inner(f);
-        self.histogram(function)
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        self.histogram(function).observe(elapsed.as_secs_f64());
         if let Err(failure) = &result {
             self.count(failure.kind);
+        }
+        if !span.is_disabled() {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(failure) => failure.kind.as_str(),
+            };
+            span.record("outcome", outcome);
+            span.record("sandbox_us", elapsed.as_micros() as u64);
         }
         result
     }

@@ -36,6 +36,7 @@ pub fn settings(mode: InstanceMode) -> SandboxSettings {
         recycle_after: 1000,
         deadline_ms: 50,
         memory_bytes: 16 << 20,
+        identity: ("test", String::new()),
     }
 }
 

@@ -1,0 +1,488 @@
+//! Logs and traces: the `tracing` subscriber (text or JSON lines, each with its request's
+//! trace id), W3C trace context in and out, and the optional OpenTelemetry exporter (OTLP
+//! over HTTP, through payproxy's own hyper + rustls client).
+//!
+//! # Spans
+//!
+//! Every storefront request runs in a `request` span whose parent is the storefront's
+//! `traceparent` when it sent one. Under it: one span per payment phase (`payment.ingress`,
+//! `payment.idempotency`, `payment.comply`, …), one per plugin call (`plugin <name>`: name,
+//! role, sha256, function, outcome, time in the sandbox) and one per provider attempt
+//! (`provider <name>`: kind `send`/`forward`/`resend`/`status`, class, HTTP status). Spans
+//! carry names, classes, codes and timings only, never a body, a header value, a secret or a
+//! card number.
+//!
+//! Span and phase events use the target [`TRACE_TARGET`] at `debug` level (the request span
+//! at `info`), so with export off they cost a disabled-callsite check, and `PAYPROXY_LOG`
+//! at `info` does not print them. With export on, the exporter's own filter takes them.
+//!
+//! # Propagation
+//!
+//! A provider request carries a `traceparent` naming its attempt span when spans are
+//! exported; otherwise the storefront's `traceparent` and `tracestate`, unchanged.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use crate::config::{LogFormat, OtlpConfig};
+
+/// Target of payproxy's spans (request, phase, plugin, attempt).
+pub const TRACE_TARGET: &str = "payproxy::trace";
+
+/// Compiler and runtime crates whose debug output (megabytes per plugin compiled) is not
+/// payproxy's: kept at `warn` unless `PAYPROXY_LOG` names them itself.
+const QUIET: &[&str] = &[
+    "cranelift",
+    "wasmtime",
+    "regalloc2",
+    "wasmparser",
+    "wit_parser",
+];
+
+/// `PAYPROXY_LOG` (default `info`) with [`QUIET`] crates at `warn` unless it names them.
+pub fn log_filter(spec: Option<&str>) -> EnvFilter {
+    let spec = spec.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    let mut directives = vec![spec.to_string()];
+    for krate in QUIET {
+        if !spec.contains(krate) {
+            directives.push(format!("{krate}=warn"));
+        }
+    }
+    EnvFilter::try_new(directives.join(",")).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The running exporter; [`Telemetry::shutdown`] sends what is still queued.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flush and stop the exporter (blocks up to its export timeout).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown() {
+                tracing::warn!(error = %e, "trace exporter did not shut down cleanly");
+            }
+        }
+    }
+}
+
+/// Install the global subscriber: logs to stderr in `format` filtered by `PAYPROXY_LOG`,
+/// and, with `otlp`, payproxy's spans exported over OTLP (needs a Tokio runtime: exports run
+/// on it). Call once, before anything logs.
+pub fn init(format: LogFormat, otlp: Option<&OtlpConfig>) -> Result<Telemetry, String> {
+    let filter = log_filter(std::env::var("PAYPROXY_LOG").ok().as_deref());
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            // Colours only on a terminal: a log file or journal gets plain `key=value` text.
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .event_format(JsonLines)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let (provider, spans) = match otlp {
+        Some(config) => {
+            let provider = tracer_provider(config)?;
+            let tracer = provider.tracer("payproxy");
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(filter_fn(|meta| meta.target() == TRACE_TARGET))
+                .boxed();
+            (Some(provider), Some(layer))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        // Only the request span is always built (its trace id is in every log line); the
+        // others only when the log filter or the exporter wants them.
+        .with(TraceIds.with_filter(filter_fn(|meta| {
+            meta.target() == TRACE_TARGET && meta.name() == "request"
+        })))
+        .with(spans)
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    Ok(Telemetry { provider })
+}
+
+fn tracer_provider(config: &OtlpConfig) -> Result<SdkTracerProvider, String> {
+    let mut headers = HashMap::new();
+    for (name, value) in &config.headers {
+        let value = value
+            .resolve()
+            .map_err(|e| format!("telemetry.otlp.headers.{name}: {e}"))?;
+        headers.insert(name.clone(), value);
+    }
+    let client = OtlpClient::new(Duration::from_millis(config.timeout_ms))?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_endpoint(config.endpoint.clone())
+        .with_headers(headers)
+        .with_timeout(Duration::from_millis(config.timeout_ms))
+        .build()
+        .map_err(|e| format!("telemetry.otlp: {e}"))?;
+    let batch = BatchConfigBuilder::default()
+        .with_scheduled_delay(Duration::from_millis(config.export_interval_ms))
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch)
+        .build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            config.sampling_ratio,
+        ))))
+        .with_resource(resource)
+        .build())
+}
+
+/// The exporter's HTTP client: payproxy's hyper + rustls stack. The SDK exports from a
+/// thread of its own; each request runs on the Tokio runtime that was current at start.
+#[derive(Debug, Clone)]
+struct OtlpClient {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+}
+
+/// Largest collector answer read (the answer is a small status message).
+const MAX_COLLECTOR_ANSWER: usize = 64 * 1024;
+
+impl OtlpClient {
+    fn new(timeout: Duration) -> Result<OtlpClient, String> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "trace export needs a Tokio runtime".to_string())?;
+        let tls = crate::tls::client_config(None)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(OtlpClient {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            runtime,
+            timeout,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OtlpClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        let exchange = async move {
+            let response = client.request(request.map(Full::new)).await?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_COLLECTOR_ANSWER)
+                .collect()
+                .await?
+                .to_bytes();
+            Ok::<_, opentelemetry_http::HttpError>(http::Response::from_parts(parts, body))
+        };
+        // The timer is made on the runtime too: this thread has no reactor.
+        match self
+            .runtime
+            .spawn(async move { tokio::time::timeout(timeout, exchange).await })
+            .await
+        {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("collector did not answer in time".into()),
+            Err(e) => Err(format!("export task failed: {e}").into()),
+        }
+    }
+}
+
+/// W3C trace context headers.
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+/// The `request` span of a storefront request: a child of the storefront's `traceparent`
+/// when it sent a valid one, with the trace id recorded for log lines.
+pub fn request_span(headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: TRACE_TARGET,
+        "request",
+        otel.name = "payproxy.request",
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+        route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    let parent =
+        TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
+    let _ = span.set_parent(parent);
+    let exported = span.context().span().span_context().trace_id();
+    let trace_id = if exported != opentelemetry::trace::TraceId::INVALID {
+        exported.to_string()
+    } else {
+        // Not exported: the storefront's trace id, or a fresh one for the logs.
+        incoming_trace_id(headers).unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()))
+    };
+    span.record("trace_id", trace_id.as_str());
+    span
+}
+
+/// The trace id of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, not all zeros).
+fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(span, 16)
+        && hex(flags, 2);
+    valid.then(|| trace.to_string())
+}
+
+/// Set the trace context headers of a provider request: the current span's when spans are
+/// exported, else the storefront's own (`incoming`), else none.
+pub fn propagate(outgoing: &mut HeaderMap, incoming: &HeaderMap) {
+    outgoing.remove(TRACEPARENT);
+    outgoing.remove(TRACESTATE);
+    let context = tracing::Span::current().context();
+    if context.span().span_context().is_valid() {
+        TraceContextPropagator::new()
+            .inject_context(&context, &mut opentelemetry_http::HeaderInjector(outgoing));
+        return;
+    }
+    for name in [TRACEPARENT, TRACESTATE] {
+        for value in incoming.get_all(name) {
+            outgoing.append(HeaderName::from_static(name), value.clone());
+        }
+    }
+}
+
+/// The trace id of the request the current code runs for, if any.
+pub fn current_trace_id() -> Option<String> {
+    let mut found = None;
+    tracing::Span::current().with_subscriber(|(id, dispatch)| {
+        let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() else {
+            return;
+        };
+        let Some(span) = registry.span(id) else {
+            return;
+        };
+        found = span
+            .scope()
+            .find_map(|s| s.extensions().get::<TraceId>().map(|t| t.0.clone()));
+    });
+    found
+}
+
+/// A span's `trace_id` field, kept for log lines and the audit trail.
+struct TraceId(String);
+
+/// Keeps each span's `trace_id` field in its extensions.
+struct TraceIds;
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for TraceIds {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        let mut found = FindTraceId(None);
+        attrs.record(&mut found);
+        if let (Some(trace_id), Some(span)) = (found.0, ctx.span(id)) {
+            span.extensions_mut().insert(TraceId(trace_id));
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        let mut found = FindTraceId(None);
+        values.record(&mut found);
+        if let (Some(trace_id), Some(span)) = (found.0, ctx.span(id)) {
+            span.extensions_mut().replace(TraceId(trace_id));
+        }
+    }
+}
+
+struct FindTraceId(Option<String>);
+
+impl Visit for FindTraceId {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "trace_id" {
+            self.0 = Some(value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+}
+
+/// One JSON object per line: `ts`, `level`, `target`, `message`, the event's fields, the
+/// innermost span's name and the request's `trace_id`.
+struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut ts = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut ts))?;
+        let meta = event.metadata();
+        let mut line = Map::new();
+        line.insert("ts".into(), Value::String(ts));
+        line.insert("level".into(), Value::String(meta.level().to_string()));
+        line.insert("target".into(), Value::String(meta.target().to_string()));
+        let mut fields = JsonFields(Map::new());
+        event.record(&mut fields);
+        if let Some(message) = fields.0.remove("message") {
+            line.insert("message".into(), message);
+        }
+        // The registry's view, not this layer's: the request span may be filtered out of
+        // the log (PAYPROXY_LOG=warn) and still carries the trace id.
+        if let Some(trace_id) = current_trace_id() {
+            line.insert("trace_id".into(), Value::String(trace_id));
+        }
+        if let Some(span) = ctx.lookup_current() {
+            line.insert("span".into(), Value::String(span.name().into()));
+        }
+        for (key, value) in fields.0 {
+            line.entry(key).or_insert(value);
+        }
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}
+
+/// An event's fields as JSON values.
+struct JsonFields(Map<String, Value>);
+
+impl Visit for JsonFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().into(), Value::String(value.into()));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), Value::Bool(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0
+            .insert(field.name().into(), Value::String(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), Value::String(format!("{value:?}")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(traceparent: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_str(traceparent).unwrap());
+        h
+    }
+
+    #[test]
+    fn only_valid_traceparents_give_a_trace_id() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            incoming_trace_id(&headers(good)).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "garbage",
+        ] {
+            assert_eq!(incoming_trace_id(&headers(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_export_the_storefronts_context_goes_out_unchanged() {
+        let incoming = headers("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let mut outgoing = HeaderMap::new();
+        outgoing.insert(TRACEPARENT, HeaderValue::from_static("stale"));
+        propagate(&mut outgoing, &incoming);
+        assert_eq!(outgoing.get(TRACEPARENT), incoming.get(TRACEPARENT));
+        let mut none = HeaderMap::new();
+        none.insert(TRACEPARENT, HeaderValue::from_static("stale"));
+        propagate(&mut none, &HeaderMap::new());
+        assert!(none.get(TRACEPARENT).is_none());
+    }
+}
