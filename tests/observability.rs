@@ -168,16 +168,17 @@ const INTENT: &str = r#"{"id":"pi_home_1","object":"payment_intent","status":"su
 /// logs and an audit file; `stripe-like` (the home account) answered by `home`.
 fn observed_config(
     sim: &Simulator,
-    listen: &ReservedPort,
-    admin: &ReservedPort,
+    listen: SocketAddr,
+    admin: SocketAddr,
     dir: &Path,
     receiver: Option<&Receiver>,
     home: &Recorder,
 ) -> Value {
     let mut config = payments_config(sim);
-    config["listeners"] = json!([{ "addr": listen.addr().to_string() }]);
-    config["admin"] = json!({ "addr": admin.addr().to_string() });
+    config["listeners"] = json!([{ "addr": listen.to_string() }]);
+    config["admin"] = json!({ "addr": admin.to_string() });
     config["providers"]["stripe-like"]["url"] = home.url().into();
+    config["routes"][0]["home"] = "stripe-like".into();
     config["log"] = json!({ "format": "json", "audit_path": dir.join("audit.jsonl") });
     if let Some(receiver) = receiver {
         config["telemetry"] = json!({ "otlp": {
@@ -204,7 +205,15 @@ async fn a_payment_is_one_trace_with_a_span_per_phase_plugin_and_attempt() {
     let home = Recorder::start(200, "application/json", INTENT).await;
     let dir = tempfile::tempdir().unwrap();
     let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
-    let config = observed_config(&sim, &listen, &admin, dir.path(), Some(&receiver), &home);
+    let (listen_addr, admin_addr) = (listen.addr(), admin.addr());
+    let config = observed_config(
+        &sim,
+        listen_addr,
+        admin_addr,
+        dir.path(),
+        Some(&receiver),
+        &home,
+    );
     let config = write_config(dir.path(), &config);
     let log = dir.path().join("payproxy.log");
     let proxy = ChildProxy::start_logging(&config, &log, listen, admin, "info").await;
@@ -370,6 +379,62 @@ async fn a_payment_is_one_trace_with_a_span_per_phase_plugin_and_attempt() {
         .unwrap();
     assert_eq!(forward.attr("kind"), Some("forward"));
 
+    // Calls payproxy does not orchestrate (customers) and transparent routes: the same.
+    let plain = Recorder::start(200, "application/json", r#"{"ok":true}"#).await;
+    let mut with_plain = observed_config(
+        &sim,
+        listen_addr,
+        admin_addr,
+        dir.path(),
+        Some(&receiver),
+        &home,
+    );
+    with_plain["providers"]["plain"] = json!({ "url": plain.url() });
+    with_plain["routes"].as_array_mut().unwrap().insert(
+        0,
+        json!({ "name": "plain", "path_prefix": "/plain/", "providers": ["plain"] }),
+    );
+    write_config(dir.path(), &with_plain);
+    let reload = client
+        .send(
+            http::Method::POST,
+            &format!("http://{}/admin/reload", proxy.admin),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    reload.assert_status(200);
+    for (path, recorder) in [("/v1/customers", &home), ("/plain/ping", &plain)] {
+        client
+            .post_form(
+                &proxy.url(path),
+                &[("traceparent", &traceparent)],
+                "email=a%40b.example",
+            )
+            .await
+            .assert_status(200);
+        let got = recorder.requests();
+        let propagated = got
+            .last()
+            .and_then(|r| r.header("traceparent"))
+            .unwrap_or_else(|| panic!("{path}: no traceparent"))
+            .to_string();
+        let fields: Vec<&str> = propagated.split('-').collect();
+        assert_eq!(fields[1], TRACE_ID, "{path}: {propagated}");
+        assert_ne!(
+            fields[2], STOREFRONT_SPAN,
+            "{path}: payproxy's own span is the parent"
+        );
+        let span_id = fields[2].to_string();
+        eventually(Duration::from_secs(20), "the forward's span", async || {
+            receiver
+                .trace(TRACE_ID)
+                .iter()
+                .any(|s| s.span_id == span_id && s.name.starts_with("provider "))
+        })
+        .await;
+    }
+
     // A card number in the body: refused, and in no span, event or attribute.
     let pan = "4000056655665556";
     let refused_trace = "0af7651916cd43dd8448eb211c80319c";
@@ -421,7 +486,7 @@ async fn every_payment_decision_has_one_audit_line_and_logs_are_json_with_the_tr
     let home = Recorder::start(200, "application/json", INTENT).await;
     let dir = tempfile::tempdir().unwrap();
     let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
-    let config = observed_config(&sim, &listen, &admin, dir.path(), None, &home);
+    let config = observed_config(&sim, listen.addr(), admin.addr(), dir.path(), None, &home);
     let config = write_config(dir.path(), &config);
     let log = dir.path().join("payproxy.log");
     let proxy = ChildProxy::start_logging(&config, &log, listen, admin, "info").await;

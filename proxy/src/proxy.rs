@@ -368,12 +368,20 @@ impl Proxy {
                 // A streamed body was consumed by an earlier attempt: nothing left to replay.
                 (None, None) => break,
             };
+            let span = crate::telemetry::attempt_span(name, "forward");
+            crate::telemetry::propagate(&span, &mut head.headers, &parts.headers);
             let started = Instant::now();
-            let result = upstream.send(Request::from_parts(head, outbound)).await;
+            let result = upstream
+                .send(Request::from_parts(head, outbound))
+                .instrument(span.clone())
+                .await;
             self.metrics
                 .upstream_seconds
                 .with_label_values(&[name])
                 .observe(started.elapsed().as_secs_f64());
+            if let Ok(response) = &result {
+                span.record("http.response.status_code", response.status().as_u16());
+            }
             match result {
                 Ok(response) => return Ok(relay(route, name, response)),
                 // Nothing reached the provider and the body can be sent again: next one.

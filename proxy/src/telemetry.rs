@@ -289,12 +289,12 @@ fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
     valid.then(|| trace.to_string())
 }
 
-/// Set the trace context headers of a provider request: the current span's when spans are
-/// exported, else the storefront's own (`incoming`), else none.
-pub fn propagate(outgoing: &mut HeaderMap, incoming: &HeaderMap) {
+/// Set the trace context headers of a provider request: `span`'s when spans are exported,
+/// else the storefront's own (`incoming`), else none.
+pub fn propagate(span: &tracing::Span, outgoing: &mut HeaderMap, incoming: &HeaderMap) {
     outgoing.remove(TRACEPARENT);
     outgoing.remove(TRACESTATE);
-    let context = tracing::Span::current().context();
+    let context = span.context();
     if context.span().span_context().is_valid() {
         TraceContextPropagator::new()
             .inject_context(&context, &mut opentelemetry_http::HeaderInjector(outgoing));
@@ -305,6 +305,20 @@ pub fn propagate(outgoing: &mut HeaderMap, incoming: &HeaderMap) {
             outgoing.append(HeaderName::from_static(name), value.clone());
         }
     }
+}
+
+/// The span of one provider attempt (`kind`: `forward`, `send`, `resend`, `status`).
+pub fn attempt_span(provider: &str, kind: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        target: TRACE_TARGET,
+        "attempt",
+        otel.name = %format_args!("provider {provider}"),
+        otel.kind = "client",
+        provider = %provider,
+        kind,
+        class = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    )
 }
 
 /// The trace id of the request the current code runs for, if any.
@@ -478,11 +492,11 @@ mod tests {
         let incoming = headers("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let mut outgoing = HeaderMap::new();
         outgoing.insert(TRACEPARENT, HeaderValue::from_static("stale"));
-        propagate(&mut outgoing, &incoming);
+        propagate(&tracing::Span::none(), &mut outgoing, &incoming);
         assert_eq!(outgoing.get(TRACEPARENT), incoming.get(TRACEPARENT));
         let mut none = HeaderMap::new();
         none.insert(TRACEPARENT, HeaderValue::from_static("stale"));
-        propagate(&mut none, &HeaderMap::new());
+        propagate(&tracing::Span::none(), &mut none, &HeaderMap::new());
         assert!(none.get(TRACEPARENT).is_none());
     }
 }

@@ -346,7 +346,7 @@ impl Payments {
         deadline: Instant,
     ) -> Result<Attempted, (Outcome, bool)> {
         self.forward_inner(ctx, name, entry, egress, payment, probe, deadline)
-            .instrument(attempt_span(name, "forward"))
+            .instrument(crate::telemetry::attempt_span(name, "forward"))
             .await
     }
 
@@ -371,7 +371,11 @@ impl Payments {
         let Ok(mut head) = self.forward_head(ctx, entry) else {
             return Err((not_sent("invalid_request"), false));
         };
-        crate::telemetry::propagate(&mut head.headers, &ctx.parts.headers);
+        crate::telemetry::propagate(
+            &tracing::Span::current(),
+            &mut head.headers,
+            &ctx.parts.headers,
+        );
         let outbound: ProxyBody = Full::new(ctx.body.clone())
             .map_err(|never| match never {})
             .boxed();
@@ -473,7 +477,7 @@ impl Payments {
         deadline: Instant,
     ) -> Result<(AttemptClass, Outcome), Refusal> {
         self.send_inner(at, entry, egress, payment, key, deadline)
-            .instrument(attempt_span(at.name, at.kind))
+            .instrument(crate::telemetry::attempt_span(at.name, at.kind))
             .await
     }
 
@@ -518,7 +522,11 @@ impl Payments {
                 "provider_error",
             ));
         };
-        crate::telemetry::propagate(outbound.headers_mut(), &ctx.parts.headers);
+        crate::telemetry::propagate(
+            &tracing::Span::current(),
+            outbound.headers_mut(),
+            &ctx.parts.headers,
+        );
         let remaining = deadline.saturating_duration_since(started);
         let send = tokio::time::timeout(remaining, entry.upstream.send(outbound));
         let sent = match self.health.slow_call() {
@@ -663,20 +671,6 @@ impl<'c, 'a> Attempting<'c, 'a> {
             status: None,
         }
     }
-}
-
-/// The span of one provider attempt.
-fn attempt_span(provider: &str, kind: &'static str) -> tracing::Span {
-    tracing::debug_span!(
-        target: crate::telemetry::TRACE_TARGET,
-        "attempt",
-        otel.name = %format_args!("provider {provider}"),
-        otel.kind = "client",
-        provider = %provider,
-        kind,
-        class = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    )
 }
 
 /// The error code of an outcome nobody decoded, by what the transport saw.

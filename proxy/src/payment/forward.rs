@@ -36,16 +36,25 @@ impl Payments {
         let Some(entry) = ctx.snapshot.providers.get(&name) else {
             return plain_error(ctx.route, StatusCode::BAD_GATEWAY, "home provider missing");
         };
-        let head = match self.forward_head(ctx, entry) {
+        let mut head = match self.forward_head(ctx, entry) {
             Ok(head) => head,
             Err(answer) => return answer,
         };
+        let span = crate::telemetry::attempt_span(&name, "forward");
+        crate::telemetry::propagate(&span, &mut head.headers, &ctx.parts.headers);
         let body: ProxyBody = Full::new(ctx.body.clone())
             .map_err(|never| match never {})
             .boxed();
         let started = Instant::now();
-        let sent = entry.upstream.send(Request::from_parts(head, body)).await;
+        let sent = entry
+            .upstream
+            .send(Request::from_parts(head, body))
+            .instrument(span.clone())
+            .await;
         self.observe(&name, started);
+        if let Ok(response) = &sent {
+            span.record("http.response.status_code", response.status().as_u16());
+        }
         match sent {
             Ok(response) => {
                 tracing::debug!(route = %ctx.route.name, provider = %name, status = response.status().as_u16(), "forwarded");
