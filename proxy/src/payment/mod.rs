@@ -344,6 +344,8 @@ impl Payments {
             Ok(held) => held,
             Err(answer) => return answer,
         };
+        // Reading the payment's record (and its lock); the phases inside note their own.
+        ctx.note(|d| d.stage = "record");
         let done = self.operate(ctx, call, held.as_ref()).await;
         self.settle(held, &done.keep).await;
         done.answer
