@@ -5,6 +5,8 @@
 #   3. the workspace: unit, integration and end-to-end tests (nextest when available)
 #   4. the official Stripe Python SDK against two localstripe servers (third-party fake
 #      Stripe), straight and through payproxy (tests/stripe_sdk; creates its own venv)
+#   5. the Grafana dashboard and the alert rules against a real Prometheus scraping payproxy
+#      (tests/dashboard; Debian package prometheus, installed when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +43,30 @@ if ((built)); then
         --provider-sim target/debug/provider-sim || failed+=("Stripe SDK suite")
 else
     failed+=("Stripe SDK suite (not run: no payproxy build)")
+fi
+
+echo "==> Grafana dashboard and alert rules against a real Prometheus (tests/dashboard)"
+# The Debian package prometheus (with promtool); only its binaries are used. No service may
+# start from the install: policy-rc.d refuses every start meanwhile (when the machine has no
+# policy of its own), and on a systemd machine the unit is left disabled.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    echo "==> installing prometheus (Debian package, no service started)"
+    policy=/usr/sbin/policy-rc.d
+    added_policy=0
+    if [[ ! -e $policy ]] && printf '#!/bin/sh\nexit 101\n' 2>/dev/null >"$policy"; then
+        chmod +x "$policy" && added_policy=1
+    fi
+    { apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null ||
+        echo "could not install prometheus; the observability check will say why it cannot run" >&2
+    if ((added_policy)); then rm -f "$policy"; fi
+    if [[ -d /run/systemd/system ]]; then systemctl disable --now --quiet prometheus 2>/dev/null || true; fi
+fi
+if ((built)); then
+    python3 tests/dashboard/run.py --payproxy target/debug/payproxy \
+        --provider-sim target/debug/provider-sim || failed+=("observability (dashboard and alerts)")
+else
+    failed+=("observability (not run: no payproxy build)")
 fi
 
 if ((${#failed[@]})); then

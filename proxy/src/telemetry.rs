@@ -469,6 +469,18 @@ mod tests {
     }
 
     #[test]
+    fn compiler_internals_stay_at_warn_unless_named() {
+        let debug = log_filter(Some("debug")).to_string();
+        for krate in QUIET {
+            assert!(debug.contains(&format!("{krate}=warn")), "{debug}");
+        }
+        let named = log_filter(Some("debug,cranelift=trace")).to_string();
+        assert!(!named.contains("cranelift=warn"), "{named}");
+        assert!(named.contains("wasmtime=warn"), "{named}");
+        assert!(log_filter(None).to_string().starts_with("info"));
+    }
+
+    #[test]
     fn only_valid_traceparents_give_a_trace_id() {
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(

@@ -34,6 +34,10 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import NO_PROXY_OPENER, Process, SetupError, free_ports  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PLUGIN_DIR = REPO / "plugins" / "target" / "wasm32-wasip2" / "release"
@@ -50,13 +54,8 @@ LOCALSTRIPE_START_S = 30  # until a localstripe answers HTTP
 SIM_START_S = 30  # until provider-sim prints its ready line
 PAYPROXY_START_S = 120  # until payproxy's admin answers (it compiles the wasm plugins first)
 PYTEST_TIMEOUT_S = 900  # one pytest run
-STOP_WAIT_S = 10  # after SIGTERM, before SIGKILL
 PIP_TIMEOUT_S = 900
 TAIL_LINES = 40
-
-
-class SetupError(Exception):
-    """Something other than a test failed; the message says what and what to do."""
 
 
 def say(message: str) -> None:
@@ -154,78 +153,6 @@ def versions_text(versions: dict) -> str:
 # --- processes ----------------------------------------------------------------------------
 
 
-def free_ports(n: int):
-    """n distinct free TCP ports on 127.0.0.1 (each bound to port 0 at the same time)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-class Process:
-    """A child process with its stdout and stderr in files under the log dir."""
-
-    def __init__(self, name: str, argv, logs: Path, env: dict, cwd: Path):
-        self.name = name
-        self.stdout_path = logs / f"{name}.stdout.log"
-        self.stderr_path = logs / f"{name}.stderr.log"
-        self._out = open(self.stdout_path, "wb")
-        self._err = open(self.stderr_path, "wb")
-        try:
-            self.popen = subprocess.Popen(
-                [str(a) for a in argv],
-                stdin=subprocess.DEVNULL,
-                stdout=self._out,
-                stderr=self._err,
-                env=env,
-                cwd=str(cwd),
-                start_new_session=True,  # a Ctrl-C reaches only this driver, which stops it
-            )
-        except OSError as e:
-            self._out.close()
-            self._err.close()
-            raise SetupError(f"cannot start {name} ({argv[0]}): {e}") from None
-        say(f"started {name} (pid {self.popen.pid})")
-
-    def exited(self):
-        return self.popen.poll()
-
-    def tail(self, which: str = "stderr", lines: int = TAIL_LINES) -> str:
-        path = self.stderr_path if which == "stderr" else self.stdout_path
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def died_message(self) -> str:
-        tail = self.tail() or "(empty)"
-        return f"{self.name} exited with code {self.popen.returncode}; last lines of its stderr:\n{tail}"
-
-    def stop(self) -> None:
-        """SIGTERM, wait, then SIGKILL: only this process, by its pid."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                say(f"{self.name} (pid {self.popen.pid}) ignored SIGTERM for {STOP_WAIT_S} s: killing it")
-                self.popen.kill()
-                self.popen.wait(STOP_WAIT_S)
-            say(f"stopped {self.name} (pid {self.popen.pid})")
-        self._out.close()
-        self._err.close()
-
-
-NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 def http_status(url: str, method: str = "GET", headers=None, timeout: float = 2.0):
     """The HTTP status of one request, or None when nothing answered."""
     req = urllib.request.Request(url, method=method, headers=headers or {})
@@ -263,7 +190,7 @@ def start_localstripe(name: str, python: Path, logs: Path, env: dict, processes:
     for attempt in range(3):
         (port,) = free_ports(1)
         argv = [python, HERE / "localstripe_server.py", "--port", port]
-        proc = Process(f"{name}-{attempt}" if attempt else name, argv, logs, env, logs)
+        proc = Process(f"{name}-{attempt}" if attempt else name, argv, logs, env, logs, log=say)
         processes.append(proc)  # stopped at the end whatever happens next
         url = f"http://127.0.0.1:{port}"
         try:
@@ -317,7 +244,7 @@ def start_provider_sim(binary: Path, logs: Path, env: dict, processes: list) -> 
     """The simulated Adyen on a port of its own choosing: (Process, URL). It prints one ready
     line on stdout once it listens; that line is awaited (bounded), then its control API."""
     check_sim_inputs(binary)
-    proc = Process("provider-sim", [binary, "--provider", f"{SIM_NAME}=127.0.0.1:0"], logs, env, logs)
+    proc = Process("provider-sim", [binary, "--provider", f"{SIM_NAME}=127.0.0.1:0"], logs, env, logs, log=say)
     processes.append(proc)
     deadline = time.monotonic() + SIM_START_S
     url = None
@@ -420,7 +347,7 @@ def start_payproxy(binary: Path, logs: Path, workdir: Path, env: dict, url_a: st
     say(f"payproxy config: {config}")
     env = dict(env)
     env.setdefault("PAYPROXY_LOG", "info")
-    proc = Process("payproxy", [binary, "run", "--config", config], logs, env, workdir)
+    proc = Process("payproxy", [binary, "run", "--config", config], logs, env, workdir, log=say)
     processes.append(proc)
     wait_until_answers(proc, f"http://127.0.0.1:{admin}/admin/status", PAYPROXY_START_S)
     # The admin answers once the server runs; the storefront listener must accept too.
