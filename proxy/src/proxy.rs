@@ -122,7 +122,7 @@ impl Proxy {
             .await
         {
             Ok(answer) => answer,
-            Err((route, error)) => self.error_answer(route, error),
+            Err((route, error)) => span.in_scope(|| self.error_answer(route, error)),
         };
         if !span.is_disabled() {
             span.record("route", answer.route.as_str());
