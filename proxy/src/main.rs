@@ -99,3 +99,32 @@ async fn run(config: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<(
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_flag_overrides_the_config() {
+        let cli = Cli::try_parse_from(["payproxy", "run", "-c", "x.json", "--log-format", "json"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Run {
+                log_format: Some(LogFormat::Json),
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["payproxy", "run", "-c", "x.json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Run {
+                log_format: None,
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["payproxy", "run", "-c", "x", "--log-format", "xml"]).is_err()
+        );
+    }
+}
