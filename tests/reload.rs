@@ -401,3 +401,61 @@ async fn an_in_flight_request_finishes_on_its_own_snapshot() {
     assert_eq!(held.requests().len(), 1, "nothing else went to a");
     env.proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_plugin_whose_file_does_not_match_is_refused_at_start_and_reload() {
+    use sha2::Digest as _;
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let router = std::fs::read(wasm("router_regional")).unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(&router));
+    let wrong = hex::encode(sha2::Sha256::digest(b"another build"));
+    let pinned = |target: &str, pin: &str| {
+        let mut c = routed_to(&sim, target);
+        c["plugins"]["router"]["sha256"] = json!(pin);
+        c
+    };
+
+    // Start: a wrong pin is refused, naming both digests.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &pinned("a", &wrong));
+    let error = payproxy::server::start(&path)
+        .await
+        .err()
+        .expect("a wrong pin is refused at start")
+        .to_string();
+    assert!(error.contains(&digest) && error.contains(&wrong), "{error}");
+
+    // The right pin serves; a reload to a wrong pin (or a malformed one) is refused and the
+    // pinned snapshot keeps serving.
+    let env = Env::start(pinned("a", &digest)).await;
+    let client = HttpClient::default();
+    for (pin, reason) in [
+        (wrong.as_str(), "pins"),
+        ("ABC", "64 lower-case hex digits"),
+    ] {
+        env.rewrite(&pinned("b", pin));
+        let reply = admin_reload(&client, &env).await;
+        assert_eq!(reply.status, 422);
+        let error = reply.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains(reason), "{error} should mention {reason}");
+        let r = client
+            .post_form(
+                &env.url("/v1/payment_intents"),
+                &[],
+                "amount=1&currency=eur",
+            )
+            .await;
+        assert_eq!(r.provider(), Some("a"), "the pinned snapshot still serves");
+    }
+    env.rewrite(&pinned("b", &digest));
+    admin_reload(&client, &env).await.assert_status(200);
+    let r = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[],
+            "amount=1&currency=eur",
+        )
+        .await;
+    assert_eq!(r.provider(), Some("b"));
+    env.proxy.shutdown().await;
+}

@@ -415,6 +415,11 @@ pub struct PluginConfig {
     /// Overrides `plugin_host.memory_mb`.
     #[serde(default)]
     pub memory_mb: Option<u32>,
+    /// Pins the component: the lower-case hex sha256 its file must have. A file that does
+    /// not match is refused before it is compiled, at start and at every reload (the
+    /// running snapshot keeps serving). Default: not pinned.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// One provider (upstream).
@@ -843,6 +848,16 @@ impl Config {
                 "routes".into(),
                 "at least one route is required".into(),
             ));
+        }
+        for (name, p) in &self.plugins {
+            if let Some(pin) = &p.sha256 {
+                if pin.len() != 64 || !pin.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(invalid(
+                        format!("plugins.{name}.sha256"),
+                        "must be 64 lower-case hex digits (`sha256sum` of the component)".into(),
+                    ));
+                }
+            }
         }
         if let Some(otlp) = &self.telemetry.otlp {
             if !(0.0..=1.0).contains(&otlp.sampling_ratio) {

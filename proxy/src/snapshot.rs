@@ -147,6 +147,14 @@ impl Builder {
                     field: format!("plugins.{name}.path"),
                     message: e.to_string(),
                 })?;
+            if let Some(pin) = &p.sha256 {
+                let actual = hex::encode(Sha256::digest(&bytes));
+                if &actual != pin {
+                    return Err(plugin_err(format!(
+                        "its sha256 is {actual}, but plugins.{name}.sha256 pins {pin}: not loaded"
+                    )));
+                }
+            }
             hasher.update(&bytes);
             files.push(path.clone());
             let config_json = match (&p.config, &p.config_file) {
