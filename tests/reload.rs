@@ -2,6 +2,7 @@
 //! requests, broken configs rejected while the old snapshot serves, file-watch and SIGHUP
 //! triggers, and in-flight requests finishing on the snapshot they started with.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -458,4 +459,60 @@ async fn a_pinned_plugin_whose_file_does_not_match_is_refused_at_start_and_reloa
         .await;
     assert_eq!(r.provider(), Some("b"));
     env.proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_directory_switched_by_symlink_is_one_change_set() {
+    let sim = Simulator::start(&["a", "b", "c"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Two releases; each has the main config and the router's rules file. v2 adds provider
+    // `c` and a rule naming it: v2's rules next to v1's config would be refused.
+    let release = |name: &str, providers: &[&str], target: &str| {
+        let root = dir.path().join("releases").join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let mut config = base_config(&sim, providers);
+        config["plugins"] = json!({
+            "router": { "path": wasm("router_regional"), "role": "router", "config_file": "rules.json" }
+        });
+        config["routes"][0]["plugins"] = json!(["router"]);
+        write_atomic(
+            &root.join("rules.json"),
+            json!({ "default": [target] }).to_string().as_bytes(),
+        );
+        write_atomic(&root.join("payproxy.json"), config.to_string().as_bytes());
+    };
+    release("v1", &["a", "b"], "a");
+    release("v2", &["a", "b", "c"], "c");
+    let current = dir.path().join("current");
+    let switch_to = |name: &str| {
+        // Atomic: a new symlink renamed over the old one.
+        let tmp = dir.path().join("current.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(Path::new("releases").join(name), &tmp).unwrap();
+        std::fs::rename(&tmp, &current).unwrap();
+    };
+    switch_to("v1");
+    let running = payproxy::server::start(&current.join("payproxy.json"))
+        .await
+        .expect("v1 starts");
+    let client = HttpClient::default();
+    let url = format!("http://{}/v1/payment_intents", running.listen_addrs[0]);
+    let admin = format!("http://{}/admin/reload", running.admin_addr);
+    let provider = |reply: Reply| reply.provider().map(str::to_string);
+    let pay = || client.post_form(&url, &[], "amount=1&currency=eur");
+    assert_eq!(provider(pay().await).as_deref(), Some("a"));
+
+    // One switch, one reload: both files change together.
+    switch_to("v2");
+    let reply = client.send(http::Method::POST, &admin, &[], "").await;
+    reply.assert_status(200);
+    assert_eq!(provider(pay().await).as_deref(), Some("c"));
+    // And back.
+    switch_to("v1");
+    client
+        .send(http::Method::POST, &admin, &[], "")
+        .await
+        .assert_status(200);
+    assert_eq!(provider(pay().await).as_deref(), Some("a"));
+    running.shutdown().await;
 }

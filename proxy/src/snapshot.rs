@@ -124,7 +124,14 @@ impl Builder {
     }
 
     /// Read `file` and build a complete snapshot, or say exactly what is wrong.
+    ///
+    /// Every file is read through the config file's real path (symlinks followed once, at
+    /// the start): a config directory switched by renaming a symlink (`current ->
+    /// releases/v2`) is read whole from one release, never half from each, so a change that
+    /// spans the config and its rules files is one change set.
     pub fn build(&self, file: &Path, version: u64) -> Result<Snapshot, ConfigError> {
+        let real = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        let file = real.as_path();
         let (config, text) = Config::load(file)?;
         let mut hasher = Sha256::new();
         hasher.update(text.as_bytes());
