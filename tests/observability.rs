@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use payproxy_e2e::chaos::{eventually, ChildProxy, ReservedPort};
 use payproxy_e2e::{
-    card_from, eea_card, form_with, ideal_shopper, payments_config, PAYMENT_PROVIDERS,
+    card_from, dana_shopper, eea_card, form_with, ideal_shopper, payments_config, PAYMENT_PROVIDERS,
 };
 use payproxy_e2e::{write_config, Faults, HttpClient, Recorder, Simulator};
 use prost::Message;
@@ -268,12 +268,21 @@ async fn a_payment_is_one_trace_with_a_span_per_phase_plugin_and_attempt() {
     assert_eq!(root.attr("http.response.status_code"), Some("200"));
     assert_eq!(root.attr("trace_id"), Some(TRACE_ID));
     for phase in &want[1..7] {
+        let spans: Vec<&Span> = trace.iter().filter(|s| s.name == *phase).collect();
+        assert_eq!(spans.len(), 1, "exactly one {phase}: {spans:#?}");
         assert_eq!(
-            named(phase).parent,
-            root.span_id,
+            spans[0].parent, root.span_id,
             "{phase} is a child of the request"
         );
     }
+    assert_eq!(
+        trace
+            .iter()
+            .filter(|s| s.name == "payproxy.request")
+            .count(),
+        1,
+        "one request span"
+    );
     let attempt_phase = named("payment.attempt");
     let attempt = named("provider ideal");
     assert_eq!(attempt.parent, attempt_phase.span_id);
@@ -435,6 +444,31 @@ async fn a_payment_is_one_trace_with_a_span_per_phase_plugin_and_attempt() {
         .await;
     }
 
+    // A DANA wallet payment, with the shopper's phone number, through every phase.
+    let dana_trace = "5b8aa5a2d2c872e8321cf37308d69df2";
+    client
+        .post_form(
+            &proxy.url("/v1/payment_intents"),
+            &[(
+                "traceparent",
+                &format!("00-{dana_trace}-5fb397be34d26b51-01"),
+            )],
+            &dana_shopper("150000", "order-trace-dana"),
+        )
+        .await
+        .assert_status(200);
+    eventually(
+        Duration::from_secs(20),
+        "the DANA payment's attempt span",
+        async || {
+            receiver
+                .trace(dana_trace)
+                .iter()
+                .any(|s| s.name == "provider dana")
+        },
+    )
+    .await;
+
     // A card number in the body: refused, and in no span, event or attribute.
     let pan = "4000056655665556";
     let refused_trace = "0af7651916cd43dd8448eb211c80319c";
@@ -463,6 +497,8 @@ async fn a_payment_is_one_trace_with_a_span_per_phase_plugin_and_attempt() {
         pan,
         "4242424242424242",
         "6281234567899",
+        "6281234567890",
+        "NL91ABNA0417164300",
         "sk_test_demo",
         "demo-adyen-key",
         "collector-secret",
@@ -526,6 +562,15 @@ async fn every_payment_decision_has_one_audit_line_and_logs_are_json_with_the_tr
     reply.assert_status(200);
     assert_eq!(reply.header("idempotent-replayed"), Some("true"));
     assert_eq!(reply.provider(), Some("ideal"));
+    // 2b. refused in the attempt phase (before the iDEAL breaker opens below): the iDEAL dialect refuses to encode a bad IBAN.
+    client
+        .post_form(
+            &url,
+            &[("idempotency-key", "audit-8")],
+            &ideal_shopper("NL91ABNA0417164301", "order-audit-8"),
+        )
+        .await
+        .assert_status(400);
     // 3. failed over: the iDEAL acquirer answers 503 (nothing processed), adyen takes it.
     sim.set_faults("ideal", Faults::error(503));
     let reply = client
@@ -575,13 +620,46 @@ async fn every_payment_decision_has_one_audit_line_and_logs_are_json_with_the_tr
         .await;
     assert_eq!(reply.status.as_u16() / 100, 4, "{:?}", reply.body);
 
+    // 9. created without confirm (payproxy's record only), 10. read back from the record.
+    let created = client
+        .post_form(
+            &url,
+            &[("idempotency-key", "audit-9")],
+            "amount=2500&currency=eur",
+        )
+        .await;
+    created.assert_status(200);
+    let created_id = created.json()["id"].as_str().unwrap().to_string();
+    client
+        .get(&format!("{url}/{created_id}"))
+        .await
+        .assert_status(200);
+    // 11. capture and 12. refund of the forwarded payment: follow-ups at its owner.
+    client
+        .post_form(
+            &format!("{url}/pi_home_1/capture"),
+            &[("idempotency-key", "audit-11")],
+            "",
+        )
+        .await
+        .assert_status(200);
+    client
+        .post_form(
+            &proxy.url("/v1/refunds"),
+            &[("idempotency-key", "audit-12")],
+            "payment_intent=pi_home_1&amount=500",
+        )
+        .await
+        .assert_status(200);
+    // Not audited: a request without a valid storefront key is not the merchant's decision.
+
     let mut lines = Vec::new();
-    eventually(Duration::from_secs(10), "seven audit lines", async || {
+    eventually(Duration::from_secs(10), "twelve audit lines", async || {
         lines = audit_lines(dir.path());
-        lines.len() >= 7
+        lines.len() >= 12
     })
     .await;
-    assert_eq!(lines.len(), 7, "{lines:#?}");
+    assert_eq!(lines.len(), 12, "{lines:#?}");
     let stripe = json!({ "plugin": "stripe", "sha256": digest("stripe") });
     for line in &lines {
         assert_eq!(line["event"], "payment");
@@ -641,7 +719,7 @@ async fn every_payment_decision_has_one_audit_line_and_logs_are_json_with_the_tr
     assert_eq!(replayed["provider"], "ideal");
     assert_eq!(replayed["trace_id"], TRACE_ID);
 
-    let failed_over = &lines[2];
+    let failed_over = &lines[3];
     assert_eq!(failed_over["decision"], "requires_action", "{failed_over}");
     assert_eq!(failed_over["provider"], "adyen");
     assert_eq!(failed_over["path"], "translated");
@@ -656,7 +734,7 @@ async fn every_payment_decision_has_one_audit_line_and_logs_are_json_with_the_tr
         .as_str()
         .is_some_and(|t| t.len() == 32 && t != TRACE_ID));
 
-    let forwarded = &lines[3];
+    let forwarded = &lines[4];
     assert_eq!(forwarded["decision"], "approved", "{forwarded}");
     assert_eq!(forwarded["provider"], "stripe-like");
     assert_eq!(forwarded["path"], "forwarded");
@@ -667,7 +745,7 @@ async fn every_payment_decision_has_one_audit_line_and_logs_are_json_with_the_tr
         json!([{ "provider": "stripe-like", "kind": "forward", "class": "processed", "status": 200 }])
     );
 
-    let compliance_refusal = &lines[4];
+    let compliance_refusal = &lines[5];
     assert_eq!(
         compliance_refusal["decision"], "refused",
         "{compliance_refusal}"
@@ -689,7 +767,7 @@ async fn every_payment_decision_has_one_audit_line_and_logs_are_json_with_the_tr
     assert_eq!(compliance_refusal["attempts"], json!([]));
     assert_eq!(compliance_refusal["provider"], Value::Null);
 
-    let card_refusal = &lines[5];
+    let card_refusal = &lines[6];
     assert_eq!(card_refusal["decision"], "refused");
     assert_eq!(
         card_refusal["refusal"],
@@ -697,10 +775,49 @@ async fn every_payment_decision_has_one_audit_line_and_logs_are_json_with_the_tr
     );
     assert_eq!(card_refusal["status"], 400);
 
-    let ingress_refusal = &lines[6];
+    let ingress_refusal = &lines[7];
     assert_eq!(ingress_refusal["decision"], "refused", "{ingress_refusal}");
     assert_eq!(ingress_refusal["refusal"]["stage"], "ingress");
     assert_eq!(ingress_refusal["operation"], Value::Null);
+
+    let attempt_refusal = &lines[2];
+    assert_eq!(attempt_refusal["decision"], "refused", "{attempt_refusal}");
+    assert_eq!(
+        attempt_refusal["refusal"],
+        json!({ "stage": "attempt", "code": "invalid_iban" })
+    );
+    assert_eq!(attempt_refusal["status"], 400);
+    assert_eq!(attempt_refusal["router"]["decision"], "ordered");
+    assert_eq!(attempt_refusal["attempts"], json!([]));
+
+    let created_line = &lines[8];
+    assert_eq!(created_line["decision"], "created", "{created_line}");
+    assert_eq!(created_line["payment"], created_id.as_str());
+    assert_eq!(created_line["provider"], Value::Null);
+    assert_eq!(created_line["attempts"], json!([]));
+    let read = &lines[9];
+    assert_eq!(read["operation"], "status");
+    assert_eq!(read["decision"], "recorded", "{read}");
+    assert_eq!(read["payment"], created_id.as_str());
+
+    let capture = &lines[10];
+    assert_eq!(capture["operation"], "capture");
+    assert_eq!(capture["payment"], "pi_home_1", "{capture}");
+    assert_eq!(capture["provider"], "stripe-like");
+    assert_eq!(capture["path"], "forwarded");
+    assert_eq!(capture["attempts"][0]["kind"], "forward");
+    let refund = &lines[11];
+    assert_eq!(refund["operation"], "refund");
+    assert_eq!(
+        refund["payment"], "pi_home_1",
+        "the refunded payment: {refund}"
+    );
+    assert_eq!(refund["provider"], "stripe-like");
+    assert_eq!(
+        refund["reference"], "pi_home_1",
+        "the payment's reference: {refund}"
+    );
+    assert_eq!(refund["path"], "forwarded");
 
     // JSON logs: every line is an object; the failover's warning carries its trace id.
     let text = std::fs::read_to_string(&log).unwrap();

@@ -46,8 +46,7 @@ pub struct Config {
     /// Circuit breaker settings shared by all providers (see `health::BreakerConfig`).
     #[serde(default)]
     pub breaker: crate::health::BreakerConfig,
-    /// Log format and the audit trail. Read at start; a reload that changes it keeps the
-    /// running settings (and says so in the log).
+    /// Log format and the audit trail. Read at start; a reload does not change them.
     #[serde(default)]
     pub log: LogConfig,
     /// OpenTelemetry trace export (off by default). Read at start, like `log`.

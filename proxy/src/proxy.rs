@@ -191,15 +191,23 @@ impl Proxy {
                 .with_label_values(&[route.name.as_str(), "unauthenticated"])
                 .inc();
             tracing::warn!(route = %route.name, client = %downstream.client_ip, "storefront request without a valid key refused");
-            self.payments
-                .audit_early(snapshot, route, "authentication", "api_key_invalid", 401);
+            // Counted and logged, not audited: not a decision of the merchant's, and an
+            // anonymous client must not be able to fill the audit file.
             return Ok(self.payments.unauthenticated(route));
         }
 
         let (parts, incoming) = request.into_parts();
         let limit = snapshot.config.limits.max_body_bytes;
         if route.dialect.is_some() {
-            let body = read_body(incoming, limit, deadline).await.map_err(fail)?;
+            let body = match read_body(incoming, limit, deadline).await {
+                Ok(body) => body,
+                Err(e) => {
+                    let status = e.status.as_u16();
+                    self.payments
+                        .audit_early(snapshot, route, "body", &e.code, status);
+                    return Err(fail(e));
+                }
+            };
             if let Some(refused) = self.card_data(snapshot, route, &parts, &body) {
                 return Ok(refused);
             }
@@ -249,23 +257,28 @@ impl Proxy {
         parts: &http::request::Parts,
         body: &[u8],
     ) -> Option<Answer> {
-        let refused = |reason: &str, code: &str, status: u16| {
+        let refused = |reason: &str, code: &str, answer: Answer| {
             self.metrics
                 .storefront_refusals
                 .with_label_values(&[route.name.as_str(), reason])
                 .inc();
+            let status = answer.response.status().as_u16();
             self.payments
                 .audit_early(snapshot, route, "card_data", code, status);
+            Some(answer)
         };
         if !body.is_empty() && crate::cards::encoded(parts) {
-            refused("encoded_body", "content_encoding_not_accepted", 415);
             tracing::warn!(route = %route.name, "encoded request body refused: it cannot be checked for card numbers");
-            return Some(self.payments.encoded_body(route));
+            let answer = self.payments.encoded_body(route);
+            return refused("encoded_body", "content_encoding_not_accepted", answer);
         }
         let hit = crate::cards::find(parts, body)?;
-        refused("card_data", "card_number_not_accepted", 400);
         tracing::warn!(route = %route.name, place = hit.as_str(), "request carrying a card number refused");
-        Some(self.payments.card_data(route, hit))
+        refused(
+            "card_data",
+            "card_number_not_accepted",
+            self.payments.card_data(route, hit),
+        )
     }
 
     /// Ask the route's router plugin for the provider order, applying its failure policy.

@@ -76,19 +76,25 @@ pub fn log_filter(spec: Option<&str>) -> EnvFilter {
             directives.push(format!("{krate}=warn"));
         }
     }
+    // Audit lines in the main log (no `log.audit_path`) are kept at any level unless named.
+    if !spec.contains("payproxy::audit") {
+        directives.push("payproxy::audit=info".into());
+    }
     EnvFilter::try_new(directives.join(",")).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
 /// The running exporter; [`Telemetry::shutdown`] sends what is still queued.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// How long the last export may take at shutdown.
+    flush: Duration,
 }
 
 impl Telemetry {
     /// Flush and stop the exporter (blocks up to its export timeout).
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
-            if let Err(e) = provider.shutdown() {
+            if let Err(e) = provider.shutdown_with_timeout(self.flush) {
                 tracing::warn!(error = %e, "trace exporter did not shut down cleanly");
             }
         }
@@ -135,7 +141,8 @@ pub fn init(format: LogFormat, otlp: Option<&OtlpConfig>) -> Result<Telemetry, S
         .with(spans)
         .try_init()
         .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
-    Ok(Telemetry { provider })
+    let flush = Duration::from_millis(otlp.map_or(0, |c| c.timeout_ms) + 1_000);
+    Ok(Telemetry { provider, flush })
 }
 
 fn tracer_provider(config: &OtlpConfig) -> Result<SdkTracerProvider, String> {
@@ -280,12 +287,19 @@ fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
             && s.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     };
+    // Version 00 has exactly four fields; a later version may add fields after them.
+    let rest_ok = match parts.next() {
+        None => true,
+        Some(_) => version != "00",
+    };
     let valid = hex(version, 2)
         && version != "ff"
         && hex(trace, 32)
         && trace.bytes().any(|b| b != b'0')
         && hex(span, 16)
-        && hex(flags, 2);
+        && span.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        && rest_ok;
     valid.then(|| trace.to_string())
 }
 
@@ -300,10 +314,16 @@ pub fn propagate(span: &tracing::Span, outgoing: &mut HeaderMap, incoming: &Head
             .inject_context(&context, &mut opentelemetry_http::HeaderInjector(outgoing));
         return;
     }
-    for name in [TRACEPARENT, TRACESTATE] {
-        for value in incoming.get_all(name) {
-            outgoing.append(HeaderName::from_static(name), value.clone());
-        }
+    // Not exported: the storefront's context passes through, when it is a valid one (one
+    // traceparent, and its tracestate only with it).
+    if incoming.get_all(TRACEPARENT).iter().count() != 1 || incoming_trace_id(incoming).is_none() {
+        return;
+    }
+    if let Some(value) = incoming.get(TRACEPARENT) {
+        outgoing.insert(HeaderName::from_static(TRACEPARENT), value.clone());
+    }
+    for value in incoming.get_all(TRACESTATE) {
+        outgoing.append(HeaderName::from_static(TRACESTATE), value.clone());
     }
 }
 
@@ -477,6 +497,9 @@ mod tests {
         let named = log_filter(Some("debug,cranelift=trace")).to_string();
         assert!(!named.contains("cranelift=warn"), "{named}");
         assert!(named.contains("wasmtime=warn"), "{named}");
+        assert!(log_filter(Some("warn"))
+            .to_string()
+            .contains("payproxy::audit=info"));
         let default = log_filter(None).to_string();
         assert!(default.split(',').any(|d| d == "info"), "{default}");
     }
@@ -494,6 +517,8 @@ mod tests {
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "garbage",
         ] {
             assert_eq!(incoming_trace_id(&headers(bad)), None, "{bad}");
@@ -511,5 +536,18 @@ mod tests {
         none.insert(TRACEPARENT, HeaderValue::from_static("stale"));
         propagate(&tracing::Span::none(), &mut none, &HeaderMap::new());
         assert!(none.get(TRACEPARENT).is_none());
+        // An invalid or repeated traceparent, or a tracestate alone, is not passed on.
+        let mut twice = incoming.clone();
+        twice.append(
+            TRACEPARENT,
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        let mut bad = headers("00-xyz");
+        bad.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
+        for incoming in [twice, bad] {
+            let mut outgoing = HeaderMap::new();
+            propagate(&tracing::Span::none(), &mut outgoing, &incoming);
+            assert!(outgoing.is_empty(), "{incoming:?} gave {outgoing:?}");
+        }
     }
 }

@@ -67,6 +67,8 @@ pub(crate) struct Draft {
     pub stage: &'static str,
     pub operation: Option<String>,
     pub payment: Option<String>,
+    /// A refund's own id (its payment is `payment`).
+    pub refund: Option<String>,
     pub provider: Option<String>,
     pub reference: Option<String>,
     /// `forwarded` (the storefront's request, unchanged, to a provider of its dialect) or
@@ -127,6 +129,7 @@ pub(crate) struct Line<'a> {
     pub route: &'a str,
     pub operation: Option<&'a str>,
     pub payment: Option<&'a str>,
+    pub refund: Option<&'a str>,
     pub decision: String,
     pub status: u16,
     pub provider: Option<&'a str>,
@@ -158,11 +161,14 @@ impl Draft {
         status: u16,
     ) -> Line<'a> {
         let replay = self.idempotency == Some("replay");
-        let decision = match (&self.refusal, replay, &self.outcome) {
-            (_, true, _) => "replayed".to_string(),
-            (Some(_), _, _) => "refused".to_string(),
-            (None, _, Some(outcome)) => outcome.clone(),
-            (None, _, None) => "unknown".to_string(),
+        // What happened to the money first: an outcome noted stays the decision even when
+        // rendering the answer failed afterwards (the refusal then says what the storefront
+        // got instead).
+        let decision = match (replay, &self.outcome, &self.refusal) {
+            (true, _, _) => "replayed".to_string(),
+            (false, Some(outcome), _) => outcome.clone(),
+            (false, None, Some(_)) => "refused".to_string(),
+            (false, None, None) => "unknown".to_string(),
         };
         Line {
             ts: now(),
@@ -170,6 +176,7 @@ impl Draft {
             route,
             operation: self.operation.as_deref(),
             payment: self.payment.as_deref(),
+            refund: self.refund.as_deref(),
             decision,
             status,
             provider: self.provider.as_deref(),

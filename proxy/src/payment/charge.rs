@@ -151,7 +151,11 @@ impl Payments {
         annotations: &[crate::plugin::types::Annotation],
     ) -> Done {
         match attempted {
-            Attempted::Refused(r) => self.refused(ctx, r),
+            Attempted::Refused(r) => {
+                // Refused in the attempt phase (nothing sent): that is where it happened.
+                ctx.note(|d| d.stage = "attempt");
+                self.refused(ctx, r)
+            }
             Attempted::Forwarded {
                 provider,
                 answer,
@@ -193,10 +197,13 @@ impl Payments {
                         _ => {}
                     }
                 }
+                let provider_id = outcome.as_ref().and_then(|o| o.provider_reference.clone());
                 self.audit(
                     ctx,
-                    &entry.record.id,
-                    Some((&provider, outcome.as_ref())),
+                    &entry,
+                    payment.operation,
+                    &provider,
+                    provider_id,
                     outcome
                         .as_ref()
                         .map_or("forwarded", |o| outcome_label(&o.status)),
@@ -244,11 +251,18 @@ impl Payments {
                         }
                     }
                 }
-                ctx.note(|d| d.path = Some("translated"));
+                ctx.note(|d| {
+                    d.path = Some("translated");
+                    if payment.operation == Operation::Refund {
+                        d.refund = Some(id.clone());
+                    }
+                });
                 self.audit(
                     ctx,
-                    &id,
-                    Some((&provider, Some(&outcome))),
+                    &entry,
+                    payment.operation,
+                    &provider,
+                    outcome.provider_reference.clone(),
                     outcome_label(&outcome.status),
                 );
                 let response = match self.render_outcome(
@@ -307,22 +321,41 @@ impl Payments {
             .is_some_and(|(dialect, _)| dialect == ctx.ingress_name)
     }
 
-    /// Note the payment's id, the provider that took it (with its reference) and the
-    /// decision, for the audit line.
+    /// Note the payment, the provider that has it and the decision, for the audit line.
+    /// `provider_id` is the id the provider answered with: the payment's reference, or for a
+    /// refund the refund's own id (the payment's reference then comes from its owner).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn audit(
         &self,
         ctx: &Ctx<'_>,
-        id: &str,
-        provider: Option<(&str, Option<&Outcome>)>,
+        entry: &PaymentEntry,
+        operation: Operation,
+        provider: &str,
+        provider_id: Option<String>,
         decision: &str,
     ) {
+        let owned = entry.owner.as_ref().map(|o| o.reference.clone());
         ctx.note(|d| {
-            d.payment = Some(id.to_string());
-            if let Some((provider, outcome)) = provider {
-                d.provider = Some(provider.to_string());
-                d.reference = outcome.and_then(|o| o.provider_reference.clone());
+            d.payment = Some(entry.record.id.clone());
+            d.provider = Some(provider.to_string());
+            if operation == Operation::Refund {
+                if d.refund.is_none() {
+                    d.refund = provider_id;
+                }
+                d.reference = owned.filter(|r| !r.is_empty());
+            } else {
+                d.reference = provider_id.or(owned).filter(|r| !r.is_empty());
             }
             d.outcome = Some(decision.to_string());
+        });
+    }
+
+    /// Note a decision made on payproxy's own record, without a provider (`created`,
+    /// `canceled`, `recorded`: a read answered from the record).
+    pub(super) fn audit_record(&self, ctx: &Ctx<'_>, id: &str, decision: &str) {
+        ctx.note(|d| {
+            d.payment.get_or_insert_with(|| id.to_string());
+            d.outcome.get_or_insert_with(|| decision.to_string());
         });
     }
 }

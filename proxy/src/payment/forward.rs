@@ -52,9 +52,28 @@ impl Payments {
             .instrument(span.clone())
             .await;
         self.observe(&name, started);
-        if let Ok(response) = &sent {
-            span.record("http.response.status_code", response.status().as_u16());
+        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+        if let Some(status) = status {
+            span.record("http.response.status_code", status);
         }
+        // For a payment payproxy has never seen (relayed, not orchestrated): its audit line.
+        ctx.note(|d| {
+            d.path = Some("forwarded");
+            d.provider = Some(name.clone());
+            if status.is_some() {
+                d.outcome.get_or_insert_with(|| "forwarded".into());
+            }
+            d.attempts.push(audit::AttemptNote {
+                provider: name.clone(),
+                kind: "forward",
+                class: match &sent {
+                    Ok(_) => "relayed",
+                    Err(failed) if failed.transport == Transport::NotSent => "not_sent",
+                    Err(_) => "ambiguous",
+                },
+                status,
+            });
+        });
         match sent {
             Ok(response) => {
                 tracing::debug!(route = %ctx.route.name, provider = %name, status = response.status().as_u16(), "forwarded");

@@ -108,8 +108,9 @@ pub(crate) struct Ctx<'a> {
     downstream: Downstream,
     /// The request as plugins see it.
     view: HttpRequest,
-    /// What the phases did, for the audit line.
-    audit: std::sync::Mutex<audit::Draft>,
+    /// What the phases did, for the audit line (shared with the task that spawned the
+    /// phases, which writes it if they panic).
+    audit: Arc<std::sync::Mutex<audit::Draft>>,
 }
 
 impl Ctx<'_> {
@@ -188,55 +189,76 @@ impl Payments {
         downstream: Downstream,
     ) -> Answer {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            tracing::warn!(route = %snapshot.routes[route].name, "too many payments in flight; refusing one before anything was sent");
-            return respond::early(
-                &snapshot.routes[route],
+            let route = &snapshot.routes[route];
+            tracing::warn!(route = %route.name, "too many payments in flight; refusing one before anything was sent");
+            let answer = respond::early(
+                route,
                 503,
                 "too_many_payments",
                 "Too many payments are being processed right now; retry shortly.",
             );
+            let status = answer.response.status().as_u16();
+            self.audit_early(&snapshot, route, "admission", "too_many_payments", status);
+            return answer;
         };
         let payments = self.clone();
-        let name = snapshot.routes[route].name.clone();
-        let task = tokio::spawn(
+        let draft = Arc::new(std::sync::Mutex::new(audit::Draft::default()));
+        let phases = {
+            let (snapshot, draft) = (snapshot.clone(), draft.clone());
             async move {
                 let _slot = slot;
                 let route = &snapshot.routes[route];
                 payments
-                    .handle(&snapshot, route, parts, body, downstream)
+                    .handle(&snapshot, route, parts, body, downstream, draft)
                     .await
             }
             // The phases' spans and log lines belong to the storefront's request.
-            .instrument(tracing::Span::current()),
-        );
-        match task.await {
+            .instrument(tracing::Span::current())
+        };
+        match tokio::spawn(phases).await {
             Ok(answer) => answer,
             Err(e) => {
                 // A panic in the payment path: its records tell what happened; say so plainly.
-                tracing::error!(route = %name, error = %e, "payment task failed");
+                let route = &snapshot.routes[route];
+                tracing::error!(route = %route.name, error = %e, "payment task failed");
+                let failed = crate::error::ProxyError::plugin(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the payment could not be processed",
+                );
+                // The audit line keeps what the phases noted before it (attempts included).
+                let mut draft = draft.lock().unwrap_or_else(|p| p.into_inner());
+                if draft.operation.is_some() {
+                    draft.refusal = Some(audit::Refused {
+                        stage: "internal",
+                        code: "internal_error".into(),
+                    });
+                    self.audit.write(&draft.line(
+                        &route.name,
+                        self.ingress_of(&snapshot, route),
+                        failed.status.as_u16(),
+                    ));
+                }
                 Answer {
-                    route: name,
+                    route: route.name.clone(),
                     provider: "none".into(),
-                    response: crate::error::ProxyError::plugin(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal_error",
-                        "the payment could not be processed",
-                    )
-                    .to_response()
-                    .map(|b| b.map_err(|never| match never {}).boxed()),
+                    response: failed
+                        .to_response()
+                        .map(|b| b.map_err(|never| match never {}).boxed()),
                 }
             }
         }
     }
 
     /// Run the payment phases for one request on a route with a dialect.
-    pub async fn handle(
+    async fn handle(
         &self,
         snapshot: &Snapshot,
         route: &Route,
         parts: http::request::Parts,
         body: Bytes,
         downstream: Downstream,
+        audit: Arc<std::sync::Mutex<audit::Draft>>,
     ) -> Answer {
         let Some((ingress_name, ingress)) = &route.dialect else {
             // Only called for routes with a dialect.
@@ -256,7 +278,7 @@ impl Payments {
             body,
             downstream,
             view,
-            audit: Default::default(),
+            audit,
         };
         let call = {
             let _phase = ctx.phase("ingress").entered();
@@ -290,20 +312,27 @@ impl Payments {
     /// The request's audit line.
     fn write_audit(&self, ctx: &Ctx<'_>, answer: &Answer) {
         let draft = ctx.audit.lock().unwrap_or_else(|p| p.into_inner());
-        let ingress = audit::Ingress {
-            plugin: ctx.ingress_name,
-            sha256: ctx
-                .snapshot
-                .plugins
-                .get(ctx.ingress_name)
-                .map(|p| p.sha256.as_str()),
-        };
-        self.audit
-            .write(&draft.line(&ctx.route.name, ingress, answer.response.status().as_u16()));
+        self.audit.write(&draft.line(
+            &ctx.route.name,
+            self.ingress_of(ctx.snapshot, ctx.route),
+            answer.response.status().as_u16(),
+        ));
+    }
+
+    /// The route's storefront dialect, for audit lines.
+    fn ingress_of<'s>(&self, snapshot: &'s Snapshot, route: &'s Route) -> audit::Ingress<'s> {
+        let plugin = route
+            .dialect
+            .as_ref()
+            .map_or("none", |(name, _)| name.as_str());
+        audit::Ingress {
+            plugin,
+            sha256: snapshot.plugins.get(plugin).map(|p| p.sha256.as_str()),
+        }
     }
 
     /// An audit line for a request on payment route `route` refused before its phases
-    /// (`stage`: `authentication`, `card_data`, …).
+    /// (`stage`: `authentication`, `card_data`, `body`, `admission`), answered `status`.
     pub fn audit_early(
         &self,
         snapshot: &Snapshot,
@@ -312,9 +341,9 @@ impl Payments {
         code: &str,
         status: u16,
     ) {
-        let Some((ingress, _)) = &route.dialect else {
+        if route.dialect.is_none() {
             return;
-        };
+        }
         let draft = audit::Draft {
             refusal: Some(audit::Refused {
                 stage,
@@ -322,11 +351,8 @@ impl Payments {
             }),
             ..Default::default()
         };
-        let ingress = audit::Ingress {
-            plugin: ingress,
-            sha256: snapshot.plugins.get(ingress).map(|p| p.sha256.as_str()),
-        };
-        self.audit.write(&draft.line(&route.name, ingress, status));
+        self.audit
+            .write(&draft.line(&route.name, self.ingress_of(snapshot, route), status));
     }
 
     /// A payment call: idempotency gate, the operation, then the idempotency record settled

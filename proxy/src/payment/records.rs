@@ -114,7 +114,7 @@ impl Payments {
         if let Err(e) = self.save(&entry).await {
             return self.store_failed(ctx, &e);
         }
-        self.audit(ctx, &entry.record.id, None, "created");
+        self.audit_record(ctx, &entry.record.id, "created");
         self.render_record(ctx, &entry.record)
     }
 
@@ -124,7 +124,7 @@ impl Payments {
         if let Err(e) = self.save(&entry).await {
             return self.store_failed(ctx, &e);
         }
-        self.audit(ctx, &entry.record.id, None, "canceled");
+        self.audit_record(ctx, &entry.record.id, "canceled");
         self.render_record(ctx, &entry.record)
     }
 
@@ -138,6 +138,8 @@ impl Payments {
         owner: &Owner,
     ) -> Done {
         if payment.operation == Operation::Status {
+            ctx.note(|d| d.provider = Some(owner.provider.clone()));
+            self.audit_record(ctx, &entry.record.id, "pending");
             let pending = Outcome {
                 status: OutcomeStatus::Pending,
                 provider_reference: None,

@@ -89,6 +89,7 @@ impl Payments {
 
     /// Render a payment from its record; the answer replays.
     pub(super) fn render_record(&self, ctx: &Ctx<'_>, record: &PaymentRecord) -> Done {
+        self.audit_record(ctx, &record.id, "recorded");
         match ctx.ingress.render_payment(record) {
             Ok(response) => replayable(ctx.route, "none", response),
             Err(failure) => Done::release(self.plugin_failed(ctx, &failure)),
