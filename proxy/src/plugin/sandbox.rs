@@ -137,17 +137,23 @@ impl<B: Binding> Sandbox<B> {
         function: &'static str,
         f: impl FnOnce(&B, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFailure> {
-        let span = tracing::debug_span!(
-            target: crate::telemetry::TRACE_TARGET,
-            "plugin",
-            otel.name = %format_args!("plugin {}", self.name),
-            plugin.name = %self.name,
-            plugin.role = self.settings.identity.0,
-            plugin.sha256 = %self.settings.identity.1,
-            plugin.function = function,
-            outcome = tracing::field::Empty,
-            sandbox_us = tracing::field::Empty,
-        )
+        // Calls outside a request (a reload's checks) are no trace of their own.
+        let in_request = !tracing::Span::current().is_none();
+        let span = if !in_request {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(
+                target: crate::telemetry::TRACE_TARGET,
+                "plugin",
+                otel.name = %format_args!("plugin {}", self.name),
+                plugin.name = %self.name,
+                plugin.role = self.settings.identity.0,
+                plugin.sha256 = %self.settings.identity.1,
+                plugin.function = function,
+                outcome = tracing::field::Empty,
+                sandbox_us = tracing::field::Empty,
+            )
+        }
         .entered();
         let started = Instant::now();
         let result = self.call_inner(f);
