@@ -18,7 +18,7 @@ use crate::proxy::Proxy;
 use crate::reload::Reloader;
 use crate::snapshot::Builder;
 use crate::store::sweeper::{self, Sweep};
-use crate::store::{MemoryStore, RedbStore, Store};
+use crate::store::{MemoryStore, PostgresOptions, PostgresStore, RedbStore, Store};
 
 /// A running proxy.
 pub struct Running {
@@ -113,6 +113,12 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
             Arc::new(tokio::task::spawn_blocking(move || RedbStore::open(&path)).await??)
         }
         StateKind::Memory => Arc::new(MemoryStore::new()),
+        StateKind::Postgres => {
+            let options = postgres_options(&file, &config.state)?;
+            let store = tokio::task::spawn_blocking(move || PostgresStore::open(options)).await??;
+            tracing::info!(instance = store.instance(), "postgres state store ready");
+            Arc::new(store)
+        }
     };
     let proxy = Arc::new(Proxy::new(
         reloader.clone(),
@@ -233,4 +239,28 @@ impl Running {
             let _ = task.await;
         }
     }
+}
+
+/// The PostgreSQL store's options from `state.postgres` (validated with the config: present
+/// for this kind). The URL is resolved here, from the config or the environment.
+fn postgres_options(file: &Path, state: &config::StateConfig) -> anyhow::Result<PostgresOptions> {
+    let pg = state
+        .postgres
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("state.postgres: required with \"kind\": \"postgres\""))?;
+    let url = pg
+        .url
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("state.postgres.url: {e}"))?;
+    let mut options = PostgresOptions::from_url(&url)?;
+    options.tls = pg.tls.is_some();
+    options.tls_ca = pg
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_file.as_ref())
+        .map(|ca| config::resolve(file, ca));
+    options.lease = Duration::from_millis(pg.lease_ms);
+    options.pool_size = pg.pool_size;
+    options.connect_timeout = Duration::from_millis(pg.connect_timeout_ms);
+    Ok(options)
 }

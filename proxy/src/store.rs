@@ -74,6 +74,7 @@ use serde::{Deserialize, Serialize};
 
 mod memory;
 mod payments;
+mod postgres;
 mod purge;
 mod record;
 mod redb_store;
@@ -82,6 +83,7 @@ pub(crate) mod sweeper;
 use crate::plugin::storefront::ListQuery;
 pub use memory::MemoryStore;
 pub use payments::{Page, PaymentEntry};
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use purge::Purged;
 pub use redb_store::RedbStore;
 
@@ -152,6 +154,9 @@ pub enum Takeover {
     PreviousProcess,
     /// This process held it past `stale_after_ms` without settling it.
     PastDeadline,
+    /// Another live-or-not instance sharing the store (PostgreSQL) held it, and its lease
+    /// lapsed without renewal: that instance stopped, stalled or lost the database.
+    LeaseExpired,
 }
 
 /// A store failure. None of these means "the key is free": callers must fail the request.
@@ -216,6 +221,35 @@ pub enum StoreError {
         key: String,
         /// What was there instead: `absent` or `finished`.
         found: &'static str,
+    },
+    /// A write by a request whose claim on `key` was taken over by another request (its lease
+    /// lapsed while it stalled): this request lost the claim and must not send anything more.
+    #[error("store: {op} {key:?}: claim lost to a takeover (fenced)")]
+    Fenced {
+        /// `note_attempt`, `finish`, `park` or `release`.
+        op: &'static str,
+        /// The idempotency key.
+        key: String,
+    },
+    /// The PostgreSQL store's settings are unusable (the URL is never part of the message).
+    #[error("state.postgres.{field}: {message}")]
+    PostgresConfig {
+        /// The field under `state.postgres`.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A PostgreSQL call failed (connection refused or lost, timeout, server error). The
+    /// database may or may not have applied a write whose answer was lost; callers fail the
+    /// request, which is what a retry is for.
+    #[error("store: {op} {key:?}: postgres: {reason}")]
+    Postgres {
+        /// The store operation.
+        op: &'static str,
+        /// The idempotency key or payment id.
+        key: String,
+        /// The driver's or the server's reason (never the connection URL).
+        reason: String,
     },
 }
 
