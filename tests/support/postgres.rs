@@ -5,6 +5,7 @@
 //! `PAYPROXY_TEST_POSTGRES_URL` set (scripts/test.sh) means Postgres is expected: a missing
 //! binary then fails the test. Unset: [`PgCluster::start`] returns `None` with a loud message.
 
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -64,12 +65,12 @@ impl PgCluster {
         cluster.run(
             "initdb",
             &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-U".as_ref(),
-                "payproxy".as_ref(),
-                "--auth=trust".as_ref(),
-                "--no-sync".as_ref(),
+                "-D".into(),
+                data.into(),
+                "-U".into(),
+                "payproxy".into(),
+                "--auth=trust".into(),
+                "--no-sync".into(),
             ],
         );
         let mut cluster = cluster;
@@ -101,21 +102,21 @@ impl PgCluster {
         );
         let data = self.data();
         let log = self.dir.path().join("postgres.log");
-        let mut args: Vec<&std::ffi::OsStr> = vec![
-            "-D".as_ref(),
-            data.as_os_str(),
-            "-l".as_ref(),
-            log.as_os_str(),
-            "-w".as_ref(),
-            "-t".as_ref(),
-            "60".as_ref(),
-            "-m".as_ref(),
-            "fast".as_ref(),
+        let mut args: Vec<OsString> = vec![
+            "-D".into(),
+            data.into(),
+            "-l".into(),
+            log.clone().into(),
+            "-w".into(),
+            "-t".into(),
+            "60".into(),
+            "-m".into(),
+            "fast".into(),
         ];
         if action != "stop" {
-            args.extend(["-o".as_ref(), options.as_ref()]);
+            args.extend(["-o".into(), options.into()]);
         }
-        args.push(action.as_ref());
+        args.push(action.into());
         let out = self.run("pg_ctl", &args);
         assert!(
             out.status.success(),
@@ -125,7 +126,7 @@ impl PgCluster {
         );
     }
 
-    fn run(&self, tool: &str, args: &[&std::ffi::OsStr]) -> Output {
+    fn run(&self, tool: &str, args: &[OsString]) -> Output {
         let program = self.bin.join(tool);
         let mut command = if as_root() {
             let mut c = Command::new("runuser");

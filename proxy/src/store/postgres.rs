@@ -345,8 +345,10 @@ impl PostgresStore {
     }
 
     /// A write on an in-flight record this store holds: `statement` with `$1` = key and
-    /// `$2` = token; `more` are `$3…`. Zero rows: the record is absent or finished
-    /// (`NotInFlight`), or held under another token (`Fenced`).
+    /// `$2` = token; `more` are `$3…`. Zero rows under a token this store held: another
+    /// instance took the key over (`Fenced`, whatever it did with it since). Without a
+    /// token: the record is absent or finished (`NotInFlight`), or held by another
+    /// instance (`Fenced`).
     fn fenced_write(
         &self,
         op: &'static str,
@@ -375,6 +377,11 @@ impl PostgresStore {
             };
             if written {
                 return Ok(None);
+            }
+            if token.is_some() {
+                // Held until now and written by nobody else of this store: another
+                // instance took it over (and may have settled or released it since).
+                return Ok(Some(Some("taken over".to_string())));
             }
             let row = client
                 .query_opt(
