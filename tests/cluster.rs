@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use payproxy_e2e::chaos::{
-    all_charges, charges_for, dialect_plugins, eventually, payment_route, provider, ChildProxy,
-    ReservedPort, RetryPolicy, Sdk,
+    all_charges, charges_for, dialect_plugins, eventually, metric, metrics_text, payment_route,
+    provider, ChildProxy, ReservedPort, RetryPolicy, Sdk,
 };
 use payproxy_e2e::postgres::PgCluster;
 use payproxy_e2e::*;
@@ -135,6 +135,30 @@ async fn three_instances_on_postgres_charge_once_through_pause_kill_and_db_resta
         .map(|p| p.url("/v1/payment_intents"))
         .collect();
     let sdk = one_try();
+
+    // Each instance says which one it is and that it shares a postgres store; the config
+    // hash is there to compare rollouts (these configs differ: each listens on its own ports).
+    let client = HttpClient::default();
+    let mut ids = std::collections::BTreeSet::new();
+    for proxy in &proxies {
+        let status = client
+            .get(&format!("http://{}/admin/status", proxy.admin))
+            .await
+            .json();
+        assert_eq!(status["state"]["kind"], "postgres", "{status}");
+        assert!(status["config"]["hash"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64));
+        let id = status["state"]["instance"].as_str().unwrap().to_string();
+        let metrics = metrics_text(&client, proxy.admin).await;
+        let labels = [("instance", id.as_str()), ("store", "postgres")];
+        assert_eq!(
+            metric(&metrics, "payproxy_instance_info", &labels),
+            Some(1.0)
+        );
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 3, "{ids:?}");
 
     // ---- 1. an instance paused past its lease: taken over, its late writes fenced ----
     sim.set_faults("a", Faults::timeout_after_charge(20_000));

@@ -107,6 +107,9 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         let file = file.clone();
         tokio::task::spawn_blocking(move || Reloader::start(&file, builder)).await??
     };
+    // This process's id on the status page and in a metric: the postgres store's holder id
+    // (what its claims carry), a random one otherwise.
+    let mut instance = format!("{:016x}", rand::random::<u64>());
     let store: Arc<dyn Store> = match config.state.kind {
         StateKind::Redb => {
             let path = config::resolve(&file, &config.state.path);
@@ -117,6 +120,7 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
             let options = postgres_options(&file, &config.state)?;
             let store = tokio::task::spawn_blocking(move || PostgresStore::open(options)).await??;
             tracing::info!(instance = store.instance(), "postgres state store ready");
+            instance = store.instance().to_string();
             Arc::new(store)
         }
     };
@@ -166,13 +170,20 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
     }
     let admin_tcp = listener::bind(config.admin.addr).await?;
     let admin_addr = admin_tcp.local_addr()?;
-    let admin = Arc::new(Admin::new(
-        reloader.clone(),
-        metrics.clone(),
-        proxy.health(),
-        token,
-        config.admin.addr.ip().is_loopback(),
-    ));
+    let admin = Arc::new(
+        Admin::new(
+            reloader.clone(),
+            metrics.clone(),
+            proxy.health(),
+            token,
+            config.admin.addr.ip().is_loopback(),
+        )
+        .with_instance(store_kind(config.state.kind), &instance),
+    );
+    metrics
+        .instance_info
+        .with_label_values(&[instance.as_str(), store_kind(config.state.kind)])
+        .set(1);
     tasks.push(spawn_active_checks(&proxy, &reloader, shutdown_rx.clone()));
     let limits_source = reloader.clone();
     tasks.push(tokio::spawn(admin::serve(
@@ -263,4 +274,12 @@ fn postgres_options(file: &Path, state: &config::StateConfig) -> anyhow::Result<
     options.pool_size = pg.pool_size;
     options.connect_timeout = Duration::from_millis(pg.connect_timeout_ms);
     Ok(options)
+}
+
+fn store_kind(kind: StateKind) -> &'static str {
+    match kind {
+        StateKind::Redb => "redb",
+        StateKind::Memory => "memory",
+        StateKind::Postgres => "postgres",
+    }
 }
