@@ -29,7 +29,16 @@ const LEASE_MS: u64 = 1_500;
 const PAYMENTS: usize = 240;
 const CONCURRENCY: usize = 6;
 
-fn config(sim: &Simulator, listen: SocketAddr, admin: SocketAddr) -> Value {
+/// The postgres state of these tests: the URL from the environment, as an operator's would.
+fn postgres_state() -> Value {
+    json!({
+        "kind": "postgres",
+        "postgres": { "url": { "env": "PAYPROXY_CLUSTER_TEST_PG" }, "lease_ms": LEASE_MS,
+                      "pool_size": 4, "connect_timeout_ms": 2_000 },
+    })
+}
+
+fn config(sim: &Simulator, listen: SocketAddr, admin: SocketAddr, state: &Value) -> Value {
     let mut providers = serde_json::Map::new();
     for name in ["a", "b"] {
         let mut p = provider(&sim.base_url(name), name, "adyen", "eu");
@@ -43,11 +52,7 @@ fn config(sim: &Simulator, listen: SocketAddr, admin: SocketAddr) -> Value {
         "plugins": dialect_plugins(),
         "providers": providers,
         "routes": [ payment_route(&["a", "b"], &[], json!({ "deadline_ms": 10_000 })) ],
-        "state": {
-            "kind": "postgres",
-            "postgres": { "url": { "env": "PAYPROXY_CLUSTER_TEST_PG" }, "lease_ms": LEASE_MS,
-                          "pool_size": 4, "connect_timeout_ms": 2_000 },
-        },
+        "state": state,
     })
 }
 
@@ -55,15 +60,21 @@ fn card(order: &str) -> String {
     form_with(card_from("DE", "1000", order), &[])
 }
 
-async fn start_instances(sim: &Simulator, dir: &Path, url: &str) -> Vec<ChildProxy> {
-    // The children read the URL from the environment, as an operator's would.
+/// `n` instances with `state`; `url` is the database the children find in their environment.
+async fn start_instances(
+    sim: &Simulator,
+    dir: &Path,
+    n: usize,
+    state: &Value,
+    url: &str,
+) -> Vec<ChildProxy> {
     std::env::set_var("PAYPROXY_CLUSTER_TEST_PG", url);
     let mut proxies = Vec::new();
-    for i in 0..3 {
+    for i in 0..n {
         let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
         let sub = dir.join(format!("i{i}"));
         std::fs::create_dir_all(&sub).unwrap();
-        let path = write_config(&sub, &config(sim, listen.addr(), admin.addr()));
+        let path = write_config(&sub, &config(sim, listen.addr(), admin.addr(), state));
         proxies.push(ChildProxy::start(&path, &sub.join("proxy.log"), listen, admin).await);
     }
     proxies
@@ -129,7 +140,7 @@ async fn three_instances_on_postgres_charge_once_through_pause_kill_and_db_resta
     let Some(pg) = PgCluster::start() else { return };
     let sim = Simulator::start(&["a", "b"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut proxies = start_instances(&sim, dir.path(), &pg.url()).await;
+    let mut proxies = start_instances(&sim, dir.path(), 3, &postgres_state(), &pg.url()).await;
     let urls: Vec<String> = proxies
         .iter()
         .map(|p| p.url("/v1/payment_intents"))
@@ -329,4 +340,93 @@ async fn three_instances_on_postgres_charge_once_through_pause_kill_and_db_resta
         succeeded.len()
     );
     drop(pg);
+}
+
+// ---------------------------------------------------------------------------------------
+// Throughput: durable idempotent payments/s (docs/benchmarks.md)
+// ---------------------------------------------------------------------------------------
+
+/// Payments per measured run (after a warm-up of a tenth of it); `PAYPROXY_BENCH_PAYMENTS`.
+fn bench_payments() -> usize {
+    std::env::var("PAYPROXY_BENCH_PAYMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+/// Storefront clients sending at once.
+const BENCH_CLIENTS: usize = 32;
+
+/// Sends `count` keyed payments (prefix `tag`) over `urls` round robin, `BENCH_CLIENTS` at a
+/// time; every one must succeed. Returns payments per second.
+async fn throughput(sim: &Simulator, urls: &[String], tag: &str, count: usize) -> f64 {
+    let sdk = one_try();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..BENCH_CLIENTS {
+        let (sdk, urls, next, tag) = (sdk.clone(), urls.to_vec(), next.clone(), tag.to_string());
+        clients.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return;
+                }
+                let order = format!("{tag}-{n}");
+                let call = sdk
+                    .post_form(&urls[n % urls.len()], &format!("k-{order}"), &card(&order))
+                    .await;
+                let reply = call
+                    .reply
+                    .unwrap_or_else(|| panic!("{order}: {:?}", call.tries));
+                assert_eq!(reply.status, 200, "{order}");
+            }
+        });
+    }
+    while let Some(client) = clients.join_next().await {
+        client.unwrap();
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let charges = all_charges(sim);
+    assert!(charges.by_reference.values().all(|c| c.len() == 1));
+    rate
+}
+
+/// Run with `cargo test -p payproxy-e2e --test cluster -- --ignored --nocapture` under
+/// scripts/postgres.sh's environment (see docs/benchmarks.md): redb, postgres×1 and
+/// postgres×3 in one run, each on a fresh store, Postgres with fsync on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints durable idempotent payments/s"]
+async fn bench_durable_idempotent_payments_per_second() {
+    init_logs();
+    let Some(pg) = PgCluster::start_with(true) else {
+        return;
+    };
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let count = bench_payments();
+    let mut rows = Vec::new();
+    for (name, n) in [("redb", 1), ("postgres x1", 1), ("postgres x3", 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = if name == "redb" {
+            json!({ "kind": "redb", "path": dir.path().join("state.redb") })
+        } else {
+            postgres_state()
+        };
+        let proxies = start_instances(&sim, dir.path(), n, &state, &pg.url()).await;
+        let urls: Vec<String> = proxies
+            .iter()
+            .map(|p| p.url("/v1/payment_intents"))
+            .collect();
+        let tag = name.replace(' ', "");
+        throughput(&sim, &urls, &format!("warm-{tag}"), count / 10).await;
+        let rate = throughput(&sim, &urls, &tag, count).await;
+        rows.push((name, rate));
+        drop(proxies);
+    }
+    println!("\n| store | instances | payments | clients | payments/s |\n|---|---|---|---|---|");
+    for (name, rate) in rows {
+        let instances = if name.ends_with("x3") { 3 } else { 1 };
+        let store = name.split(' ').next().unwrap_or(name);
+        println!("| {store} | {instances} | {count} | {BENCH_CLIENTS} | {rate:.0} |");
+    }
 }

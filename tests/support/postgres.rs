@@ -16,6 +16,8 @@ pub struct PgCluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
+    /// `fsync=on` (benchmarks of durable writes); tests run with it off.
+    fsync: bool,
 }
 
 /// Where initdb and pg_ctl are: `PAYPROXY_TEST_POSTGRES_BIN`, else Debian's directory.
@@ -46,7 +48,13 @@ fn id(args: &[&str]) -> u32 {
 
 impl PgCluster {
     /// A new cluster on a free loopback port, or `None` when Postgres is not expected here.
+    /// fsync is off: a test's database need not survive a power cut.
     pub fn start() -> Option<PgCluster> {
+        PgCluster::start_with(false)
+    }
+
+    /// [`PgCluster::start`] with fsync on or off.
+    pub fn start_with(fsync: bool) -> Option<PgCluster> {
         if std::env::var("PAYPROXY_TEST_POSTGRES_URL").is_err() {
             eprintln!(
                 "SKIPPED: PAYPROXY_TEST_POSTGRES_URL is not set; the multi-instance postgres \
@@ -61,7 +69,12 @@ impl PgCluster {
         }
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let data = dir.path().join("data");
-        let cluster = PgCluster { bin, port: 0, dir };
+        let cluster = PgCluster {
+            bin,
+            port: 0,
+            dir,
+            fsync,
+        };
         cluster.run(
             "initdb",
             &[
@@ -96,9 +109,10 @@ impl PgCluster {
 
     fn pg_ctl(&self, action: &str) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.fsync { "on" } else { "off" }
         );
         let data = self.data();
         let log = self.dir.path().join("postgres.log");
