@@ -29,12 +29,13 @@ const LEASE_MS: u64 = 1_500;
 const PAYMENTS: usize = 240;
 const CONCURRENCY: usize = 6;
 
-/// The postgres state of these tests: the URL from the environment, as an operator's would.
-fn postgres_state() -> Value {
+/// The postgres state of these tests (inline URL: a test cannot safely change its own
+/// environment while other threads run; examples/cluster shows `{"env": "VAR"}`).
+fn postgres_state(url: &str) -> Value {
     json!({
         "kind": "postgres",
-        "postgres": { "url": { "env": "PAYPROXY_CLUSTER_TEST_PG" }, "lease_ms": LEASE_MS,
-                      "pool_size": 4, "connect_timeout_ms": 2_000 },
+        "postgres": { "url": url, "lease_ms": LEASE_MS, "pool_size": 4,
+                      "connect_timeout_ms": 2_000 },
     })
 }
 
@@ -60,15 +61,8 @@ fn card(order: &str) -> String {
     form_with(card_from("DE", "1000", order), &[])
 }
 
-/// `n` instances with `state`; `url` is the database the children find in their environment.
-async fn start_instances(
-    sim: &Simulator,
-    dir: &Path,
-    n: usize,
-    state: &Value,
-    url: &str,
-) -> Vec<ChildProxy> {
-    std::env::set_var("PAYPROXY_CLUSTER_TEST_PG", url);
+/// `n` instances with `state`.
+async fn start_instances(sim: &Simulator, dir: &Path, n: usize, state: &Value) -> Vec<ChildProxy> {
     let mut proxies = Vec::new();
     for i in 0..n {
         let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
@@ -140,7 +134,7 @@ async fn three_instances_on_postgres_charge_once_through_pause_kill_and_db_resta
     let Some(pg) = PgCluster::start() else { return };
     let sim = Simulator::start(&["a", "b"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut proxies = start_instances(&sim, dir.path(), 3, &postgres_state(), &pg.url()).await;
+    let mut proxies = start_instances(&sim, dir.path(), 3, &postgres_state(&pg.url())).await;
     let urls: Vec<String> = proxies
         .iter()
         .map(|p| p.url("/v1/payment_intents"))
@@ -410,9 +404,9 @@ async fn bench_durable_idempotent_payments_per_second() {
         let state = if name == "redb" {
             json!({ "kind": "redb", "path": dir.path().join("state.redb") })
         } else {
-            postgres_state()
+            postgres_state(&pg.url())
         };
-        let proxies = start_instances(&sim, dir.path(), n, &state, &pg.url()).await;
+        let proxies = start_instances(&sim, dir.path(), n, &state).await;
         let urls: Vec<String> = proxies
             .iter()
             .map(|p| p.url("/v1/payment_intents"))

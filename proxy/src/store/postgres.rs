@@ -36,77 +36,26 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::types::ToSql;
 
-use super::payments::{self, Page, PaymentEntry, PAYMENTS};
+use super::payments::{Page, PaymentEntry, PAYMENTS};
 use super::purge::{self, Cutoffs, Purged, StoredOwner};
 use super::record::{self, IDEMPOTENCY, OWNERS};
 use super::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
 
 mod claim;
+mod connect;
+mod list;
 mod schema;
 
+pub use connect::PostgresOptions;
+
 use claim::{Decision, Found, Lease};
-
-/// How to reach the database and how long claims last.
-#[derive(Clone)]
-pub struct PostgresOptions {
-    /// Connection settings (from the URL).
-    pub config: tokio_postgres::Config,
-    /// CA file trusted for TLS to the database (with the webpki roots); `None`: plaintext,
-    /// allowed only to a loopback host or a Unix socket.
-    pub tls_ca: Option<PathBuf>,
-    /// Use TLS (with the webpki roots alone when `tls_ca` is `None`).
-    pub tls: bool,
-    /// Claim lease (see `state.postgres.lease_ms`).
-    pub lease: Duration,
-    /// Pool size.
-    pub pool_size: usize,
-    /// Connect timeout and the longest wait for a pooled connection.
-    pub connect_timeout: Duration,
-}
-
-impl std::fmt::Debug for PostgresOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // tokio-postgres redacts the password in its Debug; the hosts and database say
-        // enough, and nothing else from the URL is printed.
-        f.debug_struct("PostgresOptions")
-            .field("hosts", &self.config.get_hosts())
-            .field("dbname", &self.config.get_dbname())
-            .field("tls", &self.tls)
-            .field("lease", &self.lease)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PostgresOptions {
-    /// Options from a connection URL (or `key=value` string) with the defaults of
-    /// `state.postgres`. The URL never appears in an error.
-    pub fn from_url(url: &str) -> Result<PostgresOptions, StoreError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|_| {
-            // The driver's message may quote the URL: say only that it did not parse.
-            StoreError::PostgresConfig {
-                field: "url",
-                message: "not a valid postgres:// URL or key=value connection string".into(),
-            }
-        })?;
-        Ok(PostgresOptions {
-            config,
-            tls_ca: None,
-            tls: false,
-            lease: Duration::from_secs(10),
-            pool_size: 16,
-            connect_timeout: Duration::from_secs(5),
-        })
-    }
-}
 
 /// A key this store holds: its fencing token, and until when its lease is renewed.
 #[derive(Debug, Clone, Copy)]
@@ -169,76 +118,11 @@ fn unms(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// Whether a host may be reached without TLS: loopback or a Unix socket.
-fn loopback(config: &tokio_postgres::Config) -> bool {
-    use tokio_postgres::config::Host;
-    !config.get_hosts().is_empty()
-        && config.get_hosts().iter().all(|host| match host {
-            Host::Unix(_) => true,
-            Host::Tcp(name) => {
-                name == "localhost"
-                    || name
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
-        })
-        && config.get_hostaddrs().iter().all(|ip| ip.is_loopback())
-}
-
 impl PostgresStore {
     /// Connects, creates or migrates the schema (under an advisory lock, so instances
     /// starting together do not race), and starts renewing leases.
     pub fn open(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
-        let mut config = options.config.clone();
-        config.connect_timeout(options.connect_timeout);
-        config.application_name("payproxy");
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = if options.tls {
-            let ca = match &options.tls_ca {
-                Some(path) => Some((
-                    path.clone(),
-                    crate::files::read(path, crate::files::PEM).map_err(|e| {
-                        StoreError::PostgresConfig {
-                            field: "tls.ca_file",
-                            message: e.to_string(),
-                        }
-                    })?,
-                )),
-                None => None,
-            };
-            let client = crate::tls::client_config(
-                ca.as_ref().map(|(p, pem)| (p.as_path(), pem.as_slice())),
-            )
-            .map_err(|message| StoreError::PostgresConfig {
-                field: "tls.ca_file",
-                message,
-            })?;
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client);
-            Manager::from_config(config, tls, manager_config)
-        } else {
-            if !loopback(&config) {
-                return Err(StoreError::PostgresConfig {
-                    field: "tls",
-                    message: "required: plaintext is allowed only to a loopback host or a \
-                              Unix socket"
-                        .into(),
-                });
-            }
-            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
-        };
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(1))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(options.connect_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .recycle_timeout(Some(options.connect_timeout))
-            .build()
-            .map_err(|e| StoreError::PostgresConfig {
-                field: "pool_size",
-                message: e.to_string(),
-            })?;
+        let pool = connect::pool(&options)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("payproxy-postgres")
@@ -797,115 +681,6 @@ impl Store for PostgresStore {
 
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError> {
         let (pool, route_, query_) = (self.pool.clone(), route.to_string(), query.clone());
-        self.run("list_payments", route, async move {
-            let op = "list_payments";
-            let client = pool.get().await.map_err(pg(op, &route_))?;
-            // The anchor's list key, read first (a page is not a snapshot, as on redb).
-            let mut anchor_key = None;
-            if let Some(anchor) = query_
-                .starting_after
-                .as_ref()
-                .or(query_.ending_before.as_ref())
-            {
-                let row = client
-                    .query_opt(
-                        "SELECT list_key FROM payments WHERE id = $1",
-                        &[&anchor.as_bytes()],
-                    )
-                    .await
-                    .map_err(pg(op, &route_))?;
-                anchor_key = row.map(|r| String::from_utf8_lossy(r.get(0)).into_owned());
-            }
-            let Some(scan) = payments::scan(&route_, &query_, |_| Ok(anchor_key.clone()))? else {
-                return Ok((Vec::new(), false));
-            };
-            let limit = i64::from(query_.limit.clamp(1, 100)) + 1;
-            let rows = list_rows(&client, &scan, query_.customer.as_deref(), limit)
-                .await
-                .map_err(pg(op, &route_))?;
-            let mut entries = HashMap::new();
-            let mut ids = Vec::new();
-            for row in rows {
-                let id = String::from_utf8_lossy(row.get(0)).into_owned();
-                let entry: PaymentEntry = record::decode(PAYMENTS, &id, row.get(1))?;
-                ids.push(id.clone());
-                entries.insert(id, entry);
-            }
-            payments::collect(ids.into_iter().map(Ok), &query_, scan.ascending, |id| {
-                Ok(entries.get(id).cloned())
-            })
-        })
-    }
-}
-
-/// One range query over the list index, in scan order, at most `limit` rows.
-async fn list_rows(
-    client: &impl GenericClient,
-    scan: &payments::Scan,
-    customer: Option<&str>,
-    limit: i64,
-) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-    use std::ops::Bound;
-    let bound = |b: &Bound<String>, inclusive: &'static str, exclusive: &'static str| match b {
-        Bound::Included(k) => (Some(k.as_bytes().to_vec()), inclusive),
-        Bound::Excluded(k) => (Some(k.as_bytes().to_vec()), exclusive),
-        Bound::Unbounded => (None, inclusive),
-    };
-    let (lower, lower_op) = bound(&scan.lower, ">=", ">");
-    let (upper, upper_op) = bound(&scan.upper, "<=", "<");
-    let order = if scan.ascending { "ASC" } else { "DESC" };
-    let sql = format!(
-        "SELECT id, entry FROM payments
-          WHERE ($1::bytea IS NULL OR list_key {lower_op} $1)
-            AND ($2::bytea IS NULL OR list_key {upper_op} $2)
-            AND ($3::bytea IS NULL OR customer = $3)
-          ORDER BY list_key {order} LIMIT $4"
-    );
-    let customer = customer.map(|c| c.as_bytes().to_vec());
-    client
-        .query(&sql, &[&lower, &upper, &customer, &limit])
-        .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options(url: &str) -> PostgresOptions {
-        PostgresOptions::from_url(url).unwrap()
-    }
-
-    #[test]
-    fn plaintext_only_to_loopback() {
-        for url in [
-            "postgres://u:p@127.0.0.1:5432/db",
-            "postgres://u:p@localhost/db",
-            "postgres://u:p@[::1]:5432/db",
-            "host=/run/postgresql user=u",
-        ] {
-            assert!(loopback(&options(url).config), "{url}");
-        }
-        for url in [
-            "postgres://u:p@db.example.com/db",
-            "postgres://u:p@10.0.0.5/db",
-            "postgres://u:p@127.0.0.1,db.example.com/db",
-        ] {
-            assert!(!loopback(&options(url).config), "{url}");
-        }
-    }
-
-    #[test]
-    fn the_password_never_shows() {
-        let secret = "s3cr3t-pw";
-        let url = format!("postgres://payproxy:{secret}@db.example.com:5432/pp");
-        let opts = options(&url);
-        assert!(!format!("{opts:?}").contains(secret), "{opts:?}");
-        let refused = PostgresStore::open(opts).unwrap_err().to_string();
-        assert!(refused.contains("state.postgres.tls"), "{refused}");
-        assert!(!refused.contains(secret), "{refused}");
-        let bad = format!("postgres://payproxy:{secret}@host:notaport/pp");
-        let error = PostgresOptions::from_url(&bad).unwrap_err().to_string();
-        assert!(!error.contains(secret), "{error}");
-        assert!(error.contains("state.postgres.url"), "{error}");
+        self.run("list_payments", route, list::page(pool, route_, query_))
     }
 }
