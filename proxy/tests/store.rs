@@ -1245,3 +1245,13 @@ fn postgres_instances_starting_together_migrate_once() {
     });
     assert_eq!(versions, vec![1]);
 }
+
+#[test]
+fn postgres_connection_errors_say_why_and_never_show_the_password() {
+    let Some(url) = pg::url() else { return };
+    let mut options = payproxy::store::PostgresOptions::from_url(&url).unwrap();
+    options.config.user("nosuchuser").password("topsecret-pw");
+    let error = PostgresStore::open(options).unwrap_err().to_string();
+    assert!(error.contains("nosuchuser"), "{error}");
+    assert!(!error.contains("topsecret-pw"), "{error}");
+}

@@ -98,14 +98,27 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 /// Attaches the operation and key to a driver or pool error.
-pub(super) fn pg<'a, E: std::fmt::Display>(
+pub(super) fn pg<'a, E: std::error::Error>(
     op: &'static str,
     key: &'a str,
 ) -> impl FnOnce(E) -> StoreError + 'a {
-    move |e| StoreError::Postgres {
-        op,
-        key: key.to_string(),
-        reason: e.to_string(),
+    move |e| {
+        // The pool's and the driver's errors wrap the cause ("connection refused", the
+        // server's message): keep the whole chain. None of them carries the URL.
+        let mut reason = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !reason.contains(&cause_text) {
+                reason = format!("{reason}: {cause_text}");
+            }
+            source = cause.source();
+        }
+        StoreError::Postgres {
+            op,
+            key: key.to_string(),
+            reason,
+        }
     }
 }
 
