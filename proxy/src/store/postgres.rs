@@ -236,7 +236,7 @@ impl PostgresStore {
         });
     }
 
-    /// Forget a key this store no longer holds; its token, if it held one.
+    /// The fencing token this store holds for `key`, if it holds it.
     fn token(&self, key: &str) -> Option<i64> {
         lock(&self.held).get(key).map(|h| h.token)
     }
