@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use payproxy_e2e::chaos::{
-    all_charges, charges_for, dialect_plugins, eventually, metric, metrics_text, payment_route,
-    provider, ChildProxy, ReservedPort, RetryPolicy, Sdk,
+    all_charges, charges_for, eventually, metric, metrics_text, two_provider_config, ChildProxy,
+    ReservedPort, RetryPolicy, Sdk,
 };
 use payproxy_e2e::postgres::PgCluster;
 use payproxy_e2e::*;
@@ -40,21 +40,7 @@ fn postgres_state(url: &str) -> Value {
 }
 
 fn config(sim: &Simulator, listen: SocketAddr, admin: SocketAddr, state: &Value) -> Value {
-    let mut providers = serde_json::Map::new();
-    for name in ["a", "b"] {
-        let mut p = provider(&sim.base_url(name), name, "adyen", "eu");
-        p["timeout_ms"] = 5_000.into();
-        providers.insert(name.into(), p);
-    }
-    json!({
-        "listeners": [ { "addr": listen } ],
-        "admin": { "addr": admin },
-        "reload": { "watch": false },
-        "plugins": dialect_plugins(),
-        "providers": providers,
-        "routes": [ payment_route(&["a", "b"], &[], json!({ "deadline_ms": 10_000 })) ],
-        "state": state,
-    })
+    two_provider_config(sim, (listen, admin), 5_000, 10_000, state.clone())
 }
 
 fn card(order: &str) -> String {
