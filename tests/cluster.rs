@@ -410,3 +410,38 @@ async fn bench_durable_idempotent_payments_per_second() {
         println!("| {store} | {instances} | {count} | {BENCH_CLIENTS} | {rate:.0} |");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// TLS to the database
+// ---------------------------------------------------------------------------------------
+
+/// With `state.postgres.tls` the store speaks TLS only and verifies the server: against a
+/// server that rejects plaintext, it works with the CA that issued the server's certificate
+/// and fails without it; without `tls` the server refuses it.
+#[test]
+fn postgres_store_speaks_tls_and_verifies_the_server() {
+    use payproxy::store::{Begin, PostgresOptions, PostgresStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let Some(pg) = PgCluster::start_tls(&pki) else {
+        return;
+    };
+    // The certificate names `localhost` and 127.0.0.1.
+    let options = |tls: bool, ca: Option<&Path>| {
+        let mut o = PostgresOptions::from_url(&pg.url()).unwrap();
+        o.tls = tls;
+        o.tls_ca = ca.map(Path::to_path_buf);
+        o.connect_timeout = Duration::from_secs(5);
+        o
+    };
+    let store = PostgresStore::open(options(true, Some(&pki.ca_cert))).unwrap();
+    assert_eq!(store.begin("k", "fp", 0, 30_000).unwrap(), Begin::Started);
+    let untrusted = PostgresStore::open(options(true, None))
+        .unwrap_err()
+        .to_string();
+    assert!(untrusted.contains("certificate"), "{untrusted}");
+    let plaintext = PostgresStore::open(options(false, None))
+        .unwrap_err()
+        .to_string();
+    assert!(plaintext.contains("no encryption"), "{plaintext}");
+}

@@ -18,6 +18,9 @@ pub struct PgCluster {
     port: u16,
     /// `fsync=on` (benchmarks of durable writes); tests run with it off.
     fsync: bool,
+    /// TLS only (`ssl=on`, plaintext connections rejected), with `server.crt`/`server.key`
+    /// in the cluster's directory.
+    tls: bool,
 }
 
 /// Where initdb and pg_ctl are: `PAYPROXY_TEST_POSTGRES_BIN`, else Debian's directory.
@@ -53,8 +56,17 @@ impl PgCluster {
         PgCluster::start_with(false)
     }
 
+    /// A cluster that accepts TLS connections only, with `pki`'s certificate and key.
+    pub fn start_tls(pki: &crate::TestPki) -> Option<PgCluster> {
+        PgCluster::start_inner(false, Some(pki))
+    }
+
     /// [`PgCluster::start`] with fsync on or off.
     pub fn start_with(fsync: bool) -> Option<PgCluster> {
+        PgCluster::start_inner(fsync, None)
+    }
+
+    fn start_inner(fsync: bool, pki: Option<&crate::TestPki>) -> Option<PgCluster> {
         if std::env::var("PAYPROXY_TEST_POSTGRES_URL").is_err() {
             eprintln!(
                 "SKIPPED: PAYPROXY_TEST_POSTGRES_URL is not set; the multi-instance postgres \
@@ -74,18 +86,35 @@ impl PgCluster {
             port: 0,
             dir,
             fsync,
+            tls: pki.is_some(),
         };
         cluster.run(
             "initdb",
             &[
                 "-D".into(),
-                data.into(),
+                data.clone().into(),
                 "-U".into(),
                 "payproxy".into(),
                 "--auth=trust".into(),
                 "--no-sync".into(),
             ],
         );
+        if let Some(pki) = pki {
+            for (from, to) in [(&pki.cert, "server.crt"), (&pki.key, "server.key")] {
+                let to = cluster.dir.path().join(to);
+                std::fs::copy(from, &to).unwrap();
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+                if as_root() {
+                    std::os::unix::fs::chown(&to, Some(nobody()), None).unwrap();
+                }
+            }
+            // TLS or nothing: a plaintext connection is rejected by the server.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+            )
+            .unwrap();
+        }
         let mut cluster = cluster;
         cluster.port = free_port();
         cluster.pg_ctl("start");
@@ -108,12 +137,18 @@ impl PgCluster {
     }
 
     fn pg_ctl(&self, action: &str) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200",
             self.port,
             self.dir.path().display(),
             if self.fsync { "on" } else { "off" }
         );
+        if self.tls {
+            let dir = self.dir.path().display();
+            options += &format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            );
+        }
         let data = self.data();
         let log = self.dir.path().join("postgres.log");
         let mut args: Vec<OsString> = vec![

@@ -82,6 +82,11 @@ pub(super) fn pool(options: &PostgresOptions) -> Result<Pool, StoreError> {
     let mut config = options.config.clone();
     config.connect_timeout(options.connect_timeout);
     config.application_name("payproxy");
+    if options.tls {
+        // Never the driver's default `prefer`, which falls back to plaintext when the server
+        // offers no TLS: with `tls` configured, TLS (with a verified certificate) or nothing.
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
