@@ -2,7 +2,10 @@
 # The test command: everything a fresh clone needs, then every test.
 #   1. the wasm32-wasip2 target and the plugins (first-party + test fixtures) as components
 #   2. plugin logic natively (same fixtures the host tests run through wasm)
-#   3. the workspace: unit, integration and end-to-end tests (nextest when available)
+#   3. the workspace: unit, integration and end-to-end tests (nextest when available), with
+#      a throwaway PostgreSQL on loopback (installed from Debian packages if missing) for the
+#      postgres store's conformance and multi-instance tests: PAYPROXY_TEST_POSTGRES_URL
+#      names it, and with it set those tests fail, never skip, when it is unreachable
 #   4. the official Stripe Python SDK against two localstripe servers (third-party fake
 #      Stripe), straight and through payproxy (tests/stripe_sdk; creates its own venv)
 #   5. the Grafana dashboard and the alert rules against a real Prometheus scraping payproxy
@@ -19,6 +22,19 @@ failed=()
 
 echo "==> plugin tests (native)"
 cargo test --quiet --manifest-path plugins/Cargo.toml --no-fail-fast || failed+=("plugin tests (native)")
+
+echo "==> PostgreSQL for the shared-store tests"
+source scripts/postgres.sh
+pg_dir=$(mktemp -d /tmp/payproxy-test-pg.XXXXXX)
+trap 'pg_stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+if pg_install && pg_start "$pg_dir"; then
+    export PAYPROXY_TEST_POSTGRES_URL=$PG_URL PAYPROXY_TEST_POSTGRES_BIN=$PG_BIN
+    echo "    $PG_URL ($PG_BIN)"
+else
+    # The variable is set anyway: the postgres tests then fail and say why.
+    export PAYPROXY_TEST_POSTGRES_URL=postgres://payproxy@127.0.0.1:1/unavailable
+    failed+=("PostgreSQL setup")
+fi
 
 echo "==> workspace tests"
 built=1

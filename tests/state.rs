@@ -8,30 +8,15 @@ use std::time::Duration;
 
 use http::Method;
 use payproxy_e2e::chaos::{
-    charges_for, dialect_plugins, eventually, metric, metrics_text, payment_route, provider,
-    ChildProxy, ReservedPort,
+    charges_for, eventually, metric, metrics_text, two_provider_config, ChildProxy, ReservedPort,
 };
 use payproxy_e2e::*;
 use serde_json::{json, Value};
 
-/// One payment route over providers `a` then `b` (Adyen's protocol), state in `state`.
+/// One payment route over providers `a` then `b` (Adyen's protocol), state in `state`. A
+/// 20 s deadline: the old rule would refuse the key for 60 s after the crash.
 fn config(sim: &Simulator, listen: SocketAddr, admin: SocketAddr, state: Value) -> Value {
-    let mut providers = serde_json::Map::new();
-    for name in ["a", "b"] {
-        let mut p = provider(&sim.base_url(name), name, "adyen", "eu");
-        p["timeout_ms"] = 60_000.into();
-        providers.insert(name.into(), p);
-    }
-    json!({
-        "listeners": [ { "addr": listen } ],
-        "admin": { "addr": admin },
-        "reload": { "watch": false },
-        "plugins": dialect_plugins(),
-        "providers": providers,
-        // A 20 s deadline: the old rule would refuse the key for 60 s after the crash.
-        "routes": [ payment_route(&["a", "b"], &[], json!({ "deadline_ms": 20_000 })) ],
-        "state": state,
-    })
+    two_provider_config(sim, (listen, admin), 60_000, 20_000, state)
 }
 
 fn card(order: &str) -> String {

@@ -30,6 +30,8 @@ pub struct Admin {
     token_digest: Option<[u8; 32]>,
     /// Whether `GET /metrics` and `GET /admin/status` need the token too.
     reads_need_token: bool,
+    /// `state` on the status page: the store kind and this process's instance id.
+    instance: Value,
 }
 
 impl Admin {
@@ -48,7 +50,15 @@ impl Admin {
             health,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             reads_need_token: !loopback,
+            instance: Value::Null,
         }
+    }
+
+    /// Show the state store kind and this process's instance id on the status page (several
+    /// instances may share one postgres store; health and breakers are each instance's own).
+    pub fn with_instance(mut self, store: &str, instance: &str) -> Admin {
+        self.instance = json!({ "kind": store, "instance": instance });
+        self
     }
 
     /// Route one admin request from `peer`.
@@ -140,6 +150,7 @@ impl Admin {
                 "hash": snapshot.hash,
                 "instance_mode": format!("{:?}", snapshot.instance_mode()).to_lowercase(),
             },
+            "state": self.instance,
             "last_reload": self.reloader.status(),
             "plugins": plugins(&snapshot),
             "routes": snapshot.routes.iter().map(|r| json!({

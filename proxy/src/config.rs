@@ -132,7 +132,8 @@ fn default_export_timeout_ms() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
-    /// `redb` (default: an embedded, crash-safe database file) or `memory` (lost on restart).
+    /// `redb` (default: an embedded, crash-safe database file), `memory` (lost on restart)
+    /// or `postgres` (shared by several instances, see `postgres`).
     #[serde(default = "default_state_kind")]
     pub kind: StateKind,
     /// Database file, relative to the config file. Default `payproxy.redb`.
@@ -150,6 +151,54 @@ pub struct StateConfig {
     /// owners past their retention. Default 60 s; must be positive.
     #[serde(default = "default_purge_interval_ms")]
     pub purge_interval_ms: u64,
+    /// The shared database of `kind: "postgres"`; required for that kind, refused otherwise.
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `state.postgres`: several payproxy instances share one PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connection URL (`postgres://user:password@host:port/db`) or `key=value` string,
+    /// inline or `{"env": "VAR"}`. Never logged or shown on the status page.
+    pub url: Secret,
+    /// TLS to the database. Without it the connection is plaintext, allowed only to a
+    /// loopback host (127.0.0.0/8, ::1, `localhost`) or a Unix socket.
+    #[serde(default)]
+    pub tls: Option<PostgresTls>,
+    /// How long a claim on an in-flight idempotency key lasts without renewal; each instance
+    /// renews its claims every third of it. Another instance takes a payment over only once
+    /// its lease has lapsed. Default 10 s; at least 300 ms.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Connections in the pool. Default 16; at least 1.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Connect timeout, and the longest a store call waits for a pooled connection. Default
+    /// 5 s.
+    #[serde(default = "default_pg_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+/// `state.postgres.tls`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresTls {
+    /// PEM file of the CA(s) that issued the server's certificate, relative to the config
+    /// file; trusted in addition to the webpki roots. The server name is verified.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_lease_ms() -> u64 {
+    10_000
+}
+fn default_pool_size() -> usize {
+    16
+}
+fn default_pg_connect_timeout_ms() -> u64 {
+    5_000
 }
 
 impl Default for StateConfig {
@@ -160,6 +209,7 @@ impl Default for StateConfig {
             idempotency_ttl_ms: default_idempotency_ttl_ms(),
             payment_retention_ms: default_payment_retention_ms(),
             purge_interval_ms: default_purge_interval_ms(),
+            postgres: None,
         }
     }
 }
@@ -172,6 +222,8 @@ pub enum StateKind {
     Redb,
     /// In memory only.
     Memory,
+    /// A PostgreSQL database shared by several instances (`state.postgres`).
+    Postgres,
 }
 
 fn default_state_kind() -> StateKind {
@@ -913,6 +965,35 @@ impl Config {
                 "state.purge_interval_ms".into(),
                 "must be positive".into(),
             ));
+        }
+        match (&self.state.kind, &self.state.postgres) {
+            (StateKind::Postgres, None) => {
+                return Err(invalid(
+                    "state.postgres".into(),
+                    "required with \"kind\": \"postgres\"".into(),
+                ))
+            }
+            (StateKind::Postgres, Some(pg)) => {
+                if pg.lease_ms < 300 {
+                    return Err(invalid(
+                        "state.postgres.lease_ms".into(),
+                        "must be at least 300".into(),
+                    ));
+                }
+                if pg.pool_size == 0 || pg.connect_timeout_ms == 0 {
+                    return Err(invalid(
+                        "state.postgres".into(),
+                        "pool_size and connect_timeout_ms must be positive".into(),
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                return Err(invalid(
+                    "state.postgres".into(),
+                    "only with \"kind\": \"postgres\"".into(),
+                ))
+            }
+            (_, None) => {}
         }
         let host = &self.plugin_host;
         if host.deadline_ms == 0 || host.memory_mb == 0 || host.recycle_after == 0 {

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub plugin_info: IntGaugeVec,
     /// Config info: value 1, label config hash.
     pub config_info: IntGaugeVec,
+    /// This process: value 1, labels instance id and state store kind.
+    pub instance_info: IntGaugeVec,
     /// Open connections by listener (`storefront`, `admin`) and bound address.
     pub connections_open: IntGaugeVec,
     /// Connections closed at accept because the listener was at `max_connections`.
@@ -179,6 +181,12 @@ impl Metrics {
                 "payproxy_config_info",
                 "The running config's hash (value 1).",
                 &["hash"],
+            ),
+            instance_info: gauge(
+                "payproxy_instance_info",
+                "This process's instance id and state store kind (value 1). Instances sharing \
+                 a postgres store each have their own id; provider health is per instance.",
+                &["instance", "store"],
             ),
             connections_open: gauge(
                 "payproxy_connections_open",

@@ -19,7 +19,7 @@ use crate::proxy::Proxy;
 use crate::reload::Reloader;
 use crate::snapshot::Builder;
 use crate::store::sweeper::{self, Sweep};
-use crate::store::{MemoryStore, RedbStore, Store};
+use crate::store::{MemoryStore, PostgresOptions, PostgresStore, RedbStore, Store};
 
 /// A running proxy.
 pub struct Running {
@@ -108,12 +108,22 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         let file = file.clone();
         tokio::task::spawn_blocking(move || Reloader::start(&file, builder)).await??
     };
+    // This process's id on the status page and in a metric: the postgres store's holder id
+    // (what its claims carry), a random one otherwise.
+    let mut instance = format!("{:016x}", rand::random::<u64>());
     let store: Arc<dyn Store> = match config.state.kind {
         StateKind::Redb => {
             let path = config::resolve(&file, &config.state.path);
             Arc::new(tokio::task::spawn_blocking(move || RedbStore::open(&path)).await??)
         }
         StateKind::Memory => Arc::new(MemoryStore::new()),
+        StateKind::Postgres => {
+            let options = postgres_options(&file, &config.state)?;
+            let store = tokio::task::spawn_blocking(move || PostgresStore::open(options)).await??;
+            tracing::info!(instance = store.instance(), "postgres state store ready");
+            instance = store.instance().to_string();
+            Arc::new(store)
+        }
     };
     let audit = match &config.log.audit_path {
         Some(path) => {
@@ -168,13 +178,20 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
     }
     let admin_tcp = listener::bind(config.admin.addr).await?;
     let admin_addr = admin_tcp.local_addr()?;
-    let admin = Arc::new(Admin::new(
-        reloader.clone(),
-        metrics.clone(),
-        proxy.health(),
-        token,
-        config.admin.addr.ip().is_loopback(),
-    ));
+    let admin = Arc::new(
+        Admin::new(
+            reloader.clone(),
+            metrics.clone(),
+            proxy.health(),
+            token,
+            config.admin.addr.ip().is_loopback(),
+        )
+        .with_instance(store_kind(config.state.kind), &instance),
+    );
+    metrics
+        .instance_info
+        .with_label_values(&[instance.as_str(), store_kind(config.state.kind)])
+        .set(1);
     tasks.push(spawn_active_checks(&proxy, &reloader, shutdown_rx.clone()));
     let limits_source = reloader.clone();
     tasks.push(tokio::spawn(admin::serve(
@@ -240,5 +257,37 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// The PostgreSQL store's options from `state.postgres` (validated with the config: present
+/// for this kind). The URL is resolved here, from the config or the environment.
+fn postgres_options(file: &Path, state: &config::StateConfig) -> anyhow::Result<PostgresOptions> {
+    let pg = state
+        .postgres
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("state.postgres: required with \"kind\": \"postgres\""))?;
+    let url = pg
+        .url
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("state.postgres.url: {e}"))?;
+    let mut options = PostgresOptions::from_url(&url)?;
+    options.tls = pg.tls.is_some();
+    options.tls_ca = pg
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_file.as_ref())
+        .map(|ca| config::resolve(file, ca));
+    options.lease = Duration::from_millis(pg.lease_ms);
+    options.pool_size = pg.pool_size;
+    options.connect_timeout = Duration::from_millis(pg.connect_timeout_ms);
+    Ok(options)
+}
+
+fn store_kind(kind: StateKind) -> &'static str {
+    match kind {
+        StateKind::Redb => "redb",
+        StateKind::Memory => "memory",
+        StateKind::Postgres => "postgres",
     }
 }

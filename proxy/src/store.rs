@@ -22,8 +22,21 @@
 //!   so a second retry arriving right after sees `InFlight`, not a second takeover.
 //!
 //! Each store instance has its own random incarnation id, written into the records it claims;
-//! callers never pass it. A store shared by several live processes (PostgreSQL) cannot use
-//! this rule as is: there, another holder may be alive, and claims need leases.
+//! callers never pass it. A store shared by several live processes ([`PostgresStore`]) cannot
+//! use this rule as is: there, another holder may be alive, so its claims carry a lease and a
+//! fencing token. A record another instance holds is [`Begin::InFlight`] while that lease is
+//! renewed, and is taken over ([`Takeover::LeaseExpired`]) once it lapsed; the instance that
+//! lost it can write nothing more for the key ([`StoreError::Fenced`]).
+//!
+//! # Never charged twice
+//!
+//! The rule that makes a takeover safe, on one instance or several: an attempt is journaled
+//! (durably, and on a shared store only while the claim is still this request's) *before* it
+//! is sent, and a takeover resends the journaled attempt to the same provider with the same
+//! provider idempotency key. Whatever a stalled or dead holder had sent, the provider sees
+//! one idempotency key and charges once; whatever it had not sent yet, it can no longer
+//! journal, so it never sends it (the payment path refuses to send after a failed
+//! `note_attempt`).
 //!
 //! While executing, the caller journals each provider attempt with [`Store::note_attempt`]
 //! *before* the request leaves, and `Resume` hands the last one back: after a crash the payment
@@ -64,9 +77,16 @@
 //! `Durability::Immediate` (fsync), so a `kill -9` loses nothing a call returned `Ok` for, and
 //! write transactions are serialized, which makes `begin` atomic across threads. A redb file
 //! is not compacted, but pages freed by a purge are reused (and a free tail trimmed), so under
-//! steady traffic it stops growing. [`MemoryStore`] has the same semantics without durability, for tests. Both share
-//! the decision logic in `record` and `purge`, so a Redis store added later only has to
-//! provide the atomic read-modify-write.
+//! steady traffic it stops growing. [`MemoryStore`] has the same semantics without
+//! durability, for tests. Both share the decision logic in `record` and `purge`.
+//!
+//! [`PostgresStore`] (`state.kind: "postgres"`) is shared by several instances: claims are
+//! an atomic `INSERT … ON CONFLICT` or a row read `FOR UPDATE`, each with a lease (on the
+//! database's clock) and a fencing token; payment records, owners and journaled attempts are
+//! rows every instance reads; a page of `list_payments` is one indexed range query; the
+//! sweeper purges it like the others (any instance may run it; concurrent purges skip each
+//! other's rows). Not Redis: asynchronous replication loses acknowledged writes on failover,
+//! which is how duplicate charges happen.
 
 use std::path::PathBuf;
 
@@ -74,6 +94,7 @@ use serde::{Deserialize, Serialize};
 
 mod memory;
 mod payments;
+mod postgres;
 mod purge;
 mod record;
 mod redb_store;
@@ -82,6 +103,7 @@ pub(crate) mod sweeper;
 use crate::plugin::storefront::ListQuery;
 pub use memory::MemoryStore;
 pub use payments::{Page, PaymentEntry};
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use purge::Purged;
 pub use redb_store::RedbStore;
 
@@ -127,8 +149,9 @@ pub enum Begin {
     /// A record with a different fingerprint (same key, different request): refuse (Stripe: 400
     /// idempotency_error).
     Mismatch,
-    /// Another request of this store instance with this key is executing now (started less
-    /// than `stale_after_ms` ago): refuse (409).
+    /// Another request with this key is executing now: on this store instance, started less
+    /// than `stale_after_ms` ago; on another instance sharing the store, holding a live
+    /// lease. Refuse (409).
     InFlight,
     /// An in-flight record nobody is executing (see [`Takeover`]): the caller takes it over.
     /// `attempt` is the last attempt journaled for it, if any (provider + provider idempotency
@@ -152,6 +175,9 @@ pub enum Takeover {
     PreviousProcess,
     /// This process held it past `stale_after_ms` without settling it.
     PastDeadline,
+    /// Another live-or-not instance sharing the store (PostgreSQL) held it, and its lease
+    /// lapsed without renewal: that instance stopped, stalled or lost the database.
+    LeaseExpired,
 }
 
 /// A store failure. None of these means "the key is free": callers must fail the request.
@@ -216,6 +242,35 @@ pub enum StoreError {
         key: String,
         /// What was there instead: `absent` or `finished`.
         found: &'static str,
+    },
+    /// A write by a request whose claim on `key` was taken over by another request (its lease
+    /// lapsed while it stalled): this request lost the claim and must not send anything more.
+    #[error("store: {op} {key:?}: claim lost to a takeover (fenced)")]
+    Fenced {
+        /// `note_attempt`, `finish`, `park` or `release`.
+        op: &'static str,
+        /// The idempotency key.
+        key: String,
+    },
+    /// The PostgreSQL store's settings are unusable (the URL is never part of the message).
+    #[error("state.postgres.{field}: {message}")]
+    PostgresConfig {
+        /// The field under `state.postgres`.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A PostgreSQL call failed (connection refused or lost, timeout, server error). The
+    /// database may or may not have applied a write whose answer was lost; callers fail the
+    /// request, which is what a retry is for.
+    #[error("store: {op} {key:?}: postgres: {reason}")]
+    Postgres {
+        /// The store operation.
+        op: &'static str,
+        /// The idempotency key or payment id.
+        key: String,
+        /// The driver's or the server's reason (never the connection URL).
+        reason: String,
     },
 }
 

@@ -1,5 +1,11 @@
-//! The store's contract, run against every implementation (`RedbStore`, `MemoryStore`), plus
-//! durability for the redb store: reopen after close, and `kill -9` mid-write.
+//! The store's contract, run against every implementation (`RedbStore`, `MemoryStore`,
+//! `PostgresStore`), plus durability for the redb store: reopen after close, and `kill -9`
+//! mid-write.
+//!
+//! The postgres cases need a server: `PAYPROXY_TEST_POSTGRES_URL` names it (scripts/test.sh
+//! starts one). Each case creates its own database, so cases run in parallel. With the
+//! variable unset they are skipped with a loud message (a developer running nextest alone);
+//! with it set, an unreachable server fails them.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -9,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use payproxy::plugin::storefront::{ListQuery, PaymentRecord, PaymentState};
 use payproxy::store::{
-    Attempt, Begin, MemoryStore, Owner, PaymentEntry, Purged, RedbStore, Store, StoreError,
-    StoredResponse, Takeover,
+    Attempt, Begin, MemoryStore, Owner, PaymentEntry, PostgresStore, Purged, RedbStore, Store,
+    StoreError, StoredResponse, Takeover,
 };
 
 const STALE: u64 = 30_000;
@@ -645,6 +651,19 @@ macro_rules! for_each_store {
                 });
             })*
         }
+        mod postgres {
+            $(#[test]
+            fn $case() {
+                let Some(store) = super::pg::store() else { return };
+                super::$case(&store);
+            })*
+            $(#[test]
+            fn $restart_case() {
+                let Some(store) = super::pg::store() else { return };
+                // Dropping the store hands its claims back, as a process stopping does.
+                super::$restart_case(store, super::pg::reopen);
+            })*
+        }
         mod memory {
             use super::MemoryStore;
             $(#[test]
@@ -1026,4 +1045,213 @@ fn redb_file_levels_off_under_steady_keyed_traffic() {
     let counts = row_counts(&path);
     assert!(counts.len() >= 7, "{counts:?}");
     assert!(counts.iter().all(|(_, rows)| *rows == 0), "{counts:?}");
+}
+
+// ---- the postgres store: shared by several instances ----
+
+mod pg {
+    use std::time::Duration;
+
+    use payproxy::store::{PostgresOptions, PostgresStore};
+
+    /// The test server's URL; `None` (with a loud message) when unset.
+    pub fn url() -> Option<String> {
+        match std::env::var("PAYPROXY_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                eprintln!(
+                    "SKIPPED: PAYPROXY_TEST_POSTGRES_URL is not set; the postgres store is \
+                     not tested (scripts/test.sh starts a server and sets it)"
+                );
+                None
+            }
+        }
+    }
+
+    /// A fresh database on the test server, as store options (lease 10 s). Panics when the
+    /// server is unreachable: with the variable set, that is a failure, not a skip.
+    pub fn fresh() -> Option<PostgresOptions> {
+        let url = url()?;
+        let options = PostgresOptions::from_url(&url).unwrap();
+        let name = format!("t_{:016x}", rand_u64());
+        let admin = options.config.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, conn) = admin
+                .connect(tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("PAYPROXY_TEST_POSTGRES_URL is unreachable: {e}"));
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+        });
+        let mut options = options;
+        options.config.dbname(&name);
+        Some(options)
+    }
+
+    fn rand_u64() -> u64 {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::time::SystemTime::now())
+    }
+
+    pub fn store() -> Option<PostgresStore> {
+        Some(PostgresStore::open(fresh()?).unwrap())
+    }
+
+    pub fn reopen(old: PostgresStore) -> PostgresStore {
+        let options = old.options().clone();
+        drop(old);
+        PostgresStore::open(options).unwrap()
+    }
+
+    pub fn with_lease(mut options: PostgresOptions, lease_ms: u64) -> PostgresStore {
+        options.lease = Duration::from_millis(lease_ms);
+        PostgresStore::open(options).unwrap()
+    }
+}
+
+/// Waits until `f` returns `Some`, polling; panics after `within`.
+fn until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn postgres_instances_wait_for_a_live_lease_and_fence_a_stalled_holder() {
+    let Some(options) = pg::fresh() else { return };
+    // `a` renews its claim only for the 50 ms given as its deadline, then stalls (as a
+    // paused process would): its 300 ms lease lapses and `b` takes the payment over.
+    let a = pg::with_lease(options.clone(), 300);
+    let b = pg::with_lease(options, 300);
+    assert_eq!(a.begin("k", "fp", 0, 50).unwrap(), Begin::Started);
+    a.note_attempt("k", &attempt("adyen")).unwrap();
+    assert_eq!(b.begin("k", "fp", 0, STALE).unwrap(), Begin::InFlight);
+    assert_eq!(b.begin("k", "other", 0, STALE).unwrap(), Begin::Mismatch);
+    let resumed = until(Duration::from_secs(10), "the lease to lapse", || {
+        match b.begin("k", "fp", 1, STALE).unwrap() {
+            Begin::InFlight => None,
+            other => Some(other),
+        }
+    });
+    assert_eq!(
+        resumed,
+        Begin::Resume {
+            attempt: Some(attempt("adyen")),
+            reason: Takeover::LeaseExpired
+        }
+    );
+    // `b` holds it now, renewing its lease: `a` waits like anyone else.
+    assert_eq!(a.begin("k", "fp", 2, STALE).unwrap(), Begin::InFlight);
+    // `a` comes back: every late write of its own is fenced; nothing it says is kept.
+    let fenced = |r: Result<(), StoreError>, op: &str| match r {
+        Err(StoreError::Fenced { op: o, .. }) => assert_eq!(o, op),
+        other => panic!("{op}: expected Fenced, got {other:?}"),
+    };
+    fenced(a.note_attempt("k", &attempt("stripe")), "note_attempt");
+    fenced(a.finish("k", &response("late"), 3, TTL), "finish");
+    fenced(a.release("k"), "release");
+    fenced(a.park("k"), "park");
+    b.finish("k", &response("once"), 4, TTL).unwrap();
+    for s in [&a, &b] {
+        assert_eq!(
+            s.begin("k", "fp", 5, STALE).unwrap(),
+            Begin::Replay(response("once"))
+        );
+    }
+    // A released key is claimed again under a new token: `a`'s old one stays fenced.
+    assert_eq!(b.begin("r", "fp", 6, STALE).unwrap(), Begin::Started);
+    b.release("r").unwrap();
+    assert_eq!(b.begin("r", "fp", 7, STALE).unwrap(), Begin::Started);
+    fenced(a.note_attempt("r", &attempt("x")), "note_attempt");
+}
+
+#[test]
+fn postgres_instances_racing_for_a_key_start_it_once() {
+    let Some(options) = pg::fresh() else { return };
+    let stores: Vec<PostgresStore> = (0..3)
+        .map(|_| PostgresStore::open(options.clone()).unwrap())
+        .collect();
+    for round in 0..10 {
+        let key = format!("race-{round}");
+        let barrier = Barrier::new(6);
+        let answers: Vec<Begin> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6)
+                .map(|i| {
+                    let (s, key, barrier) = (&stores[i % 3], &key, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        s.begin(key, "fp", 0, STALE).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let started = answers.iter().filter(|a| **a == Begin::Started).count();
+        let in_flight = answers.iter().filter(|a| **a == Begin::InFlight).count();
+        assert_eq!((started, in_flight), (1, 5), "round {round}: {answers:?}");
+    }
+}
+
+#[test]
+fn postgres_instances_starting_together_migrate_once() {
+    let Some(options) = pg::fresh() else { return };
+    let stores: Vec<PostgresStore> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let options = options.clone();
+                scope.spawn(move || PostgresStore::open(options).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Each sees the others' records: one schema.
+    assert_eq!(
+        stores[0].begin("k", "fp", 0, STALE).unwrap(),
+        Begin::Started
+    );
+    assert_eq!(
+        stores[1].begin("k", "fp", 0, STALE).unwrap(),
+        Begin::InFlight
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let versions: Vec<i32> = runtime.block_on(async {
+        let (client, conn) = options.config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    });
+    assert_eq!(versions, vec![1]);
+}
+
+#[test]
+fn postgres_connection_errors_say_why_and_never_show_the_password() {
+    let Some(url) = pg::url() else { return };
+    let mut options = payproxy::store::PostgresOptions::from_url(&url).unwrap();
+    options.config.user("nosuchuser").password("topsecret-pw");
+    let error = PostgresStore::open(options).unwrap_err().to_string();
+    assert!(error.contains("nosuchuser"), "{error}");
+    assert!(!error.contains("topsecret-pw"), "{error}");
 }

@@ -98,6 +98,32 @@ pub fn payment_route(providers: &[&str], plugins: &[&str], failover: Value) -> V
 // Ports that stay ours
 // ---------------------------------------------------------------------------------------
 
+/// A proxy config with one payment route over simulated providers `a` then `b` (Adyen's
+/// protocol, answer timeout `timeout_ms`), a payment deadline of `deadline_ms`, and `state`.
+pub fn two_provider_config(
+    sim: &Simulator,
+    (listen, admin): (SocketAddr, SocketAddr),
+    timeout_ms: u64,
+    deadline_ms: u64,
+    state: Value,
+) -> Value {
+    let mut providers = serde_json::Map::new();
+    for name in ["a", "b"] {
+        let mut p = provider(&sim.base_url(name), name, "adyen", "eu");
+        p["timeout_ms"] = timeout_ms.into();
+        providers.insert(name.into(), p);
+    }
+    json!({
+        "listeners": [ { "addr": listen } ],
+        "admin": { "addr": admin },
+        "reload": { "watch": false },
+        "plugins": dialect_plugins(),
+        "providers": providers,
+        "routes": [ payment_route(&["a", "b"], &[], json!({ "deadline_ms": deadline_ms })) ],
+        "state": state,
+    })
+}
+
 /// A loopback port held by a bound socket that never listens (`SO_REUSEADDR` and
 /// `SO_REUSEPORT`), for as long as the value lives.
 ///

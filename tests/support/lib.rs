@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 pub mod chaos;
 mod payments;
+pub mod postgres;
 mod recorder;
 
 pub use payments::*;

@@ -114,6 +114,7 @@ impl Payments {
                     Takeover::Parked => "whose earlier request ended with its outcome unknown",
                     Takeover::PreviousProcess => "held by a previous process",
                     Takeover::PastDeadline => "in flight past its deadline",
+                    Takeover::LeaseExpired => "whose holder's lease expired",
                 };
                 tracing::warn!(route = %ctx.route.name, provider = attempt.as_ref().map(|a| a.provider.as_str()).unwrap_or("-"), "resuming a payment {what}");
                 held(attempt)
