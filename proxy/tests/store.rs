@@ -1132,9 +1132,10 @@ fn until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T
 fn postgres_instances_wait_for_a_live_lease_and_fence_a_stalled_holder() {
     let Some(options) = pg::fresh() else { return };
     // `a` renews its claim only for the 50 ms given as its deadline, then stalls (as a
-    // paused process would): its 300 ms lease lapses and `b` takes the payment over.
-    let a = pg::with_lease(options.clone(), 300);
-    let b = pg::with_lease(options, 300);
+    // paused process would): its 3 s lease lapses and `b` takes the payment over. (3 s, not
+    // less: on a loaded machine each step must fit well inside a live lease.)
+    let a = pg::with_lease(options.clone(), 3_000);
+    let b = pg::with_lease(options, 3_000);
     assert_eq!(a.begin("k", "fp", 0, 50).unwrap(), Begin::Started);
     a.note_attempt("k", &attempt("adyen")).unwrap();
     assert_eq!(b.begin("k", "fp", 0, STALE).unwrap(), Begin::InFlight);

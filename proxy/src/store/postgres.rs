@@ -227,10 +227,14 @@ impl PostgresStore {
                 if keys.is_empty() {
                     continue;
                 }
-                if let Err(error) = renew(&pool, &instance, lease, &keys, &tokens).await {
+                // Bounded: a renewal stuck on a dead connection must not hold up the next.
+                let renewal = renew(&pool, &instance, lease, &keys, &tokens);
+                match tokio::time::timeout(lease / 3, renewal).await {
+                    Ok(Ok(_)) => {}
                     // The next tick tries again; a lease that lapses meanwhile is taken
                     // over, and this instance's late writes are fenced.
-                    tracing::warn!(%error, "could not renew postgres claims");
+                    Ok(Err(error)) => tracing::warn!(%error, "could not renew postgres claims"),
+                    Err(_) => tracing::warn!("postgres claim renewal timed out; retrying"),
                 }
             }
         });

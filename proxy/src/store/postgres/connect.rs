@@ -82,6 +82,14 @@ pub(super) fn pool(options: &PostgresOptions) -> Result<Pool, StoreError> {
     let mut config = options.config.clone();
     config.connect_timeout(options.connect_timeout);
     config.application_name("payproxy");
+    // A connection black-holed by a partition (or a paused database host) is given up in
+    // seconds, not after the kernel's ~15 min retransmission timeout: unacknowledged data
+    // and silent idle connections both end it.
+    config.tcp_user_timeout(options.connect_timeout.max(Duration::from_secs(5)));
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
+    config.keepalives_interval(Duration::from_secs(2));
+    config.keepalives_retries(3);
     if options.tls {
         // Never the driver's default `prefer`, which falls back to plaintext when the server
         // offers no TLS: with `tls` configured, TLS (with a verified certificate) or nothing.
