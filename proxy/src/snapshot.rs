@@ -125,12 +125,20 @@ impl Builder {
 
     /// Read `file` and build a complete snapshot, or say exactly what is wrong.
     ///
-    /// Every file is read through the config file's real path (symlinks followed once, at
-    /// the start): a config directory switched by renaming a symlink (`current ->
+    /// Every file is read through the config directory's real path (its symlinks followed
+    /// once, at the start): a config directory switched by renaming a symlink (`current ->
     /// releases/v2`) is read whole from one release, never half from each, so a change that
-    /// spans the config and its rules files is one change set.
+    /// spans the config and its rules files is one change set. (The config file keeps its
+    /// own name, so errors name the file as configured.)
     pub fn build(&self, file: &Path, version: u64) -> Result<Snapshot, ConfigError> {
-        let real = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        let real = match (file.parent(), file.file_name()) {
+            (Some(dir), Some(name)) => {
+                let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+                std::fs::canonicalize(dir).map(|d| d.join(name)).ok()
+            }
+            _ => None,
+        };
+        let real = real.unwrap_or_else(|| file.to_path_buf());
         let file = real.as_path();
         let (config, text) = Config::load(file)?;
         let mut hasher = Sha256::new();
