@@ -133,7 +133,11 @@ impl Builder {
     pub fn build(&self, file: &Path, version: u64) -> Result<Snapshot, ConfigError> {
         let real = match (file.parent(), file.file_name()) {
             (Some(dir), Some(name)) => {
-                let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
                 std::fs::canonicalize(dir).map(|d| d.join(name)).ok()
             }
             _ => None,
