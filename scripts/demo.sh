@@ -15,15 +15,8 @@ KEEP_RUNNING=1
 
 PROXY_URL=http://127.0.0.1:8080
 ADMIN_URL=http://127.0.0.1:9901
-# The storefront key the example payment route accepts (examples/config/payments.json keeps
-# only its SHA-256); a real storefront sends its own, e.g. its existing Stripe secret key.
-STOREFRONT_KEY=sk_test_storefront_demo
-PROVIDERS=(stripe-like=127.0.0.1:9101 adyen=127.0.0.1:9102 grabpay=127.0.0.1:9103
-           dana=127.0.0.1:9104 ideal=127.0.0.1:9105 pix=127.0.0.1:9106)
-
-echo "==> building plugins and binaries"
-scripts/build-plugins.sh
-cargo build --quiet -p payproxy -p provider-sim
+# Builds everything; sets STOREFRONT_KEY and SIM_ARGS (the six simulated providers).
+source scripts/demo-setup.sh
 target/debug/payproxy check --config examples/config/payments.json
 
 # Serve a copy of the config directory, so the live rule change below leaves the repository
@@ -35,8 +28,6 @@ mkdir -p "$LOGS" "$CONFIG"
 cp -R examples/config/payments.json examples/config/rules "$CONFIG/"
 sed -i.orig "s|\"\.\./\.\./plugins/|\"$REPO/plugins/|" "$CONFIG/payments.json" && rm -f "$CONFIG/payments.json.orig"
 
-SIM_ARGS=()
-for p in "${PROVIDERS[@]}"; do SIM_ARGS+=(--provider "$p"); done
 target/debug/provider-sim "${SIM_ARGS[@]}" >"$LOGS/sim.out" 2>"$LOGS/sim.log" &
 SIM=$!
 PAYPROXY_LOG=${PAYPROXY_LOG:-info} target/debug/payproxy run --config "$CONFIG/payments.json" 2>"$LOGS/payproxy.log" &

@@ -190,6 +190,27 @@ fn observed_config(
     config
 }
 
+/// Each loaded plugin's sha256, as the status page shows it: a closure that fails naming a
+/// plugin it does not know.
+async fn plugin_digests(client: &HttpClient, admin: SocketAddr) -> impl Fn(&str) -> String {
+    let status: Value = client
+        .get(&format!("http://{admin}/admin/status"))
+        .await
+        .json();
+    let digests: HashMap<String, String> = status["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["name"].as_str()?.into(), p["sha256"].as_str()?.into())))
+        .collect();
+    move |plugin: &str| {
+        digests
+            .get(plugin)
+            .cloned()
+            .unwrap_or_else(|| panic!("{plugin} not on the status page: {status}"))
+    }
+}
+
 /// The audit file's lines.
 fn audit_lines(dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
@@ -291,18 +312,7 @@ async fn a_payment_is_one_trace_with_a_span_per_phase_plugin_and_attempt() {
     assert_eq!(attempt.attr("http.response.status_code"), Some("201"));
 
     // One span per plugin call, under the phase that made it, with its digest and outcome.
-    let status: Value = client
-        .get(&format!("http://{}/admin/status", proxy.admin))
-        .await
-        .json();
-    let digest = |plugin: &str| -> String {
-        status["plugins"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == plugin))
-            .and_then(|p| p["sha256"].as_str())
-            .unwrap_or_else(|| panic!("{plugin} on the status page: {status}"))
-            .to_string()
-    };
+    let digest = plugin_digests(&client, proxy.admin).await;
     let plugins: Vec<&Span> = trace
         .iter()
         .filter(|s| s.name.starts_with("plugin "))
@@ -528,17 +538,7 @@ async fn every_payment_decision_has_one_audit_line_and_logs_are_json_with_the_tr
     let proxy = ChildProxy::start_logging(&config, &log, listen, admin, "info").await;
     let client = HttpClient::default();
     let url = proxy.url("/v1/payment_intents");
-    let status: Value = client
-        .get(&format!("http://{}/admin/status", proxy.admin))
-        .await
-        .json();
-    let digest = |plugin: &str| -> Value {
-        status["plugins"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == plugin))
-            .map(|p| p["sha256"].clone())
-            .unwrap_or_else(|| panic!("{plugin} on the status page: {status}"))
-    };
+    let digest = plugin_digests(&client, proxy.admin).await;
     let traced = |n: u32| format!("00-{TRACE_ID}-{:016x}-01", n + 1);
 
     // 1. translated: iDEAL to the iDEAL acquirer.

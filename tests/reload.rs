@@ -28,6 +28,12 @@ fn broken(sim: &Simulator) -> Value {
     config
 }
 
+/// The provider a payment on `url` is routed to.
+async fn provider_of_a_payment(client: &HttpClient, url: &str) -> Option<String> {
+    let reply = client.post_form(url, &[], "amount=1&currency=eur").await;
+    reply.provider().map(str::to_string)
+}
+
 async fn admin_reload(client: &HttpClient, env: &Env) -> Reply {
     client
         .send(http::Method::POST, &env.admin_url("/admin/reload"), &[], "")
@@ -218,14 +224,13 @@ async fn a_broken_reload_keeps_the_old_snapshot_and_says_why() {
             status["config"]["version"], 1,
             "old snapshot still in force"
         );
-        let r = client
-            .post_form(
-                &env.url("/v1/payment_intents"),
-                &[],
-                "amount=1&currency=eur",
-            )
-            .await;
-        assert_eq!(r.provider(), Some("a"), "old snapshot still serving");
+        assert_eq!(
+            provider_of_a_payment(&client, &env.url("/v1/payment_intents"))
+                .await
+                .as_deref(),
+            Some("a"),
+            "old snapshot still serving"
+        );
     }
     // Syntax errors carry line and column.
     std::fs::write(&env.config_path, "{\n  \"listeners\": [\n}").unwrap();
@@ -439,25 +444,22 @@ async fn a_pinned_plugin_whose_file_does_not_match_is_refused_at_start_and_reloa
         assert_eq!(reply.status, 422);
         let error = reply.json()["error"].as_str().unwrap().to_string();
         assert!(error.contains(reason), "{error} should mention {reason}");
-        let r = client
-            .post_form(
-                &env.url("/v1/payment_intents"),
-                &[],
-                "amount=1&currency=eur",
-            )
-            .await;
-        assert_eq!(r.provider(), Some("a"), "the pinned snapshot still serves");
+        assert_eq!(
+            provider_of_a_payment(&client, &env.url("/v1/payment_intents"))
+                .await
+                .as_deref(),
+            Some("a"),
+            "the pinned snapshot still serves"
+        );
     }
     env.rewrite(&pinned("b", &digest));
     admin_reload(&client, &env).await.assert_status(200);
-    let r = client
-        .post_form(
-            &env.url("/v1/payment_intents"),
-            &[],
-            "amount=1&currency=eur",
-        )
-        .await;
-    assert_eq!(r.provider(), Some("b"));
+    assert_eq!(
+        provider_of_a_payment(&client, &env.url("/v1/payment_intents"))
+            .await
+            .as_deref(),
+        Some("b")
+    );
     env.proxy.shutdown().await;
 }
 
@@ -498,21 +500,20 @@ async fn a_config_directory_switched_by_symlink_is_one_change_set() {
     let client = HttpClient::default();
     let url = format!("http://{}/v1/payment_intents", running.listen_addrs[0]);
     let admin = format!("http://{}/admin/reload", running.admin_addr);
-    let provider = |reply: Reply| reply.provider().map(str::to_string);
-    let pay = || client.post_form(&url, &[], "amount=1&currency=eur");
-    assert_eq!(provider(pay().await).as_deref(), Some("a"));
+    let pay = || provider_of_a_payment(&client, &url);
+    assert_eq!(pay().await.as_deref(), Some("a"));
 
     // One switch, one reload: both files change together.
     switch_to("v2");
     let reply = client.send(http::Method::POST, &admin, &[], "").await;
     reply.assert_status(200);
-    assert_eq!(provider(pay().await).as_deref(), Some("c"));
+    assert_eq!(pay().await.as_deref(), Some("c"));
     // And back.
     switch_to("v1");
     client
         .send(http::Method::POST, &admin, &[], "")
         .await
         .assert_status(200);
-    assert_eq!(provider(pay().await).as_deref(), Some("a"));
+    assert_eq!(pay().await.as_deref(), Some("a"));
     running.shutdown().await;
 }

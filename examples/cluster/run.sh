@@ -13,13 +13,8 @@ cd "$(dirname "$0")/../.."
 REPO=$PWD
 KEEP_RUNNING=1
 [[ "${1:-}" == "--exit" ]] && KEEP_RUNNING=0
-STOREFRONT_KEY=sk_test_storefront_demo
-PROVIDERS=(stripe-like=127.0.0.1:9101 adyen=127.0.0.1:9102 grabpay=127.0.0.1:9103
-           dana=127.0.0.1:9104 ideal=127.0.0.1:9105 pix=127.0.0.1:9106)
-
-echo "==> building plugins and binaries"
-scripts/build-plugins.sh
-cargo build --quiet -p payproxy -p provider-sim
+# Builds everything; sets STOREFRONT_KEY and SIM_ARGS (the six simulated providers).
+source scripts/demo-setup.sh
 
 WORK=$(mktemp -d /tmp/payproxy-cluster.XXXXXX)
 chmod 755 "$WORK"
@@ -39,8 +34,6 @@ PG_FSYNC=on pg_start "$WORK/pg"
 export PAYPROXY_PG_URL=$PG_URL
 echo "    $PG_URL (data in $WORK/pg)"
 
-SIM_ARGS=()
-for p in "${PROVIDERS[@]}"; do SIM_ARGS+=(--provider "$p"); done
 target/debug/provider-sim "${SIM_ARGS[@]}" >"$WORK/sim.out" 2>"$WORK/sim.log" &
 PIDS+=($!)
 

@@ -57,6 +57,14 @@ use crate::config::{LogFormat, OtlpConfig};
 /// Target of payproxy's spans (request, phase, plugin, attempt).
 pub const TRACE_TARGET: &str = "payproxy::trace";
 
+/// Whether spans are exported (set once by [`init`]): without an exporter, requests skip the
+/// OpenTelemetry context work altogether.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Compiler and runtime crates whose debug output (megabytes per plugin compiled) is not
 /// payproxy's: kept at `warn` unless `PAYPROXY_LOG` names them itself.
 const QUIET: &[&str] = &[
@@ -141,6 +149,7 @@ pub fn init(format: LogFormat, otlp: Option<&OtlpConfig>) -> Result<Telemetry, S
         .with(spans)
         .try_init()
         .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
     let flush = Duration::from_millis(otlp.map_or(0, |c| c.timeout_ms) + 1_000);
     Ok(Telemetry { provider, flush })
 }
@@ -262,15 +271,16 @@ pub fn request_span(headers: &HeaderMap) -> tracing::Span {
     if span.is_disabled() {
         return span;
     }
-    let parent =
-        TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
-    let _ = span.set_parent(parent);
-    let exported = span.context().span().span_context().trace_id();
-    let trace_id = if exported != opentelemetry::trace::TraceId::INVALID {
-        exported.to_string()
-    } else {
+    let exported = exporting().then(|| {
+        let parent =
+            TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
+        let _ = span.set_parent(parent);
+        span.context().span().span_context().trace_id()
+    });
+    let trace_id = match exported {
+        Some(id) if id != opentelemetry::trace::TraceId::INVALID => id.to_string(),
         // Not exported: the storefront's trace id, or a fresh one for the logs.
-        incoming_trace_id(headers).unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()))
+        _ => incoming_trace_id(headers).unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>())),
     };
     span.record("trace_id", trace_id.as_str());
     span
@@ -308,11 +318,13 @@ fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
 pub fn propagate(span: &tracing::Span, outgoing: &mut HeaderMap, incoming: &HeaderMap) {
     outgoing.remove(TRACEPARENT);
     outgoing.remove(TRACESTATE);
-    let context = span.context();
-    if context.span().span_context().is_valid() {
-        TraceContextPropagator::new()
-            .inject_context(&context, &mut opentelemetry_http::HeaderInjector(outgoing));
-        return;
+    if exporting() {
+        let context = span.context();
+        if context.span().span_context().is_valid() {
+            TraceContextPropagator::new()
+                .inject_context(&context, &mut opentelemetry_http::HeaderInjector(outgoing));
+            return;
+        }
     }
     // Not exported: the storefront's context passes through, when it is a valid one (one
     // traceparent, and its tracestate only with it).

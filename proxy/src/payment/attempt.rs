@@ -108,7 +108,19 @@ impl Payments {
             }
             if unchanged && dialect_name == ctx.ingress_name {
                 match self
-                    .forward(ctx, name, entry, egress, payment, probe, deadline)
+                    .forward(
+                        Attempting {
+                            ctx,
+                            name,
+                            kind: "forward",
+                            probe,
+                            status: None,
+                        },
+                        entry,
+                        egress,
+                        payment,
+                        deadline,
+                    )
                     .await
                 {
                     Ok(forwarded) => return forwarded,
@@ -334,39 +346,31 @@ impl Payments {
     /// credentials), decode the answer only to classify it and learn the provider's id.
     /// `Err((outcome, hold))`: no answer to relay; `hold` when it may exist at this provider
     /// (a retry must resume here), else nothing was sent and the next candidate may be tried.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &self,
-        ctx: &Ctx<'_>,
-        name: &str,
+        at: Attempting<'_, '_>,
         entry: &ProviderEntry,
         egress: &DialectPlugin,
         payment: &Payment,
-        probe: bool,
         deadline: Instant,
     ) -> Result<Attempted, (Outcome, bool)> {
-        self.forward_inner(ctx, name, entry, egress, payment, probe, deadline)
-            .instrument(crate::telemetry::attempt_span(name, "forward"))
+        self.forward_inner(at, entry, egress, payment, deadline)
+            .instrument(crate::telemetry::attempt_span(at.name, at.kind))
             .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn forward_inner(
         &self,
-        ctx: &Ctx<'_>,
-        name: &str,
+        attempting: Attempting<'_, '_>,
         entry: &ProviderEntry,
         egress: &DialectPlugin,
         payment: &Payment,
-        probe: bool,
         deadline: Instant,
     ) -> Result<Attempted, (Outcome, bool)> {
+        let Attempting { ctx, name, .. } = attempting;
         let at = |status| Attempting {
-            ctx,
-            name,
-            kind: "forward",
-            probe,
             status,
+            ..attempting
         };
         let Ok(mut head) = self.forward_head(ctx, entry) else {
             return Err((not_sent("invalid_request"), false));
