@@ -281,6 +281,7 @@ def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_
         "listeners": [{"addr": f"127.0.0.1:{storefront}"}],
         "admin": {"addr": f"127.0.0.1:{admin}"},
         "state": {"kind": "redb", "path": str(workdir / "payproxy.redb")},
+        "log": {"audit_path": str(workdir / "audit.jsonl")},
         "reload": {"watch": False},
         "plugins": {
             "stripe": {"path": plugin("dialect_stripe"), "role": "dialect"},
@@ -325,6 +326,33 @@ def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_
                     "storefront_keys": [{"sha256": hashlib.sha256(STOREFRONT_KEY.encode()).hexdigest()}],
                     "plugins": ["limits", "router"], "providers": [SIM_NAME, "ls-a", "ls-b"]}],
     }
+
+
+def check_audit(path: Path):
+    """The audit trail the official SDK's requests left: every line a JSON payment decision,
+    approvals, refusals and idempotent replays among them, no card number or key in it.
+    Returns what is wrong, or None."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        return f"audit file {path}: {e}"
+    lines = []
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            lines.append(json.loads(line))
+        except ValueError as e:
+            return f"audit line {n} is not JSON ({e}): {line[:200]}"
+    if any(l.get("event") != "payment" or not l.get("route") for l in lines):
+        return "an audit line without event=payment and a route"
+    decisions = {l.get("decision") for l in lines}
+    missing = {"approved", "refused", "replayed"} - decisions
+    if missing:
+        return f"no audit line with decision {sorted(missing)} (saw {sorted(d for d in decisions if d)})"
+    for secret in ("4242424242424242", "sk_test_"):
+        if secret in text:
+            return f"{secret!r} in the audit file"
+    say(f"audit: {len(lines)} lines, decisions {sorted(d for d in decisions if d)}")
+    return None
 
 
 def check_payproxy_inputs(binary: Path) -> None:
@@ -492,6 +520,12 @@ def main() -> int:
             for proc in (payproxy, sim):
                 if proc.exited() is not None:
                     say(f"{proc.name} died during the proxy run. {proc.died_message()}")
+                    results[-1]["code"] = results[-1]["code"] or 1
+            # Only the whole suite makes every kind of decision.
+            if args.k is None:
+                problem = check_audit(workdir / "audit.jsonl")
+                if problem:
+                    say(f"audit trail: {problem}")
                     results[-1]["code"] = results[-1]["code"] or 1
     except SetupError as e:
         failed_setup = str(e)
