@@ -445,3 +445,191 @@ fn postgres_store_speaks_tls_and_verifies_the_server() {
         .to_string();
     assert!(plaintext.contains("no encryption"), "{plaintext}");
 }
+
+// ---------------------------------------------------------------------------------------
+// One operation at a time per payment, across instances (the payment's operation lock)
+// ---------------------------------------------------------------------------------------
+
+/// A card payment created without confirm on `url`; its id.
+async fn create_unconfirmed(sdk: &Sdk, url: &str, order: &str) -> String {
+    let mut pairs = card_from("DE", "1000", order);
+    pairs.retain(|(k, _)| *k != "confirm");
+    let created = sdk
+        .post_form(url, &format!("k-create-{order}"), &form_with(pairs, &[]))
+        .await
+        .reply
+        .expect("the create is answered");
+    assert_eq!(
+        created.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let body = created.json();
+    assert_eq!(body["status"], "requires_confirmation", "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// The storefront-visible status of payment `id`, retrieved from `proxy`.
+async fn retrieved_status(proxy: &ChildProxy, id: &str) -> Value {
+    let reply = HttpClient::default()
+        .get(&proxy.url(&format!("/v1/payment_intents/{id}")))
+        .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()["status"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirms_of_one_payment_with_different_keys_on_several_instances_charge_it_once() {
+    init_logs();
+    let Some(pg) = PgCluster::start() else { return };
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxies = start_instances(&sim, dir.path(), 3, &postgres_state(&pg.url())).await;
+    let sdk = one_try();
+    let id = create_unconfirmed(&sdk, &proxies[0].url("/v1/payment_intents"), "RACE").await;
+    // Each charge takes a while at the provider, so the confirms overlap.
+    for name in ["a", "b"] {
+        sim.set_faults(name, Faults::latency(400));
+    }
+    let mut confirms = tokio::task::JoinSet::new();
+    for n in 0..6 {
+        let (sdk, url) = (
+            sdk.clone(),
+            proxies[n % 3].url(&format!("/v1/payment_intents/{id}/confirm")),
+        );
+        confirms.spawn(async move {
+            let reply = sdk
+                .post_form(&url, &format!("k-confirm-{n}"), "")
+                .await
+                .reply;
+            let reply = reply.expect("every confirm is answered");
+            (reply.status.as_u16(), reply.json())
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = confirms.join_next().await {
+        answers.push(answer.unwrap());
+    }
+    let charged: Vec<_> = answers.iter().filter(|(s, _)| *s == 200).collect();
+    assert_eq!(charged.len(), 1, "{answers:?}");
+    assert_eq!(charged[0].1["status"], "succeeded", "{answers:?}");
+    // The others were told the payment is busy or no longer awaiting a confirm.
+    for (status, body) in &answers {
+        if *status != 200 {
+            let code = body["error"]["code"].as_str().unwrap_or_default();
+            assert!(
+                (*status == 409 && code == "lock_timeout")
+                    || (*status == 400 && code == "payment_intent_unexpected_state"),
+                "{status} {body}"
+            );
+        }
+    }
+    assert_eq!(
+        charges_for(&sim, "RACE").len(),
+        1,
+        "{:?}",
+        all_charges(&sim)
+    );
+    for proxy in &proxies {
+        assert_eq!(retrieved_status(proxy, &id).await, "succeeded");
+    }
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_stalled_past_its_lock_lease_is_neither_repeated_elsewhere_nor_recorded_late() {
+    init_logs();
+    let Some(pg) = PgCluster::start() else { return };
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxies = start_instances(&sim, dir.path(), 3, &postgres_state(&pg.url())).await;
+    let sdk = one_try();
+    let id = create_unconfirmed(&sdk, &proxies[0].url("/v1/payment_intents"), "HOLD").await;
+    let confirm = |i: usize| proxies[i].url(&format!("/v1/payment_intents/{id}/confirm"));
+
+    // Instance 2 confirms with key k1: provider a charges, and the answer is slow to come.
+    sim.set_faults("a", Faults::timeout_after_charge(20_000));
+    let stalled = {
+        let (sdk, url) = (sdk.clone(), confirm(2));
+        tokio::spawn(async move { sdk.post_form(&url, "k1", "").await })
+    };
+    eventually(Duration::from_secs(20), "a charged HOLD", || async {
+        !charges_for(&sim, "HOLD").is_empty()
+    })
+    .await;
+    // Instance 2 stalls past its leases (a paused VM or process).
+    signal(&proxies[2], "-STOP");
+    sim.set_faults("a", Faults::default());
+
+    // A confirm with another key waits while the lock's lease lives, then takes the lock
+    // over, finds the journaled attempt and sends nothing: the payment may be charged.
+    let mut busy = 0;
+    let unresolved = loop {
+        let reply = sdk.post_form(&confirm(0), "k2", "").await.reply;
+        let reply = reply.expect("instance 0 answers");
+        let body = reply.json();
+        match (reply.status.as_u16(), body["error"]["code"].as_str()) {
+            (409, Some("lock_timeout")) => busy += 1,
+            (409, Some("payment_processing")) => break body,
+            other => panic!("a second confirm while the first may have charged: {other:?} {body}"),
+        }
+        assert!(busy < 1_000, "the lock was never taken over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(busy > 0, "the live lease was not honoured: {unresolved}");
+    proxies[0]
+        .wait_for_log("took over a payment's lock", Duration::from_secs(5))
+        .await;
+    assert_eq!(retrieved_status(&proxies[1], &id).await, "processing");
+    assert_eq!(charges_for(&sim, "HOLD").len(), 1);
+    assert_eq!(sim.request_count("b"), 0, "nothing went to b");
+
+    // Instance 2 wakes: what it learns is not recorded over the other instances' record.
+    signal(&proxies[2], "-CONT");
+    proxies[2]
+        .wait_for_log("the payment's lock was taken over", Duration::from_secs(60))
+        .await;
+    let late = stalled.await.unwrap().reply.expect("instance 2 answers");
+    assert_eq!(
+        (late.status.as_u16(), late.json()["error"]["code"].clone()),
+        (409, json!("payment_processing")),
+        "{}",
+        String::from_utf8_lossy(&late.body)
+    );
+    assert_eq!(retrieved_status(&proxies[0], &id).await, "processing");
+
+    // The storefront retries k1 (on another instance): it resumes the journaled attempt at
+    // a with the same provider key, which answers with the one charge.
+    let (resolved, _) = pay(&sdk, &[confirm(1)], 0, "k1", "", Duration::from_secs(60)).await;
+    let resolved = resolved.expect("the retry is answered");
+    assert_eq!(
+        (resolved.status.as_u16(), resolved.json()["status"].clone()),
+        (200, json!("succeeded")),
+        "{}",
+        String::from_utf8_lossy(&resolved.body)
+    );
+    for proxy in &proxies {
+        assert_eq!(retrieved_status(proxy, &id).await, "succeeded");
+    }
+    // k2 again: the payment no longer awaits a confirm; still one charge, none at b.
+    let again = sdk
+        .post_form(&confirm(0), "k2-again", "")
+        .await
+        .reply
+        .unwrap();
+    assert_eq!(
+        again.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    assert_eq!(charges_for(&sim, "HOLD").len(), 1);
+    assert_eq!(sim.request_count("b"), 0, "nothing went to b");
+    drop(pg);
+}

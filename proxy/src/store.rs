@@ -274,6 +274,16 @@ pub enum StoreError {
     },
 }
 
+/// The key of payment `id`'s operation lock: an in-flight record like an idempotency
+/// record (`begin`, `note_attempt`, `park`, `release`), so instances sharing a store take
+/// turns on a payment, a lock whose holder stopped is taken over (with the attempt it
+/// journaled), and a stalled holder's writes are fenced. Idempotency record keys are
+/// `route \0 key`, and an HTTP header value (the key) never holds a NUL, so the two
+/// never meet.
+pub fn payment_lock_key(id: &str) -> String {
+    format!("\u{0}payment\u{0}{id}")
+}
+
 /// Durable state behind the proxy. Every call is short and synchronous (one transaction); async
 /// callers may call it directly or through `spawn_blocking`, never holding it across an await.
 pub trait Store: Send + Sync + 'static {
@@ -322,6 +332,10 @@ pub trait Store: Send + Sync + 'static {
     /// The payment record with storefront-visible id `id`, if payproxy has one.
     fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError>;
     /// Write (or replace) a payment record. Its creation time must not change once written.
+    /// While this store holds the payment's operation lock ([`payment_lock_key`]), the
+    /// write is fenced by it: it fails with [`StoreError::Fenced`] once another instance
+    /// took the lock over, so a stalled instance never overwrites what the one that took
+    /// over recorded.
     fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError>;
     /// A page of `route`'s payments, newest first, and whether more match beyond it.
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError>;

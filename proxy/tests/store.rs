@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use payproxy::plugin::storefront::{ListQuery, PaymentRecord, PaymentState};
 use payproxy::store::{
-    Attempt, Begin, MemoryStore, Owner, PaymentEntry, PostgresStore, Purged, RedbStore, Store,
-    StoreError, StoredResponse, Takeover,
+    payment_lock_key, Attempt, Begin, MemoryStore, Owner, PaymentEntry, PostgresStore, Purged,
+    RedbStore, Store, StoreError, StoredResponse, Takeover,
 };
 
 const STALE: u64 = 30_000;
@@ -293,6 +293,7 @@ fn entry(route: &str, id: &str, created_ms: u64, customer: Option<&str>) -> Paym
             last_outcome: None,
         },
         card: None,
+        unresolved: None,
     }
 }
 
@@ -1176,6 +1177,53 @@ fn postgres_instances_wait_for_a_live_lease_and_fence_a_stalled_holder() {
     b.release("r").unwrap();
     assert_eq!(b.begin("r", "fp", 7, STALE).unwrap(), Begin::Started);
     fenced(a.note_attempt("r", &attempt("x")), "note_attempt");
+}
+
+#[test]
+fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
+    let Some(options) = pg::fresh() else { return };
+    // `a` takes payment pi_1's operation lock, renews it for 50 ms and stalls; `b` takes
+    // the lock over once the lease lapsed and records the payment. `a`'s late record
+    // write must not replace `b`'s.
+    let a = pg::with_lease(options.clone(), 3_000);
+    let b = pg::with_lease(options, 3_000);
+    let lock = payment_lock_key("pi_1");
+    let mut created = entry("r", "pi_1", 1_000, None);
+    a.put_payment(&created).unwrap();
+    assert_eq!(a.begin(&lock, "operation", 0, 50).unwrap(), Begin::Started);
+    a.note_attempt(&lock, &attempt("adyen")).unwrap();
+    // While `a` holds the lock its writes go through.
+    created.record.state = PaymentState::Processing;
+    a.put_payment(&created).unwrap();
+    let resumed = until(
+        Duration::from_secs(10),
+        "the lock's lease to lapse",
+        || match b.begin(&lock, "operation", 1, STALE).unwrap() {
+            Begin::InFlight => None,
+            other => Some(other),
+        },
+    );
+    assert_eq!(
+        resumed,
+        Begin::Resume {
+            attempt: Some(attempt("adyen")),
+            reason: Takeover::LeaseExpired
+        }
+    );
+    let mut by_b = created.clone();
+    by_b.unresolved = Some(attempt("adyen"));
+    b.put_payment(&by_b).unwrap();
+    let mut late = created.clone();
+    late.record.state = PaymentState::Succeeded;
+    match a.put_payment(&late) {
+        Err(StoreError::Fenced { op, .. }) => assert_eq!(op, "put_payment"),
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    assert_eq!(b.payment("pi_1").unwrap(), Some(by_b.clone()));
+    // Without the lock (after `b` handed it back), any instance writes again.
+    b.release(&lock).unwrap();
+    a.put_payment(&late).unwrap();
+    assert_eq!(b.payment("pi_1").unwrap(), Some(late));
 }
 
 #[test]

@@ -81,7 +81,7 @@ impl Payments {
                 Some(attempt) if attempt.provider == name => attempt.provider_key.clone(),
                 _ => provider_key(name, payment),
             };
-            if let Err(refused) = self.journal(held, name, &key).await {
+            if let Err(refused) = self.journal(ctx, held, name, &key).await {
                 return Attempted::Refused(refused);
             }
             // A resumed payment may already be charged here under `key`: sending again is
@@ -197,31 +197,43 @@ impl Payments {
         }
     }
 
-    /// Journal an attempt before it is sent (after a crash, the retry resumes there).
+    /// Journal an attempt before it is sent, on the request's idempotency record (after a
+    /// crash, its retry resumes there) and on the payment's lock (whoever takes the lock
+    /// over learns the payment may be charged there). Either write failing, the lock or
+    /// the key lost to a takeover included, nothing is sent.
     async fn journal(
         &self,
+        ctx: &Ctx<'_>,
         held: Option<&Held>,
         provider: &str,
         provider_key: &str,
     ) -> Result<(), Refusal> {
-        let Some(record) = held.map(|held| held.record.clone()) else {
+        let keys: Vec<String> = held
+            .map(|held| held.record.clone())
+            .into_iter()
+            .chain(ctx.lock.get().cloned())
+            .collect();
+        if keys.is_empty() {
             return Ok(());
-        };
+        }
         let attempt = Attempt {
             provider: provider.to_string(),
             provider_key: provider_key.to_string(),
         };
-        self.state(move |s| s.note_attempt(&record, &attempt))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "could not journal the attempt; not sending it");
-                refusal(
-                    RefusalKind::Unavailable,
-                    503,
-                    "state_unavailable",
-                    "the payment cannot be processed right now",
-                )
-            })
+        self.state(move |s| {
+            keys.iter()
+                .try_for_each(|key| s.note_attempt(key, &attempt))
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "could not journal the attempt; not sending it");
+            refusal(
+                RefusalKind::Unavailable,
+                503,
+                "state_unavailable",
+                "the payment cannot be processed right now",
+            )
+        })
     }
 
     pub(super) fn failover(&self, from: &str, to: &str, outcome: &Outcome) {

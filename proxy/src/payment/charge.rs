@@ -165,6 +165,7 @@ impl Payments {
                 // Same dialect: the provider's id is the storefront's.
                 ctx.note(|d| d.path = Some("forwarded"));
                 let new = entry.owner.is_none();
+                let resolved = keep != Keep::Hold;
                 if let Some(outcome) = &outcome {
                     let reference = outcome.provider_reference.clone();
                     match (payment.operation, reference) {
@@ -172,7 +173,9 @@ impl Payments {
                             entry.record.id = reference.clone();
                             entry.owner = Some(owner(&provider, reference, payment));
                             advance(&mut entry, payment, outcome);
-                            self.record(&entry).await;
+                            if let Err(done) = self.record(ctx, &entry, resolved).await {
+                                return done;
+                            }
                         }
                         // A resumed create whose first run left a record without a
                         // reference: that record (the id the storefront was shown) now points
@@ -182,17 +185,23 @@ impl Payments {
                         {
                             entry.owner = Some(owner(&provider, reference.clone(), payment));
                             advance(&mut entry, payment, outcome);
-                            self.record(&entry).await;
+                            if let Err(done) = self.record(ctx, &entry, resolved).await {
+                                return done;
+                            }
                             self.remember_owner(&provider, reference, payment).await;
                         }
                         (Operation::Refund, Some(reference)) => {
                             advance(&mut entry, payment, outcome);
-                            self.record(&entry).await;
+                            if let Err(done) = self.record(ctx, &entry, resolved).await {
+                                return done;
+                            }
                             self.remember_owner(&provider, reference, payment).await;
                         }
                         _ if !new => {
                             advance(&mut entry, payment, outcome);
-                            self.record(&entry).await;
+                            if let Err(done) = self.record(ctx, &entry, resolved).await {
+                                return done;
+                            }
                         }
                         _ => {}
                     }
@@ -243,7 +252,9 @@ impl Payments {
                         entry.owner = Some(owner(&provider, reference, payment));
                     }
                     advance(&mut entry, payment, &outcome);
-                    self.record(&entry).await;
+                    if let Err(done) = self.record(ctx, &entry, !hold).await {
+                        return done;
+                    }
                     if payment.operation == Operation::Refund {
                         if let Some(reference) = &outcome.provider_reference {
                             self.remember_owner(&provider, reference.clone(), payment)
@@ -296,10 +307,40 @@ impl Payments {
         }
     }
 
-    /// Write a payment record; a failure is logged (the payment itself already happened).
-    async fn record(&self, entry: &PaymentEntry) {
-        if let Err(e) = self.save(entry).await {
-            tracing::error!(payment = %entry.record.id, error = %e, "could not record the payment");
+    /// Write a payment record after an attempt; a failure is logged (the payment itself
+    /// already happened). `Err`: this request lost the payment's lock to another instance
+    /// while it stalled (its lease lapsed), and that instance now speaks for the payment:
+    /// the outcome is not answered as recorded, the idempotency record stays in flight,
+    /// and the storefront's retry resumes it (same provider, same provider key).
+    async fn record(
+        &self,
+        ctx: &Ctx<'_>,
+        entry: &PaymentEntry,
+        resolved: bool,
+    ) -> Result<(), Done> {
+        let mut entry = entry.clone();
+        if resolved {
+            entry.unresolved = None;
+        }
+        match self.save(&entry).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Fenced { .. }) => {
+                tracing::warn!(payment = %entry.record.id, "the payment's lock was taken over while this request ran; not answering its outcome as recorded");
+                let r = refusal(
+                    RefusalKind::InvalidRequest(None),
+                    409,
+                    "payment_processing",
+                    "the payment is still processing; retry the original request with its idempotency key",
+                );
+                Err(Done {
+                    answer: self.refuse(ctx, r),
+                    keep: Keep::Hold,
+                })
+            }
+            Err(e) => {
+                tracing::error!(payment = %entry.record.id, error = %e, "could not record the payment");
+                Ok(())
+            }
         }
     }
 

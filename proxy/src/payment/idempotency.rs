@@ -36,11 +36,11 @@ impl Held {
 pub(super) struct LiveRecords(Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
 
 impl LiveRecords {
-    fn contains(&self, record: &str) -> bool {
+    pub(super) fn contains(&self, record: &str) -> bool {
         self.0.lock().is_ok_and(|set| set.contains(record))
     }
 
-    fn hold(&self, record: &str) -> Live {
+    pub(super) fn hold(&self, record: &str) -> Live {
         if let Ok(mut set) = self.0.lock() {
             set.insert(record.to_string());
         }
@@ -52,7 +52,7 @@ impl LiveRecords {
 }
 
 /// A record in [`LiveRecords`] until dropped (also when its request's task ends abnormally).
-struct Live {
+pub(super) struct Live {
     set: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     record: String,
 }

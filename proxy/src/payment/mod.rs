@@ -86,8 +86,6 @@ pub struct Payments {
     metrics: Arc<Metrics>,
     /// Card details learned from home providers.
     cards: instrument::CardCache,
-    /// Payments an operation is running on.
-    locks: records::PaymentLocks,
     /// Idempotency records requests of this process are executing.
     live: idempotency::LiveRecords,
     /// Payments that may run at once (`limits.max_payments_in_flight`).
@@ -111,6 +109,9 @@ pub(crate) struct Ctx<'a> {
     /// What the phases did, for the audit line (shared with the task that spawned the
     /// phases, which writes it if they panic).
     audit: Arc<std::sync::Mutex<audit::Draft>>,
+    /// The key of the payment's operation lock, once this request holds it: attempts are
+    /// journaled on it too.
+    lock: std::sync::OnceLock<String>,
 }
 
 impl Ctx<'_> {
@@ -170,7 +171,6 @@ impl Payments {
             health,
             metrics,
             cards: instrument::CardCache::default(),
-            locks: records::PaymentLocks::default(),
             live: idempotency::LiveRecords::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
             audit,
@@ -279,6 +279,7 @@ impl Payments {
             downstream,
             view,
             audit,
+            lock: std::sync::OnceLock::new(),
         };
         let call = {
             let _phase = ctx.phase("ingress").entered();

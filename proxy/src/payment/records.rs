@@ -9,54 +9,79 @@
 //! A payment created without confirm is minted here: nothing is sent to any provider until
 //! the confirm, so it cannot be charged anywhere before payproxy routes it, and never twice.
 
-use super::idempotency::Held;
+use super::idempotency::{Held, Live};
 use super::*;
 use crate::plugin::storefront::{PaymentRecord, PaymentState};
-use crate::store::{Owner, PaymentEntry};
+use crate::store::{Begin, Owner, PaymentEntry};
 
 impl Payments {
-    /// The operation a payment call asks for, on the payment's record.
+    /// The operation a payment call asks for, on the payment's record, under the payment's
+    /// operation lock; the lock is handed back when the operation ends.
     pub(super) async fn operate(
         &self,
         ctx: &Ctx<'_>,
         call: PaymentCall,
         held: Option<&Held>,
     ) -> Done {
+        let mut lock = None;
+        let done = self.operate_locked(ctx, call, held, &mut lock).await;
+        if let Some(lock) = lock {
+            // An outcome left unknown keeps the lock's journaled attempt (parked): whoever
+            // operates next on the payment sees it, and only the retry that resumes it
+            // goes on. Without an idempotency key nothing can resume it: released.
+            let park = done.keep == Keep::Hold && held.is_some();
+            self.unlock(lock, park).await;
+        }
+        done
+    }
+
+    async fn operate_locked(
+        &self,
+        ctx: &Ctx<'_>,
+        call: PaymentCall,
+        held: Option<&Held>,
+        lock: &mut Option<OpLock>,
+    ) -> Done {
         let PaymentCall { payment, confirm } = call;
         let resuming = held.is_some_and(|h| h.resume.is_some());
-        // One operation at a time on a payment (Stripe answers `lock_timeout` too): two
-        // confirms racing must not both charge, a cancel must not overwrite a capture. Taken
-        // before the record is read, so what is read is what the operation acts on; reads
-        // (retrieves) take none.
-        let _lock =
-            match (&payment.id, payment.operation) {
-                (Some(id), op) if op != Operation::Status => match self.locks.lock(id) {
-                    Some(lock) => Some(lock),
-                    None => return self.refused(
-                        ctx,
-                        refusal(
-                            RefusalKind::InvalidRequest(None),
-                            409,
-                            "lock_timeout",
-                            "another request is operating on this payment right now; retry shortly",
-                        ),
-                    ),
-                },
-                _ => None,
-            };
-        let entry = match &payment.id {
-            None => None,
-            Some(id) => {
-                let key = id.clone();
-                match self.state(move |s| s.payment(&key)).await {
-                    // Another route's payment is not this route's to touch.
-                    Ok(Some(entry)) if entry.route == ctx.route.name => Some(entry),
-                    // Never seen here: made at a provider before payproxy, or elsewhere.
-                    Ok(_) => return Done::release(self.forward_call(ctx, Some(id)).await),
-                    Err(e) => return self.store_failed(ctx, &e),
-                }
+        // One operation at a time on a payment, across every instance sharing the store
+        // (Stripe answers `lock_timeout` too): two confirms racing must not both charge, a
+        // cancel must not overwrite a capture. Taken before the record is read, so what is
+        // read is what the operation acts on. A retrieve takes it only when it would ask
+        // the provider (and write what it learns); while an operation holds it, a retrieve
+        // answers from the record.
+        let read = payment.operation == Operation::Status;
+        if let (Some(id), false) = (&payment.id, read) {
+            match self.lock(ctx, id, held).await {
+                Ok(taken) => *lock = Some(taken),
+                Err(Locked::Busy) => return self.lock_timeout(ctx),
+                Err(Locked::Failed(e)) => return self.store_failed(ctx, &e),
             }
+        }
+        let mut entry = match &payment.id {
+            None => None,
+            Some(id) => match self.own_record(ctx, id).await {
+                Ok(Some(entry)) => Some(entry),
+                // Never seen here: made at a provider before payproxy, or elsewhere.
+                Ok(None) => return Done::release(self.forward_call(ctx, Some(id)).await),
+                Err(e) => return self.store_failed(ctx, &e),
+            },
         };
+        if let (Some(id), Some(found), true) = (&payment.id, &entry, read) {
+            if found.owner.is_some() && !settled(found) {
+                match self.lock(ctx, id, held).await {
+                    Ok(taken) => *lock = Some(taken),
+                    Err(Locked::Busy) => return self.render_record(ctx, &found.record),
+                    Err(Locked::Failed(e)) => return self.store_failed(ctx, &e),
+                }
+                // Read again under the lock: an operation may have ended meanwhile.
+                entry = match self.own_record(ctx, id).await {
+                    Ok(Some(entry)) => Some(entry),
+                    Ok(None) => return Done::release(self.forward_call(ctx, Some(id)).await),
+                    Err(e) => return self.store_failed(ctx, &e),
+                };
+            }
+        }
         let Some(entry) = entry else {
             if payment.operation != Operation::Authorize {
                 // Dialects give follow-ups an id; one without is malformed.
@@ -80,6 +105,18 @@ impl Payments {
             // journaled; anyone else waits for it.
             if !resuming {
                 return self.unresolved(ctx, &payment, &entry, owner);
+            }
+        }
+        if let Some(attempt) = &entry.unresolved {
+            // An operation whose holder stopped after journaling this attempt: only the
+            // retry that resumes that very attempt goes on.
+            if held.and_then(|h| h.resume.as_ref()) != Some(attempt) {
+                let owner = Owner {
+                    provider: attempt.provider.clone(),
+                    reference: String::new(),
+                    currency: entry.owner.as_ref().and_then(|o| o.currency.clone()),
+                };
+                return self.unresolved(ctx, &payment, &entry, &owner);
             }
         }
         // A provider of the storefront's dialect that knows the payment by this id judges
@@ -175,33 +212,121 @@ impl Payments {
     }
 }
 
-/// Payments an operation is running on, in this process (one at a time per payment).
-#[derive(Default)]
-pub(super) struct PaymentLocks {
-    busy: std::sync::Mutex<std::collections::HashSet<String>>,
+/// A payment's operation lock, held by this request ([`crate::store::payment_lock_key`]).
+pub(super) struct OpLock {
+    key: String,
+    /// Marks the lock as held by a request of this process (a slow operation is never taken
+    /// over by another request here).
+    _live: Live,
 }
 
-/// Held while an operation runs on a payment; released when dropped.
-pub(super) struct PaymentLock<'a> {
-    locks: &'a PaymentLocks,
-    id: String,
+/// Why an operation lock was not taken.
+pub(super) enum Locked {
+    /// Another operation holds it (on this instance, or on another with a live lease).
+    Busy,
+    /// The store could not say.
+    Failed(StoreError),
 }
 
-impl PaymentLocks {
-    /// The lock on payment `id`, or `None` while another operation holds it.
-    pub(super) fn lock(&self, id: &str) -> Option<PaymentLock<'_>> {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        busy.insert(id.to_string()).then(|| PaymentLock {
-            locks: self,
-            id: id.to_string(),
-        })
+impl Payments {
+    /// Take payment `id`'s operation lock. A lock whose holder stopped is taken over; when
+    /// that holder had journaled an attempt (it may have reached the provider) and this
+    /// request does not resume that very attempt, the payment is marked unresolved first,
+    /// so no one charges it elsewhere before that attempt's retry resolves it.
+    async fn lock(&self, ctx: &Ctx<'_>, id: &str, held: Option<&Held>) -> Result<OpLock, Locked> {
+        let key = crate::store::payment_lock_key(id);
+        if self.live.contains(&key) {
+            return Err(Locked::Busy);
+        }
+        let stale = ctx.route.failover.deadline_ms.saturating_mul(3);
+        let k = key.clone();
+        let begun = self
+            .state(move |s| s.begin(&k, "operation", now_ms(), stale))
+            .await
+            .map_err(Locked::Failed)?;
+        let lock = OpLock {
+            _live: self.live.hold(&key),
+            key,
+        };
+        let journaled = match begun {
+            Begin::Started => None,
+            Begin::Resume { attempt, .. } => attempt,
+            Begin::InFlight => return Err(Locked::Busy),
+            // Lock records are never finished and always have the same fingerprint.
+            Begin::Replay(_) | Begin::Mismatch => {
+                return Err(Locked::Failed(StoreError::Task(format!(
+                    "payment {id}: its lock record is not a lock"
+                ))))
+            }
+        };
+        let _ = ctx.lock.set(lock.key.clone());
+        if let Some(attempt) = journaled {
+            if held.and_then(|h| h.resume.as_ref()) != Some(&attempt) {
+                tracing::warn!(route = %ctx.route.name, provider = %attempt.provider, "took over a payment's lock from an operation that stopped after journaling an attempt; the payment waits for that request's retry");
+                if let Err(e) = self.mark_unresolved(ctx, id, attempt).await {
+                    self.unlock(lock, true).await;
+                    return Err(Locked::Failed(e));
+                }
+            }
+        }
+        Ok(lock)
     }
-}
 
-impl Drop for PaymentLock<'_> {
-    fn drop(&mut self) {
-        let mut busy = self.locks.busy.lock().unwrap_or_else(|p| p.into_inner());
-        busy.remove(&self.id);
+    /// Record that an attempt of payment `id` may have reached its provider.
+    async fn mark_unresolved(
+        &self,
+        ctx: &Ctx<'_>,
+        id: &str,
+        attempt: Attempt,
+    ) -> Result<(), StoreError> {
+        let Some(mut entry) = self.own_record(ctx, id).await? else {
+            return Ok(());
+        };
+        if entry.unresolved.is_some()
+            || entry.owner.as_ref().is_some_and(|o| o.reference.is_empty())
+        {
+            return Ok(());
+        }
+        entry.unresolved = Some(attempt);
+        self.save(&entry).await
+    }
+
+    /// Hand a lock back: released, or parked with its journaled attempt.
+    async fn unlock(&self, lock: OpLock, park: bool) {
+        let key = lock.key.clone();
+        let done = self
+            .state(move |s| if park { s.park(&key) } else { s.release(&key) })
+            .await;
+        match done {
+            Ok(()) => {}
+            // Taken over meanwhile: no longer this request's to hand back.
+            Err(StoreError::Fenced { .. }) => {}
+            Err(e) => tracing::error!(error = %e, "could not hand back a payment's lock"),
+        }
+        drop(lock);
+    }
+
+    /// This route's record of payment `id`; another route's payment is not its to touch.
+    async fn own_record(
+        &self,
+        ctx: &Ctx<'_>,
+        id: &str,
+    ) -> Result<Option<PaymentEntry>, StoreError> {
+        let key = id.to_string();
+        let found = self.state(move |s| s.payment(&key)).await?;
+        Ok(found.filter(|entry| entry.route == ctx.route.name))
+    }
+
+    fn lock_timeout(&self, ctx: &Ctx<'_>) -> Done {
+        self.refused(
+            ctx,
+            refusal(
+                RefusalKind::InvalidRequest(None),
+                409,
+                "lock_timeout",
+                "another request is operating on this payment right now; retry shortly",
+            ),
+        )
     }
 }
 
@@ -227,6 +352,7 @@ pub(super) fn new_entry(
             last_outcome: None,
         },
         card: None,
+        unresolved: None,
     }
 }
 
@@ -548,6 +674,7 @@ mod tests {
                 last_outcome: None,
             },
             card: None,
+            unresolved: None,
         }
     }
 
@@ -557,22 +684,6 @@ mod tests {
             provider_reference: Some("psp_1".into()),
             amount: None,
         }
-    }
-
-    #[test]
-    fn one_operation_at_a_time_per_payment() {
-        let locks = PaymentLocks::default();
-        let first = locks.lock("pi_1").expect("free");
-        assert!(locks.lock("pi_1").is_none(), "a second operation waits");
-        assert!(
-            locks.lock("pi_2").is_some(),
-            "other payments are not blocked"
-        );
-        drop(first);
-        assert!(
-            locks.lock("pi_1").is_some(),
-            "released when the operation ends"
-        );
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub struct PaymentEntry {
     pub record: PaymentRecord,
     /// What the home provider said about the card token, when it was looked up.
     pub card: Option<CardDetails>,
+    /// An operation on this payment that may have reached its provider and whose outcome
+    /// is not known: only the retry of that request (which resumes this attempt) may
+    /// operate on the payment until it is resolved. Set when an operation's lock is taken
+    /// over from a holder that journaled this attempt and stopped (see
+    /// [`payment_lock_key`](super::payment_lock_key)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<super::Attempt>,
 }
 
 impl PaymentEntry {

@@ -678,21 +678,47 @@ impl Store for PostgresStore {
             .map(|c| c.as_bytes().to_vec());
         let created = ms(entry.created_ms);
         let pool = self.pool.clone();
-        self.run("put_payment", &entry.record.id, async move {
-            let client = pool.get().await.map_err(pg("put_payment", &id))?;
+        // Under the payment's operation lock, written only while the lock is still this
+        // store's: the lock row is read `FOR SHARE` in the same transaction, so a takeover
+        // (which updates that row) waits for this write, and then reads it.
+        let lock_token = self.token(&super::payment_lock_key(&id));
+        let written = self.run("put_payment", &entry.record.id, async move {
+            let mut client = pool.get().await.map_err(pg("put_payment", &id))?;
+            let txn = client.transaction().await.map_err(pg("put_payment", &id))?;
+            if let Some(token) = lock_token {
+                let held = txn
+                    .query_opt(
+                        "SELECT 1 FROM idempotency WHERE key = $1 AND token = $2 FOR SHARE",
+                        &[&super::payment_lock_key(&id).as_bytes(), &token],
+                    )
+                    .await
+                    .map_err(pg("put_payment", &id))?;
+                if held.is_none() {
+                    txn.rollback().await.map_err(pg("put_payment", &id))?;
+                    return Ok(false);
+                }
+            }
             // The creation time (and so the list key) of a known payment never changes.
-            client
-                .execute(
-                    "INSERT INTO payments (id, list_key, customer, created_ms, entry)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (id) DO UPDATE SET list_key = EXCLUDED.list_key,
-                         customer = EXCLUDED.customer, created_ms = EXCLUDED.created_ms,
-                         entry = EXCLUDED.entry",
-                    &[&id.as_bytes(), &list_key, &customer, &created, &bytes],
-                )
-                .await
-                .map_err(pg("put_payment", &id))?;
-            Ok(())
+            txn.execute(
+                "INSERT INTO payments (id, list_key, customer, created_ms, entry)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET list_key = EXCLUDED.list_key,
+                     customer = EXCLUDED.customer, created_ms = EXCLUDED.created_ms,
+                     entry = EXCLUDED.entry",
+                &[&id.as_bytes(), &list_key, &customer, &created, &bytes],
+            )
+            .await
+            .map_err(pg("put_payment", &id))?;
+            txn.commit().await.map_err(pg("put_payment", &id))?;
+            Ok(true)
+        })?;
+        if written {
+            return Ok(());
+        }
+        lock(&self.held).remove(&super::payment_lock_key(&entry.record.id));
+        Err(StoreError::Fenced {
+            op: "put_payment",
+            key: entry.record.id.clone(),
         })
     }
 
