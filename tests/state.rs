@@ -104,6 +104,93 @@ async fn a_payment_in_flight_when_the_proxy_is_killed_resumes_at_once_after_the_
     assert_eq!(again.body, retry.body);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_killed_mid_flight_is_not_charged_again_by_a_confirm_with_another_key() {
+    init_logs();
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
+    let state = json!({ "kind": "redb", "path": dir.path().join("state.redb") });
+    let config_path = write_config(
+        dir.path(),
+        &config(&sim, listen.addr(), admin.addr(), state),
+    );
+    let mut proxy =
+        ChildProxy::start(&config_path, &dir.path().join("proxy.log"), listen, admin).await;
+    let client = HttpClient::default();
+    let mut pairs = card_from("DE", "1000", "KILL-2");
+    pairs.retain(|(k, _)| *k != "confirm");
+    let created = client
+        .post_form(
+            &proxy.url("/v1/payment_intents"),
+            &[],
+            &form_with(pairs, &[]),
+        )
+        .await;
+    created.assert_status(200);
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let confirm_url = proxy.url(&format!("/v1/payment_intents/{id}/confirm"));
+
+    // The confirm (key k1) reaches `a`, which charges and holds its answer; killed meanwhile.
+    sim.set_faults("a", Faults::timeout_after_charge(30_000));
+    let first = {
+        let (client, url) = (client.clone(), confirm_url.clone());
+        tokio::spawn(async move {
+            client
+                .try_send(
+                    Method::POST,
+                    &url,
+                    &[("idempotency-key", "k1")],
+                    String::new(),
+                )
+                .await
+        })
+    };
+    eventually(Duration::from_secs(10), "a charged the payment", || async {
+        !charges_for(&sim, "KILL-2").is_empty()
+    })
+    .await;
+    proxy.kill9();
+    assert!(first.await.unwrap().is_err(), "the killed proxy answered");
+    sim.set_faults("a", Faults::default());
+    proxy.restart().await;
+
+    // A confirm with another key finds the lock the killed confirm journaled its attempt on:
+    // nothing is sent, the payment shows processing.
+    let other = client
+        .post_form(&confirm_url, &[("idempotency-key", "k2")], "")
+        .await;
+    assert_eq!(
+        (other.status.as_u16(), other.json()["error"]["code"].clone()),
+        (409, json!("payment_processing")),
+        "{}",
+        String::from_utf8_lossy(&other.body)
+    );
+    let retrieved = client
+        .get(&proxy.url(&format!("/v1/payment_intents/{id}")))
+        .await;
+    assert_eq!(retrieved.json()["status"], "processing");
+    assert_eq!(sim.request_count("a"), 1, "nothing more sent to a");
+    assert_eq!(sim.request_count("b"), 0, "nothing sent to b");
+
+    // The retry of k1 resumes the attempt at `a` with the same provider key: one charge.
+    let retry = client
+        .post_form(&confirm_url, &[("idempotency-key", "k1")], "")
+        .await;
+    assert_eq!(
+        (retry.status.as_u16(), retry.json()["status"].clone()),
+        (200, json!("succeeded")),
+        "{}",
+        String::from_utf8_lossy(&retry.body)
+    );
+    let retrieved = client
+        .get(&proxy.url(&format!("/v1/payment_intents/{id}")))
+        .await;
+    assert_eq!(retrieved.json()["status"], "succeeded");
+    assert_eq!(charges_for(&sim, "KILL-2").len(), 1);
+    assert_eq!(sim.request_count("b"), 0, "nothing sent to b");
+}
+
 /// Keyed payments through the proxy, `CONCURRENCY` at a time.
 const PAYMENTS: usize = 4_000;
 const CONCURRENCY: usize = 4;
