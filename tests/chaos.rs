@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use payproxy_e2e::chaos::{
     all_charges, dialect_plugins, metric, payment_route, percentile, provider, router_plugin,
-    ChildProxy, Gate, ReservedPort, RetryPolicy, Rng, Sdk, Try,
+    ChildProxy, FaultKind, Gate, ReservedPort, RetryPolicy, Rng, Sdk, Try,
 };
 use payproxy_e2e::*;
 use serde_json::{json, Value};
@@ -107,56 +107,13 @@ const PROVIDERS: &[(&str, &str)] = &[
 // The fault schedule
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    /// Connections refused (the gate is closed): not sent, safe to fail over.
-    Outage,
-    /// Half the requests answered 503 before processing.
-    Errors5xx,
-    /// Answers delayed beyond the proxy's timeout (nothing charged, but the proxy can't know).
-    LatencySpike,
-    /// Charged, then answered too late.
-    TimeoutAfterCharge,
-    /// Charged, then the answer cut mid-body.
-    Reset,
-    /// Accepted, then dropped without an answer.
-    DroppedConnections,
-}
-
-impl Kind {
-    const ALL: [Kind; 6] = [
-        Kind::Outage,
-        Kind::Errors5xx,
-        Kind::TimeoutAfterCharge,
-        Kind::Reset,
-        Kind::LatencySpike,
-        Kind::DroppedConnections,
-    ];
-
-    fn faults(self) -> Faults {
-        let late = PROVIDER_TIMEOUT_MS + 300;
-        match self {
-            Kind::Outage => Faults::default(),
-            Kind::Errors5xx => Faults {
-                error_status: Some(503),
-                error_rate: 0.5,
-                ..Faults::default()
-            },
-            Kind::LatencySpike => Faults::latency(late),
-            Kind::TimeoutAfterCharge => Faults::timeout_after_charge(late),
-            Kind::Reset => Faults::reset_mid_response(),
-            Kind::DroppedConnections => Faults::outage(),
-        }
-    }
-}
-
 /// One fault on one provider for a while.
 #[derive(Debug, Clone)]
 struct Window {
     start: Duration,
     end: Duration,
     provider: &'static str,
-    kind: Kind,
+    kind: FaultKind,
 }
 
 /// The run's size and schedule.
@@ -215,7 +172,7 @@ fn schedule(traffic: Duration) -> Vec<Window> {
             start,
             end: start + Duration::from_millis(2_500),
             provider: targets[n % targets.len()],
-            kind: Kind::ALL[n % Kind::ALL.len()],
+            kind: FaultKind::ALL[n % FaultKind::ALL.len()],
         });
         n += 1;
         start += step;
@@ -251,10 +208,11 @@ async fn run_faults(
     for (at, event) in events {
         tokio::time::sleep_until((t0 + at).into()).await;
         match event {
-            Event::Start(w) if w.kind == Kind::Outage => gates[w.provider].close(),
-            Event::Start(w) => sim.set_faults(w.provider, w.kind.faults()),
-            Event::End(w) if w.kind == Kind::Outage => gates[w.provider].open().await,
-            Event::End(w) => sim.set_faults(w.provider, Faults::default()),
+            Event::Start(w) => {
+                w.kind
+                    .start(&sim, w.provider, &gates[w.provider], PROVIDER_TIMEOUT_MS)
+            }
+            Event::End(w) => w.kind.end(&sim, w.provider, &gates[w.provider]).await,
             Event::Kill => {
                 if let Ok(reply) = client
                     .try_send(

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::{wasm, HttpClient, Reply, Simulator};
+use crate::{wasm, Faults, HttpClient, Reply, Simulator};
 
 // ---------------------------------------------------------------------------------------
 // Configs
@@ -383,6 +383,72 @@ async fn pipe(
     tokio::time::timeout(CLIENT_CLOSE_WITHIN, drained)
         .await
         .is_ok()
+}
+
+// ---------------------------------------------------------------------------------------
+// Provider faults
+// ---------------------------------------------------------------------------------------
+
+/// The provider faults of the chaos suites: each on one provider behind a [`Gate`], for a
+/// while, with a provider answer timeout of `provider_timeout_ms` in the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// Connections refused (the gate is closed): not sent, safe to fail over.
+    Outage,
+    /// Half the requests answered 503 before processing.
+    Errors5xx,
+    /// Answers delayed beyond the proxy's timeout (nothing charged, but the proxy can't know).
+    LatencySpike,
+    /// Charged, then answered too late.
+    TimeoutAfterCharge,
+    /// Charged, then the answer cut mid-body.
+    Reset,
+    /// Accepted, then dropped without an answer.
+    DroppedConnections,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Outage,
+        FaultKind::Errors5xx,
+        FaultKind::TimeoutAfterCharge,
+        FaultKind::Reset,
+        FaultKind::LatencySpike,
+        FaultKind::DroppedConnections,
+    ];
+
+    /// The simulator's faults for this kind (none for an outage: the gate does it).
+    fn faults(self, provider_timeout_ms: u64) -> Faults {
+        let late = provider_timeout_ms + 300;
+        match self {
+            FaultKind::Outage => Faults::default(),
+            FaultKind::Errors5xx => Faults {
+                error_status: Some(503),
+                error_rate: 0.5,
+                ..Faults::default()
+            },
+            FaultKind::LatencySpike => Faults::latency(late),
+            FaultKind::TimeoutAfterCharge => Faults::timeout_after_charge(late),
+            FaultKind::Reset => Faults::reset_mid_response(),
+            FaultKind::DroppedConnections => Faults::outage(),
+        }
+    }
+
+    /// Start the fault on `provider`, reached through `gate`.
+    pub fn start(self, sim: &Simulator, provider: &str, gate: &Gate, provider_timeout_ms: u64) {
+        match self {
+            FaultKind::Outage => gate.close(),
+            kind => sim.set_faults(provider, kind.faults(provider_timeout_ms)),
+        }
+    }
+
+    /// End it: the provider is healthy again.
+    pub async fn end(self, sim: &Simulator, provider: &str, gate: &Gate) {
+        match self {
+            FaultKind::Outage => gate.open().await,
+            _ => sim.set_faults(provider, Faults::default()),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -73,16 +73,19 @@ impl Payments {
                     continue;
                 }
             };
-            if let Some((from, outcome)) = candidates.last() {
-                self.failover(from, name, outcome);
-            }
             // A resumed request reuses the key it journaled before the crash.
             let key = match resume {
                 Some(attempt) if attempt.provider == name => attempt.provider_key.clone(),
                 _ => provider_key(name, payment),
             };
+            // Nothing goes out unjournaled: a claim lost to a takeover (fenced) stops here,
+            // before this provider is tried.
             if let Err(refused) = self.journal(ctx, held, name, &key).await {
                 return Attempted::Refused(refused);
+            }
+            // Counted once the payment really moves on (journaled, about to be sent).
+            if let Some((from, outcome)) = candidates.last() {
+                self.failover(from, name, outcome);
             }
             // A resumed payment may already be charged here under `key`: sending again is
             // safe only where the provider replays a request with the same key. Elsewhere it
