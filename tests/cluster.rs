@@ -845,7 +845,7 @@ async fn confirms_of_one_payment_with_different_keys_on_several_instances_charge
     let Some(pg) = PgCluster::start() else { return };
     let sim = Simulator::start(&["a", "b"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let proxies = start_instances(&sim, dir.path(), 3, &postgres_state(&pg.url())).await;
+    let proxies = start_instances(&sim, None, dir.path(), 3, &postgres_state(&pg.url())).await;
     let sdk = one_try();
     let id = create_unconfirmed(&sdk, &proxies[0].url("/v1/payment_intents"), "RACE").await;
     // Each charge takes a while at the provider, so the confirms overlap.
@@ -903,7 +903,7 @@ async fn a_confirm_stalled_past_its_lock_lease_is_neither_repeated_elsewhere_nor
     let Some(pg) = PgCluster::start() else { return };
     let sim = Simulator::start(&["a", "b"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let proxies = start_instances(&sim, dir.path(), 3, &postgres_state(&pg.url())).await;
+    let proxies = start_instances(&sim, None, dir.path(), 3, &postgres_state(&pg.url())).await;
     let sdk = one_try();
     let id = create_unconfirmed(&sdk, &proxies[0].url("/v1/payment_intents"), "HOLD").await;
     let confirm = |i: usize| proxies[i].url(&format!("/v1/payment_intents/{id}/confirm"));

@@ -499,6 +499,10 @@ pub struct ProviderConfig {
     /// `{"env": "VAR"}`. Never logged or shown on the status page.
     #[serde(default)]
     pub credentials: BTreeMap<String, Secret>,
+    /// An OAuth 2.0 access token the host fetches for this provider (client credentials
+    /// grant) and gives its dialect as one more credential. Default: none.
+    #[serde(default)]
+    pub oauth2: Option<OAuth2Config>,
     /// Optional active health check: a cheap GET the host sends on its own.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
@@ -513,6 +517,55 @@ pub struct ProviderConfig {
     /// Time to the provider's response headers. Default 15 s.
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+/// A provider's OAuth 2.0 token endpoint (RFC 6749 §4.4, client credentials grant).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Config {
+    /// The token endpoint, `https://` (or `http://`), e.g. `https://api.example/oauth/token`.
+    pub token_url: String,
+    /// The client id: inline, `{"env": …}` or `{"file": …}`.
+    pub client_id: Secret,
+    /// The client secret: inline, `{"env": …}` or `{"file": …}`; never logged.
+    pub client_secret: Secret,
+    /// `scope`, when the provider wants one.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// How the client authenticates: `basic` (HTTP Basic, `client_secret_basic`, the
+    /// default) or `body` (`client_id` and `client_secret` in the form).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// The credential name the token is given to the dialect under. Default `access_token`.
+    #[serde(default = "default_token_credential")]
+    pub credential: String,
+    /// Refresh this long before the token expires (at most half its lifetime). Default 60 s.
+    #[serde(default = "default_refresh_before_ms")]
+    pub refresh_before_ms: u64,
+    /// Time allowed for one token request. Default 5 s.
+    #[serde(default = "default_token_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// How an OAuth client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-urlencoded id and secret (RFC 6749 §2.3.1).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the request body.
+    Body,
+}
+
+fn default_token_credential() -> String {
+    "access_token".into()
+}
+fn default_refresh_before_ms() -> u64 {
+    60_000
+}
+fn default_token_timeout_ms() -> u64 {
+    5_000
 }
 
 /// An active health check of a provider.
@@ -536,7 +589,8 @@ fn default_check_timeout_ms() -> u64 {
     500
 }
 
-/// A secret value: inline, or read from the environment when the config is loaded.
+/// A secret value: inline, read from the environment when the config is loaded, or read
+/// from a file at every load and reload.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Secret {
@@ -547,6 +601,12 @@ pub enum Secret {
         /// Environment variable name.
         env: String,
     },
+    /// `{"file": "/abs/path"}`: the file's content without its trailing newline, read at
+    /// start and again at every reload (a rotated secret file takes effect on reload).
+    File {
+        /// Absolute path.
+        file: PathBuf,
+    },
 }
 
 impl std::fmt::Debug for Secret {
@@ -554,6 +614,7 @@ impl std::fmt::Debug for Secret {
         match self {
             Secret::Inline(_) => f.write_str("Secret(***)"),
             Secret::Env { env } => write!(f, "Secret(env {env})"),
+            Secret::File { file } => write!(f, "Secret(file {})", file.display()),
         }
     }
 }
@@ -565,6 +626,23 @@ impl Secret {
             Secret::Inline(v) => Ok(v.clone()),
             Secret::Env { env } => {
                 std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))
+            }
+            Secret::File { file } => {
+                if !file.is_absolute() {
+                    return Err(format!(
+                        "secret file {} must be an absolute path",
+                        file.display()
+                    ));
+                }
+                // The error names the file, never its content.
+                let mut value = crate::files::read_to_string(file, crate::files::SECRET)
+                    .map_err(|e| e.to_string())?;
+                let trimmed = value.trim_end_matches(['\n', '\r']).len();
+                value.truncate(trimmed);
+                if value.is_empty() {
+                    return Err(format!("secret file {} is empty", file.display()));
+                }
+                Ok(value)
             }
         }
     }
@@ -1057,6 +1135,34 @@ impl Config {
             }
             if provider.connect_timeout_ms == 0 || provider.timeout_ms == 0 {
                 return Err(invalid(at, "timeouts must be positive".into()));
+            }
+            if let Some(oauth) = &provider.oauth2 {
+                let at = format!("{at}.oauth2");
+                let url = crate::upstream::parse_base_url(&oauth.token_url)
+                    .map_err(|message| invalid(format!("{at}.token_url"), message))?;
+                if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+                    return Err(invalid(
+                        format!("{at}.token_url"),
+                        "must not carry credentials; use client_id and client_secret".into(),
+                    ));
+                }
+                if oauth.credential.is_empty()
+                    || provider.credentials.contains_key(&oauth.credential)
+                {
+                    return Err(invalid(
+                        format!("{at}.credential"),
+                        format!(
+                            "{:?} must be a non-empty name that is not also in credentials",
+                            oauth.credential
+                        ),
+                    ));
+                }
+                if oauth.timeout_ms == 0 || oauth.timeout_ms > 60_000 {
+                    return Err(invalid(
+                        format!("{at}.timeout_ms"),
+                        "must be 1..=60000".into(),
+                    ));
+                }
             }
         }
         self.breaker

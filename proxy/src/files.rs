@@ -53,6 +53,12 @@ pub const PEM: Limit = Limit {
     max_bytes: 1 << 20,
 };
 
+/// Secret files (`{"file": …}` values): 64 KiB.
+pub const SECRET: Limit = Limit {
+    what: "secret files",
+    max_bytes: 64 << 10,
+};
+
 /// How long one file read may take before the reload gives up on it.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -17,6 +17,7 @@ pub mod files;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod oauth;
 pub mod parse_errors;
 pub mod payment;
 pub mod plugin;

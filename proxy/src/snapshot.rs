@@ -81,6 +81,24 @@ pub struct ProviderEntry {
     pub dialect: Option<(String, Arc<DialectPlugin>)>,
     /// Credentials for its dialect plugin only.
     pub credentials: Vec<(String, String)>,
+    /// Its OAuth access token, when the host fetches one for it.
+    pub oauth: Option<Arc<crate::oauth::TokenSource>>,
+}
+
+impl ProviderEntry {
+    /// The credentials its dialect gets now: the configured ones, plus a good OAuth access
+    /// token when the provider has a token endpoint.
+    pub async fn credentials_now(
+        &self,
+    ) -> Result<std::borrow::Cow<'_, [(String, String)]>, crate::oauth::TokenError> {
+        let Some(source) = &self.oauth else {
+            return Ok(std::borrow::Cow::Borrowed(&self.credentials));
+        };
+        let token = source.token().await?;
+        let mut credentials = self.credentials.clone();
+        credentials.push((source.credential().to_string(), token));
+        Ok(std::borrow::Cow::Owned(credentials))
+    }
 }
 
 /// One immutable running configuration.
@@ -109,6 +127,8 @@ pub struct Builder {
     pub metrics: Arc<Metrics>,
     /// Upstream clients shared across snapshots.
     pub clients: ClientCache,
+    /// OAuth token sources, kept across snapshots.
+    pub oauth: crate::oauth::OAuthTokens,
     compiled: Mutex<HashMap<String, Component>>,
 }
 
@@ -116,6 +136,7 @@ impl Builder {
     /// A builder around a plugin host.
     pub fn new(host: Arc<PluginHost>, metrics: Arc<Metrics>) -> Builder {
         Builder {
+            oauth: crate::oauth::OAuthTokens::new(&metrics),
             host,
             metrics,
             clients: ClientCache::default(),
@@ -284,12 +305,35 @@ impl Builder {
                     .map_err(|m| resource(&format!("credentials.{key}"), m))?;
                 credentials.push((key.clone(), value));
             }
+            let oauth = match &p.oauth2 {
+                Some(o) => {
+                    let secret = |field: &str, value: &crate::config::Secret| {
+                        value
+                            .resolve()
+                            .map_err(|m| resource(&format!("oauth2.{field}"), m))
+                    };
+                    let settings = crate::oauth::TokenSettings {
+                        token_url: crate::upstream::parse_base_url(&o.token_url)
+                            .map_err(|m| resource("oauth2.token_url", m))?,
+                        client_id: secret("client_id", &o.client_id)?,
+                        client_secret: secret("client_secret", &o.client_secret)?,
+                        scope: o.scope.clone(),
+                        client_auth: o.client_auth,
+                        credential: o.credential.clone(),
+                        refresh_before: std::time::Duration::from_millis(o.refresh_before_ms),
+                        timeout: std::time::Duration::from_millis(o.timeout_ms),
+                    };
+                    Some(self.oauth.source(name, settings, upstream.client()))
+                }
+                None => None,
+            };
             providers.insert(
                 name.clone(),
                 ProviderEntry {
                     upstream: Arc::new(upstream),
                     dialect,
                     credentials,
+                    oauth,
                 },
             );
         }

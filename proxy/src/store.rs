@@ -332,11 +332,17 @@ pub trait Store: Send + Sync + 'static {
     /// The payment record with storefront-visible id `id`, if payproxy has one.
     fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError>;
     /// Write (or replace) a payment record. Its creation time must not change once written.
-    /// While this store holds the payment's operation lock ([`payment_lock_key`]), the
-    /// write is fenced by it: it fails with [`StoreError::Fenced`] once another instance
-    /// took the lock over, so a stalled instance never overwrites what the one that took
-    /// over recorded.
     fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError>;
+    /// [`put_payment`](Store::put_payment) by the holder of the payment's operation lock
+    /// ([`payment_lock_key`]), and drop the attempt journaled on the lock (its outcome is
+    /// what this record says), atomically. Fails with [`StoreError::Fenced`] unless this
+    /// store still holds the lock (another instance took it over, or this store gave up
+    /// renewing it), so a stalled instance never overwrites what the one that took over
+    /// recorded. On one process (redb, memory) nobody else can take a held lock: a plain
+    /// `put_payment`.
+    fn put_payment_locked(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+        self.put_payment(entry)
+    }
     /// A page of `route`'s payments, newest first, and whether more match beyond it.
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError>;
 }

@@ -144,6 +144,11 @@ impl Upstream {
         })
     }
 
+    /// The pooled client requests to this provider use (its TLS trust and connect timeout).
+    pub fn client(&self) -> HttpClient {
+        self.clients.requests.clone()
+    }
+
     /// The client for this provider's active health checks: its TLS trust and connect
     /// timeout, a new connection per check.
     pub fn check_client(&self) -> HttpClient {

@@ -1182,21 +1182,31 @@ fn postgres_instances_wait_for_a_live_lease_and_fence_a_stalled_holder() {
 #[test]
 fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
     let Some(options) = pg::fresh() else { return };
-    // `a` takes payment pi_1's operation lock, renews it for 50 ms and stalls; `b` takes
-    // the lock over once the lease lapsed and records the payment. `a`'s late record
-    // write must not replace `b`'s.
+    // `a` takes payment pi_1's operation lock and renews it for 1.5 s (its deadline), then
+    // stalls; `b` takes the lock over once the lease lapsed and records the payment. `a`'s
+    // late record write must not replace `b`'s.
     let a = pg::with_lease(options.clone(), 3_000);
     let b = pg::with_lease(options, 3_000);
     let lock = payment_lock_key("pi_1");
     let mut created = entry("r", "pi_1", 1_000, None);
     a.put_payment(&created).unwrap();
-    assert_eq!(a.begin(&lock, "operation", 0, 50).unwrap(), Begin::Started);
+    // Without the lock, a locked write is refused: it never falls back to an unfenced one.
+    match a.put_payment_locked(&created) {
+        Err(StoreError::Fenced { op, .. }) => assert_eq!(op, "put_payment"),
+        other => panic!("expected Fenced without the lock, got {other:?}"),
+    }
+    assert_eq!(
+        a.begin(&lock, "operation", 0, 1_500).unwrap(),
+        Begin::Started
+    );
     a.note_attempt(&lock, &attempt("adyen")).unwrap();
-    // While `a` holds the lock its writes go through.
+    // While `a` holds the lock its writes go through, and the attempt journaled on the lock
+    // is dropped with the record that says its outcome.
     created.record.state = PaymentState::Processing;
-    a.put_payment(&created).unwrap();
+    a.put_payment_locked(&created).unwrap();
+    a.note_attempt(&lock, &attempt("stripe")).unwrap();
     let resumed = until(
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         "the lock's lease to lapse",
         || match b.begin(&lock, "operation", 1, STALE).unwrap() {
             Begin::InFlight => None,
@@ -1206,24 +1216,30 @@ fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
     assert_eq!(
         resumed,
         Begin::Resume {
-            attempt: Some(attempt("adyen")),
+            attempt: Some(attempt("stripe")),
             reason: Takeover::LeaseExpired
         }
     );
     let mut by_b = created.clone();
-    by_b.unresolved = Some(attempt("adyen"));
-    b.put_payment(&by_b).unwrap();
+    by_b.unresolved = Some(attempt("stripe"));
+    b.put_payment_locked(&by_b).unwrap();
     let mut late = created.clone();
     late.record.state = PaymentState::Succeeded;
-    match a.put_payment(&late) {
+    match a.put_payment_locked(&late) {
         Err(StoreError::Fenced { op, .. }) => assert_eq!(op, "put_payment"),
         other => panic!("expected Fenced, got {other:?}"),
     }
     assert_eq!(b.payment("pi_1").unwrap(), Some(by_b.clone()));
-    // Without the lock (after `b` handed it back), any instance writes again.
-    b.release(&lock).unwrap();
-    a.put_payment(&late).unwrap();
-    assert_eq!(b.payment("pi_1").unwrap(), Some(late));
+    // `b`'s recorded write dropped the attempt from the lock: handed back and taken again,
+    // the lock carries none.
+    b.park(&lock).unwrap();
+    assert_eq!(
+        a.begin(&lock, "operation", 2, STALE).unwrap(),
+        Begin::Resume {
+            attempt: None,
+            reason: Takeover::Parked
+        }
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::body::{read_capped, ReadError};
 use crate::faults::Faults;
+use crate::oauth::OAuthSettings;
 use crate::provider::Provider;
 use crate::respond::{json, SimResponse};
 use crate::service::ServeError;
@@ -32,6 +33,8 @@ pub(crate) async fn handle(
         (&Method::GET, "/__sim/refunds") => json(StatusCode::OK, &provider.ledger().refunds()),
         (&Method::GET, "/__sim/faults") => json(StatusCode::OK, provider.faults().faults()),
         (&Method::POST, "/__sim/faults") => set_faults(provider, req).await?,
+        (&Method::GET, "/__sim/oauth") => json(StatusCode::OK, &provider.oauth().stats()),
+        (&Method::POST, "/__sim/oauth") => set_oauth(provider, req).await?,
         (&Method::POST, "/__sim/reset") => {
             provider.reset();
             json(StatusCode::OK, &json!({ "ok": true }))
@@ -72,6 +75,28 @@ async fn set_faults(
         Err(e) => Ok(control_error(
             StatusCode::BAD_REQUEST,
             format!("invalid faults: {e}"),
+        )),
+    }
+}
+
+/// `POST /__sim/oauth`: the JSON body replaces the provider's token endpoint settings.
+async fn set_oauth(provider: &Provider, req: Request<Incoming>) -> Result<SimResponse, ServeError> {
+    let body = match read_capped(req.into_body(), MAX_FAULTS_BODY).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge) => {
+            let message = "oauth settings body too large".to_owned();
+            return Ok(control_error(StatusCode::PAYLOAD_TOO_LARGE, message));
+        }
+        Err(ReadError::Transport(e)) => return Err(ServeError::Body(e)),
+    };
+    match serde_json::from_slice::<OAuthSettings>(&body) {
+        Ok(settings) => {
+            provider.oauth().set(settings);
+            Ok(json(StatusCode::OK, &json!({ "ok": true })))
+        }
+        Err(e) => Ok(control_error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid oauth settings: {e}"),
         )),
     }
 }

@@ -15,7 +15,10 @@
 //! - `POST /dana/v1/payment.xml` (`dana.acquiring.order.create|query|cancel|refund`),
 //!   `GET /dana/v1/checkout/{acquirementId}` (the shopper pays) — DANA style: strict XML,
 //!   `reqMsgId` as idempotency key.
-//! - `/__sim/…` — the control API (ledger, faults, reset, health); never counted, never faulted.
+//! - `POST /oauth/token` — an OAuth 2.0 client-credentials token endpoint; off until enabled
+//!   ([`OAuthSettings`]), then API calls need a live token it issued.
+//! - `/__sim/…` — the control API (ledger, faults, OAuth, reset, health); never counted,
+//!   never faulted.
 //! - anything else — echo: a JSON description of what arrived, for transparency tests.
 //!
 //! [`Faults`] (per provider, `POST /__sim/faults` or [`Simulator::set_faults`]): latency,
@@ -35,6 +38,7 @@ mod grabpay;
 mod ideal;
 mod json_api;
 mod ledger;
+mod oauth;
 mod pix;
 mod provider;
 mod respond;
@@ -46,4 +50,5 @@ mod stripe;
 pub use faults::Faults;
 pub use grabpay::grabpay_credentials;
 pub use ledger::{Charge, Refund};
+pub use oauth::{OAuthSettings, OAuthStats};
 pub use simulator::{parse_provider_arg, Simulator, DEFAULT_PROVIDERS};

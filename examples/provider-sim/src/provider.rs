@@ -7,6 +7,7 @@ use hyper::header::HeaderValue;
 
 use crate::faults::FaultState;
 use crate::ledger::Ledger;
+use crate::oauth::OAuthState;
 
 /// One provider, shared by its listener, its connections and the [`crate::Simulator`].
 #[derive(Debug)]
@@ -16,6 +17,7 @@ pub(crate) struct Provider {
     header: HeaderValue,
     ledger: Mutex<Ledger>,
     faults: Mutex<FaultState>,
+    oauth: Mutex<OAuthState>,
     requests: AtomicU64,
 }
 
@@ -30,6 +32,7 @@ impl Provider {
             header,
             ledger: Mutex::new(Ledger::new(name)),
             faults: Mutex::new(FaultState::default()),
+            oauth: Mutex::new(OAuthState::default()),
             requests: AtomicU64::new(0),
         })
     }
@@ -52,6 +55,10 @@ impl Provider {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(crate) fn oauth(&self) -> MutexGuard<'_, OAuthState> {
+        self.oauth.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -64,6 +71,7 @@ impl Provider {
     pub(crate) fn reset(&self) {
         self.ledger().clear();
         self.faults().set(Default::default());
+        *self.oauth() = Default::default();
         self.requests.store(0, Ordering::Relaxed);
     }
 }

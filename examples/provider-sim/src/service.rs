@@ -9,7 +9,7 @@ use hyper::{Request, Response};
 use crate::faults::{self, Admission, ReplyBody};
 use crate::provider::Provider;
 use crate::respond::{SimResponse, StripeError};
-use crate::{adyen, control, dana, echo, grabpay, ideal, pix, stripe};
+use crate::{adyen, control, dana, echo, grabpay, ideal, oauth, pix, stripe};
 
 /// Why a request got no answer; hyper then closes the connection (HTTP/1.1) or resets the
 /// stream (h2) without sending a response.
@@ -62,6 +62,9 @@ async fn dispatch(
     if control::is_control(req.uri().path()) {
         return control::handle(provider, req).await.map(faults::whole);
     }
+    if req.uri().path() == oauth::TOKEN_PATH {
+        return oauth::token(provider, req).await.map(faults::whole);
+    }
     // Bind the decision first so the faults lock is released before any await.
     let admission = provider.faults().admit();
     let (latency, fail, after) = match admission {
@@ -78,6 +81,13 @@ async fn dispatch(
     }
     if let Some(status) = fail {
         return Ok(faults::whole(StripeError::simulated(status).response()));
+    }
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !provider.oauth().admits(authorization) {
+        return Ok(faults::whole(oauth::invalid_token()));
     }
     let response = route(provider, req).await?;
     // The request was processed (charges recorded): only now may its answer go astray.

@@ -111,6 +111,16 @@ impl Simulator {
         self.get(name).state.faults().set(faults);
     }
 
+    /// Replace `name`'s token endpoint settings (see [`OAuthSettings`]).
+    pub fn set_oauth(&self, name: &str, settings: crate::OAuthSettings) {
+        self.get(name).state.oauth().set(settings);
+    }
+
+    /// What `name`'s token endpoint did so far.
+    pub fn oauth_stats(&self, name: &str) -> crate::OAuthStats {
+        self.get(name).state.oauth().stats()
+    }
+
     /// Back to freshly started: empty ledger, no faults, zero requests.
     pub fn reset(&self, name: &str) {
         self.get(name).state.reset();

@@ -201,9 +201,10 @@ impl Payments {
     }
 
     /// Journal an attempt before it is sent, on the request's idempotency record (after a
-    /// crash, its retry resumes there) and on the payment's lock (whoever takes the lock
-    /// over learns the payment may be charged there). Either write failing, the lock or
-    /// the key lost to a takeover included, nothing is sent.
+    /// crash, its retry resumes there) and then on the payment's lock (whoever takes the
+    /// lock over learns the payment may be charged there, and waits for that retry).
+    /// Either write failing, the lock or the key lost to a takeover included, nothing is
+    /// sent.
     async fn journal(
         &self,
         ctx: &Ctx<'_>,
@@ -211,14 +212,15 @@ impl Payments {
         provider: &str,
         provider_key: &str,
     ) -> Result<(), Refusal> {
-        let keys: Vec<String> = held
-            .map(|held| held.record.clone())
-            .into_iter()
+        // On the lock only with an idempotency key: an attempt marks a payment unresolved
+        // until its request's retry resumes it, and a request without a key has no retry
+        // that could.
+        let Some(held) = held else {
+            return Ok(());
+        };
+        let keys: Vec<String> = std::iter::once(held.record.clone())
             .chain(ctx.lock.get().cloned())
             .collect();
-        if keys.is_empty() {
-            return Ok(());
-        }
         let attempt = Attempt {
             provider: provider.to_string(),
             provider_key: provider_key.to_string(),
@@ -387,7 +389,14 @@ impl Payments {
             status,
             ..attempting
         };
-        let Ok(mut head) = self.forward_head(ctx, entry) else {
+        let credentials = match entry.credentials_now().await {
+            Ok(credentials) => credentials,
+            Err(error) => {
+                tracing::warn!(provider = %name, %error, "no OAuth token for the provider; not sending");
+                return Err((not_sent("provider_auth_unavailable"), false));
+            }
+        };
+        let Ok(mut head) = self.forward_head(ctx, entry, &credentials) else {
             return Err((not_sent("invalid_request"), false));
         };
         crate::telemetry::propagate(
@@ -515,9 +524,22 @@ impl Payments {
             ..attempting
         };
         let started = Instant::now();
+        let credentials = match entry.credentials_now().await {
+            Ok(credentials) => credentials.into_owned(),
+            Err(error) => {
+                tracing::warn!(provider = %name, %error, "no OAuth token for the provider; not sending");
+                return Ok(self.classified(
+                    at(None),
+                    started,
+                    Transport::NotSent,
+                    None,
+                    "provider_auth_unavailable",
+                ));
+            }
+        };
         let context = Context {
             provider: name.to_string(),
-            credentials: entry.credentials.clone(),
+            credentials,
             now_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)

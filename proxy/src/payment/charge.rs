@@ -322,7 +322,7 @@ impl Payments {
         if resolved {
             entry.unresolved = None;
         }
-        match self.save(&entry).await {
+        match self.save_locked(ctx, &entry).await {
             Ok(()) => Ok(()),
             Err(StoreError::Fenced { .. }) => {
                 tracing::warn!(payment = %entry.record.id, "the payment's lock was taken over while this request ran; not answering its outcome as recorded");

@@ -36,7 +36,18 @@ impl Payments {
         let Some(entry) = ctx.snapshot.providers.get(&name) else {
             return plain_error(ctx.route, StatusCode::BAD_GATEWAY, "home provider missing");
         };
-        let mut head = match self.forward_head(ctx, entry) {
+        let credentials = match entry.credentials_now().await {
+            Ok(credentials) => credentials,
+            Err(error) => {
+                tracing::warn!(provider = %name, %error, "no OAuth token for the provider; not forwarding");
+                return plain_error(
+                    ctx.route,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the provider cannot be reached right now",
+                );
+            }
+        };
+        let mut head = match self.forward_head(ctx, entry, &credentials) {
             Ok(head) => head,
             Err(answer) => return answer,
         };
@@ -129,6 +140,7 @@ impl Payments {
         &self,
         ctx: &Ctx<'_>,
         provider: &ProviderEntry,
+        credentials: &[(String, String)],
     ) -> Result<http::request::Parts, Answer> {
         let path_and_query = ctx
             .parts
@@ -144,7 +156,7 @@ impl Payments {
         prepare_head(&mut head, target, ctx.downstream);
         let credentials = ctx
             .ingress
-            .forward_headers(&provider.credentials)
+            .forward_headers(credentials)
             .map_err(|failure| self.plugin_failed(ctx, &failure))?;
         if !with_provider_credentials(&mut head.headers, credentials) {
             tracing::warn!(route = %ctx.route.name, "dialect gave an invalid credential header; left out");

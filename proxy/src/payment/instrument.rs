@@ -101,7 +101,10 @@ impl Payments {
         let Some(entry) = ctx.snapshot.providers.get(home) else {
             return Err(());
         };
-        let request = match ctx.ingress.card_lookup(token, &entry.credentials) {
+        let Ok(credentials) = entry.credentials_now().await else {
+            return Err(());
+        };
+        let request = match ctx.ingress.card_lookup(token, &credentials) {
             Ok(Some(request)) => request,
             Ok(None) => return Ok(None),
             Err(failure) => {

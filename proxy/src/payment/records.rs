@@ -12,7 +12,7 @@
 use super::idempotency::{Held, Live};
 use super::*;
 use crate::plugin::storefront::{PaymentRecord, PaymentState};
-use crate::store::{Begin, Owner, PaymentEntry};
+use crate::store::{Begin, Owner, PaymentEntry, Takeover};
 
 impl Payments {
     /// The operation a payment call asks for, on the payment's record, under the payment's
@@ -25,14 +25,31 @@ impl Payments {
     ) -> Done {
         let mut lock = None;
         let done = self.operate_locked(ctx, call, held, &mut lock).await;
-        if let Some(lock) = lock {
-            // An outcome left unknown keeps the lock's journaled attempt (parked): whoever
-            // operates next on the payment sees it, and only the retry that resumes it
-            // goes on. Without an idempotency key nothing can resume it: released.
-            let park = done.keep == Keep::Hold && held.is_some();
-            self.unlock(lock, park).await;
+        let Some(lock) = lock else {
+            return done;
+        };
+        match self.unlock(lock).await {
+            Unlocked::Released => done,
+            // Taken over while this request stalled (the other instance may have marked
+            // the payment unresolved, waiting for this request's retry), or the lock could
+            // not be handed back (it lapses and is taken over with the attempt journaled
+            // on it): whatever happened, the idempotency record stays in flight, so the
+            // storefront's retry resumes the attempt and resolves the payment, and the
+            // answer says to retry.
+            Unlocked::Lost | Unlocked::Failed if done.keep != Keep::Hold => {
+                let r = refusal(
+                    RefusalKind::Unavailable,
+                    503,
+                    "payment_processing",
+                    "the payment's outcome could not be recorded; retry the request with the same idempotency key",
+                );
+                Done {
+                    answer: self.refuse(ctx, r),
+                    keep: Keep::Hold,
+                }
+            }
+            Unlocked::Lost | Unlocked::Failed => done,
         }
-        done
     }
 
     async fn operate_locked(
@@ -44,21 +61,7 @@ impl Payments {
     ) -> Done {
         let PaymentCall { payment, confirm } = call;
         let resuming = held.is_some_and(|h| h.resume.is_some());
-        // One operation at a time on a payment, across every instance sharing the store
-        // (Stripe answers `lock_timeout` too): two confirms racing must not both charge, a
-        // cancel must not overwrite a capture. Taken before the record is read, so what is
-        // read is what the operation acts on. A retrieve takes it only when it would ask
-        // the provider (and write what it learns); while an operation holds it, a retrieve
-        // answers from the record.
-        let read = payment.operation == Operation::Status;
-        if let (Some(id), false) = (&payment.id, read) {
-            match self.lock(ctx, id, held).await {
-                Ok(taken) => *lock = Some(taken),
-                Err(Locked::Busy) => return self.lock_timeout(ctx),
-                Err(Locked::Failed(e)) => return self.store_failed(ctx, &e),
-            }
-        }
-        let mut entry = match &payment.id {
+        let entry = match &payment.id {
             None => None,
             Some(id) => match self.own_record(ctx, id).await {
                 Ok(Some(entry)) => Some(entry),
@@ -67,21 +70,33 @@ impl Payments {
                 Err(e) => return self.store_failed(ctx, &e),
             },
         };
-        if let (Some(id), Some(found), true) = (&payment.id, &entry, read) {
-            if found.owner.is_some() && !settled(found) {
-                match self.lock(ctx, id, held).await {
-                    Ok(taken) => *lock = Some(taken),
-                    Err(Locked::Busy) => return self.render_record(ctx, &found.record),
-                    Err(Locked::Failed(e)) => return self.store_failed(ctx, &e),
+        // One operation at a time on a payment, across every instance sharing the store
+        // (Stripe answers `lock_timeout` too): two confirms racing must not both charge, a
+        // cancel must not overwrite a capture. The record is read again under the lock, so
+        // what is read is what the operation acts on. A retrieve takes it only when it
+        // would ask the provider (and write what it learns); while an operation holds it, a
+        // retrieve answers from the record.
+        let entry = match (&payment.id, entry) {
+            (Some(id), Some(found)) => {
+                let read = payment.operation == Operation::Status;
+                if read && !asks_provider(ctx, &found) {
+                    Some(found)
+                } else {
+                    match self.lock(ctx, id, held).await {
+                        Ok(taken) => *lock = Some(taken),
+                        Err(Locked::Busy) if read => return self.render_record(ctx, &found.record),
+                        Err(Locked::Busy) => return self.lock_timeout(ctx),
+                        Err(Locked::Failed(e)) => return self.store_failed(ctx, &e),
+                    }
+                    match self.own_record(ctx, id).await {
+                        Ok(Some(entry)) => Some(entry),
+                        Ok(None) => return Done::release(self.forward_call(ctx, Some(id)).await),
+                        Err(e) => return self.store_failed(ctx, &e),
+                    }
                 }
-                // Read again under the lock: an operation may have ended meanwhile.
-                entry = match self.own_record(ctx, id).await {
-                    Ok(Some(entry)) => Some(entry),
-                    Ok(None) => return Done::release(self.forward_call(ctx, Some(id)).await),
-                    Err(e) => return self.store_failed(ctx, &e),
-                };
             }
-        }
+            (_, entry) => entry,
+        };
         let Some(entry) = entry else {
             if payment.operation != Operation::Authorize {
                 // Dialects give follow-ups an id; one without is malformed.
@@ -158,7 +173,7 @@ impl Payments {
     /// Cancel a payment nothing was sent for yet: only the record changes.
     async fn cancel_unsent(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry) -> Done {
         entry.record.state = PaymentState::Canceled;
-        if let Err(e) = self.save(&entry).await {
+        if let Err(e) = self.save_locked(ctx, &entry).await {
             return self.store_failed(ctx, &e);
         }
         self.audit_record(ctx, &entry.record.id, "canceled");
@@ -220,6 +235,15 @@ pub(super) struct OpLock {
     _live: Live,
 }
 
+/// How handing a lock back went.
+pub(super) enum Unlocked {
+    Released,
+    /// Another request took it over meanwhile.
+    Lost,
+    /// The store could not say.
+    Failed,
+}
+
 /// Why an operation lock was not taken.
 pub(super) enum Locked {
     /// Another operation holds it (on this instance, or on another with a live lease).
@@ -229,10 +253,11 @@ pub(super) enum Locked {
 }
 
 impl Payments {
-    /// Take payment `id`'s operation lock. A lock whose holder stopped is taken over; when
-    /// that holder had journaled an attempt (it may have reached the provider) and this
-    /// request does not resume that very attempt, the payment is marked unresolved first,
-    /// so no one charges it elsewhere before that attempt's retry resolves it.
+    /// Take payment `id`'s operation lock. A lock whose holder stopped (killed, stalled past
+    /// its lease, past its deadline) is taken over; when that holder had journaled an
+    /// attempt (it may have reached the provider) and this request does not resume that
+    /// very attempt, the payment is marked unresolved first, so no one charges it elsewhere
+    /// before that attempt's retry resolves it.
     async fn lock(&self, ctx: &Ctx<'_>, id: &str, held: Option<&Held>) -> Result<OpLock, Locked> {
         let key = crate::store::payment_lock_key(id);
         if self.live.contains(&key) {
@@ -244,12 +269,14 @@ impl Payments {
             .state(move |s| s.begin(&k, "operation", now_ms(), stale))
             .await
             .map_err(Locked::Failed)?;
-        let lock = OpLock {
-            _live: self.live.hold(&key),
-            key,
-        };
         let journaled = match begun {
             Begin::Started => None,
+            // Handed back parked (nothing parks a lock today; a parked one has no holder
+            // that stopped mid-attempt).
+            Begin::Resume {
+                reason: Takeover::Parked,
+                ..
+            } => None,
             Begin::Resume { attempt, .. } => attempt,
             Begin::InFlight => return Err(Locked::Busy),
             // Lock records are never finished and always have the same fingerprint.
@@ -259,12 +286,17 @@ impl Payments {
                 ))))
             }
         };
+        let lock = OpLock {
+            _live: self.live.hold(&key),
+            key,
+        };
         let _ = ctx.lock.set(lock.key.clone());
         if let Some(attempt) = journaled {
             if held.and_then(|h| h.resume.as_ref()) != Some(&attempt) {
                 tracing::warn!(route = %ctx.route.name, provider = %attempt.provider, "took over a payment's lock from an operation that stopped after journaling an attempt; the payment waits for that request's retry");
                 if let Err(e) = self.mark_unresolved(ctx, id, attempt).await {
-                    self.unlock(lock, true).await;
+                    // Not handed back: the lock keeps the attempt, lapses, and whoever
+                    // takes it next marks the payment.
                     return Err(Locked::Failed(e));
                 }
             }
@@ -282,28 +314,42 @@ impl Payments {
         let Some(mut entry) = self.own_record(ctx, id).await? else {
             return Ok(());
         };
-        if entry.unresolved.is_some()
-            || entry.owner.as_ref().is_some_and(|o| o.reference.is_empty())
-        {
+        if entry.unresolved.is_some() {
             return Ok(());
         }
         entry.unresolved = Some(attempt);
-        self.save(&entry).await
+        self.save_locked(ctx, &entry).await
     }
 
-    /// Hand a lock back: released, or parked with its journaled attempt.
-    async fn unlock(&self, lock: OpLock, park: bool) {
+    /// Hand a lock back.
+    async fn unlock(&self, lock: OpLock) -> Unlocked {
         let key = lock.key.clone();
-        let done = self
-            .state(move |s| if park { s.park(&key) } else { s.release(&key) })
-            .await;
-        match done {
-            Ok(()) => {}
-            // Taken over meanwhile: no longer this request's to hand back.
-            Err(StoreError::Fenced { .. }) => {}
-            Err(e) => tracing::error!(error = %e, "could not hand back a payment's lock"),
-        }
+        let done = self.state(move |s| s.release(&key)).await;
         drop(lock);
+        match done {
+            Ok(()) => Unlocked::Released,
+            Err(StoreError::Fenced { .. }) => Unlocked::Lost,
+            Err(e) => {
+                tracing::error!(error = %e, "could not hand back a payment's lock");
+                Unlocked::Failed
+            }
+        }
+    }
+
+    /// Write a payment record: while this request holds the payment's lock, only if it
+    /// still does (fenced), clearing the attempt journaled on the lock (its outcome is now
+    /// recorded).
+    pub(super) async fn save_locked(
+        &self,
+        ctx: &Ctx<'_>,
+        entry: &PaymentEntry,
+    ) -> Result<(), StoreError> {
+        let locked = ctx.lock.get().cloned();
+        if locked.as_deref() != Some(crate::store::payment_lock_key(&entry.record.id).as_str()) {
+            return self.save(entry).await;
+        }
+        let entry = entry.clone();
+        self.state(move |s| s.put_payment_locked(&entry)).await
     }
 
     /// This route's record of payment `id`; another route's payment is not its to touch.
@@ -388,6 +434,18 @@ pub(super) fn forwardable(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
 }
 
 /// A state no provider will change by itself.
+/// Whether a retrieve of `entry` asks its provider (and records what it learns): see the
+/// arms of `operate_locked`.
+fn asks_provider(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
+    let Some(owner) = &entry.owner else {
+        return false;
+    };
+    if owner.reference.is_empty() || entry.unresolved.is_some() {
+        return false;
+    }
+    forwardable(ctx, entry) || !settled(entry)
+}
+
 fn settled(entry: &PaymentEntry) -> bool {
     matches!(
         entry.record.state,

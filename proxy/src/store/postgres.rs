@@ -122,6 +122,14 @@ pub(super) fn pg<'a, E: std::error::Error>(
     }
 }
 
+/// Writes a payment record; the creation time (and so the list key) of a known payment
+/// never changes.
+const UPSERT_PAYMENT: &str = "INSERT INTO payments (id, list_key, customer, created_ms, entry)
+     VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (id) DO UPDATE SET list_key = EXCLUDED.list_key,
+         customer = EXCLUDED.customer, created_ms = EXCLUDED.created_ms,
+         entry = EXCLUDED.entry";
+
 /// Milliseconds as the database stores them (bigint); beyond i64 saturates.
 fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -678,33 +686,61 @@ impl Store for PostgresStore {
             .map(|c| c.as_bytes().to_vec());
         let created = ms(entry.created_ms);
         let pool = self.pool.clone();
-        // Under the payment's operation lock, written only while the lock is still this
-        // store's: the lock row is read `FOR SHARE` in the same transaction, so a takeover
-        // (which updates that row) waits for this write, and then reads it.
-        let lock_token = self.token(&super::payment_lock_key(&id));
+        self.run("put_payment", &entry.record.id, async move {
+            let client = pool.get().await.map_err(pg("put_payment", &id))?;
+            client
+                .execute(
+                    UPSERT_PAYMENT,
+                    &[&id.as_bytes(), &list_key, &customer, &created, &bytes],
+                )
+                .await
+                .map_err(pg("put_payment", &id))?;
+            Ok(())
+        })
+    }
+
+    fn put_payment_locked(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+        let id = entry.record.id.clone();
+        let lock_key = super::payment_lock_key(&id);
+        // Without a token this store no longer holds the lock (fenced before, or it gave up
+        // renewing it past its deadline): refused, never written unconditionally.
+        let Some(token) = self.token(&lock_key) else {
+            return Err(StoreError::Fenced {
+                op: "put_payment",
+                key: id,
+            });
+        };
+        let bytes = record::encode(PAYMENTS, &id, entry)?;
+        let list_key = entry.index_key().into_bytes();
+        let customer = entry
+            .record
+            .payment
+            .customer
+            .id
+            .as_ref()
+            .map(|c| c.as_bytes().to_vec());
+        let created = ms(entry.created_ms);
+        let pool = self.pool.clone();
+        let k = lock_key.clone();
         let written = self.run("put_payment", &entry.record.id, async move {
             let mut client = pool.get().await.map_err(pg("put_payment", &id))?;
             let txn = client.transaction().await.map_err(pg("put_payment", &id))?;
-            if let Some(token) = lock_token {
-                let held = txn
-                    .query_opt(
-                        "SELECT 1 FROM idempotency WHERE key = $1 AND token = $2 FOR SHARE",
-                        &[&super::payment_lock_key(&id).as_bytes(), &token],
-                    )
-                    .await
-                    .map_err(pg("put_payment", &id))?;
-                if held.is_none() {
-                    txn.rollback().await.map_err(pg("put_payment", &id))?;
-                    return Ok(false);
-                }
+            // Locks the lock's row: a takeover (which updates it) waits for this write, then
+            // reads it.
+            let held = txn
+                .execute(
+                    "UPDATE idempotency SET attempt = NULL
+                      WHERE key = $1 AND token = $2 AND state = 'in_flight'",
+                    &[&k.as_bytes(), &token],
+                )
+                .await
+                .map_err(pg("put_payment", &id))?;
+            if held != 1 {
+                txn.rollback().await.map_err(pg("put_payment", &id))?;
+                return Ok(false);
             }
-            // The creation time (and so the list key) of a known payment never changes.
             txn.execute(
-                "INSERT INTO payments (id, list_key, customer, created_ms, entry)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (id) DO UPDATE SET list_key = EXCLUDED.list_key,
-                     customer = EXCLUDED.customer, created_ms = EXCLUDED.created_ms,
-                     entry = EXCLUDED.entry",
+                UPSERT_PAYMENT,
                 &[&id.as_bytes(), &list_key, &customer, &created, &bytes],
             )
             .await
@@ -715,7 +751,7 @@ impl Store for PostgresStore {
         if written {
             return Ok(());
         }
-        lock(&self.held).remove(&super::payment_lock_key(&entry.record.id));
+        lock(&self.held).remove(&lock_key);
         Err(StoreError::Fenced {
             op: "put_payment",
             key: entry.record.id.clone(),
