@@ -78,6 +78,12 @@ enum PluginCommand {
         /// Compile the plugin without the on-disk compile cache.
         #[arg(long)]
         no_cache: bool,
+        /// CPU time per plugin call, as `plugins.NAME.deadline_ms` (default: the host's, 20).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        deadline_ms: Option<u64>,
+        /// Memory cap per instance in MiB, as `plugins.NAME.memory_mb` (default: the host's, 32).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        memory_mb: Option<u32>,
     },
 }
 
@@ -143,6 +149,8 @@ fn plugin(command: PluginCommand) -> ExitCode {
             role,
             cache_dir,
             no_cache,
+            deadline_ms,
+            memory_mb,
         } => {
             // Warnings (an unusable compile cache) on stderr; PAYPROXY_LOG=off silences them.
             let _ = telemetry::init(LogFormat::Text, None);
@@ -157,6 +165,8 @@ fn plugin(command: PluginCommand) -> ExitCode {
                 config,
                 role,
                 cache_dir,
+                deadline_ms,
+                memory_mb,
             };
             payproxy::plugin_cli::test::run(&options).map(|run| {
                 print!("{}", run.report);

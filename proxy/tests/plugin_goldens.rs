@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use payproxy::config::Role;
+use payproxy::config::{PluginHostConfig, Role};
 use payproxy::plugin::fixtures::Loaded;
 use payproxy_plugin_sdk::testing;
 use serde_json::Value;
@@ -164,6 +164,7 @@ fn dialect_stripe_through_the_0_2_0_contract() {
         Role::Dialect,
         testing::config_text(&fixtures),
         &fixtures,
+        &PluginHostConfig::default(),
     )
     .expect("a 0.2.0 dialect loads");
     assert_eq!(plugin.describe(), "dialect (storefront 0.2.0, egress)");
@@ -221,5 +222,57 @@ fn fixture_files_a_plugin_cannot_run_fail_loudly() {
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert_eq!(output.status.code(), Some(1), "{file}: {stdout}");
         assert!(stdout.contains(message), "{file}: {stdout}");
+    }
+}
+
+/// `plugin test` runs under the host's limits and output checks: a plugin that loops, hoards
+/// memory, traps or answers garbage fails its case with the host's reason, and one whose
+/// `init` rejects its config fails its fixture file.
+#[test]
+fn plugin_test_applies_the_sandbox_limits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for mode in ["loop", "memory", "trap", "garbage", "init-error", "ok"] {
+        let fixtures = serde_json::json!({
+            "config": { "mode": mode },
+            "route": [{
+                "name": format!("{mode} routes to a"),
+                "request": { "method": "GET", "path": "/", "query": null, "headers": [] },
+                "payment": null,
+                "providers": [{ "name": "a", "region": "eu", "tags": [], "cost": 1.0, "dialect": "",
+                    "health": { "success_rate": 1.0, "latency_p50_ms": 0, "latency_p99_ms": 0, "breaker": "Closed" } }],
+                "providers_out": ["a"]
+            }]
+        });
+        std::fs::write(
+            dir.path().join(format!("{mode}.json")),
+            fixtures.to_string(),
+        )
+        .expect("write");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_payproxy"))
+        .args(["plugin", "test"])
+        .arg(wasm("fixture_hostile"))
+        .arg("--fixtures")
+        .arg(dir.path())
+        .args(["--no-cache", "--deadline-ms", "30", "--memory-mb", "16"])
+        .env("PAYPROXY_LOG", "off")
+        .output()
+        .expect("run payproxy plugin test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    for expected in [
+        "limits: 30 ms CPU per call, 16 MiB",
+        "the call failed: plugin fixture_hostile: deadline: exceeded its 30 ms CPU deadline",
+        "memory cap reached",
+        "trap: ",
+        "which this route does not have",
+        "config rejected by the plugin: hostile fixture refuses this config",
+        "  ok    route ok routes to a",
+        "1 passed, 4 failed, 1 fixture file(s) not run",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}"
+        );
     }
 }

@@ -50,9 +50,10 @@ pub enum Loaded {
 }
 
 impl Loaded {
-    /// Load `component` for `role` with the plugin config `config_json`, under the host's
-    /// default limits (`plugin_host` defaults: deadline, memory cap, reused instances).
-    /// A 0.3.0 router gets the fixture file's provider catalogue at `init`.
+    /// Load `component` for `role` with the plugin config `config_json`, under `limits`
+    /// (instance mode, CPU deadline, memory cap) as a config's `plugin_host` sets them. A
+    /// 0.3.0 router gets the fixture file's provider catalogue at `init`.
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
         host: &Arc<PluginHost>,
         name: &str,
@@ -60,13 +61,13 @@ impl Loaded {
         role: Role,
         config_json: String,
         fixtures: &Value,
+        limits: &PluginHostConfig,
     ) -> Result<Loaded, String> {
-        let defaults = PluginHostConfig::default();
         let settings = SandboxSettings {
-            mode: defaults.instance_mode,
-            recycle_after: defaults.recycle_after,
-            deadline_ms: defaults.deadline_ms,
-            memory_bytes: (defaults.memory_mb as usize) << 20,
+            mode: limits.instance_mode,
+            recycle_after: limits.recycle_after,
+            deadline_ms: limits.deadline_ms,
+            memory_bytes: (limits.memory_mb as usize) << 20,
             identity: (role.as_str(), compiled.sha256.clone()),
         };
         let metrics = Arc::new(Metrics::new());

@@ -28,6 +28,10 @@ pub struct TestOptions {
     pub role: Option<Role>,
     /// The compile cache directory (`None`: compile every time).
     pub cache_dir: Option<PathBuf>,
+    /// CPU time per call in milliseconds (default: `plugin_host.deadline_ms`, 20).
+    pub deadline_ms: Option<u64>,
+    /// Memory cap per instance in MiB (default: `plugin_host.memory_mb`, 32).
+    pub memory_mb: Option<u32>,
 }
 
 /// The outcome of a run: what to print and whether every case passed.
@@ -97,7 +101,16 @@ pub fn run(options: &TestOptions) -> anyhow::Result<TestRun> {
     };
     let bytes = files::read(&options.plugin, files::COMPONENT)
         .with_context(|| options.plugin.display().to_string())?;
-    let host = PluginHost::with_cache(&PluginHostConfig::default(), options.cache_dir.as_deref())?;
+    let defaults = PluginHostConfig::default();
+    let memory_mb = options.memory_mb.unwrap_or(defaults.memory_mb);
+    let limits = PluginHostConfig {
+        deadline_ms: options.deadline_ms.unwrap_or(defaults.deadline_ms),
+        memory_mb,
+        // The pool must hold an instance of the cap asked for.
+        max_memory_mb: defaults.max_memory_mb.max(memory_mb),
+        ..defaults
+    };
+    let host = PluginHost::with_cache(&limits, options.cache_dir.as_deref())?;
     let compiled = host
         .compile(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", options.plugin.display()))?;
@@ -116,11 +129,13 @@ pub fn run(options: &TestOptions) -> anyhow::Result<TestRun> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plugin".into());
     let mut report = format!(
-        "{}: {} plugin, sha256 {}, ready in {} ms\n",
+        "{}: {} plugin, sha256 {}, ready in {} ms; limits: {} ms CPU per call, {} MiB\n",
         options.plugin.display(),
         role.as_str(),
         &compiled.sha256[..12],
-        started.elapsed().as_millis()
+        started.elapsed().as_millis(),
+        limits.deadline_ms,
+        limits.memory_mb
     );
     let (mut passed, mut failed, mut broken) = (0usize, 0usize, 0usize);
     for file in &files_to_run {
@@ -146,7 +161,7 @@ pub fn run(options: &TestOptions) -> anyhow::Result<TestRun> {
         let config = config_override
             .clone()
             .unwrap_or_else(|| testing::config_text(&fixtures));
-        let loaded = Loaded::load(&host, &name, &compiled, role, config, &fixtures);
+        let loaded = Loaded::load(&host, &name, &compiled, role, config, &fixtures, &limits);
         let results = loaded.and_then(|plugin| {
             let header = format!("{} as {}", file.display(), plugin.describe());
             plugin.run(&fixtures).map(|r| (header, r))
