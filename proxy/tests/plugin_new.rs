@@ -237,6 +237,8 @@ fn plugin_test_refuses_bad_input_with_a_message() {
             "nowhere",
         ),
     ] {
+        // No compile cache: a test writes nothing outside its temporary directory.
+        let args = [&args[..], &["--no-cache"]].concat();
         let out = payproxy(&args, root.path());
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
