@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: everything a fresh clone needs, then every test.
 #   1. the wasm32-wasip2 target and the plugins (first-party + test fixtures) as components
-#   2. plugin logic natively (same fixtures the host tests run through wasm)
+#   2. plugin logic natively (same fixtures the host tests run through wasm with
+#      `payproxy plugin test`: proxy/tests/plugin_goldens.rs finds every plugins/*/fixtures/;
+#      proxy/tests/plugin_new.rs scaffolds, builds and tests a plugin of each role)
 #   3. the workspace: unit, integration and end-to-end tests (nextest when available), with
 #      a throwaway PostgreSQL on loopback (installed from Debian packages if missing) for the
 #      postgres store's conformance and multi-instance tests: PAYPROXY_TEST_POSTGRES_URL

@@ -1,7 +1,10 @@
 //! Golden-fixture runners for plugin tests (native builds only).
 //!
-//! A plugin keeps its fixtures in one JSON file; its native tests call the runner for its
-//! role here, and payproxy's host tests run the same file through the wasm build. Format:
+//! A plugin keeps its fixtures in one JSON file (`fixtures/golden.json` by convention); its
+//! native tests call the runner for its role here (`check_*`: panics at the first failing
+//! case), and `payproxy plugin test` runs the same file through the wasm build in the host
+//! ([`evaluate`]: every case reported, with the expected value and the answer for a diff).
+//! Format (keys starting with `_` are comments):
 //!
 //! ```json
 //! {
@@ -96,17 +99,102 @@ fn bytes_bodies(mut value: Value) -> Value {
     value
 }
 
+/// Where `expected` and `actual` first differ (every key of `expected` must match `actual`,
+/// objects recursively, the rest exactly), as `at.key…: expected X, got Y`.
+pub fn subset_mismatch(expected: &Value, actual: &Value, at: &str) -> Option<String> {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => e.iter().find_map(|(k, v)| {
+            let got = a.get(k).unwrap_or(&Value::Null);
+            subset_mismatch(v, got, &format!("{at}.{k}"))
+        }),
+        _ if expected == actual => None,
+        _ => Some(format!(
+            "mismatch at {at}: expected {expected}, got {actual}"
+        )),
+    }
+}
+
 /// Assert that every key of `expected` matches `actual` (objects recursively, the rest exactly).
 pub fn assert_subset(expected: &Value, actual: &Value, at: &str) {
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            for (k, v) in e {
-                let got = a.get(k).unwrap_or(&Value::Null);
-                assert_subset(v, got, &format!("{at}.{k}"));
-            }
-        }
-        _ => assert_eq!(expected, actual, "mismatch at {at}"),
+    if let Some(mismatch) = subset_mismatch(expected, actual, at) {
+        panic!("{mismatch}\nexpected: {expected:#}\nactual: {actual:#}");
     }
+}
+
+/// `actual` cut down to the keys `expected` has (objects recursively), so that a line diff
+/// of the two shows only what the fixture checks.
+pub fn project(expected: &Value, actual: &Value) -> Value {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => Value::Object(
+            e.iter()
+                .map(|(k, v)| (k.clone(), project(v, a.get(k).unwrap_or(&Value::Null))))
+                .collect(),
+        ),
+        _ => actual.clone(),
+    }
+}
+
+/// Where an HTTP message differs from an expected one (status/method/path/query, listed
+/// headers, `body` exact or `body_json` subset), if it does.
+fn http_mismatch(
+    expected: &Value,
+    status_or_method: Value,
+    path_query: Option<(&str, Option<&str>)>,
+    headers: &[(String, String)],
+    body: &[u8],
+    at: &str,
+) -> Option<String> {
+    let differs = |what: &str, want: &Value, got: &Value| {
+        (want != got).then(|| format!("{at}: {what}: expected {want}, got {got}"))
+    };
+    let mut found = None;
+    let mut check = |m: Option<String>| {
+        if found.is_none() {
+            found = m;
+        }
+    };
+    if let Some(s) = expected.get("status") {
+        check(differs("status", s, &status_or_method));
+    }
+    if let Some(m) = expected.get("method") {
+        check(differs("method", m, &status_or_method));
+    }
+    if let Some((path, query)) = path_query {
+        if let Some(p) = expected.get("path") {
+            check(differs("path", p, &Value::from(path)));
+        }
+        if let Some(q) = expected.get("query") {
+            check(differs("query", q, &json(&query)));
+        }
+    }
+    if let Some(Value::Array(want)) = expected.get("headers") {
+        for pair in want {
+            let name = pair[0].as_str().unwrap_or_default();
+            check(differs(
+                &format!("header {name}"),
+                &pair[1],
+                &json(&header(headers, name)),
+            ));
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    if let Some(want @ Value::String(_)) = expected.get("body") {
+        check(differs("body", want, &Value::from(text.as_ref())));
+    }
+    if let Some(want) = expected.get("body_json") {
+        check(match serde_json::from_slice::<Value>(body) {
+            Ok(got) => subset_mismatch(want, &got, &format!("{at}: body_json")),
+            Err(e) => Some(format!("{at}: body is not JSON ({e}): {text}")),
+        });
+    }
+    found
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// Compare an HTTP message against an expected one (status/method/path/query, listed
@@ -119,39 +207,9 @@ pub fn assert_http(
     body: &[u8],
     at: &str,
 ) {
-    if let Some(s) = expected.get("status") {
-        assert_eq!(s, &status_or_method, "{at}: status");
-    }
-    if let Some(m) = expected.get("method") {
-        assert_eq!(m, &status_or_method, "{at}: method");
-    }
-    if let Some((path, query)) = path_query {
-        if let Some(p) = expected.get("path") {
-            assert_eq!(p.as_str(), Some(path), "{at}: path");
-        }
-        if let Some(q) = expected.get("query") {
-            assert_eq!(q.as_str(), query, "{at}: query");
-        }
-    }
-    if let Some(Value::Array(want)) = expected.get("headers") {
-        for pair in want {
-            let name = pair[0].as_str().unwrap_or_default();
-            let value = pair[1].as_str();
-            let got = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str());
-            assert_eq!(got, value, "{at}: header {name}");
-        }
-    }
-    let text = String::from_utf8_lossy(body);
-    if let Some(Value::String(want)) = expected.get("body") {
-        assert_eq!(text, want.as_str(), "{at}: body");
-    }
-    if let Some(want) = expected.get("body_json") {
-        let got: Value = serde_json::from_slice(body)
-            .unwrap_or_else(|e| panic!("{at}: body is not JSON ({e}): {text}"));
-        assert_subset(want, &got, &format!("{at}: body_json"));
+    if let Some(mismatch) = http_mismatch(expected, status_or_method, path_query, headers, body, at)
+    {
+        panic!("{mismatch}");
     }
 }
 
@@ -252,47 +310,169 @@ fn http_parts(v: &Value) -> (Vec<(String, String)>, Vec<u8>) {
     (headers, body)
 }
 
-fn assert_response_json(expected: &Value, response: &Value, at: &str) {
+/// An HTTP message (bodies as bytes) shown the way the fixture `expected` writes it: listed
+/// headers only, the body as text (`body`) or as JSON (`body_json`).
+fn http_view(expected: &Value, message: &Value) -> Value {
+    let (headers, body) = http_parts(message);
+    let mut view = serde_json::Map::new();
+    for key in ["status", "method", "path", "query"] {
+        if let Some(v) = message.get(key) {
+            view.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(Value::Array(want)) = expected.get("headers") {
+        let listed = want
+            .iter()
+            .map(|pair| {
+                let name = pair[0].as_str().unwrap_or_default();
+                serde_json::json!([name, header(&headers, name)])
+            })
+            .collect();
+        view.insert("headers".into(), Value::Array(listed));
+    }
+    let text = String::from_utf8_lossy(&body);
+    if expected.get("body").is_some() {
+        view.insert("body".into(), Value::from(text.as_ref()));
+    }
+    if expected.get("body_json").is_some() {
+        let parsed = serde_json::from_slice(&body).unwrap_or_else(|_| Value::from(text.as_ref()));
+        view.insert("body_json".into(), parsed);
+    }
+    Value::Object(view)
+}
+
+fn response_mismatch(expected: &Value, response: &Value, at: &str) -> Option<String> {
     let (headers, body) = http_parts(response);
-    assert_http(
+    http_mismatch(
         expected,
         response["status"].clone(),
         None,
         &headers,
         &body,
         at,
-    );
+    )
 }
 
-fn assert_request_json(expected: &Value, request: &Value, at: &str) {
+fn request_mismatch(expected: &Value, request: &Value, at: &str) -> Option<String> {
     let (headers, body) = http_parts(request);
     let path = request["path"].as_str().unwrap_or_default().to_string();
     let query = request["query"].as_str().map(str::to_string);
-    assert_http(
+    http_mismatch(
         expected,
         request["method"].clone(),
         Some((&path, query.as_deref())),
         &headers,
         &body,
         at,
-    );
+    )
 }
 
+/// The key a [`Harness`] answers with when the call itself failed (a trap, a deadline, an
+/// input the plugin's types cannot hold): `{"$error": "…"}`. Such a case fails with that
+/// message, whatever the fixture expected.
+pub const ERROR_KEY: &str = "$error";
+
+/// A [`Harness`] answer saying the call failed.
+pub fn call_error(message: impl std::fmt::Display) -> Value {
+    serde_json::json!({ ERROR_KEY: message.to_string() })
+}
+
+fn call_failed(value: &Value) -> Option<&str> {
+    value.get(ERROR_KEY)?.as_str()
+}
+
+/// Why a case failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseFailure {
+    /// The first difference (`encode card: status: expected 200, got 400`) or the failed call.
+    pub message: String,
+    /// What the fixture expects, when the plugin answered (for a diff).
+    pub expected: Option<Value>,
+    /// What the plugin answered, cut down to what the fixture checks.
+    pub actual: Option<Value>,
+}
+
+/// One case of a fixture file and its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseReport {
+    /// Its section (`encode`, `route` …).
+    pub section: &'static str,
+    /// Its `name`.
+    pub name: String,
+    /// `Ok` when the plugin answered what the fixture expects.
+    pub result: Result<(), CaseFailure>,
+}
+
+impl std::fmt::Display for CaseFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let (Some(expected), Some(actual)) = (&self.expected, &self.actual) {
+            write!(f, "\nexpected: {expected:#}\nactual: {actual:#}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Compare one answer: `mismatch` finds the first difference, `view` shows the answer the
+/// way the fixture writes it.
+fn compare(
+    at: &str,
+    want: &Value,
+    got: &Value,
+    mismatch: impl Fn(&Value, &Value, &str) -> Option<String>,
+    view: impl Fn(&Value, &Value) -> Value,
+) -> Result<(), CaseFailure> {
+    if let Some(error) = call_failed(got) {
+        return Err(CaseFailure {
+            message: format!("{at}: the call failed: {error}"),
+            expected: None,
+            actual: None,
+        });
+    }
+    match mismatch(want, got, at) {
+        None => Ok(()),
+        Some(message) => Err(CaseFailure {
+            message,
+            expected: Some(want.clone()),
+            actual: Some(project(want, &view(want, got))),
+        }),
+    }
+}
+
+fn same(_expected: &Value, actual: &Value) -> Value {
+    actual.clone()
+}
+
+fn exactly(want: &Value, got: &Value, at: &str) -> Option<String> {
+    (want != got).then(|| format!("{at}: expected {want}, got {got}"))
+}
+
+/// An answer that is `Ok` (the `ok_key` of the case) or `Err` (its `err_key`).
 fn outcome_of(
-    name: &str,
-    what: &str,
+    at: &str,
     got: Result<Value, Value>,
     case: &Value,
-    ok_key: &str,
-    err_key: &str,
-    check_ok: impl Fn(&Value, &Value, &str),
-) {
-    let at = format!("{what} {name}");
+    (ok_key, err_key): (&str, &str),
+    mismatch: impl Fn(&Value, &Value, &str) -> Option<String>,
+    view: impl Fn(&Value, &Value) -> Value,
+) -> Result<(), CaseFailure> {
     match (got, case.get(ok_key), case.get(err_key)) {
-        (Ok(v), Some(want), _) => check_ok(want, &v, &at),
-        (Err(e), _, Some(want)) => assert_subset(want, &e, &at),
-        (Ok(v), _, _) => panic!("{at}: expected {err_key}, got {ok_key} {v:#}"),
-        (Err(e), _, _) => panic!("{at}: expected {ok_key}, got {err_key} {e:#}"),
+        (Ok(v), Some(want), _) => compare(at, want, &v, mismatch, view),
+        (Err(e), _, Some(want)) => compare(at, want, &e, subset_mismatch, same),
+        (Ok(v) | Err(v), _, _) if call_failed(&v).is_some() => {
+            compare(at, &Value::Null, &v, exactly, same)
+        }
+        (got, _, _) => {
+            let (want_key, got_key, v) = match got {
+                Ok(v) => (err_key, ok_key, v),
+                Err(v) => (ok_key, err_key, v),
+            };
+            Err(CaseFailure {
+                message: format!("{at}: expected {want_key}, got {got_key}"),
+                expected: Some(serde_json::json!({ want_key: case.get(want_key) })),
+                actual: Some(serde_json::json!({ got_key: v })),
+            })
+        }
     }
 }
 
@@ -312,135 +492,183 @@ pub const ALL: &[&str] = &[
     "card_details",
 ];
 
+/// The other keys a fixture file may have besides its sections (and keys starting with `_`,
+/// which are comments).
+pub const SETTINGS: &[&str] = &["config", "context", "elsewhere"];
+
 /// Run every case of a fixture file through `plugin`; returns the number of cases run.
 pub fn run(text: &str, plugin: &dyn Harness) -> usize {
     run_sections(text, plugin, ALL)
 }
 
-/// Run the cases of the given sections only.
+/// Run the cases of the given sections only; panics at the first case that fails.
 pub fn run_sections(text: &str, plugin: &dyn Harness, sections: &[&str]) -> usize {
-    let full = load(text);
-    let mut f = full.clone();
-    if let Value::Object(map) = &mut f {
-        map.retain(|k, _| !ALL.contains(&k.as_str()) || sections.contains(&k.as_str()));
+    let reports = evaluate(&load(text), plugin, sections).unwrap_or_else(|e| panic!("{e}"));
+    if let Some(Err(failure)) = reports.iter().map(|r| &r.result).find(|r| r.is_err()) {
+        panic!("{failure}");
     }
-    let mut n = 0;
-    for (name, case) in cases(&f, "parse") {
-        parse_case(plugin, name, case);
-        n += 1;
-    }
-    for (name, case) in cases(&f, "render") {
-        let annotations = case
-            .get("annotations")
-            .cloned()
-            .unwrap_or(Value::Array(Vec::new()));
-        let response = plugin.render(
-            raw(&case["payment"]),
-            raw(&case["outcome"]),
-            case["payment_id"].as_str().unwrap_or_default(),
-            annotations,
-        );
-        assert_response_json(&case["response"], &response, &format!("render {name}"));
-        n += 1;
-    }
-    for (name, case) in cases(&f, "refusals") {
-        let response = plugin.refusal(raw(&case["refusal"]));
-        assert_response_json(&case["response"], &response, &format!("refusal {name}"));
-        n += 1;
-    }
-    let context = context_json(&f);
-    for (name, case) in cases(&f, "encode") {
-        let got = plugin.encode(raw(&case["payment"]), context.clone());
-        outcome_of(
-            name,
-            "encode",
-            got,
-            case,
-            "request",
-            "refusal",
-            assert_request_json,
-        );
-        n += 1;
-    }
-    for (name, case) in cases(&f, "decode") {
-        let outcome = plugin.decode(raw(&case["payment"]), raw(&case["response"]));
-        assert_subset(&case["outcome"], &outcome, &format!("decode {name}"));
-        n += 1;
-    }
-    for (name, case) in cases(&f, "check") {
-        let card = case.get("card").cloned().unwrap_or(Value::Null);
-        let decision = plugin.check(raw(&case["payment"]), raw(&card));
-        assert_subset(&case["decision"], &decision, &format!("check {name}"));
-        n += 1;
-    }
-    for (name, case) in cases(&f, "route") {
-        let payment = case.get("payment").cloned().unwrap_or(Value::Null);
-        let seed = case.get("seed").and_then(Value::as_u64).unwrap_or(0);
-        let got = plugin.route(
-            raw(&case["request"]),
-            raw(&payment),
-            raw(&case["providers"]),
-            seed,
-        );
-        outcome_of(
-            name,
-            "route",
-            got,
-            case,
-            "providers_out",
-            "rejection",
-            |want, got, at| assert_eq!(want, got, "{at}"),
-        );
-        n += 1;
-    }
-    for (name, case) in cases(&f, "render_payment") {
-        let response = plugin.render_payment(raw(&case["record"]));
-        assert_response_json(
-            &case["response"],
-            &response,
-            &format!("render_payment {name}"),
-        );
-        n += 1;
-    }
-    for (name, case) in cases(&f, "render_list") {
-        let response = plugin.render_list(
-            raw(&case["records"]),
-            case["has_more"].as_bool().unwrap_or(false),
-            case["url"].as_str().unwrap_or("/"),
-        );
-        assert_response_json(&case["response"], &response, &format!("render_list {name}"));
-        n += 1;
-    }
-    for (name, case) in cases(&f, "forward_headers") {
-        let got = plugin.forward_headers(case["credentials"].clone());
-        assert_eq!(case["headers"], got, "forward_headers {name}");
-        n += 1;
-    }
-    for (name, case) in cases(&f, "card_lookup") {
-        let credentials = case
-            .get("credentials")
-            .cloned()
-            .unwrap_or_else(|| context_json(&f)["credentials"].clone());
-        let got = plugin.card_lookup(case["token"].as_str().unwrap_or_default(), credentials);
-        let at = format!("card_lookup {name}");
-        match (&case["request"], &got) {
-            (Value::Null, Value::Null) => {}
-            (Value::Null, got) => panic!("{at}: expected no request, got {got:#}"),
-            (_, Value::Null) => panic!("{at}: expected a request, got none"),
-            (want, got) => assert_request_json(want, got, &at),
+    reports.len()
+}
+
+/// Run the cases of the given sections of a parsed fixture file and report each, without
+/// panicking: a case fails when the plugin's answer differs from the fixture or its call
+/// failed. `Err` when the file itself is malformed (a section that is not a list).
+pub fn evaluate(
+    fixtures: &Value,
+    plugin: &dyn Harness,
+    sections: &[&str],
+) -> Result<Vec<CaseReport>, String> {
+    let Value::Object(map) = fixtures else {
+        return Err("a fixture file is a JSON object".into());
+    };
+    for (key, value) in map {
+        if ALL.contains(&key.as_str()) && !value.is_array() {
+            return Err(format!("section `{key}` is not a list of cases"));
         }
-        n += 1;
     }
-    for (name, case) in cases(&f, "card_details") {
-        let got = plugin.card_details(raw(&case["response"]));
-        assert_subset(&case["details"], &got, &format!("card_details {name}"));
-        n += 1;
+    let mut reports = Vec::new();
+    for section in ALL.iter().filter(|s| sections.contains(s)) {
+        for (name, case) in cases(fixtures, section) {
+            let result = run_case(fixtures, plugin, section, name, case);
+            reports.push(CaseReport {
+                section,
+                name: name.to_string(),
+                result,
+            });
+        }
     }
-    n
+    Ok(reports)
+}
+
+fn run_case(
+    f: &Value,
+    plugin: &dyn Harness,
+    section: &str,
+    name: &str,
+    case: &Value,
+) -> Result<(), CaseFailure> {
+    let at = format!("{section} {name}");
+    match section {
+        "parse" => parse_case(plugin, &at, case),
+        "render" => {
+            let annotations = case
+                .get("annotations")
+                .cloned()
+                .unwrap_or(Value::Array(Vec::new()));
+            let response = plugin.render(
+                raw(&case["payment"]),
+                raw(&case["outcome"]),
+                case["payment_id"].as_str().unwrap_or_default(),
+                annotations,
+            );
+            compare(
+                &at,
+                &case["response"],
+                &response,
+                response_mismatch,
+                http_view,
+            )
+        }
+        "refusals" => {
+            let response = plugin.refusal(raw(&case["refusal"]));
+            compare(
+                &at,
+                &case["response"],
+                &response,
+                response_mismatch,
+                http_view,
+            )
+        }
+        "encode" => {
+            let got = plugin.encode(raw(&case["payment"]), context_json(f));
+            outcome_of(
+                &at,
+                got,
+                case,
+                ("request", "refusal"),
+                request_mismatch,
+                http_view,
+            )
+        }
+        "decode" => {
+            let outcome = plugin.decode(raw(&case["payment"]), raw(&case["response"]));
+            compare(&at, &case["outcome"], &outcome, subset_mismatch, same)
+        }
+        "check" => {
+            let card = case.get("card").cloned().unwrap_or(Value::Null);
+            let decision = plugin.check(raw(&case["payment"]), raw(&card));
+            compare(&at, &case["decision"], &decision, subset_mismatch, same)
+        }
+        "route" => {
+            let payment = case.get("payment").cloned().unwrap_or(Value::Null);
+            let seed = case.get("seed").and_then(Value::as_u64).unwrap_or(0);
+            let got = plugin.route(
+                raw(&case["request"]),
+                raw(&payment),
+                raw(&case["providers"]),
+                seed,
+            );
+            outcome_of(
+                &at,
+                got,
+                case,
+                ("providers_out", "rejection"),
+                exactly,
+                same,
+            )
+        }
+        "render_payment" => {
+            let response = plugin.render_payment(raw(&case["record"]));
+            compare(
+                &at,
+                &case["response"],
+                &response,
+                response_mismatch,
+                http_view,
+            )
+        }
+        "render_list" => {
+            let response = plugin.render_list(
+                raw(&case["records"]),
+                case["has_more"].as_bool().unwrap_or(false),
+                case["url"].as_str().unwrap_or("/"),
+            );
+            compare(
+                &at,
+                &case["response"],
+                &response,
+                response_mismatch,
+                http_view,
+            )
+        }
+        "forward_headers" => {
+            let got = plugin.forward_headers(case["credentials"].clone());
+            compare(&at, &case["headers"], &got, exactly, same)
+        }
+        "card_lookup" => {
+            let credentials = case
+                .get("credentials")
+                .cloned()
+                .unwrap_or_else(|| context_json(f)["credentials"].clone());
+            let got = plugin.card_lookup(case["token"].as_str().unwrap_or_default(), credentials);
+            match (&case["request"], &got) {
+                (Value::Null, Value::Null) => Ok(()),
+                (Value::Null, _) | (_, Value::Null) => {
+                    compare(&at, &case["request"], &got, exactly, same)
+                }
+                (want, got) => compare(&at, want, got, request_mismatch, http_view),
+            }
+        }
+        "card_details" => {
+            let got = plugin.card_details(raw(&case["response"]));
+            compare(&at, &case["details"], &got, subset_mismatch, same)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One `parse` case: through the 0.4.0 storefront (`call`) or the 0.2.0 ingress (`payment`).
-fn parse_case(plugin: &dyn Harness, name: &str, case: &Value) {
+fn parse_case(plugin: &dyn Harness, at: &str, case: &Value) -> Result<(), CaseFailure> {
     let want_payment = case.get("payment").map(|payment| {
         let mut call = serde_json::json!({ "payment": payment });
         if let Some(confirm) = case.get("confirm") {
@@ -457,37 +685,34 @@ fn parse_case(plugin: &dyn Harness, name: &str, case: &Value) {
     }
     if plugin.is_storefront() {
         let got = plugin.parse_call(raw(&case["request"]));
-        outcome_of(
-            name,
-            "parse",
+        return outcome_of(
+            at,
             got,
             &Value::Object(expected),
-            "call",
-            "refusal",
-            assert_subset,
+            ("call", "refusal"),
+            subset_mismatch,
+            same,
         );
-        return;
     }
     // A 0.2.0 ingress parses into a payment: only payment calls apply.
     if let Some(call) = expected.get("call").cloned() {
-        let payment = call
-            .get("Payment")
-            .and_then(|c| c.get("payment"))
-            .cloned()
-            .unwrap_or_else(|| {
-                panic!("parse {name}: a 0.2.0 ingress parses payments only, not {call}")
+        let Some(payment) = call.get("Payment").and_then(|c| c.get("payment")).cloned() else {
+            return Err(CaseFailure {
+                message: format!("{at}: a 0.2.0 ingress parses payments only, not {call}"),
+                expected: None,
+                actual: None,
             });
+        };
         expected.insert("payment".into(), payment);
     }
     outcome_of(
-        name,
-        "parse",
+        at,
         plugin.parse(raw(&case["request"])),
         &Value::Object(expected),
-        "payment",
-        "refusal",
-        assert_subset,
-    );
+        ("payment", "refusal"),
+        subset_mismatch,
+        same,
+    )
 }
 
 /// The egress context of a fixture file as JSON (defaults filled in).
@@ -827,6 +1052,12 @@ pub fn check_router<T: Router>(text: &str) -> usize {
 /// then those of the file's `elsewhere` list (configured, but on no route of the cases).
 /// A provider's id is its index here.
 pub fn provider_catalogue(f: &Value) -> Value {
+    try_provider_catalogue(f).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`provider_catalogue`], with an error instead of a panic when a provider has different
+/// attributes in different cases.
+pub fn try_provider_catalogue(f: &Value) -> Result<Value, String> {
     let in_cases =
         cases(f, "route").flat_map(|(_, case)| case["providers"].as_array().into_iter().flatten());
     let elsewhere = f["elsewhere"].as_array().into_iter().flatten();
@@ -839,15 +1070,17 @@ pub fn provider_catalogue(f: &Value) -> Value {
         }
         match list.iter().find(|known| known["name"] == info["name"]) {
             // One configuration: a provider has the same attributes in every case.
-            Some(known) => assert_eq!(
-                known, &info,
-                "provider {} has different attributes in different cases",
-                info["name"]
-            ),
+            Some(known) if known != &info => {
+                return Err(format!(
+                    "provider {} has different attributes in different cases",
+                    info["name"]
+                ))
+            }
+            Some(_) => {}
             None => list.push(info),
         }
     }
-    Value::Array(list)
+    Ok(Value::Array(list))
 }
 
 /// A 0.3.0 router seen as a [`Harness`]: fixture providers become candidates (catalogue id
@@ -927,4 +1160,65 @@ pub fn check_router_v3<T: crate::routing::Router>(text: &str) -> usize {
     let router =
         T::init(&config_text(&f), catalogue.clone()).unwrap_or_else(|e| panic!("init: {e}"));
     run_sections(text, &RouterV3 { router, catalogue }, &["route"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A compliance plugin that allows everything, or whose call fails.
+    struct Fixed(Value);
+    impl Harness for Fixed {
+        fn check(&self, _payment: Value, _card: Value) -> Value {
+            self.0.clone()
+        }
+    }
+
+    const FILE: &str = r#"{"check": [
+        {"name": "allowed", "payment": {}, "decision": {"verdict": "Allow"}},
+        {"name": "denied", "payment": {}, "decision": {"verdict": {"Deny": {"code": "x"}}, "rule": "r"}}
+    ]}"#;
+
+    #[test]
+    fn evaluate_reports_every_case_with_the_checked_part_of_the_answer() {
+        let plugin = Fixed(serde_json::json!({"verdict": "Allow", "rule": "r", "annotations": []}));
+        let reports = evaluate(&load(FILE), &plugin, ALL).expect("runs");
+        assert_eq!(reports.len(), 2);
+        assert_eq!(reports[0].result, Ok(()));
+        let failure = reports[1].result.clone().expect_err("fails");
+        assert!(
+            failure.message.contains("check denied.verdict"),
+            "{failure}"
+        );
+        assert_eq!(
+            failure.expected,
+            Some(serde_json::json!({"verdict": {"Deny": {"code": "x"}}, "rule": "r"}))
+        );
+        // Cut down to the keys the fixture checks: no `annotations`.
+        assert_eq!(
+            failure.actual,
+            Some(serde_json::json!({"verdict": "Allow", "rule": "r"}))
+        );
+    }
+
+    #[test]
+    fn a_failed_call_fails_its_case_whatever_was_expected() {
+        let reports =
+            evaluate(&load(FILE), &Fixed(call_error("trap: unreachable")), ALL).expect("runs");
+        for report in reports {
+            let failure = report.result.expect_err("fails");
+            assert!(failure
+                .message
+                .ends_with("the call failed: trap: unreachable"));
+            assert_eq!(failure.actual, None);
+        }
+    }
+
+    #[test]
+    fn malformed_files_are_errors_and_native_runs_still_panic() {
+        assert!(evaluate(&load(r#"{"check": {}}"#), &Fixed(Value::Null), ALL).is_err());
+        let panicked =
+            std::panic::catch_unwind(|| run(FILE, &Fixed(serde_json::json!({"verdict": "Allow"}))));
+        assert!(panicked.is_err());
+    }
 }

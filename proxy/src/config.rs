@@ -411,7 +411,7 @@ impl Default for PluginHostConfig {
 }
 
 /// A plugin's role, i.e. the WIT world it implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// `payproxy:plugin/router@0.3.0`, `@0.2.0` or `@0.1.0`: orders the route's providers.

@@ -21,6 +21,7 @@ pub mod oauth;
 pub mod parse_errors;
 pub mod payment;
 pub mod plugin;
+pub mod plugin_cli;
 pub mod proxy;
 pub mod reload;
 pub mod route;

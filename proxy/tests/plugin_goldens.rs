@@ -1,251 +1,124 @@
-//! Every first-party plugin's golden fixtures (`plugins/<name>/fixtures/golden.json`), run
-//! through its wasm build in the host — the same file its native tests run.
+//! Every first-party plugin's golden fixtures, found by convention and run through its wasm
+//! build by the real `payproxy plugin test` — the same files its native tests run.
+//!
+//! The convention: a crate directly under `plugins/` (the test fixture plugins under
+//! `plugins/fixtures/` are not first-party plugins) with a `fixtures/` directory; its
+//! component is `plugins/target/wasm32-wasip2/release/<crate_name>.wasm`
+//! (`scripts/build-plugins.sh`); every fixture file in `fixtures/` runs. A new plugin's
+//! fixtures run without editing this file.
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
-use payproxy::config::InstanceMode;
-use payproxy::metrics::Metrics;
-use payproxy::plugin::storefront::{Call, CardDetails, PaymentRecord};
-use payproxy::plugin::types::{Annotation, HttpRequest, Payment, Provider};
-use payproxy::plugin::{
-    CompliancePlugin, Context, DialectPlugin, ProviderInfo, RouteDecision, RouterPlugin,
-};
-use payproxy_plugin_sdk::testing::{self, Harness};
-use serde::de::DeserializeOwned;
+use payproxy::config::{PluginHostConfig, Role};
+use payproxy::plugin::fixtures::Loaded;
+use payproxy_plugin_sdk::testing;
 use serde_json::Value;
 
-fn typed<T: DeserializeOwned>(value: Value) -> T {
-    serde_json::from_value(value.clone())
-        .unwrap_or_else(|e| panic!("fixture does not match the host type: {e}\n{value:#}"))
+/// Fewest plugins and cases, so that losing a plugin's fixtures (a moved directory, a
+/// renamed crate) cannot make the test pass: the counts when they were last raised.
+const MIN_PLUGINS: usize = 10;
+const MIN_CASES: usize = 479;
+
+fn plugins_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap()
+/// A crate's package name, from its `Cargo.toml`.
+fn package_name(manifest: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(manifest).ok()?;
+    let package = text.split("[package]").nth(1)?;
+    package.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "name").then(|| value.trim().trim_matches('"').to_string())
+    })
 }
 
-fn golden(crate_dir: &str) -> (String, String) {
-    let path = format!(
-        "{}/../plugins/{crate_dir}/fixtures/golden.json",
-        env!("CARGO_MANIFEST_DIR")
+/// The first-party plugins with fixtures: (crate directory, wasm file name stem).
+fn first_party() -> Vec<(PathBuf, String)> {
+    let mut found: Vec<(PathBuf, String)> = std::fs::read_dir(plugins_dir())
+        .expect("plugins/")
+        .map(|entry| entry.expect("plugins/ entry").path())
+        .filter(|dir| dir.join("fixtures").is_dir())
+        .filter_map(|dir| {
+            let name = package_name(&dir.join("Cargo.toml"))?;
+            Some((dir, name.replace('-', "_")))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The cases of the fixture files of `dir`, by file and section: what must run.
+fn cases_in(dir: &Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).expect("fixtures/") {
+        let path = entry.expect("fixtures/ entry").path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("fixture file");
+        let fixtures: Value = serde_json::from_str(&text).expect("fixture file is JSON");
+        for section in testing::ALL {
+            if let Some(cases) = fixtures[section].as_array() {
+                *counts.entry(section.to_string()).or_default() += cases.len();
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn first_party_fixtures_pass_through_payproxy_plugin_test() {
+    let plugins = first_party();
+    assert!(
+        plugins.len() >= MIN_PLUGINS,
+        "only {} plugins with fixtures in {}",
+        plugins.len(),
+        plugins_dir().display()
     );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let config = testing::config_text(&testing::load(&text));
-    (text, config)
-}
-
-fn compiled(
-    wasm_name: &str,
-) -> (
-    Arc<payproxy::plugin::PluginHost>,
-    wasmtime::component::Component,
-) {
-    let host = host();
-    let bytes = std::fs::read(wasm(wasm_name)).unwrap();
-    let component = host.compile(&bytes).unwrap().component;
-    (host, component)
-}
-
-struct Dialect(DialectPlugin);
-
-impl Harness for Dialect {
-    fn parse(&self, request: Value) -> Result<Value, Value> {
-        let got = self
-            .0
-            .parse(&typed::<HttpRequest>(request))
-            .expect("parse call");
-        match got {
-            Ok(Call::Payment(call)) => Ok(json(&call.payment)),
-            Ok(other) => Ok(json(&other)),
-            Err(r) => Err(json(&r)),
+    // Kept between runs: the second run loads compiled plugins instead of compiling them.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-test-cache");
+    let mut total = 0;
+    let mut failures = Vec::new();
+    for (dir, wasm_name) in &plugins {
+        let fixtures = dir.join("fixtures");
+        let output = Command::new(env!("CARGO_BIN_EXE_payproxy"))
+            .args(["plugin", "test"])
+            .arg(wasm(wasm_name))
+            .arg("--fixtures")
+            .arg(&fixtures)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("PAYPROXY_LOG", "off")
+            .output()
+            .expect("run payproxy plugin test");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // Every case of every fixture file ran and passed, section by section.
+        let mut ran: BTreeMap<String, usize> = BTreeMap::new();
+        for line in stdout.lines() {
+            if let Some(rest) = line.strip_prefix("  ok    ") {
+                let section = rest.split(' ').next().unwrap_or_default();
+                *ran.entry(section.to_string()).or_default() += 1;
+            }
+        }
+        let expected = cases_in(&fixtures);
+        total += ran.values().sum::<usize>();
+        if !output.status.success() || ran != expected {
+            failures.push(format!(
+                "{}: exit {:?}, cases passed by section {ran:?}, in the files {expected:?}\n{stdout}{}",
+                dir.display(),
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr)
+            ));
         }
     }
-    fn is_storefront(&self) -> bool {
-        self.0.storefront_contract() == Some("0.4.0")
-    }
-    fn parse_call(&self, request: Value) -> Result<Value, Value> {
-        let got = self
-            .0
-            .parse(&typed::<HttpRequest>(request))
-            .expect("parse call");
-        got.map(|c| json(&c)).map_err(|r| json(&r))
-    }
-    fn render_payment(&self, record: Value) -> Value {
-        json(
-            &self
-                .0
-                .render_payment(&typed(record))
-                .expect("render-payment call"),
-        )
-    }
-    fn render_list(&self, records: Value, has_more: bool, url: &str) -> Value {
-        let records: Vec<PaymentRecord> = typed(records);
-        json(
-            &self
-                .0
-                .render_list(&records, has_more, url)
-                .expect("render-list call"),
-        )
-    }
-    fn forward_headers(&self, credentials: Value) -> Value {
-        let credentials: Vec<(String, String)> = typed(credentials);
-        json(
-            &self
-                .0
-                .forward_headers(&credentials)
-                .expect("forward-headers call"),
-        )
-    }
-    fn card_lookup(&self, token: &str, credentials: Value) -> Value {
-        let credentials: Vec<(String, String)> = typed(credentials);
-        json(
-            &self
-                .0
-                .card_lookup(token, &credentials)
-                .expect("card-lookup call"),
-        )
-    }
-    fn card_details(&self, response: Value) -> Value {
-        json(
-            &self
-                .0
-                .card_details(&typed(response))
-                .expect("read-card call"),
-        )
-    }
-    fn render(
-        &self,
-        payment: Value,
-        outcome: Value,
-        payment_id: &str,
-        annotations: Value,
-    ) -> Value {
-        let annotations: Vec<Annotation> = typed(annotations);
-        json(
-            &self
-                .0
-                .render_outcome(&typed(payment), &typed(outcome), payment_id, &annotations)
-                .expect("render call"),
-        )
-    }
-    fn refusal(&self, refusal: Value) -> Value {
-        json(
-            &self
-                .0
-                .render_refusal(&typed(refusal))
-                .expect("render-refusal call"),
-        )
-    }
-    fn encode(&self, payment: Value, context: Value) -> Result<Value, Value> {
-        let got = self
-            .0
-            .encode_request(&typed::<Payment>(payment), &typed::<Context>(context))
-            .expect("encode call");
-        got.map(|r| json(&r)).map_err(|r| json(&r))
-    }
-    fn decode(&self, payment: Value, response: Value) -> Value {
-        json(
-            &self
-                .0
-                .decode_response(&typed(payment), &typed(response))
-                .expect("decode call"),
-        )
-    }
-}
-
-struct Compliance(CompliancePlugin);
-
-impl Harness for Compliance {
-    fn check(&self, payment: Value, card: Value) -> Value {
-        let card: Option<CardDetails> = typed(card);
-        json(
-            &self
-                .0
-                .check(&typed(payment), card.as_ref())
-                .expect("check call"),
-        )
-    }
-}
-
-struct Router(RouterPlugin);
-
-impl Harness for Router {
-    fn route(
-        &self,
-        request: Value,
-        payment: Value,
-        providers: Value,
-        seed: u64,
-    ) -> Result<Value, Value> {
-        let payment: Option<Payment> = typed(payment);
-        let providers: Vec<Provider> = typed(providers);
-        match self
-            .0
-            .route(&typed(request), payment.as_ref(), &providers, seed)
-            .expect("route call")
-        {
-            RouteDecision::Providers(list) => Ok(json(&list)),
-            RouteDecision::Reject {
-                status,
-                code,
-                message,
-            } => Err(serde_json::json!({ "status": status, "code": code, "message": message })),
-        }
-    }
-}
-
-/// Run every section of the fixture file `text` through `plugin`, one section at a time, and
-/// require at least `minimums[section]` cases in each. A total would let a whole section
-/// (say every `parse` case, after a rename) disappear unnoticed behind the others; the
-/// minimums are the counts when they were last raised, so losing cases is a visible change.
-/// A section in the file that `minimums` does not name fails too: it would run unchecked.
-fn run_each_section(text: &str, plugin: &dyn Harness, minimums: &[(&str, usize)]) {
-    let fixtures = testing::load(text);
-    for section in testing::ALL {
-        let listed = minimums.iter().any(|(s, _)| s == section);
-        assert!(
-            listed || fixtures.get(section).is_none(),
-            "section `{section}` has cases but no minimum count"
-        );
-    }
-    for (section, min) in minimums {
-        let n = testing::run_sections(text, plugin, &[section]);
-        assert!(n >= *min, "section `{section}`: {n} cases, want ≥ {min}");
-    }
-}
-
-fn dialect(crate_dir: &str, wasm_name: &str, minimums: &[(&str, usize)]) {
-    let (text, config) = golden(crate_dir);
-    let (host, component) = compiled(wasm_name);
-    let metrics = Arc::new(Metrics::new());
-    let plugin = DialectPlugin::load(
-        &host,
-        wasm_name,
-        &component,
-        config,
-        settings(InstanceMode::Reuse),
-        metrics,
-    )
-    .expect("dialect loads");
-    run_each_section(&text, &Dialect(plugin), minimums);
-}
-
-fn compliance(crate_dir: &str, wasm_name: &str, min_checks: usize) {
-    let (text, config) = golden(crate_dir);
-    let (host, component) = compiled(wasm_name);
-    let metrics = Arc::new(Metrics::new());
-    let plugin = CompliancePlugin::load(
-        &host,
-        wasm_name,
-        &component,
-        config,
-        settings(InstanceMode::Reuse),
-        metrics,
-    )
-    .expect("compliance plugin loads");
-    run_each_section(&text, &Compliance(plugin), &[("check", min_checks)]);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(total >= MIN_CASES, "{total} cases ran, want ≥ {MIN_CASES}");
 }
 
 /// The Stripe fixtures' sections that contract 0.2.0 answers, with their minimum counts.
@@ -256,39 +129,15 @@ const STRIPE_PAYMENT_SECTIONS: [(&str, usize); 4] = [
     ("decode", 26),
 ];
 
-#[test]
-fn dialect_stripe() {
-    let mut minimums = vec![
-        ("parse", 63),
-        ("render_payment", 8),
-        ("render_list", 2),
-        ("forward_headers", 2),
-        ("card_lookup", 5),
-        ("card_details", 5),
-    ];
-    minimums.extend(STRIPE_PAYMENT_SECTIONS);
-    dialect("dialect-stripe", "dialect_stripe", &minimums);
-}
-
 /// The same Stripe logic exported through contract 0.2.0 (`plugins/fixtures/stripe-v2`):
 /// a 0.2.0 ingress still loads and answers payment calls; the 0.4.0-only sections are not
 /// its to answer.
 #[test]
 fn dialect_stripe_through_the_0_2_0_contract() {
-    let (text, config) = golden("dialect-stripe");
-    let (host, component) = compiled("fixture_stripe_v2");
-    let plugin = DialectPlugin::load(
-        &host,
-        "fixture_stripe_v2",
-        &component,
-        config,
-        settings(InstanceMode::Reuse),
-        Arc::new(Metrics::new()),
-    )
-    .expect("a 0.2.0 dialect loads");
-    assert_eq!(plugin.storefront_contract(), Some("0.2.0"));
-    // Payment calls only: lists and forwards are 0.4.0's (a 0.2.0 ingress refuses them).
+    let path = plugins_dir().join("dialect-stripe/fixtures/golden.json");
+    let text = std::fs::read_to_string(&path).expect("stripe fixtures");
     let mut fixtures = testing::load(&text);
+    // Payment calls only: lists and forwards are 0.4.0's (a 0.2.0 ingress refuses them).
     let payment_call = |case: &Value| {
         let call = &case["call"];
         let request = &case["request"];
@@ -305,87 +154,125 @@ fn dialect_stripe_through_the_0_2_0_contract() {
                 || STRIPE_PAYMENT_SECTIONS.iter().any(|(s, _)| s == name)
         });
     }
+    let host = host();
+    let bytes = std::fs::read(wasm("fixture_stripe_v2")).expect("read wasm");
+    let compiled = host.compile(&bytes).expect("compiles");
+    let plugin = Loaded::load(
+        &host,
+        "fixture_stripe_v2",
+        &compiled,
+        Role::Dialect,
+        testing::config_text(&fixtures),
+        &fixtures,
+        &PluginHostConfig::default(),
+    )
+    .expect("a 0.2.0 dialect loads");
+    assert_eq!(plugin.describe(), "dialect (storefront 0.2.0, egress)");
+    let reports = plugin.run(&fixtures).expect("runs");
+    let failed: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.result.as_ref().err().map(|f| f.to_string()))
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
     let mut minimums = vec![("parse", 37)];
     minimums.extend(STRIPE_PAYMENT_SECTIONS);
-    run_each_section(&fixtures.to_string(), &Dialect(plugin), &minimums);
+    for (section, min) in minimums {
+        let n = reports.iter().filter(|r| r.section == section).count();
+        assert!(n >= min, "section `{section}`: {n} cases, want ≥ {min}");
+    }
 }
 
+/// A fixture file the plugin cannot run as a whole is an error, not a silent skip: a section
+/// of another role, a misspelt section. A case whose input the contract cannot hold fails.
 #[test]
-fn dialect_adyen() {
-    dialect(
-        "dialect-adyen",
-        "dialect_adyen",
-        &[("encode", 18), ("decode", 29)],
-    );
+fn fixture_files_a_plugin_cannot_run_fail_loudly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    for (file, text, message) in [
+        (
+            "other-role.json",
+            r#"{"encode": [{"name": "x", "payment": {}, "request": {}}]}"#,
+            "section `encode` is not for this plugin, a compliance (contract 0.4.0)",
+        ),
+        (
+            "misspelt.json",
+            r#"{"chek": [{"name": "x"}]}"#,
+            "unknown key `chek`",
+        ),
+        (
+            "bad-input.json",
+            r#"{"check": [{"name": "no payment", "payment": 7, "decision": {"verdict": "Allow"}}]}"#,
+            "FAIL  check no payment",
+        ),
+    ] {
+        let path = write(file, text);
+        let output = Command::new(env!("CARGO_BIN_EXE_payproxy"))
+            .args(["plugin", "test"])
+            .arg(wasm("compliance_kyc"))
+            .arg("--fixtures")
+            .arg(&path)
+            .arg("--no-cache")
+            .env("PAYPROXY_LOG", "off")
+            .output()
+            .expect("run payproxy plugin test");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{file}: {stdout}");
+        assert!(stdout.contains(message), "{file}: {stdout}");
+    }
 }
 
+/// `plugin test` runs under the host's limits and output checks: a plugin that loops, hoards
+/// memory, traps or answers garbage fails its case with the host's reason, and one whose
+/// `init` rejects its config fails its fixture file.
 #[test]
-fn dialect_grabpay() {
-    dialect(
-        "dialect-grabpay",
-        "dialect_grabpay",
-        &[("encode", 17), ("decode", 16)],
-    );
-}
-
-#[test]
-fn dialect_dana() {
-    dialect(
-        "dialect-dana",
-        "dialect_dana",
-        &[("encode", 18), ("decode", 21)],
-    );
-}
-
-#[test]
-fn dialect_ideal() {
-    dialect(
-        "dialect-ideal",
-        "dialect_ideal",
-        &[("encode", 22), ("decode", 22)],
-    );
-}
-
-#[test]
-fn dialect_pix() {
-    dialect(
-        "dialect-pix",
-        "dialect_pix",
-        &[("encode", 21), ("decode", 22)],
-    );
-}
-
-#[test]
-fn compliance_psd2_sca() {
-    compliance("compliance-psd2-sca", "compliance_psd2_sca", 36);
-}
-
-#[test]
-fn compliance_kyc() {
-    compliance("compliance-kyc", "compliance_kyc", 19);
-}
-
-#[test]
-fn compliance_limits() {
-    compliance("compliance-limits", "compliance_limits", 27);
-}
-
-#[test]
-fn router_regional() {
-    let (text, config) = golden("router-regional");
-    let metrics = Arc::new(Metrics::new());
-    let configured: Vec<ProviderInfo> =
-        serde_json::from_value(testing::provider_catalogue(&testing::load(&text)))
-            .expect("provider-info values");
-    let plugin = load_router_with(
-        &host(),
-        "router_regional",
-        &config,
-        &configured,
-        InstanceMode::Reuse,
-        &metrics,
-    )
-    .expect("router loads");
-    assert_eq!(plugin.contract(), "0.3.0");
-    run_each_section(&text, &Router(plugin), &[("route", 29)]);
+fn plugin_test_applies_the_sandbox_limits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for mode in ["loop", "memory", "trap", "garbage", "init-error", "ok"] {
+        let fixtures = serde_json::json!({
+            "config": { "mode": mode },
+            "route": [{
+                "name": format!("{mode} routes to a"),
+                "request": { "method": "GET", "path": "/", "query": null, "headers": [] },
+                "payment": null,
+                "providers": [{ "name": "a", "region": "eu", "tags": [], "cost": 1.0, "dialect": "",
+                    "health": { "success_rate": 1.0, "latency_p50_ms": 0, "latency_p99_ms": 0, "breaker": "Closed" } }],
+                "providers_out": ["a"]
+            }]
+        });
+        std::fs::write(
+            dir.path().join(format!("{mode}.json")),
+            fixtures.to_string(),
+        )
+        .expect("write");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_payproxy"))
+        .args(["plugin", "test"])
+        .arg(wasm("fixture_hostile"))
+        .arg("--fixtures")
+        .arg(dir.path())
+        .args(["--no-cache", "--deadline-ms", "30", "--memory-mb", "16"])
+        .env("PAYPROXY_LOG", "off")
+        .output()
+        .expect("run payproxy plugin test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    for expected in [
+        "limits: 30 ms CPU per call, 16 MiB",
+        "the call failed: plugin fixture_hostile: deadline: exceeded its 30 ms CPU deadline",
+        "memory cap reached",
+        "trap: ",
+        "which this route does not have",
+        "config rejected by the plugin: hostile fixture refuses this config",
+        "  ok    route ok routes to a",
+        "1 passed, 4 failed, 1 fixture file(s) not run",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}"
+        );
+    }
 }

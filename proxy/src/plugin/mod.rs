@@ -6,6 +6,7 @@ mod bindings;
 mod cache;
 mod compliance;
 mod dialect;
+pub mod fixtures;
 mod router;
 mod sandbox;
 mod standin;
