@@ -41,8 +41,8 @@
 //!   made at another account of the same dialect), when the host knows that id, else to the
 //!   route's home provider, authenticated with [`Storefront::forward_headers`] (the
 //!   storefront's own `authorization` and `cookie` are removed); the provider's answer goes
-//!   back unchanged. Raw card data must be
-//!   refused before a request is forwarded: the dialect's `parse` is the only check.
+//!   back unchanged. The host refuses raw card data in any request before `parse` runs;
+//!   a dialect may refuse card-like values as well.
 //! - [`Storefront::render_payment`] answers from a record: a create without confirm, a
 //!   retrieve the host answers itself, a cancel of a payment nothing was sent for.
 //!   `last_outcome` is the last provider outcome, when there was one (a decline of a
@@ -59,8 +59,8 @@
 //!   not count it against the provider's health, and renders it with
 //!   [`Storefront::render_outcome`]; a dialect shows it as the storefront protocol's
 //!   client error (not as a retryable server error).
-//! - Card details: before compliance and routing, for a card payment whose
-//!   [`Card`](crate::payment::Card) lacks network or issuer country, the host asks
+//! - Card details: before compliance and routing, for a card payment on a route with a
+//!   home provider, the host asks
 //!   [`Storefront::card_lookup`] for the request that reads the token at the route's home
 //!   provider, sends it with the home provider's credentials, caches the answer per token,
 //!   and reads it with [`Storefront::card_details`]: `brand` fills `Card.network`,

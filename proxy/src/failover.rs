@@ -1,4 +1,4 @@
-//! Attempt outcome classes and the failover policy (DESIGN.md, "Money safety").
+//! Attempt outcome classes and the failover policy (`docs/money-safety.md`).
 //!
 //! The host decides the class of every attempt from transport facts plus the dialect's
 //! decoded outcome. Only `NotSent` and `AnsweredNotProcessed` (and soft declines a route

@@ -1,5 +1,6 @@
 //! payproxy: a payment routing reverse proxy whose decisions are made by hot-swappable
-//! WebAssembly plugins. See DESIGN.md for the request phases and the money-safety invariants.
+//! WebAssembly plugins. The request phases: `docs/architecture.md`; the money-safety
+//! invariants: `docs/money-safety.md`.
 //!
 //! Modules follow the request path: `listener` (accept, TLS) → `route` (match) →
 //! `plugin` (sandboxed host) → `upstream` (providers) → `proxy` (the phases tied together);

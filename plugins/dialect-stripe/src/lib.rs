@@ -154,8 +154,8 @@
 //! [`codes::DECLINE_CODES`], 429 → `rate_limited`, 4xx `invalid_request_error` (and a 402
 //! that is not a card error) → `invalid_request`, answered-not-processed (the merchant's
 //! mistake: the host neither fails over nor blames the provider), 5xx `api_error` →
-//! `provider_error` (500) or `provider_unavailable` (502–504), answered-not-processed by
-//! default (`server_errors`), other errors per [`codes::ERRORS`]; a 2xx that is not the
+//! `provider_error` (500) or `provider_unavailable` (502–504), ambiguous by default
+//! (`server_errors`), other errors per [`codes::ERRORS`]; a 2xx that is not the
 //! expected object → ambiguous.
 
 mod card;

@@ -1,7 +1,7 @@
 //! Deterministic, capability-free stand-ins for the WASI imports that Rust's
 //! `wasm32-wasip2` standard library links.
 //!
-//! Plugins are pure (DESIGN.md): they get no filesystem, network, environment, clock or
+//! Plugins are pure (`docs/contract.md`): they get no filesystem, network, environment, clock or
 //! randomness they could depend on. A plugin built with `std` still imports a few WASI
 //! interfaces (stdio for panic messages, the environment, `exit`); we link stand-ins that
 //! answer the same thing every time: an empty environment, stdout/stderr that discard,
