@@ -69,7 +69,8 @@
 //!   as it was; the payment goes on.
 
 pub use crate::bindings::v4::storefront::exports::payproxy::plugin::storefront::{
-    Call, ListQuery, PaymentCall, PaymentRecord, PaymentState,
+    Call, EventKind, ListQuery, PaymentCall, PaymentEvent, PaymentRecord, PaymentState,
+    RenderedEvent,
 };
 pub use crate::bindings::v4::types::payproxy::plugin::cards::CardDetails;
 
@@ -115,6 +116,19 @@ pub trait Storefront: Sized + 'static {
     /// contract's `read-card`); `None` (the default) when it says nothing usable.
     fn card_details(&self, _response: &HttpResponse) -> Option<CardDetails> {
         None
+    }
+    /// The storefront's event for a state change of a payment (the contract's
+    /// `render-event`), rendered once when the host records the change and delivered to the
+    /// merchant's webhook endpoints as is. It should carry `event.id` (the host's event id,
+    /// one per change). `None` (the default): this dialect sends no event for it.
+    fn render_event(&self, _event: &PaymentEvent) -> Option<RenderedEvent> {
+        None
+    }
+    /// The headers that sign one delivery of an event `body` with an endpoint's `secret`, at
+    /// `now_s` (Unix seconds; called again at every delivery attempt). Default: none (the
+    /// event is delivered unsigned).
+    fn sign_event(&self, _body: &[u8], _secret: &str, _now_s: i64) -> Vec<(String, String)> {
+        Vec::new()
     }
 }
 

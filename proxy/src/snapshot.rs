@@ -428,6 +428,10 @@ fn route(
             .map(StorefrontKey::digest)
             .collect::<Result<_, _>>()?,
         card_data: r.card_data,
+        webhooks: match &r.webhooks {
+            Some(w) => Some(Arc::new(crate::webhooks::Webhooks::resolve(w)?)),
+            None => None,
+        },
         methods: r
             .methods
             .iter()

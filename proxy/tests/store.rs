@@ -317,13 +317,13 @@ fn ids(page: &(Vec<PaymentEntry>, bool)) -> (Vec<&str>, bool) {
 fn payments_round_trip(s: &dyn Store) {
     assert_eq!(s.payment("pi_1").unwrap(), None);
     let mut e = entry("r", "pi_1", 5_000, Some("cus_1"));
-    s.put_payment(&e).unwrap();
+    s.put_payment(&e, &[]).unwrap();
     assert_eq!(s.payment("pi_1").unwrap(), Some(e.clone()));
     // A later state replaces the record, and the list holds it once.
     e.record.state = PaymentState::Succeeded;
     e.record.amount_captured = 1000;
     e.owner = Some(owner("adyen", "PSP1"));
-    s.put_payment(&e).unwrap();
+    s.put_payment(&e, &[]).unwrap();
     assert_eq!(s.payment("pi_1").unwrap(), Some(e.clone()));
     let page = s.list_payments("r", &query(10)).unwrap();
     assert_eq!(page.0, vec![e]);
@@ -334,15 +334,14 @@ fn payments_list_newest_first_in_pages(s: &dyn Store) {
     // pi_0 … pi_9, one second apart; another route's payment in between.
     for n in 0..10u64 {
         let customer = if n % 2 == 0 { "cus_even" } else { "cus_odd" };
-        s.put_payment(&entry(
-            "r",
-            &format!("pi_{n}"),
-            1_000 * (n + 1),
-            Some(customer),
-        ))
+        s.put_payment(
+            &entry("r", &format!("pi_{n}"), 1_000 * (n + 1), Some(customer)),
+            &[],
+        )
         .unwrap();
     }
-    s.put_payment(&entry("other", "pi_x", 5_500, None)).unwrap();
+    s.put_payment(&entry("other", "pi_x", 5_500, None), &[])
+        .unwrap();
     let list = |q: &ListQuery| s.list_payments("r", q).unwrap();
 
     let first = list(&query(3));
@@ -563,13 +562,13 @@ fn purge_deletes_expired_idempotency_records_in_batches(s: &dyn Store) {
 fn purge_deletes_payments_and_owners_past_their_retention(s: &dyn Store) {
     // Payments are kept RETAIN after their creation.
     for (n, created) in [(1, 1_000), (2, 2_000), (3, 3_000)] {
-        s.put_payment(&entry("r", &format!("pi_{n}"), created, None))
+        s.put_payment(&entry("r", &format!("pi_{n}"), created, None), &[])
             .unwrap();
     }
     // A later write of a payment keeps its creation time, and one purge entry.
     let mut updated = entry("r", "pi_1", 1_000, None);
     updated.record.state = PaymentState::Succeeded;
-    s.put_payment(&updated).unwrap();
+    s.put_payment(&updated, &[]).unwrap();
     assert_eq!(
         s.purge_expired(1_999 + RETAIN, RETAIN, ALL)
             .unwrap()
@@ -1012,7 +1011,8 @@ fn redb_file_levels_off_under_steady_keyed_traffic() {
         let (key, id) = (format!("route\0idem-{n}"), format!("pi_{n}"));
         let now = tick();
         assert_eq!(s.begin(&key, "fp", now, STALE).unwrap(), Begin::Started);
-        s.put_payment(&entry("r", &id, now, Some("cus_1"))).unwrap();
+        s.put_payment(&entry("r", &id, now, Some("cus_1")), &[])
+            .unwrap();
         s.set_owner(&id, &owner("adyen", &format!("PSP{n}")))
             .unwrap();
         s.finish(&key, &response(&body), now, SHORT).unwrap();

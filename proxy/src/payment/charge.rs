@@ -172,7 +172,7 @@ impl Payments {
                             entry.record.id = reference.clone();
                             entry.owner = Some(owner(&provider, reference, payment));
                             advance(&mut entry, payment, outcome);
-                            self.record(&entry).await;
+                            self.record(ctx, &entry).await;
                         }
                         // A resumed create whose first run left a record without a
                         // reference: that record (the id the storefront was shown) now points
@@ -182,17 +182,17 @@ impl Payments {
                         {
                             entry.owner = Some(owner(&provider, reference.clone(), payment));
                             advance(&mut entry, payment, outcome);
-                            self.record(&entry).await;
+                            self.record(ctx, &entry).await;
                             self.remember_owner(&provider, reference, payment).await;
                         }
                         (Operation::Refund, Some(reference)) => {
                             advance(&mut entry, payment, outcome);
-                            self.record(&entry).await;
+                            self.record(ctx, &entry).await;
                             self.remember_owner(&provider, reference, payment).await;
                         }
                         _ if !new => {
                             advance(&mut entry, payment, outcome);
-                            self.record(&entry).await;
+                            self.record(ctx, &entry).await;
                         }
                         _ => {}
                     }
@@ -243,7 +243,7 @@ impl Payments {
                         entry.owner = Some(owner(&provider, reference, payment));
                     }
                     advance(&mut entry, payment, &outcome);
-                    self.record(&entry).await;
+                    self.record(ctx, &entry).await;
                     if payment.operation == Operation::Refund {
                         if let Some(reference) = &outcome.provider_reference {
                             self.remember_owner(&provider, reference.clone(), payment)
@@ -297,8 +297,8 @@ impl Payments {
     }
 
     /// Write a payment record; a failure is logged (the payment itself already happened).
-    async fn record(&self, entry: &PaymentEntry) {
-        if let Err(e) = self.save(entry).await {
+    async fn record(&self, ctx: &Ctx<'_>, entry: &PaymentEntry) {
+        if let Err(e) = self.save(ctx, entry).await {
             tracing::error!(payment = %entry.record.id, error = %e, "could not record the payment");
         }
     }

@@ -111,7 +111,7 @@ impl Payments {
             PaymentState::RequiresPaymentMethod
         };
         let entry = new_entry(ctx, id, payment, state);
-        if let Err(e) = self.save(&entry).await {
+        if let Err(e) = self.save(ctx, &entry).await {
             return self.store_failed(ctx, &e);
         }
         self.audit_record(ctx, &entry.record.id, "created");
@@ -121,7 +121,7 @@ impl Payments {
     /// Cancel a payment nothing was sent for yet: only the record changes.
     async fn cancel_unsent(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry) -> Done {
         entry.record.state = PaymentState::Canceled;
-        if let Err(e) = self.save(&entry).await {
+        if let Err(e) = self.save(ctx, &entry).await {
             return self.store_failed(ctx, &e);
         }
         self.audit_record(ctx, &entry.record.id, "canceled");
@@ -168,10 +168,11 @@ impl Payments {
         )
     }
 
-    /// Write a payment record.
-    pub(super) async fn save(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+    /// Write a payment record, with the storefront events of its change (`events`).
+    pub(super) async fn save(&self, ctx: &Ctx<'_>, entry: &PaymentEntry) -> Result<(), StoreError> {
+        let events = self.events_of(ctx, entry).await?;
         let entry = entry.clone();
-        self.state(move |s| s.put_payment(&entry)).await
+        self.state(move |s| s.put_payment(&entry, &events)).await
     }
 }
 

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::types::ToSql;
 
+use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
 use super::payments::{Page, PaymentEntry, PAYMENTS};
 use super::purge::{self, Cutoffs, Purged, StoredOwner};
 use super::record::{self, IDEMPOTENCY, OWNERS};
@@ -51,6 +52,7 @@ use crate::plugin::storefront::ListQuery;
 mod claim;
 mod connect;
 mod list;
+mod outbox;
 mod schema;
 
 pub use connect::PostgresOptions;
@@ -665,7 +667,8 @@ impl Store for PostgresStore {
         })
     }
 
-    fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+    fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError> {
+        let events = events.to_vec();
         let id = entry.record.id.clone();
         let bytes = record::encode(PAYMENTS, &id, entry)?;
         let list_key = entry.index_key().into_bytes();
@@ -679,25 +682,63 @@ impl Store for PostgresStore {
         let created = ms(entry.created_ms);
         let pool = self.pool.clone();
         self.run("put_payment", &entry.record.id, async move {
-            let client = pool.get().await.map_err(pg("put_payment", &id))?;
+            let mut client = pool.get().await.map_err(pg("put_payment", &id))?;
+            // The record and its events in one transaction: an event is never lost or
+            // written without its change.
+            let txn = client.transaction().await.map_err(pg("put_payment", &id))?;
             // The creation time (and so the list key) of a known payment never changes.
-            client
-                .execute(
-                    "INSERT INTO payments (id, list_key, customer, created_ms, entry)
+            txn.execute(
+                "INSERT INTO payments (id, list_key, customer, created_ms, entry)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (id) DO UPDATE SET list_key = EXCLUDED.list_key,
                          customer = EXCLUDED.customer, created_ms = EXCLUDED.created_ms,
                          entry = EXCLUDED.entry",
-                    &[&id.as_bytes(), &list_key, &customer, &created, &bytes],
-                )
-                .await
-                .map_err(pg("put_payment", &id))?;
-            Ok(())
+                &[&id.as_bytes(), &list_key, &customer, &created, &bytes],
+            )
+            .await
+            .map_err(pg("put_payment", &id))?;
+            outbox::insert(&txn, &events).await?;
+            txn.commit().await.map_err(pg("put_payment", &id))
         })
     }
 
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError> {
         let (pool, route_, query_) = (self.pool.clone(), route.to_string(), query.clone());
         self.run("list_payments", route, list::page(pool, route_, query_))
+    }
+
+    fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError> {
+        let fut = outbox::next_seq(self.pool.clone(), payment_id.to_string());
+        self.run("next_event_seq", payment_id, fut)
+    }
+
+    fn claim_events(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let fut = outbox::claim(self.pool.clone(), now_ms, lease_ms, limit);
+        self.run("claim_events", "", fut)
+    }
+
+    fn event_attempted(&self, key: &EventKey, outcome: &Attempted) -> Result<(), StoreError> {
+        let fut = outbox::attempted(self.pool.clone(), key.clone(), outcome.clone());
+        self.run("event_attempted", &key.payment_id, fut)
+    }
+
+    fn list_events(&self, state: EventState, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        let fut = outbox::list(self.pool.clone(), state, limit);
+        self.run("list_events", "", fut)
+    }
+
+    fn redeliver_event(&self, id: &str, now_ms: u64) -> Result<usize, StoreError> {
+        let fut = outbox::redeliver(self.pool.clone(), id.to_string(), now_ms);
+        self.run("redeliver_event", id, fut)
+    }
+
+    fn event_counts(&self) -> Result<EventCounts, StoreError> {
+        let fut = outbox::counts(self.pool.clone());
+        self.run("event_counts", "", fut)
     }
 }

@@ -1,0 +1,327 @@
+//! Signed storefront events out of a durable outbox (issue 10 point 3): each payment state
+//! change becomes a Stripe `Event` delivered to the merchant's endpoint, signed so that
+//! Stripe's scheme verifies (checked here with the test's own HMAC), once per event id, in
+//! order per payment, through a dead endpoint and a `kill -9`'d proxy.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use payproxy_e2e::chaos::{eventually, metric, metrics_text, ChildProxy, ReservedPort};
+use payproxy_e2e::receiver::{Delivery, Receiver};
+use payproxy_e2e::*;
+use serde_json::{json, Value};
+
+const SECRET: &str = "whsec_test_9f8e7d6c5b4a";
+
+/// `config` with webhooks to `url` on its payment route (secret `secret`, inline or
+/// `{"env": …}`), retried every 50–200 ms, polled often.
+fn with_webhooks(mut config: Value, url: &str, secret: Value) -> Value {
+    config["routes"][0]["webhooks"] = json!({
+        "endpoints": [{ "url": url, "secret": secret }],
+        "retry": { "initial_ms": 50, "max_ms": 200, "give_up_after_s": 600 },
+        "timeout_ms": 2000,
+    });
+    config["webhook_delivery"] = json!({ "poll_ms": 20, "lease_ms": 5000 });
+    config
+}
+
+fn object(d: &Delivery) -> Value {
+    d.json()["data"]["object"].clone()
+}
+
+/// The payment an event is about: the intent's id, or a charge's `payment_intent`.
+fn payment_of(d: &Delivery) -> String {
+    let o = object(d);
+    let id = match o["object"].as_str() {
+        Some("charge") => &o["payment_intent"],
+        _ => &o["id"],
+    };
+    id.as_str().unwrap_or_default().to_string()
+}
+
+/// The event types delivered for `payment`, in arrival order.
+fn types_for(accepted: &[Delivery], payment: &str) -> Vec<String> {
+    accepted
+        .iter()
+        .filter(|d| payment_of(d) == payment)
+        .map(|d| d.id_and_type().1)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_events_arrive_signed_in_order_once_per_change() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let config = with_webhooks(payments_config(&sim), &receiver.url(), SECRET.into());
+    let env = Env::start(config).await;
+    let client = HttpClient::default();
+    let url = env.url("/v1/payment_intents");
+
+    // A card payment confirmed at once: created, then succeeded.
+    let form = form_with(card_from("DE", "1000", "WH-1"), &[]);
+    let paid = client
+        .post_form(&url, &[("idempotency-key", "wh-1")], &form)
+        .await;
+    paid.assert_status(200);
+    let intent = paid.json();
+    assert_eq!(intent["status"], "succeeded", "{intent}");
+    let pi = intent["id"].as_str().unwrap().to_string();
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(20), "created + succeeded", |a| {
+            types_for(a, &pi).len() >= 2
+        })
+        .await;
+    assert_eq!(
+        types_for(&accepted, &pi),
+        ["payment_intent.created", "payment_intent.succeeded"]
+    );
+    let succeeded = accepted
+        .iter()
+        .find(|d| d.id_and_type().1 == "payment_intent.succeeded")
+        .unwrap();
+    assert!(
+        succeeded.stripe_signature_ok(SECRET),
+        "{:?}",
+        succeeded.request
+    );
+    assert!(
+        !succeeded.stripe_signature_ok("whsec_wrong"),
+        "a wrong secret must not verify"
+    );
+    let event = succeeded.json();
+    assert_eq!(event["object"], "event");
+    assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
+    assert_eq!(event["livemode"], false);
+    assert_eq!(event["data"]["object"]["id"], pi.as_str());
+    assert_eq!(event["data"]["object"]["object"], "payment_intent");
+    assert_eq!(event["data"]["object"]["status"], "succeeded");
+    assert_eq!(event["data"]["object"]["amount"], 1000);
+    assert!(event["created"].as_i64().unwrap() > 1_700_000_000);
+    assert_eq!(
+        succeeded.request.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+
+    // The SDK's retry of the same request (same key) replays: no event of its own.
+    let again = client
+        .post_form(&url, &[("idempotency-key", "wh-1")], &form)
+        .await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+    // A partial refund: charge.refunded with the Charge of the intent.
+    let refund = client
+        .post_form(
+            &env.url("/v1/refunds"),
+            &[("idempotency-key", "wh-1-refund")],
+            &format!("payment_intent={pi}&amount=400"),
+        )
+        .await;
+    refund.assert_status(200);
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(20), "charge.refunded", |a| {
+            types_for(a, &pi).len() >= 3
+        })
+        .await;
+    // Delivery is in order per payment: anything the replay had written would have come
+    // before the refund's event.
+    assert_eq!(
+        types_for(&accepted, &pi),
+        [
+            "payment_intent.created",
+            "payment_intent.succeeded",
+            "charge.refunded"
+        ]
+    );
+    let refunded = accepted.last().unwrap();
+    assert!(refunded.stripe_signature_ok(SECRET));
+    let charge = object(refunded);
+    assert_eq!(charge["object"], "charge", "{charge}");
+    assert_eq!(charge["payment_intent"], pi.as_str());
+    assert_eq!(charge["amount_refunded"], 400);
+    assert_eq!(charge["refunded"], false, "a partial refund");
+
+    // A declined payment (GrabPay: insufficient balance): payment_intent.payment_failed.
+    let declined = client
+        .post_form(
+            &url,
+            &[("idempotency-key", "wh-2")],
+            &grabpay_shopper("WH-2").replace("amount=4200", "amount=4213"),
+        )
+        .await;
+    assert_eq!(declined.status.as_u16(), 402, "{:?}", declined.json());
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(20), "payment_failed", |a| {
+            a.iter().any(|d| {
+                d.id_and_type().1 == "payment_intent.payment_failed"
+                    && object(d)["metadata"]["order_id"] == "WH-2"
+            })
+        })
+        .await;
+    let failed = accepted
+        .iter()
+        .find(|d| {
+            object(d)["metadata"]["order_id"] == "WH-2" && d.id_and_type().1.ends_with("failed")
+        })
+        .unwrap();
+    assert!(failed.stripe_signature_ok(SECRET));
+    assert!(
+        object(failed)["last_payment_error"].is_object(),
+        "{}",
+        object(failed)
+    );
+
+    // Every event id once (nothing was retried: the endpoint answered 200 each time).
+    let mut ids: Vec<String> = receiver
+        .deliveries()
+        .iter()
+        .map(|d| d.id_and_type().0)
+        .collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "an event id was delivered twice");
+}
+
+/// Reserved loopback ports for a child proxy, and its config.
+fn child_config(
+    sim: &Simulator,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    dir: &std::path::Path,
+    url: &str,
+    secret: Value,
+) -> Value {
+    let mut config = with_webhooks(payments_config(sim), url, secret);
+    config["listeners"] = json!([{ "addr": listen }]);
+    config["admin"] = json!({ "addr": admin });
+    config["state"] = json!({ "kind": "redb", "path": dir.join("state.redb") });
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_outlive_a_dead_endpoint_and_a_killed_proxy_delivered_once_in_order() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The secret from the environment, as a deployment would pass it.
+    std::env::set_var("PAYPROXY_TEST_WHSEC_KILL", SECRET);
+    let mut receiver = Receiver::down_on(ReservedPort::new());
+    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
+    let config = child_config(
+        &sim,
+        listen.addr(),
+        admin.addr(),
+        dir.path(),
+        &receiver.url(),
+        json!({ "env": "PAYPROXY_TEST_WHSEC_KILL" }),
+    );
+    let config_path = write_config(dir.path(), &config);
+    let mut proxy =
+        ChildProxy::start(&config_path, &dir.path().join("proxy.log"), listen, admin).await;
+    let client = HttpClient::default();
+
+    // Three payments, each paid and refunded twice: 4 events each, while the endpoint
+    // refuses connections.
+    let mut payments = Vec::new();
+    for n in 0..3 {
+        let order = format!("KILL-{n}");
+        let paid = client
+            .post_form(
+                &proxy.url("/v1/payment_intents"),
+                &[("idempotency-key", &format!("k-{order}"))],
+                &form_with(card_from("DE", "1000", &order), &[]),
+            )
+            .await;
+        paid.assert_status(200);
+        let pi = paid.json()["id"].as_str().unwrap().to_string();
+        for (m, amount) in ["300", "200"].iter().enumerate() {
+            client
+                .post_form(
+                    &proxy.url("/v1/refunds"),
+                    &[("idempotency-key", &format!("k-{order}-r{m}"))],
+                    &format!("payment_intent={pi}&amount={amount}"),
+                )
+                .await
+                .assert_status(200);
+        }
+        payments.push(pi);
+    }
+    eventually(
+        Duration::from_secs(20),
+        "refused deliveries counted",
+        async || {
+            let text = metrics_text(&client, proxy.admin).await;
+            metric(
+                &text,
+                "payproxy_events_delivery_failures_total",
+                &[("reason", "connect")],
+            )
+            .unwrap_or(0.0)
+                >= 3.0
+        },
+    )
+    .await;
+
+    // Up, but failing: 500s are retried too.
+    receiver.answer(500);
+    receiver.up();
+    eventually(Duration::from_secs(20), "500s answered", async || {
+        receiver.deliveries().len() >= 6
+    })
+    .await;
+    assert!(receiver.accepted().is_empty());
+
+    // Killed while retrying; restarted on the same state file.
+    proxy.kill9();
+    let refused_so_far = receiver.deliveries().len();
+    receiver.answer(200);
+    proxy.restart().await;
+
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(30), "all 12 events", |a| a.len() >= 12)
+        .await;
+    // Nothing more trickles in (bounded look: a few delivery polls).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let accepted_now = receiver.accepted();
+    assert_eq!(
+        accepted_now.len(),
+        12,
+        "{:#?}",
+        accepted_now
+            .iter()
+            .map(Delivery::id_and_type)
+            .collect::<Vec<_>>()
+    );
+    assert!(receiver.deliveries().len() > refused_so_far);
+    let mut per_id = BTreeMap::new();
+    for d in &accepted {
+        assert!(d.stripe_signature_ok(SECRET), "{:?}", d.request);
+        *per_id.entry(d.id_and_type().0).or_insert(0) += 1;
+    }
+    assert_eq!(per_id.len(), 12, "distinct event ids");
+    assert!(per_id.values().all(|n| *n == 1), "{per_id:?}");
+    for pi in &payments {
+        assert_eq!(
+            types_for(&accepted, pi),
+            [
+                "payment_intent.created",
+                "payment_intent.succeeded",
+                "charge.refunded",
+                "charge.refunded"
+            ],
+            "payment {pi}"
+        );
+        let refunds: Vec<i64> = accepted
+            .iter()
+            .filter(|d| payment_of(d) == *pi && d.id_and_type().1 == "charge.refunded")
+            .map(|d| object(d)["amount_refunded"].as_i64().unwrap())
+            .collect();
+        assert_eq!(refunds, [300, 500], "in order: the totals grow");
+    }
+    let text = metrics_text(&client, proxy.admin).await;
+    assert_eq!(
+        metric(&text, "payproxy_events_delivered_total", &[]),
+        Some(12.0),
+        "the restarted process delivered all 12"
+    );
+}
