@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use payproxy::plugin::storefront::{ListQuery, PaymentRecord, PaymentState};
 use payproxy::store::{
-    Attempt, Begin, MemoryStore, Owner, PaymentEntry, PostgresStore, Purged, RedbStore, Store,
-    StoreError, StoredResponse, Takeover,
+    Attempt, Attempted, Begin, EventState, MemoryStore, NewEvent, Owner, PaymentEntry,
+    PostgresStore, Purged, RedbStore, Store, StoreError, StoredResponse, Takeover,
 };
 
 const STALE: u64 = 30_000;
@@ -627,6 +627,196 @@ fn purge_deletes_payments_and_owners_past_their_retention(s: &dyn Store) {
     );
 }
 
+// ---- the webhook outbox ----
+
+fn event(payment: &str, seq: u64, endpoint: &str) -> NewEvent {
+    NewEvent {
+        id: format!("evt_{payment}_{seq}"),
+        payment_id: payment.into(),
+        seq,
+        route: "r".into(),
+        endpoint: endpoint.into(),
+        event_type: "payment_intent.succeeded".into(),
+        content_type: "application/json".into(),
+        body: format!(r#"{{"id":"evt_{payment}_{seq}"}}"#).into_bytes(),
+        created_ms: 100,
+    }
+}
+
+/// (payment, seq, endpoint) of claimed or listed rows, sorted.
+fn keys(rows: &[payproxy::store::OutboxEvent]) -> Vec<(String, u64, String)> {
+    let mut keys: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.event.payment_id.clone(),
+                r.event.seq,
+                r.event.endpoint.clone(),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn k(payment: &str, seq: u64, endpoint: &str) -> (String, u64, String) {
+    (payment.into(), seq, endpoint.into())
+}
+
+fn delivered(s: &dyn Store, row: (String, u64, String), at_ms: u64) {
+    let key = payproxy::store::EventKey {
+        payment_id: row.0,
+        seq: row.1,
+        endpoint: row.2,
+    };
+    s.event_attempted(&key, &Attempted::Delivered { at_ms })
+        .unwrap();
+}
+
+fn outbox_claims_in_order_per_payment_and_endpoint_under_leases(s: &dyn Store) {
+    let e = entry("r", "pi_1", 100, None);
+    assert_eq!(s.next_event_seq("pi_1").unwrap(), 0);
+    s.put_payment(&e, &[event("pi_1", 0, "a"), event("pi_1", 0, "b")])
+        .unwrap();
+    s.put_payment(&e, &[event("pi_1", 1, "a"), event("pi_1", 1, "b")])
+        .unwrap();
+    s.put_payment(&entry("r", "pi_2", 101, None), &[event("pi_2", 0, "a")])
+        .unwrap();
+    // Written again (a resumed request): kept once.
+    s.put_payment(&e, &[event("pi_1", 1, "a")]).unwrap();
+    assert_eq!(
+        s.payment("pi_1").unwrap(),
+        Some(e.clone()),
+        "the record too"
+    );
+    assert_eq!(s.next_event_seq("pi_1").unwrap(), 2);
+    assert_eq!(s.next_event_seq("pi_2").unwrap(), 1);
+    assert_eq!(s.next_event_seq("pi_3").unwrap(), 0);
+    assert_eq!(s.list_events(EventState::Pending, 100).unwrap().len(), 5);
+    assert_eq!(s.event_counts().unwrap().get("r"), Some(&(5, 0)));
+
+    // Only the oldest pending event of each (payment, endpoint) is due; not before its time.
+    assert!(s.claim_events(99, 1_000, 10).unwrap().is_empty());
+    let claimed = s.claim_events(100, 1_000, 10).unwrap();
+    assert_eq!(
+        keys(&claimed),
+        [k("pi_1", 0, "a"), k("pi_1", 0, "b"), k("pi_2", 0, "a")]
+    );
+    assert!(claimed.iter().all(|r| r.lease_until_ms == 1_100));
+    assert_eq!(claimed[0].event.body, event("pi_1", 0, "a").body);
+    // Leased: nobody claims them, and what follows them waits.
+    assert!(s.claim_events(200, 1_000, 10).unwrap().is_empty());
+    delivered(s, k("pi_1", 0, "a"), 300);
+    assert_eq!(
+        keys(&s.claim_events(300, 1_000, 10).unwrap()),
+        [k("pi_1", 1, "a")]
+    );
+    // A claimer that died: its leases lapse and the rows are claimed again.
+    assert_eq!(
+        keys(&s.claim_events(1_100, 1_000, 10).unwrap()),
+        [k("pi_1", 0, "b"), k("pi_2", 0, "a")]
+    );
+    // The limit holds.
+    delivered(s, k("pi_1", 0, "b"), 1_200);
+    delivered(s, k("pi_2", 0, "a"), 1_200);
+    delivered(s, k("pi_1", 1, "a"), 1_200);
+    assert_eq!(s.claim_events(1_200, 1_000, 0).unwrap().len(), 0);
+    assert_eq!(
+        keys(&s.claim_events(1_200, 1_000, 10).unwrap()),
+        [k("pi_1", 1, "b")]
+    );
+    delivered(s, k("pi_1", 1, "b"), 1_300);
+    assert!(s.claim_events(5_000, 1_000, 10).unwrap().is_empty());
+    assert!(s.list_events(EventState::Pending, 100).unwrap().is_empty());
+    assert_eq!(
+        s.event_counts()
+            .unwrap()
+            .get("r")
+            .copied()
+            .unwrap_or_default(),
+        (0, 0)
+    );
+}
+
+fn outbox_reschedules_gives_up_and_redelivers(s: &dyn Store) {
+    let e = entry("r", "pi_1", 100, None);
+    s.put_payment(&e, &[event("pi_1", 0, "a")]).unwrap();
+    s.put_payment(&e, &[event("pi_1", 1, "a")]).unwrap();
+    let first = k("pi_1", 0, "a");
+    let key = payproxy::store::EventKey {
+        payment_id: first.0.clone(),
+        seq: 0,
+        endpoint: "a".into(),
+    };
+    assert_eq!(
+        keys(&s.claim_events(100, 1_000, 10).unwrap()),
+        [k("pi_1", 0, "a")]
+    );
+    s.event_attempted(
+        &key,
+        &Attempted::Failed {
+            error: "endpoint answered 500".into(),
+            retry_at_ms: Some(500),
+        },
+    )
+    .unwrap();
+    // Rescheduled: not due before 500, and its successor still waits.
+    assert!(s.claim_events(400, 1_000, 10).unwrap().is_empty());
+    let again = s.claim_events(500, 1_000, 10).unwrap();
+    assert_eq!(keys(&again), [k("pi_1", 0, "a")]);
+    assert_eq!(again[0].attempts, 1);
+    assert_eq!(
+        again[0].last_error.as_deref(),
+        Some("endpoint answered 500")
+    );
+    // Given up: failed, listed, counted; it no longer holds the next one back.
+    s.event_attempted(
+        &key,
+        &Attempted::Failed {
+            error: "connection refused".into(),
+            retry_at_ms: None,
+        },
+    )
+    .unwrap();
+    let failed = s.list_events(EventState::Failed, 10).unwrap();
+    assert_eq!(keys(&failed), [k("pi_1", 0, "a")]);
+    assert_eq!(failed[0].attempts, 2);
+    assert_eq!(failed[0].state, EventState::Failed);
+    assert_eq!(s.event_counts().unwrap().get("r"), Some(&(1, 1)));
+    assert_eq!(
+        keys(&s.claim_events(600, 1_000, 10).unwrap()),
+        [k("pi_1", 1, "a")]
+    );
+    delivered(s, k("pi_1", 1, "a"), 700);
+    // A late result for a row no longer pending changes nothing.
+    s.event_attempted(&key, &Attempted::Delivered { at_ms: 710 })
+        .unwrap();
+    assert_eq!(s.list_events(EventState::Failed, 10).unwrap().len(), 1);
+    // Redelivered: pending again, due at once, its give-up age restarting.
+    assert_eq!(s.redeliver_event("evt_pi_1_0", 800).unwrap(), 1);
+    assert_eq!(
+        s.redeliver_event("evt_pi_1_0", 800).unwrap(),
+        0,
+        "pending already"
+    );
+    assert_eq!(s.redeliver_event("evt_unknown", 800).unwrap(), 0);
+    let requeued = s.claim_events(800, 1_000, 10).unwrap();
+    assert_eq!(keys(&requeued), [k("pi_1", 0, "a")]);
+    assert_eq!(
+        (requeued[0].since_ms, requeued[0].next_attempt_ms),
+        (800, 800)
+    );
+    s.event_attempted(&key, &Attempted::Delivered { at_ms: 900 })
+        .unwrap();
+    assert!(s.list_events(EventState::Failed, 10).unwrap().is_empty());
+    // A delivered event can be redelivered too (the merchant lost it).
+    assert_eq!(s.redeliver_event("evt_pi_1_1", 1_000).unwrap(), 1);
+    assert_eq!(
+        keys(&s.list_events(EventState::Pending, 10).unwrap()),
+        [k("pi_1", 1, "a")]
+    );
+}
+
 /// Each case against both stores; `restart:` cases also get a way to restart the store (redb:
 /// close and reopen the file; memory: the same contents under a new incarnation).
 macro_rules! for_each_store {
@@ -691,7 +881,9 @@ for_each_store!(
     payments_list_newest_first_in_pages,
     parked_records_resume_at_once_with_their_attempt,
     purge_deletes_expired_idempotency_records_in_batches,
-    purge_deletes_payments_and_owners_past_their_retention;
+    purge_deletes_payments_and_owners_past_their_retention,
+    outbox_claims_in_order_per_payment_and_endpoint_under_leases,
+    outbox_reschedules_gives_up_and_redelivers;
     restart: records_held_by_a_previous_process_resume_at_once,
 );
 
@@ -1244,7 +1436,7 @@ fn postgres_instances_starting_together_migrate_once() {
             .map(|r| r.get(0))
             .collect()
     });
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
 }
 
 #[test]
