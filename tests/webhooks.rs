@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::Method;
 use payproxy_e2e::chaos::{eventually, metric, metrics_text, ChildProxy, ReservedPort};
 use payproxy_e2e::receiver::{Delivery, Receiver};
 use payproxy_e2e::*;
@@ -324,4 +326,218 @@ async fn events_outlive_a_dead_endpoint_and_a_killed_proxy_delivered_once_in_ord
         Some(12.0),
         "the restarted process delivered all 12"
     );
+}
+
+const ADMIN_TOKEN: &str = "admin-token-webhooks-3b9d";
+
+/// An admin request, with the bearer `token` when given.
+async fn admin(
+    client: &HttpClient,
+    env: &Env,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    client
+        .send(method, &env.admin_url(path), &headers, Bytes::new())
+        .await
+}
+
+async fn metrics_of(client: &HttpClient, env: &Env) -> String {
+    String::from_utf8_lossy(&client.get(&env.admin_url("/metrics")).await.body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_lists_given_up_events_and_redelivers_them_with_the_token() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    receiver.answer(500);
+    let mut config = with_webhooks(payments_config(&sim), &receiver.url(), SECRET.into());
+    // Given up one second after the change: both events of the payment fail fast.
+    config["routes"][0]["webhooks"]["retry"] =
+        json!({ "initial_ms": 50, "max_ms": 100, "give_up_after_s": 1 });
+    config["admin"] = json!({ "addr": "127.0.0.1:0", "token": ADMIN_TOKEN });
+    let env = Env::start(config).await;
+    let client = HttpClient::default();
+    let paid = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[("idempotency-key", "adm-1")],
+            &form_with(card_from("DE", "1000", "ADM-1"), &[]),
+        )
+        .await;
+    paid.assert_status(200);
+    let pi = paid.json()["id"].as_str().unwrap().to_string();
+
+    // Token required.
+    for path in ["/admin/events", "/admin/events?state=failed"] {
+        admin(&client, &env, Method::GET, path, None)
+            .await
+            .assert_status(401);
+        admin(&client, &env, Method::GET, path, Some("wrong"))
+            .await
+            .assert_status(401);
+    }
+    admin(
+        &client,
+        &env,
+        Method::POST,
+        "/admin/events/evt_x/redeliver",
+        None,
+    )
+    .await
+    .assert_status(401);
+    admin(
+        &client,
+        &env,
+        Method::GET,
+        "/admin/events?state=delivered",
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .assert_status(400);
+
+    let mut failed = Value::Null;
+    eventually(
+        Duration::from_secs(20),
+        "both events given up",
+        async || {
+            let reply = admin(
+                &client,
+                &env,
+                Method::GET,
+                "/admin/events?state=failed",
+                Some(ADMIN_TOKEN),
+            )
+            .await;
+            reply.assert_status(200);
+            failed = reply.json();
+            failed["events"].as_array().unwrap().len() == 2
+        },
+    )
+    .await;
+    let text = failed.to_string();
+    assert!(!text.contains(SECRET), "secret in {text}");
+    assert!(!text.contains("\"body\""), "a body in {text}");
+    let events = failed["events"].as_array().unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["payment_intent.created", "payment_intent.succeeded"]
+    );
+    let mut attempts = 0;
+    for e in events {
+        assert_eq!(e["payment"], pi.as_str(), "{e}");
+        assert_eq!(e["route"], "payments");
+        assert_eq!(e["state"], "failed");
+        assert_eq!(e["endpoint"], receiver.url().as_str());
+        assert_eq!(e["last_error"], "endpoint answered 500", "{e}");
+        assert!(e["id"].as_str().unwrap().starts_with("evt_"));
+        attempts += e["attempts"].as_u64().unwrap();
+    }
+    assert!(attempts >= 2);
+    assert_eq!(failed["counts"]["payments"]["failed"], 2);
+    assert_eq!(
+        receiver.deliveries().len() as u64,
+        attempts,
+        "every attempt reached the endpoint"
+    );
+    let pending = admin(
+        &client,
+        &env,
+        Method::GET,
+        "/admin/events",
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .json();
+    assert_eq!(pending["events"].as_array().unwrap().len(), 0, "{pending}");
+
+    // Metrics, by value: each failed attempt, each event given up, the undelivered gauge.
+    let failures = |text: &str, reason: &str| {
+        metric(
+            text,
+            "payproxy_events_delivery_failures_total",
+            &[("route", "payments"), ("reason", reason)],
+        )
+    };
+    let text = metrics_of(&client, &env).await;
+    assert_eq!(failures(&text, "status"), Some(attempts as f64));
+    assert_eq!(failures(&text, "gave_up"), Some(2.0));
+    assert_eq!(metric(&text, "payproxy_events_delivered_total", &[]), None);
+    eventually(Duration::from_secs(10), "pending gauge at 2", async || {
+        let text = metrics_of(&client, &env).await;
+        metric(&text, "payproxy_events_pending", &[("route", "payments")]) == Some(2.0)
+    })
+    .await;
+
+    // Redelivered on request, once the endpoint works: only the event asked for.
+    receiver.answer(200);
+    let succeeded = events[1]["id"].as_str().unwrap().to_string();
+    let requeued = admin(
+        &client,
+        &env,
+        Method::POST,
+        &format!("/admin/events/{succeeded}/redeliver"),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    requeued.assert_status(200);
+    assert_eq!(requeued.json()["requeued"], 1);
+    admin(
+        &client,
+        &env,
+        Method::POST,
+        "/admin/events/evt_nope/redeliver",
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .assert_status(404);
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(20), "the redelivered event", |a| {
+            !a.is_empty()
+        })
+        .await;
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(
+        accepted[0].id_and_type(),
+        (succeeded.clone(), "payment_intent.succeeded".into())
+    );
+    assert!(
+        accepted[0].stripe_signature_ok(SECRET),
+        "re-signed at redelivery"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "delivered metrics and gauge",
+        async || {
+            let text = metrics_of(&client, &env).await;
+            metric(
+                &text,
+                "payproxy_events_delivered_total",
+                &[("route", "payments")],
+            ) == Some(1.0)
+                && metric(&text, "payproxy_event_delivery_seconds_count", &[]) == Some(1.0)
+                && metric(&text, "payproxy_events_pending", &[("route", "payments")]) == Some(1.0)
+        },
+    )
+    .await;
+    let failed = admin(
+        &client,
+        &env,
+        Method::GET,
+        "/admin/events?state=failed",
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .json();
+    let left: Vec<&str> = failed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ["payment_intent.created"]);
 }

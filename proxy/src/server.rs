@@ -153,7 +153,7 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         shutdown_rx.clone(),
     ))];
     tasks.push(tokio::spawn(sweeper::run(
-        store,
+        store.clone(),
         sweep,
         metrics.clone(),
         shutdown_rx.clone(),
@@ -195,7 +195,8 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
             token,
             config.admin.addr.ip().is_loopback(),
         )
-        .with_instance(store_kind(config.state.kind), &instance),
+        .with_instance(store_kind(config.state.kind), &instance)
+        .with_store(store.clone()),
     );
     metrics
         .instance_info

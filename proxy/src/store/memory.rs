@@ -271,7 +271,8 @@ impl Store for MemoryStore {
         lease_ms: u64,
         limit: usize,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
-        Ok(lock(&self.outbox).claim(now_ms, lease_ms, limit))
+        let holder = format!("{:016x}", self.incarnation);
+        Ok(lock(&self.outbox).claim(now_ms, lease_ms, limit, &holder))
     }
 
     fn event_attempted(&self, key: &EventKey, outcome: &Attempted) -> Result<(), StoreError> {

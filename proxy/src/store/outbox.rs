@@ -91,6 +91,9 @@ pub struct OutboxEvent {
     pub next_attempt_ms: u64,
     /// Claimed for delivery until this time (Unix ms); 0 when not claimed.
     pub lease_until_ms: u64,
+    /// The store instance that claimed it last (its lease may have lapsed).
+    #[serde(default)]
+    pub claimed_by: Option<String>,
     /// Why the last attempt failed (status or transport error; never the body).
     pub last_error: Option<String>,
     /// Since when it has been tried (its creation, or its last redelivery): the give-up age
@@ -119,6 +122,7 @@ impl OutboxEvent {
             attempts: 0,
             next_attempt_ms: event.created_ms,
             lease_until_ms: 0,
+            claimed_by: None,
             last_error: None,
             since_ms: event.created_ms,
             delivered_ms: None,
@@ -192,9 +196,15 @@ pub(super) fn claimable(
     out
 }
 
-/// The row after a claim until `now_ms + lease_ms`.
-pub(super) fn claimed(mut row: OutboxEvent, now_ms: u64, lease_ms: u64) -> OutboxEvent {
+/// The row after a claim by `holder` until `now_ms + lease_ms`.
+pub(super) fn claimed(
+    mut row: OutboxEvent,
+    now_ms: u64,
+    lease_ms: u64,
+    holder: &str,
+) -> OutboxEvent {
     row.lease_until_ms = now_ms.saturating_add(lease_ms);
+    row.claimed_by = Some(holder.to_string());
     row
 }
 

@@ -718,7 +718,8 @@ impl Store for PostgresStore {
         lease_ms: u64,
         limit: usize,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
-        let fut = outbox::claim(self.pool.clone(), now_ms, lease_ms, limit);
+        let holder = self.instance.clone();
+        let fut = outbox::claim(self.pool.clone(), now_ms, lease_ms, limit, holder);
         self.run("claim_events", "", fut)
     }
 

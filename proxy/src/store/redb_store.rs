@@ -346,7 +346,8 @@ impl Store for RedbStore {
         lease_ms: u64,
         limit: usize,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
-        outbox::claim(&self.db, now_ms, lease_ms, limit)
+        let holder = format!("{:016x}", self.incarnation);
+        outbox::claim(&self.db, now_ms, lease_ms, limit, &holder)
     }
 
     fn event_attempted(&self, key: &EventKey, outcome: &Attempted) -> Result<(), StoreError> {

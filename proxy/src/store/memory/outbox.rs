@@ -29,11 +29,17 @@ impl Outbox {
         outbox::next_seq(self.rows.range(lo..hi).next_back().map(|(k, _)| k.as_str()))
     }
 
-    pub fn claim(&mut self, now_ms: u64, lease_ms: u64, limit: usize) -> Vec<OutboxEvent> {
+    pub fn claim(
+        &mut self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+        holder: &str,
+    ) -> Vec<OutboxEvent> {
         let due = outbox::claimable(self.rows.values().cloned(), now_ms, limit);
         due.into_iter()
             .map(|row| {
-                let row = outbox::claimed(row, now_ms, lease_ms);
+                let row = outbox::claimed(row, now_ms, lease_ms, holder);
                 self.rows.insert(row.key().encoded(), row.clone());
                 row
             })

@@ -94,6 +94,7 @@ pub(super) async fn claim(
     now_ms: u64,
     lease_ms: u64,
     limit: usize,
+    holder: String,
 ) -> Result<Vec<OutboxEvent>, StoreError> {
     let op = "claim_events";
     let mut client = pool.get().await.map_err(pg(op, ""))?;
@@ -114,7 +115,7 @@ pub(super) async fn claim(
         .map_err(pg(op, ""))?;
     let mut out = Vec::with_capacity(rows.len());
     for row in decode_rows(&rows)? {
-        let row = outbox::claimed(row, now_ms, lease_ms);
+        let row = outbox::claimed(row, now_ms, lease_ms, &holder);
         update(&txn, &row, op).await?;
         out.push(row);
     }

@@ -112,6 +112,7 @@ pub(super) fn claim(
     now_ms: u64,
     lease_ms: u64,
     limit: usize,
+    holder: &str,
 ) -> Result<Vec<OutboxEvent>, StoreError> {
     let op = "claim_events";
     let txn = db.begin_write().context(op, "*")?;
@@ -126,7 +127,7 @@ pub(super) fn claim(
     }
     let mut out = Vec::with_capacity(due.len());
     for row in due {
-        let row = outbox::claimed(row, now_ms, lease_ms);
+        let row = outbox::claimed(row, now_ms, lease_ms, holder);
         put(&txn, &row, op)?;
         out.push(row);
     }
