@@ -541,3 +541,146 @@ async fn admin_lists_given_up_events_and_redelivers_them_with_the_token() {
         .collect();
     assert_eq!(left, ["payment_intent.created"]);
 }
+
+/// Three instances sharing one Postgres: payments spread over them, every event delivered
+/// exactly once (the instances skip each other's claims), including the events an instance
+/// held claims on when it was `kill -9`'d: retaken by the others once its leases lapsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_postgres_deliver_each_event_once_and_retake_a_dead_ones_claims() {
+    init_logs();
+    let Some(pg) = payproxy_e2e::postgres::PgCluster::start() else {
+        return;
+    };
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    const LEASE_MS: u64 = 4_000;
+    let mut proxies = Vec::new();
+    for i in 0..3 {
+        let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
+        let sub = dir.path().join(format!("i{i}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let mut config = with_webhooks(payments_config(&sim), &receiver.url(), SECRET.into());
+        config["listeners"] = json!([{ "addr": listen.addr() }]);
+        config["admin"] = json!({ "addr": admin.addr() });
+        config["state"] = json!({
+            "kind": "postgres",
+            "postgres": { "url": pg.url(), "lease_ms": 1_500, "pool_size": 4,
+                          "connect_timeout_ms": 2_000 },
+        });
+        config["routes"][0]["webhooks"]["timeout_ms"] = 3_000.into();
+        config["webhook_delivery"] = json!({ "poll_ms": 20, "lease_ms": LEASE_MS });
+        let path = write_config(&sub, &config);
+        proxies.push(ChildProxy::start(&path, &sub.join("proxy.log"), listen, admin).await);
+    }
+    let client = HttpClient::default();
+    let mut instance_ids = Vec::new();
+    for proxy in &proxies {
+        let status = client
+            .get(&format!("http://{}/admin/status", proxy.admin))
+            .await
+            .json();
+        instance_ids.push(status["state"]["instance"].as_str().unwrap().to_string());
+    }
+    let pay = async |proxy: &ChildProxy, order: &str| -> String {
+        let paid = client
+            .post_form(
+                &proxy.url("/v1/payment_intents"),
+                &[("idempotency-key", &format!("k-{order}"))],
+                &form_with(card_from("DE", "1000", order), &[]),
+            )
+            .await;
+        paid.assert_status(200);
+        paid.json()["id"].as_str().unwrap().to_string()
+    };
+
+    // Payments spread over the instances; all three deliver.
+    let mut payments = Vec::new();
+    for n in 0..6 {
+        payments.push(pay(&proxies[n % 3], &format!("PG-{n}")).await);
+    }
+    receiver
+        .wait_accepted(Duration::from_secs(30), "12 events", |a| a.len() >= 12)
+        .await;
+
+    // The endpoint hangs: the instances claim events and wait for answers. One of them that
+    // holds claims is killed.
+    receiver.hold(true);
+    for n in 6..9 {
+        payments.push(pay(&proxies[n % 3], &format!("PG-{n}")).await);
+    }
+    let mut claims: Vec<(String, String, u64)> = Vec::new();
+    eventually(
+        Duration::from_secs(20),
+        "a claim held by an instance",
+        async || {
+            let listed = client
+                .get(&format!("http://{}/admin/events", proxies[0].admin))
+                .await
+                .json();
+            claims = listed["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| {
+                    Some((
+                        e["id"].as_str()?.to_string(),
+                        e["claimed_by"].as_str()?.to_string(),
+                        e["lease_until_ms"].as_u64()?,
+                    ))
+                })
+                .collect();
+            !claims.is_empty()
+        },
+    )
+    .await;
+    let holder = claims[0].1.clone();
+    let victim = instance_ids.iter().position(|id| *id == holder).unwrap();
+    let victims_claims: Vec<(String, u64)> = claims
+        .iter()
+        .filter(|c| c.1 == holder)
+        .map(|c| (c.0.clone(), c.2))
+        .collect();
+    proxies[victim].kill9();
+    receiver.hold(false);
+
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(40), "all 18 events", |a| a.len() >= 18)
+        .await;
+    // Bounded look for a late duplicate: a few delivery polls.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let accepted = {
+        let now = receiver.accepted();
+        assert!(now.len() >= accepted.len());
+        now
+    };
+    let mut per_id = BTreeMap::new();
+    for d in &accepted {
+        assert!(d.stripe_signature_ok(SECRET));
+        *per_id.entry(d.id_and_type().0).or_insert(0) += 1;
+    }
+    assert_eq!(per_id.len(), 18, "distinct events: {per_id:?}");
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "delivered twice: {per_id:?}"
+    );
+    for pi in &payments {
+        assert_eq!(
+            types_for(&accepted, pi),
+            ["payment_intent.created", "payment_intent.succeeded"],
+            "payment {pi}"
+        );
+    }
+    // The dead instance's claims were retaken by the others, after its leases lapsed.
+    for (id, lease_until_ms) in &victims_claims {
+        let delivered = accepted
+            .iter()
+            .find(|d| d.id_and_type().0 == *id)
+            .unwrap_or_else(|| panic!("{id}, claimed by the killed instance, was never delivered"));
+        assert!(
+            delivered.at_ms >= *lease_until_ms,
+            "{id} delivered at {} before its lease lapsed at {lease_until_ms}",
+            delivered.at_ms
+        );
+    }
+}

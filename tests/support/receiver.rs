@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::Value;
 use sha2::Sha256;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::chaos::ReservedPort;
@@ -30,6 +31,8 @@ use crate::Recorded;
 pub struct Delivery {
     pub request: Recorded,
     pub status: u16,
+    /// Arrival, Unix milliseconds.
+    pub at_ms: u64,
 }
 
 impl Delivery {
@@ -83,6 +86,8 @@ pub struct Receiver {
     port: ReservedPort,
     log: Arc<Mutex<Vec<Delivery>>>,
     status: Arc<AtomicU16>,
+    /// While true, deliveries are held unanswered (then answered 500).
+    hold: Arc<watch::Sender<bool>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -100,6 +105,7 @@ impl Receiver {
             port,
             log: Arc::default(),
             status: Arc::new(AtomicU16::new(200)),
+            hold: Arc::new(watch::channel(false).0),
             task: None,
         }
     }
@@ -119,19 +125,25 @@ impl Receiver {
         self.status.store(status, Ordering::SeqCst);
     }
 
+    /// Hold every delivery from now on unanswered until [`Receiver::hold`]`(false)`, then
+    /// answer it 500 (it is logged, on arrival, as answered 500).
+    pub fn hold(&self, on: bool) {
+        self.hold.send_replace(on);
+    }
+
     /// Accept connections (again).
     pub fn up(&mut self) {
         if self.task.is_some() {
             return;
         }
         let listener = self.port.listen();
-        let (log, status) = (self.log.clone(), self.status.clone());
+        let (log, status, hold) = (self.log.clone(), self.status.clone(), self.hold.clone());
         self.task = Some(tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                let (log, status) = (log.clone(), status.clone());
+                let (log, status, hold) = (log.clone(), status.clone(), hold.clone());
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let (log, status) = (log.clone(), status.clone());
+                    let (log, status, mut hold) = (log.clone(), status.clone(), hold.subscribe());
                     async move {
                         let (parts, body) = req.into_parts();
                         let body = body
@@ -139,7 +151,16 @@ impl Receiver {
                             .await
                             .map(|c| c.to_bytes())
                             .unwrap_or_default();
-                        let code = status.load(Ordering::SeqCst);
+                        let held = *hold.borrow_and_update();
+                        let code = if held {
+                            500
+                        } else {
+                            status.load(Ordering::SeqCst)
+                        };
+                        let at_ms = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap()
+                            .as_millis() as u64;
                         log.lock().unwrap().push(Delivery {
                             request: Recorded {
                                 method: parts.method.to_string(),
@@ -148,7 +169,12 @@ impl Receiver {
                                 body,
                             },
                             status: code,
+                            at_ms,
                         });
+                        if held {
+                            // The sender lives as long as the receiver, which aborts this first.
+                            let _ = hold.wait_for(|on| !*on).await;
+                        }
                         let response = Response::builder()
                             .status(StatusCode::from_u16(code).unwrap())
                             .body(Full::new(Bytes::from_static(b"{}")))
