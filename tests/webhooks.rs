@@ -205,8 +205,8 @@ fn child_config(
 async fn events_outlive_a_dead_endpoint_and_a_killed_proxy_delivered_once_in_order() {
     let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // The secret from the environment, as a deployment would pass it.
-    std::env::set_var("PAYPROXY_TEST_WHSEC_KILL", SECRET);
+    // Inline secret: a test must not change its own environment while other threads run
+    // (the `{"env": …}` form is exercised by tests/stripe_sdk, which starts payproxy with it).
     let mut receiver = Receiver::down_on(ReservedPort::new());
     let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
     let config = child_config(
@@ -215,7 +215,7 @@ async fn events_outlive_a_dead_endpoint_and_a_killed_proxy_delivered_once_in_ord
         admin.addr(),
         dir.path(),
         &receiver.url(),
-        json!({ "env": "PAYPROXY_TEST_WHSEC_KILL" }),
+        SECRET.into(),
     );
     let config_path = write_config(dir.path(), &config);
     let mut proxy =

@@ -46,27 +46,25 @@ impl Endpoint {
 }
 
 impl Webhooks {
-    /// The route's webhooks with each secret resolved (an unset variable is an error naming
-    /// the variable, never a value).
-    pub fn resolve(config: &WebhooksConfig) -> Result<Webhooks, String> {
+    /// The route's webhooks with each secret resolved. An error names the field under
+    /// `webhooks` and says why (an unset variable is named, never a value).
+    pub fn resolve(config: &WebhooksConfig) -> Result<Webhooks, (String, String)> {
         let endpoints = config
             .endpoints
             .iter()
             .enumerate()
             .map(|(j, e)| {
-                let secret = e
-                    .secret
-                    .resolve()
-                    .map_err(|m| format!("webhooks.endpoints[{j}].secret: {m}"))?;
+                let field = || format!("endpoints[{j}].secret");
+                let secret = e.secret.resolve().map_err(|m| (field(), m))?;
                 if secret.is_empty() {
-                    return Err(format!("webhooks.endpoints[{j}].secret: empty"));
+                    return Err((field(), "is empty".to_string()));
                 }
                 Ok(Endpoint {
                     url: e.url.clone(),
                     secret,
                 })
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, (String, String)>>()?;
         Ok(Webhooks {
             endpoints,
             retry: config.retry.clone(),
