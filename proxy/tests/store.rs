@@ -890,6 +890,29 @@ for_each_store!(
 // ---- durability of the redb store ----
 
 #[test]
+fn redb_claims_of_a_previous_process_are_retaken_at_once_and_outbox_rows_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let e = entry("r", "pi_1", 100, None);
+    store
+        .put_payment(&e, &[event("pi_1", 0, "a"), event("pi_1", 1, "a")])
+        .unwrap();
+    assert_eq!(store.claim_events(100, 60_000, 10).unwrap().len(), 1);
+    // This process holds the lease: it does not claim it twice.
+    assert!(store.claim_events(200, 60_000, 10).unwrap().is_empty());
+    drop(store);
+    // The next process on the file: the claim was its predecessor's, whose lease has not
+    // lapsed, and is retaken at once (one process opens the file at a time).
+    let store = RedbStore::open(&path).unwrap();
+    let again = store.claim_events(300, 60_000, 10).unwrap();
+    assert_eq!(keys(&again), [k("pi_1", 0, "a")]);
+    assert_eq!(again[0].event, event("pi_1", 0, "a"), "written durably");
+    assert_eq!(store.next_event_seq("pi_1").unwrap(), 2);
+    assert!(store.claim_events(400, 60_000, 10).unwrap().is_empty());
+}
+
+#[test]
 fn redb_open_creates_directories_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/deeper/state.redb");

@@ -9,7 +9,8 @@
 //! Delivery ([`Store::claim_events`](super::Store::claim_events)) takes only the oldest
 //! pending row of each (payment, endpoint): the next one waits until it is delivered or given
 //! up, which keeps delivery **in order per payment**. A claim is a lease: while it runs no one
-//! else claims the row, and once it lapses (the claimer died) anyone may. Every store applies
+//! else claims the row, and once it lapses (the claimer died) anyone may. A store that one
+//! process opens at a time (redb, memory) retakes its predecessor's claims at once. Every store applies
 //! the same rules (the functions below), so they cannot disagree.
 
 use serde::{Deserialize, Serialize};
@@ -174,13 +175,23 @@ pub(super) fn next_seq(last: Option<&str>) -> u64 {
     last.and_then(EventKey::decode).map_or(0, |k| k.seq + 1)
 }
 
+/// Who claims, for [`claimable`].
+pub(super) struct Claimer<'a> {
+    /// This store instance's id.
+    pub holder: &'a str,
+    /// The store is opened by one process at a time (redb, memory): a claim another
+    /// incarnation holds belongs to a process that is gone, so its lease need not lapse.
+    pub exclusive: bool,
+}
+
 /// From undelivered rows in key order, the ones to claim now: the oldest pending row of each
-/// (payment, endpoint), when it is due and not claimed by a live lease; at most `limit`.
-/// Failed rows (given up) hold nothing back.
+/// (payment, endpoint), when it is due and not claimed by a live lease (of a live holder);
+/// at most `limit`. Failed rows (given up) hold nothing back.
 pub(super) fn claimable(
     undelivered: impl Iterator<Item = OutboxEvent>,
     now_ms: u64,
     limit: usize,
+    claimer: &Claimer<'_>,
 ) -> Vec<OutboxEvent> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
@@ -189,7 +200,8 @@ pub(super) fn claimable(
             break;
         }
         let first = seen.insert((row.event.payment_id.clone(), row.event.endpoint.clone()));
-        if first && row.next_attempt_ms <= now_ms && row.lease_until_ms <= now_ms {
+        let gone = claimer.exclusive && row.claimed_by.as_deref() != Some(claimer.holder);
+        if first && row.next_attempt_ms <= now_ms && (row.lease_until_ms <= now_ms || gone) {
             out.push(row);
         }
     }

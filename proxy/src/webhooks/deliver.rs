@@ -83,7 +83,12 @@ pub async fn run(d: Deliverer, mut shutdown: watch::Receiver<bool>) {
         // At most `concurrency` at once (the claim's limit); an attempt is bounded by its
         // route's timeout, well inside the lease.
         let attempts = events.into_iter().map(|event| deliver(&d, &client, event));
-        futures_util::future::join_all(attempts).await;
+        tokio::select! {
+            _ = futures_util::future::join_all(attempts) => {}
+            // Abandoned claims are retaken: at once by the next process on a redb file, by
+            // another instance once their lease lapses on postgres.
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -36,7 +36,11 @@ impl Outbox {
         limit: usize,
         holder: &str,
     ) -> Vec<OutboxEvent> {
-        let due = outbox::claimable(self.rows.values().cloned(), now_ms, limit);
+        let claimer = outbox::Claimer {
+            holder,
+            exclusive: true,
+        };
+        let due = outbox::claimable(self.rows.values().cloned(), now_ms, limit, &claimer);
         due.into_iter()
             .map(|row| {
                 let row = outbox::claimed(row, now_ms, lease_ms, holder);

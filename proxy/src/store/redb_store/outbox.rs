@@ -119,7 +119,12 @@ pub(super) fn claim(
     let due = {
         let index = txn.open_table(UNDELIVERED).context(op, "*")?;
         let rows = txn.open_table(ROWS).context(op, "*")?;
-        outbox::claimable(undelivered(&index, &rows, op)?.into_iter(), now_ms, limit)
+        let claimer = outbox::Claimer {
+            holder,
+            exclusive: true,
+        };
+        let rows = undelivered(&index, &rows, op)?;
+        outbox::claimable(rows.into_iter(), now_ms, limit, &claimer)
     };
     if due.is_empty() {
         txn.abort().context(op, "*")?;
