@@ -107,6 +107,35 @@ fn undelivered<
     Ok(out)
 }
 
+/// The undelivered rows a claim needs, in key order: each (payment, endpoint)'s failed rows up
+/// to and including its oldest pending one. Rows behind that one are never decoded, so a
+/// backlog of a payment's events costs one decode, not one per event.
+fn heads<T: ReadableTable<&'static str, ()>, R: ReadableTable<&'static str, &'static [u8]>>(
+    index: &T,
+    rows: &R,
+    op: &'static str,
+) -> Result<Vec<OutboxEvent>, StoreError> {
+    let mut headed = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for item in index.iter().context(op, "*")? {
+        let (key, _) = item.context(op, "*")?;
+        let key = key.value();
+        let group = EventKey::decode(key).map(|k| (k.payment_id, k.endpoint));
+        if group.as_ref().is_some_and(|g| headed.contains(g)) {
+            continue;
+        }
+        let Some(v) = rows.get(key).context(op, key)? else {
+            continue;
+        };
+        let row: OutboxEvent = record::decode(OUTBOX, key, v.value())?;
+        if row.state == EventState::Pending {
+            headed.extend(group);
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
 pub(super) fn claim(
     db: &Database,
     now_ms: u64,
@@ -123,8 +152,12 @@ pub(super) fn claim(
             holder,
             exclusive: true,
         };
-        let rows = undelivered(&index, &rows, op)?;
-        outbox::claimable(rows.into_iter(), now_ms, limit, &claimer)
+        outbox::claimable(
+            heads(&index, &rows, op)?.into_iter(),
+            now_ms,
+            limit,
+            &claimer,
+        )
     };
     if due.is_empty() {
         txn.abort().context(op, "*")?;
