@@ -59,6 +59,14 @@
 //!   not count it against the provider's health, and renders it with
 //!   [`Storefront::render_outcome`]; a dialect shows it as the storefront protocol's
 //!   client error (not as a retryable server error).
+//! - Events (webhooks): on a route with `webhooks`, each change the host records of a payment
+//!   (created; moved to requires-action, processing, requires-capture, succeeded, failed or
+//!   canceled, or a new outcome in failed / requires-action; an amount refunded) is a
+//!   [`PaymentEvent`] with a host-minted id, rendered once by [`Storefront::render_event`]
+//!   and stored with the record; the host delivers the stored body, in order per payment,
+//!   with the headers [`Storefront::sign_event`] returns for each attempt (the time of the
+//!   attempt, so receivers' timestamp tolerances hold on retries). Both default to nothing:
+//!   a dialect that renders no events sends none.
 //! - Card details: before compliance and routing, for a card payment whose
 //!   [`Card`](crate::payment::Card) lacks network or issuer country, the host asks
 //!   [`Storefront::card_lookup`] for the request that reads the token at the route's home

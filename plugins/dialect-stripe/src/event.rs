@@ -107,3 +107,72 @@ mod tests {
         assert_eq!(headers[0].1, format!("t=1700000000,v1={expected}"));
     }
 }
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+    use payproxy_plugin_sdk::payment::{Money, Operation, Payment};
+    use payproxy_plugin_sdk::storefront::PaymentRecord;
+
+    fn payment_event(kind: EventKind, state: PaymentState, refunded: i64) -> PaymentEvent {
+        let mut payment = Payment::new(Operation::Authorize);
+        payment.amount = Some(Money {
+            minor: 1000,
+            currency: "EUR".into(),
+        });
+        PaymentEvent {
+            id: "evt_1".into(),
+            kind,
+            record: PaymentRecord {
+                id: "pi_abc".into(),
+                payment,
+                state,
+                created: 1_700_000_000,
+                amount_captured: 1000,
+                amount_refunded: refunded,
+                last_outcome: None,
+            },
+            created: 1_700_000_100,
+            amount: refunded,
+        }
+    }
+
+    fn body(e: &PaymentEvent) -> (String, serde_json::Value) {
+        let r = render(e).expect("every kind has an event");
+        (r.event_type, serde_json::from_slice(&r.body).unwrap())
+    }
+
+    #[test]
+    fn events_are_stripe_events() {
+        let (kind, v) = body(&payment_event(
+            EventKind::Succeeded,
+            PaymentState::Succeeded,
+            0,
+        ));
+        assert_eq!(kind, "payment_intent.succeeded");
+        assert_eq!(v["id"], "evt_1");
+        assert_eq!(v["object"], "event");
+        assert_eq!(v["type"], "payment_intent.succeeded");
+        assert_eq!(v["created"], 1_700_000_100);
+        assert_eq!(v["livemode"], false);
+        assert_eq!(v["data"]["object"]["id"], "pi_abc");
+        assert_eq!(v["data"]["object"]["object"], "payment_intent");
+        assert_eq!(v["data"]["object"]["status"], "succeeded");
+        let (kind, v) = body(&payment_event(EventKind::Failed, PaymentState::Failed, 0));
+        assert_eq!(kind, "payment_intent.payment_failed");
+        assert!(v["data"]["object"]["last_payment_error"].is_object());
+        let (kind, v) = body(&payment_event(
+            EventKind::Refunded,
+            PaymentState::Succeeded,
+            1000,
+        ));
+        assert_eq!(kind, "charge.refunded");
+        let charge = &v["data"]["object"];
+        assert_eq!(charge["object"], "charge");
+        assert_eq!(charge["id"], "ch_abc");
+        assert_eq!(charge["payment_intent"], "pi_abc");
+        assert_eq!(charge["amount_refunded"], 1000);
+        assert_eq!(charge["refunded"], true);
+        assert_eq!(charge["currency"], "eur");
+    }
+}
