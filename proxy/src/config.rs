@@ -72,6 +72,10 @@ pub struct WebhookDeliveryConfig {
     /// How often the outbox is polled for due events when idle. Default 250.
     #[serde(default = "default_delivery_poll_ms")]
     pub poll_ms: u64,
+    /// How long delivered events are kept (then purged, except each payment's last event,
+    /// which carries its sequence). Default 604800 (7 days).
+    #[serde(default = "default_keep_delivered_s")]
+    pub keep_delivered_s: u64,
 }
 
 impl Default for WebhookDeliveryConfig {
@@ -80,8 +84,13 @@ impl Default for WebhookDeliveryConfig {
             lease_ms: default_delivery_lease_ms(),
             concurrency: default_delivery_concurrency(),
             poll_ms: default_delivery_poll_ms(),
+            keep_delivered_s: default_keep_delivered_s(),
         }
     }
+}
+
+fn default_keep_delivered_s() -> u64 {
+    604_800
 }
 
 fn default_delivery_lease_ms() -> u64 {

@@ -351,4 +351,8 @@ pub trait Store: Send + Sync + 'static {
     fn redeliver_event(&self, id: &str, now_ms: u64) -> Result<usize, StoreError>;
     /// Undelivered events per route.
     fn event_counts(&self) -> Result<EventCounts, StoreError>;
+    /// Delete at most `limit` events delivered at or before `delivered_before_ms`, oldest
+    /// first; each payment's last event row is kept (it carries the payment's sequence).
+    /// Failed and pending events are never deleted. Returns how many were.
+    fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError>;
 }

@@ -817,6 +817,53 @@ fn outbox_reschedules_gives_up_and_redelivers(s: &dyn Store) {
     );
 }
 
+fn outbox_purge_keeps_each_payments_last_event_and_the_undelivered(s: &dyn Store) {
+    let e = entry("r", "pi_1", 100, None);
+    for seq in 0..3 {
+        s.put_payment(&e, &[event("pi_1", seq, "a"), event("pi_1", seq, "b")])
+            .unwrap();
+    }
+    s.put_payment(&entry("r", "pi_2", 100, None), &[event("pi_2", 0, "a")])
+        .unwrap();
+    // Delivered at 1000 + n, in order; pi_1's last event to `b` stays pending.
+    let order = [
+        k("pi_1", 0, "a"),
+        k("pi_1", 0, "b"),
+        k("pi_1", 1, "a"),
+        k("pi_1", 1, "b"),
+        k("pi_1", 2, "a"),
+        k("pi_2", 0, "a"),
+    ];
+    for (at, key) in (1_000..).zip(order) {
+        // Recorded as a claimer would (recording needs no live claim).
+        delivered(s, key, at);
+    }
+    // Nothing delivered that early.
+    assert_eq!(s.purge_events(999, ALL).unwrap(), 0);
+    // Oldest first, bounded.
+    assert_eq!(s.purge_events(10_000, 1).unwrap(), 1);
+    // The rest: pi_1's delivered rows except its last row in order (seq 2 to `b`, pending
+    // anyway); pi_2's only row is its last and stays.
+    assert_eq!(s.purge_events(10_000, ALL).unwrap(), 4);
+    assert_eq!(s.purge_events(10_000, ALL).unwrap(), 0);
+    assert_eq!(
+        s.next_event_seq("pi_1").unwrap(),
+        3,
+        "the sequence survives"
+    );
+    assert_eq!(s.next_event_seq("pi_2").unwrap(), 1);
+    assert_eq!(
+        keys(&s.list_events(EventState::Pending, 10).unwrap()),
+        [k("pi_1", 2, "b")]
+    );
+    assert_eq!(
+        s.redeliver_event("evt_pi_1_0", 20_000).unwrap(),
+        0,
+        "purged"
+    );
+    assert_eq!(s.redeliver_event("evt_pi_2_0", 20_000).unwrap(), 1, "kept");
+}
+
 /// Each case against both stores; `restart:` cases also get a way to restart the store (redb:
 /// close and reopen the file; memory: the same contents under a new incarnation).
 macro_rules! for_each_store {
@@ -883,7 +930,8 @@ for_each_store!(
     purge_deletes_expired_idempotency_records_in_batches,
     purge_deletes_payments_and_owners_past_their_retention,
     outbox_claims_in_order_per_payment_and_endpoint_under_leases,
-    outbox_reschedules_gives_up_and_redelivers;
+    outbox_reschedules_gives_up_and_redelivers,
+    outbox_purge_keeps_each_payments_last_event_and_the_undelivered;
     restart: records_held_by_a_previous_process_resume_at_once,
 );
 

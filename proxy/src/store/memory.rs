@@ -291,4 +291,8 @@ impl Store for MemoryStore {
     fn event_counts(&self) -> Result<EventCounts, StoreError> {
         Ok(lock(&self.outbox).counts())
     }
+
+    fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        Ok(lock(&self.outbox).purge(delivered_before_ms, limit))
+    }
 }

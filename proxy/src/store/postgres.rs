@@ -742,4 +742,9 @@ impl Store for PostgresStore {
         let fut = outbox::counts(self.pool.clone());
         self.run("event_counts", "", fut)
     }
+
+    fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let fut = outbox::purge(self.pool.clone(), delivered_before_ms, limit);
+        self.run("purge_events", "", fut)
+    }
 }

@@ -365,4 +365,8 @@ impl Store for RedbStore {
     fn event_counts(&self) -> Result<EventCounts, StoreError> {
         outbox::counts(&self.db)
     }
+
+    fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        outbox::purge(&self.db, delivered_before_ms, limit)
+    }
 }

@@ -21,6 +21,11 @@ use crate::upstream::{ClientCache, HttpClient};
 
 /// How often the pending gauge is refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// How often delivered events past `keep_delivered_s` are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Rows one purge call deletes, and calls one purge pass makes at most.
+const PURGE_BATCH: usize = 1_000;
+const PURGE_CALLS: usize = 10;
 
 fn wall_ms() -> u64 {
     SystemTime::now()
@@ -51,6 +56,7 @@ pub async fn run(d: Deliverer, mut shutdown: watch::Receiver<bool>) {
     };
     let poll = Duration::from_millis(d.settings.poll_ms);
     let mut gauge_at = tokio::time::Instant::now();
+    let mut purge_at = tokio::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             return;
@@ -58,6 +64,10 @@ pub async fn run(d: Deliverer, mut shutdown: watch::Receiver<bool>) {
         if gauge_at.elapsed() >= GAUGE_EVERY {
             gauge_at = tokio::time::Instant::now();
             refresh_gauge(&d).await;
+        }
+        if purge_at.elapsed() >= PURGE_EVERY {
+            purge_at = tokio::time::Instant::now();
+            purge(&d).await;
         }
         let (store, lease, limit) = (d.store.clone(), d.settings.lease_ms, d.settings.concurrency);
         let claimed =
@@ -88,6 +98,33 @@ pub async fn run(d: Deliverer, mut shutdown: watch::Receiver<bool>) {
             // Abandoned claims are retaken: at once by the next process on a redb file, by
             // another instance once their lease lapses on postgres.
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Delete delivered events older than `keep_delivered_s`, a bounded number of batches.
+async fn purge(d: &Deliverer) {
+    let cutoff = wall_ms().saturating_sub(d.settings.keep_delivered_s.saturating_mul(1000));
+    for _ in 0..PURGE_CALLS {
+        let store = d.store.clone();
+        let purged =
+            tokio::task::spawn_blocking(move || store.purge_events(cutoff, PURGE_BATCH)).await;
+        match purged {
+            Ok(Ok(n)) => {
+                d.metrics
+                    .store_purged
+                    .with_label_values(&["outbox"])
+                    .inc_by(n as u64);
+                if n < PURGE_BATCH {
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                d.metrics.store_purge_failures.inc();
+                tracing::warn!(error = %e, "webhook outbox: purge failed");
+                return;
+            }
+            Err(_) => return,
         }
     }
 }

@@ -95,4 +95,45 @@ impl Outbox {
         }
         counts
     }
+
+    pub fn purge(&mut self, delivered_before_ms: u64, limit: usize) -> usize {
+        let mut due: Vec<(u64, String)> = self
+            .rows
+            .iter()
+            .filter(|(_, r)| r.delivered_ms.is_some_and(|at| at <= delivered_before_ms))
+            .filter(|(_, r)| r.state == EventState::Delivered)
+            .map(|(k, r)| (r.delivered_ms.unwrap_or(0), k.clone()))
+            .collect();
+        due.sort();
+        let mut purged = 0;
+        for (_, key) in due {
+            if purged == limit {
+                break;
+            }
+            let Some(row) = self.rows.get(&key) else {
+                continue;
+            };
+            let (_, hi) = outbox::payment_range(&row.event.payment_id);
+            let later = self
+                .rows
+                .range::<String, _>((
+                    std::ops::Bound::Excluded(key.clone()),
+                    std::ops::Bound::Excluded(hi),
+                ))
+                .next()
+                .is_some();
+            if !later {
+                continue;
+            }
+            if let Some(gone) = self.rows.remove(&key) {
+                let (lo, hi) = outbox::payment_range(&gone.event.payment_id);
+                let id = gone.event.id;
+                if !self.rows.range(lo..hi).any(|(_, r)| r.event.id == id) {
+                    self.ids.remove(&id);
+                }
+                purged += 1;
+            }
+        }
+        purged
+    }
 }

@@ -53,7 +53,8 @@ async fn update(
     let bytes = record::encode(OUTBOX, &row.event.id, row)?;
     client
         .execute(
-            "UPDATE outbox SET state = $4, next_attempt_ms = $5, lease_until_ms = $6, event = $7
+            "UPDATE outbox SET state = $4, next_attempt_ms = $5, lease_until_ms = $6, event = $7,
+                    delivered_ms = $8
               WHERE payment_id = $1 AND seq = $2 AND endpoint = $3",
             &[
                 &row.event.payment_id.as_bytes(),
@@ -63,6 +64,7 @@ async fn update(
                 &ms(row.next_attempt_ms),
                 &ms(row.lease_until_ms),
                 &bytes,
+                &row.delivered_ms.map(ms),
             ],
         )
         .await
@@ -211,4 +213,28 @@ pub(super) async fn counts(pool: Pool) -> Result<EventCounts, StoreError> {
         }
     }
     Ok(counts)
+}
+
+pub(super) async fn purge(
+    pool: Pool,
+    delivered_before_ms: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let op = "purge_events";
+    let client = pool.get().await.map_err(pg(op, ""))?;
+    // Oldest deliveries first; a payment's last row stays (it carries the sequence); rows
+    // another instance's purge holds are skipped, not waited for.
+    let n = client
+        .execute(
+            "DELETE FROM outbox WHERE (payment_id, seq, endpoint) IN (
+                 SELECT o.payment_id, o.seq, o.endpoint FROM outbox o
+                  WHERE o.state = 'delivered' AND o.delivered_ms <= $1
+                    AND EXISTS (SELECT 1 FROM outbox n WHERE n.payment_id = o.payment_id
+                                  AND (n.seq, n.endpoint) > (o.seq, o.endpoint))
+                  ORDER BY o.delivered_ms LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&ms(delivered_before_ms), &ms(limit as u64)],
+        )
+        .await
+        .map_err(pg(op, ""))?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }

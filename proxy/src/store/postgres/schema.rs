@@ -63,12 +63,14 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
          state            text NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
          next_attempt_ms  bigint NOT NULL,
          lease_until_ms   bigint NOT NULL DEFAULT 0,
+         delivered_ms     bigint,
          event            bytea NOT NULL,
          PRIMARY KEY (payment_id, seq, endpoint)
      );
      CREATE INDEX outbox_undelivered ON outbox (payment_id, endpoint, seq)
          WHERE state <> 'delivered';
-     CREATE INDEX outbox_ids ON outbox (id);",
+     CREATE INDEX outbox_ids ON outbox (id);
+     CREATE INDEX outbox_delivered ON outbox (delivered_ms) WHERE state = 'delivered';",
     ),
 ];
 

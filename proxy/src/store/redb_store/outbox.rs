@@ -18,18 +18,32 @@ const ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new(OUTBOX);
 const UNDELIVERED: TableDefinition<&str, ()> = TableDefinition::new(OUTBOX_UNDELIVERED);
 /// Event id → payment id.
 const IDS: TableDefinition<&str, &str> = TableDefinition::new(OUTBOX_IDS);
+/// Delivered rows by time of delivery, for the purge: `(delivered_ms, encoded key)`.
+const DELIVERED: TableDefinition<(u64, &str), ()> = TableDefinition::new("outbox_delivered");
 
 /// Creates the tables (in the opening transaction).
 pub(super) fn create(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(ROWS)?;
     txn.open_table(UNDELIVERED)?;
     txn.open_table(IDS)?;
+    txn.open_table(DELIVERED)?;
     Ok(())
 }
 
 fn put(txn: &WriteTransaction, row: &OutboxEvent, op: &'static str) -> Result<(), StoreError> {
     let key = row.key().encoded();
     let bytes = record::encode(OUTBOX, &key, row)?;
+    // The delivered index follows the row's delivery time.
+    let old_delivered = get(txn, &key, op)?.and_then(|old| old.delivered_ms);
+    if old_delivered != row.delivered_ms {
+        let mut delivered = txn.open_table(DELIVERED).context(op, &key)?;
+        if let Some(at) = old_delivered {
+            delivered.remove((at, key.as_str())).context(op, &key)?;
+        }
+        if let Some(at) = row.delivered_ms {
+            delivered.insert((at, key.as_str()), ()).context(op, &key)?;
+        }
+    }
     txn.open_table(ROWS)
         .context(op, &key)?
         .insert(key.as_str(), bytes.as_slice())
@@ -253,4 +267,82 @@ pub(super) fn counts(db: &Database) -> Result<EventCounts, StoreError> {
         outbox::count(&mut counts, &row);
     }
     Ok(counts)
+}
+
+pub(super) fn purge(
+    db: &Database,
+    delivered_before_ms: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let op = "purge_events";
+    let txn = db.begin_write().context(op, "*")?;
+    // Oldest deliveries first, up to the cutoff; a payment's last row stays (its sequence).
+    let mut doomed = Vec::new();
+    {
+        let delivered = txn.open_table(DELIVERED).context(op, "*")?;
+        let rows = txn.open_table(ROWS).context(op, "*")?;
+        let range = delivered
+            .range((0, "")..=(delivered_before_ms, "\u{10ffff}"))
+            .context(op, "*")?;
+        for item in range {
+            if doomed.len() == limit {
+                break;
+            }
+            let (entry, _) = item.context(op, "*")?;
+            let (at, key) = entry.value();
+            let Some(parsed) = EventKey::decode(key) else {
+                continue;
+            };
+            let (_, hi) = outbox::payment_range(&parsed.payment_id);
+            let later = rows
+                .range::<&str>((
+                    std::ops::Bound::Excluded(key),
+                    std::ops::Bound::Excluded(hi.as_str()),
+                ))
+                .context(op, key)?
+                .next()
+                .is_some();
+            if later {
+                doomed.push((at, key.to_string()));
+            }
+        }
+    }
+    if doomed.is_empty() {
+        txn.abort().context(op, "*")?;
+        return Ok(0);
+    }
+    {
+        let mut delivered = txn.open_table(DELIVERED).context(op, "*")?;
+        let mut rows = txn.open_table(ROWS).context(op, "*")?;
+        let mut ids = txn.open_table(IDS).context(op, "*")?;
+        for (at, key) in &doomed {
+            delivered.remove((*at, key.as_str())).context(op, key)?;
+            let gone: Option<OutboxEvent> = {
+                let removed = rows.remove(key.as_str()).context(op, key)?;
+                match removed {
+                    Some(v) => Some(record::decode(OUTBOX, key, v.value())?),
+                    None => None,
+                }
+            };
+            let Some(gone) = gone else { continue };
+            // The id's entry goes with the event's last row (other endpoints share it).
+            let (lo, hi) = outbox::payment_range(&gone.event.payment_id);
+            let mut shared = false;
+            for item in rows
+                .range::<&str>(lo.as_str()..hi.as_str())
+                .context(op, key)?
+            {
+                let (k, _) = item.context(op, key)?;
+                if EventKey::decode(k.value()).is_some_and(|k| k.seq == gone.event.seq) {
+                    shared = true;
+                    break;
+                }
+            }
+            if !shared {
+                ids.remove(gone.event.id.as_str()).context(op, key)?;
+            }
+        }
+    }
+    txn.commit().context(op, "*")?;
+    Ok(doomed.len())
 }
