@@ -59,6 +59,14 @@
 //!   not count it against the provider's health, and renders it with
 //!   [`Storefront::render_outcome`]; a dialect shows it as the storefront protocol's
 //!   client error (not as a retryable server error).
+//! - Events (webhooks): on a route with `webhooks`, each change the host records of a payment
+//!   (created; moved to requires-action, processing, requires-capture, succeeded, failed or
+//!   canceled, or a new outcome in failed / requires-action; an amount refunded) is a
+//!   [`PaymentEvent`] with a host-minted id, rendered once by [`Storefront::render_event`]
+//!   and stored with the record; the host delivers the stored body, in order per payment,
+//!   with the headers [`Storefront::sign_event`] returns for each attempt (the time of the
+//!   attempt, so receivers' timestamp tolerances hold on retries). Both default to nothing:
+//!   a dialect that renders no events sends none.
 //! - Card details: before compliance and routing, for a card payment on a route with a
 //!   home provider, the host asks
 //!   [`Storefront::card_lookup`] for the request that reads the token at the route's home
@@ -69,7 +77,8 @@
 //!   as it was; the payment goes on.
 
 pub use crate::bindings::v4::storefront::exports::payproxy::plugin::storefront::{
-    Call, ListQuery, PaymentCall, PaymentRecord, PaymentState,
+    Call, EventKind, ListQuery, PaymentCall, PaymentEvent, PaymentRecord, PaymentState,
+    RenderedEvent,
 };
 pub use crate::bindings::v4::types::payproxy::plugin::cards::CardDetails;
 
@@ -115,6 +124,19 @@ pub trait Storefront: Sized + 'static {
     /// contract's `read-card`); `None` (the default) when it says nothing usable.
     fn card_details(&self, _response: &HttpResponse) -> Option<CardDetails> {
         None
+    }
+    /// The storefront's event for a state change of a payment (the contract's
+    /// `render-event`), rendered once when the host records the change and delivered to the
+    /// merchant's webhook endpoints as is. It should carry `event.id` (the host's event id,
+    /// one per change). `None` (the default): this dialect sends no event for it.
+    fn render_event(&self, _event: &PaymentEvent) -> Option<RenderedEvent> {
+        None
+    }
+    /// The headers that sign one delivery of an event `body` with an endpoint's `secret`, at
+    /// `now_s` (Unix seconds; called again at every delivery attempt). Default: none (the
+    /// event is delivered unsigned).
+    fn sign_event(&self, _body: &[u8], _secret: &str, _now_s: i64) -> Vec<(String, String)> {
+        Vec::new()
     }
 }
 

@@ -88,6 +88,24 @@ macro_rules! __storefront_impl {
                 })
                 .flatten()
             }
+            fn render_event(
+                event: $crate::storefront::PaymentEvent,
+            ) -> ::std::option::Option<$crate::storefront::RenderedEvent> {
+                $crate::payment::__glue::with("storefront", |p: &$ty| {
+                    $crate::storefront::Storefront::render_event(p, &event)
+                })
+                .flatten()
+            }
+            fn sign_event(
+                body: ::std::vec::Vec<u8>,
+                secret: ::std::string::String,
+                now_s: i64,
+            ) -> ::std::vec::Vec<(::std::string::String, ::std::string::String)> {
+                $crate::payment::__glue::with("storefront", |p: &$ty| {
+                    $crate::storefront::Storefront::sign_event(p, &body, &secret, now_s)
+                })
+                .unwrap_or_default()
+            }
         }
         $crate::bindings::v4::storefront::__export_storefront_world!(__PayproxyExport with_types_in $crate::bindings::v4::storefront);
     };

@@ -1,5 +1,6 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /admin/status` (JSON),
-//! `POST /admin/reload`. A configured bearer token guards reload always, and the two read
+//! `POST /admin/reload`, and the webhook outbox (`GET /admin/events`,
+//! `POST /admin/events/{id}/redeliver`, see `events`; token always, like reload). A configured bearer token guards reload always, and the two read
 //! endpoints too when the listener is not on loopback: the status page shows file paths and
 //! internal provider URLs. Local Prometheus scrapes of a loopback listener need no token.
 
@@ -21,6 +22,9 @@ use crate::listener::{self, connection, Accepted, ConnLimits};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
+use crate::store::Store;
+
+mod events;
 
 /// Admin endpoints over the shared reloader and metrics.
 pub struct Admin {
@@ -32,6 +36,8 @@ pub struct Admin {
     reads_need_token: bool,
     /// `state` on the status page: the store kind and this process's instance id.
     instance: Value,
+    /// The outbox, for `/admin/events`.
+    store: Option<Arc<dyn Store>>,
 }
 
 impl Admin {
@@ -51,7 +57,14 @@ impl Admin {
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             reads_need_token: !loopback,
             instance: Value::Null,
+            store: None,
         }
+    }
+
+    /// Serve `/admin/events` from `store`'s outbox.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Admin {
+        self.store = Some(store);
+        self
     }
 
     /// Show the state store kind and this process's instance id on the status page (several
@@ -68,10 +81,13 @@ impl Admin {
         peer: SocketAddr,
     ) -> Response<Full<Bytes>> {
         let (method, path) = (request.method(), request.uri().path());
+        let redeliver = events::redeliver_id(path).map(str::to_string);
         let needs_token = match (method, path) {
             (&Method::GET, "/metrics" | "/admin/status") => self.reads_need_token,
             (&Method::POST, "/admin/reload") => true,
-            _ => false,
+            // Payment ids and a mutation: the token always, like reload.
+            (_, "/admin/events") => true,
+            _ => redeliver.is_some(),
         };
         if needs_token {
             if let Err(refusal) = self.authorise(&request) {
@@ -104,7 +120,15 @@ impl Admin {
                     &json!({ "result": "error", "error": e, "version": self.reloader.snapshot().version }),
                 ),
             },
-            (_, "/metrics" | "/admin/status" | "/admin/reload") => error(
+            (&Method::GET, "/admin/events") => match &self.store {
+                Some(store) => events::list(store, request.uri().query().unwrap_or("")).await,
+                None => error(StatusCode::NOT_FOUND, "not_found", "no outbox"),
+            },
+            (&Method::POST, _) if redeliver.is_some() => match (&self.store, &redeliver) {
+                (Some(store), Some(id)) => events::redeliver(store, id).await,
+                _ => error(StatusCode::NOT_FOUND, "not_found", "no outbox"),
+            },
+            (_, "/metrics" | "/admin/status" | "/admin/reload" | "/admin/events") => error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "method not allowed",

@@ -52,6 +52,180 @@ pub struct Config {
     /// OpenTelemetry trace export (off by default). Read at start, like `log`.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// How this instance delivers the webhook outbox (routes' `webhooks`). Read at start.
+    #[serde(default)]
+    pub webhook_delivery: WebhookDeliveryConfig,
+}
+
+/// How an instance delivers the webhook outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDeliveryConfig {
+    /// How long a claimed event is this instance's to deliver; after that (the instance died)
+    /// any instance sharing the store retakes it. Must exceed every route's webhook
+    /// `timeout_ms`. Default 30000.
+    #[serde(default = "default_delivery_lease_ms")]
+    pub lease_ms: u64,
+    /// Deliveries in flight at once. Default 8.
+    #[serde(default = "default_delivery_concurrency")]
+    pub concurrency: usize,
+    /// How often the outbox is polled for due events when idle. Default 250.
+    #[serde(default = "default_delivery_poll_ms")]
+    pub poll_ms: u64,
+    /// How long delivered events are kept (then purged, except each payment's last event,
+    /// which carries its sequence). Default 604800 (7 days).
+    #[serde(default = "default_keep_delivered_s")]
+    pub keep_delivered_s: u64,
+}
+
+impl Default for WebhookDeliveryConfig {
+    fn default() -> Self {
+        WebhookDeliveryConfig {
+            lease_ms: default_delivery_lease_ms(),
+            concurrency: default_delivery_concurrency(),
+            poll_ms: default_delivery_poll_ms(),
+            keep_delivered_s: default_keep_delivered_s(),
+        }
+    }
+}
+
+fn default_keep_delivered_s() -> u64 {
+    604_800
+}
+
+fn default_delivery_lease_ms() -> u64 {
+    30_000
+}
+
+fn default_delivery_concurrency() -> usize {
+    8
+}
+
+fn default_delivery_poll_ms() -> u64 {
+    250
+}
+
+/// Signed storefront events for a payment route: each payment state change the storefront
+/// dialect renders an event for is delivered to every endpoint, in order per payment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The merchant's endpoints; at least one.
+    pub endpoints: Vec<WebhookEndpointConfig>,
+    /// Retries of a failed delivery.
+    #[serde(default)]
+    pub retry: WebhookRetryConfig,
+    /// Longest a delivery attempt may take. Default 10000.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// One merchant endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpointConfig {
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// The signing secret (Stripe: the endpoint's `whsec_…`), inline or `{"env": "VAR"}`.
+    /// Never logged or shown.
+    pub secret: Secret,
+}
+
+/// Exponential backoff with jitter between delivery attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRetryConfig {
+    /// Delay after the first failed attempt. Default 5000.
+    #[serde(default = "default_retry_initial_ms")]
+    pub initial_ms: u64,
+    /// Longest delay between attempts. Default 3600000 (1 h).
+    #[serde(default = "default_retry_max_ms")]
+    pub max_ms: u64,
+    /// An event still undelivered this long after it was written is given up (kept as
+    /// `failed`, listed by the admin API, redeliverable). Default 259200 (3 days).
+    #[serde(default = "default_give_up_after_s")]
+    pub give_up_after_s: u64,
+}
+
+impl Default for WebhookRetryConfig {
+    fn default() -> Self {
+        WebhookRetryConfig {
+            initial_ms: default_retry_initial_ms(),
+            max_ms: default_retry_max_ms(),
+            give_up_after_s: default_give_up_after_s(),
+        }
+    }
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_retry_initial_ms() -> u64 {
+    5_000
+}
+
+fn default_retry_max_ms() -> u64 {
+    3_600_000
+}
+
+fn default_give_up_after_s() -> u64 {
+    259_200
+}
+
+impl WebhooksConfig {
+    /// Check values; errors name the field under `at`.
+    fn check(&self, at: &str, lease_ms: u64) -> Result<(), (String, String)> {
+        if self.endpoints.is_empty() {
+            return Err((
+                format!("{at}.endpoints"),
+                "at least one endpoint is required".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (j, e) in self.endpoints.iter().enumerate() {
+            let field = format!("{at}.endpoints[{j}].url");
+            let ok = match e.url.parse::<http::Uri>() {
+                Ok(uri) => {
+                    matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.host().is_some_and(|h| !h.is_empty())
+                }
+                Err(_) => false,
+            };
+            if !ok {
+                return Err((
+                    field,
+                    "must be an http:// or https:// URL with a host".into(),
+                ));
+            }
+            if !seen.insert(e.url.as_str()) {
+                return Err((field, "duplicate endpoint".into()));
+            }
+            if let Secret::Inline(v) = &e.secret {
+                if v.is_empty() {
+                    return Err((
+                        format!("{at}.endpoints[{j}].secret"),
+                        "must not be empty".into(),
+                    ));
+                }
+            }
+        }
+        let r = &self.retry;
+        if r.initial_ms == 0 || r.max_ms < r.initial_ms || r.give_up_after_s == 0 {
+            return Err((
+                format!("{at}.retry"),
+                "initial_ms and give_up_after_s must be positive, max_ms at least initial_ms"
+                    .into(),
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms >= lease_ms {
+            return Err((
+                format!("{at}.timeout_ms"),
+                format!("must be positive and below webhook_delivery.lease_ms ({lease_ms})"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Logs and the audit trail.
@@ -709,6 +883,10 @@ pub struct RouteConfig {
     /// its bodies are then streamed unread).
     #[serde(default)]
     pub card_data: CardData,
+    /// Signed storefront events delivered to the merchant (payment routes only). None: no
+    /// events are written.
+    #[serde(default)]
+    pub webhooks: Option<WebhooksConfig>,
 }
 
 /// A storefront API key a route accepts. The key itself never appears in the config file.
@@ -1038,6 +1216,13 @@ impl Config {
                 return Err(invalid(field.into(), "must be positive".into()));
             }
         }
+        let d = &self.webhook_delivery;
+        if d.lease_ms == 0 || d.concurrency == 0 || d.poll_ms == 0 {
+            return Err(invalid(
+                "webhook_delivery".into(),
+                "lease_ms, concurrency and poll_ms must be positive".into(),
+            ));
+        }
         if self.state.purge_interval_ms == 0 {
             return Err(invalid(
                 "state.purge_interval_ms".into(),
@@ -1220,6 +1405,17 @@ impl Config {
             for (j, key) in route.storefront_keys.iter().enumerate() {
                 key.digest()
                     .map_err(|message| invalid(format!("{at}.storefront_keys[{j}]"), message))?;
+            }
+            if let Some(webhooks) = &route.webhooks {
+                if route.dialect.is_none() {
+                    return Err(invalid(
+                        format!("{at}.webhooks"),
+                        "only payment routes (with a dialect) send webhooks".into(),
+                    ));
+                }
+                webhooks
+                    .check(&format!("{at}.webhooks"), self.webhook_delivery.lease_ms)
+                    .map_err(|(field, message)| invalid(field, message))?;
             }
             if route.card_data == CardData::Allow && route.dialect.is_some() {
                 return Err(invalid(

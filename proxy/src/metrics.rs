@@ -65,6 +65,15 @@ pub struct Metrics {
     pub connections_open: IntGaugeVec,
     /// Connections closed at accept because the listener was at `max_connections`.
     pub connections_refused: IntCounterVec,
+    /// Storefront events delivered (2xx from the merchant's endpoint), by route.
+    pub events_delivered: IntCounterVec,
+    /// Failed delivery attempts by route and reason (`status`, `connect`, `timeout`,
+    /// `unconfigured`, `plugin`), and events given up (`gave_up`).
+    pub events_failed: IntCounterVec,
+    /// Undelivered events in the outbox (pending or given up), by route.
+    pub events_pending: IntGaugeVec,
+    /// Time from an event's write (or redelivery) to its delivery.
+    pub event_delivery_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -198,6 +207,37 @@ impl Metrics {
                 "Connections closed at accept because the listener was at its connection cap.",
                 &["listener", "addr"],
             ),
+            events_delivered: counter(
+                "payproxy_events_delivered_total",
+                "Storefront events delivered to the merchant's endpoints, by route.",
+                &["route"],
+            ),
+            events_failed: counter(
+                "payproxy_events_delivery_failures_total",
+                "Failed storefront event delivery attempts by route and reason; gave_up counts \
+                 events given up.",
+                &["route", "reason"],
+            ),
+            events_pending: gauge(
+                "payproxy_events_pending",
+                "Undelivered storefront events in the outbox (pending or given up), by route.",
+                &["route"],
+            ),
+            event_delivery_seconds: {
+                let opts = HistogramOpts::new(
+                    "payproxy_event_delivery_seconds",
+                    "Time from a storefront event's write (or redelivery) to its delivery.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0, 3600.0, 86400.0,
+                ]);
+                let h = HistogramVec::new(opts, &[]).expect("static metric definition");
+                registry
+                    .register(Box::new(h.clone()))
+                    .expect("unique metric name");
+                h
+            },
             registry,
             rule_labels: Mutex::new(HashMap::new()),
         }

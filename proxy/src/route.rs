@@ -42,6 +42,8 @@ pub struct Route {
     pub storefront_keys: Vec<[u8; 32]>,
     /// What a card number in a request does.
     pub card_data: CardData,
+    /// Signed storefront events for this route's payments (payment routes), if configured.
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl Route {
@@ -128,6 +130,7 @@ mod tests {
             methods: methods.to_vec(),
             storefront_keys: vec![],
             card_data: CardData::Refuse,
+            webhooks: None,
         }
     }
 

@@ -143,12 +143,21 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         interval: Duration::from_millis(config.state.purge_interval_ms),
         retention_ms: config.state.payment_retention_ms,
     };
-    let mut tasks = vec![tokio::spawn(sweeper::run(
-        store,
+    let mut tasks = vec![tokio::spawn(crate::webhooks::deliver::run(
+        crate::webhooks::deliver::Deliverer {
+            store: store.clone(),
+            reloader: reloader.clone(),
+            metrics: metrics.clone(),
+            settings: config.webhook_delivery.clone(),
+        },
+        shutdown_rx.clone(),
+    ))];
+    tasks.push(tokio::spawn(sweeper::run(
+        store.clone(),
         sweep,
         metrics.clone(),
         shutdown_rx.clone(),
-    ))];
+    )));
     // SIGHUP reloads before anything answers: a signal to a proxy that already serves never
     // finds the default action (exit) in place.
     let mut triggers = vec![reloader.spawn_sighup()?];
@@ -186,7 +195,8 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
             token,
             config.admin.addr.ip().is_loopback(),
         )
-        .with_instance(store_kind(config.state.kind), &instance),
+        .with_instance(store_kind(config.state.kind), &instance)
+        .with_store(store.clone()),
     );
     metrics
         .instance_info

@@ -340,13 +340,24 @@ impl Builder {
 
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
-            routes.push(
+            let mut built =
                 route(r, &config, &plugins).map_err(|message| ConfigError::Resource {
                     file: file.to_path_buf(),
                     field: format!("routes[{i}].dialect"),
                     message,
-                })?,
-            );
+                })?;
+            if let Some(w) = &r.webhooks {
+                let webhooks =
+                    crate::webhooks::Webhooks::resolve(w).map_err(|(field, message)| {
+                        ConfigError::Resource {
+                            file: file.to_path_buf(),
+                            field: format!("routes[{i}].webhooks.{field}"),
+                            message,
+                        }
+                    })?;
+                built.webhooks = Some(Arc::new(webhooks));
+            }
+            routes.push(built);
         }
         for (index, listener) in config.listeners.iter().enumerate() {
             if let Some(tls) = &listener.tls {
@@ -472,6 +483,8 @@ fn route(
             .map(StorefrontKey::digest)
             .collect::<Result<_, _>>()?,
         card_data: r.card_data,
+        // Resolved by the caller, which names the secret's field in errors.
+        webhooks: None,
         methods: r
             .methods
             .iter()

@@ -93,6 +93,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 mod memory;
+mod outbox;
 mod payments;
 mod postgres;
 mod purge;
@@ -102,6 +103,7 @@ pub(crate) mod sweeper;
 
 use crate::plugin::storefront::ListQuery;
 pub use memory::MemoryStore;
+pub use outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
 pub use payments::{Page, PaymentEntry};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use purge::Purged;
@@ -332,17 +334,49 @@ pub trait Store: Send + Sync + 'static {
     /// The payment record with storefront-visible id `id`, if payproxy has one.
     fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError>;
     /// Write (or replace) a payment record. Its creation time must not change once written.
-    fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError>;
+    /// `events` (the storefront events of this change, see `outbox`) are written to the
+    /// outbox in the same transaction; one already there (same key) is left as it is.
+    fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError>;
     /// [`put_payment`](Store::put_payment) by the holder of the payment's operation lock
     /// ([`payment_lock_key`]), and drop the attempt journaled on the lock (its outcome is
     /// what this record says), atomically. Fails with [`StoreError::Fenced`] unless this
     /// store still holds the lock (another instance took it over, or this store gave up
     /// renewing it), so a stalled instance never overwrites what the one that took over
-    /// recorded. On one process (redb, memory) nobody else can take a held lock: a plain
-    /// `put_payment`.
-    fn put_payment_locked(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
-        self.put_payment(entry)
+    /// recorded, nor emits its events. On one process (redb, memory) nobody else can take
+    /// a held lock: a plain `put_payment`.
+    fn put_payment_locked(
+        &self,
+        entry: &PaymentEntry,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        self.put_payment(entry, events)
     }
     /// A page of `route`'s payments, newest first, and whether more match beyond it.
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError>;
+
+    /// The sequence number the next event of `payment_id` gets (0 for its first).
+    fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError>;
+    /// Claim up to `limit` events due at `now_ms` for delivery, leased until
+    /// `now_ms + lease_ms`: only the oldest pending event of each (payment, endpoint), so
+    /// delivery stays in order per payment; never one under another live lease.
+    fn claim_events(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// Record a delivery attempt of a claimed event: delivered, rescheduled or given up.
+    /// An event no longer pending is left as it is.
+    fn event_attempted(&self, key: &EventKey, outcome: &Attempted) -> Result<(), StoreError>;
+    /// Up to `limit` undelivered events in `state` (pending or failed), in key order.
+    fn list_events(&self, state: EventState, limit: usize) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// Queue event `id` again at `now_ms` (each endpoint's row that is not pending); how many
+    /// rows were queued.
+    fn redeliver_event(&self, id: &str, now_ms: u64) -> Result<usize, StoreError>;
+    /// Undelivered events per route.
+    fn event_counts(&self) -> Result<EventCounts, StoreError>;
+    /// Delete at most `limit` events delivered at or before `delivered_before_ms`, oldest
+    /// first; each payment's last event row is kept (it carries the payment's sequence).
+    /// Failed and pending events are never deleted. Returns how many were.
+    fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError>;
 }

@@ -100,6 +100,14 @@ impl ClientCache {
     }
 }
 
+impl ClientCache {
+    /// A pooled client trusting the default roots, for requests that are not a provider's
+    /// (webhook deliveries).
+    pub fn default_client(&self, connect_timeout_ms: u64) -> Result<HttpClient, String> {
+        Ok(self.clients(None, connect_timeout_ms)?.requests)
+    }
+}
+
 /// A send that got no answer: what the transport saw, and the error to answer with.
 #[derive(Debug)]
 pub struct SendFailure {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use payproxy::plugin::storefront::{ListQuery, PaymentRecord, PaymentState};
 use payproxy::store::{
-    payment_lock_key, Attempt, Begin, MemoryStore, Owner, PaymentEntry, PostgresStore, Purged,
-    RedbStore, Store, StoreError, StoredResponse, Takeover,
+    payment_lock_key, Attempt, Attempted, Begin, EventState, MemoryStore, NewEvent, Owner,
+    PaymentEntry, PostgresStore, Purged, RedbStore, Store, StoreError, StoredResponse, Takeover,
 };
 
 const STALE: u64 = 30_000;
@@ -318,13 +318,13 @@ fn ids(page: &(Vec<PaymentEntry>, bool)) -> (Vec<&str>, bool) {
 fn payments_round_trip(s: &dyn Store) {
     assert_eq!(s.payment("pi_1").unwrap(), None);
     let mut e = entry("r", "pi_1", 5_000, Some("cus_1"));
-    s.put_payment(&e).unwrap();
+    s.put_payment(&e, &[]).unwrap();
     assert_eq!(s.payment("pi_1").unwrap(), Some(e.clone()));
     // A later state replaces the record, and the list holds it once.
     e.record.state = PaymentState::Succeeded;
     e.record.amount_captured = 1000;
     e.owner = Some(owner("adyen", "PSP1"));
-    s.put_payment(&e).unwrap();
+    s.put_payment(&e, &[]).unwrap();
     assert_eq!(s.payment("pi_1").unwrap(), Some(e.clone()));
     let page = s.list_payments("r", &query(10)).unwrap();
     assert_eq!(page.0, vec![e]);
@@ -335,15 +335,14 @@ fn payments_list_newest_first_in_pages(s: &dyn Store) {
     // pi_0 … pi_9, one second apart; another route's payment in between.
     for n in 0..10u64 {
         let customer = if n % 2 == 0 { "cus_even" } else { "cus_odd" };
-        s.put_payment(&entry(
-            "r",
-            &format!("pi_{n}"),
-            1_000 * (n + 1),
-            Some(customer),
-        ))
+        s.put_payment(
+            &entry("r", &format!("pi_{n}"), 1_000 * (n + 1), Some(customer)),
+            &[],
+        )
         .unwrap();
     }
-    s.put_payment(&entry("other", "pi_x", 5_500, None)).unwrap();
+    s.put_payment(&entry("other", "pi_x", 5_500, None), &[])
+        .unwrap();
     let list = |q: &ListQuery| s.list_payments("r", q).unwrap();
 
     let first = list(&query(3));
@@ -564,13 +563,13 @@ fn purge_deletes_expired_idempotency_records_in_batches(s: &dyn Store) {
 fn purge_deletes_payments_and_owners_past_their_retention(s: &dyn Store) {
     // Payments are kept RETAIN after their creation.
     for (n, created) in [(1, 1_000), (2, 2_000), (3, 3_000)] {
-        s.put_payment(&entry("r", &format!("pi_{n}"), created, None))
+        s.put_payment(&entry("r", &format!("pi_{n}"), created, None), &[])
             .unwrap();
     }
     // A later write of a payment keeps its creation time, and one purge entry.
     let mut updated = entry("r", "pi_1", 1_000, None);
     updated.record.state = PaymentState::Succeeded;
-    s.put_payment(&updated).unwrap();
+    s.put_payment(&updated, &[]).unwrap();
     assert_eq!(
         s.purge_expired(1_999 + RETAIN, RETAIN, ALL)
             .unwrap()
@@ -627,6 +626,243 @@ fn purge_deletes_payments_and_owners_past_their_retention(s: &dyn Store) {
         s.purge_expired(u64::MAX - 1, u64::MAX, ALL).unwrap(),
         Purged::default()
     );
+}
+
+// ---- the webhook outbox ----
+
+fn event(payment: &str, seq: u64, endpoint: &str) -> NewEvent {
+    NewEvent {
+        id: format!("evt_{payment}_{seq}"),
+        payment_id: payment.into(),
+        seq,
+        route: "r".into(),
+        endpoint: endpoint.into(),
+        event_type: "payment_intent.succeeded".into(),
+        content_type: "application/json".into(),
+        body: format!(r#"{{"id":"evt_{payment}_{seq}"}}"#).into_bytes(),
+        created_ms: 100,
+    }
+}
+
+/// (payment, seq, endpoint) of claimed or listed rows, sorted.
+fn keys(rows: &[payproxy::store::OutboxEvent]) -> Vec<(String, u64, String)> {
+    let mut keys: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.event.payment_id.clone(),
+                r.event.seq,
+                r.event.endpoint.clone(),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn k(payment: &str, seq: u64, endpoint: &str) -> (String, u64, String) {
+    (payment.into(), seq, endpoint.into())
+}
+
+fn delivered(s: &dyn Store, row: (String, u64, String), at_ms: u64) {
+    let key = payproxy::store::EventKey {
+        payment_id: row.0,
+        seq: row.1,
+        endpoint: row.2,
+    };
+    s.event_attempted(&key, &Attempted::Delivered { at_ms })
+        .unwrap();
+}
+
+fn outbox_claims_in_order_per_payment_and_endpoint_under_leases(s: &dyn Store) {
+    let e = entry("r", "pi_1", 100, None);
+    assert_eq!(s.next_event_seq("pi_1").unwrap(), 0);
+    s.put_payment(&e, &[event("pi_1", 0, "a"), event("pi_1", 0, "b")])
+        .unwrap();
+    s.put_payment(&e, &[event("pi_1", 1, "a"), event("pi_1", 1, "b")])
+        .unwrap();
+    s.put_payment(&entry("r", "pi_2", 101, None), &[event("pi_2", 0, "a")])
+        .unwrap();
+    // Written again (a resumed request): kept once.
+    s.put_payment(&e, &[event("pi_1", 1, "a")]).unwrap();
+    assert_eq!(
+        s.payment("pi_1").unwrap(),
+        Some(e.clone()),
+        "the record too"
+    );
+    assert_eq!(s.next_event_seq("pi_1").unwrap(), 2);
+    assert_eq!(s.next_event_seq("pi_2").unwrap(), 1);
+    assert_eq!(s.next_event_seq("pi_3").unwrap(), 0);
+    assert_eq!(s.list_events(EventState::Pending, 100).unwrap().len(), 5);
+    assert_eq!(s.event_counts().unwrap().get("r"), Some(&(5, 0)));
+
+    // Only the oldest pending event of each (payment, endpoint) is due; not before its time.
+    assert!(s.claim_events(99, 1_000, 10).unwrap().is_empty());
+    let claimed = s.claim_events(100, 1_000, 10).unwrap();
+    assert_eq!(
+        keys(&claimed),
+        [k("pi_1", 0, "a"), k("pi_1", 0, "b"), k("pi_2", 0, "a")]
+    );
+    assert!(claimed.iter().all(|r| r.lease_until_ms == 1_100));
+    assert_eq!(claimed[0].event.body, event("pi_1", 0, "a").body);
+    // Leased: nobody claims them, and what follows them waits.
+    assert!(s.claim_events(200, 1_000, 10).unwrap().is_empty());
+    delivered(s, k("pi_1", 0, "a"), 300);
+    assert_eq!(
+        keys(&s.claim_events(300, 1_000, 10).unwrap()),
+        [k("pi_1", 1, "a")]
+    );
+    // A claimer that died: its leases lapse and the rows are claimed again.
+    assert_eq!(
+        keys(&s.claim_events(1_100, 1_000, 10).unwrap()),
+        [k("pi_1", 0, "b"), k("pi_2", 0, "a")]
+    );
+    // The limit holds.
+    delivered(s, k("pi_1", 0, "b"), 1_200);
+    delivered(s, k("pi_2", 0, "a"), 1_200);
+    delivered(s, k("pi_1", 1, "a"), 1_200);
+    assert_eq!(s.claim_events(1_200, 1_000, 0).unwrap().len(), 0);
+    assert_eq!(
+        keys(&s.claim_events(1_200, 1_000, 10).unwrap()),
+        [k("pi_1", 1, "b")]
+    );
+    delivered(s, k("pi_1", 1, "b"), 1_300);
+    assert!(s.claim_events(5_000, 1_000, 10).unwrap().is_empty());
+    assert!(s.list_events(EventState::Pending, 100).unwrap().is_empty());
+    assert_eq!(
+        s.event_counts()
+            .unwrap()
+            .get("r")
+            .copied()
+            .unwrap_or_default(),
+        (0, 0)
+    );
+}
+
+fn outbox_reschedules_gives_up_and_redelivers(s: &dyn Store) {
+    let e = entry("r", "pi_1", 100, None);
+    s.put_payment(&e, &[event("pi_1", 0, "a")]).unwrap();
+    s.put_payment(&e, &[event("pi_1", 1, "a")]).unwrap();
+    let first = k("pi_1", 0, "a");
+    let key = payproxy::store::EventKey {
+        payment_id: first.0.clone(),
+        seq: 0,
+        endpoint: "a".into(),
+    };
+    assert_eq!(
+        keys(&s.claim_events(100, 1_000, 10).unwrap()),
+        [k("pi_1", 0, "a")]
+    );
+    s.event_attempted(
+        &key,
+        &Attempted::Failed {
+            error: "endpoint answered 500".into(),
+            retry_at_ms: Some(500),
+        },
+    )
+    .unwrap();
+    // Rescheduled: not due before 500, and its successor still waits.
+    assert!(s.claim_events(400, 1_000, 10).unwrap().is_empty());
+    let again = s.claim_events(500, 1_000, 10).unwrap();
+    assert_eq!(keys(&again), [k("pi_1", 0, "a")]);
+    assert_eq!(again[0].attempts, 1);
+    assert_eq!(
+        again[0].last_error.as_deref(),
+        Some("endpoint answered 500")
+    );
+    // Given up: failed, listed, counted; it no longer holds the next one back.
+    s.event_attempted(
+        &key,
+        &Attempted::Failed {
+            error: "connection refused".into(),
+            retry_at_ms: None,
+        },
+    )
+    .unwrap();
+    let failed = s.list_events(EventState::Failed, 10).unwrap();
+    assert_eq!(keys(&failed), [k("pi_1", 0, "a")]);
+    assert_eq!(failed[0].attempts, 2);
+    assert_eq!(failed[0].state, EventState::Failed);
+    assert_eq!(s.event_counts().unwrap().get("r"), Some(&(1, 1)));
+    assert_eq!(
+        keys(&s.claim_events(600, 1_000, 10).unwrap()),
+        [k("pi_1", 1, "a")]
+    );
+    delivered(s, k("pi_1", 1, "a"), 700);
+    // A late result for a row no longer pending changes nothing.
+    s.event_attempted(&key, &Attempted::Delivered { at_ms: 710 })
+        .unwrap();
+    assert_eq!(s.list_events(EventState::Failed, 10).unwrap().len(), 1);
+    // Redelivered: pending again, due at once, its give-up age restarting.
+    assert_eq!(s.redeliver_event("evt_pi_1_0", 800).unwrap(), 1);
+    assert_eq!(
+        s.redeliver_event("evt_pi_1_0", 800).unwrap(),
+        0,
+        "pending already"
+    );
+    assert_eq!(s.redeliver_event("evt_unknown", 800).unwrap(), 0);
+    let requeued = s.claim_events(800, 1_000, 10).unwrap();
+    assert_eq!(keys(&requeued), [k("pi_1", 0, "a")]);
+    assert_eq!(
+        (requeued[0].since_ms, requeued[0].next_attempt_ms),
+        (800, 800)
+    );
+    s.event_attempted(&key, &Attempted::Delivered { at_ms: 900 })
+        .unwrap();
+    assert!(s.list_events(EventState::Failed, 10).unwrap().is_empty());
+    // A delivered event can be redelivered too (the merchant lost it).
+    assert_eq!(s.redeliver_event("evt_pi_1_1", 1_000).unwrap(), 1);
+    assert_eq!(
+        keys(&s.list_events(EventState::Pending, 10).unwrap()),
+        [k("pi_1", 1, "a")]
+    );
+}
+
+fn outbox_purge_keeps_each_payments_last_event_and_the_undelivered(s: &dyn Store) {
+    let e = entry("r", "pi_1", 100, None);
+    for seq in 0..3 {
+        s.put_payment(&e, &[event("pi_1", seq, "a"), event("pi_1", seq, "b")])
+            .unwrap();
+    }
+    s.put_payment(&entry("r", "pi_2", 100, None), &[event("pi_2", 0, "a")])
+        .unwrap();
+    // Delivered at 1000 + n, in order; pi_1's last event to `b` stays pending.
+    let order = [
+        k("pi_1", 0, "a"),
+        k("pi_1", 0, "b"),
+        k("pi_1", 1, "a"),
+        k("pi_1", 1, "b"),
+        k("pi_1", 2, "a"),
+        k("pi_2", 0, "a"),
+    ];
+    for (at, key) in (1_000..).zip(order) {
+        // Recorded as a claimer would (recording needs no live claim).
+        delivered(s, key, at);
+    }
+    // Nothing delivered that early.
+    assert_eq!(s.purge_events(999, ALL).unwrap(), 0);
+    // Oldest first, bounded.
+    assert_eq!(s.purge_events(10_000, 1).unwrap(), 1);
+    // The rest: pi_1's delivered rows except its last row in order (seq 2 to `b`, pending
+    // anyway); pi_2's only row is its last and stays.
+    assert_eq!(s.purge_events(10_000, ALL).unwrap(), 4);
+    assert_eq!(s.purge_events(10_000, ALL).unwrap(), 0);
+    assert_eq!(
+        s.next_event_seq("pi_1").unwrap(),
+        3,
+        "the sequence survives"
+    );
+    assert_eq!(s.next_event_seq("pi_2").unwrap(), 1);
+    assert_eq!(
+        keys(&s.list_events(EventState::Pending, 10).unwrap()),
+        [k("pi_1", 2, "b")]
+    );
+    assert_eq!(
+        s.redeliver_event("evt_pi_1_0", 20_000).unwrap(),
+        0,
+        "purged"
+    );
+    assert_eq!(s.redeliver_event("evt_pi_2_0", 20_000).unwrap(), 1, "kept");
 }
 
 /// Each case against both stores; `restart:` cases also get a way to restart the store (redb:
@@ -693,11 +929,37 @@ for_each_store!(
     payments_list_newest_first_in_pages,
     parked_records_resume_at_once_with_their_attempt,
     purge_deletes_expired_idempotency_records_in_batches,
-    purge_deletes_payments_and_owners_past_their_retention;
+    purge_deletes_payments_and_owners_past_their_retention,
+    outbox_claims_in_order_per_payment_and_endpoint_under_leases,
+    outbox_reschedules_gives_up_and_redelivers,
+    outbox_purge_keeps_each_payments_last_event_and_the_undelivered;
     restart: records_held_by_a_previous_process_resume_at_once,
 );
 
 // ---- durability of the redb store ----
+
+#[test]
+fn redb_claims_of_a_previous_process_are_retaken_at_once_and_outbox_rows_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let e = entry("r", "pi_1", 100, None);
+    store
+        .put_payment(&e, &[event("pi_1", 0, "a"), event("pi_1", 1, "a")])
+        .unwrap();
+    assert_eq!(store.claim_events(100, 60_000, 10).unwrap().len(), 1);
+    // This process holds the lease: it does not claim it twice.
+    assert!(store.claim_events(200, 60_000, 10).unwrap().is_empty());
+    drop(store);
+    // The next process on the file: the claim was its predecessor's, whose lease has not
+    // lapsed, and is retaken at once (one process opens the file at a time).
+    let store = RedbStore::open(&path).unwrap();
+    let again = store.claim_events(300, 60_000, 10).unwrap();
+    assert_eq!(keys(&again), [k("pi_1", 0, "a")]);
+    assert_eq!(again[0].event, event("pi_1", 0, "a"), "written durably");
+    assert_eq!(store.next_event_seq("pi_1").unwrap(), 2);
+    assert!(store.claim_events(400, 60_000, 10).unwrap().is_empty());
+}
 
 #[test]
 fn redb_open_creates_directories_and_survives_reopen() {
@@ -1013,7 +1275,8 @@ fn redb_file_levels_off_under_steady_keyed_traffic() {
         let (key, id) = (format!("route\0idem-{n}"), format!("pi_{n}"));
         let now = tick();
         assert_eq!(s.begin(&key, "fp", now, STALE).unwrap(), Begin::Started);
-        s.put_payment(&entry("r", &id, now, Some("cus_1"))).unwrap();
+        s.put_payment(&entry("r", &id, now, Some("cus_1")), &[])
+            .unwrap();
         s.set_owner(&id, &owner("adyen", &format!("PSP{n}")))
             .unwrap();
         s.finish(&key, &response(&body), now, SHORT).unwrap();
@@ -1189,12 +1452,17 @@ fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
     let b = pg::with_lease(options, 3_000);
     let lock = payment_lock_key("pi_1");
     let mut created = entry("r", "pi_1", 1_000, None);
-    a.put_payment(&created).unwrap();
+    a.put_payment(&created, &[]).unwrap();
     // Without the lock, a locked write is refused: it never falls back to an unfenced one.
-    match a.put_payment_locked(&created) {
+    match a.put_payment_locked(&created, &[event("pi_1", 0, "a")]) {
         Err(StoreError::Fenced { op, .. }) => assert_eq!(op, "put_payment"),
         other => panic!("expected Fenced without the lock, got {other:?}"),
     }
+    assert_eq!(
+        a.next_event_seq("pi_1").unwrap(),
+        0,
+        "a refused write emits no event"
+    );
     assert_eq!(
         a.begin(&lock, "operation", 0, 1_500).unwrap(),
         Begin::Started
@@ -1203,7 +1471,9 @@ fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
     // While `a` holds the lock its writes go through, and the attempt journaled on the lock
     // is dropped with the record that says its outcome.
     created.record.state = PaymentState::Processing;
-    a.put_payment_locked(&created).unwrap();
+    a.put_payment_locked(&created, &[event("pi_1", 0, "a")])
+        .unwrap();
+    assert_eq!(a.next_event_seq("pi_1").unwrap(), 1, "its event, with it");
     a.note_attempt(&lock, &attempt("stripe")).unwrap();
     let resumed = until(
         Duration::from_secs(15),
@@ -1222,13 +1492,18 @@ fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
     );
     let mut by_b = created.clone();
     by_b.unresolved = Some(attempt("stripe"));
-    b.put_payment_locked(&by_b).unwrap();
+    b.put_payment_locked(&by_b, &[]).unwrap();
     let mut late = created.clone();
     late.record.state = PaymentState::Succeeded;
-    match a.put_payment_locked(&late) {
+    match a.put_payment_locked(&late, &[event("pi_1", 1, "a")]) {
         Err(StoreError::Fenced { op, .. }) => assert_eq!(op, "put_payment"),
         other => panic!("expected Fenced, got {other:?}"),
     }
+    assert_eq!(
+        a.list_events(EventState::Pending, 10).unwrap().len(),
+        1,
+        "the late write's event is not in the outbox"
+    );
     assert_eq!(b.payment("pi_1").unwrap(), Some(by_b.clone()));
     // `b`'s recorded write dropped the attempt from the lock: handed back and taken again,
     // the lock carries none.
@@ -1308,7 +1583,7 @@ fn postgres_instances_starting_together_migrate_once() {
             .map(|r| r.get(0))
             .collect()
     });
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
 }
 
 #[test]

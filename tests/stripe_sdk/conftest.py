@@ -9,6 +9,8 @@ Environment (run.py sets all of it):
   MODE          baseline | proxy
   SIM_ADYEN       proxy mode: URL of provider-sim's simulated Adyen (its /__sim/ control API)
   PAYPROXY_ADMIN  proxy mode: URL of payproxy's admin listener (GET /metrics)
+  WEBHOOK_LOG     proxy mode: the JSON-lines log of webhook_receiver.py (each delivery,
+                  verified or not by stripe.Webhook.construct_event)
 
 SDK settings, fixed here so every run behaves the same:
   * stripe.max_network_retries = 0: the SDK never resends a request by itself, so each test
@@ -81,6 +83,7 @@ class Settings:
         # Proxy mode only (run.py sets them then); the tests that need them are proxy_only.
         self.sim_adyen = _optional_url("SIM_ADYEN")
         self.admin = _optional_url("PAYPROXY_ADMIN")
+        self.webhook_log = os.environ.get("WEBHOOK_LOG") or None
 
 
 def _optional_url(name: str):
@@ -299,3 +302,24 @@ def direct_a(settings):
         max_network_retries=0,
         http_client=CLIENT,
     )
+
+
+class WebhookLog:
+    """What webhook_receiver.py logged: one dict per delivery, oldest first."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def lines(self) -> list:
+        try:
+            with open(self.path) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+
+@pytest.fixture
+def webhook_log(settings):
+    if not settings.webhook_log:
+        pytest.fail("WEBHOOK_LOG not set: proxy mode needs the webhook receiver's log (run the suite with run.py)")
+    return WebhookLog(settings.webhook_log)

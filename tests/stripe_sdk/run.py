@@ -13,7 +13,10 @@ Standard library only, any python3 >= 3.9. Steps:
      (`provider-sim --provider adyen-sim=127.0.0.1:0`, awaited on its ready line), a payproxy
      config written to a temp dir, `BIN run --config FILE` started and awaited on
      GET /admin/status, pytest in proxy mode with STRIPE_BASE = payproxy's storefront
-     listener, SIM_ADYEN = the simulator and PAYPROXY_ADMIN = payproxy's admin listener.
+     listener, SIM_ADYEN = the simulator and PAYPROXY_ADMIN = payproxy's admin listener;
+     payproxy's webhooks go to webhook_receiver.py (in the venv), which verifies each with
+     the SDK's stripe.Webhook.construct_event and logs it to WEBHOOK_LOG for the tests; after
+     the run every delivery must have verified.
 Every process it starts is stopped by its pid at the end (terminate, then kill). One summary
 line per mode; the exit status is 0 only when every mode that ran passed (2: setup failed).
 """
@@ -47,6 +50,9 @@ PLUGIN_DIR = REPO / "plugins" / "target" / "wasm32-wasip2" / "release"
 # localstripe's server; kept below 4 so an API break cannot slip in unnoticed.
 # The key the storefront (the SDK) sends; payproxy's route accepts it by its SHA-256.
 STOREFRONT_KEY = "sk_test_storefront"
+# The webhook endpoint's signing secret: payproxy reads it from PAYPROXY_SDK_WHSEC, the
+# receiver from WEBHOOK_SECRET.
+WEBHOOK_SECRET = "whsec_payproxy_sdk_suite_5c1e"
 PINS = ("stripe>=16,<17", "localstripe==1.15.10", "aiohttp>=3.9,<4", "pytest>=8,<10")
 PIN_STAMP = ".payproxy-stripe-sdk-pins"
 
@@ -275,7 +281,45 @@ def start_provider_sim(binary: Path, logs: Path, env: dict, processes: list) -> 
 # --- payproxy -------------------------------------------------------------------------------
 
 
-def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_b: str, url_sim: str) -> dict:
+def start_webhook_receiver(python: Path, logs: Path, workdir: Path, env: dict, processes: list) -> tuple:
+    """webhook_receiver.py on a free port: (Process, endpoint URL, log path). A port lost to a
+    race gets 3 tries."""
+    log = workdir / "webhooks.jsonl"
+    for attempt in range(3):
+        (port,) = free_ports(1)
+        name = f"webhook-receiver-{attempt}" if attempt else "webhook-receiver"
+        proc = Process(name, [python, HERE / "webhook_receiver.py", "--port", port, "--log", log], logs,
+                       dict(env, WEBHOOK_SECRET=WEBHOOK_SECRET), logs, log=say)
+        processes.append(proc)
+        try:
+            wait_until_answers(proc, f"http://127.0.0.1:{port}/health", LOCALSTRIPE_START_S)
+            return proc, f"http://127.0.0.1:{port}/hook", log
+        except SetupError:
+            proc.stop()
+            if "address already in use" not in proc.tail().lower() or attempt == 2:
+                raise
+            say(f"{name}: port {port} was taken meanwhile; trying another")
+    raise AssertionError("unreachable")
+
+
+def check_webhooks(path: Path):
+    """Every delivery the receiver got verified with construct_event. Returns what is wrong,
+    or None."""
+    try:
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+    except (OSError, ValueError) as e:
+        return f"webhook log {path}: {e}"
+    bad = [line for line in lines if not line.get("verified")]
+    if bad:
+        return f"{len(bad)} of {len(lines)} deliveries did not verify, first: {bad[0]}"
+    if not lines:
+        return "no webhook delivery arrived"
+    say(f"webhooks: {len(lines)} deliveries, all verified, types {sorted({l['type'] for l in lines})}")
+    return None
+
+
+def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_b: str, url_sim: str,
+                    webhook_url: str) -> dict:
     plugin = lambda name: str(PLUGIN_DIR / f"{name}.wasm")  # noqa: E731
     return {
         "listeners": [{"addr": f"127.0.0.1:{storefront}"}],
@@ -324,7 +368,10 @@ def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_
         "routes": [{"name": "stripe", "path_prefix": "/v1", "dialect": "stripe", "home": "ls-a",
                     # The storefront's key, by digest: the SDK authenticates as it does at Stripe.
                     "storefront_keys": [{"sha256": hashlib.sha256(STOREFRONT_KEY.encode()).hexdigest()}],
-                    "plugins": ["limits", "router"], "providers": [SIM_NAME, "ls-a", "ls-b"]}],
+                    "plugins": ["limits", "router"], "providers": [SIM_NAME, "ls-a", "ls-b"],
+                    "webhooks": {"endpoints": [{"url": webhook_url, "secret": {"env": "PAYPROXY_SDK_WHSEC"}}],
+                                 "retry": {"initial_ms": 200, "max_ms": 2000}}}],
+        "webhook_delivery": {"poll_ms": 50},
     }
 
 
@@ -366,14 +413,15 @@ def check_payproxy_inputs(binary: Path) -> None:
 
 
 def start_payproxy(binary: Path, logs: Path, workdir: Path, env: dict, url_a: str, url_b: str, url_sim: str,
-                   processes: list) -> tuple:
+                   webhook_url: str, processes: list) -> tuple:
     """payproxy in front of both localstripes and the simulated Adyen: (Process, storefront URL, admin URL)."""
     check_payproxy_inputs(binary)
     storefront, admin = free_ports(2)
     config = workdir / "payproxy.json"
-    config.write_text(json.dumps(payproxy_config(workdir, storefront, admin, url_a, url_b, url_sim), indent=2) + "\n")
+    config.write_text(json.dumps(payproxy_config(workdir, storefront, admin, url_a, url_b, url_sim, webhook_url),
+                                 indent=2) + "\n")
     say(f"payproxy config: {config}")
-    env = dict(env)
+    env = dict(env, PAYPROXY_SDK_WHSEC=WEBHOOK_SECRET)
     env.setdefault("PAYPROXY_LOG", "info")
     proc = Process("payproxy", [binary, "run", "--config", config], logs, env, workdir, log=say)
     processes.append(proc)
@@ -405,7 +453,7 @@ def run_pytest(python: Path, mode: str, base: str, url_a: str, url_b: str, k, lo
         argv += ["-k", k]
     env = dict(env, MODE=mode, STRIPE_BASE=base, PROVIDER_A=url_a, PROVIDER_B=url_b)
     # Only what this mode has: a SIM_ADYEN or PAYPROXY_ADMIN from the caller's shell never leaks in.
-    for name in ("SIM_ADYEN", "PAYPROXY_ADMIN"):
+    for name in ("SIM_ADYEN", "PAYPROXY_ADMIN", "WEBHOOK_LOG"):
         env.pop(name, None)
     env.update(extra_env or {})
     env.setdefault("STRIPE_KEY", STOREFRONT_KEY)
@@ -514,10 +562,17 @@ def main() -> int:
                     raise SetupError(proc.died_message())
                 flush_localstripe(url)
             sim, url_sim = start_provider_sim(sim_binary, logs, env, processes)
-            payproxy, storefront, admin = start_payproxy(binary, logs, workdir, env, url_a, url_b, url_sim, processes)
+            receiver, webhook_url, webhook_log = start_webhook_receiver(python, logs, workdir, env, processes)
+            payproxy, storefront, admin = start_payproxy(binary, logs, workdir, env, url_a, url_b, url_sim,
+                                                         webhook_url, processes)
             results.append(run_pytest(python, "proxy", storefront, url_a, url_b, args.k, logs, env,
-                                      {"SIM_ADYEN": url_sim, "PAYPROXY_ADMIN": admin}))
-            for proc in (payproxy, sim):
+                                      {"SIM_ADYEN": url_sim, "PAYPROXY_ADMIN": admin,
+                                       "WEBHOOK_LOG": str(webhook_log)}))
+            problem = check_webhooks(webhook_log)
+            if problem:
+                say(f"webhooks: {problem}")
+                results[-1]["code"] = results[-1]["code"] or 1
+            for proc in (payproxy, sim, receiver):
                 if proc.exited() is not None:
                     say(f"{proc.name} died during the proxy run. {proc.died_message()}")
                     results[-1]["code"] = results[-1]["code"] or 1

@@ -455,3 +455,34 @@ def json_digits(value) -> str:
     import json as _json
     text = _json.dumps(value, ensure_ascii=False)
     return "".join(str(int(c)) for c in text if c.isdecimal())
+
+
+# --- signed events out ---------------------------------------------------------------------
+
+WEBHOOK_WAIT_S = 30
+
+
+@pytest.mark.proxy_only(reason="the events of payments made through payproxy come from payproxy's outbox; "
+                                "localstripe sends no webhooks")
+def test_webhook_events_verify_with_construct_event(marker, webhook_log):
+    intent = create_intent(marker, 2100, payment_method="pm_card_visa", confirm=True)
+    assert intent.status == "succeeded"
+    refund = stripe.Refund.create(payment_intent=intent.id, amount=700)
+    assert refund.status == "succeeded"
+
+    want = ["payment_intent.created", "payment_intent.succeeded", "charge.refunded"]
+    deadline = time.monotonic() + WEBHOOK_WAIT_S
+    seen = []
+    for _ in range(WEBHOOK_WAIT_S * 10 + 1):
+        seen = [line for line in webhook_log.lines() if line.get("payment_intent") == intent.id]
+        if len(seen) >= len(want) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    # The receiver logs only what stripe.Webhook.construct_event verified under these keys.
+    assert [line["type"] for line in seen] == want, seen
+    assert all(line["verified"] for line in seen)
+    assert len({line["id"] for line in seen}) == len(want), "one event id per change"
+    assert (seen[0]["object"], seen[0]["object_id"]) == ("payment_intent", intent.id)
+    assert seen[2]["object"] == "charge"
+    unverified = [line for line in webhook_log.lines() if not line.get("verified")]
+    assert not unverified, unverified

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 pub mod chaos;
 mod payments;
 pub mod postgres;
+pub mod receiver;
 mod recorder;
 
 pub use payments::*;

@@ -163,6 +163,7 @@ pub mod codes;
 pub mod config;
 pub mod decode;
 pub mod encode;
+mod event;
 pub mod form;
 mod method;
 pub mod parse;

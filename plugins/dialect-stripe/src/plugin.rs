@@ -3,10 +3,12 @@
 use payproxy_plugin_sdk::payment::{
     Annotation, Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal,
 };
-use payproxy_plugin_sdk::storefront::{Call, CardDetails, PaymentRecord, Storefront};
+use payproxy_plugin_sdk::storefront::{
+    Call, CardDetails, PaymentEvent, PaymentRecord, RenderedEvent, Storefront,
+};
 
 use crate::config::Config;
-use crate::{card, decode, encode, parse, render};
+use crate::{card, decode, encode, event, parse, render};
 
 /// The plugin: its parsed config. One value serves both sides.
 pub struct Stripe {
@@ -68,6 +70,14 @@ impl Storefront for Stripe {
 
     fn card_details(&self, response: &HttpResponse) -> Option<CardDetails> {
         card::details(response)
+    }
+
+    fn render_event(&self, e: &PaymentEvent) -> Option<RenderedEvent> {
+        event::render(e)
+    }
+
+    fn sign_event(&self, body: &[u8], secret: &str, now_s: i64) -> Vec<(String, String)> {
+        event::sign(body, secret, now_s)
     }
 }
 

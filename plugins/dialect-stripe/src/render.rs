@@ -67,7 +67,7 @@ fn money(payment: &Payment, outcome: &Outcome) -> Option<(i64, String)> {
     (!m.currency.is_empty()).then(|| (m.minor, m.currency.to_ascii_lowercase()))
 }
 
-fn metadata(payment: &Payment) -> Value {
+pub(crate) fn metadata(payment: &Payment) -> Value {
     let map: Map<String, Value> = payment
         .metadata
         .iter()
@@ -132,7 +132,7 @@ fn state_status(state: PaymentState) -> &'static str {
 }
 
 /// The PaymentIntent object of a host record.
-fn record_intent(r: &PaymentRecord) -> Value {
+pub(crate) fn record_intent(r: &PaymentRecord) -> Value {
     let status = state_status(r.state);
     let none = Outcome::of(OutcomeStatus::Pending);
     let mut v = intent(&r.payment, &none, &r.id, status);

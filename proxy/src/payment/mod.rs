@@ -56,6 +56,7 @@ mod audit;
 mod charge;
 mod comply;
 mod decide;
+mod events;
 mod forward;
 mod idempotency;
 mod ids;

@@ -163,7 +163,7 @@ impl Payments {
             PaymentState::RequiresPaymentMethod
         };
         let entry = new_entry(ctx, id, payment, state);
-        if let Err(e) = self.save(&entry).await {
+        if let Err(e) = self.save(ctx, &entry).await {
             return self.store_failed(ctx, &e);
         }
         self.audit_record(ctx, &entry.record.id, "created");
@@ -220,10 +220,11 @@ impl Payments {
         )
     }
 
-    /// Write a payment record.
-    pub(super) async fn save(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+    /// Write a payment record, with the storefront events of its change (`events`).
+    pub(super) async fn save(&self, ctx: &Ctx<'_>, entry: &PaymentEntry) -> Result<(), StoreError> {
+        let events = self.events_of(ctx, entry).await?;
         let entry = entry.clone();
-        self.state(move |s| s.put_payment(&entry)).await
+        self.state(move |s| s.put_payment(&entry, &events)).await
     }
 }
 
@@ -346,10 +347,12 @@ impl Payments {
     ) -> Result<(), StoreError> {
         let locked = ctx.lock.get().cloned();
         if locked.as_deref() != Some(crate::store::payment_lock_key(&entry.record.id).as_str()) {
-            return self.save(entry).await;
+            return self.save(ctx, entry).await;
         }
+        let events = self.events_of(ctx, entry).await?;
         let entry = entry.clone();
-        self.state(move |s| s.put_payment_locked(&entry)).await
+        self.state(move |s| s.put_payment_locked(&entry, &events))
+            .await
     }
 
     /// This route's record of payment `id`; another route's payment is not its to touch.

@@ -25,7 +25,10 @@ use crate::error::PluginFailure;
 use crate::metrics::Metrics;
 
 pub use egress::{Capabilities, Context};
-pub use storefront::{Call, CardDetails, ListQuery, PaymentCall, PaymentRecord, PaymentState};
+pub use storefront::{
+    Call, CardDetails, EventKind, ListQuery, PaymentCall, PaymentEvent, PaymentRecord,
+    PaymentState, RenderedEvent,
+};
 
 /// Largest HTTP body a dialect may produce.
 const MAX_BODY: usize = 1 << 20;
@@ -347,6 +350,43 @@ impl DialectPlugin {
         self.sandbox.call("read-card", |b, store| match front(b)? {
             Front::V4(s) => s.call_read_card(store, response),
             Front::V2(_) => Ok(None),
+        })
+    }
+
+    /// The storefront's event for a payment's state change (0.4.0 only; a 0.2.0 ingress
+    /// sends none).
+    pub fn render_event(
+        &self,
+        event: &PaymentEvent,
+    ) -> Result<Option<RenderedEvent>, PluginFailure> {
+        let rendered = self
+            .sandbox
+            .call("render-event", |b, store| match front(b)? {
+                Front::V4(s) => s.call_render_event(store, event),
+                Front::V2(_) => Ok(None),
+            })?;
+        match rendered {
+            Some(r) if r.body.len() > MAX_BODY || r.event_type.len() > 256 => {
+                Err(self.sandbox.bad_output(format!(
+                    "rendered an invalid event ({} bytes, type of {} bytes)",
+                    r.body.len(),
+                    r.event_type.len()
+                )))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The headers signing one delivery of an event body with an endpoint's secret.
+    pub fn sign_event(
+        &self,
+        body: &[u8],
+        secret: &str,
+        now_s: i64,
+    ) -> Result<Vec<(String, String)>, PluginFailure> {
+        self.sandbox.call("sign-event", |b, store| match front(b)? {
+            Front::V4(s) => s.call_sign_event(store, body, secret, now_s),
+            Front::V2(_) => Ok(Vec::new()),
         })
     }
 

@@ -57,7 +57,8 @@ pub(crate) fn blank_payment(operation: types::Operation) -> types::Payment {
 /// The storefront side's own types (contract 0.4.0): calls, lists, payment records.
 pub mod storefront {
     pub use super::dialect::{
-        Call, CardDetails, ListQuery, PaymentCall, PaymentRecord, PaymentState,
+        Call, CardDetails, EventKind, ListQuery, PaymentCall, PaymentEvent, PaymentRecord,
+        PaymentState, RenderedEvent,
     };
 }
 pub use bindings::v3::router::exports::payproxy::plugin::router::ProviderInfo;

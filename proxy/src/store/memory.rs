@@ -4,11 +4,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
+use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
 use super::payments::{self, Page, PaymentEntry};
 use super::purge::{self, Cutoffs, Purged, Stamped, StoredOwner};
 use super::record::{self, Record};
 use super::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
+
+mod outbox;
 
 /// A [`Store`] in process memory.
 #[derive(Debug)]
@@ -17,6 +20,7 @@ pub struct MemoryStore {
     records: Mutex<Keyed<Record>>,
     owners: Mutex<Keyed<StoredOwner>>,
     payments: Mutex<Payments>,
+    outbox: Mutex<outbox::Outbox>,
 }
 
 /// A map and its purge index (see `purge`), updated together.
@@ -81,6 +85,7 @@ impl MemoryStore {
             records: Mutex::default(),
             owners: Mutex::default(),
             payments: Mutex::default(),
+            outbox: Mutex::default(),
         }
     }
 
@@ -226,8 +231,9 @@ impl Store for MemoryStore {
         Ok(lock(&self.payments).by_id.map.get(id).cloned())
     }
 
-    fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+    fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut payments = lock(&self.payments);
+        lock(&self.outbox).insert(events);
         let key = entry.index_key();
         if let Some(old) = payments.by_id.insert(&entry.record.id, entry.clone()) {
             payments.index.remove(&old.index_key());
@@ -253,5 +259,40 @@ impl Store for MemoryStore {
         };
         let ids = ids.map(|key| Ok(payments::id_of(key).to_string()));
         payments::collect(ids, query, scan.ascending, |id| Ok(by_id.get(id).cloned()))
+    }
+
+    fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError> {
+        Ok(lock(&self.outbox).next_seq(payment_id))
+    }
+
+    fn claim_events(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let holder = format!("{:016x}", self.incarnation);
+        Ok(lock(&self.outbox).claim(now_ms, lease_ms, limit, &holder))
+    }
+
+    fn event_attempted(&self, key: &EventKey, outcome: &Attempted) -> Result<(), StoreError> {
+        lock(&self.outbox).attempted(key, outcome);
+        Ok(())
+    }
+
+    fn list_events(&self, state: EventState, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        Ok(lock(&self.outbox).list(state, limit))
+    }
+
+    fn redeliver_event(&self, id: &str, now_ms: u64) -> Result<usize, StoreError> {
+        Ok(lock(&self.outbox).redeliver(id, now_ms))
+    }
+
+    fn event_counts(&self) -> Result<EventCounts, StoreError> {
+        Ok(lock(&self.outbox).counts())
+    }
+
+    fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        Ok(lock(&self.outbox).purge(delivered_before_ms, limit))
     }
 }

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::types::ToSql;
 
+use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
 use super::payments::{Page, PaymentEntry, PAYMENTS};
 use super::purge::{self, Cutoffs, Purged, StoredOwner};
 use super::record::{self, IDEMPOTENCY, OWNERS};
@@ -51,6 +52,7 @@ use crate::plugin::storefront::ListQuery;
 mod claim;
 mod connect;
 mod list;
+mod outbox;
 mod schema;
 
 pub use connect::PostgresOptions;
@@ -673,7 +675,8 @@ impl Store for PostgresStore {
         })
     }
 
-    fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+    fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError> {
+        let events = events.to_vec();
         let id = entry.record.id.clone();
         let bytes = record::encode(PAYMENTS, &id, entry)?;
         let list_key = entry.index_key().into_bytes();
@@ -687,19 +690,26 @@ impl Store for PostgresStore {
         let created = ms(entry.created_ms);
         let pool = self.pool.clone();
         self.run("put_payment", &entry.record.id, async move {
-            let client = pool.get().await.map_err(pg("put_payment", &id))?;
-            client
-                .execute(
-                    UPSERT_PAYMENT,
-                    &[&id.as_bytes(), &list_key, &customer, &created, &bytes],
-                )
-                .await
-                .map_err(pg("put_payment", &id))?;
-            Ok(())
+            let mut client = pool.get().await.map_err(pg("put_payment", &id))?;
+            // The record and its events in one transaction: an event is never lost or
+            // written without its change.
+            let txn = client.transaction().await.map_err(pg("put_payment", &id))?;
+            txn.execute(
+                UPSERT_PAYMENT,
+                &[&id.as_bytes(), &list_key, &customer, &created, &bytes],
+            )
+            .await
+            .map_err(pg("put_payment", &id))?;
+            outbox::insert(&txn, &events).await?;
+            txn.commit().await.map_err(pg("put_payment", &id))
         })
     }
 
-    fn put_payment_locked(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+    fn put_payment_locked(
+        &self,
+        entry: &PaymentEntry,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
         let id = entry.record.id.clone();
         let lock_key = super::payment_lock_key(&id);
         // Without a token this store no longer holds the lock (fenced before, or it gave up
@@ -720,6 +730,7 @@ impl Store for PostgresStore {
             .as_ref()
             .map(|c| c.as_bytes().to_vec());
         let created = ms(entry.created_ms);
+        let events = events.to_vec();
         let pool = self.pool.clone();
         let k = lock_key.clone();
         let written = self.run("put_payment", &entry.record.id, async move {
@@ -745,6 +756,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg("put_payment", &id))?;
+            outbox::insert(&txn, &events).await?;
             txn.commit().await.map_err(pg("put_payment", &id))?;
             Ok(true)
         })?;
@@ -761,5 +773,46 @@ impl Store for PostgresStore {
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError> {
         let (pool, route_, query_) = (self.pool.clone(), route.to_string(), query.clone());
         self.run("list_payments", route, list::page(pool, route_, query_))
+    }
+
+    fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError> {
+        let fut = outbox::next_seq(self.pool.clone(), payment_id.to_string());
+        self.run("next_event_seq", payment_id, fut)
+    }
+
+    fn claim_events(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let holder = self.instance.clone();
+        let fut = outbox::claim(self.pool.clone(), now_ms, lease_ms, limit, holder);
+        self.run("claim_events", "", fut)
+    }
+
+    fn event_attempted(&self, key: &EventKey, outcome: &Attempted) -> Result<(), StoreError> {
+        let fut = outbox::attempted(self.pool.clone(), key.clone(), outcome.clone());
+        self.run("event_attempted", &key.payment_id, fut)
+    }
+
+    fn list_events(&self, state: EventState, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        let fut = outbox::list(self.pool.clone(), state, limit);
+        self.run("list_events", "", fut)
+    }
+
+    fn redeliver_event(&self, id: &str, now_ms: u64) -> Result<usize, StoreError> {
+        let fut = outbox::redeliver(self.pool.clone(), id.to_string(), now_ms);
+        self.run("redeliver_event", id, fut)
+    }
+
+    fn event_counts(&self) -> Result<EventCounts, StoreError> {
+        let fut = outbox::counts(self.pool.clone());
+        self.run("event_counts", "", fut)
+    }
+
+    fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let fut = outbox::purge(self.pool.clone(), delivered_before_ms, limit);
+        self.run("purge_events", "", fut)
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
 use super::payments::{self, Page, PaymentEntry, PAYMENTS, PAYMENT_INDEX};
 use super::purge::{self, Purged, Stamped, StoredOwner};
 use super::record::{self, Record, IDEMPOTENCY, OWNERS};
@@ -15,6 +16,7 @@ use super::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
 
 mod due;
+mod outbox;
 
 /// Idempotency key → JSON [`Record`].
 const IDEMPOTENCY_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(IDEMPOTENCY);
@@ -91,6 +93,7 @@ impl RedbStore {
         txn.open_table(PAYMENTS_TABLE).map_err(open_error(path))?;
         txn.open_table(PAYMENT_INDEX_TABLE)
             .map_err(open_error(path))?;
+        outbox::create(&txn).map_err(open_error(path))?;
         if !indexed {
             due::backfill(&txn, purge::wall_ms())?;
         }
@@ -271,7 +274,7 @@ impl Store for RedbStore {
         }
     }
 
-    fn put_payment(&self, entry: &PaymentEntry) -> Result<(), StoreError> {
+    fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError> {
         let op = "put_payment";
         let id = entry.record.id.as_str();
         let bytes = record::encode(PAYMENTS, id, entry)?;
@@ -294,6 +297,7 @@ impl Store for RedbStore {
             let old_stamp = old.as_ref().and_then(Stamped::stamp_ms);
             due::restamp(&mut due_index, id, old_stamp, entry.stamp_ms()).context(op, id)?;
         }
+        outbox::insert(&txn, events)?;
         txn.commit().context(op, id)
     }
 
@@ -330,5 +334,39 @@ impl Store for RedbStore {
         } else {
             payments::collect(range.rev().map(keys), query, false, load)
         }
+    }
+
+    fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError> {
+        outbox::next_seq(&self.db, payment_id)
+    }
+
+    fn claim_events(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let holder = format!("{:016x}", self.incarnation);
+        outbox::claim(&self.db, now_ms, lease_ms, limit, &holder)
+    }
+
+    fn event_attempted(&self, key: &EventKey, outcome: &Attempted) -> Result<(), StoreError> {
+        outbox::attempted(&self.db, key, outcome)
+    }
+
+    fn list_events(&self, state: EventState, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        outbox::list(&self.db, state, limit)
+    }
+
+    fn redeliver_event(&self, id: &str, now_ms: u64) -> Result<usize, StoreError> {
+        outbox::redeliver(&self.db, id, now_ms)
+    }
+
+    fn event_counts(&self) -> Result<EventCounts, StoreError> {
+        outbox::counts(&self.db)
+    }
+
+    fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        outbox::purge(&self.db, delivered_before_ms, limit)
     }
 }

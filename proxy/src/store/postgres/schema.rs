@@ -14,10 +14,11 @@ use crate::store::StoreError;
 const LOCK: i64 = 0x7061_7970_726f_7879; // "payproxy"
 
 /// (version, name, SQL), in order.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "idempotency, owners, payments",
-    "CREATE SEQUENCE idempotency_token;
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "idempotency, owners, payments",
+        "CREATE SEQUENCE idempotency_token;
      CREATE TABLE idempotency (
          key          bytea PRIMARY KEY,
          fingerprint  text NOT NULL,
@@ -46,7 +47,32 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
      );
      CREATE UNIQUE INDEX payments_list ON payments (list_key);
      CREATE INDEX payments_due ON payments (created_ms);",
-)];
+    ),
+    (
+        2,
+        "webhook outbox",
+        // One row per (event, endpoint); `event` is the JSON row (`store::outbox`), the
+        // columns are what claims, lists and counts select on. A claim is a lease
+        // (`lease_until_ms`), taken with FOR UPDATE SKIP LOCKED.
+        "CREATE TABLE outbox (
+         payment_id       bytea NOT NULL,
+         seq              bigint NOT NULL,
+         endpoint         text NOT NULL,
+         id               text NOT NULL,
+         route            text NOT NULL,
+         state            text NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+         next_attempt_ms  bigint NOT NULL,
+         lease_until_ms   bigint NOT NULL DEFAULT 0,
+         delivered_ms     bigint,
+         event            bytea NOT NULL,
+         PRIMARY KEY (payment_id, seq, endpoint)
+     );
+     CREATE INDEX outbox_undelivered ON outbox (payment_id, endpoint, seq)
+         WHERE state <> 'delivered';
+     CREATE INDEX outbox_ids ON outbox (id);
+     CREATE INDEX outbox_delivered ON outbox (delivered_ms) WHERE state = 'delivered';",
+    ),
+];
 
 /// Applies the migrations this database lacks, in one transaction. A database migrated by a
 /// newer payproxy is refused rather than used with a schema this version does not know.
