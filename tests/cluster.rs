@@ -298,6 +298,8 @@ async fn three_instances_on_postgres_charge_once_through_pause_kill_and_db_resta
 
     // ---- 2. a stalled holder woken by a definite "not processed" must not fail over ----
     stalled_holder_woken_by_a_definite_no(&sim, &proxies, &urls, &sdk).await;
+    // ---- 2b. ... nor, woken by a refusal, record it over the taker's charge ----
+    stalled_holder_woken_by_a_refusal(&sim, &proxies, &urls, &sdk).await;
     let before_traffic = test_started.elapsed();
 
     // ---- 3. traffic over all instances, paced; on a schedule by progress: a pause past the
@@ -611,6 +613,65 @@ async fn stalled_holder_woken_by_a_definite_no(
         "A counted a failover to b"
     );
     // The storefront's retry at A gets B's answer.
+    assert_replays(sdk, &urls[0], key, &form, &took_over.0).await;
+}
+
+/// Issue 12: a stalled holder's late payment-record write is fenced by its idempotency claim.
+///
+/// Instance 0 (A) sends payment REFUSE to `a`, which holds the request, then answers 422
+/// (a refusal of the request: answered, not processed, no failover, recorded as failed).
+/// A is paused past its lease meanwhile; instance 1 (B) takes the payment over and resumes
+/// it at `a`: charged and recorded as succeeded. A wakes to the 422; recording it would
+/// turn a charged payment into a failed one. Its write must be refused: A answers 409
+/// `payment_processing`, and the record (retrieved at A) stays B's.
+async fn stalled_holder_woken_by_a_refusal(
+    sim: &Simulator,
+    proxies: &[ChildProxy],
+    urls: &[String],
+    sdk: &Sdk,
+) {
+    const HOLD_MS: u64 = 3_000;
+    let (key, form) = ("k-REFUSE", card("REFUSE"));
+    let at_a = sim.request_count("a");
+    sim.set_faults(
+        "a",
+        Faults {
+            latency_ms: HOLD_MS,
+            ..Faults::error(422)
+        },
+    );
+    let holder = {
+        let (sdk, url, form) = (sdk.clone(), urls[0].clone(), form.clone());
+        tokio::spawn(async move { sdk.post_form(&url, key, &form).await })
+    };
+    eventually(Duration::from_secs(20), "A's REFUSE reached a", || async {
+        sim.request_count("a") > at_a
+    })
+    .await;
+    signal(&proxies[0], "-STOP");
+    sim.set_faults("a", Faults::default());
+    let took_over = take_over(sdk, &urls[1], key, &form).await;
+    assert_taken_over_at_a("REFUSE", &took_over, &proxies[1]).await;
+    signal(&proxies[0], "-CONT");
+    let woke = holder
+        .await
+        .unwrap()
+        .reply
+        .expect("the woken holder answers");
+    assert_eq!(
+        (woke.status.as_u16(), woke.json()["error"]["code"].as_str()),
+        (409, Some("payment_processing")),
+        "{}\n{}",
+        String::from_utf8_lossy(&woke.body),
+        proxies[0].log_tail()
+    );
+    let id = took_over.0.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        retrieved_status(&proxies[0], &id).await,
+        "succeeded",
+        "the woken holder's refusal replaced the taker's record"
+    );
+    assert_eq!(charges_for(sim, "REFUSE").len(), 1);
     assert_replays(sdk, &urls[0], key, &form, &took_over.0).await;
 }
 
@@ -948,7 +1009,10 @@ async fn a_confirm_stalled_past_its_lock_lease_is_neither_repeated_elsewhere_nor
     // Instance 2 wakes: what it learns is not recorded over the other instances' record.
     signal(&proxies[2], "-CONT");
     proxies[2]
-        .wait_for_log("the payment's lock was taken over", Duration::from_secs(60))
+        .wait_for_log(
+            "a takeover fenced this request's record write",
+            Duration::from_secs(60),
+        )
         .await;
     let late = stalled.await.unwrap().reply.expect("instance 2 answers");
     assert_eq!(

@@ -286,6 +286,17 @@ pub fn payment_lock_key(id: &str) -> String {
     format!("\u{0}payment\u{0}{id}")
 }
 
+/// The claim a payment-record write is fenced by ([`Store::put_payment_fenced`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence<'a> {
+    /// The payment's operation lock (its key, [`payment_lock_key`]): the write also drops
+    /// the attempt journaled on it.
+    Lock(&'a str),
+    /// The request's idempotency claim (its key): only checked; its journaled attempt stays
+    /// for the retry that would resume it.
+    Claim(&'a str),
+}
+
 /// Durable state behind the proxy. Every call is short and synchronous (one transaction); async
 /// callers may call it directly or through `spawn_blocking`, never holding it across an await.
 pub trait Store: Send + Sync + 'static {
@@ -337,18 +348,20 @@ pub trait Store: Send + Sync + 'static {
     /// `events` (the storefront events of this change, see `outbox`) are written to the
     /// outbox in the same transaction; one already there (same key) is left as it is.
     fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError>;
-    /// [`put_payment`](Store::put_payment) by the holder of the payment's operation lock
-    /// ([`payment_lock_key`]), and drop the attempt journaled on the lock (its outcome is
-    /// what this record says), atomically. Fails with [`StoreError::Fenced`] unless this
-    /// store still holds the lock (another instance took it over, or this store gave up
-    /// renewing it), so a stalled instance never overwrites what the one that took over
-    /// recorded, nor emits its events. On one process (redb, memory) nobody else can take
-    /// a held lock: a plain `put_payment`.
-    fn put_payment_locked(
+    /// [`put_payment`](Store::put_payment) by the holder of `fence`, a claim this store
+    /// holds, atomically with a check that it still does: fails with
+    /// [`StoreError::Fenced`] otherwise (another instance took it over, or this store gave
+    /// up renewing it), so a stalled instance never overwrites what the one that took over
+    /// recorded, nor emits its events. Under the payment's lock the write also drops the
+    /// attempt journaled on the lock (its outcome is what this record says). On one process
+    /// (redb, memory) nobody else can take a held claim: a plain `put_payment`.
+    fn put_payment_fenced(
         &self,
+        fence: Fence<'_>,
         entry: &PaymentEntry,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
+        let _ = fence;
         self.put_payment(entry, events)
     }
     /// A page of `route`'s payments, newest first, and whether more match beyond it.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use payproxy::plugin::storefront::{ListQuery, PaymentRecord, PaymentState};
 use payproxy::store::{
-    payment_lock_key, Attempt, Attempted, Begin, EventState, MemoryStore, NewEvent, Owner,
+    payment_lock_key, Attempt, Attempted, Begin, EventState, Fence, MemoryStore, NewEvent, Owner,
     PaymentEntry, PostgresStore, Purged, RedbStore, Store, StoreError, StoredResponse, Takeover,
 };
 
@@ -1454,7 +1454,7 @@ fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
     let mut created = entry("r", "pi_1", 1_000, None);
     a.put_payment(&created, &[]).unwrap();
     // Without the lock, a locked write is refused: it never falls back to an unfenced one.
-    match a.put_payment_locked(&created, &[event("pi_1", 0, "a")]) {
+    match a.put_payment_fenced(Fence::Lock(&lock), &created, &[event("pi_1", 0, "a")]) {
         Err(StoreError::Fenced { op, .. }) => assert_eq!(op, "put_payment"),
         other => panic!("expected Fenced without the lock, got {other:?}"),
     }
@@ -1471,7 +1471,7 @@ fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
     // While `a` holds the lock its writes go through, and the attempt journaled on the lock
     // is dropped with the record that says its outcome.
     created.record.state = PaymentState::Processing;
-    a.put_payment_locked(&created, &[event("pi_1", 0, "a")])
+    a.put_payment_fenced(Fence::Lock(&lock), &created, &[event("pi_1", 0, "a")])
         .unwrap();
     assert_eq!(a.next_event_seq("pi_1").unwrap(), 1, "its event, with it");
     a.note_attempt(&lock, &attempt("stripe")).unwrap();
@@ -1492,10 +1492,11 @@ fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
     );
     let mut by_b = created.clone();
     by_b.unresolved = Some(attempt("stripe"));
-    b.put_payment_locked(&by_b, &[]).unwrap();
+    b.put_payment_fenced(Fence::Lock(&lock), &by_b, &[])
+        .unwrap();
     let mut late = created.clone();
     late.record.state = PaymentState::Succeeded;
-    match a.put_payment_locked(&late, &[event("pi_1", 1, "a")]) {
+    match a.put_payment_fenced(Fence::Lock(&lock), &late, &[event("pi_1", 1, "a")]) {
         Err(StoreError::Fenced { op, .. }) => assert_eq!(op, "put_payment"),
         other => panic!("expected Fenced, got {other:?}"),
     }
@@ -1514,6 +1515,59 @@ fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
             attempt: None,
             reason: Takeover::Parked
         }
+    );
+}
+
+#[test]
+fn postgres_payment_records_written_under_a_lost_idempotency_claim_are_fenced() {
+    let Some(options) = pg::fresh() else { return };
+    // A create: `a` claims key k, journals its attempt and records the payment under the
+    // claim, then stalls; `b` takes k over and records the payment. `a`'s late write must
+    // not replace it. Unlike the lock, the claim keeps its journaled attempt after a write.
+    let a = pg::with_lease(options.clone(), 3_000);
+    let b = pg::with_lease(options, 3_000);
+    let mut created = entry("r", "pi_1", 1_000, None);
+    match a.put_payment_fenced(Fence::Claim("k"), &created, &[event("pi_1", 0, "a")]) {
+        Err(StoreError::Fenced { op, .. }) => assert_eq!(op, "put_payment"),
+        other => panic!("expected Fenced without the claim, got {other:?}"),
+    }
+    assert_eq!(a.payment("pi_1").unwrap(), None);
+    assert_eq!(a.begin("k", "fp", 0, 1_500).unwrap(), Begin::Started);
+    a.note_attempt("k", &attempt("adyen")).unwrap();
+    created.record.state = PaymentState::Processing;
+    a.put_payment_fenced(Fence::Claim("k"), &created, &[event("pi_1", 0, "a")])
+        .unwrap();
+    let resumed = until(
+        Duration::from_secs(15),
+        "the claim's lease to lapse",
+        || match b.begin("k", "fp", 1, STALE).unwrap() {
+            Begin::InFlight => None,
+            other => Some(other),
+        },
+    );
+    assert_eq!(
+        resumed,
+        Begin::Resume {
+            attempt: Some(attempt("adyen")),
+            reason: Takeover::LeaseExpired
+        },
+        "the claim's journal survives a record write"
+    );
+    let mut by_b = created.clone();
+    by_b.record.state = PaymentState::Succeeded;
+    b.put_payment_fenced(Fence::Claim("k"), &by_b, &[event("pi_1", 1, "a")])
+        .unwrap();
+    let mut late = created.clone();
+    late.record.state = PaymentState::Failed;
+    match a.put_payment_fenced(Fence::Claim("k"), &late, &[event("pi_1", 2, "a")]) {
+        Err(StoreError::Fenced { op, .. }) => assert_eq!(op, "put_payment"),
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    assert_eq!(b.payment("pi_1").unwrap(), Some(by_b));
+    assert_eq!(
+        b.next_event_seq("pi_1").unwrap(),
+        2,
+        "the late write emitted no event"
     );
 }
 

@@ -393,7 +393,16 @@ impl Payments {
             Ok(credentials) => credentials,
             Err(error) => {
                 tracing::warn!(provider = %name, %error, "no OAuth token for the provider; not sending");
-                return Err((not_sent("provider_auth_unavailable"), false));
+                // Counted like the encoded path's: a provider whose token cannot be had is
+                // unavailable (health, attempts metric, audit).
+                let (_, outcome) = self.classified(
+                    at(None),
+                    Instant::now(),
+                    Transport::NotSent,
+                    None,
+                    "provider_auth_unavailable",
+                );
+                return Err((outcome, false));
             }
         };
         let Ok(mut head) = self.forward_head(ctx, entry, &credentials) else {

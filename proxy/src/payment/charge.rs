@@ -322,10 +322,10 @@ impl Payments {
         if resolved {
             entry.unresolved = None;
         }
-        match self.save_locked(ctx, &entry).await {
+        match self.save(ctx, &entry).await {
             Ok(()) => Ok(()),
-            Err(StoreError::Fenced { .. }) => {
-                tracing::warn!(payment = %entry.record.id, "the payment's lock was taken over while this request ran; not answering its outcome as recorded");
+            Err(e @ StoreError::Fenced { .. }) => {
+                tracing::warn!(payment = %entry.record.id, error = %e, "a takeover fenced this request's record write (the payment's lock or its idempotency claim lapsed while it ran); not answering its outcome as recorded");
                 let r = refusal(
                     RefusalKind::InvalidRequest(None),
                     409,

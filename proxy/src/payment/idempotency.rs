@@ -158,10 +158,12 @@ impl Payments {
     }
 
     /// Finish the record with the answer to replay, release it, or park it (in flight, held by
-    /// nobody: the storefront's retry resumes it at once).
-    pub(super) async fn settle(&self, held: Option<Held>, keep: &Keep) {
+    /// nobody: the storefront's retry resumes it at once). `true` when the record was taken
+    /// over while this request ran (fenced): another instance now speaks for the payment,
+    /// and this request's answer is not the payment's.
+    pub(super) async fn settle(&self, held: Option<Held>, keep: &Keep) -> bool {
         let Some(Held { record, resume, .. }) = held else {
-            return;
+            return false;
         };
         let keep = match keep {
             // A resumed record's first run may have charged at its journaled provider: what
@@ -179,8 +181,12 @@ impl Payments {
             }
             Keep::Release => self.state(move |s| s.release(&record)).await,
         };
-        if let Err(e) = done {
-            tracing::error!(error = %e, "could not record the idempotent result");
+        match done {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "could not record the idempotent result");
+                matches!(e, StoreError::Fenced { .. })
+            }
         }
     }
 }

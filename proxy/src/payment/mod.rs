@@ -113,6 +113,9 @@ pub(crate) struct Ctx<'a> {
     /// The key of the payment's operation lock, once this request holds it: attempts are
     /// journaled on it too.
     lock: std::sync::OnceLock<String>,
+    /// The key of the request's idempotency claim, while it holds one: payment-record
+    /// writes outside the lock are fenced by it.
+    claim: std::sync::OnceLock<String>,
 }
 
 impl Ctx<'_> {
@@ -281,6 +284,7 @@ impl Payments {
             view,
             audit,
             lock: std::sync::OnceLock::new(),
+            claim: std::sync::OnceLock::new(),
         };
         let call = {
             let _phase = ctx.phase("ingress").entered();
@@ -372,10 +376,29 @@ impl Payments {
             Ok(held) => held,
             Err(answer) => return answer,
         };
+        if let Some(held) = &held {
+            let _ = ctx.claim.set(held.record.clone());
+        }
         // Reading the payment's record (and its lock); the phases inside note their own.
         ctx.note(|d| d.stage = "record");
         let done = self.operate(ctx, call, held.as_ref()).await;
-        self.settle(held, &done.keep).await;
+        let fenced = self.settle(held, &done.keep).await;
+        if fenced && done.keep != Keep::Hold {
+            // Taken over while this request stalled: whatever it did, the instance that took
+            // the key over may have charged the payment since, and its answer is the one
+            // the key replays. This one must not stand for it ("declined", "nothing was
+            // charged"): the storefront retries and gets that answer.
+            ctx.note(|d| d.stage = "respond");
+            return self.refuse(
+                ctx,
+                refusal(
+                    RefusalKind::InvalidRequest(None),
+                    409,
+                    "payment_processing",
+                    "the payment is still processing; retry the original request with its idempotency key",
+                ),
+            );
+        }
         done.answer
     }
 

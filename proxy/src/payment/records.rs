@@ -12,7 +12,7 @@
 use super::idempotency::{Held, Live};
 use super::*;
 use crate::plugin::storefront::{PaymentRecord, PaymentState};
-use crate::store::{Begin, Owner, PaymentEntry, Takeover};
+use crate::store::{Begin, Fence, Owner, PaymentEntry, Takeover};
 
 impl Payments {
     /// The operation a payment call asks for, on the payment's record, under the payment's
@@ -41,7 +41,7 @@ impl Payments {
                     RefusalKind::Unavailable,
                     503,
                     "payment_processing",
-                    "the payment's outcome could not be recorded; retry the request with the same idempotency key",
+                    "the payment's outcome could not be recorded; retry the request (with the same idempotency key, if it had one)",
                 );
                 Done {
                     answer: self.refuse(ctx, r),
@@ -173,7 +173,7 @@ impl Payments {
     /// Cancel a payment nothing was sent for yet: only the record changes.
     async fn cancel_unsent(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry) -> Done {
         entry.record.state = PaymentState::Canceled;
-        if let Err(e) = self.save_locked(ctx, &entry).await {
+        if let Err(e) = self.save(ctx, &entry).await {
             return self.store_failed(ctx, &e);
         }
         self.audit_record(ctx, &entry.record.id, "canceled");
@@ -220,11 +220,25 @@ impl Payments {
         )
     }
 
-    /// Write a payment record, with the storefront events of its change (`events`).
+    /// Write a payment record with the storefront events of its change, fenced by the
+    /// claim this request holds: the payment's lock, else its idempotency claim (a request
+    /// without a key holds none, and nobody can take its payment over). A request whose
+    /// claim was taken over while it stalled gets [`StoreError::Fenced`] and writes nothing.
     pub(super) async fn save(&self, ctx: &Ctx<'_>, entry: &PaymentEntry) -> Result<(), StoreError> {
+        let lock = crate::store::payment_lock_key(&entry.record.id);
+        let fence = if ctx.lock.get() == Some(&lock) {
+            Some((lock, true))
+        } else {
+            ctx.claim.get().map(|key| (key.clone(), false))
+        };
         let events = self.events_of(ctx, entry).await?;
         let entry = entry.clone();
-        self.state(move |s| s.put_payment(&entry, &events)).await
+        self.state(move |s| match &fence {
+            Some((key, true)) => s.put_payment_fenced(Fence::Lock(key), &entry, &events),
+            Some((key, false)) => s.put_payment_fenced(Fence::Claim(key), &entry, &events),
+            None => s.put_payment(&entry, &events),
+        })
+        .await
     }
 }
 
@@ -319,7 +333,7 @@ impl Payments {
             return Ok(());
         }
         entry.unresolved = Some(attempt);
-        self.save_locked(ctx, &entry).await
+        self.save(ctx, &entry).await
     }
 
     /// Hand a lock back.
@@ -335,24 +349,6 @@ impl Payments {
                 Unlocked::Failed
             }
         }
-    }
-
-    /// Write a payment record: while this request holds the payment's lock, only if it
-    /// still does (fenced), clearing the attempt journaled on the lock (its outcome is now
-    /// recorded).
-    pub(super) async fn save_locked(
-        &self,
-        ctx: &Ctx<'_>,
-        entry: &PaymentEntry,
-    ) -> Result<(), StoreError> {
-        let locked = ctx.lock.get().cloned();
-        if locked.as_deref() != Some(crate::store::payment_lock_key(&entry.record.id).as_str()) {
-            return self.save(ctx, entry).await;
-        }
-        let events = self.events_of(ctx, entry).await?;
-        let entry = entry.clone();
-        self.state(move |s| s.put_payment_locked(&entry, &events))
-            .await
     }
 
     /// This route's record of payment `id`; another route's payment is not its to touch.
@@ -436,7 +432,6 @@ pub(super) fn forwardable(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
             .is_some_and(|(dialect, _)| dialect == ctx.ingress_name)
 }
 
-/// A state no provider will change by itself.
 /// Whether a retrieve of `entry` asks its provider (and records what it learns): see the
 /// arms of `operate_locked`.
 fn asks_provider(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
@@ -449,6 +444,7 @@ fn asks_provider(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
     forwardable(ctx, entry) || !settled(entry)
 }
 
+/// A state no provider will change by itself.
 fn settled(entry: &PaymentEntry) -> bool {
     matches!(
         entry.record.state,

@@ -46,7 +46,7 @@ use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, Outb
 use super::payments::{Page, PaymentEntry, PAYMENTS};
 use super::purge::{self, Cutoffs, Purged, StoredOwner};
 use super::record::{self, IDEMPOTENCY, OWNERS};
-use super::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
+use super::{Attempt, Begin, Fence, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
 
 mod claim;
@@ -131,6 +131,46 @@ const UPSERT_PAYMENT: &str = "INSERT INTO payments (id, list_key, customer, crea
      ON CONFLICT (id) DO UPDATE SET list_key = EXCLUDED.list_key,
          customer = EXCLUDED.customer, created_ms = EXCLUDED.created_ms,
          entry = EXCLUDED.entry";
+
+/// A payment record as its row, with the outbox events written beside it.
+struct PaymentRow {
+    id: String,
+    list_key: Vec<u8>,
+    customer: Option<Vec<u8>>,
+    created: i64,
+    entry: Vec<u8>,
+    events: Vec<NewEvent>,
+}
+
+impl PaymentRow {
+    fn new(entry: &PaymentEntry, events: &[NewEvent]) -> Result<Self, StoreError> {
+        let id = entry.record.id.clone();
+        Ok(Self {
+            entry: record::encode(PAYMENTS, &id, entry)?,
+            id,
+            list_key: entry.index_key().into_bytes(),
+            customer: (entry.record.payment.customer.id.as_ref()).map(|c| c.as_bytes().to_vec()),
+            created: ms(entry.created_ms),
+            events: events.to_vec(),
+        })
+    }
+
+    /// Upsert the record and insert its events, in `txn`.
+    async fn write(&self, txn: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        let id = self.id.as_bytes();
+        let params: [&(dyn ToSql + Sync); 5] = [
+            &id,
+            &self.list_key,
+            &self.customer,
+            &self.created,
+            &self.entry,
+        ];
+        txn.execute(UPSERT_PAYMENT, &params)
+            .await
+            .map_err(pg("put_payment", &self.id))?;
+        outbox::insert(txn, &self.events).await
+    }
+}
 
 /// Milliseconds as the database stores them (bigint); beyond i64 saturates.
 fn ms(v: u64) -> i64 {
@@ -676,94 +716,68 @@ impl Store for PostgresStore {
     }
 
     fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError> {
-        let events = events.to_vec();
-        let id = entry.record.id.clone();
-        let bytes = record::encode(PAYMENTS, &id, entry)?;
-        let list_key = entry.index_key().into_bytes();
-        let customer = entry
-            .record
-            .payment
-            .customer
-            .id
-            .as_ref()
-            .map(|c| c.as_bytes().to_vec());
-        let created = ms(entry.created_ms);
+        let row = PaymentRow::new(entry, events)?;
         let pool = self.pool.clone();
         self.run("put_payment", &entry.record.id, async move {
-            let mut client = pool.get().await.map_err(pg("put_payment", &id))?;
+            let mut client = pool.get().await.map_err(pg("put_payment", &row.id))?;
             // The record and its events in one transaction: an event is never lost or
             // written without its change.
-            let txn = client.transaction().await.map_err(pg("put_payment", &id))?;
-            txn.execute(
-                UPSERT_PAYMENT,
-                &[&id.as_bytes(), &list_key, &customer, &created, &bytes],
-            )
-            .await
-            .map_err(pg("put_payment", &id))?;
-            outbox::insert(&txn, &events).await?;
-            txn.commit().await.map_err(pg("put_payment", &id))
+            let txn = client
+                .transaction()
+                .await
+                .map_err(pg("put_payment", &row.id))?;
+            row.write(&txn).await?;
+            txn.commit().await.map_err(pg("put_payment", &row.id))
         })
     }
 
-    fn put_payment_locked(
+    fn put_payment_fenced(
         &self,
+        fence: Fence<'_>,
         entry: &PaymentEntry,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let id = entry.record.id.clone();
-        let lock_key = super::payment_lock_key(&id);
-        // Without a token this store no longer holds the lock (fenced before, or it gave up
-        // renewing it past its deadline): refused, never written unconditionally.
-        let Some(token) = self.token(&lock_key) else {
+        let (key, drop_attempt) = match fence {
+            Fence::Lock(key) => (key.to_string(), true),
+            Fence::Claim(key) => (key.to_string(), false),
+        };
+        // Without a token this store no longer holds the claim (fenced before, or it gave
+        // up renewing it past its deadline): refused, never written unconditionally.
+        let Some(token) = self.token(&key) else {
             return Err(StoreError::Fenced {
                 op: "put_payment",
-                key: id,
+                key: entry.record.id.clone(),
             });
         };
-        let bytes = record::encode(PAYMENTS, &id, entry)?;
-        let list_key = entry.index_key().into_bytes();
-        let customer = entry
-            .record
-            .payment
-            .customer
-            .id
-            .as_ref()
-            .map(|c| c.as_bytes().to_vec());
-        let created = ms(entry.created_ms);
-        let events = events.to_vec();
+        let row = PaymentRow::new(entry, events)?;
         let pool = self.pool.clone();
-        let k = lock_key.clone();
+        let k = key.clone();
         let written = self.run("put_payment", &entry.record.id, async move {
-            let mut client = pool.get().await.map_err(pg("put_payment", &id))?;
-            let txn = client.transaction().await.map_err(pg("put_payment", &id))?;
-            // Locks the lock's row: a takeover (which updates it) waits for this write, then
-            // reads it.
+            let id = &row.id;
+            let mut client = pool.get().await.map_err(pg("put_payment", id))?;
+            let txn = client.transaction().await.map_err(pg("put_payment", id))?;
+            // Locks the claim's row: a takeover (which updates it) waits for this write,
+            // then reads it.
             let held = txn
                 .execute(
-                    "UPDATE idempotency SET attempt = NULL
+                    "UPDATE idempotency SET attempt = CASE WHEN $3 THEN NULL ELSE attempt END
                       WHERE key = $1 AND token = $2 AND state = 'in_flight'",
-                    &[&k.as_bytes(), &token],
+                    &[&k.as_bytes(), &token, &drop_attempt],
                 )
                 .await
-                .map_err(pg("put_payment", &id))?;
+                .map_err(pg("put_payment", id))?;
             if held != 1 {
-                txn.rollback().await.map_err(pg("put_payment", &id))?;
+                txn.rollback().await.map_err(pg("put_payment", id))?;
                 return Ok(false);
             }
-            txn.execute(
-                UPSERT_PAYMENT,
-                &[&id.as_bytes(), &list_key, &customer, &created, &bytes],
-            )
-            .await
-            .map_err(pg("put_payment", &id))?;
-            outbox::insert(&txn, &events).await?;
-            txn.commit().await.map_err(pg("put_payment", &id))?;
+            row.write(&txn).await?;
+            txn.commit().await.map_err(pg("put_payment", id))?;
             Ok(true)
         })?;
         if written {
             return Ok(());
         }
-        lock(&self.held).remove(&lock_key);
+        lock(&self.held).remove(&key);
         Err(StoreError::Fenced {
             op: "put_payment",
             key: entry.record.id.clone(),
