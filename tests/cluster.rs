@@ -516,6 +516,51 @@ struct Outcome {
     body: String,
 }
 
+/// How long `a` holds instance 0's request before its injected answer: long enough for the
+/// pause to land first, and the answer reaches instance 0 well before its provider timeout.
+const HOLD_MS: u64 = 3_000;
+
+/// Instance 0 (A) sends payment `order` (key `k-{order}`) to `a`, which holds it for
+/// [`HOLD_MS`] and then answers `status`; A is paused (SIGSTOP) once the request reached `a`,
+/// and instance 1 (B) takes the key over and is charged at `a`. Returns A's pending call, B's
+/// answer (with the 409s before it) and when A's request reached `a`. A stays paused.
+async fn hold_pause_and_take_over(
+    sim: &Simulator,
+    proxies: &[ChildProxy],
+    urls: &[String],
+    sdk: &Sdk,
+    order: &'static str,
+    status: u16,
+) -> (tokio::task::JoinHandle<Call>, (Reply, usize), Instant) {
+    let (key, form) = (format!("k-{order}"), card(order));
+    let at_a = sim.request_count("a");
+    sim.set_faults(
+        "a",
+        Faults {
+            latency_ms: HOLD_MS,
+            ..Faults::error(status)
+        },
+    );
+    let holder = {
+        let (sdk, url, key, form) = (sdk.clone(), urls[0].clone(), key.clone(), form.clone());
+        tokio::spawn(async move { sdk.post_form(&url, &key, &form).await })
+    };
+    // At `a`: journaled by A, then sent.
+    eventually(
+        Duration::from_secs(20),
+        &format!("A's {order} reached a"),
+        || async { sim.request_count("a") > at_a },
+    )
+    .await;
+    let sent = Instant::now();
+    signal(&proxies[0], "-STOP");
+    // A's request was admitted with the hold and the error; B's resume will be charged.
+    sim.set_faults("a", Faults::default());
+    let took_over = take_over(sdk, &urls[1], &key, &form).await;
+    assert_taken_over_at_a(order, &took_over, &proxies[1]).await;
+    (holder, took_over, sent)
+}
+
 /// Issue 12: a stalled holder that wakes to a definite "not processed" must not fail over.
 ///
 /// Instance 0 (A) sends payment HOLD to provider `a`, which holds the request, then answers
@@ -530,33 +575,10 @@ async fn stalled_holder_woken_by_a_definite_no(
     urls: &[String],
     sdk: &Sdk,
 ) {
-    /// How long `a` holds A's request before its 503: long enough for the pause to land
-    /// first, and `a`'s answer reaches A well before A's provider timeout.
-    const HOLD_MS: u64 = 3_000;
     let (key, form) = ("k-HOLD", card("HOLD"));
-    let (at_a, at_b) = (sim.request_count("a"), sim.request_count("b"));
-    sim.set_faults(
-        "a",
-        Faults {
-            latency_ms: HOLD_MS,
-            ..Faults::error(503)
-        },
-    );
-    let holder = {
-        let (sdk, url, form) = (sdk.clone(), urls[0].clone(), form.clone());
-        tokio::spawn(async move { sdk.post_form(&url, key, &form).await })
-    };
-    // At `a`: journaled by A, then sent.
-    eventually(Duration::from_secs(20), "A's HOLD reached a", || async {
-        sim.request_count("a") > at_a
-    })
-    .await;
-    let sent = Instant::now();
-    signal(&proxies[0], "-STOP");
-    // A's request was admitted with the hold and the 503; B's resume will be charged.
-    sim.set_faults("a", Faults::default());
-    let took_over = take_over(sdk, &urls[1], key, &form).await;
-    assert_taken_over_at_a("HOLD", &took_over, &proxies[1]).await;
+    let at_b = sim.request_count("b");
+    let (holder, took_over, sent) =
+        hold_pause_and_take_over(sim, proxies, urls, sdk, "HOLD", 503).await;
     // What A reads on waking must be `a`'s 503, not its own timeout: it wakes in time.
     let woken_after = sent.elapsed();
     assert!(
@@ -630,28 +652,9 @@ async fn stalled_holder_woken_by_a_refusal(
     urls: &[String],
     sdk: &Sdk,
 ) {
-    const HOLD_MS: u64 = 3_000;
     let (key, form) = ("k-REFUSE", card("REFUSE"));
-    let at_a = sim.request_count("a");
-    sim.set_faults(
-        "a",
-        Faults {
-            latency_ms: HOLD_MS,
-            ..Faults::error(422)
-        },
-    );
-    let holder = {
-        let (sdk, url, form) = (sdk.clone(), urls[0].clone(), form.clone());
-        tokio::spawn(async move { sdk.post_form(&url, key, &form).await })
-    };
-    eventually(Duration::from_secs(20), "A's REFUSE reached a", || async {
-        sim.request_count("a") > at_a
-    })
-    .await;
-    signal(&proxies[0], "-STOP");
-    sim.set_faults("a", Faults::default());
-    let took_over = take_over(sdk, &urls[1], key, &form).await;
-    assert_taken_over_at_a("REFUSE", &took_over, &proxies[1]).await;
+    let (holder, took_over, _) =
+        hold_pause_and_take_over(sim, proxies, urls, sdk, "REFUSE", 422).await;
     signal(&proxies[0], "-CONT");
     let woke = holder
         .await

@@ -326,12 +326,7 @@ impl Payments {
             Ok(()) => Ok(()),
             Err(e @ StoreError::Fenced { .. }) => {
                 tracing::warn!(payment = %entry.record.id, error = %e, "a takeover fenced this request's record write (the payment's lock or its idempotency claim lapsed while it ran); not answering its outcome as recorded");
-                let r = refusal(
-                    RefusalKind::InvalidRequest(None),
-                    409,
-                    "payment_processing",
-                    "the payment is still processing; retry the original request with its idempotency key",
-                );
+                let r = still_processing();
                 Err(Done {
                     answer: self.refuse(ctx, r),
                     keep: Keep::Hold,

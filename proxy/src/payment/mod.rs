@@ -138,6 +138,18 @@ pub(crate) struct Done {
     keep: Keep,
 }
 
+/// 409 `payment_processing`: another request or instance speaks for the payment now (it took
+/// this one's claim over, or marked the payment unresolved); the retry of the original
+/// request, with its key, gets the payment's answer.
+fn still_processing() -> Refusal {
+    refusal(
+        RefusalKind::InvalidRequest(None),
+        409,
+        "payment_processing",
+        "the payment is still processing; retry the original request with its idempotency key",
+    )
+}
+
 /// What the idempotency record of a finished request keeps.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Keep {
@@ -389,15 +401,7 @@ impl Payments {
             // the key replays. This one must not stand for it ("declined", "nothing was
             // charged"): the storefront retries and gets that answer.
             ctx.note(|d| d.stage = "respond");
-            return self.refuse(
-                ctx,
-                refusal(
-                    RefusalKind::InvalidRequest(None),
-                    409,
-                    "payment_processing",
-                    "the payment is still processing; retry the original request with its idempotency key",
-                ),
-            );
+            return self.refuse(ctx, still_processing());
         }
         done.answer
     }

@@ -209,15 +209,7 @@ impl Payments {
                 Err(answer) => Done::release(answer),
             };
         }
-        self.refused(
-            ctx,
-            refusal(
-                RefusalKind::InvalidRequest(None),
-                409,
-                "payment_processing",
-                "the payment is still processing; retry the original request with its idempotency key",
-            ),
-        )
+        self.refused(ctx, still_processing())
     }
 
     /// Write a payment record with the storefront events of its change, fenced by the
