@@ -684,3 +684,122 @@ async fn three_instances_on_postgres_deliver_each_event_once_and_retake_a_dead_o
         );
     }
 }
+
+/// Issue 10 point 4 ("No webhook? Ask"): a Pix payment the shopper pays while the storefront
+/// never retrieves it, and no notification comes, is queried at the provider by payproxy
+/// itself and resolves; its `payment_intent.succeeded` reaches the merchant signed. A Pix
+/// payment nobody pays is queried `max_queries` times at most, then reported once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_payments_are_queried_until_they_resolve_or_their_queries_run_out() {
+    const MAX_QUERIES: u32 = 8;
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let mut config = with_webhooks(payments_config(&sim), &receiver.url(), SECRET.into());
+    config["routes"][0]["pending_queries"] =
+        json!({ "after_ms": 300, "every_ms": 300, "max_queries": MAX_QUERIES });
+    let env = Env::start(config).await;
+    let client = HttpClient::default();
+    let url = env.url("/v1/payment_intents");
+
+    let create = |key: &'static str, order: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let reply = client
+                .post_form(
+                    &url,
+                    &[("idempotency-key", key)],
+                    &pix_shopper("529.982.247-25", order),
+                )
+                .await;
+            reply.assert_status(200);
+            let intent = reply.json();
+            assert_eq!(intent["status"], "requires_action", "{intent}");
+            intent["id"].as_str().unwrap().to_string()
+        }
+    };
+    let paid = create("pq-1", "PQ-1").await;
+    let unpaid = create("pq-2", "PQ-2").await;
+    let txid = |order: &str| {
+        sim.ledger("pix")
+            .into_iter()
+            .find(|c| c.merchant_reference.as_deref() == Some(order))
+            .unwrap()
+            .id
+    };
+
+    // The shopper pays PQ-1 at the bank; nobody tells payproxy.
+    let pay = client
+        .send(
+            Method::POST,
+            &format!("{}/pix/v2/cob/{}/pay", sim.base_url("pix"), txid("PQ-1")),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert!(pay.status.is_success(), "{:?}", pay.json());
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(30), "payment_intent.succeeded", |a| {
+            types_for(a, &paid).contains(&"payment_intent.succeeded".to_string())
+        })
+        .await;
+    let succeeded = accepted
+        .iter()
+        .find(|d| payment_of(d) == paid && d.id_and_type().1 == "payment_intent.succeeded")
+        .unwrap();
+    assert!(succeeded.stripe_signature_ok(SECRET));
+    assert_eq!(object(succeeded)["status"], "succeeded");
+    assert_eq!(object(succeeded)["amount"], 5000);
+
+    // PQ-2 runs out of queries: reported once, then left alone.
+    let route = [("route", "payments"), ("result", "gave_up")];
+    eventually(Duration::from_secs(30), "PQ-2 given up", || async {
+        metric(
+            &metrics_of(&client, &env).await,
+            "payproxy_pending_queries_total",
+            &route,
+        ) == Some(1.0)
+    })
+    .await;
+    let requests = sim.request_count("pix");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        sim.request_count("pix"),
+        requests,
+        "a settled or given-up payment was queried"
+    );
+    let metrics = metrics_of(&client, &env).await;
+    let count = |result| {
+        metric(
+            &metrics,
+            "payproxy_pending_queries_total",
+            &[("route", "payments"), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(count("gave_up"), 1.0);
+    assert_eq!(count("resolved"), 1.0, "{metrics}");
+    assert_eq!(count("failed"), 0.0, "{metrics}");
+    // PQ-2's queries (all answered pending) plus PQ-1's before it was paid: each payment at
+    // most MAX_QUERIES times, PQ-2 at least once per sweep of its window.
+    let pending = count("pending");
+    assert!(
+        pending >= 2.0 && pending <= f64::from(2 * MAX_QUERIES - 1),
+        "{pending} pending queries"
+    );
+
+    // The records say so; the unpaid one is still waiting for its shopper.
+    let retrieved = |id: String| {
+        let client = client.clone();
+        let url = env.url(&format!("/v1/payment_intents/{id}"));
+        async move { client.get(&url).await.json()["status"].clone() }
+    };
+    assert_eq!(retrieved(paid).await, "succeeded");
+    assert_eq!(retrieved(unpaid.clone()).await, "requires_action");
+    assert!(
+        types_for(&receiver.deliveries(), &unpaid)
+            .iter()
+            .all(|t| t == "payment_intent.created" || t == "payment_intent.requires_action"),
+        "{:?}",
+        types_for(&receiver.deliveries(), &unpaid)
+    );
+}

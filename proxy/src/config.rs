@@ -887,6 +887,76 @@ pub struct RouteConfig {
     /// events are written.
     #[serde(default)]
     pub webhooks: Option<WebhooksConfig>,
+    /// Status queries of payments left pending (payment routes): payproxy asks the provider
+    /// itself when no outcome arrived. On by default.
+    #[serde(default)]
+    pub pending_queries: PendingQueriesConfig,
+}
+
+/// "No webhook? Ask": a payment of the route still `processing` or `requires_action`
+/// `after_ms` after its creation is queried at its provider every `every_ms`, at most
+/// `max_queries` times, until it resolves; one still pending after that is reported (log line
+/// and `payproxy_pending_queries_total{result="gave_up"}`) and left to the storefront.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingQueriesConfig {
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Age of a payment before its first query. Default 600000 (10 min).
+    #[serde(default = "default_pending_after_ms")]
+    pub after_ms: u64,
+    /// Time between two queries of one payment. Default 600000 (10 min).
+    #[serde(default = "default_pending_every_ms")]
+    pub every_ms: u64,
+    /// Queries of one payment at most. Default 12.
+    #[serde(default = "default_pending_max_queries")]
+    pub max_queries: u32,
+}
+
+impl Default for PendingQueriesConfig {
+    fn default() -> Self {
+        PendingQueriesConfig {
+            enabled: true,
+            after_ms: default_pending_after_ms(),
+            every_ms: default_pending_every_ms(),
+            max_queries: default_pending_max_queries(),
+        }
+    }
+}
+
+fn default_pending_after_ms() -> u64 {
+    600_000
+}
+
+fn default_pending_every_ms() -> u64 {
+    600_000
+}
+
+fn default_pending_max_queries() -> u32 {
+    12
+}
+
+impl PendingQueriesConfig {
+    fn check(&self, at: &str) -> Result<(), (String, String)> {
+        const DAY_MS: u64 = 86_400_000;
+        if !(100..=30 * DAY_MS).contains(&self.after_ms) {
+            return Err((
+                format!("{at}.after_ms"),
+                "must be 100..=2592000000 (30 days)".into(),
+            ));
+        }
+        if !(100..=DAY_MS).contains(&self.every_ms) {
+            return Err((
+                format!("{at}.every_ms"),
+                "must be 100..=86400000 (1 day)".into(),
+            ));
+        }
+        if !(1..=1_000).contains(&self.max_queries) {
+            return Err((format!("{at}.max_queries"), "must be 1..=1000".into()));
+        }
+        Ok(())
+    }
 }
 
 /// A storefront API key a route accepts. The key itself never appears in the config file.
@@ -1417,6 +1487,10 @@ impl Config {
                     .check(&format!("{at}.webhooks"), self.webhook_delivery.lease_ms)
                     .map_err(|(field, message)| invalid(field, message))?;
             }
+            route
+                .pending_queries
+                .check(&format!("{at}.pending_queries"))
+                .map_err(|(field, message)| invalid(field, message))?;
             if route.card_data == CardData::Allow && route.dialect.is_some() {
                 return Err(invalid(
                     format!("{at}.card_data"),

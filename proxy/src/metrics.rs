@@ -74,6 +74,9 @@ pub struct Metrics {
     pub events_pending: IntGaugeVec,
     /// Time from an event's write (or redelivery) to its delivery.
     pub event_delivery_seconds: HistogramVec,
+    /// Status queries of pending payments by route and result (`resolved`, `pending`,
+    /// `failed`), and payments still pending after their last query (`gave_up`).
+    pub pending_queries: IntCounterVec,
 }
 
 impl Metrics {
@@ -211,6 +214,13 @@ impl Metrics {
                 "payproxy_events_delivered_total",
                 "Storefront events delivered to the merchant's endpoints, by route.",
                 &["route"],
+            ),
+            pending_queries: counter(
+                "payproxy_pending_queries_total",
+                "Status queries payproxy made of payments left pending, by route and result \
+                 (resolved, pending, failed); gave_up counts payments still pending after \
+                 their last query.",
+                &["route", "result"],
             ),
             events_failed: counter(
                 "payproxy_events_delivery_failures_total",

@@ -94,6 +94,11 @@ impl Proxy {
         }
     }
 
+    /// The payment routes' handler (its background tasks share it).
+    pub fn payments(&self) -> Arc<Payments> {
+        self.payments.clone()
+    }
+
     /// Provider health and breakers, shared with the admin listener and active checks.
     pub fn health(&self) -> Arc<HealthBook> {
         self.payments.health.clone()

@@ -44,6 +44,8 @@ pub struct Route {
     pub card_data: CardData,
     /// Signed storefront events for this route's payments (payment routes), if configured.
     pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// Status queries of payments left pending (payment routes, when enabled).
+    pub pending_queries: Option<crate::config::PendingQueriesConfig>,
 }
 
 impl Route {
@@ -131,6 +133,7 @@ mod tests {
             storefront_keys: vec![],
             card_data: CardData::Refuse,
             webhooks: None,
+            pending_queries: None,
         }
     }
 

@@ -485,6 +485,8 @@ fn route(
         card_data: r.card_data,
         // Resolved by the caller, which names the secret's field in errors.
         webhooks: None,
+        pending_queries: (r.dialect.is_some() && r.pending_queries.enabled)
+            .then(|| r.pending_queries.clone()),
         methods: r
             .methods
             .iter()

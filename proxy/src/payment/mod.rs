@@ -63,6 +63,7 @@ mod ids;
 mod ingress;
 mod instrument;
 mod list;
+pub mod pending;
 mod records;
 mod respond;
 mod wire;

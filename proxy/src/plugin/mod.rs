@@ -24,8 +24,7 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 pub mod types {
     pub use super::bindings::v2::types::payproxy::plugin::types::*;
 }
-/// A payment with nothing but `operation` set, for unit tests.
-#[cfg(test)]
+/// A payment with nothing but `operation` set (a host-made status query, unit tests).
 pub(crate) fn blank_payment(operation: types::Operation) -> types::Payment {
     types::Payment {
         operation,
