@@ -51,10 +51,26 @@ pub fn json_answer(
     provider_code: impl FnOnce(&Value) -> Option<String>,
     decode_object: impl FnOnce(&Value) -> Outcome,
 ) -> Outcome {
+    let errors = http_errors::Errors {
+        by_code: &[],
+        by_status: overrides,
+    };
+    json_answer_with(response, &errors, provider_code, decode_object)
+}
+
+/// [`json_answer`] for a provider whose error codes say more than its statuses: a non-2xx
+/// answer is classified by the code `provider_code` reads from the body when `errors` has a
+/// row for it, else by its status ([`http_errors::outcome_of`]).
+pub fn json_answer_with(
+    response: &HttpResponse,
+    errors: &http_errors::Errors<'_>,
+    provider_code: impl FnOnce(&Value) -> Option<String>,
+    decode_object: impl FnOnce(&Value) -> Outcome,
+) -> Outcome {
     let body: Option<Value> = serde_json::from_slice(&response.body).ok();
     if !(200..300).contains(&response.status) {
         let code = body.as_ref().and_then(provider_code);
-        return http_errors::outcome(response.status, overrides, code);
+        return http_errors::outcome_of(response.status, code, errors);
     }
     match body.filter(Value::is_object) {
         Some(body) => decode_object(&body),
@@ -169,5 +185,44 @@ mod tests {
         );
         assert!(decimal_amount(&json!("10.505"), "EUR").is_err());
         assert!(decimal_amount(&json!("1"), "XYZ").is_err());
+    }
+
+    #[test]
+    fn error_codes_in_the_body_classify_before_the_status() {
+        use crate::payment::ErrorClass;
+        const BY_CODE: &[http_errors::CodeError] = &[(
+            "500.001.1001",
+            "provider_unavailable",
+            ErrorClass::AnsweredNotProcessed,
+        )];
+        let errors = http_errors::Errors {
+            by_code: BY_CODE,
+            by_status: &[],
+        };
+        let code = |b: &Value| text(b, "errorCode").map(str::to_string);
+        let decoded = |status, body| {
+            json_answer_with(&response(status, body), &errors, code, |_| {
+                unreachable!("an error answer")
+            })
+        };
+        let class = |outcome: Outcome| match outcome.status {
+            OutcomeStatus::Error(Failure { class, code, .. }) => (class, code),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            class(decoded(500, r#"{"errorCode":"500.001.1001"}"#)),
+            (
+                ErrorClass::AnsweredNotProcessed,
+                "provider_unavailable".into()
+            )
+        );
+        assert_eq!(
+            class(decoded(500, r#"{"errorCode":"500.003.02"}"#)),
+            (ErrorClass::Ambiguous, "provider_error".into())
+        );
+        assert_eq!(
+            class(decoded(500, "<html>")),
+            (ErrorClass::Ambiguous, "provider_error".into())
+        );
     }
 }

@@ -5,6 +5,14 @@
 //! 504 proves nothing either way. That is [`STANDARD`]. A provider that guarantees more (or
 //! less) lists its own rows, which [`classify`] reads before the standard ones.
 //!
+//! Many providers put the meaning in an error code inside the body rather than in the
+//! status (M-Pesa's Daraja answers 500 with `errorCode` `500.001.1001`, "a transaction is
+//! already in process for the subscriber": nothing was charged). [`Errors`] adds rows keyed
+//! by the provider's own code ([`CodeError`]), read before any status row by
+//! [`classify_answer`] and [`outcome_of`] (and by
+//! [`decode::json_answer_with`](crate::helpers::decode::json_answer_with)). A code with no
+//! row falls back to the status: an unknown code is never taken as proof of anything.
+//!
 //! ```
 //! use payproxy_plugin_sdk::helpers::http_errors;
 //! use payproxy_plugin_sdk::payment::ErrorClass;
@@ -54,6 +62,51 @@ pub const STANDARD: &[HttpError] = &[
     (504, "provider_timeout", ErrorClass::Ambiguous),
 ];
 
+/// One row keyed by the provider's own error code (exact, case-sensitive): provider code,
+/// normalized failure code, class.
+pub type CodeError = (&'static str, &'static str, ErrorClass);
+
+/// A provider's error tables: its own codes first, then its status rows, then [`STANDARD`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Errors<'a> {
+    /// Rows by the provider's error code.
+    pub by_code: &'a [CodeError],
+    /// Rows by HTTP status, before [`STANDARD`].
+    pub by_status: &'a [HttpError],
+}
+
+/// The normalized code and class of an error answer: the row of `provider_code` in
+/// `errors.by_code` when there is one, else [`classify`] of the status.
+pub fn classify_answer(
+    status: u16,
+    provider_code: Option<&str>,
+    errors: &Errors<'_>,
+) -> (&'static str, ErrorClass) {
+    let by_code = provider_code.and_then(|c| errors.by_code.iter().find(|row| row.0 == c));
+    match by_code {
+        Some(&(_, code, class)) => (code, class),
+        None => {
+            let (_, code, class) = classify(status, errors.by_status);
+            (code, class)
+        }
+    }
+}
+
+/// The error outcome of a non-2xx answer, classified by [`classify_answer`]: by the
+/// provider's code when `errors` knows it, else by the status. The provider code kept is
+/// `provider_code`, else the status; the message says only the status (provider text is
+/// never passed through).
+pub fn outcome_of(status: u16, provider_code: Option<String>, errors: &Errors<'_>) -> Outcome {
+    let (code, class) = classify_answer(status, provider_code.as_deref(), errors);
+    let provider_code = provider_code.unwrap_or_else(|| status.to_string());
+    Outcome::error(
+        class,
+        code,
+        &provider_code,
+        format!("the provider answered HTTP {status}"),
+    )
+}
+
 /// The row for an error status: the provider's own rows (`overrides`) first, then
 /// [`STANDARD`]; any other 4xx is an unprocessed `invalid_request` and anything else an
 /// ambiguous `provider_error`.
@@ -68,17 +121,18 @@ pub fn classify(status: u16, overrides: &[HttpError]) -> HttpError {
     }
 }
 
-/// The error outcome of a non-2xx answer, classified by [`classify`]. `provider_code` is
-/// what the provider's body names the error, else the status; the message says only the
-/// status (provider text is never passed through).
+/// The error outcome of a non-2xx answer, classified by [`classify`] (by status only; see
+/// [`outcome_of`] for a provider's own codes). `provider_code` is what the provider's body
+/// names the error, else the status; the message says only the status (provider text is
+/// never passed through).
 pub fn outcome(status: u16, overrides: &[HttpError], provider_code: Option<String>) -> Outcome {
-    let (_, code, class) = classify(status, overrides);
-    let provider_code = provider_code.unwrap_or_else(|| status.to_string());
-    Outcome::error(
-        class,
-        code,
-        &provider_code,
-        format!("the provider answered HTTP {status}"),
+    outcome_of(
+        status,
+        provider_code,
+        &Errors {
+            by_code: &[],
+            by_status: overrides,
+        },
     )
 }
 
@@ -165,5 +219,63 @@ mod tests {
             (f.code.as_str(), f.provider_code.as_str()),
             ("provider_timeout", "504")
         );
+    }
+
+    #[test]
+    fn a_providers_own_code_outranks_the_status() {
+        // M-Pesa-like: a 500 whose code says nothing was done, and one whose code says the
+        // provider failed mid-way.
+        const BY_CODE: &[CodeError] = &[
+            (
+                "500.001.1001",
+                "provider_unavailable",
+                ErrorClass::AnsweredNotProcessed,
+            ),
+            (
+                "400.002.02",
+                "invalid_request",
+                ErrorClass::AnsweredNotProcessed,
+            ),
+        ];
+        let errors = Errors {
+            by_code: BY_CODE,
+            by_status: &[],
+        };
+        assert_eq!(
+            classify_answer(500, Some("500.001.1001"), &errors),
+            ("provider_unavailable", ErrorClass::AnsweredNotProcessed)
+        );
+        // Unknown code, or none: the status decides (500 stays ambiguous).
+        assert_eq!(
+            classify_answer(500, Some("500.003.02"), &errors),
+            ("provider_error", ErrorClass::Ambiguous)
+        );
+        assert_eq!(
+            classify_answer(500, None, &errors),
+            ("provider_error", ErrorClass::Ambiguous)
+        );
+        // A code row applies whatever the status.
+        assert_eq!(
+            classify_answer(200, Some("400.002.02"), &errors).0,
+            "invalid_request"
+        );
+        let outcome = outcome_of(500, Some("500.001.1001".into()), &errors);
+        match outcome.status {
+            OutcomeStatus::Error(Failure {
+                class,
+                code,
+                provider_code,
+                message,
+            }) => {
+                assert_eq!(class, ErrorClass::AnsweredNotProcessed);
+                assert_eq!(code, "provider_unavailable");
+                assert_eq!(provider_code, "500.001.1001");
+                assert_eq!(message, "the provider answered HTTP 500");
+            }
+            other => panic!("{other:?}"),
+        }
+        for row in BY_CODE {
+            assert!(ERROR_CODES.contains(&row.1), "{}", row.1);
+        }
     }
 }
