@@ -209,6 +209,20 @@ async fn hostile_plugins_fail_only_their_step_and_are_counted() {
             "{plugin}/{kind}"
         );
     }
+    // These are 0.1.0 routers: they load, and the status page says the contract is
+    // deprecated and when it stops loading.
+    let status = client.get(&env.admin_url("/admin/status")).await.json();
+    let loop_plugin = status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "loop")
+        .unwrap();
+    assert_eq!(loop_plugin["contract"], "0.1.0");
+    assert_eq!(
+        loop_plugin["deprecated"],
+        "will no longer load from payproxy 0.3.0"
+    );
     env.proxy.shutdown().await;
 }
 

@@ -210,6 +210,7 @@ fn plugins(snapshot: &Snapshot) -> Vec<Value> {
                 "name": p.name,
                 "role": p.role.as_str(),
                 "contract": p.contract(),
+                "deprecated": p.deprecation(),
                 "path": p.path.display().to_string(),
                 "sha256": p.sha256,
                 "on_error": match p.on_error { crate::config::OnError::FailOpen => "fail-open", crate::config::OnError::FailClosed => "fail-closed" },

@@ -65,6 +65,14 @@ impl LoadedPlugin {
         }
     }
 
+    /// The deprecation notice of the plugin's contract, if it is deprecated.
+    pub fn deprecation(&self) -> Option<&'static str> {
+        match &self.kind {
+            PluginKind::Router(r) => r.deprecation(),
+            _ => None,
+        }
+    }
+
     fn dialect(&self) -> Option<Arc<DialectPlugin>> {
         match &self.kind {
             PluginKind::Dialect(d) => Some(d.clone()),

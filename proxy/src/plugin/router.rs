@@ -18,6 +18,9 @@ use super::{CallState, PluginHost};
 use crate::error::PluginFailure;
 use crate::metrics::Metrics;
 
+/// The removal notice of router contract 0.1.0 (load warning, status page, `payproxy check`).
+pub const DEPRECATED_V1: &str = "will no longer load from payproxy 0.3.0";
+
 /// Most providers a router may name in one answer.
 const MAX_NAMES: usize = 64;
 const MAX_CODE: usize = 64;
@@ -171,6 +174,11 @@ impl RouterPlugin {
                 .map(RouterPlugin::V2);
         }
         if exports.iter().any(|e| e == ROUTER_V1) {
+            tracing::warn!(
+                plugin = name,
+                "router contract 0.1.0 is deprecated and {DEPRECATED_V1}: rebuild the plugin \
+                 against 0.3.0 (world routing-plugin, docs/contract.md)"
+            );
             return Sandbox::load(host, name, component, config_json, settings, metrics)
                 .map(RouterPlugin::V1);
         }
@@ -346,6 +354,14 @@ impl RouterPlugin {
             RouterPlugin::V1(s) => s.name(),
             RouterPlugin::V2(s) => s.name(),
             RouterPlugin::V3(s, _) => s.name(),
+        }
+    }
+
+    /// Why the component's contract should be replaced, when it is deprecated.
+    pub fn deprecation(&self) -> Option<&'static str> {
+        match self {
+            RouterPlugin::V1(_) => Some(DEPRECATED_V1),
+            RouterPlugin::V2(_) | RouterPlugin::V3(..) => None,
         }
     }
 
