@@ -134,6 +134,21 @@
 //! case (Token display names mapped: `American Express` → `amex`), `country` upper case,
 //! `funding`, `last4`, `three_d_secure_usage.supported`; anything else → none.
 //!
+//! # Events (webhooks to the storefront)
+//!
+//! `render_event`: each payment event the host records becomes a Stripe `Event` (`id` = the
+//! host's event id, `object: "event"`, `api_version` `2024-06-20`, `created`, `type`,
+//! `data.object`, `livemode: false`, `pending_webhooks: 1`, `request`): `payment_intent.created`,
+//! `.requires_action`, `.processing`, `.amount_capturable_updated` (requires capture),
+//! `.succeeded`, `.payment_failed`, `.canceled` carry the PaymentIntent as retrieve renders
+//! it; `charge.refunded` carries the intent's Charge (`ch_` + the intent id's suffix, stable
+//! across events) with `amount_refunded` and `refunded`. Content type
+//! `application/json; charset=utf-8`.
+//!
+//! `sign_event`: `Stripe-Signature: t=<time of the attempt>,v1=<hex HMAC-SHA256(endpoint
+//! secret, "<t>.<body>")>` — what `stripe.Webhook.construct_event` verifies (its default
+//! tolerance is 300 s; the host signs at every attempt, so retries stay within it).
+//!
 //! # Egress
 //!
 //! `POST /v1/payment_intents`: `amount`, lower-case `currency`, `confirm=true`,
