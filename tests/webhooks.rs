@@ -688,15 +688,17 @@ async fn three_instances_on_postgres_deliver_each_event_once_and_retake_a_dead_o
 /// Issue 10 point 4 ("No webhook? Ask"): a Pix payment the shopper pays while the storefront
 /// never retrieves it, and no notification comes, is queried at the provider by payproxy
 /// itself and resolves; its `payment_intent.succeeded` reaches the merchant signed. A Pix
-/// payment nobody pays is queried `max_queries` times at most, then reported once.
+/// payment nobody pays is queried `max_queries` times at most, then reported once. Queries
+/// the provider answers with errors meanwhile change nothing: both stay `requires_action`
+/// with their QR code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_payments_are_queried_until_they_resolve_or_their_queries_run_out() {
-    const MAX_QUERIES: u32 = 8;
+    const MAX_QUERIES: u32 = 6;
     let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
     let receiver = Receiver::start();
     let mut config = with_webhooks(payments_config(&sim), &receiver.url(), SECRET.into());
     config["routes"][0]["pending_queries"] =
-        json!({ "after_ms": 300, "every_ms": 300, "max_queries": MAX_QUERIES });
+        json!({ "enabled": true, "after_ms": 1000, "every_ms": 1000, "max_queries": MAX_QUERIES });
     let env = Env::start(config).await;
     let client = HttpClient::default();
     let url = env.url("/v1/payment_intents");
@@ -726,6 +728,39 @@ async fn pending_payments_are_queried_until_they_resolve_or_their_queries_run_ou
             .unwrap()
             .id
     };
+
+    // The provider's status endpoint fails for a while (500: proves nothing): the queries
+    // of that time learn nothing and change nothing.
+    sim.set_faults("pix", Faults::error(500));
+    let queried = |result: &'static str| {
+        let (client, env) = (&client, &env);
+        async move {
+            metric(
+                &metrics_of(client, env).await,
+                "payproxy_pending_queries_total",
+                &[("route", "payments"), ("result", result)],
+            )
+            .unwrap_or(0.0)
+        }
+    };
+    eventually(
+        Duration::from_secs(30),
+        "queries during the fault",
+        || async { queried("pending").await >= 2.0 },
+    )
+    .await;
+    sim.set_faults("pix", Faults::default());
+    for id in [&paid, &unpaid] {
+        let intent = client
+            .get(&env.url(&format!("/v1/payment_intents/{id}")))
+            .await
+            .json();
+        assert_eq!(intent["status"], "requires_action", "{intent}");
+        assert_eq!(
+            intent["next_action"]["type"], "pix_display_qr_code",
+            "{intent}"
+        );
+    }
 
     // The shopper pays PQ-1 at the bank; nobody tells payproxy.
     let pay = client
@@ -786,6 +821,15 @@ async fn pending_payments_are_queried_until_they_resolve_or_their_queries_run_ou
         pending >= 2.0 && pending <= f64::from(2 * MAX_QUERIES - 1),
         "{pending} pending queries"
     );
+    // Nothing was ever reported as processing: the failed queries did not move either.
+    for id in [&paid, &unpaid] {
+        assert!(
+            !types_for(&receiver.deliveries(), id)
+                .contains(&"payment_intent.processing".to_string()),
+            "{:?}",
+            types_for(&receiver.deliveries(), id)
+        );
+    }
 
     // The records say so; the unpaid one is still waiting for its shopper.
     let retrieved = |id: String| {

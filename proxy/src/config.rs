@@ -888,7 +888,7 @@ pub struct RouteConfig {
     #[serde(default)]
     pub webhooks: Option<WebhooksConfig>,
     /// Status queries of payments left pending (payment routes): payproxy asks the provider
-    /// itself when no outcome arrived. On by default.
+    /// itself when no outcome arrived. Off by default.
     #[serde(default)]
     pub pending_queries: PendingQueriesConfig,
 }
@@ -900,8 +900,9 @@ pub struct RouteConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PendingQueriesConfig {
-    /// Default true.
-    #[serde(default = "default_true")]
+    /// Default false: each query is a provider request (rate limits, cost) and counts
+    /// towards that provider's health, so an operator turns them on per route.
+    #[serde(default)]
     pub enabled: bool,
     /// Age of a payment before its first query. Default 600000 (10 min).
     #[serde(default = "default_pending_after_ms")]
@@ -917,7 +918,7 @@ pub struct PendingQueriesConfig {
 impl Default for PendingQueriesConfig {
     fn default() -> Self {
         PendingQueriesConfig {
-            enabled: true,
+            enabled: false,
             after_ms: default_pending_after_ms(),
             every_ms: default_pending_every_ms(),
             max_queries: default_pending_max_queries(),
@@ -940,16 +941,16 @@ fn default_pending_max_queries() -> u32 {
 impl PendingQueriesConfig {
     fn check(&self, at: &str) -> Result<(), (String, String)> {
         const DAY_MS: u64 = 86_400_000;
-        if !(100..=30 * DAY_MS).contains(&self.after_ms) {
+        if !(1_000..=30 * DAY_MS).contains(&self.after_ms) {
             return Err((
                 format!("{at}.after_ms"),
-                "must be 100..=2592000000 (30 days)".into(),
+                "must be 1000..=2592000000 (1 s to 30 days)".into(),
             ));
         }
-        if !(100..=DAY_MS).contains(&self.every_ms) {
+        if !(1_000..=DAY_MS).contains(&self.every_ms) {
             return Err((
                 format!("{at}.every_ms"),
-                "must be 100..=86400000 (1 day)".into(),
+                "must be 1000..=86400000 (1 s to 1 day)".into(),
             ));
         }
         if !(1..=1_000).contains(&self.max_queries) {

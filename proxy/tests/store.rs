@@ -1443,6 +1443,28 @@ fn postgres_instances_wait_for_a_live_lease_and_fence_a_stalled_holder() {
 }
 
 #[test]
+fn postgres_a_claim_past_its_renewal_deadline_is_judged_by_the_database() {
+    let Some(options) = pg::fresh() else { return };
+    // `a` renews its claim only for 50 ms, then its request runs long. Nobody took the claim
+    // over: its late writes go through (the database's token check decides), rather than
+    // being refused because this store stopped renewing.
+    let a = pg::with_lease(options, 3_000);
+    assert_eq!(a.begin("k", "fp", 0, 50).unwrap(), Begin::Started);
+    // Several renewal ticks (a third of the lease each) past its 50 ms deadline.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let mut e = entry("r", "pi_1", 1_000, None);
+    e.record.state = PaymentState::Succeeded;
+    a.put_payment_fenced(Fence::Claim("k"), &e, &[]).unwrap();
+    a.finish("k", &response("late but still ours"), 1, TTL)
+        .unwrap();
+    assert_eq!(
+        a.begin("k", "fp", 2, STALE).unwrap(),
+        Begin::Replay(response("late but still ours"))
+    );
+    assert_eq!(a.payment("pi_1").unwrap(), Some(e));
+}
+
+#[test]
 fn postgres_payment_records_written_under_a_lost_lock_are_fenced() {
     let Some(options) = pg::fresh() else { return };
     // `a` takes payment pi_1's operation lock and renews it for 1.5 s (its deadline), then

@@ -339,6 +339,10 @@ impl Payments {
             .with_label_values(&[name, "pending", "ambiguous"])
             .inc();
         match reference {
+            // A status query that got no readable answer learned nothing: the record stands
+            // (answering "pending" would move a payment waiting on its shopper to
+            // processing and lose its next action).
+            _ if payment.operation == Operation::Status => (ambiguous, false),
             // The provider has an id for it: answer pending; status queries can follow it.
             Some(reference) => {
                 tracing::warn!(route = %ctx.route.name, provider = %name, "payment outcome unknown after resolution; answering pending");
@@ -389,6 +393,10 @@ impl Payments {
             status,
             ..attempting
         };
+        if ctx.host_made {
+            // Nothing from the storefront to forward (a pending-payment query).
+            return Err((not_sent("invalid_request"), false));
+        }
         let credentials = match entry.credentials_now().await {
             Ok(credentials) => credentials,
             Err(error) => {

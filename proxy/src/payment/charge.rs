@@ -227,6 +227,15 @@ impl Payments {
                 outcome,
                 hold,
             } => {
+                // A status query the provider answered with an error (unreadable, refused,
+                // unavailable, timed out) learned nothing: the record stands as it is, next
+                // action included, and is what the storefront sees.
+                if payment.operation == Operation::Status
+                    && matches!(&outcome.status, OutcomeStatus::Error(_))
+                {
+                    tracing::warn!(payment = %entry.record.id, provider = %provider, "status query got no usable answer; answering from the record");
+                    return self.render_record(ctx, &entry.record);
+                }
                 let nothing_happened = matches!(
                     &outcome.status,
                     OutcomeStatus::Error(Failure {

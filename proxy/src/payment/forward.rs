@@ -18,6 +18,19 @@ impl Payments {
     /// Forward the request to the owner of `id` (when payproxy knows one of the storefront's
     /// dialect) or to the home provider, and relay its answer unchanged.
     pub(super) async fn forward_call(&self, ctx: &Ctx<'_>, id: Option<&str>) -> Answer {
+        if ctx.host_made {
+            // A request payproxy made itself (a pending-payment query) has no storefront
+            // request to forward.
+            return self.refuse(
+                ctx,
+                refusal(
+                    RefusalKind::NotFound,
+                    404,
+                    "resource_missing",
+                    "no such payment",
+                ),
+            );
+        }
         let target = match id {
             Some(id) => self.owner_of(ctx, id).await,
             None => None,

@@ -117,6 +117,9 @@ pub(crate) struct Ctx<'a> {
     /// The key of the request's idempotency claim, while it holds one: payment-record
     /// writes outside the lock are fenced by it.
     claim: std::sync::OnceLock<String>,
+    /// Made by payproxy itself (a pending-payment query), not by the storefront: there is no
+    /// storefront request to forward, and nothing is.
+    host_made: bool,
 }
 
 impl Ctx<'_> {
@@ -298,6 +301,7 @@ impl Payments {
             audit,
             lock: std::sync::OnceLock::new(),
             claim: std::sync::OnceLock::new(),
+            host_made: false,
         };
         let call = {
             let _phase = ctx.phase("ingress").entered();

@@ -139,6 +139,9 @@ impl Payments {
         if forwardable(ctx, &entry) {
             return self.follow_up(ctx, payment, entry, held).await;
         }
+        if resumed_past(resuming, &payment, &entry) {
+            return self.render_record(ctx, &entry.record);
+        }
         if let Err(refused) = allowed(&entry, &payment) {
             return self.refused(ctx, refused);
         }
@@ -434,6 +437,20 @@ fn asks_provider(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
         return false;
     }
     forwardable(ctx, entry) || !settled(entry)
+}
+
+/// Whether a resumed confirm finds its payment moved on since: its first run recorded the
+/// outcome, then lost its idempotency key before finishing it (it stalled past its lease
+/// after the record write). That outcome is the answer, replayed under the key, rather than
+/// a refusal of a second confirm that would leave the key without its answer.
+fn resumed_past(resuming: bool, payment: &Payment, entry: &PaymentEntry) -> bool {
+    use PaymentState as S;
+    resuming
+        && payment.operation == Operation::Authorize
+        && !matches!(
+            entry.record.state,
+            S::RequiresPaymentMethod | S::RequiresConfirmation | S::Failed
+        )
 }
 
 /// A state no provider will change by itself.
@@ -733,6 +750,43 @@ mod tests {
             provider_reference: Some("psp_1".into()),
             amount: None,
         }
+    }
+
+    #[test]
+    fn a_resumed_confirm_of_a_payment_that_moved_on_replays_its_record() {
+        use PaymentState as S;
+        let confirm = payment(Operation::Authorize);
+        let owned = Some(("adyen", "psp_1"));
+        for state in [
+            S::Succeeded,
+            S::RequiresCapture,
+            S::RequiresAction,
+            S::Processing,
+        ] {
+            assert!(
+                resumed_past(true, &confirm, &entry(state, owned)),
+                "{state:?}"
+            );
+            // Not resuming: a second confirm, judged by `allowed` as before.
+            assert!(
+                !resumed_past(false, &confirm, &entry(state, owned)),
+                "{state:?}"
+            );
+        }
+        // Still chargeable: the resumed confirm goes on (same provider, same key).
+        for state in [S::RequiresConfirmation, S::RequiresPaymentMethod, S::Failed] {
+            assert!(
+                !resumed_past(true, &confirm, &entry(state, owned)),
+                "{state:?}"
+            );
+        }
+        // Only confirms.
+        let capture = payment(Operation::Capture);
+        assert!(!resumed_past(
+            true,
+            &capture,
+            &entry(S::RequiresCapture, owned)
+        ));
     }
 
     #[test]

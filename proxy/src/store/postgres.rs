@@ -181,6 +181,9 @@ fn unms(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// How many leases past its renewal deadline a claim's token is kept (see `spawn_renewal`).
+const FORGET_AFTER_LEASES: u32 = 30;
+
 impl PostgresStore {
     /// Connects, creates or migrates the schema (under an advisory lock, so instances
     /// starting together do not race), and starts renewing leases.
@@ -269,8 +272,14 @@ impl PostgresStore {
                 let (keys, tokens): (Vec<Vec<u8>>, Vec<i64>) = {
                     let now = Instant::now();
                     let mut held = lock(&held);
-                    held.retain(|_, h| h.renew_until > now);
+                    // Past its renewal deadline a claim is no longer renewed, so it lapses and
+                    // may be taken over; its token is kept a while longer, so a late write of
+                    // its request is judged by the database (refused if taken over, done if
+                    // not) rather than refused blind. Forgotten after that: a request that
+                    // never handed its claim back does not hold memory forever.
+                    held.retain(|_, h| h.renew_until + lease * FORGET_AFTER_LEASES > now);
                     held.iter()
+                        .filter(|(_, h)| h.renew_until > now)
                         .map(|(k, h)| (k.as_bytes().to_vec(), h.token))
                         .unzip()
                 };
