@@ -9,7 +9,9 @@
 //! ≥ 99.5 % (a healthy provider exists throughout, so every payment counts).
 //!
 //! Before the traffic, a stalled holder that wakes to a definite "not processed" answer must
-//! not fail over: its claim was taken over, so it may send nothing anywhere.
+//! not fail over: its claim was taken over, so it may send nothing anywhere; and one that
+//! wakes to a refusal after the instance that took its key over charged the payment must
+//! neither record it nor answer it (409 `payment_processing`; the retry replays the charge).
 //!
 //! The test runs its own Postgres cluster (it restarts it), from the binaries that
 //! scripts/test.sh installs; without `PAYPROXY_TEST_POSTGRES_URL` it is skipped loudly.
