@@ -359,11 +359,7 @@ impl Payments {
 
     /// Whether `provider` speaks the storefront's dialect.
     pub(super) fn speaks_storefront(&self, ctx: &Ctx<'_>, provider: &str) -> bool {
-        ctx.snapshot
-            .providers
-            .get(provider)
-            .and_then(|p| p.dialect.as_ref())
-            .is_some_and(|(dialect, _)| dialect == ctx.ingress_name)
+        speaks(ctx.snapshot, provider, ctx.ingress_name)
     }
 
     /// Note the payment, the provider that has it and the decision, for the audit line.
@@ -411,4 +407,13 @@ fn owner(provider: &str, reference: String, payment: &Payment) -> Owner {
         reference,
         currency: payment.amount.as_ref().map(|a| a.currency.clone()),
     }
+}
+
+/// Whether `provider` speaks `dialect` (the storefront's, for a same-dialect forward).
+pub(super) fn speaks(snapshot: &Snapshot, provider: &str, dialect: &str) -> bool {
+    snapshot
+        .providers
+        .get(provider)
+        .and_then(|p| p.dialect.as_ref())
+        .is_some_and(|(name, _)| name == dialect)
 }

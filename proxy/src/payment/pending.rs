@@ -125,12 +125,9 @@ fn queryable(snapshot: &Snapshot, route: &Route, entry: &PaymentEntry) -> bool {
     let Some(owner) = &entry.owner else {
         return false;
     };
-    let same_dialect = snapshot
-        .providers
-        .get(&owner.provider)
-        .and_then(|p| p.dialect.as_ref())
-        .zip(route.dialect.as_ref())
-        .is_some_and(|((provider, _), (storefront, _))| provider == storefront);
+    let same_dialect = route.dialect.as_ref().is_some_and(|(storefront, _)| {
+        super::charge::speaks(snapshot, &owner.provider, storefront)
+    });
     !owner.reference.is_empty() && entry.unresolved.is_none() && !same_dialect
 }
 

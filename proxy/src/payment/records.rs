@@ -419,12 +419,7 @@ pub(super) fn forwardable(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
         return false;
     };
     owner.reference == entry.record.id
-        && ctx
-            .snapshot
-            .providers
-            .get(&owner.provider)
-            .and_then(|p| p.dialect.as_ref())
-            .is_some_and(|(dialect, _)| dialect == ctx.ingress_name)
+        && super::charge::speaks(ctx.snapshot, &owner.provider, ctx.ingress_name)
 }
 
 /// Whether a retrieve of `entry` asks its provider (and records what it learns): see the
