@@ -10,46 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use payproxy_e2e::chaos::{eventually, metric, metrics_text, ChildProxy, ReservedPort};
-use payproxy_e2e::receiver::{Delivery, Receiver};
+use payproxy_e2e::receiver::{object, payment_of, types_for, with_webhooks, Delivery, Receiver};
 use payproxy_e2e::*;
 use serde_json::{json, Value};
 
 const SECRET: &str = "whsec_test_9f8e7d6c5b4a";
-
-/// `config` with webhooks to `url` on its payment route (secret `secret`, inline or
-/// `{"env": …}`), retried every 50–200 ms, polled often.
-fn with_webhooks(mut config: Value, url: &str, secret: Value) -> Value {
-    config["routes"][0]["webhooks"] = json!({
-        "endpoints": [{ "url": url, "secret": secret }],
-        "retry": { "initial_ms": 50, "max_ms": 200, "give_up_after_s": 600 },
-        "timeout_ms": 2000,
-    });
-    config["webhook_delivery"] = json!({ "poll_ms": 20, "lease_ms": 5000 });
-    config
-}
-
-fn object(d: &Delivery) -> Value {
-    d.json()["data"]["object"].clone()
-}
-
-/// The payment an event is about: the intent's id, or a charge's `payment_intent`.
-fn payment_of(d: &Delivery) -> String {
-    let o = object(d);
-    let id = match o["object"].as_str() {
-        Some("charge") => &o["payment_intent"],
-        _ => &o["id"],
-    };
-    id.as_str().unwrap_or_default().to_string()
-}
-
-/// The event types delivered for `payment`, in arrival order.
-fn types_for(accepted: &[Delivery], payment: &str) -> Vec<String> {
-    accepted
-        .iter()
-        .filter(|d| payment_of(d) == payment)
-        .map(|d| d.id_and_type().1)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_events_arrive_signed_in_order_once_per_change() {

@@ -113,8 +113,8 @@ pub mod bindings {
     ///
     /// Two worlds, generated apart so that the generated export macros do not clash with
     /// 0.2.0's (`dialect-plugin` is the name of a world in both versions): the contract's
-    /// `storefront-plugin`, and `egress-plugin`, a world of the SDK's own that exports 0.4.0's
-    /// `egress` only. A two-sided dialect exports both; the component then exports exactly
+    /// `storefront-plugin` and `egress-plugin` (0.4.0's `egress` only). A two-sided dialect
+    /// exports both; the component then exports exactly
     /// the interfaces of the contract's `dialect-plugin` (the world's name is not part of a
     /// component's type).
     #[allow(missing_docs)]
@@ -160,9 +160,8 @@ pub mod bindings {
         }
         pub mod egress {
             wit_bindgen::generate!({
-                inline: "package payproxy:sdk@0.4.0; world egress-plugin { export payproxy:plugin/egress@0.4.0; }",
-                path: "../wit/payproxy-plugin@0.4.0",
                 world: "egress-plugin",
+                path: "../wit/payproxy-plugin@0.4.0",
                 additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
                 with: { "payproxy:plugin/types@0.4.0": crate::bindings::v2::types::payproxy::plugin::types },
                 pub_export_macro: true,

@@ -12,6 +12,8 @@ pub use crate::bindings::v2::compliance::exports::payproxy::plugin::compliance::
 };
 pub use crate::bindings::v2::dialect::exports::payproxy::plugin::egress::{Capabilities, Context};
 pub use crate::bindings::v2::types::payproxy::plugin::types::*;
+/// Provider notifications (contract 0.4.0's `egress`): see [`Egress::decode_webhook`].
+pub use crate::bindings::v4::egress::exports::payproxy::plugin::egress::{Notification, Webhook};
 
 /// Storefront side of a dialect.
 pub trait Ingress: Sized + 'static {
@@ -50,6 +52,24 @@ pub trait Egress: Sized + 'static {
     fn encode_request(&self, payment: &Payment, context: &Context) -> Result<HttpRequest, Refusal>;
     /// Decode the provider's answer.
     fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome;
+    /// Verify and decode a provider's notification request (contract 0.4.0: exported by
+    /// [`export_egress_v4!`](crate::export_egress_v4) and
+    /// [`export_storefront_dialect!`](crate::export_storefront_dialect)). Verify over the raw
+    /// body and headers with `context.credentials`; refuse with status 401 what fails
+    /// verification, 400 what cannot be read. Default: this provider sends no notifications
+    /// (404).
+    fn decode_webhook(
+        &self,
+        _request: &HttpRequest,
+        _context: &Context,
+    ) -> Result<Webhook, Refusal> {
+        Err(Refusal {
+            kind: RefusalKind::NotFound,
+            status: 404,
+            code: "no_webhooks".into(),
+            message: "This provider's dialect reads no notifications.".into(),
+        })
+    }
 }
 
 /// Compliance role. [`export_compliance!`](crate::export_compliance) exports it as contract
@@ -271,6 +291,16 @@ pub mod __glue {
             status: 500,
             code: "no_ingress".into(),
             message: "this dialect has no storefront side".into(),
+        }
+    }
+
+    /// The refusal of an egress called before `init`.
+    pub fn not_initialised() -> super::Refusal {
+        super::Refusal {
+            kind: super::RefusalKind::Unavailable,
+            status: 500,
+            code: "plugin_not_initialised".into(),
+            message: "egress called before init".into(),
         }
     }
 

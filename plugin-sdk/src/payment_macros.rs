@@ -85,8 +85,31 @@ macro_rules! __egress_impl {
         );
         $crate::bindings::v2::dialect::__export_dialect_world!(__PayproxyExport with_types_in $crate::bindings::v2::dialect);
     };
+    ($ty:ty, $guest:path, $ctx:path, $caps:path, webhooks) => {
+        $crate::__egress_impl!($ty, $guest, $ctx, $caps, {
+            fn decode_webhook(
+                request: $crate::payment::HttpRequest,
+                context: $ctx,
+            ) -> ::std::result::Result<$crate::payment::Webhook, $crate::payment::Refusal> {
+                let context = $crate::payment::Context {
+                    provider: context.provider,
+                    credentials: context.credentials,
+                    now_ms: context.now_ms,
+                    idempotency_key: context.idempotency_key,
+                };
+                $crate::payment::__glue::with("egress", |p: &$ty| {
+                    $crate::payment::Egress::decode_webhook(p, &request, &context)
+                })
+                .unwrap_or_else(|| Err($crate::payment::__glue::not_initialised()))
+            }
+        });
+    };
     ($ty:ty, $guest:path, $ctx:path, $caps:path) => {
+        $crate::__egress_impl!($ty, $guest, $ctx, $caps, {});
+    };
+    ($ty:ty, $guest:path, $ctx:path, $caps:path, { $($extra:tt)* }) => {
         impl $guest for __PayproxyExport {
+            $($extra)*
             fn init(
                 config: ::std::string::String,
             ) -> ::std::result::Result<(), ::std::string::String> {
@@ -120,14 +143,7 @@ macro_rules! __egress_impl {
                 $crate::payment::__glue::with("egress", |p: &$ty| {
                     $crate::payment::Egress::encode_request(p, &payment, &context)
                 })
-                .unwrap_or_else(|| {
-                    Err($crate::payment::Refusal {
-                        kind: $crate::payment::RefusalKind::Unavailable,
-                        status: 500,
-                        code: "plugin_not_initialised".into(),
-                        message: "egress called before init".into(),
-                    })
-                })
+                .unwrap_or_else(|| Err($crate::payment::__glue::not_initialised()))
             }
             fn decode_response(
                 payment: $crate::payment::Payment,
@@ -208,6 +224,27 @@ macro_rules! export_egress {
                 }
             }
             $crate::__egress_impl!($ty);
+        };
+    };
+}
+
+/// Export a type implementing [`Egress`](crate::payment::Egress) as a 0.4.0
+/// `egress-plugin` (a provider-side dialect that also reads its provider's notifications:
+/// [`Egress::decode_webhook`](crate::payment::Egress::decode_webhook)).
+#[macro_export]
+macro_rules! export_egress_v4 {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __PayproxyExport;
+            $crate::__egress_impl!(
+                $ty,
+                $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Guest,
+                $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Context,
+                $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Capabilities,
+                webhooks
+            );
+            $crate::bindings::v4::egress::__export_egress_v4_world!(__PayproxyExport with_types_in $crate::bindings::v4::egress);
         };
     };
 }

@@ -125,7 +125,8 @@ macro_rules! export_storefront_dialect {
                 $ty,
                 $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Guest,
                 $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Context,
-                $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Capabilities
+                $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Capabilities,
+                webhooks
             );
             $crate::bindings::v4::egress::__export_egress_v4_world!(__PayproxyExport with_types_in $crate::bindings::v4::egress);
         };

@@ -325,6 +325,11 @@ pub struct StateConfig {
     /// owners past their retention. Default 60 s; must be positive.
     #[serde(default = "default_purge_interval_ms")]
     pub purge_interval_ms: u64,
+    /// How long a provider notification for a payment payproxy does not know yet (the
+    /// provider notified before its answer was recorded) is held and tried again before it
+    /// is reported and dropped. Default 10 minutes; at least 1 s.
+    #[serde(default = "default_notice_hold_ms")]
+    pub notice_hold_ms: u64,
     /// The shared database of `kind: "postgres"`; required for that kind, refused otherwise.
     #[serde(default)]
     pub postgres: Option<PostgresConfig>,
@@ -383,6 +388,7 @@ impl Default for StateConfig {
             idempotency_ttl_ms: default_idempotency_ttl_ms(),
             payment_retention_ms: default_payment_retention_ms(),
             purge_interval_ms: default_purge_interval_ms(),
+            notice_hold_ms: default_notice_hold_ms(),
             postgres: None,
         }
     }
@@ -414,6 +420,10 @@ fn default_payment_retention_ms() -> u64 {
 }
 fn default_purge_interval_ms() -> u64 {
     60 * 1000
+}
+
+fn default_notice_hold_ms() -> u64 {
+    10 * 60 * 1000
 }
 
 /// One storefront listener.
@@ -1298,6 +1308,12 @@ impl Config {
             return Err(invalid(
                 "state.purge_interval_ms".into(),
                 "must be positive".into(),
+            ));
+        }
+        if self.state.notice_hold_ms < 1000 {
+            return Err(invalid(
+                "state.notice_hold_ms".into(),
+                "must be at least 1000".into(),
             ));
         }
         match (&self.state.kind, &self.state.postgres) {

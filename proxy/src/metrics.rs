@@ -77,6 +77,15 @@ pub struct Metrics {
     /// Status queries of pending payments by route and result (`resolved`, `pending`,
     /// `failed`), and payments still pending after their last query (`gave_up`).
     pub pending_queries: IntCounterVec,
+    /// Provider notification requests (`POST /webhooks/{provider}`) by provider and result
+    /// (`verified`, `rejected`, `failed`).
+    pub webhooks: IntCounterVec,
+    /// Notifications of verified requests by provider and what became of them (`applied`,
+    /// `duplicate`, `stale`, `held`, `expired`, `unmatched`, `failed`).
+    pub webhook_notices: IntCounterVec,
+    /// Charges a provider reported for a payment completed elsewhere (or failed), by
+    /// provider and result (`voided`, `refunded`, `failed`).
+    pub late_charges: IntCounterVec,
 }
 
 impl Metrics {
@@ -221,6 +230,27 @@ impl Metrics {
                  (resolved, pending, failed); gave_up counts payments still pending after \
                  their last query.",
                 &["route", "result"],
+            ),
+            webhooks: counter(
+                "payproxy_webhooks_received_total",
+                "Provider notification requests by provider and result: verified, rejected \
+                 (signature or format; nothing changed), failed (payproxy could not take them; \
+                 the provider retries).",
+                &["provider", "result"],
+            ),
+            webhook_notices: counter(
+                "payproxy_webhook_notifications_total",
+                "Notifications in verified provider requests by provider and result: applied, \
+                 duplicate (applied before), stale (the payment had moved on), held (its \
+                 payment not known yet), expired (held too long), unmatched, failed.",
+                &["provider", "result"],
+            ),
+            late_charges: counter(
+                "payproxy_late_charges_total",
+                "Charges a provider reported after payproxy completed the payment elsewhere or \
+                 failed it, by provider and what payproxy did: voided, refunded, failed \
+                 (left for an operator).",
+                &["provider", "result"],
             ),
             events_failed: counter(
                 "payproxy_events_delivery_failures_total",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -172,6 +172,20 @@ impl Proxy {
         deadline: Instant,
     ) -> Result<Answer, (Option<String>, ProxyError)> {
         check_limits(snapshot, &request).map_err(|e| (None, e))?;
+
+        // A provider's notification: `POST /webhooks/{provider}` for a configured provider.
+        if let Some(provider) = webhook_provider(snapshot, &request) {
+            let (parts, incoming) = request.into_parts();
+            let response = self
+                .payments
+                .webhook(snapshot, &provider, parts, incoming, deadline)
+                .await;
+            return Ok(Answer {
+                route: "webhooks".into(),
+                provider,
+                response: boxed_full(response),
+            });
+        }
 
         // match
         let host = request_host(&request);
@@ -441,6 +455,20 @@ pub fn relay(route: &Route, provider: &str, response: Response<Incoming>) -> Ans
 }
 
 /// Header count, header bytes and declared body size against the limits (→ 431 / 413).
+/// The provider a `POST /webhooks/{provider}` is for, when it names a configured provider
+/// with a dialect (other paths, and unknown names, are matched against the routes).
+fn webhook_provider<B>(snapshot: &Snapshot, request: &Request<B>) -> Option<String> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    let name = request.uri().path().strip_prefix(WEBHOOK_PATH)?;
+    let entry = snapshot.providers.get(name)?;
+    entry.dialect.as_ref().map(|_| name.to_string())
+}
+
+/// Where providers send their notifications (`/webhooks/{provider}`).
+pub const WEBHOOK_PATH: &str = "/webhooks/";
+
 fn check_limits(snapshot: &Snapshot, request: &Request<Incoming>) -> Result<(), ProxyError> {
     let limits = &snapshot.config.limits;
     let headers = request.headers();

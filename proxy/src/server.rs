@@ -152,6 +152,11 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         },
         shutdown_rx.clone(),
     ))];
+    tasks.push(tokio::spawn(crate::payment::notices::run_held(
+        proxy.payments(),
+        reloader.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(crate::payment::pending::run(
         proxy.payments(),
         reloader.clone(),

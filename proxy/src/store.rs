@@ -93,6 +93,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 mod memory;
+pub mod notices;
 mod outbox;
 mod payments;
 mod postgres;
@@ -103,8 +104,9 @@ pub(crate) mod sweeper;
 
 use crate::plugin::storefront::ListQuery;
 pub use memory::MemoryStore;
+pub use notices::HeldNotice;
 pub use outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
-pub use payments::{Page, PaymentEntry};
+pub use payments::{LateCharge, Page, PassedOver, PaymentEntry, NOTICES_KEPT};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use purge::Purged;
 pub use redb_store::RedbStore;
@@ -364,6 +366,18 @@ pub trait Store: Send + Sync + 'static {
         let _ = fence;
         self.put_payment(entry, events)
     }
+    /// The id of the payment under `key` in the provider-reference index
+    /// ([`PaymentEntry::reference_keys`]: [`notices::reference_key`] for the payment a
+    /// provider owns, [`notices::passed_over_key`] for one it was passed over for), if any.
+    /// The index is written with the payment record and purged with it.
+    fn payment_by_reference(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Keep a notification whose payment is not known yet; one already held under the same
+    /// key is left as it is (its first arrival time counts).
+    fn hold_notice(&self, notice: &HeldNotice) -> Result<(), StoreError>;
+    /// Up to `limit` held notifications, oldest first.
+    fn held_notices(&self, limit: usize) -> Result<Vec<HeldNotice>, StoreError>;
+    /// Forget a held notification (applied, or reported after waiting too long).
+    fn drop_notice(&self, key: &str) -> Result<(), StoreError>;
     /// A page of `route`'s payments, newest first, and whether more match beyond it.
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError>;
 

@@ -14,9 +14,12 @@ use std::sync::{mpsc, Barrier};
 use std::time::{Duration, Instant};
 
 use payproxy::plugin::storefront::{ListQuery, PaymentRecord, PaymentState};
+use payproxy::plugin::types::{Operation, Outcome, OutcomeStatus};
+use payproxy::plugin::Notification;
 use payproxy::store::{
-    payment_lock_key, Attempt, Attempted, Begin, EventState, Fence, MemoryStore, NewEvent, Owner,
-    PaymentEntry, PostgresStore, Purged, RedbStore, Store, StoreError, StoredResponse, Takeover,
+    payment_lock_key, Attempt, Attempted, Begin, EventState, Fence, HeldNotice, MemoryStore,
+    NewEvent, Owner, PassedOver, PaymentEntry, PostgresStore, Purged, RedbStore, Store, StoreError,
+    StoredResponse, Takeover,
 };
 
 const STALE: u64 = 30_000;
@@ -294,6 +297,9 @@ fn entry(route: &str, id: &str, created_ms: u64, customer: Option<&str>) -> Paym
         },
         card: None,
         unresolved: None,
+        notices: Vec::new(),
+        passed_over: Vec::new(),
+        late_charges: Vec::new(),
     }
 }
 
@@ -628,6 +634,95 @@ fn purge_deletes_payments_and_owners_past_their_retention(s: &dyn Store) {
     );
 }
 
+// ---- provider notifications: the reference index and held notifications ----
+
+fn owned(id: &str, provider: &str, reference: &str, created_ms: u64) -> PaymentEntry {
+    let mut e = entry("r", id, created_ms, None);
+    e.owner = Some(owner(provider, reference));
+    e
+}
+
+fn references_find_payments_by_owner_and_passed_over_provider(s: &dyn Store) {
+    use payproxy::store::notices::{passed_over_key, reference_key};
+    let by = |key: String| s.payment_by_reference(&key).unwrap();
+    // Not sent anywhere yet: not indexed.
+    s.put_payment(&entry("r", "pi_1", 1_000, None), &[])
+        .unwrap();
+    assert_eq!(by(reference_key("adyen", "")), None);
+    // Owned: found by the owner's reference; passed over: by what that provider was sent.
+    let mut first = owned("pi_1", "stripe", "pi_S1", 1_000);
+    first.passed_over.push(PassedOver {
+        provider: "adyen".into(),
+        sent: vec!["order-1".into(), "pp-key-1".into()],
+    });
+    s.put_payment(&first, &[]).unwrap();
+    assert_eq!(by(reference_key("stripe", "pi_S1")), Some("pi_1".into()));
+    assert_eq!(by(reference_key("adyen", "pi_S1")), None, "per provider");
+    assert_eq!(by(passed_over_key("adyen", "order-1")), Some("pi_1".into()));
+    assert_eq!(
+        by(passed_over_key("adyen", "pp-key-1")),
+        Some("pi_1".into())
+    );
+    assert_eq!(
+        by(reference_key("adyen", "order-1")),
+        None,
+        "not an owner key"
+    );
+    // Another payment sent with the same merchant reference takes that key; rewriting the
+    // first does not take it back from it.
+    let mut second = owned("pi_2", "stripe", "pi_S2", 2_000);
+    second.passed_over.push(PassedOver {
+        provider: "adyen".into(),
+        sent: vec!["order-1".into()],
+    });
+    s.put_payment(&second, &[]).unwrap();
+    assert_eq!(by(passed_over_key("adyen", "order-1")), Some("pi_2".into()));
+    // A record whose owner changes is found under the new reference only.
+    let mut moved = first.clone();
+    moved.owner = Some(owner("stripe", "pi_S1b"));
+    moved.passed_over.clear();
+    s.put_payment(&moved, &[]).unwrap();
+    assert_eq!(by(reference_key("stripe", "pi_S1")), None);
+    assert_eq!(by(reference_key("stripe", "pi_S1b")), Some("pi_1".into()));
+    assert_eq!(by(passed_over_key("adyen", "pp-key-1")), None);
+    assert_eq!(by(passed_over_key("adyen", "order-1")), Some("pi_2".into()));
+    // Purged with its payment.
+    s.purge_expired(1_500 + RETAIN, RETAIN, ALL).unwrap();
+    assert_eq!(by(reference_key("stripe", "pi_S1b")), None);
+    assert_eq!(by(reference_key("stripe", "pi_S2")), Some("pi_2".into()));
+}
+
+fn notice(reference: &str, event: &str) -> Notification {
+    Notification {
+        event_id: event.into(),
+        operation: Operation::Status,
+        outcome: Outcome {
+            status: OutcomeStatus::Approved,
+            provider_reference: Some(reference.into()),
+            amount: None,
+        },
+        merchant_reference: None,
+    }
+}
+
+fn held_notices_are_kept_once_oldest_first_until_dropped(s: &dyn Store) {
+    let late = HeldNotice::new("pix", notice("tx-2", "e2"), 2_000);
+    let early = HeldNotice::new("pix", notice("tx-1", "e1"), 1_000);
+    s.hold_notice(&late).unwrap();
+    s.hold_notice(&early).unwrap();
+    // A redelivery keeps the first arrival.
+    s.hold_notice(&HeldNotice::new("pix", notice("tx-1", "e1"), 9_000))
+        .unwrap();
+    assert_eq!(
+        s.held_notices(10).unwrap(),
+        vec![early.clone(), late.clone()]
+    );
+    assert_eq!(s.held_notices(1).unwrap(), vec![early.clone()]);
+    s.drop_notice(&early.key).unwrap();
+    s.drop_notice("absent").unwrap();
+    assert_eq!(s.held_notices(10).unwrap(), vec![late]);
+}
+
 // ---- the webhook outbox ----
 
 fn event(payment: &str, seq: u64, endpoint: &str) -> NewEvent {
@@ -932,7 +1027,9 @@ for_each_store!(
     purge_deletes_payments_and_owners_past_their_retention,
     outbox_claims_in_order_per_payment_and_endpoint_under_leases,
     outbox_reschedules_gives_up_and_redelivers,
-    outbox_purge_keeps_each_payments_last_event_and_the_undelivered;
+    outbox_purge_keeps_each_payments_last_event_and_the_undelivered,
+    references_find_payments_by_owner_and_passed_over_provider,
+    held_notices_are_kept_once_oldest_first_until_dropped;
     restart: records_held_by_a_previous_process_resume_at_once,
 );
 

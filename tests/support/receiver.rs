@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -241,4 +241,41 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         self.down();
     }
+}
+
+// ---- Stripe events as the tests read them ----
+
+/// `config` with webhooks to `url` on its payment route (secret `secret`, inline or
+/// `{"env": …}`), retried every 50–200 ms, polled often.
+pub fn with_webhooks(mut config: Value, url: &str, secret: Value) -> Value {
+    config["routes"][0]["webhooks"] = json!({
+        "endpoints": [{ "url": url, "secret": secret }],
+        "retry": { "initial_ms": 50, "max_ms": 200, "give_up_after_s": 600 },
+        "timeout_ms": 2000,
+    });
+    config["webhook_delivery"] = json!({ "poll_ms": 20, "lease_ms": 5000 });
+    config
+}
+
+pub fn object(d: &Delivery) -> Value {
+    d.json()["data"]["object"].clone()
+}
+
+/// The payment an event is about: the intent's id, or a charge's `payment_intent`.
+pub fn payment_of(d: &Delivery) -> String {
+    let o = object(d);
+    let id = match o["object"].as_str() {
+        Some("charge") => &o["payment_intent"],
+        _ => &o["id"],
+    };
+    id.as_str().unwrap_or_default().to_string()
+}
+
+/// The event types delivered for `payment`, in arrival order.
+pub fn types_for(accepted: &[Delivery], payment: &str) -> Vec<String> {
+    accepted
+        .iter()
+        .filter(|d| payment_of(d) == payment)
+        .map(|d| d.id_and_type().1)
+        .collect()
 }

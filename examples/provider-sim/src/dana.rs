@@ -15,6 +15,15 @@
 //! digits in minor units: `13` `INSUFFICIENT_BALANCE`, `66` `RISK_REJECT`, `77`
 //! `USER_STATUS_ABNORMAL` (declines: stored, not recorded), `99` `SYSTEM_ERROR` (`U`, nothing
 //! recorded or stored).
+//!
+//! With webhooks on (`POST /__sim/webhooks`), an order paid at the checkout (the first time)
+//! and every successful refund post a JSON finish notification, signed as `dialect-dana`
+//! verifies it (see [`finish_notify`]): `{"request": {"head": {"version": "2.0", "function":
+//! "dana.acquiring.order.finishNotify"|"dana.acquiring.refund.finishNotify", "clientId",
+//! "reqTime", "reqMsgId"}, "body": {"merchantId", "acquirementId", "merchantTransId",
+//! "acquirementStatus", "orderAmount", "finishedTime"} | {…, "refundId", "refundStatus",
+//! "refundAmount"}}}` with headers `x-timestamp` (ISO-8601 at +07:00) and `x-signature` =
+//! base64 HMAC-SHA256(secret, `POST:<webhook URL path>:<hex SHA-256(body)>:<x-timestamp>`).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -258,6 +267,14 @@ pub(crate) async fn handle(
         "dana.acquiring.order.cancel" => cancel(&mut ledger, &request.body),
         _ => refund(&mut ledger, &request.body),
     };
+    let succeeded = verdict.status == "S";
+    // Who the order's later finish notification is addressed to (the ledger keeps neither).
+    let created = (succeeded && function == "dana.acquiring.order.create")
+        .then(|| body.acquirement_id.clone())
+        .flatten();
+    let refunded = (succeeded && function == "dana.acquiring.order.refund")
+        .then(|| finish_notify::Finish::refund(&ledger, &request, &body))
+        .flatten();
     // A system error promises nothing happened: a retry must be processed afresh.
     let store = verdict.http.is_success() && verdict.code != "SYSTEM_ERROR";
     let (status, bytes) = render(&function, &msg_id, verdict, body);
@@ -270,6 +287,17 @@ pub(crate) async fn handle(
                 body: bytes.clone(),
             },
         );
+    }
+    drop(ledger);
+    if let Some(id) = created {
+        let addressee = json!({
+            "clientId": request.head.client_id,
+            "merchantId": request.body.merchant_id,
+        });
+        provider.set_note(format!("dana:{id}"), addressee.to_string());
+    }
+    if let Some(finish) = refunded {
+        finish_notify::send(provider, &finish);
     }
     Ok(xml_bytes(status, bytes))
 }
@@ -532,20 +560,300 @@ fn idr(amount: &Amount) -> Result<i64, String> {
     currency::from_decimal(&amount.value, "IDR").map_err(|e| format!("amount value: {e}"))
 }
 
-/// `GET /dana/v1/checkout/{id}`: the shopper pays an unpaid order.
+/// `GET /dana/v1/checkout/{id}`: the shopper pays an unpaid order (and, the first time,
+/// DANA sends its finish notification).
 fn checkout(provider: &Provider, id: &str) -> SimResponse {
-    let mut ledger = provider.ledger();
-    let Some(intent) = ledger
-        .intent_mut(id)
-        .filter(|i| i.charge.id.starts_with("dana_"))
-    else {
-        return crate::respond::json(StatusCode::NOT_FOUND, &json!({ "error": "no such order" }));
+    let (answer, paid) = {
+        let mut ledger = provider.ledger();
+        let Some(intent) = ledger
+            .intent_mut(id)
+            .filter(|i| i.charge.id.starts_with("dana_"))
+        else {
+            return crate::respond::json(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": "no such order" }),
+            );
+        };
+        let paid = (intent.charge.status == "requires_action").then(|| {
+            intent.charge.status = "succeeded".to_owned();
+            (
+                intent.charge.amount,
+                intent.charge.merchant_reference.clone(),
+            )
+        });
+        let answer = json!({ "acquirementId": id, "status": intent.charge.status });
+        (answer, paid)
     };
-    if intent.charge.status == "requires_action" {
-        intent.charge.status = "succeeded".to_owned();
+    if let Some((amount, reference)) = paid {
+        let addressee: serde_json::Value = provider
+            .note(&format!("dana:{id}"))
+            .and_then(|n| serde_json::from_str(&n).ok())
+            .unwrap_or_default();
+        let text = |key: &str| addressee[key].as_str().unwrap_or_default().to_owned();
+        let finish = finish_notify::Finish {
+            function: finish_notify::ORDER_FINISH,
+            client_id: text("clientId"),
+            merchant_id: text("merchantId"),
+            acquirement_id: id.to_owned(),
+            merchant_trans_id: reference,
+            refund_id: None,
+            status: "SUCCESS",
+            amount,
+        };
+        finish_notify::send(provider, &finish);
     }
-    let answer = json!({ "acquirementId": id, "status": intent.charge.status });
     crate::respond::json(StatusCode::OK, &answer)
+}
+
+/// DANA's finish notifications, sent when webhooks are on (see `crate::notify`), signed as
+/// `dialect-dana` verifies them with its `webhook_secret` credential: `x-timestamp` is the
+/// notice's time (ISO-8601 at +07:00, also the head's `reqTime`), `x-signature` base64
+/// HMAC-SHA256(secret, `POST:<path>:<lower-case hex SHA-256(body)>:<x-timestamp>`), the path
+/// being the configured webhook URL's. `reqMsgId` is derived from the change, so a
+/// redelivery is the same message.
+pub(crate) mod finish_notify {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use payproxy_plugin_sdk::currency;
+    use payproxy_plugin_sdk::helpers::time::DateTime;
+    use serde_json::json;
+    use sha2::{Digest, Sha256};
+
+    use super::{DanaRequest, RespBody};
+    use crate::ledger::Ledger;
+    use crate::notify::Notice;
+    use crate::provider::Provider;
+
+    pub(crate) const ORDER_FINISH: &str = "dana.acquiring.order.finishNotify";
+    pub(crate) const REFUND_FINISH: &str = "dana.acquiring.refund.finishNotify";
+
+    /// One finish: of an order (`SUCCESS`) or of a refund.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(crate) struct Finish {
+        pub(crate) function: &'static str,
+        pub(crate) client_id: String,
+        pub(crate) merchant_id: String,
+        pub(crate) acquirement_id: String,
+        pub(crate) merchant_trans_id: Option<String>,
+        pub(crate) refund_id: Option<String>,
+        /// `acquirementStatus` or `refundStatus`.
+        pub(crate) status: &'static str,
+        /// IDR minor units: the order's, or the refund's.
+        pub(crate) amount: i64,
+    }
+
+    impl Finish {
+        /// The finish of the refund just answered with `body`.
+        pub(super) fn refund(
+            ledger: &Ledger,
+            request: &DanaRequest,
+            body: &RespBody,
+        ) -> Option<Finish> {
+            let refund_id = body.refund_id.clone()?;
+            let refund = ledger.refunds().into_iter().find(|r| r.id == refund_id)?;
+            let acquirement_id = body.acquirement_id.clone()?;
+            let reference = ledger
+                .intent(&acquirement_id)
+                .and_then(|i| i.charge.merchant_reference.clone());
+            Some(Finish {
+                function: REFUND_FINISH,
+                client_id: request.head.client_id.clone(),
+                merchant_id: request.body.merchant_id.clone(),
+                acquirement_id,
+                merchant_trans_id: reference,
+                refund_id: Some(refund_id),
+                status: "SUCCESS",
+                amount: refund.amount,
+            })
+        }
+    }
+
+    /// Send `finish` if webhooks are on. Call with no lock held.
+    pub(crate) fn send(provider: &Provider, finish: &Finish) {
+        let Some(secret) = provider.webhook_secret() else {
+            return;
+        };
+        let path = provider
+            .webhook_settings()
+            .url
+            .and_then(|u| u.parse::<hyper::Uri>().ok())
+            .map(|u| u.path().to_owned())
+            .unwrap_or_else(|| "/".to_owned());
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        provider.notify(notice(&secret, &path, finish, now_ms));
+    }
+
+    /// The signed notification of `finish`, sent to `path` at `now_ms`.
+    pub(crate) fn notice(secret: &str, path: &str, finish: &Finish, now_ms: u64) -> Notice {
+        let time = jakarta(now_ms);
+        let amount = json!({
+            "value": currency::to_decimal(finish.amount, "IDR"),
+            "currency": "IDR",
+        });
+        let (msg_id, body) = match &finish.refund_id {
+            Some(refund) => (
+                format!("notify-{refund}-{}", finish.status),
+                json!({
+                    "merchantId": finish.merchant_id,
+                    "acquirementId": finish.acquirement_id,
+                    "merchantTransId": finish.merchant_trans_id,
+                    "refundId": refund,
+                    "refundStatus": finish.status,
+                    "refundAmount": amount,
+                }),
+            ),
+            None => (
+                format!("notify-{}-{}", finish.acquirement_id, finish.status),
+                json!({
+                    "merchantId": finish.merchant_id,
+                    "acquirementId": finish.acquirement_id,
+                    "merchantTransId": finish.merchant_trans_id,
+                    "acquirementStatus": finish.status,
+                    "orderAmount": amount,
+                    "finishedTime": time,
+                }),
+            ),
+        };
+        let document = json!({"request": {
+            "head": {
+                "version": "2.0",
+                "function": finish.function,
+                "clientId": finish.client_id,
+                "reqTime": time,
+                "reqMsgId": msg_id,
+            },
+            "body": body,
+        }});
+        let body = serde_json::to_vec(&document).unwrap_or_default();
+        let signature = signature(secret, path, &body, &time);
+        Notice {
+            dialect: "dana",
+            query: None,
+            headers: vec![
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("x-timestamp".to_owned(), time),
+                ("x-signature".to_owned(), signature),
+            ],
+            body,
+        }
+    }
+
+    /// Base64 HMAC-SHA256(secret, `POST:<path>:<hex SHA-256(body)>:<timestamp>`).
+    pub(crate) fn signature(secret: &str, path: &str, body: &[u8], timestamp: &str) -> String {
+        let signed = format!(
+            "POST:{path}:{}:{timestamp}",
+            hex::encode(Sha256::digest(body))
+        );
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+        mac.update(signed.as_bytes());
+        STANDARD.encode(mac.finalize().into_bytes())
+    }
+
+    /// `2023-11-15T05:13:20+07:00`.
+    pub(crate) fn jakarta(now_ms: u64) -> String {
+        let t = DateTime::from_unix_ms(now_ms, 7 * 3600);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+07:00",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use serde_json::Value;
+
+        fn header<'a>(notice: &'a Notice, name: &str) -> Option<&'a str> {
+            notice
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+
+        #[test]
+        fn order_finish() {
+            let finish = Finish {
+                function: ORDER_FINISH,
+                client_id: "client-1".into(),
+                merchant_id: "merchant-1".into(),
+                acquirement_id: "dana_danaid_1".into(),
+                merchant_trans_id: Some("order-1".into()),
+                refund_id: None,
+                status: "SUCCESS",
+                amount: 15_000_000,
+            };
+            let notice = notice(
+                "dana-secret",
+                "/webhooks/dana-id",
+                &finish,
+                1_700_000_000_000,
+            );
+            assert_eq!(notice.dialect, "dana");
+            let body: Value = serde_json::from_slice(&notice.body).unwrap();
+            assert_eq!(
+                body,
+                json!({"request": {
+                    "head": {"version": "2.0", "function": ORDER_FINISH, "clientId": "client-1",
+                             "reqTime": "2023-11-15T05:13:20+07:00",
+                             "reqMsgId": "notify-dana_danaid_1-SUCCESS"},
+                    "body": {"merchantId": "merchant-1", "acquirementId": "dana_danaid_1",
+                             "merchantTransId": "order-1", "acquirementStatus": "SUCCESS",
+                             "orderAmount": {"value": "150000.00", "currency": "IDR"},
+                             "finishedTime": "2023-11-15T05:13:20+07:00"}
+                }})
+            );
+            assert_eq!(
+                header(&notice, "x-timestamp"),
+                Some("2023-11-15T05:13:20+07:00")
+            );
+            // The signature, computed independently of `signature`.
+            let signed = format!(
+                "POST:/webhooks/dana-id:{}:2023-11-15T05:13:20+07:00",
+                hex::encode(Sha256::digest(&notice.body))
+            );
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"dana-secret").unwrap();
+            mac.update(signed.as_bytes());
+            let want = STANDARD.encode(mac.finalize().into_bytes());
+            assert_eq!(header(&notice, "x-signature"), Some(want.as_str()));
+        }
+
+        #[test]
+        fn refund_finish() {
+            let finish = Finish {
+                function: REFUND_FINISH,
+                client_id: "c".into(),
+                merchant_id: "m".into(),
+                acquirement_id: "dana_danaid_1".into(),
+                merchant_trans_id: Some("order-1".into()),
+                refund_id: Some("danare_danaid_2".into()),
+                status: "SUCCESS",
+                amount: 5_000_000,
+            };
+            let notice = notice("s", "/w", &finish, 1_700_000_000_000);
+            let body: Value = serde_json::from_slice(&notice.body).unwrap();
+            let b = &body["request"]["body"];
+            assert_eq!(body["request"]["head"]["function"], REFUND_FINISH);
+            assert_eq!(b["refundId"], "danare_danaid_2");
+            assert_eq!(b["refundStatus"], "SUCCESS");
+            assert_eq!(b["acquirementId"], "dana_danaid_1");
+            assert_eq!(
+                b["refundAmount"],
+                json!({"value": "50000.00", "currency": "IDR"})
+            );
+            assert_eq!(
+                header(&notice, "x-signature"),
+                Some(signature("s", "/w", &notice.body, "2023-11-15T05:13:20+07:00").as_str())
+            );
+        }
+    }
 }
 
 fn answer(function: &str, msg_id: &str, verdict: Verdict, body: RespBody) -> SimResponse {
@@ -640,5 +948,111 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("<resultStatus>S</resultStatus>"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    use super::finish_notify::{signature, ORDER_FINISH, REFUND_FINISH};
+    use crate::Simulator;
+
+    async fn call(
+        method: &str,
+        url: String,
+        headers: &[(&str, String)],
+        body: Option<String>,
+    ) -> (u16, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut request = hyper::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn api(base: &str, function: &str, msg: &str, body: &str) -> String {
+        let xml = format!(
+            "<request><head><version>2.0</version><function>{function}</function>\
+             <clientId>client-1</clientId><reqTime>2023-11-15T05:13:20+07:00</reqTime>\
+             <reqMsgId>{msg}</reqMsgId></head><body><merchantId>merchant-1</merchantId>{body}\
+             </body></request>"
+        );
+        let headers = [("content-type", "application/xml".to_owned())];
+        let url = format!("{base}/dana/v1/payment.xml");
+        let (status, answer) = call("POST", url, &headers, Some(xml)).await;
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+
+    #[tokio::test]
+    async fn checkout_and_refund_send_signed_finish_notifications() {
+        let sim = Simulator::start(&["dana-id"]).await.unwrap();
+        let base = sim.base_url("dana-id");
+        sim.set_webhooks(
+            "dana-id",
+            Some("http://127.0.0.1:9/webhooks/dana-id?v=1"),
+            "s",
+        );
+        let order = "<merchantTransId>order-1</merchantTransId><order><orderTitle>t</orderTitle>\
+                     <orderAmount><value>150000.00</value><currency>IDR</currency></orderAmount>\
+                     </order><shopperPhone>+6281234567890</shopperPhone>";
+        let created = api(&base, "dana.acquiring.order.create", "m1", order).await;
+        let id = created
+            .split("<acquirementId>")
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .unwrap()
+            .to_owned();
+        assert!(
+            sim.webhooks_sent("dana-id").is_empty(),
+            "nothing before payment"
+        );
+        let checkout = format!("{base}/dana/v1/checkout/{id}");
+        assert_eq!(call("GET", checkout.clone(), &[], None).await.0, 200);
+        assert_eq!(call("GET", checkout, &[], None).await.0, 200);
+        let refund = format!(
+            "<acquirementId>{id}</acquirementId><refundAmount><value>50000.00</value>\
+             <currency>IDR</currency></refundAmount>"
+        );
+        api(&base, "dana.acquiring.order.refund", "m2", &refund).await;
+        // The same refund again is a replay: no second notification.
+        api(&base, "dana.acquiring.order.refund", "m2", &refund).await;
+        let sent = sim.webhooks_sent("dana-id");
+        assert_eq!(sent.len(), 2);
+        for n in &sent {
+            assert_eq!(n.dialect, "dana");
+            let timestamp = n.header("x-timestamp").unwrap();
+            assert_eq!(
+                n.header("x-signature"),
+                Some(signature("s", "/webhooks/dana-id", &n.body, timestamp).as_str())
+            );
+        }
+        let paid = sent[0].json().unwrap();
+        assert_eq!(paid["request"]["head"]["function"], ORDER_FINISH);
+        assert_eq!(paid["request"]["head"]["clientId"], "client-1");
+        let body = &paid["request"]["body"];
+        assert_eq!(body["acquirementId"], id.as_str());
+        assert_eq!(body["merchantId"], "merchant-1");
+        assert_eq!(body["merchantTransId"], "order-1");
+        assert_eq!(body["acquirementStatus"], "SUCCESS");
+        assert_eq!(body["orderAmount"]["value"], "150000.00");
+        let refunded = sent[1].json().unwrap();
+        assert_eq!(refunded["request"]["head"]["function"], REFUND_FINISH);
+        let body = &refunded["request"]["body"];
+        assert_eq!(body["acquirementId"], id.as_str());
+        assert_eq!(body["refundStatus"], "SUCCESS");
+        assert_eq!(body["refundAmount"]["value"], "50000.00");
+        sim.shutdown().await;
     }
 }

@@ -1,6 +1,6 @@
 //! Fault injection for one provider: added latency, a deterministic share of errors, outage,
-//! and the two faults that leave money in doubt: a timeout after charging and a connection
-//! reset mid-response.
+//! and the faults that leave money in doubt: a timeout after charging, a connection reset
+//! mid-response, and a charge answered "unavailable" (a late success).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -41,6 +41,18 @@ pub struct Faults {
     /// its full `content-length`) and half of its body, and drop the connection (HTTP/1.1)
     /// or reset the stream (h2) (default false).
     pub reset_mid_response: bool,
+    /// A late success (default false): the provider processes a new payment in full (charge
+    /// in the ledger, idempotent answer stored, notification sent when webhooks are on), yet
+    /// answers it 503 with the body its dialect classifies as `answered-not-processed`
+    /// (Adyen `POST /adyen/v71/payments`: `{"status":503,"errorCode":"000",…}`; Stripe
+    /// `POST /v1/payment_intents`: an `api_error`). The client fails over elsewhere while the
+    /// money moved here; only the notification tells. Adyen and Stripe only; refused payments
+    /// and follow-ups are answered normally.
+    pub charge_then_unavailable: bool,
+    /// Delay the first delivery of every notification by this long (default 0), on top of
+    /// the webhook settings' `delay_ms`: with `charge_then_unavailable`, the event can arrive
+    /// after the failover completed at another provider.
+    pub notify_delay_ms: u64,
 }
 
 impl Faults {
@@ -81,6 +93,16 @@ impl Faults {
     pub fn reset_mid_response() -> Self {
         Faults {
             reset_mid_response: true,
+            ..Faults::default()
+        }
+    }
+
+    /// Every new payment is charged (and notified after `notify_delay_ms`), then answered
+    /// 503 "not processed".
+    pub fn charge_then_unavailable(notify_delay_ms: u64) -> Self {
+        Faults {
+            charge_then_unavailable: true,
+            notify_delay_ms,
             ..Faults::default()
         }
     }

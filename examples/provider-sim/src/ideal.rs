@@ -14,6 +14,13 @@
 //!   at the bank (no key needed): an open transaction takes that status (default success);
 //!   answers 303 to the `returnUrl` with `trxid=<id>`, and the new state as JSON.
 //!
+//! With webhooks on (`POST /__sim/webhooks`), the shopper's finish at the bank (the first
+//! one: a transaction changes once) and every successful refund post a status notification
+//! `{"notificationId", "type": "transaction.status"|"refund.status", "transactionId",
+//! "refundId"?, "status", "amount", "currency", "reference", "createdAt"}` signed as
+//! `dialect-ideal` verifies it: `x-ideal-timestamp` (Unix seconds) and `x-ideal-signature` =
+//! hex HMAC-SHA256(secret, `<timestamp>.<body>`) (see `notices`).
+//!
 //! API calls need `Authorization: Bearer <non-empty token>` (401 otherwise). Errors are
 //! `{"error": {"code", "message", "field"?}}`. `Idempotency-Key` on POSTs replays the first
 //! successful answer; another request with the same key is a 409 `idempotency_conflict`.
@@ -22,6 +29,7 @@
 //! `returnUrl` as sent.
 
 mod iban;
+mod notices;
 mod transactions;
 
 use hyper::body::Incoming;
@@ -171,15 +179,20 @@ pub(crate) async fn handle(
         }
     }
     let result = match write {
-        None => transactions::create(&mut ledger, &body, key.as_deref(), &base),
-        Some(id) => transactions::refund(&mut ledger, &id, &body),
+        None => transactions::create(&mut ledger, &body, key.as_deref(), &base).map(|v| (v, None)),
+        Some(id) => transactions::refund(&mut ledger, &id, &body).map(|(v, e)| (v, Some(e))),
     };
-    let (status, value) = match result {
-        Ok(value) => (StatusCode::CREATED, value),
-        Err(error) => (error.status, error.to_json()),
+    let (status, value, event) = match result {
+        Ok((value, event)) => (StatusCode::CREATED, value, event),
+        Err(error) => (error.status, error.to_json(), None),
     };
     let keyed = key.as_deref().map(|k| ("ideal", k, fingerprint));
-    Ok(json_api::answer(&mut ledger, keyed, status, &value))
+    let response = json_api::answer(&mut ledger, keyed, status, &value);
+    drop(ledger);
+    if let Some(event) = event {
+        notices::send(provider, &event);
+    }
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -207,5 +220,116 @@ mod tests {
         );
         assert_eq!(Route::parse(&Method::GET, "/ideal/v1/transactions/"), None);
         assert_eq!(Route::parse(&post, "/ideal/v1/transactions/tr_x_1"), None);
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use serde_json::{json, Value};
+
+    use super::notices::{signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    use crate::Simulator;
+
+    async fn call(
+        method: &str,
+        url: String,
+        headers: &[(&str, String)],
+        body: Option<String>,
+    ) -> (u16, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut request = hyper::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn create(base: &str, amount: &str) -> String {
+        let body = json!({"amount": amount, "currency": "EUR", "reference": "order-1",
+                          "returnUrl": "https://shop.example/back"});
+        let headers = [
+            ("authorization", "Bearer t".to_owned()),
+            ("content-type", "application/json".to_owned()),
+        ];
+        let url = format!("{base}/ideal/v1/transactions");
+        let (status, answer) = call("POST", url, &headers, Some(body.to_string())).await;
+        assert_eq!(status, 201);
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        answer["transactionId"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn finishes_and_refunds_send_signed_notifications() {
+        let sim = Simulator::start(&["ideal-nl"]).await.unwrap();
+        let base = sim.base_url("ideal-nl");
+        sim.set_webhooks(
+            "ideal-nl",
+            Some("http://127.0.0.1:9/webhooks/ideal-nl"),
+            "s",
+        );
+        let paid = create(&base, "10.00").await;
+        let expired = create(&base, "1.00").await;
+        assert!(
+            sim.webhooks_sent("ideal-nl").is_empty(),
+            "nothing while open"
+        );
+        let finish =
+            |id: &str, result: &str| format!("{base}/ideal/v1/authenticate/{id}?result={result}");
+        assert_eq!(
+            call("GET", finish(&paid, "success"), &[], None).await.0,
+            303
+        );
+        // A second finish changes nothing and sends nothing.
+        call("GET", finish(&paid, "failure"), &[], None).await;
+        call("GET", finish(&expired, "expired"), &[], None).await;
+        let headers = [
+            ("authorization", "Bearer t".to_owned()),
+            ("content-type", "application/json".to_owned()),
+        ];
+        let refunds = format!("{base}/ideal/v1/transactions/{paid}/refunds");
+        let body = json!({"amount": "2.50", "currency": "EUR"}).to_string();
+        assert_eq!(call("POST", refunds, &headers, Some(body)).await.0, 201);
+        let sent = sim.webhooks_sent("ideal-nl");
+        let summary: Vec<(String, String, String, String)> = sent
+            .iter()
+            .map(|n| {
+                let timestamp: u64 = n.header(TIMESTAMP_HEADER).unwrap().parse().unwrap();
+                assert_eq!(
+                    n.header(SIGNATURE_HEADER),
+                    Some(signature("s", timestamp, &n.body).as_str())
+                );
+                let b = n.json().unwrap();
+                let s = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
+                (s("type"), s("transactionId"), s("status"), s("amount"))
+            })
+            .collect();
+        let t = |kind: &str, id: &str, status: &str, amount: &str| {
+            (
+                kind.to_owned(),
+                id.to_owned(),
+                status.to_owned(),
+                amount.to_owned(),
+            )
+        };
+        assert_eq!(
+            summary,
+            vec![
+                t("transaction.status", &paid, "success", "10.00"),
+                t("transaction.status", &expired, "expired", "1.00"),
+                t("refund.status", &paid, "success", "2.50"),
+            ]
+        );
+        assert_eq!(sent[0].json().unwrap()["reference"], "order-1");
+        sim.shutdown().await;
     }
 }

@@ -17,14 +17,26 @@
 //!   `reqMsgId` as idempotency key.
 //! - `POST /oauth/token` — an OAuth 2.0 client-credentials token endpoint; off until enabled
 //!   ([`OAuthSettings`]), then API calls need a live token it issued.
-//! - `/__sim/…` — the control API (ledger, faults, OAuth, reset, health); never counted,
-//!   never faulted.
+//! - `/__sim/…` — the control API (ledger, faults, OAuth, webhooks, reset, health); never
+//!   counted, never faulted.
+//! - `POST /__sim/webhooks` `{"url": "http://127.0.0.1:P/webhooks/NAME", "secret": "…",
+//!   "delay_ms": 0}` turns on the provider's notifications (`{"url": null}` off; off at start
+//!   and after a reset), [`Simulator::set_webhooks`] from Rust. Dialects that notify send
+//!   them in the background as `POST {url}` signed with the secret, retried on a connection
+//!   error or a non-2xx answer (5 attempts, 100 ms backoff doubling); `GET /__sim/webhooks`
+//!   ([`Simulator::webhooks_sent`]) lists every notice with its attempts. Adyen sends
+//!   standard notifications (`AUTHORISATION`, `CAPTURE`, `CANCELLATION`, `REFUND`, HMAC in
+//!   `additionalData.hmacSignature`, the secret being the hex key); Stripe sends events
+//!   (`payment_intent.succeeded`, `payment_intent.payment_failed`, `charge.refunded`) signed
+//!   in `Stripe-Signature`.
 //! - anything else — echo: a JSON description of what arrived, for transparency tests.
 //!
 //! [`Faults`] (per provider, `POST /__sim/faults` or [`Simulator::set_faults`]): latency,
 //! a deterministic share of errors and outage act before a request is processed; a timeout
 //! after charging (`timeout_after_charge_ms`) and a reset mid-response (`reset_mid_response`)
-//! act after it was processed in full, so the ledger holds a charge the client never heard of.
+//! act after it was processed in full, so the ledger holds a charge the client never heard of;
+//! `charge_then_unavailable` charges (and notifies, `notify_delay_ms` later) yet answers 503
+//! "not processed" (Adyen and Stripe payments).
 #![forbid(unsafe_code)]
 
 mod adyen;
@@ -38,6 +50,7 @@ mod grabpay;
 mod ideal;
 mod json_api;
 mod ledger;
+mod notify;
 mod oauth;
 mod pix;
 mod provider;
@@ -50,5 +63,6 @@ mod stripe;
 pub use faults::Faults;
 pub use grabpay::grabpay_credentials;
 pub use ledger::{Charge, Refund};
+pub use notify::{SentWebhook, WebhookAttempt, WebhookSettings};
 pub use oauth::{OAuthSettings, OAuthStats};
 pub use simulator::{parse_provider_arg, Simulator, DEFAULT_PROVIDERS};

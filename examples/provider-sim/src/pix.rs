@@ -14,6 +14,11 @@
 //!   active charge (repeating it is harmless; a paid one → 400).
 //! - `POST /pix/v2/cob/{txid}/pay` — simulator control, no token: the payer pays (`CONCLUIDA`).
 //!
+//! With webhooks on (`POST /__sim/webhooks`), paying a charge posts a Pix callback
+//! `{"pix": [{"endToEndId", "txid", "valor", "horario", "infoPagador"?}]}` signed with
+//! `x-pix-signature` = hex HMAC-SHA256(secret, body), as `dialect-pix` verifies it (see
+//! `callback`).
+//!
 //! API calls need `Authorization: Bearer <non-empty token>` (401 otherwise). Errors are RFC 7807
 //! problem documents like the Central Bank's: `{"type": ".../error/CobOperacaoInvalida",
 //! "title", "status", "detail", "violacoes"?: [{"razao", "propriedade"}]}`. The body is
@@ -23,6 +28,7 @@
 //! `canceled`; metadata keeps `chave`, `expiracao` and `solicitacaoPagador`.
 
 mod brcode;
+mod callback;
 mod cob;
 mod taxid;
 
@@ -211,5 +217,75 @@ mod tests {
         );
         assert_eq!(Route::parse(&Method::POST, &path), None);
         assert_eq!(Route::parse(&Method::GET, "/pix/v2/cobv/x"), None);
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use serde_json::{json, Value};
+
+    use super::callback::{signature, SIGNATURE_HEADER};
+    use crate::Simulator;
+
+    async fn call(
+        method: &str,
+        url: String,
+        headers: &[(&str, String)],
+        body: Option<String>,
+    ) -> (u16, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut request = hyper::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn paying_a_charge_sends_one_signed_callback() {
+        let sim = Simulator::start(&["pix-br"]).await.unwrap();
+        let base = sim.base_url("pix-br");
+        let txid = "7978c0c97ea847e78e8849634473c1f1";
+        let cob = format!("{base}/pix/v2/cob/{txid}");
+        let body = json!({"valor": {"original": "10.00"}, "chave": "pix@shop.example"});
+        let auth = [
+            ("authorization", "Bearer t".to_owned()),
+            ("content-type", "application/json".to_owned()),
+        ];
+        let (status, _) = call("PUT", cob.clone(), &auth, Some(body.to_string())).await;
+        assert_eq!(status, 201);
+        // Webhooks on only now: creating the charge sent nothing, paying it sends the callback.
+        sim.set_webhooks(
+            "pix-br",
+            Some("http://127.0.0.1:9/webhooks/pix-br"),
+            "pix-secret",
+        );
+        assert_eq!(call("POST", format!("{cob}/pay"), &[], None).await.0, 200);
+        // Paying again changes nothing and sends nothing more.
+        assert_eq!(call("POST", format!("{cob}/pay"), &[], None).await.0, 200);
+        let sent = sim.webhooks_sent("pix-br");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].dialect, "pix");
+        assert_eq!(
+            sent[0].header(SIGNATURE_HEADER),
+            Some(signature("pix-secret", &sent[0].body).as_str())
+        );
+        let pix = &sent[0].json().unwrap()["pix"][0];
+        assert_eq!(pix["txid"], txid);
+        assert_eq!(pix["valor"], "10.00");
+        let (_, charge) = call("GET", cob, &auth, None).await;
+        let charge: Value = serde_json::from_str(&charge).unwrap();
+        assert_eq!(pix["endToEndId"], charge["pix"][0]["endToEndId"]);
+        sim.shutdown().await;
     }
 }

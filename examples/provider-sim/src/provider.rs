@@ -1,12 +1,15 @@
-//! Shared state of one simulated provider: name, ledger, faults and request counter.
+//! Shared state of one simulated provider: name, ledger, faults, request counter and webhooks.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use hyper::header::HeaderValue;
 
 use crate::faults::FaultState;
 use crate::ledger::Ledger;
+use crate::notify::{Notice, SentWebhook, WebhookSettings, Webhooks};
 use crate::oauth::OAuthState;
 
 /// One provider, shared by its listener, its connections and the [`crate::Simulator`].
@@ -19,6 +22,10 @@ pub(crate) struct Provider {
     faults: Mutex<FaultState>,
     oauth: Mutex<OAuthState>,
     requests: AtomicU64,
+    webhooks: Webhooks,
+    /// Per-payment details a dialect needs for later notifications and the ledger does not
+    /// keep (Adyen: the merchant account of a payment), keyed `dialect:payment id`.
+    notes: Mutex<HashMap<String, String>>,
 }
 
 impl Provider {
@@ -34,6 +41,8 @@ impl Provider {
             faults: Mutex::new(FaultState::default()),
             oauth: Mutex::new(OAuthState::default()),
             requests: AtomicU64::new(0),
+            webhooks: Webhooks::new(),
+            notes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -67,8 +76,57 @@ impl Provider {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Back to a freshly started provider: empty ledger, no faults, zero requests.
+    /// The signing secret of this provider's notifications; `None` while webhooks are off
+    /// (then nothing is sent: a provider that drops its notifications).
+    pub(crate) fn webhook_secret(&self) -> Option<String> {
+        self.webhooks.secret()
+    }
+
+    /// Send `notice` in the background (see [`crate::notify`]): returns at once, retries on
+    /// failure, logs every attempt. Does nothing while webhooks are off. The first delivery
+    /// waits for the configured `delay_ms` plus the faults' `notify_delay_ms`. Takes the
+    /// faults lock briefly: do not call it while holding that one (the ledger's is fine).
+    pub(crate) fn notify(&self, notice: Notice) {
+        let extra = Duration::from_millis(self.faults().faults().notify_delay_ms);
+        self.webhooks.send(notice, extra);
+    }
+
+    pub(crate) fn webhook_settings(&self) -> WebhookSettings {
+        self.webhooks.settings()
+    }
+
+    pub(crate) fn set_webhooks(&self, settings: WebhookSettings) {
+        self.webhooks.set(settings);
+    }
+
+    /// Keep `value` under `key` until the next reset (see `notes`).
+    pub(crate) fn set_note(&self, key: String, value: String) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, value);
+    }
+
+    pub(crate) fn note(&self, key: &str) -> Option<String> {
+        let notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        notes.get(key).cloned()
+    }
+
+    /// Stop the deliveries in flight (the provider is shutting down).
+    pub(crate) fn abandon_webhooks(&self) {
+        self.webhooks.abandon();
+    }
+
+    /// Every notice sent since the last reset, oldest first, with its attempts so far.
+    pub(crate) fn webhooks_sent(&self) -> Vec<SentWebhook> {
+        self.webhooks.sent()
+    }
+
+    /// Back to a freshly started provider: empty ledger, no faults, zero requests, webhooks
+    /// off and their log empty.
     pub(crate) fn reset(&self) {
+        self.webhooks.reset();
+        self.notes.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.ledger().clear();
         self.faults().set(Default::default());
         *self.oauth() = Default::default();

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::faults::Faults;
 use crate::ledger::{Charge, Refund};
+use crate::notify::{SentWebhook, WebhookSettings};
 use crate::provider::Provider;
 use crate::server;
 
@@ -121,13 +122,42 @@ impl Simulator {
         self.get(name).state.oauth().stats()
     }
 
-    /// Back to freshly started: empty ledger, no faults, zero requests.
+    /// Send `name`'s notifications to `url` (e.g. `http://127.0.0.1:P/webhooks/NAME`), signed
+    /// with `secret` (Adyen: the hex HMAC key; Stripe: the webhook secret); `None` turns them
+    /// off (a provider that drops its notifications). The delay goes back to 0.
+    pub fn set_webhooks(&self, name: &str, url: Option<&str>, secret: &str) {
+        self.set_webhook_settings(
+            name,
+            WebhookSettings {
+                url: url.map(str::to_owned),
+                secret: secret.to_owned(),
+                delay_ms: 0,
+            },
+        );
+    }
+
+    /// Replace `name`'s webhook settings, delay included (what `POST /__sim/webhooks` does).
+    pub fn set_webhook_settings(&self, name: &str, settings: WebhookSettings) {
+        self.get(name).state.set_webhooks(settings);
+    }
+
+    /// Every notification `name` sent since start or reset, oldest first, with its delivery
+    /// attempts so far (deliveries run in the background: poll for the attempts you expect).
+    pub fn webhooks_sent(&self, name: &str) -> Vec<SentWebhook> {
+        self.get(name).state.webhooks_sent()
+    }
+
+    /// Back to freshly started: empty ledger, no faults, zero requests, webhooks off.
     pub fn reset(&self, name: &str) {
         self.get(name).state.reset();
     }
 
-    /// Stop every listener and abort open connections; returns once they are closed.
+    /// Stop every listener and abort open connections (and notifications still being
+    /// delivered); returns once they are closed.
     pub async fn shutdown(self) {
+        for running in &self.providers {
+            running.state.abandon_webhooks();
+        }
         let _ = self.shutdown.send(());
         for task in self.tasks {
             if let Err(error) = task.await {

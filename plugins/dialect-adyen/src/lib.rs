@@ -27,16 +27,27 @@
 //!   Adyen replays the first answer for a repeated key, so resending is safe.
 //!
 //! Answers are mapped in [`decode`] (resultCode) and [`codes`] (refusal reasons, HTTP errors).
+//!
+//! # Notifications (`decode-webhook`)
+//!
+//! Adyen's standard notification webhook, received by payproxy at `POST /webhooks/{provider}`:
+//! credential `hmac_key` (the webhook's HMAC key, hex, as Adyen's Customer Area shows it).
+//! Every `NotificationRequestItem` must carry a valid `additionalData.hmacSignature` (base64
+//! HMAC-SHA256 over `pspReference:originalReference:merchantAccountCode:merchantReference:value:currency:eventCode:success`),
+//! else 401 `invalid_signature`; an unreadable body is 400. `AUTHORISATION` → status
+//! (approved / declined), `CAPTURE` → capture, `REFUND` → refund, `CANCELLATION` → void,
+//! each about the payment's `pspReference`; the answer is `[accepted]`. See [`webhook`].
 //! Nothing with a secret or a card number reaches a refusal or an outcome message.
 
 pub mod codes;
 pub mod config;
 pub mod decode;
 pub mod encode;
+pub mod webhook;
 
-use payproxy_plugin_sdk::export_egress;
+use payproxy_plugin_sdk::export_egress_v4;
 use payproxy_plugin_sdk::payment::{
-    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal,
+    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal, Webhook,
 };
 
 pub use config::Config;
@@ -67,6 +78,10 @@ impl Egress for Adyen {
     fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome {
         decode::response(payment, response)
     }
+
+    fn decode_webhook(&self, request: &HttpRequest, context: &Context) -> Result<Webhook, Refusal> {
+        webhook::decode(request, context)
+    }
 }
 
-export_egress!(Adyen);
+export_egress_v4!(Adyen);

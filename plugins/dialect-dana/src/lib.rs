@@ -44,17 +44,29 @@
 //! approved; other codes map through [`mapping`] (`SYSTEM_ERROR` → retryable
 //! `provider_unavailable`, like GrabPay's HTTP 500). A 2xx answer without a readable
 //! `resultInfo` is an ambiguous `provider_error`.
+//!
+//! # Notifications
+//!
+//! `decode-webhook` reads DANA's JSON finish notifications (`{"request": {"head": {"function":
+//! "dana.acquiring.order.finishNotify"|"dana.acquiring.refund.finishNotify", …}, "body":
+//! {"acquirementId", "merchantTransId", "acquirementStatus"|"refundStatus", …}}}`): order
+//! `SUCCESS` → `status` approved, `CLOSED`/`CANCELLED` → declined, refund `SUCCESS`/`FAIL` →
+//! `refund`, all for the `acquirementId`, and answers DANA's `resultInfo` success. Credential
+//! `webhook_secret`: SNAP-style headers `x-timestamp` (ISO-8601, within 300 s of the host's
+//! clock) and `x-signature` = base64 HMAC-SHA256 of
+//! `POST:<path>:<hex SHA-256(raw body)>:<x-timestamp>`. See [`webhook`].
 
 pub mod config;
 pub mod decode;
 pub mod encode;
 pub mod mapping;
 pub mod time;
+pub mod webhook;
 pub mod xml;
 
-use payproxy_plugin_sdk::export_egress;
+use payproxy_plugin_sdk::export_egress_v4;
 use payproxy_plugin_sdk::payment::{
-    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal,
+    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal, Webhook,
 };
 
 pub use config::Config;
@@ -86,9 +98,13 @@ impl Egress for Dana {
     fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome {
         decode::decode(payment, response)
     }
+
+    fn decode_webhook(&self, request: &HttpRequest, context: &Context) -> Result<Webhook, Refusal> {
+        webhook::decode(request, context)
+    }
 }
 
-export_egress!(Dana);
+export_egress_v4!(Dana);
 
 #[cfg(test)]
 mod tests;

@@ -35,16 +35,28 @@
 //! `success` / `authorised` (approved), `pending`, `failed` (declined, by `code`); HTTP
 //! errors map through [`mapping`] (500 → retryable `provider_unavailable`, like DANA's
 //! `SYSTEM_ERROR`).
+//!
+//! # Notifications
+//!
+//! `decode-webhook` reads GrabPay's transaction status webhooks (`{"txType":
+//! "payment"|"capture"|"cancel"|"refund", "partnerTxID", "partnerGroupTxID", "txID",
+//! "originTxID"?, "status", "amount", "currency", "code"?, "reason"?}`): payments become
+//! `status` notifications (success/authorised → approved, failed/cancelled → declined),
+//! follow-ups `capture`, `void` and `refund` ones, all for the charge's `txID`. No extra
+//! credential: a notification is signed like GrabPay's requests ([`signing`]), with the same
+//! `partner_id` and `partner_secret`, over `POST`, its content type, `date` (within 300 s of
+//! the host's clock), the request path and the body hash. See [`webhook`].
 
 pub mod config;
 pub mod decode;
 pub mod encode;
 pub mod mapping;
 pub mod signing;
+pub mod webhook;
 
-use payproxy_plugin_sdk::export_egress;
+use payproxy_plugin_sdk::export_egress_v4;
 use payproxy_plugin_sdk::payment::{
-    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal,
+    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal, Webhook,
 };
 
 pub use config::Config;
@@ -76,9 +88,13 @@ impl Egress for GrabPay {
     fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome {
         decode::decode(payment, response)
     }
+
+    fn decode_webhook(&self, request: &HttpRequest, context: &Context) -> Result<Webhook, Refusal> {
+        webhook::decode(request, context)
+    }
 }
 
-export_egress!(GrabPay);
+export_egress_v4!(GrabPay);
 
 #[cfg(test)]
 mod tests;

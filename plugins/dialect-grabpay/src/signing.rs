@@ -68,9 +68,73 @@ pub fn imf_fixdate(now_ms: u64) -> String {
     )
 }
 
+/// Unix seconds of an IMF-fixdate (`Tue, 14 Nov 2023 22:13:20 GMT`), the format
+/// [`imf_fixdate`] writes; `None` for anything else (the weekday must match the date).
+pub fn parse_imf_fixdate(text: &str) -> Option<u64> {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let number = |part: &str, len: usize| -> Option<u64> {
+        (part.len() == len && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse().ok())?
+    };
+    let mut parts = text.split(' ');
+    let weekday = parts.next()?.strip_suffix(',')?;
+    let day = number(parts.next()?, 2)?;
+    let month = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month)? as u64 + 1;
+    let year = number(parts.next()?, 4)?;
+    let mut clock = parts.next()?.split(':');
+    let hour = number(clock.next()?, 2)?;
+    let minute = number(clock.next()?, 2)?;
+    let second = number(clock.next()?, 2)?;
+    if parts.next()? != "GMT" || parts.next().is_some() || clock.next().is_some() {
+        return None;
+    }
+    if year < 1970 || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // days_from_civil (Howard Hinnant), for years from 1970 on.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    // 1970-01-01 was a Thursday; this also refuses dates that do not exist (31 Feb).
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
+    let check = DateTime::from_unix_ms(secs * 1000, 0);
+    (DAYS[((days + 3) % 7) as usize] == weekday && check.day == day && check.month == month)
+        .then_some(secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixdates_round_trip() {
+        for secs in [0, 951_782_400, 1_700_000_000, 1_709_210_096, 4_102_444_799] {
+            assert_eq!(
+                parse_imf_fixdate(&imf_fixdate(secs * 1000)),
+                Some(secs),
+                "{secs}"
+            );
+        }
+        for bad in [
+            "",
+            "Tue, 14 Nov 2023 22:13:20",
+            "Wed, 14 Nov 2023 22:13:20 GMT",
+            "Tue, 14 Nov 2023 22:13:20 UTC",
+            "Tue, 14 Nov 2023 22:13 GMT",
+            "Tue 14 Nov 2023 22:13:20 GMT",
+            "Tue, 4 Nov 2023 22:13:20 GMT",
+            "Sat, 31 Feb 2024 00:00:00 GMT",
+            "Tue, 14 Nov 2023 22:13:20 GMT x",
+        ] {
+            assert_eq!(parse_imf_fixdate(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn dates_match_python_email_utils() {

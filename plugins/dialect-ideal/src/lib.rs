@@ -1,4 +1,5 @@
-//! `dialect-ideal`: the provider side of an iDEAL-like bank redirect API (egress only).
+//! `dialect-ideal`: the provider side of an iDEAL-like bank redirect API and its status
+//! notifications (egress only).
 //!
 //! # Config
 //!
@@ -29,16 +30,27 @@
 //!
 //! Resending with the same `Idempotency-Key` replays the first answer, and the status query
 //! settles an ambiguous attempt.
+//!
+//! # Notifications
+//!
+//! `decode-webhook` reads the provider's status notifications (`{"notificationId", "type":
+//! "transaction.status"|"refund.status", "transactionId", "refundId"?, "status", "amount",
+//! "currency", "reference"}`): final transaction statuses are `status` notifications
+//! (success → approved; failure, expired, cancelled → declined), successful or failed refunds
+//! `refund` ones, all for the `transactionId`, event id `notificationId`. Credential
+//! `webhook_secret`: `x-ideal-signature` = hex HMAC-SHA256 of `<x-ideal-timestamp>.<raw body>`,
+//! the timestamp (Unix seconds) within 300 s of the host's clock. See [`webhook`].
 
 pub mod codes;
 pub mod config;
 pub mod decode;
 pub mod encode;
 pub mod iban;
+pub mod webhook;
 
-use payproxy_plugin_sdk::export_egress;
+use payproxy_plugin_sdk::export_egress_v4;
 use payproxy_plugin_sdk::payment::{
-    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal,
+    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal, Webhook,
 };
 
 pub use config::Config;
@@ -69,6 +81,10 @@ impl Egress for Ideal {
     fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome {
         decode::response(payment, response)
     }
+
+    fn decode_webhook(&self, request: &HttpRequest, context: &Context) -> Result<Webhook, Refusal> {
+        webhook::decode(request, context)
+    }
 }
 
-export_egress!(Ideal);
+export_egress_v4!(Ideal);

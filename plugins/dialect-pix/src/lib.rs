@@ -1,5 +1,5 @@
 //! `dialect-pix`: the provider side of a Pix PSP speaking the Central Bank's `cob` API
-//! (immediate charges), egress only.
+//! (immediate charges) and its Pix callbacks, egress only.
 //!
 //! # Config
 //!
@@ -28,16 +28,25 @@
 //!   `{"status": "REMOVIDA_PELO_USUARIO_RECEBEDOR"}`. Statuses mapped in [`codes`].
 //! - capture, refund → refused `operation_unsupported` (a Pix refund is a `devolucao` of the
 //!   received transfer's end-to-end id, which this dialect does not track).
+//!
+//! # Notifications
+//!
+//! `decode-webhook` reads the Central Bank's Pix callback (`{"pix": [{"endToEndId", "txid",
+//! "valor", "horario", "devolucoes"?}]}`): a paid charge is a `status` approved notification
+//! for its txid (event id = `endToEndId`), a return (`devolucao`) a `refund`. Signed with the
+//! credential `webhook_secret`: header `x-pix-signature` = hex HMAC-SHA256 of the raw body (no
+//! timestamp: the real callbacks have none). See [`webhook`].
 
 pub mod codes;
 pub mod config;
 pub mod decode;
 pub mod encode;
 pub mod taxid;
+pub mod webhook;
 
-use payproxy_plugin_sdk::export_egress;
+use payproxy_plugin_sdk::export_egress_v4;
 use payproxy_plugin_sdk::payment::{
-    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal,
+    Capabilities, Context, Egress, HttpRequest, HttpResponse, Outcome, Payment, Refusal, Webhook,
 };
 
 pub use config::Config;
@@ -68,6 +77,10 @@ impl Egress for Pix {
     fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome {
         decode::response(payment, response)
     }
+
+    fn decode_webhook(&self, request: &HttpRequest, context: &Context) -> Result<Webhook, Refusal> {
+        webhook::decode(request, context)
+    }
 }
 
-export_egress!(Pix);
+export_egress_v4!(Pix);

@@ -172,6 +172,14 @@
 //! `provider_error` (500) or `provider_unavailable` (502–504), ambiguous by default
 //! (`server_errors`), other errors per [`codes::ERRORS`]; a 2xx that is not the
 //! expected object → ambiguous.
+//!
+//! # Provider notifications (`decode_webhook`)
+//!
+//! The provider's events at payproxy's `POST /webhooks/{provider}`: credential
+//! `webhook_secret` (the endpoint's `whsec_…` signing secret); `Stripe-Signature` verified
+//! over the raw body with a 300 s tolerance (else 401), `payment_intent.succeeded` /
+//! `.payment_failed` → status approved / declined, `charge.refunded` → refund of the newest
+//! refund's amount, all about the PaymentIntent id. See [`webhook`].
 
 mod card;
 pub mod codes;
@@ -186,6 +194,7 @@ mod plugin;
 mod refuse;
 mod render;
 mod validate;
+pub mod webhook;
 
 pub use config::Config;
 pub use plugin::Stripe;

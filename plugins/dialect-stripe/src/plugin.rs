@@ -101,4 +101,12 @@ impl Egress for Stripe {
     fn decode_response(&self, payment: &Payment, response: &HttpResponse) -> Outcome {
         decode::response(&self.config, payment, response)
     }
+
+    fn decode_webhook(
+        &self,
+        request: &HttpRequest,
+        context: &Context,
+    ) -> Result<payproxy_plugin_sdk::payment::Webhook, Refusal> {
+        crate::webhook::decode(&self.config, request, context)
+    }
 }

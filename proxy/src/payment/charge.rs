@@ -7,7 +7,7 @@ use super::records::{advance, complete_follow_up, forwardable, new_entry};
 use super::respond::replayable;
 use super::*;
 use crate::plugin::storefront::PaymentState;
-use crate::store::{Owner, PaymentEntry};
+use crate::store::{Owner, PassedOver, PaymentEntry};
 
 impl Payments {
     /// Charge a payment: new (`entry` none) or the confirm of a recorded one.
@@ -150,6 +150,8 @@ impl Payments {
         attempted: Attempted,
         annotations: &[crate::plugin::types::Annotation],
     ) -> Done {
+        let passed_over =
+            payment.operation == Operation::Authorize && note_passed_over(ctx, payment, &mut entry);
         match attempted {
             Attempted::Refused(r) => {
                 // Refused in the attempt phase (nothing sent): that is where it happened.
@@ -255,6 +257,13 @@ impl Payments {
                     }
                     _ => entry.record.id.clone(),
                 };
+                if nothing_happened && passed_over {
+                    // Nothing to record but who said "not processed": a charge one of them
+                    // reports later is found and undone.
+                    if let Err(done) = self.record(ctx, &entry, false).await {
+                        return done;
+                    }
+                }
                 if !nothing_happened {
                     if entry.owner.is_none() || payment.operation == Operation::Authorize {
                         let reference = outcome.provider_reference.clone().unwrap_or_default();
@@ -416,4 +425,41 @@ pub(super) fn speaks(snapshot: &Snapshot, provider: &str, dialect: &str) -> bool
         .get(provider)
         .and_then(|p| p.dialect.as_ref())
         .is_some_and(|(name, _)| name == dialect)
+}
+
+/// Note in `entry` the providers this request's attempts were answered "not processed" by
+/// (see [`PassedOver`]): whether any is new.
+fn note_passed_over(ctx: &Ctx<'_>, payment: &Payment, entry: &mut PaymentEntry) -> bool {
+    let providers: Vec<String> = {
+        let draft = ctx.audit.lock().unwrap_or_else(|p| p.into_inner());
+        draft
+            .attempts
+            .iter()
+            .filter(|a| {
+                matches!(a.kind, "send" | "resend" | "forward")
+                    && a.class == "answered_not_processed"
+            })
+            .map(|a| a.provider.clone())
+            .collect()
+    };
+    let mut added = false;
+    for provider in providers {
+        if entry.passed_over.iter().any(|p| p.provider == provider) {
+            continue;
+        }
+        let mut sent: Vec<String> = [
+            payment.merchant_reference.clone(),
+            payment.id.clone(),
+            Some(entry.record.id.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        sent.push(provider_key(&provider, payment));
+        sent.sort();
+        sent.dedup();
+        entry.passed_over.push(PassedOver { provider, sent });
+        added = true;
+    }
+    added
 }

@@ -130,6 +130,9 @@ mod tests {
             },
             card: None,
             unresolved: None,
+            notices: Vec::new(),
+            passed_over: Vec::new(),
+            late_charges: Vec::new(),
         }
     }
 

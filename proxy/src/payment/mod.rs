@@ -63,6 +63,7 @@ mod ids;
 mod ingress;
 mod instrument;
 mod list;
+pub mod notices;
 pub mod pending;
 mod records;
 mod respond;
@@ -120,6 +121,42 @@ pub(crate) struct Ctx<'a> {
     /// Made by payproxy itself (a pending-payment query), not by the storefront: there is no
     /// storefront request to forward, and nothing is.
     host_made: bool,
+}
+
+/// The request head standing for a storefront request where payproxy acts on its own (a
+/// pending-payment query, a provider notification): a GET with no body, never forwarded.
+fn host_parts() -> http::request::Parts {
+    Request::new(()).into_parts().0
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for what payproxy does on its own on `route` (see [`host_parts`]); `None`
+    /// when the route has no storefront dialect.
+    fn host_made(
+        snapshot: &'a Snapshot,
+        route: &'a Route,
+        parts: &'a http::request::Parts,
+    ) -> Option<Ctx<'a>> {
+        let (ingress_name, ingress) = route.dialect.as_ref()?;
+        let body = Bytes::new();
+        Some(Ctx {
+            snapshot,
+            route,
+            ingress,
+            ingress_name,
+            view: http_view(parts, Some(&body)),
+            parts,
+            body,
+            downstream: Downstream {
+                client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                tls: false,
+            },
+            audit: Arc::new(std::sync::Mutex::new(audit::Draft::default())),
+            lock: std::sync::OnceLock::new(),
+            claim: std::sync::OnceLock::new(),
+            host_made: true,
+        })
+    }
 }
 
 impl Ctx<'_> {
@@ -334,11 +371,16 @@ impl Payments {
 
     /// The request's audit line.
     fn write_audit(&self, ctx: &Ctx<'_>, answer: &Answer) {
+        self.write_audit_status(ctx, answer.response.status().as_u16());
+    }
+
+    /// The audit line of `ctx`, answered `status`.
+    fn write_audit_status(&self, ctx: &Ctx<'_>, status: u16) {
         let draft = ctx.audit.lock().unwrap_or_else(|p| p.into_inner());
         self.audit.write(&draft.line(
             &ctx.route.name,
             self.ingress_of(ctx.snapshot, ctx.route),
-            answer.response.status().as_u16(),
+            status,
         ));
     }
 

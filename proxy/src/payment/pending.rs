@@ -18,8 +18,6 @@
 //! of one payment apart, but N instances query a payment up to N × `max_queries` times.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
-
 use tokio::sync::watch;
 
 use super::*;
@@ -79,7 +77,8 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
-            _ = shutdown.changed() => {}
+            // The sender gone is a shutdown too (not a reason to spin).
+            changed = shutdown.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -229,29 +228,9 @@ impl Payments {
         route: &Route,
         entry: &PaymentEntry,
     ) -> &'static str {
-        let Some((ingress_name, ingress)) = &route.dialect else {
+        let parts = host_parts();
+        let Some(ctx) = Ctx::host_made(snapshot, route, &parts) else {
             return "failed";
-        };
-        // No storefront request: a GET with no body stands for one; it is never forwarded
-        // (`host_made`).
-        let (parts, ()) = Request::new(()).into_parts();
-        let body = Bytes::new();
-        let ctx = Ctx {
-            snapshot,
-            route,
-            ingress,
-            ingress_name,
-            view: http_view(&parts, Some(&body)),
-            parts: &parts,
-            body,
-            downstream: Downstream {
-                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                tls: false,
-            },
-            audit: Arc::new(std::sync::Mutex::new(audit::Draft::default())),
-            lock: std::sync::OnceLock::new(),
-            claim: std::sync::OnceLock::new(),
-            host_made: true,
         };
         let id = entry.record.id.clone();
         ctx.note(|d| {

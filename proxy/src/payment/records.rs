@@ -268,7 +268,12 @@ impl Payments {
     /// attempt (it may have reached the provider) and this request does not resume that
     /// very attempt, the payment is marked unresolved first, so no one charges it elsewhere
     /// before that attempt's retry resolves it.
-    async fn lock(&self, ctx: &Ctx<'_>, id: &str, held: Option<&Held>) -> Result<OpLock, Locked> {
+    pub(super) async fn lock(
+        &self,
+        ctx: &Ctx<'_>,
+        id: &str,
+        held: Option<&Held>,
+    ) -> Result<OpLock, Locked> {
         let key = crate::store::payment_lock_key(id);
         if self.live.contains(&key) {
             return Err(Locked::Busy);
@@ -332,7 +337,7 @@ impl Payments {
     }
 
     /// Hand a lock back.
-    async fn unlock(&self, lock: OpLock) -> Unlocked {
+    pub(super) async fn unlock(&self, lock: OpLock) -> Unlocked {
         let key = lock.key.clone();
         let done = self.state(move |s| s.release(&key)).await;
         drop(lock);
@@ -347,7 +352,7 @@ impl Payments {
     }
 
     /// This route's record of payment `id`; another route's payment is not its to touch.
-    async fn own_record(
+    pub(super) async fn own_record(
         &self,
         ctx: &Ctx<'_>,
         id: &str,
@@ -393,6 +398,9 @@ pub(super) fn new_entry(
         },
         card: None,
         unresolved: None,
+        notices: Vec::new(),
+        passed_over: Vec::new(),
+        late_charges: Vec::new(),
     }
 }
 
@@ -736,6 +744,9 @@ mod tests {
             },
             card: None,
             unresolved: None,
+            notices: Vec::new(),
+            passed_over: Vec::new(),
+            late_charges: Vec::new(),
         }
     }
 

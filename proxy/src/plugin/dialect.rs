@@ -25,6 +25,7 @@ use crate::error::PluginFailure;
 use crate::metrics::Metrics;
 
 pub use egress::{Capabilities, Context};
+pub use egress_v4::{Notification, Webhook};
 pub use storefront::{
     Call, CardDetails, EventKind, ListQuery, PaymentCall, PaymentEvent, PaymentRecord,
     PaymentState, RenderedEvent,
@@ -32,6 +33,8 @@ pub use storefront::{
 
 /// Largest HTTP body a dialect may produce.
 const MAX_BODY: usize = 1 << 20;
+/// Most notifications one provider request may carry (Adyen batches up to 6).
+const MAX_NOTIFICATIONS: usize = 100;
 
 /// Export indices found in the component, with its pre-instantiation.
 pub struct DialectPre {
@@ -427,6 +430,50 @@ impl DialectPlugin {
                 Back::V4(e) => e.call_decode_response(store, payment, response),
                 Back::V2(e) => e.call_decode_response(store, payment, response),
             })
+    }
+
+    /// Verify and decode a provider's notification request. A 0.2.0 provider side reads
+    /// none: every request is refused 404.
+    pub fn decode_webhook(
+        &self,
+        request: &HttpRequest,
+        context: &Context,
+    ) -> Result<Result<Webhook, Refusal>, PluginFailure> {
+        let decoded = self
+            .sandbox
+            .call("decode-webhook", |b, store| match back(b)? {
+                Back::V4(e) => {
+                    let context = egress_v4::Context {
+                        provider: context.provider.clone(),
+                        credentials: context.credentials.clone(),
+                        now_ms: context.now_ms,
+                        idempotency_key: context.idempotency_key.clone(),
+                    };
+                    e.call_decode_webhook(store, request, &context)
+                }
+                Back::V2(_) => Ok(Err(Refusal {
+                    kind: super::types::RefusalKind::NotFound,
+                    status: 404,
+                    code: "no_webhooks".into(),
+                    message: "This provider's dialect reads no notifications.".into(),
+                })),
+            })?;
+        match decoded {
+            Ok(webhook) => {
+                if webhook.notifications.len() > MAX_NOTIFICATIONS {
+                    return Err(self.sandbox.bad_output(format!(
+                        "decoded {} notifications from one request (at most {MAX_NOTIFICATIONS})",
+                        webhook.notifications.len()
+                    )));
+                }
+                let response = self.check_response(webhook.response)?;
+                Ok(Ok(Webhook {
+                    response,
+                    ..webhook
+                }))
+            }
+            Err(refusal) => Ok(Err(refusal)),
+        }
     }
 
     fn check_request(&self, r: HttpRequest) -> Result<HttpRequest, PluginFailure> {

@@ -62,7 +62,7 @@ pub mod storefront {
 }
 pub use bindings::v3::router::exports::payproxy::plugin::router::ProviderInfo;
 pub use compliance::{CompliancePlugin, Decision, Denial, Verdict};
-pub use dialect::{Capabilities, Context, DialectPlugin};
+pub use dialect::{Capabilities, Context, DialectPlugin, Notification, Webhook};
 pub use router::{RouteDecision, RouterPlugin};
 pub use sandbox::{Binding, Sandbox, SandboxSettings};
 pub use store::CallState;

@@ -8,7 +8,7 @@ use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, Outb
 use super::payments::{self, Page, PaymentEntry};
 use super::purge::{self, Cutoffs, Purged, Stamped, StoredOwner};
 use super::record::{self, Record};
-use super::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
+use super::{Attempt, Begin, HeldNotice, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
 
 mod outbox;
@@ -35,6 +35,18 @@ struct Payments {
     by_id: Keyed<PaymentEntry>,
     /// List index (see `payments::index_key`).
     index: BTreeSet<String>,
+    /// Provider-reference index (see `notices::reference_key`): payment ids.
+    references: HashMap<String, String>,
+    /// Held notifications by key.
+    held: HashMap<String, HeldNotice>,
+}
+
+/// Drop `key` from the reference index if it still names payment `id` (another payment
+/// with the same merchant reference may have taken it since).
+fn unindex(references: &mut HashMap<String, String>, key: &str, id: &str) {
+    if references.get(key).is_some_and(|found| found == id) {
+        references.remove(key);
+    }
 }
 
 impl<T> Default for Keyed<T> {
@@ -213,6 +225,9 @@ impl Store for MemoryStore {
             let gone = payments.by_id.purge(cutoffs.retained, left);
             for entry in &gone {
                 payments.index.remove(&entry.index_key());
+                for key in entry.reference_keys() {
+                    unindex(&mut payments.references, &key, &entry.record.id);
+                }
             }
             gone.len()
         };
@@ -237,8 +252,38 @@ impl Store for MemoryStore {
         let key = entry.index_key();
         if let Some(old) = payments.by_id.insert(&entry.record.id, entry.clone()) {
             payments.index.remove(&old.index_key());
+            for key in old.reference_keys() {
+                unindex(&mut payments.references, &key, &old.record.id);
+            }
         }
         payments.index.insert(key);
+        for key in entry.reference_keys() {
+            payments.references.insert(key, entry.record.id.clone());
+        }
+        Ok(())
+    }
+
+    fn payment_by_reference(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(lock(&self.payments).references.get(key).cloned())
+    }
+
+    fn hold_notice(&self, notice: &HeldNotice) -> Result<(), StoreError> {
+        lock(&self.payments)
+            .held
+            .entry(notice.key.clone())
+            .or_insert_with(|| notice.clone());
+        Ok(())
+    }
+
+    fn held_notices(&self, limit: usize) -> Result<Vec<HeldNotice>, StoreError> {
+        let mut held: Vec<HeldNotice> = lock(&self.payments).held.values().cloned().collect();
+        held.sort_by(|a, b| (a.received_ms, &a.key).cmp(&(b.received_ms, &b.key)));
+        held.truncate(limit);
+        Ok(held)
+    }
+
+    fn drop_notice(&self, key: &str) -> Result<(), StoreError> {
+        lock(&self.payments).held.remove(key);
         Ok(())
     }
 

@@ -38,9 +38,71 @@ pub struct PaymentEntry {
     /// [`payment_lock_key`](super::payment_lock_key)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unresolved: Option<super::Attempt>,
+    /// Provider notifications applied to this payment (`provider \0 event id`), the latest
+    /// [`NOTICES_KEPT`]: a redelivered one is recognised and changes nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
+    /// Providers that answered a confirm of this payment "not processed" (payproxy moved on
+    /// to another, or failed the payment): a charge one of them reports later for it is
+    /// voided or refunded ([`LateCharge`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed_over: Vec<PassedOver>,
+    /// Charges passed-over providers reported later, and what payproxy did about them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late_charges: Vec<LateCharge>,
 }
 
+/// A provider that answered a confirm of a payment "not processed".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassedOver {
+    /// The provider (config name).
+    pub provider: String,
+    /// The references it may have been sent with the payment (its dialect picks one: the
+    /// merchant's reference, the payment's id, the provider idempotency key), which its
+    /// notifications echo.
+    pub sent: Vec<String>,
+}
+
+/// A charge a provider reported for a payment after answering that it had not processed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LateCharge {
+    /// The provider (config name).
+    pub provider: String,
+    /// Its reference of the charge.
+    pub reference: String,
+    /// Minor units it charged, when it said.
+    pub amount: Option<i64>,
+    /// `voided`, `refunded` or `failed` (left for an operator).
+    pub result: String,
+    /// When payproxy acted, Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// How many applied notification ids a payment record keeps.
+pub const NOTICES_KEPT: usize = 64;
+
 impl PaymentEntry {
+    /// Its keys in the provider-reference index: its owner's reference, and for each
+    /// passed-over provider the references that provider may have been sent, which its
+    /// notifications echo.
+    pub fn reference_keys(&self) -> Vec<String> {
+        use super::notices::{passed_over_key, reference_key};
+        let mut keys: Vec<String> = self
+            .owner
+            .iter()
+            .filter(|o| !o.reference.is_empty())
+            .map(|o| reference_key(&o.provider, &o.reference))
+            .collect();
+        for passed in &self.passed_over {
+            for sent in &passed.sent {
+                keys.push(passed_over_key(&passed.provider, sent));
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// This entry's key in the list index.
     pub fn index_key(&self) -> String {
         index_key(&self.route, self.created_ms, &self.record.id)

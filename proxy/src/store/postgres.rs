@@ -46,7 +46,7 @@ use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, Outb
 use super::payments::{Page, PaymentEntry, PAYMENTS};
 use super::purge::{self, Cutoffs, Purged, StoredOwner};
 use super::record::{self, IDEMPOTENCY, OWNERS};
-use super::{Attempt, Begin, Fence, Owner, Store, StoreError, StoredResponse};
+use super::{notices, Attempt, Begin, Fence, HeldNotice, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
 
 mod claim;
@@ -132,6 +132,15 @@ const UPSERT_PAYMENT: &str = "INSERT INTO payments (id, list_key, customer, crea
          customer = EXCLUDED.customer, created_ms = EXCLUDED.created_ms,
          entry = EXCLUDED.entry";
 
+/// Rewrites a payment's keys in the provider-reference index (`$1` payment id, `$2` its
+/// keys, `$3` its creation time); a key another payment has is taken over.
+const INDEX_REFERENCES: &str = "WITH gone AS (
+         DELETE FROM payment_references WHERE payment_id = $1 AND NOT (key = ANY($2)))
+     INSERT INTO payment_references (key, payment_id, created_ms)
+     SELECT k, $1, $3 FROM unnest($2::bytea[]) AS k
+     ON CONFLICT (key) DO UPDATE SET payment_id = EXCLUDED.payment_id,
+         created_ms = EXCLUDED.created_ms";
+
 /// A payment record as its row, with the outbox events written beside it.
 struct PaymentRow {
     id: String,
@@ -139,6 +148,7 @@ struct PaymentRow {
     customer: Option<Vec<u8>>,
     created: i64,
     entry: Vec<u8>,
+    references: Vec<Vec<u8>>,
     events: Vec<NewEvent>,
 }
 
@@ -151,6 +161,11 @@ impl PaymentRow {
             list_key: entry.index_key().into_bytes(),
             customer: (entry.record.payment.customer.id.as_ref()).map(|c| c.as_bytes().to_vec()),
             created: ms(entry.created_ms),
+            references: entry
+                .reference_keys()
+                .into_iter()
+                .map(String::into_bytes)
+                .collect(),
             events: events.to_vec(),
         })
     }
@@ -166,6 +181,9 @@ impl PaymentRow {
             &self.entry,
         ];
         txn.execute(UPSERT_PAYMENT, &params)
+            .await
+            .map_err(pg("put_payment", &self.id))?;
+        txn.execute(INDEX_REFERENCES, &[&id, &self.references, &self.created])
             .await
             .map_err(pg("put_payment", &self.id))?;
         outbox::insert(txn, &self.events).await
@@ -689,10 +707,13 @@ impl Store for PostgresStore {
             )
             .await?;
             let (payments, owners) = match cutoffs.retained {
-                Some(cutoff) => (
-                    delete(PAYMENTS, "created_ms", "", "id", cutoff).await?,
-                    delete("owners", "written_ms", "", "payment_id", cutoff).await?,
-                ),
+                Some(cutoff) => {
+                    let payments = delete(PAYMENTS, "created_ms", "", "id", cutoff).await?;
+                    let owners = delete("owners", "written_ms", "", "payment_id", cutoff).await?;
+                    // Not counted: at most a few per payment, purged alongside.
+                    delete("payment_references", "created_ms", "", "key", cutoff).await?;
+                    (payments, owners)
+                }
                 None => (0, 0),
             };
             let more = left == 0;
@@ -790,6 +811,82 @@ impl Store for PostgresStore {
         Err(StoreError::Fenced {
             op: "put_payment",
             key: entry.record.id.clone(),
+        })
+    }
+
+    fn payment_by_reference(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let op = "payment_by_reference";
+        let (pool, key) = (self.pool.clone(), key.to_string());
+        self.run(op, &key.clone(), async move {
+            let client = pool.get().await.map_err(pg(op, &key))?;
+            let row = client
+                .query_opt(
+                    "SELECT payment_id FROM payment_references WHERE key = $1",
+                    &[&key.as_bytes()],
+                )
+                .await
+                .map_err(pg(op, &key))?;
+            Ok(row.map(|row| String::from_utf8_lossy(row.get::<_, &[u8]>(0)).into_owned()))
+        })
+    }
+
+    fn hold_notice(&self, notice: &HeldNotice) -> Result<(), StoreError> {
+        let op = "hold_notice";
+        let bytes = record::encode(notices::HELD, &notice.key, notice)?;
+        let (pool, key, received) = (
+            self.pool.clone(),
+            notice.key.clone(),
+            ms(notice.received_ms),
+        );
+        self.run(op, &notice.key, async move {
+            let client = pool.get().await.map_err(pg(op, &key))?;
+            client
+                .execute(
+                    "INSERT INTO held_notices (key, received_ms, notice) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO NOTHING",
+                    &[&key.as_bytes(), &received, &bytes],
+                )
+                .await
+                .map_err(pg(op, &key))?;
+            Ok(())
+        })
+    }
+
+    fn held_notices(&self, limit: usize) -> Result<Vec<HeldNotice>, StoreError> {
+        let op = "held_notices";
+        let pool = self.pool.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(op, "", async move {
+            let client = pool.get().await.map_err(pg(op, ""))?;
+            let rows = client
+                .query(
+                    "SELECT key, notice FROM held_notices ORDER BY received_ms, key LIMIT $1",
+                    &[&limit],
+                )
+                .await
+                .map_err(pg(op, ""))?;
+            rows.iter()
+                .map(|row| {
+                    let key = String::from_utf8_lossy(row.get::<_, &[u8]>(0)).into_owned();
+                    record::decode(notices::HELD, &key, row.get(1))
+                })
+                .collect()
+        })
+    }
+
+    fn drop_notice(&self, key: &str) -> Result<(), StoreError> {
+        let op = "drop_notice";
+        let (pool, key_) = (self.pool.clone(), key.to_string());
+        self.run(op, key, async move {
+            let client = pool.get().await.map_err(pg(op, &key_))?;
+            client
+                .execute(
+                    "DELETE FROM held_notices WHERE key = $1",
+                    &[&key_.as_bytes()],
+                )
+                .await
+                .map_err(pg(op, &key_))?;
+            Ok(())
         })
     }
 

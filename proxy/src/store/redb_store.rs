@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::notices::{HELD, REFERENCES};
 use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
 use super::payments::{self, Page, PaymentEntry, PAYMENTS, PAYMENT_INDEX};
 use super::purge::{self, Purged, Stamped, StoredOwner};
 use super::record::{self, Record, IDEMPOTENCY, OWNERS};
-use super::{Attempt, Begin, Owner, Store, StoreError, StoredResponse};
+use super::{Attempt, Begin, HeldNotice, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
 
 mod due;
@@ -26,6 +27,26 @@ const OWNERS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(OWNERS);
 const PAYMENTS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(PAYMENTS);
 /// List index: `route \0 created_ms \0 id` → nothing (see `payments::index_key`).
 const PAYMENT_INDEX_TABLE: TableDefinition<&str, ()> = TableDefinition::new(PAYMENT_INDEX);
+/// Provider-reference index (`notices::reference_key`) → payment id.
+pub(super) const REFERENCES_TABLE: TableDefinition<&str, &str> = TableDefinition::new(REFERENCES);
+/// Held notifications (`HeldNotice::key` → JSON).
+const HELD_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(HELD);
+
+/// Drop `key` from the reference index if it still names payment `id` (another payment
+/// with the same merchant reference may have taken it since).
+pub(super) fn unindex(
+    references: &mut redb::Table<&str, &str>,
+    key: &str,
+    id: &str,
+) -> Result<(), redb::StorageError> {
+    let ours = references
+        .get(key)?
+        .is_some_and(|found| found.value() == id);
+    if ours {
+        references.remove(key)?;
+    }
+    Ok(())
+}
 
 /// A [`Store`] in a redb database file.
 pub struct RedbStore {
@@ -93,6 +114,8 @@ impl RedbStore {
         txn.open_table(PAYMENTS_TABLE).map_err(open_error(path))?;
         txn.open_table(PAYMENT_INDEX_TABLE)
             .map_err(open_error(path))?;
+        txn.open_table(REFERENCES_TABLE).map_err(open_error(path))?;
+        txn.open_table(HELD_TABLE).map_err(open_error(path))?;
         outbox::create(&txn).map_err(open_error(path))?;
         if !indexed {
             due::backfill(&txn, purge::wall_ms())?;
@@ -293,12 +316,69 @@ impl Store for RedbStore {
             index
                 .insert(entry.index_key().as_str(), ())
                 .context(op, id)?;
+            let mut references = txn.open_table(REFERENCES_TABLE).context(op, id)?;
+            for key in old.iter().flat_map(PaymentEntry::reference_keys) {
+                unindex(&mut references, &key, id).context(op, id)?;
+            }
+            for key in entry.reference_keys() {
+                references.insert(key.as_str(), id).context(op, id)?;
+            }
             let mut due_index = txn.open_table(due::PAYMENTS_DUE).context(op, id)?;
             let old_stamp = old.as_ref().and_then(Stamped::stamp_ms);
             due::restamp(&mut due_index, id, old_stamp, entry.stamp_ms()).context(op, id)?;
         }
         outbox::insert(&txn, events)?;
         txn.commit().context(op, id)
+    }
+
+    fn payment_by_reference(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let op = "payment_by_reference";
+        let txn = self.db.begin_read().context(op, key)?;
+        let table = txn.open_table(REFERENCES_TABLE).context(op, key)?;
+        let found = table.get(key).context(op, key)?;
+        Ok(found.map(|id| id.value().to_string()))
+    }
+
+    fn hold_notice(&self, notice: &HeldNotice) -> Result<(), StoreError> {
+        let op = "hold_notice";
+        let key = notice.key.as_str();
+        let bytes = record::encode(HELD, key, notice)?;
+        let txn = self.db.begin_write().context(op, key)?;
+        {
+            let mut table = txn.open_table(HELD_TABLE).context(op, key)?;
+            if table.get(key).context(op, key)?.is_none() {
+                table.insert(key, bytes.as_slice()).context(op, key)?;
+            }
+        }
+        txn.commit().context(op, key)
+    }
+
+    fn held_notices(&self, limit: usize) -> Result<Vec<HeldNotice>, StoreError> {
+        let op = "held_notices";
+        let txn = self.db.begin_read().context(op, "")?;
+        let table = txn.open_table(HELD_TABLE).context(op, "")?;
+        let mut held = Vec::new();
+        for row in table.iter().context(op, "")? {
+            let (key, value) = row.context(op, "")?;
+            held.push(record::decode::<HeldNotice>(
+                HELD,
+                key.value(),
+                value.value(),
+            )?);
+        }
+        held.sort_by(|a, b| (a.received_ms, &a.key).cmp(&(b.received_ms, &b.key)));
+        held.truncate(limit);
+        Ok(held)
+    }
+
+    fn drop_notice(&self, key: &str) -> Result<(), StoreError> {
+        let op = "drop_notice";
+        let txn = self.db.begin_write().context(op, key)?;
+        txn.open_table(HELD_TABLE)
+            .context(op, key)?
+            .remove(key)
+            .context(op, key)?;
+        txn.commit().context(op, key)
     }
 
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError> {

@@ -56,15 +56,22 @@ pub(super) fn apply(
             ))
         }
         Modification::Refund => "succeeded",
-        Modification::Cancel
-            if !matches!(
+        // Adyen captures automatically captured payments with a delay (end of day), so they
+        // can be cancelled until then; here: until a refund was made. Manually captured
+        // payments that were captured cannot.
+        Modification::Cancel => {
+            let open = matches!(
                 charge.status.as_str(),
                 "requires_capture" | "requires_action"
-            ) =>
-        {
-            return Err(not_allowed())
+            );
+            let uncaptured_yet = charge.status == "succeeded"
+                && !intent.manual_capture
+                && intent.amount_refunded == 0;
+            if !(open || uncaptured_yet) {
+                return Err(not_allowed());
+            }
+            "canceled"
         }
-        Modification::Cancel => "canceled",
     };
     let currency = charge.currency.clone();
     let reference = body.get("reference").cloned().unwrap_or(Value::Null);

@@ -6,7 +6,7 @@ use hyper::StatusCode;
 use payproxy_plugin_sdk::currency;
 use serde_json::{json, Map, Value};
 
-use super::AdyenError;
+use super::{notifications, AdyenError};
 use crate::json_api::{self, Call};
 use crate::ledger::{Charge, Intent, Ledger};
 use crate::provider::Provider;
@@ -188,7 +188,8 @@ pub(super) fn finish_redirect(provider: &Provider, psp: &str, call: &Call) -> Si
         };
         return json(error.status, &error.to_json());
     };
-    if intent.charge.status == "requires_action" {
+    let completed = intent.charge.status == "requires_action";
+    if completed {
         intent.charge.status = if refused { "failed" } else { "succeeded" }.to_owned();
     }
     let result = match intent.charge.status.as_str() {
@@ -196,10 +197,30 @@ pub(super) fn finish_redirect(provider: &Provider, psp: &str, call: &Call) -> Si
         "requires_action" => "RedirectShopper",
         _ => "Refused",
     };
-    json(
+    let answer = json(
         StatusCode::OK,
         &json!({ "pspReference": psp, "resultCode": result, "merchantReference": intent.charge.merchant_reference }),
-    )
+    );
+    let event = completed.then(|| notifications::Event {
+        code: "AUTHORISATION",
+        success: !refused,
+        psp: psp.to_owned(),
+        original: None,
+        merchant_reference: intent.charge.merchant_reference.clone().unwrap_or_default(),
+        merchant_account: provider.note(&format!("adyen:{psp}")).unwrap_or_default(),
+        value: intent.charge.amount,
+        currency: intent.charge.currency.to_ascii_uppercase(),
+        reason: if refused {
+            "Refused".into()
+        } else {
+            String::new()
+        },
+    });
+    drop(ledger);
+    if let Some(event) = &event {
+        notifications::send(provider, event);
+    }
+    answer
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use hyper::StatusCode;
 use payproxy_plugin_sdk::currency::{self, AmountError};
 use serde_json::{json, Value};
 
-use super::{iban, IdealError};
+use super::{iban, notices, IdealError};
 use crate::json_api::{self, Call};
 use crate::ledger::{Charge, Intent, Ledger, Refund};
 use crate::provider::Provider;
@@ -168,26 +168,40 @@ pub(super) fn authenticate(provider: &Provider, id: &str, call: &Call) -> SimRes
         let message = "result must be success, failure, cancelled or expired";
         return IdealError::new(StatusCode::BAD_REQUEST, "invalid_result", message).response();
     };
-    let mut ledger = provider.ledger();
-    let Some(intent) = ledger.intent_mut(id) else {
-        return not_found(id).response();
+    let (location, body, event) = {
+        let mut ledger = provider.ledger();
+        let Some(intent) = ledger.intent_mut(id) else {
+            return not_found(id).response();
+        };
+        // Only the first finish is a change, and only a change is notified.
+        let event = (intent.charge.status == "requires_action").then(|| {
+            intent.charge.status = next.to_owned();
+            notices::Event {
+                transaction_id: id.to_owned(),
+                refund_id: None,
+                status: ideal_status(next),
+                amount: intent.charge.amount,
+                reference: intent.charge.merchant_reference.clone(),
+            }
+        });
+        let return_url = intent
+            .charge
+            .metadata
+            .get("returnUrl")
+            .cloned()
+            .unwrap_or_default();
+        let separator = if return_url.contains('?') { '&' } else { '?' };
+        let location = format!("{return_url}{separator}trxid={id}");
+        let body = json!({
+            "transactionId": id,
+            "status": ideal_status(&intent.charge.status),
+            "returnUrl": location,
+        });
+        (location, body, event)
     };
-    if intent.charge.status == "requires_action" {
-        intent.charge.status = next.to_owned();
+    if let Some(event) = event {
+        notices::send(provider, &event);
     }
-    let return_url = intent
-        .charge
-        .metadata
-        .get("returnUrl")
-        .cloned()
-        .unwrap_or_default();
-    let separator = if return_url.contains('?') { '&' } else { '?' };
-    let location = format!("{return_url}{separator}trxid={id}");
-    let body = json!({
-        "transactionId": id,
-        "status": ideal_status(&intent.charge.status),
-        "returnUrl": location,
-    });
     let mut response = json(StatusCode::SEE_OTHER, &body);
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(LOCATION, value);
@@ -195,8 +209,13 @@ pub(super) fn authenticate(provider: &Provider, id: &str, call: &Call) -> SimRes
     response
 }
 
-/// `POST /transactions/{id}/refunds`.
-pub(super) fn refund(ledger: &mut Ledger, id: &str, body: &Value) -> Result<Value, IdealError> {
+/// `POST /transactions/{id}/refunds`: the answer, and the notification to send once the
+/// ledger's lock is released.
+pub(super) fn refund(
+    ledger: &mut Ledger,
+    id: &str,
+    body: &Value,
+) -> Result<(Value, notices::Event), IdealError> {
     let requested = euros(body)?;
     euro_only(body, false)?;
     let intent = ledger.intent(id).ok_or_else(|| not_found(id))?;
@@ -220,6 +239,7 @@ pub(super) fn refund(ledger: &mut Ledger, id: &str, body: &Value) -> Result<Valu
             "more than what is left to refund",
         ));
     }
+    let reference = intent.charge.merchant_reference.clone();
     let refund_id = json_api::mint_refund(ledger, "rf");
     if let Some(intent) = ledger.intent_mut(id) {
         intent.amount_refunded += amount;
@@ -231,14 +251,22 @@ pub(super) fn refund(ledger: &mut Ledger, id: &str, body: &Value) -> Result<Valu
         currency: "eur".to_owned(),
         status: "succeeded".to_owned(),
     });
-    Ok(json!({
+    let answer = json!({
         "refundId": refund_id,
         "transactionId": id,
         "status": "success",
         "amount": currency::to_decimal(amount, "EUR"),
         "currency": "EUR",
         "reference": body.get("reference"),
-    }))
+    });
+    let event = notices::Event {
+        transaction_id: id.to_owned(),
+        refund_id: Some(refund_id),
+        status: "success",
+        amount,
+        reference,
+    };
+    Ok((answer, event))
 }
 
 #[cfg(test)]

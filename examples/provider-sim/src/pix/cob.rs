@@ -6,7 +6,7 @@ use hyper::StatusCode;
 use payproxy_plugin_sdk::currency;
 use serde_json::{json, Value};
 
-use super::{brcode, taxid, Problem, Reply};
+use super::{brcode, callback, taxid, Problem, Reply};
 use crate::json_api::Call;
 use crate::ledger::{Charge, Intent, Ledger, StoredResponse};
 use crate::provider::Provider;
@@ -254,16 +254,43 @@ pub(super) fn revise(provider: &Provider, txid: &str, call: &Call) -> Result<Val
     Ok(render(intent))
 }
 
-/// `POST /cob/{txid}/pay` (simulator control): the payer pays.
+/// `POST /cob/{txid}/pay` (simulator control): the payer pays. Paying a paid charge again
+/// changes nothing; the first payment sends the Pix callback (webhooks on), after the
+/// ledger's lock is released.
 pub(super) fn pay(provider: &Provider, txid: &str) -> Result<Value, Problem> {
-    let mut ledger = provider.ledger();
-    let intent = ledger.intent_mut(txid).ok_or_else(|| not_found(txid))?;
-    match intent.charge.status.as_str() {
-        "requires_action" => intent.charge.status = "succeeded".to_owned(),
-        "succeeded" => {}
-        _ => return Err(Problem::invalid("cob.status", "the charge is not ATIVA")),
+    let (rendered, paid) = {
+        let mut ledger = provider.ledger();
+        let intent = ledger.intent_mut(txid).ok_or_else(|| not_found(txid))?;
+        let paid_now = match intent.charge.status.as_str() {
+            "requires_action" => {
+                intent.charge.status = "succeeded".to_owned();
+                true
+            }
+            "succeeded" => false,
+            _ => return Err(Problem::invalid("cob.status", "the charge is not ATIVA")),
+        };
+        let rendered = render(intent);
+        let paid = paid_now.then(|| callback::Paid {
+            end_to_end_id: rendered
+                .pointer("/pix/0/endToEndId")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            txid: txid.to_owned(),
+            valor: rendered
+                .pointer("/valor/original")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            // The payer writes no message in the simulator.
+            info: None,
+        });
+        (rendered, paid)
+    };
+    if let Some(paid) = paid {
+        callback::send(provider, &paid);
     }
-    Ok(render(intent))
+    Ok(rendered)
 }
 
 #[cfg(test)]

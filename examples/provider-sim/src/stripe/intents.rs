@@ -10,7 +10,9 @@ use crate::respond::StripeError;
 /// `POST /v1/payment_intents`.
 ///
 /// Status: `succeeded`, or `requires_capture` with `capture_method=manual`, or
-/// `requires_confirmation` with `confirm=false`.
+/// `requires_confirmation` with `confirm=false`, or `requires_payment_method` when confirmed
+/// with a `payment_method` ending in `chargeDeclined` (`pm_card_chargeDeclined`), which the
+/// caller answers as a 402 card error.
 pub(super) fn create(
     ledger: &mut Ledger,
     form: &Form,
@@ -37,8 +39,13 @@ pub(super) fn create(
             ))
         }
     };
+    // Stripe's test card that is always declined (`card_declined`, `generic_decline`).
+    let declined = form
+        .get("payment_method")
+        .is_some_and(|pm| pm.ends_with("chargeDeclined"));
     let status = match (confirm, manual_capture) {
         (false, _) => "requires_confirmation",
+        (true, _) if declined => "requires_payment_method",
         (true, true) => "requires_capture",
         (true, false) => "succeeded",
     };

@@ -5,7 +5,15 @@
 //! (header `idempotent-replayed: true`, no new ledger entry); the same key with a different
 //! request is refused with a 400 `idempotency_error`. Failed requests are not stored, so
 //! they can be retried with the same key.
+//!
+//! A payment confirmed with `payment_method=pm_card_chargeDeclined` is recorded as
+//! `requires_payment_method` and answered 402 `card_error` `card_declined` (with the intent in
+//! `error.payment_intent`). Events (when webhooks are on; see `events`):
+//! `payment_intent.succeeded`, `payment_intent.payment_failed`, `charge.refunded`. Fault
+//! `charge_then_unavailable`: a new intent is recorded (and notified), then answered 503
+//! `api_error` (its idempotent answer is stored as the true one).
 
+mod events;
 mod intents;
 mod methods;
 mod refunds;
@@ -13,6 +21,7 @@ mod refunds;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Method, Request, StatusCode};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::body::{read_capped, ReadError};
@@ -106,16 +115,45 @@ pub(crate) async fn handle(
         return Ok(response);
     }
 
-    let result = match route {
+    let creates = route == Route::CreateIntent;
+    let result = match &route {
         Route::CreateIntent => intents::create(&mut ledger, &form, key.as_deref()),
-        Route::RetrieveIntent(id) => intents::retrieve(&ledger, &id),
-        Route::IntentAction(id, action) => intents::act(&mut ledger, &id, action),
+        Route::RetrieveIntent(id) => intents::retrieve(&ledger, id),
+        Route::IntentAction(id, action) => intents::act(&mut ledger, id, *action),
         Route::CreateRefund => refunds::create(&mut ledger, &form),
-        Route::RetrievePaymentMethod(id) => methods::retrieve(&id),
+        Route::RetrievePaymentMethod(id) => methods::retrieve(id),
     };
-    let (status, value) = match result {
-        Ok(value) => (StatusCode::OK, value),
-        Err(error) => (error.status, error.to_json()),
+    let (status, value, event) = match result {
+        Ok(mut value) if value["status"] == "requires_payment_method" => {
+            value["last_payment_error"] = card_declined();
+            let mut error = card_declined();
+            error["payment_intent"] = value.clone();
+            let event = events::Event {
+                kind: "payment_intent.payment_failed",
+                object: value,
+            };
+            (
+                StatusCode::PAYMENT_REQUIRED,
+                json!({ "error": error }),
+                Some(event),
+            )
+        }
+        Ok(value) => {
+            let event = match &route {
+                Route::CreateIntent | Route::IntentAction(..) if value["status"] == "succeeded" => {
+                    Some(events::Event {
+                        kind: "payment_intent.succeeded",
+                        object: value.clone(),
+                    })
+                }
+                Route::CreateRefund => value["payment_intent"]
+                    .as_str()
+                    .and_then(|pi| events::refunded(&ledger, pi)),
+                _ => None,
+            };
+            (StatusCode::OK, value, event)
+        }
+        Err(error) => (error.status, error.to_json(), None),
     };
     let encoded: bytes::Bytes = serde_json::to_vec(&value).unwrap_or_default().into();
     if let (Some(key), true) = (key, status.is_success()) {
@@ -126,7 +164,24 @@ pub(crate) async fn handle(
         };
         ledger.store(key, stored);
     }
+    drop(ledger);
+    if let Some(event) = event {
+        events::send(provider, event);
+    }
+    if creates && status.is_success() && provider.faults().faults().charge_then_unavailable {
+        return Ok(StripeError::simulated(StatusCode::SERVICE_UNAVAILABLE).response());
+    }
     Ok(json_bytes(status, encoded))
+}
+
+/// The card error of a declined payment (Stripe's shape).
+fn card_declined() -> serde_json::Value {
+    json!({
+        "type": "card_error",
+        "code": "card_declined",
+        "decline_code": "generic_decline",
+        "message": "Your card was declined.",
+    })
 }
 
 /// The `Idempotency-Key` header; an empty key counts as none.
@@ -206,5 +261,89 @@ mod tests {
         assert_eq!(code("b"), Some("parameter_invalid_integer"));
         assert_eq!(code("c"), Some("amount_too_small"));
         assert_eq!(code("d"), Some("amount_too_small"));
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use serde_json::Value;
+
+    use super::events::signature;
+    use crate::{Faults, Simulator};
+
+    const SECRET: &str = "whsec_test";
+
+    async fn post(base: &str, path: &str, form: &str) -> (u16, Value) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = hyper::Request::post(format!("{base}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form.to_owned())))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    fn events(sim: &Simulator) -> Vec<Value> {
+        sim.webhooks_sent("s")
+            .iter()
+            .map(|sent| {
+                let header = sent.header("stripe-signature").unwrap();
+                let (t, v1) = header.split_once(",v1=").unwrap();
+                let t: u64 = t.strip_prefix("t=").unwrap().parse().unwrap();
+                assert_eq!(v1, signature(SECRET, t, &sent.body));
+                sent.json().unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn intents_and_refunds_send_signed_events() {
+        let sim = Simulator::start(&["s"]).await.unwrap();
+        let base = sim.base_url("s");
+        sim.set_webhooks("s", Some("http://127.0.0.1:9/webhooks/s"), SECRET);
+        let (_, pi) = post(&base, "/v1/payment_intents", "amount=1000&currency=eur").await;
+        let pi = pi["id"].as_str().unwrap().to_owned();
+        let form = "amount=500&currency=eur&payment_method=pm_card_chargeDeclined";
+        let (status, declined) = post(&base, "/v1/payment_intents", form).await;
+        assert_eq!(status, 402);
+        assert_eq!(declined["error"]["type"], "card_error");
+        let declined_id = declined["error"]["payment_intent"]["id"].clone();
+        let refund = format!("payment_intent={pi}&amount=300");
+        assert_eq!(post(&base, "/v1/refunds", &refund).await.0, 200);
+        let events = events(&sim);
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "payment_intent.succeeded",
+                "payment_intent.payment_failed",
+                "charge.refunded"
+            ]
+        );
+        assert_eq!(events[0]["data"]["object"]["id"], pi.as_str());
+        assert_eq!(events[1]["data"]["object"]["id"], declined_id);
+        let charge = &events[2]["data"]["object"];
+        assert_eq!(charge["payment_intent"], pi.as_str());
+        assert_eq!(charge["refunds"]["data"][0]["amount"], 300);
+        assert_ne!(events[0]["id"], events[1]["id"]);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn charge_then_unavailable_records_and_answers_503() {
+        let sim = Simulator::start(&["s"]).await.unwrap();
+        let base = sim.base_url("s");
+        sim.set_faults("s", Faults::charge_then_unavailable(0));
+        let (status, body) = post(&base, "/v1/payment_intents", "amount=1000&currency=eur").await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"]["type"], "api_error");
+        assert_eq!(sim.ledger("s").len(), 1);
+        sim.shutdown().await;
     }
 }

@@ -72,6 +72,26 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
      CREATE INDEX outbox_ids ON outbox (id);
      CREATE INDEX outbox_delivered ON outbox (delivered_ms) WHERE state = 'delivered';",
     ),
+    (
+        3,
+        "provider notifications",
+        // The provider-reference index (`PaymentEntry::reference_keys`), written with the
+        // payment and purged with it (by its creation time). Held notifications wait for a
+        // payment that is not known yet.
+        "CREATE TABLE payment_references (
+         key          bytea PRIMARY KEY,
+         payment_id   bytea NOT NULL,
+         created_ms   bigint NOT NULL
+     );
+     CREATE INDEX payment_references_payment ON payment_references (payment_id);
+     CREATE INDEX payment_references_due ON payment_references (created_ms);
+     CREATE TABLE held_notices (
+         key          bytea PRIMARY KEY,
+         received_ms  bigint NOT NULL,
+         notice       bytea NOT NULL
+     );
+     CREATE INDEX held_notices_age ON held_notices (received_ms);",
+    ),
 ];
 
 /// Applies the migrations this database lacks, in one transaction. A database migrated by a

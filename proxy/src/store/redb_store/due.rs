@@ -5,7 +5,9 @@
 use redb::{Database, ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
 use serde::Deserialize;
 
-use super::{Context, IDEMPOTENCY_TABLE, OWNERS_TABLE, PAYMENTS_TABLE, PAYMENT_INDEX_TABLE};
+use super::{
+    Context, IDEMPOTENCY_TABLE, OWNERS_TABLE, PAYMENTS_TABLE, PAYMENT_INDEX_TABLE, REFERENCES_TABLE,
+};
 use crate::store::payments::{PaymentEntry, PAYMENTS};
 use crate::store::purge::{self, Cutoffs, Purged, Stamped, StoredOwner};
 use crate::store::record::{self, Record, IDEMPOTENCY, OWNERS};
@@ -136,6 +138,7 @@ pub(super) fn purge(
         left -= taken.len();
         let mut table = txn.open_table(PAYMENTS_TABLE).context(op, all)?;
         let mut list = txn.open_table(PAYMENT_INDEX_TABLE).context(op, all)?;
+        let mut references = txn.open_table(REFERENCES_TABLE).context(op, all)?;
         for (_, id) in &taken {
             let Some(entry) = read::<PaymentEntry>(&table, PAYMENTS, id)? else {
                 continue;
@@ -143,6 +146,9 @@ pub(super) fn purge(
             if purge::due(entry.created_ms, cutoffs.retained) {
                 table.remove(id.as_str()).context(op, id)?;
                 list.remove(entry.index_key().as_str()).context(op, id)?;
+                for key in entry.reference_keys() {
+                    super::unindex(&mut references, &key, id).context(op, id)?;
+                }
                 purged.payments += 1;
             }
         }

@@ -1,0 +1,675 @@
+//! Provider notifications in (`POST /webhooks/{provider}` on a storefront listener): the
+//! provider's dialect verifies the request with that provider's credentials and decodes it
+//! (`decode-webhook`); each notification is applied to the payment the provider owns under
+//! its reference, as a state machine:
+//!
+//! - **once**: a notification id applied to a payment is kept in its record, so a
+//!   redelivery (or a replayed request) changes nothing;
+//! - **forward only**: `requires_action → processing → requires_capture → succeeded |
+//!   failed | canceled`; a late `pending` after `succeeded` changes nothing; a refund counts
+//!   only on a paid payment and never beyond what was captured;
+//! - **early events held**: a notification for a payment payproxy does not know yet (the
+//!   provider notified before its answer to the payment was recorded) is kept in the store
+//!   and applied when the payment appears, for at most `state.notice_hold_ms`; then it is
+//!   reported (a warning and `payproxy_webhook_notifications_total{result="expired"}`).
+//!
+//! - **late charges voided**: a charge reported by a provider that had answered a confirm
+//!   of the payment "not processed" (payproxy then completed it elsewhere, or failed it) is
+//!   voided at that provider, else refunded, through its dialect; the record keeps it
+//!   (`late_charges`), `payproxy_late_charges_total` counts it, and the storefront gets no
+//!   success for it (the payment's state does not change).
+//!
+//! A change is written like any other: under the payment's lock, fenced, with the
+//! storefront events of the change in the same transaction. The provider gets its expected
+//! answer only once every notification of the request is applied or durably held; if the
+//! store fails it gets a 503 and redelivers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::attempt::Attempted;
+use super::records::{advance, Locked};
+use super::*;
+use crate::plugin::storefront::PaymentState;
+use crate::plugin::Notification;
+use crate::reload::Reloader;
+use crate::store::{notices, HeldNotice, LateCharge, PaymentEntry, NOTICES_KEPT};
+
+/// How often held notifications are tried again.
+const RETRY_HELD: Duration = Duration::from_millis(250);
+/// Held notifications one pass reads at most.
+const HELD_BATCH: usize = 500;
+/// Largest notification request body read.
+const MAX_WEBHOOK_BODY: u64 = 1 << 20;
+
+/// What became of one notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// The payment moved (or its refunds grew).
+    Applied,
+    /// This notification was applied before.
+    Duplicate,
+    /// The payment had moved on already; nothing changed.
+    Stale,
+    /// Its payment is not known yet (or busy): kept, applied later.
+    Held,
+    /// No reference: nothing to apply it to.
+    Unmatched,
+    /// A late charge at a passed-over provider, voided or refunded (or left for an
+    /// operator when neither worked).
+    LateCharge,
+}
+
+/// Which of a payment's providers a notification comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    /// The provider that owns the payment.
+    Owner,
+    /// A provider the payment was passed over for.
+    PassedOver,
+}
+
+impl Fate {
+    fn label(self) -> &'static str {
+        match self {
+            Fate::Applied => "applied",
+            Fate::Duplicate => "duplicate",
+            Fate::Stale => "stale",
+            Fate::Held => "held",
+            Fate::Unmatched => "unmatched",
+            Fate::LateCharge => "late_charge",
+        }
+    }
+}
+
+impl Payments {
+    /// Answer a provider's notification request for `provider`.
+    pub async fn webhook(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        provider: &str,
+        parts: http::request::Parts,
+        incoming: hyper::body::Incoming,
+        deadline: Instant,
+    ) -> Response<Full<Bytes>> {
+        let Some((entry, dialect)) = snapshot
+            .providers
+            .get(provider)
+            .and_then(|e| e.dialect.as_ref().map(|(_, d)| (e, d.clone())))
+        else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "unknown_provider",
+                "No such provider.",
+            );
+        };
+        let limit = snapshot.config.limits.max_body_bytes.min(MAX_WEBHOOK_BODY);
+        let read = Limited::new(incoming, limit as usize).collect();
+        let body = match tokio::time::timeout_at(deadline.into(), read).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(_)) | Err(_) => {
+                self.webhook_result(provider, "rejected");
+                return plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "The notification body is too large, cut or too slow.",
+                );
+            }
+        };
+        let context = Context {
+            provider: provider.to_string(),
+            credentials: entry.credentials.clone(),
+            now_ms: now_ms(),
+            idempotency_key: String::new(),
+        };
+        let view = http_view(&parts, Some(&body));
+        let webhook = match dialect.decode_webhook(&view, &context) {
+            Ok(Ok(webhook)) => webhook,
+            Ok(Err(refusal)) => {
+                self.webhook_result(provider, "rejected");
+                tracing::warn!(provider, code = %refusal.code, status = refusal.status, "provider notification refused by its dialect; nothing changed");
+                let status =
+                    StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+                let status = if status.is_client_error() {
+                    status
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                return plain(status, &refusal.code, &refusal.message);
+            }
+            Err(failure) => {
+                self.webhook_result(provider, "failed");
+                tracing::error!(provider, plugin = %failure.plugin, kind = failure.kind.as_str(), detail = %failure.detail, "the provider's dialect failed to read a notification; answered 503 (the provider retries)");
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "plugin_failed",
+                    "The notification could not be read now; send it again later.",
+                );
+            }
+        };
+        self.webhook_result(provider, "verified");
+        for notification in webhook.notifications {
+            match self.apply_notice(snapshot, provider, notification).await {
+                Ok(applied) => self.notice_result(provider, applied.label()),
+                Err(e) => {
+                    self.notice_result(provider, "failed");
+                    tracing::error!(provider, error = %e, "a provider notification could not be applied or held; answered 503 (the provider retries)");
+                    return plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "state_unavailable",
+                        "The notification could not be recorded now; send it again later.",
+                    );
+                }
+            }
+        }
+        provider_answer(webhook.response)
+    }
+
+    /// Apply one verified notification, or hold it for a payment not known yet.
+    async fn apply_notice(
+        &self,
+        snapshot: &Snapshot,
+        provider: &str,
+        notification: Notification,
+    ) -> Result<Fate, StoreError> {
+        let Some(reference) = notification.outcome.provider_reference.clone() else {
+            tracing::debug!(provider, event = %notification.event_id, "a notification without a payment reference; ignored");
+            return Ok(Fate::Unmatched);
+        };
+        let applied = match self.find(provider, &reference, &notification).await? {
+            Some((id, from)) => {
+                self.apply_to(snapshot, provider, &id, &notification, from)
+                    .await?
+            }
+            None => None,
+        };
+        match applied {
+            Some(applied) => Ok(applied),
+            None => {
+                let held = HeldNotice::new(provider, notification, now_ms());
+                self.state(move |s| s.hold_notice(&held)).await?;
+                Ok(Fate::Held)
+            }
+        }
+    }
+
+    /// The payment a notification from `provider` about its `reference` is for: the one the
+    /// provider owns under it, else (for a charge) one the provider was passed over for,
+    /// found by the reference it was sent and echoes.
+    async fn find(
+        &self,
+        provider: &str,
+        reference: &str,
+        notification: &Notification,
+    ) -> Result<Option<(String, From)>, StoreError> {
+        let key = notices::reference_key(provider, reference);
+        if let Some(id) = self.state(move |s| s.payment_by_reference(&key)).await? {
+            return Ok(Some((id, From::Owner)));
+        }
+        let charged = matches!(notification.outcome.status, OutcomeStatus::Approved)
+            && matches!(
+                notification.operation,
+                Operation::Status | Operation::Authorize | Operation::Capture
+            );
+        let Some(sent) = notification.merchant_reference.clone().filter(|_| charged) else {
+            return Ok(None);
+        };
+        let key = notices::passed_over_key(provider, &sent);
+        let found = self.state(move |s| s.payment_by_reference(&key)).await?;
+        Ok(found.map(|id| (id, From::PassedOver)))
+    }
+
+    /// Apply `notification` to payment `id` under its lock: `None` when the payment cannot
+    /// be taken now (its route is gone from the config, or an operation holds it).
+    async fn apply_to(
+        &self,
+        snapshot: &Snapshot,
+        provider: &str,
+        id: &str,
+        notification: &Notification,
+        from: From,
+    ) -> Result<Option<Fate>, StoreError> {
+        let key = id.to_string();
+        let Some(current) = self.state(move |s| s.payment(&key)).await? else {
+            return Ok(None);
+        };
+        let Some(route) = snapshot.routes.iter().find(|r| r.name == current.route) else {
+            return Ok(None);
+        };
+        let parts = host_parts();
+        let Some(ctx) = Ctx::host_made(snapshot, route, &parts) else {
+            return Ok(None);
+        };
+        let lock = match self.lock(&ctx, id, None).await {
+            Ok(lock) => lock,
+            Err(Locked::Busy) => return Ok(None),
+            Err(Locked::Failed(e)) => return Err(e),
+        };
+        let result = match from {
+            From::Owner => self.apply_locked(&ctx, provider, id, notification).await,
+            From::PassedOver => self.late_charge(&ctx, provider, id, notification).await,
+        };
+        self.unlock(lock).await;
+        result.map(Some)
+    }
+
+    async fn apply_locked(
+        &self,
+        ctx: &Ctx<'_>,
+        provider: &str,
+        id: &str,
+        notification: &Notification,
+    ) -> Result<Fate, StoreError> {
+        let Some(mut entry) = self.own_record(ctx, id).await? else {
+            return Ok(Fate::Unmatched);
+        };
+        let seen = format!("{provider}\u{0}{}", notification.event_id);
+        if entry.notices.contains(&seen) {
+            return Ok(Fate::Duplicate);
+        }
+        if !forward(&mut entry, notification) {
+            return Ok(Fate::Stale);
+        }
+        entry.notices.push(seen);
+        if entry.notices.len() > NOTICES_KEPT {
+            let extra = entry.notices.len() - NOTICES_KEPT;
+            entry.notices.drain(..extra);
+        }
+        self.save(ctx, &entry).await?;
+        tracing::info!(route = %ctx.route.name, provider, payment = %id, state = records::state_name(entry.record.state), "provider notification applied");
+        ctx.note(|d| {
+            d.operation = Some(audit::operation_name(notification.operation).to_string());
+            d.stage = "notification";
+        });
+        let reference = notification.outcome.provider_reference.clone();
+        self.audit(
+            ctx,
+            &entry,
+            notification.operation,
+            provider,
+            reference,
+            "notified",
+        );
+        self.write_audit_status(ctx, 200);
+        Ok(Fate::Applied)
+    }
+
+    /// A charge `provider` reports for payment `id` after answering its confirm "not
+    /// processed": void it there, else refund it, and record what was done. The payment's
+    /// state is not touched, so the storefront hears of no success.
+    async fn late_charge(
+        &self,
+        ctx: &Ctx<'_>,
+        provider: &str,
+        id: &str,
+        notification: &Notification,
+    ) -> Result<Fate, StoreError> {
+        let Some(mut entry) = self.own_record(ctx, id).await? else {
+            return Ok(Fate::Unmatched);
+        };
+        let reference = notification
+            .outcome
+            .provider_reference
+            .clone()
+            .unwrap_or_default();
+        let seen = format!("{provider}\u{0}{}", notification.event_id);
+        if entry.notices.contains(&seen)
+            || entry
+                .late_charges
+                .iter()
+                .any(|c| c.provider == provider && c.reference == reference)
+        {
+            return Ok(Fate::Duplicate);
+        }
+        let owned_here = entry.owner.as_ref().is_some_and(|o| o.provider == provider);
+        if !entry.passed_over.iter().any(|p| p.provider == provider) || owned_here {
+            return Ok(Fate::Unmatched);
+        }
+        tracing::warn!(route = %ctx.route.name, provider, payment = %id, "a provider that answered \"not processed\" reports a charge of this payment; voiding it there");
+        let amount = notification
+            .outcome
+            .amount
+            .clone()
+            .or_else(|| entry.record.payment.amount.clone());
+        let mut result = "failed";
+        for operation in [Operation::Void, Operation::Refund] {
+            let mut undo = crate::plugin::blank_payment(operation);
+            ctx.note(|d| d.stage = "attempt");
+            undo.id = Some(id.to_string());
+            undo.provider_reference = Some(reference.clone());
+            undo.amount = amount.clone();
+            undo.method = entry.record.payment.method.clone();
+            undo.merchant_reference = entry.record.payment.merchant_reference.clone();
+            // Stable per charge: a retried undo is the same request at the provider.
+            undo.idempotency_key = Some(format!("late-charge\u{0}{reference}"));
+            let attempted = self
+                .attempt(ctx, &undo, &[provider.to_string()], None, true, false, None)
+                .await;
+            let done = match &attempted {
+                Attempted::Outcome { outcome, .. } => {
+                    matches!(
+                        outcome.status,
+                        OutcomeStatus::Approved | OutcomeStatus::Pending
+                    )
+                }
+                _ => false,
+            };
+            if done {
+                result = match operation {
+                    Operation::Void => "voided",
+                    _ => "refunded",
+                };
+                break;
+            }
+        }
+        self.metrics
+            .late_charges
+            .with_label_values(&[provider, result])
+            .inc();
+        if result == "failed" {
+            tracing::error!(route = %ctx.route.name, provider, payment = %id, "a late charge could neither be voided nor refunded: an operator must refund it (the payment record lists it under late_charges)");
+        }
+        entry.late_charges.push(LateCharge {
+            provider: provider.to_string(),
+            reference: reference.clone(),
+            amount: amount.map(|m| m.minor),
+            result: result.to_string(),
+            at_ms: now_ms(),
+        });
+        entry.notices.push(seen);
+        self.save(ctx, &entry).await?;
+        ctx.note(|d| {
+            d.operation = Some(audit::operation_name(Operation::Void).to_string());
+            d.stage = "notification";
+        });
+        let late = Some(reference);
+        let decision = format!("late_charge_{result}");
+        self.audit(ctx, &entry, Operation::Void, provider, late, &decision);
+        self.write_audit_status(ctx, 200);
+        Ok(Fate::LateCharge)
+    }
+
+    /// Try the held notifications again: apply those whose payment is known now, report
+    /// and drop those held longer than `hold_ms`.
+    async fn retry_held(&self, snapshot: &Snapshot, hold_ms: u64) -> Result<(), StoreError> {
+        let held = self.state(|s| s.held_notices(HELD_BATCH)).await?;
+        let mut busy = HashSet::new();
+        for notice in held {
+            let reference = notice
+                .notification
+                .outcome
+                .provider_reference
+                .clone()
+                .unwrap_or_default();
+            let found = self
+                .find(&notice.provider, &reference, &notice.notification)
+                .await?;
+            let applied = match &found {
+                Some((id, from)) if !busy.contains(id) => {
+                    let applied = self
+                        .apply_to(snapshot, &notice.provider, id, &notice.notification, *from)
+                        .await?;
+                    if applied.is_none() {
+                        // Keep its later notifications behind it, in order.
+                        busy.insert(id.clone());
+                    }
+                    applied
+                }
+                _ => None,
+            };
+            let key = notice.key.clone();
+            match applied {
+                Some(applied) => {
+                    self.notice_result(&notice.provider, applied.label());
+                    self.state(move |s| s.drop_notice(&key)).await?;
+                }
+                None if now_ms().saturating_sub(notice.received_ms) > hold_ms => {
+                    self.notice_result(&notice.provider, "expired");
+                    tracing::warn!(provider = %notice.provider, event = %notice.notification.event_id, known = found.is_some(), "a provider notification waited past state.notice_hold_ms for its payment; dropped (the payment may need a status query or an operator)");
+                    self.state(move |s| s.drop_notice(&key)).await?;
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn webhook_result(&self, provider: &str, result: &str) {
+        self.metrics
+            .webhooks
+            .with_label_values(&[provider, result])
+            .inc();
+    }
+
+    fn notice_result(&self, provider: &str, result: &str) {
+        self.metrics
+            .webhook_notices
+            .with_label_values(&[provider, result])
+            .inc();
+    }
+}
+
+/// Runs until `shutdown` flips: tries held notifications again every 250 ms.
+pub async fn run_held(
+    payments: Arc<Payments>,
+    reloader: Arc<Reloader>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let snapshot = reloader.snapshot();
+        let hold_ms = snapshot.config.state.notice_hold_ms;
+        if let Err(e) = payments.retry_held(&snapshot, hold_ms).await {
+            tracing::warn!(error = %e, "could not try held provider notifications again");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_HELD) => {}
+            // The sender gone is a shutdown too (not a reason to spin).
+            changed = shutdown.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Move `entry` forward by `notification`: `false` (and `entry` unchanged) when it says
+/// nothing new (the payment is there already or past it).
+fn forward(entry: &mut PaymentEntry, notification: &Notification) -> bool {
+    let outcome = &notification.outcome;
+    if matches!(outcome.status, OutcomeStatus::Error(_)) {
+        return false;
+    }
+    let state = entry.record.state;
+    let mut payment = crate::plugin::blank_payment(notification.operation);
+    payment.manual_capture = entry.record.payment.manual_capture;
+    payment.amount = outcome
+        .amount
+        .clone()
+        .or_else(|| entry.record.payment.amount.clone());
+    match notification.operation {
+        // Refunds and captures only follow what they refer to.
+        Operation::Refund if state != PaymentState::Succeeded => return false,
+        Operation::Capture if state != PaymentState::RequiresCapture => return false,
+        Operation::Authorize => payment.operation = Operation::Status,
+        _ => {}
+    }
+    let mut next = entry.clone();
+    advance(&mut next, &payment, outcome);
+    let moved = rank(next.record.state) > rank(state);
+    let refunded = next.record.amount_refunded > entry.record.amount_refunded;
+    if !(moved || refunded) {
+        return false;
+    }
+    if !moved {
+        next.record.state = state;
+        next.record.last_outcome = entry.record.last_outcome.clone();
+    }
+    *entry = next;
+    true
+}
+
+/// How far along a payment is; states only move to a higher rank.
+fn rank(state: PaymentState) -> u8 {
+    match state {
+        PaymentState::RequiresPaymentMethod | PaymentState::RequiresConfirmation => 0,
+        PaymentState::RequiresAction => 1,
+        PaymentState::Processing => 2,
+        PaymentState::RequiresCapture => 3,
+        PaymentState::Succeeded | PaymentState::Failed | PaymentState::Canceled => 4,
+    }
+}
+
+/// The dialect's answer for the provider.
+fn provider_answer(response: HttpResponse) -> Response<Full<Bytes>> {
+    let mut answer = Response::new(Full::new(Bytes::from(response.body)));
+    *answer.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    for (name, value) in response.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            answer.headers_mut().append(name, value);
+        }
+    }
+    answer
+}
+
+/// A JSON error for the provider; nothing from its request is repeated.
+fn plain(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+    *answer.status_mut() = status;
+    answer.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::storefront::PaymentRecord;
+    use crate::plugin::types::{Decline, DeclineKind, Money};
+
+    fn entry(state: PaymentState, captured: i64) -> PaymentEntry {
+        let mut payment = crate::plugin::blank_payment(Operation::Authorize);
+        payment.amount = Some(Money {
+            minor: 1000,
+            currency: "EUR".into(),
+        });
+        PaymentEntry {
+            route: "payments".into(),
+            created_ms: 1,
+            owner: None,
+            record: PaymentRecord {
+                id: "pi_1".into(),
+                payment,
+                state,
+                created: 0,
+                amount_captured: captured,
+                amount_refunded: 0,
+                last_outcome: None,
+            },
+            card: None,
+            unresolved: None,
+            notices: Vec::new(),
+            passed_over: Vec::new(),
+            late_charges: Vec::new(),
+        }
+    }
+
+    fn notice(operation: Operation, status: OutcomeStatus, amount: Option<i64>) -> Notification {
+        Notification {
+            event_id: "e1".into(),
+            operation,
+            outcome: Outcome {
+                status,
+                provider_reference: Some("ref".into()),
+                amount: amount.map(|minor| Money {
+                    minor,
+                    currency: "EUR".into(),
+                }),
+            },
+            merchant_reference: None,
+        }
+    }
+
+    fn declined() -> OutcomeStatus {
+        OutcomeStatus::Declined(Decline {
+            code: "expired".into(),
+            provider_code: "EXPIRED".into(),
+            kind: DeclineKind::Hard,
+            message: "expired".into(),
+        })
+    }
+
+    #[test]
+    fn statuses_only_move_forward() {
+        use PaymentState as S;
+        let paid = notice(Operation::Status, OutcomeStatus::Approved, None);
+        let mut e = entry(S::RequiresAction, 0);
+        assert!(forward(&mut e, &paid));
+        assert_eq!(e.record.state, S::Succeeded);
+        assert_eq!(e.record.amount_captured, 1000);
+        // A late `pending` or a decline after success changes nothing.
+        for late in [
+            notice(Operation::Status, OutcomeStatus::Pending, None),
+            notice(Operation::Status, declined(), None),
+            paid.clone(),
+        ] {
+            let before = e.clone();
+            assert!(!forward(&mut e, &late));
+            assert_eq!(e, before);
+        }
+        // Failed is final too.
+        let mut failed = entry(S::RequiresAction, 0);
+        assert!(forward(
+            &mut failed,
+            &notice(Operation::Status, declined(), None)
+        ));
+        assert_eq!(failed.record.state, S::Failed);
+        assert!(!forward(&mut failed, &paid));
+        assert_eq!(failed.record.state, S::Failed);
+        // Pending moves requires_action on, not back.
+        let mut waiting = entry(S::RequiresAction, 0);
+        assert!(forward(
+            &mut waiting,
+            &notice(Operation::Status, OutcomeStatus::Pending, None)
+        ));
+        assert_eq!(waiting.record.state, S::Processing);
+    }
+
+    #[test]
+    fn refunds_count_once_on_paid_payments_up_to_the_capture() {
+        use PaymentState as S;
+        let refund = notice(Operation::Refund, OutcomeStatus::Approved, Some(400));
+        let mut unpaid = entry(S::RequiresAction, 0);
+        assert!(!forward(&mut unpaid, &refund));
+        let mut paid = entry(S::Succeeded, 1000);
+        assert!(forward(&mut paid, &refund));
+        assert_eq!(paid.record.amount_refunded, 400);
+        assert_eq!(paid.record.state, S::Succeeded);
+        let big = notice(Operation::Refund, OutcomeStatus::Approved, Some(5000));
+        assert!(forward(&mut paid, &big));
+        assert_eq!(
+            paid.record.amount_refunded, 1000,
+            "never beyond the capture"
+        );
+        assert!(!forward(&mut paid, &big));
+    }
+
+    #[test]
+    fn captures_follow_authorizations() {
+        use PaymentState as S;
+        let capture = notice(Operation::Capture, OutcomeStatus::Approved, Some(700));
+        let mut e = entry(S::RequiresCapture, 0);
+        assert!(forward(&mut e, &capture));
+        assert_eq!(e.record.state, S::Succeeded);
+        assert_eq!(e.record.amount_captured, 700);
+        let mut pending = entry(S::RequiresAction, 0);
+        assert!(!forward(&mut pending, &capture));
+    }
+}

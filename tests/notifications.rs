@@ -1,0 +1,753 @@
+//! Provider notifications in (issue 10 points 1, 2 and 5): each provider's dialect verifies
+//! its provider's signed notification at `POST /webhooks/{provider}`; payproxy moves the
+//! payment forward once per notification, holds one that arrives before its payment is
+//! known, voids a charge from a provider that had answered "not processed", and tells the
+//! storefront with a signed Stripe event. The simulator signs notifications like the real
+//! providers; the storefront's events are checked with the test's own HMAC here and with the
+//! official Stripe SDK in `tests/stripe_sdk`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use payproxy_e2e::chaos::{eventually, metric};
+use payproxy_e2e::receiver::{types_for, with_webhooks, Receiver};
+use payproxy_e2e::*;
+use provider_sim::SentWebhook;
+use serde_json::Value;
+
+const SECRET: &str = "whsec_test_notifications";
+/// Adyen's HMAC key (hex), as the Customer Area shows it.
+const ADYEN_HMAC: &str = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
+/// The shared secret of the other simulated providers' notifications.
+const PROVIDER_SECRET: &str = "sim-webhook-secret";
+
+/// The payments demo with webhooks to `receiver`, each provider given its notification
+/// credential, and every simulated provider notifying this payproxy.
+async fn start(sim: &Simulator, receiver: &Receiver) -> Env {
+    start_with(sim, receiver, |_| {}).await
+}
+
+/// [`start`], with the config changed by `change` first.
+async fn start_with(sim: &Simulator, receiver: &Receiver, change: impl FnOnce(&mut Value)) -> Env {
+    let mut config = with_webhooks(payments_config(sim), &receiver.url(), SECRET.into());
+    change(&mut config);
+    for (name, provider) in config["providers"].as_object_mut().unwrap() {
+        let credentials = provider["credentials"].as_object_mut().unwrap();
+        match name.as_str() {
+            "adyen" => credentials.insert("hmac_key".into(), ADYEN_HMAC.into()),
+            // GrabPay signs with its partner secret (already there).
+            "grabpay" => None,
+            _ => credentials.insert("webhook_secret".into(), PROVIDER_SECRET.into()),
+        };
+    }
+    let env = Env::start(config).await;
+    for name in PAYMENT_PROVIDERS {
+        let secret = match *name {
+            "adyen" => ADYEN_HMAC.to_string(),
+            "grabpay" => "sim-secret-grabpay".to_string(),
+            _ => PROVIDER_SECRET.to_string(),
+        };
+        sim.set_webhooks(name, Some(&env.url(&format!("/webhooks/{name}"))), &secret);
+    }
+    env
+}
+
+async fn metrics_of(client: &HttpClient, env: &Env) -> String {
+    String::from_utf8_lossy(&client.get(&env.admin_url("/metrics")).await.body).into_owned()
+}
+
+async fn counter(client: &HttpClient, env: &Env, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric(&metrics_of(client, env).await, name, labels).unwrap_or(0.0)
+}
+
+/// The notifications `provider` sent that its receiver accepted.
+async fn delivered(sim: &Simulator, provider: &str, at_least: usize) -> Vec<SentWebhook> {
+    let mut sent = Vec::new();
+    eventually(
+        Duration::from_secs(20),
+        &format!("{at_least} notification(s) from {provider} delivered"),
+        || {
+            sent = sim.webhooks_sent(provider);
+            let n = sent.iter().filter(|s| s.delivered()).count();
+            async move { n >= at_least }
+        },
+    )
+    .await;
+    sent.into_iter().filter(|s| s.delivered()).collect()
+}
+
+/// POST a notification to payproxy as `provider` sent it (optionally altered).
+async fn post_notice(
+    client: &HttpClient,
+    env: &Env,
+    provider: &str,
+    sent: &SentWebhook,
+    body: Vec<u8>,
+) -> Reply {
+    let path = match &sent.query {
+        Some(q) => format!("/webhooks/{provider}?{q}"),
+        None => format!("/webhooks/{provider}"),
+    };
+    let headers: Vec<(&str, &str)> = sent
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    client
+        .send(Method::POST, &env.url(&path), &headers, Bytes::from(body))
+        .await
+}
+
+async fn intent(client: &HttpClient, env: &Env, id: &str) -> Value {
+    client
+        .get(&env.url(&format!("/v1/payment_intents/{id}")))
+        .await
+        .json()
+}
+
+/// A card payment's first acquirer (Adyen) answers 503 "not processed" yet charges, and
+/// says so by notification after payproxy completed the payment at the second (the Stripe-
+/// like provider): payproxy voids the late charge at Adyen, records it, counts it, and the
+/// storefront hears of one success only. Both ledgers net one charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_from_a_provider_that_answered_not_processed_is_voided() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    // Adyen first for cards (the demo prefers the cheaper Stripe-like provider).
+    let env = start_with(&sim, &receiver, |config| {
+        config["providers"]["adyen"]["cost"] = 1.0.into();
+    })
+    .await;
+    let client = HttpClient::default();
+    sim.set_faults("adyen", Faults::charge_then_unavailable(1_000));
+
+    let paid = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[("idempotency-key", "late-1")],
+            &form_with(card_from("DE", "1000", "LATE-1"), &[]),
+        )
+        .await;
+    paid.assert_status(200);
+    let pi = paid.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(paid.json()["status"], "succeeded", "{}", paid.json());
+    assert_eq!(paid.provider(), Some("stripe-like"));
+    let charged_at = |name: &str| {
+        sim.ledger(name)
+            .into_iter()
+            .filter(|c| c.merchant_reference.as_deref() == Some("LATE-1"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        charged_at("adyen").len(),
+        1,
+        "Adyen charged despite its 503: {:?}",
+        sim.ledger("adyen")
+    );
+
+    // Adyen's AUTHORISATION arrives a second later: the charge is voided there.
+    eventually(Duration::from_secs(20), "the late charge voided", || {
+        let adyen = charged_at("adyen");
+        async move { adyen.iter().all(|c| c.status == "canceled") }
+    })
+    .await;
+    eventually(Duration::from_secs(10), "counted", || async {
+        counter(
+            &client,
+            &env,
+            "payproxy_late_charges_total",
+            &[("provider", "adyen"), ("result", "voided")],
+        )
+        .await
+            == 1.0
+    })
+    .await;
+    let stripe_like = charged_at("stripe-like");
+    assert_eq!(stripe_like.len(), 1);
+    assert_eq!(stripe_like[0].status, "succeeded");
+    let net: i64 = ["adyen", "stripe-like"]
+        .iter()
+        .flat_map(|p| charged_at(p))
+        .filter(|c| c.status == "succeeded")
+        .map(|c| c.amount)
+        .sum();
+    assert_eq!(net, 1000, "one net charge");
+
+    // Adyen redelivers its notification: nothing is voided twice.
+    let sent = delivered(&sim, "adyen", 1).await;
+    let again = post_notice(&client, &env, "adyen", &sent[0], sent[0].body.clone()).await;
+    again.assert_status(200);
+    assert_eq!(
+        counter(
+            &client,
+            &env,
+            "payproxy_late_charges_total",
+            &[("provider", "adyen"), ("result", "voided")]
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        counter(
+            &client,
+            &env,
+            "payproxy_webhook_notifications_total",
+            &[("provider", "adyen"), ("result", "duplicate")]
+        )
+        .await
+            >= 1.0
+    );
+
+    // The storefront: one success, nothing about the voided charge.
+    let now = intent(&client, &env, &pi).await;
+    assert_eq!(now["status"], "succeeded", "{now}");
+    assert_eq!(now["amount_received"], 1000, "{now}");
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(20), "created + succeeded", |a| {
+            types_for(a, &pi).len() >= 2
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        types_for(&receiver.accepted(), &pi),
+        ["payment_intent.created", "payment_intent.succeeded"],
+        "{accepted:?}"
+    );
+}
+
+/// The shopper finishing at the provider: the storefront's `next_action` URL, opened.
+async fn shopper_finishes(client: &HttpClient, intent: &Value, query: &str) {
+    let url = intent["next_action"]["redirect_to_url"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no redirect in {intent}"));
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let finished = client
+        .send(
+            Method::GET,
+            &format!("{url}{separator}{query}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert!(
+        finished.status.is_success() || finished.status.is_redirection(),
+        "{} {:?}",
+        finished.status,
+        String::from_utf8_lossy(&finished.body)
+    );
+}
+
+/// Create `form` with `key`; its intent, checked to wait for the shopper.
+async fn create(client: &HttpClient, env: &Env, key: &str, form: &str) -> Value {
+    let reply = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[("idempotency-key", key)],
+            form,
+        )
+        .await;
+    reply.assert_status(200);
+    let intent = reply.json();
+    assert_eq!(intent["status"], "requires_action", "{intent}");
+    intent
+}
+
+/// The storefront's events for `pi` once `n` arrived (checked signed with the merchant's
+/// secret).
+async fn events_for(receiver: &Receiver, pi: &str, n: usize) -> Vec<String> {
+    let accepted = receiver
+        .wait_accepted(
+            Duration::from_secs(20),
+            &format!("{n} events of {pi}"),
+            |a| types_for(a, pi).len() >= n,
+        )
+        .await;
+    for d in accepted
+        .iter()
+        .filter(|d| payproxy_e2e::receiver::payment_of(d) == pi)
+    {
+        assert!(d.stripe_signature_ok(SECRET), "{:?}", d.request);
+    }
+    types_for(&accepted, pi)
+}
+
+/// Pix, iDEAL and DANA payments wait for the shopper; the shopper pays (or fails) at the
+/// provider, nobody retrieves anything, and the provider's signed notification moves each
+/// payment: the merchant gets the Stripe event, a retrieve shows the new state. A refund made
+/// at the provider (its dashboard) reaches the merchant as `charge.refunded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_method_payments_resolve_by_signed_provider_notifications() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let env = start(&sim, &receiver).await;
+    let client = HttpClient::default();
+
+    // Pix: the QR code is paid at the bank.
+    let pix = create(
+        &client,
+        &env,
+        "n-pix",
+        &pix_shopper("529.982.247-25", "N-PIX"),
+    )
+    .await;
+    let pix_id = pix["id"].as_str().unwrap();
+    assert_eq!(pix["next_action"]["type"], "pix_display_qr_code", "{pix}");
+    let txid = sim
+        .ledger("pix")
+        .into_iter()
+        .find(|c| c.merchant_reference.as_deref() == Some("N-PIX"))
+        .unwrap()
+        .id;
+    let paid = client
+        .send(
+            Method::POST,
+            &format!("{}/pix/v2/cob/{txid}/pay", sim.base_url("pix")),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert!(paid.status.is_success(), "{:?}", paid.json());
+    assert_eq!(
+        events_for(&receiver, pix_id, 3).await,
+        [
+            "payment_intent.created",
+            "payment_intent.requires_action",
+            "payment_intent.succeeded"
+        ]
+    );
+    assert_eq!(intent(&client, &env, pix_id).await["status"], "succeeded");
+
+    // iDEAL: approved at the bank; another one fails there.
+    let ideal = create(
+        &client,
+        &env,
+        "n-ideal",
+        &ideal_shopper("NL91ABNA0417164300", "N-IDEAL"),
+    )
+    .await;
+    let ideal_id = ideal["id"].as_str().unwrap();
+    shopper_finishes(&client, &ideal, "result=success").await;
+    assert_eq!(
+        events_for(&receiver, ideal_id, 3).await.last().unwrap(),
+        "payment_intent.succeeded"
+    );
+    let now = intent(&client, &env, ideal_id).await;
+    assert_eq!(now["status"], "succeeded", "{now}");
+    assert_eq!(now["amount_received"], 2500, "{now}");
+
+    let failing = create(
+        &client,
+        &env,
+        "n-ideal-f",
+        &ideal_shopper("NL91ABNA0417164300", "N-IDEAL-F"),
+    )
+    .await;
+    let failing_id = failing["id"].as_str().unwrap();
+    shopper_finishes(&client, &failing, "result=failure").await;
+    assert_eq!(
+        events_for(&receiver, failing_id, 3).await.last().unwrap(),
+        "payment_intent.payment_failed"
+    );
+    let now = intent(&client, &env, failing_id).await;
+    assert_eq!(now["status"], "requires_payment_method", "{now}");
+    assert!(now["last_payment_error"].is_object(), "{now}");
+
+    // The merchant refunds €10 of the paid iDEAL payment in the provider's dashboard.
+    let transaction = sim
+        .ledger("ideal")
+        .into_iter()
+        .find(|c| c.merchant_reference.as_deref() == Some("N-IDEAL"))
+        .unwrap()
+        .id;
+    let refunded = client
+        .send(
+            Method::POST,
+            &format!(
+                "{}/ideal/v1/transactions/{transaction}/refunds",
+                sim.base_url("ideal")
+            ),
+            &[
+                ("authorization", "Bearer demo-ideal-key"),
+                ("content-type", "application/json"),
+            ],
+            Bytes::from_static(br#"{"amount": "10.00", "currency": "EUR"}"#),
+        )
+        .await;
+    assert!(refunded.status.is_success(), "{:?}", refunded.json());
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(20), "charge.refunded", |a| {
+            types_for(a, ideal_id).contains(&"charge.refunded".to_string())
+        })
+        .await;
+    let refund_event = accepted
+        .iter()
+        .find(|d| {
+            payproxy_e2e::receiver::payment_of(d) == ideal_id
+                && d.id_and_type().1 == "charge.refunded"
+        })
+        .unwrap();
+    assert!(refund_event.stripe_signature_ok(SECRET));
+    assert_eq!(
+        payproxy_e2e::receiver::object(refund_event)["amount_refunded"],
+        1000
+    );
+
+    // DANA: the shopper pays in the app.
+    let dana = create(&client, &env, "n-dana", &dana_shopper("150000", "N-DANA")).await;
+    let dana_id = dana["id"].as_str().unwrap();
+    shopper_finishes(&client, &dana, "").await;
+    assert_eq!(
+        events_for(&receiver, dana_id, 3).await.last().unwrap(),
+        "payment_intent.succeeded"
+    );
+    assert_eq!(intent(&client, &env, dana_id).await["status"], "succeeded");
+
+    // Counted by provider; nothing refused.
+    for provider in ["pix", "ideal", "dana"] {
+        let verified = counter(
+            &client,
+            &env,
+            "payproxy_webhooks_received_total",
+            &[("provider", provider), ("result", "verified")],
+        )
+        .await;
+        assert!(verified >= 1.0, "{provider}: {verified}");
+        assert_eq!(
+            counter(
+                &client,
+                &env,
+                "payproxy_webhooks_received_total",
+                &[("provider", provider), ("result", "rejected")]
+            )
+            .await,
+            0.0,
+            "{provider}"
+        );
+    }
+}
+
+/// An iDEAL payment routed to Adyen: the shopper finishes the redirect, Adyen's signed
+/// AUTHORISATION notification (the only way Adyen reports it) makes it succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adyen_notification_completes_a_redirect_payment() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let env = start_with(&sim, &receiver, |config| {
+        let rules = config["plugins"]["regional-router"]["config"]["rules"]
+            .as_array_mut()
+            .unwrap();
+        let ideal = rules.iter_mut().find(|r| r["name"] == "nl-ideal").unwrap();
+        ideal["providers"] = serde_json::json!([{ "name": "adyen" }]);
+    })
+    .await;
+    let client = HttpClient::default();
+
+    let payment = create(
+        &client,
+        &env,
+        "n-adyen",
+        &ideal_shopper("NL91ABNA0417164300", "N-ADYEN"),
+    )
+    .await;
+    let pi = payment["id"].as_str().unwrap();
+    shopper_finishes(&client, &payment, "result=authorised").await;
+    assert_eq!(
+        events_for(&receiver, pi, 3).await.last().unwrap(),
+        "payment_intent.succeeded"
+    );
+    let now = intent(&client, &env, pi).await;
+    assert_eq!(now["status"], "succeeded", "{now}");
+    let sent = delivered(&sim, "adyen", 1).await;
+    assert_eq!(sent[0].dialect, "adyen");
+    assert_eq!(
+        counter(
+            &client,
+            &env,
+            "payproxy_webhook_notifications_total",
+            &[("provider", "adyen"), ("result", "applied")]
+        )
+        .await,
+        1.0
+    );
+}
+
+/// iDEAL's signature as the provider makes it: hex HMAC-SHA256(secret, "<ts>.<body>").
+fn ideal_signed(body: &[u8], ts: u64) -> Vec<(String, String)> {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(PROVIDER_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{ts}.").as_bytes());
+    mac.update(body);
+    vec![
+        ("content-type".into(), "application/json".into()),
+        ("x-ideal-timestamp".into(), ts.to_string()),
+        (
+            "x-ideal-signature".into(),
+            hex::encode(mac.finalize().into_bytes()),
+        ),
+    ]
+}
+
+fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Each notification is verified, applied once, only forward, and waits for its payment:
+/// - forged (body changed, signature kept; no signature) → 401, nothing changes;
+/// - replayed verbatim (a duplicate) → acknowledged, applied once, no second event;
+/// - out of order (a failure after the success) → acknowledged, the payment stays paid;
+/// - early (the provider notifies before its answer to the create arrived) → held, then
+///   applied when the payment is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_out_of_order_and_early_notifications() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let env = start(&sim, &receiver).await;
+    let client = HttpClient::default();
+    let notices = |result: &'static str| {
+        let (client, env) = (&client, &env);
+        async move {
+            counter(
+                client,
+                env,
+                "payproxy_webhook_notifications_total",
+                &[("provider", "ideal"), ("result", result)],
+            )
+            .await
+        }
+    };
+
+    let ideal = create(
+        &client,
+        &env,
+        "o-ideal",
+        &ideal_shopper("NL91ABNA0417164300", "O-IDEAL"),
+    )
+    .await;
+    let pi = ideal["id"].as_str().unwrap().to_string();
+    shopper_finishes(&client, &ideal, "result=success").await;
+    assert_eq!(
+        events_for(&receiver, &pi, 3).await.last().unwrap(),
+        "payment_intent.succeeded"
+    );
+    let sent = delivered(&sim, "ideal", 1).await;
+    let success = sent[0].clone();
+
+    // Forged: the amount changed under the provider's signature; and no signature at all.
+    let forged = String::from_utf8(success.body.clone())
+        .unwrap()
+        .replace("\"25.00\"", "\"2.50\"");
+    assert_ne!(
+        forged.as_bytes(),
+        &success.body[..],
+        "the body names the amount"
+    );
+    let refused = post_notice(&client, &env, "ideal", &success, forged.into_bytes()).await;
+    refused.assert_status(401);
+    assert!(
+        !String::from_utf8_lossy(&refused.body).contains("25.00"),
+        "the refusal repeats nothing of the body"
+    );
+    let unsigned = client
+        .send(
+            Method::POST,
+            &env.url("/webhooks/ideal"),
+            &[("content-type", "application/json")],
+            Bytes::from(success.body.clone()),
+        )
+        .await;
+    unsigned.assert_status(401);
+    assert_eq!(
+        counter(
+            &client,
+            &env,
+            "payproxy_webhooks_received_total",
+            &[("provider", "ideal"), ("result", "rejected")]
+        )
+        .await,
+        2.0
+    );
+
+    // Replayed verbatim: a duplicate, acknowledged and ignored.
+    assert_eq!(notices("duplicate").await, 0.0);
+    let replayed = post_notice(&client, &env, "ideal", &success, success.body.clone()).await;
+    replayed.assert_status(200);
+    assert_eq!(notices("duplicate").await, 1.0);
+
+    // Out of order: a (correctly signed) failure of the same transaction after its success.
+    let mut late: Value = serde_json::from_slice(&success.body).unwrap();
+    late["notificationId"] = format!("{}-late", late["notificationId"].as_str().unwrap()).into();
+    late["status"] = "failure".into();
+    let late = serde_json::to_vec(&late).unwrap();
+    let headers = ideal_signed(&late, unix_s());
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let answered = client
+        .send(
+            Method::POST,
+            &env.url("/webhooks/ideal"),
+            &headers,
+            Bytes::from(late),
+        )
+        .await;
+    answered.assert_status(200);
+    assert_eq!(notices("stale").await, 1.0);
+    let now = intent(&client, &env, &pi).await;
+    assert_eq!(now["status"], "succeeded", "{now}");
+
+    // Nothing of that reached the merchant: still the three events.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        types_for(&receiver.accepted(), &pi),
+        [
+            "payment_intent.created",
+            "payment_intent.requires_action",
+            "payment_intent.succeeded"
+        ]
+    );
+
+    // Early: Pix answers its create 3 s late (and its other calls: the payment control
+    // too), and the QR code is paid meanwhile: notified at once, before payproxy knows the
+    // payment (a notification that came after the create's answer would be applied at once,
+    // never held).
+    sim.set_faults("pix", Faults::timeout_after_charge(3_000));
+    let creating = {
+        let (client, url) = (client.clone(), env.url("/v1/payment_intents"));
+        tokio::spawn(async move {
+            client
+                .post_form(
+                    &url,
+                    &[("idempotency-key", "o-pix")],
+                    &pix_shopper("529.982.247-25", "O-PIX"),
+                )
+                .await
+        })
+    };
+    let mut txid = None;
+    eventually(Duration::from_secs(10), "the cob at the provider", || {
+        txid = sim
+            .ledger("pix")
+            .into_iter()
+            .find(|c| c.merchant_reference.as_deref() == Some("O-PIX"))
+            .map(|c| c.id);
+        let found = txid.is_some();
+        async move { found }
+    })
+    .await;
+    let paid = client
+        .send(
+            Method::POST,
+            &format!("{}/pix/v2/cob/{}/pay", sim.base_url("pix"), txid.unwrap()),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert!(paid.status.is_success(), "{:?}", paid.json());
+    eventually(Duration::from_secs(10), "the notification held", || async {
+        counter(
+            &client,
+            &env,
+            "payproxy_webhook_notifications_total",
+            &[("provider", "pix"), ("result", "held")],
+        )
+        .await
+            == 1.0
+    })
+    .await;
+    let created = creating.await.unwrap();
+    created.assert_status(200);
+    sim.set_faults("pix", Faults::default());
+    let pix = created.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        events_for(&receiver, &pix, 3).await,
+        [
+            "payment_intent.created",
+            "payment_intent.requires_action",
+            "payment_intent.succeeded"
+        ]
+    );
+    assert_eq!(intent(&client, &env, &pix).await["status"], "succeeded");
+    assert_eq!(
+        counter(
+            &client,
+            &env,
+            "payproxy_webhook_notifications_total",
+            &[("provider", "pix"), ("result", "applied")]
+        )
+        .await,
+        1.0
+    );
+}
+
+/// A notification whose payment never appears is held for `state.notice_hold_ms`, then
+/// reported (`expired`) and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_for_an_unknown_payment_is_held_then_reported() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let env = start_with(&sim, &receiver, |config| {
+        config["state"]["notice_hold_ms"] = 1_000.into();
+    })
+    .await;
+    let client = HttpClient::default();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "notificationId": "ntf_unknown_success",
+        "type": "transaction.status",
+        "createdAt": "2026-12-04T12:00:00Z",
+        "transactionId": "tr_nobody_knows",
+        "status": "success",
+        "amount": "25.00",
+        "currency": "EUR",
+        "reference": "UNKNOWN-1"
+    }))
+    .unwrap();
+    let headers = ideal_signed(&body, unix_s());
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let answered = client
+        .send(
+            Method::POST,
+            &env.url("/webhooks/ideal"),
+            &headers,
+            Bytes::from(body),
+        )
+        .await;
+    answered.assert_status(200);
+    let count = |result: &'static str| {
+        let (client, env) = (&client, &env);
+        async move {
+            counter(
+                client,
+                env,
+                "payproxy_webhook_notifications_total",
+                &[("provider", "ideal"), ("result", result)],
+            )
+            .await
+        }
+    };
+    assert_eq!(count("held").await, 1.0);
+    eventually(
+        Duration::from_secs(10),
+        "reported after the hold",
+        || async { count("expired").await == 1.0 },
+    )
+    .await;
+    assert_eq!(count("applied").await, 0.0);
+    // An unknown provider is not a notification endpoint.
+    let unknown = client
+        .send(
+            Method::POST,
+            &env.url("/webhooks/nobody"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_ne!(unknown.status.as_u16(), 200);
+}
