@@ -403,8 +403,47 @@ async fn local_method_payments_resolve_by_signed_provider_notifications() {
     );
     assert_eq!(intent(&client, &env, dana_id).await["status"], "succeeded");
 
+    // GrabPay: pending until the shopper confirms in the app (amounts ending in 88).
+    let grab = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[("idempotency-key", "n-grab")],
+            &grabpay_shopper("N-GRAB").replace("amount=4200", "amount=4288"),
+        )
+        .await;
+    grab.assert_status(200);
+    assert_eq!(grab.json()["status"], "processing", "{}", grab.json());
+    let grab_id = grab.json()["id"].as_str().unwrap().to_string();
+    let tx = sim
+        .ledger("grabpay")
+        .into_iter()
+        .find(|c| c.merchant_reference.as_deref() == Some("N-GRAB"))
+        .unwrap()
+        .id;
+    let completed = client
+        .send(
+            Method::POST,
+            &format!(
+                "{}/grabpay/v2/charge/{tx}/complete?result=success",
+                sim.base_url("grabpay")
+            ),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert!(completed.status.is_success(), "{:?}", completed.json());
+    assert_eq!(
+        events_for(&receiver, &grab_id, 3).await,
+        [
+            "payment_intent.created",
+            "payment_intent.processing",
+            "payment_intent.succeeded"
+        ]
+    );
+    assert_eq!(intent(&client, &env, &grab_id).await["status"], "succeeded");
+
     // Counted by provider; nothing refused.
-    for provider in ["pix", "ideal", "dana"] {
+    for provider in ["pix", "ideal", "dana", "grabpay"] {
         let verified = counter(
             &client,
             &env,
@@ -451,6 +490,13 @@ async fn an_adyen_notification_completes_a_redirect_payment() {
     )
     .await;
     let pi = payment["id"].as_str().unwrap();
+    // Adyen has no status query: a retrieve meanwhile answers from the record (it used to
+    // ask Adyen, whose dialect refuses, and answer the storefront 400).
+    let waiting = client
+        .get(&env.url(&format!("/v1/payment_intents/{pi}")))
+        .await;
+    waiting.assert_status(200);
+    assert_eq!(waiting.json()["status"], "requires_action");
     shopper_finishes(&client, &payment, "result=authorised").await;
     assert_eq!(
         events_for(&receiver, pi, 3).await.last().unwrap(),
@@ -609,6 +655,75 @@ async fn forged_replayed_out_of_order_and_early_notifications() {
             "payment_intent.requires_action",
             "payment_intent.succeeded"
         ]
+    );
+
+    // Out of order the other way: a refund notified before the payment it refunds was
+    // notified paid waits for it, then counts.
+    let early_refund = create(
+        &client,
+        &env,
+        "o-ideal-2",
+        &ideal_shopper("NL91ABNA0417164300", "O-IDEAL-2"),
+    )
+    .await;
+    let pi2 = early_refund["id"].as_str().unwrap().to_string();
+    let transaction = sim
+        .ledger("ideal")
+        .into_iter()
+        .find(|c| c.merchant_reference.as_deref() == Some("O-IDEAL-2"))
+        .unwrap()
+        .id;
+    let refund = serde_json::to_vec(&serde_json::json!({
+        "notificationId": "ntf_early_refund",
+        "type": "refund.status",
+        "createdAt": "2026-12-04T12:00:00Z",
+        "transactionId": transaction,
+        "refundId": "rf_early",
+        "status": "success",
+        "amount": "5.00",
+        "currency": "EUR",
+        "reference": "O-IDEAL-2"
+    }))
+    .unwrap();
+    let headers = ideal_signed(&refund, unix_s());
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    client
+        .send(
+            Method::POST,
+            &env.url("/webhooks/ideal"),
+            &headers,
+            Bytes::from(refund),
+        )
+        .await
+        .assert_status(200);
+    assert_eq!(notices("held").await, 1.0);
+    assert_eq!(
+        intent(&client, &env, &pi2).await["status"],
+        "requires_action"
+    );
+    shopper_finishes(&client, &early_refund, "result=success").await;
+    assert_eq!(
+        events_for(&receiver, &pi2, 4).await,
+        [
+            "payment_intent.created",
+            "payment_intent.requires_action",
+            "payment_intent.succeeded",
+            "charge.refunded"
+        ]
+    );
+    let refunded = receiver
+        .accepted()
+        .into_iter()
+        .find(|d| {
+            payproxy_e2e::receiver::payment_of(d) == pi2 && d.id_and_type().1 == "charge.refunded"
+        })
+        .unwrap();
+    assert_eq!(
+        payproxy_e2e::receiver::object(&refunded)["amount_refunded"],
+        500
     );
 
     // Early: Pix answers its create 3 s late (and its other calls: the payment control

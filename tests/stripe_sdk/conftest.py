@@ -8,6 +8,8 @@ Environment (run.py sets all of it):
   PROVIDER_KEY  key for reading the providers directly; default sk_test_direct_reader
   MODE          baseline | proxy
   SIM_ADYEN       proxy mode: URL of provider-sim's simulated Adyen (its /__sim/ control API)
+  SIM_PIX         proxy mode: URL of provider-sim's simulated Pix, which notifies payproxy
+  SIM_DANA        proxy mode: URL of provider-sim's simulated DANA, which notifies payproxy
   PAYPROXY_ADMIN  proxy mode: URL of payproxy's admin listener (GET /metrics)
   WEBHOOK_LOG     proxy mode: the JSON-lines log of webhook_receiver.py (each delivery,
                   verified or not by stripe.Webhook.construct_event)
@@ -82,6 +84,7 @@ class Settings:
         self.provider_a = a
         # Proxy mode only (run.py sets them then); the tests that need them are proxy_only.
         self.sim_adyen = _optional_url("SIM_ADYEN")
+        self.sim_pix = _optional_url("SIM_PIX")
         self.admin = _optional_url("PAYPROXY_ADMIN")
         self.webhook_log = os.environ.get("WEBHOOK_LOG") or None
 
@@ -209,7 +212,8 @@ def _json_call(opener, url: str, method: str = "GET"):
 
 
 class Sim:
-    """provider-sim's control API for the simulated Adyen (`adyen-sim`): never counted by it."""
+    """provider-sim's control API for one simulated provider (`adyen-sim`, `pix-sim`): never
+    counted by it."""
 
     def __init__(self, url: str):
         self.url = url
@@ -228,6 +232,10 @@ class Sim:
         """Every charge the simulator recorded."""
         return self._get("/__sim/ledger")
 
+    def post(self, path: str) -> dict:
+        """POST with no body to a path of the simulated provider (a shopper's action)."""
+        return self._get(path, "POST")
+
     def stats(self) -> dict:
         """{provider, requests (API requests received, control API excluded), charges, refunds}."""
         return self._get("/__sim/stats")
@@ -238,6 +246,13 @@ def sim(settings):
     if not settings.sim_adyen:
         pytest.fail("SIM_ADYEN not set: proxy mode needs the simulated Adyen (run the suite with run.py)")
     return Sim(settings.sim_adyen)
+
+
+@pytest.fixture
+def pix_sim(settings):
+    if not settings.sim_pix:
+        pytest.fail("SIM_PIX not set: proxy mode needs the simulated Pix (run the suite with run.py)")
+    return Sim(settings.sim_pix)
 
 
 # One sample of the Prometheus text format: name, optional {labels}, value (timestamp ignored).

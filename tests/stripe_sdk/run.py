@@ -223,6 +223,18 @@ def flush_localstripe(url: str) -> None:
 # --- provider-sim ----------------------------------------------------------------------------
 
 SIM_NAME = "adyen-sim"
+# Simulated local-method providers (Pix in Brazil, DANA in Indonesia): their payments finish
+# later, and payproxy learns of it by their signed notifications, as it does from Adyen.
+PIX_NAME = "pix-sim"
+DANA_NAME = "dana-sim"
+SIM_NAMES = (SIM_NAME, PIX_NAME, DANA_NAME)
+# What each simulated provider signs its notifications with (Adyen: its HMAC key, hex), and
+# the credential its dialect verifies them with.
+NOTIFY_SECRETS = {
+    SIM_NAME: ("hmac_key", "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"),
+    PIX_NAME: ("webhook_secret", "pix-sim-webhook-secret"),
+    DANA_NAME: ("webhook_secret", "dana-sim-webhook-secret"),
+}
 SIM_READY = "provider-sim ready:"
 
 
@@ -234,23 +246,27 @@ def check_sim_inputs(binary: Path) -> None:
         )
 
 
-def sim_ready_url(line: str):
-    """The simulator's URL from its ready line `provider-sim ready: adyen-sim=127.0.0.1:PORT`."""
+def sim_ready_urls(line: str):
+    """The simulated providers' URLs from the simulator's ready line
+    `provider-sim ready: adyen-sim=127.0.0.1:PORT pix-sim=127.0.0.1:PORT …`, when all are there."""
     if not line.startswith(SIM_READY):
         return None
+    urls = {}
     for item in line[len(SIM_READY):].split():
         name, _, addr = item.partition("=")
         host, _, port = addr.rpartition(":")
-        if name == SIM_NAME and host == "127.0.0.1" and port.isdigit():
-            return f"http://127.0.0.1:{port}"
-    return None
+        if name in SIM_NAMES and host == "127.0.0.1" and port.isdigit():
+            urls[name] = f"http://127.0.0.1:{port}"
+    return urls if len(urls) == len(SIM_NAMES) else None
 
 
 def start_provider_sim(binary: Path, logs: Path, env: dict, processes: list) -> tuple:
-    """The simulated Adyen on a port of its own choosing: (Process, URL). It prints one ready
-    line on stdout once it listens; that line is awaited (bounded), then its control API."""
+    """The simulated Adyen, Pix and DANA on ports of their own choosing: (Process, {name: URL}).
+    It prints one ready line on stdout once it listens; that line is awaited (bounded), then
+    its control API."""
     check_sim_inputs(binary)
-    proc = Process("provider-sim", [binary, "--provider", f"{SIM_NAME}=127.0.0.1:0"], logs, env, logs, log=say)
+    args = [binary] + [a for name in SIM_NAMES for a in ("--provider", f"{name}=127.0.0.1:0")]
+    proc = Process("provider-sim", args, logs, env, logs, log=say)
     processes.append(proc)
     deadline = time.monotonic() + SIM_START_S
     url = None
@@ -259,23 +275,36 @@ def start_provider_sim(binary: Path, logs: Path, env: dict, processes: list) -> 
             lines = proc.stdout_path.read_text(errors="replace").splitlines()
         except OSError:
             lines = []
-        url = next((u for u in map(sim_ready_url, lines) if u), None)
-        if url:
+        urls = next((u for u in map(sim_ready_urls, lines) if u), None)
+        if urls:
             break
         if proc.exited() is not None:
             raise SetupError(f"provider-sim exited before its ready line. {proc.died_message()}")
         if time.monotonic() >= deadline:
             break
         time.sleep(0.1)
-    if not url:
+    if not urls:
         raise SetupError(
-            f"provider-sim (pid {proc.popen.pid}) printed no '{SIM_READY} {SIM_NAME}=127.0.0.1:PORT' "
+            f"provider-sim (pid {proc.popen.pid}) printed no '{SIM_READY} {SIM_NAME}=… …' "
             f"line within {SIM_START_S} s; its stdout:\n{proc.tail('stdout') or '(empty)'}\n"
             f"its stderr:\n{proc.tail() or '(empty)'}"
         )
-    wait_until_answers(proc, f"{url}/__sim/health", 10)
-    say(f"provider-sim ready: {SIM_NAME} {url}")
-    return proc, url
+    for url in urls.values():
+        wait_until_answers(proc, f"{url}/__sim/health", 10)
+    say(f"provider-sim ready: {urls}")
+    return proc, urls
+
+
+def point_notifications_at(sims: dict, storefront: str) -> None:
+    """Each simulated provider sends its signed notifications to payproxy's /webhooks/NAME."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for name, url in sims.items():
+        body = json.dumps({"url": f"{storefront}/webhooks/{name}", "secret": NOTIFY_SECRETS[name][1]}).encode()
+        req = urllib.request.Request(f"{url}/__sim/webhooks", data=body, method="POST",
+                                     headers={"content-type": "application/json"})
+        with opener.open(req, timeout=10) as resp:
+            if resp.status != 200:
+                raise SetupError(f"POST {url}/__sim/webhooks: HTTP {resp.status}")
 
 
 # --- payproxy -------------------------------------------------------------------------------
@@ -318,9 +347,10 @@ def check_webhooks(path: Path):
     return None
 
 
-def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_b: str, url_sim: str,
+def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_b: str, sims: dict,
                     webhook_url: str) -> dict:
     plugin = lambda name: str(PLUGIN_DIR / f"{name}.wasm")  # noqa: E731
+    notify = lambda name: dict([NOTIFY_SECRETS[name]])  # noqa: E731
     return {
         "listeners": [{"addr": f"127.0.0.1:{storefront}"}],
         "admin": {"addr": f"127.0.0.1:{admin}"},
@@ -341,6 +371,10 @@ def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_
             },
             "adyen": {"path": plugin("dialect_adyen"), "role": "dialect",
                       "config": {"merchant_account": "PayproxyTest"}},
+            "pix": {"path": plugin("dialect_pix"), "role": "dialect",
+                    "config": {"pix_key": "payproxy-test@example.com.br"}},
+            "dana": {"path": plugin("dialect_dana"), "role": "dialect",
+                     "config": {"order_title": "payproxy SDK suite"}},
             # plugins/router-regional/src/config.rs: rules[] {name, match, providers | reject},
             # default. card_country is the card's issuing country, which the host learns from
             # the home provider's PaymentMethod (localstripe's pm_card_visa: FR).
@@ -349,6 +383,18 @@ def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_
                 "role": "router",
                 "config": {
                     "rules": [{
+                        "name": "br-pix",
+                        "match": {"country": ["BR"], "payment_method": ["pix"]},
+                        "providers": [{"name": PIX_NAME}],
+                    }, {
+                        "name": "id-dana",
+                        "match": {"country": ["ID"], "payment_method": ["dana"]},
+                        "providers": [{"name": DANA_NAME}],
+                    }, {
+                        "name": "nl-ideal",
+                        "match": {"country": ["NL"], "payment_method": ["ideal"]},
+                        "providers": [{"name": SIM_NAME}],
+                    }, {
                         "name": "fr-cards-for-de-shoppers",
                         "match": {"country": ["DE"], "card_country": ["FR"]},
                         "reject": {"status": 402, "code": "card_country_mismatch",
@@ -363,12 +409,18 @@ def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_
             "ls-a": {"url": url_a, "dialect": "stripe", "issuer": "stripe-acct",
                      "credentials": {"api_key": "sk_test_provider_a"}},
             "ls-b": {"url": url_b, "dialect": "stripe", "credentials": {"api_key": "sk_test_provider_b"}},
-            SIM_NAME: {"url": url_sim, "dialect": "adyen", "credentials": {"api_key": "test-adyen-key"}},
+            SIM_NAME: {"url": sims[SIM_NAME], "dialect": "adyen",
+                       "credentials": {"api_key": "test-adyen-key", **notify(SIM_NAME)}},
+            PIX_NAME: {"url": sims[PIX_NAME], "dialect": "pix",
+                       "credentials": {"api_key": "test-pix-key", **notify(PIX_NAME)}},
+            DANA_NAME: {"url": sims[DANA_NAME], "dialect": "dana",
+                        "credentials": {"client_id": "sdk-client", "merchant_id": "sdk-merchant",
+                                        **notify(DANA_NAME)}},
         },
         "routes": [{"name": "stripe", "path_prefix": "/v1", "dialect": "stripe", "home": "ls-a",
                     # The storefront's key, by digest: the SDK authenticates as it does at Stripe.
                     "storefront_keys": [{"sha256": hashlib.sha256(STOREFRONT_KEY.encode()).hexdigest()}],
-                    "plugins": ["limits", "router"], "providers": [SIM_NAME, "ls-a", "ls-b"],
+                    "plugins": ["limits", "router"], "providers": [SIM_NAME, "ls-a", "ls-b", PIX_NAME, DANA_NAME],
                     "webhooks": {"endpoints": [{"url": webhook_url, "secret": {"env": "PAYPROXY_SDK_WHSEC"}}],
                                  "retry": {"initial_ms": 200, "max_ms": 2000}}}],
         "webhook_delivery": {"poll_ms": 50},
@@ -406,19 +458,21 @@ def check_payproxy_inputs(binary: Path) -> None:
     """The binary and the plugins the config names exist: checked before anything starts."""
     if not binary.is_file() or not os.access(binary, os.X_OK):
         raise SetupError(f"payproxy binary {binary} is missing or not executable (build it: cargo build -p payproxy)")
-    wanted = ("dialect_stripe", "compliance_limits", "dialect_adyen", "router_regional")
+    wanted = ("dialect_stripe", "compliance_limits", "dialect_adyen", "dialect_pix", "dialect_dana",
+              "router_regional")
     missing = [f"{name}.wasm" for name in wanted if not (PLUGIN_DIR / f"{name}.wasm").is_file()]
     if missing:
         raise SetupError(f"plugins {missing} missing in {PLUGIN_DIR} (build them: scripts/build-plugins.sh)")
 
 
-def start_payproxy(binary: Path, logs: Path, workdir: Path, env: dict, url_a: str, url_b: str, url_sim: str,
+def start_payproxy(binary: Path, logs: Path, workdir: Path, env: dict, url_a: str, url_b: str, sims: dict,
                    webhook_url: str, processes: list) -> tuple:
-    """payproxy in front of both localstripes and the simulated Adyen: (Process, storefront URL, admin URL)."""
+    """payproxy in front of both localstripes and the simulated Adyen and Pix: (Process, storefront
+    URL, admin URL)."""
     check_payproxy_inputs(binary)
     storefront, admin = free_ports(2)
     config = workdir / "payproxy.json"
-    config.write_text(json.dumps(payproxy_config(workdir, storefront, admin, url_a, url_b, url_sim, webhook_url),
+    config.write_text(json.dumps(payproxy_config(workdir, storefront, admin, url_a, url_b, sims, webhook_url),
                                  indent=2) + "\n")
     say(f"payproxy config: {config}")
     env = dict(env, PAYPROXY_SDK_WHSEC=WEBHOOK_SECRET)
@@ -561,12 +615,14 @@ def main() -> int:
                 if proc.exited() is not None:
                     raise SetupError(proc.died_message())
                 flush_localstripe(url)
-            sim, url_sim = start_provider_sim(sim_binary, logs, env, processes)
+            sim, sims = start_provider_sim(sim_binary, logs, env, processes)
             receiver, webhook_url, webhook_log = start_webhook_receiver(python, logs, workdir, env, processes)
-            payproxy, storefront, admin = start_payproxy(binary, logs, workdir, env, url_a, url_b, url_sim,
+            payproxy, storefront, admin = start_payproxy(binary, logs, workdir, env, url_a, url_b, sims,
                                                          webhook_url, processes)
+            point_notifications_at(sims, storefront)
             results.append(run_pytest(python, "proxy", storefront, url_a, url_b, args.k, logs, env,
-                                      {"SIM_ADYEN": url_sim, "PAYPROXY_ADMIN": admin,
+                                      {"SIM_ADYEN": sims[SIM_NAME], "SIM_PIX": sims[PIX_NAME],
+                                       "SIM_DANA": sims[DANA_NAME], "PAYPROXY_ADMIN": admin,
                                        "WEBHOOK_LOG": str(webhook_log)}))
             problem = check_webhooks(webhook_log)
             if problem:

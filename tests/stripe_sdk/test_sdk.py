@@ -8,8 +8,11 @@ All amounts are EUR minor units, so payproxy's compliance rule `eur-card-max` ap
 Cards are only ever the magic id pm_card_visa: no raw card number goes through payproxy.
 """
 
+import hashlib
 import itertools
+import json
 import time
+import urllib.request
 
 import pytest
 import stripe
@@ -486,3 +489,108 @@ def test_webhook_events_verify_with_construct_event(marker, webhook_log):
     assert seen[2]["object"] == "charge"
     unverified = [line for line in webhook_log.lines() if not line.get("verified")]
     assert not unverified, unverified
+
+
+# --- provider notifications in -------------------------------------------------------------
+
+@pytest.mark.proxy_only(reason="a Pix payment through payproxy: the simulated Pix notifies payproxy, "
+                                "which tells the storefront; localstripe has no Pix")
+def test_pix_paid_at_the_bank_reaches_the_storefront_as_a_verified_event(marker, pix_sim, webhook_log):
+    intent = stripe.PaymentIntent.create(
+        amount=5000, currency="brl", confirm=True,
+        payment_method_data={"type": "pix", "pix": {"tax_id": "529.982.247-25"},
+                             "billing_details": {"address": {"country": "BR"}}},
+        receipt_email="joao@example.com.br",
+        metadata={"run": marker, "order_id": marker},
+    )
+    assert intent.status == "requires_action", intent
+    assert intent.next_action["type"] == "pix_display_qr_code", intent.next_action
+    # The shopper pays the QR code at the bank; nobody retrieves the payment. The simulated
+    # Pix sends its signed notification to payproxy (/webhooks/pix-sim).
+    (cob,) = [c for c in pix_sim.ledger() if c.get("merchant_reference") == marker]
+    pix_sim.post(f"/pix/v2/cob/{cob['id']}/pay")
+
+    assert events_until(webhook_log, intent.id, "payment_intent.succeeded") == WAITED_THEN_PAID
+    assert stripe.PaymentIntent.retrieve(intent.id).status == "succeeded"
+
+
+WAITED_THEN_PAID = ["payment_intent.created", "payment_intent.requires_action", "payment_intent.succeeded"]
+
+
+def events_until(webhook_log, intent_id, last):
+    """The types of the events about `intent_id` the receiver verified (with
+    stripe.Webhook.construct_event: it logs nothing else as verified), once `last` is among
+    them (or after WEBHOOK_WAIT_S)."""
+    deadline = time.monotonic() + WEBHOOK_WAIT_S
+    seen = []
+    for _ in range(WEBHOOK_WAIT_S * 10 + 1):
+        seen = [line for line in webhook_log.lines() if line.get("payment_intent") == intent_id]
+        if any(line["type"] == last for line in seen) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    assert all(line["verified"] for line in seen), seen
+    return [line["type"] for line in seen]
+
+
+def shopper_finishes(intent, query=""):
+    """The shopper at the provider: the intent's redirect URL, opened (the simulator's page)."""
+    url = intent.next_action["redirect_to_url"]["url"]
+    url += ("&" if "?" in url else "?") + query if query else ""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as resp:
+        assert resp.status < 400, (url, resp.status)
+
+
+@pytest.mark.proxy_only(reason="a DANA payment through payproxy: the simulated DANA notifies payproxy; "
+                                "localstripe has no DANA")
+def test_dana_paid_in_the_app_reaches_the_storefront_as_a_verified_event(marker, webhook_log):
+    intent = stripe.PaymentIntent.create(
+        amount=150000, currency="idr", confirm=True,
+        payment_method_data={"type": "dana", "billing_details": {
+            "phone": "+6281234567890", "phone_verified": "true", "address": {"country": "ID"}}},
+        # DANA's merchantTransId: at most 64 characters.
+        metadata={"run": marker, "order_id": "dana-" + hashlib.sha256(marker.encode()).hexdigest()[:16]},
+    )
+    assert intent.status == "requires_action", intent
+    shopper_finishes(intent)
+    assert events_until(webhook_log, intent.id, "payment_intent.succeeded") == WAITED_THEN_PAID
+    assert stripe.PaymentIntent.retrieve(intent.id).status == "succeeded"
+
+
+def ideal_at_adyen(marker):
+    """An iDEAL payment (routed to the simulated Adyen), waiting for the shopper's bank."""
+    intent = stripe.PaymentIntent.create(
+        amount=2500, currency="eur", confirm=True,
+        payment_method_data={"type": "ideal", "ideal": {"bank": "ing", "iban": "NL91ABNA0417164300"},
+                             "billing_details": {"address": {"country": "NL"}}},
+        return_url="https://shop.example/return",
+        metadata={"run": marker, "order_id": marker},
+    )
+    assert intent.status == "requires_action", intent
+    return intent
+
+
+@pytest.mark.proxy_only(reason="Adyen reports redirect outcomes only by notification; localstripe has no Adyen")
+def test_adyen_notifications_succeed_fail_and_refund_a_payment(marker, sim, webhook_log):
+    paid = ideal_at_adyen(marker)
+    shopper_finishes(paid, "result=authorised")
+    assert events_until(webhook_log, paid.id, "payment_intent.succeeded") == WAITED_THEN_PAID
+    assert stripe.PaymentIntent.retrieve(paid.id).status == "succeeded"
+
+    # The merchant refunds €10 in Adyen's Customer Area: Adyen's REFUND notification is how
+    # payproxy, and so the storefront, learn of it.
+    (charge,) = [c for c in sim.ledger() if c.get("merchant_reference") == marker]
+    body = json.dumps({"merchantAccount": "PayproxyTest", "amount": {"value": 1000, "currency": "EUR"},
+                       "reference": f"{marker}-dashboard-refund"}).encode()
+    req = urllib.request.Request(f"{sim.url}/adyen/v71/payments/{charge['id']}/refunds", data=body,
+                                 method="POST", headers={"content-type": "application/json",
+                                                         "x-api-key": "test-adyen-key"})
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as resp:
+        assert resp.status in (200, 201, 202), resp.status
+    assert events_until(webhook_log, paid.id, "charge.refunded")[-1] == "charge.refunded"
+
+    refused = ideal_at_adyen(f"{marker}-refused")
+    shopper_finishes(refused, "result=refused")
+    assert events_until(webhook_log, refused.id, "payment_intent.payment_failed")[-1] == \
+        "payment_intent.payment_failed"
+    assert stripe.PaymentIntent.retrieve(refused.id).status == "requires_payment_method"

@@ -53,7 +53,8 @@ enum Fate {
     Duplicate,
     /// The payment had moved on already; nothing changed.
     Stale,
-    /// Its payment is not known yet (or busy): kept, applied later.
+    /// Its payment is not known yet, busy, or not yet where the notification refers to:
+    /// kept, applied later.
     Held,
     /// No reference: nothing to apply it to.
     Unmatched,
@@ -124,7 +125,7 @@ impl Payments {
             now_ms: now_ms(),
             idempotency_key: String::new(),
         };
-        let view = http_view(&parts, Some(&body));
+        let view = notification_view(&parts, Some(&body));
         let webhook = match dialect.decode_webhook(&view, &context) {
             Ok(Ok(webhook)) => webhook,
             Ok(Err(refusal)) => {
@@ -221,8 +222,9 @@ impl Payments {
         Ok(found.map(|id| (id, From::PassedOver)))
     }
 
-    /// Apply `notification` to payment `id` under its lock: `None` when the payment cannot
-    /// be taken now (its route is gone from the config, or an operation holds it).
+    /// Apply `notification` to payment `id` under its lock: `None` when it cannot be applied
+    /// now (the payment's route is gone from the config, an operation holds it, or it has not
+    /// reached the state the notification refers to).
     async fn apply_to(
         &self,
         snapshot: &Snapshot,
@@ -252,7 +254,8 @@ impl Payments {
             From::PassedOver => self.late_charge(&ctx, provider, id, notification).await,
         };
         self.unlock(lock).await;
-        result.map(Some)
+        // Held (it refers to a state the payment has not reached yet): not applied now.
+        result.map(|fate| (fate != Fate::Held).then_some(fate))
     }
 
     async fn apply_locked(
@@ -269,8 +272,12 @@ impl Payments {
         if entry.notices.contains(&seen) {
             return Ok(Fate::Duplicate);
         }
-        if !forward(&mut entry, notification) {
-            return Ok(Fate::Stale);
+        match forward(&mut entry, notification) {
+            Step::Moved => {}
+            Step::Stale => return Ok(Fate::Stale),
+            // Its payment has not got where it refers to yet (a refund before the payment
+            // is paid): an earlier notification is on its way; held until then.
+            Step::NotYet => return Ok(Fate::Held),
         }
         entry.notices.push(seen);
         if entry.notices.len() > NOTICES_KEPT {
@@ -474,12 +481,23 @@ pub async fn run_held(
     }
 }
 
-/// Move `entry` forward by `notification`: `false` (and `entry` unchanged) when it says
-/// nothing new (the payment is there already or past it).
-fn forward(entry: &mut PaymentEntry, notification: &Notification) -> bool {
+/// What a notification does to a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// It moved the payment forward (or its refunds grew).
+    Moved,
+    /// Nothing new: the payment is there already, or past it.
+    Stale,
+    /// It refers to a state the payment has not reached yet (a refund of a payment not yet
+    /// paid): an earlier notification has not arrived.
+    NotYet,
+}
+
+/// Move `entry` forward by `notification` (`entry` unchanged unless [`Step::Moved`]).
+fn forward(entry: &mut PaymentEntry, notification: &Notification) -> Step {
     let outcome = &notification.outcome;
     if matches!(outcome.status, OutcomeStatus::Error(_)) {
-        return false;
+        return Step::Stale;
     }
     let state = entry.record.state;
     let mut payment = crate::plugin::blank_payment(notification.operation);
@@ -490,8 +508,20 @@ fn forward(entry: &mut PaymentEntry, notification: &Notification) -> bool {
         .or_else(|| entry.record.payment.amount.clone());
     match notification.operation {
         // Refunds and captures only follow what they refer to.
-        Operation::Refund if state != PaymentState::Succeeded => return false,
-        Operation::Capture if state != PaymentState::RequiresCapture => return false,
+        Operation::Refund if state != PaymentState::Succeeded => {
+            return if rank(state) < rank(PaymentState::Succeeded) {
+                Step::NotYet
+            } else {
+                Step::Stale
+            };
+        }
+        Operation::Capture if state != PaymentState::RequiresCapture => {
+            return if rank(state) < rank(PaymentState::RequiresCapture) {
+                Step::NotYet
+            } else {
+                Step::Stale
+            };
+        }
         Operation::Authorize => payment.operation = Operation::Status,
         _ => {}
     }
@@ -500,14 +530,14 @@ fn forward(entry: &mut PaymentEntry, notification: &Notification) -> bool {
     let moved = rank(next.record.state) > rank(state);
     let refunded = next.record.amount_refunded > entry.record.amount_refunded;
     if !(moved || refunded) {
-        return false;
+        return Step::Stale;
     }
     if !moved {
         next.record.state = state;
         next.record.last_outcome = entry.record.last_outcome.clone();
     }
     *entry = next;
-    true
+    Step::Moved
 }
 
 /// How far along a payment is; states only move to a higher rank.
@@ -611,7 +641,7 @@ mod tests {
         use PaymentState as S;
         let paid = notice(Operation::Status, OutcomeStatus::Approved, None);
         let mut e = entry(S::RequiresAction, 0);
-        assert!(forward(&mut e, &paid));
+        assert_eq!(forward(&mut e, &paid), Step::Moved);
         assert_eq!(e.record.state, S::Succeeded);
         assert_eq!(e.record.amount_captured, 1000);
         // A late `pending` or a decline after success changes nothing.
@@ -621,24 +651,20 @@ mod tests {
             paid.clone(),
         ] {
             let before = e.clone();
-            assert!(!forward(&mut e, &late));
+            assert_eq!(forward(&mut e, &late), Step::Stale);
             assert_eq!(e, before);
         }
         // Failed is final too.
         let mut failed = entry(S::RequiresAction, 0);
-        assert!(forward(
-            &mut failed,
-            &notice(Operation::Status, declined(), None)
-        ));
+        let decline = notice(Operation::Status, declined(), None);
+        assert_eq!(forward(&mut failed, &decline), Step::Moved);
         assert_eq!(failed.record.state, S::Failed);
-        assert!(!forward(&mut failed, &paid));
+        assert_eq!(forward(&mut failed, &paid), Step::Stale);
         assert_eq!(failed.record.state, S::Failed);
         // Pending moves requires_action on, not back.
         let mut waiting = entry(S::RequiresAction, 0);
-        assert!(forward(
-            &mut waiting,
-            &notice(Operation::Status, OutcomeStatus::Pending, None)
-        ));
+        let pending = notice(Operation::Status, OutcomeStatus::Pending, None);
+        assert_eq!(forward(&mut waiting, &pending), Step::Moved);
         assert_eq!(waiting.record.state, S::Processing);
     }
 
@@ -647,18 +673,22 @@ mod tests {
         use PaymentState as S;
         let refund = notice(Operation::Refund, OutcomeStatus::Approved, Some(400));
         let mut unpaid = entry(S::RequiresAction, 0);
-        assert!(!forward(&mut unpaid, &refund));
+        assert_eq!(
+            forward(&mut unpaid, &refund),
+            Step::NotYet,
+            "held for the payment"
+        );
         let mut paid = entry(S::Succeeded, 1000);
-        assert!(forward(&mut paid, &refund));
+        assert_eq!(forward(&mut paid, &refund), Step::Moved);
         assert_eq!(paid.record.amount_refunded, 400);
         assert_eq!(paid.record.state, S::Succeeded);
         let big = notice(Operation::Refund, OutcomeStatus::Approved, Some(5000));
-        assert!(forward(&mut paid, &big));
+        assert_eq!(forward(&mut paid, &big), Step::Moved);
         assert_eq!(
             paid.record.amount_refunded, 1000,
             "never beyond the capture"
         );
-        assert!(!forward(&mut paid, &big));
+        assert_eq!(forward(&mut paid, &big), Step::Stale);
     }
 
     #[test]
@@ -666,10 +696,12 @@ mod tests {
         use PaymentState as S;
         let capture = notice(Operation::Capture, OutcomeStatus::Approved, Some(700));
         let mut e = entry(S::RequiresCapture, 0);
-        assert!(forward(&mut e, &capture));
+        assert_eq!(forward(&mut e, &capture), Step::Moved);
         assert_eq!(e.record.state, S::Succeeded);
         assert_eq!(e.record.amount_captured, 700);
         let mut pending = entry(S::RequiresAction, 0);
-        assert!(!forward(&mut pending, &capture));
+        assert_eq!(forward(&mut pending, &capture), Step::NotYet);
+        let mut canceled = entry(S::Canceled, 0);
+        assert_eq!(forward(&mut canceled, &capture), Step::Stale);
     }
 }

@@ -150,7 +150,10 @@ impl Payments {
                 let merged = merge(&entry.record.payment, payment);
                 self.charge(ctx, merged, Some(entry), held).await
             }
-            Operation::Status if settled(&entry) => self.render_record(ctx, &entry.record),
+            // Settled, or its provider has no status query: the record answers.
+            Operation::Status if !asks_provider(ctx, &entry) => {
+                self.render_record(ctx, &entry.record)
+            }
             Operation::Void if entry.owner.is_none() => self.cancel_unsent(ctx, entry).await,
             Operation::Status if entry.owner.is_none() => self.render_record(ctx, &entry.record),
             _ => self.follow_up(ctx, payment, entry, held).await,
@@ -439,7 +442,15 @@ fn asks_provider(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
     if owner.reference.is_empty() || entry.unresolved.is_some() {
         return false;
     }
-    forwardable(ctx, entry) || !settled(entry)
+    // A provider without a status query (Adyen: outcomes arrive by notification) is not
+    // asked: the record answers.
+    let queryable = ctx
+        .snapshot
+        .providers
+        .get(&owner.provider)
+        .and_then(|p| p.dialect.as_ref())
+        .is_some_and(|(_, d)| d.capabilities().status_query);
+    forwardable(ctx, entry) || (queryable && !settled(entry))
 }
 
 /// Whether a resumed confirm finds its payment moved on since: its first run recorded the

@@ -82,13 +82,20 @@ pub(super) fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
 /// credentials (`authorization`, `cookie`, `proxy-authorization`) are never shown to a
 /// plugin: no plugin needs them, and a plugin that logs or echoes its input must not leak them.
 pub fn http_view(parts: &http::request::Parts, body: Option<&Bytes>) -> HttpRequest {
-    let mut headers = header_pairs(&parts.headers);
-    headers.retain(|(name, _)| {
+    let mut view = notification_view(parts, body);
+    view.headers.retain(|(name, _)| {
         !matches!(
             name.as_str(),
             "authorization" | "cookie" | "proxy-authorization"
         )
     });
+    view
+}
+
+/// A provider's notification request as its dialect sees it: every header, `authorization`
+/// included (providers sign there; it is the provider's, not a storefront credential).
+pub(super) fn notification_view(parts: &http::request::Parts, body: Option<&Bytes>) -> HttpRequest {
+    let headers = header_pairs(&parts.headers);
     HttpRequest {
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
