@@ -57,6 +57,18 @@ async fn metrics_of(client: &HttpClient, env: &Env) -> String {
     String::from_utf8_lossy(&client.get(&env.admin_url("/metrics")).await.body).into_owned()
 }
 
+/// `payproxy_webhook_notifications_total{provider, result}`.
+async fn notices(client: &HttpClient, env: &Env, provider: &str, result: &str) -> f64 {
+    let labels = [("provider", provider), ("result", result)];
+    counter(client, env, "payproxy_webhook_notifications_total", &labels).await
+}
+
+/// `payproxy_webhooks_received_total{provider, result}`.
+async fn received(client: &HttpClient, env: &Env, provider: &str, result: &str) -> f64 {
+    let labels = [("provider", provider), ("result", result)];
+    counter(client, env, "payproxy_webhooks_received_total", &labels).await
+}
+
 async fn counter(client: &HttpClient, env: &Env, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric(&metrics_of(client, env).await, name, labels).unwrap_or(0.0)
 }
@@ -75,6 +87,25 @@ async fn delivered(sim: &Simulator, provider: &str, at_least: usize) -> Vec<Sent
     )
     .await;
     sent.into_iter().filter(|s| s.delivered()).collect()
+}
+
+/// The shopper pays the Pix QR code of order `order` at the bank.
+async fn pay_pix(client: &HttpClient, sim: &Simulator, order: &str) {
+    let txid = sim
+        .ledger("pix")
+        .into_iter()
+        .find(|c| c.merchant_reference.as_deref() == Some(order))
+        .unwrap_or_else(|| panic!("no Pix charge for {order}"))
+        .id;
+    let paid = client
+        .send(
+            Method::POST,
+            &format!("{}/pix/v2/cob/{txid}/pay", sim.base_url("pix")),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert!(paid.status.is_success(), "{:?}", paid.json());
 }
 
 /// POST a notification to payproxy as `provider` sent it (optionally altered).
@@ -188,16 +219,7 @@ async fn a_charge_from_a_provider_that_answered_not_processed_is_voided() {
         .await,
         1.0
     );
-    assert!(
-        counter(
-            &client,
-            &env,
-            "payproxy_webhook_notifications_total",
-            &[("provider", "adyen"), ("result", "duplicate")]
-        )
-        .await
-            >= 1.0
-    );
+    assert!(notices(&client, &env, "adyen", "duplicate").await >= 1.0);
 
     // The storefront: one success, nothing about the voided charge.
     let now = intent(&client, &env, &pi).await;
@@ -293,21 +315,7 @@ async fn local_method_payments_resolve_by_signed_provider_notifications() {
     .await;
     let pix_id = pix["id"].as_str().unwrap();
     assert_eq!(pix["next_action"]["type"], "pix_display_qr_code", "{pix}");
-    let txid = sim
-        .ledger("pix")
-        .into_iter()
-        .find(|c| c.merchant_reference.as_deref() == Some("N-PIX"))
-        .unwrap()
-        .id;
-    let paid = client
-        .send(
-            Method::POST,
-            &format!("{}/pix/v2/cob/{txid}/pay", sim.base_url("pix")),
-            &[],
-            Bytes::new(),
-        )
-        .await;
-    assert!(paid.status.is_success(), "{:?}", paid.json());
+    pay_pix(&client, &sim, "N-PIX").await;
     assert_eq!(
         events_for(&receiver, pix_id, 3).await,
         [
@@ -444,22 +452,10 @@ async fn local_method_payments_resolve_by_signed_provider_notifications() {
 
     // Counted by provider; nothing refused.
     for provider in ["pix", "ideal", "dana", "grabpay"] {
-        let verified = counter(
-            &client,
-            &env,
-            "payproxy_webhooks_received_total",
-            &[("provider", provider), ("result", "verified")],
-        )
-        .await;
+        let verified = received(&client, &env, provider, "verified").await;
         assert!(verified >= 1.0, "{provider}: {verified}");
         assert_eq!(
-            counter(
-                &client,
-                &env,
-                "payproxy_webhooks_received_total",
-                &[("provider", provider), ("result", "rejected")]
-            )
-            .await,
+            received(&client, &env, provider, "rejected").await,
             0.0,
             "{provider}"
         );
@@ -506,16 +502,7 @@ async fn an_adyen_notification_completes_a_redirect_payment() {
     assert_eq!(now["status"], "succeeded", "{now}");
     let sent = delivered(&sim, "adyen", 1).await;
     assert_eq!(sent[0].dialect, "adyen");
-    assert_eq!(
-        counter(
-            &client,
-            &env,
-            "payproxy_webhook_notifications_total",
-            &[("provider", "adyen"), ("result", "applied")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(notices(&client, &env, "adyen", "applied").await, 1.0);
 }
 
 /// iDEAL's signature as the provider makes it: hex HMAC-SHA256(secret, "<ts>.<body>").
@@ -553,18 +540,6 @@ async fn forged_replayed_out_of_order_and_early_notifications() {
     let receiver = Receiver::start();
     let env = start(&sim, &receiver).await;
     let client = HttpClient::default();
-    let notices = |result: &'static str| {
-        let (client, env) = (&client, &env);
-        async move {
-            counter(
-                client,
-                env,
-                "payproxy_webhook_notifications_total",
-                &[("provider", "ideal"), ("result", result)],
-            )
-            .await
-        }
-    };
 
     let ideal = create(
         &client,
@@ -606,22 +581,13 @@ async fn forged_replayed_out_of_order_and_early_notifications() {
         )
         .await;
     unsigned.assert_status(401);
-    assert_eq!(
-        counter(
-            &client,
-            &env,
-            "payproxy_webhooks_received_total",
-            &[("provider", "ideal"), ("result", "rejected")]
-        )
-        .await,
-        2.0
-    );
+    assert_eq!(received(&client, &env, "ideal", "rejected").await, 2.0);
 
     // Replayed verbatim: a duplicate, acknowledged and ignored.
-    assert_eq!(notices("duplicate").await, 0.0);
+    assert_eq!(notices(&client, &env, "ideal", "duplicate").await, 0.0);
     let replayed = post_notice(&client, &env, "ideal", &success, success.body.clone()).await;
     replayed.assert_status(200);
-    assert_eq!(notices("duplicate").await, 1.0);
+    assert_eq!(notices(&client, &env, "ideal", "duplicate").await, 1.0);
 
     // Out of order: a (correctly signed) failure of the same transaction after its success.
     let mut late: Value = serde_json::from_slice(&success.body).unwrap();
@@ -642,7 +608,7 @@ async fn forged_replayed_out_of_order_and_early_notifications() {
         )
         .await;
     answered.assert_status(200);
-    assert_eq!(notices("stale").await, 1.0);
+    assert_eq!(notices(&client, &env, "ideal", "stale").await, 1.0);
     let now = intent(&client, &env, &pi).await;
     assert_eq!(now["status"], "succeeded", "{now}");
 
@@ -699,7 +665,7 @@ async fn forged_replayed_out_of_order_and_early_notifications() {
         )
         .await
         .assert_status(200);
-    assert_eq!(notices("held").await, 1.0);
+    assert_eq!(notices(&client, &env, "ideal", "held").await, 1.0);
     assert_eq!(
         intent(&client, &env, &pi2).await["status"],
         "requires_action"
@@ -743,35 +709,17 @@ async fn forged_replayed_out_of_order_and_early_notifications() {
                 .await
         })
     };
-    let mut txid = None;
     eventually(Duration::from_secs(10), "the cob at the provider", || {
-        txid = sim
+        let found = sim
             .ledger("pix")
-            .into_iter()
-            .find(|c| c.merchant_reference.as_deref() == Some("O-PIX"))
-            .map(|c| c.id);
-        let found = txid.is_some();
+            .iter()
+            .any(|c| c.merchant_reference.as_deref() == Some("O-PIX"));
         async move { found }
     })
     .await;
-    let paid = client
-        .send(
-            Method::POST,
-            &format!("{}/pix/v2/cob/{}/pay", sim.base_url("pix"), txid.unwrap()),
-            &[],
-            Bytes::new(),
-        )
-        .await;
-    assert!(paid.status.is_success(), "{:?}", paid.json());
+    pay_pix(&client, &sim, "O-PIX").await;
     eventually(Duration::from_secs(10), "the notification held", || async {
-        counter(
-            &client,
-            &env,
-            "payproxy_webhook_notifications_total",
-            &[("provider", "pix"), ("result", "held")],
-        )
-        .await
-            == 1.0
+        notices(&client, &env, "pix", "held").await == 1.0
     })
     .await;
     let created = creating.await.unwrap();
@@ -787,16 +735,7 @@ async fn forged_replayed_out_of_order_and_early_notifications() {
         ]
     );
     assert_eq!(intent(&client, &env, &pix).await["status"], "succeeded");
-    assert_eq!(
-        counter(
-            &client,
-            &env,
-            "payproxy_webhook_notifications_total",
-            &[("provider", "pix"), ("result", "applied")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(notices(&client, &env, "pix", "applied").await, 1.0);
 }
 
 /// A notification whose payment never appears is held for `state.notice_hold_ms`, then
@@ -835,26 +774,14 @@ async fn a_notification_for_an_unknown_payment_is_held_then_reported() {
         )
         .await;
     answered.assert_status(200);
-    let count = |result: &'static str| {
-        let (client, env) = (&client, &env);
-        async move {
-            counter(
-                client,
-                env,
-                "payproxy_webhook_notifications_total",
-                &[("provider", "ideal"), ("result", result)],
-            )
-            .await
-        }
-    };
-    assert_eq!(count("held").await, 1.0);
+    assert_eq!(notices(&client, &env, "ideal", "held").await, 1.0);
     eventually(
         Duration::from_secs(10),
         "reported after the hold",
-        || async { count("expired").await == 1.0 },
+        || async { notices(&client, &env, "ideal", "expired").await == 1.0 },
     )
     .await;
-    assert_eq!(count("applied").await, 0.0);
+    assert_eq!(notices(&client, &env, "ideal", "applied").await, 0.0);
     // An unknown provider is not a notification endpoint.
     let unknown = client
         .send(

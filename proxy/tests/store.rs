@@ -282,11 +282,10 @@ fn entry(route: &str, id: &str, created_ms: u64, customer: Option<&str>) -> Paym
         "manual_capture": false,
     }))
     .unwrap();
-    PaymentEntry {
-        route: route.into(),
+    PaymentEntry::new(
+        route,
         created_ms,
-        owner: None,
-        record: PaymentRecord {
+        PaymentRecord {
             id: id.into(),
             payment,
             state: PaymentState::RequiresConfirmation,
@@ -295,12 +294,7 @@ fn entry(route: &str, id: &str, created_ms: u64, customer: Option<&str>) -> Paym
             amount_refunded: 0,
             last_outcome: None,
         },
-        card: None,
-        unresolved: None,
-        notices: Vec::new(),
-        passed_over: Vec::new(),
-        late_charges: Vec::new(),
-    }
+    )
 }
 
 fn query(limit: u32) -> ListQuery {
@@ -643,7 +637,7 @@ fn owned(id: &str, provider: &str, reference: &str, created_ms: u64) -> PaymentE
 }
 
 fn references_find_payments_by_owner_and_passed_over_provider(s: &dyn Store) {
-    use payproxy::store::notices::{passed_over_key, reference_key};
+    use payproxy::store::notices::{passed_over_key, reference_key, unsure_key};
     let by = |key: String| s.payment_by_reference(&key).unwrap();
     // Not sent anywhere yet: not indexed.
     s.put_payment(&entry("r", "pi_1", 1_000, None), &[])
@@ -686,6 +680,19 @@ fn references_find_payments_by_owner_and_passed_over_provider(s: &dyn Store) {
     assert_eq!(by(reference_key("stripe", "pi_S1b")), Some("pi_1".into()));
     assert_eq!(by(passed_over_key("adyen", "pp-key-1")), None);
     assert_eq!(by(passed_over_key("adyen", "order-1")), Some("pi_2".into()));
+    // A payment a provider may hold under a reference payproxy does not know (owner without
+    // one; an unresolved attempt): found by what that provider was sent, as unsure.
+    let mut ambiguous = entry("r", "pi_3", 3_000, None);
+    ambiguous.owner = Some(owner("adyen", ""));
+    s.put_payment(&ambiguous, &[]).unwrap();
+    assert_eq!(by(unsure_key("adyen", "pi_3")), Some("pi_3".into()));
+    assert_eq!(by(reference_key("adyen", "")), None);
+    ambiguous.owner = Some(owner("adyen", "psp-3"));
+    ambiguous.unresolved = Some(attempt("stripe"));
+    s.put_payment(&ambiguous, &[]).unwrap();
+    assert_eq!(by(unsure_key("adyen", "pi_3")), None);
+    assert_eq!(by(unsure_key("stripe", "pi_3")), Some("pi_3".into()));
+    assert_eq!(by(reference_key("adyen", "psp-3")), Some("pi_3".into()));
     // Purged with its payment.
     s.purge_expired(1_500 + RETAIN, RETAIN, ALL).unwrap();
     assert_eq!(by(reference_key("stripe", "pi_S1b")), None);

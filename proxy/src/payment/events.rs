@@ -115,11 +115,10 @@ mod tests {
     use crate::plugin::storefront::PaymentRecord;
 
     fn entry(state: PaymentState, refunded: i64) -> PaymentEntry {
-        PaymentEntry {
-            route: "r".into(),
-            created_ms: 0,
-            owner: None,
-            record: PaymentRecord {
+        PaymentEntry::new(
+            "r",
+            0,
+            PaymentRecord {
                 id: "pi_1".into(),
                 payment: crate::plugin::blank_payment(Operation::Authorize),
                 state,
@@ -128,12 +127,7 @@ mod tests {
                 amount_refunded: refunded,
                 last_outcome: None,
             },
-            card: None,
-            unresolved: None,
-            notices: Vec::new(),
-            passed_over: Vec::new(),
-            late_charges: Vec::new(),
-        }
+        )
     }
 
     #[test]

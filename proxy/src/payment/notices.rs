@@ -217,8 +217,24 @@ impl Payments {
         let Some(sent) = notification.merchant_reference.clone().filter(|_| charged) else {
             return Ok(None);
         };
-        let key = notices::passed_over_key(provider, &sent);
-        let found = self.state(move |s| s.payment_by_reference(&key)).await?;
+        // A payment this provider may hold under a reference payproxy does not know yet
+        // (ambiguous, unresolved) may own this charge: never taken for a late one (held,
+        // then reported).
+        let (unsure, passed) = (
+            notices::unsure_key(provider, &sent),
+            notices::passed_over_key(provider, &sent),
+        );
+        let (unsure, found) = self
+            .state(move |s| {
+                Ok((
+                    s.payment_by_reference(&unsure)?,
+                    s.payment_by_reference(&passed)?,
+                ))
+            })
+            .await?;
+        if unsure.is_some() {
+            return Ok(None);
+        }
         Ok(found.map(|id| (id, From::PassedOver)))
     }
 
@@ -258,6 +274,25 @@ impl Payments {
         result.map(|fate| (fate != Fate::Held).then_some(fate))
     }
 
+    /// Payment `id`'s record and the notification's key in its applied ids, or what becomes
+    /// of the notification when there is nothing to apply it to (or it was applied).
+    async fn record_for(
+        &self,
+        ctx: &Ctx<'_>,
+        provider: &str,
+        id: &str,
+        notification: &Notification,
+    ) -> Result<Result<(PaymentEntry, String), Fate>, StoreError> {
+        let Some(entry) = self.own_record(ctx, id).await? else {
+            return Ok(Err(Fate::Unmatched));
+        };
+        let seen = format!("{provider}\u{0}{}", notification.event_id);
+        if entry.notices.contains(&seen) {
+            return Ok(Err(Fate::Duplicate));
+        }
+        Ok(Ok((entry, seen)))
+    }
+
     async fn apply_locked(
         &self,
         ctx: &Ctx<'_>,
@@ -265,13 +300,10 @@ impl Payments {
         id: &str,
         notification: &Notification,
     ) -> Result<Fate, StoreError> {
-        let Some(mut entry) = self.own_record(ctx, id).await? else {
-            return Ok(Fate::Unmatched);
+        let (mut entry, seen) = match self.record_for(ctx, provider, id, notification).await? {
+            Ok(found) => found,
+            Err(fate) => return Ok(fate),
         };
-        let seen = format!("{provider}\u{0}{}", notification.event_id);
-        if entry.notices.contains(&seen) {
-            return Ok(Fate::Duplicate);
-        }
         match forward(&mut entry, notification) {
             Step::Moved => {}
             Step::Stale => return Ok(Fate::Stale),
@@ -313,26 +345,38 @@ impl Payments {
         id: &str,
         notification: &Notification,
     ) -> Result<Fate, StoreError> {
-        let Some(mut entry) = self.own_record(ctx, id).await? else {
-            return Ok(Fate::Unmatched);
+        let (mut entry, seen) = match self.record_for(ctx, provider, id, notification).await? {
+            Ok(found) => found,
+            Err(fate) => return Ok(fate),
         };
         let reference = notification
             .outcome
             .provider_reference
             .clone()
             .unwrap_or_default();
-        let seen = format!("{provider}\u{0}{}", notification.event_id);
-        if entry.notices.contains(&seen)
-            || entry
-                .late_charges
-                .iter()
-                .any(|c| c.provider == provider && c.reference == reference)
+        if entry
+            .late_charges
+            .iter()
+            .any(|c| c.provider == provider && c.reference == reference)
         {
             return Ok(Fate::Duplicate);
         }
-        let owned_here = entry.owner.as_ref().is_some_and(|o| o.provider == provider);
-        if !entry.passed_over.iter().any(|p| p.provider == provider) || owned_here {
+        if !entry.passed_over.iter().any(|p| p.provider == provider) {
             return Ok(Fate::Unmatched);
+        }
+        // This provider may hold the payment's own charge under a reference payproxy does
+        // not know yet (an ambiguous attempt without one, an unresolved one): that charge
+        // may be this one. Held, then reported; never undone here.
+        let unsure = entry
+            .unresolved
+            .as_ref()
+            .is_some_and(|a| a.provider == provider)
+            || entry
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.provider == provider && o.reference.is_empty());
+        if unsure {
+            return Ok(Fate::Held);
         }
         tracing::warn!(route = %ctx.route.name, provider, payment = %id, "a provider that answered \"not processed\" reports a charge of this payment; voiding it there");
         let amount = notification
@@ -590,11 +634,10 @@ mod tests {
             minor: 1000,
             currency: "EUR".into(),
         });
-        PaymentEntry {
-            route: "payments".into(),
-            created_ms: 1,
-            owner: None,
-            record: PaymentRecord {
+        PaymentEntry::new(
+            "payments",
+            1,
+            PaymentRecord {
                 id: "pi_1".into(),
                 payment,
                 state,
@@ -603,12 +646,7 @@ mod tests {
                 amount_refunded: 0,
                 last_outcome: None,
             },
-            card: None,
-            unresolved: None,
-            notices: Vec::new(),
-            passed_over: Vec::new(),
-            late_charges: Vec::new(),
-        }
+        )
     }
 
     fn notice(operation: Operation, status: OutcomeStatus, amount: Option<i64>) -> Notification {

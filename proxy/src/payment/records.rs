@@ -386,11 +386,10 @@ pub(super) fn new_entry(
     state: PaymentState,
 ) -> PaymentEntry {
     let created_ms = creation_ms();
-    PaymentEntry {
-        route: ctx.route.name.clone(),
+    PaymentEntry::new(
+        &ctx.route.name,
         created_ms,
-        owner: None,
-        record: PaymentRecord {
+        PaymentRecord {
             id,
             payment,
             state,
@@ -399,12 +398,7 @@ pub(super) fn new_entry(
             amount_refunded: 0,
             last_outcome: None,
         },
-        card: None,
-        unresolved: None,
-        notices: Vec::new(),
-        passed_over: Vec::new(),
-        late_charges: Vec::new(),
-    }
+    )
 }
 
 /// Now in Unix milliseconds, strictly increasing within the process, so payments created in

@@ -402,15 +402,7 @@ impl DialectPlugin {
         let request = self
             .sandbox
             .call("encode-request", |b, store| match back(b)? {
-                Back::V4(e) => {
-                    let context = egress_v4::Context {
-                        provider: context.provider.clone(),
-                        credentials: context.credentials.clone(),
-                        now_ms: context.now_ms,
-                        idempotency_key: context.idempotency_key.clone(),
-                    };
-                    e.call_encode_request(store, payment, &context)
-                }
+                Back::V4(e) => e.call_encode_request(store, payment, &v4_context(context)),
                 Back::V2(e) => e.call_encode_request(store, payment, context),
             })?;
         match request {
@@ -442,15 +434,7 @@ impl DialectPlugin {
         let decoded = self
             .sandbox
             .call("decode-webhook", |b, store| match back(b)? {
-                Back::V4(e) => {
-                    let context = egress_v4::Context {
-                        provider: context.provider.clone(),
-                        credentials: context.credentials.clone(),
-                        now_ms: context.now_ms,
-                        idempotency_key: context.idempotency_key.clone(),
-                    };
-                    e.call_decode_webhook(store, request, &context)
-                }
+                Back::V4(e) => e.call_decode_webhook(store, request, &v4_context(context)),
                 Back::V2(_) => Ok(Err(Refusal {
                     kind: super::types::RefusalKind::NotFound,
                     status: 404,
@@ -505,6 +489,16 @@ impl DialectPlugin {
     /// Plugin name.
     pub fn name(&self) -> &str {
         self.sandbox.name()
+    }
+}
+
+/// The same context, as 0.4.0's `egress` types it.
+fn v4_context(context: &Context) -> egress_v4::Context {
+    egress_v4::Context {
+        provider: context.provider.clone(),
+        credentials: context.credentials.clone(),
+        now_ms: context.now_ms,
+        idempotency_key: context.idempotency_key.clone(),
     }
 }
 

@@ -23,6 +23,14 @@ pub fn passed_over_key(provider: &str, reference: &str) -> String {
     format!("{provider}\u{0}\u{1}{reference}")
 }
 
+/// The reference index key of a payment `provider` may hold under a reference payproxy does
+/// not know (an ambiguous attempt without one, an unresolved one), by a reference it was
+/// sent: a charge it reports under that reference may be this payment's own, so it is never
+/// taken for another payment's late charge.
+pub fn unsure_key(provider: &str, reference: &str) -> String {
+    format!("{provider}\u{0}\u{2}{reference}")
+}
+
 /// A notification waiting for its payment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldNotice {

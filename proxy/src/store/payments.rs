@@ -82,11 +82,28 @@ pub struct LateCharge {
 pub const NOTICES_KEPT: usize = 64;
 
 impl PaymentEntry {
-    /// Its keys in the provider-reference index: its owner's reference, and for each
+    /// A payment on `route` created at `created_ms`, as `record` says: not sent anywhere
+    /// yet, nothing learned about its card, no notification applied.
+    pub fn new(route: &str, created_ms: u64, record: PaymentRecord) -> PaymentEntry {
+        PaymentEntry {
+            route: route.to_string(),
+            created_ms,
+            owner: None,
+            record,
+            card: None,
+            unresolved: None,
+            notices: Vec::new(),
+            passed_over: Vec::new(),
+            late_charges: Vec::new(),
+        }
+    }
+
+    /// Its keys in the provider-reference index: its owner's reference; for each
     /// passed-over provider the references that provider may have been sent, which its
-    /// notifications echo.
+    /// notifications echo; and the same for a provider that may hold it under a reference
+    /// payproxy does not know yet (see [`super::notices::unsure_key`]).
     pub fn reference_keys(&self) -> Vec<String> {
-        use super::notices::{passed_over_key, reference_key};
+        use super::notices::{passed_over_key, reference_key, unsure_key};
         let mut keys: Vec<String> = self
             .owner
             .iter()
@@ -96,6 +113,23 @@ impl PaymentEntry {
         for passed in &self.passed_over {
             for sent in &passed.sent {
                 keys.push(passed_over_key(&passed.provider, sent));
+            }
+        }
+        // A provider that may have charged this payment under a reference payproxy does not
+        // know: by the references it may have been sent.
+        let unsure = match (&self.unresolved, &self.owner) {
+            (Some(attempt), _) => Some((&attempt.provider, Some(&attempt.provider_key))),
+            (None, Some(owner)) if owner.reference.is_empty() => Some((&owner.provider, None)),
+            _ => None,
+        };
+        if let Some((provider, provider_key)) = unsure {
+            let sent = [
+                self.record.payment.merchant_reference.as_ref(),
+                Some(&self.record.id),
+                provider_key,
+            ];
+            for reference in sent.into_iter().flatten() {
+                keys.push(unsure_key(provider, reference));
             }
         }
         keys.sort();
