@@ -137,19 +137,104 @@ async fn intent(client: &HttpClient, env: &Env, id: &str) -> Value {
         .json()
 }
 
+/// [`start`] with Adyen first for cards (the demo prefers the cheaper Stripe-like provider).
+async fn start_adyen_first() -> (Simulator, Receiver, Env) {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let env = start_with(&sim, &receiver, |config| {
+        config["providers"]["adyen"]["cost"] = 1.0.into();
+    })
+    .await;
+    (sim, receiver, env)
+}
+
+/// `payproxy_late_charges_total{provider="adyen", result}`.
+async fn adyen_late_charges(client: &HttpClient, env: &Env, result: &str) -> f64 {
+    let labels = [("provider", "adyen"), ("result", result)];
+    counter(client, env, "payproxy_late_charges_total", &labels).await
+}
+
+/// A late charge Adyen cannot undo now (it answers every cancel and refund 503) is counted
+/// as failed once, held, and voided when Adyen is back, on the held notification's retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_charge_that_cannot_be_undone_now_is_tried_again() {
+    let (sim, _receiver, env) = start_adyen_first().await;
+    let client = HttpClient::default();
+    // Adyen's notifications go nowhere for now (a closed loopback port): the test hands
+    // the late charge's to payproxy itself, once Adyen refuses every undo.
+    sim.set_webhooks("adyen", Some("http://127.0.0.1:9/closed"), ADYEN_HMAC);
+    sim.set_faults("adyen", Faults::charge_then_unavailable(0));
+    let paid = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[("idempotency-key", "late-2")],
+            &form_with(card_from("DE", "1000", "LATE-2"), &[]),
+        )
+        .await;
+    paid.assert_status(200);
+    assert_eq!(paid.json()["status"], "succeeded", "{}", paid.json());
+    let adyen_charge = || {
+        sim.ledger("adyen")
+            .into_iter()
+            .find(|c| c.merchant_reference.as_deref() == Some("LATE-2"))
+            .expect("Adyen charged despite its 503")
+    };
+    let mut sent = Vec::new();
+    eventually(
+        Duration::from_secs(20),
+        "Adyen's AUTHORISATION sent",
+        || {
+            sent = sim.webhooks_sent("adyen");
+            let n = sent.len();
+            async move { n >= 1 }
+        },
+    )
+    .await;
+    sim.set_faults("adyen", Faults::error(503));
+    let late = &sent[0];
+    post_notice(&client, &env, "adyen", late, late.body.clone())
+        .await
+        .assert_status(200);
+    eventually(
+        Duration::from_secs(20),
+        "the failed undo counted",
+        || async { adyen_late_charges(&client, &env, "failed").await == 1.0 },
+    )
+    .await;
+    assert_eq!(
+        adyen_charge().status,
+        "succeeded",
+        "not undone while Adyen refuses"
+    );
+    assert_eq!(notices(&client, &env, "adyen", "held").await, 1.0);
+
+    // Adyen is back: the held notification's next try voids the charge.
+    sim.set_faults("adyen", Faults::default());
+    eventually(
+        Duration::from_secs(20),
+        "the late charge voided",
+        || async { adyen_charge().status == "canceled" },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "counted as voided", || async {
+        adyen_late_charges(&client, &env, "voided").await == 1.0
+    })
+    .await;
+    assert_eq!(
+        adyen_late_charges(&client, &env, "failed").await,
+        1.0,
+        "the failure counted once"
+    );
+    assert_eq!(notices(&client, &env, "adyen", "late_charge").await, 1.0);
+}
+
 /// A card payment's first acquirer (Adyen) answers 503 "not processed" yet charges, and
 /// says so by notification after payproxy completed the payment at the second (the Stripe-
 /// like provider): payproxy voids the late charge at Adyen, records it, counts it, and the
 /// storefront hears of one success only. Both ledgers net one charge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_from_a_provider_that_answered_not_processed_is_voided() {
-    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
-    let receiver = Receiver::start();
-    // Adyen first for cards (the demo prefers the cheaper Stripe-like provider).
-    let env = start_with(&sim, &receiver, |config| {
-        config["providers"]["adyen"]["cost"] = 1.0.into();
-    })
-    .await;
+    let (sim, receiver, env) = start_adyen_first().await;
     let client = HttpClient::default();
     sim.set_faults("adyen", Faults::charge_then_unavailable(1_000));
 
@@ -184,14 +269,7 @@ async fn a_charge_from_a_provider_that_answered_not_processed_is_voided() {
     })
     .await;
     eventually(Duration::from_secs(10), "counted", || async {
-        counter(
-            &client,
-            &env,
-            "payproxy_late_charges_total",
-            &[("provider", "adyen"), ("result", "voided")],
-        )
-        .await
-            == 1.0
+        adyen_late_charges(&client, &env, "voided").await == 1.0
     })
     .await;
     let stripe_like = charged_at("stripe-like");
@@ -209,17 +287,22 @@ async fn a_charge_from_a_provider_that_answered_not_processed_is_voided() {
     let sent = delivered(&sim, "adyen", 1).await;
     let again = post_notice(&client, &env, "adyen", &sent[0], sent[0].body.clone()).await;
     again.assert_status(200);
-    assert_eq!(
-        counter(
-            &client,
-            &env,
-            "payproxy_late_charges_total",
-            &[("provider", "adyen"), ("result", "voided")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(adyen_late_charges(&client, &env, "voided").await, 1.0);
     assert!(notices(&client, &env, "adyen", "duplicate").await >= 1.0);
+    // Adyen's CANCELLATION of the voided charge (its word on payproxy's own undo) finds the
+    // late charge, changes nothing and is not held for a payment that never comes.
+    let sent = delivered(&sim, "adyen", 2).await;
+    assert!(
+        sent.iter()
+            .any(|s| String::from_utf8_lossy(&s.body).contains("CANCELLATION")),
+        "{sent:?}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the cancellation taken as stale",
+        || async { notices(&client, &env, "adyen", "stale").await >= 1.0 },
+    )
+    .await;
 
     // The storefront: one success, nothing about the voided charge.
     let now = intent(&client, &env, &pi).await;

@@ -247,9 +247,10 @@ impl Metrics {
             ),
             late_charges: counter(
                 "payproxy_late_charges_total",
-                "Charges a provider reported after payproxy completed the payment elsewhere or \
-                 failed it, by provider and what payproxy did: voided, refunded, failed \
-                 (left for an operator).",
+                "Charges a provider that answered \"not processed\" reported after payproxy \
+                 completed the payment elsewhere, by provider and what payproxy did: voided, \
+                 refunded, failed (the first try failed; tried again until \
+                 state.notice_hold_ms, then left for an operator).",
                 &["provider", "result"],
             ),
             events_failed: counter(

@@ -1763,7 +1763,7 @@ fn postgres_instances_starting_together_migrate_once() {
             .map(|r| r.get(0))
             .collect()
     });
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //!   `02` Refused 2, `05` Refused 12 "Not enough balance", `06` Refused 6 "Expired Card",
 //!   `20` Refused 20 "FRAUD", `24` Refused 24 "CVC Declined", `07` Pending, `99` Error,
 //!   anything else Authorised (`additionalData.manualCapture: "true"` leaves it to capture).
+//!   The ledger's merchant reference is `merchantOrderReference`, else `reference`; answers
+//!   and notifications carry `reference` as `merchantReference`, as Adyen does.
 //! - `POST /adyen/v71/payments/{psp}/captures|refunds|cancels` `{"merchantAccount", "amount"?,
 //!   "reference"}` → 202 `{"pspReference", "paymentPspReference", "status": "received"}`; the
 //!   ledger changes at once. An automatically captured payment can be cancelled until it is
@@ -209,6 +211,9 @@ pub(crate) async fn handle(
         (&api, value.get("pspReference").and_then(Value::as_str))
     {
         provider.set_note(format!("adyen:{psp}"), merchant_account_of(&body));
+        if let Some(reference) = body.get("reference").and_then(Value::as_str) {
+            provider.set_note(payments::reference_note(psp), reference.to_owned());
+        }
     }
     if let Some(event) = &event {
         notifications::send(provider, event);

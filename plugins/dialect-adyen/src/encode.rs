@@ -72,11 +72,18 @@ fn authorize(
         body.insert("merchantAccount".into(), merchant.into());
     }
     body.insert("amount".into(), amount);
-    // Adyen requires a `reference`: the merchant's, else the payment id, else the key.
-    body.insert(
-        "reference".into(),
-        encode::reference(payment, context).into(),
-    );
+    // Adyen requires a `reference`, and reports it back in its notifications. It must name
+    // this payment alone (a late charge is matched to its payment by it): the payment id, else
+    // the idempotency key. The merchant's order reference, which several payments may share,
+    // goes in `merchantOrderReference` (Adyen's field for linking attempts of one order).
+    let reference = payment
+        .id
+        .clone()
+        .unwrap_or_else(|| context.idempotency_key.clone());
+    body.insert("reference".into(), reference.into());
+    if let Some(order) = &payment.merchant_reference {
+        body.insert("merchantOrderReference".into(), order.clone().into());
+    }
     body.insert("paymentMethod".into(), method);
     let optional = [
         ("countryCode", payment.country.as_ref()),

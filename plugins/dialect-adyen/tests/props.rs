@@ -56,7 +56,10 @@ proptest! {
         prop_assert_eq!(&sent["amount"]["value"], &json!(minor));
         let upper = currency.to_ascii_uppercase();
         prop_assert_eq!(sent["amount"]["currency"].as_str(), Some(upper.as_str()));
-        prop_assert_eq!(sent["reference"].as_str(), Some(reference.as_str()));
+        // The merchant's reference travels as the order reference; Adyen's `reference` is
+        // the one that names this payment alone (here, no payment id: the key).
+        prop_assert_eq!(sent["merchantOrderReference"].as_str(), Some(reference.as_str()));
+        prop_assert_eq!(sent["reference"].as_str(), Some("idem"));
         // The provider echoes the amount; decoding gives back the same money.
         let answer = json!({"pspReference": "P1", "resultCode": "Authorised", "amount": sent["amount"], "merchantReference": sent["reference"]});
         let response = HttpResponse::json(200, &answer);

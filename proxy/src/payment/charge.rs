@@ -444,22 +444,34 @@ fn note_passed_over(ctx: &Ctx<'_>, payment: &Payment, entry: &mut PaymentEntry) 
     };
     let mut added = false;
     for provider in providers {
-        if entry.passed_over.iter().any(|p| p.provider == provider) {
-            continue;
-        }
-        let mut sent: Vec<String> = [
-            payment.merchant_reference.clone(),
+        // What it may have been sent that identifies this payment alone: its id, and the
+        // provider key (not the merchant's reference, which other payments may share).
+        let sent = [
             payment.id.clone(),
             Some(entry.record.id.clone()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        sent.push(provider_key(&provider, payment));
-        sent.sort();
-        sent.dedup();
-        entry.passed_over.push(PassedOver { provider, sent });
-        added = true;
+            Some(provider_key(&provider, payment)),
+        ];
+        let at = match entry
+            .passed_over
+            .iter()
+            .position(|p| p.provider == provider)
+        {
+            Some(at) => at,
+            None => {
+                entry.passed_over.push(PassedOver {
+                    provider,
+                    sent: Vec::new(),
+                });
+                entry.passed_over.len() - 1
+            }
+        };
+        let known = &mut entry.passed_over[at].sent;
+        for reference in sent.into_iter().flatten() {
+            if !known.contains(&reference) {
+                known.push(reference);
+                added = true;
+            }
+        }
     }
     added
 }

@@ -24,7 +24,7 @@
 //! answer only once every notification of the request is applied or durably held; if the
 //! store fails it gets a 503 and redelivers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -37,8 +37,10 @@ use crate::plugin::Notification;
 use crate::reload::Reloader;
 use crate::store::{notices, HeldNotice, LateCharge, PaymentEntry, NOTICES_KEPT};
 
-/// How often held notifications are tried again.
+/// How often the held notifications are looked at (each is tried on its own backoff).
 const RETRY_HELD: Duration = Duration::from_millis(250);
+/// The longest wait between two tries of one held notification.
+const MAX_HELD_WAIT: Duration = Duration::from_secs(5);
 /// Held notifications one pass reads at most.
 const HELD_BATCH: usize = 500;
 /// Largest notification request body read.
@@ -70,6 +72,9 @@ enum From {
     Owner,
     /// A provider the payment was passed over for.
     PassedOver,
+    /// A late charge payproxy voided or refunded: its notifications (the undo's own among
+    /// them) change nothing.
+    Undone,
 }
 
 impl Fate {
@@ -205,9 +210,16 @@ impl Payments {
         reference: &str,
         notification: &Notification,
     ) -> Result<Option<(String, From)>, StoreError> {
-        let key = notices::reference_key(provider, reference);
-        if let Some(id) = self.state(move |s| s.payment_by_reference(&key)).await? {
+        let (key, undone) = (
+            notices::reference_key(provider, reference),
+            notices::undone_key(provider, reference),
+        );
+        let (owned, undone) = self.by_references(key, undone).await?;
+        if let Some(id) = owned {
             return Ok(Some((id, From::Owner)));
+        }
+        if let Some(id) = undone {
+            return Ok(Some((id, From::Undone)));
         }
         let charged = matches!(notification.outcome.status, OutcomeStatus::Approved)
             && matches!(
@@ -224,18 +236,26 @@ impl Payments {
             notices::unsure_key(provider, &sent),
             notices::passed_over_key(provider, &sent),
         );
-        let (unsure, found) = self
-            .state(move |s| {
-                Ok((
-                    s.payment_by_reference(&unsure)?,
-                    s.payment_by_reference(&passed)?,
-                ))
-            })
-            .await?;
+        let (unsure, found) = self.by_references(unsure, passed).await?;
         if unsure.is_some() {
             return Ok(None);
         }
         Ok(found.map(|id| (id, From::PassedOver)))
+    }
+
+    /// The payments indexed under two reference keys, in one store call.
+    async fn by_references(
+        &self,
+        first: String,
+        second: String,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        self.state(move |s| {
+            Ok((
+                s.payment_by_reference(&first)?,
+                s.payment_by_reference(&second)?,
+            ))
+        })
+        .await
     }
 
     /// Apply `notification` to payment `id` under its lock: `None` when it cannot be applied
@@ -253,6 +273,16 @@ impl Payments {
         let Some(current) = self.state(move |s| s.payment(&key)).await? else {
             return Ok(None);
         };
+        if from == From::Undone {
+            // Nothing to change, so no lock: the charge's own notification again, or its
+            // undoing's.
+            let seen = seen_key(provider, notification);
+            return Ok(Some(if current.notices.contains(&seen) {
+                Fate::Duplicate
+            } else {
+                Fate::Stale
+            }));
+        }
         let Some(route) = snapshot.routes.iter().find(|r| r.name == current.route) else {
             return Ok(None);
         };
@@ -268,6 +298,7 @@ impl Payments {
         let result = match from {
             From::Owner => self.apply_locked(&ctx, provider, id, notification).await,
             From::PassedOver => self.late_charge(&ctx, provider, id, notification).await,
+            From::Undone => Ok(Fate::Stale),
         };
         self.unlock(lock).await;
         // Held (it refers to a state the payment has not reached yet): not applied now.
@@ -286,7 +317,7 @@ impl Payments {
         let Some(entry) = self.own_record(ctx, id).await? else {
             return Ok(Err(Fate::Unmatched));
         };
-        let seen = format!("{provider}\u{0}{}", notification.event_id);
+        let seen = seen_key(provider, notification);
         if entry.notices.contains(&seen) {
             return Ok(Err(Fate::Duplicate));
         }
@@ -354,28 +385,45 @@ impl Payments {
             .provider_reference
             .clone()
             .unwrap_or_default();
-        if entry
+        let earlier = entry
             .late_charges
             .iter()
-            .any(|c| c.provider == provider && c.reference == reference)
-        {
+            .position(|c| c.provider == provider && c.reference == reference);
+        if earlier.is_some_and(|at| entry.late_charges[at].result != "failed") {
             return Ok(Fate::Duplicate);
         }
         if !entry.passed_over.iter().any(|p| p.provider == provider) {
             return Ok(Fate::Unmatched);
         }
-        // This provider may hold the payment's own charge under a reference payproxy does
-        // not know yet (an ambiguous attempt without one, an unresolved one): that charge
-        // may be this one. Held, then reported; never undone here.
-        let unsure = entry
-            .unresolved
+        // Re-read under the lock: the provider may own this very charge by now (a confirm
+        // that recorded it between the lookup and the lock): then it is the payment's outcome.
+        let key = notices::reference_key(provider, &reference);
+        if entry
+            .owner
             .as_ref()
-            .is_some_and(|a| a.provider == provider)
-            || entry
+            .is_some_and(|o| o.provider == provider && o.reference == reference)
+            || self
+                .state(move |s| s.payment_by_reference(&key))
+                .await?
+                .is_some()
+        {
+            return Ok(Fate::Held);
+        }
+        // Undone only when the payment is done elsewhere: paid (or authorized, or canceled)
+        // at another provider, by a reference payproxy knows, nothing unresolved. Then nothing
+        // can send it to this provider again (a second confirm is refused, the first one's
+        // retry replays), so this charge is not, and will never be, the payment's own. A
+        // payment still open or failed (a confirm may still go to this provider, or be under
+        // way) keeps it held, then reported.
+        let done_elsewhere = matches!(
+            entry.record.state,
+            PaymentState::Succeeded | PaymentState::RequiresCapture | PaymentState::Canceled
+        ) && entry.unresolved.is_none()
+            && entry
                 .owner
                 .as_ref()
-                .is_some_and(|o| o.provider == provider && o.reference.is_empty());
-        if unsure {
+                .is_some_and(|o| o.provider != provider && !o.reference.is_empty());
+        if !done_elsewhere {
             return Ok(Fate::Held);
         }
         tracing::warn!(route = %ctx.route.name, provider, payment = %id, "a provider that answered \"not processed\" reports a charge of this payment; voiding it there");
@@ -398,37 +446,58 @@ impl Payments {
             let attempted = self
                 .attempt(ctx, &undo, &[provider.to_string()], None, true, false, None)
                 .await;
-            let done = match &attempted {
-                Attempted::Outcome { outcome, .. } => {
-                    matches!(
-                        outcome.status,
-                        OutcomeStatus::Approved | OutcomeStatus::Pending
-                    )
-                }
-                _ => false,
+            let status = match &attempted {
+                Attempted::Outcome { outcome, .. } => Some(&outcome.status),
+                _ => None,
             };
-            if done {
-                result = match operation {
-                    Operation::Void => "voided",
-                    _ => "refunded",
-                };
-                break;
+            match status {
+                Some(OutcomeStatus::Approved | OutcomeStatus::Pending) => {
+                    result = match operation {
+                        Operation::Void => "voided",
+                        _ => "refunded",
+                    };
+                    break;
+                }
+                // Refused as such (a capture already taken cannot be voided): refund.
+                Some(OutcomeStatus::Declined(_))
+                | Some(OutcomeStatus::Error(Failure {
+                    class: ErrorClass::NotSent | ErrorClass::AnsweredNotProcessed,
+                    ..
+                })) => {}
+                // The undo may have happened: nothing more now (a refund on top of a void
+                // that went through would be refused, or worse); held and tried again.
+                _ => break,
             }
         }
-        self.metrics
-            .late_charges
-            .with_label_values(&[provider, result])
-            .inc();
-        if result == "failed" {
-            tracing::error!(route = %ctx.route.name, provider, payment = %id, "a late charge could neither be voided nor refunded: an operator must refund it (the payment record lists it under late_charges)");
-        }
-        entry.late_charges.push(LateCharge {
+        let late = LateCharge {
             provider: provider.to_string(),
             reference: reference.clone(),
             amount: amount.map(|m| m.minor),
             result: result.to_string(),
             at_ms: now_ms(),
-        });
+        };
+        if result == "failed" {
+            // Held and tried again (the same undo, the same provider key) until the hold runs
+            // out; recorded and counted once, so the record shows it meanwhile.
+            tracing::error!(route = %ctx.route.name, provider, payment = %id, "a late charge could not be voided or refunded now; tried again until state.notice_hold_ms, then an operator must refund it (the payment record lists it under late_charges)");
+            if earlier.is_none() {
+                self.metrics
+                    .late_charges
+                    .with_label_values(&[provider, result])
+                    .inc();
+                entry.late_charges.push(late);
+                self.save(ctx, &entry).await?;
+            }
+            return Ok(Fate::Held);
+        }
+        self.metrics
+            .late_charges
+            .with_label_values(&[provider, result])
+            .inc();
+        match earlier {
+            Some(at) => entry.late_charges[at] = late,
+            None => entry.late_charges.push(late),
+        }
         entry.notices.push(seen);
         self.save(ctx, &entry).await?;
         ctx.note(|d| {
@@ -444,47 +513,79 @@ impl Payments {
 
     /// Try the held notifications again: apply those whose payment is known now, report
     /// and drop those held longer than `hold_ms`.
-    async fn retry_held(&self, snapshot: &Snapshot, hold_ms: u64) -> Result<(), StoreError> {
+    async fn retry_held(
+        &self,
+        snapshot: &Snapshot,
+        hold_ms: u64,
+        backoff: &mut Backoff,
+    ) -> Result<(), StoreError> {
         let held = self.state(|s| s.held_notices(HELD_BATCH)).await?;
+        backoff.forget_all_but(&held);
         let mut busy = HashSet::new();
         for notice in held {
-            let reference = notice
-                .notification
-                .outcome
-                .provider_reference
-                .clone()
-                .unwrap_or_default();
-            let found = self
-                .find(&notice.provider, &reference, &notice.notification)
-                .await?;
-            let applied = match &found {
-                Some((id, from)) if !busy.contains(id) => {
-                    let applied = self
-                        .apply_to(snapshot, &notice.provider, id, &notice.notification, *from)
-                        .await?;
-                    if applied.is_none() {
-                        // Keep its later notifications behind it, in order.
-                        busy.insert(id.clone());
-                    }
-                    applied
-                }
-                _ => None,
-            };
+            let expired = now_ms().saturating_sub(notice.received_ms) > hold_ms;
+            if !expired && !backoff.due(&notice.key) {
+                continue;
+            }
+            // Each on its own: one that fails (a store error, a lock that is not a lock)
+            // never stops the others, nor its own expiry.
+            let tried = self.retry_one(snapshot, &notice, &mut busy).await;
             let key = notice.key.clone();
-            match applied {
-                Some(applied) => {
+            let done = match tried {
+                Ok(Some(applied)) => {
                     self.notice_result(&notice.provider, applied.label());
-                    self.state(move |s| s.drop_notice(&key)).await?;
+                    true
                 }
-                None if now_ms().saturating_sub(notice.received_ms) > hold_ms => {
+                Ok(None) | Err(_) if expired => {
                     self.notice_result(&notice.provider, "expired");
-                    tracing::warn!(provider = %notice.provider, event = %notice.notification.event_id, known = found.is_some(), "a provider notification waited past state.notice_hold_ms for its payment; dropped (the payment may need a status query or an operator)");
-                    self.state(move |s| s.drop_notice(&key)).await?;
+                    tracing::warn!(provider = %notice.provider, event = %notice.notification.event_id, reference = notice.notification.outcome.provider_reference.as_deref().unwrap_or("-"), "a provider notification waited past state.notice_hold_ms and was not applied; dropped (the payment may need a status query or an operator)");
+                    true
                 }
-                None => {}
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(provider = %notice.provider, event = %notice.notification.event_id, error = %e, "a held provider notification could not be tried again; trying later");
+                    false
+                }
+            };
+            if done {
+                if let Err(e) = self.state(move |s| s.drop_notice(&key)).await {
+                    tracing::warn!(error = %e, "could not drop a held provider notification");
+                }
+                backoff.forget(&notice.key);
+            } else {
+                backoff.later(&notice.key);
             }
         }
         Ok(())
+    }
+
+    /// Try one held notification: what became of it, or `None` when it waits on.
+    async fn retry_one(
+        &self,
+        snapshot: &Snapshot,
+        notice: &HeldNotice,
+        busy: &mut HashSet<String>,
+    ) -> Result<Option<Fate>, StoreError> {
+        let reference = notice
+            .notification
+            .outcome
+            .provider_reference
+            .clone()
+            .unwrap_or_default();
+        let found = self
+            .find(&notice.provider, &reference, &notice.notification)
+            .await?;
+        let Some((id, from)) = found.filter(|(id, _)| !busy.contains(id)) else {
+            return Ok(None);
+        };
+        let applied = self
+            .apply_to(snapshot, &notice.provider, &id, &notice.notification, from)
+            .await?;
+        if applied.is_none() {
+            // Keep its later notifications behind it, in order.
+            busy.insert(id);
+        }
+        Ok(applied)
     }
 
     fn webhook_result(&self, provider: &str, result: &str) {
@@ -508,13 +609,14 @@ pub async fn run_held(
     reloader: Arc<Reloader>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut backoff = Backoff::default();
     loop {
         if *shutdown.borrow() {
             return;
         }
         let snapshot = reloader.snapshot();
         let hold_ms = snapshot.config.state.notice_hold_ms;
-        if let Err(e) = payments.retry_held(&snapshot, hold_ms).await {
+        if let Err(e) = payments.retry_held(&snapshot, hold_ms, &mut backoff).await {
             tracing::warn!(error = %e, "could not try held provider notifications again");
         }
         tokio::select! {
@@ -523,6 +625,46 @@ pub async fn run_held(
             changed = shutdown.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// When each held notification is tried next: 250 ms after it was held, then twice as long
+/// after each try, up to 5 s (so a flood of notifications for payments payproxy never made
+/// costs little). Kept in memory: after a restart every held one is tried at once.
+#[derive(Default)]
+struct Backoff {
+    next: HashMap<String, (Instant, u32)>,
+}
+
+impl Backoff {
+    fn due(&self, key: &str) -> bool {
+        self.next
+            .get(key)
+            .is_none_or(|(at, _)| *at <= Instant::now())
+    }
+
+    fn later(&mut self, key: &str) {
+        let tries = self.next.get(key).map_or(0, |(_, n)| n + 1);
+        let wait = RETRY_HELD
+            .saturating_mul(1 << tries.min(7))
+            .min(MAX_HELD_WAIT);
+        self.next
+            .insert(key.to_string(), (Instant::now() + wait, tries));
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.next.remove(key);
+    }
+
+    /// Forget the notifications no longer held (applied or dropped elsewhere).
+    fn forget_all_but(&mut self, held: &[HeldNotice]) {
+        let keys: HashSet<&str> = held.iter().map(|n| n.key.as_str()).collect();
+        self.next.retain(|k, _| keys.contains(k.as_str()));
+    }
+}
+
+/// A notification's key in its payment's applied ids ([`PaymentEntry::notices`]).
+fn seen_key(provider: &str, notification: &Notification) -> String {
+    format!("{provider}\u{0}{}", notification.event_id)
 }
 
 /// What a notification does to a payment.
@@ -559,6 +701,17 @@ fn forward(entry: &mut PaymentEntry, notification: &Notification) -> Step {
                 Step::Stale
             };
         }
+        Operation::Refund => {
+            // A refund notification says how much; without an amount it says nothing usable.
+            let Some(amount) = outcome.amount.as_ref().map(|m| m.minor) else {
+                return Step::Stale;
+            };
+            // One payproxy made (and counted) itself: confirmed, not counted again.
+            if let Some(i) = entry.unconfirmed_refunds.iter().position(|a| *a == amount) {
+                entry.unconfirmed_refunds.remove(i);
+                return Step::Moved;
+            }
+        }
         Operation::Capture if state != PaymentState::RequiresCapture => {
             return if rank(state) < rank(PaymentState::RequiresCapture) {
                 Step::NotYet
@@ -571,7 +724,18 @@ fn forward(entry: &mut PaymentEntry, notification: &Notification) -> Step {
     }
     let mut next = entry.clone();
     advance(&mut next, &payment, outcome);
-    let moved = rank(next.record.state) > rank(state);
+    if notification.operation == Operation::Refund {
+        // The notification is the provider's word on this refund: nothing to confirm later.
+        next.unconfirmed_refunds = entry.unconfirmed_refunds.clone();
+    }
+    // Failed is final but for one way out: a failed payment may be confirmed again, and a
+    // success reported then is money taken, never dropped as stale.
+    let retried = state == PaymentState::Failed
+        && matches!(
+            next.record.state,
+            PaymentState::Succeeded | PaymentState::RequiresCapture
+        );
+    let moved = rank(next.record.state) > rank(state) || retried;
     let refunded = next.record.amount_refunded > entry.record.amount_refunded;
     if !(moved || refunded) {
         return Step::Stale;
@@ -692,13 +856,16 @@ mod tests {
             assert_eq!(forward(&mut e, &late), Step::Stale);
             assert_eq!(e, before);
         }
-        // Failed is final too.
+        // Failed is final for anything but a success (a failed payment may be confirmed
+        // again: the money taken then is never dropped).
         let mut failed = entry(S::RequiresAction, 0);
         let decline = notice(Operation::Status, declined(), None);
         assert_eq!(forward(&mut failed, &decline), Step::Moved);
         assert_eq!(failed.record.state, S::Failed);
-        assert_eq!(forward(&mut failed, &paid), Step::Stale);
-        assert_eq!(failed.record.state, S::Failed);
+        let pending = notice(Operation::Status, OutcomeStatus::Pending, None);
+        assert_eq!(forward(&mut failed, &pending), Step::Stale);
+        assert_eq!(forward(&mut failed, &paid), Step::Moved);
+        assert_eq!(failed.record.state, S::Succeeded);
         // Pending moves requires_action on, not back.
         let mut waiting = entry(S::RequiresAction, 0);
         let pending = notice(Operation::Status, OutcomeStatus::Pending, None);
@@ -727,6 +894,38 @@ mod tests {
             "never beyond the capture"
         );
         assert_eq!(forward(&mut paid, &big), Step::Stale);
+        // No amount: nothing to count.
+        let vague = notice(Operation::Refund, OutcomeStatus::Approved, None);
+        assert_eq!(forward(&mut entry(S::Succeeded, 1000), &vague), Step::Stale);
+    }
+
+    #[test]
+    fn a_refund_payproxy_made_is_confirmed_by_its_notification_not_counted_twice() {
+        use PaymentState as S;
+        let mut paid = entry(S::Succeeded, 1000);
+        // payproxy refunds 400 (the storefront asked): counted, awaiting confirmation.
+        let mut refund = crate::plugin::blank_payment(Operation::Refund);
+        refund.amount = Some(Money {
+            minor: 400,
+            currency: "EUR".into(),
+        });
+        let approved = Outcome {
+            status: OutcomeStatus::Approved,
+            provider_reference: Some("re_1".into()),
+            amount: None,
+        };
+        advance(&mut paid, &refund, &approved);
+        assert_eq!(paid.record.amount_refunded, 400);
+        assert_eq!(paid.unconfirmed_refunds, [400]);
+        // The provider's notification of it: confirmed, not counted again.
+        let notified = notice(Operation::Refund, OutcomeStatus::Approved, Some(400));
+        assert_eq!(forward(&mut paid, &notified), Step::Moved);
+        assert_eq!(paid.record.amount_refunded, 400);
+        assert!(paid.unconfirmed_refunds.is_empty());
+        // A refund made elsewhere (the provider's dashboard) of the same amount: counted.
+        assert_eq!(forward(&mut paid, &notified), Step::Moved);
+        assert_eq!(paid.record.amount_refunded, 800);
+        assert!(paid.unconfirmed_refunds.is_empty());
     }
 
     #[test]

@@ -674,8 +674,16 @@ pub(super) fn advance(entry: &mut PaymentEntry, payment: &Payment, outcome: &Out
         (OutcomeStatus::Approved | OutcomeStatus::Pending, Operation::Refund) => {
             // A pending refund is committed money: count it, so nothing refunds it twice.
             let left = record.amount_captured - record.amount_refunded;
-            let refunded = payment.amount.as_ref().map_or(left, |m| m.minor);
-            record.amount_refunded += refunded.clamp(0, left.max(0));
+            let refunded = payment
+                .amount
+                .as_ref()
+                .map_or(left, |m| m.minor)
+                .clamp(0, left.max(0));
+            record.amount_refunded += refunded;
+            if refunded > 0 {
+                // Until the provider's notification of it arrives (`notices::forward`).
+                entry.unconfirmed_refunds.push(refunded);
+            }
             None
         }
         (OutcomeStatus::Approved | OutcomeStatus::Pending, Operation::Capture) => {
@@ -752,6 +760,7 @@ mod tests {
             notices: Vec::new(),
             passed_over: Vec::new(),
             late_charges: Vec::new(),
+            unconfirmed_refunds: Vec::new(),
         }
     }
 

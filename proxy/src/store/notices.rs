@@ -31,6 +31,13 @@ pub fn unsure_key(provider: &str, reference: &str) -> String {
     format!("{provider}\u{0}\u{2}{reference}")
 }
 
+/// The reference index key of a charge `provider` made late (after answering "not
+/// processed") that payproxy voided or refunded, by its reference: the provider's
+/// notifications of that charge and of its undoing change nothing.
+pub fn undone_key(provider: &str, reference: &str) -> String {
+    format!("{provider}\u{0}\u{3}{reference}")
+}
+
 /// A notification waiting for its payment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldNotice {

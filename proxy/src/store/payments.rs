@@ -50,6 +50,11 @@ pub struct PaymentEntry {
     /// Charges passed-over providers reported later, and what payproxy did about them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub late_charges: Vec<LateCharge>,
+    /// Amounts (minor units) of refunds payproxy made and counted whose provider
+    /// notification has not arrived yet: a refund notification of one of these amounts
+    /// confirms it instead of counting a second refund.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed_refunds: Vec<i64>,
 }
 
 /// A provider that answered a confirm of a payment "not processed".
@@ -95,6 +100,7 @@ impl PaymentEntry {
             notices: Vec::new(),
             passed_over: Vec::new(),
             late_charges: Vec::new(),
+            unconfirmed_refunds: Vec::new(),
         }
     }
 
@@ -103,7 +109,7 @@ impl PaymentEntry {
     /// notifications echo; and the same for a provider that may hold it under a reference
     /// payproxy does not know yet (see [`super::notices::unsure_key`]).
     pub fn reference_keys(&self) -> Vec<String> {
-        use super::notices::{passed_over_key, reference_key, unsure_key};
+        use super::notices::{passed_over_key, reference_key, undone_key, unsure_key};
         let mut keys: Vec<String> = self
             .owner
             .iter()
@@ -113,6 +119,11 @@ impl PaymentEntry {
         for passed in &self.passed_over {
             for sent in &passed.sent {
                 keys.push(passed_over_key(&passed.provider, sent));
+            }
+        }
+        for late in &self.late_charges {
+            if !late.reference.is_empty() && late.result != "failed" {
+                keys.push(undone_key(&late.provider, &late.reference));
             }
         }
         // A provider that may have charged this payment under a reference payproxy does not

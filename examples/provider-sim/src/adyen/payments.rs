@@ -72,6 +72,11 @@ fn text<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The provider note keeping the `reference` a payment `psp` was made with.
+pub(super) fn reference_note(psp: &str) -> String {
+    format!("adyen-reference:{psp}")
+}
+
 /// `POST /payments`.
 pub(super) fn create(
     ledger: &mut Ledger,
@@ -157,7 +162,12 @@ pub(super) fn create(
             currency: code.to_ascii_lowercase(),
             status: status.to_owned(),
             idempotency_key: idempotency_key.map(str::to_owned),
-            merchant_reference: Some(reference.to_owned()),
+            // The merchant's order (`merchantOrderReference`), else Adyen's `reference`.
+            merchant_reference: Some(
+                text(body, "merchantOrderReference")
+                    .unwrap_or(reference)
+                    .to_owned(),
+            ),
             metadata,
         },
         manual_capture,
@@ -197,16 +207,21 @@ pub(super) fn finish_redirect(provider: &Provider, psp: &str, call: &Call) -> Si
         "requires_action" => "RedirectShopper",
         _ => "Refused",
     };
+    // Adyen's `reference` of the payment (kept when it was made), else the ledger's.
+    let reference = provider
+        .note(&reference_note(psp))
+        .or_else(|| intent.charge.merchant_reference.clone())
+        .unwrap_or_default();
     let answer = json(
         StatusCode::OK,
-        &json!({ "pspReference": psp, "resultCode": result, "merchantReference": intent.charge.merchant_reference }),
+        &json!({ "pspReference": psp, "resultCode": result, "merchantReference": reference }),
     );
     let event = completed.then(|| notifications::Event {
         code: "AUTHORISATION",
         success: !refused,
         psp: psp.to_owned(),
         original: None,
-        merchant_reference: intent.charge.merchant_reference.clone().unwrap_or_default(),
+        merchant_reference: reference,
         merchant_account: provider.note(&format!("adyen:{psp}")).unwrap_or_default(),
         value: intent.charge.amount,
         currency: intent.charge.currency.to_ascii_uppercase(),
