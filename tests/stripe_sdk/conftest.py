@@ -224,10 +224,6 @@ class Sim:
         assert status == 200, f"{method} {self.url}{path}: HTTP {status} {body}"
         return body
 
-    def reset(self) -> None:
-        """Empty ledger, no faults, request count 0."""
-        self._get("/__sim/reset", "POST")
-
     def ledger(self) -> list:
         """Every charge the simulator recorded."""
         return self._get("/__sim/ledger")
