@@ -1,0 +1,516 @@
+#!/usr/bin/env python3
+"""Side-by-side proxy benchmark (run through scripts/bench.sh, which installs and builds).
+
+One canned nginx upstream; in front of it nginx, HAProxy and payproxy (transparent route,
+router-plugin route, payment chains). Each round measures every path once, in a rotated
+order; the table shows the median over rounds. Load generators and the upstream run on CPU 0,
+every proxy on CPU 1 (with three or more CPUs the upstream gets CPU 2). Only loopback
+addresses are used; every load run is bounded in time.
+
+Per path and protocol:
+  - max throughput: wrk -t1 -c64 (HTTP/1.1) or h2load -t1 -c64 -m1 (h2c prior knowledge),
+    keep-alive, BENCH_SECONDS each;
+  - latency at a fixed rate below saturation: h2load, 4 clients at BENCH_RATE/4 req/s each,
+    p50/p99 from its per-request log; "added" is the path's minus the direct path's.
+    The unique-key rows cannot use h2load (it repeats one request), so their latency is
+    wrk -c4 closed loop, marked *.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+RATE = int(os.environ.get("BENCH_RATE", "1000"))
+PLUGINS = ROOT / "plugins/target/wasm32-wasip2/release"
+PAYPROXY = ROOT / "target/release/payproxy"
+RULES = ROOT / "examples/config/rules"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+UP, UP_H2 = 18101, 18111
+NGINX_H1, NGINX_H2 = 18102, 18112
+HAPROXY_H1, HAPROXY_H2 = 18103, 18113
+PP_MEMORY, PP_REDB, PP_TRANSLATED = 18104, 18105, 18106
+
+STOREFRONT_KEY = "sk_bench_storefront"
+PAYMENT_FORM = (
+    "amount=1000&currency=eur&confirm=true"
+    "&payment_method_data%5Btype%5D=card"
+    "&payment_method_data%5Bcard%5D%5Btoken%5D=tok_visa"
+    "&payment_method_data%5Bcard%5D%5Bbin%5D=424242"
+    "&payment_method_data%5Bcard%5D%5Blast4%5D=4242"
+    "&payment_method_data%5Bcard%5D%5Bnetwork%5D=visa"
+    "&payment_method_data%5Bcard%5D%5Bcountry%5D=NL"
+    "&payment_method_data%5Bbilling_details%5D%5Baddress%5D%5Bcountry%5D=NL"
+    "&metadata%5Border_id%5D=bench"
+)
+PAYMENT_HEADERS = {
+    "authorization": f"Bearer {STOREFRONT_KEY}",
+    "content-type": "application/x-www-form-urlencoded",
+}
+# What the canned upstream answers: a Stripe PaymentIntent, an Adyen authorisation, 1 KiB.
+CANNED_INTENT = json.dumps({
+    "id": "pi_bench1", "object": "payment_intent", "amount": 1000, "amount_received": 1000,
+    "currency": "eur", "status": "succeeded", "capture_method": "automatic",
+    "latest_charge": "ch_bench1", "payment_method": "pm_bench1", "livemode": False,
+})
+CANNED_ADYEN = json.dumps({
+    "pspReference": "PSPBENCH0000001", "resultCode": "Authorised",
+    "amount": {"value": 1000, "currency": "EUR"}, "merchantReference": "bench",
+})
+KIB = "x" * 1024
+
+
+def cpus():
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        sys.exit("bench: needs at least 2 CPUs (load generator and proxy on their own)")
+    generator, proxy = available[0], available[1]
+    upstream = available[2] if len(available) > 2 else generator
+    return generator, proxy, upstream
+
+
+GEN_CPU, PROXY_CPU, UP_CPU = cpus()
+
+
+def pinned(cpu, argv):
+    return ["taskset", "-c", str(cpu), *argv]
+
+
+def wait_port(port, proc=None, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def request(url, body=None, headers=None):
+    req = urllib.request.Request(url, data=body, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=10) as answer:
+        return answer.status, answer.read()
+
+
+class Servers:
+    def __init__(self, work):
+        self.work = work
+        self.procs = []
+
+    def start(self, name, argv, port):
+        log = open(self.work / f"{name}.log", "wb")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PAYPROXY_LOG": "warn"})
+        self.procs.append((name, proc))
+        try:
+            wait_port(port, proc)
+        except RuntimeError as e:
+            raise RuntimeError(f"{name}: {e}; see {self.work / (name + '.log')}") from None
+
+    def stop(self):
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def nginx_conf(work, name, server):
+    pid = work / f"{name}.pid"
+    return f"""
+worker_processes 1;
+daemon off;
+pid {pid};
+error_log {work / (name + '.error.log')} warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {work / (name + '-body')};
+    proxy_temp_path {work / (name + '-proxy')};
+    {server}
+}}
+"""
+
+
+def upstream_conf(work):
+    def canned(body):
+        return body.replace("\\", "\\\\").replace("'", "\\'")
+    server = f"""
+    server {{
+        listen 127.0.0.1:{UP};
+        listen 127.0.0.1:{UP_H2} http2;
+        location /v1/payment_intents {{ default_type application/json; return 200 '{canned(CANNED_INTENT)}'; }}
+        location /adyen/ {{ default_type application/json; return 200 '{canned(CANNED_ADYEN)}'; }}
+        location / {{ default_type text/plain; return 200 '{KIB}'; }}
+    }}"""
+    return nginx_conf(work, "upstream", server)
+
+
+def nginx_proxy_conf(work):
+    server = f"""
+    upstream up {{ server 127.0.0.1:{UP}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{NGINX_H1};
+        listen 127.0.0.1:{NGINX_H2} http2;
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""
+    return nginx_conf(work, "nginx", server)
+
+
+def haproxy_conf():
+    return f"""
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:{HAPROXY_H1}
+    bind 127.0.0.1:{HAPROXY_H2} proto h2
+    default_backend up
+backend up
+    server up 127.0.0.1:{UP}
+"""
+
+
+def plugin(file, role, **extra):
+    return {"path": str(PLUGINS / file), "role": role, **extra}
+
+
+def payproxy_conf(work, name, port, store, provider_dialect):
+    """A payproxy config: the payment chain (Stripe dialect, PSD2 SCA, KYC, limits, regional
+    router) at /v1 to a canned provider speaking `provider_dialect`; on the memory instance
+    also a router-plugin route at /r and a transparent route at /."""
+    provider = {
+        "url": f"http://127.0.0.1:{UP}", "region": "eu", "tags": ["card"], "cost": 1.0,
+        "dialect": provider_dialect, "credentials": {"api_key": "sk_upstream_bench"},
+    }
+    router_rules = {"rules": [{"name": "cards", "match": {"payment_method": ["card"]},
+                               "providers": [{"name": "canned"}]}]}
+    key = hashlib.sha256(STOREFRONT_KEY.encode()).hexdigest()
+    config = {
+        "listeners": [{"addr": f"127.0.0.1:{port}"}],
+        "admin": {"addr": f"127.0.0.1:{port + 20}"},
+        "limits": {"max_body_bytes": 65536, "request_timeout_ms": 25000},
+        "plugin_host": {"instance_mode": "reuse", "deadline_ms": 20, "memory_mb": 32,
+                        "compile_cache_dir": str(work / "plugin-cache")},
+        "state": {"kind": store, "path": str(work / f"{name}.redb")},
+        "log": {"audit_path": str(work / f"{name}.audit.log")},
+        "plugins": {
+            "stripe": plugin("dialect_stripe.wasm", "dialect",
+                             config={"server_errors": "answered_not_processed"}),
+            "adyen": plugin("dialect_adyen.wasm", "dialect",
+                            config={"merchant_account": "BenchECOM"}),
+            "psd2-sca": plugin("compliance_psd2_sca.wasm", "compliance",
+                               config_file=str(RULES / "psd2-sca.json")),
+            "kyc": plugin("compliance_kyc.wasm", "compliance",
+                          config_file=str(RULES / "kyc.json")),
+            "limits": plugin("compliance_limits.wasm", "compliance",
+                             config_file=str(RULES / "limits.json")),
+            "regional-router": plugin("router_regional.wasm", "router", config=router_rules),
+        },
+        "providers": {"canned": provider},
+        "routes": [{
+            "name": "payments", "path_prefix": "/v1", "dialect": "stripe", "home": "canned",
+            "storefront_keys": [{"sha256": key}],
+            "plugins": ["psd2-sca", "kyc", "limits", "regional-router"],
+            "providers": ["canned"],
+        }],
+    }
+    if name == "memory":
+        config["plugins"]["path-router"] = plugin(
+            "router_regional.wasm", "router",
+            config={"rules": [{"name": "all", "match": {"path_prefix": ["/r"]},
+                               "providers": [{"name": "plain"}]}]})
+        config["providers"]["plain"] = {"url": f"http://127.0.0.1:{UP}"}
+        config["routes"] += [
+            {"name": "router", "path_prefix": "/r", "plugins": ["path-router"],
+             "providers": ["plain"]},
+            {"name": "transparent", "path_prefix": "/", "providers": ["plain"]},
+        ]
+    if provider_dialect != "stripe":
+        # The home takes what the storefront dialect forwards unchanged: a Stripe provider.
+        del config["routes"][0]["home"]
+    path = work / f"payproxy-{name}.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def parse_duration_us(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
+
+
+def wrk(url, conns, work, unique=False, payment=False):
+    """wrk -t1: (req/s, p50 us, p99 us, failed requests)."""
+    script = work / "wrk.lua"
+    lines = []
+    if payment:
+        headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in PAYMENT_HEADERS.items())
+        lines.append(f'wrk.method = "POST"\nwrk.body = "{PAYMENT_FORM}"\n{headers}')
+    if unique:
+        nonce = f"{os.getpid()}-{time.monotonic_ns()}"
+        lines.append('counter = 0\nfunction request()\n  counter = counter + 1\n'
+                     f'  wrk.headers["Idempotency-Key"] = "bench-{nonce}-" .. counter\n'
+                     '  return wrk.format()\nend\n')
+    lines.append('function done(summary, latency, requests)\n'
+                 '  io.write(string.format("FAILED %d\\n", summary.errors.status + '
+                 'summary.errors.connect + summary.errors.read + summary.errors.write + '
+                 'summary.errors.timeout))\nend\n')
+    script.write_text("\n".join(lines))
+    out = subprocess.run(
+        pinned(GEN_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{SECONDS}s", "--latency",
+                         "-s", str(script), url]),
+        capture_output=True, text=True, timeout=SECONDS + 60, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = parse_duration_us(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = parse_duration_us(re.search(r"\s99%\s+(\S+)", out).group(1))
+    failed = int(re.search(r"FAILED (\d+)", out).group(1))
+    return rps, p50, p99, failed
+
+
+def h2load_args(h1, payment, work):
+    args = ["--h1"] if h1 else []
+    if payment:
+        body = work / "payment.form"
+        body.write_text(PAYMENT_FORM)
+        args += ["-d", str(body)]
+        for k, v in PAYMENT_HEADERS.items():
+            args += ["-H", f"{k}: {v}"]
+    return args
+
+
+def h2load_throughput(url, h1, payment, work):
+    out = subprocess.run(
+        pinned(GEN_CPU, ["h2load", "-t1", "-c64", "-m1", "-D", str(SECONDS),
+                         "--warm-up-time=1", *h2load_args(h1, payment, work), url]),
+        capture_output=True, text=True, timeout=SECONDS + 60, check=True).stdout
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    return rps, failures(out)
+
+
+def failures(h2load_out):
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", h2load_out)
+    codes = re.search(r"status codes: (\d+) 2xx", h2load_out)
+    return int(done.group(1)) - int(codes.group(1)) if done and codes else -1
+
+
+def h2load_latency(url, h1, payment, work):
+    log = work / "h2load-requests.log"
+    log.unlink(missing_ok=True)
+    out = subprocess.run(
+        pinned(GEN_CPU, ["h2load", "-t1", "-c4", "-m1", f"--rps={RATE // 4}",
+                         "-D", str(SECONDS), "--warm-up-time=1", f"--log-file={log}",
+                         *h2load_args(h1, payment, work), url]),
+        capture_output=True, text=True, timeout=SECONDS + 60, check=True).stdout
+    times = sorted(float(line.split("\t")[2]) for line in log.read_text().splitlines()
+                   if line.count("\t") >= 2)
+    return percentile(times, 50), percentile(times, 99), failures(out)
+
+
+class Path_:
+    def __init__(self, name, port_h1, port_h2, path, payment=False, unique=False):
+        self.name, self.port_h1, self.port_h2, self.path = name, port_h1, port_h2, path
+        self.payment, self.unique = payment, unique
+
+
+PATHS = [
+    Path_("direct to upstream", UP, UP_H2, "/1k"),
+    Path_("nginx proxy_pass", NGINX_H1, NGINX_H2, "/1k"),
+    Path_("HAProxy", HAPROXY_H1, HAPROXY_H2, "/1k"),
+    Path_("payproxy, transparent route", PP_MEMORY, PP_MEMORY, "/1k"),
+    Path_("payproxy, router plugin", PP_MEMORY, PP_MEMORY, "/r/1k"),
+    Path_("payproxy, payment chain, same-dialect forward (memory store)", PP_MEMORY,
+          PP_MEMORY, "/v1/payment_intents", payment=True),
+    Path_("payproxy, payment chain, same-dialect forward (redb store)", PP_REDB, PP_REDB,
+          "/v1/payment_intents", payment=True),
+    Path_("payproxy, payment chain, unique Idempotency-Key (memory store)", PP_MEMORY, None,
+          "/v1/payment_intents", payment=True, unique=True),
+    Path_("payproxy, payment chain, unique Idempotency-Key (redb store, fsync)", PP_REDB, None,
+          "/v1/payment_intents", payment=True, unique=True),
+    Path_("payproxy, payment chain translated to Adyen JSON (memory store)", PP_TRANSLATED,
+          PP_TRANSLATED, "/v1/payment_intents", payment=True),
+]
+
+
+def check(p):
+    """One request through the path: refuse to measure a path that does not work."""
+    url = f"http://127.0.0.1:{p.port_h1}{p.path}"
+    if p.payment:
+        headers = {**PAYMENT_HEADERS, "idempotency-key": f"check-{time.monotonic_ns()}"}
+        status, body = request(url, PAYMENT_FORM.encode(), headers)
+        answer = json.loads(body)
+        if status != 200 or answer.get("status") != "succeeded":
+            raise RuntimeError(f"{p.name}: {status} {body[:300]!r}")
+    else:
+        status, body = request(url)
+        if status != 200 or len(body) != 1024:
+            raise RuntimeError(f"{p.name}: {status}, {len(body)} bytes")
+
+
+def measure(p, proto, work):
+    h1 = proto == "http/1.1"
+    port = p.port_h1 if h1 else p.port_h2
+    url = f"http://127.0.0.1:{port}{p.path}"
+    if h1:
+        rps, _, _, failed = wrk(url, 64, work, unique=p.unique, payment=p.payment)
+    else:
+        rps, failed = h2load_throughput(url, False, p.payment, work)
+    if p.unique:
+        _, p50, p99, lat_failed = wrk(url, 4, work, unique=True, payment=True)
+    else:
+        p50, p99, lat_failed = h2load_latency(url, h1, p.payment, work)
+    return {"rps": rps, "p50": p50, "p99": p99, "failed": failed + max(lat_failed, 0)}
+
+
+def fmt_us(us):
+    return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs"
+
+
+def table(proto, results, paths):
+    def med(p, key):
+        return statistics.median(r[key] for r in results[(p.name, proto)])
+    direct = paths[0]
+    rows = [f"**{proto}**", "",
+            "| path | max req/s (c=64) | × nginx | p50 / p99 at "
+            f"{RATE} req/s | added p50 / p99 over direct | failed |",
+            "|---|---|---|---|---|---|"]
+    nginx_rps = med(paths[1], "rps")
+    for p in paths:
+        if (p.name, proto) not in results:
+            continue
+        rps, p50, p99 = med(p, "rps"), med(p, "p50"), med(p, "p99")
+        star = "*" if p.unique else ""
+        added = ("—" if p is direct or p.unique else
+                 f"{fmt_us(p50 - med(direct, 'p50'))} / {fmt_us(p99 - med(direct, 'p99'))}")
+        failed = sum(r["failed"] for r in results[(p.name, proto)])
+        rows.append(f"| {p.name} | {rps:,.0f} | {rps / nginx_rps:.2f} | "
+                    f"{fmt_us(p50)} / {fmt_us(p99)}{star} | {added} | {failed} |")
+    return "\n".join(rows)
+
+
+def ratios(results, paths):
+    def med(i, key, proto="http/1.1"):
+        return statistics.median(r[key] for r in results[(paths[i].name, proto)])
+    direct_p50 = med(0, "p50")
+    lines = [
+        "| target (HTTP/1.1) | measured | goal |", "|---|---|---|",
+        f"| transparent max throughput / nginx | {med(3, 'rps') / med(1, 'rps'):.2f} | ≥ 1.00 |",
+        f"| transparent added p99 / HAProxy added p99 | "
+        f"{(med(3, 'p99') - med(0, 'p99')) / max(med(2, 'p99') - med(0, 'p99'), 1):.2f} | ≤ 1.2 |",
+        f"| router route / transparent throughput | {med(4, 'rps') / med(3, 'rps'):.2f} | ≥ 0.80 |",
+        f"| payment chain req/s (memory) | {med(5, 'rps'):,.0f} | ≥ 15,000 |",
+        f"| payment chain / transparent throughput | {med(5, 'rps') / med(3, 'rps'):.2f} | ≥ 0.50 |",
+        f"| payment chain added p50 over direct | {fmt_us(med(5, 'p50') - direct_p50)} | ≤ 150 µs |",
+        f"| unique keys, redb (fsync) payments/s | {med(8, 'rps'):,.0f} | ≥ 10,000 |",
+        f"| unique keys redb / unique keys memory | {med(8, 'rps') / med(7, 'rps'):.2f} | ≥ 0.70 |",
+        f"| translated chain (Adyen JSON) payments/s | {med(9, 'rps'):,.0f} | ≥ 8,000 |",
+    ]
+    return "\n".join(lines)
+
+
+def main():
+    for tool in ("wrk", "h2load", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing (run scripts/bench.sh, which installs it)")
+    if not PAYPROXY.exists():
+        sys.exit("bench: target/release/payproxy is missing (run scripts/bench.sh)")
+    out_dir = ROOT / "target/bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=out_dir))
+    servers = Servers(work)
+    try:
+        (work / "upstream.conf").write_text(upstream_conf(work))
+        (work / "nginx.conf").write_text(nginx_proxy_conf(work))
+        (work / "haproxy.cfg").write_text(haproxy_conf())
+        servers.start("upstream", pinned(UP_CPU, [NGINX, "-p", str(work), "-c", str(work / "upstream.conf"),
+                                                  "-e", str(work / "upstream.stderr")]), UP)
+        servers.start("nginx", pinned(PROXY_CPU, [NGINX, "-p", str(work), "-c", str(work / "nginx.conf"),
+                                                  "-e", str(work / "nginx.stderr")]), NGINX_H1)
+        servers.start("haproxy", pinned(PROXY_CPU, [HAPROXY, "-db", "-f",
+                                                    str(work / "haproxy.cfg")]), HAPROXY_H1)
+        for name, port, store, dialect in [("memory", PP_MEMORY, "memory", "stripe"),
+                                           ("redb", PP_REDB, "redb", "stripe"),
+                                           ("translated", PP_TRANSLATED, "memory", "adyen")]:
+            config = payproxy_conf(work, name, port, store, dialect)
+            servers.start(f"payproxy-{name}",
+                          pinned(PROXY_CPU, [str(PAYPROXY), "run", "--config", str(config)]),
+                          port)
+        for p in PATHS:
+            check(p)
+        protos = ["http/1.1", "h2"]
+        results = {}
+        started = time.monotonic()
+        for round_ in range(ROUNDS):
+            order = PATHS[round_ % len(PATHS):] + PATHS[:round_ % len(PATHS)]
+            for proto in protos:
+                for p in order:
+                    if proto == "h2" and p.port_h2 is None:
+                        continue
+                    print(f"round {round_ + 1}/{ROUNDS} {proto}: {p.name}", file=sys.stderr)
+                    results.setdefault((p.name, proto), []).append(measure(p, proto, work))
+        elapsed = time.monotonic() - started
+        cpu = next((line.split(":", 1)[1].strip() for line in
+                    Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "unknown CPU")
+        report = "\n\n".join([
+            f"Machine: {len(os.sched_getaffinity(0))} CPUs ({cpu}); load generator on CPU "
+            f"{GEN_CPU}, proxies on CPU {PROXY_CPU}, upstream on CPU {UP_CPU}. "
+            f"{ROUNDS} rounds of {SECONDS} s per measurement, medians, {elapsed:.0f} s in all. "
+            f"Upstream: nginx answering 1 KiB, a canned PaymentIntent or Adyen authorisation.",
+            table("http/1.1", results, PATHS),
+            table("h2", results, PATHS),
+            "\\* closed loop, wrk -c4 (h2load repeats one request, so it cannot send unique keys).",
+            ratios(results, PATHS),
+        ])
+        print(report)
+        (out_dir / "results.md").write_text(report + "\n")
+    finally:
+        servers.stop()
+    # Gone after a run that worked (the audit logs alone reach hundreds of MB); kept, for
+    # its logs, after one that failed, or with BENCH_KEEP=1.
+    if not os.environ.get("BENCH_KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
