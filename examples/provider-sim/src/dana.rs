@@ -770,14 +770,6 @@ pub(crate) mod finish_notify {
         use super::*;
         use serde_json::Value;
 
-        fn header<'a>(notice: &'a Notice, name: &str) -> Option<&'a str> {
-            notice
-                .headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        }
-
         #[test]
         fn order_finish() {
             let finish = Finish {
@@ -811,7 +803,7 @@ pub(crate) mod finish_notify {
                 }})
             );
             assert_eq!(
-                header(&notice, "x-timestamp"),
+                notice.header("x-timestamp"),
                 Some("2023-11-15T05:13:20+07:00")
             );
             // The signature, computed independently of `signature`.
@@ -822,7 +814,7 @@ pub(crate) mod finish_notify {
             let mut mac = Hmac::<Sha256>::new_from_slice(b"dana-secret").unwrap();
             mac.update(signed.as_bytes());
             let want = STANDARD.encode(mac.finalize().into_bytes());
-            assert_eq!(header(&notice, "x-signature"), Some(want.as_str()));
+            assert_eq!(notice.header("x-signature"), Some(want.as_str()));
         }
 
         #[test]
@@ -849,7 +841,7 @@ pub(crate) mod finish_notify {
                 json!({"value": "50000.00", "currency": "IDR"})
             );
             assert_eq!(
-                header(&notice, "x-signature"),
+                notice.header("x-signature"),
                 Some(signature("s", "/w", &notice.body, "2023-11-15T05:13:20+07:00").as_str())
             );
         }
@@ -953,33 +945,10 @@ mod tests {
 
 #[cfg(test)]
 mod webhook_tests {
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
 
     use super::finish_notify::{signature, ORDER_FINISH, REFUND_FINISH};
+    use crate::test_client::call;
     use crate::Simulator;
-
-    async fn call(
-        method: &str,
-        url: String,
-        headers: &[(&str, String)],
-        body: Option<String>,
-    ) -> (u16, String) {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let mut request = hyper::Request::builder().method(method).uri(url);
-        for (name, value) in headers {
-            request = request.header(*name, value.as_str());
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .unwrap();
-        let response = client.request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
 
     async fn api(base: &str, function: &str, msg: &str, body: &str) -> String {
         let xml = format!(

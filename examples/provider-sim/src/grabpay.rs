@@ -688,14 +688,6 @@ pub(crate) mod webhooks {
         use super::*;
         use serde_json::Value;
 
-        fn header<'a>(notice: &'a Notice, name: &str) -> Option<&'a str> {
-            notice
-                .headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        }
-
         #[test]
         fn refund_webhook_shape_and_signature() {
             let event = TxEvent {
@@ -727,10 +719,7 @@ pub(crate) mod webhooks {
                        "status": "success", "amount": 400, "currency": "SGD",
                        "updatedAt": 1_700_000_000u64})
             );
-            assert_eq!(
-                header(&notice, "date"),
-                Some("Tue, 14 Nov 2023 22:13:20 GMT")
-            );
+            assert_eq!(notice.header("date"), Some("Tue, 14 Nov 2023 22:13:20 GMT"));
             // Computed independently: the string the GrabPay request signing covers.
             let signed = format!(
                 "POST\napplication/json\nTue, 14 Nov 2023 22:13:20 GMT\n/webhooks/grab-sg\n{}\n",
@@ -742,7 +731,7 @@ pub(crate) mod webhooks {
                 "sim-partner-grab-sg:{}",
                 STANDARD.encode(mac.finalize().into_bytes())
             );
-            assert_eq!(header(&notice, "authorization"), Some(want.as_str()));
+            assert_eq!(notice.header("authorization"), Some(want.as_str()));
         }
 
         #[test]
@@ -814,35 +803,12 @@ mod tests {
 
 #[cfg(test)]
 mod webhook_flow_tests {
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
     use serde_json::{json, Value};
 
     use super::webhooks::{imf_fixdate, signature};
     use super::*;
+    use crate::test_client::call;
     use crate::Simulator;
-
-    async fn call(
-        method: &str,
-        url: String,
-        headers: &[(&str, String)],
-        body: Option<String>,
-    ) -> (u16, String) {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let mut request = hyper::Request::builder().method(method).uri(url);
-        for (name, value) in headers {
-            request = request.header(*name, value.as_str());
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .unwrap();
-        let response = client.request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
 
     /// A request signed as the dialect signs it.
     async fn signed(base: &str, path: &str, body: Value) -> Value {

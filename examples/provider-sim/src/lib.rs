@@ -59,6 +59,8 @@ mod server;
 mod service;
 mod simulator;
 mod stripe;
+#[cfg(test)]
+mod test_client;
 
 pub use faults::Faults;
 pub use grabpay::grabpay_credentials;

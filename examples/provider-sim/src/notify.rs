@@ -44,6 +44,17 @@ pub(crate) struct Notice {
     pub body: Vec<u8>,
 }
 
+#[cfg(test)]
+impl Notice {
+    /// The value of header `name` (as built, lower case), if the notice has it.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// One delivery attempt of a notice.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -7,6 +7,7 @@
 //! - [`codes`]: the normalized decline and failure codes of the contract.
 //! - [`country`]: ISO 3166-1 country codes.
 //! - [`time`]: calendar dates from the host's Unix time (plugins have no clock).
+//! - [`webhook`]: the refusals and acknowledgement of `decode-webhook`.
 //!
 //! Credentials are read with [`Context::credential`](crate::payment::Context::credential)
 //! and [`Context::required_credential`](crate::payment::Context::required_credential).
@@ -18,3 +19,4 @@ pub mod decode;
 pub mod encode;
 pub mod http_errors;
 pub mod time;
+pub mod webhook;

@@ -28,6 +28,7 @@
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::webhook;
 use payproxy_plugin_sdk::payment::{
     Context, Decline, DeclineKind, HttpRequest, HttpResponse, Money, Notification, Operation,
     Outcome, OutcomeStatus, Refusal, RefusalKind, Webhook,
@@ -64,12 +65,9 @@ pub fn decode(request: &HttpRequest, context: &Context) -> Result<Webhook, Refus
         .collect::<Option<Vec<Item>>>()
         .ok_or_else(unreadable)?;
     if !items.iter().all(|item| item.verifies(&key)) {
-        return Err(Refusal {
-            kind: RefusalKind::InvalidRequest(None),
-            status: 401,
-            code: "invalid_signature".into(),
-            message: "the notification's HMAC signature does not verify".into(),
-        });
+        return Err(webhook::forged(
+            "the notification's HMAC signature does not verify",
+        ));
     }
     Ok(Webhook {
         notifications: items.iter().filter_map(Item::notification).collect(),
@@ -82,11 +80,7 @@ pub fn decode(request: &HttpRequest, context: &Context) -> Result<Webhook, Refus
 }
 
 fn unreadable() -> Refusal {
-    Refusal::invalid(
-        None,
-        "invalid_notification",
-        "the body is not an Adyen notification",
-    )
+    webhook::unreadable("an Adyen notification")
 }
 
 /// The fields of one `NotificationRequestItem` that are signed or read.

@@ -49,9 +49,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::decode::text;
+use payproxy_plugin_sdk::helpers::webhook;
 use payproxy_plugin_sdk::payment::{
     Context, Decline, DeclineKind, HttpRequest, HttpResponse, Money, Notification, Operation,
-    Outcome, OutcomeStatus, Refusal, RefusalKind, Webhook,
+    Outcome, OutcomeStatus, Refusal, Webhook,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -93,23 +95,23 @@ pub fn decode(request: &HttpRequest, context: &Context) -> Result<Webhook, Refus
     let timestamp = request
         .header(TIMESTAMP_HEADER)
         .map(str::trim)
-        .ok_or_else(|| forged("the notification has no x-timestamp header"))?;
+        .ok_or_else(|| webhook::forged("the notification has no x-timestamp header"))?;
     let seconds = time::parse_iso(timestamp)
-        .ok_or_else(|| forged("the x-timestamp header is not an ISO-8601 time"))?;
+        .ok_or_else(|| webhook::forged("the x-timestamp header is not an ISO-8601 time"))?;
     if seconds.abs_diff(context.now_ms / 1000) > TOLERANCE_SECS {
-        return Err(forged(
+        return Err(webhook::forged(
             "the notification's timestamp is outside the tolerance",
         ));
     }
     let signature = request
         .header(SIGNATURE_HEADER)
         .and_then(|s| STANDARD.decode(s.trim()).ok())
-        .ok_or_else(|| forged("the notification has no readable x-signature header"))?;
+        .ok_or_else(|| webhook::forged("the notification has no readable x-signature header"))?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|_| forged("the signature does not verify"))?;
+        .map_err(|_| webhook::forged("the signature does not verify"))?;
     mac.update(string_to_sign(&request.method, &request.path, body, timestamp).as_bytes());
     mac.verify_slice(&signature)
-        .map_err(|_| forged("the notification's HMAC signature does not verify"))?;
+        .map_err(|_| webhook::forged("the notification's HMAC signature does not verify"))?;
     let document: Value = serde_json::from_slice(body).map_err(|_| unreadable())?;
     let (head, notification) = read(&document).ok_or_else(unreadable)?;
     Ok(Webhook {
@@ -118,21 +120,8 @@ pub fn decode(request: &HttpRequest, context: &Context) -> Result<Webhook, Refus
     })
 }
 
-fn forged(message: &str) -> Refusal {
-    Refusal {
-        kind: RefusalKind::InvalidRequest(None),
-        status: 401,
-        code: "invalid_signature".into(),
-        message: message.into(),
-    }
-}
-
 fn unreadable() -> Refusal {
-    Refusal::invalid(
-        None,
-        "invalid_notification",
-        "the body is not a DANA finish notification",
-    )
+    webhook::unreadable("a DANA finish notification")
 }
 
 /// What the answer echoes of the request head.
@@ -165,13 +154,6 @@ fn answer(head: &Head, now_ms: u64) -> HttpResponse {
     HttpResponse::json(200, &body)
 }
 
-fn required<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
 fn optional(value: &Value, key: &str) -> Option<Option<String>> {
     match value.get(key) {
         None | Some(Value::Null) => Some(None),
@@ -181,8 +163,8 @@ fn optional(value: &Value, key: &str) -> Option<Option<String>> {
 
 /// `{"value": "150000.00", "currency": "IDR"}`, exact for the currency.
 fn money(value: &Value) -> Option<Money> {
-    let code = currency::normalise(required(value, "currency")?)?;
-    let minor = currency::from_decimal(required(value, "value")?, &code).ok()?;
+    let code = currency::normalise(text(value, "currency")?)?;
+    let minor = currency::from_decimal(text(value, "value")?, &code).ok()?;
     Some(Money {
         minor,
         currency: code,
@@ -205,15 +187,15 @@ fn read(document: &Value) -> Option<(Head, Option<Notification>)> {
     let head = request.get("head")?;
     let body = request.get("body").filter(|b| b.is_object())?;
     let head = Head {
-        function: required(head, "function")?.to_string(),
+        function: text(head, "function")?.to_string(),
         client_id: optional(head, "clientId")?,
-        req_msg_id: required(head, "reqMsgId")?.to_string(),
+        req_msg_id: text(head, "reqMsgId")?.to_string(),
     };
-    let acquirement = required(body, "acquirementId")?;
+    let acquirement = text(body, "acquirementId")?;
     let merchant_reference = optional(body, "merchantTransId")?;
     let (event_id, operation, status, amount) = match head.function.as_str() {
         ORDER_FINISH => {
-            let status = required(body, "acquirementStatus")?;
+            let status = text(body, "acquirementStatus")?;
             let amount = match body.get("orderAmount") {
                 None | Some(Value::Null) => None,
                 Some(a) => Some(money(a)?),
@@ -232,8 +214,8 @@ fn read(document: &Value) -> Option<(Head, Option<Notification>)> {
             )
         }
         REFUND_FINISH => {
-            let refund = required(body, "refundId")?;
-            let status = required(body, "refundStatus")?;
+            let refund = text(body, "refundId")?;
+            let status = text(body, "refundStatus")?;
             let amount = money(body.get("refundAmount")?)?;
             let outcome = match status {
                 "SUCCESS" => OutcomeStatus::Approved,

@@ -44,9 +44,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::decode::text;
+use payproxy_plugin_sdk::helpers::webhook;
 use payproxy_plugin_sdk::payment::{
-    Context, Decline, DeclineKind, HttpRequest, HttpResponse, Money, Notification, Operation,
-    Outcome, OutcomeStatus, Refusal, RefusalKind, Webhook,
+    Context, Decline, DeclineKind, HttpRequest, Money, Notification, Operation, Outcome,
+    OutcomeStatus, Refusal, Webhook,
 };
 use serde_json::Value;
 use sha2::Sha256;
@@ -64,22 +66,26 @@ pub fn decode(request: &HttpRequest, context: &Context) -> Result<Webhook, Refus
     let body = request.body.as_deref().unwrap_or_default();
     let date = request
         .header("date")
-        .ok_or_else(|| forged("the notification has no date header"))?;
+        .ok_or_else(|| webhook::forged("the notification has no date header"))?;
     let seconds = signing::parse_imf_fixdate(date.trim())
-        .ok_or_else(|| forged("the date header is not an IMF-fixdate"))?;
+        .ok_or_else(|| webhook::forged("the date header is not an IMF-fixdate"))?;
     if seconds.abs_diff(context.now_ms / 1000) > TOLERANCE_SECS {
-        return Err(forged("the notification's date is outside the tolerance"));
+        return Err(webhook::forged(
+            "the notification's date is outside the tolerance",
+        ));
     }
     let (sender, signature) = request
         .header("authorization")
         .and_then(|a| a.split_once(':'))
-        .ok_or_else(|| forged("the notification has no readable authorization header"))?;
+        .ok_or_else(|| webhook::forged("the notification has no readable authorization header"))?;
     if sender.trim() != partner_id {
-        return Err(forged("the notification is not from this partner id"));
+        return Err(webhook::forged(
+            "the notification is not from this partner id",
+        ));
     }
     let signature = STANDARD
         .decode(signature.trim())
-        .map_err(|_| forged("the notification's signature is not base64"))?;
+        .map_err(|_| webhook::forged("the notification's signature is not base64"))?;
     let signed = Signed {
         method: &request.method.to_ascii_uppercase(),
         content_type: request.header("content-type").unwrap_or_default(),
@@ -88,44 +94,20 @@ pub fn decode(request: &HttpRequest, context: &Context) -> Result<Webhook, Refus
         body,
     };
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|_| forged("the signature does not verify"))?;
+        .map_err(|_| webhook::forged("the signature does not verify"))?;
     mac.update(signed.string_to_sign().as_bytes());
     mac.verify_slice(&signature)
-        .map_err(|_| forged("the notification's HMAC signature does not verify"))?;
+        .map_err(|_| webhook::forged("the notification's HMAC signature does not verify"))?;
     let document: Value = serde_json::from_slice(body).map_err(|_| unreadable())?;
     let notification = read(&document).ok_or_else(unreadable)?;
     Ok(Webhook {
         notifications: notification.into_iter().collect(),
-        response: HttpResponse {
-            status: 200,
-            headers: Vec::new(),
-            body: Vec::new(),
-        },
+        response: webhook::acknowledged(),
     })
 }
 
-fn forged(message: &str) -> Refusal {
-    Refusal {
-        kind: RefusalKind::InvalidRequest(None),
-        status: 401,
-        code: "invalid_signature".into(),
-        message: message.into(),
-    }
-}
-
 fn unreadable() -> Refusal {
-    Refusal::invalid(
-        None,
-        "invalid_notification",
-        "the body is not a GrabPay notification",
-    )
-}
-
-fn required<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+    webhook::unreadable("a GrabPay notification")
 }
 
 fn optional<'a>(value: &'a Value, key: &str) -> Option<Option<&'a str>> {
@@ -147,9 +129,9 @@ fn declined(code: &str, provider_code: &str, kind: DeclineKind, message: &str) -
 /// The notification in `document`: `None` when it is malformed, `Some(None)` when it reports
 /// nothing final.
 fn read(document: &Value) -> Option<Option<Notification>> {
-    let tx_type = required(document, "txType")?;
-    let tx_id = required(document, "txID")?;
-    let status = required(document, "status")?;
+    let tx_type = text(document, "txType")?;
+    let tx_id = text(document, "txID")?;
+    let status = text(document, "status")?;
     let origin = optional(document, "originTxID")?;
     let merchant_reference = optional(document, "partnerGroupTxID")?.map(str::to_string);
     let amount = match (document.get("amount"), document.get("currency")) {
@@ -168,9 +150,9 @@ fn read(document: &Value) -> Option<Option<Notification>> {
         _ => return Some(None),
     };
     let failed = || {
-        let code = required(document, "code").unwrap_or("failed");
+        let code = text(document, "code").unwrap_or("failed");
         let mapping = mapping::decline_for(code);
-        let reason = required(document, "reason").unwrap_or("declined by GrabPay");
+        let reason = text(document, "reason").unwrap_or("declined by GrabPay");
         declined(mapping.code, code, mapping.kind, reason)
     };
     let outcome = match (operation, status) {

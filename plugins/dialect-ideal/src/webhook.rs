@@ -40,9 +40,11 @@
 use hmac::{Hmac, Mac};
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::helpers::decode::decimal_amount;
+use payproxy_plugin_sdk::helpers::decode::text;
+use payproxy_plugin_sdk::helpers::webhook;
 use payproxy_plugin_sdk::payment::{
-    Context, Decline, HttpRequest, HttpResponse, Money, Notification, Operation, Outcome,
-    OutcomeStatus, Refusal, RefusalKind, Webhook,
+    Context, Decline, HttpRequest, Money, Notification, Operation, Outcome, OutcomeStatus, Refusal,
+    Webhook,
 };
 use serde_json::Value;
 use sha2::Sha256;
@@ -65,69 +67,47 @@ pub fn decode(request: &HttpRequest, context: &Context) -> Result<Webhook, Refus
     let timestamp = request
         .header(TIMESTAMP_HEADER)
         .map(str::trim)
-        .ok_or_else(|| forged("the notification has no x-ideal-timestamp header"))?;
+        .ok_or_else(|| webhook::forged("the notification has no x-ideal-timestamp header"))?;
     let seconds: u64 = timestamp
         .parse()
-        .map_err(|_| forged("the x-ideal-timestamp header is not Unix seconds"))?;
+        .map_err(|_| webhook::forged("the x-ideal-timestamp header is not Unix seconds"))?;
     if seconds.abs_diff(context.now_ms / 1000) > TOLERANCE_SECS {
-        return Err(forged(
+        return Err(webhook::forged(
             "the notification's timestamp is outside the tolerance",
         ));
     }
     let signature = request
         .header(SIGNATURE_HEADER)
         .and_then(|s| hex::decode(s.trim()).ok())
-        .ok_or_else(|| forged("the notification has no readable x-ideal-signature header"))?;
+        .ok_or_else(|| {
+            webhook::forged("the notification has no readable x-ideal-signature header")
+        })?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|_| forged("the signature does not verify"))?;
+        .map_err(|_| webhook::forged("the signature does not verify"))?;
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
     mac.verify_slice(&signature)
-        .map_err(|_| forged("the notification's HMAC signature does not verify"))?;
+        .map_err(|_| webhook::forged("the notification's HMAC signature does not verify"))?;
     let document: Value = serde_json::from_slice(body).map_err(|_| unreadable())?;
     let notification = read(&document).ok_or_else(unreadable)?;
     Ok(Webhook {
         notifications: notification.into_iter().collect(),
-        response: HttpResponse {
-            status: 200,
-            headers: Vec::new(),
-            body: Vec::new(),
-        },
+        response: webhook::acknowledged(),
     })
 }
 
-fn forged(message: &str) -> Refusal {
-    Refusal {
-        kind: RefusalKind::InvalidRequest(None),
-        status: 401,
-        code: "invalid_signature".into(),
-        message: message.into(),
-    }
-}
-
 fn unreadable() -> Refusal {
-    Refusal::invalid(
-        None,
-        "invalid_notification",
-        "the body is not an iDEAL notification",
-    )
-}
-
-fn required<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+    webhook::unreadable("an iDEAL notification")
 }
 
 /// The notification in `document`: `None` when it is malformed, `Some(None)` when it reports
 /// nothing final.
 fn read(document: &Value) -> Option<Option<Notification>> {
-    let event_id = required(document, "notificationId")?;
-    let kind = required(document, "type")?;
-    let transaction = required(document, "transactionId")?;
-    let status = required(document, "status")?;
+    let event_id = text(document, "notificationId")?;
+    let kind = text(document, "type")?;
+    let transaction = text(document, "transactionId")?;
+    let status = text(document, "status")?;
     let merchant_reference = match document.get("reference") {
         None | Some(Value::Null) => None,
         Some(r) => Some(r.as_str()?.to_string()).filter(|r| !r.is_empty()),
@@ -135,7 +115,7 @@ fn read(document: &Value) -> Option<Option<Notification>> {
     let amount = match document.get("amount") {
         None | Some(Value::Null) => None,
         Some(raw) => {
-            let code = currency::normalise(required(document, "currency").unwrap_or("EUR"))?;
+            let code = currency::normalise(text(document, "currency").unwrap_or("EUR"))?;
             let minor = decimal_amount(raw, &code).ok()?;
             Some(Money {
                 minor,
@@ -146,7 +126,7 @@ fn read(document: &Value) -> Option<Option<Notification>> {
     let (operation, table) = match kind {
         "transaction.status" => (Operation::Status, codes::TRANSACTION_STATUSES),
         "refund.status" => {
-            required(document, "refundId")?;
+            text(document, "refundId")?;
             (Operation::Refund, codes::REFUND_STATUSES)
         }
         _ => return Some(None),

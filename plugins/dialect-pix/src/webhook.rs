@@ -30,9 +30,11 @@
 
 use hmac::{Hmac, Mac};
 use payproxy_plugin_sdk::helpers::decode::decimal_amount;
+use payproxy_plugin_sdk::helpers::decode::text;
+use payproxy_plugin_sdk::helpers::webhook;
 use payproxy_plugin_sdk::payment::{
-    Context, Decline, DeclineKind, HttpRequest, HttpResponse, Money, Notification, Operation,
-    Outcome, OutcomeStatus, Refusal, RefusalKind, Webhook,
+    Context, Decline, DeclineKind, HttpRequest, Money, Notification, Operation, Outcome,
+    OutcomeStatus, Refusal, Webhook,
 };
 use serde_json::Value;
 use sha2::Sha256;
@@ -49,12 +51,12 @@ pub fn decode(request: &HttpRequest, context: &Context) -> Result<Webhook, Refus
     let signature = request
         .header(SIGNATURE_HEADER)
         .and_then(|s| hex::decode(s.trim()).ok())
-        .ok_or_else(|| forged("the callback has no readable x-pix-signature header"))?;
+        .ok_or_else(|| webhook::forged("the callback has no readable x-pix-signature header"))?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|_| forged("the signature does not verify"))?;
+        .map_err(|_| webhook::forged("the signature does not verify"))?;
     mac.update(body);
     mac.verify_slice(&signature)
-        .map_err(|_| forged("the callback's HMAC signature does not verify"))?;
+        .map_err(|_| webhook::forged("the callback's HMAC signature does not verify"))?;
     let document: Value = serde_json::from_slice(body).map_err(|_| unreadable())?;
     let entries = document
         .get("pix")
@@ -66,37 +68,12 @@ pub fn decode(request: &HttpRequest, context: &Context) -> Result<Webhook, Refus
     }
     Ok(Webhook {
         notifications,
-        response: HttpResponse {
-            status: 200,
-            headers: Vec::new(),
-            body: Vec::new(),
-        },
+        response: webhook::acknowledged(),
     })
 }
 
-fn forged(message: &str) -> Refusal {
-    Refusal {
-        kind: RefusalKind::InvalidRequest(None),
-        status: 401,
-        code: "invalid_signature".into(),
-        message: message.into(),
-    }
-}
-
 fn unreadable() -> Refusal {
-    Refusal::invalid(
-        None,
-        "invalid_notification",
-        "the body is not a Pix callback",
-    )
-}
-
-/// A required non-empty string field.
-fn required<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+    webhook::unreadable("a Pix callback")
 }
 
 fn brl(value: &Value) -> Option<Money> {
@@ -109,7 +86,7 @@ fn brl(value: &Value) -> Option<Money> {
 
 /// One `pix` entry → its notifications; `None` when it is malformed.
 fn read_entry(entry: &Value, out: &mut Vec<Notification>) -> Option<()> {
-    let end_to_end = required(entry, "endToEndId")?;
+    let end_to_end = text(entry, "endToEndId")?;
     let amount = brl(entry)?;
     let txid = match entry.get("txid") {
         None | Some(Value::Null) => None,
@@ -134,10 +111,10 @@ fn read_entry(entry: &Value, out: &mut Vec<Notification>) -> Option<()> {
         merchant_reference: None,
     });
     for devolution in returns {
-        let id = required(devolution, "id")?;
-        let status = required(devolution, "status")?;
+        let id = text(devolution, "id")?;
+        let status = text(devolution, "status")?;
         let amount = brl(devolution)?;
-        let event_id = required(devolution, "rtrId")
+        let event_id = text(devolution, "rtrId")
             .map(str::to_string)
             .unwrap_or_else(|| format!("{end_to_end}:{id}"));
         let status = match status {

@@ -21,9 +21,10 @@
 
 use hmac::{Hmac, Mac};
 use payproxy_plugin_sdk::currency;
+use payproxy_plugin_sdk::helpers::webhook;
 use payproxy_plugin_sdk::payment::{
     Context, Decline, HttpRequest, HttpResponse, Money, Notification, Operation, Outcome,
-    OutcomeStatus, Refusal, RefusalKind, Webhook,
+    OutcomeStatus, Refusal, Webhook,
 };
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -73,26 +74,13 @@ pub fn decode(
 }
 
 fn unreadable() -> Refusal {
-    Refusal::invalid(
-        None,
-        "invalid_notification",
-        "the body is not a Stripe event",
-    )
-}
-
-fn unauthorized(code: &str, message: &str) -> Refusal {
-    Refusal {
-        kind: RefusalKind::InvalidRequest(None),
-        status: 401,
-        code: code.into(),
-        message: message.into(),
-    }
+    webhook::unreadable("a Stripe event")
 }
 
 /// Check `Stripe-Signature` against the raw body.
 fn verify(header: Option<&str>, secret: &str, body: &[u8], now_s: u64) -> Result<(), Refusal> {
     let invalid = || {
-        unauthorized(
+        webhook::unauthorized(
             "invalid_signature",
             "the Stripe-Signature header does not verify",
         )
@@ -124,7 +112,7 @@ fn verify(header: Option<&str>, secret: &str, body: &[u8], now_s: u64) -> Result
         return Err(invalid());
     }
     if now_s.abs_diff(t) > TOLERANCE_S {
-        return Err(unauthorized(
+        return Err(webhook::unauthorized(
             "timestamp_out_of_tolerance",
             "the Stripe-Signature timestamp is too far from now",
         ));

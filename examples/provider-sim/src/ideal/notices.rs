@@ -106,14 +106,6 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn header<'a>(notice: &'a Notice, name: &str) -> Option<&'a str> {
-        notice
-            .headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
     #[test]
     fn transaction_notice() {
         let event = Event {
@@ -139,13 +131,13 @@ mod tests {
                 "reference": "order-1"
             })
         );
-        assert_eq!(header(&notice, TIMESTAMP_HEADER), Some("1700000000"));
+        assert_eq!(notice.header(TIMESTAMP_HEADER), Some("1700000000"));
         let mut signed = b"1700000000.".to_vec();
         signed.extend_from_slice(&notice.body);
         let mut mac = Hmac::<Sha256>::new_from_slice(b"ideal-secret").unwrap();
         mac.update(&signed);
         assert_eq!(
-            header(&notice, SIGNATURE_HEADER),
+            notice.header(SIGNATURE_HEADER),
             Some(hex::encode(mac.finalize().into_bytes()).as_str())
         );
     }
@@ -166,7 +158,7 @@ mod tests {
         assert_eq!(body["refundId"], "rf_idealnl_2");
         assert_eq!(body["amount"], "2.50");
         assert_eq!(
-            header(&notice, SIGNATURE_HEADER),
+            notice.header(SIGNATURE_HEADER),
             Some(signature("s", 1_700_000_000, &notice.body).as_str())
         );
     }
