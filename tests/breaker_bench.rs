@@ -81,6 +81,8 @@ struct Seen {
     started: Instant,
     ended: Instant,
     ok: bool,
+    /// What a failed one got: its status and body, or the client's error.
+    failure: Option<String>,
 }
 
 struct Figures {
@@ -88,7 +90,15 @@ struct Figures {
     payments: usize,
     in_window: usize,
     errors_in_window: usize,
+    /// Errors the storefront saw, except payments cut at the outage (see `cut_in_flight`).
     errors_total: usize,
+    /// Payments whose request was on its way through the gate when it closed (a refused
+    /// outage cuts the connections it pipes): the provider may have taken them, so payproxy
+    /// must not fail them over and answers "outcome unknown" (502 `provider_error`). That
+    /// is the money-safe answer, not an error of the failover.
+    cut_in_flight: usize,
+    /// The first few failures the storefront saw, for the report.
+    failures: Vec<String>,
     failovers: f64,
 }
 
@@ -133,11 +143,16 @@ async fn run(kind: Outage, load: &Load) -> Figures {
         None
     });
 
-    // The outage, at a known instant.
+    // The outage, at a known instant; when the gate closed (a loaded machine may wake the
+    // task late).
+    let cut_at = std::sync::OnceLock::new();
     let faults = async {
         tokio::time::sleep_until(outage_at.into()).await;
         match kind {
-            Outage::Refused => gate.close(),
+            Outage::Refused => {
+                gate.close();
+                let _ = cut_at.set(Instant::now());
+            }
             Outage::Answers503 => sim.set_faults("primary", Faults::error(503)),
             Outage::Dropped => sim.set_faults("primary", Faults::outage()),
             Outage::BeyondTimeout | Outage::BeyondTimeoutSlowCall => {
@@ -170,11 +185,17 @@ async fn run(kind: Outage, load: &Load) -> Figures {
                         body,
                     )
                     .await;
-                let ok = reply.is_ok_and(|r| r.status == 200);
+                let ended = Instant::now();
+                let failure = match &reply {
+                    Ok(r) if r.status == 200 => None,
+                    Ok(r) => Some(format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
+                    Err(e) => Some(e.clone()),
+                };
                 seen.lock().unwrap().push(Seen {
                     started,
-                    ended: Instant::now(),
-                    ok,
+                    ended,
+                    ok: failure.is_none(),
+                    failure,
                 });
             }));
         }
@@ -191,13 +212,28 @@ async fn run(kind: Outage, load: &Load) -> Figures {
         .iter()
         .filter(|s| s.ended >= outage_at && s.started <= window_end)
         .collect();
+    // In flight when the gate cut its connection, and answered "outcome unknown".
+    let cut = |s: &Seen| {
+        cut_at
+            .get()
+            .is_some_and(|&at| s.started <= at && s.ended >= at)
+            && s.failure
+                .as_deref()
+                .is_some_and(|f| f.starts_with("502") && f.contains(r#""code":"provider_error""#))
+    };
     let text = env.proxy.metrics.render();
     Figures {
         open_after: opened.map(|at| at - outage_at),
         payments: seen.len(),
         in_window: in_window.len(),
         errors_in_window: in_window.iter().filter(|s| !s.ok).count(),
-        errors_total: seen.iter().filter(|s| !s.ok).count(),
+        errors_total: seen.iter().filter(|s| !s.ok && !cut(s)).count(),
+        cut_in_flight: seen.iter().filter(|s| cut(s)).count(),
+        failures: seen
+            .iter()
+            .filter_map(|s| s.failure.clone())
+            .take(3)
+            .collect(),
         // No failover yet means no series yet: 0.
         failovers: metric(&text, "payproxy_failovers_total", &[("from", "primary")]).unwrap_or(0.0),
     }
@@ -221,9 +257,10 @@ fn problems(kind: Outage, f: &Figures) -> Vec<String> {
     }
     if kind.safe() && f.errors_total > 0 {
         problems.push(format!(
-            "{}: {} storefront-visible errors with a healthy secondary",
+            "{}: {} storefront-visible errors with a healthy secondary: {:?}",
             kind.label(),
-            f.errors_total
+            f.errors_total,
+            f.failures
         ));
     }
     problems
@@ -259,13 +296,15 @@ async fn time_to_open_and_errors_seen_during_an_outage() {
             let f = run(kind, &BENCH).await;
             println!(
                 "breaker bench [{}] run {round}: open after {:?}, payments {} ({} overlapping the \
-                 outage-to-open window), errors in window {}, errors total {}, failovers {}",
+                 outage-to-open window), errors in window {}, errors total {} (and {} cut in \
+                 flight, outcome unknown), failovers {}",
                 kind.label(),
                 f.open_after,
                 f.payments,
                 f.in_window,
                 f.errors_in_window,
                 f.errors_total,
+                f.cut_in_flight,
                 f.failovers,
             );
             opens.extend(f.open_after);

@@ -451,3 +451,27 @@ async fn on_loopback_the_admin_reads_stay_open() {
         "reload still needs it"
     );
 }
+
+#[tokio::test]
+async fn worker_threads_are_one_per_cpu_unless_the_config_says_how_many() {
+    let sim = Simulator::start(&["a"]).await.expect("simulator starts");
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for (setting, expected) in [(None, cpus), (Some(3), 3)] {
+        let mut config = config(&sim, json!({}), json!({}));
+        if let Some(threads) = setting {
+            config["runtime"] = json!({ "worker_threads": threads });
+        }
+        let proxy = Proxy::start(config, "127.0.0.1").await;
+        let url = format!("http://{}/metrics", proxy.child.admin);
+        let reply = HttpClient::default()
+            .send(Method::GET, &url, &[], Bytes::new())
+            .await;
+        reply.assert_status(200);
+        let text = String::from_utf8_lossy(&reply.body);
+        assert_eq!(
+            metric(&text, "payproxy_runtime_worker_threads", &[]),
+            Some(expected as f64),
+            "runtime.worker_threads = {setting:?}"
+        );
+    }
+}

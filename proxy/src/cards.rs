@@ -349,6 +349,11 @@ fn exempt(name: &str, digits: usize) -> bool {
 
 /// Whether free text carries a card number anywhere.
 pub fn text_has_card(text: &str) -> bool {
+    // The common case, cheaply: ASCII text with fewer digits than the shortest card number
+    // (13) carries none, however they are grouped.
+    if text.is_ascii() && text.bytes().filter(u8::is_ascii_digit).count() < 13 {
+        return false;
+    }
     // Digit groups of the current stretch (digit groups joined by short separator runs).
     let mut groups: Vec<Vec<u8>> = Vec::new();
     let mut group: Vec<u8> = Vec::new();
@@ -499,6 +504,9 @@ const ZEROS: &[u32] = &[
 
 /// The value of a decimal digit in any of the scripts above, or the mathematical digits.
 fn digit(c: char) -> Option<u8> {
+    if c.is_ascii() {
+        return c.is_ascii_digit().then(|| c as u8 - b'0');
+    }
     let code = c as u32;
     if (0x1D7CE..=0x1D7FF).contains(&code) {
         return Some(((code - 0x1D7CE) % 10) as u8);

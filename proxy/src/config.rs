@@ -55,6 +55,19 @@ pub struct Config {
     /// How this instance delivers the webhook outbox (routes' `webhooks`). Read at start.
     #[serde(default)]
     pub webhook_delivery: WebhookDeliveryConfig,
+    /// The async runtime. Read at start.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// The async runtime's threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Threads serving requests (1 to 1024). Default: one per CPU this process may run on
+    /// (its affinity mask and cgroup quota count).
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
 }
 
 /// How an instance delivers the webhook outbox.
@@ -1295,6 +1308,14 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(invalid(field.into(), "must be positive".into()));
+            }
+        }
+        if let Some(threads) = self.runtime.worker_threads {
+            if !(1..=1024).contains(&threads) {
+                return Err(invalid(
+                    "runtime.worker_threads".into(),
+                    format!("must be between 1 and 1024, not {threads}"),
+                ));
             }
         }
         let d = &self.webhook_delivery;

@@ -105,17 +105,25 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, log_format } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            // Logs, traces and the runtime are set up from the config before anything else
+            // reads it; a config that does not load is reported by `start`, in text.
+            let loaded = Config::load(&config).ok().map(|(c, _)| c);
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = loaded.as_ref().and_then(|c| c.runtime.worker_threads) {
+                builder.worker_threads(threads);
+            }
+            let runtime = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(run(config, log_format)) {
+            let format = log_format
+                .or(loaded.as_ref().map(|c| c.log.format))
+                .unwrap_or_default();
+            let otlp = loaded.and_then(|c| c.telemetry.otlp);
+            match runtime.block_on(run(config, format, otlp)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -184,13 +192,11 @@ fn plugin(command: PluginCommand) -> ExitCode {
     }
 }
 
-async fn run(config: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
-    // Logs and traces are set up from the config before anything else reads it; a config
-    // that does not load is reported by `start` below, in text.
-    let (format, otlp) = match Config::load(&config) {
-        Ok((c, _)) => (log_format.unwrap_or(c.log.format), c.telemetry.otlp),
-        Err(_) => (log_format.unwrap_or_default(), None),
-    };
+async fn run(
+    config: PathBuf,
+    format: LogFormat,
+    otlp: Option<payproxy::config::OtlpConfig>,
+) -> anyhow::Result<()> {
     let telemetry = telemetry::init(format, otlp.as_ref()).map_err(anyhow::Error::msg)?;
     match payproxy::server::raise_descriptor_limit() {
         Ok(limit) => tracing::info!(limit, "open file descriptor limit"),

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// This process: value 1, labels instance id and state store kind.
     pub instance_info: IntGaugeVec,
+    /// The async runtime's worker threads (`runtime.worker_threads`).
+    pub worker_threads: IntGaugeVec,
     /// Open connections by listener (`storefront`, `admin`) and bound address.
     pub connections_open: IntGaugeVec,
     /// Connections closed at accept because the listener was at `max_connections`.
@@ -208,6 +210,12 @@ impl Metrics {
                 "This process's instance id and state store kind (value 1). Instances sharing \
                  a postgres store each have their own id; provider health is per instance.",
                 &["instance", "store"],
+            ),
+            worker_threads: gauge(
+                "payproxy_runtime_worker_threads",
+                "Threads serving requests (runtime.worker_threads; default one per CPU this \
+                 process may run on).",
+                &[],
             ),
             connections_open: gauge(
                 "payproxy_connections_open",

@@ -188,17 +188,31 @@ impl Reloader {
         debounce: Duration,
     ) -> notify::Result<tokio::task::JoinHandle<()>> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+        // The watched files' names, checked on notify's thread: the directories also hold
+        // files written on every request (a redb store, an audit log next to the config),
+        // whose events go no further.
+        let names: Arc<std::sync::RwLock<BTreeSet<std::ffi::OsString>>> = Arc::default();
+        let ours = names.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event {
-                    if !event.kind.is_access() {
-                        let _ = tx.send(event.paths);
-                    }
+                let Ok(event) = event else { return };
+                if event.kind.is_access() {
+                    return;
+                }
+                let names = ours.read().unwrap_or_else(|p| p.into_inner());
+                let named = |p: &PathBuf| p.file_name().is_some_and(|n| names.contains(n));
+                if event.paths.iter().any(named) {
+                    let _ = tx.send(event.paths);
                 }
             })?;
         let this = self.clone();
         let mut watched = BTreeSet::new();
         let mut files = watch_set(&this.snapshot());
+        let name_set = move |files: &BTreeSet<PathBuf>| {
+            let set = files.iter().filter_map(|f| f.file_name()).map(Into::into);
+            *names.write().unwrap_or_else(|p| p.into_inner()) = set.collect();
+        };
+        name_set(&files);
         sync_watches(&mut watcher, &mut watched, &files);
         Ok(tokio::spawn(async move {
             while let Some(paths) = rx.recv().await {
@@ -210,6 +224,7 @@ impl Reloader {
                 while rx.try_recv().is_ok() {}
                 if this.reload("file").await.is_ok() {
                     files = watch_set(&this.snapshot());
+                    name_set(&files);
                     sync_watches(&mut watcher, &mut watched, &files);
                 }
             }

@@ -212,6 +212,11 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         .instance_info
         .with_label_values(&[instance.as_str(), store_kind(config.state.kind)])
         .set(1);
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    metrics
+        .worker_threads
+        .with_label_values::<&str>(&[])
+        .set(i64::try_from(workers).unwrap_or(i64::MAX));
     tasks.push(spawn_active_checks(&proxy, &reloader, shutdown_rx.clone()));
     let limits_source = reloader.clone();
     tasks.push(tokio::spawn(admin::serve(

@@ -381,6 +381,14 @@ pub trait Store: Send + Sync + 'static {
     /// A page of `route`'s payments, newest first, and whether more match beyond it.
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError>;
 
+    /// Whether a call may wait on the disk or the network, so async callers run it on the
+    /// blocking pool. A store whose every call is a short in-memory step says `false`, and
+    /// the request path calls it in place (a blocking-pool round trip costs more than the
+    /// call).
+    fn blocks(&self) -> bool {
+        true
+    }
+
     /// The sequence number the next event of `payment_id` gets (0 for its first).
     fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError>;
     /// Claim up to `limit` events due at `now_ms` for delivery, leased until

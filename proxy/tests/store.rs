@@ -7,10 +7,10 @@
 //! variable unset they are skipped with a loud message (a developer running nextest alone);
 //! with it set, an unreachable server fails them.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Barrier};
+use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use payproxy::plugin::storefront::{ListQuery, PaymentRecord, PaymentState};
@@ -1108,8 +1108,12 @@ fn redb_open_reports_the_path_on_failure() {
 /// Environment of the crash child: the database path, and the first key number to write.
 const CHILD_DB: &str = "STORE_CRASH_CHILD";
 const CHILD_START: &str = "STORE_CRASH_START";
+/// Writers in the child, each on its own keys (`start + writer * WRITER_KEYS + i`), so their
+/// writes share flushes (group commit) when the kill comes.
+const CHILD_WRITERS: u64 = 8;
+const WRITER_KEYS: u64 = 10_000;
 /// Upper bounds on the child's work, in case the parent never kills it.
-const CHILD_MAX_KEYS: u64 = 5_000;
+const CHILD_MAX_KEYS: u64 = 1_000;
 const CHILD_MAX_TIME: Duration = Duration::from_secs(60);
 
 fn crash_key(n: u64) -> (String, String, StoredResponse) {
@@ -1126,22 +1130,35 @@ fn crash_child() {
     let path = std::env::var_os(CHILD_DB)
         .expect("crash_child runs only as the child of redb_kill_9_loses_nothing_acknowledged");
     let start: u64 = std::env::var(CHILD_START).unwrap().parse().unwrap();
-    let store = RedbStore::open(Path::new(&path)).unwrap();
+    let store = Arc::new(RedbStore::open(Path::new(&path)).unwrap());
     let started = Instant::now();
-    for n in start..start + CHILD_MAX_KEYS {
-        if started.elapsed() > CHILD_MAX_TIME {
-            break;
-        }
-        let (key, payment, resp) = crash_key(n);
-        assert_eq!(store.begin(&key, "fp", 0, STALE).unwrap(), Begin::Started);
-        store.note_attempt(&key, &attempt("adyen")).unwrap();
-        store
-            .set_owner(&payment, &owner("adyen", &format!("PSP{n}")))
-            .unwrap();
-        store.finish(&key, &resp, 0, TTL).unwrap();
-        // Only now is the key acknowledged; stdout is line-buffered, so the parent sees it
-        // right away.
-        println!("acked {n}");
+    let writers: Vec<_> = (0..CHILD_WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let first = start + writer * WRITER_KEYS;
+                for n in first..first + CHILD_MAX_KEYS {
+                    if started.elapsed() > CHILD_MAX_TIME {
+                        break;
+                    }
+                    let (key, payment, resp) = crash_key(n);
+                    assert_eq!(store.begin(&key, "fp", 0, STALE).unwrap(), Begin::Started);
+                    store.note_attempt(&key, &attempt("adyen")).unwrap();
+                    store
+                        .set_owner(&payment, &owner("adyen", &format!("PSP{n}")))
+                        .unwrap();
+                    store.finish(&key, &resp, 0, TTL).unwrap();
+                    // Only now is the key acknowledged; one write per line, so the parent
+                    // sees whole lines right away.
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "acked {n}").unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
     }
 }
 
@@ -1205,10 +1222,10 @@ fn redb_kill_9_loses_nothing_acknowledged() {
     let db = dir.path().join("state.redb");
     let mut all = Vec::new();
     // Several crashes into the same file, at different points.
-    for (round, kill_after) in [3usize, 40, 15].into_iter().enumerate() {
+    for (round, kill_after) in [3usize, 200, 60].into_iter().enumerate() {
         let acked = run_and_kill_child(&db, round as u64 * 100_000, kill_after);
         assert!(acked.len() >= kill_after, "round {round}: {acked:?}");
-        all.extend(acked);
+        all.extend(acked.iter().copied());
 
         let store = RedbStore::open(&db).unwrap();
         for &n in &all {
@@ -1221,10 +1238,17 @@ fn redb_kill_9_loses_nothing_acknowledged() {
             let expected = owner("adyen", &format!("PSP{n}"));
             assert_eq!(store.owner(&payment).unwrap(), Some(expected), "{payment}");
         }
-        // The key the kill interrupted is absent, in flight or finished, but readable.
-        let next = all.iter().max().unwrap() + 1;
-        let answer = store.begin(&crash_key(next).0, "fp", 1, STALE).unwrap();
-        assert_ne!(answer, Begin::Mismatch, "{next}");
+        // The key each writer's kill interrupted is absent, in flight or finished, but
+        // readable.
+        for writer in 0..CHILD_WRITERS {
+            let first = round as u64 * 100_000 + writer * WRITER_KEYS;
+            let done = acked
+                .iter()
+                .filter(|&&n| (first..first + WRITER_KEYS).contains(&n));
+            let next = done.max().map_or(first, |n| n + 1);
+            let answer = store.begin(&crash_key(next).0, "fp", 1, STALE).unwrap();
+            assert_ne!(answer, Begin::Mismatch, "{next}");
+        }
         assert_eq!(
             store.purge_expired(TTL - 1, u64::MAX, ALL).unwrap().total(),
             0

@@ -453,11 +453,15 @@ impl Payments {
         done.answer
     }
 
-    /// Run a store call off the async workers (it may fsync).
+    /// Run a store call off the async workers when it may wait on the disk or the network
+    /// (an fsync, a database round trip); in place when the store never blocks.
     async fn state<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        if !self.store.blocks() {
+            return f(&*self.store);
+        }
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || f(&*store)).await {
             Ok(result) => result,

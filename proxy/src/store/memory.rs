@@ -141,6 +141,10 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn blocks(&self) -> bool {
+        false
+    }
+
     fn begin(
         &self,
         key: &str,

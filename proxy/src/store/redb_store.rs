@@ -1,8 +1,9 @@
 //! The embedded durable store, on redb: one file, ACID, crash-safe. Every mutation is a single
-//! write transaction committed with redb's default `Durability::Immediate` (fsync before
-//! `commit` returns); redb serializes write transactions, which is what makes the
-//! read-check-write of `begin` atomic across threads. The purge indexes (`due`) are written in
-//! the same transaction as the records they index.
+//! write transaction, acknowledged only once it is on disk: request-path writes share their
+//! fsyncs through [`group`] commit, the outbox and purge steps commit with redb's
+//! `Durability::Immediate` (fsync before `commit` returns). redb serializes write
+//! transactions, which is what makes the read-check-write of `begin` atomic across threads.
+//! The purge indexes (`due`) are written in the same transaction as the records they index.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use super::{Attempt, Begin, HeldNotice, Owner, Store, StoreError, StoredResponse
 use crate::plugin::storefront::ListQuery;
 
 mod due;
+mod group;
 mod outbox;
 
 /// Idempotency key → JSON [`Record`].
@@ -55,6 +57,8 @@ pub struct RedbStore {
     /// This instance's id in the records it holds. redb locks the file for one `Database` at
     /// a time, so a record held by another id was held by an instance that is gone.
     incarnation: u64,
+    /// Request-path writes share fsyncs ([`group`]).
+    group: group::GroupCommit,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -125,12 +129,25 @@ impl RedbStore {
             db,
             path: path.to_path_buf(),
             incarnation: record::incarnation(),
+            group: group::GroupCommit::default(),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Flushes to disk so far: each acknowledges every write committed before it.
+    pub fn flushes(&self) -> u64 {
+        self.group.flushes()
+    }
+
+    /// `read`, once every write it may have seen is durable: nothing is answered or decided
+    /// on a write that a crash could still undo.
+    fn settled<T>(&self, op: &'static str, key: &str, read: T) -> Result<T, StoreError> {
+        self.group.settle(&self.db).context(op, key)?;
+        Ok(read)
     }
 
     /// Reads the record for `key`, lets `decide` choose, applies its write and moves the
@@ -171,9 +188,11 @@ impl RedbStore {
             (out, changed)
         };
         if changed {
-            txn.commit().context(op, key)?;
+            self.group.commit(&self.db, txn).context(op, key)?;
         } else {
+            // What it read may be a write still waiting for its flush.
             txn.abort().context(op, key)?;
+            self.group.settle(&self.db).context(op, key)?;
         }
         Ok(out)
     }
@@ -241,13 +260,14 @@ impl Store for RedbStore {
         let op = "owner";
         let txn = self.db.begin_read().context(op, payment_id)?;
         let table = txn.open_table(OWNERS_TABLE).context(op, payment_id)?;
-        match table.get(payment_id).context(op, payment_id)? {
+        let owner = match table.get(payment_id).context(op, payment_id)? {
             Some(value) => {
                 let stored: StoredOwner = record::decode(OWNERS, payment_id, value.value())?;
-                Ok(Some(stored.owner))
+                Some(stored.owner)
             }
-            None => Ok(None),
-        }
+            None => None,
+        };
+        self.settled(op, payment_id, owner)
     }
 
     fn set_owner(&self, payment_id: &str, owner: &Owner) -> Result<(), StoreError> {
@@ -275,7 +295,7 @@ impl Store for RedbStore {
             due::restamp(&mut index, payment_id, old_stamp, stored.written_ms)
                 .context(op, payment_id)?;
         }
-        txn.commit().context(op, payment_id)
+        self.group.commit(&self.db, txn).context(op, payment_id)
     }
 
     fn purge_expired(
@@ -291,10 +311,11 @@ impl Store for RedbStore {
         let op = "payment";
         let txn = self.db.begin_read().context(op, id)?;
         let table = txn.open_table(PAYMENTS_TABLE).context(op, id)?;
-        match table.get(id).context(op, id)? {
-            Some(value) => Ok(Some(record::decode(PAYMENTS, id, value.value())?)),
-            None => Ok(None),
-        }
+        let entry = match table.get(id).context(op, id)? {
+            Some(value) => Some(record::decode(PAYMENTS, id, value.value())?),
+            None => None,
+        };
+        self.settled(op, id, entry)
     }
 
     fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError> {
@@ -328,7 +349,7 @@ impl Store for RedbStore {
             due::restamp(&mut due_index, id, old_stamp, entry.stamp_ms()).context(op, id)?;
         }
         outbox::insert(&txn, events)?;
-        txn.commit().context(op, id)
+        self.group.commit(&self.db, txn).context(op, id)
     }
 
     fn payment_by_reference(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -336,7 +357,7 @@ impl Store for RedbStore {
         let txn = self.db.begin_read().context(op, key)?;
         let table = txn.open_table(REFERENCES_TABLE).context(op, key)?;
         let found = table.get(key).context(op, key)?;
-        Ok(found.map(|id| id.value().to_string()))
+        self.settled(op, key, found.map(|id| id.value().to_string()))
     }
 
     fn hold_notice(&self, notice: &HeldNotice) -> Result<(), StoreError> {
@@ -350,7 +371,7 @@ impl Store for RedbStore {
                 table.insert(key, bytes.as_slice()).context(op, key)?;
             }
         }
-        txn.commit().context(op, key)
+        self.group.commit(&self.db, txn).context(op, key)
     }
 
     fn held_notices(&self, limit: usize) -> Result<Vec<HeldNotice>, StoreError> {
@@ -378,7 +399,7 @@ impl Store for RedbStore {
             .context(op, key)?
             .remove(key)
             .context(op, key)?;
-        txn.commit().context(op, key)
+        self.group.commit(&self.db, txn).context(op, key)
     }
 
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError> {
@@ -409,11 +430,12 @@ impl Store for RedbStore {
             item.context(op, route)
                 .map(|(key, _)| payments::id_of(key.value()).to_string())
         };
-        if scan.ascending {
-            payments::collect(range.map(keys), query, true, load)
+        let page = if scan.ascending {
+            payments::collect(range.map(keys), query, true, load)?
         } else {
-            payments::collect(range.rev().map(keys), query, false, load)
-        }
+            payments::collect(range.rev().map(keys), query, false, load)?
+        };
+        self.settled(op, route, page)
     }
 
     fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError> {
