@@ -422,3 +422,91 @@ fn a_0_3_0_router_answer_is_checked_like_names_are() {
         );
     }
 }
+
+/// The compile cache's entries in `dir`: (file name, bytes).
+fn cache_entries(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+#[test]
+fn the_compile_cache_serves_intact_entries_and_recompiles_torn_or_corrupt_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = payproxy::config::PluginHostConfig::default();
+    let host = || payproxy::plugin::PluginHost::with_cache(&config, Some(dir.path())).unwrap();
+    let router = std::fs::read(wasm("router_regional")).unwrap();
+    let cases = fixtures();
+    let config_json = cases["config"].to_string();
+    // A component from the cache works like a compiled one.
+    let routes = |host: &Arc<payproxy::plugin::PluginHost>,
+                  compiled: &payproxy::plugin::Compiled| {
+        let plugin = RouterPlugin::load(
+            host,
+            "router_regional",
+            &compiled.component,
+            config_json.clone(),
+            &catalogue(CONFIGURED),
+            settings(InstanceMode::Reuse),
+            Arc::new(Metrics::new()),
+        );
+        assert!(plugin.is_ok(), "{:?}", plugin.err());
+    };
+
+    // First start: compiled, and one entry written, named by the file's digest.
+    let first = host();
+    let compiled = first.compile(&router).unwrap();
+    assert!(!compiled.cached);
+    let entries = cache_entries(dir.path());
+    assert_eq!(
+        entries.len(),
+        1,
+        "{:?}",
+        entries.iter().map(|e| &e.0).collect::<Vec<_>>()
+    );
+    let (name, intact) = entries[0].clone();
+    assert!(name.starts_with(&compiled.sha256), "{name}");
+
+    // Next start: loaded from the entry, and it runs.
+    let warm = host();
+    let loaded = warm.compile(&router).unwrap();
+    assert!(loaded.cached, "an intact entry is used");
+    routes(&warm, &loaded);
+
+    // A torn entry (a crash mid-write by something else) and a flipped bit: compiled again,
+    // never run, and the entry rewritten whole.
+    let path = dir.path().join(&name);
+    let mut flipped = intact.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    for (what, bytes) in [
+        ("truncated", intact[..intact.len() / 2].to_vec()),
+        ("corrupt", flipped),
+        ("empty", Vec::new()),
+    ] {
+        std::fs::write(&path, &bytes).unwrap();
+        let host = host();
+        let compiled = host.compile(&router).unwrap();
+        assert!(!compiled.cached, "{what} entry used");
+        routes(&host, &compiled);
+        assert_eq!(
+            cache_entries(dir.path()),
+            vec![(name.clone(), intact.clone())],
+            "{what} entry rewritten"
+        );
+    }
+
+    // Another plugin file gets an entry of its own; the first is still served.
+    let other = std::fs::read(wasm("dialect_stripe")).unwrap();
+    assert!(!host().compile(&other).unwrap().cached);
+    assert_eq!(cache_entries(dir.path()).len(), 2);
+    assert!(host().compile(&router).unwrap().cached);
+}

@@ -87,6 +87,8 @@ pub struct Compiled {
     pub component: Component,
     /// Lower-case hex sha256 of the file's bytes.
     pub sha256: String,
+    /// Loaded from the compile cache (not compiled now).
+    pub cached: bool,
 }
 
 impl PluginHost {
@@ -182,14 +184,22 @@ impl PluginHost {
             .as_ref()
             .and_then(|c| c.load(&self.engine, &sha256))
         {
-            return Ok(Compiled { component, sha256 });
+            return Ok(Compiled {
+                component,
+                sha256,
+                cached: true,
+            });
         }
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
         if let Some(cache) = &self.cache {
             cache.store(&sha256, &component);
         }
-        Ok(Compiled { component, sha256 })
+        Ok(Compiled {
+            component,
+            sha256,
+            cached: false,
+        })
     }
 
     /// The names a component exports, for error messages.
