@@ -190,9 +190,12 @@ impl Reloader {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
         // The watched files' names, checked on notify's thread: the directories also hold
         // files written on every request (a redb store, an audit log next to the config),
-        // whose events go no further.
+        // whose events go no further. While a reload runs every event is kept: the new
+        // snapshot may name a file this set does not hold yet, and an edit of it meanwhile
+        // must still lead to the next reload.
         let names: Arc<std::sync::RwLock<BTreeSet<std::ffi::OsString>>> = Arc::default();
-        let ours = names.clone();
+        let reloading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ours, during) = (names.clone(), reloading.clone());
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 let Ok(event) = event else { return };
@@ -201,7 +204,8 @@ impl Reloader {
                 }
                 let names = ours.read().unwrap_or_else(|p| p.into_inner());
                 let named = |p: &PathBuf| p.file_name().is_some_and(|n| names.contains(n));
-                if event.paths.iter().any(named) {
+                if during.load(std::sync::atomic::Ordering::SeqCst) || event.paths.iter().any(named)
+                {
                     let _ = tx.send(event.paths);
                 }
             })?;
@@ -222,11 +226,13 @@ impl Reloader {
                 // Let a burst of writes settle, then drop what queued up meanwhile.
                 tokio::time::sleep(debounce).await;
                 while rx.try_recv().is_ok() {}
+                reloading.store(true, std::sync::atomic::Ordering::SeqCst);
                 if this.reload("file").await.is_ok() {
                     files = watch_set(&this.snapshot());
                     name_set(&files);
                     sync_watches(&mut watcher, &mut watched, &files);
                 }
+                reloading.store(false, std::sync::atomic::Ordering::SeqCst);
             }
         }))
     }

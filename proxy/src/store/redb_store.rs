@@ -167,7 +167,17 @@ impl RedbStore {
                 None => None,
             };
             let old_stamp = existing.as_ref().and_then(Stamped::stamp_ms);
-            let (out, write) = decide(existing)?;
+            let (out, write) = match decide(existing) {
+                Ok(decided) => decided,
+                Err(e) => {
+                    // Refused on what it read, which may be a write still waiting for its
+                    // flush.
+                    drop(table);
+                    txn.abort().context(op, key)?;
+                    self.group.settle(&self.db).context(op, key)?;
+                    return Err(e);
+                }
+            };
             let new_stamp = match &write {
                 Write::Nothing => None,
                 Write::Put(new) => {
@@ -389,7 +399,7 @@ impl Store for RedbStore {
         }
         held.sort_by(|a, b| (a.received_ms, &a.key).cmp(&(b.received_ms, &b.key)));
         held.truncate(limit);
-        Ok(held)
+        self.settled(op, "", held)
     }
 
     fn drop_notice(&self, key: &str) -> Result<(), StoreError> {
@@ -439,7 +449,8 @@ impl Store for RedbStore {
     }
 
     fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError> {
-        outbox::next_seq(&self.db, payment_id)
+        let seq = outbox::next_seq(&self.db, payment_id)?;
+        self.settled("next_event_seq", payment_id, seq)
     }
 
     fn claim_events(
@@ -457,7 +468,8 @@ impl Store for RedbStore {
     }
 
     fn list_events(&self, state: EventState, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
-        outbox::list(&self.db, state, limit)
+        let events = outbox::list(&self.db, state, limit)?;
+        self.settled("list_events", "*", events)
     }
 
     fn redeliver_event(&self, id: &str, now_ms: u64) -> Result<usize, StoreError> {
@@ -465,7 +477,8 @@ impl Store for RedbStore {
     }
 
     fn event_counts(&self) -> Result<EventCounts, StoreError> {
-        outbox::counts(&self.db)
+        let counts = outbox::counts(&self.db)?;
+        self.settled("event_counts", "*", counts)
     }
 
     fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError> {

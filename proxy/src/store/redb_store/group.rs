@@ -14,6 +14,7 @@
 //! write is acknowledged only after the flush covering its number returned, so every
 //! acknowledged write survives `kill -9` or power loss exactly as with one fsync per write.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use redb::{Database, Durability, WriteTransaction};
@@ -100,27 +101,37 @@ impl GroupCommit {
                 continue;
             }
             state.flushing = true;
-            let through = state.numbered;
             drop(state);
-            let flushed = flush(db);
+            // A panic inside redb must not leave `flushing` set: every later call would wait
+            // for a flush nobody runs. It fails the writes it was to cover instead.
+            let flushed = std::panic::catch_unwind(AssertUnwindSafe(|| self.flush(db)));
             state = self.lock();
             state.flushing = false;
             state.flushes += 1;
-            match &flushed {
-                Ok(()) => state.durable = state.durable.max(through),
-                Err(e) => state.failed = Some((through, e.to_string())),
+            match flushed {
+                Ok((through, Ok(()))) => state.durable = state.durable.max(through),
+                Ok((through, Err(e))) => state.failed = Some((through, e.to_string())),
+                Err(_) => state.failed = Some((state.numbered, "the flush panicked".into())),
             }
             self.flushed.notify_all();
         }
     }
-}
 
-/// An empty transaction committed durably: everything committed before it reaches the disk.
-fn flush(db: &Database) -> Result<(), redb::Error> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    txn.commit()?;
-    Ok(())
+    /// An empty transaction committed durably: everything committed before it reaches the
+    /// disk. Returns the last write it covers: read once it holds redb's write slot, when
+    /// every write numbered so far has committed (or failed).
+    fn flush(&self, db: &Database) -> (u64, Result<(), redb::Error>) {
+        let mut txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => return (self.lock().numbered, Err(e.into())),
+        };
+        let through = self.lock().numbered;
+        let committed = txn
+            .set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)
+            .and_then(|()| txn.commit().map_err(redb::Error::from));
+        (through, committed)
+    }
 }
 
 #[cfg(test)]
