@@ -92,11 +92,15 @@ struct Figures {
     errors_in_window: usize,
     /// Errors the storefront saw, except payments cut at the outage (see `cut_in_flight`).
     errors_total: usize,
-    /// Payments whose request was on its way through the gate when it closed (a refused
-    /// outage cuts the connections it pipes): the provider may have taken them, so payproxy
-    /// must not fail them over and answers "outcome unknown" (502 `provider_error`). That
-    /// is the money-safe answer, not an error of the failover.
+    /// "Outcome unknown" answers (502 `provider_error`) in a refused outage. Closing the
+    /// gate cuts the connections it pipes: a request on its way through one, or written to
+    /// one payproxy's pool still held when the cut reached it, got no answer after it may
+    /// have been read, so payproxy must not fail it over. That is the money-safe answer,
+    /// not an error of the failover, and at most one request per cut connection can meet
+    /// it (HTTP/1.1 carries one at a time, and a failed connection is not reused).
     cut_in_flight: usize,
+    /// Connections the gate was piping when it closed (refused outage).
+    cut_connections: usize,
     /// The first few failures the storefront saw, for the report.
     failures: Vec<String>,
     failovers: f64,
@@ -143,15 +147,15 @@ async fn run(kind: Outage, load: &Load) -> Figures {
         None
     });
 
-    // The outage, at a known instant; when the gate closed (a loaded machine may wake the
-    // task late).
-    let cut_at = std::sync::OnceLock::new();
+    // The outage, at a known instant; how many connections the gate cut.
+    let cut_connections = std::sync::OnceLock::new();
     let faults = async {
         tokio::time::sleep_until(outage_at.into()).await;
         match kind {
             Outage::Refused => {
+                // The gate's pipes end only when it closes: none can end in between.
+                let _ = cut_connections.set(gate.connections().1);
                 gate.close();
-                let _ = cut_at.set(Instant::now());
             }
             Outage::Answers503 => sim.set_faults("primary", Faults::error(503)),
             Outage::Dropped => sim.set_faults("primary", Faults::outage()),
@@ -212,11 +216,9 @@ async fn run(kind: Outage, load: &Load) -> Figures {
         .iter()
         .filter(|s| s.ended >= outage_at && s.started <= window_end)
         .collect();
-    // In flight when the gate cut its connection, and answered "outcome unknown".
+    // Answered "outcome unknown" in a refused outage (see `Figures::cut_in_flight`).
     let cut = |s: &Seen| {
-        cut_at
-            .get()
-            .is_some_and(|&at| s.started <= at && s.ended >= at)
+        kind == Outage::Refused
             && s.failure
                 .as_deref()
                 .is_some_and(|f| f.starts_with("502") && f.contains(r#""code":"provider_error""#))
@@ -229,6 +231,7 @@ async fn run(kind: Outage, load: &Load) -> Figures {
         errors_in_window: in_window.iter().filter(|s| !s.ok).count(),
         errors_total: seen.iter().filter(|s| !s.ok && !cut(s)).count(),
         cut_in_flight: seen.iter().filter(|s| cut(s)).count(),
+        cut_connections: cut_connections.get().copied().unwrap_or(0),
         failures: seen
             .iter()
             .filter_map(|s| s.failure.clone())
@@ -260,6 +263,15 @@ fn problems(kind: Outage, f: &Figures) -> Vec<String> {
             "{}: {} storefront-visible errors with a healthy secondary: {:?}",
             kind.label(),
             f.errors_total,
+            f.failures
+        ));
+    }
+    if f.cut_in_flight > f.cut_connections {
+        problems.push(format!(
+            "{}: {} outcome-unknown answers, more than the {} connections the gate cut: {:?}",
+            kind.label(),
+            f.cut_in_flight,
+            f.cut_connections,
             f.failures
         ));
     }
@@ -296,8 +308,8 @@ async fn time_to_open_and_errors_seen_during_an_outage() {
             let f = run(kind, &BENCH).await;
             println!(
                 "breaker bench [{}] run {round}: open after {:?}, payments {} ({} overlapping the \
-                 outage-to-open window), errors in window {}, errors total {} (and {} cut in \
-                 flight, outcome unknown), failovers {}",
+                 outage-to-open window), errors in window {}, errors total {} (and {} outcome \
+                 unknown on {} cut connections), failovers {}",
                 kind.label(),
                 f.open_after,
                 f.payments,
@@ -305,6 +317,7 @@ async fn time_to_open_and_errors_seen_during_an_outage() {
                 f.errors_in_window,
                 f.errors_total,
                 f.cut_in_flight,
+                f.cut_connections,
                 f.failovers,
             );
             opens.extend(f.open_after);
