@@ -138,16 +138,23 @@ impl RedbStore {
         &self.path
     }
 
-    /// Flushes to disk so far: each acknowledges every write committed before it.
-    pub fn flushes(&self) -> u64 {
-        self.group.flushes()
-    }
-
     /// `read`, once every write it may have seen is durable: nothing is answered or decided
     /// on a write that a crash could still undo.
     fn settled<T>(&self, op: &'static str, key: &str, read: T) -> Result<T, StoreError> {
         self.group.settle(&self.db).context(op, key)?;
         Ok(read)
+    }
+
+    /// Drop a write transaction that changed nothing, once what it read is durable: its
+    /// answer may rest on a write still waiting for its flush.
+    fn abandon(
+        &self,
+        txn: redb::WriteTransaction,
+        op: &'static str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        txn.abort().context(op, key)?;
+        self.group.settle(&self.db).context(op, key)
     }
 
     /// Reads the record for `key`, lets `decide` choose, applies its write and moves the
@@ -170,11 +177,8 @@ impl RedbStore {
             let (out, write) = match decide(existing) {
                 Ok(decided) => decided,
                 Err(e) => {
-                    // Refused on what it read, which may be a write still waiting for its
-                    // flush.
                     drop(table);
-                    txn.abort().context(op, key)?;
-                    self.group.settle(&self.db).context(op, key)?;
+                    self.abandon(txn, op, key)?;
                     return Err(e);
                 }
             };
@@ -200,9 +204,7 @@ impl RedbStore {
         if changed {
             self.group.commit(&self.db, txn).context(op, key)?;
         } else {
-            // What it read may be a write still waiting for its flush.
-            txn.abort().context(op, key)?;
-            self.group.settle(&self.db).context(op, key)?;
+            self.abandon(txn, op, key)?;
         }
         Ok(out)
     }
