@@ -11,20 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
-command -v h2load >/dev/null || missing+=(nghttp2-client)
-command -v taskset >/dev/null || missing+=(util-linux)
-if ((${#missing[@]})); then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    echo "==> installing ${missing[*]}" >&2
-    { $sudo apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}"; } >/dev/null
-fi
+source scripts/load-tools.sh
+need_tools wrk:wrk nginx:nginx-light haproxy:haproxy h2load:nghttp2-client taskset:util-linux
 
 echo "==> building plugins and payproxy (release)" >&2
 scripts/build-plugins.sh

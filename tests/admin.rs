@@ -118,7 +118,7 @@ async fn status_describes_the_running_config_without_the_token() {
     assert_eq!(status["plugins"][0]["name"], "regional");
     assert_eq!(status["plugins"][0]["role"], "router");
     assert_eq!(status["plugins"][0]["sha256"], plugin_sha.as_str());
-    assert_eq!(status["plugins"][0]["contract"], "0.3.0");
+    assert_eq!(status["plugins"][0]["contract"], "0.4.0");
     assert_eq!(status["plugins"][0]["deprecated"], Value::Null);
     assert_eq!(status["routes"][0]["name"], "all");
     assert_eq!(status["routes"][0]["providers"], json!(["a"]));

@@ -5,15 +5,18 @@
 //! it can be unit-tested natively with `cargo test`, and the same code is built for
 //! `wasm32-wasip2` to produce the component that payproxy loads.
 //!
-//! - Contract 0.3.0 routers: [`routing::Router`] and [`export_router_v3!`] (recommended for
-//!   new routers: the inputs are packed for the per-payment hot path).
-//! - Contract 0.4.0 storefront dialects: [`storefront::Storefront`] (with
-//!   [`payment::Egress`] for the provider side) and [`export_storefront_dialect!`],
-//!   [`export_storefront!`] (recommended for new dialects: forwarding, lists, two-step
-//!   payments, card details from the home provider).
-//! - Contract 0.2.0 dialects, compliance and routers: the traits in [`payment`] and
-//!   [`export_dialect!`], [`export_egress!`], [`export_compliance!`],
-//!   [`export_payment_router!`].
+//! Contract 0.4.0 is the current one, for every role; its types (in [`payment`]) are what
+//! every role trait takes, whichever version a macro exports:
+//! - storefront dialects: [`storefront::Storefront`] (with [`payment::Egress`] for the
+//!   provider side) and [`export_storefront_dialect!`], [`export_storefront!`];
+//! - provider dialects: [`payment::Egress`] and [`export_egress_v4!`];
+//! - compliance: [`payment::Compliance`] and [`export_compliance!`];
+//! - routers: [`routing::Router`] and [`export_router_v4!`].
+//!
+//! Earlier versions stay exportable for hosts that predate 0.4.0 (the macros convert the
+//! values; a payment method or next action the old version cannot express is refused or
+//! shown as pending): [`export_router_v3!`] (0.3.0); [`export_dialect!`], [`export_egress!`],
+//! [`export_compliance_v2!`] and [`export_payment_router!`] (0.2.0).
 //! - Contract 0.1.0 routers (HTTP view only): [`Router`] and [`export_router!`], shown here:
 //!
 //! ```ignore
@@ -109,14 +112,14 @@ pub mod bindings {
         }
     }
 
-    /// Bindings for `payproxy:plugin@0.4.0`; its `types` are 0.2.0's, shared.
+    /// Bindings for `payproxy:plugin@0.4.0`, every role; its `types` are the SDK's canonical
+    /// ones (what the role traits take), generated once.
     ///
-    /// Two worlds, generated apart so that the generated export macros do not clash with
-    /// 0.2.0's (`dialect-plugin` is the name of a world in both versions): the contract's
-    /// `storefront-plugin` and `egress-plugin` (0.4.0's `egress` only). A two-sided dialect
-    /// exports both; the component then exports exactly
-    /// the interfaces of the contract's `dialect-plugin` (the world's name is not part of a
-    /// component's type).
+    /// Worlds are generated apart so that the generated export macros do not clash with
+    /// earlier versions' (`dialect-plugin` is the name of a world in 0.2.0 too): the
+    /// contract's `storefront-plugin` and `egress-plugin` (0.4.0's `egress` only). A two-sided
+    /// dialect exports both; the component then exports exactly the interfaces of the
+    /// contract's `dialect-plugin` (the world's name is not part of a component's type).
     #[allow(missing_docs)]
     pub mod v4 {
         pub mod types {
@@ -124,7 +127,6 @@ pub mod bindings {
                 world: "types-only",
                 path: "../wit/payproxy-plugin@0.4.0",
                 additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
-                with: { "payproxy:plugin/types@0.4.0": crate::bindings::v2::types::payproxy::plugin::types },
             });
         }
         pub mod compliance {
@@ -135,10 +137,7 @@ pub mod bindings {
                 path: "../wit/payproxy-plugin@0.4.0",
                 world: "compliance-v4",
                 additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
-                with: {
-                    "payproxy:plugin/types@0.4.0": crate::bindings::v2::types::payproxy::plugin::types,
-                    "payproxy:plugin/cards@0.4.0": crate::bindings::v4::types::payproxy::plugin::cards,
-                },
+                with: { "payproxy:plugin/types@0.4.0": crate::bindings::v4::types::payproxy::plugin::types },
                 pub_export_macro: true,
                 export_macro_name: "__export_compliance_v4_world",
                 default_bindings_module: "payproxy_plugin_sdk::bindings::v4::compliance",
@@ -149,10 +148,7 @@ pub mod bindings {
                 world: "storefront-plugin",
                 path: "../wit/payproxy-plugin@0.4.0",
                 additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
-                with: {
-                    "payproxy:plugin/types@0.4.0": crate::bindings::v2::types::payproxy::plugin::types,
-                    "payproxy:plugin/cards@0.4.0": crate::bindings::v4::types::payproxy::plugin::cards,
-                },
+                with: { "payproxy:plugin/types@0.4.0": crate::bindings::v4::types::payproxy::plugin::types },
                 pub_export_macro: true,
                 export_macro_name: "__export_storefront_world",
                 default_bindings_module: "payproxy_plugin_sdk::bindings::v4::storefront",
@@ -163,10 +159,23 @@ pub mod bindings {
                 world: "egress-plugin",
                 path: "../wit/payproxy-plugin@0.4.0",
                 additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
-                with: { "payproxy:plugin/types@0.4.0": crate::bindings::v2::types::payproxy::plugin::types },
+                with: { "payproxy:plugin/types@0.4.0": crate::bindings::v4::types::payproxy::plugin::types },
                 pub_export_macro: true,
                 export_macro_name: "__export_egress_v4_world",
                 default_bindings_module: "payproxy_plugin_sdk::bindings::v4::egress",
+            });
+        }
+        pub mod router {
+            // Named apart from 0.1.0's `router-plugin` world.
+            wit_bindgen::generate!({
+                inline: "package payproxy:sdk-router@0.4.0; world router-v4 { export payproxy:plugin/router@0.4.0; }",
+                path: "../wit/payproxy-plugin@0.4.0",
+                world: "router-v4",
+                additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+                with: { "payproxy:plugin/types@0.4.0": crate::bindings::v4::types::payproxy::plugin::types },
+                pub_export_macro: true,
+                export_macro_name: "__export_router_v4_world",
+                default_bindings_module: "payproxy_plugin_sdk::bindings::v4::router",
             });
         }
     }

@@ -1,19 +1,39 @@
-//! Contract version 0.2.0: the canonical payment and the payment roles.
+//! The canonical payment (contract 0.4.0's `types`) and the payment roles.
 //!
-//! The types are the contract's own (generated from `wit/payproxy-plugin@0.2.0`), so they are
+//! The types are the contract's own (generated from `wit/payproxy-plugin@0.4.0`), so they are
 //! plain Rust data usable in native tests. Implement one role trait and call its export
-//! macro: [`export_dialect!`](crate::export_dialect) (ingress + egress),
+//! macro: [`export_egress_v4!`](crate::export_egress_v4) (provider side),
+//! [`export_compliance!`](crate::export_compliance); for hosts older than 0.4.0,
+//! [`export_dialect!`](crate::export_dialect) (0.2.0 ingress + egress),
 //! [`export_egress!`](crate::export_egress),
-//! [`export_compliance!`](crate::export_compliance) or
+//! [`export_compliance_v2!`](crate::export_compliance_v2) or
 //! [`export_payment_router!`](crate::export_payment_router).
 
-pub use crate::bindings::v2::compliance::exports::payproxy::plugin::compliance::{
-    Decision, Denial, Verdict,
+pub use crate::bindings::v4::compliance::exports::payproxy::plugin::compliance::{
+    Decision, Verdict,
 };
-pub use crate::bindings::v2::dialect::exports::payproxy::plugin::egress::{Capabilities, Context};
-pub use crate::bindings::v2::types::payproxy::plugin::types::*;
-/// Provider notifications (contract 0.4.0's `egress`): see [`Egress::decode_webhook`].
-pub use crate::bindings::v4::egress::exports::payproxy::plugin::egress::{Notification, Webhook};
+pub use crate::bindings::v4::egress::exports::payproxy::plugin::egress::{
+    Capabilities, Context, Notification, Webhook,
+};
+pub use crate::bindings::v4::types::payproxy::plugin::types::*;
+pub use crate::Rejection;
+
+/// A provider of the route as 0.2.0 routers ([`Router`]) see it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Provider {
+    /// Unique provider name from config.
+    pub name: String,
+    /// Free-form region label.
+    pub region: String,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+    /// Relative cost (lower is cheaper).
+    pub cost: f64,
+    /// The dialect plugin the provider speaks.
+    pub dialect: String,
+    /// Its health as the host measures it.
+    pub health: Health,
+}
 
 /// Storefront side of a dialect.
 pub trait Ingress: Sized + 'static {
@@ -82,11 +102,7 @@ pub trait Compliance: Sized + 'static {
     fn check(&self, payment: &Payment) -> Decision;
     /// The same, knowing what the home provider says about the payment's card token (none
     /// when the payment has no card token or the lookup found nothing). Default: `check`.
-    fn check_card(
-        &self,
-        payment: &Payment,
-        _card: Option<&crate::storefront::CardDetails>,
-    ) -> Decision {
+    fn check_card(&self, payment: &Payment, _card: Option<&CardDetails>) -> Decision {
         self.check(payment)
     }
 }
@@ -197,13 +213,33 @@ impl Context {
     }
 }
 
-impl Verdict {
-    /// A denial with its code and the message shown to the shopper.
-    pub fn deny(code: &str, message: impl Into<String>) -> Verdict {
-        Verdict::Deny(Denial {
+impl Refusal {
+    /// A router's "no": nothing can take the payment (`unavailable`), answered with
+    /// `status` (400–599), `code` and `message`.
+    pub fn unroutable(status: u16, code: &str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind: RefusalKind::Unavailable,
+            status,
             code: code.into(),
             message: message.into(),
-        })
+        }
+    }
+
+    /// A compliance denial (402) with its code and the message shown to the shopper.
+    pub fn denied(code: &str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind: RefusalKind::ComplianceDenied,
+            status: 402,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Verdict {
+    /// A denial (402) with its code and the message shown to the shopper.
+    pub fn deny(code: &str, message: impl Into<String>) -> Verdict {
+        Verdict::Deny(Refusal::denied(code, message))
     }
 }
 
@@ -267,6 +303,64 @@ impl Payment {
     }
 }
 
+/// The SDK's own types, for the export macros (not part of the public API).
+#[doc(hidden)]
+pub mod __v4 {
+    pub use crate::bindings::v4::types::payproxy::plugin::types::*;
+}
+
+/// 0.2.0's types (which 0.3.0 shares), for the export macros of earlier versions (not part
+/// of the public API).
+#[doc(hidden)]
+pub mod __v2 {
+    pub use crate::bindings::v2::types::payproxy::plugin::types::*;
+}
+
+/// A value as the same type (the SDK's own, 0.4.0) or as another contract version's type,
+/// for the export macros: the identity for the SDK's own types, a conversion for 0.2.0's.
+#[doc(hidden)]
+pub trait Version<T> {
+    /// The value as `T`.
+    fn version(self) -> T;
+}
+
+impl<T> Version<T> for T {
+    fn version(self) -> T {
+        self
+    }
+}
+
+macro_rules! versions {
+    ($($from:ty => $to:ty),* $(,)?) => {
+        $(impl Version<$to> for $from {
+            fn version(self) -> $to {
+                __glue::convert(&self)
+            }
+        })*
+    };
+}
+
+versions!(
+    __v2::HttpRequest => HttpRequest,
+    HttpRequest => __v2::HttpRequest,
+    __v2::HttpResponse => HttpResponse,
+    HttpResponse => __v2::HttpResponse,
+    __v2::Payment => Payment,
+    __v2::Outcome => Outcome,
+    __v2::Refusal => Refusal,
+    Refusal => __v2::Refusal,
+    Vec<__v2::Annotation> => Vec<Annotation>,
+    __v2::Provider => Provider,
+    Annotation => __v2::Annotation,
+    ChallengeKind => __v2::ChallengeKind,
+);
+
+impl Version<__v2::Outcome> for Outcome {
+    fn version(self) -> __v2::Outcome {
+        __glue::outcome_to_v2(&self)
+    }
+}
+
 /// Glue used by the export macros; not part of the public API.
 #[doc(hidden)]
 pub mod __glue {
@@ -304,9 +398,57 @@ pub mod __glue {
         }
     }
 
+    /// The decision of a compliance plugin called before `init`: denied (fails closed).
+    pub fn compliance_not_initialised() -> super::Decision {
+        super::Decision::deny(
+            "init",
+            "plugin_not_initialised",
+            "compliance called before init",
+        )
+    }
+
     /// The response of a dialect without a storefront side.
     pub fn no_ingress_response() -> super::HttpResponse {
         super::HttpResponse::json(500, &serde_json::json!({"error": {"code": "no_ingress"}}))
+    }
+
+    /// A value in another contract version's type with the same names and fields (0.2.0's
+    /// and 0.3.0's against 0.4.0's), through serde's data model. Only the export macros of
+    /// earlier versions use it, after [`payment_to_v2`] and [`outcome_to_v2`] have taken out
+    /// what those versions cannot express; a value that still does not convert traps (the
+    /// host sees a failed plugin call, never a wrong value).
+    pub fn convert<A: serde::Serialize, B: serde::de::DeserializeOwned>(value: &A) -> B {
+        let json = serde_json::to_value(value).expect("contract value serializes");
+        serde_json::from_value(json).expect("contract value converts between versions")
+    }
+
+    /// A payment for a 0.2.0 host, or the refusal of a method 0.2.0 cannot carry.
+    pub fn payment_to_v2<B: serde::de::DeserializeOwned>(
+        payment: &super::Payment,
+    ) -> Result<B, super::Refusal> {
+        match &payment.method {
+            Some(super::PaymentMethod::Other(method)) => Err(super::Refusal::invalid(
+                None,
+                "payment_method_type_unsupported",
+                format!(
+                    "{} payments need payproxy 0.4.0 or later (contract 0.4.0).",
+                    method.name
+                ),
+            )),
+            _ => Ok(convert(payment)),
+        }
+    }
+
+    /// An outcome for a 0.2.0 host: a confirm-on-device next action is pending.
+    pub fn outcome_to_v2<B: serde::de::DeserializeOwned>(outcome: &super::Outcome) -> B {
+        use super::{NextAction, Outcome, OutcomeStatus};
+        if let OutcomeStatus::RequiresAction(NextAction::ConfirmOnDevice(_)) = outcome.status {
+            return convert(&Outcome {
+                status: OutcomeStatus::Pending,
+                ..outcome.clone()
+            });
+        }
+        convert(outcome)
     }
 
     /// Call `f` with the plugin value for `role`; `None` before `init`.
@@ -367,7 +509,9 @@ mod tests {
         let denied = Decision::deny("r-no", "country_blocked", "No.");
         assert_eq!(
             denied.verdict,
-            Verdict::Deny(Denial {
+            Verdict::Deny(Refusal {
+                kind: RefusalKind::ComplianceDenied,
+                status: 402,
                 code: "country_blocked".into(),
                 message: "No.".into()
             })

@@ -1,4 +1,5 @@
-//! Export macros for the 0.2.0 roles.
+//! Export macros for the payment roles: 0.4.0's provider side and compliance, and the
+//! 0.2.0 roles (whose values are converted from and to the SDK's 0.4.0 types).
 
 /// Implementation detail shared by the export macros.
 #[doc(hidden)]
@@ -14,26 +15,30 @@ macro_rules! __ingress_impl {
                 Ok(())
             }
             fn parse_request(
-                request: $crate::payment::HttpRequest,
-            ) -> ::std::result::Result<$crate::payment::Payment, $crate::payment::Refusal> {
-                $crate::payment::__glue::with("ingress", |p: &$ty| {
+                request: $crate::payment::__v2::HttpRequest,
+            ) -> ::std::result::Result<$crate::payment::__v2::Payment, $crate::payment::__v2::Refusal>
+            {
+                use $crate::payment::Version;
+                let request: $crate::payment::HttpRequest = request.version();
+                let parsed = $crate::payment::__glue::with("ingress", |p: &$ty| {
                     $crate::payment::Ingress::parse_request(p, &request)
                 })
-                .unwrap_or_else(|| {
-                    Err($crate::payment::Refusal {
-                        kind: $crate::payment::RefusalKind::Unavailable,
-                        status: 500,
-                        code: "plugin_not_initialised".into(),
-                        message: "ingress called before init".into(),
-                    })
-                })
+                .unwrap_or_else(|| Err($crate::payment::__glue::not_initialised()));
+                parsed
+                    .and_then(|payment| $crate::payment::__glue::payment_to_v2(&payment))
+                    .map_err(Version::version)
             }
             fn render_outcome(
-                payment: $crate::payment::Payment,
-                outcome: $crate::payment::Outcome,
+                payment: $crate::payment::__v2::Payment,
+                outcome: $crate::payment::__v2::Outcome,
                 payment_id: ::std::string::String,
-                annotations: ::std::vec::Vec<$crate::payment::Annotation>,
-            ) -> $crate::payment::HttpResponse {
+                annotations: ::std::vec::Vec<$crate::payment::__v2::Annotation>,
+            ) -> $crate::payment::__v2::HttpResponse {
+                use $crate::payment::Version;
+                let payment: $crate::payment::Payment = payment.version();
+                let outcome: $crate::payment::Outcome = outcome.version();
+                let annotations: ::std::vec::Vec<$crate::payment::Annotation> =
+                    annotations.version();
                 $crate::payment::__glue::with("ingress", |p: &$ty| {
                     $crate::payment::Ingress::render_outcome(
                         p,
@@ -43,25 +48,25 @@ macro_rules! __ingress_impl {
                         &annotations,
                     )
                 })
-                .unwrap_or_else(|| $crate::payment::HttpResponse {
-                    status: 500,
-                    headers: ::std::vec::Vec::new(),
-                    body: ::std::vec::Vec::new(),
-                })
+                .unwrap_or_else($crate::payment::__glue::no_ingress_response)
+                .version()
             }
-            fn render_refusal(refusal: $crate::payment::Refusal) -> $crate::payment::HttpResponse {
+            fn render_refusal(
+                refusal: $crate::payment::__v2::Refusal,
+            ) -> $crate::payment::__v2::HttpResponse {
+                use $crate::payment::Version;
+                let refusal: $crate::payment::Refusal = refusal.version();
                 $crate::payment::__glue::with("ingress", |p: &$ty| {
                     $crate::payment::Ingress::render_refusal(p, &refusal)
                 })
-                .unwrap_or_else(|| $crate::payment::HttpResponse {
-                    status: 500,
-                    headers: ::std::vec::Vec::new(),
-                    body: ::std::vec::Vec::new(),
-                })
+                .unwrap_or_else($crate::payment::__glue::no_ingress_response)
+                .version()
             }
             fn request_id(
-                request: $crate::payment::HttpRequest,
+                request: $crate::payment::__v2::HttpRequest,
             ) -> ::std::option::Option<::std::string::String> {
+                use $crate::payment::Version;
+                let request: $crate::payment::HttpRequest = request.version();
                 $crate::payment::__glue::with("ingress", |p: &$ty| {
                     $crate::payment::Ingress::request_id(p, &request)
                 })
@@ -79,14 +84,15 @@ macro_rules! __egress_impl {
     ($ty:ty) => {
         $crate::__egress_impl!(
             $ty,
+            __v2,
             $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Guest,
             $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Context,
             $crate::bindings::v2::dialect::exports::payproxy::plugin::egress::Capabilities
         );
         $crate::bindings::v2::dialect::__export_dialect_world!(__PayproxyExport with_types_in $crate::bindings::v2::dialect);
     };
-    ($ty:ty, $guest:path, $ctx:path, $caps:path, webhooks) => {
-        $crate::__egress_impl!($ty, $guest, $ctx, $caps, {
+    ($ty:ty, $t:ident, $guest:path, $ctx:path, $caps:path, webhooks) => {
+        $crate::__egress_impl!($ty, $t, $guest, $ctx, $caps, {
             fn decode_webhook(
                 request: $crate::payment::HttpRequest,
                 context: $ctx,
@@ -104,10 +110,10 @@ macro_rules! __egress_impl {
             }
         });
     };
-    ($ty:ty, $guest:path, $ctx:path, $caps:path) => {
-        $crate::__egress_impl!($ty, $guest, $ctx, $caps, {});
+    ($ty:ty, $t:ident, $guest:path, $ctx:path, $caps:path) => {
+        $crate::__egress_impl!($ty, $t, $guest, $ctx, $caps, {});
     };
-    ($ty:ty, $guest:path, $ctx:path, $caps:path, { $($extra:tt)* }) => {
+    ($ty:ty, $t:ident, $guest:path, $ctx:path, $caps:path, { $($extra:tt)* }) => {
         impl $guest for __PayproxyExport {
             $($extra)*
             fn init(
@@ -131,9 +137,11 @@ macro_rules! __egress_impl {
                 }
             }
             fn encode_request(
-                payment: $crate::payment::Payment,
+                payment: $crate::payment::$t::Payment,
                 context: $ctx,
-            ) -> ::std::result::Result<$crate::payment::HttpRequest, $crate::payment::Refusal> {
+            ) -> ::std::result::Result<$crate::payment::$t::HttpRequest, $crate::payment::$t::Refusal> {
+                use $crate::payment::Version;
+                let payment: $crate::payment::Payment = payment.version();
                 let context = $crate::payment::Context {
                     provider: context.provider,
                     credentials: context.credentials,
@@ -144,11 +152,16 @@ macro_rules! __egress_impl {
                     $crate::payment::Egress::encode_request(p, &payment, &context)
                 })
                 .unwrap_or_else(|| Err($crate::payment::__glue::not_initialised()))
+                .map(Version::version)
+                .map_err(Version::version)
             }
             fn decode_response(
-                payment: $crate::payment::Payment,
-                response: $crate::payment::HttpResponse,
-            ) -> $crate::payment::Outcome {
+                payment: $crate::payment::$t::Payment,
+                response: $crate::payment::$t::HttpResponse,
+            ) -> $crate::payment::$t::Outcome {
+                use $crate::payment::Version;
+                let payment: $crate::payment::Payment = payment.version();
+                let response: $crate::payment::HttpResponse = response.version();
                 $crate::payment::__glue::with("egress", |p: &$ty| {
                     $crate::payment::Egress::decode_response(p, &payment, &response)
                 })
@@ -160,6 +173,7 @@ macro_rules! __egress_impl {
                         "egress called before init",
                     )
                 })
+                .version()
             }
         }
     };
@@ -199,26 +213,26 @@ macro_rules! export_egress {
                     Ok(())
                 }
                 fn parse_request(
-                    _request: $crate::payment::HttpRequest,
-                ) -> ::std::result::Result<$crate::payment::Payment, $crate::payment::Refusal>
+                    _request: $crate::payment::__v2::HttpRequest,
+                ) -> ::std::result::Result<$crate::payment::__v2::Payment, $crate::payment::__v2::Refusal>
                 {
-                    Err($crate::payment::__glue::no_ingress())
+                    Err($crate::payment::Version::version($crate::payment::__glue::no_ingress()))
                 }
                 fn render_outcome(
-                    _payment: $crate::payment::Payment,
-                    _outcome: $crate::payment::Outcome,
+                    _payment: $crate::payment::__v2::Payment,
+                    _outcome: $crate::payment::__v2::Outcome,
                     _payment_id: ::std::string::String,
-                    _annotations: ::std::vec::Vec<$crate::payment::Annotation>,
-                ) -> $crate::payment::HttpResponse {
-                    $crate::payment::__glue::no_ingress_response()
+                    _annotations: ::std::vec::Vec<$crate::payment::__v2::Annotation>,
+                ) -> $crate::payment::__v2::HttpResponse {
+                    $crate::payment::Version::version($crate::payment::__glue::no_ingress_response())
                 }
                 fn render_refusal(
-                    _refusal: $crate::payment::Refusal,
-                ) -> $crate::payment::HttpResponse {
-                    $crate::payment::__glue::no_ingress_response()
+                    _refusal: $crate::payment::__v2::Refusal,
+                ) -> $crate::payment::__v2::HttpResponse {
+                    $crate::payment::Version::version($crate::payment::__glue::no_ingress_response())
                 }
                 fn request_id(
-                    _request: $crate::payment::HttpRequest,
+                    _request: $crate::payment::__v2::HttpRequest,
                 ) -> ::std::option::Option<::std::string::String> {
                     None
                 }
@@ -239,6 +253,7 @@ macro_rules! export_egress_v4 {
             struct __PayproxyExport;
             $crate::__egress_impl!(
                 $ty,
+                __v4,
                 $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Guest,
                 $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Context,
                 $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Capabilities,
@@ -249,7 +264,7 @@ macro_rules! export_egress_v4 {
     };
 }
 
-/// Export a type implementing [`Compliance`](crate::payment::Compliance).
+/// Export a type implementing [`Compliance`](crate::payment::Compliance) as contract 0.4.0.
 #[macro_export]
 macro_rules! export_compliance {
     ($ty:ty) => {
@@ -264,26 +279,12 @@ macro_rules! export_compliance {
                 }
                 fn check(
                     payment: $crate::payment::Payment,
-                    card: ::std::option::Option<$crate::storefront::CardDetails>,
-                ) -> $crate::bindings::v4::compliance::exports::payproxy::plugin::compliance::Decision {
-                    use $crate::bindings::v4::compliance::exports::payproxy::plugin::compliance as v4;
-                    let decision = $crate::payment::__glue::with("compliance", |p: &$ty| {
+                    card: ::std::option::Option<$crate::payment::CardDetails>,
+                ) -> $crate::payment::Decision {
+                    $crate::payment::__glue::with("compliance", |p: &$ty| {
                         $crate::payment::Compliance::check_card(p, &payment, card.as_ref())
                     })
-                    .unwrap_or_else(|| $crate::payment::Decision {
-                        verdict: $crate::payment::Verdict::Deny($crate::payment::Denial { code: "plugin_not_initialised".into(), message: "compliance called before init".into() }),
-                        rule: "init".into(),
-                        annotations: ::std::vec::Vec::new(),
-                    });
-                    v4::Decision {
-                        verdict: match decision.verdict {
-                            $crate::payment::Verdict::Allow => v4::Verdict::Allow,
-                            $crate::payment::Verdict::Deny(d) => v4::Verdict::Deny(v4::Denial { code: d.code, message: d.message }),
-                            $crate::payment::Verdict::Challenge(kind) => v4::Verdict::Challenge(kind),
-                        },
-                        rule: decision.rule,
-                        annotations: decision.annotations,
-                    }
+                    .unwrap_or_else($crate::payment::__glue::compliance_not_initialised)
                 }
             }
             $crate::bindings::v4::compliance::__export_compliance_v4_world!(__PayproxyExport with_types_in $crate::bindings::v4::compliance);
@@ -292,7 +293,8 @@ macro_rules! export_compliance {
 }
 
 /// Export a type implementing [`Compliance`](crate::payment::Compliance) as contract 0.2.0
-/// (the payment only, no card details). For hosts older than 0.4.0.
+/// (the payment only, no card details). For hosts older than 0.4.0: a denial's status is
+/// not carried (0.2.0 hosts answer 402).
 #[macro_export]
 macro_rules! export_compliance_v2 {
     ($ty:ty) => {
@@ -305,13 +307,23 @@ macro_rules! export_compliance_v2 {
                     $crate::payment::__glue::store("compliance", value);
                     Ok(())
                 }
-                fn check(payment: $crate::payment::Payment) -> $crate::payment::Decision {
-                    $crate::payment::__glue::with("compliance", |p: &$ty| $crate::payment::Compliance::check(p, &payment))
-                        .unwrap_or_else(|| $crate::payment::Decision {
-                            verdict: $crate::payment::Verdict::Deny($crate::payment::Denial { code: "plugin_not_initialised".into(), message: "compliance called before init".into() }),
-                            rule: "init".into(),
-                            annotations: ::std::vec::Vec::new(),
-                        })
+                fn check(
+                    payment: $crate::payment::__v2::Payment,
+                ) -> $crate::bindings::v2::compliance::exports::payproxy::plugin::compliance::Decision {
+                    use $crate::bindings::v2::compliance::exports::payproxy::plugin::compliance as v2;
+                    use $crate::payment::Version;
+                    let payment: $crate::payment::Payment = payment.version();
+                    let decision = $crate::payment::__glue::with("compliance", |p: &$ty| $crate::payment::Compliance::check(p, &payment))
+                        .unwrap_or_else($crate::payment::__glue::compliance_not_initialised);
+                    v2::Decision {
+                        verdict: match decision.verdict {
+                            $crate::payment::Verdict::Allow => v2::Verdict::Allow,
+                            $crate::payment::Verdict::Deny(d) => v2::Verdict::Deny(v2::Denial { code: d.code, message: d.message }),
+                            $crate::payment::Verdict::Challenge(kind) => v2::Verdict::Challenge(kind.version()),
+                        },
+                        rule: decision.rule,
+                        annotations: decision.annotations.into_iter().map(Version::version).collect(),
+                    }
                 }
             }
             $crate::bindings::v2::compliance::__export_compliance_world!(__PayproxyExport with_types_in $crate::bindings::v2::compliance);
@@ -333,13 +345,18 @@ macro_rules! export_payment_router {
                     Ok(())
                 }
                 fn route(
-                    request: $crate::payment::HttpRequest,
-                    payment: ::std::option::Option<$crate::payment::Payment>,
-                    providers: ::std::vec::Vec<$crate::payment::Provider>,
+                    request: $crate::payment::__v2::HttpRequest,
+                    payment: ::std::option::Option<$crate::payment::__v2::Payment>,
+                    providers: ::std::vec::Vec<$crate::payment::__v2::Provider>,
                     seed: u64,
-                ) -> ::std::result::Result<::std::vec::Vec<::std::string::String>, $crate::payment::Rejection> {
+                ) -> ::std::result::Result<::std::vec::Vec<::std::string::String>, $crate::payment::__v2::Rejection> {
+                    use $crate::payment::Version;
+                    let request: $crate::payment::HttpRequest = request.version();
+                    let payment: ::std::option::Option<$crate::payment::Payment> = payment.map(Version::version);
+                    let providers: ::std::vec::Vec<$crate::payment::Provider> = providers.into_iter().map(Version::version).collect();
                     $crate::payment::__glue::with("router", |p: &$ty| $crate::payment::Router::route(p, &request, payment.as_ref(), &providers, seed))
-                        .unwrap_or_else(|| Err($crate::payment::Rejection { status: 500, code: "plugin_not_initialised".into(), message: "router called before init".into() }))
+                        .unwrap_or_else(|| Err($crate::Rejection::new(500, "plugin_not_initialised", "router called before init")))
+                        .map_err(|r| $crate::payment::__v2::Rejection { status: r.status, code: r.code, message: r.message })
                 }
             }
             $crate::bindings::v2::router::__export_payment_router_world!(__PayproxyExport with_types_in $crate::bindings::v2::router);

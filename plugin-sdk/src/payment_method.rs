@@ -1,8 +1,9 @@
 //! Matching a payment method against the method names a plugin's config lists.
 //!
 //! Config names a method by its kind (`card`, `ewallet`, `bank_redirect`,
-//! `instant_transfer`, `cash_voucher`), by a finer lower-case name (a card network, wallet
-//! or scheme: `visa`, `dana`, `ideal`, `pix`), or `*` for any method. Compliance rules and
+//! `instant_transfer`, `cash_voucher`, `other`), by a finer lower-case name (a card network,
+//! wallet or scheme, or the name of a method the contract has no record for: `visa`, `dana`,
+//! `ideal`, `pix`, `mpesa`), or `*` for any method. Compliance rules and
 //! limits use the same vocabulary, so they share this matcher.
 //!
 //! ```
@@ -24,6 +25,7 @@ pub const KINDS: &[&str] = &[
     "bank_redirect",
     "instant_transfer",
     "cash_voucher",
+    "other",
 ];
 
 /// True when `name` is a usable method name: `*`, a kind, or a lower-case wallet / scheme /
@@ -58,6 +60,7 @@ pub fn names(method: &PaymentMethod) -> (&'static str, Option<String>) {
         PaymentMethod::BankRedirect(b) => ("bank_redirect", lower(&b.scheme)),
         PaymentMethod::InstantTransfer(t) => ("instant_transfer", lower(&t.scheme)),
         PaymentMethod::CashVoucher(v) => ("cash_voucher", lower(&v.scheme)),
+        PaymentMethod::Other(o) => ("other", lower(&o.name)),
     }
 }
 
@@ -143,7 +146,7 @@ mod tests {
             normalise_name("e wallet"),
             Err(
                 "must be \"*\", one of card, ewallet, bank_redirect, instant_transfer, \
-                 cash_voucher or a wallet/scheme/network name such as \"dana\""
+                 cash_voucher, other or a wallet/scheme/network name such as \"dana\""
                     .into()
             )
         );

@@ -1,14 +1,16 @@
-//! Contract version 0.3.0: the router role, built for the per-payment hot path.
+//! The router role (contract 0.4.0; 0.3.0 has the same shape), built for the per-payment
+//! hot path.
 //!
 //! What differs from the 0.2.0 [`Router`](crate::payment::Router): the providers' static
 //! attributes ([`ProviderInfo`]) arrive once, at [`Router::init`], and each request brings
 //! only the route's [`Candidate`]s (an id and live health); the request's headers arrive
-//! as one text block ([`RequestView::header`] reads it); the answer is provider ids. The
-//! payment and health types are 0.2.0's ([`crate::payment`]).
+//! as one text block ([`RequestView::header`] reads it); the answer is provider ids, or a
+//! [`Refusal`] (the same "no" every role uses). The payment and health types are
+//! [`crate::payment`]'s: a router sees every method, `other` ones included.
 //!
 //! ```ignore
-//! use payproxy_plugin_sdk::export_router_v3;
-//! use payproxy_plugin_sdk::payment::{Payment, Rejection};
+//! use payproxy_plugin_sdk::export_router_v4;
+//! use payproxy_plugin_sdk::payment::{Payment, Refusal};
 //! use payproxy_plugin_sdk::routing::{Candidate, ProviderInfo, RequestView, Router};
 //!
 //! struct Healthiest;
@@ -18,22 +20,23 @@
 //!         Ok(Healthiest)
 //!     }
 //!     fn route(&self, _request: &RequestView, _payment: Option<&Payment>,
-//!              candidates: &[Candidate], _seed: u64) -> Result<Vec<u32>, Rejection> {
+//!              candidates: &[Candidate], _seed: u64) -> Result<Vec<u32>, Refusal> {
 //!         let mut list = candidates.to_vec();
 //!         list.sort_by(|a, b| b.health.success_rate.total_cmp(&a.health.success_rate));
 //!         Ok(list.into_iter().map(|c| c.id).collect())
 //!     }
 //! }
 //!
-//! export_router_v3!(Healthiest);
+//! export_router_v4!(Healthiest);
 //! ```
 
-pub use crate::bindings::v3::router::exports::payproxy::plugin::router::{
+pub use crate::bindings::v4::router::exports::payproxy::plugin::router::{
     Candidate, ProviderInfo, RequestView,
 };
-use crate::payment::{Payment, Rejection};
+use crate::payment::{Payment, Refusal};
 
-/// Router role, 0.3.0. Implement it, then call [`export_router_v3!`](crate::export_router_v3).
+/// Router role, 0.4.0. Implement it, then call [`export_router_v4!`](crate::export_router_v4)
+/// ([`export_router_v3!`](crate::export_router_v3) for hosts older than 0.4.0).
 ///
 /// Instances may be reused across requests or created fresh for each, so a router must not
 /// keep request state between calls.
@@ -52,7 +55,7 @@ pub trait Router: Sized + 'static {
         payment: Option<&Payment>,
         candidates: &[Candidate],
         seed: u64,
-    ) -> Result<Vec<u32>, Rejection>;
+    ) -> Result<Vec<u32>, Refusal>;
 }
 
 impl RequestView {
@@ -146,14 +149,14 @@ pub fn pack_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -
     block
 }
 
-/// Export a type implementing the 0.3.0 [`Router`] as the plugin's `router` interface.
+/// Export a type implementing [`Router`] as contract 0.4.0's `router` interface.
 #[macro_export]
-macro_rules! export_router_v3 {
+macro_rules! export_router_v4 {
     ($ty:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __PayproxyExport;
-            impl $crate::bindings::v3::router::exports::payproxy::plugin::router::Guest
+            impl $crate::bindings::v4::router::exports::payproxy::plugin::router::Guest
                 for __PayproxyExport
             {
                 fn init(
@@ -169,8 +172,7 @@ macro_rules! export_router_v3 {
                     payment: ::std::option::Option<$crate::payment::Payment>,
                     candidates: ::std::vec::Vec<$crate::routing::Candidate>,
                     seed: u64,
-                ) -> ::std::result::Result<::std::vec::Vec<u32>, $crate::payment::Rejection>
-                {
+                ) -> ::std::result::Result<::std::vec::Vec<u32>, $crate::payment::Refusal> {
                     $crate::routing::__glue::with(|p: &$ty| {
                         $crate::routing::Router::route(
                             p,
@@ -182,6 +184,74 @@ macro_rules! export_router_v3 {
                     })
                 }
             }
+            $crate::bindings::v4::router::__export_router_v4_world!(
+                __PayproxyExport with_types_in $crate::bindings::v4::router
+            );
+        };
+    };
+}
+
+/// Export a type implementing [`Router`] as contract 0.3.0's `router` interface, for hosts
+/// older than 0.4.0: the values are converted (an `other` payment method cannot reach a
+/// 0.3.0 router: the host shows it as no method), and a refusal is answered with its
+/// status, code and message.
+#[macro_export]
+macro_rules! export_router_v3 {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __PayproxyExport;
+            impl $crate::bindings::v3::router::exports::payproxy::plugin::router::Guest
+                for __PayproxyExport
+            {
+                fn init(
+                    config: ::std::string::String,
+                    providers: ::std::vec::Vec<
+                        $crate::bindings::v3::router::exports::payproxy::plugin::router::ProviderInfo,
+                    >,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    let providers: ::std::vec::Vec<$crate::routing::ProviderInfo> =
+                        $crate::payment::__glue::convert(&providers);
+                    let value = <$ty as $crate::routing::Router>::init(&config, providers)?;
+                    $crate::routing::__glue::store(value);
+                    Ok(())
+                }
+                fn route(
+                    request: $crate::bindings::v3::router::exports::payproxy::plugin::router::RequestView,
+                    payment: ::std::option::Option<$crate::payment::__v2::Payment>,
+                    candidates: ::std::vec::Vec<
+                        $crate::bindings::v3::router::exports::payproxy::plugin::router::Candidate,
+                    >,
+                    seed: u64,
+                ) -> ::std::result::Result<::std::vec::Vec<u32>, $crate::payment::__v2::Rejection>
+                {
+                    let request = $crate::routing::RequestView {
+                        method: request.method,
+                        path: request.path,
+                        query: request.query,
+                        headers: request.headers,
+                        body: request.body,
+                    };
+                    let payment: ::std::option::Option<$crate::payment::Payment> =
+                        payment.map(|p| $crate::payment::Version::version(p));
+                    let candidates: ::std::vec::Vec<$crate::routing::Candidate> =
+                        $crate::payment::__glue::convert(&candidates);
+                    $crate::routing::__glue::with(|p: &$ty| {
+                        $crate::routing::Router::route(
+                            p,
+                            &request,
+                            payment.as_ref(),
+                            &candidates,
+                            seed,
+                        )
+                    })
+                    .map_err(|r| $crate::payment::__v2::Rejection {
+                        status: r.status,
+                        code: r.code,
+                        message: r.message,
+                    })
+                }
+            }
             $crate::bindings::v3::router::__export_router_v3_world!(
                 __PayproxyExport with_types_in $crate::bindings::v3::router
             );
@@ -189,13 +259,13 @@ macro_rules! export_router_v3 {
     };
 }
 
-/// Glue used by [`export_router_v3!`]; not part of the public API.
+/// Glue used by the router export macros; not part of the public API.
 #[doc(hidden)]
 pub mod __glue {
     use std::any::Any;
     use std::cell::RefCell;
 
-    use crate::payment::Rejection;
+    use crate::payment::{Refusal, RefusalKind};
 
     thread_local! {
         // A component instance is single-threaded; the router lives here between calls.
@@ -207,14 +277,15 @@ pub mod __glue {
         ROUTER.with(|r| *r.borrow_mut() = Some(Box::new(value)));
     }
 
-    /// Call `f` with the router; a 500 rejection before `init`.
+    /// Call `f` with the router; a 500 refusal before `init`.
     pub fn with<T: 'static>(
-        f: impl FnOnce(&T) -> Result<Vec<u32>, Rejection>,
-    ) -> Result<Vec<u32>, Rejection> {
+        f: impl FnOnce(&T) -> Result<Vec<u32>, Refusal>,
+    ) -> Result<Vec<u32>, Refusal> {
         ROUTER.with(
             |r| match r.borrow().as_ref().and_then(|v| v.downcast_ref::<T>()) {
                 Some(router) => f(router),
-                None => Err(Rejection {
+                None => Err(Refusal {
+                    kind: RefusalKind::Unavailable,
                     status: 500,
                     code: "plugin_not_initialised".into(),
                     message: "router called before init".into(),

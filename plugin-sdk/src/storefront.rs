@@ -80,7 +80,7 @@ pub use crate::bindings::v4::storefront::exports::payproxy::plugin::storefront::
     Call, EventKind, ListQuery, PaymentCall, PaymentEvent, PaymentRecord, PaymentState,
     RenderedEvent,
 };
-pub use crate::bindings::v4::types::payproxy::plugin::cards::CardDetails;
+pub use crate::payment::CardDetails;
 
 use crate::payment::{Annotation, HttpRequest, HttpResponse, Outcome, Payment, Refusal};
 

@@ -123,6 +123,7 @@ macro_rules! export_storefront_dialect {
             $crate::__storefront_impl!($ty);
             $crate::__egress_impl!(
                 $ty,
+                __v4,
                 $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Guest,
                 $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Context,
                 $crate::bindings::v4::egress::exports::payproxy::plugin::egress::Capabilities,

@@ -1152,8 +1152,8 @@ impl<T: crate::routing::Router> Harness for RouterV3<T> {
     }
 }
 
-/// Run the `route` cases natively through a 0.3.0 router, initialised with the
-/// [`provider_catalogue`] of the file.
+/// Run the `route` cases natively through a packed router ([`crate::routing::Router`], exported
+/// as 0.4.0 or 0.3.0), initialised with the [`provider_catalogue`] of the file.
 pub fn check_router_v3<T: crate::routing::Router>(text: &str) -> usize {
     let f = load(text);
     let catalogue: Vec<crate::routing::ProviderInfo> = typed(provider_catalogue(&f));

@@ -46,8 +46,9 @@ pub struct Provider {
     pub cost: f64,
 }
 
-/// A refusal answered to the storefront as JSON with the given status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A refusal answered to the storefront as JSON with the given status (routers of contract
+/// 0.1.0 and 0.2.0; later roles say "no" with [`payment::Refusal`](crate::payment::Refusal)).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rejection {
     /// HTTP status, 400..=599.
     pub status: u16,

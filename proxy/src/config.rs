@@ -611,7 +611,7 @@ impl Default for PluginHostConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
-    /// `payproxy:plugin/router@0.3.0`, `@0.2.0` or `@0.1.0`: orders the route's providers.
+    /// `payproxy:plugin/router@0.4.0`, `@0.3.0`, `@0.2.0` or `@0.1.0`: orders the route's providers.
     Router,
     /// `payproxy:plugin/compliance@0.2.0`: allow, deny or challenge a payment.
     Compliance,

@@ -41,7 +41,7 @@ pub struct LoadedPlugin {
 /// A loaded plugin by role.
 #[derive(Clone)]
 pub enum PluginKind {
-    /// A router (contract 0.1.0, 0.2.0 or 0.3.0).
+    /// A router (contract 0.1.0, 0.2.0, 0.3.0 or 0.4.0).
     Router(Arc<RouterPlugin>),
     /// A compliance plugin.
     Compliance(Arc<CompliancePlugin>),
@@ -524,7 +524,7 @@ impl Snapshot {
     }
 }
 
-/// Every configured provider as 0.3.0 routers get it at `init`, in name order (a provider's
+/// Every configured provider as 0.3.0 and 0.4.0 routers get it at `init`, in name order (a provider's
 /// id is its index).
 fn catalogue(config: &Config) -> Vec<ProviderInfo> {
     config

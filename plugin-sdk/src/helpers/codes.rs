@@ -11,6 +11,10 @@ pub const DECLINE_CODES: &[&str] = &[
     "limit_exceeded",
     "authentication_required",
     "generic_decline",
+    // Methods the shopper confirms elsewhere (on the phone, in the banking app).
+    "shopper_declined",
+    "confirmation_expired",
+    "shopper_unreachable",
 ];
 
 /// Normalized failure codes (`failure.code`). `invalid_request` is the merchant's own
@@ -39,6 +43,6 @@ mod tests {
                 "{code}"
             );
         }
-        assert_eq!((DECLINE_CODES.len(), ERROR_CODES.len()), (8, 6));
+        assert_eq!((DECLINE_CODES.len(), ERROR_CODES.len()), (11, 6));
     }
 }

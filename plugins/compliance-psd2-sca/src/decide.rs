@@ -1,7 +1,7 @@
 //! The PSD2 SCA rule: which payments must be strongly authenticated first.
 
 use payproxy_plugin_sdk::payment::{
-    Annotation, ChallengeKind, Decision, Denial, Operation, Payment, PaymentMethod, Verdict,
+    Annotation, ChallengeKind, Decision, Operation, Payment, PaymentMethod, Verdict,
 };
 use payproxy_plugin_sdk::storefront::CardDetails;
 
@@ -34,11 +34,10 @@ pub fn decide_card(config: &Config, payment: &Payment, card: Option<&CardDetails
     let no_3ds = card.and_then(|c| c.three_d_secure_supported) == Some(false);
     match decision.verdict {
         Verdict::Challenge(ChallengeKind::StrongAuthentication) if no_3ds => Decision {
-            verdict: Verdict::Deny(Denial {
-                code: "authentication_unavailable".into(),
-                message: "This card cannot be strongly authenticated. Please use another card."
-                    .into(),
-            }),
+            verdict: Verdict::deny(
+                "authentication_unavailable",
+                "This card cannot be strongly authenticated. Please use another card.",
+            ),
             rule: RULE_NO_3DS.into(),
             annotations: Vec::new(),
         },

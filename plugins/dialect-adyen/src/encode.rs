@@ -141,6 +141,20 @@ fn payment_method(payment: &Payment) -> Result<Value, Refusal> {
         Some(PaymentMethod::Ewallet(wallet)) => Ok(json!({ "type": adyen_type(&wallet.wallet)? })),
         Some(PaymentMethod::InstantTransfer(_)) => Err(unsupported("instant transfer")),
         Some(PaymentMethod::CashVoucher(_)) => Err(unsupported("cash voucher")),
+        // A method the contract has no record for (`mbway`, `blik` …): Adyen's type of the
+        // same name, with the storefront's fields as Adyen's `paymentMethod` fields
+        // (`telephoneNumber`, `blikCode`); Adyen's fields are flat.
+        Some(PaymentMethod::Other(other)) => {
+            let mut method = Map::new();
+            method.insert("type".into(), adyen_type(&other.name)?.into());
+            for (field, value) in &other.fields {
+                if field.contains('[') || field == "type" {
+                    return Err(unsupported(&format!("{} with field {field}", other.name)));
+                }
+                method.insert(field.clone(), value.clone().into());
+            }
+            Ok(Value::Object(method))
+        }
     }
 }
 

@@ -258,6 +258,24 @@ pub const STOREFRONT_DECLINES: &[(&str, &str, &str, &str)] = &[
         "generic_decline",
         "Your card was declined.",
     ),
+    (
+        "shopper_declined",
+        "payment_method_provider_decline",
+        "shopper_declined",
+        "The payment was declined.",
+    ),
+    (
+        "confirmation_expired",
+        "payment_method_provider_timeout",
+        "confirmation_expired",
+        "The payment was not confirmed in time.",
+    ),
+    (
+        "shopper_unreachable",
+        "payment_method_provider_decline",
+        "shopper_unreachable",
+        "The payment could not be confirmed.",
+    ),
 ];
 
 /// Stripe's `code`, `decline_code` and message for a normalized decline.

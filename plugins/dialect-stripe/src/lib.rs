@@ -76,6 +76,7 @@
 //! | `type=pix`, `[pix][tax_id]` (CPF/CNPJ, punctuation dropped) | instant transfer `pix` |
 //! | `type=grabpay` / `dana`, or `type=ewallet` + `[ewallet][wallet]` | e-wallet |
 //! | `type=oxxo` | cash voucher `oxxo` |
+//! | any other `type=<name>` (lower-case letters, digits, `_`; 1–40), `[<name>][…]` | `other`: `name`, and every `[<name>][…]` parameter as a field named below the type (`[mpesa][phone]` → `phone`, `[mpesa][account][number]` → `account[number]`; at most 50, names ≤ 100 and values ≤ 500 bytes, else `parameter_invalid_value`) |
 //! | `[billing_details][phone]` (E.164), `[billing_details][phone_verified]=true` | customer phone (and wallet phone) |
 //! | `[billing_details][address][country]`, else `shipping[address][country]` | shopper country |
 //! | `customer`, `receipt_email` | customer id, email |
@@ -85,7 +86,10 @@
 //! | `capture_method=manual`, `return_url`, `description` | same |
 //!
 //! (`type` is `payment_method_data[type]`, the rest under `payment_method_data[…]`.) Without
-//! `payment_method_data[type]` the only `payment_method_types[]` entry names the method.
+//! `payment_method_data[type]` the only `payment_method_types[]` entry names the method. A
+//! type this dialect has no row for is passed through as `other` rather than refused, so a
+//! new local method needs only a provider dialect; answers name it in
+//! `payment_method_types`.
 //! Raw card data (`…[card][number]`, `…[card][cvc]`) is refused with
 //! `card_number_not_accepted` and never echoed.
 //!
@@ -94,9 +98,14 @@
 //! Outcomes: approved → `succeeded` (`requires_capture` for manual capture; `canceled` for a
 //! void); redirect → `requires_action` with `next_action.redirect_to_url`
 //! (`oxxo_display_details` for OXXO); QR → `next_action.<type>_display_qr_code.data`
-//! (`pix_display_qr_code` for Pix); pending → `processing`; declined → 402 `card_error`
+//! (`pix_display_qr_code` for Pix); confirm on device → `requires_action` with
+//! `next_action: {"type": "confirm_on_device", "confirm_on_device": {"message", "expires_at"}}`
+//! (one shape for every method); pending → `processing`; declined → 402 `card_error`
 //! (`card_declined` with Stripe's `decline_code`, the intent in `error.payment_intent`; a
-//! retrieve answers 200 with `requires_payment_method` and `last_payment_error`); error with
+//! retrieve answers 200 with `requires_payment_method` and `last_payment_error`; a method
+//! other than a card gets code `payment_method_provider_decline`, or
+//! `payment_method_provider_timeout` for `confirmation_expired`, the decline's own
+//! shopper-safe message and `payment_method.type`); error with
 //! code `invalid_request` (the provider refused the merchant's request) → 400
 //! `invalid_request_error`, no retry header; other errors → 503 `api_error` with
 //! `Stripe-Should-Retry: true` when nothing was charged, 502 with the intent `processing`
@@ -158,7 +167,8 @@
 //! a Stripe payment method id (`pm_`, `card_`, `src_`) is sent as `payment_method=<token>`
 //! and nothing else about the method (what Stripe and localstripe accept); other card tokens
 //! and the other methods use the convention above (`payment_method_types[]`,
-//! `payment_method_data[…]`, without the legacy card fields). Follow-ups:
+//! `payment_method_data[…]`, without the legacy card fields; an `other` method as its type
+//! and its fields under `payment_method_data[<name>][…]`, as the storefront sent them). Follow-ups:
 //! `…/{ref}/confirm|capture|cancel`, `GET …/{ref}`, `POST /v1/refunds`
 //! (`payment_intent={ref}`, `amount` when partial, metadata). Headers: `Idempotency-Key`
 //! from the context (POST), `Authorization: Bearer <credentials.api_key>` when given.

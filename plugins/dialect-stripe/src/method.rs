@@ -5,7 +5,8 @@
 //! `payment_method_data[<type>][…]`, the shopper under `payment_method_data[billing_details]`.
 
 use payproxy_plugin_sdk::payment::{
-    BankRedirect, Card, CashVoucher, Ewallet, InstantTransfer, Payment, PaymentMethod, Refusal,
+    BankRedirect, Card, CashVoucher, Ewallet, InstantTransfer, OtherMethod, Payment, PaymentMethod,
+    Refusal,
 };
 
 use crate::form::{Form, FormBuilder};
@@ -191,28 +192,20 @@ fn method(form: &Form, phone: Option<String>) -> Result<Option<PaymentMethod>, R
         _ if form.has(&[PMD, "card"]) => "card",
         _ => return Ok(None),
     };
-    let Some(&(_, kind)) = TYPES.iter().find(|(t, _)| *t == type_name) else {
-        let param = if declared.is_some() {
-            name(&["type"])
-        } else {
-            "payment_method_types".to_string()
-        };
-        let known: Vec<&str> = TYPES.iter().map(|(t, _)| *t).collect();
-        return Err(Refusal::invalid(
-            Some(&param),
-            "payment_method_type_unsupported",
-            format!(
-                "Unsupported payment method type. payproxy accepts {}.",
-                known.join(", ")
-            ),
-        ));
-    };
     if declared.is_some() && !types.is_empty() && !types.contains(&type_name) {
         return Err(refuse::bad_value(
             &name(&["type"]),
             "one of the payment_method_types",
         ));
     }
+    let Some(&(_, kind)) = TYPES.iter().find(|(t, _)| *t == type_name) else {
+        let param = if declared.is_some() {
+            name(&["type"])
+        } else {
+            "payment_method_types".to_string()
+        };
+        return other(form, type_name, &param).map(Some);
+    };
     let method = match kind {
         Kind::Card => PaymentMethod::Card(card(form)?),
         Kind::BankRedirect => PaymentMethod::BankRedirect(BankRedirect {
@@ -257,6 +250,66 @@ fn method(form: &Form, phone: Option<String>) -> Result<Option<PaymentMethod>, R
         }),
     };
     Ok(Some(method))
+}
+
+/// Most fields a method this dialect does not know may carry, and their sizes (Stripe's own
+/// metadata limits).
+const OTHER_FIELDS: usize = 50;
+const OTHER_NAME: usize = 100;
+const OTHER_VALUE: usize = 500;
+
+/// A method type this dialect does not know (`mpesa`, `mbway` …), passed through with its
+/// own fields: every `payment_method_data[<type>][…]` parameter, named below the type
+/// (`[mpesa][phone]` → `phone`, `[mpesa][account][number]` → `account[number]`). The
+/// provider dialect that supports the method reads them; the answer names the same type.
+fn other(form: &Form, type_name: &str, param: &str) -> Result<PaymentMethod, Refusal> {
+    // Stripe's own objects under `payment_method_data` are never a method's type.
+    let reserved = ["billing_details", "metadata", "type"].contains(&type_name);
+    let valid = (1..=40).contains(&type_name.len())
+        && !reserved
+        && type_name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return Err(Refusal::invalid(
+            Some(param),
+            "payment_method_type_unsupported",
+            "Invalid payment method type: lower-case letters, digits and _ (at most 40), such as mpesa.",
+        ));
+    }
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for (key, value) in form.pairs() {
+        if key.len() < 3 || key[0] != PMD || key[1] != type_name {
+            continue;
+        }
+        let field = format!("{}{}", key[2], bracketed_tail(&key[3..]));
+        if field.len() > OTHER_NAME || value.len() > OTHER_VALUE {
+            return Err(refuse::bad_value(
+                &name(&[type_name, &field]),
+                &format!("a value of at most {OTHER_VALUE} characters under a name of at most {OTHER_NAME}"),
+            ));
+        }
+        match fields.iter_mut().find(|(f, _)| *f == field) {
+            // A repeated parameter keeps its last value, as on Stripe.
+            Some(entry) => entry.1 = value.to_string(),
+            None => fields.push((field, value.to_string())),
+        }
+    }
+    if fields.len() > OTHER_FIELDS {
+        return Err(refuse::bad_value(
+            &name(&[type_name]),
+            &format!("at most {OTHER_FIELDS} fields"),
+        ));
+    }
+    Ok(PaymentMethod::Other(OtherMethod {
+        name: type_name.to_string(),
+        fields,
+    }))
+}
+
+/// `["a", "b"]` → `[a][b]`.
+fn bracketed_tail(segments: &[String]) -> String {
+    segments.iter().map(|s| format!("[{s}]")).collect()
 }
 
 fn card(form: &Form) -> Result<Card, Refusal> {
@@ -339,6 +392,7 @@ pub fn stripe_type(method: &PaymentMethod) -> &str {
         PaymentMethod::InstantTransfer(t) => &t.scheme,
         PaymentMethod::Ewallet(w) => &w.wallet,
         PaymentMethod::CashVoucher(v) => &v.scheme,
+        PaymentMethod::Other(o) => &o.name,
     }
 }
 
@@ -403,6 +457,16 @@ pub fn encode(payment: &Payment, out: &mut FormBuilder) {
             phone = w.phone.as_deref().or(phone);
         }
         PaymentMethod::CashVoucher(_) => {}
+        PaymentMethod::Other(o) => {
+            for (field, value) in &o.fields {
+                // `account[number]` → `payment_method_data[mpesa][account][number]`.
+                let (head, tail) = field.split_at(field.find('[').unwrap_or(field.len()));
+                out.push(
+                    &format!("payment_method_data[{type_name}][{head}]{tail}"),
+                    value,
+                );
+            }
+        }
     }
     out.push_opt("payment_method_data[billing_details][phone]", phone);
     if payment.customer.phone_verified {
@@ -452,6 +516,61 @@ mod tests {
     }
 
     #[test]
+    fn a_type_the_dialect_does_not_know_passes_through_with_its_fields() {
+        let p = parsed(
+            "payment_method_data[type]=mpesa&payment_method_data[mpesa][phone]=%2B254712345678\
+             &payment_method_data[mpesa][account][number]=A1&payment_method_data[mpesa][phone]=%2B254700000001\
+             &payment_method_data[billing_details][address][country]=KE",
+        )
+        .expect("mpesa");
+        assert_eq!(
+            p.method,
+            Some(PaymentMethod::Other(OtherMethod {
+                name: "mpesa".into(),
+                fields: vec![
+                    ("phone".into(), "+254700000001".into()),
+                    ("account[number]".into(), "A1".into()),
+                ],
+            }))
+        );
+        assert_eq!(p.country.as_deref(), Some("KE"));
+        // The only payment_method_types entry names it as well.
+        let p = parsed("payment_method_types[]=mbway&payment_method_data[mbway][telephoneNumber]=%2B351911111111")
+            .expect("mbway");
+        assert!(
+            matches!(p.method, Some(PaymentMethod::Other(ref o)) if o.name == "mbway" && o.fields.len() == 1)
+        );
+        // Sent on as the same parameters.
+        let mut out = FormBuilder::new();
+        let mut mpesa = Payment::new(payproxy_plugin_sdk::payment::Operation::Authorize);
+        mpesa.method = Some(PaymentMethod::Other(OtherMethod {
+            name: "mpesa".into(),
+            fields: vec![
+                ("phone".into(), "+254700000001".into()),
+                ("account[number]".into(), "A1".into()),
+            ],
+        }));
+        encode(&mpesa, &mut out);
+        let form = Form::parse(out.finish().as_bytes());
+        assert_eq!(form.get(&[PMD, "type"]), Some("mpesa"));
+        assert_eq!(form.get(&[PMD, "mpesa", "phone"]), Some("+254700000001"));
+        assert_eq!(form.get(&[PMD, "mpesa", "account", "number"]), Some("A1"));
+        assert_eq!(form.list(&["payment_method_types"]), vec!["mpesa"]);
+        // Too many fields, an oversized value.
+        let many: String = (0..51)
+            .map(|i| format!("&payment_method_data[mpesa][f{i}]=x"))
+            .collect();
+        let r = parsed(&format!("payment_method_data[type]=mpesa{many}")).expect_err("51 fields");
+        assert_eq!(r.code, "parameter_invalid_value");
+        let long = "x".repeat(501);
+        let r = parsed(&format!(
+            "payment_method_data[type]=mpesa&payment_method_data[mpesa][phone]={long}"
+        ))
+        .expect_err("long value");
+        assert_eq!(r.code, "parameter_invalid_value");
+    }
+
+    #[test]
     fn type_resolution() {
         let p = parsed("payment_method=pm_card_visa").expect("card");
         assert!(matches!(p.method, Some(PaymentMethod::Card(ref c)) if c.token == "pm_card_visa"));
@@ -468,7 +587,9 @@ mod tests {
                 .method,
             None
         );
-        let r = parsed("payment_method_data[type]=bitcoin").expect_err("unsupported");
+        let r = parsed("payment_method_data[type]=Bit-Coin").expect_err("not a type name");
+        assert_eq!(r.code, "payment_method_type_unsupported");
+        let r = parsed("payment_method_data[type]=billing_details").expect_err("reserved");
         assert_eq!(r.code, "payment_method_type_unsupported");
         let r = parsed("payment_method_types[]=card&payment_method_data[type]=ideal")
             .expect_err("mismatch");

@@ -48,7 +48,7 @@ pub fn outcome(
             intent["next_action"] = next_action(payment, action)
         }
         OutcomeStatus::Declined(d) if status == "requires_payment_method" => {
-            intent["last_payment_error"] = payment_error(d);
+            intent["last_payment_error"] = payment_error(payment, d);
         }
         _ => {}
     }
@@ -152,7 +152,7 @@ pub(crate) fn record_intent(r: &PaymentRecord) -> Value {
             v["next_action"] = next_action(&r.payment, action);
         }
         (PaymentState::Failed, Some(OutcomeStatus::Declined(d))) => {
-            v["last_payment_error"] = payment_error(d);
+            v["last_payment_error"] = payment_error(&r.payment, d);
         }
         (PaymentState::Failed, _) => {
             v["last_payment_error"] = json!({
@@ -182,7 +182,10 @@ pub fn list(records: &[PaymentRecord], has_more: bool, url: &str) -> HttpRespons
 
 /// `next_action` in Stripe's shapes: `redirect_to_url`, `oxxo_display_details` for OXXO
 /// vouchers, `<type>_display_qr_code` for QR payloads (`pix_display_qr_code` for Pix, and
-/// when the method is unknown).
+/// when the method is unknown); and, for a method the shopper confirms on their own device
+/// (M-Pesa, MB WAY, BLIK …), one shape whatever the method, so a storefront handles every
+/// such method with one branch: `{"type": "confirm_on_device", "confirm_on_device":
+/// {"message": …, "expires_at": <Unix seconds or null>}}`.
 fn next_action(payment: &Payment, action: &NextAction) -> Value {
     let method_type = payment.method.as_ref().map(stripe_type);
     let safe_type = method_type
@@ -205,17 +208,43 @@ fn next_action(payment: &Payment, action: &NextAction) -> Value {
             v[kind.as_str()] = json!({ "data": data });
             v
         }
+        NextAction::ConfirmOnDevice(c) => json!({
+            "type": "confirm_on_device",
+            "confirm_on_device": {"message": c.message, "expires_at": c.expires_at},
+        }),
     }
 }
 
-fn payment_error(d: &Decline) -> Value {
+/// A decline as Stripe's `card_error`. Cards get Stripe's own codes and messages. Other
+/// methods get Stripe's method-neutral `payment_method_provider_decline` (or
+/// `payment_method_provider_timeout` when the shopper did not confirm in time), the
+/// canonical code as `decline_code`, and the provider dialect's shopper-safe message, which
+/// speaks of the method, not of a card.
+fn payment_error(payment: &Payment, d: &Decline) -> Value {
     let (code, decline_code, message) = codes::storefront_decline(&d.code);
-    json!({"type": "card_error", "code": code, "decline_code": decline_code, "message": message})
+    if matches!(payment.method, None | Some(PaymentMethod::Card(_))) {
+        return json!({"type": "card_error", "code": code, "decline_code": decline_code, "message": message});
+    }
+    let code = match code {
+        "card_declined" | "expired_card" => "payment_method_provider_decline",
+        other => other,
+    };
+    let message = match d.message.trim() {
+        "" => "The payment was declined.",
+        given => given,
+    };
+    json!({
+        "type": "card_error",
+        "code": code,
+        "decline_code": decline_code,
+        "message": message,
+        "payment_method": {"type": payment.method.as_ref().map(stripe_type)},
+    })
 }
 
 /// 402 `card_error` with the intent, as Stripe answers a declined confirmation.
 fn declined(payment: &Payment, outcome: &Outcome, id: &str, d: &Decline) -> HttpResponse {
-    let mut error = payment_error(d);
+    let mut error = payment_error(payment, d);
     let mut intent = intent(payment, outcome, id, "requires_payment_method");
     intent["last_payment_error"] = error.clone();
     error["payment_intent"] = intent;

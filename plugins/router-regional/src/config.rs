@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::helpers::{config, country};
-use payproxy_plugin_sdk::payment::{Operation, Rejection};
+use payproxy_plugin_sdk::payment::{Operation, Refusal};
 use payproxy_plugin_sdk::routing::ProviderInfo;
 use serde::Deserialize;
 
@@ -43,7 +43,7 @@ pub enum Action {
     /// Try these providers (weighted pick first).
     Providers(Vec<WeightedProvider>),
     /// Answer the storefront with this rejection.
-    Reject(Rejection),
+    Reject(Refusal),
 }
 
 /// A provider name with an optional volume-split weight.
@@ -268,11 +268,7 @@ fn validate(raw: RawConfig) -> Result<Config, String> {
                 if !(400..=599).contains(&r.status) {
                     return Err(format!("{at}: reject.status {} is not 400..=599", r.status));
                 }
-                Action::Reject(Rejection {
-                    status: r.status,
-                    code: r.code,
-                    message: r.message,
-                })
+                Action::Reject(Refusal::unroutable(r.status, &r.code, r.message))
             }
             _ => {
                 return Err(format!(

@@ -1,6 +1,6 @@
 //! `router-regional`: a rule table in the plugin's JSON config picks the providers.
 //!
-//! Contract `payproxy:plugin@0.3.0` (`routing-plugin`): the router gets every configured
+//! Contract `payproxy:plugin@0.4.0` (`router-plugin`): the router gets every configured
 //! provider once, at init, and per request the storefront request, the canonical payment when
 //! the route has an ingress dialect (none on transparent routes), and the ids and health of
 //! the route's providers. Every provider a rule or `default` names must be configured;
@@ -40,8 +40,9 @@
 //! - `country`: shopper countries (ISO 3166-1 alpha-2);
 //! - `currency`: ISO 4217 codes;
 //! - `payment_method`: kinds `card`, `ewallet`, `bank_redirect`, `instant_transfer`,
-//!   `cash_voucher`, or a wallet / scheme / card network name (`dana`, `ideal`, `pix`,
-//!   `visa`). Named apart from `method`, which stays the HTTP method;
+//!   `cash_voucher`, `other`, or a wallet / scheme / card network name (`dana`, `ideal`,
+//!   `pix`, `visa`), or the name of a method the contract has no record for (`mpesa`: an
+//!   `other` method). Named apart from `method`, which stays the HTTP method;
 //! - `card_country`: issuer countries of a card payment (ISO 3166-1 alpha-2), e.g. to send
 //!   domestic cards to a local acquirer; `card_network`: card networks, lower case (`visa`,
 //!   `mastercard`, `amex`, `jcb` …). Neither holds for a payment that is not a card, nor for
@@ -71,8 +72,8 @@ mod config;
 mod matcher;
 pub mod order;
 
-use payproxy_plugin_sdk::export_router_v3;
-use payproxy_plugin_sdk::payment::{Payment, Rejection};
+use payproxy_plugin_sdk::export_router_v4;
+use payproxy_plugin_sdk::payment::{Payment, Refusal};
 use payproxy_plugin_sdk::routing::{Candidate, ProviderInfo, RequestView, Router};
 
 pub use config::{Action, Conditions, Config, OperationName, Rule, WeightedProvider};
@@ -96,7 +97,7 @@ impl Router for Regional {
         payment: Option<&Payment>,
         candidates: &[Candidate],
         seed: u64,
-    ) -> Result<Vec<u32>, Rejection> {
+    ) -> Result<Vec<u32>, Refusal> {
         let headers = matcher::Headers::new(request, &self.config.header_names);
         let body = matcher::Body::new(request, &self.config.body_keys);
         let rule = self
@@ -115,11 +116,11 @@ impl Router for Regional {
         let choices = order::skip_open(choices);
         if choices.is_empty() {
             let rule_name = rule.map(|r| r.name.as_str()).unwrap_or("default");
-            return Err(Rejection {
-                status: 503,
-                code: "no_eligible_provider".into(),
-                message: format!("rule {rule_name} names no provider of this route"),
-            });
+            return Err(Refusal::unroutable(
+                503,
+                "no_eligible_provider",
+                format!("rule {rule_name} names no provider of this route"),
+            ));
         }
         if order::weighted(&choices) {
             let ordered = order::by_weight(choices, |c| c.weight, seed);
@@ -132,7 +133,7 @@ impl Router for Regional {
     }
 }
 
-export_router_v3!(Regional);
+export_router_v4!(Regional);
 
 #[cfg(test)]
 mod tests;

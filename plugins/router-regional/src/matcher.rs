@@ -1,6 +1,7 @@
 //! Evaluate a rule's conditions against the request view and the canonical payment.
 
 use payproxy_plugin_sdk::payment::{Payment, PaymentMethod};
+use payproxy_plugin_sdk::payment_method;
 use payproxy_plugin_sdk::routing::RequestView;
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -200,17 +201,13 @@ fn payment_matches(c: &Conditions, p: &Payment) -> bool {
 }
 
 /// The method's kind or its finer name (card network, wallet, scheme) is listed.
+/// (`other` for a method the contract has no record for, whose finer name is its type:
+/// `mpesa`.)
 fn method_named(method: &PaymentMethod, listed: &[String]) -> bool {
-    let (kind, finer) = match method {
-        PaymentMethod::Card(c) => ("card", c.network.as_deref()),
-        PaymentMethod::Ewallet(w) => ("ewallet", Some(w.wallet.as_str())),
-        PaymentMethod::BankRedirect(b) => ("bank_redirect", Some(b.scheme.as_str())),
-        PaymentMethod::InstantTransfer(t) => ("instant_transfer", Some(t.scheme.as_str())),
-        PaymentMethod::CashVoucher(v) => ("cash_voucher", Some(v.scheme.as_str())),
-    };
+    let (kind, finer) = payment_method::names(method);
     listed
         .iter()
-        .any(|l| l == kind || finer.is_some_and(|f| l.eq_ignore_ascii_case(f.trim())))
+        .any(|l| l == kind || finer.as_deref().is_some_and(|f| l.eq_ignore_ascii_case(f)))
 }
 
 fn http_matches(

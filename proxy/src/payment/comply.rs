@@ -54,7 +54,7 @@ impl Payments {
                 Verdict::Deny(denial) => {
                     return Err(refusal(
                         RefusalKind::ComplianceDenied,
-                        402,
+                        denial.status,
                         &denial.code,
                         &denial.message,
                     ))

@@ -1,7 +1,8 @@
 //! Host bindings for the plugin contract, generated once from `wit/`.
 //!
-//! 0.1.0 has the router world only. 0.2.0 generates its shared `types` once and every role's
-//! world reuses them (`with`), so a `Payment` is one Rust type whichever plugin it goes to.
+//! 0.1.0 has the router world only. 0.2.0 generates its shared `types` once and its roles'
+//! worlds (and 0.3.0's router, whose `types` are the same) reuse them (`with`). 0.4.0 does the
+//! same with its own `types`, which are the host's canonical ones.
 
 /// The `router-plugin` world of `payproxy:plugin@0.1.0`.
 pub mod router {
@@ -67,15 +68,15 @@ pub mod v3 {
     }
 }
 
-/// `payproxy:plugin@0.4.0`: the storefront side of dialects (and 0.2.0's egress, restated);
-/// its `types` are 0.2.0's, shared.
+/// `payproxy:plugin@0.4.0`, every role; its `types` are the host's canonical ones (the
+/// payment, outcome and HTTP views the host works with). Earlier versions' values are
+/// converted at their plugins' boundary (`super::convert`).
 pub mod v4 {
-    /// The types 0.4.0 adds (card details); its `types` are 0.2.0's.
+    /// The shared types.
     pub mod types {
         wasmtime::component::bindgen!({
             world: "types-only",
             path: "../wit/payproxy-plugin@0.4.0",
-            with: { "payproxy:plugin/types@0.4.0": crate::plugin::bindings::v2::types::payproxy::plugin::types },
             additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
         });
     }
@@ -85,10 +86,7 @@ pub mod v4 {
         wasmtime::component::bindgen!({
             world: "dialect-plugin",
             path: "../wit/payproxy-plugin@0.4.0",
-            with: {
-                "payproxy:plugin/types@0.4.0": crate::plugin::bindings::v2::types::payproxy::plugin::types,
-                "payproxy:plugin/cards@0.4.0": crate::plugin::bindings::v4::types::payproxy::plugin::cards,
-            },
+            with: { "payproxy:plugin/types@0.4.0": crate::plugin::bindings::v4::types::payproxy::plugin::types },
             additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
         });
     }
@@ -98,10 +96,17 @@ pub mod v4 {
         wasmtime::component::bindgen!({
             world: "compliance-plugin",
             path: "../wit/payproxy-plugin@0.4.0",
-            with: {
-                "payproxy:plugin/types@0.4.0": crate::plugin::bindings::v2::types::payproxy::plugin::types,
-                "payproxy:plugin/cards@0.4.0": crate::plugin::bindings::v4::types::payproxy::plugin::cards,
-            },
+            with: { "payproxy:plugin/types@0.4.0": crate::plugin::bindings::v4::types::payproxy::plugin::types },
+            additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        });
+    }
+
+    /// Router, 0.4.0.
+    pub mod router {
+        wasmtime::component::bindgen!({
+            world: "router-plugin",
+            path: "../wit/payproxy-plugin@0.4.0",
+            with: { "payproxy:plugin/types@0.4.0": crate::plugin::bindings::v4::types::payproxy::plugin::types },
             additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
         });
     }
@@ -115,6 +120,8 @@ pub mod exports {
     pub const ROUTER_V2: &str = "payproxy:plugin/router@0.2.0";
     /// Router, contract 0.3.0.
     pub const ROUTER_V3: &str = "payproxy:plugin/router@0.3.0";
+    /// Router, contract 0.4.0.
+    pub const ROUTER_V4: &str = "payproxy:plugin/router@0.4.0";
     /// Compliance, 0.2.0.
     pub const COMPLIANCE: &str = "payproxy:plugin/compliance@0.2.0";
     /// Compliance, 0.4.0.

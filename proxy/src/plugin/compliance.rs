@@ -12,14 +12,14 @@ use wasmtime::Store;
 use super::bindings::exports::{COMPLIANCE, COMPLIANCE_V4};
 use super::bindings::v2::compliance as v2;
 use super::bindings::v4::compliance as v4;
+use super::convert;
 use super::sandbox::{Binding, Sandbox, SandboxSettings};
-use super::storefront::CardDetails;
-use super::types::Payment;
+use super::types::{CardDetails, Payment, Refusal, RefusalKind};
 use super::{CallState, PluginHost};
 use crate::error::PluginFailure;
 use crate::metrics::Metrics;
 
-pub use v2::exports::payproxy::plugin::compliance::{Decision, Denial, Verdict};
+pub use v4::exports::payproxy::plugin::compliance::{Decision, Verdict};
 
 /// Pre-instantiation by contract version (0.4.0 wins when a component has both).
 pub enum CompliancePre {
@@ -105,14 +105,19 @@ impl CompliancePlugin {
         let decision = self.sandbox.call("check", |b, store| match b {
             ComplianceInst::V4(p) => p
                 .payproxy_plugin_compliance()
-                .call_check(store, payment, card)
-                .map(from_v4),
-            ComplianceInst::V2(p) => p.payproxy_plugin_compliance().call_check(store, payment),
+                .call_check(store, payment, card),
+            ComplianceInst::V2(p) => p
+                .payproxy_plugin_compliance()
+                .call_check(store, &convert::payment_to_v2(payment)?)
+                .and_then(from_v2),
         })?;
         let text_ok = |s: &str, max: usize| s.len() <= max;
         let verdict_ok = match &decision.verdict {
             Verdict::Deny(d) => {
-                !d.code.is_empty() && text_ok(&d.code, 64) && text_ok(&d.message, 1024)
+                !d.code.is_empty()
+                    && text_ok(&d.code, 64)
+                    && text_ok(&d.message, 1024)
+                    && (400..=499).contains(&d.status)
             }
             _ => true,
         };
@@ -130,19 +135,21 @@ impl CompliancePlugin {
     }
 }
 
-/// A 0.4.0 decision in the host's (0.2.0) shape: the same fields.
-fn from_v4(d: v4::exports::payproxy::plugin::compliance::Decision) -> Decision {
-    use v4::exports::payproxy::plugin::compliance::Verdict as V4;
-    Decision {
+/// A 0.2.0 decision in the host's (0.4.0) shape: a denial is a compliance refusal, 402.
+fn from_v2(d: v2::exports::payproxy::plugin::compliance::Decision) -> wasmtime::Result<Decision> {
+    use v2::exports::payproxy::plugin::compliance::Verdict as V2;
+    Ok(Decision {
         verdict: match d.verdict {
-            V4::Allow => Verdict::Allow,
-            V4::Deny(denial) => Verdict::Deny(Denial {
+            V2::Allow => Verdict::Allow,
+            V2::Deny(denial) => Verdict::Deny(Refusal {
+                kind: RefusalKind::ComplianceDenied,
+                status: 402,
                 code: denial.code,
                 message: denial.message,
             }),
-            V4::Challenge(kind) => Verdict::Challenge(kind),
+            V2::Challenge(kind) => Verdict::Challenge(convert::challenge_from_v2(kind)),
         },
         rule: d.rule,
-        annotations: d.annotations,
-    }
+        annotations: convert::annotations_from_v2(&d.annotations)?,
+    })
 }

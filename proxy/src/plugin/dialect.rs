@@ -15,20 +15,21 @@ use wasmtime::Store;
 use super::bindings::exports::{EGRESS, EGRESS_V4, INGRESS, STOREFRONT};
 use super::bindings::v2::dialect::exports::payproxy::plugin::{egress, ingress};
 use super::bindings::v4::dialect::exports::payproxy::plugin::{egress as egress_v4, storefront};
+use super::convert;
 use super::sandbox::{Binding, Sandbox, SandboxSettings};
 use super::types::{
     Annotation, ErrorClass, Failure, HttpRequest, HttpResponse, Outcome, OutcomeStatus, Payment,
-    Refusal,
+    PaymentMethod, Refusal, RefusalKind,
 };
 use super::{CallState, PluginHost};
 use crate::error::PluginFailure;
 use crate::metrics::Metrics;
 
-pub use egress::{Capabilities, Context};
-pub use egress_v4::{Notification, Webhook};
+pub use super::types::CardDetails;
+pub use egress_v4::{Capabilities, Context, Notification, Webhook};
 pub use storefront::{
-    Call, CardDetails, EventKind, ListQuery, PaymentCall, PaymentEvent, PaymentRecord,
-    PaymentState, RenderedEvent,
+    Call, EventKind, ListQuery, PaymentCall, PaymentEvent, PaymentRecord, PaymentState,
+    RenderedEvent,
 };
 
 /// Largest HTTP body a dialect may produce.
@@ -191,11 +192,11 @@ impl DialectPlugin {
         let capabilities = if egress {
             sandbox
                 .call("describe", |b, store| match back(b)? {
-                    Back::V4(e) => e.call_describe(store).map(|c| Capabilities {
+                    Back::V4(e) => e.call_describe(store),
+                    Back::V2(e) => e.call_describe(store).map(|c| Capabilities {
                         idempotent_resend: c.idempotent_resend,
                         status_query: c.status_query,
                     }),
-                    Back::V2(e) => e.call_describe(store),
                 })
                 .map_err(|f| f.to_string())?
         } else {
@@ -238,14 +239,15 @@ impl DialectPlugin {
         self.sandbox
             .call("parse-request", |b, store| match front(b)? {
                 Front::V4(s) => s.call_parse(store, request),
-                Front::V2(i) => i.call_parse_request(store, request).map(|parsed| {
-                    parsed.map(|payment| {
-                        Call::Payment(PaymentCall {
-                            payment,
+                Front::V2(i) => {
+                    match i.call_parse_request(store, &convert::request_to_v2(request))? {
+                        Ok(payment) => Ok(Ok(Call::Payment(PaymentCall {
+                            payment: convert::payment_from_v2(&payment)?,
                             confirm: true,
-                        })
-                    })
-                }),
+                        }))),
+                        Err(refusal) => Ok(Err(convert::refusal_from_v2(&refusal)?)),
+                    }
+                }
             })
     }
 
@@ -263,9 +265,15 @@ impl DialectPlugin {
                 Front::V4(s) => {
                     s.call_render_outcome(store, payment, outcome, payment_id, annotations)
                 }
-                Front::V2(i) => {
-                    i.call_render_outcome(store, payment, outcome, payment_id, annotations)
-                }
+                Front::V2(i) => i
+                    .call_render_outcome(
+                        store,
+                        &convert::payment_to_v2(payment)?,
+                        &convert::outcome_to_v2(outcome)?,
+                        payment_id,
+                        &convert::annotations_to_v2(annotations)?,
+                    )
+                    .map(convert::response_from_v2),
             })?;
         self.check_response(response)
     }
@@ -282,7 +290,14 @@ impl DialectPlugin {
                     let outcome = record_outcome(record);
                     let mut payment = record.payment.clone();
                     payment.operation = super::types::Operation::Status;
-                    i.call_render_outcome(store, &payment, &outcome, &record.id, &[])
+                    i.call_render_outcome(
+                        store,
+                        &convert::payment_to_v2(&payment)?,
+                        &convert::outcome_to_v2(&outcome)?,
+                        &record.id,
+                        &[],
+                    )
+                    .map(convert::response_from_v2)
                 }
             })?;
         self.check_response(response)
@@ -310,7 +325,9 @@ impl DialectPlugin {
             .sandbox
             .call("render-refusal", |b, store| match front(b)? {
                 Front::V4(s) => s.call_render_refusal(store, refusal),
-                Front::V2(i) => i.call_render_refusal(store, refusal),
+                Front::V2(i) => i
+                    .call_render_refusal(store, &convert::refusal_to_v2(refusal)?)
+                    .map(convert::response_from_v2),
             })?;
         self.check_response(response)
     }
@@ -393,7 +410,8 @@ impl DialectPlugin {
         })
     }
 
-    /// Build a provider request.
+    /// Build a provider request. A 0.2.0 provider side cannot take a method it has no record
+    /// for (`other`): that payment is refused before anything is sent.
     pub fn encode_request(
         &self,
         payment: &Payment,
@@ -402,8 +420,29 @@ impl DialectPlugin {
         let request = self
             .sandbox
             .call("encode-request", |b, store| match back(b)? {
-                Back::V4(e) => e.call_encode_request(store, payment, &v4_context(context)),
-                Back::V2(e) => e.call_encode_request(store, payment, context),
+                Back::V4(e) => e.call_encode_request(store, payment, context),
+                Back::V2(e) => {
+                    if let Some(PaymentMethod::Other(method)) = &payment.method {
+                        return Ok(Err(Refusal {
+                            kind: RefusalKind::InvalidRequest(None),
+                            status: 400,
+                            code: "payment_method_type_unsupported".into(),
+                            message: format!(
+                                "The provider's dialect ({}, contract 0.2.0) does not take {} payments.",
+                                self.sandbox.name(),
+                                super::sandbox::truncate(&method.name, 40)
+                            ),
+                        }));
+                    }
+                    match e.call_encode_request(
+                        store,
+                        &convert::payment_to_v2(payment)?,
+                        &v2_context(context),
+                    )? {
+                        Ok(request) => Ok(Ok(convert::request_from_v2(request))),
+                        Err(refusal) => Ok(Err(convert::refusal_from_v2(&refusal)?)),
+                    }
+                }
             })?;
         match request {
             Ok(r) => self.check_request(r).map(Ok),
@@ -420,7 +459,13 @@ impl DialectPlugin {
         self.sandbox
             .call("decode-response", |b, store| match back(b)? {
                 Back::V4(e) => e.call_decode_response(store, payment, response),
-                Back::V2(e) => e.call_decode_response(store, payment, response),
+                Back::V2(e) => e
+                    .call_decode_response(
+                        store,
+                        &convert::payment_to_v2(payment)?,
+                        &convert::response_to_v2(response),
+                    )
+                    .and_then(|outcome| convert::outcome_from_v2(&outcome)),
             })
     }
 
@@ -434,9 +479,9 @@ impl DialectPlugin {
         let decoded = self
             .sandbox
             .call("decode-webhook", |b, store| match back(b)? {
-                Back::V4(e) => e.call_decode_webhook(store, request, &v4_context(context)),
+                Back::V4(e) => e.call_decode_webhook(store, request, context),
                 Back::V2(_) => Ok(Err(Refusal {
-                    kind: super::types::RefusalKind::NotFound,
+                    kind: RefusalKind::NotFound,
                     status: 404,
                     code: "no_webhooks".into(),
                     message: "This provider's dialect reads no notifications.".into(),
@@ -492,9 +537,9 @@ impl DialectPlugin {
     }
 }
 
-/// The same context, as 0.4.0's `egress` types it.
-fn v4_context(context: &Context) -> egress_v4::Context {
-    egress_v4::Context {
+/// The same context, as 0.2.0's `egress` types it.
+fn v2_context(context: &Context) -> egress::Context {
+    egress::Context {
         provider: context.provider.clone(),
         credentials: context.credentials.clone(),
         now_ms: context.now_ms,

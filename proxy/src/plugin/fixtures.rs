@@ -12,7 +12,7 @@ use wasmtime::component::Component;
 
 use super::bindings::exports::{
     COMPLIANCE, COMPLIANCE_V4, EGRESS, EGRESS_V4, INGRESS, ROUTER_V1, ROUTER_V2, ROUTER_V3,
-    STOREFRONT,
+    ROUTER_V4, STOREFRONT,
 };
 use super::storefront::{Call, CardDetails, PaymentRecord};
 use super::types::{Annotation, HttpRequest, Payment, Provider};
@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 pub fn role_of(host: &PluginHost, component: &Component) -> Option<Role> {
     let exports = host.export_names(component);
     let has = |names: &[&str]| exports.iter().any(|e| names.contains(&e.as_str()));
-    if has(&[ROUTER_V3, ROUTER_V2, ROUTER_V1]) {
+    if has(&[ROUTER_V4, ROUTER_V3, ROUTER_V2, ROUTER_V1]) {
         Some(Role::Router)
     } else if has(&[COMPLIANCE_V4, COMPLIANCE]) {
         Some(Role::Compliance)

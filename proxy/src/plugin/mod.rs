@@ -5,6 +5,7 @@
 mod bindings;
 mod cache;
 mod compliance;
+mod convert;
 mod dialect;
 pub mod fixtures;
 mod router;
@@ -20,9 +21,11 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// The contract's shared types (0.2.0): canonical payment, outcome, HTTP views.
+/// The contract's shared types (0.4.0): canonical payment, outcome, HTTP views, and the
+/// host's view of a route's provider.
 pub mod types {
-    pub use super::bindings::v2::types::payproxy::plugin::types::*;
+    pub use super::bindings::v4::types::payproxy::plugin::types::*;
+    pub use super::router::Provider;
 }
 /// A payment with nothing but `operation` set (a host-made status query, unit tests).
 pub(crate) fn blank_payment(operation: types::Operation) -> types::Payment {
@@ -60,8 +63,8 @@ pub mod storefront {
         PaymentState, RenderedEvent,
     };
 }
-pub use bindings::v3::router::exports::payproxy::plugin::router::ProviderInfo;
-pub use compliance::{CompliancePlugin, Decision, Denial, Verdict};
+pub use bindings::v4::router::exports::payproxy::plugin::router::ProviderInfo;
+pub use compliance::{CompliancePlugin, Decision, Verdict};
 pub use dialect::{Capabilities, Context, DialectPlugin, Notification, Webhook};
 pub use router::{RouteDecision, RouterPlugin};
 pub use sandbox::{Binding, Sandbox, SandboxSettings};

@@ -1,6 +1,7 @@
 //! The router role: contract 0.1.0 (request view only), 0.2.0 (canonical payment and
-//! provider health) and 0.3.0 (the same inputs, packed: providers' static attributes once at
-//! init, ids and health per call, headers as one block), behind one type. Output is checked:
+//! provider health), 0.3.0 (the same inputs, packed: providers' static attributes once at
+//! init, ids and health per call, headers as one block) and 0.4.0 (0.3.0's shape on 0.4.0's
+//! types), behind one type. Output is checked:
 //! only the route's providers, no more than 64 names, a rejection with a 4xx/5xx status and
 //! a short code.
 
@@ -10,10 +11,11 @@ use std::sync::Arc;
 use wasmtime::component::{Component, InstancePre};
 use wasmtime::Store;
 
-use super::bindings::exports::{ROUTER_V1, ROUTER_V2, ROUTER_V3};
-use super::bindings::{router as v1, v2, v3};
+use super::bindings::exports::{ROUTER_V1, ROUTER_V2, ROUTER_V3, ROUTER_V4};
+use super::bindings::{router as v1, v2, v3, v4};
+use super::convert;
 use super::sandbox::{truncate, Binding, Sandbox, SandboxSettings};
-use super::types::{HttpRequest, Payment, Provider, Rejection};
+use super::types::{Health, HttpRequest, Payment};
 use super::{CallState, PluginHost};
 use crate::error::PluginFailure;
 use crate::metrics::Metrics;
@@ -40,6 +42,30 @@ pub enum RouteDecision {
         /// Storefront-safe message.
         message: String,
     },
+}
+
+/// A provider of a route as the host keeps it; every router version's view is made from it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Provider {
+    /// Unique provider name from config.
+    pub name: String,
+    /// Free-form region label.
+    pub region: String,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+    /// Relative cost (lower is cheaper).
+    pub cost: f64,
+    /// The dialect plugin the provider speaks (empty for transparent providers).
+    pub dialect: String,
+    /// Its health as the host measures it now.
+    pub health: Health,
+}
+
+/// A router's "no", whatever its contract version calls it.
+struct Rejection {
+    status: u16,
+    code: String,
+    message: String,
 }
 
 /// A 0.1.0 router instance.
@@ -82,47 +108,108 @@ impl Binding for RouterV2 {
     }
 }
 
-use v3::router::exports::payproxy::plugin::router::{Candidate, ProviderInfo, RequestView};
+use v3::router::exports::payproxy::plugin::router as v3r;
+use v4::router::exports::payproxy::plugin::router::{Candidate, ProviderInfo, RequestView};
 
-/// A 0.3.0 router instance, with the provider list its `init` gets.
-pub struct RouterV3 {
-    plugin: v3::router::RoutingPlugin,
-    catalogue: Option<Arc<[ProviderInfo]>>,
+/// The instance and pre-instantiation of a packed router (0.3.0, 0.4.0): the bindings and the
+/// configured providers its `init` gets (set by [`RouterPlugin::load`] before the first
+/// instance; an instance made without them refuses to `init` rather than run with an empty
+/// list).
+macro_rules! packed_router {
+    ($inst:ident, $pre:ident, $plugin:ty, $plugin_pre:ty, $info:ty) => {
+        /// A packed router instance, with the provider list its `init` gets.
+        pub struct $inst {
+            plugin: $plugin,
+            catalogue: Option<Arc<[$info]>>,
+        }
+
+        /// What a packed router is prepared with.
+        pub struct $pre {
+            pre: $plugin_pre,
+            catalogue: Option<Arc<[$info]>>,
+        }
+
+        impl Binding for $inst {
+            type Pre = $pre;
+            fn prepare(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
+                Ok($pre {
+                    pre: <$plugin_pre>::new(instance_pre)?,
+                    catalogue: None,
+                })
+            }
+            fn instantiate(
+                pre: &Self::Pre,
+                store: &mut Store<CallState>,
+            ) -> wasmtime::Result<Self> {
+                Ok($inst {
+                    plugin: pre.pre.instantiate(store)?,
+                    catalogue: pre.catalogue.clone(),
+                })
+            }
+            fn init(
+                &self,
+                store: &mut Store<CallState>,
+                config: &str,
+            ) -> wasmtime::Result<Result<(), String>> {
+                let Some(catalogue) = &self.catalogue else {
+                    return Ok(Err("loaded without the list of configured providers".into()));
+                };
+                self.plugin
+                    .payproxy_plugin_router()
+                    .call_init(store, config, catalogue)
+            }
+        }
+    };
 }
 
-/// What a 0.3.0 router is prepared with: the bindings and the configured providers (set by
-/// [`RouterPlugin::load`] before the first instance; an instance made without them refuses
-/// to `init` rather than run with an empty list).
-pub struct RouterV3Pre {
-    pre: v3::router::RoutingPluginPre<CallState>,
-    catalogue: Option<Arc<[ProviderInfo]>>,
+packed_router!(
+    RouterV3,
+    RouterV3Pre,
+    v3::router::RoutingPlugin,
+    v3::router::RoutingPluginPre<CallState>,
+    v3r::ProviderInfo
+);
+packed_router!(
+    RouterV4,
+    RouterV4Pre,
+    v4::router::RouterPlugin,
+    v4::router::RouterPluginPre<CallState>,
+    ProviderInfo
+);
+
+/// Every configured provider's name by id (its index in the list packed routers get at
+/// `init`), and the reverse.
+pub struct Catalogue {
+    names: Vec<String>,
+    ids: HashMap<String, u32>,
 }
 
-impl Binding for RouterV3 {
-    type Pre = RouterV3Pre;
-    fn prepare(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
-        Ok(RouterV3Pre {
-            pre: v3::router::RoutingPluginPre::new(instance_pre)?,
-            catalogue: None,
-        })
+impl Catalogue {
+    fn new(providers: &[ProviderInfo]) -> Catalogue {
+        Catalogue {
+            names: providers.iter().map(|p| p.name.clone()).collect(),
+            ids: providers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.name.clone(), i as u32))
+                .collect(),
+        }
     }
-    fn instantiate(pre: &Self::Pre, store: &mut Store<CallState>) -> wasmtime::Result<Self> {
-        Ok(RouterV3 {
-            plugin: pre.pre.instantiate(store)?,
-            catalogue: pre.catalogue.clone(),
-        })
-    }
-    fn init(
-        &self,
-        store: &mut Store<CallState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        let Some(catalogue) = &self.catalogue else {
-            return Ok(Err("loaded without the list of configured providers".into()));
-        };
-        self.plugin
-            .payproxy_plugin_router()
-            .call_init(store, config, catalogue)
+
+    /// The route's providers as candidates. The route's providers and the catalogue come
+    /// from the same configuration (the snapshot builds both), so every provider has an id.
+    fn candidates(&self, providers: &[Provider]) -> Vec<Candidate> {
+        providers
+            .iter()
+            .filter_map(|p| {
+                let id = self.ids.get(&p.name);
+                debug_assert!(id.is_some(), "provider {} is not configured", p.name);
+                Some(Candidate {
+                    id: *id?,
+                    health: p.health,
+                })
+            })
+            .collect()
     }
 }
 
@@ -132,14 +219,16 @@ pub enum RouterPlugin {
     V1(Sandbox<RouterV1>),
     /// `payproxy:plugin/router@0.2.0`.
     V2(Sandbox<RouterV2>),
-    /// `payproxy:plugin/router@0.3.0`, with the provider ids by name.
-    V3(Sandbox<RouterV3>, HashMap<String, u32>),
+    /// `payproxy:plugin/router@0.3.0`, with the providers by id.
+    V3(Sandbox<RouterV3>, Catalogue),
+    /// `payproxy:plugin/router@0.4.0`, with the providers by id.
+    V4(Sandbox<RouterV4>, Catalogue),
 }
 
 impl RouterPlugin {
     /// Bind a compiled component to the router role (any contract version), validate it
-    /// and its config. `catalogue` is every configured provider; 0.3.0 routers get it at
-    /// `init`, and a provider's id is its index there.
+    /// and its config. `catalogue` is every configured provider; 0.3.0 and 0.4.0 routers get
+    /// it at `init`, and a provider's id is its index there.
     #[allow(clippy::too_many_arguments)]
     pub fn load(
         host: &Arc<PluginHost>,
@@ -151,13 +240,32 @@ impl RouterPlugin {
         metrics: Arc<Metrics>,
     ) -> Result<RouterPlugin, String> {
         let exports = host.export_names(component);
-        if exports.iter().any(|e| e == ROUTER_V3) {
-            let ids = catalogue
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (p.name.clone(), i as u32))
-                .collect();
+        if exports.iter().any(|e| e == ROUTER_V4) {
+            let ids = Catalogue::new(catalogue);
             let catalogue: Arc<[ProviderInfo]> = Arc::from(catalogue);
+            return Sandbox::load_with(
+                host,
+                name,
+                component,
+                config_json,
+                settings,
+                metrics,
+                |pre: &mut RouterV4Pre| pre.catalogue = Some(catalogue),
+            )
+            .map(|sandbox| RouterPlugin::V4(sandbox, ids));
+        }
+        if exports.iter().any(|e| e == ROUTER_V3) {
+            let ids = Catalogue::new(catalogue);
+            let catalogue: Arc<[v3r::ProviderInfo]> = catalogue
+                .iter()
+                .map(|p| v3r::ProviderInfo {
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                    tags: p.tags.clone(),
+                    cost: p.cost,
+                    dialect: p.dialect.clone(),
+                })
+                .collect();
             return Sandbox::load_with(
                 host,
                 name,
@@ -177,14 +285,15 @@ impl RouterPlugin {
             tracing::warn!(
                 plugin = name,
                 "router contract 0.1.0 is deprecated and {DEPRECATED_V1}: rebuild the plugin \
-                 against 0.3.0 (world routing-plugin, docs/contract.md)"
+                 against 0.4.0 (world router-plugin, docs/contract.md)"
             );
             return Sandbox::load(host, name, component, config_json, settings, metrics)
                 .map(RouterPlugin::V1);
         }
         Err(format!(
-            "does not implement the router role: expected export {ROUTER_V3} (world routing-plugin), \
-             {ROUTER_V2} (world payment-router-plugin) or {ROUTER_V1} (world router-plugin), found [{}]",
+            "does not implement the router role: expected export {ROUTER_V4} (world router-plugin), \
+             {ROUTER_V3} (world routing-plugin), {ROUTER_V2} (world payment-router-plugin) \
+             or {ROUTER_V1} (deprecated), found [{}]",
             exports.join(", ")
         ))
     }
@@ -199,20 +308,8 @@ impl RouterPlugin {
         seed: u64,
     ) -> Result<RouteDecision, PluginFailure> {
         let output = match self {
-            RouterPlugin::V3(sandbox, ids) => {
-                // The route's providers and the catalogue come from the same configuration
-                // (the snapshot builds both), so every provider has an id.
-                let candidates: Vec<Candidate> = providers
-                    .iter()
-                    .filter_map(|p| {
-                        let id = ids.get(&p.name);
-                        debug_assert!(id.is_some(), "provider {} is not configured", p.name);
-                        Some(Candidate {
-                            id: *id?,
-                            health: p.health,
-                        })
-                    })
-                    .collect();
+            RouterPlugin::V4(sandbox, catalogue) => {
+                let candidates = catalogue.candidates(providers);
                 let view = RequestView {
                     method: request.method.clone(),
                     path: request.path.clone(),
@@ -230,14 +327,79 @@ impl RouterPlugin {
                     )
                 })?;
                 match answer {
-                    Ok(chosen) => Ok(self.names(sandbox, &chosen, &candidates)?),
-                    Err(rejection) => Err(rejection),
+                    Ok(chosen) => Ok(self.names(catalogue, &chosen, &candidates)?),
+                    Err(refusal) => Err(Rejection {
+                        status: refusal.status,
+                        code: refusal.code,
+                        message: refusal.message,
+                    }),
                 }
             }
-            RouterPlugin::V2(sandbox) => sandbox.call("route", |b, store| {
-                b.0.payproxy_plugin_router()
-                    .call_route(store, request, payment, providers, seed)
-            })?,
+            RouterPlugin::V3(sandbox, catalogue) => {
+                let candidates = catalogue.candidates(providers);
+                let packed: Vec<v3r::Candidate> = candidates
+                    .iter()
+                    .map(|c| v3r::Candidate {
+                        id: c.id,
+                        health: convert::health_to_v2(&c.health),
+                    })
+                    .collect();
+                let view = v3r::RequestView {
+                    method: request.method.clone(),
+                    path: request.path.clone(),
+                    query: request.query.clone(),
+                    headers: pack_headers(&request.headers),
+                    body: request.body.clone(),
+                };
+                let answer = sandbox.call("route", |b, store| {
+                    let payment = payment.map(convert::payment_to_v2).transpose()?;
+                    b.plugin.payproxy_plugin_router().call_route(
+                        store,
+                        &view,
+                        payment.as_ref(),
+                        &packed,
+                        seed,
+                    )
+                })?;
+                match answer {
+                    Ok(chosen) => Ok(self.names(catalogue, &chosen, &candidates)?),
+                    Err(r) => Err(Rejection {
+                        status: r.status,
+                        code: r.code,
+                        message: r.message,
+                    }),
+                }
+            }
+            RouterPlugin::V2(sandbox) => {
+                let request = convert::request_to_v2(request);
+                let providers: Vec<_> = providers
+                    .iter()
+                    .map(|p| v2::types::payproxy::plugin::types::Provider {
+                        name: p.name.clone(),
+                        region: p.region.clone(),
+                        tags: p.tags.clone(),
+                        cost: p.cost,
+                        dialect: p.dialect.clone(),
+                        health: convert::health_to_v2(&p.health),
+                    })
+                    .collect();
+                sandbox
+                    .call("route", |b, store| {
+                        let payment = payment.map(convert::payment_to_v2).transpose()?;
+                        b.0.payproxy_plugin_router().call_route(
+                            store,
+                            &request,
+                            payment.as_ref(),
+                            &providers,
+                            seed,
+                        )
+                    })?
+                    .map_err(|r| Rejection {
+                        status: r.status,
+                        code: r.code,
+                        message: r.message,
+                    })
+            }
             RouterPlugin::V1(sandbox) => {
                 let request = v1::payproxy::plugin::types::HttpRequest {
                     method: request.method.clone(),
@@ -270,22 +432,21 @@ impl RouterPlugin {
         self.check(output, providers)
     }
 
-    /// The names of the candidate ids a 0.3.0 router chose; an id that is not a candidate is
-    /// bad output.
+    /// The names of the candidate ids a packed router chose; an id that is not a candidate
+    /// is bad output.
     fn names(
         &self,
-        sandbox: &Sandbox<RouterV3>,
+        catalogue: &Catalogue,
         chosen: &[u32],
         candidates: &[Candidate],
     ) -> Result<Vec<String>, PluginFailure> {
         if chosen.len() > MAX_NAMES {
             return Err(self.bad_output(format!("returned {} provider ids", chosen.len())));
         }
-        let catalogue = sandbox.pre().catalogue.as_deref().unwrap_or_default();
         chosen
             .iter()
-            .map(|id| match catalogue.get(*id as usize) {
-                Some(p) if candidates.iter().any(|c| c.id == *id) => Ok(p.name.clone()),
+            .map(|id| match catalogue.names.get(*id as usize) {
+                Some(name) if candidates.iter().any(|c| c.id == *id) => Ok(name.clone()),
                 _ => Err(self.bad_output(format!(
                     "returned provider id {id}, which is not a candidate of this route"
                 ))),
@@ -345,6 +506,7 @@ impl RouterPlugin {
             RouterPlugin::V1(s) => s.bad_output(detail),
             RouterPlugin::V2(s) => s.bad_output(detail),
             RouterPlugin::V3(s, _) => s.bad_output(detail),
+            RouterPlugin::V4(s, _) => s.bad_output(detail),
         }
     }
 
@@ -354,6 +516,7 @@ impl RouterPlugin {
             RouterPlugin::V1(s) => s.name(),
             RouterPlugin::V2(s) => s.name(),
             RouterPlugin::V3(s, _) => s.name(),
+            RouterPlugin::V4(s, _) => s.name(),
         }
     }
 
@@ -361,7 +524,7 @@ impl RouterPlugin {
     pub fn deprecation(&self) -> Option<&'static str> {
         match self {
             RouterPlugin::V1(_) => Some(DEPRECATED_V1),
-            RouterPlugin::V2(_) | RouterPlugin::V3(..) => None,
+            RouterPlugin::V2(_) | RouterPlugin::V3(..) | RouterPlugin::V4(..) => None,
         }
     }
 
@@ -371,6 +534,7 @@ impl RouterPlugin {
             RouterPlugin::V1(_) => "0.1.0",
             RouterPlugin::V2(_) => "0.2.0",
             RouterPlugin::V3(..) => "0.3.0",
+            RouterPlugin::V4(..) => "0.4.0",
         }
     }
 
@@ -380,6 +544,7 @@ impl RouterPlugin {
             RouterPlugin::V1(s) => s.instances_created(),
             RouterPlugin::V2(s) => s.instances_created(),
             RouterPlugin::V3(s, _) => s.instances_created(),
+            RouterPlugin::V4(s, _) => s.instances_created(),
         }
     }
 }

@@ -9,14 +9,14 @@ use serde_json::Value;
 /// The roles `plugin new` scaffolds, each against the newest contract the SDK exports for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NewRole {
-    /// Router, contract 0.3.0 (`export_router_v3!`): picks providers by country.
+    /// Router, contract 0.4.0 (`export_router_v4!`): picks providers by country.
     Router,
     /// Compliance, contract 0.4.0 (`export_compliance!`): amount limits, blocked countries.
     Compliance,
     /// Two-sided dialect, contract 0.4.0 (`export_storefront_dialect!`): storefront and
     /// provider side of a tiny JSON API.
     Dialect,
-    /// Provider-side dialect only (`export_egress!`): a tiny JSON payments API.
+    /// Provider-side dialect only (`export_egress_v4!`): a tiny JSON payments API.
     Egress,
 }
 
@@ -44,7 +44,7 @@ impl NewRole {
                 check: "check_router_v3",
                 config_role: "router",
                 role_title: "router",
-                contract: "contract 0.3.0",
+                contract: "contract 0.4.0",
                 summary: "Orders a route's providers by the payment's country (or the \
                           `x-shopper-country` header) and rejects blocked countries.",
                 config_doc: "- `countries`: country code → provider names tried first, in order \
@@ -85,7 +85,7 @@ impl NewRole {
                 check: "check_egress",
                 config_role: "dialect",
                 role_title: "provider dialect (egress)",
-                contract: "egress functions of contracts 0.2.0 and 0.4.0",
+                contract: "contract 0.4.0, provider side",
                 summary: "The provider side of a tiny JSON payments API (`POST /charges`).",
                 config_doc: "No settings (`{}`); providers' `credentials`: `api_key`.",
                 config_example: "{}",
