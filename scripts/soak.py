@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -120,8 +121,10 @@ def soak_reloads(work, servers):
                 print(f"reload {i}: RSS {samples[i] / MIB:.1f} MiB", file=sys.stderr)
         elapsed = time.monotonic() - started
     finally:
-        wrk.terminate()
+        wrk.send_signal(signal.SIGINT)  # wrk stops and prints its summary
         out, _ = wrk.communicate(timeout=30)
+    if not re.search(r"FAILED (\d+)", out):
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
     failed = int(re.search(r"FAILED (\d+)", out).group(1))
     served = int(re.search(r"(\d+) requests in", out).group(1))
     return samples, elapsed, failed, served

@@ -250,19 +250,28 @@ pub async fn serve(
                 let proxy = proxy.clone();
                 async move { proxy.handle(request, downstream).await }
             };
+            // Each kind of connection is its own boxed future, sized for what it holds: a
+            // plain connection does not carry the room of a TLS stream and its handshake
+            // (every idle keep-alive connection holds its future for as long as it is open).
             let result = match tls {
-                None => connection::serve(stream, &limits, handler, drain).await,
+                None => Box::pin(connection::serve(stream, &limits, handler, drain)).await,
                 Some(acceptor) => {
-                    let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                        Ok(Ok(tls_stream)) => {
-                            connection::serve(tls_stream, &limits, handler, drain).await
+                    let served = Box::pin(async move {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                            Ok(Ok(tls_stream)) => {
+                                Some(connection::serve(tls_stream, &limits, handler, drain).await)
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                None
+                            }
+                            Err(_) => None,
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
+                    });
+                    match served.await {
+                        Some(result) => result,
+                        None => return,
                     }
                 }
             };

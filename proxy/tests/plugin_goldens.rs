@@ -22,7 +22,7 @@ use serde_json::Value;
 /// Fewest plugins and cases, so that losing a plugin's fixtures (a moved directory, a
 /// renamed crate) cannot make the test pass: the counts when they were last raised.
 const MIN_PLUGINS: usize = 11;
-const MIN_CASES: usize = 496;
+const MIN_CASES: usize = 498;
 
 fn plugins_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
@@ -146,6 +146,17 @@ fn dialect_stripe_through_the_0_2_0_contract() {
     };
     let parse = fixtures["parse"].as_array_mut().expect("parse cases");
     parse.retain(payment_call);
+    // Values 0.2.0 cannot carry (an `other` method, a confirm-on-device next action) reach a
+    // 0.2.0 ingress downgraded (no method, pending): those cases are 0.4.0's.
+    let expressible = |case: &Value| {
+        let text = case.to_string();
+        !text.contains("\"Other\"") && !text.contains("ConfirmOnDevice")
+    };
+    for section in ["parse", "render"] {
+        if let Some(cases) = fixtures[section].as_array_mut() {
+            cases.retain(expressible);
+        }
+    }
     // Drop the 0.4.0-only sections: each would fail here, and none has a minimum below.
     if let Value::Object(sections) = &mut fixtures {
         sections.retain(|name, _| {
