@@ -47,7 +47,7 @@ fn deploy_mpesa(env: &Env, config: &mut Value, daraja: &Recorder) {
         "url": daraja.url(), "region": "africa", "tags": ["mpesa"], "cost": 1.0,
         "dialect": "mpesa",
         "credentials": { "access_token": "daraja-token", "passkey": "lipa-passkey",
-                         "callback_token": "cb-secret" },
+                         "callback_token": "cb-secret-7d1f0a9c2e5b" },
     });
     let route = &mut config["routes"][0];
     route["providers"]
@@ -148,7 +148,7 @@ async fn m_pesa_is_added_to_a_running_proxy_and_the_shopper_confirms_on_the_phon
     assert_eq!(body["TransactionType"], "CustomerPayBillOnline");
     assert_eq!(
         body["CallBackURL"],
-        env.url("/webhooks/mpesa-ke?token=cb-secret")
+        env.url("/webhooks/mpesa-ke?token=cb-secret-7d1f0a9c2e5b")
     );
 
     // Compliance sees the new method by name: the limit deployed with it applies.
@@ -189,7 +189,7 @@ async fn m_pesa_is_added_to_a_running_proxy_and_the_shopper_confirms_on_the_phon
     let accepted = client
         .send(
             Method::POST,
-            &env.url("/webhooks/mpesa-ke?token=cb-secret"),
+            &env.url("/webhooks/mpesa-ke?token=cb-secret-7d1f0a9c2e5b"),
             &json_body,
             callback.clone(),
         )

@@ -340,11 +340,52 @@ macro_rules! versions {
     };
 }
 
+// The HTTP views field by field: through serde a body would be one JSON number per byte.
+impl Version<HttpRequest> for __v2::HttpRequest {
+    fn version(self) -> HttpRequest {
+        HttpRequest {
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            headers: self.headers,
+            body: self.body,
+        }
+    }
+}
+
+impl Version<__v2::HttpRequest> for HttpRequest {
+    fn version(self) -> __v2::HttpRequest {
+        __v2::HttpRequest {
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            headers: self.headers,
+            body: self.body,
+        }
+    }
+}
+
+impl Version<HttpResponse> for __v2::HttpResponse {
+    fn version(self) -> HttpResponse {
+        HttpResponse {
+            status: self.status,
+            headers: self.headers,
+            body: self.body,
+        }
+    }
+}
+
+impl Version<__v2::HttpResponse> for HttpResponse {
+    fn version(self) -> __v2::HttpResponse {
+        __v2::HttpResponse {
+            status: self.status,
+            headers: self.headers,
+            body: self.body,
+        }
+    }
+}
+
 versions!(
-    __v2::HttpRequest => HttpRequest,
-    HttpRequest => __v2::HttpRequest,
-    __v2::HttpResponse => HttpResponse,
-    HttpResponse => __v2::HttpResponse,
     __v2::Payment => Payment,
     __v2::Outcome => Outcome,
     __v2::Refusal => Refusal,

@@ -510,3 +510,89 @@ fn the_compile_cache_serves_intact_entries_and_recompiles_torn_or_corrupt_ones()
     assert_eq!(cache_entries(dir.path()).len(), 2);
     assert!(host().compile(&router).unwrap().cached);
 }
+
+/// A payment with a method contract 0.2.0 has no record for (`other`).
+fn m_pesa_payment() -> payproxy::plugin::types::Payment {
+    use payproxy::plugin::types::{Money, Operation, OtherMethod, PaymentMethod};
+    let mut payment = payproxy::plugin::blank_payment(Operation::Authorize);
+    payment.amount = Some(Money {
+        minor: 150_000,
+        currency: "KES".into(),
+    });
+    payment.method = Some(PaymentMethod::Other(OtherMethod {
+        name: "mpesa".into(),
+        fields: vec![("phone".into(), "+254712345678".into())],
+    }));
+    payment
+}
+
+#[test]
+fn a_0_2_0_compliance_plugin_that_cannot_see_a_new_method_denies_it_instead_of_allowing() {
+    use payproxy::plugin::{CompliancePlugin, Verdict};
+    let host = host();
+    let bytes = std::fs::read(wasm("fixture_hostile_compliance")).expect("fixture");
+    let compiled = host.compile(&bytes).expect("compiles");
+    let plugin = CompliancePlugin::load(
+        &host,
+        "old-compliance",
+        &compiled.component,
+        r#"{"mode": "allow"}"#.into(),
+        settings(InstanceMode::Reuse),
+        Arc::new(Metrics::new()),
+    )
+    .expect("loads");
+    assert_eq!(plugin.contract(), "0.2.0");
+    // A card it can see: its own verdict.
+    let mut card = m_pesa_payment();
+    card.method = None;
+    let allowed = plugin.check(&card, None).expect("checks");
+    assert_eq!(allowed.verdict, Verdict::Allow);
+    // A method it cannot see: denied, whatever it would have said.
+    let denied = plugin.check(&m_pesa_payment(), None).expect("decides");
+    match denied.verdict {
+        Verdict::Deny(refusal) => {
+            assert_eq!(
+                (refusal.status, refusal.code.as_str()),
+                (402, "payment_method_unchecked")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(denied.rule, "contract-0.2.0-cannot-see-method");
+}
+
+#[test]
+fn a_0_2_0_provider_side_is_never_asked_to_encode_a_method_it_cannot_carry() {
+    use payproxy::plugin::{Context, DialectPlugin};
+    let host = host();
+    let bytes = std::fs::read(wasm("fixture_stripe_v2")).expect("fixture");
+    let compiled = host.compile(&bytes).expect("compiles");
+    let plugin = DialectPlugin::load(
+        &host,
+        "stripe-v2",
+        &compiled.component,
+        "{}".into(),
+        settings(InstanceMode::Reuse),
+        Arc::new(Metrics::new()),
+    )
+    .expect("loads");
+    let context = Context {
+        provider: "old".into(),
+        credentials: vec![("api_key".into(), "sk_test".into())],
+        now_ms: 0,
+        idempotency_key: "k".into(),
+    };
+    let refused = plugin
+        .encode_request(&m_pesa_payment(), &context)
+        .expect("no plugin failure")
+        .expect_err("refused before anything is built");
+    assert_eq!(
+        (refused.status, refused.code.as_str()),
+        (400, "payment_method_type_unsupported")
+    );
+    assert!(
+        !refused.message.contains("stripe-v2"),
+        "{}",
+        refused.message
+    );
+}

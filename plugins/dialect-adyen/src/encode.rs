@@ -145,10 +145,31 @@ fn payment_method(payment: &Payment) -> Result<Value, Refusal> {
         // same name, with the storefront's fields as Adyen's `paymentMethod` fields
         // (`telephoneNumber`, `blikCode`); Adyen's fields are flat.
         Some(PaymentMethod::Other(other)) => {
+            // Adyen's own card types are cards: they come as `card`, scoped and checked as one.
+            let name = adyen_type(&other.name)?;
+            if ["scheme", "bcmc", "networktoken", "card", "giftcard"].contains(&name.as_str()) {
+                return Err(unsupported(&format!("{name} (a card)")));
+            }
             let mut method = Map::new();
-            method.insert("type".into(), adyen_type(&other.name)?.into());
+            method.insert("type".into(), name.into());
             for (field, value) in &other.fields {
-                if field.contains('[') || field == "type" {
+                let lower = field.to_ascii_lowercase();
+                // Adyen's card fields (`encryptedCardNumber`, `storedPaymentMethodId`, `cvc`,
+                // `expiryMonth` …); `telephoneNumber` (MB WAY) is not one.
+                let card_data = lower.starts_with("encrypted")
+                    || lower.starts_with("stored")
+                    || [
+                        "number",
+                        "cvc",
+                        "cvv",
+                        "expirymonth",
+                        "expiryyear",
+                        "expirydate",
+                        "holdername",
+                        "cardnumber",
+                    ]
+                    .contains(&lower.as_str());
+                if field.contains('[') || field == "type" || card_data {
                     return Err(unsupported(&format!("{} with field {field}", other.name)));
                 }
                 method.insert(field.clone(), value.clone().into());

@@ -18,6 +18,10 @@
 //!   "countryCode"?, "shopperEmail"?, "shopperReference"?, "returnUrl"?, "installments"?: {"value"},
 //!   "metadata"?, "additionalData"?: {"manualCapture": "true", "scaExemption": "lowValue"|…}}`.
 //!   `reference` is the merchant reference, else the payment id, else the idempotency key.
+//!   A method the contract has no record for (`other`, e.g. `mbway`, `blik`) is sent as
+//!   `{"type": <its name>, <its fields as given>}` (`telephoneNumber`, `blikCode`); nested
+//!   fields, and card types or card fields (`scheme`, `encryptedCardNumber`, `cvc` …), are
+//!   refused before anything is sent.
 //! - capture / refund → `POST {base}/payments/{pspReference}/captures|refunds` with
 //!   `{"merchantAccount", "amount", "reference"}` (the amount is required: Adyen has no
 //!   "full amount" default); void → `…/cancels` with `{"merchantAccount", "reference"}`.

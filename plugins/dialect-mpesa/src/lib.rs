@@ -41,7 +41,8 @@
 //! the provider reference being the `CheckoutRequestID`. The status query and the callback
 //! give the result by `ResultCode`: `0` paid; `1032` cancelled on the phone
 //! (`shopper_declined`), `1037` phone unreachable (`shopper_unreachable`), `1019` expired
-//! (`confirmation_expired`), `1` insufficient balance, `2001` wrong PIN. Daraja's errors
+//! (`confirmation_expired`), `1` insufficient balance, `2001` wrong PIN (`shopper_declined`); `4999` still processing; an unknown code on a
+//! query is ambiguous (the payment may still complete), in a callback a hard decline. Daraja's errors
 //! (`{"requestId","errorCode","errorMessage"}`) are classified by `errorCode` first
 //! ([`ERRORS`]): `500.001.1001` on a push means the subscriber is busy with another
 //! transaction and nothing was charged; on a status query it means still pending.
@@ -127,7 +128,7 @@ const RESULTS: &[(&str, &str, DeclineKind, &str)] = &[
     ),
     (
         "2001",
-        "authentication_required",
+        "shopper_declined",
         DeclineKind::Soft,
         "The M-Pesa PIN was wrong. Please try again.",
     ),
@@ -190,13 +191,20 @@ impl Config {
                 "must be CustomerPayBillOnline or CustomerBuyGoodsOnline",
             ));
         }
-        if !config.callback_url.starts_with("https://")
-            && !config.callback_url.starts_with("http://")
-        {
+        // The URL carries the callback token: only loopback may go without TLS.
+        let loopback = ["http://127.0.0.1", "http://[::1]", "http://localhost"]
+            .iter()
+            .any(|p| {
+                config
+                    .callback_url
+                    .strip_prefix(p)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/', '?']))
+            });
+        if !config.callback_url.starts_with("https://") && !loopback {
             return Err(config::error(
                 "dialect-mpesa",
                 "callback_url",
-                "must be an http(s) URL",
+                "must be an https URL (http only on loopback)",
             ));
         }
         if !(10..=600).contains(&config.prompt_seconds) {
@@ -238,9 +246,22 @@ impl Egress for Mpesa {
             .encode(format!("{}{passkey}{timestamp}", self.config.shortcode));
         let (path, body) = match payment.operation {
             Operation::Authorize => {
+                // STK push charges at once: nothing could be captured or voided later.
+                encode::refuse_manual_capture(payment, "M-Pesa")?;
                 let phone = phone(payment)?;
                 let shillings = shillings(payment)?;
                 let callback_token = context.required_credential("callback_token")?;
+                if !url_safe(callback_token) {
+                    return Err(Refusal {
+                        kind: payproxy_plugin_sdk::payment::RefusalKind::Unavailable,
+                        status: 500,
+                        code: "provider_misconfigured".into(),
+                        message: format!(
+                            "provider {}: credential callback_token must be 16–128 of A–Z a–z 0–9 - _",
+                            context.provider
+                        ),
+                    });
+                }
                 let separator = if self.config.callback_url.contains('?') {
                     '&'
                 } else {
@@ -301,42 +322,50 @@ impl Egress for Mpesa {
                     .flatten()
                     .is_some_and(|b| decode::text(&b, "errorCode") == Some("500.001.1001"));
                 if pending {
-                    // "The transaction is being processed": the shopper has not answered yet.
-                    return Outcome::of(OutcomeStatus::Pending);
+                    // "The transaction is being processed": the prompt is still on the phone,
+                    // so the payment still waits for the shopper (not merely processing).
+                    return self.waiting(payment, None, None);
                 }
                 decode::json_answer_with(response, &ERRORS, error_code, |body| {
-                    let mut outcome = result(body.get("ResultCode"));
+                    let mut outcome = match result_code(body.get("ResultCode")).as_deref() {
+                        // "Still under processing".
+                        Some("4999") => return self.waiting(payment, None, None),
+                        Some(code) if code != "0" && !RESULTS.iter().any(|r| r.0 == code) => {
+                            // A result this dialect does not know is not taken as final on a
+                            // query: the payment may still complete.
+                            decode::ambiguous(
+                                code,
+                                "M-Pesa answered a result code this dialect does not know",
+                            )
+                        }
+                        _ => result(body.get("ResultCode")),
+                    };
                     outcome.provider_reference = payment.provider_reference.clone();
                     outcome
                 })
             }
             _ => decode::json_answer_with(response, &ERRORS, error_code, |body| {
-                let accepted = decode::text(body, "ResponseCode") == Some("0");
-                let reference = decode::text(body, "CheckoutRequestID");
-                match (accepted, reference) {
-                    (true, Some(reference)) => Outcome {
-                        status: OutcomeStatus::RequiresAction(NextAction::ConfirmOnDevice(
-                            DeviceConfirmation {
-                                message: prompt_message(payment),
-                                expires_at: response
-                                    .header("date")
-                                    .and_then(time::parse_http_date)
-                                    .map(|now| now as i64 + i64::from(self.config.prompt_seconds)),
-                            },
-                        )),
-                        provider_reference: Some(reference.to_string()),
-                        amount: payment.amount.clone(),
-                    },
-                    // A push Daraja did not accept was not sent to the phone.
-                    (false, _) => Outcome::error(
+                let code = result_code(body.get("ResponseCode"));
+                match (code.as_deref(), decode::text(body, "CheckoutRequestID")) {
+                    (Some("0"), Some(reference)) => {
+                        let expires_at = response
+                            .header("date")
+                            .and_then(time::parse_http_date)
+                            .map(|now| now as i64 + i64::from(self.config.prompt_seconds));
+                        self.waiting(payment, Some(reference), expires_at)
+                    }
+                    // Explicitly not accepted, and no request id: the prompt never went out.
+                    (Some(code), None) if code != "0" => Outcome::error(
                         ErrorClass::AnsweredNotProcessed,
                         "provider_unavailable",
-                        decode::text(body, "ResponseCode").unwrap_or(""),
+                        code,
                         "M-Pesa did not accept the push request",
                     ),
-                    (true, None) => decode::ambiguous(
-                        "0",
-                        "M-Pesa accepted the push without a CheckoutRequestID",
+                    // A request id proves a prompt may be on the phone; anything else is
+                    // unreadable. Neither is safe to send to another provider.
+                    _ => decode::ambiguous(
+                        code.as_deref().unwrap_or(""),
+                        "M-Pesa's answer to the push is not one this dialect can trust",
                     ),
                 }
             }),
@@ -387,7 +416,47 @@ impl Egress for Mpesa {
     }
 }
 
+impl Mpesa {
+    /// The shopper must confirm on the phone: the prompt's message, and its expiry when known.
+    fn waiting(
+        &self,
+        payment: &Payment,
+        reference: Option<&str>,
+        expires_at: Option<i64>,
+    ) -> Outcome {
+        Outcome {
+            status: OutcomeStatus::RequiresAction(NextAction::ConfirmOnDevice(
+                DeviceConfirmation {
+                    message: prompt_message(payment),
+                    expires_at,
+                },
+            )),
+            provider_reference: reference
+                .map(str::to_string)
+                .or_else(|| payment.provider_reference.clone()),
+            amount: payment.amount.clone(),
+        }
+    }
+}
+
 export_egress_v4!(Mpesa);
+
+/// A Daraja code that may come as a string (`"0"`) or a number (`0`).
+fn result_code(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A secret that can travel in a URL as is.
+fn url_safe(token: &str) -> bool {
+    (16..=128).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
 
 /// `YYYYMMDDHHmmss` in Kenya's time.
 fn timestamp(now_ms: u64) -> String {
@@ -512,10 +581,8 @@ fn prompt_message(payment: &Payment) -> String {
 
 /// The outcome of a `ResultCode` (a string in query answers, a number in callbacks).
 fn result(code: Option<&Value>) -> Outcome {
-    let code = match code {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return decode::ambiguous("", "M-Pesa's answer has no ResultCode"),
+    let Some(code) = result_code(code) else {
+        return decode::ambiguous("", "M-Pesa's answer has no ResultCode");
     };
     if code == "0" {
         return Outcome::of(OutcomeStatus::Approved);
@@ -572,7 +639,7 @@ mod tests {
             credentials: vec![
                 ("access_token".into(), "tok".into()),
                 ("passkey".into(), "pk".into()),
-                ("callback_token".into(), "cbt".into()),
+                ("callback_token".into(), "cbt-0123456789abcdef".into()),
             ],
             now_ms: 1_700_000_000_000,
             idempotency_key: "idem-1".into(),
@@ -610,7 +677,7 @@ mod tests {
         assert_eq!(body["AccountReference"], "order42");
         assert_eq!(
             body["CallBackURL"],
-            "https://pay.example/webhooks/mpesa-ke?token=cbt"
+            "https://pay.example/webhooks/mpesa-ke?token=cbt-0123456789abcdef"
         );
         assert!(request
             .headers
@@ -631,6 +698,82 @@ mod tests {
                 expires_at: Some(1_700_000_001 + 60),
             }))
         );
+    }
+
+    #[test]
+    fn a_push_answer_is_not_processed_only_when_it_says_so_without_a_request_id() {
+        let p = plugin();
+        let push = mpesa("+254712345678", 1_000);
+        let answer = |body: &str| HttpResponse {
+            status: 200,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        };
+        let class = |o: Outcome| match o.status {
+            OutcomeStatus::Error(f) => Some(f.class),
+            OutcomeStatus::RequiresAction(_) => None,
+            other => panic!("{other:?}"),
+        };
+        // A numeric 0 is accepted as well as "0".
+        let numeric = p.decode_response(
+            &push,
+            &answer(r#"{"CheckoutRequestID":"ws_CO_2","ResponseCode":0}"#),
+        );
+        assert_eq!(class(numeric), None);
+        // Refused with no request id: the prompt never went out.
+        let refused = p.decode_response(
+            &push,
+            &answer(r#"{"ResponseCode":"1","ResponseDescription":"no"}"#),
+        );
+        assert_eq!(class(refused), Some(ErrorClass::AnsweredNotProcessed));
+        // A request id with an odd code, or no code at all: a prompt may be on the phone.
+        for body in [
+            r#"{"CheckoutRequestID":"ws_CO_3","ResponseCode":"1"}"#,
+            r#"{"CheckoutRequestID":"ws_CO_4"}"#,
+            r#"{"MerchantRequestID":"1"}"#,
+        ] {
+            assert_eq!(
+                class(p.decode_response(&push, &answer(body))),
+                Some(ErrorClass::Ambiguous),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn manual_capture_a_weak_callback_token_and_a_plain_http_callback_are_refused() {
+        let p = plugin();
+        let mut manual = mpesa("+254712345678", 1_000);
+        manual.manual_capture = true;
+        assert_eq!(
+            p.encode_request(&manual, &context()).unwrap_err().code,
+            "manual_capture_unsupported"
+        );
+        let weak = Context {
+            credentials: vec![
+                ("access_token".into(), "tok".into()),
+                ("passkey".into(), "pk".into()),
+                ("callback_token".into(), "a&b=c".into()),
+            ],
+            ..context()
+        };
+        assert_eq!(
+            p.encode_request(&mpesa("+254712345678", 1_000), &weak)
+                .unwrap_err()
+                .code,
+            "provider_misconfigured"
+        );
+        assert!(
+            Mpesa::init(r#"{"shortcode":"1","callback_url":"http://pay.example/webhooks/m"}"#)
+                .is_err()
+        );
+        assert!(
+            Mpesa::init(r#"{"shortcode":"1","callback_url":"http://localhost.evil/x"}"#).is_err()
+        );
+        assert!(Mpesa::init(
+            r#"{"shortcode":"1","callback_url":"http://127.0.0.1:8080/webhooks/m"}"#
+        )
+        .is_ok());
     }
 
     #[test]
@@ -707,7 +850,33 @@ mod tests {
         let query = p.encode_request(&status, &context()).unwrap();
         assert_eq!(query.path, "/mpesa/stkpushquery/v1/query");
         let pending = p.decode_response(&status, &answer(500, r#"{"errorCode":"500.001.1001","errorMessage":"The transaction is being processed"}"#));
-        assert_eq!(pending.status, OutcomeStatus::Pending);
+        // Still on the phone: the payment keeps waiting for the shopper, with its message.
+        assert!(matches!(
+            pending.status,
+            OutcomeStatus::RequiresAction(NextAction::ConfirmOnDevice(_))
+        ));
+        let still = p.decode_response(
+            &status,
+            &answer(
+                200,
+                r#"{"ResponseCode":"0","ResultCode":"4999","ResultDesc":"still under processing"}"#,
+            ),
+        );
+        assert!(matches!(
+            still.status,
+            OutcomeStatus::RequiresAction(NextAction::ConfirmOnDevice(_))
+        ));
+        // A result this dialect does not know is not final on a query.
+        let unknown = p.decode_response(
+            &status,
+            &answer(
+                200,
+                r#"{"ResponseCode":"0","ResultCode":"1234","ResultDesc":"?"}"#,
+            ),
+        );
+        assert!(
+            matches!(unknown.status, OutcomeStatus::Error(ref f) if f.class == ErrorClass::Ambiguous)
+        );
         let paid = p.decode_response(
             &status,
             &answer(
@@ -737,7 +906,9 @@ mod tests {
             .decode_webhook(&request("token=wrong"), &context())
             .unwrap_err();
         assert_eq!(refused.status, 401);
-        let hook = p.decode_webhook(&request("token=cbt"), &context()).unwrap();
+        let hook = p
+            .decode_webhook(&request("token=cbt-0123456789abcdef"), &context())
+            .unwrap();
         assert_eq!(hook.notifications.len(), 1);
         let n = &hook.notifications[0];
         assert_eq!(

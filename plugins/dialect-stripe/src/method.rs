@@ -263,8 +263,24 @@ const OTHER_VALUE: usize = 500;
 /// (`[mpesa][phone]` → `phone`, `[mpesa][account][number]` → `account[number]`). The
 /// provider dialect that supports the method reads them; the answer names the same type.
 fn other(form: &Form, type_name: &str, param: &str) -> Result<PaymentMethod, Refusal> {
-    // Stripe's own objects under `payment_method_data` are never a method's type.
-    let reserved = ["billing_details", "metadata", "type"].contains(&type_name);
+    // Stripe's own objects under `payment_method_data` are never a method's type, and a card
+    // (by any provider's name for it) is a card: it comes as `card`, scoped and checked as one.
+    let reserved = [
+        "billing_details",
+        "metadata",
+        "type",
+        "scheme",
+        "card_present",
+        "interac_present",
+        "network_token",
+        "networktoken",
+        "apple_pay",
+        "applepay",
+        "google_pay",
+        "googlepay",
+        "paywithgoogle",
+    ]
+    .contains(&type_name);
     let valid = (1..=40).contains(&type_name.len())
         && !reserved
         && type_name
@@ -289,17 +305,37 @@ fn other(form: &Form, type_name: &str, param: &str) -> Result<PaymentMethod, Ref
                 &format!("a value of at most {OTHER_VALUE} characters under a name of at most {OTHER_NAME}"),
             ));
         }
-        match fields.iter_mut().find(|(f, _)| *f == field) {
-            // A repeated parameter keeps its last value, as on Stripe.
-            Some(entry) => entry.1 = value.to_string(),
-            None => fields.push((field, value.to_string())),
+        // The host lets phone-like digits through its card scan because dialects check
+        // phones: so do it here.
+        let value = if field.to_ascii_lowercase().contains("phone") {
+            validate::phone(value).ok_or_else(|| {
+                refuse::bad_value(
+                    &name(&[type_name, &field]),
+                    "an E.164 phone number such as +254712345678",
+                )
+            })?
+        } else {
+            value.to_string()
+        };
+        // A list entry (`[items][]`, `[items][0]`) is its own field; a repeated named
+        // parameter keeps its last value, as on Stripe.
+        let list_entry = key
+            .last()
+            .is_some_and(|k| k.bytes().all(|b| b.is_ascii_digit()));
+        let existing = fields
+            .iter()
+            .position(|(f, _)| *f == field)
+            .filter(|_| !list_entry);
+        match existing {
+            Some(at) => fields[at].1 = value,
+            None if fields.len() == OTHER_FIELDS => {
+                return Err(refuse::bad_value(
+                    &name(&[type_name]),
+                    &format!("at most {OTHER_FIELDS} fields"),
+                ))
+            }
+            None => fields.push((field, value)),
         }
-    }
-    if fields.len() > OTHER_FIELDS {
-        return Err(refuse::bad_value(
-            &name(&[type_name]),
-            &format!("at most {OTHER_FIELDS} fields"),
-        ));
     }
     Ok(PaymentMethod::Other(OtherMethod {
         name: type_name.to_string(),

@@ -538,12 +538,50 @@ fn refuse_card_data(config: &Config, form: &Form) -> Result<(), Refusal> {
         if under_card && matches!(last.as_str(), "number" | "cvc" | "cvv") {
             return Err(refuse::card_number(&bracketed(key)));
         }
+        // A method passed through (`payment_method_data[<type>][…]`) never carries a card's
+        // security code, expiry or encrypted number, whatever its type is called.
+        if key.first().is_some_and(|k| k == "payment_method_data")
+            && key.len() >= 3
+            && card_field(last)
+        {
+            return Err(refuse::card_number(&bracketed(key)));
+        }
         let scanned = config.refuse_card_like_values || last == "token";
         if scanned && !NUMERIC_PARAMS.contains(&last.as_str()) && validate::card_like(value) {
             return Err(refuse::card_number(&bracketed(key)));
         }
     }
     Ok(())
+}
+
+/// A field name that only card data has: a security code, an expiry, an encrypted or stored
+/// card (compared without case, `_` and `-`).
+fn card_field(name: &str) -> bool {
+    let n: String = name
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    matches!(
+        n.as_str(),
+        "cvc"
+            | "cvv"
+            | "cvc2"
+            | "cvv2"
+            | "csc"
+            | "cid"
+            | "securitycode"
+            | "exp"
+            | "expiry"
+            | "expmonth"
+            | "expyear"
+            | "expirymonth"
+            | "expiryyear"
+            | "expirydate"
+            | "cardnumber"
+            | "pan"
+    ) || n.contains("encrypted")
+        || n.starts_with("storedpaymentmethod")
 }
 
 #[cfg(test)]

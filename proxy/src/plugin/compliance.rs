@@ -14,7 +14,7 @@ use super::bindings::v2::compliance as v2;
 use super::bindings::v4::compliance as v4;
 use super::convert;
 use super::sandbox::{Binding, Sandbox, SandboxSettings};
-use super::types::{CardDetails, Payment, Refusal, RefusalKind};
+use super::types::{CardDetails, Payment, PaymentMethod, Refusal, RefusalKind};
 use super::{CallState, PluginHost};
 use crate::error::PluginFailure;
 use crate::metrics::Metrics;
@@ -102,6 +102,20 @@ impl CompliancePlugin {
         payment: &Payment,
         card: Option<&CardDetails>,
     ) -> Result<Decision, PluginFailure> {
+        if self.contract == "0.2.0" && matches!(payment.method, Some(PaymentMethod::Other(_))) {
+            // 0.2.0 cannot carry the method, so this plugin could not check it: compliance
+            // fails closed. (Its rules by method would silently not apply.)
+            return Ok(Decision {
+                verdict: Verdict::Deny(Refusal {
+                    kind: RefusalKind::ComplianceDenied,
+                    status: 402,
+                    code: "payment_method_unchecked".into(),
+                    message: "This payment method is not available.".into(),
+                }),
+                rule: "contract-0.2.0-cannot-see-method".into(),
+                annotations: Vec::new(),
+            });
+        }
         let decision = self.sandbox.call("check", |b, store| match b {
             ComplianceInst::V4(p) => p
                 .payproxy_plugin_compliance()

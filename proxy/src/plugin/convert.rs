@@ -5,7 +5,9 @@
 //! outcome and refusal go through serde's data model; the HTTP views (which carry bodies) are
 //! copied field by field. What 0.2.0 cannot express is downgraded first, the same way for
 //! every role:
-//! - an `other` payment method (a method 0.2.0 has no record for) is seen as no method;
+//! - an `other` payment method (a method 0.2.0 has no record for) is seen as no method (the
+//!   compliance role does not get that far: `compliance.rs` denies such a payment for a
+//!   0.2.0 plugin, which could not check it);
 //! - a `confirm-on-device` next action is `pending` (the storefront shows `processing`, as it
 //!   did before 0.4.0).
 //!

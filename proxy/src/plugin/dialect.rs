@@ -18,8 +18,8 @@ use super::bindings::v4::dialect::exports::payproxy::plugin::{egress as egress_v
 use super::convert;
 use super::sandbox::{Binding, Sandbox, SandboxSettings};
 use super::types::{
-    Annotation, ErrorClass, Failure, HttpRequest, HttpResponse, Outcome, OutcomeStatus, Payment,
-    PaymentMethod, Refusal, RefusalKind,
+    Annotation, ErrorClass, Failure, HttpRequest, HttpResponse, OtherMethod, Outcome,
+    OutcomeStatus, Payment, PaymentMethod, Refusal, RefusalKind,
 };
 use super::{CallState, PluginHost};
 use crate::error::PluginFailure;
@@ -236,7 +236,8 @@ impl DialectPlugin {
     /// What a storefront request asks for. A 0.2.0 ingress only knows payment calls, which
     /// always charge (it has no create-without-confirm).
     pub fn parse(&self, request: &HttpRequest) -> Result<Result<Call, Refusal>, PluginFailure> {
-        self.sandbox
+        let call = self
+            .sandbox
             .call("parse-request", |b, store| match front(b)? {
                 Front::V4(s) => s.call_parse(store, request),
                 Front::V2(i) => {
@@ -248,7 +249,13 @@ impl DialectPlugin {
                         Err(refusal) => Ok(Err(convert::refusal_from_v2(&refusal)?)),
                     }
                 }
-            })
+            })?;
+        if let Ok(Call::Payment(PaymentCall { payment, .. })) = &call {
+            if let Some(PaymentMethod::Other(method)) = &payment.method {
+                self.check_other(method)?;
+            }
+        }
+        Ok(call)
     }
 
     /// Render an outcome for the storefront.
@@ -428,8 +435,7 @@ impl DialectPlugin {
                             status: 400,
                             code: "payment_method_type_unsupported".into(),
                             message: format!(
-                                "The provider's dialect ({}, contract 0.2.0) does not take {} payments.",
-                                self.sandbox.name(),
+                                "{} payments are not available with this provider.",
                                 super::sandbox::truncate(&method.name, 40)
                             ),
                         }));
@@ -503,6 +509,29 @@ impl DialectPlugin {
             }
             Err(refusal) => Ok(Err(refusal)),
         }
+    }
+
+    /// A method passed through must keep to the contract (`other-method` in `types.wit`):
+    /// provider dialects take its name and fields as they are.
+    fn check_other(&self, method: &OtherMethod) -> Result<(), PluginFailure> {
+        let name_ok = (1..=40).contains(&method.name.len())
+            && method
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let fields_ok = method.fields.len() <= 50
+            && method
+                .fields
+                .iter()
+                .all(|(n, v)| !n.is_empty() && n.len() <= 100 && v.len() <= 500);
+        if name_ok && fields_ok {
+            return Ok(());
+        }
+        Err(self.sandbox.bad_output(format!(
+            "parsed a payment method outside the contract (name of {} bytes, {} fields)",
+            method.name.len(),
+            method.fields.len()
+        )))
     }
 
     fn check_request(&self, r: HttpRequest) -> Result<HttpRequest, PluginFailure> {

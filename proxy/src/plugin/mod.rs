@@ -28,7 +28,7 @@ pub mod types {
     pub use super::router::Provider;
 }
 /// A payment with nothing but `operation` set (a host-made status query, unit tests).
-pub(crate) fn blank_payment(operation: types::Operation) -> types::Payment {
+pub fn blank_payment(operation: types::Operation) -> types::Payment {
     types::Payment {
         operation,
         id: None,
