@@ -28,6 +28,57 @@ pub const KINDS: &[&str] = &[
     "other",
 ];
 
+/// Names providers and storefront APIs give to cards (and to wallets that carry a card, such
+/// as Apple Pay): a card comes as `card`, scoped to its issuer and checked as one, so a
+/// dialect never takes one of these as an `other` method.
+pub const CARD_TYPE_NAMES: &[&str] = &[
+    "card",
+    "scheme",
+    "bcmc",
+    "card_present",
+    "interac_present",
+    "network_token",
+    "networktoken",
+    "giftcard",
+    "apple_pay",
+    "applepay",
+    "google_pay",
+    "googlepay",
+    "paywithgoogle",
+];
+
+/// True when a field name only card data has: a security code, an expiry, a card number, an
+/// encrypted or stored card (compared without case, `_` and `-`: `exp_month`, `expiryMonth`,
+/// `encryptedCardNumber`, `storedPaymentMethodId`). An `other` method's fields never carry
+/// these.
+pub fn is_card_field(name: &str) -> bool {
+    let n: String = name
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    matches!(
+        n.as_str(),
+        "cvc"
+            | "cvv"
+            | "cvc2"
+            | "cvv2"
+            | "csc"
+            | "cid"
+            | "securitycode"
+            | "exp"
+            | "expiry"
+            | "expmonth"
+            | "expyear"
+            | "expirymonth"
+            | "expiryyear"
+            | "expirydate"
+            | "cardnumber"
+            | "pan"
+    ) || n.contains("encrypted")
+        || n.starts_with("storedpaymentmethod")
+}
+
 /// True when `name` is a usable method name: `*`, a kind, or a lower-case wallet / scheme /
 /// card network name (`dana`, `ideal`, `pix`, `visa`: letters, digits, `_`, `-`).
 pub fn is_valid_name(name: &str) -> bool {
@@ -78,6 +129,30 @@ pub fn matches(listed: &[String], method: Option<&PaymentMethod>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn card_fields_by_any_spelling_and_nothing_else() {
+        for name in [
+            "cvc",
+            "CVV",
+            "exp_month",
+            "expiryMonth",
+            "encryptedCardNumber",
+            "storedPaymentMethodId",
+            "card-number",
+        ] {
+            assert!(is_card_field(name), "{name}");
+        }
+        for name in [
+            "phone",
+            "telephoneNumber",
+            "account[number]",
+            "blikCode",
+            "email",
+        ] {
+            assert!(!is_card_field(name), "{name}");
+        }
+    }
     use crate::payment::{BankRedirect, Card, CashVoucher, Ewallet, InstantTransfer};
 
     fn list(v: &[&str]) -> Vec<String> {

@@ -4,6 +4,7 @@ use payproxy_plugin_sdk::helpers::encode;
 use payproxy_plugin_sdk::payment::{
     Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal,
 };
+use payproxy_plugin_sdk::payment_method;
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
@@ -147,28 +148,18 @@ fn payment_method(payment: &Payment) -> Result<Value, Refusal> {
         Some(PaymentMethod::Other(other)) => {
             // Adyen's own card types are cards: they come as `card`, scoped and checked as one.
             let name = adyen_type(&other.name)?;
-            if ["scheme", "bcmc", "networktoken", "card", "giftcard"].contains(&name.as_str()) {
+            if payment_method::CARD_TYPE_NAMES.contains(&name.as_str()) {
                 return Err(unsupported(&format!("{name} (a card)")));
             }
             let mut method = Map::new();
             method.insert("type".into(), name.into());
             for (field, value) in &other.fields {
+                // Card fields by any spelling, and Adyen's own raw-card names (`number`,
+                // `holderName`); `telephoneNumber` (MB WAY) is not one.
                 let lower = field.to_ascii_lowercase();
-                // Adyen's card fields (`encryptedCardNumber`, `storedPaymentMethodId`, `cvc`,
-                // `expiryMonth` …); `telephoneNumber` (MB WAY) is not one.
-                let card_data = lower.starts_with("encrypted")
+                let card_data = payment_method::is_card_field(field)
                     || lower.starts_with("stored")
-                    || [
-                        "number",
-                        "cvc",
-                        "cvv",
-                        "expirymonth",
-                        "expiryyear",
-                        "expirydate",
-                        "holdername",
-                        "cardnumber",
-                    ]
-                    .contains(&lower.as_str());
+                    || ["number", "holdername"].contains(&lower.as_str());
                 if field.contains('[') || field == "type" || card_data {
                     return Err(unsupported(&format!("{} with field {field}", other.name)));
                 }

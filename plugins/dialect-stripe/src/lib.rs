@@ -89,7 +89,9 @@
 //! `payment_method_data[type]` the only `payment_method_types[]` entry names the method. A
 //! type this dialect has no row for is passed through as `other` rather than refused, so a
 //! new local method needs only a provider dialect; answers name it in
-//! `payment_method_types`.
+//! `payment_method_types`. Card types by other names (`scheme`, `apple_pay` …) are not
+//! passed through, and card-only fields (`cvc`, `exp_month`, `encrypted…` …) under any
+//! method are refused as card data; `*phone*` fields must be E.164.
 //! Raw card data (`…[card][number]`, `…[card][cvc]`) is refused with
 //! `card_number_not_accepted` and never echoed.
 //!

@@ -9,6 +9,8 @@ use payproxy_plugin_sdk::payment::{
     Refusal,
 };
 
+use payproxy_plugin_sdk::payment_method;
+
 use crate::form::{Form, FormBuilder};
 use crate::parse::{boolean_at, bracketed};
 use crate::{refuse, validate};
@@ -265,22 +267,8 @@ const OTHER_VALUE: usize = 500;
 fn other(form: &Form, type_name: &str, param: &str) -> Result<PaymentMethod, Refusal> {
     // Stripe's own objects under `payment_method_data` are never a method's type, and a card
     // (by any provider's name for it) is a card: it comes as `card`, scoped and checked as one.
-    let reserved = [
-        "billing_details",
-        "metadata",
-        "type",
-        "scheme",
-        "card_present",
-        "interac_present",
-        "network_token",
-        "networktoken",
-        "apple_pay",
-        "applepay",
-        "google_pay",
-        "googlepay",
-        "paywithgoogle",
-    ]
-    .contains(&type_name);
+    let reserved = ["billing_details", "metadata", "type"].contains(&type_name)
+        || payment_method::CARD_TYPE_NAMES.contains(&type_name);
     let valid = (1..=40).contains(&type_name.len())
         && !reserved
         && type_name

@@ -3,6 +3,7 @@
 
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::payment::{HttpRequest, Money, Operation, Payment, Refusal};
+use payproxy_plugin_sdk::payment_method;
 use payproxy_plugin_sdk::storefront::{Call, ListQuery, PaymentCall};
 
 use crate::config::Config;
@@ -542,7 +543,7 @@ fn refuse_card_data(config: &Config, form: &Form) -> Result<(), Refusal> {
         // security code, expiry or encrypted number, whatever its type is called.
         if key.first().is_some_and(|k| k == "payment_method_data")
             && key.len() >= 3
-            && card_field(last)
+            && payment_method::is_card_field(last)
         {
             return Err(refuse::card_number(&bracketed(key)));
         }
@@ -552,36 +553,6 @@ fn refuse_card_data(config: &Config, form: &Form) -> Result<(), Refusal> {
         }
     }
     Ok(())
-}
-
-/// A field name that only card data has: a security code, an expiry, an encrypted or stored
-/// card (compared without case, `_` and `-`).
-fn card_field(name: &str) -> bool {
-    let n: String = name
-        .chars()
-        .filter(|c| !matches!(c, '_' | '-'))
-        .flat_map(char::to_lowercase)
-        .collect();
-    matches!(
-        n.as_str(),
-        "cvc"
-            | "cvv"
-            | "cvc2"
-            | "cvv2"
-            | "csc"
-            | "cid"
-            | "securitycode"
-            | "exp"
-            | "expiry"
-            | "expmonth"
-            | "expyear"
-            | "expirymonth"
-            | "expiryyear"
-            | "expirydate"
-            | "cardnumber"
-            | "pan"
-    ) || n.contains("encrypted")
-        || n.starts_with("storedpaymentmethod")
 }
 
 #[cfg(test)]
