@@ -78,12 +78,14 @@ where
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = activity.clone();
-        let handler = Arc::new(handler);
         service_fn(move |request| {
             let in_flight = activity.begin();
-            let handler = handler.clone();
+            // Boxed: hyper keeps room for one service future per connection for as long as
+            // the connection lives, so an idle one would otherwise hold a whole request's
+            // state machine.
+            let handling = Box::pin(handler(request));
             async move {
-                let response = handler(request).await;
+                let response = handling.await;
                 Ok::<_, Infallible>(response.map(|inner| Tracked {
                     inner,
                     in_flight: Some(in_flight),
