@@ -2,6 +2,8 @@
 //! file change, `POST /admin/reload` or SIGHUP. A failed build leaves the old snapshot
 //! serving and records why (status page, log, `payproxy_reloads_total{result="error"}`).
 
+mod dirs;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use notify::{RecursiveMode, Watcher};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -186,29 +187,27 @@ impl Reloader {
     pub fn spawn_watch(
         self: &Arc<Self>,
         debounce: Duration,
-    ) -> notify::Result<tokio::task::JoinHandle<()>> {
+    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
-        // The watched files' names, checked on notify's thread: the directories also hold
-        // files written on every request (a redb store, an audit log next to the config),
-        // whose events go no further. While a reload runs every event is kept: the new
-        // snapshot may name a file this set does not hold yet, and an edit of it meanwhile
-        // must still lead to the next reload.
+        // The watched files' names, checked on the watcher's side: the directories may also
+        // hold files written on every request (a redb store, an audit log next to the
+        // config), whose events go no further. While a reload runs every event is kept: the
+        // new snapshot may name a file this set does not hold yet, and an edit of it
+        // meanwhile must still lead to the next reload. No path at all means changes were
+        // lost: it is passed on, and reloads.
         let names: Arc<std::sync::RwLock<BTreeSet<std::ffi::OsString>>> = Arc::default();
         let reloading = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (ours, during) = (names.clone(), reloading.clone());
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let Ok(event) = event else { return };
-                if event.kind.is_access() {
-                    return;
-                }
-                let names = ours.read().unwrap_or_else(|p| p.into_inner());
-                let named = |p: &PathBuf| p.file_name().is_some_and(|n| names.contains(n));
-                if during.load(std::sync::atomic::Ordering::SeqCst) || event.paths.iter().any(named)
-                {
-                    let _ = tx.send(event.paths);
-                }
-            })?;
+        let mut watcher = dirs::DirWatcher::start(move |paths: Vec<PathBuf>| {
+            let names = ours.read().unwrap_or_else(|p| p.into_inner());
+            let named = |p: &PathBuf| p.file_name().is_some_and(|n| names.contains(n));
+            if paths.is_empty()
+                || during.load(std::sync::atomic::Ordering::SeqCst)
+                || paths.iter().any(named)
+            {
+                let _ = tx.send(paths);
+            }
+        })?;
         let this = self.clone();
         let mut watched = BTreeSet::new();
         let mut files = watch_set(&this.snapshot());
@@ -220,7 +219,7 @@ impl Reloader {
         sync_watches(&mut watcher, &mut watched, &files);
         Ok(tokio::spawn(async move {
             while let Some(paths) = rx.recv().await {
-                if !paths.iter().any(|p| files.contains(&normalise(p))) {
+                if !paths.is_empty() && !paths.iter().any(|p| files.contains(&normalise(p))) {
                     continue;
                 }
                 // Let a burst of writes settle, then drop what queued up meanwhile.
@@ -252,21 +251,21 @@ fn watch_set(snapshot: &Snapshot) -> BTreeSet<PathBuf> {
 }
 
 fn sync_watches(
-    watcher: &mut notify::RecommendedWatcher,
+    watcher: &mut dirs::DirWatcher,
     watched: &mut BTreeSet<PathBuf>,
     files: &BTreeSet<PathBuf>,
 ) {
-    let dirs: BTreeSet<PathBuf> = files
+    let wanted: BTreeSet<PathBuf> = files
         .iter()
         .filter_map(|f| f.parent().map(Path::to_path_buf))
         .collect();
-    for dir in watched.difference(&dirs) {
-        let _ = watcher.unwatch(dir);
+    for dir in watched.difference(&wanted) {
+        watcher.unwatch(dir);
     }
-    for dir in dirs.difference(watched) {
-        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+    for dir in wanted.difference(watched) {
+        if let Err(e) = watcher.watch(dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory");
         }
     }
-    *watched = dirs;
+    *watched = wanted;
 }
