@@ -176,10 +176,13 @@ impl Proxy {
         // A provider's notification: `POST /webhooks/{provider}` for a configured provider.
         if let Some(provider) = webhook_provider(snapshot, &request) {
             let (parts, incoming) = request.into_parts();
-            let response = self
-                .payments
-                .webhook(snapshot, &provider, parts, incoming, deadline)
-                .await;
+            // Boxed, like the payment below: the request's future is sized for its largest
+            // branch, and every request (the transparent ones too) builds and moves it.
+            let response = Box::pin(
+                self.payments
+                    .webhook(snapshot, &provider, parts, incoming, deadline),
+            )
+            .await;
             return Ok(Answer {
                 route: "webhooks".into(),
                 provider,
@@ -230,10 +233,14 @@ impl Proxy {
             if let Some(refused) = self.card_data(snapshot, route, &parts, &body) {
                 return Ok(refused);
             }
-            return Ok(self
-                .payments
-                .spawn(snapshot.clone(), index, parts, body, downstream)
-                .await);
+            return Ok(Box::pin(self.payments.spawn(
+                snapshot.clone(),
+                index,
+                parts,
+                body,
+                downstream,
+            ))
+            .await);
         }
         let scanned = route.card_data == CardData::Refuse;
         let body = if incoming.is_end_stream() {

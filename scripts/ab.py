@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""A/B of two payproxy builds in one run (through scripts/ab.sh, which installs the tools).
+
+    scripts/ab.sh BEFORE_BINARY AFTER_BINARY
+
+Both builds get the benchmark's configs (scripts/bench.py) and the same canned nginx
+upstream, pinned like the benchmark (load generator and upstream on CPU 0, proxies on CPU 1).
+Each round measures every path on both builds, alternating which goes first; the table shows
+the median req/s (wrk -t1 -c64, AB_SECONDS each) and the after/before ratio. A ratio is only
+worth quoting when it is clear of the spread between rounds, which the table also shows.
+Only loopback addresses; every load run is bounded in time.
+"""
+
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+ROUNDS = int(os.environ.get("AB_ROUNDS", "3"))
+bench.SECONDS = int(os.environ.get("AB_SECONDS", "5"))
+
+# (name, instance, path, payment, unique)
+PATHS = [
+    ("transparent route", "memory", "/1k", False, False),
+    ("router plugin", "memory", "/r/1k", False, False),
+    ("payment chain (memory store)", "memory", "/v1/payment_intents", True, False),
+    ("unique keys (redb store, fsync)", "redb", "/v1/payment_intents", True, True),
+]
+# The benchmark's ports for the first build; the second's are 30 higher (admin is +20).
+PORTS = {"memory": bench.PP_MEMORY, "redb": bench.PP_REDB}
+SHIFT = 30
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: scripts/ab.sh BEFORE_BINARY AFTER_BINARY")
+    builds = {"before": Path(sys.argv[1]).resolve(), "after": Path(sys.argv[2]).resolve()}
+    for name, binary in builds.items():
+        if not binary.is_file():
+            sys.exit(f"ab: {name} build {binary} is not a file")
+    out_dir = bench.ROOT / "target/bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="ab-", dir=out_dir))
+    servers = bench.Servers(work)
+    try:
+        (work / "upstream.conf").write_text(bench.upstream_conf(work))
+        servers.start("upstream", bench.pinned(bench.UP_CPU, [
+            bench.NGINX, "-p", str(work), "-c", str(work / "upstream.conf"),
+            "-e", str(work / "upstream.stderr")]), bench.UP)
+        for shift, (build, binary) in enumerate(builds.items()):
+            home = work / build
+            home.mkdir()
+            for instance, port in PORTS.items():
+                config = bench.payproxy_conf(home, instance, port + shift * SHIFT, instance,
+                                             "stripe")
+                servers.start(f"{build}-{instance}", bench.pinned(bench.PROXY_CPU, [
+                    str(binary), "run", "--config", str(config)]), port + shift * SHIFT)
+
+        def url(build, instance, path):
+            shift = list(builds).index(build)
+            return f"http://127.0.0.1:{PORTS[instance] + shift * SHIFT}{path}"
+
+        for build in builds:
+            for name, instance, path, payment, unique in PATHS:
+                bench.check(bench.Path_(name, PORTS[instance] + list(builds).index(build) * SHIFT,
+                                        None, path, payment=payment, unique=unique))
+        rps = {}
+        for round_ in range(ROUNDS):
+            order = list(builds) if round_ % 2 == 0 else list(reversed(builds))
+            for name, instance, path, payment, unique in PATHS:
+                for build in order:
+                    print(f"round {round_ + 1}/{ROUNDS}: {name}, {build}", file=sys.stderr)
+                    got, _, _, failed = bench.wrk(url(build, instance, path), 64, work,
+                                                  unique=unique, payment=payment)
+                    if failed:
+                        raise RuntimeError(f"{name}, {build}: {failed} failed requests")
+                    rps.setdefault((name, build), []).append(got)
+        lines = [
+            f"{ROUNDS} rounds of {bench.SECONDS} s, wrk -t1 -c64, medians "
+            f"(before: {builds['before']}, after: {builds['after']})",
+            "",
+            "| path | before req/s | after req/s | after / before | rounds (before; after) |",
+            "|---|---|---|---|---|",
+        ]
+        for name, *_ in PATHS:
+            before = statistics.median(rps[(name, "before")])
+            after = statistics.median(rps[(name, "after")])
+            spread = "; ".join(", ".join(f"{v:,.0f}" for v in rps[(name, b)]) for b in builds)
+            lines.append(f"| {name} | {before:,.0f} | {after:,.0f} | {after / before:.2f} "
+                         f"| {spread} |")
+        report = "\n".join(lines)
+        print(report)
+        (out_dir / "ab.md").write_text(report + "\n")
+    finally:
+        servers.stop()
+    if not os.environ.get("BENCH_KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
