@@ -101,6 +101,7 @@ mod purge;
 mod record;
 mod redb_store;
 pub(crate) mod sweeper;
+mod writer;
 
 use crate::plugin::storefront::ListQuery;
 pub use memory::MemoryStore;
@@ -110,6 +111,7 @@ pub use payments::{LateCharge, Page, PassedOver, PaymentEntry, NOTICES_KEPT};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use purge::Purged;
 pub use redb_store::RedbStore;
+pub use writer::Writer;
 
 /// A response as the storefront saw it, kept for replay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +192,10 @@ pub enum StoreError {
     /// The blocking task running a store call failed (panicked or was cancelled).
     #[error("store call failed: {0}")]
     Task(String),
+    /// The flush that was to make a batch of calls durable failed: none of them is
+    /// acknowledged (a write may or may not have reached the disk).
+    #[error("store: flushing to disk failed: {0}")]
+    Flush(String),
     /// The directory for the database file could not be created.
     #[error("store {path}: cannot create directory: {source}", path = path.display())]
     CreateDir {
@@ -387,6 +393,14 @@ pub trait Store: Send + Sync + 'static {
     /// call).
     fn blocks(&self) -> bool {
         true
+    }
+
+    /// The store's own writer thread, when it has one: async callers hand it their calls
+    /// instead of the blocking pool, and it answers them in batches, one flush each
+    /// ([`Writer`]). Called there, the store's methods commit without waiting for their
+    /// flush.
+    fn writer(&self) -> Option<&Writer> {
+        None
     }
 
     /// The sequence number the next event of `payment_id` gets (0 for its first).

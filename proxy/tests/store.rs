@@ -1108,6 +1108,8 @@ fn redb_open_reports_the_path_on_failure() {
 /// Environment of the crash child: the database path, and the first key number to write.
 const CHILD_DB: &str = "STORE_CRASH_CHILD";
 const CHILD_START: &str = "STORE_CRASH_START";
+/// Set: the child's calls go through the store's writer ([`RedbStore::writer`]).
+const CHILD_VIA_WRITER: &str = "STORE_CRASH_VIA_WRITER";
 /// Writers in the child, each on its own keys (`start + writer * WRITER_KEYS + i`), so their
 /// writes share flushes (group commit) when the kill comes.
 const CHILD_WRITERS: u64 = 8;
@@ -1130,24 +1132,36 @@ fn crash_child() {
     let path = std::env::var_os(CHILD_DB)
         .expect("crash_child runs only as the child of redb_kill_9_loses_nothing_acknowledged");
     let start: u64 = std::env::var(CHILD_START).unwrap().parse().unwrap();
+    let via_writer = std::env::var_os(CHILD_VIA_WRITER).is_some();
     let store = Arc::new(RedbStore::open(Path::new(&path)).unwrap());
     let started = Instant::now();
     let writers: Vec<_> = (0..CHILD_WRITERS)
         .map(|writer| {
             let store = store.clone();
             std::thread::spawn(move || {
+                let runtime = via_writer.then(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap()
+                });
                 let first = start + writer * WRITER_KEYS;
                 for n in first..first + CHILD_MAX_KEYS {
                     if started.elapsed() > CHILD_MAX_TIME {
                         break;
                     }
-                    let (key, payment, resp) = crash_key(n);
-                    assert_eq!(store.begin(&key, "fp", 0, STALE).unwrap(), Begin::Started);
-                    store.note_attempt(&key, &attempt("adyen")).unwrap();
-                    store
-                        .set_owner(&payment, &owner("adyen", &format!("PSP{n}")))
-                        .unwrap();
-                    store.finish(&key, &resp, 0, TTL).unwrap();
+                    if let Some(runtime) = &runtime {
+                        // As the request path calls it: each call handed to the store's
+                        // writer and awaited.
+                        runtime.block_on(write_through_writer(store.clone(), n));
+                    } else {
+                        let (key, payment, resp) = crash_key(n);
+                        assert_eq!(store.begin(&key, "fp", 0, STALE).unwrap(), Begin::Started);
+                        store.note_attempt(&key, &attempt("adyen")).unwrap();
+                        store
+                            .set_owner(&payment, &owner("adyen", &format!("PSP{n}")))
+                            .unwrap();
+                        store.finish(&key, &resp, 0, TTL).unwrap();
+                    }
                     // Only now is the key acknowledged; one write per line, so the parent
                     // sees whole lines right away.
                     let mut out = std::io::stdout().lock();
@@ -1162,10 +1176,42 @@ fn crash_child() {
     }
 }
 
+/// One key's calls, each through the store's writer, each awaited before the next.
+async fn write_through_writer(store: Arc<RedbStore>, n: u64) {
+    let (key, payment, resp) = crash_key(n);
+    let run = |call: Box<dyn FnOnce(&RedbStore) -> Result<(), StoreError> + Send>| {
+        let s = store.clone();
+        store.writer().unwrap().run(move || call(&s))
+    };
+    let k = key.clone();
+    run(Box::new(move |s| {
+        assert_eq!(s.begin(&k, "fp", 0, STALE)?, Begin::Started);
+        Ok(())
+    }))
+    .await
+    .unwrap();
+    let k = key.clone();
+    run(Box::new(move |s| s.note_attempt(&k, &attempt("adyen"))))
+        .await
+        .unwrap();
+    run(Box::new(move |s| {
+        s.set_owner(&payment, &owner("adyen", &format!("PSP{n}")))
+    }))
+    .await
+    .unwrap();
+    run(Box::new(move |s| s.finish(&key, &resp, 0, TTL)))
+        .await
+        .unwrap();
+}
+
 /// Runs one child writing keys from `start`, SIGKILLs it once it has acknowledged `kill_after`
 /// keys, and returns every key it acknowledged (including lines still in the pipe).
-fn run_and_kill_child(db: &Path, start: u64, kill_after: usize) -> Vec<u64> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+fn run_and_kill_child(db: &Path, start: u64, kill_after: usize, via_writer: bool) -> Vec<u64> {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if via_writer {
+        command.env(CHILD_VIA_WRITER, "1");
+    }
+    let mut child = command
         .args([
             "crash_child",
             "--exact",
@@ -1218,12 +1264,23 @@ fn run_and_kill_child(db: &Path, start: u64, kill_after: usize) -> Vec<u64> {
 
 #[test]
 fn redb_kill_9_loses_nothing_acknowledged() {
+    kill_9_rounds(false);
+}
+
+/// The same through the store's writer, as the request path calls it: a call is answered
+/// only after the flush covering its batch.
+#[test]
+fn redb_kill_9_loses_nothing_acknowledged_through_the_writer() {
+    kill_9_rounds(true);
+}
+
+fn kill_9_rounds(via_writer: bool) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.redb");
     let mut all = Vec::new();
     // Several crashes into the same file, at different points.
     for (round, kill_after) in [3usize, 200, 60].into_iter().enumerate() {
-        let acked = run_and_kill_child(&db, round as u64 * 100_000, kill_after);
+        let acked = run_and_kill_child(&db, round as u64 * 100_000, kill_after, via_writer);
         assert!(acked.len() >= kill_after, "round {round}: {acked:?}");
         all.extend(acked.iter().copied());
 

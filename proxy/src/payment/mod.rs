@@ -454,7 +454,8 @@ impl Payments {
     }
 
     /// Run a store call off the async workers when it may wait on the disk or the network
-    /// (an fsync, a database round trip); in place when the store never blocks.
+    /// (an fsync, a database round trip): on the store's writer when it has one, else on the
+    /// blocking pool; in place when the store never blocks.
     async fn state<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
@@ -463,6 +464,9 @@ impl Payments {
             return f(&*self.store);
         }
         let store = self.store.clone();
+        if let Some(writer) = self.store.writer() {
+            return writer.run(move || f(&*store)).await;
+        }
         match tokio::task::spawn_blocking(move || f(&*store)).await {
             Ok(result) => result,
             Err(e) => Err(StoreError::Task(e.to_string())),

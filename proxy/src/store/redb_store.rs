@@ -6,6 +6,7 @@
 //! The purge indexes (`due`) are written in the same transaction as the records they index.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -14,6 +15,7 @@ use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, Outb
 use super::payments::{self, Page, PaymentEntry, PAYMENTS, PAYMENT_INDEX};
 use super::purge::{self, Purged, Stamped, StoredOwner};
 use super::record::{self, Record, IDEMPOTENCY, OWNERS};
+use super::writer::Writer;
 use super::{Attempt, Begin, HeldNotice, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
 
@@ -52,13 +54,15 @@ pub(super) fn unindex(
 
 /// A [`Store`] in a redb database file.
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     /// This instance's id in the records it holds. redb locks the file for one `Database` at
     /// a time, so a record held by another id was held by an instance that is gone.
     incarnation: u64,
     /// Request-path writes share fsyncs ([`group`]).
-    group: group::GroupCommit,
+    group: Arc<group::GroupCommit>,
+    /// Runs the request path's calls in batches, one flush each.
+    writer: Writer,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -125,11 +129,22 @@ impl RedbStore {
             due::backfill(&txn, purge::wall_ms())?;
         }
         txn.commit().map_err(open_error(path))?;
+        let db = Arc::new(db);
+        let group = Arc::new(group::GroupCommit::default());
+        let settle = {
+            let (db, group) = (db.clone(), group.clone());
+            Box::new(move || group.flush_all(&db).context("flush", ""))
+        };
+        let writer = Writer::start("payproxy-store", settle).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(redb::Error::Io(e)),
+        })?;
         Ok(RedbStore {
             db,
             path: path.to_path_buf(),
             incarnation: record::incarnation(),
-            group: group::GroupCommit::default(),
+            group,
+            writer,
         })
     }
 
@@ -211,6 +226,10 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
+    fn writer(&self) -> Option<&Writer> {
+        Some(&self.writer)
+    }
+
     fn begin(
         &self,
         key: &str,

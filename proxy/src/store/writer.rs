@@ -1,0 +1,226 @@
+//! A store's own writer thread: store calls from async code run there in batches, and each
+//! is answered only once one flush has made the whole batch durable.
+//!
+//! The request path hands a call to the writer and awaits its answer: no blocking-pool
+//! thread per call, and no thread per call waiting for a flush. The writer takes every call
+//! queued when it wakes (up to [`BATCH`]), runs them one after the other with their flushes
+//! deferred ([`on_writer_thread`]: the store commits without waiting), then settles once (the
+//! store's flush covers every commit so far, these calls' and anyone else's) and only then
+//! answers them. A call's answer, a write or a read that saw one, is therefore never given
+//! before the disk has it, exactly as when each call waits for its own flush. When the flush
+//! fails, every call of the batch gets the error: none of them is acknowledged.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use super::StoreError;
+
+/// The most calls one flush acknowledges; the rest wait for the next.
+const BATCH: usize = 1024;
+
+thread_local! {
+    static ON_WRITER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is a writer, whose calls must not wait for their own flush (the
+/// writer settles once for its whole batch before answering any of them).
+pub(crate) fn on_writer_thread() -> bool {
+    ON_WRITER.with(Cell::get)
+}
+
+/// Run on the writer; returns what answers the caller once the batch is settled (`Some`:
+/// the flush failed, and why).
+type Job = Box<dyn FnOnce() -> Reply + Send>;
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Makes every commit so far durable (the store's flush).
+pub(crate) type Settle = Box<dyn Fn() -> Result<(), StoreError> + Send>;
+
+/// A store's writer thread. Dropping it lets the thread finish the calls already queued and
+/// waits for it (unless dropped on the writer itself).
+pub struct Writer {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Start the writer thread; `settle` makes everything committed so far durable.
+    pub(crate) fn start(name: &str, settle: Settle) -> std::io::Result<Writer> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || run(&queue, &settle))?;
+        Ok(Writer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Run `call` on the writer; the answer comes once a flush covers it.
+    pub fn run<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let result = call();
+            Box::new(move |failed: Option<&str>| {
+                let result = match failed {
+                    None => result,
+                    Some(why) => Err(StoreError::Flush(why.to_string())),
+                };
+                // The caller may have gone (its request was cancelled): nothing to answer.
+                let _ = answer.send(result);
+            })
+        });
+        let queued = match &self.jobs {
+            Some(jobs) => jobs.send(job).is_ok(),
+            None => false,
+        };
+        async move {
+            if !queued {
+                return Err(StoreError::Task("the store's writer has stopped".into()));
+            }
+            // Dropped unanswered only when the call panicked on the writer.
+            answered
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Task("the store call panicked".into())))
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has answered what was queued.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            // The last handle on the store can be dropped by a call on the writer itself.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn run(queue: &mpsc::Receiver<Job>, settle: &Settle) {
+    ON_WRITER.with(|on| on.set(true));
+    let mut replies: Vec<Reply> = Vec::new();
+    while let Ok(first) = queue.recv() {
+        replies.extend(call(first));
+        while replies.len() < BATCH {
+            match queue.try_recv() {
+                Ok(job) => replies.extend(call(job)),
+                Err(_) => break,
+            }
+        }
+        let settled = match std::panic::catch_unwind(AssertUnwindSafe(settle)) {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("the flush panicked".to_string()),
+        };
+        for reply in replies.drain(..) {
+            reply(settled.as_deref());
+        }
+    }
+}
+
+/// Run one call; a panic drops its reply, which tells its caller.
+fn call(job: Job) -> Option<Reply> {
+    std::panic::catch_unwind(AssertUnwindSafe(job)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    /// A writer whose flush counts itself and fails while `failing` is set.
+    fn writer(flushes: Arc<AtomicU64>, failing: Arc<AtomicU64>) -> Writer {
+        let settle: Settle = Box::new(move || {
+            flushes.fetch_add(1, Ordering::SeqCst);
+            match failing.load(Ordering::SeqCst) {
+                0 => Ok(()),
+                _ => Err(StoreError::Task("disk on fire".into())),
+            }
+        });
+        Writer::start("test-writer", settle).unwrap()
+    }
+
+    #[tokio::test]
+    async fn calls_run_on_the_writer_without_waiting_and_queued_ones_share_a_flush() {
+        let flushes = Arc::new(AtomicU64::new(0));
+        let writer = writer(flushes.clone(), Arc::new(AtomicU64::new(0)));
+        let on = writer.run(|| Ok(on_writer_thread())).await.unwrap();
+        assert!(
+            on,
+            "a call runs on the writer thread, which defers its flush"
+        );
+        assert!(!on_writer_thread());
+        assert_eq!(flushes.load(Ordering::SeqCst), 1);
+
+        // Hold the writer in a call until 50 more are queued: they are one batch.
+        let gate = Arc::new(Barrier::new(2));
+        let held = {
+            let gate = gate.clone();
+            writer.run(move || {
+                gate.wait();
+                Ok(0u64)
+            })
+        };
+        let queued: Vec<_> = (1..=50u64).map(|n| writer.run(move || Ok(n))).collect();
+        gate.wait();
+        assert_eq!(held.await.unwrap(), 0);
+        let mut sum = 0;
+        for call in queued {
+            sum += call.await.unwrap();
+        }
+        assert_eq!(sum, (1..=50).sum::<u64>());
+        let flushes = flushes.load(Ordering::SeqCst);
+        assert!(
+            flushes <= 3,
+            "51 calls queued together took {flushes} flushes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_fails_every_call_of_its_batch_and_a_panic_only_its_own() {
+        let failing = Arc::new(AtomicU64::new(1));
+        let writer = writer(Arc::new(AtomicU64::new(0)), failing.clone());
+        let written = writer.run(|| Ok("written")).await;
+        assert!(
+            matches!(&written, Err(StoreError::Flush(why)) if why.contains("disk on fire")),
+            "{written:?}"
+        );
+        failing.store(0, Ordering::SeqCst);
+
+        let panicked = writer.run(|| -> Result<(), StoreError> { panic!("a bug in a call") });
+        let next = writer.run(|| Ok(7));
+        assert!(matches!(panicked.await, Err(StoreError::Task(_))));
+        assert_eq!(next.await.unwrap(), 7, "the writer goes on after a panic");
+    }
+
+    #[test]
+    fn dropping_the_writer_answers_what_was_queued_then_stops_the_thread() {
+        let flushes = Arc::new(AtomicU64::new(0));
+        let writer = writer(flushes.clone(), Arc::new(AtomicU64::new(0)));
+        let calls: Vec<_> = (0..10).map(|n| writer.run(move || Ok(n))).collect();
+        drop(writer);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (n, call) in calls.into_iter().enumerate() {
+            assert_eq!(runtime.block_on(call).unwrap(), n);
+        }
+        assert!(flushes.load(Ordering::SeqCst) >= 1);
+    }
+}
