@@ -9,7 +9,7 @@ impl Payments {
     pub(super) async fn list(&self, ctx: &Ctx<'_>, query: &ListQuery) -> Answer {
         let route = ctx.route.name.clone();
         let q = query.clone();
-        let (entries, has_more) = match self.state(move |s| s.list_payments(&route, &q)).await {
+        let (entries, has_more) = match self.scan(move |s| s.list_payments(&route, &q)).await {
             Ok(page) => page,
             Err(e) => return self.store_failed(ctx, &e).answer,
         };

@@ -467,6 +467,27 @@ impl Payments {
         if let Some(writer) = self.store.writer() {
             return writer.run(move || f(&*store)).await;
         }
+        Self::blocking(store, f).await
+    }
+
+    /// A read that may go through many rows (a page of a list, the held notifications): off
+    /// the async workers like [`Payments::state`], but never on the store's writer, where it
+    /// would hold up the batch behind it and with it other requests' payments. On the
+    /// blocking pool the store waits for the flush covering what it read before answering.
+    async fn scan<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if !self.store.blocks() {
+            return f(&*self.store);
+        }
+        Self::blocking(self.store.clone(), f).await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        store: Arc<dyn Store>,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         match tokio::task::spawn_blocking(move || f(&*store)).await {
             Ok(result) => result,
             Err(e) => Err(StoreError::Task(e.to_string())),

@@ -519,7 +519,7 @@ impl Payments {
         hold_ms: u64,
         backoff: &mut Backoff,
     ) -> Result<(), StoreError> {
-        let held = self.state(|s| s.held_notices(HELD_BATCH)).await?;
+        let held = self.scan(|s| s.held_notices(HELD_BATCH)).await?;
         backoff.forget_all_but(&held);
         let mut busy = HashSet::new();
         for notice in held {

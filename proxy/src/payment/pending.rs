@@ -159,7 +159,7 @@ impl Payments {
                     return;
                 }
                 let (name, q) = (route.name.clone(), query.clone());
-                let (entries, more) = match self.state(move |s| s.list_payments(&name, &q)).await {
+                let (entries, more) = match self.scan(move |s| s.list_payments(&name, &q)).await {
                     Ok(page) => page,
                     Err(e) => {
                         tracing::warn!(route = %route.name, error = %e, "pending payments could not be listed; trying again at the next sweep");

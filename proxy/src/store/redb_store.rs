@@ -446,7 +446,8 @@ impl Store for RedbStore {
         };
         let anchor = |id: &str| Ok(load(id)?.map(|e| e.index_key()));
         let Some(scan) = payments::scan(route, query, anchor)? else {
-            return Ok((Vec::new(), false));
+            // Decided on the anchor read: settled like any read.
+            return self.settled(op, route, (Vec::new(), false));
         };
         let range = index
             .range::<&str>((
