@@ -12,10 +12,8 @@ Only loopback addresses; every load run is bounded in time.
 """
 
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,40 +41,32 @@ def main():
     for name, binary in builds.items():
         if not binary.is_file():
             sys.exit(f"ab: {name} build {binary} is not a file")
-    out_dir = bench.ROOT / "target/bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="ab-", dir=out_dir))
-    servers = bench.Servers(work)
-    try:
-        (work / "upstream.conf").write_text(bench.upstream_conf(work))
-        servers.start("upstream", bench.pinned(bench.UP_CPU, [
-            bench.NGINX, "-p", str(work), "-c", str(work / "upstream.conf"),
-            "-e", str(work / "upstream.stderr")]), bench.UP)
-        for shift, (build, binary) in enumerate(builds.items()):
+
+    def port(build, instance):
+        return PORTS[instance] + list(builds).index(build) * SHIFT
+
+    with bench.run_dir("ab-") as (work, servers):
+        bench.start_upstream(work, servers)
+        for build, binary in builds.items():
             home = work / build
             home.mkdir()
-            for instance, port in PORTS.items():
-                config = bench.payproxy_conf(home, instance, port + shift * SHIFT, instance,
+            for instance in PORTS:
+                config = bench.payproxy_conf(home, instance, port(build, instance), instance,
                                              "stripe")
                 servers.start(f"{build}-{instance}", bench.pinned(bench.PROXY_CPU, [
-                    str(binary), "run", "--config", str(config)]), port + shift * SHIFT)
-
-        def url(build, instance, path):
-            shift = list(builds).index(build)
-            return f"http://127.0.0.1:{PORTS[instance] + shift * SHIFT}{path}"
-
+                    str(binary), "run", "--config", str(config)]), port(build, instance))
         for build in builds:
             for name, instance, path, payment, unique in PATHS:
-                bench.check(bench.Path_(name, PORTS[instance] + list(builds).index(build) * SHIFT,
-                                        None, path, payment=payment, unique=unique))
+                bench.check(bench.Path_(name, port(build, instance), None, path,
+                                        payment=payment, unique=unique))
         rps = {}
         for round_ in range(ROUNDS):
             order = list(builds) if round_ % 2 == 0 else list(reversed(builds))
             for name, instance, path, payment, unique in PATHS:
                 for build in order:
                     print(f"round {round_ + 1}/{ROUNDS}: {name}, {build}", file=sys.stderr)
-                    got, _, _, failed = bench.wrk(url(build, instance, path), 64, work,
-                                                  unique=unique, payment=payment)
+                    url = f"http://127.0.0.1:{port(build, instance)}{path}"
+                    got, _, _, failed = bench.wrk(url, 64, work, unique=unique, payment=payment)
                     if failed:
                         raise RuntimeError(f"{name}, {build}: {failed} failed requests")
                     rps.setdefault((name, build), []).append(got)
@@ -95,11 +85,7 @@ def main():
                          f"| {spread} |")
         report = "\n".join(lines)
         print(report)
-        (out_dir / "ab.md").write_text(report + "\n")
-    finally:
-        servers.stop()
-    if not os.environ.get("BENCH_KEEP"):
-        shutil.rmtree(work, ignore_errors=True)
+        (bench.OUT_DIR / "ab.md").write_text(report + "\n")
 
 
 if __name__ == "__main__":

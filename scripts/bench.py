@@ -16,6 +16,7 @@ Per path and protocol:
     wrk -c4 closed loop, marked *.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -135,6 +136,33 @@ class Servers:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+OUT_DIR = ROOT / "target/bench"
+
+
+@contextlib.contextmanager
+def run_dir(prefix):
+    """A fresh run directory under target/bench and the servers to start in it: (work,
+    servers). The servers are stopped at the end. The directory is removed after a run that
+    worked (the audit logs alone reach hundreds of MB), and kept, for its logs, after one
+    that failed, or with BENCH_KEEP=1."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=OUT_DIR))
+    servers = Servers(work)
+    try:
+        yield work, servers
+    finally:
+        servers.stop()
+    if not os.environ.get("BENCH_KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def start_upstream(work, servers):
+    """The canned nginx upstream every path ends at."""
+    (work / "upstream.conf").write_text(upstream_conf(work))
+    servers.start("upstream", pinned(UP_CPU, [NGINX, "-p", str(work), "-c", str(work / "upstream.conf"),
+                                              "-e", str(work / "upstream.stderr")]), UP)
 
 
 def nginx_conf(work, name, server):
@@ -526,16 +554,10 @@ def main():
             sys.exit(f"bench: {tool} is missing (run scripts/bench.sh, which installs it)")
     if not PAYPROXY.exists():
         sys.exit("bench: target/release/payproxy is missing (run scripts/bench.sh)")
-    out_dir = ROOT / "target/bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="run-", dir=out_dir))
-    servers = Servers(work)
-    try:
-        (work / "upstream.conf").write_text(upstream_conf(work))
+    with run_dir("run-") as (work, servers):
+        start_upstream(work, servers)
         (work / "nginx.conf").write_text(nginx_proxy_conf(work))
         (work / "haproxy.cfg").write_text(haproxy_conf())
-        servers.start("upstream", pinned(UP_CPU, [NGINX, "-p", str(work), "-c", str(work / "upstream.conf"),
-                                                  "-e", str(work / "upstream.stderr")]), UP)
         servers.start("nginx", pinned(PROXY_CPU, [NGINX, "-p", str(work), "-c", str(work / "nginx.conf"),
                                                   "-e", str(work / "nginx.stderr")]), NGINX_H1)
         servers.start("haproxy", pinned(PROXY_CPU, [HAPROXY, "-db", "-f",
@@ -578,13 +600,7 @@ def main():
             startup_table(*starts),
         ])
         print(report)
-        (out_dir / "results.md").write_text(report + "\n")
-    finally:
-        servers.stop()
-    # Gone after a run that worked (the audit logs alone reach hundreds of MB); kept, for
-    # its logs, after one that failed, or with BENCH_KEEP=1.
-    if not os.environ.get("BENCH_KEEP"):
-        shutil.rmtree(work, ignore_errors=True)
+        (OUT_DIR / "results.md").write_text(report + "\n")
 
 
 if __name__ == "__main__":

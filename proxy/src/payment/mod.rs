@@ -460,14 +460,11 @@ impl Payments {
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        if !self.store.blocks() {
-            return f(&*self.store);
-        }
-        let store = self.store.clone();
         if let Some(writer) = self.store.writer() {
+            let store = self.store.clone();
             return writer.run(move || f(&*store)).await;
         }
-        Self::blocking(store, f).await
+        self.scan(f).await
     }
 
     /// A read that may go through many rows (a page of a list, the held notifications): off
@@ -481,13 +478,7 @@ impl Payments {
         if !self.store.blocks() {
             return f(&*self.store);
         }
-        Self::blocking(self.store.clone(), f).await
-    }
-
-    async fn blocking<T: Send + 'static>(
-        store: Arc<dyn Store>,
-        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
         match tokio::task::spawn_blocking(move || f(&*store)).await {
             Ok(result) => result,
             Err(e) => Err(StoreError::Task(e.to_string())),
