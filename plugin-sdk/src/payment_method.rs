@@ -129,6 +129,7 @@ pub fn matches(listed: &[String], method: Option<&PaymentMethod>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payment::{BankRedirect, Card, CashVoucher, Ewallet, InstantTransfer};
 
     #[test]
     fn card_fields_by_any_spelling_and_nothing_else() {
@@ -153,7 +154,6 @@ mod tests {
             assert!(!is_card_field(name), "{name}");
         }
     }
-    use crate::payment::{BankRedirect, Card, CashVoucher, Ewallet, InstantTransfer};
 
     fn list(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
