@@ -1204,6 +1204,75 @@ async fn write_through_writer(store: Arc<RedbStore>, n: u64) {
         .unwrap();
 }
 
+/// Calls queued together on the redb writer run in one write transaction: a key claimed
+/// earlier in the batch is seen by a later claim of it (the idempotency check holds inside a
+/// batch), a payment and its events written in the batch are one write, an outbox claim in
+/// the middle of the batch (a transaction of its own) does not wait on the batch's, and
+/// everything answered is in the file after a reopen.
+#[tokio::test(flavor = "current_thread")]
+async fn redb_writer_batch_claims_a_key_once_and_keeps_every_answered_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let store = Arc::new(RedbStore::open(&path).unwrap());
+    let writer = store.writer().unwrap();
+    // Hold the writer until every call below is queued: they are one batch.
+    let gate = Arc::new(Barrier::new(2));
+    let held = {
+        let gate = gate.clone();
+        writer.run(move || {
+            gate.wait();
+            Ok(())
+        })
+    };
+    let call = |f: Box<dyn FnOnce(&RedbStore) -> Result<Begin, StoreError> + Send>| {
+        let s = store.clone();
+        writer.run(move || f(&s))
+    };
+    let first = call(Box::new(|s| s.begin("k1", "fp", 0, STALE)));
+    let second = call(Box::new(|s| s.begin("k1", "fp", 0, STALE)));
+    let other = call(Box::new(|s| s.begin("k2", "other-fp", 0, STALE)));
+    let paid = call(Box::new(|s| {
+        s.put_payment(
+            &entry("r", "pi_batch", 1_000, None),
+            &[event("pi_batch", 1, "e")],
+        )?;
+        s.set_owner("pi_batch", &owner("adyen", "PSP-batch"))?;
+        // A write of its own in the middle of the batch commits the batch so far first.
+        assert_eq!(s.claim_events(100, 60_000, 10)?.len(), 1);
+        Ok(Begin::Started)
+    }));
+    let mismatch = call(Box::new(|s| s.begin("k2", "fp", 0, STALE)));
+    gate.wait();
+    held.await.unwrap();
+    assert_eq!(first.await.unwrap(), Begin::Started);
+    assert_eq!(
+        second.await.unwrap(),
+        Begin::InFlight,
+        "the batch saw its own claim"
+    );
+    assert_eq!(other.await.unwrap(), Begin::Started);
+    assert_eq!(paid.await.unwrap(), Begin::Started);
+    assert_eq!(mismatch.await.unwrap(), Begin::Mismatch);
+
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    for key in ["k1", "k2"] {
+        let after = store.begin(key, "fp", 0, STALE).unwrap();
+        assert!(
+            matches!(after, Begin::Resume { .. } | Begin::Mismatch),
+            "{key}: {after:?}"
+        );
+    }
+    let paid = store.payment("pi_batch").unwrap().expect("the payment");
+    assert_eq!(paid.record.id, "pi_batch");
+    assert_eq!(
+        store.owner("pi_batch").unwrap(),
+        Some(owner("adyen", "PSP-batch"))
+    );
+    let claimed = store.list_events(EventState::Pending, 10).unwrap();
+    assert_eq!(keys(&claimed), [("pi_batch".into(), 1, "e".into())]);
+}
+
 /// Runs one child writing keys from `start`, SIGKILLs it once it has acknowledged `kill_after`
 /// keys, and returns every key it acknowledged (including lines still in the pipe).
 fn run_and_kill_child(db: &Path, start: u64, kill_after: usize, via_writer: bool) -> Vec<u64> {

@@ -1,14 +1,16 @@
-//! The embedded durable store, on redb: one file, ACID, crash-safe. Every mutation is a single
-//! write transaction, acknowledged only once it is on disk: request-path writes share their
-//! fsyncs through [`group`] commit, the outbox and purge steps commit with redb's
-//! `Durability::Immediate` (fsync before `commit` returns). redb serializes write
+//! The embedded durable store, on redb: one file, ACID, crash-safe. Every mutation is
+//! acknowledged only once it is on disk: calls on the store's writer thread write in their
+//! batch's transaction, committed durably once per batch ([`batch`]); writes from other
+//! threads are a transaction each and share their fsyncs through [`group`] commit; the
+//! outbox and purge steps commit with redb's `Durability::Immediate` (fsync before `commit`
+//! returns). redb serializes write
 //! transactions, which is what makes the read-check-write of `begin` atomic across threads.
 //! The purge indexes (`due`) are written in the same transaction as the records they index.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::notices::{HELD, REFERENCES};
 use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
@@ -19,6 +21,7 @@ use super::writer::Writer;
 use super::{Attempt, Begin, HeldNotice, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
 
+mod batch;
 mod due;
 mod group;
 mod outbox;
@@ -61,7 +64,9 @@ pub struct RedbStore {
     incarnation: u64,
     /// Request-path writes share fsyncs ([`group`]).
     group: Arc<group::GroupCommit>,
-    /// Runs the request path's calls in batches, one flush each.
+    /// The writer's open batch: its writes share one transaction ([`batch`]).
+    batch: Arc<batch::Batch>,
+    /// Runs the request path's calls in batches, one durable commit each.
     writer: Writer,
 }
 
@@ -131,9 +136,10 @@ impl RedbStore {
         txn.commit().map_err(open_error(path))?;
         let db = Arc::new(db);
         let group = Arc::new(group::GroupCommit::default());
+        let batch = Arc::new(batch::Batch::default());
         let settle = {
-            let (db, group) = (db.clone(), group.clone());
-            Box::new(move || group.flush_all(&db).context("flush", ""))
+            let (db, group, batch) = (db.clone(), group.clone(), batch.clone());
+            Box::new(move || batch.settle(&db, &group))
         };
         let writer = Writer::start("payproxy-store", settle).map_err(|e| StoreError::Open {
             path: path.to_path_buf(),
@@ -144,6 +150,7 @@ impl RedbStore {
             path: path.to_path_buf(),
             incarnation: record::incarnation(),
             group,
+            batch,
             writer,
         })
     }
@@ -172,56 +179,90 @@ impl RedbStore {
         self.group.settle(&self.db).context(op, key)
     }
 
+    /// One write: `decide` reads and chooses what to store (or nothing), and may fail
+    /// without having changed anything; `mutate` stores it. On the writer this runs in the
+    /// batch's transaction ([`batch`]); elsewhere in a transaction of its own, committed
+    /// through group commit (and only once something changed).
+    fn write<D, T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        decide: impl FnOnce(&WriteTransaction) -> Result<(T, Option<D>), StoreError>,
+        mutate: impl FnOnce(&WriteTransaction, D) -> Result<(), StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.writer.is_current() {
+            return self.batch.write(&self.db, op, key, decide, mutate);
+        }
+        let txn = self.db.begin_write().context(op, key)?;
+        let (out, decided) = match decide(&txn) {
+            Ok(decided) => decided,
+            Err(e) => {
+                self.abandon(txn, op, key)?;
+                return Err(e);
+            }
+        };
+        match decided {
+            Some(decided) => {
+                mutate(&txn, decided)?;
+                self.group.commit(&self.db, txn).context(op, key)?;
+            }
+            None => self.abandon(txn, op, key)?,
+        }
+        Ok(out)
+    }
+
+    /// Before a write that runs in a transaction of its own (the outbox's and the purge's):
+    /// on the writer, commit the open batch first, since it holds redb's only write slot.
+    /// A failed commit fails the whole batch at its settle too.
+    fn unbatched(&self) -> Result<(), StoreError> {
+        if self.writer.is_current() {
+            self.batch.commit_early(&self.group)?;
+        }
+        Ok(())
+    }
+
     /// Reads the record for `key`, lets `decide` choose, applies its write and moves the
-    /// record's purge index entry, all in one write transaction. Commits (and fsyncs) only
-    /// when something changed.
+    /// record's purge index entry, all in one write transaction ([`RedbStore::write`]).
     fn update<T>(
         &self,
         op: &'static str,
         key: &str,
         decide: impl FnOnce(Option<Record>) -> Result<(T, Write), StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_write().context(op, key)?;
-        let (out, changed) = {
-            let mut table = txn.open_table(IDEMPOTENCY_TABLE).context(op, key)?;
-            let existing: Option<Record> = match table.get(key).context(op, key)? {
-                Some(value) => Some(record::decode(IDEMPOTENCY, key, value.value())?),
-                None => None,
-            };
-            let old_stamp = existing.as_ref().and_then(Stamped::stamp_ms);
-            let (out, write) = match decide(existing) {
-                Ok(decided) => decided,
-                Err(e) => {
-                    drop(table);
-                    self.abandon(txn, op, key)?;
-                    return Err(e);
-                }
-            };
-            let new_stamp = match &write {
-                Write::Nothing => None,
-                Write::Put(new) => {
-                    let bytes = record::encode(IDEMPOTENCY, key, new)?;
-                    table.insert(key, bytes.as_slice()).context(op, key)?;
-                    new.stamp_ms()
-                }
-                Write::Delete => {
-                    table.remove(key).context(op, key)?;
-                    None
-                }
-            };
-            let changed = !matches!(write, Write::Nothing);
-            if changed {
+        // What to store: the encoded record (`None`: delete it) and the index stamps.
+        type Decided = (Option<Vec<u8>>, Option<u64>, Option<u64>);
+        self.write(
+            op,
+            key,
+            |txn| {
+                let table = txn.open_table(IDEMPOTENCY_TABLE).context(op, key)?;
+                let existing: Option<Record> = match table.get(key).context(op, key)? {
+                    Some(value) => Some(record::decode(IDEMPOTENCY, key, value.value())?),
+                    None => None,
+                };
+                let old_stamp = existing.as_ref().and_then(Stamped::stamp_ms);
+                let (out, write) = decide(existing)?;
+                let decided: Option<Decided> = match write {
+                    Write::Nothing => None,
+                    Write::Put(new) => Some((
+                        Some(record::encode(IDEMPOTENCY, key, &new)?),
+                        old_stamp,
+                        new.stamp_ms(),
+                    )),
+                    Write::Delete => Some((None, old_stamp, None)),
+                };
+                Ok((out, decided))
+            },
+            |txn, (bytes, old_stamp, new_stamp): Decided| {
+                let mut table = txn.open_table(IDEMPOTENCY_TABLE).context(op, key)?;
+                match bytes {
+                    Some(bytes) => table.insert(key, bytes.as_slice()).context(op, key)?,
+                    None => table.remove(key).context(op, key)?,
+                };
                 let mut index = txn.open_table(due::IDEMPOTENCY_DUE).context(op, key)?;
-                due::restamp(&mut index, key, old_stamp, new_stamp).context(op, key)?;
-            }
-            (out, changed)
-        };
-        if changed {
-            self.group.commit(&self.db, txn).context(op, key)?;
-        } else {
-            self.abandon(txn, op, key)?;
-        }
-        Ok(out)
+                due::restamp(&mut index, key, old_stamp, new_stamp).context(op, key)
+            },
+        )
     }
 }
 
@@ -308,25 +349,31 @@ impl Store for RedbStore {
             written_ms: Some(purge::wall_ms()),
         };
         let bytes = record::encode(OWNERS, payment_id, &stored)?;
-        let txn = self.db.begin_write().context(op, payment_id)?;
-        {
-            let mut table = txn.open_table(OWNERS_TABLE).context(op, payment_id)?;
-            // The old stamp, to move its index entry. An owner that does not decode (or has
-            // no stamp) leaves its entry behind; the purge drops such entries when it meets
-            // them.
-            let old_stamp = table
-                .get(payment_id)
-                .context(op, payment_id)?
-                .and_then(|v| record::decode::<StoredOwner>(OWNERS, payment_id, v.value()).ok())
-                .and_then(|old| old.written_ms);
-            table
-                .insert(payment_id, bytes.as_slice())
-                .context(op, payment_id)?;
-            let mut index = txn.open_table(due::OWNERS_DUE).context(op, payment_id)?;
-            due::restamp(&mut index, payment_id, old_stamp, stored.written_ms)
-                .context(op, payment_id)?;
-        }
-        self.group.commit(&self.db, txn).context(op, payment_id)
+        self.write(
+            op,
+            payment_id,
+            |txn| {
+                // The old stamp, to move its index entry. An owner that does not decode (or
+                // has no stamp) leaves its entry behind; the purge drops such entries when it
+                // meets them.
+                let table = txn.open_table(OWNERS_TABLE).context(op, payment_id)?;
+                let old_stamp = table
+                    .get(payment_id)
+                    .context(op, payment_id)?
+                    .and_then(|v| record::decode::<StoredOwner>(OWNERS, payment_id, v.value()).ok())
+                    .and_then(|old| old.written_ms);
+                Ok(((), Some(old_stamp)))
+            },
+            |txn, old_stamp| {
+                txn.open_table(OWNERS_TABLE)
+                    .context(op, payment_id)?
+                    .insert(payment_id, bytes.as_slice())
+                    .context(op, payment_id)?;
+                let mut index = txn.open_table(due::OWNERS_DUE).context(op, payment_id)?;
+                due::restamp(&mut index, payment_id, old_stamp, stored.written_ms)
+                    .context(op, payment_id)
+            },
+        )
     }
 
     fn purge_expired(
@@ -335,6 +382,7 @@ impl Store for RedbStore {
         retention_ms: u64,
         limit: usize,
     ) -> Result<Purged, StoreError> {
+        self.unbatched()?;
         due::purge(&self.db, now_ms, retention_ms, limit)
     }
 
@@ -353,34 +401,46 @@ impl Store for RedbStore {
         let op = "put_payment";
         let id = entry.record.id.as_str();
         let bytes = record::encode(PAYMENTS, id, entry)?;
-        let txn = self.db.begin_write().context(op, id)?;
-        {
-            let mut table = txn.open_table(PAYMENTS_TABLE).context(op, id)?;
-            let old = match table.get(id).context(op, id)? {
-                Some(value) => Some(record::decode::<PaymentEntry>(PAYMENTS, id, value.value())?),
-                None => None,
-            };
-            table.insert(id, bytes.as_slice()).context(op, id)?;
-            let mut index = txn.open_table(PAYMENT_INDEX_TABLE).context(op, id)?;
-            if let Some(old) = &old {
-                index.remove(old.index_key().as_str()).context(op, id)?;
-            }
-            index
-                .insert(entry.index_key().as_str(), ())
-                .context(op, id)?;
-            let mut references = txn.open_table(REFERENCES_TABLE).context(op, id)?;
-            for key in old.iter().flat_map(PaymentEntry::reference_keys) {
-                unindex(&mut references, &key, id).context(op, id)?;
-            }
-            for key in entry.reference_keys() {
-                references.insert(key.as_str(), id).context(op, id)?;
-            }
-            let mut due_index = txn.open_table(due::PAYMENTS_DUE).context(op, id)?;
-            let old_stamp = old.as_ref().and_then(Stamped::stamp_ms);
-            due::restamp(&mut due_index, id, old_stamp, entry.stamp_ms()).context(op, id)?;
-        }
-        outbox::insert(&txn, events)?;
-        self.group.commit(&self.db, txn).context(op, id)
+        self.write(
+            op,
+            id,
+            |txn| {
+                let table = txn.open_table(PAYMENTS_TABLE).context(op, id)?;
+                let old = match table.get(id).context(op, id)? {
+                    Some(value) => {
+                        Some(record::decode::<PaymentEntry>(PAYMENTS, id, value.value())?)
+                    }
+                    None => None,
+                };
+                drop(table);
+                let new_events = outbox::new_rows(txn, events)?;
+                Ok(((), Some((old, new_events))))
+            },
+            |txn, (old, new_events)| {
+                txn.open_table(PAYMENTS_TABLE)
+                    .context(op, id)?
+                    .insert(id, bytes.as_slice())
+                    .context(op, id)?;
+                let mut index = txn.open_table(PAYMENT_INDEX_TABLE).context(op, id)?;
+                if let Some(old) = &old {
+                    index.remove(old.index_key().as_str()).context(op, id)?;
+                }
+                index
+                    .insert(entry.index_key().as_str(), ())
+                    .context(op, id)?;
+                let mut references = txn.open_table(REFERENCES_TABLE).context(op, id)?;
+                for key in old.iter().flat_map(PaymentEntry::reference_keys) {
+                    unindex(&mut references, &key, id).context(op, id)?;
+                }
+                for key in entry.reference_keys() {
+                    references.insert(key.as_str(), id).context(op, id)?;
+                }
+                let mut due_index = txn.open_table(due::PAYMENTS_DUE).context(op, id)?;
+                let old_stamp = old.as_ref().and_then(Stamped::stamp_ms);
+                due::restamp(&mut due_index, id, old_stamp, entry.stamp_ms()).context(op, id)?;
+                outbox::insert(txn, new_events)
+            },
+        )
     }
 
     fn payment_by_reference(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -395,14 +455,22 @@ impl Store for RedbStore {
         let op = "hold_notice";
         let key = notice.key.as_str();
         let bytes = record::encode(HELD, key, notice)?;
-        let txn = self.db.begin_write().context(op, key)?;
-        {
-            let mut table = txn.open_table(HELD_TABLE).context(op, key)?;
-            if table.get(key).context(op, key)?.is_none() {
-                table.insert(key, bytes.as_slice()).context(op, key)?;
-            }
-        }
-        self.group.commit(&self.db, txn).context(op, key)
+        self.write(
+            op,
+            key,
+            |txn| {
+                let table = txn.open_table(HELD_TABLE).context(op, key)?;
+                let held = table.get(key).context(op, key)?.is_some();
+                Ok(((), (!held).then_some(())))
+            },
+            |txn, ()| {
+                txn.open_table(HELD_TABLE)
+                    .context(op, key)?
+                    .insert(key, bytes.as_slice())
+                    .context(op, key)?;
+                Ok(())
+            },
+        )
     }
 
     fn held_notices(&self, limit: usize) -> Result<Vec<HeldNotice>, StoreError> {
@@ -425,12 +493,18 @@ impl Store for RedbStore {
 
     fn drop_notice(&self, key: &str) -> Result<(), StoreError> {
         let op = "drop_notice";
-        let txn = self.db.begin_write().context(op, key)?;
-        txn.open_table(HELD_TABLE)
-            .context(op, key)?
-            .remove(key)
-            .context(op, key)?;
-        self.group.commit(&self.db, txn).context(op, key)
+        self.write(
+            op,
+            key,
+            |_| Ok(((), Some(()))),
+            |txn, ()| {
+                txn.open_table(HELD_TABLE)
+                    .context(op, key)?
+                    .remove(key)
+                    .context(op, key)?;
+                Ok(())
+            },
+        )
     }
 
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError> {
@@ -482,10 +556,12 @@ impl Store for RedbStore {
         limit: usize,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         let holder = format!("{:016x}", self.incarnation);
+        self.unbatched()?;
         outbox::claim(&self.db, now_ms, lease_ms, limit, &holder)
     }
 
     fn event_attempted(&self, key: &EventKey, outcome: &Attempted) -> Result<(), StoreError> {
+        self.unbatched()?;
         outbox::attempted(&self.db, key, outcome)
     }
 
@@ -495,6 +571,7 @@ impl Store for RedbStore {
     }
 
     fn redeliver_event(&self, id: &str, now_ms: u64) -> Result<usize, StoreError> {
+        self.unbatched()?;
         outbox::redeliver(&self.db, id, now_ms)
     }
 
@@ -504,6 +581,7 @@ impl Store for RedbStore {
     }
 
     fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.unbatched()?;
         outbox::purge(&self.db, delivered_before_ms, limit)
     }
 }

@@ -1,25 +1,31 @@
 //! A store's own writer thread: store calls from async code run there in batches, and each
-//! is answered only once one flush has made the whole batch durable.
+//! is answered only once the batch is settled (durable).
 //!
 //! The request path hands a call to the writer and awaits its answer: no blocking-pool
 //! thread per call, and no thread per call waiting for a flush. The writer takes every call
-//! queued when it wakes (up to [`BATCH`]), runs them one after the other with their flushes
-//! deferred ([`on_writer_thread`]: the store commits without waiting), then settles once (the
-//! store's flush covers every commit so far, these calls' and anyone else's) and only then
-//! answers them. A call's answer, a write or a read that saw one, is therefore never given
-//! before the disk has it, exactly as when each call waits for its own flush. When the flush
-//! fails, every call of the batch gets the error: none of them is acknowledged.
+//! queued when it wakes (up to [`BATCH`]; with more than one, it also yields the CPU so the
+//! threads making calls can queue more, see [`YIELDS`]), runs them one after the other, then
+//! settles once and only then answers them. What settling means is the store's: redb runs
+//! the whole batch in one write transaction and commits it with an fsync
+//! (`redb_store/batch.rs`); the group-commit waits of its calls are deferred here
+//! ([`on_writer_thread`]). A call's answer, a write or a read that saw one, is therefore never
+//! given before the disk has it, exactly as when each call waits for its own flush. When the
+//! settle fails, every call of the batch gets the error: none of them is acknowledged.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 
 use super::StoreError;
 
 /// The most calls one flush acknowledges; the rest wait for the next.
 const BATCH: usize = 1024;
+
+/// How often a batch of more than one call yields the CPU to take in more calls before it
+/// settles (it stops at the first yield that brought none).
+const YIELDS: u32 = 2;
 
 thread_local! {
     static ON_WRITER: Cell<bool> = const { Cell::new(false) };
@@ -44,6 +50,7 @@ pub(crate) type Settle = Box<dyn Fn() -> Result<(), StoreError> + Send>;
 pub struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    id: ThreadId,
 }
 
 impl std::fmt::Debug for Writer {
@@ -61,8 +68,14 @@ impl Writer {
             .spawn(move || run(&queue, &settle))?;
         Ok(Writer {
             jobs: Some(jobs),
+            id: thread.thread().id(),
             thread: Some(thread),
         })
+    }
+
+    /// Whether this is the thread running this writer's calls.
+    pub(crate) fn is_current(&self) -> bool {
+        std::thread::current().id() == self.id
     }
 
     /// Run `call` on the writer; the answer comes once a flush covers it.
@@ -104,7 +117,7 @@ impl Drop for Writer {
         self.jobs = None;
         if let Some(thread) = self.thread.take() {
             // The last handle on the store can be dropped by a call on the writer itself.
-            if thread.thread().id() != std::thread::current().id() {
+            if !self.is_current() {
                 let _ = thread.join();
             }
         }
@@ -116,7 +129,23 @@ fn run(queue: &mpsc::Receiver<Job>, settle: &Settle) {
     let mut replies: Vec<Reply> = Vec::new();
     while let Ok(first) = queue.recv() {
         replies.extend(call(first));
-        while replies.len() < BATCH {
+        let mut yields = 0;
+        loop {
+            while replies.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(job) => replies.extend(call(job)),
+                    Err(_) => break,
+                }
+            }
+            // More than one call queued: requests are arriving together. Let the threads
+            // that make them run before settling, and take what they queue meanwhile into
+            // this batch: on a busy core the writer would otherwise flush for the few calls
+            // queued while it last ran. Alone, a call settles at once.
+            if replies.len() < 2 || replies.len() >= BATCH || yields == YIELDS {
+                break;
+            }
+            yields += 1;
+            std::thread::yield_now();
             match queue.try_recv() {
                 Ok(job) => replies.extend(call(job)),
                 Err(_) => break,

@@ -86,6 +86,21 @@ impl GroupCommit {
         self.wait(db, number)
     }
 
+    /// Commit `txn` durably (an fsync before this returns): it and every write committed
+    /// before it are on disk. The writer's batch ends with this instead of a commit and a
+    /// flush of its own.
+    pub(super) fn commit_durably(&self, mut txn: WriteTransaction) -> Result<(), redb::Error> {
+        // `txn` holds redb's only write slot, so every write numbered so far has committed.
+        let through = self.lock().numbered;
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
+        let mut state = self.lock();
+        state.durable = state.durable.max(through);
+        state.flushes += 1;
+        self.flushed.notify_all();
+        Ok(())
+    }
+
     /// Flushes run so far.
     #[cfg(test)]
     fn flushes(&self) -> u64 {

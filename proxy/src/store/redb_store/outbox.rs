@@ -69,19 +69,67 @@ fn get(
     }
 }
 
-/// Writes new events in `txn`; a key already there is kept as it is.
-pub(super) fn insert(txn: &WriteTransaction, events: &[NewEvent]) -> Result<(), StoreError> {
+/// Rows for the events not in the outbox yet, encoded (a key already there, or twice in
+/// `events`, is kept as it was first written). Reads only: [`insert`] writes them.
+pub(super) fn new_rows(
+    txn: &WriteTransaction,
+    events: &[NewEvent],
+) -> Result<Vec<NewRow>, StoreError> {
     let op = "put_payment";
+    let mut rows: Vec<NewRow> = Vec::with_capacity(events.len());
     for event in events {
         let row = OutboxEvent::new(event.clone());
-        if get(txn, &row.key().encoded(), op)?.is_some() {
+        let key = row.key().encoded();
+        if rows.iter().any(|r| r.key == key) || get(txn, &key, op)?.is_some() {
             continue;
         }
-        put(txn, &row, op)?;
+        rows.push(NewRow {
+            bytes: record::encode(OUTBOX, &key, &row)?,
+            key,
+            pending: row.state != EventState::Delivered,
+            delivered_ms: row.delivered_ms,
+            id: event.id.clone(),
+            payment_id: event.payment_id.clone(),
+        });
+    }
+    Ok(rows)
+}
+
+/// A new outbox row, encoded by [`new_rows`].
+pub(super) struct NewRow {
+    key: String,
+    bytes: Vec<u8>,
+    pending: bool,
+    delivered_ms: Option<u64>,
+    id: String,
+    payment_id: String,
+}
+
+/// Writes the rows [`new_rows`] chose, in `txn`: storage writes only.
+pub(super) fn insert(txn: &WriteTransaction, rows: Vec<NewRow>) -> Result<(), StoreError> {
+    let op = "put_payment";
+    for row in rows {
+        let key = row.key.as_str();
+        if let Some(at) = row.delivered_ms {
+            txn.open_table(DELIVERED)
+                .context(op, key)?
+                .insert((at, key), ())
+                .context(op, key)?;
+        }
+        txn.open_table(ROWS)
+            .context(op, key)?
+            .insert(key, row.bytes.as_slice())
+            .context(op, key)?;
+        if row.pending {
+            txn.open_table(UNDELIVERED)
+                .context(op, key)?
+                .insert(key, ())
+                .context(op, key)?;
+        }
         txn.open_table(IDS)
-            .context(op, &event.id)?
-            .insert(event.id.as_str(), event.payment_id.as_str())
-            .context(op, &event.id)?;
+            .context(op, &row.id)?
+            .insert(row.id.as_str(), row.payment_id.as_str())
+            .context(op, &row.id)?;
     }
     Ok(())
 }

@@ -1,0 +1,269 @@
+//! The writer's batch: every write of one writer batch ([`crate::store::Writer`]) goes into
+//! one redb write transaction, committed durably once when the batch settles.
+//!
+//! A write is split in two: `decide` reads (inside the batch's transaction, so it sees the
+//! batch's earlier writes: a second claim of a key claimed earlier in the batch is refused)
+//! and chooses, and may fail without having changed anything; `mutate` only stores what
+//! was decided. A call that fails in `decide` fails alone. A `mutate` that fails or panics
+//! halfway breaks the batch: its transaction is dropped at the settle, so nothing of the
+//! batch is written, and every call of the batch is answered with the error (the writer
+//! fails a whole batch whose settle fails). No call of a batch is answered before its
+//! transaction is durable, exactly as when each call committed and flushed on its own.
+//!
+//! Reads on the writer (`payment`, `owner` …) use their own read transaction: they see what
+//! was committed before the batch, not the batch's own writes. Every call of a batch is
+//! answered at the same time, after all of them were asked, so such a read is ordered
+//! before the batch's writes; that is a valid order for calls in flight together.
+
+use std::sync::{Mutex, MutexGuard};
+
+use redb::{Database, WriteTransaction};
+
+use super::group::GroupCommit;
+use super::Context;
+use crate::store::StoreError;
+
+#[derive(Default)]
+struct State {
+    /// The batch's transaction, begun by its first write.
+    txn: Option<WriteTransaction>,
+    /// Why the batch cannot be committed: a write failed halfway.
+    broken: Option<String>,
+    /// A `mutate` is running; still set at the settle when it panicked.
+    mutating: bool,
+}
+
+/// The open batch of one store's writer. Only the writer thread touches it.
+#[derive(Default)]
+pub(super) struct Batch {
+    state: Mutex<State>,
+}
+
+impl Batch {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in `decide` leaves nothing half done; one in `mutate` leaves `mutating`
+        // set, which breaks the batch at the settle.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run one write in the batch's transaction (see the module documentation).
+    pub(super) fn write<D, T>(
+        &self,
+        db: &Database,
+        op: &'static str,
+        key: &str,
+        decide: impl FnOnce(&WriteTransaction) -> Result<(T, Option<D>), StoreError>,
+        mutate: impl FnOnce(&WriteTransaction, D) -> Result<(), StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut state = self.lock();
+        if let Some(why) = &state.broken {
+            return Err(StoreError::Flush(why.clone()));
+        }
+        if state.txn.is_none() {
+            state.txn = Some(db.begin_write().context(op, key)?);
+        }
+        let State { txn, mutating, .. } = &mut *state;
+        let txn = txn.as_ref().expect("begun above");
+        let (out, decided) = decide(txn)?;
+        let Some(decided) = decided else {
+            return Ok(out);
+        };
+        *mutating = true;
+        let mutated = mutate(txn, decided);
+        *mutating = false;
+        if let Err(e) = mutated {
+            state.broken = Some(format!("a write of the same batch failed halfway: {e}"));
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// Commit the batch so far durably, before a write that needs a transaction of its
+    /// own (the batch's holds redb's only write slot). The batch goes on; if this commit
+    /// fails, so does the batch's settle.
+    pub(super) fn commit_early(&self, group: &GroupCommit) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if let Some(why) = &state.broken {
+            return Err(StoreError::Flush(why.clone()));
+        }
+        let Some(txn) = state.txn.take() else {
+            return Ok(());
+        };
+        let committed = group.commit_durably(txn).context("commit", "");
+        if let Err(e) = &committed {
+            state.broken = Some(format!("committing the batch failed: {e}"));
+        }
+        committed
+    }
+
+    /// End the batch: commit its transaction durably (which also makes every commit before
+    /// it durable), or, when no call wrote, make sure what its reads saw is durable. A broken
+    /// batch is dropped and fails.
+    pub(super) fn settle(&self, db: &Database, group: &GroupCommit) -> Result<(), StoreError> {
+        let (txn, broken) = {
+            let mut state = self.lock();
+            let broken = state.broken.take().or_else(|| {
+                state
+                    .mutating
+                    .then(|| "a write of the same batch panicked halfway".to_string())
+            });
+            state.mutating = false;
+            (state.txn.take(), broken)
+        };
+        if let Some(why) = broken {
+            if let Some(txn) = txn {
+                // Rolled back: nothing of the batch is written.
+                txn.abort().context("settle", "")?;
+            }
+            return Err(StoreError::Flush(why));
+        }
+        match txn {
+            Some(txn) => group.commit_durably(txn).context("commit", ""),
+            None => group.flush_all(db).context("flush", ""),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+    const T: TableDefinition<&str, u64> = TableDefinition::new("t");
+
+    fn open() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("db")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(T).unwrap();
+        txn.commit().unwrap();
+        (dir, db)
+    }
+
+    /// Put `key` unless it is there (then `Ok(false)`), as a batch write.
+    fn put(batch: &Batch, db: &Database, key: &str, value: u64) -> Result<bool, StoreError> {
+        batch.write(
+            db,
+            "put",
+            key,
+            |txn| {
+                let there = txn.open_table(T).unwrap().get(key).unwrap().is_some();
+                Ok((!there, (!there).then_some(value)))
+            },
+            |txn, value| {
+                txn.open_table(T).unwrap().insert(key, value).unwrap();
+                Ok(())
+            },
+        )
+    }
+
+    fn stored(db: &Database) -> Vec<(String, u64)> {
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(T).unwrap();
+        let rows = table.iter().unwrap().map(|row| {
+            let (k, v) = row.unwrap();
+            (k.value().to_string(), v.value())
+        });
+        rows.collect()
+    }
+
+    #[test]
+    fn a_batch_sees_its_own_writes_and_commits_them_once_at_the_settle() {
+        let (_dir, db) = open();
+        let (batch, group) = (Batch::default(), GroupCommit::default());
+        assert!(put(&batch, &db, "a", 1).unwrap());
+        assert!(
+            !put(&batch, &db, "a", 2).unwrap(),
+            "the second put saw the first"
+        );
+        assert!(put(&batch, &db, "b", 3).unwrap());
+        assert!(
+            stored(&db).is_empty(),
+            "nothing is visible before the settle"
+        );
+        batch.settle(&db, &group).unwrap();
+        assert_eq!(stored(&db), [("a".into(), 1), ("b".into(), 3)]);
+        // A batch of reads only flushes (nothing to commit).
+        batch.settle(&db, &group).unwrap();
+    }
+
+    #[test]
+    fn a_call_failing_before_it_writes_fails_alone() {
+        let (_dir, db) = open();
+        let (batch, group) = (Batch::default(), GroupCommit::default());
+        put(&batch, &db, "a", 1).unwrap();
+        let refused: Result<(), _> = batch.write(
+            &db,
+            "refuse",
+            "x",
+            |_| Err::<((), Option<()>), _>(StoreError::Task("refused".into())),
+            |_, ()| unreachable!(),
+        );
+        assert!(matches!(refused, Err(StoreError::Task(_))));
+        put(&batch, &db, "b", 2).unwrap();
+        batch.settle(&db, &group).unwrap();
+        assert_eq!(stored(&db), [("a".into(), 1), ("b".into(), 2)]);
+    }
+
+    #[test]
+    fn a_write_failing_or_panicking_halfway_drops_the_whole_batch() {
+        let (_dir, db) = open();
+        let (batch, group) = (Batch::default(), GroupCommit::default());
+        for panics in [false, true] {
+            put(&batch, &db, "before", 1).unwrap();
+            let halfway = || {
+                batch.write(
+                    &db,
+                    "halfway",
+                    "h",
+                    |_| Ok(((), Some(()))),
+                    |txn, ()| {
+                        txn.open_table(T).unwrap().insert("half", 9).unwrap();
+                        if panics {
+                            panic!("a bug halfway");
+                        }
+                        Err(StoreError::Task("the disk is full".into()))
+                    },
+                )
+            };
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(halfway)) {
+                Ok(result) => assert!(result.is_err()),
+                Err(_) => assert!(panics),
+            }
+            // Later calls of a broken batch fail at once.
+            if !panics {
+                assert!(matches!(
+                    put(&batch, &db, "after", 2),
+                    Err(StoreError::Flush(_))
+                ));
+            }
+            let settled = batch.settle(&db, &group);
+            assert!(matches!(settled, Err(StoreError::Flush(_))), "{settled:?}");
+            assert!(
+                stored(&db).is_empty(),
+                "panics: {panics}: {:?}",
+                stored(&db)
+            );
+        }
+        // The next batch starts clean.
+        put(&batch, &db, "next", 3).unwrap();
+        batch.settle(&db, &group).unwrap();
+        assert_eq!(stored(&db), [("next".into(), 3)]);
+    }
+
+    #[test]
+    fn an_early_commit_keeps_the_batch_going_and_frees_the_write_slot() {
+        let (_dir, db) = open();
+        let (batch, group) = (Batch::default(), GroupCommit::default());
+        put(&batch, &db, "a", 1).unwrap();
+        batch.commit_early(&group).unwrap();
+        // redb's write slot is free: a transaction of its own begins (and does not block).
+        let own = db.begin_write().unwrap();
+        own.open_table(T).unwrap().insert("own", 7).unwrap();
+        own.commit().unwrap();
+        put(&batch, &db, "b", 2).unwrap();
+        batch.settle(&db, &group).unwrap();
+        let expected = [("a".into(), 1), ("b".into(), 2), ("own".into(), 7)];
+        assert_eq!(stored(&db), expected);
+    }
+}
