@@ -4,6 +4,8 @@
 //! `payment_method_data[type]` names the method, its details sit under
 //! `payment_method_data[<type>][…]`, the shopper under `payment_method_data[billing_details]`.
 
+use std::borrow::Cow;
+
 use payproxy_plugin_sdk::payment::{
     BankRedirect, Card, CashVoucher, Ewallet, InstantTransfer, OtherMethod, Payment, PaymentMethod,
     Refusal,
@@ -332,7 +334,7 @@ fn other(form: &Form, type_name: &str, param: &str) -> Result<PaymentMethod, Ref
 }
 
 /// `["a", "b"]` → `[a][b]`.
-fn bracketed_tail(segments: &[String]) -> String {
+fn bracketed_tail(segments: &[Cow<'_, str>]) -> String {
     segments.iter().map(|s| format!("[{s}]")).collect()
 }
 
@@ -575,7 +577,8 @@ mod tests {
             ],
         }));
         encode(&mpesa, &mut out);
-        let form = Form::parse(out.finish().as_bytes());
+        let body = out.finish();
+        let form = Form::parse(body.as_bytes());
         assert_eq!(form.get(&[PMD, "type"]), Some("mpesa"));
         assert_eq!(form.get(&[PMD, "mpesa", "phone"]), Some("+254700000001"));
         assert_eq!(form.get(&[PMD, "mpesa", "account", "number"]), Some("A1"));

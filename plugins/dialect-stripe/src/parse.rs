@@ -71,7 +71,7 @@ const CREATE_PARAMETERS: &[&str] = &[
 fn known_parameters(form: &Form, known: &[&str]) -> Result<(), Refusal> {
     for (key, _) in form.pairs() {
         let Some(top) = key.first() else { continue };
-        if !known.contains(&top.as_str()) {
+        if !known.contains(&top.as_ref()) {
             let shown: String = top.chars().take(64).collect();
             return Err(Refusal::invalid(
                 Some(&shown),
@@ -168,7 +168,7 @@ impl Route {
 
 /// The body's form: the body for `POST`, the query for `GET`. JSON bodies are refused, the
 /// Stripe API takes forms only.
-fn form(request: &HttpRequest) -> Result<Form, Refusal> {
+fn form(request: &HttpRequest) -> Result<Form<'_>, Refusal> {
     if request.method == "GET" {
         return Ok(Form::parse(
             request.query.as_deref().unwrap_or_default().as_bytes(),
@@ -536,7 +536,7 @@ fn refuse_card_data(config: &Config, form: &Form) -> Result<(), Refusal> {
         let under_card = key[..key.len() - 1]
             .iter()
             .any(|s| s == "card" || s == "source");
-        if under_card && matches!(last.as_str(), "number" | "cvc" | "cvv") {
+        if under_card && matches!(last.as_ref(), "number" | "cvc" | "cvv") {
             return Err(refuse::card_number(&bracketed(key)));
         }
         // A method passed through (`payment_method_data[<type>][…]`) never carries a card's
@@ -548,7 +548,7 @@ fn refuse_card_data(config: &Config, form: &Form) -> Result<(), Refusal> {
             return Err(refuse::card_number(&bracketed(key)));
         }
         let scanned = config.refuse_card_like_values || last == "token";
-        if scanned && !NUMERIC_PARAMS.contains(&last.as_str()) && validate::card_like(value) {
+        if scanned && !NUMERIC_PARAMS.contains(&last.as_ref()) && validate::card_like(value) {
             return Err(refuse::card_number(&bracketed(key)));
         }
     }

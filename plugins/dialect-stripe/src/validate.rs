@@ -12,7 +12,13 @@ TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS XK YE YT ZA ZM ZW";
 /// The upper-case country code if `text` is a known ISO 3166-1 alpha-2 code.
 pub fn country(text: &str) -> Option<String> {
     let code = text.trim().to_ascii_uppercase();
-    let known = code.len() == 2 && COUNTRIES.split(' ').any(|c| c == code);
+    // The list is read as 3-byte entries ("AD ", … "ZW"): comparing two bytes in place is
+    // several times cheaper than splitting it into strings, and this runs on every payment.
+    let known = code.len() == 2
+        && COUNTRIES
+            .as_bytes()
+            .chunks(3)
+            .any(|entry| entry[..2] == *code.as_bytes());
     known.then_some(code)
 }
 
@@ -43,6 +49,10 @@ pub fn object_id(text: &str) -> bool {
 /// digits of the card networks) and passing the Luhn check. A stretch right after `+` is a
 /// phone number (`+62 812…`), not a card.
 pub fn card_like(text: &str) -> bool {
+    // Most values have too few digits to hold a card: one cheap count skips the scan.
+    if text.bytes().filter(u8::is_ascii_digit).count() < 13 {
+        return false;
+    }
     // Stretches of digits, spaces and dashes, cut at any other character (and at the end).
     let mut start = 0;
     for (i, c) in text
@@ -120,6 +130,10 @@ mod tests {
         assert_eq!(country("NLD"), None);
         assert_eq!(country(""), None);
         assert_eq!(COUNTRIES.split(' ').count(), 250);
+        // `country` reads the list as 3-byte entries.
+        assert!(COUNTRIES.split(' ').all(|c| c.len() == 2));
+        assert_eq!(country("ad").as_deref(), Some("AD"));
+        assert_eq!(country("ZW").as_deref(), Some("ZW"));
     }
 
     #[test]
