@@ -13,7 +13,10 @@
 //! Reads on the writer (`payment`, `owner` …) use their own read transaction: they see what
 //! was committed before the batch, not the batch's own writes. Every call of a batch is
 //! answered at the same time, after all of them were asked, so such a read is ordered
-//! before the batch's writes; that is a valid order for calls in flight together.
+//! before the batch's writes; that is a valid order for calls in flight together. It holds
+//! for a read that decides nothing written in the same call: a call that must write on what
+//! it read reads in its `decide` (as `begin`, `finish` and `put_payment` do), never through
+//! a plain read followed by a write.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -31,6 +34,17 @@ struct State {
     broken: Option<String>,
     /// A `mutate` is running; still set at the settle when it panicked.
     mutating: bool,
+}
+
+impl State {
+    /// Why the batch's transaction must not be committed: a write failed halfway, or one
+    /// panicked halfway (`mutating` still set).
+    fn broken(&self) -> Option<String> {
+        self.broken.clone().or_else(|| {
+            self.mutating
+                .then(|| "a write of the same batch panicked halfway".to_string())
+        })
+    }
 }
 
 /// The open batch of one store's writer. Only the writer thread touches it.
@@ -56,8 +70,8 @@ impl Batch {
         mutate: impl FnOnce(&WriteTransaction, D) -> Result<(), StoreError>,
     ) -> Result<T, StoreError> {
         let mut state = self.lock();
-        if let Some(why) = &state.broken {
-            return Err(StoreError::Flush(why.clone()));
+        if let Some(why) = state.broken() {
+            return Err(StoreError::Flush(why));
         }
         if state.txn.is_none() {
             state.txn = Some(db.begin_write().context(op, key)?);
@@ -83,8 +97,8 @@ impl Batch {
     /// fails, so does the batch's settle.
     pub(super) fn commit_early(&self, group: &GroupCommit) -> Result<(), StoreError> {
         let mut state = self.lock();
-        if let Some(why) = &state.broken {
-            return Err(StoreError::Flush(why.clone()));
+        if let Some(why) = state.broken() {
+            return Err(StoreError::Flush(why));
         }
         let Some(txn) = state.txn.take() else {
             return Ok(());
@@ -102,11 +116,8 @@ impl Batch {
     pub(super) fn settle(&self, db: &Database, group: &GroupCommit) -> Result<(), StoreError> {
         let (txn, broken) = {
             let mut state = self.lock();
-            let broken = state.broken.take().or_else(|| {
-                state
-                    .mutating
-                    .then(|| "a write of the same batch panicked halfway".to_string())
-            });
+            let broken = state.broken();
+            state.broken = None;
             state.mutating = false;
             (state.txn.take(), broken)
         };
@@ -230,13 +241,16 @@ mod tests {
                 Ok(result) => assert!(result.is_err()),
                 Err(_) => assert!(panics),
             }
-            // Later calls of a broken batch fail at once.
-            if !panics {
-                assert!(matches!(
-                    put(&batch, &db, "after", 2),
-                    Err(StoreError::Flush(_))
-                ));
-            }
+            // Later calls of a broken batch fail at once, and an early commit refuses to
+            // commit the half-done write.
+            assert!(matches!(
+                put(&batch, &db, "after", 2),
+                Err(StoreError::Flush(_))
+            ));
+            assert!(matches!(
+                batch.commit_early(&group),
+                Err(StoreError::Flush(_))
+            ));
             let settled = batch.settle(&db, &group);
             assert!(matches!(settled, Err(StoreError::Flush(_))), "{settled:?}");
             assert!(
