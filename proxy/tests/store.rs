@@ -1207,8 +1207,9 @@ async fn write_through_writer(store: Arc<RedbStore>, n: u64) {
 /// Calls queued together on the redb writer run in one write transaction: a key claimed
 /// earlier in the batch is seen by a later claim of it (the idempotency check holds inside a
 /// batch), a payment and its events written in the batch are one write, an outbox claim in
-/// the middle of the batch (a transaction of its own) does not wait on the batch's, and
-/// everything answered is in the file after a reopen.
+/// the middle of the batch (a transaction of its own) does not wait on the batch's, point
+/// reads see what the batch wrote before them, and everything answered is in the file after
+/// a reopen.
 #[tokio::test(flavor = "current_thread")]
 async fn redb_writer_batch_claims_a_key_once_and_keeps_every_answered_call() {
     let dir = tempfile::tempdir().unwrap();
@@ -1242,6 +1243,25 @@ async fn redb_writer_batch_claims_a_key_once_and_keeps_every_answered_call() {
         Ok(Begin::Started)
     }));
     let mismatch = call(Box::new(|s| s.begin("k2", "fp", 0, STALE)));
+    // Point reads later in the batch see what the batch wrote before them.
+    let read = {
+        let s = store.clone();
+        writer.run(move || {
+            s.put_payment(
+                &owned("pi_read", "stripe", "pi_S9", 2_000),
+                &[event("pi_read", 1, "e")],
+            )?;
+            s.set_owner("pi_read", &owner("stripe", "pi_S9"))?;
+            Ok((
+                s.payment("pi_read")?.map(|e| e.record.id),
+                s.owner("pi_read")?,
+                s.payment_by_reference(&payproxy::store::notices::reference_key(
+                    "stripe", "pi_S9",
+                ))?,
+                s.next_event_seq("pi_read")?,
+            ))
+        })
+    };
     gate.wait();
     held.await.unwrap();
     assert_eq!(first.await.unwrap(), Begin::Started);
@@ -1253,6 +1273,11 @@ async fn redb_writer_batch_claims_a_key_once_and_keeps_every_answered_call() {
     assert_eq!(other.await.unwrap(), Begin::Started);
     assert_eq!(paid.await.unwrap(), Begin::Started);
     assert_eq!(mismatch.await.unwrap(), Begin::Mismatch);
+    let (payment, read_owner, by_reference, next_seq) = read.await.unwrap();
+    assert_eq!(payment.as_deref(), Some("pi_read"));
+    assert_eq!(read_owner, Some(owner("stripe", "pi_S9")));
+    assert_eq!(by_reference.as_deref(), Some("pi_read"));
+    assert_eq!(next_seq, 2, "the batch's own event was seen");
 
     drop(store);
     let store = RedbStore::open(&path).unwrap();
@@ -1270,7 +1295,13 @@ async fn redb_writer_batch_claims_a_key_once_and_keeps_every_answered_call() {
         Some(owner("adyen", "PSP-batch"))
     );
     let claimed = store.list_events(EventState::Pending, 10).unwrap();
-    assert_eq!(keys(&claimed), [("pi_batch".into(), 1, "e".into())]);
+    assert_eq!(
+        keys(&claimed),
+        [
+            ("pi_batch".into(), 1, "e".into()),
+            ("pi_read".into(), 1, "e".into())
+        ]
+    );
 }
 
 /// Runs one child writing keys from `start`, SIGKILLs it once it has acknowledged `kill_after`

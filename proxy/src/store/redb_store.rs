@@ -55,6 +55,26 @@ pub(super) fn unindex(
     Ok(())
 }
 
+/// What the point reads need of a table, one of the batch's write transaction or of a read
+/// transaction alike.
+trait Lookup<V: redb::Value + 'static> {
+    /// The value under `key`.
+    fn lookup(&self, key: &str) -> Result<Option<redb::AccessGuard<'_, V>>, redb::StorageError>;
+    /// The last key in `lo..hi`.
+    fn last_key_in(&self, lo: &str, hi: &str) -> Result<Option<String>, redb::StorageError>;
+}
+
+impl<V: redb::Value + 'static, T: ReadableTable<&'static str, V>> Lookup<V> for T {
+    fn lookup(&self, key: &str) -> Result<Option<redb::AccessGuard<'_, V>>, redb::StorageError> {
+        self.get(key)
+    }
+
+    fn last_key_in(&self, lo: &str, hi: &str) -> Result<Option<String>, redb::StorageError> {
+        let last = self.range::<&str>(lo..hi)?.next_back().transpose()?;
+        Ok(last.map(|(key, _)| key.value().to_string()))
+    }
+}
+
 /// A [`Store`] in a redb database file.
 pub struct RedbStore {
     db: Arc<Database>,
@@ -211,6 +231,29 @@ impl RedbStore {
         Ok(out)
     }
 
+    /// A point read of `table`: on the writer, in the open batch's transaction when there is
+    /// one, so it sees the batch's own writes; else in a read transaction of its own, settled
+    /// (nothing is answered on a write that a crash could still undo).
+    fn read<V: redb::Value + 'static, T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        table: TableDefinition<&'static str, V>,
+        read: impl Fn(&dyn Lookup<V>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.writer.is_current() {
+            let in_batch = self
+                .batch
+                .read(|txn| read(&txn.open_table(table).context(op, key)?));
+            if let Some(found) = in_batch {
+                return found;
+            }
+        }
+        let txn = self.db.begin_read().context(op, key)?;
+        let found = read(&txn.open_table(table).context(op, key)?)?;
+        self.settled(op, key, found)
+    }
+
     /// Before a write that runs in a transaction of its own (the outbox's and the purge's):
     /// on the writer, commit the open batch first, since it holds redb's only write slot.
     /// A failed commit fails the whole batch at its settle too.
@@ -330,16 +373,15 @@ impl Store for RedbStore {
 
     fn owner(&self, payment_id: &str) -> Result<Option<Owner>, StoreError> {
         let op = "owner";
-        let txn = self.db.begin_read().context(op, payment_id)?;
-        let table = txn.open_table(OWNERS_TABLE).context(op, payment_id)?;
-        let owner = match table.get(payment_id).context(op, payment_id)? {
-            Some(value) => {
-                let stored: StoredOwner = record::decode(OWNERS, payment_id, value.value())?;
-                Some(stored.owner)
+        self.read(op, payment_id, OWNERS_TABLE, |table| {
+            match table.lookup(payment_id).context(op, payment_id)? {
+                Some(value) => {
+                    let stored: StoredOwner = record::decode(OWNERS, payment_id, value.value())?;
+                    Ok(Some(stored.owner))
+                }
+                None => Ok(None),
             }
-            None => None,
-        };
-        self.settled(op, payment_id, owner)
+        })
     }
 
     fn set_owner(&self, payment_id: &str, owner: &Owner) -> Result<(), StoreError> {
@@ -388,13 +430,12 @@ impl Store for RedbStore {
 
     fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError> {
         let op = "payment";
-        let txn = self.db.begin_read().context(op, id)?;
-        let table = txn.open_table(PAYMENTS_TABLE).context(op, id)?;
-        let entry = match table.get(id).context(op, id)? {
-            Some(value) => Some(record::decode(PAYMENTS, id, value.value())?),
-            None => None,
-        };
-        self.settled(op, id, entry)
+        self.read(op, id, PAYMENTS_TABLE, |table| {
+            match table.lookup(id).context(op, id)? {
+                Some(value) => Ok(Some(record::decode(PAYMENTS, id, value.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError> {
@@ -445,10 +486,10 @@ impl Store for RedbStore {
 
     fn payment_by_reference(&self, key: &str) -> Result<Option<String>, StoreError> {
         let op = "payment_by_reference";
-        let txn = self.db.begin_read().context(op, key)?;
-        let table = txn.open_table(REFERENCES_TABLE).context(op, key)?;
-        let found = table.get(key).context(op, key)?;
-        self.settled(op, key, found.map(|id| id.value().to_string()))
+        self.read(op, key, REFERENCES_TABLE, |table| {
+            let found = table.lookup(key).context(op, key)?;
+            Ok(found.map(|id| id.value().to_string()))
+        })
     }
 
     fn hold_notice(&self, notice: &HeldNotice) -> Result<(), StoreError> {
@@ -545,8 +586,12 @@ impl Store for RedbStore {
     }
 
     fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError> {
-        let seq = outbox::next_seq(&self.db, payment_id)?;
-        self.settled("next_event_seq", payment_id, seq)
+        let op = "next_event_seq";
+        let (lo, hi) = crate::store::outbox::payment_range(payment_id);
+        let last = self.read(op, payment_id, outbox::ROWS, |rows| {
+            rows.last_key_in(&lo, &hi).context(op, payment_id)
+        })?;
+        Ok(crate::store::outbox::next_seq(last.as_deref()))
     }
 
     fn claim_events(

@@ -10,13 +10,9 @@
 //! fails a whole batch whose settle fails). No call of a batch is answered before its
 //! transaction is durable, exactly as when each call committed and flushed on its own.
 //!
-//! Reads on the writer (`payment`, `owner` …) use their own read transaction: they see what
-//! was committed before the batch, not the batch's own writes. Every call of a batch is
-//! answered at the same time, after all of them were asked, so such a read is ordered
-//! before the batch's writes; that is a valid order for calls in flight together. It holds
-//! for a read that decides nothing written in the same call: a call that must write on what
-//! it read reads in its `decide` (as `begin`, `finish` and `put_payment` do), never through
-//! a plain read followed by a write.
+//! Point reads on the writer (`payment`, `owner`, `payment_by_reference`, `next_event_seq`)
+//! also run in the batch's transaction when one is open: a call that reads what an earlier
+//! call of the batch wrote sees it, as it would had that call committed on its own.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -90,6 +86,19 @@ impl Batch {
             return Err(e);
         }
         Ok(out)
+    }
+
+    /// Run `read` in the batch's transaction when one is open, so it sees the batch's own
+    /// writes; `None` when none is (the caller reads in a transaction of its own).
+    pub(super) fn read<T>(
+        &self,
+        read: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let state = self.lock();
+        if let Some(why) = state.broken() {
+            return Some(Err(StoreError::Flush(why)));
+        }
+        state.txn.as_ref().map(read)
     }
 
     /// Commit the batch so far durably, before a write that needs a transaction of its

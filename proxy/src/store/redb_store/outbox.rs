@@ -13,7 +13,7 @@ use crate::store::record;
 use crate::store::StoreError;
 
 /// Encoded key → JSON [`OutboxEvent`].
-const ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new(OUTBOX);
+pub(super) const ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new(OUTBOX);
 /// Encoded keys of pending and failed rows.
 const UNDELIVERED: TableDefinition<&str, ()> = TableDefinition::new(OUTBOX_UNDELIVERED);
 /// Event id → payment id.
@@ -132,21 +132,6 @@ pub(super) fn insert(txn: &WriteTransaction, rows: Vec<NewRow>) -> Result<(), St
             .context(op, &row.id)?;
     }
     Ok(())
-}
-
-pub(super) fn next_seq(db: &Database, payment_id: &str) -> Result<u64, StoreError> {
-    let op = "next_event_seq";
-    let txn = db.begin_read().context(op, payment_id)?;
-    let rows = txn.open_table(ROWS).context(op, payment_id)?;
-    let (lo, hi) = outbox::payment_range(payment_id);
-    let last = rows
-        .range::<&str>(lo.as_str()..hi.as_str())
-        .context(op, payment_id)?
-        .next_back()
-        .transpose()
-        .context(op, payment_id)?
-        .map(|(k, _)| k.value().to_string());
-    Ok(outbox::next_seq(last.as_deref()))
 }
 
 /// Every undelivered row, in key order.
