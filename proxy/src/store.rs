@@ -192,8 +192,9 @@ pub enum StoreError {
     /// The blocking task running a store call failed (panicked or was cancelled).
     #[error("store call failed: {0}")]
     Task(String),
-    /// The flush that was to make a batch of calls durable failed: none of them is
-    /// acknowledged (a write may or may not have reached the disk).
+    /// The settle that was to make a batch of calls durable failed (its flush or commit
+    /// failed, or a write of the batch failed halfway): none of them is acknowledged (after a
+    /// failed flush, a write may or may not have reached the disk).
     #[error("store: flushing to disk failed: {0}")]
     Flush(String),
     /// The directory for the database file could not be created.
@@ -396,9 +397,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// The store's own writer thread, when it has one: async callers hand it their calls
-    /// instead of the blocking pool, and it answers them in batches, one flush each
-    /// ([`Writer`]). Called there, the store's methods commit without waiting for their
-    /// flush.
+    /// instead of the blocking pool, and it answers them in batches, each once it is durable
+    /// ([`Writer`]).
     fn writer(&self) -> Option<&Writer> {
         None
     }

@@ -181,9 +181,12 @@ impl RedbStore {
     }
 
     /// `read`, once every write it may have seen is durable: nothing is answered or decided
-    /// on a write that a crash could still undo.
+    /// on a write that a crash could still undo. On this store's writer the batch's settle
+    /// does that before any call of it is answered.
     fn settled<T>(&self, op: &'static str, key: &str, read: T) -> Result<T, StoreError> {
-        self.group.settle(&self.db).context(op, key)?;
+        if !self.writer.is_current() {
+            self.group.settle(&self.db).context(op, key)?;
+        }
         Ok(read)
     }
 

@@ -7,12 +7,11 @@
 //! threads making calls can queue more, see [`YIELDS`]), runs them one after the other, then
 //! settles once and only then answers them. What settling means is the store's: redb runs
 //! the whole batch in one write transaction and commits it with an fsync
-//! (`redb_store/batch.rs`); the group-commit waits of its calls are deferred here
-//! ([`on_writer_thread`]). A call's answer, a write or a read that saw one, is therefore never
-//! given before the disk has it, exactly as when each call waits for its own flush. When the
-//! settle fails, every call of the batch gets the error: none of them is acknowledged.
+//! (`redb_store/batch.rs`; a store knows its writer's thread by [`Writer::is_current`]). A
+//! call's answer, a write or a read that saw one, is therefore never given before the disk
+//! has it, exactly as when each call waits for its own flush. When the settle fails, every
+//! call of the batch gets the error: none of them is acknowledged.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -26,16 +25,6 @@ const BATCH: usize = 1024;
 /// How often a batch of more than one call yields the CPU to take in more calls before it
 /// settles (it stops at the first yield that brought none).
 const YIELDS: u32 = 2;
-
-thread_local! {
-    static ON_WRITER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether this thread is a writer, whose calls must not wait for their own flush (the
-/// writer settles once for its whole batch before answering any of them).
-pub(crate) fn on_writer_thread() -> bool {
-    ON_WRITER.with(Cell::get)
-}
 
 /// Run on the writer; returns what answers the caller once the batch is settled (`Some`:
 /// the flush failed, and why).
@@ -125,12 +114,12 @@ impl Drop for Writer {
 }
 
 fn run(queue: &mpsc::Receiver<Job>, settle: &Settle) {
-    ON_WRITER.with(|on| on.set(true));
     let mut replies: Vec<Reply> = Vec::new();
     while let Ok(first) = queue.recv() {
         replies.extend(call(first));
         let mut yields = 0;
         loop {
+            let before = replies.len();
             while replies.len() < BATCH {
                 match queue.try_recv() {
                     Ok(job) => replies.extend(call(job)),
@@ -140,16 +129,14 @@ fn run(queue: &mpsc::Receiver<Job>, settle: &Settle) {
             // More than one call queued: requests are arriving together. Let the threads
             // that make them run before settling, and take what they queue meanwhile into
             // this batch: on a busy core the writer would otherwise flush for the few calls
-            // queued while it last ran. Alone, a call settles at once.
-            if replies.len() < 2 || replies.len() >= BATCH || yields == YIELDS {
+            // queued while it last ran. Alone, a call settles at once; a yield that brought
+            // nothing ends the wait.
+            let brought_nothing = yields > 0 && replies.len() == before;
+            if replies.len() < 2 || replies.len() >= BATCH || yields == YIELDS || brought_nothing {
                 break;
             }
             yields += 1;
             std::thread::yield_now();
-            match queue.try_recv() {
-                Ok(job) => replies.extend(call(job)),
-                Err(_) => break,
-            }
         }
         let settled = match std::panic::catch_unwind(AssertUnwindSafe(settle)) {
             Ok(Ok(())) => None,
@@ -189,12 +176,15 @@ mod tests {
     async fn calls_run_on_the_writer_without_waiting_and_queued_ones_share_a_flush() {
         let flushes = Arc::new(AtomicU64::new(0));
         let writer = writer(flushes.clone(), Arc::new(AtomicU64::new(0)));
-        let on = writer.run(|| Ok(on_writer_thread())).await.unwrap();
-        assert!(
-            on,
+        let on = writer
+            .run(|| Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_eq!(
+            on, writer.id,
             "a call runs on the writer thread, which defers its flush"
         );
-        assert!(!on_writer_thread());
+        assert!(!writer.is_current());
         assert_eq!(flushes.load(Ordering::SeqCst), 1);
 
         // Hold the writer in a call until 50 more are queued: they are one batch.

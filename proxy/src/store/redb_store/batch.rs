@@ -139,7 +139,7 @@ impl Batch {
         }
         match txn {
             Some(txn) => group.commit_durably(txn).context("commit", ""),
-            None => group.flush_all(db).context("flush", ""),
+            None => group.settle(db).context("flush", ""),
         }
     }
 }

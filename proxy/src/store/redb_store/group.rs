@@ -14,15 +14,13 @@
 //! write is acknowledged only after the flush covering its number returned, so every
 //! acknowledged write survives `kill -9` or power loss exactly as with one fsync per write.
 //!
-//! On the store's writer thread ([`crate::store::Writer`]) nothing waits here: the writer
-//! settles once for its whole batch before it answers any call of it.
+//! Calls on the store's writer thread ([`crate::store::Writer`]) do not come here: they write
+//! in the writer's batch, which ends with [`GroupCommit::commit_durably`].
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use redb::{Database, Durability, WriteTransaction};
-
-use crate::store::writer::on_writer_thread;
 
 /// Numbers of writes committed and made durable, and the flush in progress.
 #[derive(Debug, Default)]
@@ -64,24 +62,12 @@ impl GroupCommit {
             state.numbered
         };
         txn.commit()?;
-        if on_writer_thread() {
-            return Ok(());
-        }
         self.wait(db, number)
     }
 
     /// Return once every write committed so far is durable: a read settles before it answers,
     /// so nothing is ever decided on a write that a crash could still undo.
     pub(super) fn settle(&self, db: &Database) -> Result<(), redb::Error> {
-        if on_writer_thread() {
-            return Ok(());
-        }
-        self.flush_all(db)
-    }
-
-    /// Return once every write committed so far is durable, on any thread: what the writer
-    /// runs after each batch.
-    pub(super) fn flush_all(&self, db: &Database) -> Result<(), redb::Error> {
         let number = self.lock().numbered;
         self.wait(db, number)
     }
