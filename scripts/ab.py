@@ -3,6 +3,10 @@
 
     scripts/ab.sh BEFORE_BINARY AFTER_BINARY
 
+To compare two builds of the plugins instead (or as well), point AB_PLUGINS_BEFORE and
+AB_PLUGINS_AFTER at the directories holding each build's .wasm files (default: the
+benchmark's, plugins/target/wasm32-wasip2/release).
+
 Both builds get the benchmark's configs (scripts/bench.py) and the same canned nginx
 upstream, pinned like the benchmark (load generator and upstream on CPU 0, proxies on CPU 1).
 Each round measures every path on both builds, alternating which goes first; the table shows
@@ -28,9 +32,13 @@ PATHS = [
     ("router plugin", "memory", "/r/1k", False, False),
     ("payment chain (memory store)", "memory", "/v1/payment_intents", True, False),
     ("unique keys (redb store, fsync)", "redb", "/v1/payment_intents", True, True),
+    ("translated to Adyen (memory store)", "translated", "/v1/payment_intents", True, False),
 ]
 # The benchmark's ports for the first build; the second's are 30 higher (admin is +20).
-PORTS = {"memory": bench.PP_MEMORY, "redb": bench.PP_REDB}
+PORTS = {"memory": bench.PP_MEMORY, "redb": bench.PP_REDB, "translated": bench.PP_TRANSLATED}
+# Each instance's store and the dialect its provider speaks, as in the benchmark.
+INSTANCES = {"memory": ("memory", "stripe"), "redb": ("redb", "stripe"),
+             "translated": ("memory", "adyen")}
 SHIFT = 30
 
 
@@ -38,9 +46,13 @@ def main():
     if len(sys.argv) != 3:
         sys.exit("usage: scripts/ab.sh BEFORE_BINARY AFTER_BINARY")
     builds = {"before": Path(sys.argv[1]).resolve(), "after": Path(sys.argv[2]).resolve()}
+    plugins = {build: Path(os.environ.get(f"AB_PLUGINS_{build.upper()}", bench.PLUGINS))
+               for build in builds}
     for name, binary in builds.items():
         if not binary.is_file():
             sys.exit(f"ab: {name} build {binary} is not a file")
+        if not (plugins[name] / "dialect_stripe.wasm").is_file():
+            sys.exit(f"ab: {name} plugins: no dialect_stripe.wasm in {plugins[name]}")
 
     def port(build, instance):
         return PORTS[instance] + list(builds).index(build) * SHIFT
@@ -50,9 +62,10 @@ def main():
         for build, binary in builds.items():
             home = work / build
             home.mkdir()
-            for instance in PORTS:
-                config = bench.payproxy_conf(home, instance, port(build, instance), instance,
-                                             "stripe")
+            bench.PLUGINS = plugins[build]
+            for instance, (store, dialect) in INSTANCES.items():
+                config = bench.payproxy_conf(home, instance, port(build, instance), store,
+                                             dialect)
                 servers.start(f"{build}-{instance}", bench.pinned(bench.PROXY_CPU, [
                     str(binary), "run", "--config", str(config)]), port(build, instance))
         for build in builds:
@@ -72,7 +85,8 @@ def main():
                     rps.setdefault((name, build), []).append(got)
         lines = [
             f"{ROUNDS} rounds of {bench.SECONDS} s, wrk -t1 -c64, medians "
-            f"(before: {builds['before']}, after: {builds['after']})",
+            f"(before: {builds['before']}, plugins {plugins['before']}; "
+            f"after: {builds['after']}, plugins {plugins['after']})",
             "",
             "| path | before req/s | after req/s | after / before | rounds (before; after) |",
             "|---|---|---|---|---|",
