@@ -137,9 +137,12 @@ impl<B: Binding> Sandbox<B> {
         function: &'static str,
         f: impl FnOnce(&B, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFailure> {
-        // Calls outside a request (a reload's checks) are no trace of their own.
-        let in_request = !tracing::Span::current().is_none();
-        let span = if !in_request {
+        // Calls outside a request (a reload's checks) are no trace of their own. Whether
+        // the span is wanted at all is asked first: it is the cheaper question, and with
+        // span export and debug logs off (the usual case) the only one asked.
+        let wanted = tracing::span_enabled!(target: crate::telemetry::TRACE_TARGET, tracing::Level::DEBUG)
+            && !tracing::Span::current().is_none();
+        let span = if !wanted {
             tracing::Span::none()
         } else {
             tracing::debug_span!(
