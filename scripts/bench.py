@@ -358,12 +358,17 @@ def h2load_throughput(url, h1, payment, work):
 
 
 def failures(h2load_out):
-    """Requests h2load finished without a 2xx, or None (and a warning) when its summary
-    cannot be read: an unknown count is shown as one, never as a number."""
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", h2load_out)
-    codes = re.search(r"status codes: (\d+) 2xx", h2load_out)
-    if done and codes:
-        return int(done.group(1)) - int(codes.group(1))
+    """Requests that did not end in a 2xx, or None (and a warning) when h2load's summary
+    cannot be read: an unknown count is shown as one, never as a number. h2load's `failed`
+    counts the errored requests and those answered other than 2xx or 3xx; a 3xx is a failure
+    here too (every path answers 200). Not `done` minus the 2xx count: with -D, answers to
+    requests cut at the deadline are counted in the status codes but not in `done`, which
+    made that difference negative."""
+    failed = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed",
+                       h2load_out)
+    codes = re.search(r"status codes: \d+ 2xx, (\d+) 3xx", h2load_out)
+    if failed and codes:
+        return int(failed.group(1)) + int(codes.group(1))
     tail = "\n".join(h2load_out.strip().splitlines()[-8:])
     print(f"bench: cannot read h2load's summary; failures unknown:\n{tail}", file=sys.stderr)
     return None
