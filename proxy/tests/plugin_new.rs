@@ -34,8 +34,8 @@ fn plugins_dir() -> PathBuf {
 }
 
 /// `cargo ARGS` on the crate in `dir`, run from `plugins/` the way `scripts/build-plugins.sh`
-/// builds (so `plugins/.cargo/config.toml` applies) into `plugins/target`, with the
-/// per-package optimisation levels of `plugins/Cargo.toml`: the SDK's dependencies built for
+/// builds (so `plugins/.cargo/config.toml` applies) into `plugins/target`. The standalone
+/// template's release profile is `plugins/Cargo.toml`'s, so the SDK's dependencies built for
 /// the first-party plugins are reused instead of compiled again.
 fn cargo(dir: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -48,11 +48,6 @@ fn cargo(dir: &Path, args: &[&str]) -> Output {
         // The proxy's own test build must not leak into the plugin's.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    for package in ["payproxy-plugin-sdk", "serde_json", "memchr", "wit-bindgen"] {
-        command
-            .arg("--config")
-            .arg(format!("profile.release.package.{package}.opt-level=3"));
-    }
     command.output().expect("run cargo")
 }
 

@@ -415,6 +415,28 @@ mod tests {
     }
 
     #[test]
+    fn a_standalone_plugin_builds_with_the_first_party_plugins_release_profile() {
+        // The settings of `[profile.release]` (comments and blank lines aside): a standalone
+        // plugin gets the speed and size the first-party plugins were measured with.
+        fn release_profile(toml: &str) -> Vec<&str> {
+            toml.lines()
+                .skip_while(|l| l.trim() != "[profile.release]")
+                .skip(1)
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .take_while(|l| !l.starts_with('['))
+                .collect()
+        }
+        let plugins = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/Cargo.toml"),
+        )
+        .expect("plugins/Cargo.toml");
+        let template = include_str!("templates/standalone.toml.tmpl");
+        assert!(release_profile(&plugins).contains(&"opt-level = 3"));
+        assert_eq!(release_profile(template), release_profile(&plugins));
+    }
+
+    #[test]
     fn type_names_and_relative_paths() {
         assert_eq!(type_name("dialect-acme-2"), "DialectAcme2");
         assert_eq!(
