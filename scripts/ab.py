@@ -34,11 +34,8 @@ PATHS = [
     ("unique keys (redb store, fsync)", "redb", "/v1/payment_intents", True, True),
     ("translated to Adyen (memory store)", "translated", "/v1/payment_intents", True, False),
 ]
-# The benchmark's ports for the first build; the second's are 30 higher (admin is +20).
-PORTS = {"memory": bench.PP_MEMORY, "redb": bench.PP_REDB, "translated": bench.PP_TRANSLATED}
-# Each instance's store and the dialect its provider speaks, as in the benchmark.
-INSTANCES = {"memory": ("memory", "stripe"), "redb": ("redb", "stripe"),
-             "translated": ("memory", "adyen")}
+# The benchmark's instances (bench.INSTANCES) and ports for the first build; the second's
+# ports are 30 higher (admin is +20).
 SHIFT = 30
 
 
@@ -55,17 +52,16 @@ def main():
             sys.exit(f"ab: {name} plugins: no dialect_stripe.wasm in {plugins[name]}")
 
     def port(build, instance):
-        return PORTS[instance] + list(builds).index(build) * SHIFT
+        return bench.INSTANCES[instance][0] + list(builds).index(build) * SHIFT
 
     with bench.run_dir("ab-") as (work, servers):
         bench.start_upstream(work, servers)
         for build, binary in builds.items():
             home = work / build
             home.mkdir()
-            bench.PLUGINS = plugins[build]
-            for instance, (store, dialect) in INSTANCES.items():
+            for instance, (_, store, dialect) in bench.INSTANCES.items():
                 config = bench.payproxy_conf(home, instance, port(build, instance), store,
-                                             dialect)
+                                             dialect, plugins[build])
                 servers.start(f"{build}-{instance}", bench.pinned(bench.PROXY_CPU, [
                     str(binary), "run", "--config", str(config)]), port(build, instance))
         for build in builds:

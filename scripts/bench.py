@@ -234,14 +234,24 @@ backend up
 """
 
 
-def plugin(file, role, **extra):
-    return {"path": str(PLUGINS / file), "role": role, **extra}
+def plugin(file, role, plugins=PLUGINS, **extra):
+    return {"path": str(plugins / file), "role": role, **extra}
 
 
-def payproxy_conf(work, name, port, store, provider_dialect):
+# The payproxy instances: name -> (port, state store, the dialect its provider speaks).
+INSTANCES = {"memory": (PP_MEMORY, "memory", "stripe"),
+             "redb": (PP_REDB, "redb", "stripe"),
+             "translated": (PP_TRANSLATED, "memory", "adyen")}
+
+
+def payproxy_conf(work, name, port, store, provider_dialect, plugins=PLUGINS):
     """A payproxy config: the payment chain (Stripe dialect, PSD2 SCA, KYC, limits, regional
     router) at /v1 to a canned provider speaking `provider_dialect`; on the memory instance
-    also a router-plugin route at /r and a transparent route at /."""
+    also a router-plugin route at /r and a transparent route at /. The plugins' files are
+    taken from the directory `plugins`."""
+    def wasm(file, role, **extra):
+        return plugin(file, role, plugins, **extra)
+
     provider = {
         "url": f"http://127.0.0.1:{UP}", "region": "eu", "tags": ["card"], "cost": 1.0,
         "dialect": provider_dialect, "credentials": {"api_key": "sk_upstream_bench"},
@@ -258,17 +268,17 @@ def payproxy_conf(work, name, port, store, provider_dialect):
         "state": {"kind": store, "path": str(work / f"{name}.redb")},
         "log": {"audit_path": str(work / f"{name}.audit.log")},
         "plugins": {
-            "stripe": plugin("dialect_stripe.wasm", "dialect",
-                             config={"server_errors": "answered_not_processed"}),
-            "adyen": plugin("dialect_adyen.wasm", "dialect",
-                            config={"merchant_account": "BenchECOM"}),
-            "psd2-sca": plugin("compliance_psd2_sca.wasm", "compliance",
-                               config_file=str(RULES / "psd2-sca.json")),
-            "kyc": plugin("compliance_kyc.wasm", "compliance",
-                          config_file=str(RULES / "kyc.json")),
-            "limits": plugin("compliance_limits.wasm", "compliance",
-                             config_file=str(RULES / "limits.json")),
-            "regional-router": plugin("router_regional.wasm", "router", config=router_rules),
+            "stripe": wasm("dialect_stripe.wasm", "dialect",
+                           config={"server_errors": "answered_not_processed"}),
+            "adyen": wasm("dialect_adyen.wasm", "dialect",
+                          config={"merchant_account": "BenchECOM"}),
+            "psd2-sca": wasm("compliance_psd2_sca.wasm", "compliance",
+                             config_file=str(RULES / "psd2-sca.json")),
+            "kyc": wasm("compliance_kyc.wasm", "compliance",
+                        config_file=str(RULES / "kyc.json")),
+            "limits": wasm("compliance_limits.wasm", "compliance",
+                           config_file=str(RULES / "limits.json")),
+            "regional-router": wasm("router_regional.wasm", "router", config=router_rules),
         },
         "providers": {"canned": provider},
         "routes": [{
@@ -279,7 +289,7 @@ def payproxy_conf(work, name, port, store, provider_dialect):
         }],
     }
     if name == "memory":
-        config["plugins"]["path-router"] = plugin(
+        config["plugins"]["path-router"] = wasm(
             "router_regional.wasm", "router",
             config={"rules": [{"name": "all", "match": {"path_prefix": ["/r"]},
                                "providers": [{"name": "plain"}]}]})
@@ -576,9 +586,7 @@ def main():
                                                   "-e", str(work / "nginx.stderr")]), NGINX_H1)
         servers.start("haproxy", pinned(PROXY_CPU, [HAPROXY, "-db", "-f",
                                                     str(work / "haproxy.cfg")]), HAPROXY_H1)
-        for name, port, store, dialect in [("memory", PP_MEMORY, "memory", "stripe"),
-                                           ("redb", PP_REDB, "redb", "stripe"),
-                                           ("translated", PP_TRANSLATED, "memory", "adyen")]:
+        for name, (port, store, dialect) in INSTANCES.items():
             config = payproxy_conf(work, name, port, store, dialect)
             servers.start(f"payproxy-{name}",
                           pinned(PROXY_CPU, [str(PAYPROXY), "run", "--config", str(config)]),

@@ -259,30 +259,20 @@ const TRACESTATE: &str = "tracestate";
 /// The `request` span of a storefront request: a child of the storefront's `traceparent`
 /// when it sent a valid one, with the trace id recorded for log lines.
 pub fn request_span(headers: &HeaderMap) -> tracing::Span {
-    if !exporting() {
-        // Not exported: the storefront's trace id, or a fresh one for the logs, given to
-        // the span as it is made (one field record fewer for every layer to look at).
-        let trace_id = incoming_trace_id(headers).unwrap_or_else(fresh_trace_id);
-        return tracing::info_span!(
-            target: TRACE_TARGET,
-            "request",
-            otel.name = "payproxy.request",
-            otel.kind = "server",
-            trace_id = trace_id.as_str(),
-            route = tracing::field::Empty,
-            http.response.status_code = tracing::field::Empty,
-        );
-    }
+    // Not exported: the storefront's trace id, or a fresh one for the logs, given to the
+    // span as it is made (one field record fewer for every layer to look at). Exported: the
+    // span's own context decides it, once the storefront's parent is set (below).
+    let local = (!exporting()).then(|| incoming_trace_id(headers).unwrap_or_else(fresh_trace_id));
     let span = tracing::info_span!(
         target: TRACE_TARGET,
         "request",
         otel.name = "payproxy.request",
         otel.kind = "server",
-        trace_id = tracing::field::Empty,
+        trace_id = local.as_deref(),
         route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    if span.is_disabled() {
+    if local.is_some() || span.is_disabled() {
         return span;
     }
     let parent =
