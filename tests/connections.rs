@@ -3,6 +3,8 @@
 //! `limits.idle_timeout_ms` on both listeners while clients are still served and requests in
 //! progress finish; at `max_connections` new connections are closed and open ones served; off
 //! loopback the admin read endpoints need the token, and a refused admin request is logged.
+//! The serving threads: as many as `runtime.worker_threads` says, every one of them serving;
+//! on SIGTERM new connections are refused at once and a request in progress still finishes.
 //!
 //! payproxy runs as a child process (`target/debug/payproxy`, built by `cargo build -p
 //! payproxy`): its descriptors are its own, and its log is a file the tests read.
@@ -473,5 +475,89 @@ async fn worker_threads_are_one_per_cpu_unless_the_config_says_how_many() {
             Some(expected as f64),
             "runtime.worker_threads = {setting:?}"
         );
+        assert_eq!(
+            serving_threads(proxy.child.pid()),
+            expected,
+            "threads named worker-N, runtime.worker_threads = {setting:?}"
+        );
+        // Every one of them serves: connections at once from more clients than threads.
+        let mut clients = JoinSet::new();
+        for _ in 0..4 * expected {
+            let listen = proxy.child.listen;
+            clients.spawn(async move {
+                let (mut sender, _conn) = h1_connection(listen).await;
+                status_h1(&mut sender, get(listen, "/echo")).await
+            });
+        }
+        while let Some(status) = clients.join_next().await {
+            assert_eq!(status.expect("client task"), 200);
+        }
     }
+}
+
+/// How many of process `pid`'s threads are serving threads (named `worker-N`).
+fn serving_threads(pid: u32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the proxy's threads");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end().starts_with("worker-"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_new_connections_are_refused_and_requests_in_progress_finish() {
+    // The provider is this test: it holds the request until told to answer.
+    let provider = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = Simulator::start(&["a"]).await.expect("simulator starts");
+    let mut config = config(&sim, json!({}), json!({}));
+    config["providers"]["a"]["url"] = json!(format!("http://{}", provider.local_addr().unwrap()));
+    config["runtime"] = json!({ "worker_threads": 2 });
+    let mut proxy = Proxy::start(config, "127.0.0.1").await;
+    let listen = proxy.child.listen;
+
+    let (mut sender, _conn) = h1_connection(listen).await;
+    let in_progress =
+        tokio::spawn(async move { status_h1(&mut sender, get(listen, "/held")).await });
+    let (mut held, _) = tokio::time::timeout(SOON, provider.accept())
+        .await
+        .expect("the request reaches the provider in time")
+        .expect("accept");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(SOON, held.read(&mut byte)).await;
+        assert_eq!(read.expect("request head in time").expect("read"), 1);
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"GET /held "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+
+    proxy.child.terminate();
+    eventually(SOON, "new connections are refused", async || {
+        matches!(
+            TcpStream::connect(listen).await,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    })
+    .await;
+    assert!(
+        !in_progress.is_finished(),
+        "the request in progress is still waiting for its provider"
+    );
+    held.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nheld")
+        .await
+        .expect("answer the held request");
+    let status = tokio::time::timeout(SOON, in_progress)
+        .await
+        .expect("the request in progress is answered in time")
+        .expect("client task");
+    assert_eq!(status, 200, "the request in progress finished");
+    let exit = proxy.child.wait_exit(SOON).await;
+    assert!(
+        exit.success(),
+        "payproxy exits cleanly after the drain: {exit}"
+    );
 }

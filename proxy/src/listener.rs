@@ -4,6 +4,7 @@
 //! [`connection`]: HTTP/1.1 and HTTP/2, header-read and idle timeouts.
 
 pub mod connection;
+pub mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;

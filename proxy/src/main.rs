@@ -112,14 +112,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, log_format } => {
-            // Logs, traces and the runtime are set up from the config before anything else
+            // Logs and traces are set up from the config before anything else
             // reads it; a config that does not load is reported by `start`, in text.
             let loaded = Config::load(&config).ok().map(|(c, _)| c);
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if let Some(threads) = loaded.as_ref().and_then(|c| c.runtime.worker_threads) {
-                builder.worker_threads(threads);
-            }
-            let runtime = match builder.enable_all().build() {
+            // The control plane's runtime: admin, reloads, background work. Requests are
+            // served by the threads `server::start` starts (`runtime.worker_threads`).
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");

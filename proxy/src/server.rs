@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Admin};
 use crate::config::{self, Config, StateKind};
 use crate::health::{run_active_checks, ActiveCheck};
+use crate::listener::workers::Workers;
 use crate::listener::{self, ConnLimits};
 use crate::metrics::Metrics;
 use crate::payment::AuditLog;
@@ -32,10 +33,12 @@ pub struct Running {
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
-    /// Listeners, admin, active checks and the store purge: they finish when `shutdown` flips.
+    /// Admin, background work and active checks: they finish when `shutdown` flips.
     tasks: Vec<JoinHandle<()>>,
     /// Reload triggers (SIGHUP, file watch): they run until aborted.
     triggers: Vec<JoinHandle<()>>,
+    /// The threads serving the storefront listeners; they drain when `shutdown` flips.
+    workers: Workers,
 }
 
 /// Validate a config file completely without serving: parse, check references, compile
@@ -172,6 +175,7 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
     // finds the default action (exit) in place.
     let mut triggers = vec![reloader.spawn_sighup()?];
     let mut listen_addrs = Vec::new();
+    let mut storefronts = Vec::new();
     for l in &config.listeners {
         let tcp = listener::bind(l.addr).await?;
         listen_addrs.push(tcp.local_addr()?);
@@ -185,16 +189,17 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
             )),
             None => None,
         };
-        let limits_source = reloader.clone();
-        tasks.push(tokio::spawn(listener::serve(
-            tcp,
-            tls,
-            proxy.clone(),
-            metrics.clone(),
-            move || ConnLimits::storefront(&limits_source.snapshot().config),
-            shutdown_rx.clone(),
-        )));
+        storefronts.push((tcp.into_std()?, tls));
     }
+    let workers = serve_storefronts(
+        storefronts,
+        config.runtime.worker_threads,
+        &proxy,
+        &metrics,
+        &reloader,
+        &shutdown_rx,
+    )
+    .await?;
     let admin_tcp = listener::bind(config.admin.addr).await?;
     let admin_addr = admin_tcp.local_addr()?;
     let admin = Arc::new(
@@ -212,11 +217,10 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         .instance_info
         .with_label_values(&[instance.as_str(), store_kind(config.state.kind)])
         .set(1);
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
     metrics
         .worker_threads
         .with_label_values::<&str>(&[])
-        .set(i64::try_from(workers).unwrap_or(i64::MAX));
+        .set(i64::try_from(workers.len()).unwrap_or(i64::MAX));
     tasks.push(spawn_active_checks(&proxy, &reloader, shutdown_rx.clone()));
     let limits_source = reloader.clone();
     tasks.push(tokio::spawn(admin::serve(
@@ -238,7 +242,50 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         shutdown,
         tasks,
         triggers,
+        workers,
     })
+}
+
+/// Start the serving threads (`runtime.worker_threads`, default one per CPU this process may
+/// run on), each with an accept loop on every storefront listener.
+async fn serve_storefronts(
+    storefronts: Vec<(std::net::TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
+    threads: Option<usize>,
+    proxy: &Arc<Proxy>,
+    metrics: &Arc<Metrics>,
+    reloader: &Arc<Reloader>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Workers> {
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut seeds = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        // Each thread gets its own descriptors: when every thread has dropped its own at
+        // shutdown, the socket is closed and new connections are refused at once.
+        let listeners = storefronts
+            .iter()
+            .map(|(tcp, tls)| Ok((tcp.try_clone()?, tls.clone())))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let (proxy, metrics, reloader) = (proxy.clone(), metrics.clone(), reloader.clone());
+        let shutdown = shutdown.clone();
+        seeds.push(move || {
+            let mut serving = tokio::task::JoinSet::new();
+            for (tcp, tls) in listeners {
+                let tcp = tokio::net::TcpListener::from_std(tcp)?;
+                let limits_source = reloader.clone();
+                serving.spawn(listener::serve(
+                    tcp,
+                    tls,
+                    proxy.clone(),
+                    metrics.clone(),
+                    move || ConnLimits::storefront(&limits_source.snapshot().config),
+                    shutdown.clone(),
+                ));
+            }
+            Ok(async move { while serving.join_next().await.is_some() {} })
+        });
+    }
+    Workers::start(seeds).await
 }
 
 /// Active health checks of the providers that configure one, following reloads.
@@ -282,6 +329,9 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
+        // Last: a background task above may have used a provider connection that lives on
+        // a serving thread's runtime.
+        self.workers.stop().await;
     }
 }
 

@@ -752,6 +752,35 @@ impl ChildProxy {
         }
     }
 
+    /// SIGTERM: the proxy stops accepting, drains and exits; [`ChildProxy::wait_exit`] reaps
+    /// it.
+    pub fn terminate(&self) {
+        let pid = i32::try_from(self.pid()).expect("a process id fits an i32");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM to payproxy");
+    }
+
+    /// Wait (bounded) until the process has exited, and reap it; fails with the log's tail.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut().expect("payproxy was started");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for payproxy") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payproxy still running {within:?} after asked to stop:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Start again on the same config and state; returns how long until it was ready.
     pub async fn restart(&mut self) -> Duration {
         let started = Instant::now();
