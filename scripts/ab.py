@@ -7,6 +7,9 @@ To compare two builds of the plugins instead (or as well), point AB_PLUGINS_BEFO
 AB_PLUGINS_AFTER at the directories holding each build's .wasm files (default: the
 benchmark's, plugins/target/wasm32-wasip2/release).
 
+BENCH_WORKER_THREADS=N gives both builds N serving threads (runtime.worker_threads; default
+one per CPU the proxy may run on, which is one, since it is pinned to one core).
+
 Both builds get the benchmark's configs (scripts/bench.py) and the same canned nginx
 upstream, pinned like the benchmark (load generator and upstream on CPU 0, proxies on CPU 1).
 Each round measures every path on both builds, alternating which goes first; the table shows

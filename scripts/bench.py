@@ -36,6 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+# payproxy's serving threads (runtime.worker_threads); unset: its default, one per CPU it may
+# run on, which is one here, as every proxy is pinned to one core.
+WORKER_THREADS = os.environ.get("BENCH_WORKER_THREADS")
 RATE = int(os.environ.get("BENCH_RATE", "1000"))
 PLUGINS = ROOT / "plugins/target/wasm32-wasip2/release"
 PAYPROXY = ROOT / "target/release/payproxy"
@@ -299,6 +302,8 @@ def payproxy_conf(work, name, port, store, provider_dialect, plugins=PLUGINS):
              "providers": ["plain"]},
             {"name": "transparent", "path_prefix": "/", "providers": ["plain"]},
         ]
+    if WORKER_THREADS:
+        config["runtime"] = {"worker_threads": int(WORKER_THREADS)}
     if provider_dialect != "stripe":
         # The home takes what the storefront dialect forwards unchanged: a Stripe provider.
         del config["routes"][0]["home"]

@@ -87,10 +87,8 @@ impl ClientCache {
             .enable_http2()
             .wrap_connector(http);
         let built = Clients {
-            requests: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(64)
-                .build(connector.clone()),
+            requests: ThreadPools::new(connector.clone()),
+            shared: pooled(connector.clone()),
             checks: Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(0)
                 .build(connector),
@@ -104,7 +102,52 @@ impl ClientCache {
     /// A pooled client trusting the default roots, for requests that are not a provider's
     /// (webhook deliveries).
     pub fn default_client(&self, connect_timeout_ms: u64) -> Result<HttpClient, String> {
-        Ok(self.clients(None, connect_timeout_ms)?.requests)
+        Ok(self.clients(None, connect_timeout_ms)?.shared)
+    }
+}
+
+/// A client with keep-alive pooling, as requests to providers use it.
+fn pooled(connector: HttpsConnector<HttpConnector>) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .build(connector)
+}
+
+/// A pooled client per thread. A pooled connection's I/O is driven by the event loop of the
+/// thread that opened it; a request from another serving thread would have to wake that
+/// thread for every write and read. So each thread sends on connections it opened itself.
+#[derive(Clone)]
+struct ThreadPools {
+    /// Which settings these are, in every thread's table.
+    id: u64,
+    connector: HttpsConnector<HttpConnector>,
+}
+
+thread_local! {
+    /// This thread's clients, by [`ThreadPools::id`]. Made at a thread's first request with
+    /// those settings; as few as there are distinct provider TLS and connect settings.
+    static POOLS: std::cell::RefCell<HashMap<u64, HttpClient>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+impl ThreadPools {
+    fn new(connector: HttpsConnector<HttpConnector>) -> ThreadPools {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        ThreadPools {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            connector,
+        }
+    }
+
+    /// Send `request` on this thread's pool.
+    fn request(&self, request: Request<ProxyBody>) -> hyper_util::client::legacy::ResponseFuture {
+        POOLS.with_borrow_mut(|pools| {
+            pools
+                .entry(self.id)
+                .or_insert_with(|| pooled(self.connector.clone()))
+                .request(request)
+        })
     }
 }
 
@@ -126,11 +169,14 @@ pub struct Upstream {
     clients: Clients,
 }
 
-/// A provider's two clients, with the same TLS trust and connect timeout.
+/// A provider's clients, with the same TLS trust and connect timeout.
 #[derive(Clone)]
 struct Clients {
-    /// Pooled keep-alive connections for requests.
-    requests: HttpClient,
+    /// Pooled keep-alive connections for requests, a pool per serving thread.
+    requests: ThreadPools,
+    /// One pool for the process, for what is not on a serving thread's request path (access
+    /// token requests, webhook deliveries).
+    shared: HttpClient,
     /// No pool: every active health check opens its own connection, so it tests connect and
     /// handshake, and never waits behind (or resets a stream on) a connection requests use.
     checks: HttpClient,
@@ -152,9 +198,10 @@ impl Upstream {
         })
     }
 
-    /// The pooled client requests to this provider use (its TLS trust and connect timeout).
+    /// A pooled client with this provider's TLS trust and connect timeout, shared by every
+    /// thread (access token requests use it; requests to the provider use a pool per thread).
     pub fn client(&self) -> HttpClient {
-        self.clients.requests.clone()
+        self.clients.shared.clone()
     }
 
     /// The client for this provider's active health checks: its TLS trust and connect
@@ -371,4 +418,128 @@ pub fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
         .body(())
         .map(|r| r.into_parts().0)
         .unwrap_or_else(|_| Request::new(()).into_parts().0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+    use std::future::Future;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// What a test provider saw: connections accepted, and the requests each closed
+    /// connection carried.
+    #[derive(Default)]
+    struct Seen {
+        accepted: usize,
+        closed: Vec<usize>,
+    }
+
+    /// A provider answering 200 to every request on a keep-alive connection.
+    async fn counting_provider() -> (String, Arc<Mutex<Seen>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let counts = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counts.lock().unwrap().accepted += 1;
+                let counts = counts.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    let mut requests = 0;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if line.is_empty() {
+                            requests += 1;
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if write.write_all(answer).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    counts.lock().unwrap().closed.push(requests);
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    async fn get_twice(upstream: &Upstream) {
+        for _ in 0..2 {
+            let request = Request::get(upstream.target("/x").unwrap())
+                .body(Empty::new().map_err(|e| match e {}).boxed())
+                .unwrap();
+            let response = upstream.send(request).await.expect("answered");
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.expect("body");
+        }
+    }
+
+    /// Run what `make` returns on a thread of its own, with an event loop of its own (as a
+    /// serving thread does), until it ends.
+    fn on_own_thread<F: Future<Output = ()>>(
+        make: impl FnOnce() -> F + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(make());
+        })
+    }
+
+    #[tokio::test]
+    async fn each_thread_sends_on_connections_it_opened() {
+        let (url, seen) = counting_provider().await;
+        let config: ProviderConfig =
+            serde_json::from_value(serde_json::json!({ "url": url })).expect("provider config");
+        let upstream =
+            Arc::new(Upstream::new("p", &config, None, &ClientCache::default()).unwrap());
+        // `first` sends twice, then keeps its event loop running (its idle connection stays
+        // open and usable) until `second` has sent twice too.
+        let (first_done, first_sent) = tokio::sync::oneshot::channel();
+        let (second_done, second_sent) = tokio::sync::oneshot::channel::<()>();
+        let first = on_own_thread({
+            let upstream = upstream.clone();
+            move || async move {
+                get_twice(&upstream).await;
+                first_done.send(()).unwrap();
+                let _ = second_sent.await;
+            }
+        });
+        first_sent.await.unwrap();
+        let second = on_own_thread({
+            let upstream = upstream.clone();
+            move || async move {
+                get_twice(&upstream).await;
+                second_done.send(()).unwrap();
+            }
+        });
+        tokio::task::spawn_blocking(move || {
+            second.join().unwrap();
+            first.join().unwrap();
+        })
+        .await
+        .unwrap();
+        // Every request was answered, so every connection was accepted; with both threads
+        // gone their connections close. Bounded wait for the provider to see them close.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = seen.lock().unwrap();
+            if seen.closed.len() == seen.accepted {
+                // One connection per thread, each carrying that thread's two requests.
+                assert_eq!(seen.closed, vec![2, 2]);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connections not closed"
+            );
+            drop(seen);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
