@@ -34,6 +34,7 @@ PATHS = [
     ("transparent route", "memory", "/1k", False, False),
     ("router plugin", "memory", "/r/1k", False, False),
     ("payment chain (memory store)", "memory", "/v1/payment_intents", True, False),
+    ("unique keys (memory store)", "memory", "/v1/payment_intents", True, True),
     ("unique keys (redb store, fsync)", "redb", "/v1/payment_intents", True, True),
     ("translated to Adyen (memory store)", "translated", "/v1/payment_intents", True, False),
 ]
