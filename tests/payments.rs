@@ -734,3 +734,53 @@ async fn malformed_xml_from_dana_becomes_a_stripe_error() {
     assert_eq!(failing.requests().len(), 1);
     assert_no_provider_contacted(&sim);
 }
+
+// ---------------------------------------------------------------------------------------
+// Shutdown
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_whose_shopper_hung_up_still_finishes_when_the_proxy_stops() {
+    let sim = simulator(&[]).await;
+    let mut config = payments_config(&sim);
+    config["log"] = json!({ "audit_path": "audit.log" });
+    // A €30 card payment (no SCA challenge) goes to stripe-like; it answers after a while.
+    sim.set_faults("stripe-like", Faults::latency(1_500));
+    let Env { dir, proxy, .. } = Env::start(config).await;
+    let url = format!("http://{}/v1/payment_intents", proxy.listen_addrs[0]);
+    let shopper = tokio::spawn(async move {
+        HttpClient::default()
+            .post_form(&url, &[], &form_with(eea_card("3000", "HUNG-UP-1"), &[]))
+            .await
+    });
+    // The charge has reached the provider: then the shopper's side goes away, and the proxy
+    // stops.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.request_count("stripe-like") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the charge never reached stripe-like"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shopper.abort();
+    let _ = shopper.await;
+    proxy.shutdown().await;
+
+    // The payment ran to its provider's answer and was recorded before the proxy stopped.
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).expect("audit log");
+    let lines: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+        .filter(|l: &Value| l["event"] == "payment")
+        .collect();
+    assert_eq!(lines.len(), 1, "{audit}");
+    assert_eq!(lines[0]["provider"], "stripe-like", "{audit}");
+    assert_eq!(lines[0]["decision"], "approved", "{audit}");
+    let ledger = sim.ledger("stripe-like");
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(
+        (ledger[0].amount, ledger[0].status.as_str()),
+        (3000, "succeeded")
+    );
+}

@@ -60,12 +60,13 @@ pub struct Config {
     pub runtime: RuntimeConfig,
 }
 
-/// The async runtime's threads.
+/// The serving threads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Threads serving requests (1 to 1024). Default: one per CPU this process may run on
-    /// (its affinity mask and cgroup quota count).
+    /// Threads serving the storefront listeners, each with an event loop of its own (1 to
+    /// 1024). Default: one per CPU this process may run on (its affinity mask and cgroup
+    /// quota count).
     #[serde(default)]
     pub worker_threads: Option<usize>,
 }

@@ -1,7 +1,8 @@
 //! Listeners: the accept loop both the storefront and the admin listener run (connection cap,
 //! open-connection gauge, graceful drain), and the storefront's own part: optional TLS
 //! termination (rustls, ALPN h2/http1.1) in front of the proxy. Each connection is served by
-//! [`connection`]: HTTP/1.1 and HTTP/2, header-read and idle timeouts.
+//! [`connection`]: HTTP/1.1 and HTTP/2, header-read and idle timeouts. The storefront
+//! listeners are served by [`workers`], threads with an event loop each.
 
 pub mod connection;
 pub mod workers;
@@ -23,7 +24,7 @@ use crate::proxy::Proxy;
 use crate::upstream::Downstream;
 
 /// How long a draining listener waits for in-flight connections.
-const DRAIN: Duration = Duration::from_secs(10);
+pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// Shortest time between two log lines about refused connections or failed accepts.
 const WARN_EVERY: Duration = Duration::from_secs(1);

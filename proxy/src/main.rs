@@ -112,8 +112,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, log_format } => {
-            // Logs and traces are set up from the config before anything else
-            // reads it; a config that does not load is reported by `start`, in text.
+            // Logs and traces are set up from the config before anything else reads it; a
+            // config that does not load is reported by `start`, in text.
             let loaded = Config::load(&config).ok().map(|(c, _)| c);
             // The control plane's runtime: admin, reloads, background work. Requests are
             // served by the threads `server::start` starts (`runtime.worker_threads`).

@@ -61,7 +61,7 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// This process: value 1, labels instance id and state store kind.
     pub instance_info: IntGaugeVec,
-    /// The async runtime's worker threads (`runtime.worker_threads`).
+    /// The serving threads (`runtime.worker_threads`).
     pub worker_threads: IntGaugeVec,
     /// Open connections by listener (`storefront`, `admin`) and bound address.
     pub connections_open: IntGaugeVec,

@@ -14,7 +14,7 @@ use crate::health::{run_active_checks, ActiveCheck};
 use crate::listener::workers::Workers;
 use crate::listener::{self, ConnLimits};
 use crate::metrics::Metrics;
-use crate::payment::AuditLog;
+use crate::payment::{AuditLog, Payments};
 use crate::plugin::PluginHost;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
@@ -39,6 +39,8 @@ pub struct Running {
     triggers: Vec<JoinHandle<()>>,
     /// The threads serving the storefront listeners; they drain when `shutdown` flips.
     workers: Workers,
+    /// The payments the serving threads run, awaited at shutdown.
+    payments: Arc<Payments>,
 }
 
 /// Validate a config file completely without serving: parse, check references, compile
@@ -243,6 +245,7 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         tasks,
         triggers,
         workers,
+        payments: proxy.payments(),
     })
 }
 
@@ -282,7 +285,14 @@ async fn serve_storefronts(
                     shutdown.clone(),
                 ));
             }
-            Ok(async move { while serving.join_next().await.is_some() {} })
+            Ok(async move {
+                while let Some(ended) = serving.join_next().await {
+                    if let Err(e) = ended {
+                        // This thread no longer accepts on that listener; the others do.
+                        tracing::error!(error = %e, "a storefront accept loop failed");
+                    }
+                }
+            })
         });
     }
     Workers::start(seeds).await
@@ -330,8 +340,20 @@ impl Running {
             let _ = task.await;
         }
         // Last: a background task above may have used a provider connection that lives on
-        // a serving thread's runtime.
-        self.workers.stop().await;
+        // a serving thread's runtime. A payment whose storefront connection has gone is
+        // still running there: it gets the drain period to finish and be recorded.
+        let payments = self.payments;
+        self.workers
+            .stop(async move {
+                if !payments.settled(listener::DRAIN).await {
+                    tracing::warn!(
+                        "payments still in progress after the drain period are stopped; their \
+                         records stay in flight (with a durable store, a retry with the same \
+                         idempotency key resumes them)"
+                    );
+                }
+            })
+            .await;
     }
 }
 

@@ -106,9 +106,12 @@ impl ClientCache {
     }
 }
 
-/// A client with keep-alive pooling, as requests to providers use it.
+/// A client with keep-alive pooling, as requests to providers use it. The timer closes
+/// connections idle for 90 s; without one, hyper-util drops an expired connection only when
+/// a later request to the same provider looks for one.
 fn pooled(connector: HttpsConnector<HttpConnector>) -> HttpClient {
     Client::builder(TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
         .build(connector)
@@ -174,8 +177,9 @@ pub struct Upstream {
 struct Clients {
     /// Pooled keep-alive connections for requests, a pool per serving thread.
     requests: ThreadPools,
-    /// One pool for the process, for what is not on a serving thread's request path (access
-    /// token requests, webhook deliveries).
+    /// One pool for the process, for what is not a request to the provider: access token
+    /// requests (made by the refresh task, or by a serving thread when no good token is
+    /// held) and webhook deliveries.
     shared: HttpClient,
     /// No pool: every active health check opens its own connection, so it tests connect and
     /// handshake, and never waits behind (or resets a stream on) a connection requests use.
@@ -198,7 +202,7 @@ impl Upstream {
         })
     }
 
-    /// A pooled client with this provider's TLS trust and connect timeout, shared by every
+    /// A pooled client with this provider's TLS trust and connect timeout, one pool for every
     /// thread (access token requests use it; requests to the provider use a pool per thread).
     pub fn client(&self) -> HttpClient {
         self.clients.shared.clone()

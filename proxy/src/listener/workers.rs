@@ -2,11 +2,12 @@
 //! runtime with its own accept loop on every storefront listener (one descriptor per thread
 //! for the same listening socket; whichever thread is free takes a new connection).
 //!
-//! A connection stays on the thread that accepted it, and so does everything its requests do:
-//! plugin calls, store calls, the provider exchange. Nothing on the request path waits for
-//! another thread to be woken or for a work-stealing scheduler's bookkeeping; this is nginx's
-//! worker model. On one core it serves the transparent route 1.2× and the payment chain 1.5×
-//! faster than Tokio's work-stealing runtime with one worker (docs/benchmarks.md).
+//! A connection stays on the thread that accepted it, and so do its requests' plugin calls,
+//! memory-store calls and provider exchanges (provider connections are pooled per thread).
+//! They never wait for a work-stealing scheduler's bookkeeping or for another serving
+//! thread to wake; this is nginx's worker model (the measured gain: docs/benchmarks.md).
+//! What still leaves the thread: redb calls go to the store's writer thread, PostgreSQL
+//! calls and long reads to the blocking pool.
 //!
 //! The control plane (admin listener, reloads, webhook delivery, sweeps, health checks) stays
 //! on the runtime that started the proxy.
@@ -18,6 +19,9 @@ use anyhow::{anyhow, Context as _};
 use tokio::sync::{oneshot, watch};
 
 use super::until_true;
+
+/// How long a serving thread's runtime waits for its blocking calls when the thread ends.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Running serving threads.
 pub struct Workers {
@@ -83,6 +87,9 @@ impl Workers {
                         let _ = served_tx.send(());
                         until_true(&mut released).await;
                     });
+                    // A blocking call still running (a DNS lookup, a database call) is not
+                    // waited for without bound: the process is on its way out.
+                    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
                 })
                 .with_context(|| format!("cannot start serving thread {index}"))?;
             workers.threads.push(Worker { served, thread });
@@ -109,17 +116,21 @@ impl Workers {
     }
 
     /// Wait until every thread's serving future has ended (their listeners have drained, which
-    /// their owner starts), then let the threads end and wait for them.
-    pub async fn stop(mut self) {
+    /// their owner starts), then for `settle` (work the threads still run, such as payments
+    /// whose connection has gone), then let the threads end and wait for them.
+    pub async fn stop(mut self, settle: impl Future<Output = ()>) {
         for worker in &mut self.threads {
             // A thread that panicked drops its sender: it serves nothing either.
             let _ = (&mut worker.served).await;
         }
+        settle.await;
         self.release.send_replace(true);
         let threads: Vec<_> = self.threads.into_iter().map(|w| w.thread).collect();
         let _ = tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                let _ = thread.join();
+            for (index, thread) in threads.into_iter().enumerate() {
+                if thread.join().is_err() {
+                    tracing::error!(thread = index, "a serving thread panicked");
+                }
             }
         })
         .await;
@@ -151,11 +162,9 @@ mod tests {
         let workers = Workers::start(seeds).await.unwrap();
         assert_eq!(workers.len(), 3);
         stop.send_replace(true);
-        workers.stop().await;
-        let mut seen = seen.lock().unwrap().clone();
+        workers.stop(async {}).await;
+        let seen: std::collections::HashSet<_> = seen.lock().unwrap().iter().copied().collect();
         assert!(!seen.contains(&std::thread::current().id()));
-        seen.sort_by_key(|id| format!("{id:?}"));
-        seen.dedup();
         assert_eq!(seen.len(), 3, "one thread each");
     }
 

@@ -93,6 +93,8 @@ pub struct Payments {
     live: idempotency::LiveRecords,
     /// Payments that may run at once (`limits.max_payments_in_flight`).
     slots: Arc<tokio::sync::Semaphore>,
+    /// How many `slots` there are.
+    slots_total: u32,
     /// Where audit lines go.
     audit: Arc<AuditLog>,
 }
@@ -230,8 +232,18 @@ impl Payments {
             cards: instrument::CardCache::default(),
             live: idempotency::LiveRecords::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
+            slots_total: u32::try_from(max_in_flight.max(1)).unwrap_or(u32::MAX),
             audit,
         }
+    }
+
+    /// Wait, at most `within`, until no payment is being processed; whether none is. At
+    /// shutdown a payment whose storefront connection has gone keeps running on its own (its
+    /// phases are a task of their own); this lets it reach its provider's answer and its
+    /// record before the serving threads stop. New payments are refused meanwhile.
+    pub async fn settled(&self, within: std::time::Duration) -> bool {
+        let all = self.slots.acquire_many(self.slots_total);
+        matches!(tokio::time::timeout(within, all).await, Ok(Ok(_)))
     }
 
     /// Run the payment phases for route `route` (an index into the snapshot's routes) on a
