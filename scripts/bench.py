@@ -110,9 +110,14 @@ def wait_port(port, proc=None, timeout=60):
 
 
 def request(url, body=None, headers=None):
+    """(status, body) of one request; an error status is returned too, not raised, so that
+    whoever asked can show what the proxy answered."""
     req = urllib.request.Request(url, data=body, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=10) as answer:
-        return answer.status, answer.read()
+    try:
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 class Servers:

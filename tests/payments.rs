@@ -755,14 +755,12 @@ async fn a_payment_whose_shopper_hung_up_still_finishes_when_the_proxy_stops() {
     });
     // The charge has reached the provider: then the shopper's side goes away, and the proxy
     // stops.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sim.request_count("stripe-like") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the charge never reached stripe-like"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    payproxy_e2e::chaos::eventually(
+        Duration::from_secs(30),
+        "the charge reaches stripe-like",
+        async || sim.request_count("stripe-like") > 0,
+    )
+    .await;
     shopper.abort();
     let _ = shopper.await;
     proxy.shutdown().await;
