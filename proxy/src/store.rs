@@ -111,7 +111,7 @@ pub use payments::{LateCharge, Page, PassedOver, PaymentEntry, NOTICES_KEPT};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use purge::Purged;
 pub use redb_store::RedbStore;
-pub use writer::Writer;
+pub use writer::{deliver_answers_here, Writer};
 
 /// A response as the storefront saw it, kept for replay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

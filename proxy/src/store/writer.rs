@@ -11,10 +11,16 @@
 //! call's answer, a write or a read that saw one, is therefore never given before the disk
 //! has it, exactly as when each call waits for its own flush. When the settle fails, every
 //! call of the batch gets the error: none of them is acknowledged.
+//!
+//! A thread that makes many calls and runs its own event loop (a serving thread) can have
+//! its answers delivered together ([`deliver_answers_here`]): the writer hands each batch's
+//! answers for that thread over in one letter, which wakes the thread's runtime once, where
+//! answering each call on its own would wake it once per call (a write to its eventfd each).
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::{JoinHandle, ThreadId};
 
 use super::StoreError;
@@ -31,13 +37,55 @@ const YIELDS: u32 = 2;
 type Job = Box<dyn FnOnce() -> Reply + Send>;
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 
+/// A call as queued: its job, and where its answer goes when its thread has a mailbox.
+struct Call {
+    job: Job,
+    mailbox: Option<Mailbox>,
+}
+
+/// One batch's answers for the calls of one thread, and how the batch's settle went.
+struct Letter {
+    failed: Option<Arc<str>>,
+    replies: Vec<Reply>,
+}
+
+impl Letter {
+    fn deliver(self) {
+        for reply in self.replies {
+            reply(self.failed.as_deref());
+        }
+    }
+}
+
+type Mailbox = tokio::sync::mpsc::UnboundedSender<Letter>;
+
+thread_local! {
+    /// Where the writer delivers the answers to this thread's calls ([`deliver_answers_here`]).
+    static MAILBOX: RefCell<Option<Mailbox>> = const { RefCell::new(None) };
+}
+
+/// Have the answers to the store calls this thread makes delivered together, one letter per
+/// writer batch, by the returned task, which must run on this thread's runtime (spawn it
+/// there). The calls' results and the moment they are given (once their batch is durable)
+/// are the same; only the number of wakes changes. Once the task has gone (its runtime is
+/// ending), the writer answers each call on its own again.
+pub fn deliver_answers_here() -> impl Future<Output = ()> + 'static {
+    let (mailbox, mut letters) = tokio::sync::mpsc::unbounded_channel::<Letter>();
+    MAILBOX.with(|slot| *slot.borrow_mut() = Some(mailbox));
+    async move {
+        while let Some(letter) = letters.recv().await {
+            letter.deliver();
+        }
+    }
+}
+
 /// Makes every commit so far durable (the store's flush).
 pub(crate) type Settle = Box<dyn Fn() -> Result<(), StoreError> + Send>;
 
 /// A store's writer thread. Dropping it lets the thread finish the calls already queued and
 /// waits for it (unless dropped on the writer itself).
 pub struct Writer {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<Call>>,
     thread: Option<JoinHandle<()>>,
     id: ThreadId,
 }
@@ -51,7 +99,7 @@ impl std::fmt::Debug for Writer {
 impl Writer {
     /// Start the writer thread; `settle` makes everything committed so far durable.
     pub(crate) fn start(name: &str, settle: Settle) -> std::io::Result<Writer> {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::channel::<Call>();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || run(&queue, &settle))?;
@@ -84,8 +132,12 @@ impl Writer {
                 let _ = answer.send(result);
             })
         });
+        let call = Call {
+            job,
+            mailbox: MAILBOX.with(|slot| slot.borrow().clone()),
+        };
         let queued = match &self.jobs {
-            Some(jobs) => jobs.send(job).is_ok(),
+            Some(jobs) => jobs.send(call).is_ok(),
             None => false,
         };
         async move {
@@ -113,8 +165,8 @@ impl Drop for Writer {
     }
 }
 
-fn run(queue: &mpsc::Receiver<Job>, settle: &Settle) {
-    let mut replies: Vec<Reply> = Vec::new();
+fn run(queue: &mpsc::Receiver<Call>, settle: &Settle) {
+    let mut replies: Vec<(Option<Mailbox>, Reply)> = Vec::new();
     while let Ok(first) = queue.recv() {
         replies.extend(call(first));
         let mut yields = 0;
@@ -122,7 +174,7 @@ fn run(queue: &mpsc::Receiver<Job>, settle: &Settle) {
             let before = replies.len();
             while replies.len() < BATCH {
                 match queue.try_recv() {
-                    Ok(job) => replies.extend(call(job)),
+                    Ok(next) => replies.extend(call(next)),
                     Err(_) => break,
                 }
             }
@@ -138,20 +190,46 @@ fn run(queue: &mpsc::Receiver<Job>, settle: &Settle) {
             yields += 1;
             std::thread::yield_now();
         }
-        let settled = match std::panic::catch_unwind(AssertUnwindSafe(settle)) {
+        let settled: Option<Arc<str>> = match std::panic::catch_unwind(AssertUnwindSafe(settle)) {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("the flush panicked".to_string()),
+            Ok(Err(e)) => Some(e.to_string().into()),
+            Err(_) => Some("the flush panicked".into()),
         };
-        for reply in replies.drain(..) {
-            reply(settled.as_deref());
+        answer(replies.drain(..), &settled);
+    }
+}
+
+/// Answer a settled batch: calls from a thread with a mailbox in one letter per thread, the
+/// others each on its own (as when the mailbox's task has gone).
+fn answer(replies: impl Iterator<Item = (Option<Mailbox>, Reply)>, failed: &Option<Arc<str>>) {
+    let mut letters: Vec<(Mailbox, Letter)> = Vec::new();
+    for (mailbox, reply) in replies {
+        let Some(mailbox) = mailbox else {
+            reply(failed.as_deref());
+            continue;
+        };
+        match letters.iter_mut().find(|(to, _)| to.same_channel(&mailbox)) {
+            Some((_, letter)) => letter.replies.push(reply),
+            None => letters.push((
+                mailbox,
+                Letter {
+                    failed: failed.clone(),
+                    replies: vec![reply],
+                },
+            )),
+        }
+    }
+    for (mailbox, letter) in letters {
+        if let Err(undelivered) = mailbox.send(letter) {
+            undelivered.0.deliver();
         }
     }
 }
 
 /// Run one call; a panic drops its reply, which tells its caller.
-fn call(job: Job) -> Option<Reply> {
-    std::panic::catch_unwind(AssertUnwindSafe(job)).ok()
+fn call(call: Call) -> Option<(Option<Mailbox>, Reply)> {
+    let reply = std::panic::catch_unwind(AssertUnwindSafe(call.job)).ok()?;
+    Some((call.mailbox, reply))
 }
 
 #[cfg(test)]
@@ -172,6 +250,25 @@ mod tests {
         Writer::start("test-writer", settle).unwrap()
     }
 
+    /// A call that holds the writer until the test waits on the returned gate too; it
+    /// answers 0.
+    fn held_call(
+        writer: &Writer,
+    ) -> (
+        Arc<Barrier>,
+        impl Future<Output = Result<u64, StoreError>> + use<>,
+    ) {
+        let gate = Arc::new(Barrier::new(2));
+        let held = {
+            let gate = gate.clone();
+            writer.run(move || {
+                gate.wait();
+                Ok(0u64)
+            })
+        };
+        (gate, held)
+    }
+
     #[tokio::test]
     async fn calls_run_on_the_writer_without_waiting_and_queued_ones_share_a_flush() {
         let flushes = Arc::new(AtomicU64::new(0));
@@ -188,14 +285,7 @@ mod tests {
         assert_eq!(flushes.load(Ordering::SeqCst), 1);
 
         // Hold the writer in a call until 50 more are queued: they are one batch.
-        let gate = Arc::new(Barrier::new(2));
-        let held = {
-            let gate = gate.clone();
-            writer.run(move || {
-                gate.wait();
-                Ok(0u64)
-            })
-        };
+        let (gate, held) = held_call(&writer);
         let queued: Vec<_> = (1..=50u64).map(|n| writer.run(move || Ok(n))).collect();
         gate.wait();
         assert_eq!(held.await.unwrap(), 0);
@@ -226,6 +316,69 @@ mod tests {
         let next = writer.run(|| Ok(7));
         assert!(matches!(panicked.await, Err(StoreError::Task(_))));
         assert_eq!(next.await.unwrap(), 7, "the writer goes on after a panic");
+    }
+
+    /// Answer one call made on a thread of its own, which has no mailbox.
+    fn answered_elsewhere(writer: &Writer) -> Result<(), StoreError> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap()
+                    .block_on(writer.run(|| Ok(())))
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    #[test]
+    fn a_batchs_answers_to_a_thread_with_a_mailbox_wait_for_its_task_and_come_directly_once_it_is_gone(
+    ) {
+        use futures_util::FutureExt as _;
+        let failing = Arc::new(AtomicU64::new(1));
+        let writer = writer(Arc::new(AtomicU64::new(0)), failing.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let delivery = deliver_answers_here();
+
+        // Hold the writer in a call until 20 more are queued from this thread: one batch,
+        // whose flush fails.
+        let (gate, held) = held_call(&writer);
+        let mut queued: Vec<_> = (1..=20u64)
+            .map(|n| Box::pin(writer.run(move || Ok(n))))
+            .collect();
+        gate.wait();
+        // A call from another thread is answered only after every earlier batch has been
+        // answered; two in a row, since the first may have joined the held batch.
+        answered_elsewhere(&writer).unwrap_err();
+        failing.store(0, Ordering::SeqCst);
+        answered_elsewhere(&writer).unwrap();
+
+        // The held batch is settled and answered, into this thread's mailbox: no call of it
+        // has its answer until the mailbox's task runs.
+        let mut held = Box::pin(held);
+        assert!(held.as_mut().now_or_never().is_none());
+        assert!(queued.iter_mut().all(|call| call.now_or_never().is_none()));
+        runtime.spawn(delivery);
+        let first = runtime.block_on(held);
+        assert!(matches!(&first, Err(StoreError::Flush(_))), "{first:?}");
+        for call in queued {
+            let answer = runtime.block_on(call);
+            assert!(
+                matches!(&answer, Err(StoreError::Flush(why)) if why.contains("disk on fire")),
+                "every call of the batch gets its failed flush: {answer:?}"
+            );
+        }
+
+        // The mailbox's task goes with its runtime: the writer answers this thread's calls
+        // on their own again.
+        drop(runtime);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(runtime.block_on(writer.run(|| Ok(7))).unwrap(), 7);
     }
 
     #[test]
