@@ -65,15 +65,30 @@ thread_local! {
 }
 
 /// Have the answers to the store calls this thread makes delivered together, one letter per
-/// writer batch, by the returned task, which must run on this thread's runtime (spawn it
-/// there). The calls' results and the moment they are given (once their batch is durable)
-/// are the same; only the number of wakes changes. Once the task has gone (its runtime is
-/// ending), the writer answers each call on its own again.
+/// writer batch, by the returned task. Spawn it on this thread's runtime: elsewhere it still
+/// answers correctly, but wakes this thread once per call again. The calls' results and the
+/// moment they are given (once their batch is durable) are the same; only the number of
+/// wakes changes. When the task is dropped (its runtime is ending), it answers the letters
+/// still in its mailbox, and the writer answers this thread's later calls one by one.
 pub fn deliver_answers_here() -> impl Future<Output = ()> + 'static {
-    let (mailbox, mut letters) = tokio::sync::mpsc::unbounded_channel::<Letter>();
+    let (mailbox, letters) = tokio::sync::mpsc::unbounded_channel::<Letter>();
     MAILBOX.with(|slot| *slot.borrow_mut() = Some(mailbox));
+    let mut letters = Letters(letters);
     async move {
-        while let Some(letter) = letters.recv().await {
+        while let Some(letter) = letters.0.recv().await {
+            letter.deliver();
+        }
+    }
+}
+
+/// The receiving end of a thread's mailbox. Dropped with its task, it closes the mailbox (the
+/// writer then answers directly) and answers what is still in it: no letter is lost.
+struct Letters(tokio::sync::mpsc::UnboundedReceiver<Letter>);
+
+impl Drop for Letters {
+    fn drop(&mut self) {
+        self.0.close();
+        while let Ok(letter) = self.0.try_recv() {
             letter.deliver();
         }
     }
@@ -115,7 +130,10 @@ impl Writer {
         std::thread::current().id() == self.id
     }
 
-    /// Run `call` on the writer; the answer comes once a flush covers it.
+    /// Run `call` on the writer; the answer comes once a flush covers it. On a thread with a
+    /// mailbox ([`deliver_answers_here`]) the answer is handed out by the mailbox's task, so
+    /// await the returned future where that task runs (on that thread's runtime), never by
+    /// blocking that thread.
     pub fn run<T: Send + 'static>(
         &self,
         call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -134,7 +152,11 @@ impl Writer {
         });
         let call = Call {
             job,
-            mailbox: MAILBOX.with(|slot| slot.borrow().clone()),
+            // While the thread's locals are being destroyed there is no mailbox to use.
+            mailbox: MAILBOX
+                .try_with(|slot| slot.borrow().clone())
+                .ok()
+                .flatten(),
         };
         let queued = match &self.jobs {
             Some(jobs) => jobs.send(call).is_ok(),
@@ -333,8 +355,8 @@ mod tests {
     }
 
     #[test]
-    fn a_batchs_answers_to_a_thread_with_a_mailbox_wait_for_its_task_and_come_directly_once_it_is_gone(
-    ) {
+    fn a_batchs_answers_to_a_thread_with_a_mailbox_wait_for_its_task_and_none_is_lost_when_it_goes()
+    {
         use futures_util::FutureExt as _;
         let failing = Arc::new(AtomicU64::new(1));
         let writer = writer(Arc::new(AtomicU64::new(0)), failing.clone());
@@ -379,6 +401,15 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(runtime.block_on(writer.run(|| Ok(7))).unwrap(), 7);
+
+        // A task dropped before it ran answers what is in its mailbox: nothing is lost.
+        let delivery = deliver_answers_here();
+        let mut call = Box::pin(writer.run(|| Ok(8)));
+        answered_elsewhere(&writer).unwrap();
+        answered_elsewhere(&writer).unwrap();
+        assert!(call.as_mut().now_or_never().is_none(), "in the mailbox");
+        drop(delivery);
+        assert_eq!(call.now_or_never().expect("answered").unwrap(), 8);
     }
 
     #[test]
