@@ -34,12 +34,14 @@ const TIMER_ANCHOR: std::time::Duration = std::time::Duration::from_millis(500);
 /// the driver (a write to its eventfd, and one more turn of its event loop), even when the
 /// timer is set on the driver's own thread and the thread is busy: the driver must shorten
 /// its next sleep. The driver learns what is due next only when it sleeps or fires timers,
-/// so a provider timeout or header-read timeout set since then can count as the earliest.
-/// On the redb chain, whose thread sleeps while it waits for the store's writer, about 2.7
-/// of a payment's timers woke the driver (`perf stat`: 3.76 `write` calls per payment, 1.09
-/// with this anchor, of which one is the audit line; the memory-store chain had none to
-/// lose). With a timer always due at most this period ahead, a later one seldom counts as
-/// the earliest; the price is this task waking its thread twice a second.
+/// so a provider timeout or header-read timeout set since then can count as the earliest
+/// (all of them, when it last slept with no timer pending). On the redb chain, whose thread
+/// sleeps while every payment waits for the store's writer, about 2.7 of a payment's timers
+/// woke the driver (`perf stat`: 3.76 `write` calls per payment, 1.09 with this anchor, of
+/// which one is the audit line; the memory-store chain, whose thread always has payments at
+/// their provider, had none to lose). With a timer always due at most this period ahead, a
+/// later one seldom counts as the earliest; the price is this task waking its thread twice
+/// a second.
 async fn anchor_the_timers() {
     let mut tick = tokio::time::interval(TIMER_ANCHOR);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
