@@ -532,17 +532,19 @@ mod tests {
         // gone their connections close. Bounded wait for the provider to see them close.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let seen = seen.lock().unwrap();
-            if seen.closed.len() == seen.accepted {
+            let (closed, accepted) = {
+                let seen = seen.lock().unwrap();
+                (seen.closed.clone(), seen.accepted)
+            };
+            if closed.len() == accepted {
                 // One connection per thread, each carrying that thread's two requests.
-                assert_eq!(seen.closed, vec![2, 2]);
+                assert_eq!(closed, vec![2, 2]);
                 break;
             }
             assert!(
                 std::time::Instant::now() < deadline,
                 "connections not closed"
             );
-            drop(seen);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

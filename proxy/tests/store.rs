@@ -1176,10 +1176,13 @@ fn crash_child() {
     }
 }
 
+/// A call to run on a store's writer.
+type OnStore<T> = Box<dyn FnOnce(&RedbStore) -> Result<T, StoreError> + Send>;
+
 /// One key's calls, each through the store's writer, each awaited before the next.
 async fn write_through_writer(store: Arc<RedbStore>, n: u64) {
     let (key, payment, resp) = crash_key(n);
-    let run = |call: Box<dyn FnOnce(&RedbStore) -> Result<(), StoreError> + Send>| {
+    let run = |call: OnStore<()>| {
         let s = store.clone();
         store.writer().unwrap().run(move || call(&s))
     };
@@ -1225,7 +1228,7 @@ async fn redb_writer_batch_claims_a_key_once_and_keeps_every_answered_call() {
             Ok(())
         })
     };
-    let call = |f: Box<dyn FnOnce(&RedbStore) -> Result<Begin, StoreError> + Send>| {
+    let call = |f: OnStore<Begin>| {
         let s = store.clone();
         writer.run(move || f(&s))
     };

@@ -185,7 +185,8 @@ mod tests {
                     // Inside the thread's runtime: spawning works.
                     let task = tokio::spawn(async { std::thread::current().id() });
                     Ok(async move {
-                        seen.lock().unwrap().push(task.await.unwrap());
+                        let id = task.await.unwrap();
+                        seen.lock().unwrap().push(id);
                         until_true(&mut stopped).await;
                     })
                 }

@@ -340,17 +340,19 @@ mod tests {
         assert_eq!(next.await.unwrap(), 7, "the writer goes on after a panic");
     }
 
+    /// A runtime on this thread, to await calls without `#[tokio::test]`.
+    fn local_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
     /// Answer one call made on a thread of its own, which has no mailbox.
     fn answered_elsewhere(writer: &Writer) -> Result<(), StoreError> {
         std::thread::scope(|s| {
-            s.spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .build()
-                    .unwrap()
-                    .block_on(writer.run(|| Ok(())))
-            })
-            .join()
-            .unwrap()
+            s.spawn(|| local_runtime().block_on(writer.run(|| Ok(()))))
+                .join()
+                .unwrap()
         })
     }
 
@@ -360,9 +362,7 @@ mod tests {
         use futures_util::FutureExt as _;
         let failing = Arc::new(AtomicU64::new(1));
         let writer = writer(Arc::new(AtomicU64::new(0)), failing.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let runtime = local_runtime();
         let delivery = deliver_answers_here();
 
         // Hold the writer in a call until 20 more are queued from this thread: one batch,
@@ -397,9 +397,7 @@ mod tests {
         // The mailbox's task goes with its runtime: the writer answers this thread's calls
         // on their own again.
         drop(runtime);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let runtime = local_runtime();
         assert_eq!(runtime.block_on(writer.run(|| Ok(7))).unwrap(), 7);
 
         // A task dropped before it ran answers what is in its mailbox: nothing is lost.
@@ -418,9 +416,7 @@ mod tests {
         let writer = writer(flushes.clone(), Arc::new(AtomicU64::new(0)));
         let calls: Vec<_> = (0..10).map(|n| writer.run(move || Ok(n))).collect();
         drop(writer);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let runtime = local_runtime();
         for (n, call) in calls.into_iter().enumerate() {
             assert_eq!(runtime.block_on(call).unwrap(), n);
         }
