@@ -192,6 +192,55 @@ async fn a_confirm_killed_mid_flight_is_not_charged_again_by_a_confirm_with_anot
 }
 
 /// Keyed payments through the proxy, `CONCURRENCY` at a time.
+/// On the redb store a keyed payment makes three calls to the store's writer: the claim,
+/// the journaled attempt, and the payment record with the idempotency record's answer in one
+/// call. Both of the last are durable before the storefront is answered: killed right after
+/// the answer, the restarted proxy replays it under the key and has the payment's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_payment_takes_three_writer_calls_and_its_record_and_answer_survive_kill_9() {
+    init_logs();
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
+    let state = json!({ "kind": "redb", "path": dir.path().join("state.redb") });
+    let admin_addr = admin.addr();
+    let config_path = write_config(dir.path(), &config(&sim, listen.addr(), admin_addr, state));
+    let mut proxy =
+        ChildProxy::start(&config_path, &dir.path().join("proxy.log"), listen, admin).await;
+    let client = HttpClient::default();
+    let url = proxy.url("/v1/payment_intents");
+    let key = [("idempotency-key", "k-THREE-1")];
+    let calls = |text: &str| metric(text, "payproxy_store_writer_calls_total", &[]);
+
+    let before = calls(&metrics_text(&client, admin_addr).await);
+    assert_eq!(before, Some(0.0), "no store call before the payment");
+    let paid = client.post_form(&url, &key, &card("THREE-1")).await;
+    paid.assert_status(200);
+    assert_eq!(paid.json()["status"], "succeeded");
+    let text = metrics_text(&client, admin_addr).await;
+    assert_eq!(
+        calls(&text),
+        Some(3.0),
+        "claim, journal, record with answer"
+    );
+    let batches = metric(&text, "payproxy_store_writer_batches_total", &[]).unwrap();
+    assert!((1.0..=3.0).contains(&batches), "{batches} batches");
+
+    proxy.kill9();
+    proxy.restart().await;
+    let again = client.post_form(&url, &key, &card("THREE-1")).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, paid.body);
+    let id = paid.json()["id"].as_str().unwrap().to_string();
+    let found = client
+        .get(&proxy.url(&format!("/v1/payment_intents/{id}")))
+        .await;
+    found.assert_status(200);
+    assert_eq!(found.json()["id"], id);
+    assert_eq!(found.json()["status"], "succeeded");
+    assert_eq!(charges_for(&sim, "THREE-1").len(), 1);
+}
+
 const PAYMENTS: usize = 4_000;
 const CONCURRENCY: usize = 4;
 

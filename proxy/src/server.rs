@@ -130,6 +130,15 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
             Arc::new(store)
         }
     };
+    if let Some(writer) = store.writer() {
+        let counts = writer.counts();
+        metrics
+            .registry()
+            .register(Box::new(counts.calls.clone()))?;
+        metrics
+            .registry()
+            .register(Box::new(counts.batches.clone()))?;
+    }
     let audit = match &config.log.audit_path {
         Some(path) => {
             AuditLog::to_file(&config::resolve(&file, path)).map_err(anyhow::Error::msg)?

@@ -175,7 +175,7 @@ impl Payments {
                             entry.record.id = reference.clone();
                             entry.owner = Some(owner(&provider, reference, payment));
                             advance(&mut entry, payment, outcome);
-                            if let Err(done) = self.record(ctx, &entry, resolved).await {
+                            if let Err(done) = self.record_last(ctx, &entry, resolved).await {
                                 return done;
                             }
                         }
@@ -201,7 +201,7 @@ impl Payments {
                         }
                         _ if !new => {
                             advance(&mut entry, payment, outcome);
-                            if let Err(done) = self.record(ctx, &entry, resolved).await {
+                            if let Err(done) = self.record_last(ctx, &entry, resolved).await {
                                 return done;
                             }
                         }
@@ -260,7 +260,7 @@ impl Payments {
                 if nothing_happened && passed_over {
                     // Nothing to record but who said "not processed": a charge one of them
                     // reports later is found and undone.
-                    if let Err(done) = self.record(ctx, &entry, false).await {
+                    if let Err(done) = self.record_last(ctx, &entry, false).await {
                         return done;
                     }
                 }
@@ -270,7 +270,13 @@ impl Payments {
                         entry.owner = Some(owner(&provider, reference, payment));
                     }
                     advance(&mut entry, payment, &outcome);
-                    if let Err(done) = self.record(ctx, &entry, !hold).await {
+                    // A refund's owner is remembered after its record: not the last write.
+                    let recorded = if payment.operation == Operation::Refund {
+                        self.record(ctx, &entry, !hold).await
+                    } else {
+                        self.record_last(ctx, &entry, !hold).await
+                    };
+                    if let Err(done) = recorded {
                         return done;
                     }
                     if payment.operation == Operation::Refund {
@@ -336,25 +342,55 @@ impl Payments {
         entry: &PaymentEntry,
         resolved: bool,
     ) -> Result<(), Done> {
-        let mut entry = entry.clone();
-        if resolved {
-            entry.unresolved = None;
-        }
+        let entry = recorded(entry, resolved);
         match self.save(ctx, &entry).await {
             Ok(()) => Ok(()),
-            Err(e @ StoreError::Fenced { .. }) => {
-                tracing::warn!(payment = %entry.record.id, error = %e, "a takeover fenced this request's record write (the payment's lock or its idempotency claim lapsed while it ran); not answering its outcome as recorded");
-                let r = still_processing();
-                Err(Done {
-                    answer: self.refuse(ctx, r),
-                    keep: Keep::Hold,
-                })
-            }
-            Err(e) => {
-                tracing::error!(payment = %entry.record.id, error = %e, "could not record the payment");
+            Err(e) => self.not_recorded(ctx, &entry.record.id, e),
+        }
+    }
+
+    /// [`Payments::record`], when it is the request's last store write before its
+    /// idempotency record is settled: on a store with a writer, the record goes to the store
+    /// in the same call as the idempotency record's answer ([`Payments::settle`]), one trip
+    /// to the writer and one flush wait fewer. Both are in one batch, the record first, and
+    /// the answer is given only once both are durable, as before. Only for a request that
+    /// holds an idempotency claim (there is a settle to go with) and not the payment's lock
+    /// (handed back before the settle, it must not be while the record is unwritten).
+    async fn record_last(
+        &self,
+        ctx: &Ctx<'_>,
+        entry: &PaymentEntry,
+        resolved: bool,
+    ) -> Result<(), Done> {
+        let deferrable =
+            self.store.writer().is_some() && ctx.claim.get().is_some() && ctx.lock.get().is_none();
+        if !deferrable {
+            return self.record(ctx, entry, resolved).await;
+        }
+        let entry = recorded(entry, resolved);
+        if let Err(e) = self.save_held_back(ctx).await {
+            self.not_recorded(ctx, &entry.record.id, e)?;
+        }
+        match self.record_write(ctx, &entry).await {
+            Ok(write) => {
+                *ctx.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = Some(write);
                 Ok(())
             }
+            Err(e) => self.not_recorded(ctx, &entry.record.id, e),
         }
+    }
+
+    /// What a record write that failed means for the request (see [`Payments::record`]).
+    pub(super) fn not_recorded(&self, ctx: &Ctx<'_>, id: &str, e: StoreError) -> Result<(), Done> {
+        if let StoreError::Fenced { .. } = e {
+            tracing::warn!(payment = %id, error = %e, "a takeover fenced this request's record write (the payment's lock or its idempotency claim lapsed while it ran); not answering its outcome as recorded");
+            return Err(Done {
+                answer: self.refuse(ctx, still_processing()),
+                keep: Keep::Hold,
+            });
+        }
+        tracing::error!(payment = %id, error = %e, "could not record the payment");
+        Ok(())
     }
 
     /// Remember who owns an object by its provider id (a refund, a payment known by the
@@ -474,4 +510,14 @@ fn note_passed_over(ctx: &Ctx<'_>, payment: &Payment, entry: &mut PaymentEntry) 
         }
     }
     added
+}
+
+/// The record an attempt leaves: `entry`, with its unresolved attempt dropped when the
+/// attempt's outcome is known.
+fn recorded(entry: &PaymentEntry, resolved: bool) -> PaymentEntry {
+    let mut entry = entry.clone();
+    if resolved {
+        entry.unresolved = None;
+    }
+    entry
 }

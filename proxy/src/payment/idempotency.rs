@@ -88,7 +88,17 @@ impl Payments {
         let fingerprint = fingerprint(ctx.parts, &ctx.body);
         let stale = ctx.route.failover.deadline_ms.saturating_mul(3);
         let (r, f) = (record.clone(), fingerprint.clone());
-        let begun = self.state(move |s| s.begin(&r, &f, now_ms(), stale)).await;
+        // A new claim is answered before it is durable: the request sends nothing before its
+        // attempt is journaled on the claim, and that journal is answered only once durable,
+        // which it cannot be if the claim's batch was lost (no record: `NotInFlight`). A
+        // crash before then loses a claim nothing was sent for. Every other answer (replay,
+        // mismatch, in flight, resume) waits for its batch to be durable.
+        let begun = self
+            .state_answering_early(
+                move |s| s.begin(&r, &f, now_ms(), stale),
+                |begun| matches!(begun, Ok(Begin::Started)),
+            )
+            .await;
         let held = |resume| {
             let live = self.live.hold(&record);
             Ok(Some(Held {
@@ -158,35 +168,79 @@ impl Payments {
     }
 
     /// Finish the record with the answer to replay, release it, or park it (in flight, held by
-    /// nobody: the storefront's retry resumes it at once). `true` when the record was taken
+    /// nobody: the storefront's retry resumes it at once), after the payment record write held
+    /// back for it ([`Payments::record_last`]) in the same store call. Returns the answer:
+    /// `done`'s, unless the record write was fenced, or the idempotency record was taken
     /// over while this request ran (fenced): another instance now speaks for the payment,
     /// and this request's answer is not the payment's.
-    pub(super) async fn settle(&self, held: Option<Held>, keep: &Keep) -> bool {
+    pub(super) async fn settle(&self, ctx: &Ctx<'_>, held: Option<Held>, mut done: Done) -> Answer {
+        let unsaved = ctx.unsaved.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(Held { record, resume, .. }) = held else {
-            return false;
+            // Nothing is held back without a claim ([`Payments::record_last`]); written all
+            // the same if it were.
+            if let Some(write) = unsaved {
+                let id = write.payment_id().to_string();
+                if let Err(e) = self.state(move |s| write.apply(s)).await {
+                    tracing::error!(payment = %id, error = %e, "could not record the payment");
+                }
+            }
+            return done.answer;
         };
-        let keep = match keep {
+        let keep = match &done.keep {
             // A resumed record's first run may have charged at its journaled provider: what
             // this run did not do says nothing of that, so the record (and its attempt) is
             // kept for the next retry, never released for a fresh start elsewhere.
             Keep::Release if resume.is_some() => Keep::Hold,
             other => other.clone(),
         };
-        let done = match keep {
-            Keep::Hold => self.state(move |s| s.park(&record)).await,
-            Keep::Replay(stored) => {
-                let ttl = self.ttl_ms;
-                self.state(move |s| s.finish(&record, &stored, now_ms(), ttl))
-                    .await
+        let ttl = self.ttl_ms;
+        let id = unsaved.as_ref().map(|w| w.payment_id().to_string());
+        let settled = self
+            .state(move |s| {
+                let saved = unsaved.as_ref().map(|write| write.apply(s));
+                // A fenced record write answers nothing as recorded: the key stays in flight.
+                let keep = match &saved {
+                    Some(Err(StoreError::Fenced { .. })) => Keep::Hold,
+                    _ => keep,
+                };
+                let kept = match keep {
+                    Keep::Hold => s.park(&record),
+                    Keep::Replay(stored) => s.finish(&record, &stored, now_ms(), ttl),
+                    Keep::Release => s.release(&record),
+                };
+                Ok((saved, kept))
+            })
+            .await;
+        let (saved, kept) = match settled {
+            Ok(both) => both,
+            // Neither is durable (the batch's flush failed, or the store's writer stopped).
+            Err(e) => {
+                if let Some(id) = &id {
+                    tracing::error!(payment = %id, error = %e, "could not record the payment");
+                }
+                (None, Err(e))
             }
-            Keep::Release => self.state(move |s| s.release(&record)).await,
         };
-        match done {
+        if let (Some(Err(e)), Some(id)) = (saved, &id) {
+            if let Err(fenced) = self.not_recorded(ctx, id, e) {
+                done = fenced;
+            }
+        }
+        let fenced = match kept {
             Ok(()) => false,
             Err(e) => {
                 tracing::error!(error = %e, "could not record the idempotent result");
                 matches!(e, StoreError::Fenced { .. })
             }
+        };
+        if fenced && done.keep != Keep::Hold {
+            // Taken over while this request stalled: whatever it did, the instance that took
+            // the key over may have charged the payment since, and its answer is the one
+            // the key replays. This one must not stand for it ("declined", "nothing was
+            // charged"): the storefront retries and gets that answer.
+            ctx.note(|d| d.stage = "respond");
+            return self.refuse(ctx, still_processing());
         }
+        done.answer
     }
 }

@@ -120,6 +120,9 @@ pub(crate) struct Ctx<'a> {
     /// The key of the request's idempotency claim, while it holds one: payment-record
     /// writes outside the lock are fenced by it.
     claim: std::sync::OnceLock<String>,
+    /// The payment record write held back to go to the store in one call with the
+    /// idempotency record's (see [`Payments::record_last`]).
+    unsaved: std::sync::Mutex<Option<records::RecordWrite>>,
     /// Made by payproxy itself (a pending-payment query), not by the storefront: there is no
     /// storefront request to forward, and nothing is.
     host_made: bool,
@@ -156,6 +159,7 @@ impl<'a> Ctx<'a> {
             audit: Arc::new(std::sync::Mutex::new(audit::Draft::default())),
             lock: std::sync::OnceLock::new(),
             claim: std::sync::OnceLock::new(),
+            unsaved: std::sync::Mutex::new(None),
             host_made: true,
         })
     }
@@ -350,6 +354,7 @@ impl Payments {
             audit,
             lock: std::sync::OnceLock::new(),
             claim: std::sync::OnceLock::new(),
+            unsaved: std::sync::Mutex::new(None),
             host_made: false,
         };
         let call = {
@@ -453,16 +458,7 @@ impl Payments {
         // Reading the payment's record (and its lock); the phases inside note their own.
         ctx.note(|d| d.stage = "record");
         let done = self.operate(ctx, call, held.as_ref()).await;
-        let fenced = self.settle(held, &done.keep).await;
-        if fenced && done.keep != Keep::Hold {
-            // Taken over while this request stalled: whatever it did, the instance that took
-            // the key over may have charged the payment since, and its answer is the one
-            // the key replays. This one must not stand for it ("declined", "nothing was
-            // charged"): the storefront retries and gets that answer.
-            ctx.note(|d| d.stage = "respond");
-            return self.refuse(ctx, still_processing());
-        }
-        done.answer
+        self.settle(ctx, held, done).await
     }
 
     /// Run a store call off the async workers when it may wait on the disk or the network
@@ -472,9 +468,21 @@ impl Payments {
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.state_answering_early(f, |_| false).await
+    }
+
+    /// [`Payments::state`], with a result `early` accepts answered by the store's writer as
+    /// soon as the call has run, before its batch is durable
+    /// ([`crate::store::Writer::run_answering_early`]: only for a result nothing irrevocable
+    /// rests on until a later call is durable).
+    async fn state_answering_early<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+        early: fn(&Result<T, StoreError>) -> bool,
+    ) -> Result<T, StoreError> {
         if let Some(writer) = self.store.writer() {
             let store = self.store.clone();
-            return writer.run(move || f(&*store)).await;
+            return writer.run_answering_early(move || f(&*store), early).await;
         }
         self.scan(f).await
     }

@@ -223,6 +223,27 @@ impl Payments {
     /// without a key holds none, and nobody can take its payment over). A request whose
     /// claim was taken over while it stalled gets [`StoreError::Fenced`] and writes nothing.
     pub(super) async fn save(&self, ctx: &Ctx<'_>, entry: &PaymentEntry) -> Result<(), StoreError> {
+        self.save_held_back(ctx).await?;
+        let write = self.record_write(ctx, entry).await?;
+        self.state(move |s| write.apply(s)).await
+    }
+
+    /// Write the record write held back for the settle ([`Payments::record_last`]) now,
+    /// before a later one: writes reach the store in the order they were made.
+    pub(super) async fn save_held_back(&self, ctx: &Ctx<'_>) -> Result<(), StoreError> {
+        let held = ctx.unsaved.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match held {
+            Some(write) => self.state(move |s| write.apply(s)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The write [`Payments::save`] makes: the record, its events, and the claim fencing it.
+    pub(super) async fn record_write(
+        &self,
+        ctx: &Ctx<'_>,
+        entry: &PaymentEntry,
+    ) -> Result<RecordWrite, StoreError> {
         let lock = crate::store::payment_lock_key(&entry.record.id);
         let fence = if ctx.lock.get() == Some(&lock) {
             Some((lock, true))
@@ -230,13 +251,34 @@ impl Payments {
             ctx.claim.get().map(|key| (key.clone(), false))
         };
         let events = self.events_of(ctx, entry).await?;
-        let entry = entry.clone();
-        self.state(move |s| match &fence {
-            Some((key, true)) => s.put_payment_fenced(Fence::Lock(key), &entry, &events),
-            Some((key, false)) => s.put_payment_fenced(Fence::Claim(key), &entry, &events),
-            None => s.put_payment(&entry, &events),
+        Ok(RecordWrite {
+            entry: entry.clone(),
+            events,
+            fence,
         })
-        .await
+    }
+}
+
+/// A payment record write ready for the store ([`Payments::save`]).
+pub(super) struct RecordWrite {
+    entry: PaymentEntry,
+    events: Vec<crate::store::NewEvent>,
+    /// The claim fencing the write: its key, and whether it is the payment's lock.
+    fence: Option<(String, bool)>,
+}
+
+impl RecordWrite {
+    pub(super) fn apply(&self, s: &dyn Store) -> Result<(), StoreError> {
+        let (entry, events) = (&self.entry, &self.events);
+        match &self.fence {
+            Some((key, true)) => s.put_payment_fenced(Fence::Lock(key), entry, events),
+            Some((key, false)) => s.put_payment_fenced(Fence::Claim(key), entry, events),
+            None => s.put_payment(entry, events),
+        }
+    }
+
+    pub(super) fn payment_id(&self) -> &str {
+        &self.entry.record.id
     }
 }
 

@@ -10,7 +10,11 @@
 //! (`redb_store/batch.rs`; a store knows its writer's thread by [`Writer::is_current`]). A
 //! call's answer, a write or a read that saw one, is therefore never given before the disk
 //! has it, exactly as when each call waits for its own flush. When the settle fails, every
-//! call of the batch gets the error: none of them is acknowledged.
+//! call of the batch gets the error: none of them is acknowledged. The one exception is asked
+//! for by the caller, per result ([`Writer::run_answering_early`]): a new idempotency claim
+//! is answered once its call has run, before the flush, so its request goes on with its
+//! plugins while the disk works. Nothing is sent on it before the attempt journaled on the
+//! claim is durable, which it cannot be if the claim's batch was lost.
 //!
 //! A thread that makes many calls and runs its own event loop (a serving thread) can have
 //! its answers delivered together ([`deliver_answers_here`]): the writer hands each batch's
@@ -33,9 +37,17 @@ const BATCH: usize = 1024;
 const YIELDS: u32 = 2;
 
 /// Run on the writer; returns what answers the caller once the batch is settled (`Some`:
-/// the flush failed, and why).
-type Job = Box<dyn FnOnce() -> Reply + Send>;
+/// the flush failed, and why), and whether that answer may be given before
+/// ([`Writer::run_answering_early`]).
+type Job = Box<dyn FnOnce() -> (Reply, Early) + Send>;
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Whether a call's answer is given as soon as it has run, before its batch is durable.
+#[derive(Clone, Copy, PartialEq)]
+enum Early {
+    Yes,
+    No,
+}
 
 /// A call as queued: its job, and where its answer goes when its thread has a mailbox.
 struct Call {
@@ -97,12 +109,39 @@ impl Drop for Letters {
 /// Makes every commit so far durable (the store's flush).
 pub(crate) type Settle = Box<dyn Fn() -> Result<(), StoreError> + Send>;
 
+/// What a writer has done: calls run and batches settled (one flush each), as Prometheus
+/// counters the server registers (`payproxy_store_writer_calls_total`,
+/// `payproxy_store_writer_batches_total`). Calls per batch is how many calls each flush
+/// acknowledges.
+#[derive(Clone)]
+pub struct WriterCounts {
+    pub calls: prometheus::IntCounter,
+    pub batches: prometheus::IntCounter,
+}
+
+impl WriterCounts {
+    fn new() -> Result<WriterCounts, prometheus::Error> {
+        Ok(WriterCounts {
+            calls: prometheus::IntCounter::new(
+                "payproxy_store_writer_calls_total",
+                "Store calls run by the state store's writer thread.",
+            )?,
+            batches: prometheus::IntCounter::new(
+                "payproxy_store_writer_batches_total",
+                "Batches of calls the state store's writer settled, each with one flush to \
+                 disk (failed ones included).",
+            )?,
+        })
+    }
+}
+
 /// A store's writer thread. Dropping it lets the thread finish the calls already queued and
 /// waits for it (unless dropped on the writer itself).
 pub struct Writer {
     jobs: Option<mpsc::Sender<Call>>,
     thread: Option<JoinHandle<()>>,
     id: ThreadId,
+    counts: WriterCounts,
 }
 
 impl std::fmt::Debug for Writer {
@@ -115,14 +154,22 @@ impl Writer {
     /// Start the writer thread; `settle` makes everything committed so far durable.
     pub(crate) fn start(name: &str, settle: Settle) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Call>();
+        let counts = WriterCounts::new().map_err(std::io::Error::other)?;
+        let counted = counts.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || run(&queue, &settle))?;
+            .spawn(move || run(&queue, &settle, &counted))?;
         Ok(Writer {
             jobs: Some(jobs),
             id: thread.thread().id(),
             thread: Some(thread),
+            counts,
         })
+    }
+
+    /// The writer's counters, to register with the server's metrics.
+    pub fn counts(&self) -> &WriterCounts {
+        &self.counts
     }
 
     /// Whether this is the thread running this writer's calls.
@@ -138,17 +185,37 @@ impl Writer {
         &self,
         call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
     ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        self.run_answering_early(call, |_| false)
+    }
+
+    /// [`Writer::run`], except that a result `early` accepts is answered as soon as the call
+    /// has run, before its batch is durable; the rest of the batch's calls still wait. Only
+    /// for a result nothing irrevocable rests on until a later call's answer, which comes
+    /// after a later (or the same) batch is durable, and which fails if this batch's settle
+    /// failed: an idempotency claim, whose request sends nothing before its attempt is
+    /// journaled on it.
+    pub fn run_answering_early<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+        early: fn(&Result<T, StoreError>) -> bool,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let result = call();
-            Box::new(move |failed: Option<&str>| {
+            let when = if early(&result) {
+                Early::Yes
+            } else {
+                Early::No
+            };
+            let reply: Reply = Box::new(move |failed: Option<&str>| {
                 let result = match failed {
                     None => result,
                     Some(why) => Err(StoreError::Flush(why.to_string())),
                 };
                 // The caller may have gone (its request was cancelled): nothing to answer.
                 let _ = answer.send(result);
-            })
+            });
+            (reply, when)
         });
         let call = Call {
             job,
@@ -187,16 +254,43 @@ impl Drop for Writer {
     }
 }
 
-fn run(queue: &mpsc::Receiver<Call>, settle: &Settle) {
-    let mut replies: Vec<(Option<Mailbox>, Reply)> = Vec::new();
+/// The answers of a batch's calls: those to give once it is durable, and those to give as
+/// soon as the calls have run ([`Writer::run_answering_early`]).
+#[derive(Default)]
+struct Answers {
+    settled: Vec<(Option<Mailbox>, Reply)>,
+    early: Vec<(Option<Mailbox>, Reply)>,
+}
+
+impl Answers {
+    fn len(&self) -> usize {
+        self.settled.len() + self.early.len()
+    }
+
+    /// Run `next` and keep its answer (none when it panicked: dropping its reply tells its
+    /// caller).
+    fn run(&mut self, next: Call, counts: &WriterCounts) {
+        counts.calls.inc();
+        let mailbox = next.mailbox;
+        if let Ok((reply, when)) = std::panic::catch_unwind(AssertUnwindSafe(next.job)) {
+            match when {
+                Early::Yes => self.early.push((mailbox, reply)),
+                Early::No => self.settled.push((mailbox, reply)),
+            }
+        }
+    }
+}
+
+fn run(queue: &mpsc::Receiver<Call>, settle: &Settle, counts: &WriterCounts) {
+    let mut replies = Answers::default();
     while let Ok(first) = queue.recv() {
-        replies.extend(call(first));
+        replies.run(first, counts);
         let mut yields = 0;
         loop {
             let before = replies.len();
             while replies.len() < BATCH {
                 match queue.try_recv() {
-                    Ok(next) => replies.extend(call(next)),
+                    Ok(next) => replies.run(next, counts),
                     Err(_) => break,
                 }
             }
@@ -212,12 +306,15 @@ fn run(queue: &mpsc::Receiver<Call>, settle: &Settle) {
             yields += 1;
             std::thread::yield_now();
         }
+        // Their threads go on while the batch is flushed.
+        answer(replies.early.drain(..), &None);
         let settled: Option<Arc<str>> = match std::panic::catch_unwind(AssertUnwindSafe(settle)) {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string().into()),
             Err(_) => Some("the flush panicked".into()),
         };
-        answer(replies.drain(..), &settled);
+        counts.batches.inc();
+        answer(replies.settled.drain(..), &settled);
     }
 }
 
@@ -246,12 +343,6 @@ fn answer(replies: impl Iterator<Item = (Option<Mailbox>, Reply)>, failed: &Opti
             undelivered.0.deliver();
         }
     }
-}
-
-/// Run one call; a panic drops its reply, which tells its caller.
-fn call(call: Call) -> Option<(Option<Mailbox>, Reply)> {
-    let reply = std::panic::catch_unwind(AssertUnwindSafe(call.job)).ok()?;
-    Some((call.mailbox, reply))
 }
 
 #[cfg(test)]
@@ -338,6 +429,52 @@ mod tests {
         let next = writer.run(|| Ok(7));
         assert!(matches!(panicked.await, Err(StoreError::Task(_))));
         assert_eq!(next.await.unwrap(), 7, "the writer goes on after a panic");
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_comes_before_its_batch_is_flushed_and_the_rest_wait_for_the_flush() {
+        // A flush that waits until the test lets it go, then fails.
+        let (entered, flushing) = mpsc::channel::<()>();
+        let (release, released) = mpsc::channel::<()>();
+        let released = std::sync::Mutex::new(released);
+        let settle: Settle = Box::new(move || {
+            let _ = entered.send(());
+            let _ = released.lock().unwrap().recv();
+            Err(StoreError::Task("disk on fire".into()))
+        });
+        let writer = Writer::start("test-writer", settle).unwrap();
+        // Bound after the writer, so dropped before it when the test fails: the flush then
+        // returns, and dropping the writer (which waits for its thread) does not hang.
+        let release = release;
+        let (gate, held) = held_call(&writer);
+        let early = writer.run_answering_early(|| Ok(1u64), |r| matches!(r, Ok(1)));
+        let refused = writer.run_answering_early(|| Ok(2u64), |r| matches!(r, Ok(1)));
+        let plain = writer.run(|| Ok(3u64));
+        gate.wait();
+        flushing.recv().unwrap();
+        // The batch's flush is under way and has not returned: only the early one is answered.
+        // (A bound, so that an early answer that waits for the flush fails the test instead
+        // of hanging it: the flush returns only once the test lets it.)
+        let early = tokio::time::timeout(std::time::Duration::from_secs(10), early).await;
+        assert_eq!(early.expect("not answered before the flush").unwrap(), 1);
+        let (mut refused, mut plain) = (Box::pin(refused), Box::pin(plain));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        use futures_util::FutureExt as _;
+        assert!(
+            (&mut refused).now_or_never().is_none(),
+            "answered before the flush"
+        );
+        assert!(
+            (&mut plain).now_or_never().is_none(),
+            "answered before the flush"
+        );
+        release.send(()).unwrap();
+        for later in [refused.await, plain.await, held.await] {
+            assert!(
+                matches!(&later, Err(StoreError::Flush(why)) if why.contains("disk on fire")),
+                "{later:?}"
+            );
+        }
     }
 
     /// A runtime on this thread, to await calls without `#[tokio::test]`.
