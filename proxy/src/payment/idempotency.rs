@@ -88,16 +88,21 @@ impl Payments {
         let fingerprint = fingerprint(ctx.parts, &ctx.body);
         let stale = ctx.route.failover.deadline_ms.saturating_mul(3);
         let (r, f) = (record.clone(), fingerprint.clone());
-        // A new claim is answered before it is durable: the request sends nothing before its
-        // attempt is journaled on the claim, and that journal is answered only once durable,
-        // which it cannot be if the claim's batch was lost (no record: `NotInFlight`). A
-        // crash before then loses a claim nothing was sent for. Every other answer (replay,
-        // mismatch, in flight, resume) waits for its batch to be durable.
+        // A new claim for a new payment is answered before it is durable: such a request
+        // sends nothing before its attempt is journaled on the claim (or, created without
+        // confirm, writes its record), and that write is answered only once durable, which
+        // it cannot be if the claim's batch was lost (no record: `NotInFlight`; a failed
+        // flush fails redb's every later write). A crash before then loses a claim nothing
+        // was sent for. A call naming a payment may be forwarded without a journal (an id
+        // never seen here), so its claim waits for the flush, as does every other answer
+        // (replay, mismatch, in flight, resume).
+        let early: fn(&Result<Begin, StoreError>) -> bool = if payment.id.is_none() {
+            |begun| matches!(begun, Ok(Begin::Started))
+        } else {
+            |_| false
+        };
         let begun = self
-            .state_answering_early(
-                move |s| s.begin(&r, &f, now_ms(), stale),
-                |begun| matches!(begun, Ok(Begin::Started)),
-            )
+            .state_answering_early(move |s| s.begin(&r, &f, now_ms(), stale), early)
             .await;
         let held = |resume| {
             let live = self.live.hold(&record);

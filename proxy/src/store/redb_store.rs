@@ -161,10 +161,15 @@ impl RedbStore {
             let (db, group, batch) = (db.clone(), group.clone(), batch.clone());
             Box::new(move || batch.settle(&db, &group))
         };
-        let writer = Writer::start("payproxy-store", settle).map_err(|e| StoreError::Open {
-            path: path.to_path_buf(),
-            source: Box::new(redb::Error::Io(e)),
-        })?;
+        let doomed = {
+            let batch = batch.clone();
+            Box::new(move || batch.doomed())
+        };
+        let writer =
+            Writer::start("payproxy-store", settle, doomed).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                source: Box::new(redb::Error::Io(e)),
+            })?;
         Ok(RedbStore {
             db,
             path: path.to_path_buf(),

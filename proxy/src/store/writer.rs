@@ -11,10 +11,11 @@
 //! call's answer, a write or a read that saw one, is therefore never given before the disk
 //! has it, exactly as when each call waits for its own flush. When the settle fails, every
 //! call of the batch gets the error: none of them is acknowledged. The one exception is asked
-//! for by the caller, per result ([`Writer::run_answering_early`]): a new idempotency claim
-//! is answered once its call has run, before the flush, so its request goes on with its
-//! plugins while the disk works. Nothing is sent on it before the attempt journaled on the
-//! claim is durable, which it cannot be if the claim's batch was lost.
+//! for by the caller, per result ([`Writer::run_answering_early`]): a new payment's new
+//! idempotency claim is answered once its batch has run, before the flush, so its request
+//! goes on with its plugins while the disk works. Nothing is sent on it before the attempt
+//! journaled on the claim is durable, which it cannot be if the claim's batch was lost; a
+//! batch already bound to fail answers nothing early.
 //!
 //! A thread that makes many calls and runs its own event loop (a serving thread) can have
 //! its answers delivered together ([`deliver_answers_here`]): the writer hands each batch's
@@ -109,6 +110,10 @@ impl Drop for Letters {
 /// Makes every commit so far durable (the store's flush).
 pub(crate) type Settle = Box<dyn Fn() -> Result<(), StoreError> + Send>;
 
+/// Whether the batch's settle is bound to fail already (a write of it failed halfway): its
+/// early answers then wait for the settle and get its failure, like the rest.
+pub(crate) type Doomed = Box<dyn Fn() -> bool + Send>;
+
 /// What a writer has done: calls run and batches settled (one flush each), as Prometheus
 /// counters the server registers (`payproxy_store_writer_calls_total`,
 /// `payproxy_store_writer_batches_total`). Calls per batch is how many calls each flush
@@ -152,13 +157,13 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     /// Start the writer thread; `settle` makes everything committed so far durable.
-    pub(crate) fn start(name: &str, settle: Settle) -> std::io::Result<Writer> {
+    pub(crate) fn start(name: &str, settle: Settle, doomed: Doomed) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Call>();
         let counts = WriterCounts::new().map_err(std::io::Error::other)?;
         let counted = counts.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || run(&queue, &settle, &counted))?;
+            .spawn(move || run(&queue, &settle, &doomed, &counted))?;
         Ok(Writer {
             jobs: Some(jobs),
             id: thread.thread().id(),
@@ -281,7 +286,7 @@ impl Answers {
     }
 }
 
-fn run(queue: &mpsc::Receiver<Call>, settle: &Settle, counts: &WriterCounts) {
+fn run(queue: &mpsc::Receiver<Call>, settle: &Settle, doomed: &Doomed, counts: &WriterCounts) {
     let mut replies = Answers::default();
     while let Ok(first) = queue.recv() {
         replies.run(first, counts);
@@ -306,8 +311,15 @@ fn run(queue: &mpsc::Receiver<Call>, settle: &Settle, counts: &WriterCounts) {
             yields += 1;
             std::thread::yield_now();
         }
-        // Their threads go on while the batch is flushed.
-        answer(replies.early.drain(..), &None);
+        // Their threads go on while the batch is flushed; unless a write of the batch failed
+        // halfway, which fails the whole batch at its settle: answered early, a claim lost
+        // with its batch could be claimed again by a retry while its request goes on.
+        if doomed() {
+            let early = std::mem::take(&mut replies.early);
+            replies.settled.extend(early);
+        } else {
+            answer(replies.early.drain(..), &None);
+        }
         let settled: Option<Arc<str>> = match std::panic::catch_unwind(AssertUnwindSafe(settle)) {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string().into()),
@@ -360,7 +372,7 @@ mod tests {
                 _ => Err(StoreError::Task("disk on fire".into())),
             }
         });
-        Writer::start("test-writer", settle).unwrap()
+        Writer::start("test-writer", settle, Box::new(|| false)).unwrap()
     }
 
     /// A call that holds the writer until the test waits on the returned gate too; it
@@ -442,7 +454,7 @@ mod tests {
             let _ = released.lock().unwrap().recv();
             Err(StoreError::Task("disk on fire".into()))
         });
-        let writer = Writer::start("test-writer", settle).unwrap();
+        let writer = Writer::start("test-writer", settle, Box::new(|| false)).unwrap();
         // Bound after the writer, so dropped before it when the test fails: the flush then
         // returns, and dropping the writer (which waits for its thread) does not hang.
         let release = release;
@@ -475,6 +487,17 @@ mod tests {
                 "{later:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn in_a_batch_bound_to_fail_an_early_answer_waits_for_the_settle_and_gets_its_failure() {
+        let settle: Settle = Box::new(|| Err(StoreError::Task("disk on fire".into())));
+        let writer = Writer::start("test-writer", settle, Box::new(|| true)).unwrap();
+        let early = writer.run_answering_early(|| Ok(1u64), |_| true).await;
+        assert!(
+            matches!(&early, Err(StoreError::Flush(why)) if why.contains("disk on fire")),
+            "{early:?}"
+        );
     }
 
     /// A runtime on this thread, to await calls without `#[tokio::test]`.

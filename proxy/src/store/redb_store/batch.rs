@@ -88,6 +88,12 @@ impl Batch {
         Ok(out)
     }
 
+    /// Whether the batch can no longer be committed (a write of it failed or panicked
+    /// halfway): its settle will fail every call of it.
+    pub(super) fn doomed(&self) -> bool {
+        self.lock().broken().is_some()
+    }
+
     /// Run `read` in the batch's transaction when one is open, so it sees the batch's own
     /// writes; `None` when none is (the caller reads in a transaction of its own).
     pub(super) fn read<T>(
@@ -260,8 +266,10 @@ mod tests {
                 batch.commit_early(&group),
                 Err(StoreError::Flush(_))
             ));
+            assert!(batch.doomed(), "panics: {panics}");
             let settled = batch.settle(&db, &group);
             assert!(matches!(settled, Err(StoreError::Flush(_))), "{settled:?}");
+            assert!(!batch.doomed(), "the next batch starts clean");
             assert!(
                 stored(&db).is_empty(),
                 "panics: {panics}: {:?}",
