@@ -373,7 +373,7 @@ impl Payments {
         }
         match self.record_write(ctx, &entry).await {
             Ok(write) => {
-                *ctx.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = Some(write);
+                ctx.hold_back(write);
                 Ok(())
             }
             Err(e) => self.not_recorded(ctx, &entry.record.id, e),

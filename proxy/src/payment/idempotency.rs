@@ -179,18 +179,15 @@ impl Payments {
     /// over while this request ran (fenced): another instance now speaks for the payment,
     /// and this request's answer is not the payment's.
     pub(super) async fn settle(&self, ctx: &Ctx<'_>, held: Option<Held>, mut done: Done) -> Answer {
-        let unsaved = ctx.unsaved.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(Held { record, resume, .. }) = held else {
             // Nothing is held back without a claim ([`Payments::record_last`]); written all
             // the same if it were.
-            if let Some(write) = unsaved {
-                let id = write.payment_id().to_string();
-                if let Err(e) = self.state(move |s| write.apply(s)).await {
-                    tracing::error!(payment = %id, error = %e, "could not record the payment");
-                }
+            if let Err(e) = self.save_held_back(ctx).await {
+                tracing::error!(error = %e, "could not record the payment");
             }
             return done.answer;
         };
+        let unsaved = ctx.take_held_back();
         let keep = match &done.keep {
             // A resumed record's first run may have charged at its journaled provider: what
             // this run did not do says nothing of that, so the record (and its attempt) is

@@ -128,6 +128,21 @@ pub(crate) struct Ctx<'a> {
     host_made: bool,
 }
 
+impl Ctx<'_> {
+    /// Hold a payment record write back for the settle ([`Payments::record_last`]).
+    fn hold_back(&self, write: records::RecordWrite) {
+        *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = Some(write);
+    }
+
+    /// The payment record write held back for the settle, if any; none is held after this.
+    fn take_held_back(&self) -> Option<records::RecordWrite> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
 /// The request head standing for a storefront request where payproxy acts on its own (a
 /// pending-payment query, a provider notification): a GET with no body, never forwarded.
 fn host_parts() -> http::request::Parts {

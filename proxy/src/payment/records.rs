@@ -231,8 +231,7 @@ impl Payments {
     /// Write the record write held back for the settle ([`Payments::record_last`]) now,
     /// before a later one: writes reach the store in the order they were made.
     pub(super) async fn save_held_back(&self, ctx: &Ctx<'_>) -> Result<(), StoreError> {
-        let held = ctx.unsaved.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match held {
+        match ctx.take_held_back() {
             Some(write) => self.state(move |s| write.apply(s)).await,
             None => Ok(()),
         }
