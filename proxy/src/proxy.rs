@@ -120,15 +120,16 @@ impl Proxy {
         let started = Instant::now();
         let snapshot = self.reloader.snapshot();
         let deadline = started + Duration::from_millis(snapshot.config.limits.request_timeout_ms);
-        let span = crate::telemetry::request_span(request.headers());
-        let answer = match self
-            .process(&snapshot, request, downstream, deadline)
-            .instrument(span.clone())
+        let trace = crate::telemetry::RequestTrace::start(request.headers());
+        let answer = match trace
+            .clone()
+            .run(self.process(&snapshot, request, downstream, deadline))
             .await
         {
             Ok(answer) => answer,
-            Err((route, error)) => span.in_scope(|| self.error_answer(route, error)),
+            Err((route, error)) => trace.in_scope(|| self.error_answer(route, error)),
         };
+        let span = trace.span();
         if !span.is_disabled() {
             span.record("route", answer.route.as_str());
             span.record(

@@ -4,8 +4,10 @@
 //!
 //! # Spans
 //!
-//! Every storefront request runs in a `request` span whose parent is the storefront's
-//! `traceparent` when it sent one. Under it: one span per payment phase (`payment.ingress`,
+//! When spans are read (exported, or a log at `debug` or finer), every storefront request
+//! runs in a `request` span whose parent is the storefront's `traceparent` when it sent one.
+//! Otherwise no request span is built: the request's trace id rides on its task
+//! ([`RequestTrace`]), which is all log and audit lines need. Under the request span: one span per payment phase (`payment.ingress`,
 //! `payment.idempotency`, `payment.comply`, …), one per plugin call (`plugin <name>`: name,
 //! role, sha256, function, outcome, time in the sandbox) and one per provider attempt
 //! (`provider <name>`: kind `send`/`forward`/`resend`/`status`, class, HTTP status). Spans
@@ -23,7 +25,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,13 +45,14 @@ use opentelemetry_sdk::trace::{
 };
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Instrument, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::fmt::format::Format;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -59,10 +64,16 @@ pub const TRACE_TARGET: &str = "payproxy::trace";
 
 /// Whether spans are exported (set once by [`init`]): without an exporter, requests skip the
 /// OpenTelemetry context work altogether.
-static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether each request gets a `request` span (set once by [`init`]): when spans are exported
+/// or the log shows spans. Otherwise a request's trace id rides on its task alone
+/// ([`RequestTrace`]): a span is entered and left at every poll of the request, through
+/// every layer, and that was about a tenth of a payment's CPU and of a forwarded request's.
+static REQUEST_SPANS: AtomicBool = AtomicBool::new(false);
 
 fn exporting() -> bool {
-    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+    EXPORTING.load(Ordering::Relaxed)
 }
 
 /// Compiler and runtime crates whose debug output (megabytes per plugin compiled) is not
@@ -114,11 +125,16 @@ impl Telemetry {
 /// on it). Call once, before anything logs.
 pub fn init(format: LogFormat, otlp: Option<&OtlpConfig>) -> Result<Telemetry, String> {
     let filter = log_filter(std::env::var("PAYPROXY_LOG").ok().as_deref());
+    // A log at `debug` or finer shows spans: then the request span is built for it too.
+    let log_shows_spans = filter
+        .max_level_hint()
+        .is_none_or(|level| level >= tracing::level_filters::LevelFilter::DEBUG);
     let logs = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             // Colours only on a terminal: a log file or journal gets plain `key=value` text.
             .with_ansi(std::io::stderr().is_terminal())
+            .event_format(TextLines)
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -141,15 +157,11 @@ pub fn init(format: LogFormat, otlp: Option<&OtlpConfig>) -> Result<Telemetry, S
     };
     tracing_subscriber::registry()
         .with(logs)
-        // Only the request span is always built (its trace id is in every log line); the
-        // others only when the log filter or the exporter wants them.
-        .with(TraceIds.with_filter(filter_fn(|meta| {
-            meta.target() == TRACE_TARGET && meta.name() == "request"
-        })))
         .with(spans)
         .try_init()
         .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
-    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
+    REQUEST_SPANS.store(provider.is_some() || log_shows_spans, Ordering::Relaxed);
     let flush = Duration::from_millis(otlp.map_or(0, |c| c.timeout_ms) + 1_000);
     Ok(Telemetry { provider, flush })
 }
@@ -256,43 +268,131 @@ impl opentelemetry_http::HttpClient for OtlpClient {
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
 
-/// The `request` span of a storefront request: a child of the storefront's `traceparent`
-/// when it sent a valid one, with the trace id recorded for log lines.
-pub fn request_span(headers: &HeaderMap) -> tracing::Span {
-    // Not exported: the storefront's trace id, or a fresh one for the logs, given to the
-    // span as it is made (one field record fewer for every layer to look at). Exported: the
-    // span's own context decides it, once the storefront's parent is set (below).
-    let local = (!exporting()).then(|| incoming_trace_id(headers).unwrap_or_else(fresh_trace_id));
-    let span = tracing::info_span!(
-        target: TRACE_TARGET,
-        "request",
-        otel.name = "payproxy.request",
-        otel.kind = "server",
-        trace_id = local.as_deref(),
-        route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    );
-    if local.is_some() || span.is_disabled() {
-        return span;
-    }
-    let parent =
-        TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
-    let _ = span.set_parent(parent);
-    let trace_id = match span.context().span().span_context().trace_id() {
-        id if id != opentelemetry::trace::TraceId::INVALID => id.to_string(),
-        _ => incoming_trace_id(headers).unwrap_or_else(fresh_trace_id),
-    };
-    span.record("trace_id", trace_id.as_str());
-    span
+/// The storefront request the running code serves: its W3C trace id (the storefront's
+/// `traceparent`'s, else a fresh one) and, when spans are built, its `request` span.
+///
+/// It rides on the request's task (a Tokio task-local, set at every poll: two thread-local
+/// swaps), so log lines and audit lines find the trace id without a span; the span is
+/// built only when something reads spans (the exporter, or a log at `debug` or finer).
+#[derive(Clone)]
+pub struct RequestTrace {
+    trace_id: TraceHex,
+    span: tracing::Span,
 }
 
-/// A random W3C trace id: 32 lowercase hex digits, not all zeros.
-fn fresh_trace_id() -> String {
-    format!("{:032x}", rand::random::<u128>().max(1))
+tokio::task_local! {
+    static CURRENT: RequestTrace;
+}
+
+impl RequestTrace {
+    /// The trace of a new storefront request with these headers. The `request` span, when
+    /// built, is a child of the storefront's `traceparent` when it sent a valid one.
+    pub fn start(headers: &HeaderMap) -> RequestTrace {
+        if !REQUEST_SPANS.load(Ordering::Relaxed) {
+            let trace_id = incoming_trace_id(headers).unwrap_or_else(TraceHex::fresh);
+            return RequestTrace {
+                trace_id,
+                span: tracing::Span::none(),
+            };
+        }
+        // Not exported: the storefront's trace id, or a fresh one, given to the span as it is
+        // made. Exported: the span's own context decides it, once the storefront's parent is
+        // set (below).
+        let local =
+            (!exporting()).then(|| incoming_trace_id(headers).unwrap_or_else(TraceHex::fresh));
+        let span = tracing::info_span!(
+            target: TRACE_TARGET,
+            "request",
+            otel.name = "payproxy.request",
+            otel.kind = "server",
+            trace_id = local.as_ref().map(TraceHex::as_str),
+            route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        if let Some(trace_id) = local {
+            return RequestTrace { trace_id, span };
+        }
+        let parent =
+            TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
+        let _ = span.set_parent(parent);
+        let exported = span.context().span().span_context().trace_id();
+        let trace_id = TraceHex::valid(u128::from_be_bytes(exported.to_bytes()))
+            .or_else(|| incoming_trace_id(headers))
+            .unwrap_or_else(TraceHex::fresh);
+        span.record("trace_id", trace_id.as_str());
+        RequestTrace { trace_id, span }
+    }
+
+    /// The trace of the request the calling code serves, if it serves one.
+    pub fn current() -> Option<RequestTrace> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// `work` run for this request: inside it, log lines, audit lines and spans belong to it.
+    pub fn run<F: Future>(self, work: F) -> impl Future<Output = F::Output> {
+        let span = self.span.clone();
+        CURRENT.scope(self, work.instrument(span))
+    }
+
+    /// `work` run now, for this request.
+    pub fn in_scope<R>(&self, work: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self.clone(), || self.span.in_scope(work))
+    }
+
+    /// The `request` span (disabled when spans are not built).
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+}
+
+/// `work`, run for the request the calling code serves (if any), wherever it is polled: for
+/// a task spawned on the request's behalf.
+pub fn carry<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    let trace = RequestTrace::current();
+    async move {
+        match trace {
+            Some(trace) => trace.run(work).await,
+            None => work.await,
+        }
+    }
+}
+
+/// The trace id of the request the running code serves, if any.
+pub fn current_trace_id() -> Option<String> {
+    CURRENT.try_with(|t| t.trace_id.as_str().to_owned()).ok()
+}
+
+/// A W3C trace id as its 32 lowercase hex digits, never all zeros.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct TraceHex([u8; 32]);
+
+impl TraceHex {
+    /// A random one.
+    fn fresh() -> TraceHex {
+        TraceHex::valid(rand::random::<u128>().max(1)).unwrap_or(TraceHex([b'1'; 32]))
+    }
+
+    /// `id` in hex, unless it is zero (the invalid trace id).
+    fn valid(id: u128) -> Option<TraceHex> {
+        if id == 0 {
+            return None;
+        }
+        let mut hex = [0u8; 32];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            let nibble = (id >> (124 - 4 * i)) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
+        Some(TraceHex(hex))
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ever ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// The trace id of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, not all zeros).
-fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
+fn incoming_trace_id(headers: &HeaderMap) -> Option<TraceHex> {
     let value = headers.get(TRACEPARENT)?.to_str().ok()?;
     let mut parts = value.trim().split('-');
     let (version, trace, span, flags) =
@@ -315,7 +415,12 @@ fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
         && span.bytes().any(|b| b != b'0')
         && hex(flags, 2)
         && rest_ok;
-    valid.then(|| trace.to_string())
+    if !valid {
+        return None;
+    }
+    u128::from_str_radix(trace, 16)
+        .ok()
+        .and_then(TraceHex::valid)
 }
 
 /// Set the trace context headers of a provider request: `span`'s when spans are exported,
@@ -358,71 +463,45 @@ pub fn attempt_span(provider: &str, kind: &'static str) -> tracing::Span {
     )
 }
 
-/// The trace id of the request the current code runs for, if any.
-pub fn current_trace_id() -> Option<String> {
-    let mut found = None;
-    tracing::Span::current().with_subscriber(|(id, dispatch)| {
-        let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() else {
-            return;
-        };
-        let Some(span) = registry.span(id) else {
-            return;
-        };
-        found = span
-            .scope()
-            .find_map(|s| s.extensions().get::<TraceId>().map(|t| t.0.clone()));
-    });
-    found
-}
+/// tracing-subscriber's own text line, with ` trace_id=<id>` at its end when the event is
+/// logged for a storefront request and the line does not already show the `request` span
+/// (which carries the id).
+struct TextLines;
 
-/// A span's `trace_id` field, kept for log lines and the audit trail.
-struct TraceId(String);
-
-/// Keeps each span's `trace_id` field in its extensions.
-struct TraceIds;
-
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for TraceIds {
-    fn on_new_span(
+impl<S, N> FormatEvent<S, N> for TextLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
         &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: Context<'_, S>,
-    ) {
-        let mut found = FindTraceId(None);
-        attrs.record(&mut found);
-        if let (Some(trace_id), Some(span)) = (found.0, ctx.span(id)) {
-            span.extensions_mut().insert(TraceId(trace_id));
-        }
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let format = Format::default().with_ansi(writer.has_ansi_escapes());
+        let shown = |span: &tracing_subscriber::registry::SpanRef<'_, S>| {
+            span.name() == "request" && span.metadata().target() == TRACE_TARGET
+        };
+        let trace_id = current_trace_id().filter(|_| {
+            !ctx.event_scope()
+                .is_some_and(|mut scope| scope.any(|s| shown(&s)))
+        });
+        let Some(trace_id) = trace_id else {
+            return format.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        format.format_event(ctx, Writer::new(&mut line), event)?;
+        writeln!(
+            writer,
+            "{} trace_id={trace_id}",
+            line.trim_end_matches('\n')
+        )
     }
-
-    fn on_record(
-        &self,
-        id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        ctx: Context<'_, S>,
-    ) {
-        let mut found = FindTraceId(None);
-        values.record(&mut found);
-        if let (Some(trace_id), Some(span)) = (found.0, ctx.span(id)) {
-            span.extensions_mut().replace(TraceId(trace_id));
-        }
-    }
-}
-
-struct FindTraceId(Option<String>);
-
-impl Visit for FindTraceId {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "trace_id" {
-            self.0 = Some(value.to_string());
-        }
-    }
-
-    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
 }
 
 /// One JSON object per line: `ts`, `level`, `target`, `message`, the event's fields, the
-/// innermost span's name and the request's `trace_id`.
+/// innermost span's name (when there is one) and the request's `trace_id`.
 struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -448,8 +527,7 @@ where
         if let Some(message) = fields.0.remove("message") {
             line.insert("message".into(), message);
         }
-        // The registry's view, not this layer's: the request span may be filtered out of
-        // the log (PAYPROXY_LOG=warn) and still carries the trace id.
+        // From the request's task, not from a span: there may be none.
         if let Some(trace_id) = current_trace_id() {
             line.insert("trace_id".into(), Value::String(trace_id));
         }
@@ -523,13 +601,17 @@ mod tests {
 
     #[test]
     fn fresh_trace_ids_are_valid_w3c_trace_ids() {
-        let ids: std::collections::HashSet<String> = (0..64).map(|_| fresh_trace_id()).collect();
+        let ids: std::collections::HashSet<String> = (0..64)
+            .map(|_| TraceHex::fresh().as_str().to_owned())
+            .collect();
         assert_eq!(ids.len(), 64, "fresh ids repeat");
         for id in &ids {
             // The shape a traceparent carries, so the id a log line shows could be one.
             let traceparent = format!("00-{id}-00f067aa0ba902b7-01");
             assert_eq!(
-                incoming_trace_id(&headers(&traceparent)).as_deref(),
+                incoming_trace_id(&headers(&traceparent))
+                    .as_ref()
+                    .map(TraceHex::as_str),
                 Some(id.as_str())
             );
         }
@@ -539,7 +621,9 @@ mod tests {
     fn only_valid_traceparents_give_a_trace_id() {
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(
-            incoming_trace_id(&headers(good)).as_deref(),
+            incoming_trace_id(&headers(good))
+                .as_ref()
+                .map(TraceHex::as_str),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
         for bad in [
@@ -580,5 +664,77 @@ mod tests {
             propagate(&tracing::Span::none(), &mut outgoing, &incoming);
             assert!(outgoing.is_empty(), "{incoming:?} gave {outgoing:?}");
         }
+    }
+
+    const TRACED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn the_trace_id_reaches_code_the_request_runs_and_tasks_spawned_for_it() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let trace = RequestTrace::start(&headers(TRACED));
+        let (inside, spawned) = runtime.block_on(trace.run(async {
+            let spawned = tokio::spawn(carry(async { current_trace_id() }));
+            (current_trace_id(), spawned.await.unwrap())
+        }));
+        let id = Some("4bf92f3577b34da6a3ce929d0e0e4736".to_string());
+        assert_eq!(inside, id);
+        assert_eq!(spawned, id);
+        // A task spawned without it, and code outside any request, serve no request.
+        let bare = runtime.block_on(
+            RequestTrace::start(&headers(TRACED))
+                .run(async { tokio::spawn(async { current_trace_id() }).await.unwrap() }),
+        );
+        assert_eq!(bare, None);
+        assert_eq!(current_trace_id(), None);
+        // Without a traceparent, a fresh valid id, the same everywhere in the request.
+        let fresh = RequestTrace::start(&HeaderMap::new());
+        let seen = fresh.in_scope(current_trace_id).unwrap();
+        assert_eq!(seen.len(), 32);
+        assert!(seen
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(fresh.in_scope(current_trace_id), Some(seen));
+    }
+
+    #[test]
+    fn a_text_line_logged_for_a_request_ends_with_its_trace_id() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || sink.clone())
+                .with_ansi(false)
+                .event_format(TextLines),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            RequestTrace::start(&headers(TRACED))
+                .in_scope(|| tracing::warn!(provider = "acquirer", "provider not reached"));
+            tracing::warn!("outside any request");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text: Vec<&str> = text.lines().collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].ends_with(
+                "provider not reached provider=\"acquirer\" trace_id=4bf92f3577b34da6a3ce929d0e0e4736"
+            ),
+            "{}",
+            text[0]
+        );
+        assert!(text[0].contains(" WARN "), "{}", text[0]);
+        assert!(text[1].ends_with("outside any request"), "{}", text[1]);
     }
 }

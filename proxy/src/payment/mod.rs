@@ -293,15 +293,14 @@ impl Payments {
         let draft = Arc::new(std::sync::Mutex::new(audit::Draft::default()));
         let phases = {
             let (snapshot, draft) = (snapshot.clone(), draft.clone());
-            async move {
+            // The phases' spans, log lines and audit line belong to the storefront's request.
+            crate::telemetry::carry(async move {
                 let _slot = slot;
                 let route = &snapshot.routes[route];
                 // Boxed where it is made, in the task: the phases' state is about 26 KB, which
                 // spawning would otherwise copy along with the task, more than once.
                 Box::pin(payments.handle(&snapshot, route, parts, body, downstream, draft)).await
-            }
-            // The phases' spans and log lines belong to the storefront's request.
-            .instrument(tracing::Span::current())
+            })
         };
         match tokio::spawn(phases).await {
             Ok(answer) => answer,
