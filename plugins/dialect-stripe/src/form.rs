@@ -30,6 +30,15 @@ impl<'a> Form<'a> {
             .split('&')
             .filter_map(|sequence| {
                 let (name, value) = if sequence.bytes().any(|b| b == b'%' || b == b'+') {
+                    // Stripe's SDKs escape a key's brackets (`metadata%5Border_id%5D`): when
+                    // they are its only escapes and the value has none, the segments are
+                    // slices of the body, as for an unescaped key.
+                    let (name, value) = sequence.split_once('=').unwrap_or((sequence, ""));
+                    if !value.bytes().any(|b| b == b'%' || b == b'+') {
+                        if let Some(key) = escaped_segments(name) {
+                            return Some((key, Cow::Borrowed(value)));
+                        }
+                    }
                     form_urlencoded::parse(sequence.as_bytes()).next()?
                 } else if sequence.is_empty() {
                     return None;
@@ -128,6 +137,40 @@ fn segments<'k, T>(key: &'k str, segment: impl Fn(&'k str) -> T) -> Option<Vec<T
         }
         out.push(segment(seg));
         rest = tail;
+    }
+    Some(out)
+}
+
+/// The segments of a key in the `a%5Bb%5D%5Bc%5D` shape whose only escapes are its
+/// brackets (either case), borrowed from it; `None` for any other key, which is then decoded
+/// in full (and split as [`split_key`] splits it).
+fn escaped_segments(name: &str) -> Option<Vec<Cow<'_, str>>> {
+    if name.bytes().any(|b| matches!(b, b'+' | b'[' | b']')) {
+        return None;
+    }
+    // The bracket a `%5B` / `%5D` at the start of `at` stands for.
+    let bracket = |at: &str| match at.as_bytes().get(..3)? {
+        [b'%', b'5', b'B' | b'b'] => Some('['),
+        [b'%', b'5', b'D' | b'd'] => Some(']'),
+        _ => None,
+    };
+    let open = name.find('%')?;
+    if open == 0 {
+        return None;
+    }
+    let mut out = vec![Cow::Borrowed(&name[..open])];
+    let mut rest = &name[open..];
+    while !rest.is_empty() {
+        if bracket(rest)? != '[' {
+            return None;
+        }
+        rest = &rest[3..];
+        let close = rest.find('%')?;
+        if bracket(&rest[close..])? != ']' {
+            return None;
+        }
+        out.push(Cow::Borrowed(&rest[..close]));
+        rest = &rest[close + 3..];
     }
     Some(out)
 }
@@ -273,6 +316,43 @@ mod tests {
         for body in &bodies {
             assert_eq!(decoded(body), decoded_by_the_crate(body), "{body:?}");
         }
+    }
+
+    #[test]
+    fn keys_with_escaped_brackets_decode_as_form_urlencoded_does() {
+        // Every key of up to 4 pieces, escaped brackets in both cases among them, with values
+        // that need decoding and values that do not.
+        const PIECES: &[&str] = &["a", "%5B", "%5b", "%5D", "%5d", "%20", "[", "]", "+", "%"];
+        let mut keys: Vec<String> = vec![String::new()];
+        let mut last = keys.clone();
+        for _ in 0..4 {
+            last = last
+                .iter()
+                .flat_map(|key| PIECES.iter().map(move |piece| format!("{key}{piece}")))
+                .collect();
+            keys.extend(last.iter().cloned());
+        }
+        for key in &keys {
+            for value in ["1", "", "x%20y", "a+b", "%zz"] {
+                let body = format!("{key}={value}&{key}&n%5Bm%5D={value}");
+                let body = body.as_bytes();
+                assert_eq!(decoded(body), decoded_by_the_crate(body), "{key}={value}");
+            }
+        }
+        // The SDKs' shape is read without decoding: every segment borrows from the body.
+        let body = b"payment_method_data%5Bcard%5D%5Btoken%5D=tok_visa&metadata%5b%5d=x";
+        let form = Form::parse(body);
+        let keys: Vec<_> = form.pairs.iter().flat_map(|(k, _)| k.iter()).collect();
+        assert_eq!(keys.len(), 5);
+        assert!(
+            keys.iter().all(|k| matches!(k, Cow::Borrowed(_))),
+            "{keys:?}"
+        );
+        assert_eq!(
+            form.get(&["payment_method_data", "card", "token"]),
+            Some("tok_visa")
+        );
+        assert_eq!(form.list(&["metadata"]), vec!["x"]);
     }
 
     #[test]
