@@ -54,10 +54,14 @@ impl<'a> Form<'a> {
 
     /// The value at `path`; when a key repeats the last value wins (as on Stripe).
     pub fn get(&self, path: &[&str]) -> Option<&str> {
+        // Last segment first: most of a payment's keys share their first one
+        // (`payment_method_data`), and this runs for every field the dialect reads.
         self.pairs
             .iter()
             .rev()
-            .find(|(k, _)| k.iter().map(|s| &**s).eq(path.iter().copied()))
+            .find(|(k, _)| {
+                k.len() == path.len() && k.iter().rev().map(|s| &**s).eq(path.iter().rev().copied())
+            })
             .map(|(_, v)| &**v)
     }
 
