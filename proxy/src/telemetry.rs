@@ -7,8 +7,9 @@
 //! When spans are read (exported, or a log at `debug` or finer), every storefront request
 //! runs in a `request` span whose parent is the storefront's `traceparent` when it sent one.
 //! Otherwise no request span is built: the request's trace id rides on its task
-//! ([`RequestTrace`]), which is all log and audit lines need. Under the request span: one span per payment phase (`payment.ingress`,
-//! `payment.idempotency`, `payment.comply`, …), one per plugin call (`plugin <name>`: name,
+//! ([`RequestTrace`]), which is all log and audit lines need. Under the request span: one
+//! span per payment phase (`payment.ingress`, `payment.idempotency`, `payment.comply`, …),
+//! one per plugin call (`plugin <name>`: name,
 //! role, sha256, function, outcome, time in the sandbox) and one per provider attempt
 //! (`provider <name>`: kind `send`/`forward`/`resend`/`status`, class, HTTP status). Spans
 //! carry names, classes, codes and timings only, never a body, a header value, a secret or a
@@ -61,6 +62,9 @@ use crate::config::{LogFormat, OtlpConfig};
 
 /// Target of payproxy's spans (request, phase, plugin, attempt).
 pub const TRACE_TARGET: &str = "payproxy::trace";
+
+/// Target of audit lines written to the main log (no `log.audit_path`).
+pub const AUDIT_TARGET: &str = "payproxy::audit";
 
 /// Whether spans are exported (set once by [`init`]): without an exporter, requests skip the
 /// OpenTelemetry context work altogether.
@@ -465,7 +469,8 @@ pub fn attempt_span(provider: &str, kind: &'static str) -> tracing::Span {
 
 /// tracing-subscriber's own text line, with ` trace_id=<id>` at its end when the event is
 /// logged for a storefront request and the line does not already show the `request` span
-/// (which carries the id).
+/// (which carries the id). An audit line is left as it is: its JSON has the id, and a
+/// reader takes everything after its target as that JSON.
 struct TextLines;
 
 impl<S, N> FormatEvent<S, N> for TextLines
@@ -484,19 +489,18 @@ where
             span.name() == "request" && span.metadata().target() == TRACE_TARGET
         };
         let trace_id = current_trace_id().filter(|_| {
-            !ctx.event_scope()
-                .is_some_and(|mut scope| scope.any(|s| shown(&s)))
+            event.metadata().target() != AUDIT_TARGET
+                && !ctx
+                    .event_scope()
+                    .is_some_and(|mut scope| scope.any(|s| shown(&s)))
         });
         let Some(trace_id) = trace_id else {
             return format.format_event(ctx, writer, event);
         };
         let mut line = String::new();
         format.format_event(ctx, Writer::new(&mut line), event)?;
-        writeln!(
-            writer,
-            "{} trace_id={trace_id}",
-            line.trim_end_matches('\n')
-        )
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        writeln!(writer, "{line} trace_id={trace_id}")
     }
 }
 
@@ -719,14 +723,37 @@ mod tests {
                 .with_ansi(false)
                 .event_format(TextLines),
         );
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
         tracing::subscriber::with_default(subscriber, || {
-            RequestTrace::start(&headers(TRACED))
-                .in_scope(|| tracing::warn!(provider = "acquirer", "provider not reached"));
+            let trace = RequestTrace::start(&headers(TRACED));
+            trace.in_scope(|| tracing::warn!(provider = "acquirer", "provider not reached"));
             tracing::warn!("outside any request");
+            // An audit line's JSON already has the id.
+            trace.in_scope(|| tracing::info!(target: AUDIT_TARGET, "{{\"trace_id\":\"{id}\"}}"));
+            // A request whose span is built (spans exported, or a debug log) shows the span,
+            // and its id once.
+            let span = tracing::info_span!(target: TRACE_TARGET, "request", trace_id = id);
+            let shown = RequestTrace {
+                trace_id: TraceHex::valid(u128::from_str_radix(id, 16).unwrap()).unwrap(),
+                span,
+            };
+            shown.in_scope(|| tracing::warn!("inside a shown span"));
         });
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         let text: Vec<&str> = text.lines().collect();
-        assert_eq!(text.len(), 2, "{text:?}");
+        assert_eq!(text.len(), 4, "{text:?}");
+        assert!(
+            text[2].ends_with(&format!("payproxy::audit: {{\"trace_id\":\"{id}\"}}")),
+            "{}",
+            text[2]
+        );
+        assert!(
+            text[3].contains(&format!("request{{trace_id=\"{id}\"}}"))
+                || text[3].contains(&format!("request{{trace_id={id}}}")),
+            "{}",
+            text[3]
+        );
+        assert_eq!(text[3].matches(id).count(), 1, "{}", text[3]);
         assert!(
             text[0].ends_with(
                 "provider not reached provider=\"acquirer\" trace_id=4bf92f3577b34da6a3ce929d0e0e4736"

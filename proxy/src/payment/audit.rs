@@ -48,7 +48,7 @@ impl AuditLog {
             return;
         };
         match &self.file {
-            None => tracing::info!(target: "payproxy::audit", "{text}"),
+            None => tracing::info!(target: crate::telemetry::AUDIT_TARGET, "{text}"),
             Some((path, file)) => {
                 text.push('\n');
                 let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
