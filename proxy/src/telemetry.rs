@@ -320,7 +320,7 @@ impl RequestTrace {
             TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
         let _ = span.set_parent(parent);
         let exported = span.context().span().span_context().trace_id();
-        let trace_id = TraceHex::valid(u128::from_be_bytes(exported.to_bytes()))
+        let trace_id = TraceHex::of(exported.to_bytes())
             .or_else(|| incoming_trace_id(headers))
             .unwrap_or_else(TraceHex::fresh);
         span.record("trace_id", trace_id.as_str());
@@ -373,20 +373,14 @@ struct TraceHex([u8; 32]);
 impl TraceHex {
     /// A random one.
     fn fresh() -> TraceHex {
-        TraceHex::valid(rand::random::<u128>().max(1)).unwrap_or(TraceHex([b'1'; 32]))
+        let id = rand::random::<u128>().max(1).to_be_bytes();
+        TraceHex::of(id).unwrap_or(TraceHex([b'1'; 32]))
     }
 
-    /// `id` in hex, unless it is zero (the invalid trace id).
-    fn valid(id: u128) -> Option<TraceHex> {
-        if id == 0 {
-            return None;
-        }
+    /// The 16 bytes of a trace id in hex, unless they are all zero (the invalid trace id).
+    fn of(id: [u8; 16]) -> Option<TraceHex> {
         let mut hex = [0u8; 32];
-        for (i, digit) in hex.iter_mut().enumerate() {
-            let nibble = (id >> (124 - 4 * i)) & 0xf;
-            *digit = b"0123456789abcdef"[nibble as usize];
-        }
-        Some(TraceHex(hex))
+        (id != [0; 16] && hex::encode_to_slice(id, &mut hex).is_ok()).then_some(TraceHex(hex))
     }
 
     fn as_str(&self) -> &str {
@@ -419,12 +413,9 @@ fn incoming_trace_id(headers: &HeaderMap) -> Option<TraceHex> {
         && span.bytes().any(|b| b != b'0')
         && hex(flags, 2)
         && rest_ok;
-    if !valid {
-        return None;
-    }
-    u128::from_str_radix(trace, 16)
-        .ok()
-        .and_then(TraceHex::valid)
+    // 32 lowercase hex digits, not all zeros: the id as it is.
+    let id: [u8; 32] = trace.as_bytes().try_into().ok()?;
+    valid.then_some(TraceHex(id))
 }
 
 /// Set the trace context headers of a provider request: `span`'s when spans are exported,
@@ -734,7 +725,7 @@ mod tests {
             // and its id once.
             let span = tracing::info_span!(target: TRACE_TARGET, "request", trace_id = id);
             let shown = RequestTrace {
-                trace_id: TraceHex::valid(u128::from_str_radix(id, 16).unwrap()).unwrap(),
+                trace_id: incoming_trace_id(&headers(TRACED)).unwrap(),
                 span,
             };
             shown.in_scope(|| tracing::warn!("inside a shown span"));

@@ -12,23 +12,14 @@ TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS XK YE YT ZA ZM ZW";
 /// The upper-case country code if `text` is a known ISO 3166-1 alpha-2 code.
 pub fn country(text: &str) -> Option<String> {
     let code = text.trim().to_ascii_uppercase();
-    // The list is read as sorted 3-byte entries ("AD ", … "ZW") and searched by halves:
-    // comparing two bytes in place is cheaper than splitting it into strings, and this runs
-    // on every payment.
-    let known = code.len() == 2 && {
-        let entry = |i: usize| &COUNTRIES.as_bytes()[i * 3..i * 3 + 2];
-        let (mut low, mut high) = (0, COUNTRIES.len().div_ceil(3));
-        let mut found = false;
-        while low < high && !found {
-            let middle = (low + high) / 2;
-            match entry(middle).cmp(code.as_bytes()) {
-                std::cmp::Ordering::Less => low = middle + 1,
-                std::cmp::Ordering::Greater => high = middle,
-                std::cmp::Ordering::Equal => found = true,
-            }
-        }
-        found
-    };
+    // The list is read in place as sorted 3-byte entries ("AD ", …, "YT ", and "ZW" left
+    // over) and searched by halves: this runs on every payment.
+    let (entries, last) = COUNTRIES.as_bytes().as_chunks::<3>();
+    let known = code.len() == 2
+        && (entries
+            .binary_search_by(|entry| entry[..2].cmp(code.as_bytes()))
+            .is_ok()
+            || last == code.as_bytes());
     known.then_some(code)
 }
 

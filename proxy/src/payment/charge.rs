@@ -342,8 +342,7 @@ impl Payments {
         entry: &PaymentEntry,
         resolved: bool,
     ) -> Result<(), Done> {
-        let entry = recorded(entry, resolved);
-        match self.save(ctx, &entry).await {
+        match self.save_owned(ctx, recorded(entry, resolved)).await {
             Ok(()) => Ok(()),
             Err(e) => self.not_recorded(ctx, &entry.record.id, e),
         }
@@ -367,11 +366,10 @@ impl Payments {
         if !deferrable {
             return self.record(ctx, entry, resolved).await;
         }
-        let entry = recorded(entry, resolved);
         if let Err(e) = self.save_held_back(ctx).await {
             self.not_recorded(ctx, &entry.record.id, e)?;
         }
-        match self.record_write(ctx, &entry).await {
+        match self.record_write(ctx, recorded(entry, resolved)).await {
             Ok(write) => {
                 ctx.hold_back(write);
                 Ok(())

@@ -223,6 +223,15 @@ impl Payments {
     /// without a key holds none, and nobody can take its payment over). A request whose
     /// claim was taken over while it stalled gets [`StoreError::Fenced`] and writes nothing.
     pub(super) async fn save(&self, ctx: &Ctx<'_>, entry: &PaymentEntry) -> Result<(), StoreError> {
+        self.save_owned(ctx, entry.clone()).await
+    }
+
+    /// [`Payments::save`] of a record the caller gives up (no copy of it is made).
+    pub(super) async fn save_owned(
+        &self,
+        ctx: &Ctx<'_>,
+        entry: PaymentEntry,
+    ) -> Result<(), StoreError> {
         self.save_held_back(ctx).await?;
         let write = self.record_write(ctx, entry).await?;
         self.state(move |s| write.apply(s)).await
@@ -241,7 +250,7 @@ impl Payments {
     pub(super) async fn record_write(
         &self,
         ctx: &Ctx<'_>,
-        entry: &PaymentEntry,
+        entry: PaymentEntry,
     ) -> Result<RecordWrite, StoreError> {
         let lock = crate::store::payment_lock_key(&entry.record.id);
         let fence = if ctx.lock.get() == Some(&lock) {
@@ -249,9 +258,9 @@ impl Payments {
         } else {
             ctx.claim.get().map(|key| (key.clone(), false))
         };
-        let events = self.events_of(ctx, entry).await?;
+        let events = self.events_of(ctx, &entry).await?;
         Ok(RecordWrite {
-            entry: entry.clone(),
+            entry,
             events,
             fence,
         })
