@@ -15,10 +15,11 @@
 //! assert_eq!(encode::checked_amount_in(money, "BRL", "Pix").unwrap_err().code, "currency_unsupported");
 //! ```
 
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::currency;
-use crate::payment::{Context, HttpRequest, Money, Payment, Refusal};
+use crate::payment::{Context, HttpRequest, Money, Payment, Refusal, RefusalKind};
 
 /// `content-type: application/json`, then `idempotency-key` when given: the headers of a
 /// request with a JSON body.
@@ -47,8 +48,42 @@ pub fn json_request(
         path,
         query: None,
         headers,
-        body: body.map(|b| b.to_string().into_bytes()),
+        // A `Value` always serializes: its map keys are strings.
+        body: body.map(|b| json_bytes(&b).unwrap_or_else(|_| b.to_string().into_bytes())),
     }
+}
+
+/// [`json_request`] with a body of any `Serialize` type (a struct of borrowed fields writes
+/// faster than a `Value` built first). A body serde_json cannot write (a map keyed by
+/// something other than strings) is the plugin's fault: refused as `encoding_failed` (500,
+/// unavailable), so nothing is sent.
+pub fn typed_json_request<T: Serialize + ?Sized>(
+    method: &str,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: &T,
+) -> Result<HttpRequest, Refusal> {
+    let body = json_bytes(body).map_err(|_| Refusal {
+        kind: RefusalKind::Unavailable,
+        status: 500,
+        code: "encoding_failed".into(),
+        message: "the provider request could not be written as JSON".into(),
+    })?;
+    Ok(HttpRequest {
+        method: method.into(),
+        path,
+        query: None,
+        headers,
+        body: Some(body),
+    })
+}
+
+/// `value` as JSON text, written straight into bytes (`Value::to_string` goes through
+/// `fmt::Write`, one call per piece of text).
+pub fn json_bytes<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(256);
+    serde_json::to_writer(&mut out, value)?;
+    Ok(out)
 }
 
 /// The reference a provider files the payment under: the merchant's reference, else the

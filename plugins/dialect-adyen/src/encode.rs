@@ -5,7 +5,9 @@ use payproxy_plugin_sdk::payment::{
     Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal,
 };
 use payproxy_plugin_sdk::payment_method;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 use crate::config::Config;
 
@@ -17,10 +19,12 @@ pub fn request(
 ) -> Result<HttpRequest, Refusal> {
     let merchant = merchant_account(config, context);
     let (path, body) = match payment.operation {
-        Operation::Authorize => (
-            "/payments".to_string(),
-            authorize(payment, context, merchant)?,
-        ),
+        Operation::Authorize => {
+            let body = authorize(payment, context, merchant)?;
+            let headers = headers(context);
+            let path = format!("{}/payments", config.base_path);
+            return encode::typed_json_request("POST", path, headers, &body);
+        }
         Operation::Capture => modification(payment, context, merchant, "captures", true)?,
         Operation::Refund => modification(payment, context, merchant, "refunds", true)?,
         Operation::Void => modification(payment, context, merchant, "cancels", false)?,
@@ -32,18 +36,23 @@ pub fn request(
             ))
         }
     };
-    let mut headers = encode::json_headers(Some(&context.idempotency_key));
-    // Without a key the request still goes out: Adyen answers 401 (answered, not processed),
-    // which lets the host try another provider instead of refusing the shopper.
-    if let Some(key) = context.credential("api_key") {
-        headers.push(("x-api-key".to_string(), key.to_string()));
-    }
     Ok(encode::json_request(
         "POST",
         format!("{}{path}", config.base_path),
-        headers,
+        headers(context),
         Some(body),
     ))
+}
+
+/// JSON with the idempotency key, and the API key when there is one. Without a key the
+/// request still goes out: Adyen answers 401 (answered, not processed), which lets the host
+/// try another provider instead of refusing the shopper.
+fn headers(context: &Context) -> Vec<(String, String)> {
+    let mut headers = encode::json_headers(Some(&context.idempotency_key));
+    if let Some(key) = context.credential("api_key") {
+        headers.push(("x-api-key".to_string(), key.to_string()));
+    }
+    headers
 }
 
 /// The provider's `merchant_account` credential, else the config's. Absent: the field is left
@@ -61,64 +70,99 @@ pub fn amount(payment: &Payment) -> Result<Value, Refusal> {
     Ok(json!({ "value": money.minor, "currency": code }))
 }
 
-fn authorize(
-    payment: &Payment,
-    context: &Context,
-    merchant: Option<&str>,
-) -> Result<Value, Refusal> {
-    let amount = amount(payment)?;
-    let method = payment_method(payment)?;
-    let mut body = Map::new();
-    if let Some(merchant) = merchant {
-        body.insert("merchantAccount".into(), merchant.into());
+/// The body of `/payments`, written straight from borrowed fields (a `Value` built first
+/// was most of an encode's time). Fields are in the order a `Value` writes them (sorted),
+/// so the bytes are what they were.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Authorisation<'a> {
+    #[serde(skip_serializing_if = "AdditionalData::is_empty")]
+    additional_data: AdditionalData,
+    amount: Amount,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    installments: Option<Installments>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merchant_account: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merchant_order_reference: Option<&'a str>,
+    /// Sorted, the last value of a repeated key (as a JSON object keeps it).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<&'a str, &'a str>,
+    payment_method: Value,
+    reference: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    return_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shopper_email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shopper_reference: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Amount {
+    currency: String,
+    value: i64,
+}
+
+#[derive(Serialize)]
+struct Installments {
+    value: u16,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdditionalData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manual_capture: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sca_exemption: Option<&'static str>,
+}
+
+impl AdditionalData {
+    fn is_empty(&self) -> bool {
+        self.manual_capture.is_none() && self.sca_exemption.is_none()
     }
-    body.insert("amount".into(), amount);
-    // Adyen requires a `reference`, and reports it back in its notifications. It must name
-    // this payment alone (a late charge is matched to its payment by it): the payment id, else
-    // the idempotency key. The merchant's order reference, which several payments may share,
-    // goes in `merchantOrderReference` (Adyen's field for linking attempts of one order).
-    let reference = payment
-        .id
-        .clone()
-        .unwrap_or_else(|| context.idempotency_key.clone());
-    body.insert("reference".into(), reference.into());
-    if let Some(order) = &payment.merchant_reference {
-        body.insert("merchantOrderReference".into(), order.clone().into());
-    }
-    body.insert("paymentMethod".into(), method);
-    let optional = [
-        ("countryCode", payment.country.as_ref()),
-        ("shopperEmail", payment.customer.email.as_ref()),
-        ("shopperReference", payment.customer.id.as_ref()),
-        ("returnUrl", payment.return_url.as_ref()),
-    ];
-    for (key, value) in optional {
-        if let Some(value) = value {
-            body.insert(key.into(), value.clone().into());
-        }
-    }
-    if let Some(count) = payment.installments {
-        body.insert("installments".into(), json!({ "value": count }));
-    }
-    if !payment.metadata.is_empty() {
-        let metadata: Map<String, Value> = payment
+}
+
+fn authorize<'a>(
+    payment: &'a Payment,
+    context: &'a Context,
+    merchant: Option<&'a str>,
+) -> Result<Authorisation<'a>, Refusal> {
+    let money = encode::required_amount(payment)?;
+    let amount = Amount {
+        currency: encode::checked_amount(money)?,
+        value: money.minor,
+    };
+    let payment_method = payment_method(payment)?;
+    Ok(Authorisation {
+        additional_data: AdditionalData {
+            manual_capture: payment.manual_capture.then_some("true"),
+            sca_exemption: sca_exemption(payment),
+        },
+        amount,
+        country_code: payment.country.as_deref(),
+        installments: payment.installments.map(|value| Installments { value }),
+        merchant_account: merchant,
+        // The merchant's order reference, which several payments may share, goes in
+        // `merchantOrderReference` (Adyen's field for linking attempts of one order).
+        merchant_order_reference: payment.merchant_reference.as_deref(),
+        metadata: payment
             .metadata
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone().into()))
-            .collect();
-        body.insert("metadata".into(), metadata.into());
-    }
-    let mut additional = Map::new();
-    if payment.manual_capture {
-        additional.insert("manualCapture".into(), "true".into());
-    }
-    if let Some(exemption) = sca_exemption(payment) {
-        additional.insert("scaExemption".into(), exemption.into());
-    }
-    if !additional.is_empty() {
-        body.insert("additionalData".into(), additional.into());
-    }
-    Ok(body.into())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        payment_method,
+        // Adyen requires a `reference`, and reports it back in its notifications. It must
+        // name this payment alone (a late charge is matched to its payment by it): the
+        // payment id, else the idempotency key.
+        reference: payment.id.as_deref().unwrap_or(&context.idempotency_key),
+        return_url: payment.return_url.as_deref(),
+        shopper_email: payment.customer.email.as_deref(),
+        shopper_reference: payment.customer.id.as_deref(),
+    })
 }
 
 /// `paymentMethod`: a stored card by token, or a redirect / wallet method by its Adyen type.
@@ -287,6 +331,63 @@ mod tests {
             &context(&[("api_key", "k")]),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn an_authorisation_is_written_as_its_value_would_be() {
+        let mut p = payment();
+        p.id = Some("pi_1".into());
+        p.country = Some("NL".into());
+        p.customer.email = Some("a@example.com".into());
+        p.customer.id = Some("cus_1".into());
+        p.return_url = Some("https://shop.example/back".into());
+        p.merchant_reference = Some("order-7".into());
+        p.installments = Some(3);
+        p.manual_capture = true;
+        p.strong_auth.exemption_requested = Some("low-value".into());
+        p.metadata = vec![
+            ("z".into(), "first".into()),
+            ("a".into(), "1".into()),
+            ("z".into(), "last".into()),
+        ];
+        let config = Config {
+            merchant_account: Some("Shop".into()),
+            ..Config::default()
+        };
+        let request = request(&config, &p, &context(&[("api_key", "k")])).unwrap();
+        let bytes = request.body.as_deref().unwrap();
+        let body: Value = serde_json::from_slice(bytes).unwrap();
+        // What the dialect wrote when the body was a `Value`: keys sorted.
+        assert_eq!(String::from_utf8_lossy(bytes), body.to_string());
+        assert_eq!(
+            body,
+            json!({
+                "additionalData": {"manualCapture": "true", "scaExemption": "lowValue"},
+                "amount": {"currency": "EUR", "value": 100},
+                "countryCode": "NL",
+                "installments": {"value": 3},
+                "merchantAccount": "Shop",
+                "merchantOrderReference": "order-7",
+                "metadata": {"a": "1", "z": "last"},
+                "paymentMethod": {"type": "scheme", "storedPaymentMethodId": "tok"},
+                "reference": "pi_1",
+                "returnUrl": "https://shop.example/back",
+                "shopperEmail": "a@example.com",
+                "shopperReference": "cus_1",
+            })
+        );
+        assert_eq!(request.path, format!("{}/payments", config.base_path));
+        assert_eq!(request.header("x-api-key"), Some("k"));
+        // Nothing optional: no empty objects.
+        let bare = request_without_merchant();
+        let body: Value = serde_json::from_slice(bare.body.as_deref().unwrap()).unwrap();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["amount", "paymentMethod", "reference"]);
     }
 
     #[test]

@@ -8,16 +8,46 @@ use payproxy_plugin_sdk::payment::{
     Decline, DeclineKind, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome,
     OutcomeStatus, Payment,
 };
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::codes;
 use crate::config::Config;
 
+/// The fields of a PaymentIntent or Refund the decode reads; every other field is skipped
+/// as it is parsed, never built. Each is a `Value` (`Null` when absent) so that a field of
+/// an unexpected type reads as a `Value` index would, not as an unreadable answer.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Answer {
+    object: Value,
+    id: Value,
+    status: Value,
+    amount: Value,
+    amount_received: Value,
+    amount_capturable: Value,
+    currency: Value,
+    next_action: Value,
+    last_payment_error: Value,
+    failure_reason: Value,
+}
+
+impl Answer {
+    /// A 2xx body: a JSON object (an array would fill a struct by position), each field at
+    /// most once.
+    fn parse(body: &[u8]) -> Option<Answer> {
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        serde_json::from_slice(body).ok()
+    }
+}
+
 /// Decode the answer to the request [`crate::encode::request`] built for `payment`.
 pub fn response(config: &Config, payment: &Payment, response: &HttpResponse) -> Outcome {
-    let body: Option<Value> = serde_json::from_slice(&response.body).ok();
     if (200..300).contains(&response.status) {
-        let decoded = body.as_ref().and_then(|v| match v["object"].as_str() {
+        let answer = Answer::parse(&response.body);
+        let decoded = answer.as_ref().and_then(|v| match v.object.as_str() {
             Some("payment_intent") if payment.operation != Operation::Refund => intent(payment, v),
             Some("refund") if payment.operation == Operation::Refund => refund(v),
             _ => None,
@@ -34,19 +64,20 @@ pub fn response(config: &Config, payment: &Payment, response: &HttpResponse) -> 
             )
         });
     }
+    let body: Option<Value> = serde_json::from_slice(&response.body).ok();
     error(config, response.status, body.as_ref())
 }
 
-fn money(v: &Value, field: &str) -> Option<Money> {
-    let minor = v[field].as_i64()?;
-    let currency = currency::normalise(v["currency"].as_str()?)?;
+fn money(amount: &Value, currency: &Value) -> Option<Money> {
+    let minor = amount.as_i64()?;
+    let currency = currency::normalise(currency.as_str()?)?;
     Some(Money { minor, currency })
 }
 
 /// A PaymentIntent, read against the operation it answers.
-fn intent(payment: &Payment, v: &Value) -> Option<Outcome> {
-    let id = v["id"].as_str()?.to_string();
-    let status = v["status"].as_str()?;
+fn intent(payment: &Payment, v: &Answer) -> Option<Outcome> {
+    let id = v.id.as_str()?.to_string();
+    let status = v.status.as_str()?;
     let op = payment.operation;
     let declined = |provider_code: &str| {
         OutcomeStatus::Declined(Decline {
@@ -63,27 +94,27 @@ fn intent(payment: &Payment, v: &Value) -> Option<Outcome> {
         (Operation::Capture, "requires_capture" | "processing") => OutcomeStatus::Pending,
         (_, "succeeded" | "requires_capture") => OutcomeStatus::Approved,
         (_, "processing" | "requires_confirmation") => OutcomeStatus::Pending,
-        (_, "requires_action") => OutcomeStatus::RequiresAction(next_action(&v["next_action"])?),
+        (_, "requires_action") => OutcomeStatus::RequiresAction(next_action(&v.next_action)?),
         (_, "canceled") => declined("canceled"),
         (_, "requires_payment_method") => {
-            match v.get("last_payment_error").filter(|e| e.is_object()) {
+            match Some(&v.last_payment_error).filter(|e| e.is_object()) {
                 Some(e) => OutcomeStatus::Declined(decline(e)),
                 None => declined("requires_payment_method"),
             }
         }
         _ => return None,
     };
-    let amount_field = match status {
-        "succeeded" if v["amount_received"].as_i64().is_some_and(|a| a > 0) => "amount_received",
-        "requires_capture" if v["amount_capturable"].as_i64().is_some_and(|a| a > 0) => {
-            "amount_capturable"
+    let amount = match status {
+        "succeeded" if v.amount_received.as_i64().is_some_and(|a| a > 0) => &v.amount_received,
+        "requires_capture" if v.amount_capturable.as_i64().is_some_and(|a| a > 0) => {
+            &v.amount_capturable
         }
-        _ => "amount",
+        _ => &v.amount,
     };
     Some(Outcome {
         status: outcome_status,
         provider_reference: Some(id),
-        amount: money(v, amount_field),
+        amount: money(amount, &v.currency),
     })
 }
 
@@ -101,13 +132,13 @@ fn next_action(v: &Value) -> Option<NextAction> {
     }
 }
 
-fn refund(v: &Value) -> Option<Outcome> {
-    let id = v["id"].as_str()?.to_string();
-    let status = match v["status"].as_str()? {
+fn refund(v: &Answer) -> Option<Outcome> {
+    let id = v.id.as_str()?.to_string();
+    let status = match v.status.as_str()? {
         "succeeded" => OutcomeStatus::Approved,
         "pending" | "requires_action" => OutcomeStatus::Pending,
         s @ ("failed" | "canceled") => {
-            let reason = v["failure_reason"].as_str().unwrap_or(s);
+            let reason = v.failure_reason.as_str().unwrap_or(s);
             let code = match reason {
                 "insufficient_funds" => "insufficient_funds",
                 "expired_or_canceled_card" => "expired_card",
@@ -126,7 +157,7 @@ fn refund(v: &Value) -> Option<Outcome> {
     Some(Outcome {
         status,
         provider_reference: Some(id),
-        amount: money(v, "amount"),
+        amount: money(&v.amount, &v.currency),
     })
 }
 
@@ -210,5 +241,45 @@ mod tests {
         );
         assert_eq!(scrub("amount 1050"), "amount 1050");
         assert_eq!(scrub(&"x".repeat(300)).len(), 200);
+    }
+
+    fn decode(body: &str) -> Outcome {
+        let config = Config::parse("{}").expect("config");
+        let payment = Payment::new(Operation::Authorize);
+        let answer = HttpResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        };
+        response(&config, &payment, &answer)
+    }
+
+    fn ambiguous(outcome: &Outcome) -> bool {
+        matches!(&outcome.status, OutcomeStatus::Error(f) if f.class == ErrorClass::Ambiguous)
+    }
+
+    #[test]
+    fn only_an_object_read_field_by_field_is_an_answer() {
+        let ok = decode(
+            r#"{"id":"pi_1","object":"payment_intent","status":"succeeded","amount":1050,
+               "amount_received":1050,"currency":"eur","charges":{"data":[{"id":"ch_1"}]},
+               "metadata":{"a":"b"},"next_action":null}"#,
+        );
+        assert_eq!(ok.status, OutcomeStatus::Approved);
+        assert_eq!(ok.provider_reference.as_deref(), Some("pi_1"));
+        assert_eq!(ok.amount.as_ref().map(|m| m.minor), Some(1050));
+        // A field of an unexpected type is as good as absent, as it was with a `Value`.
+        let odd = decode(
+            r#"{"id":"pi_1","object":"payment_intent","status":"succeeded","amount":"1050","currency":"eur"}"#,
+        );
+        assert_eq!((odd.status, odd.amount), (OutcomeStatus::Approved, None));
+        // The same fields in an array, a field given twice, a truncated object: ambiguous.
+        for body in [
+            r#"["payment_intent","pi_1","succeeded"]"#,
+            r#"{"id":"pi_1","object":"payment_intent","status":"requires_payment_method","status":"succeeded"}"#,
+            r#"{"id":"pi_1","object":"payment_intent","status":"succeeded""#,
+        ] {
+            assert!(ambiguous(&decode(body)), "{body}");
+        }
     }
 }

@@ -58,7 +58,7 @@ pub fn render(event: &PaymentEvent) -> Option<RenderedEvent> {
     let kind = event_type(event.kind);
     let object = match event.kind {
         EventKind::Refunded => charge(event),
-        _ => render::record_intent(&event.record),
+        _ => render::record_intent(&event.record).to_value(),
     };
     let body = json!({
         "id": event.id,

@@ -6,7 +6,9 @@ use payproxy_plugin_sdk::payment::{
     Outcome, OutcomeStatus, Payment, PaymentMethod, Refusal, RefusalKind,
 };
 use payproxy_plugin_sdk::storefront::{PaymentRecord, PaymentState};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 use crate::codes;
 use crate::method::stripe_type;
@@ -44,15 +46,13 @@ pub fn outcome(
     };
     let mut intent = intent(payment, outcome, payment_id, status);
     match &outcome.status {
-        OutcomeStatus::RequiresAction(action) => {
-            intent["next_action"] = next_action(payment, action)
-        }
+        OutcomeStatus::RequiresAction(action) => intent.next_action = next_action(payment, action),
         OutcomeStatus::Declined(d) if status == "requires_payment_method" => {
-            intent["last_payment_error"] = payment_error(payment, d);
+            intent.last_payment_error = payment_error(payment, d);
         }
         _ => {}
     }
-    with_annotations(&mut intent, annotations);
+    intent.payproxy_annotations = annotations_json(annotations);
     HttpResponse::json(200, &intent)
 }
 
@@ -67,46 +67,97 @@ fn money(payment: &Payment, outcome: &Outcome) -> Option<(i64, String)> {
     (!m.currency.is_empty()).then(|| (m.minor, m.currency.to_ascii_lowercase()))
 }
 
-pub(crate) fn metadata(payment: &Payment) -> Value {
-    let map: Map<String, Value> = payment
+/// `metadata` as Stripe shows it: an object, keys in order, the last of a repeated key.
+pub(crate) fn metadata(payment: &Payment) -> BTreeMap<&str, &str> {
+    payment
         .metadata
         .iter()
-        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-        .collect();
-    Value::Object(map)
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// A PaymentIntent object. Written straight from borrowed fields, not built as a `Value`
+/// first (its map of owned keys and strings was most of a render's time); the fields are in
+/// the order a `Value` writes them (sorted), so the bytes are the same.
+#[derive(Serialize)]
+pub(crate) struct Intent<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount_capturable: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount_received: Option<i64>,
+    capture_method: &'static str,
+    /// Always `null`: payproxy never hands out a client secret.
+    client_secret: (),
+    confirmation_method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    currency: Option<String>,
+    customer: Option<&'a str>,
+    description: Option<&'a str>,
+    id: &'a str,
+    last_payment_error: Value,
+    livemode: bool,
+    metadata: BTreeMap<&'a str, &'a str>,
+    next_action: Value,
+    object: &'static str,
+    payment_method: Option<&'a str>,
+    payment_method_types: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    payproxy_annotations: Vec<Value>,
+    receipt_email: Option<&'a str>,
+    status: &'a str,
+}
+
+impl Intent<'_> {
+    /// The intent as a `Value`, for the error objects that embed it.
+    pub(crate) fn to_value(&self) -> Value {
+        // Cannot fail: every key is a string.
+        serde_json::to_value(self).unwrap_or_default()
+    }
 }
 
 /// A PaymentIntent object with `status`.
-fn intent(payment: &Payment, outcome: &Outcome, id: &str, status: &str) -> Value {
-    let mut v = json!({
-        "id": id,
-        "object": "payment_intent",
-        "status": status,
-        "capture_method": if payment.manual_capture { "manual" } else { "automatic" },
-        "metadata": metadata(payment),
-        "description": payment.description,
-        "customer": payment.customer.id,
-        "receipt_email": payment.customer.email,
-        "payment_method": card_token(payment),
-        "payment_method_types": payment.method.as_ref().map(|m| vec![stripe_type(m)]).unwrap_or_default(),
-        "confirmation_method": "automatic",
-        "client_secret": null,
-        "next_action": null,
-        "last_payment_error": null,
-        "livemode": false,
-    });
-    if let Some((minor, currency)) = money(payment, outcome) {
-        v["amount"] = minor.into();
-        v["currency"] = currency.into();
-        v["amount_capturable"] = if status == "requires_capture" {
-            minor
+fn intent<'a>(payment: &'a Payment, outcome: &Outcome, id: &'a str, status: &'a str) -> Intent<'a> {
+    let money = money(payment, outcome);
+    let amounts = money.as_ref().map(|(minor, _)| {
+        let capturable = if status == "requires_capture" {
+            *minor
         } else {
             0
-        }
-        .into();
-        v["amount_received"] = if status == "succeeded" { minor } else { 0 }.into();
+        };
+        let received = if status == "succeeded" { *minor } else { 0 };
+        (*minor, capturable, received)
+    });
+    Intent {
+        amount: amounts.map(|a| a.0),
+        amount_capturable: amounts.map(|a| a.1),
+        amount_received: amounts.map(|a| a.2),
+        capture_method: if payment.manual_capture {
+            "manual"
+        } else {
+            "automatic"
+        },
+        client_secret: (),
+        confirmation_method: "automatic",
+        created: None,
+        currency: money.map(|(_, currency)| currency),
+        customer: payment.customer.id.as_deref(),
+        description: payment.description.as_deref(),
+        id,
+        last_payment_error: Value::Null,
+        livemode: false,
+        metadata: metadata(payment),
+        next_action: Value::Null,
+        object: "payment_intent",
+        payment_method: card_token(payment),
+        payment_method_types: payment.method.iter().map(stripe_type).collect(),
+        payproxy_annotations: Vec::new(),
+        receipt_email: payment.customer.email.as_deref(),
+        status,
     }
-    v
 }
 
 /// The card token, Stripe's `payment_method`, when the method is a card.
@@ -132,30 +183,29 @@ fn state_status(state: PaymentState) -> &'static str {
 }
 
 /// The PaymentIntent object of a host record.
-pub(crate) fn record_intent(r: &PaymentRecord) -> Value {
+pub(crate) fn record_intent(r: &PaymentRecord) -> Intent<'_> {
     let status = state_status(r.state);
     let none = Outcome::of(OutcomeStatus::Pending);
     let mut v = intent(&r.payment, &none, &r.id, status);
-    v["created"] = r.created.into();
+    v.created = Some(r.created);
     if let Some(m) = &r.payment.amount {
-        v["amount_capturable"] = if r.state == PaymentState::RequiresCapture {
+        v.amount_capturable = Some(if r.state == PaymentState::RequiresCapture {
             (m.minor - r.amount_captured).max(0)
         } else {
             0
-        }
-        .into();
-        v["amount_received"] = r.amount_captured.into();
+        });
+        v.amount_received = Some(r.amount_captured);
     }
     let last = r.last_outcome.as_ref().map(|o| &o.status);
     match (r.state, last) {
         (PaymentState::RequiresAction, Some(OutcomeStatus::RequiresAction(action))) => {
-            v["next_action"] = next_action(&r.payment, action);
+            v.next_action = next_action(&r.payment, action);
         }
         (PaymentState::Failed, Some(OutcomeStatus::Declined(d))) => {
-            v["last_payment_error"] = payment_error(&r.payment, d);
+            v.last_payment_error = payment_error(&r.payment, d);
         }
         (PaymentState::Failed, _) => {
-            v["last_payment_error"] = json!({
+            v.last_payment_error = json!({
                 "type": "api_error",
                 "code": "payment_failed",
                 "message": "The payment failed; confirm it again or use another payment method.",
@@ -173,10 +223,22 @@ pub fn record(r: &PaymentRecord) -> HttpResponse {
 
 /// A page of recorded payments as a Stripe list object (200).
 pub fn list(records: &[PaymentRecord], has_more: bool, url: &str) -> HttpResponse {
-    let data: Vec<Value> = records.iter().map(record_intent).collect();
+    #[derive(Serialize)]
+    struct List<'a> {
+        data: Vec<Intent<'a>>,
+        has_more: bool,
+        object: &'static str,
+        url: &'a str,
+    }
+    let data = records.iter().map(record_intent).collect();
     HttpResponse::json(
         200,
-        &json!({"object": "list", "data": data, "has_more": has_more, "url": url}),
+        &List {
+            data,
+            has_more,
+            object: "list",
+            url,
+        },
     )
 }
 
@@ -246,8 +308,8 @@ fn payment_error(payment: &Payment, d: &Decline) -> Value {
 fn declined(payment: &Payment, outcome: &Outcome, id: &str, d: &Decline) -> HttpResponse {
     let mut error = payment_error(payment, d);
     let mut intent = intent(payment, outcome, id, "requires_payment_method");
-    intent["last_payment_error"] = error.clone();
-    error["payment_intent"] = intent;
+    intent.last_payment_error = error.clone();
+    error["payment_intent"] = intent.to_value();
     HttpResponse::json(402, &json!({ "error": error }))
 }
 
@@ -274,7 +336,8 @@ fn error(payment: &Payment, outcome: &Outcome, id: &str, f: &Failure) -> HttpRes
             let mut body =
                 json!({"error": {"type": "api_error", "code": code, "message": message}});
             if payment.operation != Operation::Refund {
-                body["error"]["payment_intent"] = intent(payment, outcome, id, "processing");
+                body["error"]["payment_intent"] =
+                    intent(payment, outcome, id, "processing").to_value();
             }
             HttpResponse::json(502, &body)
         }
@@ -329,16 +392,16 @@ fn refund(
     if let Some(reason) = failure {
         v["failure_reason"] = reason.into();
     }
-    with_annotations(&mut v, annotations);
+    let annotations = annotations_json(annotations);
+    if !annotations.is_empty() {
+        v["payproxy_annotations"] = Value::Array(annotations);
+    }
     HttpResponse::json(200, &v)
 }
 
-/// Compliance annotations as `payproxy_annotations` (only when there are some).
-fn with_annotations(object: &mut Value, annotations: &[Annotation]) {
-    if annotations.is_empty() {
-        return;
-    }
-    let list: Vec<Value> = annotations
+/// Compliance annotations as `payproxy_annotations` (shown only when there are some).
+fn annotations_json(annotations: &[Annotation]) -> Vec<Value> {
+    annotations
         .iter()
         .map(|a| {
             let mut v =
@@ -349,8 +412,7 @@ fn with_annotations(object: &mut Value, annotations: &[Annotation]) {
             }
             v
         })
-        .collect();
-    object["payproxy_annotations"] = Value::Array(list);
+        .collect()
 }
 
 /// A code of at most 64 `[A-Za-z0-9_.-]`, else `fallback`: codes are shown verbatim.
@@ -493,5 +555,124 @@ fn default_message(code: &str) -> String {
         }
         "identity_verification_required" => "Verify the shopper's identity, then retry.".into(),
         _ => format!("The request was refused ({code})."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payproxy_plugin_sdk::payment::{Card, Money, PaymentMethod};
+
+    fn card_payment() -> Payment {
+        let mut p = Payment::new(Operation::Authorize);
+        p.id = Some("pi_1".into());
+        p.amount = Some(Money {
+            minor: 1050,
+            currency: "EUR".into(),
+        });
+        p.method = Some(PaymentMethod::Card(Card {
+            token: "pm_card_visa".into(),
+            bin: None,
+            last4: None,
+            network: None,
+            issuer_country: None,
+        }));
+        p.customer.id = Some("cus_1".into());
+        p.customer.email = Some("a@example.com".into());
+        p.description = Some("order \"7\"".into());
+        // Out of order and repeated: shown sorted, the last value of a key.
+        p.metadata = vec![
+            ("z".into(), "last".into()),
+            ("order_id".into(), "1".into()),
+            ("z".into(), "later".into()),
+        ];
+        p
+    }
+
+    /// The body as a `Value` writes it (keys sorted): what the dialect wrote before the
+    /// intent became a struct, so a storefront sees the same bytes.
+    fn assert_value_order(response: &HttpResponse) -> Value {
+        let parsed: Value = serde_json::from_slice(&response.body).expect("JSON");
+        assert_eq!(
+            String::from_utf8_lossy(&response.body),
+            parsed.to_string(),
+            "fields out of a Value's order"
+        );
+        parsed
+    }
+
+    #[test]
+    fn an_intent_is_written_as_its_value_would_be() {
+        let p = card_payment();
+        let approved = Outcome::of(OutcomeStatus::Approved);
+        let body = assert_value_order(&outcome(&p, &approved, "pi_1", &[]));
+        assert_eq!(body["metadata"], json!({"order_id": "1", "z": "later"}));
+        assert_eq!(body["client_secret"], Value::Null);
+        assert_eq!(body["payment_method_types"], json!(["card"]));
+        assert_eq!(
+            (&body["amount"], &body["currency"], &body["amount_received"]),
+            (&json!(1050), &json!("eur"), &json!(1050))
+        );
+        assert!(body.get("payproxy_annotations").is_none());
+        assert!(body.get("created").is_none());
+
+        let mut manual = card_payment();
+        manual.manual_capture = true;
+        manual.method = None;
+        manual.metadata.clear();
+        let vat = Annotation {
+            kind: "tax".into(),
+            name: "VAT".into(),
+            rate_bp: 2100,
+            amount: Some(Money {
+                minor: 220,
+                currency: "EUR".into(),
+            }),
+            note: "".into(),
+        };
+        let body = assert_value_order(&outcome(&manual, &approved, "pi_2", &[vat]));
+        assert_eq!(body["status"], "requires_capture");
+        assert_eq!(body["amount_capturable"], 1050);
+        assert_eq!(body["payment_method_types"], json!([]));
+        assert_eq!(body["payproxy_annotations"][0]["currency"], "eur");
+
+        let redirect = Outcome::of(OutcomeStatus::RequiresAction(NextAction::Redirect(
+            "https://bank.example/3ds".into(),
+        )));
+        let body = assert_value_order(&outcome(&p, &redirect, "pi_3", &[]));
+        assert_eq!(body["next_action"]["type"], "redirect_to_url");
+
+        let declined = Outcome::of(OutcomeStatus::Declined(Decline {
+            code: "insufficient_funds".into(),
+            provider_code: "insufficient_funds".into(),
+            kind: payproxy_plugin_sdk::payment::DeclineKind::Hard,
+            message: "".into(),
+        }));
+        let response = outcome(&p, &declined, "pi_4", &[]);
+        assert_eq!(response.status, 402);
+        let body = assert_value_order(&response);
+        assert_eq!(body["error"]["payment_intent"]["id"], "pi_4");
+        assert_eq!(
+            body["error"]["payment_intent"]["last_payment_error"]["code"],
+            "card_declined"
+        );
+
+        let record = PaymentRecord {
+            id: "pi_5".into(),
+            payment: card_payment(),
+            state: PaymentState::Succeeded,
+            created: 1_780_000_000,
+            amount_captured: 1050,
+            amount_refunded: 0,
+            last_outcome: None,
+        };
+        let body = assert_value_order(&super::record(&record));
+        assert_eq!(body["created"], 1_780_000_000);
+        let body = assert_value_order(&list(
+            &[record.clone(), record],
+            true,
+            "/v1/payment_intents",
+        ));
+        assert_eq!(body["data"][1]["id"], "pi_5");
     }
 }
