@@ -11,7 +11,8 @@ Per path and protocol:
   - max throughput: wrk -t1 -c64 (HTTP/1.1) or h2load -t1 -c64 -m1 (h2c prior knowledge),
     keep-alive, BENCH_SECONDS each;
   - latency at a fixed rate below saturation: 4 h2load processes of one connection each at
-    BENCH_RATE/4 req/s, started apart (not one h2load -c4, whose clients fire together),
+    BENCH_RATE/4 req/s, with independent phases (not one h2load -c4, whose clients fire
+    together),
     p50/p99 from their per-request logs; "added" is the path's minus the direct path's.
     The unique-key rows cannot use h2load (it repeats one request), so their latency is
     wrk -c4 closed loop, marked *.
@@ -399,32 +400,41 @@ def failures(h2load_out):
 
 def h2load_latency(url, h1, payment, work):
     """p50, p99 and failures at BENCH_RATE req/s: 4 h2load processes of one connection each
-    at BENCH_RATE/4 req/s, started a quarter of their period apart, so requests arrive spread
-    out as independent storefront requests do. (One h2load with -c4 fires its four clients'
-    timers together: 4 requests arrived at once every period and each waited for the other
-    three on the proxy's one core, which measured the burst rather than the path.)"""
+    at BENCH_RATE/4 req/s, started one after another. Their start-up (taskset, connect, the
+    warm-up) varies by far more than a period, so their phases are independent, as separate
+    storefronts' are: requests may still meet, but not all four every period. (One h2load
+    with -c4 fires its four clients' timers together: 4 requests arrived at once every period
+    and each waited for the other three on the proxy's one core, which measured the burst
+    rather than the path.)"""
     # Written once: a process mapping the body file while the next one rewrote it would
     # find it empty.
     request = h2load_args(h1, payment, work)
     procs = []
-    for n in range(4):
-        log = work / f"h2load-requests-{n}.log"
-        log.unlink(missing_ok=True)
-        argv = ["h2load", "-t1", "-c1", "-m1", f"--rps={RATE // 4}", "-D", str(SECONDS),
-                "--warm-up-time=1", f"--log-file={log}", *request, url]
-        procs.append((log, subprocess.Popen(pinned(GEN_CPU, argv), stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True)))
-        time.sleep(1 / RATE)
-    times, failed = [], 0
-    for log, proc in procs:
-        out, _ = proc.communicate(timeout=SECONDS + 60)
-        if proc.returncode != 0:
-            tail = "\n".join(out.strip().splitlines()[-12:])
-            raise RuntimeError(f"h2load exited {proc.returncode} on {url}:\n{tail}")
-        times += [float(line.split("\t")[2]) for line in log.read_text().splitlines()
-                  if line.count("\t") >= 2]
-        counted = failures(out)
-        failed = None if counted is None or failed is None else failed + counted
+    try:
+        for n in range(4):
+            log = work / f"h2load-requests-{n}.log"
+            log.unlink(missing_ok=True)
+            argv = ["h2load", "-t1", "-c1", "-m1", f"--rps={RATE // 4}", "-D", str(SECONDS),
+                    "--warm-up-time=1", f"--log-file={log}", *request, url]
+            procs.append((log, subprocess.Popen(pinned(GEN_CPU, argv), stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT, text=True)))
+            time.sleep(1 / RATE)
+        times, failed = [], 0
+        for log, proc in procs:
+            out, _ = proc.communicate(timeout=SECONDS + 60)
+            if proc.returncode != 0:
+                tail = "\n".join(out.strip().splitlines()[-12:])
+                raise RuntimeError(f"h2load exited {proc.returncode} on {url}:\n{tail}")
+            times += [float(line.split("\t")[2]) for line in log.read_text().splitlines()
+                      if line.count("\t") >= 2]
+            counted = failures(out)
+            failed = None if counted is None or failed is None else failed + counted
+    finally:
+        # On a failure or a timeout, none is left running.
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     times.sort()
     return percentile(times, 50), percentile(times, 99), failed
 

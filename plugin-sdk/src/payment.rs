@@ -135,15 +135,15 @@ impl HttpResponse {
     }
 
     /// A JSON response: `value` (a [`serde_json::Value`] or any `Serialize` type) as JSON
-    /// text. A value serde_json cannot write (a map keyed by something other than strings, a
-    /// `Serialize` impl that fails) becomes a 500 with a Stripe-shaped `api_error`, never a
-    /// trap.
+    /// text. A value serde_json cannot write (a map whose keys are not strings, numbers,
+    /// booleans or chars; a `Serialize` impl that fails) becomes a 500 with
+    /// `{"error":{"message":…}}`, never a trap.
     pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> HttpResponse {
         let (status, body) = match crate::helpers::encode::json_bytes(value) {
             Ok(body) => (status, body),
             Err(_) => (
                 500,
-                br#"{"error":{"type":"api_error","message":"the plugin could not write its answer as JSON"}}"#
+                br#"{"error":{"message":"the plugin could not write its answer as JSON"}}"#
                     .to_vec(),
             ),
         };

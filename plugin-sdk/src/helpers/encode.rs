@@ -54,9 +54,9 @@ pub fn json_request(
 }
 
 /// [`json_request`] with a body of any `Serialize` type (a struct of borrowed fields writes
-/// faster than a `Value` built first). A body serde_json cannot write (a map keyed by
-/// something other than strings) is the plugin's fault: refused as `encoding_failed` (500,
-/// unavailable), so nothing is sent.
+/// faster than a `Value` built first). A body serde_json cannot write (a map whose keys are
+/// not strings, numbers, booleans or chars; a `Serialize` impl that fails) is the plugin's
+/// fault: refused as `encoding_failed` (500, unavailable), so nothing is sent.
 pub fn typed_json_request<T: Serialize + ?Sized>(
     method: &str,
     path: String,

@@ -33,13 +33,16 @@ struct Answer {
 }
 
 impl Answer {
-    /// A 2xx body: a JSON object (an array would fill a struct by position), each field at
-    /// most once.
+    /// A 2xx body: UTF-8 text holding a JSON object (an array would fill a struct by
+    /// position), each field at most once. serde_json skips the fields not read without
+    /// checking their UTF-8 (a `Value` checked it), so the whole body is checked first:
+    /// bytes that are not text stay an unreadable, ambiguous answer.
     fn parse(body: &[u8]) -> Option<Answer> {
-        if body.trim_ascii_start().first() != Some(&b'{') {
+        let text = std::str::from_utf8(body).ok()?;
+        if !text.trim_start().starts_with('{') {
             return None;
         }
-        serde_json::from_slice(body).ok()
+        serde_json::from_str(text).ok()
     }
 }
 
@@ -244,12 +247,16 @@ mod tests {
     }
 
     fn decode(body: &str) -> Outcome {
+        decode_bytes(body.as_bytes().to_vec())
+    }
+
+    fn decode_bytes(body: Vec<u8>) -> Outcome {
         let config = Config::parse("{}").expect("config");
         let payment = Payment::new(Operation::Authorize);
         let answer = HttpResponse {
             status: 200,
             headers: Vec::new(),
-            body: body.as_bytes().to_vec(),
+            body,
         };
         response(&config, &payment, &answer)
     }
@@ -281,5 +288,13 @@ mod tests {
         ] {
             assert!(ambiguous(&decode(body)), "{body}");
         }
+        // Bytes that are not UTF-8 in a field the decode skips: not JSON, so ambiguous
+        // (not a decline), as when the whole body was parsed into a `Value`.
+        let mut bytes =
+            br#"{"id":"pi_1","object":"payment_intent","status":"canceled","metadata":{"a":"x"}}"#
+                .to_vec();
+        let at = bytes.iter().position(|b| *b == b'x').unwrap();
+        bytes[at] = 0xff;
+        assert!(ambiguous(&decode_bytes(bytes)));
     }
 }

@@ -295,8 +295,10 @@ impl Answers {
 /// waits they parse, check and route the next requests and queue their calls: the writer
 /// wakes to larger batches, each settled with one commit and one fsync, where at the same
 /// priority the scheduler ran it every few calls and the commit's fixed cost was paid that
-/// often. It is never starved: once every request waits on it, the serving threads idle and
-/// it runs. With a core of its own, nothing changes.
+/// often. The serving threads do not starve it: once every request waits on it, they idle
+/// and it runs. Other tasks at the default priority on its core get ahead of it too, and
+/// under the CFQ or BFQ disk schedulers its I/O priority follows its nice value (one level
+/// lower; `none` and `mq-deadline` ignore it).
 pub const WRITER_NICENESS: i32 = 5;
 
 /// Raise the calling thread's nice value by [`WRITER_NICENESS`] (at most 19). On Linux the
