@@ -70,11 +70,8 @@ pub fn typed_json_request<T: Serialize + ?Sized>(
         message: "the provider request could not be written as JSON".into(),
     })?;
     Ok(HttpRequest {
-        method: method.into(),
-        path,
-        query: None,
-        headers,
         body: Some(body),
+        ..json_request(method, path, headers, None)
     })
 }
 
@@ -263,6 +260,38 @@ mod tests {
             json_request("GET", "/x".into(), Vec::new(), None).body,
             None
         );
+    }
+
+    #[test]
+    fn typed_bodies_and_what_json_cannot_write() {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            a: &'a str,
+            n: i64,
+        }
+        let request = typed_json_request(
+            "POST",
+            "/x".into(),
+            json_headers(None),
+            &Body { a: "é\"", n: 1 },
+        )
+        .unwrap();
+        assert_eq!(
+            request.body.as_deref(),
+            Some(r#"{"a":"é\"","n":1}"#.as_bytes())
+        );
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        // Compound map keys are what serde_json cannot write: refused, nothing sent.
+        let bad: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let refusal = typed_json_request("POST", "/x".into(), Vec::new(), &bad).unwrap_err();
+        assert_eq!(
+            (refusal.kind, refusal.status, refusal.code.as_str()),
+            (RefusalKind::Unavailable, 500, "encoding_failed")
+        );
+        let response = crate::payment::HttpResponse::json(200, &bad);
+        assert_eq!(response.status, 500);
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert!(body["error"]["message"].is_string(), "{body}");
     }
 
     #[test]

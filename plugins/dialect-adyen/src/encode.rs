@@ -63,11 +63,13 @@ fn merchant_account<'a>(config: &'a Config, context: &'a Context) -> Option<&'a 
         .or(config.merchant_account.as_deref())
 }
 
-/// `{"value": minor, "currency": "EUR"}` for a present, positive amount in a known currency.
-pub fn amount(payment: &Payment) -> Result<Value, Refusal> {
+/// `{"currency": "EUR", "value": minor}` for a present, positive amount in a known currency.
+fn amount(payment: &Payment) -> Result<Amount, Refusal> {
     let money = encode::required_amount(payment)?;
-    let code = encode::checked_amount(money)?;
-    Ok(json!({ "value": money.minor, "currency": code }))
+    Ok(Amount {
+        currency: encode::checked_amount(money)?,
+        value: money.minor,
+    })
 }
 
 /// The body of `/payments`, written straight from borrowed fields (a `Value` built first
@@ -131,11 +133,7 @@ fn authorize<'a>(
     context: &'a Context,
     merchant: Option<&'a str>,
 ) -> Result<Authorisation<'a>, Refusal> {
-    let money = encode::required_amount(payment)?;
-    let amount = Amount {
-        currency: encode::checked_amount(money)?,
-        value: money.minor,
-    };
+    let amount = amount(payment)?;
     let payment_method = payment_method(payment)?;
     Ok(Authorisation {
         additional_data: AdditionalData {
@@ -263,7 +261,7 @@ fn modification(
                 format!("this provider needs the amount for {kind}"),
             ));
         }
-        body.insert("amount".into(), amount(payment)?);
+        body.insert("amount".into(), json!(amount(payment)?));
     }
     body.insert(
         "reference".into(),
