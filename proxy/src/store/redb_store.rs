@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::notices::{HELD, REFERENCES};
 use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
@@ -20,11 +20,13 @@ use super::record::{self, Record, IDEMPOTENCY, OWNERS};
 use super::writer::Writer;
 use super::{Attempt, Begin, HeldNotice, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
+use tables::{Slot, Tables};
 
 mod batch;
 mod due;
 mod group;
 mod outbox;
+mod tables;
 
 /// Idempotency key → JSON [`Record`].
 const IDEMPOTENCY_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(IDEMPOTENCY);
@@ -215,23 +217,27 @@ impl RedbStore {
         &self,
         op: &'static str,
         key: &str,
-        decide: impl FnOnce(&WriteTransaction) -> Result<(T, Option<D>), StoreError>,
-        mutate: impl FnOnce(&WriteTransaction, D) -> Result<(), StoreError>,
+        decide: impl FnOnce(&Tables<'_>) -> Result<(T, Option<D>), StoreError>,
+        mutate: impl FnOnce(&Tables<'_>, D) -> Result<(), StoreError>,
     ) -> Result<T, StoreError> {
         if self.writer.is_current() {
             return self.batch.write(&self.db, op, key, decide, mutate);
         }
         let txn = self.db.begin_write().context(op, key)?;
-        let (out, decided) = match decide(&txn) {
-            Ok(decided) => decided,
+        let tables = Tables::new(&txn);
+        let (out, mutated) = match decide(&tables) {
+            Ok((out, Some(decided))) => (out, Some(mutate(&tables, decided))),
+            Ok((out, None)) => (out, None),
             Err(e) => {
+                drop(tables);
                 self.abandon(txn, op, key)?;
                 return Err(e);
             }
         };
-        match decided {
-            Some(decided) => {
-                mutate(&txn, decided)?;
+        drop(tables);
+        match mutated {
+            Some(mutated) => {
+                mutated?;
                 self.group.commit(&self.db, txn).context(op, key)?;
             }
             None => self.abandon(txn, op, key)?,
@@ -240,19 +246,21 @@ impl RedbStore {
     }
 
     /// A point read of `table`: on the writer, in the open batch's transaction when there is
-    /// one, so it sees the batch's own writes; else in a read transaction of its own, settled
-    /// (nothing is answered on a write that a crash could still undo).
+    /// one (through `slot`, the same table among the batch's open ones), so it sees the
+    /// batch's own writes; else in a read transaction of its own, settled (nothing is
+    /// answered on a write that a crash could still undo).
     fn read<V: redb::Value + 'static, T>(
         &self,
         op: &'static str,
         key: &str,
         table: TableDefinition<&'static str, V>,
+        slot: for<'a, 't> fn(&'a Tables<'t>) -> &'a Slot<'t, &'static str, V>,
         read: impl Fn(&dyn Lookup<V>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         if self.writer.is_current() {
             let in_batch = self
                 .batch
-                .read(|txn| read(&txn.open_table(table).context(op, key)?));
+                .read(|tables| read(&*slot(tables).open(op, key)?));
             if let Some(found) = in_batch {
                 return found;
             }
@@ -285,8 +293,8 @@ impl RedbStore {
         self.write(
             op,
             key,
-            |txn| {
-                let table = txn.open_table(IDEMPOTENCY_TABLE).context(op, key)?;
+            |tables| {
+                let table = tables.idempotency.open(op, key)?;
                 let existing: Option<Record> = match table.get(key).context(op, key)? {
                     Some(value) => Some(record::decode(IDEMPOTENCY, key, value.value())?),
                     None => None,
@@ -304,13 +312,13 @@ impl RedbStore {
                 };
                 Ok((out, decided))
             },
-            |txn, (bytes, old_stamp, new_stamp): Decided| {
-                let mut table = txn.open_table(IDEMPOTENCY_TABLE).context(op, key)?;
+            |tables, (bytes, old_stamp, new_stamp): Decided| {
+                let mut table = tables.idempotency.open(op, key)?;
                 match bytes {
                     Some(bytes) => table.insert(key, bytes.as_slice()).context(op, key)?,
                     None => table.remove(key).context(op, key)?,
                 };
-                let mut index = txn.open_table(due::IDEMPOTENCY_DUE).context(op, key)?;
+                let mut index = tables.idempotency_due.open(op, key)?;
                 due::restamp(&mut index, key, old_stamp, new_stamp).context(op, key)
             },
         )
@@ -381,15 +389,19 @@ impl Store for RedbStore {
 
     fn owner(&self, payment_id: &str) -> Result<Option<Owner>, StoreError> {
         let op = "owner";
-        self.read(op, payment_id, OWNERS_TABLE, |table| {
-            match table.lookup(payment_id).context(op, payment_id)? {
+        self.read(
+            op,
+            payment_id,
+            OWNERS_TABLE,
+            |t| &t.owners,
+            |table| match table.lookup(payment_id).context(op, payment_id)? {
                 Some(value) => {
                     let stored: StoredOwner = record::decode(OWNERS, payment_id, value.value())?;
                     Ok(Some(stored.owner))
                 }
                 None => Ok(None),
-            }
-        })
+            },
+        )
     }
 
     fn set_owner(&self, payment_id: &str, owner: &Owner) -> Result<(), StoreError> {
@@ -402,11 +414,11 @@ impl Store for RedbStore {
         self.write(
             op,
             payment_id,
-            |txn| {
+            |tables| {
                 // The old stamp, to move its index entry. An owner that does not decode (or
                 // has no stamp) leaves its entry behind; the purge drops such entries when it
                 // meets them.
-                let table = txn.open_table(OWNERS_TABLE).context(op, payment_id)?;
+                let table = tables.owners.open(op, payment_id)?;
                 let old_stamp = table
                     .get(payment_id)
                     .context(op, payment_id)?
@@ -414,12 +426,13 @@ impl Store for RedbStore {
                     .and_then(|old| old.written_ms);
                 Ok(((), Some(old_stamp)))
             },
-            |txn, old_stamp| {
-                txn.open_table(OWNERS_TABLE)
-                    .context(op, payment_id)?
+            |tables, old_stamp| {
+                tables
+                    .owners
+                    .open(op, payment_id)?
                     .insert(payment_id, bytes.as_slice())
                     .context(op, payment_id)?;
-                let mut index = txn.open_table(due::OWNERS_DUE).context(op, payment_id)?;
+                let mut index = tables.owners_due.open(op, payment_id)?;
                 due::restamp(&mut index, payment_id, old_stamp, stored.written_ms)
                     .context(op, payment_id)
             },
@@ -438,12 +451,16 @@ impl Store for RedbStore {
 
     fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError> {
         let op = "payment";
-        self.read(op, id, PAYMENTS_TABLE, |table| {
-            match table.lookup(id).context(op, id)? {
+        self.read(
+            op,
+            id,
+            PAYMENTS_TABLE,
+            |t| &t.payments,
+            |table| match table.lookup(id).context(op, id)? {
                 Some(value) => Ok(Some(record::decode(PAYMENTS, id, value.value())?)),
                 None => Ok(None),
-            }
-        })
+            },
+        )
     }
 
     fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError> {
@@ -453,8 +470,8 @@ impl Store for RedbStore {
         self.write(
             op,
             id,
-            |txn| {
-                let table = txn.open_table(PAYMENTS_TABLE).context(op, id)?;
+            |tables| {
+                let table = tables.payments.open(op, id)?;
                 let old = match table.get(id).context(op, id)? {
                     Some(value) => {
                         Some(record::decode::<PaymentEntry>(PAYMENTS, id, value.value())?)
@@ -462,42 +479,49 @@ impl Store for RedbStore {
                     None => None,
                 };
                 drop(table);
-                let new_events = outbox::new_rows(txn, events)?;
+                let new_events = outbox::new_rows(&tables.outbox, events)?;
                 Ok(((), Some((old, new_events))))
             },
-            |txn, (old, new_events)| {
-                txn.open_table(PAYMENTS_TABLE)
-                    .context(op, id)?
+            |tables, (old, new_events)| {
+                tables
+                    .payments
+                    .open(op, id)?
                     .insert(id, bytes.as_slice())
                     .context(op, id)?;
-                let mut index = txn.open_table(PAYMENT_INDEX_TABLE).context(op, id)?;
+                let mut index = tables.payment_index.open(op, id)?;
                 if let Some(old) = &old {
                     index.remove(old.index_key().as_str()).context(op, id)?;
                 }
                 index
                     .insert(entry.index_key().as_str(), ())
                     .context(op, id)?;
-                let mut references = txn.open_table(REFERENCES_TABLE).context(op, id)?;
+                let mut references = tables.references.open(op, id)?;
                 for key in old.iter().flat_map(PaymentEntry::reference_keys) {
                     unindex(&mut references, &key, id).context(op, id)?;
                 }
                 for key in entry.reference_keys() {
                     references.insert(key.as_str(), id).context(op, id)?;
                 }
-                let mut due_index = txn.open_table(due::PAYMENTS_DUE).context(op, id)?;
+                let mut due_index = tables.payments_due.open(op, id)?;
                 let old_stamp = old.as_ref().and_then(Stamped::stamp_ms);
                 due::restamp(&mut due_index, id, old_stamp, entry.stamp_ms()).context(op, id)?;
-                outbox::insert(txn, new_events)
+                outbox::insert(&tables.outbox, new_events)
             },
         )
     }
 
     fn payment_by_reference(&self, key: &str) -> Result<Option<String>, StoreError> {
         let op = "payment_by_reference";
-        self.read(op, key, REFERENCES_TABLE, |table| {
-            let found = table.lookup(key).context(op, key)?;
-            Ok(found.map(|id| id.value().to_string()))
-        })
+        self.read(
+            op,
+            key,
+            REFERENCES_TABLE,
+            |t| &t.references,
+            |table| {
+                let found = table.lookup(key).context(op, key)?;
+                Ok(found.map(|id| id.value().to_string()))
+            },
+        )
     }
 
     fn hold_notice(&self, notice: &HeldNotice) -> Result<(), StoreError> {
@@ -507,14 +531,15 @@ impl Store for RedbStore {
         self.write(
             op,
             key,
-            |txn| {
-                let table = txn.open_table(HELD_TABLE).context(op, key)?;
+            |tables| {
+                let table = tables.held.open(op, key)?;
                 let held = table.get(key).context(op, key)?.is_some();
                 Ok(((), (!held).then_some(())))
             },
-            |txn, ()| {
-                txn.open_table(HELD_TABLE)
-                    .context(op, key)?
+            |tables, ()| {
+                tables
+                    .held
+                    .open(op, key)?
                     .insert(key, bytes.as_slice())
                     .context(op, key)?;
                 Ok(())
@@ -546,11 +571,8 @@ impl Store for RedbStore {
             op,
             key,
             |_| Ok(((), Some(()))),
-            |txn, ()| {
-                txn.open_table(HELD_TABLE)
-                    .context(op, key)?
-                    .remove(key)
-                    .context(op, key)?;
+            |tables, ()| {
+                tables.held.open(op, key)?.remove(key).context(op, key)?;
                 Ok(())
             },
         )
@@ -596,9 +618,13 @@ impl Store for RedbStore {
     fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError> {
         let op = "next_event_seq";
         let (lo, hi) = crate::store::outbox::payment_range(payment_id);
-        let last = self.read(op, payment_id, outbox::ROWS, |rows| {
-            rows.last_key_in(&lo, &hi).context(op, payment_id)
-        })?;
+        let last = self.read(
+            op,
+            payment_id,
+            outbox::ROWS,
+            |t| &t.outbox.rows,
+            |rows| rows.last_key_in(&lo, &hi).context(op, payment_id),
+        )?;
         Ok(crate::store::outbox::next_seq(last.as_deref()))
     }
 

@@ -16,16 +16,18 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use redb::{Database, WriteTransaction};
+use redb::Database;
 
 use super::group::GroupCommit;
+use super::tables::{OpenTransaction, Tables};
 use super::Context;
 use crate::store::StoreError;
 
 #[derive(Default)]
 struct State {
-    /// The batch's transaction, begun by its first write.
-    txn: Option<WriteTransaction>,
+    /// The batch's transaction, begun by its first write, with the tables its calls
+    /// opened: each is opened once a batch, not once a call.
+    txn: Option<OpenTransaction>,
     /// Why the batch cannot be committed: a write failed halfway.
     broken: Option<String>,
     /// A `mutate` is running; still set at the settle when it panicked.
@@ -62,24 +64,25 @@ impl Batch {
         db: &Database,
         op: &'static str,
         key: &str,
-        decide: impl FnOnce(&WriteTransaction) -> Result<(T, Option<D>), StoreError>,
-        mutate: impl FnOnce(&WriteTransaction, D) -> Result<(), StoreError>,
+        decide: impl FnOnce(&Tables<'_>) -> Result<(T, Option<D>), StoreError>,
+        mutate: impl FnOnce(&Tables<'_>, D) -> Result<(), StoreError>,
     ) -> Result<T, StoreError> {
         let mut state = self.lock();
         if let Some(why) = state.broken() {
             return Err(StoreError::Flush(why));
         }
         if state.txn.is_none() {
-            state.txn = Some(db.begin_write().context(op, key)?);
+            let txn = db.begin_write().context(op, key)?;
+            state.txn = Some(OpenTransaction::begin(txn));
         }
         let State { txn, mutating, .. } = &mut *state;
         let txn = txn.as_ref().expect("begun above");
-        let (out, decided) = decide(txn)?;
+        let (out, decided) = txn.with_dependent(|_, tables| decide(tables))?;
         let Some(decided) = decided else {
             return Ok(out);
         };
         *mutating = true;
-        let mutated = mutate(txn, decided);
+        let mutated = txn.with_dependent(|_, tables| mutate(tables, decided));
         *mutating = false;
         if let Err(e) = mutated {
             state.broken = Some(format!("a write of the same batch failed halfway: {e}"));
@@ -98,13 +101,14 @@ impl Batch {
     /// writes; `None` when none is (the caller reads in a transaction of its own).
     pub(super) fn read<T>(
         &self,
-        read: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+        read: impl FnOnce(&Tables<'_>) -> Result<T, StoreError>,
     ) -> Option<Result<T, StoreError>> {
         let state = self.lock();
         if let Some(why) = state.broken() {
             return Some(Err(StoreError::Flush(why)));
         }
-        state.txn.as_ref().map(read)
+        let txn = state.txn.as_ref()?;
+        Some(txn.with_dependent(|_, tables| read(tables)))
     }
 
     /// Commit the batch so far durably, before a write that needs a transaction of its
@@ -118,7 +122,7 @@ impl Batch {
         let Some(txn) = state.txn.take() else {
             return Ok(());
         };
-        let committed = group.commit_durably(txn).context("commit", "");
+        let committed = group.commit_durably(txn.close()).context("commit", "");
         if let Err(e) = &committed {
             state.broken = Some(format!("committing the batch failed: {e}"));
         }
@@ -139,12 +143,12 @@ impl Batch {
         if let Some(why) = broken {
             if let Some(txn) = txn {
                 // Rolled back: nothing of the batch is written.
-                txn.abort().context("settle", "")?;
+                txn.close().abort().context("settle", "")?;
             }
             return Err(StoreError::Flush(why));
         }
         match txn {
-            Some(txn) => group.commit_durably(txn).context("commit", ""),
+            Some(txn) => group.commit_durably(txn.close()).context("commit", ""),
             None => group.settle(db).context("flush", ""),
         }
     }
@@ -153,9 +157,8 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-
-    const T: TableDefinition<&str, u64> = TableDefinition::new("t");
+    use crate::store::redb_store::HELD_TABLE as T;
+    use redb::{ReadableDatabase, ReadableTable};
 
     fn open() -> (tempfile::TempDir, Database) {
         let dir = tempfile::tempdir().unwrap();
@@ -172,12 +175,17 @@ mod tests {
             db,
             "put",
             key,
-            |txn| {
-                let there = txn.open_table(T).unwrap().get(key).unwrap().is_some();
+            |tables| {
+                let there = tables.held.open("put", key)?.get(key).unwrap().is_some();
                 Ok((!there, (!there).then_some(value)))
             },
-            |txn, value| {
-                txn.open_table(T).unwrap().insert(key, value).unwrap();
+            |tables, value| {
+                let value = value.to_string();
+                tables
+                    .held
+                    .open("put", key)?
+                    .insert(key, value.as_bytes())
+                    .unwrap();
                 Ok(())
             },
         )
@@ -188,7 +196,8 @@ mod tests {
         let table = txn.open_table(T).unwrap();
         let rows = table.iter().unwrap().map(|row| {
             let (k, v) = row.unwrap();
-            (k.value().to_string(), v.value())
+            let value = std::str::from_utf8(v.value()).unwrap().parse().unwrap();
+            (k.value().to_string(), value)
         });
         rows.collect()
     }
@@ -243,8 +252,9 @@ mod tests {
                     "halfway",
                     "h",
                     |_| Ok(((), Some(()))),
-                    |txn, ()| {
-                        txn.open_table(T).unwrap().insert("half", 9).unwrap();
+                    |tables, ()| {
+                        let mut held = tables.held.open("halfway", "h")?;
+                        held.insert("half", &b"9"[..]).unwrap();
                         if panics {
                             panic!("a bug halfway");
                         }
@@ -290,7 +300,7 @@ mod tests {
         batch.commit_early(&group).unwrap();
         // redb's write slot is free: a transaction of its own begins (and does not block).
         let own = db.begin_write().unwrap();
-        own.open_table(T).unwrap().insert("own", 7).unwrap();
+        own.open_table(T).unwrap().insert("own", &b"7"[..]).unwrap();
         own.commit().unwrap();
         put(&batch, &db, "b", 2).unwrap();
         batch.settle(&db, &group).unwrap();

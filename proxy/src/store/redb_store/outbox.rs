@@ -4,6 +4,7 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
+use super::tables::Slot;
 use super::Context;
 use crate::store::outbox::{
     self, Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent, OUTBOX, OUTBOX_IDS,
@@ -21,6 +22,25 @@ const IDS: TableDefinition<&str, &str> = TableDefinition::new(OUTBOX_IDS);
 /// Delivered rows by time of delivery, for the purge: `(delivered_ms, encoded key)`.
 const DELIVERED: TableDefinition<(u64, &str), ()> = TableDefinition::new("outbox_delivered");
 
+/// The outbox's tables in a write transaction (see [`super::tables`]).
+pub(super) struct Tables<'txn> {
+    pub(super) rows: Slot<'txn, &'static str, &'static [u8]>,
+    undelivered: Slot<'txn, &'static str, ()>,
+    ids: Slot<'txn, &'static str, &'static str>,
+    delivered: Slot<'txn, (u64, &'static str), ()>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub(super) fn new(txn: &'txn WriteTransaction) -> Tables<'txn> {
+        Tables {
+            rows: Slot::new(txn, ROWS),
+            undelivered: Slot::new(txn, UNDELIVERED),
+            ids: Slot::new(txn, IDS),
+            delivered: Slot::new(txn, DELIVERED),
+        }
+    }
+}
+
 /// Creates the tables (in the opening transaction).
 pub(super) fn create(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(ROWS)?;
@@ -34,7 +54,9 @@ fn put(txn: &WriteTransaction, row: &OutboxEvent, op: &'static str) -> Result<()
     let key = row.key().encoded();
     let bytes = record::encode(OUTBOX, &key, row)?;
     // The delivered index follows the row's delivery time.
-    let old_delivered = get(txn, &key, op)?.and_then(|old| old.delivered_ms);
+    let rows = txn.open_table(ROWS).context(op, &key)?;
+    let old_delivered = get(&rows, &key, op)?.and_then(|old| old.delivered_ms);
+    drop(rows);
     if old_delivered != row.delivered_ms {
         let mut delivered = txn.open_table(DELIVERED).context(op, &key)?;
         if let Some(at) = old_delivered {
@@ -57,11 +79,10 @@ fn put(txn: &WriteTransaction, row: &OutboxEvent, op: &'static str) -> Result<()
 }
 
 fn get(
-    txn: &WriteTransaction,
+    rows: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
     op: &'static str,
 ) -> Result<Option<OutboxEvent>, StoreError> {
-    let rows = txn.open_table(ROWS).context(op, key)?;
     let value = rows.get(key).context(op, key)?;
     match value {
         Some(v) => Ok(Some(record::decode(OUTBOX, key, v.value())?)),
@@ -72,7 +93,7 @@ fn get(
 /// Rows for the events not in the outbox yet, encoded (a key already there, or twice in
 /// `events`, is kept as it was first written). Reads only: [`insert`] writes them.
 pub(super) fn new_rows(
-    txn: &WriteTransaction,
+    tables: &Tables<'_>,
     events: &[NewEvent],
 ) -> Result<Vec<NewRow>, StoreError> {
     let op = "put_payment";
@@ -80,7 +101,9 @@ pub(super) fn new_rows(
     for event in events {
         let row = OutboxEvent::new(event.clone());
         let key = row.key().encoded();
-        if rows.iter().any(|r| r.key == key) || get(txn, &key, op)?.is_some() {
+        if rows.iter().any(|r| r.key == key)
+            || get(&*tables.rows.open(op, &key)?, &key, op)?.is_some()
+        {
             continue;
         }
         rows.push(NewRow {
@@ -105,29 +128,33 @@ pub(super) struct NewRow {
     payment_id: String,
 }
 
-/// Writes the rows [`new_rows`] chose, in `txn`: storage writes only.
-pub(super) fn insert(txn: &WriteTransaction, rows: Vec<NewRow>) -> Result<(), StoreError> {
+/// Writes the rows [`new_rows`] chose, in `tables`' transaction: storage writes only.
+pub(super) fn insert(tables: &Tables<'_>, rows: Vec<NewRow>) -> Result<(), StoreError> {
     let op = "put_payment";
     for row in rows {
         let key = row.key.as_str();
         if let Some(at) = row.delivered_ms {
-            txn.open_table(DELIVERED)
-                .context(op, key)?
+            tables
+                .delivered
+                .open(op, key)?
                 .insert((at, key), ())
                 .context(op, key)?;
         }
-        txn.open_table(ROWS)
-            .context(op, key)?
+        tables
+            .rows
+            .open(op, key)?
             .insert(key, row.bytes.as_slice())
             .context(op, key)?;
         if row.pending {
-            txn.open_table(UNDELIVERED)
-                .context(op, key)?
+            tables
+                .undelivered
+                .open(op, key)?
                 .insert(key, ())
                 .context(op, key)?;
         }
-        txn.open_table(IDS)
-            .context(op, &row.id)?
+        tables
+            .ids
+            .open(op, &row.id)?
             .insert(row.id.as_str(), row.payment_id.as_str())
             .context(op, &row.id)?;
     }
@@ -228,7 +255,8 @@ pub(super) fn attempted(
     let op = "event_attempted";
     let encoded = key.encoded();
     let txn = db.begin_write().context(op, &encoded)?;
-    match get(&txn, &encoded, op)?.and_then(|row| outbox::attempted(row, outcome)) {
+    let found = get(&txn.open_table(ROWS).context(op, &encoded)?, &encoded, op)?;
+    match found.and_then(|row| outbox::attempted(row, outcome)) {
         Some(new) => {
             put(&txn, &new, op)?;
             txn.commit().context(op, &encoded)
