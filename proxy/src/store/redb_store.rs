@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::notices::{HELD, REFERENCES};
 use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
@@ -258,9 +258,11 @@ impl RedbStore {
         read: impl Fn(&dyn Lookup<V>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         if self.writer.is_current() {
-            let in_batch = self
-                .batch
-                .read(|tables| read(&*slot(tables).open(op, key)?));
+            let in_batch = self.batch.read(|tables| {
+                let slot = slot(tables);
+                debug_assert_eq!(slot.definition().name(), table.name(), "one table");
+                read(&*slot.open(op, key)?)
+            });
             if let Some(found) = in_batch {
                 return found;
             }
@@ -299,6 +301,7 @@ impl RedbStore {
                     Some(value) => Some(record::decode(IDEMPOTENCY, key, value.value())?),
                     None => None,
                 };
+                drop(table);
                 let old_stamp = existing.as_ref().and_then(Stamped::stamp_ms);
                 let (out, write) = decide(existing)?;
                 let decided: Option<Decided> = match write {

@@ -6,7 +6,8 @@
 //! Every write of a transaction that has [`Tables`] goes through them: redb refuses to open
 //! a table twice at once, and so does a [`Slot`] (with redb's own error, never a panic).
 
-use std::cell::{RefCell, RefMut};
+use std::cell::{Cell, RefCell, RefMut};
+use std::panic::Location;
 
 use redb::{Key, Table, TableDefinition, TableHandle, Value, WriteTransaction};
 
@@ -22,6 +23,8 @@ pub(super) struct Slot<'txn, K: Key + 'static, V: Value + 'static> {
     txn: &'txn WriteTransaction,
     definition: TableDefinition<'static, K, V>,
     table: RefCell<Option<Table<'txn, K, V>>>,
+    /// Where the handle last given out was taken, for the error of an `open` while it lives.
+    taken_at: Cell<Option<&'static Location<'static>>>,
 }
 
 impl<'txn, K: Key + 'static, V: Value + 'static> Slot<'txn, K, V> {
@@ -33,12 +36,18 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Slot<'txn, K, V> {
             txn,
             definition,
             table: RefCell::new(None),
+            taken_at: Cell::new(None),
         }
     }
 
+    /// Which table this is.
+    pub(super) fn definition(&self) -> TableDefinition<'static, K, V> {
+        self.definition
+    }
+
     /// The table, opened now if this is its first use in the transaction. While the
-    /// returned handle lives, another `open` of the same table fails as redb's would
-    /// (`TableAlreadyOpen`).
+    /// returned handle lives, another `open` of the same table fails with redb's
+    /// `TableAlreadyOpen`, naming where the live handle was taken.
     #[track_caller]
     pub(super) fn open(
         &self,
@@ -47,9 +56,11 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Slot<'txn, K, V> {
     ) -> Result<RefMut<'_, Table<'txn, K, V>>, StoreError> {
         let Ok(mut table) = self.table.try_borrow_mut() else {
             let name = self.definition.name().to_string();
-            let error = redb::TableError::TableAlreadyOpen(name, std::panic::Location::caller());
+            let taken_at = self.taken_at.get().unwrap_or(Location::caller());
+            let error = redb::TableError::TableAlreadyOpen(name, taken_at);
             return Err(error).context(op, key);
         };
+        self.taken_at.set(Some(Location::caller()));
         if table.is_none() {
             *table = Some(self.txn.open_table(self.definition).context(op, key)?);
         }
@@ -132,7 +143,7 @@ mod tests {
             .insert("a", &b"1"[..])
             .unwrap();
         {
-            let held = tables.held.open("put", "b").unwrap();
+            let (held, taken) = (tables.held.open("put", "b").unwrap(), line!());
             let again = tables.held.open("put", "c");
             let Err(StoreError::Db { op, key, source }) = again else {
                 panic!("a second open while the first is in use")
@@ -141,9 +152,10 @@ mod tests {
             assert!(
                 matches!(
                     *source,
-                    redb::Error::TableAlreadyOpen(ref name, _) if name == "held_notices"
+                    redb::Error::TableAlreadyOpen(ref name, at)
+                        if name == "held_notices" && at.file() == file!() && at.line() == taken
                 ),
-                "{source}"
+                "names the table and where its live handle was taken: {source}"
             );
             // The open handle still works, and sees the write before it.
             assert!(held.get("a").unwrap().is_some());
