@@ -224,17 +224,18 @@ impl RedbStore {
             return self.batch.write(&self.db, op, key, decide, mutate);
         }
         let txn = self.db.begin_write().context(op, key)?;
-        let tables = Tables::new(&txn);
-        let (out, mutated) = match decide(&tables) {
-            Ok((out, Some(decided))) => (out, Some(mutate(&tables, decided))),
-            Ok((out, None)) => (out, None),
+        // The tables close at the end of this block, before the commit or the abandon.
+        let decided = {
+            let tables = Tables::new(&txn);
+            decide(&tables).map(|(out, decided)| (out, decided.map(|d| mutate(&tables, d))))
+        };
+        let (out, mutated) = match decided {
+            Ok(decided) => decided,
             Err(e) => {
-                drop(tables);
                 self.abandon(txn, op, key)?;
                 return Err(e);
             }
         };
-        drop(tables);
         match mutated {
             Some(mutated) => {
                 mutated?;
