@@ -314,6 +314,64 @@ async fn sg_shopper_pays_with_grabpay_and_the_simulator_checks_the_signature() {
     assert_eq!(sim.ledger("grabpay").len(), 1);
 }
 
+/// `(sum, count)` of the histogram series `name{labels}` in a Prometheus text page.
+fn histogram(metrics: &str, name: &str, labels: &str) -> (f64, f64) {
+    let value = |suffix: &str| {
+        let series = format!("{name}_{suffix}{{{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in the metrics"))
+    };
+    (value("sum"), value("count"))
+}
+
+/// The upstream histogram is the provider's own time, request sent to response head: on a
+/// translated payment the dialect's encode and decode are plugin time, outside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_translated_payment_times_the_provider_apart_from_its_dialect() {
+    let sim = simulator(&[]).await;
+    sim.set_faults("dana", Faults::latency(150));
+    let env = Env::start(payments_config(&sim)).await;
+    let client = HttpClient::default();
+
+    let reply = create(&client, &env, &dana_shopper("15000000", "ID-3001")).await;
+    reply.assert_status(200);
+    assert_eq!(reply.provider(), Some("dana"));
+    assert_only_contacted(&sim, "dana", 1);
+
+    let metrics = client.get(&env.admin_url("/metrics")).await.body;
+    let metrics = String::from_utf8_lossy(&metrics);
+    let (upstream, sent) = histogram(
+        &metrics,
+        "payproxy_upstream_duration_seconds",
+        "provider=\"dana\"",
+    );
+    let plugin = |function: &str| {
+        histogram(
+            &metrics,
+            "payproxy_plugin_call_duration_seconds",
+            &format!("function=\"{function}\",plugin=\"dana\""),
+        )
+    };
+    let (encode, encoded) = plugin("encode-request");
+    let (decode, decoded) = plugin("decode-response");
+    let (request, requests) = histogram(
+        &metrics,
+        "payproxy_request_duration_seconds",
+        "route=\"payments\"",
+    );
+    assert_eq!((sent, encoded, decoded, requests), (1.0, 1.0, 1.0, 1.0));
+    // The provider's 150 ms are in it ...
+    assert!(upstream >= 0.150, "upstream {upstream} s");
+    // ... and the dialect's calls are not: the three are disjoint parts of the request.
+    assert!(
+        upstream + encode + decode <= request,
+        "upstream {upstream} s + encode {encode} s + decode {decode} s > request {request} s"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Compliance
 // ---------------------------------------------------------------------------------------

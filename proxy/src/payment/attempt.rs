@@ -586,6 +586,9 @@ impl Payments {
             &ctx.parts.headers,
         );
         let remaining = deadline.saturating_duration_since(started);
+        // The provider's latency (the upstream histogram) is request sent to response head,
+        // as on the forward path: the dialect's encode and decode are the plugin histogram's.
+        let sent_at = Instant::now();
         let send = tokio::time::timeout(remaining, entry.upstream.send(outbound));
         let sent = match self.health.slow_call() {
             None => send.await,
@@ -603,15 +606,14 @@ impl Payments {
                 }
             }
         };
+        self.observe(name, sent_at);
         let response = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(failed)) => {
-                self.observe(name, started);
                 let code = transport_code(failed.transport);
                 return Ok(self.classified(at(None), started, failed.transport, None, code));
             }
             Err(_) => {
-                self.observe(name, started);
                 return Ok(self.classified(
                     at(None),
                     started,
@@ -629,7 +631,6 @@ impl Payments {
             {
                 Ok(Ok(c)) => c.to_bytes(),
                 _ => {
-                    self.observe(name, started);
                     return Ok(self.classified(
                         at(None),
                         started,
@@ -639,7 +640,6 @@ impl Payments {
                     ));
                 }
             };
-        self.observe(name, started);
         let decoded = match egress.decode_response(payment, &response_view(&parts, &bytes)) {
             Ok(outcome) => Some(outcome),
             Err(failure) => {
