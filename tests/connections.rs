@@ -168,6 +168,14 @@ async fn status_h1(
     request: Request<Empty<Bytes>>,
 ) -> StatusCode {
     let exchange = async {
+        // A request sent before the connection task is ready for it fails at once with
+        // "connection was not ready": right after the handshake, when that task has not run
+        // yet, and after a response, until it has taken the message's end (seen on a loaded
+        // machine). Waiting for it is what hyper asks of a sender.
+        sender
+            .ready()
+            .await
+            .expect("connection ready for a request");
         let response = sender.send_request(request).await.expect("response");
         let status = response.status();
         response.into_body().collect().await.expect("body");
