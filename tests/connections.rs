@@ -168,10 +168,9 @@ async fn status_h1(
     request: Request<Empty<Bytes>>,
 ) -> StatusCode {
     let exchange = async {
-        // A request sent before the connection task is ready for it fails at once with
-        // "connection was not ready": right after the handshake, when that task has not run
-        // yet, and after a response, until it has taken the message's end (seen on a loaded
-        // machine). Waiting for it is what hyper asks of a sender.
+        // A request sent on a keep-alive connection before its task has taken the previous
+        // answer's end fails at once with "connection was not ready" (seen on a loaded
+        // machine). Waiting for readiness is what hyper asks of a sender.
         sender
             .ready()
             .await

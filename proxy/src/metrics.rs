@@ -126,7 +126,7 @@ impl Metrics {
             ),
             request_seconds: histogram(
                 "payproxy_request_duration_seconds",
-                "Storefront request latency, accept to response headers.",
+                "Storefront request latency, request head read to response headers.",
                 &["route"],
             ),
             upstream_seconds: histogram(

@@ -383,6 +383,9 @@ async fn outage_drops_new_and_open_connections_without_answer() {
     assert_eq!(first.status(), StatusCode::OK);
     first.into_body().collect().await.expect("body");
 
+    // Ready first: a request sent before the connection task has taken the first answer's
+    // end fails at once ("connection was not ready"), which would pass without an outage.
+    sender.ready().await.expect("the connection is ready again");
     sim.set_faults("p", Faults::outage());
     assert!(sender.send_request(echo()).await.is_err());
 

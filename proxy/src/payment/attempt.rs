@@ -585,11 +585,12 @@ impl Payments {
             outbound.headers_mut(),
             &ctx.parts.headers,
         );
-        let remaining = deadline.saturating_duration_since(started);
         // The provider's latency (the upstream histogram) is request sent to response head,
         // as on the forward path: the dialect's encode and decode are the plugin histogram's.
         let sent_at = Instant::now();
-        let send = tokio::time::timeout(remaining, entry.upstream.send(outbound));
+        // The payment's deadline, as on the forward path: a token fetch or an encode before
+        // the send does not extend it.
+        let send = tokio::time::timeout_at(deadline.into(), entry.upstream.send(outbound));
         let sent = match self.health.slow_call() {
             None => send.await,
             Some(after) => {
