@@ -314,15 +314,12 @@ async fn sg_shopper_pays_with_grabpay_and_the_simulator_checks_the_signature() {
     assert_eq!(sim.ledger("grabpay").len(), 1);
 }
 
-/// `(sum, count)` of the histogram series `name{labels}` in a Prometheus text page.
-fn histogram(metrics: &str, name: &str, labels: &str) -> (f64, f64) {
+/// `(sum, count)` of the histogram `name` with `labels` in a Prometheus text page.
+fn histogram(metrics: &str, name: &str, labels: &[(&str, &str)]) -> (f64, f64) {
     let value = |suffix: &str| {
-        let series = format!("{name}_{suffix}{{{labels}}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no {series} in the metrics"))
+        let series = format!("{name}_{suffix}");
+        chaos::metric(metrics, &series, labels)
+            .unwrap_or_else(|| panic!("no {series} {labels:?} in the metrics"))
     };
     (value("sum"), value("count"))
 }
@@ -346,13 +343,13 @@ async fn a_translated_payment_times_the_provider_apart_from_its_dialect() {
     let (upstream, sent) = histogram(
         &metrics,
         "payproxy_upstream_duration_seconds",
-        "provider=\"dana\"",
+        &[("provider", "dana")],
     );
     let plugin = |function: &str| {
         histogram(
             &metrics,
             "payproxy_plugin_call_duration_seconds",
-            &format!("function=\"{function}\",plugin=\"dana\""),
+            &[("function", function), ("plugin", "dana")],
         )
     };
     let (encode, encoded) = plugin("encode-request");
@@ -360,7 +357,7 @@ async fn a_translated_payment_times_the_provider_apart_from_its_dialect() {
     let (request, requests) = histogram(
         &metrics,
         "payproxy_request_duration_seconds",
-        "route=\"payments\"",
+        &[("route", "payments")],
     );
     assert_eq!((sent, encoded, decoded, requests), (1.0, 1.0, 1.0, 1.0));
     // The provider's 150 ms are in it ...
