@@ -32,7 +32,8 @@ struct Keyed<T> {
 
 #[derive(Debug, Default)]
 struct Payments {
-    by_id: Keyed<PaymentEntry>,
+    /// Boxed: a record is about 1 KB, and the map moves every value each time it grows.
+    by_id: Keyed<Box<PaymentEntry>>,
     /// List index (see `payments::index_key`).
     index: BTreeSet<String>,
     /// Provider-reference index (see `notices::reference_key`): payment ids.
@@ -247,14 +248,21 @@ impl Store for MemoryStore {
     }
 
     fn payment(&self, id: &str) -> Result<Option<PaymentEntry>, StoreError> {
-        Ok(lock(&self.payments).by_id.map.get(id).cloned())
+        Ok(lock(&self.payments)
+            .by_id
+            .map
+            .get(id)
+            .map(|e| (**e).clone()))
     }
 
     fn put_payment(&self, entry: &PaymentEntry, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut payments = lock(&self.payments);
         lock(&self.outbox).insert(events);
         let key = entry.index_key();
-        if let Some(old) = payments.by_id.insert(&entry.record.id, entry.clone()) {
+        if let Some(old) = payments
+            .by_id
+            .insert(&entry.record.id, Box::new(entry.clone()))
+        {
             payments.index.remove(&old.index_key());
             for key in old.reference_keys() {
                 unindex(&mut payments.references, &key, &old.record.id);
@@ -294,7 +302,7 @@ impl Store for MemoryStore {
     fn list_payments(&self, route: &str, query: &ListQuery) -> Result<Page, StoreError> {
         let payments = lock(&self.payments);
         let by_id = &payments.by_id.map;
-        let anchor = |id: &str| Ok(by_id.get(id).map(PaymentEntry::index_key));
+        let anchor = |id: &str| Ok(by_id.get(id).map(|e| e.index_key()));
         let Some(scan) = payments::scan(route, query, anchor)? else {
             return Ok((Vec::new(), false));
         };
@@ -307,7 +315,9 @@ impl Store for MemoryStore {
             Box::new(range.rev())
         };
         let ids = ids.map(|key| Ok(payments::id_of(key).to_string()));
-        payments::collect(ids, query, scan.ascending, |id| Ok(by_id.get(id).cloned()))
+        payments::collect(ids, query, scan.ascending, |id| {
+            Ok(by_id.get(id).map(|e| (**e).clone()))
+        })
     }
 
     fn next_event_seq(&self, payment_id: &str) -> Result<u64, StoreError> {

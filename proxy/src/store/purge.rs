@@ -63,6 +63,12 @@ impl Stamped for PaymentEntry {
     }
 }
 
+impl<T: Stamped> Stamped for Box<T> {
+    fn stamp_ms(&self) -> Option<u64> {
+        (**self).stamp_ms()
+    }
+}
+
 impl Stamped for StoredOwner {
     fn stamp_ms(&self) -> Option<u64> {
         self.written_ms
