@@ -72,13 +72,18 @@ PAYMENT_HEADERS = {
     "content-type": "application/x-www-form-urlencoded",
 }
 # What the canned upstream answers: a Stripe PaymentIntent, an Adyen authorisation, 1 KiB.
+# Each payment gets an id of its own, as from a real provider (nginx's connection serial
+# number and that connection's request count), so a chain stores a new record per payment
+# instead of rewriting one. Letters between the numbers: 13-19 digits in a row may be taken
+# for a card number, and a request id in hex can hold such a run.
+UNIQUE_ID = "c${connection}r${connection_requests}"
 CANNED_INTENT = json.dumps({
-    "id": "pi_bench1", "object": "payment_intent", "amount": 1000, "amount_received": 1000,
+    "id": f"pi_{UNIQUE_ID}", "object": "payment_intent", "amount": 1000, "amount_received": 1000,
     "currency": "eur", "status": "succeeded", "capture_method": "automatic",
     "latest_charge": "ch_bench1", "payment_method": "pm_bench1", "livemode": False,
 })
 CANNED_ADYEN = json.dumps({
-    "pspReference": "PSPBENCH0000001", "resultCode": "Authorised",
+    "pspReference": f"PSP{UNIQUE_ID}", "resultCode": "Authorised",
     "amount": {"value": 1000, "currency": "EUR"}, "merchantReference": "bench",
 })
 KIB = "x" * 1024
