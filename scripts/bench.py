@@ -72,10 +72,11 @@ PAYMENT_HEADERS = {
     "content-type": "application/x-www-form-urlencoded",
 }
 # What the canned upstream answers: a Stripe PaymentIntent, an Adyen authorisation, 1 KiB.
-# Each payment gets an id of its own, as from a real provider (nginx's connection serial
-# number and that connection's request count), so a chain stores a new record per payment
-# instead of rewriting one. Letters between the numbers: 13-19 digits in a row may be taken
-# for a card number, and a request id in hex can hold such a run.
+# Each payment gets an id of its own, as from a real provider (the upstream's start time,
+# nginx's connection serial number and that connection's request count: see
+# `upstream_conf`), so a chain stores a new record per payment instead of rewriting one.
+# Letters between the numbers: 13-19 digits in a row may be taken for a card number, and a
+# request id in hex can hold such a run.
 UNIQUE_ID = "c${connection}r${connection_requests}"
 CANNED_INTENT = json.dumps({
     "id": f"pi_{UNIQUE_ID}", "object": "payment_intent", "amount": 1000, "amount_received": 1000,
@@ -202,7 +203,12 @@ http {{
 
 
 def upstream_conf(work):
+    # nginx numbers its connections from 1 again at every start: the start time keeps the ids
+    # of a restarted upstream apart from those a store already holds.
+    start = f"s{int(time.time())}"
+
     def canned(body):
+        body = body.replace(UNIQUE_ID, start + UNIQUE_ID)
         return body.replace("\\", "\\\\").replace("'", "\\'")
     server = f"""
     server {{
@@ -476,12 +482,20 @@ def check(p):
     """One request through the path: refuse to measure a path that does not work."""
     url = f"http://127.0.0.1:{p.port_h1}{p.path}"
     if p.payment:
-        # Not a bare run of digits (see `wrk`): it could pass for a card number.
-        headers = {**PAYMENT_HEADERS, "idempotency-key": f"check-t{time.monotonic_ns()}"}
-        status, body = request(url, PAYMENT_FORM.encode(), headers)
-        answer = json.loads(body)
-        if status != 200 or answer.get("status") != "succeeded":
-            raise RuntimeError(f"{p.name}: {status} {body[:300]!r}")
+        # Two payments: each must succeed, and get an id of its own (the canned upstream's
+        # ids come from nginx variables; one id for all would make the chain rewrite one
+        # record instead of storing a payment each).
+        ids = set()
+        for _ in range(2):
+            # Not a bare run of digits (see `wrk`): it could pass for a card number.
+            headers = {**PAYMENT_HEADERS, "idempotency-key": f"check-t{time.monotonic_ns()}"}
+            status, body = request(url, PAYMENT_FORM.encode(), headers)
+            answer = json.loads(body)
+            if status != 200 or answer.get("status") != "succeeded":
+                raise RuntimeError(f"{p.name}: {status} {body[:300]!r}")
+            ids.add(answer.get("id", ""))
+        if len(ids) != 2 or any("$" in i for i in ids):
+            raise RuntimeError(f"{p.name}: two payments answered the ids {sorted(ids)}")
     else:
         status, body = request(url)
         if status != 200 or len(body) != 1024:
@@ -544,7 +558,7 @@ def settled_sums(port):
 
 def time_inside(before, after):
     """Where a request's time went inside payproxy between two readings of its histograms,
-    means per storefront request in µs: in the proxy (request head to response head), waiting for
+    means per storefront request in µs: in the proxy (request head read to response head), waiting for
     the upstream's answer, in plugin calls. Only the measured path had traffic in between,
     so every observation is its."""
     def delta(name, kind):
@@ -645,7 +659,7 @@ def inside_table(results, paths):
     its own histograms: medians over rounds of each round's means."""
     direct = results[(paths[0].name, "http/1.1")]
     rows = [f"**Inside payproxy at {RATE} req/s** (HTTP/1.1; means per request from its own "
-            "histograms, medians over rounds; \"in payproxy\" is request head to response head, "
+            "histograms, medians over rounds; \"in payproxy\" is request head read to response head, "
             "\"own work\" is that minus the upstream wait and the plugin calls)", "",
             "| path | added p50 seen by the client | in payproxy | upstream wait | "
             "plugin calls | own work |", "|---|---|---|---|---|---|"]

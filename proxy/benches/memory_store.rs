@@ -5,7 +5,12 @@
 //!
 //! - `fill 100k`: `put_payment` of 100,000 new payments into an empty `MemoryStore`;
 //! - `the payment that grows the map`: the one `put_payment` after 114,688 (7/8 of 2^17,
-//!   where the map of payments doubles): how long every other payment waits behind it.
+//!   where the map of payments doubles, and with it the provider-reference index, which
+//!   holds one key per payment here): how long every other store call on payments (they
+//!   take the same lock) waits behind it.
+//!
+//! Each iteration drops a filled store before the next: jemalloc may hand its pages out
+//! again, so a table's pages are not always freshly faulted here as in a growing process.
 //!
 //! Run: `cargo bench -p payproxy --bench memory_store`.
 
