@@ -1,27 +1,32 @@
 #!/usr/bin/env python3
-"""What a durable payment costs the redb store, in counts that do not move with the machine
-(through scripts/store_profile.sh, which installs the tools).
+"""What a durable payment costs the redb store, in counts that move far less with the
+machine than throughput (through scripts/store_profile.sh, which installs the tools).
 
     scripts/store_profile.sh [BINARY]        # default target/release/payproxy
 
 Throughput on a shared machine moves by 10-30% between rounds; how many payments one
-fsync settles, how many 4 KiB pages a payment writes and how many context switches it
-costs do not, so a change to the store shows in them first. Each round starts one payproxy
-per store (bench.py's config: the payment chain on the memory store, then on redb, each
-with a fresh store), pinned like the benchmark, and drives it with wrk at each
-concurrency (unique Idempotency-Keys, PROFILE_SECONDS s), with `perf stat` attached to
-payproxy for the middle of the run. Needs `perf` and the permission to read syscall
-tracepoints (root, or kernel.perf_event_paranoid at most 1 with access to tracefs).
+fsync settles, how many page writes a payment makes and how many context switches it
+costs move far less, so a change to the store shows in them first. For each store (the
+payment chain on bench.py's memory and redb configs) and each concurrency, every round
+starts a payproxy of its own with a fresh store (the compiled plugins are shared), pinned
+like the benchmark, and drives it with wrk (unique Idempotency-Keys, PROFILE_SECONDS s),
+with `perf stat` attached to payproxy for the middle of the run. Each round reverses the
+order of the stores and of the concurrencies. Needs `perf` and the permission to read
+syscall tracepoints (root, or kernel.perf_event_paranoid at most 1 with access to tracefs).
 
 PROFILE_ROUNDS (default 3), PROFILE_CONNS (default "64,256"), PROFILE_SECONDS (default 5).
 Only loopback addresses; every load run is bounded by PROFILE_SECONDS.
 """
 
+import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,8 +41,12 @@ EVENTS = ["task-clock", "context-switches", "syscalls:sys_enter_fdatasync",
 PATH = "/v1/payment_intents"
 
 
+# perf formats numbers by locale: a decimal comma would split its `-x,` fields.
+PERF_ENV = {**os.environ, "LC_ALL": "C"}
+
+
 def perf_counts(text):
-    """{event: count} from `perf stat -x,` output."""
+    """{event: count} from `perf stat -x,` output (task-clock in ms)."""
     counts = {}
     for line in text.splitlines():
         fields = line.split(",")
@@ -45,6 +54,8 @@ def perf_counts(text):
             value = fields[0].strip()
             if not re.fullmatch(r"[\d.]+", value):
                 raise RuntimeError(f"perf could not count {fields[2]}: {line}")
+            if fields[2] == "task-clock" and fields[1] != "msec":
+                raise RuntimeError(f"perf counted task-clock in {fields[1]!r}, not msec: {line}")
             counts[fields[2]] = float(value)
     missing = [e for e in EVENTS if e not in counts]
     if missing:
@@ -52,22 +63,38 @@ def perf_counts(text):
     return counts
 
 
+# perf counts from LEAD s after wrk starts for SECONDS - 2 * LEAD s, so that wrk's start
+# and end stay out of its window; payments are wrk's rate times the window.
+LEAD = 0.5
+
+
 def measure(store, port, pid, conns, work):
     """One wrk run with perf attached for its middle: the per-payment figures."""
-    # perf counts for a window inside the wrk run, so start-up and wind-down stay out.
-    window = max(1, bench.SECONDS - 1)
-    stat = subprocess.Popen(
-        ["perf", "stat", "-x,", "-e", ",".join(EVENTS), "-p", str(pid), "--",
-         "sleep", str(window)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    rps, _, _, failed = bench.wrk(f"http://127.0.0.1:{port}{PATH}", conns, work, unique=True,
-                                  payment=True)
-    _, err = stat.communicate(timeout=bench.SECONDS + 30)
-    if stat.returncode != 0:
-        raise RuntimeError(f"perf stat failed: {err}")
+    window = bench.SECONDS - 2 * LEAD
+    perf = {}
+
+    def count():
+        time.sleep(LEAD)
+        perf["out"] = subprocess.run(
+            ["perf", "stat", "-x,", "-e", ",".join(EVENTS), "-p", str(pid), "--",
+             "sleep", str(window)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=PERF_ENV,
+            timeout=window + 30)
+
+    counting = threading.Thread(target=count)
+    counting.start()
+    try:
+        rps, _, _, failed = bench.wrk(f"http://127.0.0.1:{port}{PATH}", conns, work,
+                                      unique=True, payment=True)
+    finally:
+        counting.join()
+    out = perf.get("out")
+    if out is None or out.returncode != 0:
+        raise RuntimeError(f"perf stat failed: {out.stderr if out else 'did not run'}")
     if failed:
         raise RuntimeError(f"{store}, -c{conns}: {failed} failed requests")
-    counts = perf_counts(err)
+    counts = perf_counts(out.stderr)
+    # perf counts while its `sleep` runs: the window itself.
     payments = rps * window
     cpu_s = counts["task-clock"] / 1000
     syncs = counts["syscalls:sys_enter_fdatasync"]
@@ -89,40 +116,67 @@ def spread(values, fmt):
            f"{fmt.format(max(values))})"
 
 
-def main():
-    binary = Path(sys.argv[1] if len(sys.argv) > 1 else bench.PAYPROXY).resolve()
+def preflight(binary):
+    """Refuse to start anything when a tool, the plugins or perf's permission is missing."""
+    if len(sys.argv) > 2:
+        sys.exit("usage: scripts/store_profile.sh [BINARY]")
     if not binary.is_file():
         sys.exit(f"store_profile: {binary} is not a file (build it: cargo build --release)")
+    if bench.SECONDS < 2:
+        sys.exit("store_profile: PROFILE_SECONDS must be at least 2")
+    for tool in ("wrk", "taskset", "perf"):
+        if shutil.which(tool) is None:
+            sys.exit(f"store_profile: no {tool} (scripts/store_profile.sh installs it)")
+    if not (bench.PLUGINS / "dialect_stripe.wasm").is_file():
+        sys.exit(f"store_profile: no plugins in {bench.PLUGINS} (scripts/build-plugins.sh)")
+    probe = subprocess.run(["perf", "stat", "-x,", "-e", "syscalls:sys_enter_fdatasync",
+                            "--", "true"], capture_output=True, text=True, env=PERF_ENV)
+    if probe.returncode != 0 or "not supported" in probe.stderr:
+        sys.exit(f"store_profile: perf cannot count syscall tracepoints here:\n{probe.stderr}")
+
+
+def start(work, servers, binary, store, label):
+    """A payproxy of its own with a fresh store, on the compiled plugins all share."""
+    home = work / label
+    home.mkdir()
+    port, kind, dialect = bench.INSTANCES[store]
+    path = bench.payproxy_conf(home, store, port, kind, dialect)
+    config = json.loads(path.read_text())
+    config["plugin_host"]["compile_cache_dir"] = str(work / "plugin-cache")
+    path.write_text(json.dumps(config, indent=1))
+    servers.start(f"payproxy-{label}", bench.pinned(
+        bench.PROXY_CPU, [str(binary), "run", "--config", str(path)]), port)
+    bench.check(bench.Path_(store, port, None, PATH, payment=True, unique=True))
+    return port, servers.procs[-1]
+
+
+def main():
+    binary = Path(sys.argv[1] if len(sys.argv) > 1 else bench.PAYPROXY).resolve()
+    preflight(binary)
     results = {}
     with bench.run_dir("store-profile-") as (work, servers):
         bench.start_upstream(work, servers)
         for round_ in range(ROUNDS):
-            order = STORES if round_ % 2 == 0 else list(reversed(STORES))
-            for store in order:
-                # A fresh payproxy and store for each round: a store that grows over the
-                # rounds would make the later ones slower.
-                home = work / f"{store}-{round_}"
-                home.mkdir()
-                port, kind, dialect = bench.INSTANCES[store]
-                config = bench.payproxy_conf(home, store, port, kind, dialect)
-                servers.start(f"payproxy-{store}-{round_}", bench.pinned(
-                    bench.PROXY_CPU, [str(binary), "run", "--config", str(config)]), port)
-                name, proc = servers.procs[-1]
-                bench.check(bench.Path_(store, port, None, PATH, payment=True, unique=True))
-                for conns in CONNS:
+            forward = round_ % 2 == 0
+            for store in STORES if forward else list(reversed(STORES)):
+                for conns in CONNS if forward else list(reversed(CONNS)):
                     print(f"round {round_ + 1}/{ROUNDS}: {store}, -c{conns}", file=sys.stderr)
+                    port, (name, proc) = start(work, servers, binary, store,
+                                               f"{store}-c{conns}-{round_}")
                     results.setdefault((store, conns), []).append(
                         measure(store, port, proc.pid, conns, work))
-                proc.terminate()
-                proc.wait(timeout=30)
-                servers.procs.remove((name, proc))
+                    proc.terminate()
+                    proc.wait(timeout=30)
+                    servers.procs.remove((name, proc))
     lines = [
-        f"{ROUNDS} rounds, payment chain with unique Idempotency-Keys, wrk -t1, "
-        f"{bench.SECONDS} s each, perf for the middle {max(1, bench.SECONDS - 1)} s; "
-        f"{binary}. Medians, the rounds' range in parentheses.",
+        f"{ROUNDS} rounds, payment chain with unique Idempotency-Keys, wrk -t1 for "
+        f"{bench.SECONDS} s, perf for the middle {bench.SECONDS - 2 * LEAD:g} s, a fresh "
+        f"payproxy and store for each run; {binary}. Medians, the rounds' range in "
+        "parentheses. A page write is one pwrite: redb writes each dirty page with one (all "
+        "4 KiB when measured on 6 December) and its header with one more per commit.",
         "",
         "| store | connections | payments/s | CPUs used | CPU µs a payment "
-        "| payments a fsync | 4 KiB writes a payment | context switches a payment |",
+        "| payments a fsync | page writes a payment | context switches a payment |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for conns in CONNS:
