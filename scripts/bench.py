@@ -353,12 +353,13 @@ def wrk(url, conns, work, unique=False, payment=False):
         headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in PAYMENT_HEADERS.items())
         lines.append(f'wrk.method = "POST"\nwrk.body = "{PAYMENT_FORM}"\n{headers}')
     if unique:
-        # A random key per payment, as storefronts send them (Stripe asks for V4 UUIDs): a
-        # key that counts up puts each batch's new records side by side in the store's
-        # B-tree, which writes about half the pages random keys do. 24 random letters (113
-        # bits) and no digits: payproxy refuses a header with what may be a card number
-        # (13-19 digits passing Luhn), and random digits can make one.
-        seed = int.from_bytes(os.urandom(4), "big")
+        # A random key per payment, as storefronts send them (Stripe suggests V4 UUIDs): keys
+        # that count up put each batch's new records side by side in the store's B-tree,
+        # where random ones each take a leaf (docs/benchmarks.md: 1.6x the page writes per
+        # payment on redb). 24 random letters from a 48-bit seed per wrk run (one seed for
+        # all of wrk's threads: this is for -t1), and no digits: payproxy refuses a header
+        # with what may be a card number (13-19 digits passing Luhn).
+        seed = int.from_bytes(os.urandom(6), "big")
         lines.append(f'math.randomseed({seed})\n'
                      'function request()\n  local key = {}\n'
                      '  for i = 1, 24 do key[i] = string.char(96 + math.random(26)) end\n'
@@ -492,7 +493,8 @@ def check(p):
         # record instead of storing a payment each).
         ids = set()
         for _ in range(2):
-            # Not a bare run of digits (see `wrk`): it could pass for a card number.
+            # Digits glued to a letter, not a bare run of them: a bare run of 13-19 digits
+            # could pass for a card number, which payproxy refuses in a header.
             headers = {**PAYMENT_HEADERS, "idempotency-key": f"check-t{time.monotonic_ns()}"}
             status, body = request(url, PAYMENT_FORM.encode(), headers)
             answer = json.loads(body)
