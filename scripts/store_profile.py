@@ -4,7 +4,7 @@ machine than throughput (through scripts/store_profile.sh, which installs the to
 
     scripts/store_profile.sh [BINARY]        # default target/release/payproxy
 
-Throughput on a shared machine moves by 10-30% between rounds; how many payments one
+Throughput on a shared machine moves by 10-60% between rounds; how many payments one
 fsync settles, how many page writes a payment makes and how many context switches it
 costs move far less, so a change to the store shows in them first. For each store (the
 payment chain on bench.py's memory and redb configs) and each concurrency, every round
