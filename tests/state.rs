@@ -225,6 +225,17 @@ async fn a_keyed_payment_takes_three_writer_calls_and_its_record_and_answer_surv
     );
     let batches = metric(&text, "payproxy_store_writer_batches_total", &[]).unwrap();
     assert!((1.0..=3.0).contains(&batches), "{batches} batches");
+    // Each batch, with its calls and its settle (commit and fsync), in the histograms.
+    let histogram = |name: &str, part: &str| metric(&text, &format!("{name}_{part}"), &[]);
+    let sizes = "payproxy_store_writer_batch_calls";
+    assert_eq!(histogram(sizes, "count"), Some(batches));
+    assert_eq!(histogram(sizes, "sum"), Some(3.0));
+    let settles = "payproxy_store_writer_settle_seconds";
+    assert_eq!(histogram(settles, "count"), Some(batches));
+    assert!(
+        histogram(settles, "sum").unwrap() > 0.0,
+        "an fsync takes time"
+    );
 
     proxy.kill9();
     proxy.restart().await;

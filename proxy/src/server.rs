@@ -131,13 +131,9 @@ pub async fn start(file: &Path) -> anyhow::Result<Running> {
         }
     };
     if let Some(writer) = store.writer() {
-        let counts = writer.counts();
-        metrics
-            .registry()
-            .register(Box::new(counts.calls.clone()))?;
-        metrics
-            .registry()
-            .register(Box::new(counts.batches.clone()))?;
+        for collector in writer.counts().collectors() {
+            metrics.registry().register(collector)?;
+        }
     }
     let audit = match &config.log.audit_path {
         Some(path) => {

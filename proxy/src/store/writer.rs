@@ -115,17 +115,28 @@ pub(crate) type Settle = Box<dyn Fn() -> Result<(), StoreError> + Send>;
 pub(crate) type Doomed = Box<dyn Fn() -> bool + Send>;
 
 /// What a writer has done: calls run and batches settled (one flush each), as Prometheus
-/// counters the server registers (`payproxy_store_writer_calls_total`,
-/// `payproxy_store_writer_batches_total`). Calls per batch is how many calls each flush
-/// acknowledges.
+/// metrics the server registers: `payproxy_store_writer_calls_total`,
+/// `payproxy_store_writer_batches_total`, and per batch its calls
+/// (`payproxy_store_writer_batch_calls`) and how long its settle took
+/// (`payproxy_store_writer_settle_seconds`: redb's commit with its fsync). The counters give
+/// the mean calls a flush acknowledges; the histograms show how batches are spread, which a
+/// mean hides (under load, full batches alternate with batches of one or two calls), and
+/// how long the disk keeps every call of a batch waiting.
 #[derive(Clone)]
 pub struct WriterCounts {
     pub calls: prometheus::IntCounter,
     pub batches: prometheus::IntCounter,
+    pub batch_calls: prometheus::Histogram,
+    pub settle_seconds: prometheus::Histogram,
 }
 
 impl WriterCounts {
     fn new() -> Result<WriterCounts, prometheus::Error> {
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(name, help).buckets(buckets),
+            )
+        };
         Ok(WriterCounts {
             calls: prometheus::IntCounter::new(
                 "payproxy_store_writer_calls_total",
@@ -136,7 +147,29 @@ impl WriterCounts {
                 "Batches of calls the state store's writer settled, each with one flush to \
                  disk (failed ones included).",
             )?,
+            // 1, 2, 4 … 1024 (`BATCH`).
+            batch_calls: histogram(
+                "payproxy_store_writer_batch_calls",
+                "Calls in each batch the state store's writer settled with one flush.",
+                prometheus::exponential_buckets(1.0, 2.0, 11)?,
+            )?,
+            settle_seconds: histogram(
+                "payproxy_store_writer_settle_seconds",
+                "Time each batch of the state store's writer took to settle (commit and flush \
+                 to disk), while its calls wait.",
+                crate::metrics::BUCKETS.to_vec(),
+            )?,
         })
+    }
+
+    /// Every one of these metrics, for the server to register.
+    pub fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 4] {
+        [
+            Box::new(self.calls.clone()),
+            Box::new(self.batches.clone()),
+            Box::new(self.batch_calls.clone()),
+            Box::new(self.settle_seconds.clone()),
+        ]
     }
 }
 
@@ -341,6 +374,7 @@ fn run(queue: &mpsc::Receiver<Call>, settle: &Settle, doomed: &Doomed, counts: &
             yields += 1;
             std::thread::yield_now();
         }
+        let calls = replies.len();
         // Their threads go on while the batch is flushed; unless a write of the batch failed
         // halfway, which fails the whole batch at its settle: answered early, a claim lost
         // with its batch could be claimed again by a retry while its request goes on.
@@ -350,11 +384,16 @@ fn run(queue: &mpsc::Receiver<Call>, settle: &Settle, doomed: &Doomed, counts: &
         } else {
             answer(replies.early.drain(..), &None);
         }
+        let settling = std::time::Instant::now();
         let settled: Option<Arc<str>> = match std::panic::catch_unwind(AssertUnwindSafe(settle)) {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string().into()),
             Err(_) => Some("the flush panicked".into()),
         };
+        counts
+            .settle_seconds
+            .observe(settling.elapsed().as_secs_f64());
+        counts.batch_calls.observe(calls as f64);
         counts.batches.inc();
         answer(replies.settled.drain(..), &settled);
     }
@@ -453,6 +492,50 @@ mod tests {
         assert!(
             flushes <= 3,
             "51 calls queued together took {flushes} flushes"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_batch_shows_its_calls_and_settle_time_in_the_histograms() {
+        let flushes = Arc::new(AtomicU64::new(0));
+        let settle: Settle = {
+            let flushes = flushes.clone();
+            Box::new(move || {
+                flushes.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                Ok(())
+            })
+        };
+        let writer = Writer::start("test-writer", settle, Box::new(|| false)).unwrap();
+        writer.run(|| Ok(())).await.unwrap();
+        let (gate, held) = held_call(&writer);
+        let queued: Vec<_> = (0..50).map(|_| writer.run(|| Ok(()))).collect();
+        gate.wait();
+        held.await.unwrap();
+        for call in queued {
+            call.await.unwrap();
+        }
+
+        let counts = writer.counts();
+        let batches = flushes.load(Ordering::SeqCst);
+        assert_eq!(counts.batches.get(), batches);
+        let sizes = counts.batch_calls.get_sample_count();
+        assert_eq!(sizes, batches, "one observation per batch");
+        assert_eq!(
+            counts.batch_calls.get_sample_sum(),
+            52.0,
+            "every call counted once"
+        );
+        // The 50 queued behind the held call settle together: some batch took more than 32.
+        let proto = prometheus::core::Collector::collect(&counts.batch_calls);
+        let buckets = proto[0].get_metric()[0].get_histogram().get_bucket();
+        let up_to_32 = buckets.iter().find(|b| b.upper_bound() == 32.0).unwrap();
+        assert!(up_to_32.cumulative_count() < batches, "{buckets:?}");
+        assert_eq!(counts.settle_seconds.get_sample_count(), batches);
+        let settled = counts.settle_seconds.get_sample_sum();
+        assert!(
+            settled >= 0.02 * batches as f64,
+            "{settled} s for {batches} settles"
         );
     }
 
