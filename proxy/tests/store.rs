@@ -1505,6 +1505,103 @@ fn redb_file_from_an_earlier_version_is_indexed_and_purged() {
     ));
 }
 
+/// Raw rows of a redb table: key, value bytes.
+type Rows<K> = Vec<(K, Vec<u8>)>;
+
+/// The raw idempotency entries and numbered records of a closed redb store file.
+fn idempotency_rows(path: &Path) -> (Rows<String>, Rows<u64>) {
+    use ::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    let keys: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+    let records: TableDefinition<u64, &[u8]> = TableDefinition::new("idempotency_records");
+    let db = ::redb::Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let (keys, records) = (
+        txn.open_table(keys).unwrap(),
+        txn.open_table(records).unwrap(),
+    );
+    let keys = keys.iter().unwrap().map(|row| {
+        let (k, v) = row.unwrap();
+        (k.value().to_string(), v.value().to_vec())
+    });
+    let records = records.iter().unwrap().map(|row| {
+        let (k, v) = row.unwrap();
+        (k.value(), v.value().to_vec())
+    });
+    (keys.collect(), records.collect())
+}
+
+/// A key's entry holds its record's number, given in claim order (and after a restart,
+/// after the highest); the attempt and the outcome rewrite the numbered record, never the
+/// key's entry, so the records of payments claimed together share their pages. A record a
+/// file from before keeps in its entry is moved to a number at its next write.
+#[test]
+fn redb_idempotency_records_are_numbered_in_claim_order_and_rewritten_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    write_legacy_file(&path);
+    let s = RedbStore::open(&path).unwrap();
+    for key in ["k-c", "k-a", "k-b"] {
+        assert_eq!(s.begin(key, "fp", 1, STALE).unwrap(), Begin::Started);
+    }
+    drop(s);
+    let (entries, records) = idempotency_rows(&path);
+    let number = |n: u64| [&[0u8][..], &n.to_be_bytes()].concat();
+    let entry = |key: &str| entries.iter().find(|(k, _)| k == key).unwrap().1.clone();
+    assert_eq!(
+        [entry("k-c"), entry("k-a"), entry("k-b")],
+        [number(1), number(2), number(3)]
+    );
+    assert_eq!(records.len(), 3);
+    assert!(
+        entry("old-done").starts_with(b"{"),
+        "untouched: still in its entry"
+    );
+
+    let s = RedbStore::open(&path).unwrap();
+    s.note_attempt("k-a", &attempt("adyen")).unwrap();
+    s.finish("k-a", &response(r#"{"id":"pi_a"}"#), 2, 60_000)
+        .unwrap();
+    assert_eq!(s.begin("k-d", "fp", 3, STALE).unwrap(), Begin::Started);
+    // The old process's in-flight record is taken over: written, so moved to a number.
+    assert!(matches!(
+        s.begin("old-flight", "fp", 3, STALE).unwrap(),
+        Begin::Resume { .. }
+    ));
+    drop(s);
+    let (after, records) = idempotency_rows(&path);
+    let entry = |key: &str| after.iter().find(|(k, _)| k == key).unwrap().1.clone();
+    assert_eq!(entry("k-a"), number(2), "the key's entry is not rewritten");
+    assert_eq!(entry("k-d"), number(4), "numbers go on after a restart");
+    assert_eq!(entry("old-flight"), number(5));
+    let record = |n: u64| {
+        let (_, bytes) = records.iter().find(|(k, _)| *k == n).unwrap();
+        String::from_utf8(bytes.clone()).unwrap()
+    };
+    assert!(record(2).contains("pi_a"), "{}", record(2));
+    assert!(record(5).contains("adyen-idem-1"), "{}", record(5));
+    assert_eq!(records.len(), 5);
+
+    // Read back through the store: a replay from a numbered record, and from one left in
+    // its entry; a release deletes the number's record with the entry.
+    let s = RedbStore::open(&path).unwrap();
+    assert!(matches!(
+        s.begin("k-a", "fp", 4, STALE).unwrap(),
+        Begin::Replay(_)
+    ));
+    assert!(matches!(
+        s.begin("old-done", "fp", 4, STALE).unwrap(),
+        Begin::Replay(_)
+    ));
+    s.release("k-b").unwrap();
+    drop(s);
+    let (after, records) = idempotency_rows(&path);
+    assert!(after.iter().all(|(k, _)| k != "k-b"));
+    assert!(
+        records.iter().all(|(n, _)| *n != 3),
+        "k-b's record went with it"
+    );
+}
+
 /// Rows in every table of a closed redb store file, by table name.
 fn row_counts(path: &Path) -> Vec<(String, u64)> {
     use ::redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};

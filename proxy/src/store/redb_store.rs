@@ -20,15 +20,18 @@ use super::record::{self, Record, IDEMPOTENCY, OWNERS};
 use super::writer::Writer;
 use super::{Attempt, Begin, HeldNotice, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
+use idempotency::Place;
 use tables::{Slot, Tables};
 
 mod batch;
 mod due;
 mod group;
+mod idempotency;
 mod outbox;
 mod tables;
 
-/// Idempotency key → JSON [`Record`].
+/// Idempotency key → its record's number in `idempotency::RECORDS` (or, written by a version
+/// from before, the JSON [`Record`] itself).
 const IDEMPOTENCY_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(IDEMPOTENCY);
 /// Storefront payment id → JSON [`Owner`].
 const OWNERS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(OWNERS);
@@ -90,6 +93,8 @@ pub struct RedbStore {
     batch: Arc<batch::Batch>,
     /// Runs the request path's calls in batches, one durable commit each.
     writer: Writer,
+    /// The next idempotency record numbers.
+    numbers: idempotency::Numbers,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -145,6 +150,10 @@ impl RedbStore {
         let indexed = due::indexed(&txn).map_err(open_error(path))?;
         txn.open_table(IDEMPOTENCY_TABLE)
             .map_err(open_error(path))?;
+        let numbers = idempotency::Numbers::after(
+            &txn.open_table(idempotency::RECORDS)
+                .map_err(open_error(path))?,
+        )?;
         txn.open_table(OWNERS_TABLE).map_err(open_error(path))?;
         txn.open_table(PAYMENTS_TABLE).map_err(open_error(path))?;
         txn.open_table(PAYMENT_INDEX_TABLE)
@@ -179,6 +188,7 @@ impl RedbStore {
             group,
             batch,
             writer,
+            numbers,
         })
     }
 
@@ -291,37 +301,47 @@ impl RedbStore {
         key: &str,
         decide: impl FnOnce(Option<Record>) -> Result<(T, Write), StoreError>,
     ) -> Result<T, StoreError> {
-        // What to store: the encoded record (`None`: delete it) and the index stamps.
-        type Decided = (Option<Vec<u8>>, Option<u64>, Option<u64>);
+        // What to store: the encoded record (`None`: delete it), where the record was, and
+        // the index stamps.
+        type Decided = (Option<Vec<u8>>, Option<Place>, Option<u64>, Option<u64>);
         self.write(
             op,
             key,
             |tables| {
-                let table = tables.idempotency.open(op, key)?;
-                let existing: Option<Record> = match table.get(key).context(op, key)? {
-                    Some(value) => Some(record::decode(IDEMPOTENCY, key, value.value())?),
-                    None => None,
+                let found = {
+                    let keys = tables.idempotency.open(op, key)?;
+                    let records = tables.idempotency_records.open(op, key)?;
+                    idempotency::get(&*keys, &*records, op, key)?
                 };
-                drop(table);
+                let was = found.as_ref().map(|(_, place)| *place);
+                let existing = found.map(|(record, _)| record);
                 let old_stamp = existing.as_ref().and_then(Stamped::stamp_ms);
                 let (out, write) = decide(existing)?;
                 let decided: Option<Decided> = match write {
                     Write::Nothing => None,
                     Write::Put(new) => Some((
                         Some(record::encode(IDEMPOTENCY, key, &new)?),
+                        was,
                         old_stamp,
                         new.stamp_ms(),
                     )),
-                    Write::Delete => Some((None, old_stamp, None)),
+                    Write::Delete => Some((None, was, old_stamp, None)),
                 };
                 Ok((out, decided))
             },
-            |tables, (bytes, old_stamp, new_stamp): Decided| {
-                let mut table = tables.idempotency.open(op, key)?;
-                match bytes {
-                    Some(bytes) => table.insert(key, bytes.as_slice()).context(op, key)?,
-                    None => table.remove(key).context(op, key)?,
-                };
+            |tables, (bytes, was, old_stamp, new_stamp): Decided| {
+                {
+                    let mut keys = tables.idempotency.open(op, key)?;
+                    let mut records = tables.idempotency_records.open(op, key)?;
+                    let (keys, records) = (&mut *keys, &mut *records);
+                    match (bytes, was) {
+                        (Some(bytes), was) => {
+                            idempotency::put(keys, records, &self.numbers, op, key, was, &bytes)?
+                        }
+                        (None, Some(was)) => idempotency::remove(keys, records, op, key, was)?,
+                        (None, None) => {}
+                    }
+                }
                 let mut index = tables.idempotency_due.open(op, key)?;
                 due::restamp(&mut index, key, old_stamp, new_stamp).context(op, key)
             },

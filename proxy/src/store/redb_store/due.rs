@@ -6,7 +6,8 @@ use redb::{Database, ReadableTable, Table, TableDefinition, TableHandle, WriteTr
 use serde::Deserialize;
 
 use super::{
-    Context, IDEMPOTENCY_TABLE, OWNERS_TABLE, PAYMENTS_TABLE, PAYMENT_INDEX_TABLE, REFERENCES_TABLE,
+    idempotency, Context, IDEMPOTENCY_TABLE, OWNERS_TABLE, PAYMENTS_TABLE, PAYMENT_INDEX_TABLE,
+    REFERENCES_TABLE,
 };
 use crate::store::payments::{PaymentEntry, PAYMENTS};
 use crate::store::purge::{self, Cutoffs, Purged, Stamped, StoredOwner};
@@ -125,10 +126,17 @@ pub(super) fn purge(
         let taken = take(&txn, IDEMPOTENCY_DUE, Some(cutoffs.idempotency), left)?;
         left -= taken.len();
         let mut table = txn.open_table(IDEMPOTENCY_TABLE).context(op, all)?;
+        let mut records = txn.open_table(idempotency::RECORDS).context(op, all)?;
         for (_, key) in &taken {
-            let record: Option<Record> = read(&table, IDEMPOTENCY, key)?;
-            if record.is_some_and(|r| r.expired(now_ms)) {
-                table.remove(key.as_str()).context(op, key)?;
+            let found = match idempotency::get(&table, &records, op, key) {
+                Err(error @ StoreError::Decode { .. }) => {
+                    tracing::warn!(%error, "store: purge keeps an undecodable record");
+                    None
+                }
+                found => found?,
+            };
+            if let Some((_, place)) = found.filter(|(record, _)| record.expired(now_ms)) {
+                idempotency::remove(&mut table, &mut records, op, key, place)?;
                 purged.idempotency += 1;
             }
         }

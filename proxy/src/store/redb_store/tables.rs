@@ -11,7 +11,7 @@ use std::panic::Location;
 
 use redb::{Key, Table, TableDefinition, TableHandle, Value, WriteTransaction};
 
-use super::{due, outbox, Context};
+use super::{due, idempotency, outbox, Context};
 use super::{
     HELD_TABLE, IDEMPOTENCY_TABLE, OWNERS_TABLE, PAYMENTS_TABLE, PAYMENT_INDEX_TABLE,
     REFERENCES_TABLE,
@@ -73,6 +73,7 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Slot<'txn, K, V> {
 /// The tables the store's writes use, in one write transaction.
 pub(super) struct Tables<'txn> {
     pub(super) idempotency: Slot<'txn, &'static str, &'static [u8]>,
+    pub(super) idempotency_records: Slot<'txn, u64, &'static [u8]>,
     pub(super) idempotency_due: Slot<'txn, (u64, &'static str), ()>,
     pub(super) owners: Slot<'txn, &'static str, &'static [u8]>,
     pub(super) owners_due: Slot<'txn, (u64, &'static str), ()>,
@@ -89,6 +90,7 @@ impl<'txn> Tables<'txn> {
     pub(super) fn new(txn: &'txn WriteTransaction) -> Tables<'txn> {
         Tables {
             idempotency: Slot::new(txn, IDEMPOTENCY_TABLE),
+            idempotency_records: Slot::new(txn, idempotency::RECORDS),
             idempotency_due: Slot::new(txn, due::IDEMPOTENCY_DUE),
             owners: Slot::new(txn, OWNERS_TABLE),
             owners_due: Slot::new(txn, due::OWNERS_DUE),
