@@ -1283,6 +1283,19 @@ async fn redb_writer_batch_claims_a_key_once_and_keeps_every_answered_call() {
     assert_eq!(next_seq, 2, "the batch's own event was seen");
 
     drop(store);
+    // The batch's two claims got numbers in their order, each pointing at its own record.
+    let (entries, records) = idempotency_rows(&path);
+    let numbered: Vec<u64> = ["k1", "k2"]
+        .iter()
+        .map(|key| {
+            let (_, bytes) = entries.iter().find(|(k, _)| k == key).unwrap();
+            assert_eq!(bytes.len(), 9, "{key}: a number, not a record");
+            u64::from_be_bytes(bytes[1..].try_into().unwrap())
+        })
+        .collect();
+    assert!(numbered[0] < numbered[1], "{numbered:?}");
+    assert!(record_of(&records, numbered[0]).contains(r#""fp""#));
+    assert!(record_of(&records, numbered[1]).contains(r#""other-fp""#));
     let store = RedbStore::open(&path).unwrap();
     for key in ["k1", "k2"] {
         let after = store.begin(key, "fp", 0, STALE).unwrap();
@@ -1531,9 +1544,10 @@ fn idempotency_rows(path: &Path) -> (Rows<String>, Rows<u64>) {
 }
 
 /// A key's entry holds its record's number, given in claim order (and after a restart,
-/// after the highest); the attempt and the outcome rewrite the numbered record, never the
-/// key's entry, so the records of payments claimed together share their pages. A record a
-/// file from before keeps in its entry is moved to a number at its next write.
+/// after the highest stored); the attempt and the outcome rewrite the numbered record, and
+/// the key's entry keeps its number. A record a file from before keeps in its entry is
+/// moved to a number at its next write. Each key's fingerprint is its own, so a record
+/// reached through the wrong number shows.
 #[test]
 fn redb_idempotency_records_are_numbered_in_claim_order_and_rewritten_in_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -1541,17 +1555,24 @@ fn redb_idempotency_records_are_numbered_in_claim_order_and_rewritten_in_place()
     write_legacy_file(&path);
     let s = RedbStore::open(&path).unwrap();
     for key in ["k-c", "k-a", "k-b"] {
-        assert_eq!(s.begin(key, "fp", 1, STALE).unwrap(), Begin::Started);
+        let fingerprint = format!("fp-{key}");
+        assert_eq!(
+            s.begin(key, &fingerprint, 1, STALE).unwrap(),
+            Begin::Started
+        );
     }
     drop(s);
-    let (entries, records) = idempotency_rows(&path);
     let number = |n: u64| [&[0u8][..], &n.to_be_bytes()].concat();
+    let (entries, records) = idempotency_rows(&path);
     let entry = |key: &str| entries.iter().find(|(k, _)| k == key).unwrap().1.clone();
     assert_eq!(
         [entry("k-c"), entry("k-a"), entry("k-b")],
         [number(1), number(2), number(3)]
     );
     assert_eq!(records.len(), 3);
+    for (n, key) in [(1, "k-c"), (2, "k-a"), (3, "k-b")] {
+        assert!(record_of(&records, n).contains(&format!(r#""fp-{key}""#)));
+    }
     assert!(
         entry("old-done").starts_with(b"{"),
         "untouched: still in its entry"
@@ -1561,45 +1582,63 @@ fn redb_idempotency_records_are_numbered_in_claim_order_and_rewritten_in_place()
     s.note_attempt("k-a", &attempt("adyen")).unwrap();
     s.finish("k-a", &response(r#"{"id":"pi_a"}"#), 2, 60_000)
         .unwrap();
-    assert_eq!(s.begin("k-d", "fp", 3, STALE).unwrap(), Begin::Started);
     // The old process's in-flight record is taken over: written, so moved to a number.
     assert!(matches!(
         s.begin("old-flight", "fp", 3, STALE).unwrap(),
         Begin::Resume { .. }
     ));
+    // The highest number released, and the lowest: after a restart the numbers go on after
+    // the highest left (4 again, never 3, which k-b still holds).
+    s.release("old-flight").unwrap();
+    s.release("k-c").unwrap();
     drop(s);
     let (after, records) = idempotency_rows(&path);
+    assert_eq!(after.len(), 3, "k-a, k-b, old-done: {after:?}");
     let entry = |key: &str| after.iter().find(|(k, _)| k == key).unwrap().1.clone();
-    assert_eq!(entry("k-a"), number(2), "the key's entry is not rewritten");
-    assert_eq!(entry("k-d"), number(4), "numbers go on after a restart");
-    assert_eq!(entry("old-flight"), number(5));
-    let record = |n: u64| {
-        let (_, bytes) = records.iter().find(|(k, _)| *k == n).unwrap();
-        String::from_utf8(bytes.clone()).unwrap()
-    };
-    assert!(record(2).contains("pi_a"), "{}", record(2));
-    assert!(record(5).contains("adyen-idem-1"), "{}", record(5));
-    assert_eq!(records.len(), 5);
+    assert_eq!(entry("k-a"), number(2), "the key keeps its number");
+    assert!(record_of(&records, 2).contains("pi_a"));
+    assert!(record_of(&records, 2).contains(r#""finished""#));
+    assert_eq!(
+        records.len(),
+        2,
+        "the released records went with their entries"
+    );
 
-    // Read back through the store: a replay from a numbered record, and from one left in
-    // its entry; a release deletes the number's record with the entry.
     let s = RedbStore::open(&path).unwrap();
+    assert_eq!(s.begin("k-d", "fp-k-d", 4, STALE).unwrap(), Begin::Started);
+    assert_eq!(s.begin("k-e", "fp-k-e", 4, STALE).unwrap(), Begin::Started);
+    // Replays from a numbered record and from one still in its entry, each its own answer.
+    let Begin::Replay(replayed) = s.begin("k-a", "fp-k-a", 4, STALE).unwrap() else {
+        panic!("k-a replays");
+    };
+    assert_eq!(replayed.body, br#"{"id":"pi_a"}"#);
+    let Begin::Replay(replayed) = s.begin("old-done", "fp", 4, STALE).unwrap() else {
+        panic!("old-done replays");
+    };
+    assert_eq!(replayed.body, b"{}");
+    // k-b, claimed by an earlier process, is taken over in place, then released.
     assert!(matches!(
-        s.begin("k-a", "fp", 4, STALE).unwrap(),
-        Begin::Replay(_)
-    ));
-    assert!(matches!(
-        s.begin("old-done", "fp", 4, STALE).unwrap(),
-        Begin::Replay(_)
+        s.begin("k-b", "fp-k-b", 4, STALE).unwrap(),
+        Begin::Resume { attempt: None, .. }
     ));
     s.release("k-b").unwrap();
     drop(s);
     let (after, records) = idempotency_rows(&path);
+    let entry = |key: &str| after.iter().find(|(k, _)| k == key).unwrap().1.clone();
+    assert_eq!([entry("k-d"), entry("k-e")], [number(4), number(5)]);
+    assert!(record_of(&records, 4).contains(r#""fp-k-d""#));
+    assert!(record_of(&records, 5).contains(r#""fp-k-e""#));
     assert!(after.iter().all(|(k, _)| k != "k-b"));
     assert!(
         records.iter().all(|(n, _)| *n != 3),
         "k-b's record went with it"
     );
+}
+
+/// Numbered record `n` as text.
+fn record_of(records: &Rows<u64>, n: u64) -> String {
+    let (_, bytes) = records.iter().find(|(k, _)| *k == n).unwrap();
+    String::from_utf8(bytes.clone()).unwrap()
 }
 
 /// Rows in every table of a closed redb store file, by table name.
