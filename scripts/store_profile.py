@@ -10,7 +10,9 @@ costs move far less, so a change to the store shows in them first. For each stor
 payment chain on bench.py's memory and redb configs) and each concurrency, every round
 starts a payproxy of its own with a fresh store (the compiled plugins are shared), pinned
 like the benchmark, and drives it with wrk (unique Idempotency-Keys, PROFILE_SECONDS s),
-with `perf stat` attached to payproxy for the middle of the run. Each round reverses the
+with `perf stat` attached to payproxy for the middle of the run, and payproxy's own
+histograms of its store writer read before and after it (the share of batches settled for
+a single call, the mean settle). Each round reverses the
 order of the stores and of the concurrencies. Needs `perf` and the permission to read
 syscall tracepoints (root, or kernel.perf_event_paranoid at most 1 with access to tracefs).
 
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,6 +71,17 @@ def perf_counts(text):
 LEAD = 0.5
 
 
+def writer_metrics(port):
+    """payproxy's own counts of its store writer (`payproxy_store_writer_*` from /metrics on
+    its admin listener): {series: value}; empty on the memory store, which has no writer."""
+    url = f"http://127.0.0.1:{port + bench.ADMIN_OFFSET}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    return {name: float(value) for name, value in
+            (line.rsplit(" ", 1) for line in text.splitlines()
+             if line.startswith("payproxy_store_writer_"))}
+
+
 def measure(store, port, pid, conns, work):
     """One wrk run with perf attached for its middle: the per-payment figures."""
     window = bench.SECONDS - 2 * LEAD
@@ -81,6 +95,7 @@ def measure(store, port, pid, conns, work):
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=PERF_ENV,
             timeout=window + 30)
 
+    before = writer_metrics(port)
     counting = threading.Thread(target=count)
     counting.start()
     try:
@@ -94,6 +109,13 @@ def measure(store, port, pid, conns, work):
     if failed:
         raise RuntimeError(f"{store}, -c{conns}: {failed} failed requests")
     counts = perf_counts(out.stderr)
+    after = writer_metrics(port)
+    # The writer's batches over the whole wrk run: the share settled for one call, and the
+    # mean settle (commit and fsync).
+    delta = {name: value - before.get(name, 0) for name, value in after.items()}
+    batches = delta.get("payproxy_store_writer_batch_calls_count")
+    lone = delta.get('payproxy_store_writer_batch_calls_bucket{le="1"}')
+    settled = delta.get("payproxy_store_writer_settle_seconds_sum")
     # perf counts while its `sleep` runs: the window itself.
     payments = rps * window
     cpu_s = counts["task-clock"] / 1000
@@ -105,6 +127,8 @@ def measure(store, port, pid, conns, work):
         "per_sync": payments / syncs if syncs else None,
         "pages": counts["syscalls:sys_enter_pwrite64"] / payments,
         "switches": counts["context-switches"] / payments,
+        "lone": 100 * lone / batches if batches and lone is not None else None,
+        "settle_ms": 1000 * settled / batches if batches and settled is not None else None,
     }
 
 
@@ -173,11 +197,14 @@ def main():
         f"{bench.SECONDS} s, perf for the middle {bench.SECONDS - 2 * LEAD:g} s, a fresh "
         f"payproxy and store for each run; {binary}. Medians, the rounds' range in "
         "parentheses. A page write is one pwrite: redb writes each dirty page with one (all "
-        "4 KiB when measured on 6 December) and its header with one more per commit.",
+        "4 KiB when measured on 6 December) and its header with one more per commit. The "
+        "writer's batches (from payproxy's /metrics, over the whole run): the share settled "
+        "for a single call, and the mean settle (commit and fsync).",
         "",
         "| store | connections | payments/s | CPUs used | CPU µs a payment "
-        "| payments a fsync | page writes a payment | context switches a payment |",
-        "|---|---|---|---|---|---|---|---|",
+        "| payments a fsync | page writes a payment | context switches a payment "
+        "| batches of one call | settle ms a batch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for conns in CONNS:
         for store in STORES:
@@ -188,11 +215,12 @@ def main():
             lines.append(
                 f"| {store} | {conns} | {col('rps', '{:,.0f}')} | {col('cpus', '{:.3f}')} "
                 f"| {col('cpu_us', '{:.0f}')} | {col('per_sync', '{:.1f}')} "
-                f"| {col('pages', '{:.2f}')} | {col('switches', '{:.2f}')} |")
+                f"| {col('pages', '{:.2f}')} | {col('switches', '{:.2f}')} "
+                f"| {col('lone', '{:.0f}%')} | {col('settle_ms', '{:.2f}')} |")
         ratios = [r["rps"] / m["rps"] for r, m in zip(results[("redb", conns)],
                                                        results[("memory", conns)])]
         lines.append(f"| redb ÷ memory | {conns} | {spread(ratios, '{:.2f}')} "
-                     "| | | | | |")
+                     "| | | | | | | |")
     report = "\n".join(lines)
     print(report)
     (bench.OUT_DIR / "store-profile.md").write_text(report + "\n")
