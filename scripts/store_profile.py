@@ -29,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,11 +73,11 @@ LEAD = 0.5
 def writer_metrics(port):
     """payproxy's own counts of its store writer (`payproxy_store_writer_*` from /metrics on
     its admin listener): {series: value}; empty on the memory store, which has no writer."""
-    url = f"http://127.0.0.1:{port + bench.ADMIN_OFFSET}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        text = reply.read().decode()
+    status, body = bench.request(f"http://127.0.0.1:{port + bench.ADMIN_OFFSET}/metrics")
+    if status != 200:
+        raise RuntimeError(f"metrics of the payproxy on {port}: {status}")
     return {name: float(value) for name, value in
-            (line.rsplit(" ", 1) for line in text.splitlines()
+            (line.rsplit(" ", 1) for line in body.decode().splitlines()
              if line.startswith("payproxy_store_writer_"))}
 
 
