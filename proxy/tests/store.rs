@@ -1730,7 +1730,12 @@ fn redb_file_levels_off_under_steady_keyed_traffic() {
     assert_eq!(s.begin(key, "other", later, STALE).unwrap(), Begin::Started);
     s.release(key).unwrap();
     drop(s);
-    let counts = row_counts(&path);
+    let mut counts = row_counts(&path);
+    // The journal's bookkeeping (the store's salt, the last entry applied) is not data:
+    // these calls ran off the writer, so it holds the salt alone.
+    let journal = counts.iter().position(|(name, _)| name == "journal");
+    let journal = counts.remove(journal.expect("the journal table"));
+    assert_eq!(journal.1, 1, "{journal:?}");
     assert!(counts.len() >= 7, "{counts:?}");
     assert!(counts.iter().all(|(_, rows)| *rows == 0), "{counts:?}");
 }

@@ -21,12 +21,13 @@ use super::writer::Writer;
 use super::{Attempt, Begin, HeldNotice, Owner, Store, StoreError, StoredResponse};
 use crate::plugin::storefront::ListQuery;
 use idempotency::Place;
-use tables::{Slot, Tables};
+use tables::{Slot, TableWrite, Tables, Writes};
 
 mod batch;
 mod due;
 mod group;
 mod idempotency;
+mod journal;
 mod outbox;
 mod tables;
 
@@ -46,12 +47,13 @@ const HELD_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(HELD);
 
 /// Drop `key` from the reference index if it still names payment `id` (another payment
 /// with the same merchant reference may have taken it since).
-pub(super) fn unindex(
-    references: &mut redb::Table<&str, &str>,
+fn unindex(
+    references: &mut impl TableWrite<&'static str, &'static str>,
     key: &str,
     id: &str,
 ) -> Result<(), redb::StorageError> {
     let ours = references
+        .read()
         .get(key)?
         .is_some_and(|found| found.value() == id);
     if ours {
@@ -134,6 +136,42 @@ fn open_error<E: Into<redb::Error>>(path: &Path) -> impl FnOnce(E) -> StoreError
     }
 }
 
+/// The writer's journal of the store at `path`: the same name with `.journal` added.
+pub fn journal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+/// Open the journal at `path` and apply, in `txn`, the entries the store does not hold yet
+/// (written before a crash): see [`journal`].
+fn recover(txn: &redb::WriteTransaction, path: &Path) -> Result<journal::Journal, StoreError> {
+    let failed = |e: redb::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    };
+    let salt = journal::salt(txn).map_err(failed)?;
+    let applied = journal::applied(txn).map_err(failed)?;
+    let (journal, entries) =
+        journal::Journal::open(path, salt, applied).map_err(|e| failed(redb::Error::Io(e)))?;
+    let Some((last, _)) = entries.last() else {
+        return Ok(journal);
+    };
+    let writes = Writes::default();
+    let tables = Tables::new(txn, &writes);
+    for (_, entry) in &entries {
+        tables.replay(entry)?;
+    }
+    drop(tables);
+    journal::set_applied(txn, *last).map_err(failed)?;
+    tracing::info!(
+        journal = %path.display(),
+        entries = entries.len(),
+        "store: applied the journal's entries the store did not hold yet"
+    );
+    Ok(journal)
+}
+
 impl RedbStore {
     /// Opens the database at `path`, creating it, its parent directory and its tables if
     /// missing, under a new incarnation. After a crash, redb repairs the file here before the
@@ -147,6 +185,7 @@ impl RedbStore {
         }
         let db = Database::create(path).map_err(open_error(path))?;
         let txn = db.begin_write().map_err(open_error(path))?;
+        let journal = recover(&txn, &journal_path(path))?;
         let indexed = due::indexed(&txn).map_err(open_error(path))?;
         txn.open_table(IDEMPOTENCY_TABLE)
             .map_err(open_error(path))?;
@@ -164,10 +203,12 @@ impl RedbStore {
         if !indexed {
             due::backfill(&txn, purge::wall_ms())?;
         }
+        // Durable (redb's default): the replayed entries are in the file before the journal
+        // is written over.
         txn.commit().map_err(open_error(path))?;
         let db = Arc::new(db);
         let group = Arc::new(group::GroupCommit::default());
-        let batch = Arc::new(batch::Batch::default());
+        let batch = Arc::new(batch::Batch::with_journal(journal));
         let settle = {
             let (db, group, batch) = (db.clone(), group.clone(), batch.clone());
             Box::new(move || batch.settle(&db, &group))
@@ -236,7 +277,8 @@ impl RedbStore {
         let txn = self.db.begin_write().context(op, key)?;
         // The tables close at the end of this block, before the commit or the abandon.
         let decided = {
-            let tables = Tables::new(&txn);
+            let writes = Writes::default();
+            let tables = Tables::new(&txn, &writes);
             decide(&tables).map(|(out, decided)| (out, decided.map(|d| mutate(&tables, d))))
         };
         let (out, mutated) = match decided {
@@ -333,7 +375,7 @@ impl RedbStore {
                 {
                     let mut keys = tables.idempotency.open(op, key)?;
                     let mut records = tables.idempotency_records.open(op, key)?;
-                    let (keys, records) = (&mut *keys, &mut *records);
+                    let (keys, records) = (&mut keys, &mut records);
                     match (bytes, was) {
                         (Some(bytes), was) => {
                             idempotency::put(keys, records, &self.numbers, op, key, was, &bytes)?
@@ -686,5 +728,142 @@ impl Store for RedbStore {
     fn purge_events(&self, delivered_before_ms: u64, limit: usize) -> Result<usize, StoreError> {
         self.unbatched()?;
         outbox::purge(&self.db, delivered_before_ms, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(n: u32) -> Owner {
+        Owner {
+            provider: "adyen".into(),
+            reference: format!("PSP{n}"),
+            currency: Some("EUR".into()),
+        }
+    }
+
+    /// A store in a new directory (as `state.redb`), and a runtime to await its writer on.
+    fn journaled() -> (tempfile::TempDir, Arc<RedbStore>, tokio::runtime::Runtime) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        (dir, store, runtime)
+    }
+
+    /// `set_owner` for payment `n` on the store's writer, as the request path calls it;
+    /// returns once it is acknowledged.
+    fn acknowledged(store: &Arc<RedbStore>, runtime: &tokio::runtime::Runtime, n: u32) {
+        let on_writer = store.clone();
+        let call = move || on_writer.set_owner(&format!("pi_{n}"), &owner(n));
+        runtime.block_on(store.writer.run(call)).unwrap();
+    }
+
+    /// A copy of the store's files as they are on disk now, as a crash would leave them:
+    /// redb's file, and its journal when `with_journal`.
+    fn crash_image(path: &Path, to: &Path, with_journal: bool) -> PathBuf {
+        let copy = to.join("copy.redb");
+        std::fs::copy(path, &copy).unwrap();
+        if with_journal {
+            std::fs::copy(journal_path(path), journal_path(&copy)).unwrap();
+        }
+        copy
+    }
+
+    fn held(path: &Path, keys: u32) -> Vec<u32> {
+        let store = RedbStore::open(path).unwrap();
+        (0..keys)
+            .filter(|&n| store.owner(&format!("pi_{n}")).unwrap() == Some(owner(n)))
+            .collect()
+    }
+
+    #[test]
+    fn the_writer_journals_its_batches_checkpoints_and_a_crash_keeps_every_acknowledged_write() {
+        let (dir, store, runtime) = journaled();
+        let path = dir.path().join("state.redb");
+        store
+            .batch
+            .journal()
+            .as_mut()
+            .unwrap()
+            .set_checkpoint_bytes(1000);
+        let (mut checkpoints, mut last_end, mut keys) = (0, 0, 0);
+        // Until at least two checkpoints are behind, and some acknowledged writes only in
+        // the journal after the last one.
+        while checkpoints < 2 || last_end == 0 {
+            acknowledged(&store, &runtime, keys);
+            keys += 1;
+            let end = store.batch.journal().as_ref().unwrap().end();
+            if end < last_end {
+                checkpoints += 1;
+            }
+            last_end = end;
+            assert!(keys < 1000, "no checkpoint after {keys} writes");
+        }
+
+        // What redb's file holds alone: the writes up to the last checkpoint, not after.
+        let alone = tempfile::tempdir().unwrap();
+        let in_redb = held(&crash_image(&path, alone.path(), false), keys);
+        assert!(
+            !in_redb.is_empty(),
+            "the checkpoints made writes durable in redb"
+        );
+        assert!(
+            in_redb.len() < keys as usize,
+            "the last writes are in the journal only"
+        );
+        assert_eq!(in_redb, (0..in_redb.len() as u32).collect::<Vec<_>>());
+
+        // With the journal: every acknowledged write, its later entries written over the
+        // entries from before the checkpoints (which end the reading).
+        let image = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, image.path(), true);
+        assert_eq!(held(&copy, keys), (0..keys).collect::<Vec<_>>());
+        // Opened again after the replay: nothing applied twice or lost, and it takes writes.
+        let reopened = Arc::new(RedbStore::open(&copy).unwrap());
+        acknowledged(&reopened, &runtime, keys);
+        drop(reopened);
+        assert_eq!(held(&copy, keys + 1), (0..=keys).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_clean_close_leaves_the_redb_file_complete_without_its_journal() {
+        let (dir, store, runtime) = journaled();
+        let path = dir.path().join("state.redb");
+        for n in 0..5 {
+            acknowledged(&store, &runtime, n);
+        }
+        let image = tempfile::tempdir().unwrap();
+        let before = held(&crash_image(&path, image.path(), false), 5);
+        assert!(
+            before.len() < 5,
+            "journaled, not yet in redb's file: {before:?}"
+        );
+        drop(store);
+        let closed = tempfile::tempdir().unwrap();
+        assert_eq!(
+            held(&crash_image(&path, closed.path(), false), 5),
+            [0, 1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn a_journal_whose_entries_the_store_lacks_refuses_to_open() {
+        let (dir, store, runtime) = journaled();
+        let path = dir.path().join("state.redb");
+        for n in 0..3 {
+            acknowledged(&store, &runtime, n);
+        }
+        let image = tempfile::tempdir().unwrap();
+        let copy = crash_image(&path, image.path(), true);
+        // The first entry lost: the journal starts at entry 2 while the store holds none.
+        let journal = journal_path(&copy);
+        let bytes = std::fs::read(&journal).unwrap();
+        let first = 16 + u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        std::fs::write(&journal, &bytes[first..]).unwrap();
+        let error = RedbStore::open(&copy).unwrap_err().to_string();
+        assert!(error.contains("missing"), "{error}");
     }
 }

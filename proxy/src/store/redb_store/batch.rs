@@ -19,6 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use redb::Database;
 
 use super::group::GroupCommit;
+use super::journal::{self, Journal};
 use super::tables::{OpenTransaction, Tables};
 use super::Context;
 use crate::store::StoreError;
@@ -49,9 +50,26 @@ impl State {
 #[derive(Default)]
 pub(super) struct Batch {
     state: Mutex<State>,
+    /// Where batches are made durable ([`journal`]); without one (or once it failed), each
+    /// batch commits redb durably.
+    journal: Mutex<Option<Journal>>,
 }
 
 impl Batch {
+    /// A batch made durable through `journal`.
+    pub(super) fn with_journal(journal: Journal) -> Batch {
+        Batch {
+            state: Mutex::default(),
+            journal: Mutex::new(Some(journal)),
+        }
+    }
+
+    /// The journal, for the tests to inspect or tune.
+    #[cfg(test)]
+    pub(super) fn journal(&self) -> MutexGuard<'_, Option<Journal>> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic in `decide` leaves nothing half done; one in `mutate` leaves `mutating`
         // set, which breaks the batch at the settle.
@@ -122,7 +140,7 @@ impl Batch {
         let Some(txn) = state.txn.take() else {
             return Ok(());
         };
-        let committed = group.commit_durably(txn.close()).context("commit", "");
+        let committed = group.commit_durably(txn.close().0).context("commit", "");
         if let Err(e) = &committed {
             state.broken = Some(format!("committing the batch failed: {e}"));
         }
@@ -143,14 +161,52 @@ impl Batch {
         if let Some(why) = broken {
             if let Some(txn) = txn {
                 // Rolled back: nothing of the batch is written.
-                txn.close().abort().context("settle", "")?;
+                txn.close().0.abort().context("settle", "")?;
             }
             return Err(StoreError::Flush(why));
         }
-        match txn {
-            Some(txn) => group.commit_durably(txn.close()).context("commit", ""),
-            None => group.settle(db).context("flush", ""),
+        let Some(txn) = txn else {
+            return group.settle(db).context("flush", "");
+        };
+        let (txn, writes) = txn.close();
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        // Journaled only on top of a durable state (see `journal`): a write of another
+        // thread still waiting for its flush goes durable with this batch's commit instead.
+        let Some(open) = journal.as_mut().filter(|_| group.all_durable()) else {
+            return group.commit_durably(txn).context("commit", "");
+        };
+        if writes.is_empty() {
+            // Nothing written, and what the batch read is durable already.
+            return txn.abort().context("settle", "");
         }
+        journal::set_applied(&txn, open.next_number()).context("commit", "")?;
+        let number = group.commit_unflushed(txn).context("commit", "")?;
+        if let Err(error) = open.append(&writes) {
+            tracing::error!(
+                journal = %open.path().display(),
+                %error,
+                "store: writing the journal failed; every batch commits the store durably from now on"
+            );
+            *journal = None;
+            // The batch is committed (not durably): a durable commit makes it durable.
+            let flush = db.begin_write().context("commit", "")?;
+            return group.commit_durably(flush).context("commit", "");
+        }
+        group.journaled(number);
+        if open.checkpoint_due() {
+            // Every entry so far goes into redb durably; the journal starts again. A failure
+            // loses nothing (the entries stay in the journal and are replayed at the next
+            // open); the journal then grows until a checkpoint succeeds.
+            let checkpoint = db
+                .begin_write()
+                .map_err(redb::Error::from)
+                .and_then(|flush| group.commit_durably(flush));
+            match checkpoint {
+                Ok(()) => open.restart(),
+                Err(error) => tracing::error!(%error, "store: a checkpoint of the journal failed"),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,9 +2,10 @@
 //! `(stamp_ms, key)`, so a purge reads the oldest entries first and stops at the cutoff; and
 //! the purge and the one-time backfill over them.
 
-use redb::{Database, ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Deserialize;
 
+use super::tables::TableWrite;
 use super::{
     idempotency, Context, IDEMPOTENCY_TABLE, OWNERS_TABLE, PAYMENTS_TABLE, PAYMENT_INDEX_TABLE,
     REFERENCES_TABLE,
@@ -23,11 +24,9 @@ pub(super) const PAYMENTS_DUE: TableDefinition<(u64, &str), ()> =
 /// Owners by time of last write.
 pub(super) const OWNERS_DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("owners_due");
 
-type Index<'t> = Table<'t, (u64, &'static str), ()>;
-
 /// Moves `key`'s index entry from `old` to `new` (`None`: not indexed).
 pub(super) fn restamp(
-    index: &mut Index<'_>,
+    index: &mut impl TableWrite<(u64, &'static str), ()>,
     key: &str,
     old: Option<u64>,
     new: Option<u64>,

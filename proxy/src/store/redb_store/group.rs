@@ -50,18 +50,8 @@ impl GroupCommit {
     }
 
     /// Commit `txn`, then return once it is durable.
-    pub(super) fn commit(
-        &self,
-        db: &Database,
-        mut txn: WriteTransaction,
-    ) -> Result<(), redb::Error> {
-        txn.set_durability(Durability::None)?;
-        let number = {
-            let mut state = self.lock();
-            state.numbered += 1;
-            state.numbered
-        };
-        txn.commit()?;
+    pub(super) fn commit(&self, db: &Database, txn: WriteTransaction) -> Result<(), redb::Error> {
+        let number = self.commit_unflushed(txn)?;
         self.wait(db, number)
     }
 
@@ -85,6 +75,35 @@ impl GroupCommit {
         state.flushes += 1;
         self.flushed.notify_all();
         Ok(())
+    }
+
+    /// Whether every write committed so far is durable (none waits for its flush, none lost
+    /// with a failed one).
+    pub(super) fn all_durable(&self) -> bool {
+        let state = self.lock();
+        state.durable >= state.numbered
+    }
+
+    /// Commit `txn` without a flush, numbered: a write waiting for its flush, or the writer's
+    /// batch, made durable by its journal entry, after which the writer passes the number to
+    /// [`GroupCommit::journaled`].
+    pub(super) fn commit_unflushed(&self, mut txn: WriteTransaction) -> Result<u64, redb::Error> {
+        txn.set_durability(Durability::None)?;
+        let number = {
+            let mut state = self.lock();
+            state.numbered += 1;
+            state.numbered
+        };
+        txn.commit()?;
+        Ok(number)
+    }
+
+    /// Write `number` (and, as it was committed on top of a durable state, every one before
+    /// it) is durable: its journal entry is synced.
+    pub(super) fn journaled(&self, number: u64) {
+        let mut state = self.lock();
+        state.durable = state.durable.max(number);
+        self.flushed.notify_all();
     }
 
     /// Flushes run so far.

@@ -12,8 +12,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{ReadableTable, Table, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
+use super::tables::TableWrite;
 use super::Context;
 use crate::store::record::{self, Record, IDEMPOTENCY};
 use crate::store::StoreError;
@@ -105,8 +106,8 @@ pub(super) fn get(
 /// Store `bytes` as `key`'s record, in place when it has a number already; a new record,
 /// or one still in its entry, gets the next number.
 pub(super) fn put(
-    keys: &mut Table<'_, &'static str, &'static [u8]>,
-    records: &mut Table<'_, u64, &'static [u8]>,
+    keys: &mut impl TableWrite<&'static str, &'static [u8]>,
+    records: &mut impl TableWrite<u64, &'static [u8]>,
     numbers: &Numbers,
     op: &'static str,
     key: &str,
@@ -128,8 +129,8 @@ pub(super) fn put(
 
 /// Delete `key`'s entry and its record.
 pub(super) fn remove(
-    keys: &mut Table<'_, &'static str, &'static [u8]>,
-    records: &mut Table<'_, u64, &'static [u8]>,
+    keys: &mut impl TableWrite<&'static str, &'static [u8]>,
+    records: &mut impl TableWrite<u64, &'static [u8]>,
     op: &'static str,
     key: &str,
     was: Place,

@@ -4,7 +4,7 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::tables::Slot;
+use super::tables::{self, Slot, Writes};
 use super::Context;
 use crate::store::outbox::{
     self, Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent, OUTBOX, OUTBOX_IDS,
@@ -25,18 +25,18 @@ const DELIVERED: TableDefinition<(u64, &str), ()> = TableDefinition::new("outbox
 /// The outbox's tables in a write transaction (see [`super::tables`]).
 pub(super) struct Tables<'txn> {
     pub(super) rows: Slot<'txn, &'static str, &'static [u8]>,
-    undelivered: Slot<'txn, &'static str, ()>,
-    ids: Slot<'txn, &'static str, &'static str>,
-    delivered: Slot<'txn, (u64, &'static str), ()>,
+    pub(super) undelivered: Slot<'txn, &'static str, ()>,
+    pub(super) ids: Slot<'txn, &'static str, &'static str>,
+    pub(super) delivered: Slot<'txn, (u64, &'static str), ()>,
 }
 
 impl<'txn> Tables<'txn> {
-    pub(super) fn new(txn: &'txn WriteTransaction) -> Tables<'txn> {
+    pub(super) fn new(txn: &'txn WriteTransaction, writes: &'txn Writes) -> Tables<'txn> {
         Tables {
-            rows: Slot::new(txn, ROWS),
-            undelivered: Slot::new(txn, UNDELIVERED),
-            ids: Slot::new(txn, IDS),
-            delivered: Slot::new(txn, DELIVERED),
+            rows: Slot::new(txn, writes, tables::OUTBOX_ROWS, ROWS),
+            undelivered: Slot::new(txn, writes, tables::OUTBOX_UNDELIVERED, UNDELIVERED),
+            ids: Slot::new(txn, writes, tables::OUTBOX_IDS, IDS),
+            delivered: Slot::new(txn, writes, tables::OUTBOX_DELIVERED, DELIVERED),
         }
     }
 }

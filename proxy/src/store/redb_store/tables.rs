@@ -6,22 +6,39 @@
 //! Every write of a transaction that has [`Tables`] goes through them: redb refuses to open
 //! a table twice at once, and so does a [`Slot`] (with redb's own error, never a panic).
 
+use std::borrow::Borrow;
 use std::cell::{Cell, RefCell, RefMut};
-use std::panic::Location;
+use std::ops::Deref;
+use std::panic::{AssertUnwindSafe, Location};
 
-use redb::{Key, Table, TableDefinition, TableHandle, Value, WriteTransaction};
+use redb::Value;
+use redb::WriteTransaction;
+use redb::{AccessGuard, Key, ReadableTable, StorageError, Table, TableDefinition, TableHandle};
 
-use super::{due, idempotency, outbox, Context};
+use super::{due, idempotency, journal, outbox, Context};
 use super::{
     HELD_TABLE, IDEMPOTENCY_TABLE, OWNERS_TABLE, PAYMENTS_TABLE, PAYMENT_INDEX_TABLE,
     REFERENCES_TABLE,
 };
 use crate::store::StoreError;
 
+/// The writes a transaction's tables made, in order, as the journal records them
+/// ([`journal::record`]). A mutex (never contended: one thread uses a transaction) because a
+/// writer batch's open transaction is kept in a `Mutex` shared with the settle.
+pub(super) type Writes = std::sync::Mutex<Vec<u8>>;
+
+fn record(writes: &Writes, table: u8, key: &[u8], value: Option<&[u8]>) {
+    let mut writes = writes.lock().unwrap_or_else(|p| p.into_inner());
+    journal::record(&mut writes, table, key, value);
+}
+
 /// One table of a write transaction, open from its first use.
 pub(super) struct Slot<'txn, K: Key + 'static, V: Value + 'static> {
     txn: &'txn WriteTransaction,
     definition: TableDefinition<'static, K, V>,
+    /// The table's number in the journal.
+    id: u8,
+    writes: &'txn Writes,
     table: RefCell<Option<Table<'txn, K, V>>>,
     /// Where the handle last given out was taken, for the error of an `open` while it lives.
     taken_at: Cell<Option<&'static Location<'static>>>,
@@ -30,11 +47,15 @@ pub(super) struct Slot<'txn, K: Key + 'static, V: Value + 'static> {
 impl<'txn, K: Key + 'static, V: Value + 'static> Slot<'txn, K, V> {
     pub(super) fn new(
         txn: &'txn WriteTransaction,
+        writes: &'txn Writes,
+        id: u8,
         definition: TableDefinition<'static, K, V>,
     ) -> Self {
         Slot {
             txn,
             definition,
+            id,
+            writes,
             table: RefCell::new(None),
             taken_at: Cell::new(None),
         }
@@ -53,7 +74,7 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Slot<'txn, K, V> {
         &self,
         op: &'static str,
         key: &str,
-    ) -> Result<RefMut<'_, Table<'txn, K, V>>, StoreError> {
+    ) -> Result<Open<'_, 'txn, K, V>, StoreError> {
         let Ok(mut table) = self.table.try_borrow_mut() else {
             let name = self.definition.name().to_string();
             let taken_at = self.taken_at.get().unwrap_or(Location::caller());
@@ -64,9 +85,128 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Slot<'txn, K, V> {
         if table.is_none() {
             *table = Some(self.txn.open_table(self.definition).context(op, key)?);
         }
-        Ok(RefMut::map(table, |open| {
-            open.as_mut().expect("opened just above")
-        }))
+        let table = RefMut::map(table, |open| open.as_mut().expect("opened just above"));
+        Ok(Open {
+            table,
+            id: self.id,
+            writes: self.writes,
+        })
+    }
+
+    /// Apply one journaled write to this table.
+    fn replay(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        let mut table = self.open("replay", "")?;
+        let key = K::from_bytes(key);
+        let stored = match value {
+            Some(value) => table.table.insert(key, V::from_bytes(value)).map(drop),
+            None => table.table.remove(key).map(drop),
+        };
+        stored.context("replay", "")
+    }
+}
+
+/// A table of a write transaction, open: reads through `Deref`, and its writes recorded for
+/// the journal as they are made. It has no other way to write, so a write cannot bypass the
+/// journal.
+pub(super) struct Open<'s, 'txn, K: Key + 'static, V: Value + 'static> {
+    table: RefMut<'s, Table<'txn, K, V>>,
+    id: u8,
+    writes: &'s Writes,
+}
+
+impl<'txn, K: Key + 'static, V: Value + 'static> Open<'_, 'txn, K, V> {
+    /// [`Table::insert`], recorded.
+    pub(super) fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
+        record(
+            self.writes,
+            self.id,
+            K::as_bytes(key.borrow()).as_ref(),
+            Some(V::as_bytes(value.borrow()).as_ref()),
+        );
+        self.table.insert(key, value)
+    }
+
+    /// [`Table::remove`], recorded.
+    pub(super) fn remove<'k>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
+        record(
+            self.writes,
+            self.id,
+            K::as_bytes(key.borrow()).as_ref(),
+            None,
+        );
+        self.table.remove(key)
+    }
+}
+
+/// The writes the store's helpers make: on an [`Open`] table of a writer batch (recorded for
+/// the journal) or on a table of a transaction of its own (the purge's, committed durably).
+pub(super) trait TableWrite<K: Key + 'static, V: Value + 'static> {
+    /// The table, to read.
+    type Read: ReadableTable<K, V>;
+
+    fn read(&self) -> &Self::Read;
+
+    fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<(), StorageError>;
+
+    fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<(), StorageError>;
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static> TableWrite<K, V> for Table<'t, K, V> {
+    type Read = Table<'t, K, V>;
+
+    fn read(&self) -> &Self::Read {
+        self
+    }
+
+    fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<(), StorageError> {
+        Table::insert(self, key, value).map(drop)
+    }
+
+    fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<(), StorageError> {
+        Table::remove(self, key).map(drop)
+    }
+}
+
+impl<'txn, K: Key + 'static, V: Value + 'static> TableWrite<K, V> for Open<'_, 'txn, K, V> {
+    type Read = Table<'txn, K, V>;
+
+    fn read(&self) -> &Self::Read {
+        &self.table
+    }
+
+    fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<(), StorageError> {
+        Open::insert(self, key, value).map(drop)
+    }
+
+    fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<(), StorageError> {
+        Open::remove(self, key).map(drop)
+    }
+}
+
+impl<'txn, K: Key + 'static, V: Value + 'static> Deref for Open<'_, 'txn, K, V> {
+    type Target = Table<'txn, K, V>;
+
+    fn deref(&self) -> &Table<'txn, K, V> {
+        &self.table
     }
 }
 
@@ -85,30 +225,97 @@ pub(super) struct Tables<'txn> {
     pub(super) outbox: outbox::Tables<'txn>,
 }
 
+// Each table's number in the journal: never change or reuse one, a journal written by an
+// earlier version must replay into the same tables.
+const IDEMPOTENCY: u8 = 1;
+const IDEMPOTENCY_RECORDS: u8 = 2;
+const IDEMPOTENCY_DUE: u8 = 3;
+const OWNERS: u8 = 4;
+const OWNERS_DUE: u8 = 5;
+const PAYMENTS: u8 = 6;
+const PAYMENTS_DUE: u8 = 7;
+const PAYMENT_INDEX: u8 = 8;
+const REFERENCES: u8 = 9;
+const HELD: u8 = 10;
+pub(super) const OUTBOX_ROWS: u8 = 11;
+pub(super) const OUTBOX_UNDELIVERED: u8 = 12;
+pub(super) const OUTBOX_IDS: u8 = 13;
+pub(super) const OUTBOX_DELIVERED: u8 = 14;
+
 impl<'txn> Tables<'txn> {
-    /// None open yet.
-    pub(super) fn new(txn: &'txn WriteTransaction) -> Tables<'txn> {
+    /// None open yet; their writes are recorded in `writes`.
+    pub(super) fn new(txn: &'txn WriteTransaction, writes: &'txn Writes) -> Tables<'txn> {
         Tables {
-            idempotency: Slot::new(txn, IDEMPOTENCY_TABLE),
-            idempotency_records: Slot::new(txn, idempotency::RECORDS),
-            idempotency_due: Slot::new(txn, due::IDEMPOTENCY_DUE),
-            owners: Slot::new(txn, OWNERS_TABLE),
-            owners_due: Slot::new(txn, due::OWNERS_DUE),
-            payments: Slot::new(txn, PAYMENTS_TABLE),
-            payments_due: Slot::new(txn, due::PAYMENTS_DUE),
-            payment_index: Slot::new(txn, PAYMENT_INDEX_TABLE),
-            references: Slot::new(txn, REFERENCES_TABLE),
-            held: Slot::new(txn, HELD_TABLE),
-            outbox: outbox::Tables::new(txn),
+            idempotency: Slot::new(txn, writes, IDEMPOTENCY, IDEMPOTENCY_TABLE),
+            idempotency_records: Slot::new(txn, writes, IDEMPOTENCY_RECORDS, idempotency::RECORDS),
+            idempotency_due: Slot::new(txn, writes, IDEMPOTENCY_DUE, due::IDEMPOTENCY_DUE),
+            owners: Slot::new(txn, writes, OWNERS, OWNERS_TABLE),
+            owners_due: Slot::new(txn, writes, OWNERS_DUE, due::OWNERS_DUE),
+            payments: Slot::new(txn, writes, PAYMENTS, PAYMENTS_TABLE),
+            payments_due: Slot::new(txn, writes, PAYMENTS_DUE, due::PAYMENTS_DUE),
+            payment_index: Slot::new(txn, writes, PAYMENT_INDEX, PAYMENT_INDEX_TABLE),
+            references: Slot::new(txn, writes, REFERENCES, REFERENCES_TABLE),
+            held: Slot::new(txn, writes, HELD, HELD_TABLE),
+            outbox: outbox::Tables::new(txn, writes),
         }
     }
+
+    /// Apply the writes of one journal entry, in order.
+    pub(super) fn replay(&self, writes: &[u8]) -> Result<(), StoreError> {
+        for op in journal::ops(writes) {
+            let op = op.map_err(|why| StoreError::Flush(format!("journal: {why}")))?;
+            // redb decodes a key or value it cannot read with a panic (a `&str` that is not
+            // UTF-8, a `u64` of other than 8 bytes): a damaged entry must fail the open with
+            // an error instead.
+            let applied = std::panic::catch_unwind(AssertUnwindSafe(|| self.apply(&op)));
+            applied.unwrap_or_else(|_| {
+                Err(StoreError::Flush(format!(
+                    "journal: a write to table number {} holds a key or value that table \
+                     cannot read",
+                    op.table
+                )))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, op: &journal::Op<'_>) -> Result<(), StoreError> {
+        {
+            let (key, value) = (op.key, op.value);
+            match op.table {
+                IDEMPOTENCY => self.idempotency.replay(key, value),
+                IDEMPOTENCY_RECORDS => self.idempotency_records.replay(key, value),
+                IDEMPOTENCY_DUE => self.idempotency_due.replay(key, value),
+                OWNERS => self.owners.replay(key, value),
+                OWNERS_DUE => self.owners_due.replay(key, value),
+                PAYMENTS => self.payments.replay(key, value),
+                PAYMENTS_DUE => self.payments_due.replay(key, value),
+                PAYMENT_INDEX => self.payment_index.replay(key, value),
+                REFERENCES => self.references.replay(key, value),
+                HELD => self.held.replay(key, value),
+                OUTBOX_ROWS => self.outbox.rows.replay(key, value),
+                OUTBOX_UNDELIVERED => self.outbox.undelivered.replay(key, value),
+                OUTBOX_IDS => self.outbox.ids.replay(key, value),
+                OUTBOX_DELIVERED => self.outbox.delivered.replay(key, value),
+                other => Err(StoreError::Flush(format!(
+                    "journal: a write to table number {other}, which this version does not have"
+                ))),
+            }
+        }
+    }
+}
+
+/// What a writer batch keeps open: its transaction and the writes its tables made.
+pub(super) struct Owner {
+    txn: WriteTransaction,
+    writes: Writes,
 }
 
 self_cell::self_cell!(
     /// A write transaction with its [`Tables`]: what a writer batch keeps open between its
     /// calls.
     pub(super) struct OpenTransaction {
-        owner: WriteTransaction,
+        owner: Owner,
         #[not_covariant]
         dependent: Tables,
     }
@@ -117,13 +324,19 @@ self_cell::self_cell!(
 impl OpenTransaction {
     /// `txn`, no table open yet.
     pub(super) fn begin(txn: WriteTransaction) -> OpenTransaction {
-        OpenTransaction::new(txn, |txn| Tables::new(txn))
+        let owner = Owner {
+            txn,
+            writes: Writes::default(),
+        };
+        OpenTransaction::new(owner, |owner| Tables::new(&owner.txn, &owner.writes))
     }
 
     /// The transaction, every table closed (their new roots staged), ready to commit or
-    /// abort.
-    pub(super) fn close(self) -> WriteTransaction {
-        self.into_owner()
+    /// abort, and the writes its tables made.
+    pub(super) fn close(self) -> (WriteTransaction, Vec<u8>) {
+        let owner = self.into_owner();
+        let writes = owner.writes.into_inner().unwrap_or_else(|p| p.into_inner());
+        (owner.txn, writes)
     }
 }
 
@@ -137,7 +350,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("db")).unwrap();
         let txn = db.begin_write().unwrap();
-        let tables = Tables::new(&txn);
+        let writes = Writes::default();
+        let tables = Tables::new(&txn, &writes);
         tables
             .held
             .open("put", "a")
@@ -178,6 +392,38 @@ mod tests {
     }
 
     #[test]
+    fn replaying_writes_a_table_cannot_read_fails_without_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("db")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let writes = Writes::default();
+        let tables = Tables::new(&txn, &writes);
+        let replay = |table: u8, key: &[u8], value: &[u8]| {
+            let mut entry = Vec::new();
+            journal::record(&mut entry, table, key, Some(value));
+            tables.replay(&entry).map_err(|e| e.to_string())
+        };
+        // A u64 key of 3 bytes; a `&str` key that is not UTF-8; a table this version lacks.
+        let short = replay(IDEMPOTENCY_RECORDS, &[1, 2, 3], b"{}").unwrap_err();
+        assert!(
+            short.contains("table number 2 holds a key or value"),
+            "{short}"
+        );
+        assert!(replay(HELD, &[0xff, 0xfe], b"{}").is_err());
+        let unknown = replay(200, b"k", b"v").unwrap_err();
+        assert!(unknown.contains("table number 200"), "{unknown}");
+        // A readable one is applied.
+        replay(HELD, b"k", b"v").unwrap();
+        assert!(tables
+            .held
+            .open("get", "k")
+            .unwrap()
+            .get("k")
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
     fn a_transaction_kept_open_commits_what_its_tables_wrote() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("db")).unwrap();
@@ -188,7 +434,7 @@ mod tests {
                 held.insert(key, key.as_bytes()).unwrap();
             });
         }
-        open.close().commit().unwrap();
+        open.close().0.commit().unwrap();
         let read = db.begin_read().unwrap();
         let held = read.open_table(HELD_TABLE).unwrap();
         let keys: Vec<String> = held
