@@ -110,7 +110,7 @@ def measure(store, port, pid, conns, work):
     counts = perf_counts(out.stderr)
     after = writer_metrics(port)
     # The writer's batches over the whole wrk run: the share settled for one call, and the
-    # mean settle (commit and fsync).
+    # mean settle (commit and journal sync).
     delta = {name: value - before.get(name, 0) for name, value in after.items()}
     batches = delta.get("payproxy_store_writer_batch_calls_count")
     lone = delta.get('payproxy_store_writer_batch_calls_bucket{le="1"}')
@@ -196,9 +196,11 @@ def main():
         f"{bench.SECONDS} s, perf for the middle {bench.SECONDS - 2 * LEAD:g} s, a fresh "
         f"payproxy and store for each run; {binary}. Medians, the rounds' range in "
         "parentheses. A page write is one pwrite: redb writes each dirty page with one (all "
-        "4 KiB when measured on 6 December) and its header with one more per commit. The "
-        "writer's batches (from payproxy's /metrics, over the whole run): the share settled "
-        "for a single call, and the mean settle (commit and fsync).",
+        "4 KiB when measured on 6 December) and its header with one more per durable commit "
+        "(since 6 December 14:20 a checkpoint, every 4 MiB of journal), and the writer "
+        "appends each batch's journal entry with one. The writer's batches (from payproxy's "
+        "/metrics, over the whole run): the share settled for a single call, and the mean "
+        "settle (commit and journal sync, or a checkpoint's durable commit).",
         "",
         "| store | connections | payments/s | CPUs used | CPU µs a payment "
         "| payments a fsync | page writes a payment | context switches a payment "

@@ -165,20 +165,20 @@ impl Journal {
         salt: u64,
         applied: u64,
     ) -> std::io::Result<(Journal, Entries)> {
-        let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
-        if !existed {
-            // The new file's name must survive a power loss too: the entries synced into it
-            // would be lost with it.
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
-            }
-        }
+        // The file's name must survive a power loss too, or the entries synced into it are
+        // lost with it. Synced at every open, not only when this one created it: an earlier
+        // process may have been killed between creating it and syncing.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let entries = after(&bytes, salt, applied).map_err(std::io::Error::other)?;
@@ -291,7 +291,8 @@ fn after(bytes: &[u8], salt: u64, applied: u64) -> Result<Entries, String> {
         let number = u64::from_le_bytes(number.try_into().expect("8 bytes"));
         (next..=most).contains(&number).then_some(from)
     };
-    if let Some(later) = (at + 1..bytes.len())
+    // From the place the reading stopped: an entry there numbered beyond the next is one.
+    if let Some(later) = (at..bytes.len())
         .filter_map(plausible)
         .filter_map(|from| entry_at(bytes, from, salt))
         .find(|(number, _)| *number >= next)
@@ -426,6 +427,19 @@ mod tests {
         middle[first + HEADER] ^= 1;
         std::fs::write(&path, &middle).unwrap();
         let error = Journal::open(&path, SALT, 5).unwrap_err().to_string();
+        assert!(
+            error.contains("entry number 7 is damaged, and entry number 8"),
+            "{error}"
+        );
+        // The entry after 6 numbered 8, not 7 (7 lost, 8 acknowledged): refused.
+        let mut skipped = bytes[..first].to_vec();
+        let mut eight = Journal::open(&dir.path().join("eight"), SALT, 7).unwrap().0;
+        eight.append(&writes(8)).unwrap();
+        skipped.extend(std::fs::read(dir.path().join("eight")).unwrap());
+        std::fs::write(&damaged_last, &skipped).unwrap();
+        let error = Journal::open(&damaged_last, SALT, 5)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("entry number 7 is damaged, and entry number 8"),
             "{error}"
