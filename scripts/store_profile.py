@@ -200,7 +200,7 @@ def main():
         "(since 6 December 14:20 a checkpoint, every 4 MiB of journal), and the writer "
         "appends each batch's journal entry with one. The writer's batches (from payproxy's "
         "/metrics, over the whole run): the share settled for a single call, and the mean "
-        "settle (commit and journal sync, or a checkpoint's durable commit).",
+        "settle (commit and journal sync).",
         "",
         "| store | connections | payments/s | CPUs used | CPU µs a payment "
         "| payments a fsync | page writes a payment | context switches a payment "

@@ -114,6 +114,11 @@ pub(crate) type Settle = Box<dyn Fn() -> Result<(), StoreError> + Send>;
 /// early answers then wait for the settle and get its failure, like the rest.
 pub(crate) type Doomed = Box<dyn Fn() -> bool + Send>;
 
+/// The store's housekeeping once a batch is answered (redb: a checkpoint of its journal,
+/// when one is due), so that the batch's callers do not wait for it; `true` when it did
+/// some, which the writer times (`payproxy_store_writer_checkpoint_seconds`).
+pub(crate) type Tidy = Box<dyn Fn() -> bool + Send>;
+
 /// What a writer has done: calls run and batches settled (one flush each), as Prometheus
 /// metrics the server registers: `payproxy_store_writer_calls_total`,
 /// `payproxy_store_writer_batches_total`, and per batch its calls
@@ -128,6 +133,7 @@ pub struct WriterCounts {
     pub batches: prometheus::IntCounter,
     pub batch_calls: prometheus::Histogram,
     pub settle_seconds: prometheus::Histogram,
+    pub checkpoint_seconds: prometheus::Histogram,
 }
 
 impl WriterCounts {
@@ -159,16 +165,24 @@ impl WriterCounts {
                  to disk), while its calls wait.",
                 crate::metrics::BUCKETS.to_vec(),
             )?,
+            checkpoint_seconds: histogram(
+                "payproxy_store_writer_checkpoint_seconds",
+                "Time the state store's writer spent on a checkpoint after answering a batch \
+                 (redb: every batch journaled since the last one committed durably), while \
+                 the calls queued meanwhile wait.",
+                crate::metrics::BUCKETS.to_vec(),
+            )?,
         })
     }
 
     /// Every one of these metrics, for the server to register.
-    pub fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 4] {
+    pub fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 5] {
         [
             Box::new(self.calls.clone()),
             Box::new(self.batches.clone()),
             Box::new(self.batch_calls.clone()),
             Box::new(self.settle_seconds.clone()),
+            Box::new(self.checkpoint_seconds.clone()),
         ]
     }
 }
@@ -189,8 +203,14 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Start the writer thread; `settle` makes everything committed so far durable.
-    pub(crate) fn start(name: &str, settle: Settle, doomed: Doomed) -> std::io::Result<Writer> {
+    /// Start the writer thread; `settle` makes everything committed so far durable, `tidy`
+    /// runs after each batch is answered.
+    pub(crate) fn start(
+        name: &str,
+        settle: Settle,
+        doomed: Doomed,
+        tidy: Tidy,
+    ) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Call>();
         let counts = WriterCounts::new().map_err(std::io::Error::other)?;
         let counted = counts.clone();
@@ -198,7 +218,7 @@ impl Writer {
             .name(name.to_string())
             .spawn(move || {
                 give_way();
-                run(&queue, &settle, &doomed, &counted)
+                run(&queue, &settle, &doomed, &tidy, &counted)
             })?;
         Ok(Writer {
             jobs: Some(jobs),
@@ -349,7 +369,13 @@ fn give_way() {
     }
 }
 
-fn run(queue: &mpsc::Receiver<Call>, settle: &Settle, doomed: &Doomed, counts: &WriterCounts) {
+fn run(
+    queue: &mpsc::Receiver<Call>,
+    settle: &Settle,
+    doomed: &Doomed,
+    tidy: &Tidy,
+    counts: &WriterCounts,
+) {
     let mut replies = Answers::default();
     while let Ok(first) = queue.recv() {
         replies.run(first, counts);
@@ -396,6 +422,13 @@ fn run(queue: &mpsc::Receiver<Call>, settle: &Settle, doomed: &Doomed, counts: &
         counts.batch_calls.observe(calls as f64);
         counts.batches.inc();
         answer(replies.settled.drain(..), &settled);
+        let tidying = std::time::Instant::now();
+        // A panic here fails nothing: every call of the batch is answered.
+        if let Ok(true) = std::panic::catch_unwind(AssertUnwindSafe(tidy)) {
+            counts
+                .checkpoint_seconds
+                .observe(tidying.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -441,7 +474,18 @@ mod tests {
                 _ => Err(StoreError::Task("disk on fire".into())),
             }
         });
-        Writer::start("test-writer", settle, Box::new(|| false)).unwrap()
+        settling_with(settle)
+    }
+
+    /// A writer settling with `settle`, no batch doomed, no tidy.
+    fn settling_with(settle: Settle) -> Writer {
+        Writer::start(
+            "test-writer",
+            settle,
+            Box::new(|| false),
+            Box::new(|| false),
+        )
+        .unwrap()
     }
 
     /// A call that holds the writer until the test waits on the returned gate too; it
@@ -506,7 +550,7 @@ mod tests {
                 Ok(())
             })
         };
-        let writer = Writer::start("test-writer", settle, Box::new(|| false)).unwrap();
+        let writer = settling_with(settle);
         writer.run(|| Ok(())).await.unwrap();
         let (gate, held) = held_call(&writer);
         let queued: Vec<_> = (0..50).map(|_| writer.run(|| Ok(()))).collect();
@@ -537,6 +581,42 @@ mod tests {
             settled >= 0.02 * batches as f64,
             "{settled} s for {batches} settles"
         );
+    }
+
+    #[tokio::test]
+    async fn the_tidy_runs_after_the_batch_is_answered_and_its_time_is_observed() {
+        // The tidy after the first batch waits until the test lets it go, which the test
+        // does only once it has that batch's answer: an answer held for the tidy would hang.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = std::sync::Mutex::new(released);
+        let tidied = Arc::new(AtomicU64::new(0));
+        let tidy: Tidy = {
+            let tidied = tidied.clone();
+            Box::new(move || {
+                let first = tidied.fetch_add(1, Ordering::SeqCst) == 0;
+                if first {
+                    released.lock().unwrap().recv().unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                first
+            })
+        };
+        let writer =
+            Writer::start("test-writer", Box::new(|| Ok(())), Box::new(|| false), tidy).unwrap();
+        assert_eq!(writer.run(|| Ok(7)).await.unwrap(), 7);
+        release.send(()).unwrap();
+        // The next call runs once the tidy is done.
+        assert_eq!(writer.run(|| Ok(8)).await.unwrap(), 8);
+        let counts = writer.counts().clone();
+        // Dropped, the writer has finished: the second batch's tidy too.
+        drop(writer);
+        assert_eq!(tidied.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            counts.checkpoint_seconds.get_sample_count(),
+            1,
+            "only a tidy that did some"
+        );
+        assert!(counts.checkpoint_seconds.get_sample_sum() >= 0.01);
     }
 
     /// The calling thread's nice value, as the kernel reports it (`/proc`, not the libc
@@ -592,7 +672,7 @@ mod tests {
             let _ = released.lock().unwrap().recv();
             Err(StoreError::Task("disk on fire".into()))
         });
-        let writer = Writer::start("test-writer", settle, Box::new(|| false)).unwrap();
+        let writer = settling_with(settle);
         // Bound after the writer, so dropped before it when the test fails: the flush then
         // returns, and dropping the writer (which waits for its thread) does not hang.
         let release = release;
@@ -630,7 +710,8 @@ mod tests {
     #[tokio::test]
     async fn in_a_batch_bound_to_fail_an_early_answer_waits_for_the_settle_and_gets_its_failure() {
         let settle: Settle = Box::new(|| Err(StoreError::Task("disk on fire".into())));
-        let writer = Writer::start("test-writer", settle, Box::new(|| true)).unwrap();
+        let writer =
+            Writer::start("test-writer", settle, Box::new(|| true), Box::new(|| false)).unwrap();
         let early = writer.run_answering_early(|| Ok(1u64), |_| true).await;
         assert!(
             matches!(&early, Err(StoreError::Flush(why)) if why.contains("disk on fire")),

@@ -193,20 +193,28 @@ impl Batch {
             return group.commit_durably(flush).context("commit", "");
         }
         group.journaled(number);
-        if open.checkpoint_due() {
-            // Every entry so far goes into redb durably; the journal starts again. A failure
-            // loses nothing (the entries stay in the journal and are replayed at the next
-            // open); the journal then grows until a checkpoint succeeds.
-            let checkpoint = db
-                .begin_write()
-                .map_err(redb::Error::from)
-                .and_then(|flush| group.commit_durably(flush));
-            match checkpoint {
-                Ok(()) => open.restart(),
-                Err(error) => tracing::error!(%error, "store: a checkpoint of the journal failed"),
-            }
-        }
         Ok(())
+    }
+
+    /// After a batch is answered: when the journal holds [`journal::CHECKPOINT_BYTES`] of
+    /// entries, commit redb durably (every entry so far goes into its file) and start the
+    /// journal again; `true` when it did. A failure loses nothing (the entries stay in the
+    /// journal and are applied at the next open); the journal then grows until a checkpoint
+    /// succeeds.
+    pub(super) fn checkpoint_if_due(&self, db: &Database, group: &GroupCommit) -> bool {
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(open) = journal.as_mut().filter(|open| open.checkpoint_due()) else {
+            return false;
+        };
+        let checkpoint = db
+            .begin_write()
+            .map_err(redb::Error::from)
+            .and_then(|flush| group.commit_durably(flush));
+        match checkpoint {
+            Ok(()) => open.restart(),
+            Err(error) => tracing::error!(%error, "store: a checkpoint of the journal failed"),
+        }
+        true
     }
 }
 
