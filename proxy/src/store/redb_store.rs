@@ -137,7 +137,7 @@ fn open_error<E: Into<redb::Error>>(path: &Path) -> impl FnOnce(E) -> StoreError
 }
 
 /// The writer's journal of the store at `path`: the same name with `.journal` added.
-pub fn journal_path(path: &Path) -> PathBuf {
+fn journal_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".journal");
     PathBuf::from(name)
@@ -146,14 +146,10 @@ pub fn journal_path(path: &Path) -> PathBuf {
 /// Open the journal at `path` and apply, in `txn`, the entries the store does not hold yet
 /// (written before a crash): see [`journal`].
 fn recover(txn: &redb::WriteTransaction, path: &Path) -> Result<journal::Journal, StoreError> {
-    let failed = |e: redb::Error| StoreError::Open {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    };
-    let salt = journal::salt(txn).map_err(failed)?;
-    let applied = journal::applied(txn).map_err(failed)?;
-    let (journal, entries) =
-        journal::Journal::open(path, salt, applied).map_err(|e| failed(redb::Error::Io(e)))?;
+    let salt = journal::salt(txn).map_err(open_error(path))?;
+    let applied = journal::applied(txn).map_err(open_error(path))?;
+    let (journal, entries) = journal::Journal::open(path, salt, applied)
+        .map_err(|e| open_error(path)(redb::Error::Io(e)))?;
     let Some((last, _)) = entries.last() else {
         return Ok(journal);
     };
@@ -163,7 +159,7 @@ fn recover(txn: &redb::WriteTransaction, path: &Path) -> Result<journal::Journal
         tables.replay(entry)?;
     }
     drop(tables);
-    journal::set_applied(txn, *last).map_err(failed)?;
+    journal::set_applied(txn, *last).map_err(open_error(path))?;
     tracing::info!(
         journal = %path.display(),
         entries = entries.len(),
@@ -748,14 +744,21 @@ mod tests {
         }
     }
 
-    /// A store in a new directory (as `state.redb`), and a runtime to await its writer on.
-    fn journaled() -> (tempfile::TempDir, Arc<RedbStore>, tokio::runtime::Runtime) {
+    /// A store in a new directory (its file, `state.redb`), and a runtime to await its
+    /// writer on.
+    fn journaled() -> (
+        tempfile::TempDir,
+        PathBuf,
+        Arc<RedbStore>,
+        tokio::runtime::Runtime,
+    ) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
+        let path = dir.path().join("state.redb");
+        let store = Arc::new(RedbStore::open(&path).unwrap());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        (dir, store, runtime)
+        (dir, path, store, runtime)
     }
 
     /// `set_owner` for payment `n` on the store's writer, as the request path calls it;
@@ -766,15 +769,16 @@ mod tests {
         runtime.block_on(store.writer.run(call)).unwrap();
     }
 
-    /// A copy of the store's files as they are on disk now, as a crash would leave them:
-    /// redb's file, and its journal when `with_journal`.
-    fn crash_image(path: &Path, to: &Path, with_journal: bool) -> PathBuf {
-        let copy = to.join("copy.redb");
+    /// A copy of the store's files as they are on disk now, as a crash would leave them, in
+    /// a new directory: redb's file, and its journal when `with_journal`.
+    fn crash_image(path: &Path, with_journal: bool) -> (tempfile::TempDir, PathBuf) {
+        let to = tempfile::tempdir().unwrap();
+        let copy = to.path().join("copy.redb");
         std::fs::copy(path, &copy).unwrap();
         if with_journal {
             std::fs::copy(journal_path(path), journal_path(&copy)).unwrap();
         }
-        copy
+        (to, copy)
     }
 
     fn held(path: &Path, keys: u32) -> Vec<u32> {
@@ -786,8 +790,7 @@ mod tests {
 
     #[test]
     fn the_writer_journals_its_batches_checkpoints_and_a_crash_keeps_every_acknowledged_write() {
-        let (dir, store, runtime) = journaled();
-        let path = dir.path().join("state.redb");
+        let (_dir, path, store, runtime) = journaled();
         store
             .batch
             .journal()
@@ -811,8 +814,8 @@ mod tests {
         }
 
         // What redb's file holds alone: the writes up to the last checkpoint, not after.
-        let alone = tempfile::tempdir().unwrap();
-        let in_redb = held(&crash_image(&path, alone.path(), false), keys);
+        let (_alone, alone) = crash_image(&path, false);
+        let in_redb = held(&alone, keys);
         assert!(
             !in_redb.is_empty(),
             "the checkpoints made writes durable in redb"
@@ -825,8 +828,7 @@ mod tests {
 
         // With the journal: every acknowledged write, its later entries written over the
         // entries from before the checkpoints (which end the reading).
-        let image = tempfile::tempdir().unwrap();
-        let copy = crash_image(&path, image.path(), true);
+        let (_image, copy) = crash_image(&path, true);
         assert_eq!(held(&copy, keys), (0..keys).collect::<Vec<_>>());
         // Opened again after the replay: nothing applied twice or lost, and it takes writes.
         let reopened = Arc::new(RedbStore::open(&copy).unwrap());
@@ -837,38 +839,32 @@ mod tests {
 
     #[test]
     fn a_clean_close_leaves_the_redb_file_complete_without_its_journal() {
-        let (dir, store, runtime) = journaled();
-        let path = dir.path().join("state.redb");
+        let (_dir, path, store, runtime) = journaled();
         for n in 0..5 {
             acknowledged(&store, &runtime, n);
         }
-        let image = tempfile::tempdir().unwrap();
-        let before = held(&crash_image(&path, image.path(), false), 5);
+        let (_image, image) = crash_image(&path, false);
+        let before = held(&image, 5);
         assert!(
             before.len() < 5,
             "journaled, not yet in redb's file: {before:?}"
         );
         drop(store);
-        let closed = tempfile::tempdir().unwrap();
-        assert_eq!(
-            held(&crash_image(&path, closed.path(), false), 5),
-            [0, 1, 2, 3, 4]
-        );
+        let (_closed, closed) = crash_image(&path, false);
+        assert_eq!(held(&closed, 5), [0, 1, 2, 3, 4]);
     }
 
     #[test]
     fn a_journal_whose_entries_the_store_lacks_refuses_to_open() {
-        let (dir, store, runtime) = journaled();
-        let path = dir.path().join("state.redb");
+        let (_dir, path, store, runtime) = journaled();
         for n in 0..3 {
             acknowledged(&store, &runtime, n);
         }
-        let image = tempfile::tempdir().unwrap();
-        let copy = crash_image(&path, image.path(), true);
+        let (_image, copy) = crash_image(&path, true);
         // The first entry lost: the journal starts at entry 2 while the store holds none.
         let journal = journal_path(&copy);
         let bytes = std::fs::read(&journal).unwrap();
-        let first = 16 + u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        let first = journal::HEADER + u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
         std::fs::write(&journal, &bytes[first..]).unwrap();
         let error = RedbStore::open(&copy).unwrap_err().to_string();
         assert!(error.contains("missing"), "{error}");

@@ -221,6 +221,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::redb_store::tables::TableWrite;
     use crate::store::redb_store::HELD_TABLE as T;
     use redb::{ReadableDatabase, ReadableTable};
 

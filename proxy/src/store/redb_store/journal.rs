@@ -8,18 +8,20 @@
 //! then syncs the file: one sequential write. Its calls are answered after that sync, so an
 //! acknowledged write is on disk exactly as before.
 //!
-//! Every so often ([`CHECKPOINT_BYTES`] of entries) the writer commits redb durably, which
-//! writes the pages of every batch since the last checkpoint once (a page several batches
-//! changed is written once, not once per batch), and starts the journal again from its
-//! beginning. The batch's transaction also stores its entry's number in redb
+//! Every so often ([`CHECKPOINT_BYTES`] of entries), once a batch's calls are answered, the
+//! writer commits redb durably, which writes the pages of every batch since the last
+//! checkpoint once (a page several batches changed is written once, not once per batch),
+//! and starts the journal again from its beginning. The batch's transaction also stores its entry's number in redb
 //! ([`APPLIED`]), so the durable redb file always says which entries it already holds.
 //!
 //! At open, after redb's own recovery, the entries after that number are applied again, in
 //! order, in one durable transaction ([`super::RedbStore::open`]). An entry is a length, a
-//! CRC-32 of its number and writes, its number and the writes; reading stops at the first
-//! entry that is torn (a crash during its append: it was never acknowledged), fails its
-//! checksum, or does not carry the next number. Entries left from before the last restart
-//! of the file carry lower numbers, so they end the reading too. Writes are applied by
+//! CRC-32 of the store's salt, its number and writes, its number and the writes; reading
+//! stops at the first entry that is torn (a crash during its append: it was never
+//! acknowledged), fails its checksum (a journal of another store never passes it), or does
+//! not carry the next number. Entries left from before the last restart of the file carry
+//! lower numbers, so they end the reading too. Entries the store lacks that cannot be
+//! applied (missing, damaged with later ones after them, unreadable) fail the open ([`after`]). Writes are applied by
 //! value (the key and the bytes stored), so applying an entry twice, or one redb already
 //! holds, leaves the same state.
 //!
@@ -37,8 +39,8 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// The journal table: [`APPLIED`] → the number of the last entry this redb state holds, and
 /// the store's salt.
-pub(super) const JOURNAL_TABLE: TableDefinition<&str, u64> = TableDefinition::new("journal");
-pub(super) const APPLIED: &str = "applied";
+const JOURNAL_TABLE: TableDefinition<&str, u64> = TableDefinition::new("journal");
+const APPLIED: &str = "applied";
 /// → the store's salt ([`salt`]).
 const SALT: &str = "salt";
 
@@ -49,9 +51,9 @@ const SALT: &str = "salt";
 /// milliseconds.
 pub(super) const CHECKPOINT_BYTES: u64 = 4 << 20;
 
-/// An entry's header: its length (u32), the CRC-32 of its number and writes (u32), its
-/// number (u64); all little-endian.
-const HEADER: usize = 16;
+/// An entry's header: its length (u32), the CRC-32 of the store's salt, its number and
+/// writes (u32), its number (u64); all little-endian.
+pub(super) const HEADER: usize = 16;
 
 /// The most bytes one entry's writes may take: a batch writes far less (redb refuses values
 /// above 3 GiB; a batch of 1,024 calls with 64 KiB bodies stays under 200 MiB).
@@ -259,30 +261,23 @@ impl Journal {
 /// journal left beside a new file) fail their checksum, which holds the store's salt.
 fn after(bytes: &[u8], salt: u64, applied: u64) -> Result<Entries, String> {
     let mut entries = Vec::new();
-    let mut expected = None;
     let mut at = 0usize;
+    // The number the next entry to apply must carry; `first`: none applied yet.
+    let (mut next, mut first) = (applied + 1, true);
     while let Some((number, writes)) = entry_at(bytes, at, salt) {
-        match expected {
-            None if number <= applied => {}
-            None if number == applied + 1 => {
-                entries.push((number, writes.to_vec()));
-                expected = Some(number + 1);
-            }
-            Some(next) if number == next => {
-                entries.push((number, writes.to_vec()));
-                expected = Some(number + 1);
-            }
-            None => {
-                return Err(format!(
-                    "its first entry after the store's last one ({applied}) is number \
-                     {number}: the entries between are missing"
-                ))
-            }
-            Some(_) => break,
+        if number == next {
+            entries.push((number, writes.to_vec()));
+            (next, first) = (number + 1, false);
+        } else if first && number > next {
+            return Err(format!(
+                "its first entry after the store's last one ({applied}) is number {number}: \
+                 the entries between are missing"
+            ));
+        } else if !first {
+            break;
         }
         at += HEADER + writes.len();
     }
-    let next = expected.unwrap_or(applied + 1);
     // At most one entry per header's bytes could follow: a number beyond that is not one of
     // this journal's, and its checksum is not worth computing.
     let most = next.saturating_add((bytes.len() / HEADER) as u64);

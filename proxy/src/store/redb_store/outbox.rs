@@ -4,7 +4,7 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::tables::{self, Slot, Writes};
+use super::tables::{self, Slot, TableWrite, Writes};
 use super::Context;
 use crate::store::outbox::{
     self, Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent, OUTBOX, OUTBOX_IDS,

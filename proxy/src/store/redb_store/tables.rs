@@ -13,7 +13,7 @@ use std::panic::{AssertUnwindSafe, Location};
 
 use redb::Value;
 use redb::WriteTransaction;
-use redb::{AccessGuard, Key, ReadableTable, StorageError, Table, TableDefinition, TableHandle};
+use redb::{Key, ReadableTable, StorageError, Table, TableDefinition, TableHandle};
 
 use super::{due, idempotency, journal, outbox, Context};
 use super::{
@@ -105,44 +105,13 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Slot<'txn, K, V> {
     }
 }
 
-/// A table of a write transaction, open: reads through `Deref`, and its writes recorded for
-/// the journal as they are made. It has no other way to write, so a write cannot bypass the
-/// journal.
+/// A table of a write transaction, open: reads through `Deref`, and its writes
+/// ([`TableWrite`]) recorded for the journal as they are made. It has no other way to write,
+/// so a write cannot bypass the journal.
 pub(super) struct Open<'s, 'txn, K: Key + 'static, V: Value + 'static> {
     table: RefMut<'s, Table<'txn, K, V>>,
     id: u8,
     writes: &'s Writes,
-}
-
-impl<'txn, K: Key + 'static, V: Value + 'static> Open<'_, 'txn, K, V> {
-    /// [`Table::insert`], recorded.
-    pub(super) fn insert<'k, 'v>(
-        &mut self,
-        key: impl Borrow<K::SelfType<'k>>,
-        value: impl Borrow<V::SelfType<'v>>,
-    ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
-        record(
-            self.writes,
-            self.id,
-            K::as_bytes(key.borrow()).as_ref(),
-            Some(V::as_bytes(value.borrow()).as_ref()),
-        );
-        self.table.insert(key, value)
-    }
-
-    /// [`Table::remove`], recorded.
-    pub(super) fn remove<'k>(
-        &mut self,
-        key: impl Borrow<K::SelfType<'k>>,
-    ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
-        record(
-            self.writes,
-            self.id,
-            K::as_bytes(key.borrow()).as_ref(),
-            None,
-        );
-        self.table.remove(key)
-    }
 }
 
 /// The writes the store's helpers make: on an [`Open`] table of a writer batch (recorded for
@@ -189,16 +158,32 @@ impl<'txn, K: Key + 'static, V: Value + 'static> TableWrite<K, V> for Open<'_, '
         &self.table
     }
 
+    /// [`Table::insert`], recorded.
     fn insert<'k, 'v>(
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<(), StorageError> {
-        Open::insert(self, key, value).map(drop)
+        let (key, value) = (key.borrow(), value.borrow());
+        let value_bytes = V::as_bytes(value);
+        record(
+            self.writes,
+            self.id,
+            K::as_bytes(key).as_ref(),
+            Some(value_bytes.as_ref()),
+        );
+        self.table.insert(key, value).map(drop)
     }
 
+    /// [`Table::remove`], recorded.
     fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<(), StorageError> {
-        Open::remove(self, key).map(drop)
+        record(
+            self.writes,
+            self.id,
+            K::as_bytes(key.borrow()).as_ref(),
+            None,
+        );
+        self.table.remove(key).map(drop)
     }
 }
 
@@ -280,27 +265,25 @@ impl<'txn> Tables<'txn> {
     }
 
     fn apply(&self, op: &journal::Op<'_>) -> Result<(), StoreError> {
-        {
-            let (key, value) = (op.key, op.value);
-            match op.table {
-                IDEMPOTENCY => self.idempotency.replay(key, value),
-                IDEMPOTENCY_RECORDS => self.idempotency_records.replay(key, value),
-                IDEMPOTENCY_DUE => self.idempotency_due.replay(key, value),
-                OWNERS => self.owners.replay(key, value),
-                OWNERS_DUE => self.owners_due.replay(key, value),
-                PAYMENTS => self.payments.replay(key, value),
-                PAYMENTS_DUE => self.payments_due.replay(key, value),
-                PAYMENT_INDEX => self.payment_index.replay(key, value),
-                REFERENCES => self.references.replay(key, value),
-                HELD => self.held.replay(key, value),
-                OUTBOX_ROWS => self.outbox.rows.replay(key, value),
-                OUTBOX_UNDELIVERED => self.outbox.undelivered.replay(key, value),
-                OUTBOX_IDS => self.outbox.ids.replay(key, value),
-                OUTBOX_DELIVERED => self.outbox.delivered.replay(key, value),
-                other => Err(StoreError::Flush(format!(
-                    "journal: a write to table number {other}, which this version does not have"
-                ))),
-            }
+        let (key, value) = (op.key, op.value);
+        match op.table {
+            IDEMPOTENCY => self.idempotency.replay(key, value),
+            IDEMPOTENCY_RECORDS => self.idempotency_records.replay(key, value),
+            IDEMPOTENCY_DUE => self.idempotency_due.replay(key, value),
+            OWNERS => self.owners.replay(key, value),
+            OWNERS_DUE => self.owners_due.replay(key, value),
+            PAYMENTS => self.payments.replay(key, value),
+            PAYMENTS_DUE => self.payments_due.replay(key, value),
+            PAYMENT_INDEX => self.payment_index.replay(key, value),
+            REFERENCES => self.references.replay(key, value),
+            HELD => self.held.replay(key, value),
+            OUTBOX_ROWS => self.outbox.rows.replay(key, value),
+            OUTBOX_UNDELIVERED => self.outbox.undelivered.replay(key, value),
+            OUTBOX_IDS => self.outbox.ids.replay(key, value),
+            OUTBOX_DELIVERED => self.outbox.delivered.replay(key, value),
+            other => Err(StoreError::Flush(format!(
+                "journal: a write to table number {other}, which this version does not have"
+            ))),
         }
     }
 }
