@@ -7,6 +7,8 @@ To compare two builds of the plugins instead (or as well), point AB_PLUGINS_BEFO
 AB_PLUGINS_AFTER at the directories holding each build's .wasm files (default: the
 benchmark's, plugins/target/wasm32-wasip2/release).
 
+AB_ONLY=text measures only the paths whose name holds that text (AB_ONLY=DANA, AB_ONLY=translated).
+
 BENCH_WORKER_THREADS=N gives both builds N serving threads (runtime.worker_threads; default
 one per CPU the proxy may run on, which is one, since it is pinned to one core).
 
@@ -37,7 +39,11 @@ PATHS = [
     ("unique keys (memory store)", "memory", "/v1/payment_intents", True, True),
     ("unique keys (redb store, fsync)", "redb", "/v1/payment_intents", True, True),
     ("translated to Adyen (memory store)", "translated", "/v1/payment_intents", True, False),
+    ("translated to DANA XML (memory store)", "xml", "/v1/payment_intents", bench.DANA_FORM,
+     False),
 ]
+# AB_ONLY=text keeps the paths whose name holds that text (e.g. AB_ONLY=DANA).
+PATHS = [p for p in PATHS if os.environ.get("AB_ONLY", "") in p[0]]
 # The benchmark's instances (bench.INSTANCES) and ports for the first build; the second's
 # ports are 30 higher (admin is +20).
 SHIFT = 30

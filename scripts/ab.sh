@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B of two payproxy builds in one run, alternating rounds: transparent route, router plugin,
 # payment chain (memory store), unique keys on the redb store and the chain translated to
-# Adyen, req/s and the ratio. Installs what it needs (nginx, wrk) and builds the plugins; the
+# Adyen JSON and to DANA XML, req/s and the ratio (AB_ONLY=text: only the paths named so). Installs what it needs (nginx, wrk) and builds the plugins; the
 # two binaries are yours:
 #
 #   git stash && cargo build --release -p payproxy && cp target/release/payproxy /tmp/pp-before

@@ -52,6 +52,7 @@ UP, UP_H2 = 18101, 18111
 NGINX_H1, NGINX_H2 = 18102, 18112
 HAPROXY_H1, HAPROXY_H2 = 18103, 18113
 PP_MEMORY, PP_REDB, PP_TRANSLATED = 18104, 18105, 18106
+PP_XML = 18108
 # Each payproxy instance's admin listener (metrics) is on its storefront port plus this.
 ADMIN_OFFSET = 20
 
@@ -65,6 +66,16 @@ PAYMENT_FORM = (
     "&payment_method_data%5Bcard%5D%5Bnetwork%5D=visa"
     "&payment_method_data%5Bcard%5D%5Bcountry%5D=NL"
     "&payment_method_data%5Bbilling_details%5D%5Baddress%5D%5Bcountry%5D=NL"
+    "&metadata%5Border_id%5D=bench"
+)
+# A shopper in Indonesia paying with a DANA wallet: the translated-to-XML path (issue 11's
+# "another dialect, XML"). The KYC rules want a verified phone for an Indonesian e-wallet.
+DANA_FORM = (
+    "amount=150000&currency=idr&confirm=true"
+    "&payment_method_data%5Btype%5D=dana"
+    "&payment_method_data%5Bbilling_details%5D%5Bphone%5D=%2B6281234567890"
+    "&payment_method_data%5Bbilling_details%5D%5Bphone_verified%5D=true"
+    "&payment_method_data%5Bbilling_details%5D%5Baddress%5D%5Bcountry%5D=ID"
     "&metadata%5Border_id%5D=bench"
 )
 PAYMENT_HEADERS = {
@@ -87,6 +98,15 @@ CANNED_ADYEN = json.dumps({
     "pspReference": f"PSP{UNIQUE_ID}", "resultCode": "Authorised",
     "amount": {"value": 1000, "currency": "EUR"}, "merchantReference": "bench",
 })
+# DANA's answer to an order create paid from a bound wallet: no checkoutUrl, so approved.
+CANNED_DANA = (
+    '<?xml version="1.0" encoding="UTF-8"?><response><head><version>2.0</version>'
+    "<function>dana.acquiring.order.create</function><reqMsgId>bench</reqMsgId></head>"
+    "<body><resultInfo><resultStatus>S</resultStatus><resultCodeId>00000000</resultCodeId>"
+    "<resultCode>SUCCESS</resultCode><resultMsg>success</resultMsg></resultInfo>"
+    f"<acquirementId>DANA{UNIQUE_ID}</acquirementId><merchantTransId>bench</merchantTransId>"
+    "</body></response>"
+)
 KIB = "x" * 1024
 
 
@@ -216,6 +236,7 @@ def upstream_conf(work):
         listen 127.0.0.1:{UP_H2} http2;
         location /v1/payment_intents {{ default_type application/json; return 200 '{canned(CANNED_INTENT)}'; }}
         location /adyen/ {{ default_type application/json; return 200 '{canned(CANNED_ADYEN)}'; }}
+        location /dana/ {{ default_type application/xml; return 200 '{canned(CANNED_DANA)}'; }}
         location / {{ default_type text/plain; return 200 '{KIB}'; }}
     }}"""
     return nginx_conf(work, "upstream", server)
@@ -264,7 +285,8 @@ def plugin(file, role, plugins=PLUGINS, **extra):
 # The payproxy instances: name -> (port, state store, the dialect its provider speaks).
 INSTANCES = {"memory": (PP_MEMORY, "memory", "stripe"),
              "redb": (PP_REDB, "redb", "stripe"),
-             "translated": (PP_TRANSLATED, "memory", "adyen")}
+             "translated": (PP_TRANSLATED, "memory", "adyen"),
+             "xml": (PP_XML, "memory", "dana")}
 INSTANCE_PORTS = {port for port, _, _ in INSTANCES.values()}
 
 
@@ -282,6 +304,13 @@ def payproxy_conf(work, name, port, store, provider_dialect, plugins=PLUGINS):
     }
     router_rules = {"rules": [{"name": "cards", "match": {"payment_method": ["card"]},
                                "providers": [{"name": "canned"}]}]}
+    if provider_dialect == "dana":
+        # An Indonesian DANA wallet, as the demo's router sends it.
+        provider.update(region="sea", tags=["ewallet"],
+                        credentials={"client_id": "bench-client", "merchant_id": "bench-merchant"})
+        router_rules = {"rules": [{"name": "id-dana",
+                                   "match": {"country": ["ID"], "payment_method": ["dana"]},
+                                   "providers": [{"name": "canned"}]}]}
     key = hashlib.sha256(STOREFRONT_KEY.encode()).hexdigest()
     config = {
         "listeners": [{"addr": f"127.0.0.1:{port}"}],
@@ -296,6 +325,7 @@ def payproxy_conf(work, name, port, store, provider_dialect, plugins=PLUGINS):
                            config={"server_errors": "answered_not_processed"}),
             "adyen": wasm("dialect_adyen.wasm", "dialect",
                           config={"merchant_account": "BenchECOM"}),
+            "dana": wasm("dialect_dana.wasm", "dialect", config={"order_title": "bench"}),
             "psd2-sca": wasm("compliance_psd2_sca.wasm", "compliance",
                              config_file=str(RULES / "psd2-sca.json")),
             "kyc": wasm("compliance_kyc.wasm", "compliance",
@@ -345,13 +375,19 @@ def parse_duration_us(text):
     return float(value) * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
 
 
+def payment_form(payment):
+    """The form a path posts: `payment` is False (a GET), True (the card payment) or a form."""
+    return PAYMENT_FORM if payment is True else payment or None
+
+
 def wrk(url, conns, work, unique=False, payment=False):
-    """wrk -t1: (req/s, p50 us, p99 us, failed requests)."""
+    """wrk -t1: (req/s, p50 us, p99 us, failed requests). `payment` as in `payment_form`."""
     script = work / "wrk.lua"
     lines = []
-    if payment:
+    form = payment_form(payment)
+    if form:
         headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in PAYMENT_HEADERS.items())
-        lines.append(f'wrk.method = "POST"\nwrk.body = "{PAYMENT_FORM}"\n{headers}')
+        lines.append(f'wrk.method = "POST"\nwrk.body = "{form}"\n{headers}')
     if unique:
         # A random key per payment, as storefronts send them (Stripe suggests V4 UUIDs): keys
         # that count up put each batch's new records side by side in the store's B-tree,
@@ -383,9 +419,10 @@ def wrk(url, conns, work, unique=False, payment=False):
 
 def h2load_args(h1, payment, work):
     args = ["--h1"] if h1 else []
-    if payment:
+    form = payment_form(payment)
+    if form:
         body = work / "payment.form"
-        body.write_text(PAYMENT_FORM)
+        body.write_text(form)
         args += ["-d", str(body)]
         for k, v in PAYMENT_HEADERS.items():
             args += ["-H", f"{k}: {v}"]
@@ -481,6 +518,8 @@ PATHS = [
           "/v1/payment_intents", payment=True, unique=True),
     Path_("payproxy, payment chain translated to Adyen JSON (memory store)", PP_TRANSLATED,
           PP_TRANSLATED, "/v1/payment_intents", payment=True),
+    Path_("payproxy, payment chain translated to DANA XML (memory store)", PP_XML, PP_XML,
+          "/v1/payment_intents", payment=DANA_FORM),
 ]
 
 
@@ -496,7 +535,7 @@ def check(p):
             # Digits glued to a letter, not a bare run of them: a bare run of 13-19 digits
             # could pass for a card number, which payproxy refuses in a header.
             headers = {**PAYMENT_HEADERS, "idempotency-key": f"check-t{time.monotonic_ns()}"}
-            status, body = request(url, PAYMENT_FORM.encode(), headers)
+            status, body = request(url, payment_form(p.payment).encode(), headers)
             answer = json.loads(body)
             if status != 200 or answer.get("status") != "succeeded":
                 raise RuntimeError(f"{p.name}: {status} {body[:300]!r}")
@@ -655,6 +694,8 @@ def ratios(results, paths):
             "≥ 10,000"),
         row("unique keys redb / unique keys memory", lambda k: at(8, "rps", k) / at(7, "rps", k),
             ratio, "≥ 0.70"),
+        row("translated chain (DANA XML) payments/s", lambda k: at(10, "rps", k), count,
+            "≥ 8,000"),
         row("translated chain (Adyen JSON) payments/s", lambda k: at(9, "rps", k), count,
             "≥ 8,000"),
     ]
@@ -798,7 +839,7 @@ def main():
             f"Machine: {len(os.sched_getaffinity(0))} CPUs ({cpu}); load generator on CPU "
             f"{GEN_CPU}, proxies on CPU {PROXY_CPU}, upstream on CPU {UP_CPU}. "
             f"{ROUNDS} rounds of {SECONDS} s per measurement, medians, {elapsed:.0f} s in all. "
-            f"Upstream: nginx answering 1 KiB, a canned PaymentIntent or Adyen authorisation.",
+            f"Upstream: nginx answering 1 KiB, a canned PaymentIntent, Adyen authorisation or DANA order.",
             table("http/1.1", results, PATHS),
             table("h2", results, PATHS),
             "\\* closed loop, wrk -c4 (h2load repeats one request, so it cannot send unique keys).",

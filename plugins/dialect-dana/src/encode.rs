@@ -4,7 +4,7 @@
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::helpers::encode;
 use payproxy_plugin_sdk::payment::{
-    Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal, RefusalKind,
+    Context, HttpRequest, Operation, Payment, PaymentMethod, Refusal,
 };
 
 use crate::config::{Config, Credentials};
@@ -57,12 +57,7 @@ pub fn encode(
         },
         body,
     };
-    let text = xml::write(&request).map_err(|_| Refusal {
-        kind: RefusalKind::Unavailable,
-        status: 500,
-        code: "encoding_failed".into(),
-        message: "the DANA request could not be written".into(),
-    })?;
+    let text = xml::write(&request);
     Ok(HttpRequest {
         method: "POST".into(),
         path: PATH.into(),

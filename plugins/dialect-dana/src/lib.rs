@@ -35,8 +35,9 @@
 //! Only e-wallet `dana` payments with an E.164 phone (the wallet's, else the customer's), in
 //! IDR, amounts as decimal strings with the ISO 4217 exponent (`to_decimal`). `reqMsgId` is
 //! the host's idempotency key: DANA replays the first answer to a resend.
-//! `reqTime` is ISO-8601 at +07:00 from `Context.now_ms`. XML is written and read with
-//! quick-xml's serde support, so references with `<&>"'` travel escaped.
+//! `reqTime` is ISO-8601 at +07:00 from `Context.now_ms`. Every text in a request is escaped
+//! by quick-xml (references with `<&>"'` travel escaped), and answers are read with its pull
+//! parser, which resolves references; see [`xml`].
 //!
 //! Answers: `<response><head>…</head><body><resultInfo><resultStatus>S|F|U|A</resultStatus>
 //! <resultCodeId/><resultCode/><resultMsg/></resultInfo><acquirementId/><checkoutUrl/>…</body></response>`.

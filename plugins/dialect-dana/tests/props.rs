@@ -2,7 +2,7 @@
 //! provider parses back carries them exactly, references with `<&>"'` included — and
 //! decoding gives the outcome class DANA's result table documents, whatever the text.
 
-use dialect_dana::xml::read_request;
+use dialect_dana::xml::{read_request, read_response, Response};
 use dialect_dana::Dana;
 use payproxy_plugin_sdk::currency::from_decimal;
 use payproxy_plugin_sdk::payment::{
@@ -203,4 +203,118 @@ fn documented(status: &str, code: &str, checkout: &str) -> Class<'static> {
         (_, "A") => Class::Pending,
         _ => Class::Error(ErrorClass::Ambiguous, "provider_error"),
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The answer reader reads what quick-xml's serde support reads from the same bytes
+    /// (whitespace at a text's ends kept, as serde keeps it):
+    /// known elements in any order and subset, texts with references, character references
+    /// and CDATA, comments, unknown elements (holding known names too) skipped whole.
+    #[test]
+    fn the_reader_agrees_with_serde(answer in answer()) {
+        let ours = read_response(answer.as_bytes());
+        let serde: Option<Response> = quick_xml::de::from_str(&answer).ok();
+        prop_assert_eq!(&ours, &serde, "{}", answer);
+        prop_assert!(ours.is_some(), "a well-formed answer was refused: {}", answer);
+    }
+
+    /// Each known element at most once: a repeated one makes the answer unreadable
+    /// (serde refuses it too), so a second `resultStatus` never overrides the first.
+    #[test]
+    fn a_repeated_element_makes_the_answer_unreadable(
+        name in prop::sample::select(vec!["resultStatus", "resultCode", "acquirementId", "checkoutUrl"]),
+    ) {
+        let answer = "<response><body><resultInfo><resultStatus>S</resultStatus>\
+            <resultCode>SUCCESS</resultCode></resultInfo><acquirementId>a1</acquirementId>\
+            <checkoutUrl>u</checkoutUrl></body></response>";
+        let repeated = answer.replacen(&format!("<{name}>"), &format!("<{name}>x</{name}><{name}>"), 1);
+        prop_assert!(read_response(answer.as_bytes()).is_some());
+        prop_assert_eq!(read_response(repeated.as_bytes()), None, "{}", repeated);
+        prop_assert!(quick_xml::de::from_str::<Response>(&repeated).is_err(), "{}", repeated);
+    }
+}
+
+/// A text as a provider may write it: plain characters, spaces, tabs and line ends, the five
+/// predefined references, character references and a CDATA section.
+fn text() -> BoxedStrategy<String> {
+    let piece = prop_oneof![
+        "[a-zA-Z0-9 ./:_-]{1,8}",
+        prop::sample::select(vec![
+            "&amp;",
+            "&lt;",
+            "&gt;",
+            "&quot;",
+            "&apos;",
+            "&#233;",
+            "&#x20AC;",
+            "<![CDATA[a<b&c]]>",
+            "\r\n",
+            "\t",
+            "é",
+        ])
+        .prop_map(str::to_string),
+    ];
+    prop::collection::vec(piece, 1..5)
+        .prop_map(|pieces| pieces.concat())
+        .boxed()
+}
+
+fn leaf(name: &'static str) -> BoxedStrategy<String> {
+    text()
+        .prop_map(move |raw| format!("<{name}>{raw}</{name}>"))
+        .boxed()
+}
+
+/// An element the reader does not know, holding one it does.
+fn unknown() -> BoxedStrategy<String> {
+    prop_oneof![
+        Just(
+            "<extendInfo><resultInfo><resultStatus>F</resultStatus></resultInfo></extendInfo>"
+                .to_string()
+        ),
+        Just("<paymentView/>".to_string()),
+        Just("<!-- a comment -->".to_string()),
+        leaf("resultDetail"),
+    ]
+    .boxed()
+}
+
+/// Some of `elements`, in any order, with unknown ones between.
+fn shuffled(elements: Vec<BoxedStrategy<String>>) -> BoxedStrategy<String> {
+    let optional: Vec<_> = elements.into_iter().map(prop::option::of).collect();
+    (optional, prop::collection::vec(unknown(), 0..3))
+        .prop_flat_map(|(present, unknown)| {
+            let all: Vec<String> = present.into_iter().flatten().chain(unknown).collect();
+            Just(all).prop_shuffle()
+        })
+        .prop_map(|parts| parts.concat())
+        .boxed()
+}
+
+fn answer() -> BoxedStrategy<String> {
+    let result_info = (
+        leaf("resultStatus"),
+        leaf("resultCode"),
+        shuffled(vec![leaf("resultCodeId"), leaf("resultMsg")]),
+    )
+        .prop_map(|(status, code, rest)| format!("<resultInfo>{status}{rest}{code}</resultInfo>"));
+    let amount = (leaf("value"), leaf("currency"))
+        .prop_map(|(value, currency)| format!("<orderAmount>{currency}{value}</orderAmount>"));
+    let body = shuffled(vec![
+        result_info.boxed(),
+        leaf("acquirementId"),
+        leaf("merchantTransId"),
+        leaf("checkoutUrl"),
+        leaf("acquirementStatus"),
+        amount.boxed(),
+        leaf("refundId"),
+    ]);
+    let head = shuffled(vec![leaf("function"), leaf("reqMsgId"), leaf("version")]);
+    (any::<bool>(), head, body, "[ \n]{0,2}").prop_map(|(declared, head, body, space)| {
+        let declaration = if declared { r#"<?xml version="1.0" encoding="UTF-8"?>"# } else { "" };
+        format!("{declaration}{space}<response>{space}<head>{head}</head>{space}<body>{body}</body></response>")
+    })
+    .boxed()
 }
