@@ -50,6 +50,17 @@ pub fn parse_base_url(url: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
+/// What every target URI of the provider at `base` starts with: scheme, authority and base
+/// path without its trailing `/`.
+fn target_prefix(base: &Uri) -> String {
+    format!(
+        "{}://{}{}",
+        base.scheme_str().unwrap_or("http"),
+        base.authority().map(|a| a.as_str()).unwrap_or_default(),
+        base.path().trim_end_matches('/'),
+    )
+}
+
 /// Clients shared across config snapshots, keyed by their TLS and connect settings, so a
 /// reload keeps pooled connections to providers warm.
 #[derive(Default)]
@@ -167,7 +178,9 @@ pub struct SendFailure {
 pub struct Upstream {
     /// Provider name.
     pub name: String,
-    base: Uri,
+    /// Scheme, authority and base path without its trailing `/`: what every target starts
+    /// with.
+    prefix: String,
     timeout: Duration,
     clients: Clients,
 }
@@ -196,7 +209,7 @@ impl Upstream {
     ) -> Result<Upstream, String> {
         Ok(Upstream {
             name: name.to_string(),
-            base: parse_base_url(&config.url)?,
+            prefix: target_prefix(&parse_base_url(&config.url)?),
             timeout: Duration::from_millis(config.timeout_ms),
             clients: cache.clients(ca_file, config.connect_timeout_ms)?,
         })
@@ -216,18 +229,10 @@ impl Upstream {
 
     /// The upstream URI for a storefront path and query: base path + path.
     pub fn target(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
-        let base_path = self.base.path().trim_end_matches('/');
-        let uri = format!(
-            "{}://{}{}{}",
-            self.base.scheme_str().unwrap_or("http"),
-            self.base
-                .authority()
-                .map(|a| a.as_str())
-                .unwrap_or_default(),
-            base_path,
-            path_and_query
-        );
-        uri.parse().map_err(|_| {
+        let mut uri = String::with_capacity(self.prefix.len() + path_and_query.len());
+        uri.push_str(&self.prefix);
+        uri.push_str(path_and_query);
+        Uri::try_from(uri).map_err(|_| {
             ProxyError::downstream(
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
@@ -493,6 +498,28 @@ mod tests {
                 .unwrap();
             runtime.block_on(make());
         })
+    }
+
+    #[test]
+    fn a_target_is_the_base_url_with_the_request_path_and_query() {
+        let target = |url: &str, path_and_query: &str| {
+            let config: ProviderConfig =
+                serde_json::from_value(serde_json::json!({ "url": url })).expect("config");
+            Upstream::new("p", &config, None, &ClientCache::default())
+                .unwrap()
+                .target(path_and_query)
+                .map(|uri| uri.to_string())
+                .map_err(|e| e.code.to_string())
+        };
+        let ok = |uri: &str| Ok::<_, String>(uri.to_string());
+        assert_eq!(
+            target("http://a:81", "/v1/x?y=1"),
+            ok("http://a:81/v1/x?y=1")
+        );
+        assert_eq!(target("https://a/api/", "/v1/x"), ok("https://a/api/v1/x"));
+        assert_eq!(target("https://a/api", "/v1/x"), ok("https://a/api/v1/x"));
+        assert_eq!(target("http://[::1]:9/", "/"), ok("http://[::1]:9/"));
+        assert_eq!(target("http://a", "/a b"), Err("invalid_path".to_string()));
     }
 
     #[tokio::test]
