@@ -10,8 +10,10 @@
 //! `Deserialize`: [`read_request`] reads them back with quick-xml's serde support, as an
 //! independent check of what [`write()`] wrote (tests and tools).
 
+use std::borrow::Cow;
+
 use quick_xml::escape::{escape, resolve_predefined_entity};
-use quick_xml::events::Event;
+use quick_xml::events::{BytesRef, Event};
 use quick_xml::Reader;
 use serde::Deserialize;
 
@@ -228,9 +230,12 @@ pub fn read_request(text: &str) -> Result<Request, quick_xml::DeError> {
 /// `<response>` root, in which each known element appears at most once, holds text where
 /// text is expected, and a `<resultInfo>` or an amount holds its required elements.
 /// Elements not known here are skipped whole, with whatever they hold; comments and
-/// processing instructions are ignored, and so is anything after the root. (quick-xml's
-/// serde support, used before, read any root element as the response; another root is not
-/// DANA's answer, so it is now unreadable, which `decode` takes as an ambiguous error.)
+/// processing instructions are ignored, and so is anything after the root. A reference that
+/// does not resolve (`&#0;`, `&nbsp;`) makes the answer unreadable wherever it is. Names are
+/// matched without a namespace prefix. Two differences from quick-xml's serde support, used
+/// before, both toward refusing: serde read any root element as the response, and did not
+/// look inside the elements it skipped. An unreadable answer is an ambiguous error to
+/// `decode`.
 pub fn read_response(bytes: &[u8]) -> Option<Response> {
     let text = std::str::from_utf8(bytes).ok()?;
     let mut parser = Parser {
@@ -255,6 +260,16 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     Some(())
 }
 
+/// What a reference stands for: a character (`&#233;`, `&#xE9;`) or one of XML's five
+/// predefined entities; `None` for anything else (an unknown entity, a character reference to
+/// no character or to NUL).
+fn resolve(reference: &BytesRef<'_>) -> Option<Cow<'static, str>> {
+    match reference.resolve_char_ref().ok()? {
+        Some(c) => Some(Cow::Owned(c.to_string())),
+        None => resolve_predefined_entity(&reference.decode().ok()?).map(Cow::Borrowed),
+    }
+}
+
 /// Reads an answer element by element; every method returns `None` on anything malformed.
 struct Parser<'a> {
     reader: Reader<&'a [u8]>,
@@ -265,8 +280,8 @@ impl Parser<'_> {
     fn root(&mut self, expected: &[u8]) -> Option<bool> {
         loop {
             match self.reader.read_event().ok()? {
-                Event::Start(e) => return (e.name().as_ref() == expected).then_some(false),
-                Event::Empty(e) => return (e.name().as_ref() == expected).then_some(true),
+                Event::Start(e) => return (e.local_name().as_ref() == expected).then_some(false),
+                Event::Empty(e) => return (e.local_name().as_ref() == expected).then_some(true),
                 Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
                 Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_) => {}
                 _ => return None,
@@ -275,8 +290,12 @@ impl Parser<'_> {
     }
 
     /// Hand every child element of the element just opened (none when it is `empty`) to
-    /// `each` (its name, and whether it is empty), which must read it to its end, until that
-    /// element closes. Text between the children is ignored.
+    /// `each` (its local name, and whether it is empty), which must read it to its end, until
+    /// that element closes. Text between the children is ignored; a reference that does not
+    /// resolve fails the whole answer, wherever it is.
+    ///
+    /// Names are matched without their namespace prefix, as serde matched them: so
+    /// `<a:resultStatus>` is a `resultStatus`, and beside another one it is a repeat.
     fn children(
         &mut self,
         empty: bool,
@@ -287,9 +306,12 @@ impl Parser<'_> {
         }
         loop {
             match self.reader.read_event().ok()? {
-                Event::Start(e) => each(self, e.name().as_ref(), false)?,
-                Event::Empty(e) => each(self, e.name().as_ref(), true)?,
+                Event::Start(e) => each(self, e.local_name().as_ref(), false)?,
+                Event::Empty(e) => each(self, e.local_name().as_ref(), true)?,
                 Event::End(_) => return Some(()),
+                Event::GeneralRef(r) => {
+                    resolve(&r)?;
+                }
                 Event::Eof => return None,
                 _ => {}
             }
@@ -307,6 +329,9 @@ impl Parser<'_> {
                 Event::Start(_) => depth += 1,
                 Event::End(_) if depth == 0 => return Some(()),
                 Event::End(_) => depth -= 1,
+                Event::GeneralRef(r) => {
+                    resolve(&r)?;
+                }
                 Event::Eof => return None,
                 _ => {}
             }
@@ -325,10 +350,7 @@ impl Parser<'_> {
             match self.reader.read_event().ok()? {
                 Event::Text(t) => text.push_str(&t.xml_content().ok()?),
                 Event::CData(c) => text.push_str(&c.decode().ok()?),
-                Event::GeneralRef(r) => match r.resolve_char_ref().ok()? {
-                    Some(c) => text.push(c),
-                    None => text.push_str(resolve_predefined_entity(&r.decode().ok()?)?),
-                },
+                Event::GeneralRef(r) => text.push_str(&resolve(&r)?),
                 Event::End(_) => break,
                 Event::Comment(_) | Event::PI(_) => {}
                 _ => return None,

@@ -221,18 +221,60 @@ proptest! {
     }
 
     /// Each known element at most once: a repeated one makes the answer unreadable
-    /// (serde refuses it too), so a second `resultStatus` never overrides the first.
+    /// (serde refuses it too), so a second `resultStatus` never overrides the first. A
+    /// namespace prefix does not make another element of it: serde matched names without
+    /// their prefix, and so does the reader.
     #[test]
     fn a_repeated_element_makes_the_answer_unreadable(
-        name in prop::sample::select(vec!["resultStatus", "resultCode", "acquirementId", "checkoutUrl"]),
+        name in prop::sample::select(vec![
+            "resultInfo", "resultStatus", "resultCode", "acquirementId", "checkoutUrl", "body",
+        ]),
+        prefix in prop::sample::select(vec!["", "a:", "dana:"]),
     ) {
         let answer = "<response><body><resultInfo><resultStatus>S</resultStatus>\
             <resultCode>SUCCESS</resultCode></resultInfo><acquirementId>a1</acquirementId>\
             <checkoutUrl>u</checkoutUrl></body></response>";
-        let repeated = answer.replacen(&format!("<{name}>"), &format!("<{name}>x</{name}><{name}>"), 1);
+        // A declined repeat in front of the approved element.
+        let repeat = match name {
+            "resultInfo" | "body" => "<resultInfo><resultStatus>F</resultStatus>\
+                <resultCode>INSUFFICIENT_BALANCE</resultCode></resultInfo>",
+            _ => "F",
+        };
+        let repeated = answer.replacen(
+            &format!("<{name}>"),
+            &format!("<{prefix}{name}>{repeat}</{prefix}{name}><{name}>"),
+            1,
+        );
         prop_assert!(read_response(answer.as_bytes()).is_some());
         prop_assert_eq!(read_response(repeated.as_bytes()), None, "{}", repeated);
         prop_assert!(quick_xml::de::from_str::<Response>(&repeated).is_err(), "{}", repeated);
+    }
+
+    /// A reference that resolves to no character, or to an entity XML does not define, makes
+    /// the answer unreadable wherever it is: in a field, between elements, inside an element
+    /// the reader skips. serde refused the first two; inside an element it skipped it did not
+    /// look, and the reader is stricter there.
+    #[test]
+    fn a_damaged_reference_anywhere_makes_the_answer_unreadable(
+        reference in prop::sample::select(vec!["&#0;", "&#xD800;", "&#x;", "&s;", "&nbsp;"]),
+        at in 0usize..4,
+    ) {
+        let places = [
+            "<resultCode>SUCCESS{r}</resultCode>",
+            "<resultCode>SUCCESS</resultCode>{r}",
+            "<resultCode>SUCCESS</resultCode><extendInfo><x>{r}</x></extendInfo>",
+            "<resultCode>SUCCESS</resultCode></resultInfo>{r}<resultInfo2>",
+        ];
+        let body = places[at].replace("{r}", reference);
+        let answer = format!(
+            "<response><body><resultInfo><resultStatus>S</resultStatus>{body}</resultInfo>\
+             </body></response>"
+        )
+        .replace("<resultInfo2></resultInfo>", "");
+        prop_assert_eq!(read_response(answer.as_bytes()), None, "{}", answer);
+        if at != 2 {
+            prop_assert!(quick_xml::de::from_str::<Response>(&answer).is_err(), "{}", answer);
+        }
     }
 }
 
