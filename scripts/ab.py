@@ -44,6 +44,8 @@ PATHS = [
 ]
 # AB_ONLY=text keeps the paths whose name holds that text (e.g. AB_ONLY=DANA).
 PATHS = [p for p in PATHS if os.environ.get("AB_ONLY", "") in p[0]]
+if not PATHS:
+    sys.exit(f"ab: no path's name holds AB_ONLY={os.environ['AB_ONLY']!r}")
 # The benchmark's instances (bench.INSTANCES) and ports for the first build; the second's
 # ports are 30 higher (admin is +20).
 SHIFT = 30

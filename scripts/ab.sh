@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two payproxy builds in one run, alternating rounds: transparent route, router plugin,
 # payment chain (memory store), unique keys on the redb store and the chain translated to
-# Adyen JSON and to DANA XML, req/s and the ratio (AB_ONLY=text: only the paths named so). Installs what it needs (nginx, wrk) and builds the plugins; the
-# two binaries are yours:
+# Adyen JSON and to DANA XML, req/s and the ratio (AB_ONLY=text: only the paths named so).
+# Installs what it needs (nginx, wrk) and builds the plugins; the two binaries are yours:
 #
 #   git stash && cargo build --release -p payproxy && cp target/release/payproxy /tmp/pp-before
 #   git stash pop && cargo build --release -p payproxy

@@ -18,8 +18,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 
 /// Bytes reserved for an audit line before it is written: more than a charge's line takes
-/// (1,116 bytes for one through three compliance plugins and a router, each named with its
-/// sha256).
+/// (1,116 bytes for a charge through three compliance plugins and a router, each named with
+/// its sha256, in the benchmark's config).
 const LINE_CAPACITY: usize = 2048;
 
 /// Where audit lines go.
