@@ -94,13 +94,13 @@ fn router_regional_shared_fixtures_through_wasm() {
 }
 
 fn hostile(
+    host: &Arc<payproxy::plugin::PluginHost>,
     mode: &str,
     instance_mode: InstanceMode,
     metrics: &Arc<Metrics>,
 ) -> payproxy::plugin::RouterPlugin {
-    let host = host();
     load_router(
-        &host,
+        host,
         "fixture_hostile",
         &format!(r#"{{"mode": "{mode}"}}"#),
         instance_mode,
@@ -129,7 +129,7 @@ fn hostile_plugins_fail_only_their_call_with_the_right_kind() {
     ] {
         for instance_mode in [InstanceMode::Reuse, InstanceMode::Fresh] {
             let metrics = Arc::new(Metrics::new());
-            let plugin = hostile(mode, instance_mode, &metrics);
+            let plugin = hostile(&host(), mode, instance_mode, &metrics);
             let started = std::time::Instant::now();
             let failure = plugin.route(&req, None, &providers, 7).expect_err(mode);
             assert_eq!(failure.kind.as_str(), kind, "{mode}: {failure}");
@@ -146,6 +146,74 @@ fn hostile_plugins_fail_only_their_call_with_the_right_kind() {
             assert_eq!(failures(&metrics, "fixture_hostile", kind), 2, "{mode}");
         }
     }
+}
+
+/// Context switches of one of this process's threads so far, from the kernel's count.
+fn switches(tid: u64) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
+        .unwrap_or_else(|e| panic!("status of thread {tid}: {e}"));
+    status
+        .lines()
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
+        })
+        .map(|l| l.split(':').nth(1).unwrap().trim().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Waits until the epoch thread has not run for a whole `window` (it parked), at most 10 s.
+fn wait_until_parked(tid: u64) {
+    let window = std::time::Duration::from_millis(150);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let before = switches(tid);
+        std::thread::sleep(window);
+        if switches(tid) == before {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the epoch thread kept waking with no plugin call for 10 s"
+        );
+    }
+}
+
+#[test]
+fn the_epoch_thread_sleeps_while_no_plugin_runs_and_a_runaway_call_still_stops() {
+    let host = host();
+    let metrics = Arc::new(Metrics::new());
+    let plugin = hostile(&host, "loop", InstanceMode::Reuse, &metrics);
+    let tid = host.ticker_tid();
+    assert_ne!(tid, 0, "the epoch thread has started");
+    // Idle: it parks (before, it woke every millisecond for as long as the process lived).
+    wait_until_parked(tid);
+    let parked = switches(tid);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(switches(tid), parked, "a parked epoch thread stays asleep");
+
+    // A call that never ends on its own is still stopped at its deadline: starting it woke
+    // the thread (were it asleep, the call would loop for ever). It runs on a thread of its
+    // own, so that a call nothing stops fails this test instead of hanging it.
+    let started = std::time::Instant::now();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let providers = vec![provider("a", "eu")];
+        let req = request("POST", "/v1/payment_intents", &[], None);
+        let _ = done.send(plugin.route(&req, None, &providers, 7));
+    });
+    let failure = outcome
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the runaway call was still running after 10 s: nothing woke the epoch thread")
+        .expect_err("loops");
+    assert_eq!(failure.kind.as_str(), "deadline", "{failure}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the 50 ms deadline took {:?}",
+        started.elapsed()
+    );
+    assert!(switches(tid) > parked, "the call woke the epoch thread");
+    // And once calls stop, it parks again.
+    wait_until_parked(tid);
 }
 
 #[test]

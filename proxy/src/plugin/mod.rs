@@ -12,10 +12,9 @@ mod router;
 mod sandbox;
 mod standin;
 mod store;
+mod ticker;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
@@ -72,14 +71,13 @@ pub use store::CallState;
 
 use crate::config::PluginHostConfig;
 
-/// How often the epoch advances; plugin deadlines are counted in these ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub use ticker::{EPOCH_TICK, QUIET_TICKS};
 
 /// The engine, the linker with the WASI stand-ins, and the epoch ticker.
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<CallState>,
-    stop_ticker: Arc<AtomicBool>,
+    ticker: ticker::Ticker,
     /// Compiled components kept on disk across restarts.
     cache: Option<cache::DiskCache>,
 }
@@ -123,21 +121,11 @@ impl PluginHost {
         standin::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("plugin stand-ins: {}", root_cause(&e)))?;
 
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
-        let stop = stop_ticker.clone();
-        std::thread::Builder::new()
-            .name("payproxy-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })?;
+        let ticker = ticker::Ticker::start(engine.clone())?;
         Ok(Arc::new(PluginHost {
             engine,
             linker,
-            stop_ticker,
+            ticker,
             cache: None,
         }))
     }
@@ -221,11 +209,17 @@ impl PluginHost {
     pub(crate) fn linker(&self) -> &Linker<CallState> {
         &self.linker
     }
-}
 
-impl Drop for PluginHost {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+    /// Announce guest code about to run (a call, an instantiation and its `init`): the epoch
+    /// ticks until the guard is dropped, so the call's deadline can fire.
+    pub(crate) fn running(&self) -> ticker::Running<'_> {
+        self.ticker.enter()
+    }
+
+    /// The epoch thread's kernel thread id, for tests that count how often it wakes.
+    #[doc(hidden)]
+    pub fn ticker_tid(&self) -> u64 {
+        self.ticker.tid()
     }
 }
 

@@ -185,8 +185,10 @@ impl<B: Binding> Sandbox<B> {
             None => self.instantiate()?,
         };
         arm(&mut warm.store, self.settings.deadline_ms);
-        let output =
-            f(&warm.binding, &mut warm.store).map_err(|e| self.classify(&e, &warm.store))?;
+        let running = self.host.running();
+        let output = f(&warm.binding, &mut warm.store);
+        drop(running);
+        let output = output.map_err(|e| self.classify(&e, &warm.store))?;
         warm.calls += 1;
         if self.settings.mode == InstanceMode::Reuse && warm.calls < self.settings.recycle_after {
             self.put_back(warm);
@@ -239,6 +241,8 @@ impl<B: Binding> Sandbox<B> {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(super::store::on_deadline);
         arm(&mut store, self.settings.deadline_ms);
+        // Instantiation runs the component's start functions, then `init`: guest code.
+        let _running = self.host.running();
         let binding = B::instantiate(&self.pre, &mut store).map_err(|e| {
             self.failure(
                 PluginFailureKind::Instantiate,
