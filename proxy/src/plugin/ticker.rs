@@ -13,7 +13,7 @@
 //! `awake`. All four accesses are `SeqCst`, so in their single order either the ticker sees
 //! the call (and keeps ticking) or the call sees the ticker asleep (and wakes it).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::Thread;
 use std::time::Duration;
@@ -31,8 +31,8 @@ pub const QUIET_TICKS: u32 = 100;
 struct State {
     /// Calls (and instantiations) whose guest code may be running now.
     running: AtomicUsize,
-    /// Calls started since the host was made; the ticker compares it tick to tick.
-    started: AtomicU64,
+    /// Set by every call, cleared by the ticker at each tick: whether one started since.
+    active: AtomicBool,
     /// False while the ticker is parked or about to park.
     awake: AtomicBool,
     stop: AtomicBool,
@@ -76,8 +76,9 @@ impl Ticker {
     pub fn enter(&self) -> Running<'_> {
         let state = &*self.state;
         state.running.fetch_add(1, SeqCst);
-        state.started.fetch_add(1, SeqCst);
-        if !state.awake.swap(true, SeqCst) {
+        state.active.store(true, Relaxed);
+        // Read first: while the ticker is awake (under any load) a call writes nothing more.
+        if !state.awake.load(SeqCst) && !state.awake.swap(true, SeqCst) {
             self.thread.unpark();
         }
         Running(state)
@@ -102,14 +103,11 @@ fn tick(engine: &Engine, state: &State) {
     state
         .tid
         .store(nix::unistd::gettid().as_raw() as u64, SeqCst);
-    let mut seen = state.started.load(SeqCst);
     let mut quiet = 0;
     while !state.stop.load(SeqCst) {
         std::thread::sleep(EPOCH_TICK);
         engine.increment_epoch();
-        let started = state.started.load(SeqCst);
-        if started != seen || state.running.load(SeqCst) > 0 {
-            seen = started;
+        if state.active.swap(false, Relaxed) || state.running.load(SeqCst) > 0 {
             quiet = 0;
             continue;
         }
@@ -123,7 +121,6 @@ fn tick(engine: &Engine, state: &State) {
             std::thread::park();
         }
         state.awake.store(true, SeqCst);
-        seen = state.started.load(SeqCst);
         quiet = 0;
     }
 }
