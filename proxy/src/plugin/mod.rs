@@ -71,7 +71,7 @@ pub use store::CallState;
 
 use crate::config::PluginHostConfig;
 
-pub use ticker::{EPOCH_TICK, QUIET_TICKS};
+pub use ticker::EPOCH_TICK;
 
 /// The engine, the linker with the WASI stand-ins, and the epoch ticker.
 pub struct PluginHost {

@@ -185,9 +185,10 @@ impl<B: Binding> Sandbox<B> {
             None => self.instantiate()?,
         };
         arm(&mut warm.store, self.settings.deadline_ms);
-        let running = self.host.running();
-        let output = f(&warm.binding, &mut warm.store);
-        drop(running);
+        let output = {
+            let _running = self.host.running();
+            f(&warm.binding, &mut warm.store)
+        };
         let output = output.map_err(|e| self.classify(&e, &warm.store))?;
         warm.calls += 1;
         if self.settings.mode == InstanceMode::Reuse && warm.calls < self.settings.recycle_after {

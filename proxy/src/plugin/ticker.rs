@@ -4,7 +4,7 @@
 //! It ticks while plugin code may run and for [`QUIET_TICKS`] after the last call started,
 //! then parks until the next call starts. An idle payproxy, or one serving only routes
 //! without plugins, no longer wakes its CPU a thousand times a second (measured before: about
-//! 910 wakeups a second per process at rest, each one a timer interrupt and two context
+//! 915 wakeups a second per process at rest, each one a timer interrupt and two context
 //! switches on the core that serves requests).
 //!
 //! A call is announced by [`Ticker::enter`] before any guest code runs and until it returns.
