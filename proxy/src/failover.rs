@@ -174,6 +174,12 @@ impl<'a, F> Candidates<'a, F> {
         self.order.next().map(String::as_str)
     }
 
+    /// Whether the order holds a candidate after the last one [`next`](Self::next) gave
+    /// (the attempts or the time may still run out first).
+    pub fn has_more(&self) -> bool {
+        !self.order.as_slice().is_empty()
+    }
+
     /// `name` was tried and certainly did nothing, because of `reason`.
     pub fn failed(&mut self, name: &str, reason: F) {
         self.tried += 1;

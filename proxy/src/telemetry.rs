@@ -444,6 +444,19 @@ pub fn propagate(span: &tracing::Span, outgoing: &mut HeaderMap, incoming: &Head
     }
 }
 
+/// The storefront's trace context headers alone (`traceparent`, `tracestate`): what
+/// [`propagate`] reads of the storefront's head, kept for it when the head itself is taken
+/// for the provider request. Empty, and allocating nothing, when the storefront sent none.
+pub fn context_headers(storefront: &HeaderMap) -> HeaderMap {
+    let mut context = HeaderMap::new();
+    for name in [TRACEPARENT, TRACESTATE] {
+        for value in storefront.get_all(name) {
+            context.append(HeaderName::from_static(name), value.clone());
+        }
+    }
+    context
+}
+
 /// The span of one provider attempt (`kind`: `forward`, `send`, `resend`, `status`).
 pub fn attempt_span(provider: &str, kind: &'static str) -> tracing::Span {
     tracing::debug_span!(
@@ -658,6 +671,51 @@ mod tests {
             let mut outgoing = HeaderMap::new();
             propagate(&tracing::Span::none(), &mut outgoing, &incoming);
             assert!(outgoing.is_empty(), "{incoming:?} gave {outgoing:?}");
+        }
+    }
+
+    #[test]
+    fn the_context_headers_alone_propagate_as_the_whole_head_does() {
+        let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut with_state = headers(traced);
+        with_state.append(TRACESTATE, HeaderValue::from_static("vendor=a"));
+        with_state.append(TRACESTATE, HeaderValue::from_static("other=b"));
+        let mut twice = headers(traced);
+        twice.append(
+            TRACEPARENT,
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        let mut state_alone = HeaderMap::new();
+        state_alone.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
+        let mut bad = headers("00-xyz");
+        bad.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
+        for mut storefront in [
+            headers(traced),
+            with_state,
+            twice,
+            state_alone,
+            bad,
+            HeaderMap::new(),
+        ] {
+            storefront.insert("x-other", HeaderValue::from_static("not trace context"));
+            let context = context_headers(&storefront);
+            assert!(context.get("x-other").is_none());
+            let mut outgoing = HeaderMap::new();
+            outgoing.insert(TRACEPARENT, HeaderValue::from_static("stale"));
+            let mut from_context = outgoing.clone();
+            propagate(&tracing::Span::none(), &mut outgoing, &storefront);
+            propagate(&tracing::Span::none(), &mut from_context, &context);
+            // Each name's values in their order: a tracestate's order matters.
+            for name in [TRACEPARENT, TRACESTATE] {
+                let values =
+                    |map: &HeaderMap| map.get_all(name).iter().cloned().collect::<Vec<_>>();
+                assert_eq!(
+                    values(&from_context),
+                    values(&outgoing),
+                    "{name} from {storefront:?}"
+                );
+            }
+            assert_eq!(from_context.len(), outgoing.len(), "from {storefront:?}");
         }
     }
 

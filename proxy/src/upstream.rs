@@ -4,6 +4,7 @@
 //! request could have reached the provider.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -349,6 +350,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most heads carry none: one look at each name finds that, where removing every
+    // hop-by-hop name looked each one up.
+    if !headers
+        .keys()
+        .any(|name| name == header::UPGRADE || HOP_BY_HOP.contains(name))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -375,30 +384,40 @@ pub struct Downstream {
 /// client upgrades to h2 by ALPN), no hop-by-hop headers, Host from the target, and
 /// `X-Forwarded-For` / `-Proto` / `-Host` added.
 pub fn prepare_head(parts: &mut http::request::Parts, target: Uri, downstream: Downstream) {
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+    // The client sets Host from the target URI.
+    let original_host = parts.headers.remove(header::HOST).or_else(|| {
         parts
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     strip_hop_by_hop(&mut parts.headers);
-    // The client sets Host from the target URI.
-    parts.headers.remove(header::HOST);
     let xff = HeaderName::from_static("x-forwarded-for");
-    let prior: Vec<String> = parts
-        .headers
-        .get_all(&xff)
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
-    let mut chain = prior.join(", ");
+    // The earlier values joined with ", ", then the storefront's address.
+    let mut chain = String::new();
+    let mut earlier = 0;
+    for prior in parts.headers.get_all(&xff) {
+        if let Ok(prior) = prior.to_str() {
+            if earlier > 0 {
+                chain.push_str(", ");
+            }
+            chain.push_str(prior);
+            earlier += 1;
+        }
+    }
     if !chain.is_empty() {
         chain.push_str(", ");
     }
-    chain.push_str(&downstream.client_ip.to_string());
-    parts.headers.remove(&xff);
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        parts.headers.insert(xff, value);
+    // Writing to a String cannot fail.
+    let _ = write!(chain, "{}", downstream.client_ip);
+    match HeaderValue::from_str(&chain) {
+        // Replaces every earlier value.
+        Ok(value) => {
+            parts.headers.insert(xff, value);
+        }
+        Err(_) => {
+            parts.headers.remove(&xff);
+        }
     }
     parts.headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
@@ -520,6 +539,189 @@ mod tests {
         assert_eq!(target("https://a/api", "/v1/x"), ok("https://a/api/v1/x"));
         assert_eq!(target("http://[::1]:9/", "/"), ok("http://[::1]:9/"));
         assert_eq!(target("http://a", "/a b"), Err("invalid_path".to_string()));
+    }
+
+    /// A storefront head with `headers` (raw bytes allowed), for `prepare_head`.
+    fn head(headers: &[(&str, &[u8])]) -> http::request::Parts {
+        let mut request = Request::get("/v1/x?y=1").body(()).unwrap();
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        request.into_parts().0
+    }
+
+    fn values<'a>(parts: &'a http::request::Parts, name: &str) -> Vec<&'a [u8]> {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect()
+    }
+
+    fn prepared(headers: &[(&str, &[u8])], tls: bool) -> http::request::Parts {
+        let mut parts = head(headers);
+        let downstream = Downstream {
+            client_ip: "192.0.2.7".parse().unwrap(),
+            tls,
+        };
+        prepare_head(
+            &mut parts,
+            "http://p:81/base/v1/x?y=1".parse().unwrap(),
+            downstream,
+        );
+        parts
+    }
+
+    #[test]
+    fn a_forwarded_head_loses_hop_by_hop_headers_and_gains_forwarded_ones() {
+        let parts = prepared(
+            &[
+                ("host", b"shop.example"),
+                ("connection", b"keep-alive, X-Drop-Me"),
+                ("x-drop-me", b"1"),
+                ("keep-alive", b"timeout=5"),
+                ("proxy-connection", b"keep-alive"),
+                ("proxy-authorization", b"Basic c2VjcmV0"),
+                ("te", b"trailers"),
+                ("trailer", b"x-sum"),
+                ("transfer-encoding", b"chunked"),
+                ("upgrade", b"websocket"),
+                ("x-keep", b"yes"),
+                ("x-keep", b"twice"),
+            ],
+            true,
+        );
+        let mut names: Vec<&str> = parts.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-keep"
+            ]
+        );
+        assert_eq!(values(&parts, "x-keep"), [&b"yes"[..], b"twice"]);
+        assert_eq!(values(&parts, "x-forwarded-host"), [b"shop.example"]);
+        assert_eq!(values(&parts, "x-forwarded-proto"), [b"https"]);
+        assert_eq!(values(&parts, "x-forwarded-for"), [b"192.0.2.7"]);
+        assert_eq!(parts.uri, "http://p:81/base/v1/x?y=1");
+        assert_eq!(parts.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_is_dropped_when_it_is_the_only_one() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            let parts = prepared(&[(name, b"x"), ("x-keep", b"yes")], false);
+            assert!(values(&parts, name).is_empty(), "{name} was forwarded");
+            assert_eq!(values(&parts, "x-keep"), [b"yes"], "beside {name}");
+        }
+    }
+
+    #[test]
+    fn a_head_without_hop_by_hop_headers_keeps_every_other_header() {
+        let parts = prepared(
+            &[
+                ("content-type", b"application/x-www-form-urlencoded"),
+                ("authorization", b"Bearer sk_test"),
+                ("idempotency-key", b"k-1"),
+                ("x-keep", b"a"),
+                ("x-keep", b"b"),
+            ],
+            false,
+        );
+        assert_eq!(parts.headers.len(), 7);
+        assert_eq!(
+            values(&parts, "content-type"),
+            [b"application/x-www-form-urlencoded"]
+        );
+        assert_eq!(values(&parts, "authorization"), [b"Bearer sk_test"]);
+        assert_eq!(values(&parts, "idempotency-key"), [b"k-1"]);
+        assert_eq!(values(&parts, "x-keep"), [b"a", b"b"]);
+        assert_eq!(values(&parts, "x-forwarded-proto"), [b"http"]);
+        assert_eq!(values(&parts, "x-forwarded-for"), [b"192.0.2.7"]);
+        // No Host and no authority in the storefront's URI: none to forward.
+        assert!(values(&parts, "x-forwarded-host").is_empty());
+    }
+
+    #[test]
+    fn x_forwarded_for_appends_the_storefront_to_the_earlier_values_it_can_read() {
+        let chain = |earlier: &[&[u8]]| {
+            let headers: Vec<(&str, &[u8])> =
+                earlier.iter().map(|v| ("x-forwarded-for", *v)).collect();
+            let parts = prepared(&headers, false);
+            values(&parts, "x-forwarded-for")
+                .iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(chain(&[]), ["192.0.2.7"]);
+        assert_eq!(chain(&[b"10.0.0.1"]), ["10.0.0.1, 192.0.2.7"]);
+        assert_eq!(
+            chain(&[b"10.0.0.1, 10.0.0.2", b"10.0.0.3"]),
+            ["10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7"]
+        );
+        // An empty value joins as nothing; one that is not visible ASCII is dropped.
+        assert_eq!(chain(&[b""]), ["192.0.2.7"]);
+        assert_eq!(chain(&[b"", b"10.0.0.1"]), [", 10.0.0.1, 192.0.2.7"]);
+        assert_eq!(
+            chain(&[b"10.0.0.1", b"caf\xc3\xa9", b"10.0.0.2"]),
+            ["10.0.0.1, 10.0.0.2, 192.0.2.7"]
+        );
+        assert_eq!(
+            chain(&[b"caf\xc3\xa9", b"10.0.0.1"]),
+            ["10.0.0.1, 192.0.2.7"]
+        );
+    }
+
+    #[test]
+    fn headers_the_connection_header_names_are_dropped_before_they_are_read() {
+        let parts = prepared(
+            &[
+                ("connection", b"host, x-forwarded-for"),
+                ("host", b"shop.example"),
+                ("x-forwarded-for", b"10.0.0.1"),
+            ],
+            false,
+        );
+        // The storefront's Host still names the shop; its X-Forwarded-For, being hop-by-hop
+        // here, is not extended.
+        assert_eq!(values(&parts, "x-forwarded-host"), [b"shop.example"]);
+        assert_eq!(values(&parts, "x-forwarded-for"), [b"192.0.2.7"]);
+        assert!(values(&parts, "host").is_empty());
+    }
+
+    #[test]
+    fn without_a_host_header_the_uri_authority_is_the_forwarded_host() {
+        // HTTP/2 carries the authority in the URI, not in a Host header.
+        let mut parts = Request::get("https://shop.example:8443/v1/x")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let downstream = Downstream {
+            client_ip: "2001:db8::7".parse().unwrap(),
+            tls: true,
+        };
+        prepare_head(&mut parts, "http://p/v1/x".parse().unwrap(), downstream);
+        assert_eq!(values(&parts, "x-forwarded-host"), [b"shop.example:8443"]);
+        assert_eq!(values(&parts, "x-forwarded-for"), [b"2001:db8::7"]);
+        assert_eq!(values(&parts, "x-forwarded-proto"), [b"https"]);
     }
 
     #[tokio::test]
