@@ -395,15 +395,17 @@ pub fn prepare_head(parts: &mut http::request::Parts, target: Uri, downstream: D
     let xff = HeaderName::from_static("x-forwarded-for");
     // The earlier values joined with ", ", then the storefront's address.
     let mut chain = String::new();
-    let mut earlier = 0;
-    for prior in parts.headers.get_all(&xff) {
-        if let Ok(prior) = prior.to_str() {
-            if earlier > 0 {
-                chain.push_str(", ");
-            }
-            chain.push_str(prior);
-            earlier += 1;
+    for (n, prior) in parts
+        .headers
+        .get_all(&xff)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .enumerate()
+    {
+        if n > 0 {
+            chain.push_str(", ");
         }
+        chain.push_str(prior);
     }
     if !chain.is_empty() {
         chain.push_str(", ");
@@ -415,6 +417,8 @@ pub fn prepare_head(parts: &mut http::request::Parts, target: Uri, downstream: D
         Ok(value) => {
             parts.headers.insert(xff, value);
         }
+        // Readable earlier values and an address always make a valid value; were one not,
+        // no earlier value would be forwarded unchecked.
         Err(_) => {
             parts.headers.remove(&xff);
         }
