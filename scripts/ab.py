@@ -15,8 +15,11 @@ one per CPU the proxy may run on, which is one, since it is pinned to one core).
 Both builds get the benchmark's configs (scripts/bench.py) and the same canned nginx
 upstream, pinned like the benchmark (load generator and upstream on CPU 0, proxies on CPU 1).
 Each round measures every path on both builds, alternating which goes first; the table shows
-the median req/s (wrk -t1 -c64, AB_SECONDS each) and the after/before ratio. A ratio is only
-worth quoting when it is clear of the spread between rounds, which the table also shows.
+the median req/s (wrk -t1 -c64, AB_SECONDS each), the after/before ratio, each round's ratio
+(the two builds measured one right after the other) and how many rounds the after build won.
+A ratio is worth quoting when it is clear of the spread between rounds, or when the after
+build won every round: the machine drifts between rounds, which shifts both builds of a round
+alike.
 Only loopback addresses; every load run is bounded in time.
 """
 
@@ -96,15 +99,22 @@ def main():
             f"(before: {builds['before']}, plugins {plugins['before']}; "
             f"after: {builds['after']}, plugins {plugins['after']})",
             "",
-            "| path | before req/s | after req/s | after / before | rounds (before; after) |",
-            "|---|---|---|---|---|",
+            "| path | before req/s | after req/s | after / before | each round's after / before "
+            "| rounds (before; after) |",
+            "|---|---|---|---|---|---|",
         ]
         for name, *_ in PATHS:
             before = statistics.median(rps[(name, "before")])
             after = statistics.median(rps[(name, "after")])
+            # A round measures the two builds one right after the other, so its ratio is
+            # clear of the machine's drift between rounds, which the medians are not.
+            pairs = [a / b for b, a in zip(rps[(name, "before")], rps[(name, "after")])]
+            ahead = sum(r > 1 for r in pairs)
+            paired = (f"{min(pairs):.2f}–{max(pairs):.2f}, after ahead in {ahead} of "
+                      f"{len(pairs)}")
             spread = "; ".join(", ".join(f"{v:,.0f}" for v in rps[(name, b)]) for b in builds)
             lines.append(f"| {name} | {before:,.0f} | {after:,.0f} | {after / before:.2f} "
-                         f"| {spread} |")
+                         f"| {paired} | {spread} |")
         report = "\n".join(lines)
         print(report)
         (bench.OUT_DIR / "ab.md").write_text(report + "\n")

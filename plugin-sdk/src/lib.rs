@@ -36,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod arena;
 pub mod currency;
 pub mod helpers;
 pub mod payment;

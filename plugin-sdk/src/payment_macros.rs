@@ -10,9 +10,11 @@ macro_rules! __ingress_impl {
             fn init(
                 config: ::std::string::String,
             ) -> ::std::result::Result<(), ::std::string::String> {
-                let value = <$ty as $crate::payment::Ingress>::init(&config)?;
-                $crate::payment::__glue::store("ingress", value);
-                Ok(())
+                $crate::arena::during_init(|| {
+                    let value = <$ty as $crate::payment::Ingress>::init(&config)?;
+                    $crate::payment::__glue::store("ingress", value);
+                    Ok(())
+                })
             }
             fn parse_request(
                 request: $crate::payment::__v2::HttpRequest,
@@ -119,9 +121,11 @@ macro_rules! __egress_impl {
             fn init(
                 config: ::std::string::String,
             ) -> ::std::result::Result<(), ::std::string::String> {
-                let value = <$ty as $crate::payment::Egress>::init(&config)?;
-                $crate::payment::__glue::store("egress", value);
-                Ok(())
+                $crate::arena::during_init(|| {
+                    let value = <$ty as $crate::payment::Egress>::init(&config)?;
+                    $crate::payment::__glue::store("egress", value);
+                    Ok(())
+                })
             }
             fn describe() -> $caps {
                 let caps = $crate::payment::__glue::with("egress", |p: &$ty| {
@@ -210,7 +214,9 @@ macro_rules! export_egress {
                 fn init(
                     _config: ::std::string::String,
                 ) -> ::std::result::Result<(), ::std::string::String> {
-                    Ok(())
+                    $crate::arena::during_init(|| {
+                        Ok(())
+                    })
                 }
                 fn parse_request(
                     _request: $crate::payment::__v2::HttpRequest,
@@ -273,9 +279,11 @@ macro_rules! export_compliance {
             struct __PayproxyExport;
             impl $crate::bindings::v4::compliance::exports::payproxy::plugin::compliance::Guest for __PayproxyExport {
                 fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    let value = <$ty as $crate::payment::Compliance>::init(&config)?;
-                    $crate::payment::__glue::store("compliance", value);
-                    Ok(())
+                    $crate::arena::during_init(|| {
+                        let value = <$ty as $crate::payment::Compliance>::init(&config)?;
+                        $crate::payment::__glue::store("compliance", value);
+                        Ok(())
+                    })
                 }
                 fn check(
                     payment: $crate::payment::Payment,
@@ -303,9 +311,11 @@ macro_rules! export_compliance_v2 {
             struct __PayproxyExport;
             impl $crate::bindings::v2::compliance::exports::payproxy::plugin::compliance::Guest for __PayproxyExport {
                 fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    let value = <$ty as $crate::payment::Compliance>::init(&config)?;
-                    $crate::payment::__glue::store("compliance", value);
-                    Ok(())
+                    $crate::arena::during_init(|| {
+                        let value = <$ty as $crate::payment::Compliance>::init(&config)?;
+                        $crate::payment::__glue::store("compliance", value);
+                        Ok(())
+                    })
                 }
                 fn check(
                     payment: $crate::payment::__v2::Payment,
@@ -340,9 +350,11 @@ macro_rules! export_payment_router {
             struct __PayproxyExport;
             impl $crate::bindings::v2::router::exports::payproxy::plugin::router::Guest for __PayproxyExport {
                 fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    let value = <$ty as $crate::payment::Router>::init(&config)?;
-                    $crate::payment::__glue::store("router", value);
-                    Ok(())
+                    $crate::arena::during_init(|| {
+                        let value = <$ty as $crate::payment::Router>::init(&config)?;
+                        $crate::payment::__glue::store("router", value);
+                        Ok(())
+                    })
                 }
                 fn route(
                     request: $crate::payment::__v2::HttpRequest,

@@ -37,7 +37,7 @@ macro_rules! export_router {
                 fn init(
                     config: ::std::string::String,
                 ) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__router_glue::init::<$ty>(config)
+                    $crate::arena::during_init(|| $crate::__router_glue::init::<$ty>(config))
                 }
 
                 fn route(

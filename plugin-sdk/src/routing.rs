@@ -163,9 +163,11 @@ macro_rules! export_router_v4 {
                     config: ::std::string::String,
                     providers: ::std::vec::Vec<$crate::routing::ProviderInfo>,
                 ) -> ::std::result::Result<(), ::std::string::String> {
-                    let value = <$ty as $crate::routing::Router>::init(&config, providers)?;
-                    $crate::routing::__glue::store(value);
-                    Ok(())
+                    $crate::arena::during_init(|| {
+                        let value = <$ty as $crate::routing::Router>::init(&config, providers)?;
+                        $crate::routing::__glue::store(value);
+                        Ok(())
+                    })
                 }
                 fn route(
                     request: $crate::routing::RequestView,
@@ -210,11 +212,13 @@ macro_rules! export_router_v3 {
                         $crate::bindings::v3::router::exports::payproxy::plugin::router::ProviderInfo,
                     >,
                 ) -> ::std::result::Result<(), ::std::string::String> {
-                    let providers: ::std::vec::Vec<$crate::routing::ProviderInfo> =
-                        $crate::payment::__glue::convert(&providers);
-                    let value = <$ty as $crate::routing::Router>::init(&config, providers)?;
-                    $crate::routing::__glue::store(value);
-                    Ok(())
+                    $crate::arena::during_init(|| {
+                        let providers: ::std::vec::Vec<$crate::routing::ProviderInfo> =
+                            $crate::payment::__glue::convert(&providers);
+                        let value = <$ty as $crate::routing::Router>::init(&config, providers)?;
+                        $crate::routing::__glue::store(value);
+                        Ok(())
+                    })
                 }
                 fn route(
                     request: $crate::bindings::v3::router::exports::payproxy::plugin::router::RequestView,

@@ -12,9 +12,11 @@ macro_rules! __storefront_impl {
             fn init(
                 config: ::std::string::String,
             ) -> ::std::result::Result<(), ::std::string::String> {
-                let value = <$ty as $crate::storefront::Storefront>::init(&config)?;
-                $crate::payment::__glue::store("storefront", value);
-                Ok(())
+                $crate::arena::during_init(|| {
+                    let value = <$ty as $crate::storefront::Storefront>::init(&config)?;
+                    $crate::payment::__glue::store("storefront", value);
+                    Ok(())
+                })
             }
             fn parse(
                 request: $crate::payment::HttpRequest,

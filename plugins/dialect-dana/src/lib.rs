@@ -105,6 +105,11 @@ impl Egress for Dana {
     }
 }
 
+// Calls allocate from a region reused whole after each call (payproxy_plugin_sdk::arena).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: payproxy_plugin_sdk::arena::CallArena = payproxy_plugin_sdk::arena::CallArena;
+
 export_egress_v4!(Dana);
 
 #[cfg(test)]

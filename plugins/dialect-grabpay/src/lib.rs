@@ -94,6 +94,11 @@ impl Egress for GrabPay {
     }
 }
 
+// Calls allocate from a region reused whole after each call (payproxy_plugin_sdk::arena).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: payproxy_plugin_sdk::arena::CallArena = payproxy_plugin_sdk::arena::CallArena;
+
 export_egress_v4!(GrabPay);
 
 #[cfg(test)]

@@ -440,6 +440,11 @@ impl Mpesa {
     }
 }
 
+// Calls allocate from a region reused whole after each call (payproxy_plugin_sdk::arena).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: payproxy_plugin_sdk::arena::CallArena = payproxy_plugin_sdk::arena::CallArena;
+
 export_egress_v4!(Mpesa);
 
 /// A Daraja code that may come as a string (`"0"`) or a number (`0`).

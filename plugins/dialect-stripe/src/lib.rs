@@ -211,4 +211,9 @@ pub mod webhook;
 pub use config::Config;
 pub use plugin::Stripe;
 
+// Calls allocate from a region reused whole after each call (payproxy_plugin_sdk::arena).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: payproxy_plugin_sdk::arena::CallArena = payproxy_plugin_sdk::arena::CallArena;
+
 payproxy_plugin_sdk::export_storefront_dialect!(Stripe);

@@ -133,6 +133,11 @@ impl Router for Regional {
     }
 }
 
+// Calls allocate from a region reused whole after each call (payproxy_plugin_sdk::arena).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: payproxy_plugin_sdk::arena::CallArena = payproxy_plugin_sdk::arena::CallArena;
+
 export_router_v4!(Regional);
 
 #[cfg(test)]
