@@ -3,9 +3,14 @@
 
 /// Minor-unit exponent of an ISO 4217 currency code (case-insensitive); `None` if unknown.
 pub fn exponent(code: &str) -> Option<u32> {
-    let code = code.to_ascii_uppercase();
-    let found = CURRENCIES.iter().find(|(c, _)| *c == code)?;
-    Some(found.1)
+    // Every code is three letters and the table is sorted (a test checks both): no copy of
+    // the code and no walk through the table, for a lookup each payment makes several times.
+    let code: [u8; 3] = code.as_bytes().try_into().ok()?;
+    let code = code.map(|b| b.to_ascii_uppercase());
+    let found = CURRENCIES
+        .binary_search_by(|(c, _)| c.as_bytes().cmp(&code[..]))
+        .ok()?;
+    Some(CURRENCIES[found].1)
 }
 
 /// The upper-case code if it is a known ISO 4217 currency.
@@ -263,6 +268,24 @@ mod tests {
         assert_eq!(exponent("EUR"), Some(2));
         assert_eq!(exponent("KWD"), Some(3));
         assert_eq!(exponent("XXX"), None);
+        assert_eq!(exponent("eUr"), Some(2));
+        for other in ["", "EU", "EURO", "€UR", "E\u{0}R"] {
+            assert_eq!(exponent(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn every_listed_code_is_found() {
+        // The lookup is a binary search over three-letter codes: the table must stay so.
+        assert!(
+            CURRENCIES.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted, no repeats"
+        );
+        for (code, exp) in CURRENCIES {
+            assert_eq!(code.len(), 3, "{code}");
+            assert_eq!(exponent(code), Some(*exp), "{code}");
+            assert_eq!(exponent(&code.to_ascii_lowercase()), Some(*exp), "{code}");
+        }
     }
 
     #[test]

@@ -418,16 +418,21 @@ impl Version<__v2::Outcome> for Outcome {
 pub mod __glue {
     use std::any::Any;
     use std::cell::RefCell;
-    use std::collections::HashMap;
 
     thread_local! {
         // One value per role trait, keyed by role; a component instance is single-threaded.
-        static PLUGINS: RefCell<HashMap<&'static str, Box<dyn Any>>> = RefCell::new(HashMap::new());
+        // A list, not a map: it holds one or two roles and is read on every call, where
+        // hashing the key cost more than comparing it.
+        static PLUGINS: RefCell<Vec<(&'static str, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Keep the plugin value for `role`.
+    /// Keep the plugin value for `role` (in place of an earlier one).
     pub fn store<T: 'static>(role: &'static str, value: T) {
-        PLUGINS.with(|p| p.borrow_mut().insert(role, Box::new(value)));
+        PLUGINS.with(|p| {
+            let mut plugins = p.borrow_mut();
+            plugins.retain(|(r, _)| *r != role);
+            plugins.push((role, Box::new(value)));
+        });
     }
 
     /// The refusal of a dialect without a storefront side.
@@ -507,8 +512,9 @@ pub mod __glue {
     pub fn with<T: 'static, R>(role: &'static str, f: impl FnOnce(&T) -> R) -> Option<R> {
         PLUGINS.with(|p| {
             p.borrow()
-                .get(role)
-                .and_then(|v| v.downcast_ref::<T>())
+                .iter()
+                .find(|(r, _)| *r == role)
+                .and_then(|(_, v)| v.downcast_ref::<T>())
                 .map(f)
         })
     }
