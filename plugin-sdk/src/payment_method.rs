@@ -52,31 +52,54 @@ pub const CARD_TYPE_NAMES: &[&str] = &[
 /// `encryptedCardNumber`, `storedPaymentMethodId`). An `other` method's fields never carry
 /// these.
 pub fn is_card_field(name: &str) -> bool {
-    let n: String = name
-        .chars()
+    // A field name is short and ASCII almost always: normalised on the stack. (Every form
+    // field of every payment goes through here.) Anything else takes the general path, which
+    // lower-cases as Unicode does.
+    let mut normal = [0u8; 48];
+    let mut len = 0;
+    for b in name.bytes() {
+        if matches!(b, b'_' | b'-') {
+            continue;
+        }
+        if !b.is_ascii() || len == normal.len() {
+            return card_name(unicode_normal(name).as_bytes());
+        }
+        normal[len] = b.to_ascii_lowercase();
+        len += 1;
+    }
+    card_name(&normal[..len])
+}
+
+/// `name` without `_` and `-`, lower-cased.
+fn unicode_normal(name: &str) -> String {
+    name.chars()
         .filter(|c| !matches!(c, '_' | '-'))
         .flat_map(char::to_lowercase)
-        .collect();
+        .collect()
+}
+
+/// Whether a normalised field name ([`is_card_field`]) is a card field's.
+fn card_name(n: &[u8]) -> bool {
     matches!(
-        n.as_str(),
-        "cvc"
-            | "cvv"
-            | "cvc2"
-            | "cvv2"
-            | "csc"
-            | "cid"
-            | "securitycode"
-            | "exp"
-            | "expiry"
-            | "expmonth"
-            | "expyear"
-            | "expirymonth"
-            | "expiryyear"
-            | "expirydate"
-            | "cardnumber"
-            | "pan"
-    ) || n.contains("encrypted")
-        || n.starts_with("storedpaymentmethod")
+        n,
+        b"cvc"
+            | b"cvv"
+            | b"cvc2"
+            | b"cvv2"
+            | b"csc"
+            | b"cid"
+            | b"securitycode"
+            | b"exp"
+            | b"expiry"
+            | b"expmonth"
+            | b"expyear"
+            | b"expirymonth"
+            | b"expiryyear"
+            | b"expirydate"
+            | b"cardnumber"
+            | b"pan"
+    ) || n.windows(9).any(|w| w == b"encrypted")
+        || n.starts_with(b"storedpaymentmethod")
 }
 
 /// True when `name` is a usable method name: `*`, a kind, or a lower-case wallet / scheme /
@@ -153,6 +176,55 @@ mod tests {
         ] {
             assert!(!is_card_field(name), "{name}");
         }
+    }
+
+    /// The stack path decides as the Unicode one does, for every spelling: short and long,
+    /// separators anywhere, upper case, non-ASCII (the Kelvin sign lower-cases to `k`).
+    #[test]
+    fn the_ascii_path_agrees_with_the_unicode_one() {
+        let long = format!("{}encrypted", "x".repeat(60));
+        let (a47, a48, a49) = ("a".repeat(47), "a".repeat(48), "a".repeat(49));
+        let names = [
+            "",
+            "_",
+            "-_-",
+            "cvc",
+            "C_V-C",
+            "cvc2",
+            "Cvv_2",
+            "pan",
+            "PAN_",
+            "exp",
+            "eXp_MoNtH",
+            "expiry-date",
+            "card_number",
+            "cardNumber1",
+            "encryptedSecurityCode",
+            "xx_encrypted_yy",
+            "encrypte",
+            "storedPaymentMethod",
+            "stored_payment_methodX",
+            "storedpaymentmetho",
+            "phone",
+            "account[number]",
+            "\u{212A}ey",
+            "c\u{0301}vc",
+            "ÉNCRYPTED",
+            "encrypted€",
+            &long,
+            &long[1..],
+            &a47,
+            &a48,
+            &a49,
+        ];
+        for name in names {
+            assert_eq!(
+                is_card_field(name),
+                card_name(unicode_normal(name).as_bytes()),
+                "{name:?}"
+            );
+        }
+        assert!(is_card_field(&long), "a long name is still read whole");
     }
 
     fn list(v: &[&str]) -> Vec<String> {

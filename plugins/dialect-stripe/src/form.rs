@@ -31,13 +31,17 @@ impl<'a> Form<'a> {
             .filter_map(|sequence| {
                 let (name, value) = if sequence.bytes().any(|b| b == b'%' || b == b'+') {
                     // Stripe's SDKs escape a key's brackets (`metadata%5Border_id%5D`): when
-                    // they are its only escapes and the value has none, the segments are
-                    // slices of the body, as for an unescaped key.
+                    // they are its only escapes, the segments are slices of the body, as for
+                    // an unescaped key, and only the value is decoded (when it needs to be:
+                    // from its `=` on, so `form_urlencoded` reads it as a nameless pair).
                     let (name, value) = sequence.split_once('=').unwrap_or((sequence, ""));
-                    if !value.bytes().any(|b| b == b'%' || b == b'+') {
-                        if let Some(key) = escaped_segments(name) {
+                    if let Some(key) = escaped_segments(name) {
+                        if !value.bytes().any(|b| b == b'%' || b == b'+') {
                             return Some((key, Cow::Borrowed(value)));
                         }
+                        let (_, value) =
+                            form_urlencoded::parse(sequence[name.len()..].as_bytes()).next()?;
+                        return Some((key, value));
                     }
                     form_urlencoded::parse(sequence.as_bytes()).next()?
                 } else if sequence.is_empty() {
@@ -132,7 +136,9 @@ fn segments<'k, T>(key: &'k str, segment: impl Fn(&'k str) -> T) -> Option<Vec<T
     if open == 0 {
         return None;
     }
-    let mut out = vec![segment(&key[..open])];
+    // Room for the usual depth (`a[b][c][d]`): growing from one cost a copy per segment.
+    let mut out = Vec::with_capacity(4);
+    out.push(segment(&key[..open]));
     let mut rest = &key[open..];
     while !rest.is_empty() {
         let (seg, tail) = rest.strip_prefix('[').and_then(|r| r.split_once(']'))?;
@@ -158,18 +164,21 @@ fn escaped_segments(name: &str) -> Option<Vec<Cow<'_, str>>> {
         [b'%', b'5', b'D' | b'd'] => Some(']'),
         _ => None,
     };
-    let open = name.find('%')?;
+    // Byte searches: the names are short, where `str::find`'s searcher cost more than it saved.
+    let percent = |s: &str| s.bytes().position(|b| b == b'%');
+    let open = percent(name)?;
     if open == 0 {
         return None;
     }
-    let mut out = vec![Cow::Borrowed(&name[..open])];
+    let mut out = Vec::with_capacity(4);
+    out.push(Cow::Borrowed(&name[..open]));
     let mut rest = &name[open..];
     while !rest.is_empty() {
         if bracket(rest)? != '[' {
             return None;
         }
         rest = &rest[3..];
-        let close = rest.find('%')?;
+        let close = percent(rest)?;
         if bracket(&rest[close..])? != ']' {
             return None;
         }
@@ -344,10 +353,11 @@ mod tests {
             }
         }
         // The SDKs' shape is read without decoding: every segment borrows from the body.
-        let body = b"payment_method_data%5Bcard%5D%5Btoken%5D=tok_visa&metadata%5b%5d=x";
+        let body = b"payment_method_data%5Bcard%5D%5Btoken%5D=tok_visa&metadata%5b%5d=x\
+                     &billing%5Bphone%5D=%2B62+8";
         let form = Form::parse(body);
         let keys: Vec<_> = form.pairs.iter().flat_map(|(k, _)| k.iter()).collect();
-        assert_eq!(keys.len(), 5);
+        assert_eq!(keys.len(), 7);
         assert!(
             keys.iter().all(|k| matches!(k, Cow::Borrowed(_))),
             "{keys:?}"
@@ -357,6 +367,11 @@ mod tests {
             Some("tok_visa")
         );
         assert_eq!(form.list(&["metadata"]), vec!["x"]);
+        assert_eq!(
+            form.get(&["billing", "phone"]),
+            Some("+62 8"),
+            "the value decoded"
+        );
     }
 
     #[test]
