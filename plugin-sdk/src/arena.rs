@@ -15,6 +15,12 @@
 //! during `init` (the plugin's state lives from one call to the next), larger ones, and
 //! any that do not fit.
 //!
+//! What an *import* returns into the plugin's memory (a host call's list or string) never
+//! comes from the region: this module exports `cabi_import_realloc`, which the component
+//! model uses for imports in place of `cabi_realloc`, and it allocates from the system
+//! allocator. wasi-libc frees some of those results itself with `free()` (the random bytes
+//! behind `getentropy`, for one), which on memory from the region corrupted its heap.
+//!
 //! Memory in the region is reused only when every allocation in it has been freed, so a
 //! value a plugin keeps from one call to the next (in a `static`, say) is never
 //! overwritten: it keeps the region from being reused, and later calls allocate from the
@@ -147,13 +153,58 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
 /// Run a plugin's `init`: what it allocates goes to the system allocator (it is the
 /// plugin's state, kept from call to call), and calls after it use the region.
 pub fn during_init<R>(f: impl FnOnce() -> R) -> R {
+    let result = outside_region(f);
+    with_state(|s| s.armed = true);
+    result
+}
+
+/// Run `f` with every allocation going to the system allocator.
+fn outside_region<R>(f: impl FnOnce() -> R) -> R {
     with_state(|s| s.initialising += 1);
     let result = f();
-    with_state(|s| {
-        s.initialising -= 1;
-        s.armed = true;
-    });
+    with_state(|s| s.initialising -= 1);
     result
+}
+
+/// The realloc the component model uses for what an *import* returns into the plugin's
+/// memory (`wit-component` prefers this export to `cabi_realloc` for imports). wasi-libc
+/// frees some of those results itself, with `free()` (the random bytes behind
+/// `getentropy`, a stream's read), so they must come from the system allocator, never from
+/// the region. It goes through the global allocator all the same, so a plugin with another
+/// `#[global_allocator]` gets its own allocator's memory here, as from `cabi_realloc`.
+///
+/// # Safety
+///
+/// Called by the canonical ABI only, with its `realloc` contract: `old_ptr` and
+/// `old_len` from an earlier call with the same `align`, or zero.
+#[cfg(target_arch = "wasm32")]
+#[export_name = "cabi_import_realloc"]
+pub unsafe extern "C" fn cabi_import_realloc(
+    old_ptr: *mut u8,
+    old_len: usize,
+    align: usize,
+    new_len: usize,
+) -> *mut u8 {
+    outside_region(|| {
+        if old_len == 0 && new_len == 0 {
+            return align as *mut u8;
+        }
+        // SAFETY: the canonical ABI passes a power-of-two alignment and a size it can
+        // represent; an earlier block is passed back with the layout it was made with.
+        let ptr = unsafe {
+            if old_len == 0 {
+                std::alloc::alloc(Layout::from_size_align_unchecked(new_len, align))
+            } else {
+                let layout = Layout::from_size_align_unchecked(old_len, align);
+                std::alloc::realloc(old_ptr, layout, new_len)
+            }
+        };
+        if ptr.is_null() {
+            // As std's `cabi_realloc` does: the ABI has no way to report it.
+            std::process::abort();
+        }
+        ptr
+    })
 }
 
 /// Where an allocation comes from, decided with the state borrowed.
@@ -256,6 +307,21 @@ mod tests {
         Layout::from_size_align(size, align).unwrap()
     }
 
+    /// The byte at `i` of the block written at `step`: a pattern no other step repeats.
+    fn pattern(step: u32, i: usize) -> u8 {
+        (step.wrapping_mul(2_654_435_761) >> (8 * (i % 4))) as u8 ^ (i as u8)
+    }
+
+    fn write(p: *mut u8, size: usize, step: u32) {
+        for i in 0..size {
+            unsafe { *p.add(i) = pattern(step, i) };
+        }
+    }
+
+    fn intact(p: *mut u8, size: usize, step: u32) -> bool {
+        (0..size).all(|i| unsafe { *p.add(i) } == pattern(step, i))
+    }
+
     #[test]
     fn bump_reuses_the_region_only_when_everything_in_it_is_free() {
         let mut bump = Bump::empty();
@@ -277,6 +343,20 @@ mod tests {
             (0, 4096),
             "all free: the region starts again"
         );
+    }
+
+    #[test]
+    fn bump_aligns_addresses_not_offsets() {
+        // A region whose base is only 8-aligned: a 64-aligned block must be 64-aligned as
+        // an address, not as an offset from the base.
+        let mut bump = Bump::empty();
+        bump.start(4096 + 8, 1024);
+        let a = bump.take(layout(1, 1)).unwrap();
+        let b = bump.take(layout(8, 64)).unwrap();
+        let c = bump.take(layout(200, 128)).unwrap();
+        assert_eq!(a, 4104);
+        assert_eq!((b % 64, c % 128), (0, 0));
+        assert!(b > a && c >= b + 8);
     }
 
     #[test]
@@ -309,7 +389,7 @@ mod tests {
     fn allocations_keep_their_bytes() {
         let arena = CallArena;
         during_init(|| ());
-        let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+        let mut live: Vec<(*mut u8, Layout, u32)> = Vec::new();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -323,8 +403,7 @@ mod tests {
             if step % 500 == 499 {
                 // The end of a call: everything is freed, and the region starts again.
                 for (p, l, fill) in live.drain(..) {
-                    let bytes = unsafe { std::slice::from_raw_parts(p, l.size()) };
-                    assert!(bytes.iter().all(|&b| b == fill), "bytes kept");
+                    assert!(intact(p, l.size(), fill), "bytes kept");
                     unsafe { arena.dealloc(p, l) };
                 }
                 with_state(|s| assert_eq!((s.bump.live, s.bump.top), (0, s.bump.base)));
@@ -336,13 +415,13 @@ mod tests {
                     1 => 1 + (roll >> 8) as usize % 4096,
                     _ => 1 + (roll >> 8) as usize % 200,
                 };
-                let align = 1 << ((roll >> 20) % 5);
+                let align = 1 << ((roll >> 20) % 8);
                 let l = layout(size, align);
                 let p = unsafe { arena.alloc(l) };
                 assert!(!p.is_null());
                 assert_eq!(p as usize % align, 0);
-                let fill = step as u8;
-                unsafe { std::ptr::write_bytes(p, fill, size) };
+                let fill = step;
+                write(p, size, fill);
                 if with_state(|s| s.bump.contains(p as usize)) {
                     in_region += 1;
                 } else {
@@ -352,25 +431,25 @@ mod tests {
             } else {
                 let i = (roll >> 8) as usize % live.len();
                 let (p, l, fill) = live.swap_remove(i);
-                let bytes = unsafe { std::slice::from_raw_parts(p, l.size()) };
-                assert!(bytes.iter().all(|&b| b == fill), "bytes kept");
+                assert!(intact(p, l.size(), fill), "bytes kept");
                 if roll % 2 == 0 {
                     let new_size = 1 + (roll >> 16) as usize % 3000;
                     let q = unsafe { arena.realloc(p, l, new_size) };
-                    let kept = l.size().min(new_size);
-                    let bytes = unsafe { std::slice::from_raw_parts(q, kept) };
-                    assert!(bytes.iter().all(|&b| b == fill), "bytes kept by realloc");
+                    assert_eq!(q as usize % l.align(), 0, "realloc keeps the alignment");
+                    assert!(
+                        intact(q, l.size().min(new_size), fill),
+                        "bytes kept by realloc"
+                    );
                     let nl = layout(new_size, l.align());
-                    unsafe { std::ptr::write_bytes(q, fill, new_size) };
-                    live.push((q, nl, fill));
+                    write(q, new_size, step);
+                    live.push((q, nl, step));
                 } else {
                     unsafe { arena.dealloc(p, l) };
                 }
             }
         }
         for (p, l, fill) in live.drain(..) {
-            let bytes = unsafe { std::slice::from_raw_parts(p, l.size()) };
-            assert!(bytes.iter().all(|&b| b == fill));
+            assert!(intact(p, l.size(), fill));
             unsafe { arena.dealloc(p, l) };
         }
         assert!(

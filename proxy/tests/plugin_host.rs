@@ -664,3 +664,39 @@ fn a_0_2_0_provider_side_is_never_asked_to_encode_a_method_it_cannot_carry() {
         refused.message
     );
 }
+
+/// A plugin on the SDK's per-call region allocator (`arena::CallArena`) that calls into
+/// wasi-libc on every check: libc gets random bytes from the host as a list the component
+/// model allocates in the plugin's memory through the import realloc, and frees that list
+/// with `free()`; from the region, that corrupted libc's heap. And with a value kept from
+/// every call, none is ever overwritten. 3,000 checks on one instance each way.
+#[test]
+fn the_call_region_allocator_survives_libc_and_values_kept_between_calls() {
+    use payproxy::plugin::{CompliancePlugin, Verdict};
+    let host = host();
+    let bytes = std::fs::read(wasm("fixture_arena_compliance")).expect("fixture");
+    let compiled = host.compile(&bytes).expect("compiles");
+    for (config, keeps) in [(r#"{"keep": false}"#, false), (r#"{"keep": true}"#, true)] {
+        let mut s = settings(InstanceMode::Reuse);
+        s.recycle_after = 10_000;
+        let plugin = CompliancePlugin::load(
+            &host,
+            "arena",
+            &compiled.component,
+            config.into(),
+            s,
+            Arc::new(Metrics::new()),
+        )
+        .expect("loads");
+        let mut payment = m_pesa_payment();
+        payment.merchant_reference = Some("order-1234".into());
+        for call in 1..=3_000usize {
+            let decision = plugin
+                .check(&payment, None)
+                .unwrap_or_else(|f| panic!("{config}: call {call} failed: {f:?}"));
+            assert_eq!(decision.verdict, Verdict::Allow, "{config}: call {call}");
+            let kept = if keeps { call } else { 0 };
+            assert_eq!(decision.rule, format!("kept-{kept}-20-10"), "{config}");
+        }
+    }
+}
