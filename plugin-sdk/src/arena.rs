@@ -124,8 +124,8 @@ struct State {
     bump: Bump,
     /// Set when the first `init` has returned: from then on the region is used.
     armed: bool,
-    /// Inside `init`: allocations go to the system allocator.
-    initialising: u32,
+    /// Inside `init` or an import's realloc: allocations go to the system allocator.
+    outside: u32,
     /// The region could not be allocated: not tried again.
     unavailable: bool,
 }
@@ -137,7 +137,7 @@ thread_local! {
         UnsafeCell::new(State {
             bump: Bump::empty(),
             armed: false,
-            initialising: 0,
+            outside: 0,
             unavailable: false,
         })
     };
@@ -160,9 +160,9 @@ pub fn during_init<R>(f: impl FnOnce() -> R) -> R {
 
 /// Run `f` with every allocation going to the system allocator.
 fn outside_region<R>(f: impl FnOnce() -> R) -> R {
-    with_state(|s| s.initialising += 1);
+    with_state(|s| s.outside += 1);
     let result = f();
-    with_state(|s| s.initialising -= 1);
+    with_state(|s| s.outside -= 1);
     result
 }
 
@@ -170,8 +170,8 @@ fn outside_region<R>(f: impl FnOnce() -> R) -> R {
 /// memory (`wit-component` prefers this export to `cabi_realloc` for imports). wasi-libc
 /// frees some of those results itself, with `free()` (the random bytes behind
 /// `getentropy`, a stream's read), so they must come from the system allocator, never from
-/// the region. It goes through the global allocator all the same, so a plugin with another
-/// `#[global_allocator]` gets its own allocator's memory here, as from `cabi_realloc`.
+/// the region. It is std's `cabi_realloc` (on the global allocator) with the region off, so
+/// a plugin with another `#[global_allocator]` gets its own allocator's memory here.
 ///
 /// # Safety
 ///
@@ -185,26 +185,12 @@ pub unsafe extern "C" fn cabi_import_realloc(
     align: usize,
     new_len: usize,
 ) -> *mut u8 {
-    outside_region(|| {
-        if old_len == 0 && new_len == 0 {
-            return align as *mut u8;
-        }
-        // SAFETY: the canonical ABI passes a power-of-two alignment and a size it can
-        // represent; an earlier block is passed back with the layout it was made with.
-        let ptr = unsafe {
-            if old_len == 0 {
-                std::alloc::alloc(Layout::from_size_align_unchecked(new_len, align))
-            } else {
-                let layout = Layout::from_size_align_unchecked(old_len, align);
-                std::alloc::realloc(old_ptr, layout, new_len)
-            }
-        };
-        if ptr.is_null() {
-            // As std's `cabi_realloc` does: the ABI has no way to report it.
-            std::process::abort();
-        }
-        ptr
-    })
+    extern "C" {
+        /// std's canonical-ABI realloc (on the global allocator), which exports use.
+        fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8;
+    }
+    // SAFETY: the caller's arguments, passed on unchanged under the same contract.
+    outside_region(|| unsafe { cabi_realloc(old_ptr, old_len, align, new_len) })
 }
 
 /// Where an allocation comes from, decided with the state borrowed.
@@ -218,7 +204,7 @@ enum Source {
 unsafe impl GlobalAlloc for CallArena {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let source = with_state(|s| {
-            if !s.armed || s.initialising > 0 || layout.size() > LARGEST {
+            if !s.armed || s.outside > 0 || layout.size() > LARGEST {
                 return Source::System;
             }
             if s.bump.base == 0 {

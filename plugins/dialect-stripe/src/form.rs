@@ -40,7 +40,7 @@ impl<'a> Form<'a> {
                             return Some((key, Cow::Borrowed(value)));
                         }
                         let (_, value) =
-                            form_urlencoded::parse(sequence[name.len()..].as_bytes()).next()?;
+                            form_urlencoded::parse(&sequence.as_bytes()[name.len()..]).next()?;
                         return Some((key, value));
                     }
                     form_urlencoded::parse(sequence.as_bytes()).next()?
