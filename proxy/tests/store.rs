@@ -693,10 +693,48 @@ fn references_find_payments_by_owner_and_passed_over_provider(s: &dyn Store) {
     assert_eq!(by(unsure_key("adyen", "pi_3")), None);
     assert_eq!(by(unsure_key("stripe", "pi_3")), Some("pi_3".into()));
     assert_eq!(by(reference_key("adyen", "psp-3")), Some("pi_3".into()));
+    // Forwarded in its own dialect, a payment has the provider's id: its reference is its
+    // own id.
+    let mut own = owned("pi_own", "stripe", "pi_own", 4_000);
+    own.passed_over.push(PassedOver {
+        provider: "adyen".into(),
+        sent: vec!["pi_own".into()],
+    });
+    s.put_payment(&own, &[]).unwrap();
+    assert_eq!(by(reference_key("stripe", "pi_own")), Some("pi_own".into()));
+    assert_eq!(by(reference_key("adyen", "pi_own")), None, "per provider");
+    assert_eq!(
+        by(passed_over_key("adyen", "pi_own")),
+        Some("pi_own".into())
+    );
+    assert_eq!(
+        by(passed_over_key("stripe", "pi_own")),
+        None,
+        "not a passed-over key"
+    );
+    assert_eq!(by(unsure_key("stripe", "pi_own")), None, "not unsure");
+    // Moved to another provider (a failover): found under the new reference only, and back.
+    own.owner = Some(owner("adyen", "psp-own"));
+    s.put_payment(&own, &[]).unwrap();
+    assert_eq!(by(reference_key("stripe", "pi_own")), None);
+    assert_eq!(by(reference_key("adyen", "psp-own")), Some("pi_own".into()));
+    own.owner = Some(owner("stripe", "pi_own"));
+    s.put_payment(&own, &[]).unwrap();
+    assert_eq!(by(reference_key("stripe", "pi_own")), Some("pi_own".into()));
+    assert_eq!(by(reference_key("adyen", "psp-own")), None);
+    // A payment whose id is another payment's reference at a provider that does not own it
+    // is not found by that key.
+    s.put_payment(&owned("pi_S2", "adyen", "psp-x", 4_000), &[])
+        .unwrap();
+    assert_eq!(by(reference_key("stripe", "pi_S2")), Some("pi_2".into()));
+    assert_eq!(by(reference_key("adyen", "pi_S2")), None);
     // Purged with its payment.
     s.purge_expired(1_500 + RETAIN, RETAIN, ALL).unwrap();
     assert_eq!(by(reference_key("stripe", "pi_S1b")), None);
     assert_eq!(by(reference_key("stripe", "pi_S2")), Some("pi_2".into()));
+    s.purge_expired(4_000 + RETAIN + 1, RETAIN, ALL).unwrap();
+    assert_eq!(by(reference_key("stripe", "pi_own")), None);
+    assert_eq!(by(passed_over_key("adyen", "pi_own")), None);
 }
 
 fn notice(reference: &str, event: &str) -> Notification {
@@ -1063,6 +1101,47 @@ fn redb_claims_of_a_previous_process_are_retaken_at_once_and_outbox_rows_survive
     assert_eq!(again[0].event, event("pi_1", 0, "a"), "written durably");
     assert_eq!(store.next_event_seq("pi_1").unwrap(), 2);
     assert!(store.claim_events(400, 60_000, 10).unwrap().is_empty());
+}
+
+/// A payment whose provider reference is its own id (forwarded in its own dialect) writes no
+/// row of the reference index, which finds it through the payments table; any other
+/// reference is a row. Read from the file, after a reopen.
+#[test]
+fn redb_indexes_no_reference_that_is_the_payments_own_id() {
+    use payproxy::store::notices::reference_key;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let store = RedbStore::open(&path).unwrap();
+    for n in 0..50 {
+        let id = format!("pi_own{n}");
+        store
+            .put_payment(&owned(&id, "stripe", &id, 1_000), &[])
+            .unwrap();
+    }
+    store
+        .put_payment(&owned("pi_other", "adyen", "psp-other", 1_000), &[])
+        .unwrap();
+    drop(store);
+    let counts = row_counts(&path);
+    let rows = |table: &str| counts.iter().find(|(name, _)| name == table).map(|c| c.1);
+    assert_eq!(rows("payments"), Some(51), "{counts:?}");
+    assert_eq!(rows("payment_references"), Some(1), "{counts:?}");
+    let store = RedbStore::open(&path).unwrap();
+    for n in [0, 49] {
+        let id = format!("pi_own{n}");
+        assert_eq!(
+            store
+                .payment_by_reference(&reference_key("stripe", &id))
+                .unwrap(),
+            Some(id)
+        );
+    }
+    assert_eq!(
+        store
+            .payment_by_reference(&reference_key("adyen", "psp-other"))
+            .unwrap(),
+        Some("pi_other".into())
+    );
 }
 
 #[test]

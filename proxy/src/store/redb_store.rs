@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
-use super::notices::{HELD, REFERENCES};
+use super::notices::{reference_key, HELD, REFERENCES};
 use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
 use super::payments::{self, Page, PaymentEntry, PAYMENTS, PAYMENT_INDEX};
 use super::purge::{self, Purged, Stamped, StoredOwner};
@@ -60,6 +60,18 @@ fn unindex(
         references.remove(key)?;
     }
     Ok(())
+}
+
+/// The reference key the index does not hold for `entry`: its owner's, when the provider's
+/// reference is the payment's own id, as for every payment forwarded in its own dialect
+/// (the storefront gets the provider's id). Its payment is found through the payments
+/// table by that id instead ([`RedbStore::own_reference`]), which saves a write of the
+/// index per payment: a random leaf of a growing table, copied at the payment's commit and
+/// written again at the next checkpoint.
+fn own_key(entry: &PaymentEntry) -> Option<String> {
+    let owner = entry.owner.as_ref()?;
+    (owner.reference == entry.record.id && !owner.reference.is_empty())
+        .then(|| reference_key(&owner.provider, &owner.reference))
 }
 
 /// What the point reads need of a table, one of the batch's write transaction or of a read
@@ -237,6 +249,23 @@ impl RedbStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The payment an owner reference key names when the provider's reference is the
+    /// payment's own id ([`own_key`]: not in the index). Such a payment comes first, as its
+    /// key is its own: a provider names one payment by one reference.
+    fn own_reference(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let Some((_, reference)) = key.split_once('\0') else {
+            return Ok(None);
+        };
+        // The other kinds of key put a mark of their kind after the provider.
+        if reference.is_empty() || reference.starts_with(['\u{1}', '\u{2}', '\u{3}']) {
+            return Ok(None);
+        }
+        let Some(entry) = Store::payment(self, reference)? else {
+            return Ok(None);
+        };
+        Ok((own_key(&entry).as_deref() == Some(key)).then(|| reference.to_string()))
     }
 
     /// `read`, once every write it may have seen is durable: nothing is answered or decided
@@ -566,8 +595,11 @@ impl Store for RedbStore {
                 for key in old.iter().flat_map(PaymentEntry::reference_keys) {
                     unindex(&mut references, &key, id).context(op, id)?;
                 }
+                let own = own_key(entry);
                 for key in entry.reference_keys() {
-                    references.insert(key.as_str(), id).context(op, id)?;
+                    if own.as_ref() != Some(&key) {
+                        references.insert(key.as_str(), id).context(op, id)?;
+                    }
                 }
                 let mut due_index = tables.payments_due.open(op, id)?;
                 let old_stamp = old.as_ref().and_then(Stamped::stamp_ms);
@@ -579,6 +611,9 @@ impl Store for RedbStore {
 
     fn payment_by_reference(&self, key: &str) -> Result<Option<String>, StoreError> {
         let op = "payment_by_reference";
+        if let Some(id) = self.own_reference(key)? {
+            return Ok(Some(id));
+        }
         self.read(
             op,
             key,
