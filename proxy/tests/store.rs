@@ -1142,6 +1142,49 @@ fn redb_indexes_no_reference_that_is_the_payments_own_id() {
             .unwrap(),
         Some("pi_other".into())
     );
+    // A file from before this change holds the row: the payment is found all the same, and
+    // the row goes when the payment's owner moves.
+    drop(store);
+    {
+        let db = ::redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let references: ::redb::TableDefinition<&str, &str> =
+            ::redb::TableDefinition::new("payment_references");
+        txn.open_table(references)
+            .unwrap()
+            .insert(reference_key("stripe", "pi_own0").as_str(), "pi_own0")
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    let by = |key: String| store.payment_by_reference(&key).unwrap();
+    assert_eq!(
+        by(reference_key("stripe", "pi_own0")),
+        Some("pi_own0".into())
+    );
+    store
+        .put_payment(&owned("pi_own0", "adyen", "psp-own0", 1_000), &[])
+        .unwrap();
+    assert_eq!(by(reference_key("stripe", "pi_own0")), None);
+    assert_eq!(
+        by(reference_key("adyen", "psp-own0")),
+        Some("pi_own0".into())
+    );
+    drop(store);
+    let counts = row_counts(&path);
+    let rows = |table: &str| counts.iter().find(|(name, _)| name == table).map(|c| c.1);
+    assert_eq!(rows("payment_references"), Some(2), "{counts:?}");
+    // An id that starts with another kind's mark is indexed like any reference.
+    let store = RedbStore::open(&path).unwrap();
+    store
+        .put_payment(&owned("\u{1}odd", "stripe", "\u{1}odd", 1_000), &[])
+        .unwrap();
+    assert_eq!(
+        store
+            .payment_by_reference(&reference_key("stripe", "\u{1}odd"))
+            .unwrap(),
+        Some("\u{1}odd".into())
+    );
 }
 
 #[test]

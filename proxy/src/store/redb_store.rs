@@ -70,8 +70,15 @@ fn unindex(
 /// written again at the next checkpoint.
 fn own_key(entry: &PaymentEntry) -> Option<String> {
     let owner = entry.owner.as_ref()?;
-    (owner.reference == entry.record.id && !owner.reference.is_empty())
+    (owner.reference == entry.record.id && plain_reference(&owner.reference))
         .then(|| reference_key(&owner.provider, &owner.reference))
+}
+
+/// Whether an owner key with `reference` is told apart from the index's other kinds of key,
+/// which put a mark of their kind (`\u{1}`–`\u{3}`) after the provider. Only such a key can
+/// be left out of the index: the others' bytes may be another kind's key.
+fn plain_reference(reference: &str) -> bool {
+    !reference.is_empty() && !reference.starts_with(['\u{1}', '\u{2}', '\u{3}'])
 }
 
 /// What the point reads need of a table, one of the batch's write transaction or of a read
@@ -258,8 +265,7 @@ impl RedbStore {
         let Some((_, reference)) = key.split_once('\0') else {
             return Ok(None);
         };
-        // The other kinds of key put a mark of their kind after the provider.
-        if reference.is_empty() || reference.starts_with(['\u{1}', '\u{2}', '\u{3}']) {
+        if !plain_reference(reference) {
             return Ok(None);
         }
         let Some(entry) = Store::payment(self, reference)? else {
