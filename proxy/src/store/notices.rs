@@ -17,6 +17,19 @@ pub fn reference_key(provider: &str, reference: &str) -> String {
     format!("{provider}\u{0}{reference}")
 }
 
+/// The reference in an owner key ([`reference_key`]) that no other kind of key can spell
+/// ([`plain_reference`]); `None` for the other kinds and for an empty reference.
+pub fn owner_reference(key: &str) -> Option<&str> {
+    let (_, reference) = key.split_once('\u{0}')?;
+    plain_reference(reference).then_some(reference)
+}
+
+/// Whether an owner key with `reference` is told apart from the other kinds of key, which
+/// put a mark of their kind (`\u{1}`–`\u{3}`) after the provider.
+pub fn plain_reference(reference: &str) -> bool {
+    !reference.is_empty() && !reference.starts_with(['\u{1}', '\u{2}', '\u{3}'])
+}
+
 /// The reference index key of a payment `provider` was passed over for, by a reference it
 /// was sent (the merchant's reference, or the payment's id).
 pub fn passed_over_key(provider: &str, reference: &str) -> String {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
-use super::notices::{reference_key, HELD, REFERENCES};
+use super::notices::{owner_reference, plain_reference, reference_key, HELD, REFERENCES};
 use super::outbox::{Attempted, EventCounts, EventKey, EventState, NewEvent, OutboxEvent};
 use super::payments::{self, Page, PaymentEntry, PAYMENTS, PAYMENT_INDEX};
 use super::purge::{self, Purged, Stamped, StoredOwner};
@@ -70,15 +70,10 @@ fn unindex(
 /// written again at the next checkpoint.
 fn own_key(entry: &PaymentEntry) -> Option<String> {
     let owner = entry.owner.as_ref()?;
+    // Only a key no other kind can spell is left out: the others' bytes may be another
+    // kind's key.
     (owner.reference == entry.record.id && plain_reference(&owner.reference))
         .then(|| reference_key(&owner.provider, &owner.reference))
-}
-
-/// Whether an owner key with `reference` is told apart from the index's other kinds of key,
-/// which put a mark of their kind (`\u{1}`–`\u{3}`) after the provider. Only such a key can
-/// be left out of the index: the others' bytes may be another kind's key.
-fn plain_reference(reference: &str) -> bool {
-    !reference.is_empty() && !reference.starts_with(['\u{1}', '\u{2}', '\u{3}'])
 }
 
 /// What the point reads need of a table, one of the batch's write transaction or of a read
@@ -262,12 +257,9 @@ impl RedbStore {
     /// payment's own id ([`own_key`]: not in the index). Such a payment comes first, as its
     /// key is its own: a provider names one payment by one reference.
     fn own_reference(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let Some((_, reference)) = key.split_once('\0') else {
+        let Some(reference) = owner_reference(key) else {
             return Ok(None);
         };
-        if !plain_reference(reference) {
-            return Ok(None);
-        }
         let Some(entry) = Store::payment(self, reference)? else {
             return Ok(None);
         };
