@@ -367,6 +367,46 @@ async fn create(client: &HttpClient, env: &Env, key: &str, form: &str) -> Value 
 
 /// The storefront's events for `pi` once `n` arrived (checked signed with the merchant's
 /// secret).
+/// A GrabPay payment pending in the app (an amount ending in 88), which the shopper then
+/// finishes there with `result` (`success` or `failed`); its id.
+async fn grabpay_in_the_app(
+    client: &HttpClient,
+    env: &Env,
+    sim: &Simulator,
+    key: &'static str,
+    reference: &str,
+    result: &str,
+) -> String {
+    let grab = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[("idempotency-key", key)],
+            &grabpay_shopper(reference).replace("amount=4200", "amount=4288"),
+        )
+        .await;
+    grab.assert_status(200);
+    assert_eq!(grab.json()["status"], "processing", "{}", grab.json());
+    let tx = sim
+        .ledger("grabpay")
+        .into_iter()
+        .find(|c| c.merchant_reference.as_deref() == Some(reference))
+        .unwrap()
+        .id;
+    let finished = client
+        .send(
+            Method::POST,
+            &format!(
+                "{}/grabpay/v2/charge/{tx}/complete?result={result}",
+                sim.base_url("grabpay")
+            ),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert!(finished.status.is_success(), "{:?}", finished.json());
+    grab.json()["id"].as_str().unwrap().to_string()
+}
+
 async fn events_for(receiver: &Receiver, pi: &str, n: usize) -> Vec<String> {
     let accepted = receiver
         .wait_accepted(
@@ -502,34 +542,7 @@ async fn local_method_payments_resolve_by_signed_provider_notifications() {
     assert_eq!(intent(&client, &env, dana_id).await["status"], "succeeded");
 
     // GrabPay: pending until the shopper confirms in the app (amounts ending in 88).
-    let grab = client
-        .post_form(
-            &env.url("/v1/payment_intents"),
-            &[("idempotency-key", "n-grab")],
-            &grabpay_shopper("N-GRAB").replace("amount=4200", "amount=4288"),
-        )
-        .await;
-    grab.assert_status(200);
-    assert_eq!(grab.json()["status"], "processing", "{}", grab.json());
-    let grab_id = grab.json()["id"].as_str().unwrap().to_string();
-    let tx = sim
-        .ledger("grabpay")
-        .into_iter()
-        .find(|c| c.merchant_reference.as_deref() == Some("N-GRAB"))
-        .unwrap()
-        .id;
-    let completed = client
-        .send(
-            Method::POST,
-            &format!(
-                "{}/grabpay/v2/charge/{tx}/complete?result=success",
-                sim.base_url("grabpay")
-            ),
-            &[],
-            Bytes::new(),
-        )
-        .await;
-    assert!(completed.status.is_success(), "{:?}", completed.json());
+    let grab_id = grabpay_in_the_app(&client, &env, &sim, "n-grab", "N-GRAB", "success").await;
     assert_eq!(
         events_for(&receiver, &grab_id, 3).await,
         [
@@ -882,4 +895,90 @@ async fn a_notification_for_an_unknown_payment_is_held_then_reported() {
         )
         .await;
     assert_ne!(unknown.status.as_u16(), 200);
+}
+
+/// A decline is reported once: a GrabPay payment the shopper refuses in the app fails by
+/// GrabPay's notification (`payment_intent.payment_failed`), and the storefront's retrieve
+/// then reads the same refusal at GrabPay in other words (its status answer has no reason and
+/// another code, but the amount), which is no new outcome: no second `payment_failed` (it
+/// used to be sent). A confirm after a decline is a new attempt: its own decline, even in the
+/// state the payment is already in, is reported (Adyen refuses a card twice: two events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decline_read_again_is_reported_once_and_a_new_confirms_decline_again() {
+    let (sim, receiver, env) = start_adyen_first().await;
+    let client = HttpClient::default();
+    let confirm = |id: &str, key: &'static str| {
+        let (client, url) = (
+            client.clone(),
+            env.url(&format!("/v1/payment_intents/{id}/confirm")),
+        );
+        async move {
+            client
+                .post_form(&url, &[("idempotency-key", key)], "")
+                .await
+        }
+    };
+
+    // GrabPay: pending in the app (amounts ending in 88), then refused there.
+    let grab_id = grabpay_in_the_app(&client, &env, &sim, "n-once", "N-ONCE", "failed").await;
+    assert_eq!(
+        events_for(&receiver, &grab_id, 3).await,
+        [
+            "payment_intent.created",
+            "payment_intent.processing",
+            "payment_intent.payment_failed"
+        ]
+    );
+    // The retrieve asks GrabPay (a failed payment may still be confirmed again: not settled).
+    let asked = sim.request_count("grabpay");
+    let now = intent(&client, &env, &grab_id).await;
+    assert_eq!(now["status"], "requires_payment_method", "{now}");
+    assert!(now["last_payment_error"].is_object(), "{now}");
+    assert_eq!(sim.request_count("grabpay"), asked + 1, "GrabPay was asked");
+    // A later event of the payment is the fence (delivery is in order per payment): anything
+    // the retrieve had written would come before it. The confirm is a new GrabPay charge,
+    // pending in the app again.
+    let again = confirm(&grab_id, "n-once-2").await;
+    again.assert_status(200);
+    assert_eq!(again.json()["status"], "processing", "{}", again.json());
+    assert_eq!(
+        events_for(&receiver, &grab_id, 4).await,
+        [
+            "payment_intent.created",
+            "payment_intent.processing",
+            "payment_intent.payment_failed",
+            "payment_intent.processing"
+        ],
+        "the retrieve reported the decline again"
+    );
+
+    // Adyen refuses the card (amounts ending in 02), and again when the storefront confirms
+    // the payment again: a payment_failed for each attempt.
+    let card = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[("idempotency-key", "n-twice")],
+            &form_with(card_from("NL", "1002", "N-TWICE"), &[]),
+        )
+        .await;
+    assert_eq!(card.status.as_u16(), 402, "{:?}", card.json());
+    assert_eq!(card.provider(), Some("adyen"));
+    let card_id = card.json()["error"]["payment_intent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        events_for(&receiver, &card_id, 2).await,
+        ["payment_intent.created", "payment_intent.payment_failed"]
+    );
+    let again = confirm(&card_id, "n-twice-2").await;
+    assert_eq!(again.status.as_u16(), 402, "{:?}", again.json());
+    assert_eq!(
+        events_for(&receiver, &card_id, 3).await,
+        [
+            "payment_intent.created",
+            "payment_intent.payment_failed",
+            "payment_intent.payment_failed"
+        ]
+    );
 }

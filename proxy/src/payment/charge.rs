@@ -2,6 +2,7 @@
 //! a follow-up at the payment's owner (attempt → record → respond).
 
 use super::attempt::Attempted;
+use super::events::Source;
 use super::idempotency::Held;
 use super::records::{advance, complete_follow_up, forwardable, new_entry};
 use super::respond::replayable;
@@ -106,9 +107,16 @@ impl Payments {
             provider_reference: None,
             ..payment.clone()
         };
-        self.finish(ctx, &payment, entry, attempted, &annotations)
-            .instrument(ctx.phase("respond"))
-            .await
+        self.finish(
+            ctx,
+            &payment,
+            entry,
+            attempted,
+            &annotations,
+            resume.is_some(),
+        )
+        .instrument(ctx.phase("respond"))
+        .await
     }
 
     /// A follow-up (capture, cancel, refund, retrieve) at the payment's owner.
@@ -124,24 +132,26 @@ impl Payments {
         };
         complete_follow_up(&entry, &mut payment);
         let unchanged = forwardable(ctx, &entry);
+        let resume = held.and_then(|h| h.resume.as_ref());
         let attempted = self
             .attempt(
                 ctx,
                 &payment,
                 std::slice::from_ref(&owner.provider),
-                held.and_then(|h| h.resume.as_ref()),
+                resume,
                 true,
                 unchanged,
                 held,
             )
             .instrument(ctx.phase("attempt"))
             .await;
-        self.finish(ctx, &payment, entry, attempted, &[])
+        self.finish(ctx, &payment, entry, attempted, &[], resume.is_some())
             .instrument(ctx.phase("respond"))
             .await
     }
 
-    /// Record what the attempt phase did, then answer.
+    /// Record what the attempt phase did, then answer. `resumed`: the request resumes an
+    /// earlier run's attempt (see [`Source`]).
     async fn finish(
         &self,
         ctx: &Ctx<'_>,
@@ -149,6 +159,7 @@ impl Payments {
         mut entry: PaymentEntry,
         attempted: Attempted,
         annotations: &[crate::plugin::types::Annotation],
+        resumed: bool,
     ) -> Done {
         let passed_over =
             payment.operation == Operation::Authorize && note_passed_over(ctx, payment, &mut entry);
@@ -169,13 +180,15 @@ impl Payments {
                 let new = entry.owner.is_none();
                 let resolved = keep != Keep::Hold;
                 if let Some(outcome) = &outcome {
+                    let source = Source::of(payment.operation, &outcome.status, resumed);
                     let reference = outcome.provider_reference.clone();
                     match (payment.operation, reference) {
                         (Operation::Authorize, Some(reference)) if new => {
                             entry.record.id = reference.clone();
                             entry.owner = Some(owner(&provider, reference, payment));
                             advance(&mut entry, payment, outcome);
-                            if let Err(done) = self.record_last(ctx, &entry, resolved).await {
+                            if let Err(done) = self.record_last(ctx, &entry, resolved, source).await
+                            {
                                 return done;
                             }
                         }
@@ -187,21 +200,22 @@ impl Payments {
                         {
                             entry.owner = Some(owner(&provider, reference.clone(), payment));
                             advance(&mut entry, payment, outcome);
-                            if let Err(done) = self.record(ctx, &entry, resolved).await {
+                            if let Err(done) = self.record(ctx, &entry, resolved, source).await {
                                 return done;
                             }
                             self.remember_owner(&provider, reference, payment).await;
                         }
                         (Operation::Refund, Some(reference)) => {
                             advance(&mut entry, payment, outcome);
-                            if let Err(done) = self.record(ctx, &entry, resolved).await {
+                            if let Err(done) = self.record(ctx, &entry, resolved, source).await {
                                 return done;
                             }
                             self.remember_owner(&provider, reference, payment).await;
                         }
                         _ if !new => {
                             advance(&mut entry, payment, outcome);
-                            if let Err(done) = self.record_last(ctx, &entry, resolved).await {
+                            if let Err(done) = self.record_last(ctx, &entry, resolved, source).await
+                            {
                                 return done;
                             }
                         }
@@ -260,7 +274,7 @@ impl Payments {
                 if nothing_happened && passed_over {
                     // Nothing to record but who said "not processed": a charge one of them
                     // reports later is found and undone.
-                    if let Err(done) = self.record_last(ctx, &entry, false).await {
+                    if let Err(done) = self.record_last(ctx, &entry, false, Source::Other).await {
                         return done;
                     }
                 }
@@ -270,11 +284,12 @@ impl Payments {
                         entry.owner = Some(owner(&provider, reference, payment));
                     }
                     advance(&mut entry, payment, &outcome);
+                    let source = Source::of(payment.operation, &outcome.status, resumed);
                     // A refund's owner is remembered after its record: not the last write.
                     let recorded = if payment.operation == Operation::Refund {
-                        self.record(ctx, &entry, !hold).await
+                        self.record(ctx, &entry, !hold, source).await
                     } else {
-                        self.record_last(ctx, &entry, !hold).await
+                        self.record_last(ctx, &entry, !hold, source).await
                     };
                     if let Err(done) = recorded {
                         return done;
@@ -341,8 +356,12 @@ impl Payments {
         ctx: &Ctx<'_>,
         entry: &PaymentEntry,
         resolved: bool,
+        source: Source,
     ) -> Result<(), Done> {
-        match self.save_owned(ctx, recorded(entry, resolved)).await {
+        match self
+            .save_owned(ctx, recorded(entry, resolved), source)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) => self.not_recorded(ctx, &entry.record.id, e),
         }
@@ -360,16 +379,20 @@ impl Payments {
         ctx: &Ctx<'_>,
         entry: &PaymentEntry,
         resolved: bool,
+        source: Source,
     ) -> Result<(), Done> {
         let deferrable =
             self.store.writer().is_some() && ctx.claim.get().is_some() && ctx.lock.get().is_none();
         if !deferrable {
-            return self.record(ctx, entry, resolved).await;
+            return self.record(ctx, entry, resolved, source).await;
         }
         if let Err(e) = self.save_held_back(ctx).await {
             self.not_recorded(ctx, &entry.record.id, e)?;
         }
-        match self.record_write(ctx, recorded(entry, resolved)).await {
+        match self
+            .record_write(ctx, recorded(entry, resolved), source)
+            .await
+        {
             Ok(write) => {
                 ctx.hold_back(write);
                 Ok(())

@@ -9,6 +9,7 @@
 //! A payment created without confirm is minted here: nothing is sent to any provider until
 //! the confirm, so it cannot be charged anywhere before payproxy routes it, and never twice.
 
+use super::events::Source;
 use super::idempotency::{Held, Live};
 use super::*;
 use crate::plugin::storefront::{PaymentRecord, PaymentState};
@@ -222,18 +223,21 @@ impl Payments {
     /// claim this request holds: the payment's lock, else its idempotency claim (a request
     /// without a key holds none, and nobody can take its payment over). A request whose
     /// claim was taken over while it stalled gets [`StoreError::Fenced`] and writes nothing.
+    /// The change is no attempt's outcome ([`Source::Other`]).
     pub(super) async fn save(&self, ctx: &Ctx<'_>, entry: &PaymentEntry) -> Result<(), StoreError> {
-        self.save_owned(ctx, entry.clone()).await
+        self.save_owned(ctx, entry.clone(), Source::Other).await
     }
 
-    /// [`Payments::save`] of a record the caller gives up (no copy of it is made).
+    /// [`Payments::save`] of a record the caller gives up (no copy of it is made), whose
+    /// change `source` recorded.
     pub(super) async fn save_owned(
         &self,
         ctx: &Ctx<'_>,
         entry: PaymentEntry,
+        source: Source,
     ) -> Result<(), StoreError> {
         self.save_held_back(ctx).await?;
-        let write = self.record_write(ctx, entry).await?;
+        let write = self.record_write(ctx, entry, source).await?;
         self.state(move |s| write.apply(s)).await
     }
 
@@ -246,11 +250,13 @@ impl Payments {
         }
     }
 
-    /// The write [`Payments::save`] makes: the record, its events, and the claim fencing it.
+    /// The write [`Payments::save`] makes: the record, the events of its change (which
+    /// `source` recorded), and the claim fencing it.
     pub(super) async fn record_write(
         &self,
         ctx: &Ctx<'_>,
         entry: PaymentEntry,
+        source: Source,
     ) -> Result<RecordWrite, StoreError> {
         let lock = crate::store::payment_lock_key(&entry.record.id);
         let fence = if ctx.lock.get() == Some(&lock) {
@@ -258,7 +264,7 @@ impl Payments {
         } else {
             ctx.claim.get().map(|key| (key.clone(), false))
         };
-        let events = self.events_of(ctx, &entry).await?;
+        let events = self.events_of(ctx, &entry, source).await?;
         Ok(RecordWrite {
             entry,
             events,
