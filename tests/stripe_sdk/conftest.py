@@ -13,6 +13,8 @@ Environment (run.py sets all of it):
   PAYPROXY_ADMIN  proxy mode: URL of payproxy's admin listener (GET /metrics)
   WEBHOOK_LOG     proxy mode: the JSON-lines log of webhook_receiver.py (each delivery,
                   verified or not by stripe.Webhook.construct_event)
+  LS_A_WEBHOOK_SECRET  proxy mode: ls-a's webhook_secret in payproxy's config, what payproxy
+                  verifies localstripe A's signed events with at POST /webhooks/ls-a
 
 SDK settings, fixed here so every run behaves the same:
   * stripe.max_network_retries = 0: the SDK never resends a request by itself, so each test
@@ -27,6 +29,7 @@ gives none (that is the SDK's behaviour, not a setting).
 """
 
 import collections
+import hashlib
 import ipaddress
 import json
 import os
@@ -87,6 +90,7 @@ class Settings:
         self.sim_pix = _optional_url("SIM_PIX")
         self.admin = _optional_url("PAYPROXY_ADMIN")
         self.webhook_log = os.environ.get("WEBHOOK_LOG") or None
+        self.ls_a_webhook_secret = os.environ.get("LS_A_WEBHOOK_SECRET") or None
 
 
 def _optional_url(name: str):
@@ -334,3 +338,50 @@ def webhook_log(settings):
     if not settings.webhook_log:
         pytest.fail("WEBHOOK_LOG not set: proxy mode needs the webhook receiver's log (run the suite with run.py)")
     return WebhookLog(settings.webhook_log)
+
+
+class LocalstripeHooks:
+    """Webhook endpoints at localstripe A (its `POST /_config/webhooks/{id}`: url, secret,
+    events[]). localstripe signs each event it sends to one like Stripe
+    (`Stripe-Signature: t=<created>,v1=<HMAC-SHA256(secret, "<t>.<body>")>`) and POSTs it one
+    second after making it, to the endpoints registered then, once, whatever the answer. It
+    cannot delete an endpoint: each one registered here is muted when the test ends (registered
+    again for an event type that never happens), so no later test gets its deliveries."""
+
+    # The events localstripe sends about payment intents (1.15.10 sends no charge.* events).
+    EVENTS = ("payment_intent.succeeded", "payment_intent.payment_failed")
+    MUTED = "payproxy.sdk_suite.muted"
+
+    def __init__(self, providers: Provider, settings: Settings, marker: str):
+        self.providers = providers
+        self.base = settings.provider_a
+        self.prefix = hashlib.sha256(marker.encode()).hexdigest()[:16]
+        self.registered = {}
+
+    def _post(self, hook: str, url: str, secret: str, events) -> None:
+        form = [("url", url), ("secret", secret)] + [("events[]", e) for e in events]
+        status, body = self.providers.call(self.base, "POST", f"/_config/webhooks/{hook}", form)
+        assert status == 200, f"POST {self.base}/_config/webhooks/{hook}: HTTP {status} {body}"
+
+    def register(self, name: str, url: str, secret: str, events=EVENTS) -> None:
+        """Have localstripe A send `events` to `url`, signed with `secret`."""
+        hook = f"{self.prefix}-{name}"
+        self._post(hook, url, secret, events)
+        self.registered[hook] = (url, secret)
+
+    def mute(self, name: str) -> None:
+        hook = f"{self.prefix}-{name}"
+        self._post(hook, *self.registered[hook], [self.MUTED])
+
+    def mute_all(self) -> None:
+        for hook, (url, secret) in self.registered.items():
+            self._post(hook, url, secret, [self.MUTED])
+
+
+@pytest.fixture
+def localstripe_hooks(settings, providers, marker):
+    if not settings.ls_a_webhook_secret:
+        pytest.fail("LS_A_WEBHOOK_SECRET not set: proxy mode needs ls-a's webhook secret (run the suite with run.py)")
+    hooks = LocalstripeHooks(providers, settings, marker)
+    yield hooks
+    hooks.mute_all()

@@ -16,7 +16,9 @@ Standard library only, any python3 >= 3.9. Steps:
      listener, SIM_ADYEN = the simulator and PAYPROXY_ADMIN = payproxy's admin listener;
      payproxy's webhooks go to webhook_receiver.py (in the venv), which verifies each with
      the SDK's stripe.Webhook.construct_event and logs it to WEBHOOK_LOG for the tests; after
-     the run every delivery must have verified.
+     the run every delivery must have verified. ls-a has a webhook_secret
+     (LS_A_WEBHOOK_SECRET, given to pytest): the tests register payproxy's /webhooks/ls-a with
+     it at localstripe A, which then sends payproxy its own signed events.
 Every process it starts is stopped by its pid at the end (terminate, then kill). One summary
 line per mode; the exit status is 0 only when every mode that ran passed (2: setup failed).
 """
@@ -53,6 +55,10 @@ STOREFRONT_KEY = "sk_test_storefront"
 # The webhook endpoint's signing secret: payproxy reads it from PAYPROXY_SDK_WHSEC, the
 # receiver from WEBHOOK_SECRET.
 WEBHOOK_SECRET = "whsec_payproxy_sdk_suite_5c1e"
+# ls-a's `webhook_secret`: what payproxy verifies localstripe A's own signed events with
+# (POST /webhooks/ls-a). The tests get it as LS_A_WEBHOOK_SECRET and register it, with that
+# URL, as a webhook endpoint at localstripe A.
+LS_A_WEBHOOK_SECRET = "whsec_localstripe_a_sdk_suite_7d2b"
 PINS = ("stripe>=16,<17", "localstripe==1.15.10", "aiohttp>=3.9,<4", "pytest>=8,<10")
 PIN_STAMP = ".payproxy-stripe-sdk-pins"
 
@@ -407,7 +413,7 @@ def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_
         },
         "providers": {
             "ls-a": {"url": url_a, "dialect": "stripe", "issuer": "stripe-acct",
-                     "credentials": {"api_key": "sk_test_provider_a"}},
+                     "credentials": {"api_key": "sk_test_provider_a", "webhook_secret": LS_A_WEBHOOK_SECRET}},
             "ls-b": {"url": url_b, "dialect": "stripe", "credentials": {"api_key": "sk_test_provider_b"}},
             SIM_NAME: {"url": sims[SIM_NAME], "dialect": "adyen",
                        "credentials": {"api_key": "test-adyen-key", **notify(SIM_NAME)}},
@@ -507,7 +513,7 @@ def run_pytest(python: Path, mode: str, base: str, url_a: str, url_b: str, k, lo
         argv += ["-k", k]
     env = dict(env, MODE=mode, STRIPE_BASE=base, PROVIDER_A=url_a, PROVIDER_B=url_b)
     # Only what this mode has: a SIM_ADYEN or PAYPROXY_ADMIN from the caller's shell never leaks in.
-    for name in ("SIM_ADYEN", "PAYPROXY_ADMIN", "WEBHOOK_LOG"):
+    for name in ("SIM_ADYEN", "PAYPROXY_ADMIN", "WEBHOOK_LOG", "LS_A_WEBHOOK_SECRET"):
         env.pop(name, None)
     env.update(extra_env or {})
     env.setdefault("STRIPE_KEY", STOREFRONT_KEY)
@@ -623,7 +629,8 @@ def main() -> int:
             results.append(run_pytest(python, "proxy", storefront, url_a, url_b, args.k, logs, env,
                                       {"SIM_ADYEN": sims[SIM_NAME], "SIM_PIX": sims[PIX_NAME],
                                        "SIM_DANA": sims[DANA_NAME], "PAYPROXY_ADMIN": admin,
-                                       "WEBHOOK_LOG": str(webhook_log)}))
+                                       "WEBHOOK_LOG": str(webhook_log),
+                                       "LS_A_WEBHOOK_SECRET": LS_A_WEBHOOK_SECRET}))
             problem = check_webhooks(webhook_log)
             if problem:
                 say(f"webhooks: {problem}")

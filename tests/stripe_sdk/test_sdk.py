@@ -9,9 +9,11 @@ Cards are only ever the magic id pm_card_visa: no raw card number goes through p
 """
 
 import hashlib
+import hmac
 import itertools
 import json
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -597,3 +599,170 @@ def test_adyen_notifications_succeed_fail_and_refund_a_payment(marker, sim, webh
     assert events_until(webhook_log, refused.id, "payment_intent.payment_failed")[-1] == \
         "payment_intent.payment_failed"
     assert stripe.PaymentIntent.retrieve(refused.id).status == "requires_payment_method"
+
+
+# --- localstripe's own notifications in ------------------------------------------------------
+#
+# localstripe, like Stripe, sends signed events to the webhook endpoints registered with it: here
+# payproxy's POST /webhooks/ls-a, signed with ls-a's webhook_secret. A payment made through
+# payproxy in the Stripe dialect is owned by ls-a under its own id (pi_…), which is also the
+# event's reference. payproxy counts each request (payproxy_webhooks_received_total: verified,
+# rejected, failed) and each notification in a verified one (payproxy_webhook_notifications_total:
+# applied; duplicate; stale = its payment found, already there or past it; held = no payment
+# known under that reference, yet; unmatched; expired; failed).
+
+LS_A = "ls-a"
+NOTICE_WAIT_S = 10
+# The only IBAN localstripe declines: asynchronously, as a bank does a SEPA debit.
+DECLINED_IBAN = "DE62370400440532013001"
+
+
+def ls_a_counts(admin) -> dict:
+    """ls-a's rows of payproxy's notification counters: {(kind, result): value}, kind
+    `requests` (payproxy_webhooks_received_total) or `notifications`."""
+    samples = admin.metrics()
+    return {(kind, labels["result"]): value
+            for kind, name in (("requests", "payproxy_webhooks_received_total"),
+                               ("notifications", "payproxy_webhook_notifications_total"))
+            for _, labels, value in admin.select(samples, name, provider=LS_A)}
+
+
+def ls_a_growth_until(admin, before: dict, enough) -> dict:
+    """How ls-a's notification counters grew since `before` ({(kind, result): n}, only those
+    that moved), once `enough(growth)` holds or after NOTICE_WAIT_S."""
+    deadline = time.monotonic() + NOTICE_WAIT_S
+    growth = {}
+    for _ in range(NOTICE_WAIT_S * 10 + 1):
+        now = ls_a_counts(admin)
+        growth = {k: now.get(k, 0) - before.get(k, 0) for k in set(now) | set(before)
+                  if now.get(k, 0) != before.get(k, 0)}
+        if enough(growth) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return growth
+
+
+def localstripe_quiet(settings, admin, providers, localstripe_hooks, marker) -> None:
+    """Returns once localstripe A is done with every event it made before. It sends each one a
+    second after making it, to the endpoints registered then: an endpoint registered at once
+    would also get the last second of earlier tests' events. So first an event of its own, a
+    product.created (no test makes one; payproxy verifies it and reads nothing from it), to an
+    endpoint that takes only that: once payproxy has it, every earlier event has gone its way."""
+    before = ls_a_counts(admin)
+    localstripe_hooks.register("quiet", f"{settings.base}/webhooks/{LS_A}", settings.ls_a_webhook_secret,
+                               events=("product.created",))
+    status, body = providers.call(settings.provider_a, "POST", "/v1/products", {"name": f"quiet {marker}"})
+    assert status == 200, f"POST {settings.provider_a}/v1/products: HTTP {status} {body}"
+    growth = ls_a_growth_until(admin, before, lambda g: any(kind == "requests" for kind, _ in g))
+    localstripe_hooks.mute("quiet")
+    assert growth == {("requests", "verified"): 1}, f"localstripe's product.created at payproxy: {growth}"
+
+
+def payproxy_notified_by_ls_a(settings, admin, providers, localstripe_hooks, marker) -> None:
+    """From now on localstripe A sends its payment intent events, and only those, to payproxy,
+    signed with ls-a's secret."""
+    localstripe_quiet(settings, admin, providers, localstripe_hooks, marker)
+    localstripe_hooks.register("payproxy", f"{settings.base}/webhooks/{LS_A}", settings.ls_a_webhook_secret)
+
+
+@pytest.mark.proxy_only(reason="payproxy verifies and matches localstripe's events; in baseline nothing receives them")
+def test_localstripe_notification_of_a_card_payment_is_verified_and_matched(marker, settings, admin, providers,
+                                                                           localstripe_hooks):
+    payproxy_notified_by_ls_a(settings, admin, providers, localstripe_hooks, marker)
+    before = ls_a_counts(admin)
+    intent = create_intent(marker, 1000, payment_method="pm_card_visa", confirm=True)
+    assert intent.status == "succeeded"
+    assert response_headers(intent).get("x-payproxy-provider") == LS_A, dict(intent.last_response.headers)
+
+    # localstripe's payment_intent.succeeded for it, a second later, is the only event sent:
+    # verified with ls-a's secret, and found (ls-a owns the payment under the intent's id),
+    # already succeeded: stale. A notification payproxy could not match would be held.
+    growth = ls_a_growth_until(admin, before, lambda g: g.get(("notifications", "stale"), 0) >= 1)
+    assert growth == {("requests", "verified"): 1, ("notifications", "stale"): 1}, \
+        f"localstripe's payment_intent.succeeded for {intent.id} at payproxy: {growth}"
+
+
+@pytest.mark.proxy_only(reason="payproxy learns the bank's refusal from localstripe's event; in baseline nothing receives it")
+def test_localstripe_notification_of_a_late_sepa_failure_fails_the_payment(marker, settings, admin, providers,
+                                                                          localstripe_hooks, webhook_log):
+    payproxy_notified_by_ls_a(settings, admin, providers, localstripe_hooks, marker)
+    pm = stripe.PaymentMethod.create(type="sepa_debit", sepa_debit={"iban": DECLINED_IBAN},
+                                     billing_details={"name": "SDK Shopper"}, metadata={"run": marker})
+    before = ls_a_counts(admin)
+    intent = create_intent(marker, 2500, payment_method=pm.id, payment_method_types=["sepa_debit"], confirm=True)
+    assert intent.status == "processing", intent
+    assert response_headers(intent).get("x-payproxy-provider") == LS_A, dict(intent.last_response.headers)
+
+    # The bank refuses the debit half a second later; localstripe then sends
+    # payment_intent.payment_failed. Nobody retrieves the payment, and payproxy does not query a
+    # payment of the storefront's own dialect itself: that event is the only way it can learn
+    # the refusal, and the storefront's payment_intent.payment_failed (verified with
+    # construct_event) shows it was applied to this payment.
+    seen = events_until(webhook_log, intent.id, "payment_intent.payment_failed")
+    assert seen == ["payment_intent.created", "payment_intent.processing",
+                    "payment_intent.payment_failed"], seen
+    growth = ls_a_growth_until(admin, before, lambda g: g.get(("notifications", "applied"), 0) >= 1)
+    assert growth == {("requests", "verified"): 1, ("notifications", "applied"): 1}, growth
+
+    # This retrieve reads the intent at ls-a: the same decline, in localstripe's words (its
+    # message and the amount; the event's decline has a fixed message and no amount). A
+    # failure read again is no new attempt: the storefront gets no second
+    # payment_intent.payment_failed for it.
+    got = stripe.PaymentIntent.retrieve(intent.id)
+    assert (got.id, got.status) == (intent.id, "requires_payment_method"), got
+    # payproxy delivers a payment's events in order: the cancel's payment_intent.canceled is
+    # the fence, anything the retrieve had sent would have come before it.
+    canceled = stripe.PaymentIntent.cancel(intent.id)
+    assert (canceled.id, canceled.status) == (intent.id, "canceled"), canceled
+    seen = events_until(webhook_log, intent.id, "payment_intent.canceled")
+    assert seen == ["payment_intent.created", "payment_intent.processing",
+                    "payment_intent.payment_failed", "payment_intent.canceled"], seen
+
+
+def signed(secret: str, body: bytes, t: int) -> str:
+    """A Stripe-Signature header for `body` at `t`, as Stripe and localstripe sign."""
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def post_notification(settings, body: bytes, signature: str):
+    """(status, parsed JSON body) of one POST to payproxy's /webhooks/ls-a."""
+    req = urllib.request.Request(f"{settings.base}/webhooks/{LS_A}", data=body, method="POST",
+                                 headers={"content-type": "application/json", "stripe-signature": signature})
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+@pytest.mark.proxy_only(reason="payproxy's verification of localstripe's events; in baseline nothing receives them")
+def test_localstripe_notification_under_a_wrong_secret_is_refused(marker, settings, admin, providers,
+                                                                 localstripe_hooks):
+    # localstripe sends this payment's event to payproxy twice: signed with ls-a's secret, and
+    # with another.
+    payproxy_notified_by_ls_a(settings, admin, providers, localstripe_hooks, marker)
+    localstripe_hooks.register("forged", f"{settings.base}/webhooks/{LS_A}", "whsec_not_the_secret_of_ls_a")
+    before = ls_a_counts(admin)
+    intent = create_intent(marker, 1000, payment_method="pm_card_visa", confirm=True)
+    assert intent.status == "succeeded"
+    both = {("requests", "verified"): 1, ("notifications", "stale"): 1, ("requests", "rejected"): 1}
+    growth = ls_a_growth_until(admin, before, lambda g: all(g.get(k, 0) >= n for k, n in both.items()))
+    assert growth == both, f"localstripe's event for {intent.id}, under ls-a's secret and another: {growth}"
+
+    # What such a request is answered (localstripe only logs it): an event signed with ls-a's
+    # secret is taken; the same with its body changed after signing is a 401 and changes nothing.
+    event = {"id": f"evt_{hashlib.sha256(marker.encode()).hexdigest()[:24]}", "object": "event",
+             "type": "payment_intent.succeeded", "created": int(time.time()),
+             "data": {"object": {"id": intent.id, "object": "payment_intent", "amount": 1000,
+                                 "amount_received": 1000, "currency": CURRENCY, "status": "succeeded"}}}
+    body = json.dumps(event).encode()
+    signature = signed(settings.ls_a_webhook_secret, body, event["created"])
+    tampered = body.replace(b'"amount_received": 1000', b'"amount_received": 9000')
+    assert tampered != body
+    before = ls_a_counts(admin)
+    assert post_notification(settings, body, signature) == (200, {"received": True})
+    status, answer = post_notification(settings, tampered, signature)
+    assert (status, answer["error"]["code"]) == (401, "invalid_signature"), (status, answer)
+    growth = ls_a_growth_until(admin, before, lambda g: all(g.get(k, 0) >= n for k, n in both.items()))
+    assert growth == both, f"the event as signed, then changed: {growth}"
