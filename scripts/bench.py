@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -293,7 +294,8 @@ INSTANCE_PORTS = {port for port, _, _ in INSTANCES.values()}
 def payproxy_conf(work, name, port, store, provider_dialect, plugins=PLUGINS):
     """A payproxy config: the payment chain (Stripe dialect, PSD2 SCA, KYC, limits, regional
     router) at /v1 to a canned provider speaking `provider_dialect`; on the memory instance
-    also a router-plugin route at /r and a transparent route at /. The plugins' files are
+    also a router-plugin route at /r, and on it and the redb instance a transparent route at
+    /. The plugins' files are
     taken from the directory `plugins`."""
     def wasm(file, role, **extra):
         return plugin(file, role, plugins, **extra)
@@ -347,12 +349,12 @@ def payproxy_conf(work, name, port, store, provider_dialect, plugins=PLUGINS):
             "router_regional.wasm", "router",
             config={"rules": [{"name": "all", "match": {"path_prefix": ["/r"]},
                                "providers": [{"name": "plain"}]}]})
+        config["routes"].append({"name": "router", "path_prefix": "/r",
+                                 "plugins": ["path-router"], "providers": ["plain"]})
+    if name in ("memory", "redb"):
+        # The redb instance's for the flood beside its payments (`beside_a_flood`).
         config["providers"]["plain"] = {"url": f"http://127.0.0.1:{UP}"}
-        config["routes"] += [
-            {"name": "router", "path_prefix": "/r", "plugins": ["path-router"],
-             "providers": ["plain"]},
-            {"name": "transparent", "path_prefix": "/", "providers": ["plain"]},
-        ]
+        config["routes"].append({"name": "transparent", "path_prefix": "/", "providers": ["plain"]})
     if WORKER_THREADS:
         config["runtime"] = {"worker_threads": int(WORKER_THREADS)}
     if provider_dialect != "stripe":
@@ -380,8 +382,10 @@ def payment_form(payment):
     return PAYMENT_FORM if payment is True else payment or None
 
 
-def wrk(url, conns, work, unique=False, payment=False):
-    """wrk -t1: (req/s, p50 us, p99 us, failed requests). `payment` as in `payment_form`."""
+def wrk(url, conns, work, unique=False, payment=False, seconds=None):
+    """wrk -t1: (req/s, p50 us, p99 us, failed requests). `payment` as in `payment_form`.
+    Its script is written to `work`: one directory per wrk running at once."""
+    seconds = seconds or SECONDS
     script = work / "wrk.lua"
     lines = []
     form = payment_form(payment)
@@ -407,14 +411,65 @@ def wrk(url, conns, work, unique=False, payment=False):
                  'summary.errors.timeout))\nend\n')
     script.write_text("\n".join(lines))
     out = subprocess.run(
-        pinned(GEN_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{SECONDS}s", "--latency",
+        pinned(GEN_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
                          "-s", str(script), url]),
-        capture_output=True, text=True, timeout=SECONDS + 60, check=True).stdout
+        capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = parse_duration_us(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = parse_duration_us(re.search(r"\s99%\s+(\S+)", out).group(1))
     failed = int(re.search(r"FAILED (\d+)", out).group(1))
     return rps, p50, p99, failed
+
+
+# Payments beside a flood: payments with unique keys on the redb instance (FLOOD_PAYERS
+# connections), alone, then while FLOOD_CONNS connections flood the same instance's transparent
+# route. The flood starts FLOOD_LEAD seconds before the payments and ends as long after.
+FLOOD_PAYERS, FLOOD_CONNS, FLOOD_LEAD = 8, 64, 1
+
+
+def beside_a_flood(work):
+    """{"alone": wrk result, "beside": wrk result, "flood": wrk result} (wrk's tuples)."""
+    url = f"http://127.0.0.1:{PP_REDB}"
+    check(Path_("the flood's route", PP_REDB, None, "/1k"))
+    pay, flood_dir = work / "payments", work / "flood"
+    pay.mkdir(exist_ok=True)
+    flood_dir.mkdir(exist_ok=True)
+    alone = wrk(f"{url}/v1/payment_intents", FLOOD_PAYERS, pay, unique=True, payment=True)
+    flood = {}
+    flooding = threading.Thread(target=lambda: flood.update(
+        result=wrk(f"{url}/1k", FLOOD_CONNS, flood_dir, seconds=SECONDS + 2 * FLOOD_LEAD)))
+    flooding.start()
+    time.sleep(FLOOD_LEAD)
+    beside = wrk(f"{url}/v1/payment_intents", FLOOD_PAYERS, pay, unique=True, payment=True)
+    flooding.join()
+    return {"alone": alone, "beside": beside, "flood": flood.get("result")}
+
+
+def flood_table(rounds):
+    """The payments-beside-a-flood rounds as a markdown table, with the medians."""
+    lines = [
+        f"Payments beside a flood (redb store, unique keys, wrk -c{FLOOD_PAYERS}; the flood: "
+        f"wrk -c{FLOOD_CONNS} on the same instance's transparent route):",
+        "",
+        "| round | payments/s alone | p50 / p99 alone | payments/s beside the flood | "
+        "p50 / p99 beside | beside / alone | the flood, req/s | failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    shares = []
+    for k, r in enumerate(rounds, 1):
+        alone, beside, flood = r["alone"], r["beside"], r["flood"]
+        if flood is None:
+            lines.append(f"| {k} | the flood's wrk failed | | | | | | |")
+            continue
+        share = beside[0] / alone[0] if alone[0] else 0.0
+        shares.append(share)
+        lines.append(
+            f"| {k} | {alone[0]:,.0f} | {fmt_us(alone[1])} / {fmt_us(alone[2])} | {beside[0]:,.0f} | "
+            f"{fmt_us(beside[1])} / {fmt_us(beside[2])} | {share:.2f} | {flood[0]:,.0f} | "
+            f"{alone[3] + beside[3] + flood[3]} |")
+    if shares:
+        lines.append(f"| median | | | | | {statistics.median(shares):.2f} | | |")
+    return "\n".join(lines)
 
 
 def h2load_args(h1, payment, work):
@@ -820,6 +875,7 @@ def main():
             check(p)
         protos = ["http/1.1", "h2"]
         results = {}
+        floods = []
         started = time.monotonic()
         for round_ in range(ROUNDS):
             order = PATHS[round_ % len(PATHS):] + PATHS[:round_ % len(PATHS)]
@@ -829,6 +885,8 @@ def main():
                         continue
                     print(f"round {round_ + 1}/{ROUNDS} {proto}: {p.name}", file=sys.stderr)
                     results.setdefault((p.name, proto), []).append(measure(p, proto, work))
+            print(f"round {round_ + 1}/{ROUNDS}: payments beside a flood", file=sys.stderr)
+            floods.append(beside_a_flood(work))
         elapsed = time.monotonic() - started
         print("start-up: demo config, cold then warm compile cache", file=sys.stderr)
         starts = startup(work)
@@ -845,6 +903,7 @@ def main():
             "\\* closed loop, wrk -c4 (h2load repeats one request, so it cannot send unique keys).",
             ratios(results, PATHS),
             inside_table(results, PATHS),
+            flood_table(floods),
             startup_table(*starts),
         ])
         print(report)

@@ -5,6 +5,7 @@
 //! listeners are served by [`workers`], threads with an event loop each.
 
 pub mod connection;
+pub mod priority;
 pub mod workers;
 
 use std::future::Future;
@@ -149,10 +150,10 @@ pub async fn accept_loop<F, Fut>(
             limits,
             drain: drain_rx.clone(),
         });
-        connections.spawn(async move {
+        connections.spawn(priority::behind(async move {
             let _guard = guard;
             work.await;
-        });
+        }));
     }
     drop(listener);
     drain.send_replace(true);

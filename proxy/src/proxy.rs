@@ -176,6 +176,7 @@ impl Proxy {
 
         // A provider's notification: `POST /webhooks/{provider}` for a configured provider.
         if let Some(provider) = webhook_provider(snapshot, &request) {
+            crate::listener::priority::payment();
             let (parts, incoming) = request.into_parts();
             // Boxed, like the payment below: the request's future is sized for its largest
             // branch, and every request (the transparent ones too) builds and moves it.
@@ -234,6 +235,7 @@ impl Proxy {
             if let Some(refused) = self.card_data(snapshot, route, &parts, &body) {
                 return Ok(refused);
             }
+            crate::listener::priority::payment();
             return Ok(Box::pin(self.payments.spawn(
                 snapshot.clone(),
                 index,
@@ -243,6 +245,8 @@ impl Proxy {
             ))
             .await);
         }
+        // A pass-through request: payments of this thread waiting for the store go first.
+        crate::listener::priority::pass_through();
         let scanned = route.card_data == CardData::Refuse;
         let body = if incoming.is_end_stream() {
             // No body at all: trivially replayable.

@@ -25,12 +25,13 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::priority::BehindPayments;
 use super::{until_true, ConnLimits};
 use crate::parse_errors::JsonErrors;
 use crate::upstream::BoxError;
@@ -40,8 +41,8 @@ use crate::upstream::BoxError;
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The hyper connection builder for `limits`.
-fn builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn builder(limits: &ConnLimits) -> auto::Builder<BehindPayments> {
+    let mut builder = auto::Builder::new(BehindPayments);
     builder
         .http1()
         .timer(TokioTimer::new())

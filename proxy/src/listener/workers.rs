@@ -100,8 +100,8 @@ impl Workers {
                     let serving = {
                         let _inside = runtime.enter();
                         // The store's writer answers this thread's calls with one wake
-                        // per batch.
-                        tokio::spawn(crate::store::deliver_answers_here());
+                        // per batch; its answers go to payments, so they go first too.
+                        tokio::spawn(super::priority::ahead(crate::store::deliver_answers_here()));
                         // Setting a timer seldom wakes this thread's event loop.
                         tokio::spawn(anchor_the_timers());
                         seed()

@@ -302,7 +302,7 @@ impl Payments {
                 Box::pin(payments.handle(&snapshot, route, parts, body, downstream, draft)).await
             })
         };
-        match tokio::spawn(phases).await {
+        match tokio::spawn(crate::listener::priority::ahead(phases)).await {
             Ok(answer) => answer,
             Err(e) => {
                 // A panic in the payment path: its records tell what happened; say so plainly.
@@ -496,6 +496,7 @@ impl Payments {
     ) -> Result<T, StoreError> {
         if let Some(writer) = self.store.writer() {
             let store = self.store.clone();
+            let _waiting = crate::listener::priority::on_the_writer();
             return writer.run_answering_early(move || f(&*store), early).await;
         }
         self.scan(f).await
