@@ -16,10 +16,13 @@
 //! the last ready payment has been polled. (A connection carrying payments goes on: with every
 //! connection giving way, payments alone made 0.70–0.78× as many.) And a
 //! pass-through request started while a payment of the thread waits for the store's writer
-//! ([`on_the_writer`]) first yields the core ([`pass_through`]), which the writer takes if it
-//! shares the core and has work. Either alone left the payments where they were. A payment
-//! flood cannot shut connections out: a payment becomes ready only through a connection that
-//! let it in or through work it already started, which ends.
+//! ([`on_the_writer`]) first yields the core ([`pass_through`]), which the writer may take if it
+//! shares the core and has work. Either alone left the payments where they were.
+//!
+//! A connection gives way for at most [`MOST_GIVEN_WAY`] at a time: payments that keep coming
+//! (connections carrying payments never give way, and keep letting new ones in) hold a
+//! pass-through request back by that much per step, not for as long as they come. A payment
+//! whose poll panics still releases the connections that gave way to it, when its task drops.
 //!
 //! Not behind the payments: the tasks that carry their provider exchanges (provider
 //! connections) and the control plane, which runs on another runtime.
@@ -27,9 +30,10 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 
@@ -38,13 +42,29 @@ use futures_util::task::AtomicWaker;
 pub struct Lane {
     /// Payment tasks woken (or spawned) and not polled since.
     ready: AtomicUsize,
-    /// Wakers of tasks that gave way, in the order they did.
-    waiting: Mutex<Vec<Waker>>,
+    /// The tasks that gave way.
+    waiting: Mutex<Waiting>,
     /// Whether `waiting` may hold a waker: spares a payment's poll the lock when none does.
     held_back: AtomicBool,
+    /// How many times `waiting` was emptied: a task that gave way since holds a place there.
+    releases: AtomicU64,
     /// Payments waiting for the store's writer.
     on_the_writer: AtomicUsize,
 }
+
+/// The tasks that gave way to the payments.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Their wakers, in the order they gave way.
+    wakers: Vec<Waker>,
+    /// When the first of them gave way.
+    since: Option<Instant>,
+}
+
+/// The longest a connection gives way to payments at a time: then it takes a turn, even if
+/// payments are still ready. Under payments that keep coming a connection would otherwise
+/// wait for as long as they do.
+pub const MOST_GIVEN_WAY: Duration = Duration::from_millis(10);
 
 thread_local! {
     static LANE: Arc<Lane> = Arc::new(Lane::default());
@@ -59,14 +79,26 @@ impl Lane {
         LANE.with(Arc::clone)
     }
 
-    /// Once no payment is ready, wake every task that gave way, in order.
-    fn release_if_idle(&self) {
-        if self.ready.load(Ordering::SeqCst) != 0 || !self.held_back.load(Ordering::SeqCst) {
+    /// Once no payment is ready, or the first task that gave way has waited
+    /// [`MOST_GIVEN_WAY`], wake every task that gave way, in order.
+    fn release(&self) {
+        if !self.held_back.load(Ordering::SeqCst) {
             return;
         }
-        self.held_back.store(false, Ordering::SeqCst);
-        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
-        for waker in waiting {
+        let wakers = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            let long = waiting
+                .since
+                .is_some_and(|since| since.elapsed() >= MOST_GIVEN_WAY);
+            if self.ready.load(Ordering::SeqCst) != 0 && !long {
+                return;
+            }
+            self.held_back.store(false, Ordering::SeqCst);
+            self.releases.fetch_add(1, Ordering::SeqCst);
+            waiting.since = None;
+            std::mem::take(&mut waiting.wakers)
+        };
+        for waker in wakers {
             waker.wake();
         }
     }
@@ -133,6 +165,7 @@ pub fn behind<F: Future>(inner: F) -> Behind<F> {
         inner,
         lane: Lane::here(),
         pass_through: false,
+        giving_way: None,
     }
 }
 
@@ -149,12 +182,14 @@ pin_project_lite::pin_project! {
     impl<F> PinnedDrop for Ahead<F> {
         fn drop(this: Pin<&mut Self>) {
             // Dropped while counted (cancelled, or its runtime shut down): count it out.
-            // Woken after this, it stays out: nothing would poll it again.
+            // Woken after this, it stays out: nothing would poll it again. Released in any
+            // case: dropped after a poll that panicked, it was counted out before the poll
+            // and never got to release the tasks that gave way to it.
             let mark = &this.mark;
             if mark.state.swap(DONE, Ordering::SeqCst) == QUEUED {
                 mark.lane.ready.fetch_sub(1, Ordering::SeqCst);
-                mark.lane.release_if_idle();
             }
+            mark.lane.release();
         }
     }
 }
@@ -180,11 +215,16 @@ impl Wake for Mark {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        // Counted before it is marked: a poll on the serving thread that takes the mark
+        // then finds the count it takes back (a wake from another thread can race one).
+        self.lane.ready.fetch_add(1, Ordering::SeqCst);
         let woken = self
             .state
             .compare_exchange(IDLE, QUEUED, Ordering::SeqCst, Ordering::SeqCst);
-        if woken.is_ok() {
-            self.lane.ready.fetch_add(1, Ordering::SeqCst);
+        if woken.is_err() {
+            // Counted already, or ended.
+            self.lane.ready.fetch_sub(1, Ordering::SeqCst);
+            self.lane.release();
         }
         self.task.wake();
     }
@@ -209,7 +249,7 @@ impl<F: Future> Future for Ahead<F> {
         let polled = this.inner.poll(&mut Context::from_waker(waker));
         // A payment that woke itself while polled (a yield) is counted again and keeps the
         // others waiting.
-        mark.lane.release_if_idle();
+        mark.lane.release();
         polled
     }
 }
@@ -224,6 +264,9 @@ pin_project_lite::pin_project! {
         // gives way to them: under payments alone every connection would give way at every
         // payment's step, and be polled again for nothing.
         pass_through: bool,
+        // Since when it has been giving way, and the lane's release count then (its waker
+        // is in the lane's list until the next release).
+        giving_way: Option<(Instant, u64)>,
     }
 }
 
@@ -234,17 +277,29 @@ impl<F: Future> Future for Behind<F> {
         let this = self.project();
         let lane = &**this.lane;
         if *this.pass_through && lane.ready.load(Ordering::SeqCst) != 0 {
-            lane.waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(cx.waker().clone());
-            lane.held_back.store(true, Ordering::SeqCst);
-            // Checked again after the waker is in: a payment polled on another thread in
-            // between (a multi-threaded runtime) may have emptied the list already.
-            if lane.ready.load(Ordering::SeqCst) != 0 {
-                return Poll::Pending;
+            let now = Instant::now();
+            let releases = lane.releases.load(Ordering::SeqCst);
+            let (since, listed) = match *this.giving_way {
+                Some((since, at)) => (since, at == releases),
+                None => (now, false),
+            };
+            if now.duration_since(since) < MOST_GIVEN_WAY {
+                if !listed {
+                    let mut waiting = lane.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                    waiting.wakers.push(cx.waker().clone());
+                    // The oldest wait in the list sets when the list goes.
+                    waiting.since = Some(waiting.since.map_or(since, |s| s.min(since)));
+                    lane.held_back.store(true, Ordering::SeqCst);
+                }
+                *this.giving_way = Some((since, releases));
+                // Checked again after the waker is in: a payment polled on another thread in
+                // between (a multi-threaded runtime) may have emptied the list already.
+                if lane.ready.load(Ordering::SeqCst) != 0 {
+                    return Poll::Pending;
+                }
             }
         }
+        *this.giving_way = None;
         SEEN.set(None);
         let polled = this.inner.poll(cx);
         if let Some(pass_through) = SEEN.take() {
@@ -398,10 +453,68 @@ mod tests {
             tokio::spawn(payment).await.unwrap();
             kept.lock().unwrap().take().unwrap().wake();
             assert_eq!(Lane::here().ready.load(Ordering::SeqCst), 0);
-            let connection = tokio::spawn(behind(async { 7 }));
-            let out = tokio::time::timeout(std::time::Duration::from_secs(10), connection).await;
+            // A pass-through connection after its first turn goes on.
+            let connection = tokio::spawn(behind(async {
+                pass_through();
+                Again(false).await;
+                Again(false).await;
+                7
+            }));
+            let out = tokio::time::timeout(Duration::from_secs(10), connection).await;
             assert_eq!(out.unwrap().unwrap(), 7);
         });
+    }
+
+    /// A pass-through connection that has taken its first turn and now gives way, beside
+    /// `payment`; returns once the connection has finished (or 10 s passed: `None`).
+    fn a_connection_beside(payment: impl Future<Output = ()> + Send + 'static) -> Option<u32> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (request, requested) = tokio::sync::oneshot::channel::<()>();
+            let connection = tokio::spawn(behind(async {
+                pass_through();
+                // Its next request, sent once the payment is there.
+                requested.await.unwrap();
+                Again(false).await;
+                7
+            }));
+            // The connection's first turn, then the payment, then the connection's request.
+            tokio::task::yield_now().await;
+            let payment = tokio::spawn(ahead(payment));
+            request.send(()).unwrap();
+            let out = tokio::time::timeout(Duration::from_secs(10), connection).await;
+            payment.abort();
+            out.ok().map(Result::unwrap)
+        })
+    }
+
+    #[test]
+    fn a_panicking_payment_releases_the_connections() {
+        // The panic ends the payment's task after it was counted out of the lane, before it
+        // could release the connection that gave way to it: its drop does.
+        let out = a_connection_beside(async {
+            Again(false).await;
+            panic!("a payment's bug");
+        });
+        assert_eq!(out, Some(7));
+        assert_eq!(Lane::here().ready.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn payments_that_keep_coming_hold_a_connection_back_for_a_bounded_time() {
+        // Always ready again (never idle): without the bound the connection would never be
+        // polled again. With it, it takes its turn once it has given way for MOST_GIVEN_WAY.
+        let started = Instant::now();
+        let out = a_connection_beside(async {
+            loop {
+                Again(false).await;
+            }
+        });
+        assert_eq!(out, Some(7));
+        assert!(started.elapsed() >= MOST_GIVEN_WAY, "it gave way first");
     }
 
     #[test]
@@ -425,7 +538,7 @@ mod tests {
                 "it gave way to the ready payment"
             );
             drop(payment);
-            let out = tokio::time::timeout(std::time::Duration::from_secs(10), connection).await;
+            let out = tokio::time::timeout(Duration::from_secs(10), connection).await;
             assert_eq!(out.unwrap().unwrap(), 7);
         });
     }
