@@ -719,6 +719,78 @@ def test_localstripe_notification_of_a_late_sepa_failure_fails_the_payment(marke
                     "payment_intent.payment_failed", "payment_intent.canceled"], seen
 
 
+@pytest.mark.proxy_only(reason="payproxy learns of a capture made at localstripe from its event; in baseline nothing receives it")
+def test_localstripe_notification_of_a_capture_made_at_ls_a_captures_the_payment(marker, settings, admin, providers,
+                                                                                 localstripe_hooks, webhook_log,
+                                                                                 direct_a):
+    payproxy_notified_by_ls_a(settings, admin, providers, localstripe_hooks, marker)
+    intent = create_intent(marker, 2200, payment_method="pm_card_visa", capture_method="manual", confirm=True)
+    assert (intent.status, intent.capture_method) == ("requires_capture", "manual"), intent
+    assert response_headers(intent).get("x-payproxy-provider") == LS_A, dict(intent.last_response.headers)
+    seen = events_until(webhook_log, intent.id, "payment_intent.amount_capturable_updated")
+    assert seen == ["payment_intent.created", "payment_intent.amount_capturable_updated"], seen
+
+    # The merchant captures it at the provider itself (its dashboard, another integration),
+    # not through payproxy. localstripe then sends payment_intent.succeeded (capture_method
+    # manual): for such an intent that is its capture, applied to the payment, and the
+    # storefront hears of it. (Before, it was read as the authorisation again and counted
+    # stale: the record stayed requires_capture, and the storefront heard nothing.)
+    before = ls_a_counts(admin)
+    captured = direct_a.v1.payment_intents.capture(intent.id)
+    assert (captured.id, captured.status) == (intent.id, "succeeded"), captured
+    growth = ls_a_growth_until(admin, before, lambda g: g.get(("notifications", "applied"), 0) >= 1)
+    assert growth == {("requests", "verified"): 1, ("notifications", "applied"): 1}, \
+        f"localstripe's payment_intent.succeeded for {intent.id} at payproxy: {growth}"
+    seen = events_until(webhook_log, intent.id, "payment_intent.succeeded")
+    assert seen == ["payment_intent.created", "payment_intent.amount_capturable_updated",
+                    "payment_intent.succeeded"], seen
+
+    # payproxy's record is captured: a capture through payproxy now is localstripe's own 400
+    # (forwarded unchanged), and a retrieve reads succeeded; neither sends another event (the
+    # refund's charge.refunded is the fence).
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        stripe.PaymentIntent.capture(intent.id)
+    assert caught.value.http_status == 400
+    assert stripe.PaymentIntent.retrieve(intent.id).status == "succeeded"
+    refund = stripe.Refund.create(payment_intent=intent.id, amount=700)
+    assert (refund.status, refund.amount) == ("succeeded", 700)
+    seen = events_until(webhook_log, intent.id, "charge.refunded")
+    assert seen == ["payment_intent.created", "payment_intent.amount_capturable_updated",
+                    "payment_intent.succeeded", "charge.refunded"], seen
+
+
+@pytest.mark.proxy_only(reason="payproxy learns of a cancel made at localstripe from its event; in baseline nothing receives it")
+def test_an_authorisation_canceled_at_ls_a_is_canceled_by_its_event(marker, settings, admin, providers, webhook_log):
+    intent = create_intent(marker, 1900, payment_method="pm_card_visa", capture_method="manual", confirm=True)
+    assert intent.status == "requires_capture", intent
+    assert response_headers(intent).get("x-payproxy-provider") == LS_A, dict(intent.last_response.headers)
+
+    # Canceled at the provider (its dashboard; or Stripe itself, an authorisation left
+    # uncaptured for 7 days). Stripe then sends payment_intent.canceled; localstripe 1.15.10
+    # sends none, so the test sends it, as Stripe would: the intent exactly as localstripe
+    # serialises it now, in an event signed with ls-a's secret.
+    status, _ = providers.call(settings.provider_a, "POST", f"/v1/payment_intents/{intent.id}/cancel", [])
+    assert status == 200
+    status, at_ls_a = providers.call(settings.provider_a, "GET", f"/v1/payment_intents/{intent.id}")
+    assert (status, at_ls_a["status"]) == (200, "canceled"), at_ls_a
+    event = {"id": f"evt_cancel_{hashlib.sha256(marker.encode()).hexdigest()[:20]}", "object": "event",
+             "type": "payment_intent.canceled", "created": int(time.time()), "data": {"object": at_ls_a}}
+    body = json.dumps(event).encode()
+    before = ls_a_counts(admin)
+    signature = signed(settings.ls_a_webhook_secret, body, event["created"])
+    assert post_notification(settings, body, signature) == (200, {"received": True})
+    growth = ls_a_growth_until(admin, before, lambda g: g.get(("notifications", "applied"), 0) >= 1)
+    assert growth == {("requests", "verified"): 1, ("notifications", "applied"): 1}, growth
+    seen = events_until(webhook_log, intent.id, "payment_intent.canceled")
+    assert seen == ["payment_intent.created", "payment_intent.amount_capturable_updated",
+                    "payment_intent.canceled"], seen
+    # Delivered again (Stripe retries until answered 2xx): nothing new.
+    before = ls_a_counts(admin)
+    assert post_notification(settings, body, signature) == (200, {"received": True})
+    growth = ls_a_growth_until(admin, before, lambda g: g.get(("notifications", "duplicate"), 0) >= 1)
+    assert growth == {("requests", "verified"): 1, ("notifications", "duplicate"): 1}, growth
+
+
 def signed(secret: str, body: bytes, t: int) -> str:
     """A Stripe-Signature header for `body` at `t`, as Stripe and localstripe sign."""
     mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()

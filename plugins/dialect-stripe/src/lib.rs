@@ -190,8 +190,11 @@
 //! The provider's events at payproxy's `POST /webhooks/{provider}`: credential
 //! `webhook_secret` (the endpoint's `whsec_…` signing secret); `Stripe-Signature` verified
 //! over the raw body with a 300 s tolerance (else 401), `payment_intent.succeeded` /
-//! `.payment_failed` → status approved / declined, `charge.refunded` → refund of the newest
-//! refund's amount, all about the PaymentIntent id. See [`webhook`].
+//! `.amount_capturable_updated` / `.payment_failed` / `.canceled` → status approved /
+//! approved / declined / declined `canceled` (`succeeded` of a `capture_method: manual`
+//! intent → capture approved),
+//! `charge.refunded` → refund of the newest refund's amount, all about the PaymentIntent id.
+//! See [`webhook`].
 
 mod card;
 pub mod codes;

@@ -7,12 +7,25 @@
 //! `timestamp_out_of_tolerance`); a verified body that is not an event is 400
 //! (`invalid_notification`). Refusal messages never repeat the body.
 //!
-//! | event type                      | operation | outcome                                     |
-//! |---------------------------------|-----------|---------------------------------------------|
-//! | `payment_intent.succeeded`      | status    | approved, `amount_received`                 |
-//! | `payment_intent.payment_failed` | status    | declined from `last_payment_error`          |
-//! | `charge.refunded`               | refund    | approved, the newest refund's amount        |
-//! | anything else                   | —         | left out (accepted)                         |
+//! | event type                                  | operation | outcome                              |
+//! |---------------------------------------------|-----------|--------------------------------------|
+//! | `payment_intent.succeeded`                  | status    | approved, `amount_received`          |
+//! | the same, `capture_method: manual`          | capture   | approved, `amount_received`          |
+//! | `payment_intent.amount_capturable_updated`  | status    | approved, `amount_capturable`        |
+//! | `payment_intent.payment_failed`             | status    | declined from `last_payment_error`   |
+//! | `payment_intent.canceled`                   | status    | declined `canceled` (→ canceled)     |
+//! | `charge.refunded`                           | refund    | approved, the newest refund's amount |
+//! | anything else                               | —         | left out (accepted)                  |
+//!
+//! A manual-capture intent reaches `succeeded` only by its capture (its authorisation is
+//! `requires_capture`, announced by `amount_capturable_updated`), so its `succeeded` is a
+//! capture: one the storefront made through payproxy (already recorded), or one made at the
+//! provider itself (the dashboard, another integration), which only this event tells
+//! payproxy of. Read as a status it would be taken for the authorisation.
+//!
+//! `payment_intent.canceled` is a cancel made at the provider, or Stripe's own: an
+//! authorisation not captured within its validity (7 days for most cards) is canceled
+//! automatically. Either way the payment can no longer be captured.
 //!
 //! The outcome's reference is always the PaymentIntent id (what [`crate::decode`] gives for
 //! the payment's answer): the intent's `id`, or the charge's `payment_intent`. The event id
@@ -23,8 +36,8 @@ use hmac::{Hmac, Mac};
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::helpers::webhook;
 use payproxy_plugin_sdk::payment::{
-    Context, Decline, HttpRequest, HttpResponse, Money, Notification, Operation, Outcome,
-    OutcomeStatus, Refusal, Webhook,
+    Context, Decline, DeclineKind, HttpRequest, HttpResponse, Money, Notification, Operation,
+    Outcome, OutcomeStatus, Refusal, Webhook,
 };
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -61,9 +74,10 @@ pub fn decode(
     };
     let object = Value::Object(object.clone());
     let notification = match kind {
-        "payment_intent.succeeded" | "payment_intent.payment_failed" => {
-            intent(config, id, kind, &object)?
-        }
+        "payment_intent.succeeded"
+        | "payment_intent.amount_capturable_updated"
+        | "payment_intent.payment_failed"
+        | "payment_intent.canceled" => intent(config, id, kind, &object)?,
         "charge.refunded" => refunded(config, id, &object)?,
         _ => None,
     };
@@ -133,7 +147,8 @@ fn merchant_reference(config: &Config, object: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `payment_intent.succeeded` / `payment_intent.payment_failed`.
+/// `payment_intent.succeeded` / `.amount_capturable_updated` / `.payment_failed` /
+/// `.canceled`.
 fn intent(
     config: &Config,
     event_id: &str,
@@ -144,14 +159,41 @@ fn intent(
         .as_str()
         .filter(|s| !s.is_empty())
         .ok_or_else(unreadable)?;
-    let (status, amount) = if kind == "payment_intent.succeeded" {
-        let received = object["amount_received"].as_i64().is_some_and(|a| a > 0);
-        let field = if received {
-            "amount_received"
+    // The amount received (or capturable) when the event says, else the intent's.
+    let field_or_amount = |field: &'static str| {
+        if object[field].as_i64().is_some_and(|a| a > 0) {
+            field
         } else {
             "amount"
+        }
+    };
+    let mut operation = Operation::Status;
+    let (status, amount) = if kind == "payment_intent.succeeded" {
+        if object["capture_method"].as_str() == Some("manual") {
+            operation = Operation::Capture;
+        }
+        (
+            OutcomeStatus::Approved,
+            money(object, field_or_amount("amount_received")),
+        )
+    } else if kind == "payment_intent.amount_capturable_updated" {
+        // Authorised, to be captured; at any other status it says nothing of the payment.
+        if object["status"].as_str() != Some("requires_capture") {
+            return Ok(None);
+        }
+        (
+            OutcomeStatus::Approved,
+            money(object, field_or_amount("amount_capturable")),
+        )
+    } else if kind == "payment_intent.canceled" {
+        // What the host reads as canceled (as the decode of a canceled intent).
+        let decline = Decline {
+            code: "generic_decline".into(),
+            provider_code: "canceled".into(),
+            kind: DeclineKind::Hard,
+            message: "the payment was canceled".into(),
         };
-        (OutcomeStatus::Approved, money(object, field))
+        (OutcomeStatus::Declined(decline), None)
     } else {
         let error = &object["last_payment_error"];
         let provider_code = error["decline_code"]
@@ -170,7 +212,7 @@ fn intent(
     };
     Ok(Some(Notification {
         event_id: event_id.to_string(),
-        operation: Operation::Status,
+        operation,
         outcome: Outcome {
             status,
             provider_reference: Some(id.to_string()),
@@ -299,6 +341,74 @@ mod tests {
             })
         );
         assert_eq!(n.merchant_reference.as_deref(), Some("order-1"));
+    }
+
+    #[test]
+    fn a_manual_capture_intents_succeeded_is_its_capture() {
+        let body = event(
+            "payment_intent.succeeded",
+            json!({"id": "pi_3", "object": "payment_intent", "amount": 1000,
+                   "amount_received": 600, "currency": "eur", "status": "succeeded",
+                   "capture_method": "manual"}),
+        );
+        let n = one(&body);
+        assert_eq!(n.operation, Operation::Capture);
+        assert_eq!(n.outcome.status, OutcomeStatus::Approved);
+        assert_eq!(n.outcome.provider_reference.as_deref(), Some("pi_3"));
+        assert_eq!(n.outcome.amount.map(|m| m.minor), Some(600));
+        // Captured automatically (either way Stripe spells it): the payment's status.
+        for method in ["automatic", "automatic_async"] {
+            let body = event(
+                "payment_intent.succeeded",
+                json!({"id": "pi_4", "amount": 1000, "currency": "eur",
+                       "status": "succeeded", "capture_method": method}),
+            );
+            let n = one(&body);
+            assert_eq!(n.operation, Operation::Status, "{method}");
+            assert_eq!(n.outcome.amount.map(|m| m.minor), Some(1000), "{method}");
+        }
+    }
+
+    #[test]
+    fn amount_capturable_updated_is_the_authorisation() {
+        let body = event(
+            "payment_intent.amount_capturable_updated",
+            json!({"id": "pi_5", "object": "payment_intent", "amount": 1000,
+                   "amount_capturable": 1000, "amount_received": 0, "currency": "eur",
+                   "status": "requires_capture", "capture_method": "manual"}),
+        );
+        let n = one(&body);
+        assert_eq!(n.operation, Operation::Status);
+        assert_eq!(n.outcome.status, OutcomeStatus::Approved);
+        assert_eq!(n.outcome.provider_reference.as_deref(), Some("pi_5"));
+        assert_eq!(n.outcome.amount.map(|m| m.minor), Some(1000));
+        // At any other status it says nothing of the payment: left out.
+        let body = event(
+            "payment_intent.amount_capturable_updated",
+            json!({"id": "pi_5", "amount": 1000, "amount_capturable": 0,
+                   "currency": "eur", "status": "canceled"}),
+        );
+        assert!(decoded(&body).unwrap().notifications.is_empty());
+    }
+
+    #[test]
+    fn canceled_is_the_payments_cancel() {
+        let body = event(
+            "payment_intent.canceled",
+            json!({"id": "pi_6", "object": "payment_intent", "amount": 1000,
+                   "amount_capturable": 0, "currency": "eur", "status": "canceled",
+                   "cancellation_reason": "automatic", "capture_method": "manual"}),
+        );
+        let n = one(&body);
+        assert_eq!(n.operation, Operation::Status);
+        assert_eq!(n.outcome.provider_reference.as_deref(), Some("pi_6"));
+        match n.outcome.status {
+            OutcomeStatus::Declined(d) => {
+                assert_eq!(d.provider_code, "canceled");
+                assert_eq!(d.kind, DeclineKind::Hard);
+            }
+            other => panic!("not declined: {other:?}"),
+        }
     }
 
     #[test]

@@ -712,7 +712,11 @@ fn forward(entry: &mut PaymentEntry, notification: &Notification) -> Step {
                 return Step::Moved;
             }
         }
-        Operation::Capture if state != PaymentState::RequiresCapture => {
+        // A capture answered pending (processing, its amount counted) completes too.
+        Operation::Capture
+            if state != PaymentState::RequiresCapture
+                && !(state == PaymentState::Processing && entry.record.amount_captured > 0) =>
+        {
             return if rank(state) < rank(PaymentState::RequiresCapture) {
                 Step::NotYet
             } else {
@@ -940,5 +944,37 @@ mod tests {
         assert_eq!(forward(&mut pending, &capture), Step::NotYet);
         let mut canceled = entry(S::Canceled, 0);
         assert_eq!(forward(&mut canceled, &capture), Step::Stale);
+        // A capture payproxy asked for and the provider answered pending: its notification
+        // completes it.
+        let mut capturing = entry(S::Processing, 1000);
+        assert_eq!(forward(&mut capturing, &capture), Step::Moved);
+        assert_eq!(capturing.record.state, S::Succeeded);
+        assert_eq!(capturing.record.amount_captured, 700);
+        // Already captured (through payproxy): the provider's word on it is nothing new.
+        let mut paid = entry(S::Succeeded, 1000);
+        assert_eq!(forward(&mut paid, &capture), Step::Stale);
+        assert_eq!(paid.record.amount_captured, 1000);
+    }
+
+    #[test]
+    fn an_authorisation_canceled_at_the_provider_is_canceled_here() {
+        use PaymentState as S;
+        let canceled = notice(
+            Operation::Status,
+            OutcomeStatus::Declined(Decline {
+                code: "generic_decline".into(),
+                provider_code: "canceled".into(),
+                kind: DeclineKind::Hard,
+                message: "the payment was canceled".into(),
+            }),
+            None,
+        );
+        let mut authorised = entry(S::RequiresCapture, 0);
+        assert_eq!(forward(&mut authorised, &canceled), Step::Moved);
+        assert_eq!(authorised.record.state, S::Canceled);
+        // Captured first: the cancel cannot be this payment's (it is paid).
+        let mut paid = entry(S::Succeeded, 1000);
+        assert_eq!(forward(&mut paid, &canceled), Step::Stale);
+        assert_eq!(paid.record.state, S::Succeeded);
     }
 }
