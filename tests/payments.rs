@@ -314,6 +314,69 @@ async fn sg_shopper_pays_with_grabpay_and_the_simulator_checks_the_signature() {
     assert_eq!(sim.ledger("grabpay").len(), 1);
 }
 
+/// A GrabPay payment refused at its init: GrabPay names no transaction for a refusal (no
+/// `txID`). The payment is declined, not unresolved: a retrieve reads the decline from the
+/// record, and the storefront may confirm it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grabpay_refusal_at_init_is_a_decline_a_retrieve_reads_and_a_confirm_retries() {
+    let sim = simulator(&[]).await;
+    let env = Env::start(payments_config(&sim)).await;
+    let client = HttpClient::default();
+
+    let refused = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[],
+            &grabpay_shopper("SG-DECLINED").replace("amount=4200", "amount=1013"),
+        )
+        .await;
+    assert_eq!(refused.provider(), Some("grabpay"));
+    let error = stripe_error(&refused);
+    assert_eq!(error["type"], "card_error", "{error}");
+    let id = error["payment_intent"]["id"].as_str().unwrap().to_string();
+    assert!(sim.ledger("grabpay").is_empty(), "a refusal is no charge");
+
+    let got = client
+        .get(&env.url(&format!("/v1/payment_intents/{id}")))
+        .await;
+    got.assert_status(200);
+    assert_eq!(
+        got.json()["status"],
+        "requires_payment_method",
+        "{}",
+        got.json()
+    );
+    assert_eq!(sim.request_count("grabpay"), 1, "the record answers");
+
+    // Confirmed again: a new attempt at GrabPay (refused again: the amount decides), not
+    // "still processing".
+    let again = client
+        .post_form(
+            &env.url(&format!("/v1/payment_intents/{id}/confirm")),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(again.provider(), Some("grabpay"));
+    let error = stripe_error(&again);
+    assert_eq!(error["type"], "card_error", "{error}");
+    assert_eq!(error["payment_intent"]["id"], id.as_str());
+    assert_eq!(sim.request_count("grabpay"), 2);
+
+    // Canceled: nothing at GrabPay to cancel, so nothing is sent.
+    let canceled = client
+        .post_form(
+            &env.url(&format!("/v1/payment_intents/{id}/cancel")),
+            &[],
+            "",
+        )
+        .await;
+    canceled.assert_status(200);
+    assert_eq!(canceled.json()["status"], "canceled", "{}", canceled.json());
+    assert_eq!(sim.request_count("grabpay"), 2);
+    assert!(sim.ledger("grabpay").is_empty());
+}
+
 /// `(sum, count)` of the histogram `name` with `labels` in a Prometheus text page.
 fn histogram(metrics: &str, name: &str, labels: &[(&str, &str)]) -> (f64, f64) {
     let value = |suffix: &str| {

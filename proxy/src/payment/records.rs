@@ -116,7 +116,7 @@ impl Payments {
                 true => self.charge(ctx, payment, None, held).await,
             };
         };
-        if let Some(owner) = entry.owner.as_ref().filter(|o| o.reference.is_empty()) {
+        if let Some(owner) = awaiting_reference(&entry) {
             // The retry that holds the idempotency record resumes at the provider it
             // journaled; anyone else waits for it.
             if !resuming {
@@ -155,7 +155,10 @@ impl Payments {
             Operation::Status if !asks_provider(ctx, &entry) => {
                 self.render_record(ctx, &entry.record)
             }
-            Operation::Void if entry.owner.is_none() => self.cancel_unsent(ctx, entry).await,
+            // Nothing sent, or refused without a reference: nothing at a provider to cancel.
+            Operation::Void if entry.owner.is_none() || refused_unnamed(&entry) => {
+                self.cancel_unsent(ctx, entry).await
+            }
             Operation::Status if entry.owner.is_none() => self.render_record(ctx, &entry.record),
             _ => self.follow_up(ctx, payment, entry, held).await,
         }
@@ -481,6 +484,24 @@ pub(super) fn forwardable(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
     };
     owner.reference == entry.record.id
         && super::charge::speaks(ctx.snapshot, &owner.provider, ctx.ingress_name)
+}
+
+/// The owner of a payment whose attempt's outcome is not known and that has no provider
+/// reference yet (ambiguous, or pending without one): only the retry resuming that attempt
+/// goes on. A payment refused without a reference (GrabPay names no transaction for a
+/// refusal at init) has its outcome: it is failed, read from the record and confirmed again
+/// like any failed payment.
+fn awaiting_reference(entry: &PaymentEntry) -> Option<&Owner> {
+    entry
+        .owner
+        .as_ref()
+        .filter(|o| o.reference.is_empty() && !refused_unnamed(entry))
+}
+
+/// Whether `entry` failed at a provider that named no payment for it.
+fn refused_unnamed(entry: &PaymentEntry) -> bool {
+    entry.record.state == PaymentState::Failed
+        && entry.owner.as_ref().is_some_and(|o| o.reference.is_empty())
 }
 
 /// Whether a retrieve of `entry` asks its provider (and records what it learns): see the
