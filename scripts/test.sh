@@ -8,8 +8,9 @@
 #      a throwaway PostgreSQL on loopback (installed from Debian packages if missing) for the
 #      postgres store's conformance and multi-instance tests: PAYPROXY_TEST_POSTGRES_URL
 #      names it, and with it set those tests fail, never skip, when it is unreachable
-#   4. the official Stripe Python SDK against two localstripe servers (third-party fake
-#      Stripe), straight and through payproxy (tests/stripe_sdk; creates its own venv)
+#   4. the official Stripe Python and Node.js SDKs against two localstripe servers
+#      (third-party fake Stripe), straight and through payproxy (tests/stripe_sdk; creates
+#      its own venv and node_modules under target/; Node.js >= 20 with npm)
 #   5. the Grafana dashboard and the alert rules against a real Prometheus scraping payproxy
 #      (tests/dashboard; Debian package prometheus, installed when missing)
 set -euo pipefail
@@ -55,6 +56,12 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     echo "==> installing python3 and python3-venv (Debian packages)"
     { apt-get update -qq && apt-get install -y -qq python3 python3-venv; } >/dev/null ||
         echo "could not install python3-venv; the Stripe SDK suite will say why it cannot run" >&2
+fi
+# The stripe-node suite needs Node.js >= 20 with npm (the machine's; Debian's nodejs when missing).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "==> installing nodejs and npm (Debian packages)"
+    { apt-get update -qq && apt-get install -y -qq nodejs npm; } >/dev/null ||
+        echo "could not install nodejs and npm; the Stripe SDK suite will say why it cannot run" >&2
 fi
 if ((built)); then
     python3 tests/stripe_sdk/run.py --payproxy target/debug/payproxy \

@@ -8,12 +8,14 @@ Standard library only, any python3 >= 3.9. Steps:
   1. a venv (PAYPROXY_SDK_VENV, default <repo>/target/stripe-sdk-venv) with the pinned
      packages; pip runs only when the pins changed or the venv is missing or broken;
   2. two localstripe servers on free 127.0.0.1 ports, in memory only (localstripe_server.py);
-  3. pytest in baseline mode, STRIPE_BASE = localstripe A;
+  3. pytest in baseline mode, STRIPE_BASE = localstripe A, then the stripe-node suite
+     (node/sdk.test.mjs, the official Node SDK pinned in node/package.json and installed with
+     `npm ci` into PAYPROXY_SDK_NODE, default <repo>/target/stripe-sdk-node) in the same mode;
   4. with --payproxy BIN: both servers emptied, a simulated Adyen started
      (`provider-sim --provider adyen-sim=127.0.0.1:0`, awaited on its ready line), a payproxy
      config written to a temp dir, `BIN run --config FILE` started and awaited on
-     GET /admin/status, pytest in proxy mode with STRIPE_BASE = payproxy's storefront
-     listener, SIM_ADYEN = the simulator and PAYPROXY_ADMIN = payproxy's admin listener;
+     GET /admin/status, pytest then the stripe-node suite in proxy mode with STRIPE_BASE =
+     payproxy's storefront listener, SIM_ADYEN = the simulator and PAYPROXY_ADMIN = payproxy's admin listener;
      payproxy's webhooks go to webhook_receiver.py (in the venv), which verifies each with
      the SDK's stripe.Webhook.construct_event and logs it to WEBHOOK_LOG for the tests; after
      the run every delivery must have verified. ls-a has a webhook_secret
@@ -66,6 +68,10 @@ LOCALSTRIPE_START_S = 30  # until a localstripe answers HTTP
 SIM_START_S = 30  # until provider-sim prints its ready line
 PAYPROXY_START_S = 120  # until payproxy's admin answers (it compiles the wasm plugins first)
 PYTEST_TIMEOUT_S = 900  # one pytest run
+NODE_TIMEOUT_S = 300  # one stripe-node run
+NPM_TIMEOUT_S = 600
+NODE_DIR = HERE / "node"
+NODE_FILES = ("package.json", "package-lock.json", "sdk.test.mjs")
 PIP_TIMEOUT_S = 900
 TAIL_LINES = 40
 
@@ -143,6 +149,68 @@ def ensure_venv(venv: Path) -> dict:
     stamp.write_text(wanted)
     say(f"venv {venv}: installed {versions_text(versions)}")
     return versions
+
+
+def ensure_node_modules(target: Path) -> str:
+    """stripe-node as pinned in node/package-lock.json, installed with `npm ci` into `target`
+    (only when the lock changed or the install is missing); the suite's files are copied there
+    so that `import 'stripe'` resolves to it. Returns the installed SDK's version."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise SetupError(f"{tool} not found: the stripe-node suite needs Node.js >= 20 with npm")
+    target.mkdir(parents=True, exist_ok=True)
+    lock = (NODE_DIR / "package-lock.json").read_bytes()
+    stamp = target / ".payproxy-stripe-node-lock"
+    installed = target / "node_modules" / "stripe" / "package.json"
+    for name in NODE_FILES:
+        shutil.copy2(NODE_DIR / name, target / name)
+    if not (installed.exists() and stamp.exists() and stamp.read_bytes() == lock):
+        say(f"stripe-node: npm ci in {target}")
+        run_step(["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(target)], "npm ci", NPM_TIMEOUT_S)
+        stamp.write_bytes(lock)
+    try:
+        return json.loads(installed.read_text())["version"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SetupError(f"stripe-node is not installed in {target}: {e}") from None
+
+
+def tap_counts(text: str) -> dict:
+    """The closing counts of a `node --test` TAP report (`# pass N` ...), as junit_counts'."""
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    names = {"tests": "tests", "fail": "failures", "cancelled": "errors", "skipped": "skipped"}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "#" and parts[1] in names and parts[2].isdigit():
+            counts[names[parts[1]]] = int(parts[2])
+    return counts
+
+
+def run_node(target: Path, mode: str, base: str, url_a: str, url_b: str, logs: Path, env: dict) -> dict:
+    """The stripe-node suite in `mode`, against `base`; its TAP report in logs/node-MODE.tap."""
+    env = dict(env, MODE=mode, STRIPE_BASE=base, PROVIDER_A=url_a, PROVIDER_B=url_b)
+    env.setdefault("STRIPE_KEY", STOREFRONT_KEY)
+    say(f"stripe-node, {mode} mode: STRIPE_BASE={base}")
+    report = logs / f"node-{mode}.tap"
+    started = time.monotonic()
+    argv = ["node", "--test", "--test-reporter=tap", "sdk.test.mjs"]
+    try:
+        done = subprocess.run(argv, env=env, cwd=str(target), stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=NODE_TIMEOUT_S)
+        code, text = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as e:
+        code, text = None, (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    report.write_text(text)
+    counts = tap_counts(text)
+    if code != 0:
+        # What failed, as node reports it (the whole report is in the logs).
+        failing = [line for line in text.splitlines() if line.startswith(("not ok", "  not ok"))]
+        say(f"stripe-node, {mode} mode, failed: {failing or text.splitlines()[-TAIL_LINES:]}")
+        for line in text.splitlines():
+            if "error:" in line or "AssertionError" in line or "expected" in line or "actual" in line:
+                print(f"    {line.strip()}", flush=True)
+    result = {"mode": f"node-{mode}", "code": code, "seconds": time.monotonic() - started}
+    result.update(counts)
+    return result
 
 
 def run_step(argv, what: str, timeout: int) -> None:
@@ -553,7 +621,8 @@ def summary_line(r: dict) -> str:
 
 def verdict_line(r: dict) -> str:
     if r["code"] is None:
-        how = f"FAILED: pytest timed out after {PYTEST_TIMEOUT_S} s"
+        limit = NODE_TIMEOUT_S if r["mode"].startswith("node-") else PYTEST_TIMEOUT_S
+        how = f"FAILED: timed out after {limit} s"
     elif r["code"] == 0:
         how = "PASSED"
     elif r["code"] == 5:
@@ -612,6 +681,13 @@ def main() -> int:
         say(f"localstripe {versions['localstripe']}: A {url_a}, B {url_b}")
 
         results.append(run_pytest(python, "baseline", url_a, url_a, url_a, args.k, logs, env))
+        node = None
+        if args.k is None:
+            node = Path(os.environ.get("PAYPROXY_SDK_NODE") or REPO / "target" / "stripe-sdk-node").resolve()
+            say(f"stripe-node {ensure_node_modules(node)} on node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}")
+            results.append(run_node(node, "baseline", url_a, url_a, url_a, logs, env))
+        else:
+            modes_skipped.append("node: not run (-k selects pytest tests only)")
 
         if args.baseline_only or binary is None:
             modes_skipped.append("proxy: not run (" + ("--baseline-only" if args.baseline_only else "no --payproxy BIN") + ")")
@@ -631,20 +707,23 @@ def main() -> int:
                                        "SIM_DANA": sims[DANA_NAME], "PAYPROXY_ADMIN": admin,
                                        "WEBHOOK_LOG": str(webhook_log),
                                        "LS_A_WEBHOOK_SECRET": LS_A_WEBHOOK_SECRET}))
+            proxy_result = results[-1]
+            if node is not None:
+                results.append(run_node(node, "proxy", storefront, url_a, url_b, logs, env))
             problem = check_webhooks(webhook_log)
             if problem:
                 say(f"webhooks: {problem}")
-                results[-1]["code"] = results[-1]["code"] or 1
+                proxy_result["code"] = proxy_result["code"] or 1
             for proc in (payproxy, sim, receiver):
                 if proc.exited() is not None:
                     say(f"{proc.name} died during the proxy run. {proc.died_message()}")
-                    results[-1]["code"] = results[-1]["code"] or 1
+                    proxy_result["code"] = proxy_result["code"] or 1
             # Only the whole suite makes every kind of decision.
             if args.k is None:
                 problem = check_audit(workdir / "audit.jsonl")
                 if problem:
                     say(f"audit trail: {problem}")
-                    results[-1]["code"] = results[-1]["code"] or 1
+                    proxy_result["code"] = proxy_result["code"] or 1
     except SetupError as e:
         failed_setup = str(e)
     except KeyboardInterrupt:
