@@ -11,6 +11,7 @@ use payproxy_e2e::chaos::{
     charges_for, eventually, metric, metrics_text, two_provider_config, ChildProxy, ReservedPort,
 };
 use payproxy_e2e::*;
+use provider_sim::SentWebhook;
 use serde_json::{json, Value};
 
 /// One payment route over providers `a` then `b` (Adyen's protocol), state in `state`. A
@@ -25,6 +26,39 @@ fn card(order: &str) -> String {
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// POST `body` to `url` through the proxy while `a` holds its answers back (it processes each
+/// request in full first), and kill the proxy with `kill -9` once `processed` holds: the
+/// request's holder dies with it in flight at the provider. `a` answers at once again after.
+async fn kill_mid_flight(
+    proxy: &mut ChildProxy,
+    sim: &Simulator,
+    (url, headers, body): (&str, &[(&str, &str)], String),
+    what: &str,
+    processed: impl AsyncFnMut() -> bool,
+) {
+    sim.set_faults("a", Faults::timeout_after_charge(30_000));
+    let first = {
+        let url = url.to_string();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::spawn(async move {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            HttpClient::default()
+                .try_send(Method::POST, &url, &headers, body)
+                .await
+        })
+    };
+    eventually(Duration::from_secs(10), what, processed).await;
+    proxy.kill9();
+    assert!(first.await.unwrap().is_err(), "the killed proxy answered");
+    sim.set_faults("a", Faults::default());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,27 +83,14 @@ async fn a_payment_in_flight_when_the_proxy_is_killed_resumes_at_once_after_the_
     ];
 
     // `a` charges the payment and holds its answer back; the proxy is killed meanwhile.
-    sim.set_faults("a", Faults::timeout_after_charge(30_000));
-    let first = {
-        let (client, url) = (client.clone(), url.clone());
-        let headers = headers.map(|(k, v)| (k.to_string(), v.to_string()));
-        tokio::spawn(async move {
-            let headers: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            client
-                .try_send(Method::POST, &url, &headers, card("KILL-1"))
-                .await
-        })
-    };
-    eventually(Duration::from_secs(10), "a charged the payment", || async {
-        !charges_for(&sim, "KILL-1").is_empty()
-    })
+    kill_mid_flight(
+        &mut proxy,
+        &sim,
+        (&url, &headers, card("KILL-1")),
+        "a charged the payment",
+        || async { !charges_for(&sim, "KILL-1").is_empty() },
+    )
     .await;
-    proxy.kill9();
-    assert!(first.await.unwrap().is_err(), "the killed proxy answered");
-    sim.set_faults("a", Faults::default());
 
     // Restarted on the same file, the proxy knows the key was its previous incarnation's:
     // the SDK's first retry resumes it at `a` with the same provider key (not 409).
@@ -132,27 +153,14 @@ async fn a_confirm_killed_mid_flight_is_not_charged_again_by_a_confirm_with_anot
     let confirm_url = proxy.url(&format!("/v1/payment_intents/{id}/confirm"));
 
     // The confirm (key k1) reaches `a`, which charges and holds its answer; killed meanwhile.
-    sim.set_faults("a", Faults::timeout_after_charge(30_000));
-    let first = {
-        let (client, url) = (client.clone(), confirm_url.clone());
-        tokio::spawn(async move {
-            client
-                .try_send(
-                    Method::POST,
-                    &url,
-                    &[("idempotency-key", "k1")],
-                    String::new(),
-                )
-                .await
-        })
-    };
-    eventually(Duration::from_secs(10), "a charged the payment", || async {
-        !charges_for(&sim, "KILL-2").is_empty()
-    })
+    kill_mid_flight(
+        &mut proxy,
+        &sim,
+        (&confirm_url, &[("idempotency-key", "k1")], String::new()),
+        "a charged the payment",
+        || async { !charges_for(&sim, "KILL-2").is_empty() },
+    )
     .await;
-    proxy.kill9();
-    assert!(first.await.unwrap().is_err(), "the killed proxy answered");
-    sim.set_faults("a", Faults::default());
     proxy.restart().await;
 
     // A confirm with another key finds the lock the killed confirm journaled its attempt on:
@@ -189,6 +197,174 @@ async fn a_confirm_killed_mid_flight_is_not_charged_again_by_a_confirm_with_anot
     assert_eq!(retrieved.json()["status"], "succeeded");
     assert_eq!(charges_for(&sim, "KILL-2").len(), 1);
     assert_eq!(sim.request_count("b"), 0, "nothing sent to b");
+}
+
+/// A capture killed mid-flight whose provider's notification arrives after the restart. It
+/// is applied under the lock taken over from the dead process: the payment is captured, and
+/// marked unresolved, since the capture's journaled attempt may have reached the provider. The capture's retry resumes that attempt, finds the payment captured and answers
+/// it, clearing the mark: the payment then reads succeeded and takes a refund. (Before, the
+/// retry was refused as a capture of a paid payment and the mark stayed: the payment read
+/// "processing" and refused every operation for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_killed_mid_flight_and_notified_meanwhile_is_answered_by_its_retry() {
+    const HMAC: &str = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
+    // Adyen needs the amount of a capture.
+    const CAPTURE: &str = "amount_to_capture=1000";
+    init_logs();
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
+    let state = json!({ "kind": "redb", "path": dir.path().join("state.redb") });
+    let admin_addr = admin.addr();
+    let mut config = two_provider_config(&sim, (listen.addr(), admin_addr), 60_000, 20_000, state);
+    config["providers"]["a"]["credentials"]["hmac_key"] = HMAC.into();
+    let config_path = write_config(dir.path(), &config);
+    let mut proxy =
+        ChildProxy::start(&config_path, &dir.path().join("proxy.log"), listen, admin).await;
+    sim.set_webhooks("a", Some(&proxy.url("/webhooks/a")), HMAC);
+    let client = HttpClient::default();
+
+    let authorised = client
+        .post_form(
+            &proxy.url("/v1/payment_intents"),
+            &[],
+            &form_with(
+                card_from("DE", "1000", "CAP-1"),
+                &[("capture_method", "manual")],
+            ),
+        )
+        .await;
+    assert_eq!(
+        authorised.json()["status"],
+        "requires_capture",
+        "{}",
+        authorised.json()
+    );
+    let id = authorised.json()["id"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(10),
+        "the authorisation's notification delivered",
+        || async { sim.webhooks_sent("a").iter().any(|w| w.delivered()) },
+    )
+    .await;
+    // From now on `a`'s deliveries fail: the test delivers its capture notification itself
+    // after the restart, as `a` redelivering it (Adyen does, until it is accepted), whenever
+    // the restart ends.
+    sim.set_webhooks("a", Some("http://127.0.0.1:9/closed"), HMAC);
+
+    // The capture (key c1) reaches `a`, which captures and holds its answer; the proxy is
+    // killed meanwhile.
+    let capture_url = proxy.url(&format!("/v1/payment_intents/{id}/capture"));
+    let form_type = ("content-type", "application/x-www-form-urlencoded");
+    kill_mid_flight(
+        &mut proxy,
+        &sim,
+        (
+            &capture_url,
+            &[("idempotency-key", "c1"), form_type],
+            CAPTURE.into(),
+        ),
+        "a captured the payment",
+        || async {
+            charges_for(&sim, "CAP-1")
+                .iter()
+                .any(|c| c.status == "succeeded")
+        },
+    )
+    .await;
+    proxy.restart().await;
+
+    // `a`'s CAPTURE notification, exactly as it built and signed it.
+    let captured = |w: &SentWebhook| String::from_utf8_lossy(&w.body).contains("\"CAPTURE\"");
+    eventually(
+        Duration::from_secs(10),
+        "a notified the capture",
+        || async { sim.webhooks_sent("a").iter().any(captured) },
+    )
+    .await;
+    let notice = sim
+        .webhooks_sent("a")
+        .into_iter()
+        .find(captured)
+        .expect("a notified the capture");
+    let mut headers: Vec<(&str, &str)> = notice
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        headers.push(("content-type", "application/json"));
+    }
+    let delivered = client
+        .send(
+            Method::POST,
+            &proxy.url("/webhooks/a"),
+            &headers,
+            notice.body.clone(),
+        )
+        .await;
+    assert!(delivered.status.is_success(), "{:?}", delivered.status);
+    eventually(
+        Duration::from_secs(30),
+        "the capture's notification applied",
+        || async {
+            let text = metrics_text(&client, admin_addr).await;
+            let labels = [("provider", "a"), ("result", "applied")];
+            metric(&text, "payproxy_webhook_notifications_total", &labels).unwrap_or(0.0) >= 1.0
+        },
+    )
+    .await;
+
+    // Applied under the lock taken over from the dead process, whose capture attempt may
+    // have reached `a`: the payment waits for that request's retry.
+    let waiting = client
+        .get(&proxy.url(&format!("/v1/payment_intents/{id}")))
+        .await;
+    assert_eq!(waiting.json()["status"], "processing", "{}", waiting.json());
+
+    // The capture's retry resumes its attempt, finds the payment captured: answered.
+    let retry = client
+        .post_form(&capture_url, &[("idempotency-key", "c1")], CAPTURE)
+        .await;
+    assert_eq!(
+        (retry.status.as_u16(), retry.json()["status"].clone()),
+        (200, json!("succeeded")),
+        "{}\n{}",
+        String::from_utf8_lossy(&retry.body),
+        proxy.log_tail()
+    );
+    let retrieved = client
+        .get(&proxy.url(&format!("/v1/payment_intents/{id}")))
+        .await;
+    assert_eq!(
+        retrieved.json()["status"],
+        "succeeded",
+        "{}",
+        retrieved.json()
+    );
+    let refund = client
+        .post_form(
+            &proxy.url("/v1/refunds"),
+            &[],
+            &form(&[("payment_intent", id.as_str()), ("amount", "400")]),
+        )
+        .await;
+    refund.assert_status(200);
+    assert_eq!(refund.json()["amount"], 400, "{}", refund.json());
+    let captures = sim
+        .webhooks_sent("a")
+        .iter()
+        .filter(|w| captured(w))
+        .count();
+    assert_eq!(captures, 1, "one capture notified");
+    assert_eq!(
+        sim.request_count("a"),
+        3,
+        "the authorisation, the capture, the refund"
+    );
 }
 
 /// Keyed payments through the proxy, `CONCURRENCY` at a time.

@@ -745,9 +745,11 @@ def test_localstripe_notification_of_a_capture_made_at_ls_a_captures_the_payment
     assert seen == ["payment_intent.created", "payment_intent.amount_capturable_updated",
                     "payment_intent.succeeded"], seen
 
-    # payproxy's record is captured: a capture through payproxy now is localstripe's own 400
-    # (forwarded unchanged), and a retrieve reads succeeded; neither sends another event (the
-    # refund's charge.refunded is the fence).
+    # A capture through payproxy now is localstripe's own 400 and a retrieve reads succeeded:
+    # both are forwarded to localstripe unchanged (ls-a speaks the storefront's dialect), so
+    # they show localstripe's state. payproxy's record shows in what it sends the storefront:
+    # neither sends an event, and the refund's charge.refunded is one only because the record
+    # is captured (a refund counts only up to what was captured).
     with pytest.raises(stripe.InvalidRequestError) as caught:
         stripe.PaymentIntent.capture(intent.id)
     assert caught.value.http_status == 400

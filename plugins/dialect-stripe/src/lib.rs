@@ -84,6 +84,7 @@
 //! | `payment_method_options[card][three_d_secure][authenticated]=true` | strong auth done |
 //! | `payment_method_options[card][exemption]=low_value\|tra\|recurring\|moto` | exemption asked |
 //! | `capture_method=manual`, `return_url`, `description` | same |
+//! | `payment_method_options[card][capture_method]=manual` (a card payment) | manual capture |
 //!
 //! (`type` is `payment_method_data[type]`, the rest under `payment_method_data[…]`.) Without
 //! `payment_method_data[type]` the only `payment_method_types[]` entry names the method. A

@@ -2,7 +2,9 @@
 //! ([`Call`]): a payment operation, a list of payments, or a request forwarded unchanged.
 
 use payproxy_plugin_sdk::currency;
-use payproxy_plugin_sdk::payment::{HttpRequest, Money, Operation, Payment, Refusal};
+use payproxy_plugin_sdk::payment::{
+    HttpRequest, Money, Operation, Payment, PaymentMethod, Refusal,
+};
 use payproxy_plugin_sdk::payment_method;
 use payproxy_plugin_sdk::storefront::{Call, ListQuery, PaymentCall};
 
@@ -385,7 +387,15 @@ fn purchase(form: &Form, payment: &mut Payment) -> Result<(), Refusal> {
     {
         return Err(refuse::bad_value("return_url", "an absolute URL"));
     }
-    method::apply(form, payment)
+    method::apply(form, payment)?;
+    // Stripe's per-method override: a card payment captured by hand whatever the top level
+    // says.
+    let card_manual =
+        form.get(&["payment_method_options", "card", "capture_method"]) == Some("manual");
+    if card_manual && matches!(payment.method, Some(PaymentMethod::Card(_))) {
+        payment.manual_capture = true;
+    }
+    Ok(())
 }
 
 /// `Idempotency-Key`: at most 255 characters, as on Stripe.
@@ -609,6 +619,24 @@ mod tests {
         );
         assert_eq!(forward("GET", "/v1/balance"), None);
         assert_eq!(forward("POST", "/v1/payment_intents/x%2F/capture"), None);
+    }
+
+    #[test]
+    fn manual_capture_at_the_top_or_in_the_cards_options() {
+        let manual = |body: &str| {
+            let mut payment = Payment::new(Operation::Authorize);
+            purchase(&Form::parse(body.as_bytes()), &mut payment).expect("read");
+            payment.manual_capture
+        };
+        assert!(manual("capture_method=manual&payment_method=pm_card_visa"));
+        assert!(manual(
+            "payment_method=pm_card_visa&payment_method_options[card][capture_method]=manual"
+        ));
+        assert!(!manual("payment_method=pm_card_visa"));
+        // The card's options do not apply to another method.
+        assert!(!manual(
+            "payment_method_data[type]=ideal&payment_method_options[card][capture_method]=manual"
+        ));
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! | event type                                  | operation | outcome                              |
 //! |---------------------------------------------|-----------|--------------------------------------|
 //! | `payment_intent.succeeded`                  | status    | approved, `amount_received`          |
-//! | the same, `capture_method: manual`          | capture   | approved, `amount_received`          |
-//! | `payment_intent.amount_capturable_updated`  | status    | approved, `amount_capturable`        |
+//! | the same, captured by hand (below)          | capture   | approved, `amount_received`          |
+//! | `…amount_capturable_updated`, `requires_capture` | status | approved, `amount_capturable`   |
 //! | `payment_intent.payment_failed`             | status    | declined from `last_payment_error`   |
 //! | `payment_intent.canceled`                   | status    | declined `canceled` (→ canceled)     |
 //! | `charge.refunded`                           | refund    | approved, the newest refund's amount |
@@ -21,7 +21,9 @@
 //! `requires_capture`, announced by `amount_capturable_updated`), so its `succeeded` is a
 //! capture: one the storefront made through payproxy (already recorded), or one made at the
 //! provider itself (the dashboard, another integration), which only this event tells
-//! payproxy of. Read as a status it would be taken for the authorisation.
+//! payproxy of. Read as a status it would be taken for the authorisation. Captured by hand:
+//! `capture_method: manual`, or a card-only intent with
+//! `payment_method_options.card.capture_method: manual` (Stripe's per-method override).
 //!
 //! `payment_intent.canceled` is a cancel made at the provider, or Stripe's own: an
 //! authorisation not captured within its validity (7 days for most cards) is canceled
@@ -169,7 +171,7 @@ fn intent(
     };
     let mut operation = Operation::Status;
     let (status, amount) = if kind == "payment_intent.succeeded" {
-        if object["capture_method"].as_str() == Some("manual") {
+        if manual_capture(object) {
             operation = Operation::Capture;
         }
         (
@@ -220,6 +222,16 @@ fn intent(
         },
         merchant_reference: merchant_reference(config, object),
     }))
+}
+
+/// Whether an intent is captured by hand: `capture_method: manual`, or a card-only intent
+/// with `payment_method_options.card.capture_method: manual` (Stripe's per-method override).
+fn manual_capture(intent: &Value) -> bool {
+    let card_only = intent["payment_method_types"]
+        .as_array()
+        .is_some_and(|types| types.len() == 1 && types[0] == "card");
+    intent["capture_method"] == "manual"
+        || (card_only && intent["payment_method_options"]["card"]["capture_method"] == "manual")
 }
 
 /// `charge.refunded`: the newest refund of the charge, about its PaymentIntent.
@@ -356,6 +368,14 @@ mod tests {
         assert_eq!(n.outcome.status, OutcomeStatus::Approved);
         assert_eq!(n.outcome.provider_reference.as_deref(), Some("pi_3"));
         assert_eq!(n.outcome.amount.map(|m| m.minor), Some(600));
+        // Captured by hand through the card's own options (card only): a capture too.
+        let body = event(
+            "payment_intent.succeeded",
+            json!({"id": "pi_7", "amount": 1000, "currency": "eur", "status": "succeeded",
+                   "capture_method": "automatic", "payment_method_types": ["card"],
+                   "payment_method_options": {"card": {"capture_method": "manual"}}}),
+        );
+        assert_eq!(one(&body).operation, Operation::Capture);
         // Captured automatically (either way Stripe spells it): the payment's status.
         for method in ["automatic", "automatic_async"] {
             let body = event(

@@ -739,7 +739,11 @@ fn forward(entry: &mut PaymentEntry, notification: &Notification) -> Step {
             next.record.state,
             PaymentState::Succeeded | PaymentState::RequiresCapture
         );
-    let moved = rank(next.record.state) > rank(state) || retried;
+    // An authorisation is the provider's word on the last attempt: a decline read after it
+    // is an earlier attempt's, late (a cancel or an expiry comes as canceled, not failed).
+    let late_decline =
+        state == PaymentState::RequiresCapture && next.record.state == PaymentState::Failed;
+    let moved = (rank(next.record.state) > rank(state) && !late_decline) || retried;
     let refunded = next.record.amount_refunded > entry.record.amount_refunded;
     if !(moved || refunded) {
         return Step::Stale;
@@ -954,6 +958,17 @@ mod tests {
         let mut paid = entry(S::Succeeded, 1000);
         assert_eq!(forward(&mut paid, &capture), Step::Stale);
         assert_eq!(paid.record.amount_captured, 1000);
+    }
+
+    #[test]
+    fn a_late_decline_does_not_undo_an_authorisation() {
+        use PaymentState as S;
+        // A first confirm declined, a second authorised; the first's decline arrives last.
+        let decline = notice(Operation::Status, declined(), None);
+        let mut authorised = entry(S::RequiresCapture, 0);
+        let before = authorised.clone();
+        assert_eq!(forward(&mut authorised, &decline), Step::Stale);
+        assert_eq!(authorised, before);
     }
 
     #[test]

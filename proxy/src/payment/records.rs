@@ -141,7 +141,7 @@ impl Payments {
             return self.follow_up(ctx, payment, entry, held).await;
         }
         if resumed_past(resuming, &payment, &entry) {
-            return self.render_record(ctx, &entry.record);
+            return self.replay_moved_on(ctx, entry).await;
         }
         if let Err(refused) = allowed(&entry, &payment) {
             return self.refused(ctx, refused);
@@ -187,6 +187,26 @@ impl Payments {
             return self.store_failed(ctx, &e);
         }
         self.audit_record(ctx, &entry.record.id, "canceled");
+        self.render_record(ctx, &entry.record)
+    }
+
+    /// The answer to a resumed operation whose payment moved on since (see
+    /// [`resumed_past`]): its record. A provider's word (a notification applied while this
+    /// operation's holder was gone, which marked the payment unresolved when it took the
+    /// lock over) settled what the operation's attempt did, so this retry, the one the mark
+    /// waits for, clears it: otherwise the payment would answer "processing" and refuse
+    /// every later operation for good.
+    async fn replay_moved_on(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry) -> Done {
+        use PaymentState as S;
+        let settled = matches!(
+            entry.record.state,
+            S::Succeeded | S::RequiresCapture | S::Canceled
+        );
+        if settled && entry.unresolved.take().is_some() {
+            if let Err(e) = self.save(ctx, &entry).await {
+                return self.store_failed(ctx, &e);
+            }
+        }
         self.render_record(ctx, &entry.record)
     }
 
@@ -528,14 +548,22 @@ fn asks_provider(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
 /// outcome, then lost its idempotency key before finishing it (it stalled past its lease
 /// after the record write). That outcome is the answer, replayed under the key, rather than
 /// a refusal of a second confirm that would leave the key without its answer.
+///
+/// A resumed capture finds its payment captured, a resumed cancel finds it canceled, when
+/// the provider's notification of that attempt was applied while its holder was gone.
 fn resumed_past(resuming: bool, payment: &Payment, entry: &PaymentEntry) -> bool {
     use PaymentState as S;
+    let state = entry.record.state;
     resuming
-        && payment.operation == Operation::Authorize
-        && !matches!(
-            entry.record.state,
-            S::RequiresPaymentMethod | S::RequiresConfirmation | S::Failed
-        )
+        && match payment.operation {
+            Operation::Authorize => !matches!(
+                state,
+                S::RequiresPaymentMethod | S::RequiresConfirmation | S::Failed
+            ),
+            Operation::Capture => state == S::Succeeded,
+            Operation::Void => state == S::Canceled,
+            _ => false,
+        }
 }
 
 /// A state no provider will change by itself.
@@ -877,13 +905,27 @@ mod tests {
                 "{state:?}"
             );
         }
-        // Only confirms.
-        let capture = payment(Operation::Capture);
+        // A capture finds its payment captured, a cancel finds it canceled; anything else
+        // (still to capture, a refund) goes on and is judged by `allowed`.
+        let (capture, void, refund) = (
+            payment(Operation::Capture),
+            payment(Operation::Void),
+            payment(Operation::Refund),
+        );
+        assert!(resumed_past(true, &capture, &entry(S::Succeeded, owned)));
+        assert!(!resumed_past(false, &capture, &entry(S::Succeeded, owned)));
         assert!(!resumed_past(
             true,
             &capture,
             &entry(S::RequiresCapture, owned)
         ));
+        assert!(resumed_past(true, &void, &entry(S::Canceled, owned)));
+        assert!(!resumed_past(
+            true,
+            &void,
+            &entry(S::RequiresCapture, owned)
+        ));
+        assert!(!resumed_past(true, &refund, &entry(S::Succeeded, owned)));
     }
 
     #[test]
