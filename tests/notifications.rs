@@ -235,6 +235,85 @@ async fn a_late_charge_that_cannot_be_undone_now_is_tried_again() {
     .await;
 }
 
+/// Refunds of a payment at a Stripe-dialect provider. Stripe's `charge.refunded` carries the
+/// charge's cumulative `amount_refunded` and, since API version 2022-11-15, no `refunds` list:
+/// the total before the refund is in `data.previous_attributes` (the simulator sends events
+/// so). Two partial refunds through payproxy are each confirmed by their event, not counted
+/// again; a refund made at the provider's dashboard counts once, by what it adds. The
+/// merchant's `charge.refunded` events say 300, 500, then 600. (Read as the newest refund's
+/// amount, the total counted the earlier refunds again: the second event took the record to
+/// 1,000 refunded of 1,000.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_refund_events_count_each_refund_once() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let env = start(&sim, &receiver).await;
+    let client = HttpClient::default();
+    // Its events come a moment after its answers, as Stripe's do: a refund's finds the
+    // payment's lock free (one arriving meanwhile is held and applied a moment later).
+    sim.set_faults(
+        "stripe-like",
+        Faults {
+            notify_delay_ms: 200,
+            ..Faults::default()
+        },
+    );
+    let paid = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[],
+            &form_with(card_from("DE", "1000", "REF-1"), &[]),
+        )
+        .await;
+    paid.assert_status(200);
+    assert_eq!(paid.provider(), Some("stripe-like"));
+    let pi = paid.json()["id"].as_str().unwrap().to_string();
+    // One at a time: each event is applied under the payment's lock (a refund meanwhile
+    // would be a 409 lock_timeout, as at Stripe).
+    delivered(&sim, "stripe-like", 1).await;
+    for (n, amount) in [(2, "300"), (3, "200")] {
+        let refund = client
+            .post_form(
+                &env.url("/v1/refunds"),
+                &[],
+                &form(&[("payment_intent", pi.as_str()), ("amount", amount)]),
+            )
+            .await;
+        refund.assert_status(200);
+        // The refund's event, applied: it confirms the refund.
+        delivered(&sim, "stripe-like", n).await;
+    }
+    // The merchant refunds 100 more in the provider's dashboard.
+    let direct = client
+        .post_form(
+            &format!("{}/v1/refunds", sim.base_url("stripe-like")),
+            &[],
+            &form(&[("payment_intent", pi.as_str()), ("amount", "100")]),
+        )
+        .await;
+    direct.assert_status(200);
+    let refunded = |a: &[payproxy_e2e::receiver::Delivery]| -> Vec<i64> {
+        a.iter()
+            .filter(|d| {
+                payproxy_e2e::receiver::payment_of(d) == pi
+                    && d.id_and_type().1 == "charge.refunded"
+            })
+            .map(|d| {
+                payproxy_e2e::receiver::object(d)["amount_refunded"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(20), "three charge.refunded", |a| {
+            refunded(a).len() >= 3
+        })
+        .await;
+    assert_eq!(refunded(&accepted), [300, 500, 600]);
+    assert_eq!(sim.refunds("stripe-like").len(), 3);
+}
+
 /// A card payment's first acquirer (Adyen) answers 503 "not processed" yet charges, and
 /// says so by notification after payproxy completed the payment at the second (the Stripe-
 /// like provider): payproxy voids the late charge at Adyen, records it, counts it, and the

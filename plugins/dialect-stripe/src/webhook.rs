@@ -14,7 +14,7 @@
 //! | `…amount_capturable_updated`, `requires_capture` | status | approved, `amount_capturable`   |
 //! | `payment_intent.payment_failed`             | status    | declined from `last_payment_error`   |
 //! | `payment_intent.canceled`                   | status    | declined `canceled` (→ canceled)     |
-//! | `charge.refunded`                           | refund    | approved, the newest refund's amount |
+//! | `charge.refunded`                           | refund    | approved, this refund's amount (below) |
 //! | anything else                               | —         | left out (accepted)                  |
 //!
 //! A manual-capture intent reaches `succeeded` only by its capture (its authorisation is
@@ -24,6 +24,13 @@
 //! payproxy of. Read as a status it would be taken for the authorisation. Captured by hand:
 //! `capture_method: manual`, or a card-only intent with
 //! `payment_method_options.card.capture_method: manual` (Stripe's per-method override).
+//!
+//! `charge.refunded`'s charge holds the cumulative `amount_refunded`. Since API version
+//! 2022-11-15 it has no `refunds` list (expandable, and an event's object is never expanded),
+//! so this refund's amount is `amount_refunded` less `data.previous_attributes.amount_refunded`
+//! (the total before it). With the list (older API versions, or an endpoint expanding it) it
+//! is the newest refund's `amount`. With neither, the event is left out (accepted): the total
+//! alone would count every earlier refund again.
 //!
 //! `payment_intent.canceled` is a cancel made at the provider, or Stripe's own: an
 //! authorisation not captured within its validity (7 days for most cards) is canceled
@@ -80,7 +87,7 @@ pub fn decode(
         | "payment_intent.amount_capturable_updated"
         | "payment_intent.payment_failed"
         | "payment_intent.canceled" => intent(config, id, kind, &object)?,
-        "charge.refunded" => refunded(config, id, &object)?,
+        "charge.refunded" => refunded(config, id, &object, &event["data"]["previous_attributes"])?,
         _ => None,
     };
     Ok(Webhook {
@@ -234,25 +241,40 @@ fn manual_capture(intent: &Value) -> bool {
         || (card_only && intent["payment_method_options"]["card"]["capture_method"] == "manual")
 }
 
-/// `charge.refunded`: the newest refund of the charge, about its PaymentIntent.
+/// `charge.refunded`: the refund it announces (see the module's docs), about the charge's
+/// PaymentIntent. `previous` is the event's `data.previous_attributes`.
 fn refunded(
     config: &Config,
     event_id: &str,
     charge: &Value,
+    previous: &Value,
 ) -> Result<Option<Notification>, Refusal> {
     // A charge made without a PaymentIntent was not made through payproxy.
     let Some(intent) = charge["payment_intent"].as_str().filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
     let newest = &charge["refunds"]["data"][0];
-    let amount = match newest.is_object() {
-        true => money(
+    let amount = if newest.is_object() {
+        money(
             &json!({"amount": newest["amount"], "currency": newest["currency"]
             .as_str()
             .or(charge["currency"].as_str())}),
             "amount",
-        ),
-        false => money(charge, "amount_refunded"),
+        )
+    } else {
+        let (Some(total), Some(before)) = (
+            charge["amount_refunded"].as_i64(),
+            previous["amount_refunded"].as_i64(),
+        ) else {
+            return Ok(None);
+        };
+        if total <= before {
+            return Ok(None);
+        }
+        money(
+            &json!({"amount": total - before, "currency": charge["currency"]}),
+            "amount",
+        )
     };
     if amount.is_none() {
         return Err(unreadable());
@@ -475,13 +497,24 @@ mod tests {
                 currency: "EUR".into()
             })
         );
-        // Without the refunds list: the total refunded.
+        // Without the refunds list (API versions since 2022-11-15): the total less the total
+        // before, from previous_attributes.
+        let body = json!({"id": "evt_2", "object": "event", "type": "charge.refunded",
+            "created": NOW_S, "data": {
+                "object": {"id": "ch_1", "object": "charge", "payment_intent": "pi_1",
+                           "amount": 1000, "amount_refunded": 700, "currency": "eur"},
+                "previous_attributes": {"amount_refunded": 400, "refunded": false}}})
+        .to_string()
+        .into_bytes();
+        assert_eq!(one(&body).outcome.amount.map(|m| m.minor), Some(300));
+        // The total alone says nothing of this refund (it would count the earlier ones again):
+        // accepted, left out.
         let body = event(
             "charge.refunded",
             json!({"id": "ch_1", "payment_intent": "pi_1", "amount_refunded": 700,
                    "currency": "eur"}),
         );
-        assert_eq!(one(&body).outcome.amount.map(|m| m.minor), Some(700));
+        assert!(decoded(&body).unwrap().notifications.is_empty());
     }
 
     #[test]

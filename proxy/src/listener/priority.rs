@@ -39,7 +39,7 @@ use futures_util::task::AtomicWaker;
 
 /// One serving thread's ready payments and the tasks waiting for them.
 #[derive(Debug, Default)]
-pub struct Lane {
+struct Lane {
     /// Payment tasks woken (or spawned) and not polled since.
     ready: AtomicUsize,
     /// The tasks that gave way.

@@ -4,8 +4,11 @@
 //! "data": {"object": …}}`: `payment_intent.succeeded` (the intent) when an intent reaches
 //! `succeeded` (created with automatic capture, confirmed, captured),
 //! `payment_intent.payment_failed` (the intent, with `last_payment_error`) when a payment is
-//! declined, `charge.refunded` (the intent's charge `ch_…` with `payment_intent`,
-//! `amount_refunded` and the refunds newest first in `refunds.data`) for each refund.
+//! declined, `charge.refunded` (the intent's charge `ch_…` with `payment_intent` and the
+//! cumulative `amount_refunded`; `data.previous_attributes` holds `amount_refunded` and
+//! `refunded` before this refund) for each refund. Like Stripe's API since 2022-11-15 (the
+//! events say 2024-06-20), the charge has no `refunds` list: it is expandable, and an event's
+//! object is never expanded.
 //! Signed `Stripe-Signature: t=<unix secs>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,11 +25,12 @@ use crate::provider::Provider;
 /// Event ids are unique in the process (a reset does not reuse them).
 static NEXT_EVENT: AtomicU64 = AtomicU64::new(0);
 
-/// An event to send: type and `data.object`.
+/// An event to send: type, `data.object` and, for a change, `data.previous_attributes`.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Event {
     pub(super) kind: &'static str,
     pub(super) object: Value,
+    pub(super) previous: Option<Value>,
 }
 
 /// Send `event` if webhooks are on.
@@ -55,7 +59,10 @@ pub(super) fn notice(secret: &str, provider: &str, now_secs: u64, event: Event) 
         "type": event.kind,
         "livemode": false,
         "pending_webhooks": 1,
-        "data": { "object": event.object },
+        "data": match event.previous {
+            Some(previous) => json!({ "object": event.object, "previous_attributes": previous }),
+            None => json!({ "object": event.object }),
+        },
     });
     let body = serde_json::to_vec(&body).unwrap_or_default();
     let header = format!("t={now_secs},v1={}", signature(secret, now_secs, &body));
@@ -83,22 +90,11 @@ pub(super) fn signature(secret: &str, t: u64, body: &[u8]) -> String {
 pub(super) fn refunded(ledger: &Ledger, intent_id: &str) -> Option<Event> {
     let intent = ledger.intent(intent_id)?;
     let charge = &intent.charge;
-    let mut refunds: Vec<Value> = ledger
+    let newest = ledger
         .refunds()
         .into_iter()
-        .filter(|r| r.payment_intent == intent_id)
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "object": "refund",
-                "amount": r.amount,
-                "currency": r.currency,
-                "payment_intent": r.payment_intent,
-                "status": r.status,
-            })
-        })
-        .collect();
-    refunds.reverse();
+        .rfind(|r| r.payment_intent == intent_id)?;
+    let before = intent.amount_refunded - newest.amount;
     let charge_id = match intent_id.strip_prefix("pi_") {
         Some(rest) => format!("ch_{rest}"),
         None => format!("ch_{intent_id}"),
@@ -116,8 +112,11 @@ pub(super) fn refunded(ledger: &Ledger, intent_id: &str) -> Option<Event> {
             "refunded": intent.amount_refunded >= charge.amount,
             "status": "succeeded",
             "metadata": charge.metadata,
-            "refunds": { "object": "list", "data": refunds },
         }),
+        previous: Some(json!({
+            "amount_refunded": before,
+            "refunded": before >= charge.amount,
+        })),
     })
 }
 
@@ -130,6 +129,7 @@ mod tests {
         let event = Event {
             kind: "payment_intent.succeeded",
             object: json!({"id": "pi_x_1", "object": "payment_intent"}),
+            previous: None,
         };
         let notice = notice("whsec_test", "sim-eu", 1_700_000_000, event);
         let header = notice

@@ -131,6 +131,7 @@ pub(crate) async fn handle(
             let event = events::Event {
                 kind: "payment_intent.payment_failed",
                 object: value,
+                previous: None,
             };
             (
                 StatusCode::PAYMENT_REQUIRED,
@@ -144,6 +145,7 @@ pub(crate) async fn handle(
                     Some(events::Event {
                         kind: "payment_intent.succeeded",
                         object: value.clone(),
+                        previous: None,
                     })
                 }
                 Route::CreateRefund => value["payment_intent"]
@@ -316,6 +318,8 @@ mod webhook_tests {
         let declined_id = declined["error"]["payment_intent"]["id"].clone();
         let refund = format!("payment_intent={pi}&amount=300");
         assert_eq!(post(&base, "/v1/refunds", &refund).await.0, 200);
+        let refund = format!("payment_intent={pi}&amount=200");
+        assert_eq!(post(&base, "/v1/refunds", &refund).await.0, 200);
         let events = events(&sim);
         let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
         assert_eq!(
@@ -323,14 +327,24 @@ mod webhook_tests {
             [
                 "payment_intent.succeeded",
                 "payment_intent.payment_failed",
+                "charge.refunded",
                 "charge.refunded"
             ]
         );
         assert_eq!(events[0]["data"]["object"]["id"], pi.as_str());
         assert_eq!(events[1]["data"]["object"]["id"], declined_id);
-        let charge = &events[2]["data"]["object"];
-        assert_eq!(charge["payment_intent"], pi.as_str());
-        assert_eq!(charge["refunds"]["data"][0]["amount"], 300);
+        // As Stripe's API since 2022-11-15: the cumulative amount_refunded, the one before
+        // this refund in previous_attributes, no refunds list.
+        for (event, (now, before)) in events[2..].iter().zip([(300, 0), (500, 300)]) {
+            let charge = &event["data"]["object"];
+            assert_eq!(charge["payment_intent"], pi.as_str());
+            assert_eq!(charge["amount_refunded"], now);
+            assert!(charge.get("refunds").is_none(), "{charge}");
+            assert_eq!(
+                event["data"]["previous_attributes"]["amount_refunded"],
+                before
+            );
+        }
         assert_ne!(events[0]["id"], events[1]["id"]);
         sim.shutdown().await;
     }
