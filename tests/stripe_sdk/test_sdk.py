@@ -475,10 +475,11 @@ WEBHOOK_WAIT_S = 30
 def test_webhook_events_verify_with_construct_event(marker, webhook_log):
     intent = create_intent(marker, 2100, payment_method="pm_card_visa", confirm=True)
     assert intent.status == "succeeded"
-    refund = stripe.Refund.create(payment_intent=intent.id, amount=700)
-    assert refund.status == "succeeded"
+    for amount in (700, 500):
+        refund = stripe.Refund.create(payment_intent=intent.id, amount=amount)
+        assert refund.status == "succeeded"
 
-    want = ["payment_intent.created", "payment_intent.succeeded", "charge.refunded"]
+    want = ["payment_intent.created", "payment_intent.succeeded", "charge.refunded", "charge.refunded"]
     deadline = time.monotonic() + WEBHOOK_WAIT_S
     seen = []
     for _ in range(WEBHOOK_WAIT_S * 10 + 1):
@@ -492,6 +493,10 @@ def test_webhook_events_verify_with_construct_event(marker, webhook_log):
     assert len({line["id"] for line in seen}) == len(want), "one event id per change"
     assert (seen[0]["object"], seen[0]["object_id"]) == ("payment_intent", intent.id)
     assert seen[2]["object"] == "charge"
+    # As Stripe's since API version 2022-11-15: the charge's cumulative amount_refunded, and
+    # the total before in data.previous_attributes, from which each refund's amount is read.
+    refunded = [(line["amount_refunded"], line["previous_amount_refunded"]) for line in seen[2:]]
+    assert refunded == [(700, 0), (1200, 700)], refunded
     unverified = [line for line in webhook_log.lines() if not line.get("verified")]
     assert not unverified, unverified
 

@@ -6,7 +6,8 @@
 Runs in the suite's venv (it needs the stripe package). Every POST is checked with the official
 SDK's `stripe.Webhook.construct_event(payload, sig_header, secret)`: verified events are
 answered 200 and appended to FILE as JSON lines {"verified": true, "id", "type", "object",
-"object_id", "payment_intent"}; anything else is answered 400 and logged with "verified":
+"object_id", "payment_intent", "amount_refunded" (a charge's), "previous_amount_refunded"
+(data.previous_attributes.amount_refunded, when there)}; anything else is answered 400 and logged with "verified":
 false and the SDK's error. GET /health answers 200 (readiness).
 """
 
@@ -66,6 +67,8 @@ def main() -> None:
                 "object": obj.get("object"),
                 "object_id": obj.get("id"),
                 "payment_intent": obj.get("payment_intent") if obj.get("object") == "charge" else obj.get("id"),
+                "amount_refunded": obj.get("amount_refunded") if obj.get("object") == "charge" else None,
+                "previous_amount_refunded": (body["data"].get("previous_attributes") or {}).get("amount_refunded"),
             })
             self.answer(200)
 

@@ -53,12 +53,30 @@ fn charge(event: &PaymentEvent) -> Value {
     })
 }
 
+/// What a refund changed on its charge, as it was before: `amount_refunded` (the total less
+/// this refund's amount) and `refunded` when that changed.
+fn before(event: &PaymentEvent) -> Value {
+    let r = &event.record;
+    let previous = r.amount_refunded - event.amount.max(0);
+    let refunded = |total: i64| r.amount_captured > 0 && total >= r.amount_captured;
+    let mut before = json!({"amount_refunded": previous});
+    if refunded(previous) != refunded(r.amount_refunded) {
+        before["refunded"] = json!(refunded(previous));
+    }
+    before
+}
+
 /// A Stripe `Event` for the host's event (every kind has one).
 pub fn render(event: &PaymentEvent) -> Option<RenderedEvent> {
     let kind = event_type(event.kind);
-    let object = match event.kind {
-        EventKind::Refunded => charge(event),
-        _ => render::record_intent(&event.record).to_value(),
+    let data = match event.kind {
+        // As Stripe's since API version 2022-11-15: the charge's cumulative amount_refunded,
+        // no refunds list, and what the refund changed in previous_attributes, from which a
+        // receiver reads this refund's amount.
+        EventKind::Refunded => {
+            json!({"object": charge(event), "previous_attributes": before(event)})
+        }
+        _ => json!({"object": render::record_intent(&event.record).to_value()}),
     };
     let body = json!({
         "id": event.id,
@@ -66,7 +84,7 @@ pub fn render(event: &PaymentEvent) -> Option<RenderedEvent> {
         "api_version": API_VERSION,
         "created": event.created,
         "type": kind,
-        "data": {"object": object},
+        "data": data,
         "livemode": false,
         "pending_webhooks": 1,
         "request": {"id": null, "idempotency_key": null},
@@ -174,5 +192,26 @@ mod render_tests {
         assert_eq!(charge["amount_refunded"], 1000);
         assert_eq!(charge["refunded"], true);
         assert_eq!(charge["currency"], "eur");
+        assert!(charge.get("refunds").is_none());
+        // This refund (all 1000 of it): before it, nothing was refunded.
+        let before = &v["data"]["previous_attributes"];
+        assert_eq!(before["amount_refunded"], 0);
+        assert_eq!(before["refunded"], false);
+        // A partial refund of 300 on top of 400: before it, 400, and `refunded` unchanged.
+        let mut partial = payment_event(EventKind::Refunded, PaymentState::Succeeded, 700);
+        partial.amount = 300;
+        let (_, v) = body(&partial);
+        assert_eq!(v["data"]["object"]["amount_refunded"], 700);
+        assert_eq!(
+            v["data"]["previous_attributes"],
+            serde_json::json!({"amount_refunded": 400})
+        );
+        // No other event has previous_attributes.
+        let (_, v) = body(&payment_event(
+            EventKind::Succeeded,
+            PaymentState::Succeeded,
+            0,
+        ));
+        assert!(v["data"].get("previous_attributes").is_none());
     }
 }
