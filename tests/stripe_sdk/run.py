@@ -193,12 +193,17 @@ def run_node(target: Path, mode: str, base: str, url_a: str, url_b: str, logs: P
     report = logs / f"node-{mode}.tap"
     started = time.monotonic()
     argv = ["node", "--test", "--test-reporter=tap", "sdk.test.mjs"]
+    # Its own process group: `node --test` runs the file in a child process, and a timeout
+    # stops both.
+    proc = subprocess.Popen(argv, env=env, cwd=str(target), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        done = subprocess.run(argv, env=env, cwd=str(target), stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=NODE_TIMEOUT_S)
-        code, text = done.returncode, done.stdout + done.stderr
-    except subprocess.TimeoutExpired as e:
-        code, text = None, (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        text, _ = proc.communicate(timeout=NODE_TIMEOUT_S)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        text, _ = proc.communicate()
+        code = None
     report.write_text(text)
     counts = tap_counts(text)
     if code != 0:
@@ -625,10 +630,11 @@ def verdict_line(r: dict) -> str:
         how = f"FAILED: timed out after {limit} s"
     elif r["code"] == 0:
         how = "PASSED"
-    elif r["code"] == 5:
+    elif r["code"] == 5 and not r["mode"].startswith("node-"):
         how = "FAILED: no test selected"
     else:
-        how = f"FAILED: pytest exit {r['code']}"
+        runner = "node --test" if r["mode"].startswith("node-") else "pytest"
+        how = f"FAILED: {runner} exit {r['code']}"
     return f"{r['mode']} {how} in {r['seconds']:.1f}s"
 
 

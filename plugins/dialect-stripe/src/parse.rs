@@ -389,10 +389,11 @@ fn purchase(form: &Form, payment: &mut Payment) -> Result<(), Refusal> {
     }
     method::apply(form, payment)?;
     // Stripe's per-method override: a card payment captured by hand whatever the top level
-    // says.
+    // says. Also when no method is named yet (a create whose card comes with its confirm):
+    // the record keeps it, and the confirm's card is captured by hand.
     let card_manual =
         form.get(&["payment_method_options", "card", "capture_method"]) == Some("manual");
-    if card_manual && matches!(payment.method, Some(PaymentMethod::Card(_))) {
+    if card_manual && matches!(payment.method, None | Some(PaymentMethod::Card(_))) {
         payment.manual_capture = true;
     }
     Ok(())
@@ -633,6 +634,10 @@ mod tests {
             "payment_method=pm_card_visa&payment_method_options[card][capture_method]=manual"
         ));
         assert!(!manual("payment_method=pm_card_visa"));
+        // No method yet: the record keeps it for the confirm's card.
+        assert!(manual(
+            "payment_method_options[card][capture_method]=manual"
+        ));
         // The card's options do not apply to another method.
         assert!(!manual(
             "payment_method_data[type]=ideal&payment_method_options[card][capture_method]=manual"

@@ -28,7 +28,9 @@
 //! `charge.refunded`'s charge holds the cumulative `amount_refunded`. Since API version
 //! 2022-11-15 it has no `refunds` list (expandable, and an event's object is never expanded),
 //! so this refund's amount is `amount_refunded` less `data.previous_attributes.amount_refunded`
-//! (the total before it). With the list (older API versions, or an endpoint expanding it) it
+//! (the total before it), both counted of what was captured: Stripe counts the part of a
+//! charge it never captured (the rest of a partial capture, a released authorisation) as
+//! refunded too, and that is no refund of the payment. With the list (older API versions, or an endpoint expanding it) it
 //! is the newest refund's `amount`. With neither, the event is left out (accepted): the total
 //! alone would count every earlier refund again.
 //!
@@ -268,11 +270,23 @@ fn refunded(
         ) else {
             return Ok(None);
         };
-        if total <= before {
+        // Of what was captured: Stripe counts the part of a charge it never captured (the
+        // rest of a partial capture, a released authorisation) in amount_refunded too.
+        let captured_now = charge["amount_captured"].as_i64();
+        let captured_before = previous["amount_captured"].as_i64().or(captured_now);
+        let of_captured = |refunded: i64, captured: Option<i64>| {
+            let never_captured = match (charge["amount"].as_i64(), captured) {
+                (Some(amount), Some(captured)) if captured <= amount => amount - captured,
+                _ => 0,
+            };
+            (refunded - never_captured).max(0)
+        };
+        let this = of_captured(total, captured_now) - of_captured(before, captured_before);
+        if this <= 0 {
             return Ok(None);
         }
         money(
-            &json!({"amount": total - before, "currency": charge["currency"]}),
+            &json!({"amount": this, "currency": charge["currency"]}),
             "amount",
         )
     };
@@ -507,6 +521,25 @@ mod tests {
         .to_string()
         .into_bytes();
         assert_eq!(one(&body).outcome.amount.map(|m| m.minor), Some(300));
+        // A partial capture (600 of 1000): Stripe counts the 400 never captured as refunded.
+        // Not a refund of the payment: left out. A refund of 100 after it is 100.
+        let charge_event = |refunded: i64, previous: Value| {
+            json!({"id": "evt_3", "object": "event", "type": "charge.refunded",
+                "created": NOW_S, "data": {
+                    "object": {"id": "ch_1", "object": "charge", "payment_intent": "pi_1",
+                               "amount": 1000, "amount_captured": 600,
+                               "amount_refunded": refunded, "currency": "eur"},
+                    "previous_attributes": previous}})
+            .to_string()
+            .into_bytes()
+        };
+        let captured = charge_event(
+            400,
+            json!({"amount_captured": 0, "amount_refunded": 0, "captured": false}),
+        );
+        assert!(decoded(&captured).unwrap().notifications.is_empty());
+        let refund = charge_event(500, json!({"amount_refunded": 400}));
+        assert_eq!(one(&refund).outcome.amount.map(|m| m.minor), Some(100));
         // The total alone says nothing of this refund (it would count the earlier ones again):
         // accepted, left out.
         let body = event(

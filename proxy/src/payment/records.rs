@@ -195,14 +195,23 @@ impl Payments {
     /// operation's holder was gone, which marked the payment unresolved when it took the
     /// lock over) settled what the operation's attempt did, so this retry, the one the mark
     /// waits for, clears it: otherwise the payment would answer "processing" and refuse
-    /// every later operation for good.
+    /// every later operation for good. Only when that word is the attempt's provider's,
+    /// about the payment it holds by reference: a confirm's payment may have moved on by
+    /// another provider's late success, and then the attempt's own provider may have charged
+    /// too, which the mark keeps guarding.
     async fn replay_moved_on(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry) -> Done {
         use PaymentState as S;
         let settled = matches!(
             entry.record.state,
             S::Succeeded | S::RequiresCapture | S::Canceled
         );
-        if settled && entry.unresolved.take().is_some() {
+        let its_provider = match (&entry.owner, &entry.unresolved) {
+            (Some(owner), Some(attempt)) => {
+                owner.provider == attempt.provider && !owner.reference.is_empty()
+            }
+            _ => false,
+        };
+        if settled && its_provider && entry.unresolved.take().is_some() {
             if let Err(e) = self.save(ctx, &entry).await {
                 return self.store_failed(ctx, &e);
             }
