@@ -57,6 +57,44 @@ async fn metrics_of(client: &HttpClient, env: &Env) -> String {
     String::from_utf8_lossy(&client.get(&env.admin_url("/metrics")).await.body).into_owned()
 }
 
+/// Until `n` of `provider`'s notifications were applied or found stale (a held one counts
+/// when it is applied, a moment after it was held).
+async fn settled(client: &HttpClient, env: &Env, provider: &str, n: f64) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("{n} {provider} notification(s) applied or found stale"),
+        || async {
+            notices(client, env, provider, "applied").await
+                + notices(client, env, provider, "stale").await
+                >= n
+        },
+    )
+    .await
+}
+
+/// The `amount_refunded` of each `charge.refunded` the merchant got for `pi`, in order, once
+/// there are `n`.
+async fn refunded_totals(receiver: &Receiver, pi: &str, n: usize) -> Vec<i64> {
+    let totals = |a: &[payproxy_e2e::receiver::Delivery]| -> Vec<i64> {
+        a.iter()
+            .filter(|d| {
+                payproxy_e2e::receiver::payment_of(d) == pi
+                    && d.id_and_type().1 == "charge.refunded"
+            })
+            .map(|d| {
+                payproxy_e2e::receiver::object(d)["amount_refunded"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let what = format!("{n} charge.refunded of {pi}");
+    let accepted = receiver
+        .wait_accepted(Duration::from_secs(20), &what, |a| totals(a).len() >= n)
+        .await;
+    totals(&accepted)
+}
+
 /// `payproxy_webhook_notifications_total{provider, result}`.
 async fn notices(client: &HttpClient, env: &Env, provider: &str, result: &str) -> f64 {
     let labels = [("provider", provider), ("result", result)];
@@ -271,22 +309,7 @@ async fn stripe_refund_events_count_each_refund_once() {
     // One at a time: each event is applied under the payment's lock (a refund meanwhile
     // would be a 409 lock_timeout, as at Stripe). An event that came while the lock was
     // held is held and applied a moment later: counted then.
-    let settled = |n: f64| {
-        let (client, env) = (&client, &env);
-        async move {
-            eventually(
-                Duration::from_secs(20),
-                &format!("{n} stripe-like notification(s) applied or found stale"),
-                || async {
-                    notices(client, env, "stripe-like", "applied").await
-                        + notices(client, env, "stripe-like", "stale").await
-                        >= n
-                },
-            )
-            .await
-        }
-    };
-    settled(1.0).await;
+    settled(&client, &env, "stripe-like", 1.0).await;
     for (n, amount) in [(2.0, "300"), (3.0, "200")] {
         let refund = client
             .post_form(
@@ -297,7 +320,7 @@ async fn stripe_refund_events_count_each_refund_once() {
             .await;
         refund.assert_status(200);
         // The refund's event, applied: it confirms the refund.
-        settled(n).await;
+        settled(&client, &env, "stripe-like", n).await;
     }
     // The merchant refunds 100 more in the provider's dashboard.
     let direct = client
@@ -308,26 +331,63 @@ async fn stripe_refund_events_count_each_refund_once() {
         )
         .await;
     direct.assert_status(200);
-    let refunded = |a: &[payproxy_e2e::receiver::Delivery]| -> Vec<i64> {
-        a.iter()
-            .filter(|d| {
-                payproxy_e2e::receiver::payment_of(d) == pi
-                    && d.id_and_type().1 == "charge.refunded"
-            })
-            .map(|d| {
-                payproxy_e2e::receiver::object(d)["amount_refunded"]
-                    .as_i64()
-                    .unwrap()
-            })
-            .collect()
-    };
-    let accepted = receiver
-        .wait_accepted(Duration::from_secs(20), "three charge.refunded", |a| {
-            refunded(a).len() >= 3
-        })
-        .await;
-    assert_eq!(refunded(&accepted), [300, 500, 600]);
+    assert_eq!(refunded_totals(&receiver, &pi, 3).await, [300, 500, 600]);
     assert_eq!(sim.refunds("stripe-like").len(), 3);
+}
+
+/// A refund Adyen accepts (`received`) and then refuses (`REFUND`, `success: false`): payproxy
+/// counted it when Adyen accepted it, and counts it out when the refusal arrives, so the
+/// merchant can refund the payment in full afterwards. (Before, the refusal changed nothing:
+/// the record kept 400 refunded, and a refund of the whole 1,000 was refused by payproxy as
+/// more than what was left.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_adyen_refuses_after_accepting_it_is_counted_out() {
+    let (sim, receiver, env) = start_adyen_first().await;
+    let client = HttpClient::default();
+    let paid = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[],
+            &form_with(card_from("DE", "1000", "REFUSED-1"), &[]),
+        )
+        .await;
+    paid.assert_status(200);
+    assert_eq!(paid.provider(), Some("adyen"));
+    let pi = paid.json()["id"].as_str().unwrap().to_string();
+    settled(&client, &env, "adyen", 1.0).await;
+
+    sim.set_faults(
+        "adyen",
+        Faults {
+            refunds_refused: true,
+            ..Faults::default()
+        },
+    );
+    let refund = |amount: &'static str| {
+        let (client, env, pi) = (&client, &env, pi.clone());
+        async move {
+            client
+                .post_form(
+                    &env.url("/v1/refunds"),
+                    &[],
+                    &form(&[("payment_intent", pi.as_str()), ("amount", amount)]),
+                )
+                .await
+        }
+    };
+    refund("400").await.assert_status(200);
+    // Adyen's REFUND with success false: applied, the 400 counted out.
+    settled(&client, &env, "adyen", 2.0).await;
+    assert!(sim.refunds("adyen").is_empty(), "Adyen refunded nothing");
+
+    sim.set_faults("adyen", Faults::default());
+    let whole = refund("1000").await;
+    whole.assert_status(200);
+    assert_eq!(whole.json()["amount"], 1000, "{}", whole.json());
+    let refunds = sim.refunds("adyen");
+    assert_eq!(refunds.iter().map(|r| r.amount).collect::<Vec<_>>(), [1000]);
+    // The merchant heard of 400 refunded, then of the whole 1,000.
+    assert_eq!(refunded_totals(&receiver, &pi, 2).await, [400, 1000]);
 }
 
 /// A card payment's first acquirer (Adyen) answers 503 "not processed" yet charges, and

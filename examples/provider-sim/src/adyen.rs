@@ -183,20 +183,23 @@ pub(crate) async fn handle(
         }
     }
     let base = call.base_url();
-    let result =
-        match &api {
-            ApiCall::Payments => payments::create(&mut ledger, &body, key.as_deref(), &base)
-                .map(|v| (StatusCode::OK, v)),
-            ApiCall::Modify(psp, kind) => modifications::apply(&mut ledger, psp, *kind, &body)
-                .map(|v| (StatusCode::ACCEPTED, v)),
-        };
+    // The faults' lock is taken briefly, under the ledger's (allowed that way round).
+    let refused = matches!(api, ApiCall::Modify(_, Modification::Refund))
+        && provider.faults().faults().refunds_refused;
+    let result = match &api {
+        ApiCall::Payments => {
+            payments::create(&mut ledger, &body, key.as_deref(), &base).map(|v| (StatusCode::OK, v))
+        }
+        ApiCall::Modify(psp, kind) => modifications::apply(&mut ledger, psp, *kind, &body, refused)
+            .map(|v| (StatusCode::ACCEPTED, v)),
+    };
     let (status, value) = match result {
         Ok(answer) => answer,
         Err(error) => (error.status, error.to_json()),
     };
     let event = status
         .is_success()
-        .then(|| event_of(&ledger, &api, &body, &value))
+        .then(|| event_of(&ledger, &api, &body, &value, refused))
         .flatten();
     // A payment the ledger holds was processed: the late-success fault may hide it.
     let recorded = matches!(api, ApiCall::Payments)
@@ -241,12 +244,14 @@ fn merchant_account_of(body: &Value) -> String {
         .to_owned()
 }
 
-/// The notification a successful API call causes, if any.
+/// The notification a successful API call causes, if any (`refused`: a refund's says it was
+/// not executed).
 fn event_of(
     ledger: &Ledger,
     api: &ApiCall,
     body: &Value,
     answer: &Value,
+    refused: bool,
 ) -> Option<notifications::Event> {
     let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
     let (value, currency) = payments::amount(body).unwrap_or_default();
@@ -285,14 +290,18 @@ fn event_of(
                 .unwrap_or_default();
             Some(notifications::Event {
                 code,
-                success: true,
+                success: !refused,
                 psp: text(answer, "pspReference")?,
                 original: Some(psp.clone()),
                 merchant_reference,
                 merchant_account: merchant_account_of(body),
                 value,
                 currency,
-                reason: String::new(),
+                reason: if refused {
+                    "Insufficient balance on payment".into()
+                } else {
+                    String::new()
+                },
             })
         }
     }
@@ -447,6 +456,47 @@ mod webhook_tests {
 
         sim.reset("a");
         assert!(sim.webhooks_sent("a").is_empty());
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_refund_is_received_then_notified_unsuccessful() {
+        let sim = Simulator::start(&["a"]).await.unwrap();
+        let base = sim.base_url("a");
+        sim.set_webhooks("a", Some("http://127.0.0.1:9/webhooks/a"), KEY_HEX);
+        let (_, answer) = post(&base, "/adyen/v71/payments", payment(1000)).await;
+        let psp = answer["pspReference"].as_str().unwrap().to_owned();
+        let capture = json!({"merchantAccount": "PayproxyECOM",
+                             "amount": {"value": 1000, "currency": "EUR"}, "reference": "m-0"});
+        let captures = format!("/adyen/v71/payments/{psp}/captures");
+        assert_eq!(post(&base, &captures, capture).await.0, 202);
+        sim.set_faults(
+            "a",
+            Faults {
+                refunds_refused: true,
+                ..Faults::default()
+            },
+        );
+        let refund = json!({"merchantAccount": "PayproxyECOM",
+                            "amount": {"value": 400, "currency": "EUR"}, "reference": "m-1"});
+        let path = format!("/adyen/v71/payments/{psp}/refunds");
+        let (status, answer) = post(&base, &path, refund.clone()).await;
+        assert_eq!((status, answer["status"].as_str()), (202, Some("received")));
+        assert!(sim.refunds("a").is_empty(), "nothing refunded");
+        let items = items(&sim, "a");
+        let last = items.last().unwrap();
+        assert_eq!(
+            (last["eventCode"].as_str(), last["success"].as_str()),
+            (Some("REFUND"), Some("false"))
+        );
+        assert_eq!(last["amount"]["value"], 400);
+        assert_eq!(last["reason"], "Insufficient balance on payment");
+        // Without the fault the same refund goes through: nothing was counted against it.
+        sim.set_faults("a", Faults::default());
+        let mut whole = refund;
+        whole["amount"]["value"] = 1000.into();
+        assert_eq!(post(&base, &path, whole).await.0, 202);
+        assert_eq!(sim.refunds("a").len(), 1);
         sim.shutdown().await;
     }
 

@@ -49,6 +49,11 @@ pub struct Faults {
     /// money moved here; only the notification tells. Adyen and Stripe only; refused payments
     /// and follow-ups are answered normally.
     pub charge_then_unavailable: bool,
+    /// Refunds refused after their acceptance (default false; Adyen only): a refund is
+    /// answered `received` as usual, nothing is refunded, and its `REFUND` notification says
+    /// `success: false` ("Insufficient balance on payment"), as Adyen refuses a refund it
+    /// cannot execute.
+    pub refunds_refused: bool,
     /// Delay the first delivery of every notification by this long (default 0), on top of
     /// the webhook settings' `delay_ms`: with `charge_then_unavailable`, the event can arrive
     /// after the failover completed at another provider.

@@ -36,7 +36,8 @@
 //! after charging (`timeout_after_charge_ms`) and a reset mid-response (`reset_mid_response`)
 //! act after it was processed in full, so the ledger holds a charge the client never heard of;
 //! `charge_then_unavailable` charges (and notifies, `notify_delay_ms` later) yet answers 503
-//! "not processed" (Adyen and Stripe payments).
+//! "not processed" (Adyen and Stripe payments); `refunds_refused` accepts an Adyen refund,
+//! refunds nothing and notifies `REFUND` with `success: false`.
 #![forbid(unsafe_code)]
 
 mod adyen;

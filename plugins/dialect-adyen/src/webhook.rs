@@ -14,8 +14,8 @@
 //! | `AUTHORISATION` success `false` | status    | declined, `reason` mapped like `refusalReason`    |
 //! | `CAPTURE`                       | capture   | approved (`false`: declined)                      |
 //! | `CAPTURE_FAILED`                | capture   | declined                                          |
-//! | `REFUND`                        | refund    | approved with the refunded amount (`false`: declined) |
-//! | `REFUND_FAILED`                 | refund    | declined                                          |
+//! | `REFUND`                        | refund    | approved with the refunded amount (`false`: declined, with it) |
+//! | `REFUND_FAILED`                 | refund    | declined, with the refund's amount                |
 //! | `CANCELLATION`                  | void      | approved (`false`: declined)                      |
 //! | anything else                   | —         | left out (accepted, verified)                     |
 //!
@@ -210,6 +210,8 @@ impl Item {
         let amount = match (&status, operation) {
             (OutcomeStatus::Approved, Operation::Void) => None,
             (OutcomeStatus::Approved, _) => self.money(),
+            // Which refund was refused: payproxy counts one it made out again.
+            (_, Operation::Refund) => self.money(),
             _ => None,
         };
         let mut event_id = format!("{}:{}:{}", self.psp, self.event_code, self.success);
@@ -437,6 +439,10 @@ mod tests {
         let failed = one(item("REFUND_FAILED", true, "psp_re_5", Some("psp_1"), 400));
         assert_eq!(failed.operation, Operation::Refund);
         assert!(matches!(failed.outcome.status, OutcomeStatus::Declined(_)));
+        assert_eq!(failed.outcome.amount, money(400));
+        let refused = one(item("REFUND", false, "psp_re_6", Some("psp_1"), 300));
+        assert!(matches!(refused.outcome.status, OutcomeStatus::Declined(_)));
+        assert_eq!(refused.outcome.amount, money(300));
     }
 
     #[test]

@@ -706,8 +706,20 @@ fn forward(entry: &mut PaymentEntry, notification: &Notification) -> Step {
             let Some(amount) = outcome.amount.as_ref().map(|m| m.minor) else {
                 return Step::Stale;
             };
+            let unconfirmed = entry.unconfirmed_refunds.iter().position(|a| *a == amount);
+            if matches!(outcome.status, OutcomeStatus::Declined(_)) {
+                // Refused: one payproxy made (and counted when the provider accepted it) did
+                // not happen after all, so it is counted out and may be asked again. One
+                // payproxy never counted (made elsewhere) changes nothing.
+                let Some(i) = unconfirmed else {
+                    return Step::Stale;
+                };
+                entry.unconfirmed_refunds.remove(i);
+                entry.record.amount_refunded = (entry.record.amount_refunded - amount).max(0);
+                return Step::Moved;
+            }
             // One payproxy made (and counted) itself: confirmed, not counted again.
-            if let Some(i) = entry.unconfirmed_refunds.iter().position(|a| *a == amount) {
+            if let Some(i) = unconfirmed {
                 entry.unconfirmed_refunds.remove(i);
                 return Step::Moved;
             }
@@ -934,6 +946,37 @@ mod tests {
         assert_eq!(forward(&mut paid, &notified), Step::Moved);
         assert_eq!(paid.record.amount_refunded, 800);
         assert!(paid.unconfirmed_refunds.is_empty());
+    }
+
+    #[test]
+    fn a_refund_payproxy_made_and_the_provider_refused_is_counted_out() {
+        use PaymentState as S;
+        let mut paid = entry(S::Succeeded, 1000);
+        let mut refund = crate::plugin::blank_payment(Operation::Refund);
+        refund.amount = Some(Money {
+            minor: 400,
+            currency: "EUR".into(),
+        });
+        let accepted = Outcome {
+            status: OutcomeStatus::Approved,
+            provider_reference: Some("re_1".into()),
+            amount: None,
+        };
+        advance(&mut paid, &refund, &accepted);
+        assert_eq!(paid.record.amount_refunded, 400);
+        // The provider then refuses it (Adyen: REFUND with success false): counted out.
+        let refused = notice(Operation::Refund, declined(), Some(400));
+        assert_eq!(forward(&mut paid, &refused), Step::Moved);
+        assert_eq!(paid.record.amount_refunded, 0);
+        assert!(paid.unconfirmed_refunds.is_empty());
+        assert_eq!(paid.record.state, S::Succeeded);
+        // A refusal of a refund payproxy never counted (made elsewhere), or without an
+        // amount: nothing.
+        let before = paid.clone();
+        assert_eq!(forward(&mut paid, &refused), Step::Stale);
+        let vague = notice(Operation::Refund, declined(), None);
+        assert_eq!(forward(&mut paid, &vague), Step::Stale);
+        assert_eq!(paid, before);
     }
 
     #[test]

@@ -8,12 +8,14 @@ use super::{AdyenError, Modification};
 use crate::json_api;
 use crate::ledger::{Ledger, Refund};
 
-/// Apply one modification to payment `psp`.
+/// Apply one modification to payment `psp`; a refund only when `refused` is false (the
+/// `refunds_refused` fault: accepted, then refused by notification).
 pub(super) fn apply(
     ledger: &mut Ledger,
     psp: &str,
     kind: Modification,
     body: &Value,
+    refused: bool,
 ) -> Result<Value, AdyenError> {
     merchant_account(body)?;
     let requested = match kind {
@@ -79,13 +81,14 @@ pub(super) fn apply(
         Modification::Refund => json_api::mint_refund(ledger, "psp_re"),
         _ => json_api::mint(ledger, "psp_mod"),
     };
-    if let Some(intent) = ledger.intent_mut(psp) {
+    let refused = refused && kind == Modification::Refund;
+    if let Some(intent) = ledger.intent_mut(psp).filter(|_| !refused) {
         intent.charge.status = next.to_owned();
         if kind == Modification::Refund {
             intent.amount_refunded += value.unwrap_or_default();
         }
     }
-    if let (Modification::Refund, Some(value)) = (kind, value) {
+    if let (Modification::Refund, Some(value), false) = (kind, value, refused) {
         ledger.add_refund(Refund {
             id: own.clone(),
             payment_intent: psp.to_owned(),
