@@ -20,6 +20,25 @@ fn config(sim: &Simulator, listen: SocketAddr, admin: SocketAddr, state: Value) 
     two_provider_config(sim, (listen, admin), 60_000, 20_000, state)
 }
 
+/// Simulated providers `a` and `b`, and a payproxy child process over them with its state in
+/// a redb file ([`config`], changed by `change` first): the simulator, the directory (kept
+/// for as long as the test runs), the proxy and its admin address. Its ports are held for
+/// the whole test: a restart gets the same ones back.
+async fn proxy_on_redb(
+    change: impl FnOnce(&mut Value),
+) -> (Simulator, tempfile::TempDir, ChildProxy, SocketAddr) {
+    let sim = Simulator::start(&["a", "b"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
+    let admin_addr = admin.addr();
+    let state = json!({ "kind": "redb", "path": dir.path().join("state.redb") });
+    let mut config = config(&sim, listen.addr(), admin_addr, state);
+    change(&mut config);
+    let config_path = write_config(dir.path(), &config);
+    let proxy = ChildProxy::start(&config_path, &dir.path().join("proxy.log"), listen, admin).await;
+    (sim, dir, proxy, admin_addr)
+}
+
 fn card(order: &str) -> String {
     form_with(card_from("DE", "1000", order), &[])
 }
@@ -64,17 +83,7 @@ async fn kill_mid_flight(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_in_flight_when_the_proxy_is_killed_resumes_at_once_after_the_restart() {
     init_logs();
-    let sim = Simulator::start(&["a", "b"]).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // Held for the whole test: the restart gets the same ports back.
-    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
-    let state = json!({ "kind": "redb", "path": dir.path().join("state.redb") });
-    let config_path = write_config(
-        dir.path(),
-        &config(&sim, listen.addr(), admin.addr(), state),
-    );
-    let mut proxy =
-        ChildProxy::start(&config_path, &dir.path().join("proxy.log"), listen, admin).await;
+    let (sim, _dir, mut proxy, _) = proxy_on_redb(|_| {}).await;
     let client = HttpClient::default();
     let url = proxy.url("/v1/payment_intents");
     let headers = [
@@ -128,16 +137,7 @@ async fn a_payment_in_flight_when_the_proxy_is_killed_resumes_at_once_after_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirm_killed_mid_flight_is_not_charged_again_by_a_confirm_with_another_key() {
     init_logs();
-    let sim = Simulator::start(&["a", "b"]).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
-    let state = json!({ "kind": "redb", "path": dir.path().join("state.redb") });
-    let config_path = write_config(
-        dir.path(),
-        &config(&sim, listen.addr(), admin.addr(), state),
-    );
-    let mut proxy =
-        ChildProxy::start(&config_path, &dir.path().join("proxy.log"), listen, admin).await;
+    let (sim, _dir, mut proxy, _) = proxy_on_redb(|_| {}).await;
     let client = HttpClient::default();
     let mut pairs = card_from("DE", "1000", "KILL-2");
     pairs.retain(|(k, _)| *k != "confirm");
@@ -211,16 +211,10 @@ async fn a_capture_killed_mid_flight_and_notified_meanwhile_is_answered_by_its_r
     // Adyen needs the amount of a capture.
     const CAPTURE: &str = "amount_to_capture=1000";
     init_logs();
-    let sim = Simulator::start(&["a", "b"]).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
-    let state = json!({ "kind": "redb", "path": dir.path().join("state.redb") });
-    let admin_addr = admin.addr();
-    let mut config = two_provider_config(&sim, (listen.addr(), admin_addr), 60_000, 20_000, state);
-    config["providers"]["a"]["credentials"]["hmac_key"] = HMAC.into();
-    let config_path = write_config(dir.path(), &config);
-    let mut proxy =
-        ChildProxy::start(&config_path, &dir.path().join("proxy.log"), listen, admin).await;
+    let (sim, _dir, mut proxy, admin_addr) = proxy_on_redb(|config| {
+        config["providers"]["a"]["credentials"]["hmac_key"] = HMAC.into();
+    })
+    .await;
     sim.set_webhooks("a", Some(&proxy.url("/webhooks/a")), HMAC);
     let client = HttpClient::default();
 
@@ -375,14 +369,7 @@ async fn a_capture_killed_mid_flight_and_notified_meanwhile_is_answered_by_its_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyed_payment_takes_three_writer_calls_and_its_record_and_answer_survive_kill_9() {
     init_logs();
-    let sim = Simulator::start(&["a", "b"]).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (ReservedPort::new(), ReservedPort::new());
-    let state = json!({ "kind": "redb", "path": dir.path().join("state.redb") });
-    let admin_addr = admin.addr();
-    let config_path = write_config(dir.path(), &config(&sim, listen.addr(), admin_addr, state));
-    let mut proxy =
-        ChildProxy::start(&config_path, &dir.path().join("proxy.log"), listen, admin).await;
+    let (sim, _dir, mut proxy, admin_addr) = proxy_on_redb(|_| {}).await;
     let client = HttpClient::default();
     let url = proxy.url("/v1/payment_intents");
     let key = [("idempotency-key", "k-THREE-1")];

@@ -83,12 +83,10 @@ fn intent(payment: &Payment, v: &Answer) -> Option<Outcome> {
     let status = v.status.as_str()?;
     let op = payment.operation;
     let declined = |provider_code: &str| {
-        OutcomeStatus::Declined(Decline {
-            code: "generic_decline".into(),
-            provider_code: provider_code.into(),
-            kind: DeclineKind::Hard,
-            message: format!("payment intent is {status}"),
-        })
+        OutcomeStatus::Declined(hard_decline(
+            provider_code,
+            format!("payment intent is {status}"),
+        ))
     };
     let outcome_status = match (op, status) {
         (Operation::Void, "canceled") => OutcomeStatus::Approved,
@@ -119,6 +117,17 @@ fn intent(payment: &Payment, v: &Answer) -> Option<Outcome> {
         provider_reference: Some(id),
         amount: money(amount, &v.currency),
     })
+}
+
+/// A final decline, `provider_code` the intent's state: `canceled` is what the host records
+/// as a cancel (a status query's or a notification's).
+pub(crate) fn hard_decline(provider_code: &str, message: String) -> Decline {
+    Decline {
+        code: "generic_decline".into(),
+        provider_code: provider_code.into(),
+        kind: DeclineKind::Hard,
+        message,
+    }
 }
 
 /// `redirect_to_url`, `oxxo_display_details` (voucher URL) and any `*_display_qr_code`.

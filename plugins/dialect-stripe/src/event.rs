@@ -2,7 +2,9 @@
 //! `Stripe-Signature` header that `stripe.Webhook.construct_event` verifies.
 
 use hmac::{Hmac, Mac};
-use payproxy_plugin_sdk::storefront::{EventKind, PaymentEvent, PaymentState, RenderedEvent};
+use payproxy_plugin_sdk::storefront::{
+    EventKind, PaymentEvent, PaymentRecord, PaymentState, RenderedEvent,
+};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
@@ -48,9 +50,14 @@ fn charge(event: &PaymentEvent) -> Value {
         "metadata": render::metadata(&r.payment),
         "paid": r.state == PaymentState::Succeeded,
         "payment_intent": r.id,
-        "refunded": r.amount_captured > 0 && r.amount_refunded >= r.amount_captured,
+        "refunded": fully_refunded(r, r.amount_refunded),
         "status": "succeeded",
     })
+}
+
+/// A charge's `refunded`: all that was captured is refunded, with `total` refunded.
+fn fully_refunded(r: &PaymentRecord, total: i64) -> bool {
+    r.amount_captured > 0 && total >= r.amount_captured
 }
 
 /// What a refund changed on its charge, as it was before: `amount_refunded` (the total less
@@ -58,10 +65,9 @@ fn charge(event: &PaymentEvent) -> Value {
 fn before(event: &PaymentEvent) -> Value {
     let r = &event.record;
     let previous = r.amount_refunded - event.amount.max(0);
-    let refunded = |total: i64| r.amount_captured > 0 && total >= r.amount_captured;
     let mut before = json!({"amount_refunded": previous});
-    if refunded(previous) != refunded(r.amount_refunded) {
-        before["refunded"] = json!(refunded(previous));
+    if fully_refunded(r, previous) != fully_refunded(r, r.amount_refunded) {
+        before["refunded"] = json!(fully_refunded(r, previous));
     }
     before
 }
@@ -130,7 +136,6 @@ mod tests {
 mod render_tests {
     use super::*;
     use payproxy_plugin_sdk::payment::{Money, Operation, Payment};
-    use payproxy_plugin_sdk::storefront::PaymentRecord;
 
     fn payment_event(kind: EventKind, state: PaymentState, refunded: i64) -> PaymentEvent {
         let mut payment = Payment::new(Operation::Authorize);

@@ -30,8 +30,8 @@
 //! so this refund's amount is `amount_refunded` less `data.previous_attributes.amount_refunded`
 //! (the total before it), both counted of what was captured: Stripe counts the part of a
 //! charge it never captured (the rest of a partial capture, a released authorisation) as
-//! refunded too, and that is no refund of the payment. With the list (older API versions, or an endpoint expanding it) it
-//! is the newest refund's `amount`. With neither, the event is left out (accepted): the total
+//! refunded too, and that is no refund of the payment. With the list (older API versions,
+//! or an endpoint expanding it) it is the newest refund's `amount`. With neither, the event is left out (accepted): the total
 //! alone would count every earlier refund again.
 //!
 //! `payment_intent.canceled` is a cancel made at the provider, or Stripe's own: an
@@ -47,8 +47,8 @@ use hmac::{Hmac, Mac};
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::helpers::webhook;
 use payproxy_plugin_sdk::payment::{
-    Context, Decline, DeclineKind, HttpRequest, HttpResponse, Money, Notification, Operation,
-    Outcome, OutcomeStatus, Refusal, Webhook,
+    Context, Decline, HttpRequest, HttpResponse, Money, Notification, Operation, Outcome,
+    OutcomeStatus, Refusal, Webhook,
 };
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -197,14 +197,14 @@ fn intent(
             money(object, field_or_amount("amount_capturable")),
         )
     } else if kind == "payment_intent.canceled" {
-        // What the host reads as canceled (as the decode of a canceled intent).
-        let decline = Decline {
-            code: "generic_decline".into(),
-            provider_code: "canceled".into(),
-            kind: DeclineKind::Hard,
-            message: "the payment was canceled".into(),
-        };
-        (OutcomeStatus::Declined(decline), None)
+        // What the host reads as canceled, as the decode of a canceled intent says it.
+        (
+            OutcomeStatus::Declined(crate::decode::hard_decline(
+                "canceled",
+                "the payment was canceled".into(),
+            )),
+            None,
+        )
     } else {
         let error = &object["last_payment_error"];
         let provider_code = error["decline_code"]
@@ -352,6 +352,14 @@ mod tests {
         .into_bytes()
     }
 
+    /// A `charge.refunded` whose `data.previous_attributes` is `previous`.
+    fn refunded_event(charge: Value, previous: Value) -> Vec<u8> {
+        json!({"id": "evt_2", "object": "event", "type": "charge.refunded", "created": NOW_S,
+               "data": {"object": charge, "previous_attributes": previous}})
+        .to_string()
+        .into_bytes()
+    }
+
     fn decoded(body: &[u8]) -> Result<Webhook, Refusal> {
         let signature = sign(body, NOW_S - 10, SECRET);
         decode(
@@ -461,7 +469,7 @@ mod tests {
         match n.outcome.status {
             OutcomeStatus::Declined(d) => {
                 assert_eq!(d.provider_code, "canceled");
-                assert_eq!(d.kind, DeclineKind::Hard);
+                assert_eq!(d.kind, payproxy_plugin_sdk::payment::DeclineKind::Hard);
             }
             other => panic!("not declined: {other:?}"),
         }
@@ -513,25 +521,19 @@ mod tests {
         );
         // Without the refunds list (API versions since 2022-11-15): the total less the total
         // before, from previous_attributes.
-        let body = json!({"id": "evt_2", "object": "event", "type": "charge.refunded",
-            "created": NOW_S, "data": {
-                "object": {"id": "ch_1", "object": "charge", "payment_intent": "pi_1",
-                           "amount": 1000, "amount_refunded": 700, "currency": "eur"},
-                "previous_attributes": {"amount_refunded": 400, "refunded": false}}})
-        .to_string()
-        .into_bytes();
+        let body = refunded_event(
+            json!({"id": "ch_1", "object": "charge", "payment_intent": "pi_1",
+                   "amount": 1000, "amount_refunded": 700, "currency": "eur"}),
+            json!({"amount_refunded": 400, "refunded": false}),
+        );
         assert_eq!(one(&body).outcome.amount.map(|m| m.minor), Some(300));
         // A partial capture (600 of 1000): Stripe counts the 400 never captured as refunded.
         // Not a refund of the payment: left out. A refund of 100 after it is 100.
         let charge_event = |refunded: i64, previous: Value| {
-            json!({"id": "evt_3", "object": "event", "type": "charge.refunded",
-                "created": NOW_S, "data": {
-                    "object": {"id": "ch_1", "object": "charge", "payment_intent": "pi_1",
-                               "amount": 1000, "amount_captured": 600,
-                               "amount_refunded": refunded, "currency": "eur"},
-                    "previous_attributes": previous}})
-            .to_string()
-            .into_bytes()
+            let charge = json!({"id": "ch_1", "object": "charge", "payment_intent": "pi_1",
+                                "amount": 1000, "amount_captured": 600,
+                                "amount_refunded": refunded, "currency": "eur"});
+            refunded_event(charge, previous)
         };
         let captured = charge_event(
             400,

@@ -524,7 +524,7 @@ fn awaiting_reference(entry: &PaymentEntry) -> Option<&Owner> {
     entry
         .owner
         .as_ref()
-        .filter(|o| o.reference.is_empty() && !refused_unnamed(entry))
+        .filter(|o| o.reference.is_empty() && entry.record.state != PaymentState::Failed)
 }
 
 /// Whether `entry` failed at a provider that named no payment for it.
