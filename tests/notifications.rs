@@ -186,6 +186,32 @@ async fn start_adyen_first() -> (Simulator, Receiver, Env) {
     (sim, receiver, env)
 }
 
+/// A Dutch card payment Adyen refuses (amounts ending in 02), answered 402; its id.
+async fn refused_at_adyen(client: &HttpClient, env: &Env, key: &str, order: &str) -> String {
+    let card = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[("idempotency-key", key)],
+            &form_with(card_from("NL", "1002", order), &[]),
+        )
+        .await;
+    assert_eq!(card.status.as_u16(), 402, "{:?}", card.json());
+    assert_eq!(card.provider(), Some("adyen"));
+    card.json()["error"]["payment_intent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The config change that sends Dutch iDEAL payments to Adyen (a redirect there).
+fn ideal_at_adyen(config: &mut Value) {
+    let rules = config["plugins"]["regional-router"]["config"]["rules"]
+        .as_array_mut()
+        .unwrap();
+    let ideal = rules.iter_mut().find(|r| r["name"] == "nl-ideal").unwrap();
+    ideal["providers"] = serde_json::json!([{ "name": "adyen" }]);
+}
+
 /// `payproxy_late_charges_total{provider="adyen", result}`.
 async fn adyen_late_charges(client: &HttpClient, env: &Env, result: &str) -> f64 {
     let labels = [("provider", "adyen"), ("result", result)];
@@ -726,14 +752,7 @@ async fn local_method_payments_resolve_by_signed_provider_notifications() {
 async fn an_adyen_notification_completes_a_redirect_payment() {
     let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
     let receiver = Receiver::start();
-    let env = start_with(&sim, &receiver, |config| {
-        let rules = config["plugins"]["regional-router"]["config"]["rules"]
-            .as_array_mut()
-            .unwrap();
-        let ideal = rules.iter_mut().find(|r| r["name"] == "nl-ideal").unwrap();
-        ideal["providers"] = serde_json::json!([{ "name": "adyen" }]);
-    })
-    .await;
+    let env = start_with(&sim, &receiver, ideal_at_adyen).await;
     let client = HttpClient::default();
 
     let payment = create(
@@ -1109,19 +1128,7 @@ async fn a_decline_read_again_is_reported_once_and_a_new_confirms_decline_again(
 
     // Adyen refuses the card (amounts ending in 02), and again when the storefront confirms
     // the payment again: a payment_failed for each attempt.
-    let card = client
-        .post_form(
-            &env.url("/v1/payment_intents"),
-            &[("idempotency-key", "n-twice")],
-            &form_with(card_from("NL", "1002", "N-TWICE"), &[]),
-        )
-        .await;
-    assert_eq!(card.status.as_u16(), 402, "{:?}", card.json());
-    assert_eq!(card.provider(), Some("adyen"));
-    let card_id = card.json()["error"]["payment_intent"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let card_id = refused_at_adyen(&client, &env, "n-twice", "N-TWICE").await;
     assert_eq!(
         events_for(&receiver, &card_id, 2).await,
         ["payment_intent.created", "payment_intent.payment_failed"]
@@ -1136,4 +1143,103 @@ async fn a_decline_read_again_is_reported_once_and_a_new_confirms_decline_again(
             "payment_intent.payment_failed"
         ]
     );
+}
+
+/// A decline of an attempt the payment has left fails nothing. Adyen refuses the card (its
+/// answer fails the payment; its notification is late); the storefront confirms again with
+/// iDEAL, which waits for the shopper at Adyen under a new pspReference. The first attempt's
+/// `AUTHORISATION` `success=false` then arrives: it is not applied (held, as for a payment not
+/// known yet, since only the last attempt's reference finds the payment), the payment still
+/// waits for its shopper, and the storefront hears no second `payment_failed`. Applied, it
+/// would fail the payment, and a storefront told so could charge the shopper another way
+/// while the iDEAL payment still completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_decline_of_an_earlier_attempt_does_not_fail_the_one_under_way() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let env = start_with(&sim, &receiver, |config| {
+        config["providers"]["adyen"]["cost"] = 1.0.into();
+        ideal_at_adyen(config);
+    })
+    .await;
+    let client = HttpClient::default();
+    // Adyen's notifications are late: logged now, delivered by the test when it chooses.
+    sim.set_webhook_settings(
+        "adyen",
+        provider_sim::WebhookSettings {
+            url: Some(env.url("/webhooks/adyen")),
+            secret: ADYEN_HMAC.into(),
+            delay_ms: 600_000,
+        },
+    );
+
+    // Refused (amounts ending in 02).
+    let pi = refused_at_adyen(&client, &env, "late-decline", "N-LATE").await;
+    let first = sim.webhooks_sent("adyen");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let refusal = first[0].json().unwrap();
+    let item = &refusal["notificationItems"][0]["NotificationRequestItem"];
+    assert_eq!(
+        (item["eventCode"].as_str(), item["success"].as_str()),
+        (Some("AUTHORISATION"), Some("false")),
+        "{refusal}"
+    );
+
+    // Confirmed again with iDEAL: a redirect at Adyen, under a new pspReference.
+    let ideal = ideal_shopper("NL91ABNA0417164300", "N-LATE");
+    let confirm_form: String = ideal
+        .split('&')
+        .filter(|pair| !pair.starts_with("amount=") && !pair.starts_with("currency="))
+        .filter(|pair| !pair.starts_with("confirm="))
+        .collect::<Vec<_>>()
+        .join("&");
+    let again = client
+        .post_form(
+            &env.url(&format!("/v1/payment_intents/{pi}/confirm")),
+            &[("idempotency-key", "late-decline-2")],
+            &confirm_form,
+        )
+        .await;
+    again.assert_status(200);
+    let waiting = again.json();
+    assert_eq!(waiting["status"], "requires_action", "{waiting}");
+    assert_eq!(again.provider(), Some("adyen"));
+    // The first attempt's refusal arrives now.
+    let late = post_notice(&client, &env, "adyen", &first[0], first[0].body.clone()).await;
+    late.assert_status(200);
+    assert_eq!(String::from_utf8_lossy(&late.body), "[accepted]");
+    // Not applied: the payment's provider-reference index names only its last attempt's
+    // pspReference, so the first one's is held as a payment not known yet (and expires).
+    let page = metrics_of(&client, &env).await;
+    let counted: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("payproxy_webhook_notifications_total"))
+        .collect();
+    assert_eq!(
+        notices(&client, &env, "adyen", "held").await,
+        1.0,
+        "{counted:?}"
+    );
+    assert_eq!(
+        notices(&client, &env, "adyen", "applied").await,
+        0.0,
+        "{counted:?}"
+    );
+    let now = intent(&client, &env, &pi).await;
+    assert_eq!(now["status"], "requires_action", "{now}");
+
+    // The shopper pays at iDEAL: the payment succeeds; the one payment_failed is the card's.
+    sim.set_webhooks("adyen", Some(&env.url("/webhooks/adyen")), ADYEN_HMAC);
+    shopper_finishes(&client, &waiting, "result=authorised").await;
+    assert_eq!(
+        events_for(&receiver, &pi, 4).await,
+        [
+            "payment_intent.created",
+            "payment_intent.payment_failed",
+            "payment_intent.requires_action",
+            "payment_intent.succeeded"
+        ]
+    );
+    let now = intent(&client, &env, &pi).await;
+    assert_eq!(now["status"], "succeeded", "{now}");
 }
