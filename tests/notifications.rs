@@ -1243,3 +1243,65 @@ async fn a_late_decline_of_an_earlier_attempt_does_not_fail_the_one_under_way() 
     let now = intent(&client, &env, &pi).await;
     assert_eq!(now["status"], "succeeded", "{now}");
 }
+
+/// A capture made at the provider's dashboard reaches the record when the card's own option
+/// made the payment manual-capture on an intent offering other methods too (as automatic
+/// payment methods do): `payment_method_options[card][capture_method]=manual` with
+/// `payment_method_types` card and iDEAL. Stripe's `payment_intent.succeeded` of such an
+/// intent says nothing of the method used; the Stripe dialect reports it as a capture, and
+/// payproxy, which recorded the card payment as captured by hand, applies it: the storefront
+/// hears `payment_intent.succeeded`. (Read as a status, as for card-only intents alone
+/// before, it was the authorisation again: stale, and the record stayed `requires_capture`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_capture_of_a_card_captured_by_its_own_option_is_applied() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let env = start(&sim, &receiver).await;
+    let client = HttpClient::default();
+    let authorised = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[("idempotency-key", "card-option")],
+            &form_with(
+                card_from("DE", "1000", "CARD-OPTION"),
+                &[
+                    ("payment_method_types[]", "card"),
+                    ("payment_method_types[]", "ideal"),
+                    ("payment_method_options[card][capture_method]", "manual"),
+                ],
+            ),
+        )
+        .await;
+    authorised.assert_status(200);
+    assert_eq!(authorised.provider(), Some("stripe-like"));
+    assert_eq!(
+        authorised.json()["status"],
+        "requires_capture",
+        "{}",
+        authorised.json()
+    );
+    let pi = authorised.json()["id"].as_str().unwrap().to_string();
+
+    // The merchant captures 600 in the provider's dashboard.
+    let direct = client
+        .post_form(
+            &format!(
+                "{}/v1/payment_intents/{pi}/capture",
+                sim.base_url("stripe-like")
+            ),
+            &[],
+            &form(&[("amount_to_capture", "600")]),
+        )
+        .await;
+    direct.assert_status(200);
+    settled(&client, &env, "stripe-like", 1.0).await;
+    assert_eq!(notices(&client, &env, "stripe-like", "applied").await, 1.0);
+    assert_eq!(
+        events_for(&receiver, &pi, 3).await,
+        [
+            "payment_intent.created",
+            "payment_intent.amount_capturable_updated",
+            "payment_intent.succeeded"
+        ]
+    );
+}

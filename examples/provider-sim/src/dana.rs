@@ -421,6 +421,7 @@ fn create(ledger: &mut Ledger, request: &DanaRequest, base_url: &str) -> (Verdic
             metadata: [("order_title".to_owned(), order.order_title.clone())].into(),
         },
         manual_capture: false,
+        card_manual_capture: false,
         payment_method_types: vec!["dana".to_owned()],
         amount_refunded: 0,
     });

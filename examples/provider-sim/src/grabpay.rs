@@ -366,6 +366,7 @@ fn init(
             metadata: [("description".to_owned(), body.description)].into(),
         },
         manual_capture: body.authorise_only,
+        card_manual_capture: false,
         payment_method_types: vec!["grabpay".to_owned()],
         amount_refunded: 0,
     };

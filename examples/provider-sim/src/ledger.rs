@@ -46,9 +46,20 @@ pub struct Refund {
 #[derive(Clone, Debug)]
 pub(crate) struct Intent {
     pub(crate) charge: Charge,
+    /// Captured by hand (`capture_method=manual`).
     pub(crate) manual_capture: bool,
+    /// `payment_method_options[card][capture_method]=manual` (Stripe), as given.
+    pub(crate) card_manual_capture: bool,
     pub(crate) payment_method_types: Vec<String>,
     pub(crate) amount_refunded: i64,
+}
+
+impl Intent {
+    /// Captured by hand: `capture_method=manual`, or the card's own option (the simulator's
+    /// payments are all by card).
+    pub(crate) fn captured_by_hand(&self) -> bool {
+        self.manual_capture || self.card_manual_capture
+    }
 }
 
 /// The answer first given to an idempotent request, replayed for retries of it.
@@ -164,6 +175,7 @@ mod tests {
                 metadata: BTreeMap::new(),
             },
             manual_capture: false,
+            card_manual_capture: false,
             payment_method_types: vec!["card".into()],
             amount_refunded: 0,
         }

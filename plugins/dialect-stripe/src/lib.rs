@@ -192,8 +192,9 @@
 //! `webhook_secret` (the endpoint's `whsec_…` signing secret); `Stripe-Signature` verified
 //! over the raw body with a 300 s tolerance (else 401), `payment_intent.succeeded` /
 //! `.amount_capturable_updated` / `.payment_failed` / `.canceled` → status approved /
-//! approved / declined / declined `canceled` (`succeeded` of a `capture_method: manual`
-//! intent → capture approved),
+//! approved / declined / declined `canceled` (`succeeded` of an intent with
+//! `capture_method: manual` or `payment_method_options.card.capture_method: manual` →
+//! capture approved),
 //! `charge.refunded` → refund of the newest refund's amount, all about the PaymentIntent id.
 //! See [`webhook`].
 

@@ -22,8 +22,13 @@
 //! capture: one the storefront made through payproxy (already recorded), or one made at the
 //! provider itself (the dashboard, another integration), which only this event tells
 //! payproxy of. Read as a status it would be taken for the authorisation. Captured by hand:
-//! `capture_method: manual`, or a card-only intent with
-//! `payment_method_options.card.capture_method: manual` (Stripe's per-method override).
+//! `capture_method: manual`, or `payment_method_options.card.capture_method: manual`
+//! (Stripe's per-method override, the way to capture cards by hand on an intent that offers
+//! other methods too, as automatic payment methods do). With the per-card option the event
+//! does not say whether the shopper paid by card (the intent names its payment method by id
+//! only), so its `succeeded` is a capture whenever the option is set: the host, which knows
+//! whether it recorded the payment as captured by hand, reads a capture of a payment it
+//! recorded as captured automatically as that payment's success.
 //!
 //! `charge.refunded`'s charge holds the cumulative `amount_refunded`. Since API version
 //! 2022-11-15 it has no `refunds` list (expandable, and an event's object is never expanded),
@@ -233,14 +238,12 @@ fn intent(
     }))
 }
 
-/// Whether an intent is captured by hand: `capture_method: manual`, or a card-only intent
-/// with `payment_method_options.card.capture_method: manual` (Stripe's per-method override).
+/// Whether an intent may be captured by hand: `capture_method: manual`, or
+/// `payment_method_options.card.capture_method: manual` (Stripe's per-method override; for a
+/// payment by another method the host reads the capture as the payment's success).
 fn manual_capture(intent: &Value) -> bool {
-    let card_only = intent["payment_method_types"]
-        .as_array()
-        .is_some_and(|types| types.len() == 1 && types[0] == "card");
     intent["capture_method"] == "manual"
-        || (card_only && intent["payment_method_options"]["card"]["capture_method"] == "manual")
+        || intent["payment_method_options"]["card"]["capture_method"] == "manual"
 }
 
 /// `charge.refunded`: the refund it announces (see the module's docs), about the charge's
@@ -418,6 +421,17 @@ mod tests {
             json!({"id": "pi_7", "amount": 1000, "currency": "eur", "status": "succeeded",
                    "capture_method": "automatic", "payment_method_types": ["card"],
                    "payment_method_options": {"card": {"capture_method": "manual"}}}),
+        );
+        assert_eq!(one(&body).operation, Operation::Capture);
+        // The same option on an intent offering other methods too (automatic payment
+        // methods): a capture as well, whichever method the shopper used (the host tells).
+        let body = event(
+            "payment_intent.succeeded",
+            json!({"id": "pi_8", "amount": 1000, "currency": "eur", "status": "succeeded",
+                   "capture_method": "automatic",
+                   "payment_method_types": ["card", "ideal", "sepa_debit"],
+                   "payment_method_options": {"card": {"capture_method": "manual"},
+                                              "ideal": {}}}),
         );
         assert_eq!(one(&body).operation, Operation::Capture);
         // Captured automatically (either way Stripe spells it): the payment's status.

@@ -686,13 +686,34 @@ fn forward(entry: &mut PaymentEntry, notification: &Notification) -> Step {
         return Step::Stale;
     }
     let state = entry.record.state;
-    let mut payment = crate::plugin::blank_payment(notification.operation);
-    payment.manual_capture = entry.record.payment.manual_capture;
+    let manual = entry.record.payment.manual_capture;
+    // A capture the provider made is money taken. Of a payment payproxy did not see
+    // authorised (recorded as captured automatically; failed; or not authorised yet, its
+    // authorisation's word late or never to come) it is the payment's success: a dialect
+    // that cannot tell from an event how the shopper paid (Stripe's per-card manual capture
+    // on an intent offering other methods too) reports a capture, and held until an
+    // authorisation that never comes it would be dropped. A refused capture is not.
+    let capturing = state == PaymentState::RequiresCapture
+        || (state == PaymentState::Processing && entry.record.amount_captured > 0);
+    let success = notification.operation == Operation::Capture
+        && matches!(outcome.status, OutcomeStatus::Approved)
+        && !capturing
+        && !matches!(state, PaymentState::Succeeded | PaymentState::Canceled)
+        && (!manual
+            || rank(state) < rank(PaymentState::RequiresCapture)
+            || state == PaymentState::Failed);
+    let operation = if success {
+        Operation::Status
+    } else {
+        notification.operation
+    };
+    let mut payment = crate::plugin::blank_payment(operation);
+    payment.manual_capture = manual && !success;
     payment.amount = outcome
         .amount
         .clone()
         .or_else(|| entry.record.payment.amount.clone());
-    match notification.operation {
+    match operation {
         // Refunds and captures only follow what they refer to.
         Operation::Refund if state != PaymentState::Succeeded => {
             return if rank(state) < rank(PaymentState::Succeeded) {
@@ -982,25 +1003,71 @@ mod tests {
     #[test]
     fn captures_follow_authorizations() {
         use PaymentState as S;
+        // Payments recorded as captured by hand.
+        let manual = |state, captured| {
+            let mut e = entry(state, captured);
+            e.record.payment.manual_capture = true;
+            e
+        };
         let capture = notice(Operation::Capture, OutcomeStatus::Approved, Some(700));
-        let mut e = entry(S::RequiresCapture, 0);
+        let mut e = manual(S::RequiresCapture, 0);
         assert_eq!(forward(&mut e, &capture), Step::Moved);
         assert_eq!(e.record.state, S::Succeeded);
         assert_eq!(e.record.amount_captured, 700);
-        let mut pending = entry(S::RequiresAction, 0);
-        assert_eq!(forward(&mut pending, &capture), Step::NotYet);
-        let mut canceled = entry(S::Canceled, 0);
+        // Captured before payproxy heard of the authorisation: money taken, the payment's
+        // success (the authorisation's word, arriving after, changes nothing).
+        let mut pending = manual(S::RequiresAction, 0);
+        assert_eq!(forward(&mut pending, &capture), Step::Moved);
+        assert_eq!(pending.record.state, S::Succeeded);
+        assert_eq!(pending.record.amount_captured, 700);
+        let authorised = notice(Operation::Status, OutcomeStatus::Approved, Some(1000));
+        assert_eq!(forward(&mut pending, &authorised), Step::Stale);
+        // A refused capture of a payment not yet authorised waits for the authorisation.
+        let refused = notice(Operation::Capture, declined(), Some(700));
+        let mut pending = manual(S::RequiresAction, 0);
+        assert_eq!(forward(&mut pending, &refused), Step::NotYet);
+        let mut canceled = manual(S::Canceled, 0);
         assert_eq!(forward(&mut canceled, &capture), Step::Stale);
         // A capture payproxy asked for and the provider answered pending: its notification
         // completes it.
-        let mut capturing = entry(S::Processing, 1000);
+        let mut capturing = manual(S::Processing, 1000);
         assert_eq!(forward(&mut capturing, &capture), Step::Moved);
         assert_eq!(capturing.record.state, S::Succeeded);
         assert_eq!(capturing.record.amount_captured, 700);
         // Already captured (through payproxy): the provider's word on it is nothing new.
-        let mut paid = entry(S::Succeeded, 1000);
+        let mut paid = manual(S::Succeeded, 1000);
         assert_eq!(forward(&mut paid, &capture), Step::Stale);
         assert_eq!(paid.record.amount_captured, 1000);
+    }
+
+    #[test]
+    fn a_capture_of_a_payment_captured_automatically_is_its_success() {
+        use PaymentState as S;
+        // Stripe's per-card manual capture on an intent the shopper paid by iDEAL: the
+        // dialect reports its `succeeded` as a capture; payproxy recorded it automatic.
+        let capture = notice(Operation::Capture, OutcomeStatus::Approved, Some(1000));
+        let mut waiting = entry(S::RequiresAction, 0);
+        assert_eq!(forward(&mut waiting, &capture), Step::Moved);
+        assert_eq!(waiting.record.state, S::Succeeded);
+        assert_eq!(waiting.record.amount_captured, 1000);
+        // Paid already: nothing new, as a status would say.
+        let mut paid = entry(S::Succeeded, 1000);
+        assert_eq!(forward(&mut paid, &capture), Step::Stale);
+        // A failed payment confirmed again and paid: money taken is applied, whether
+        // payproxy recorded it captured by hand or not.
+        for manual in [false, true] {
+            let mut failed = entry(S::Failed, 0);
+            failed.record.payment.manual_capture = manual;
+            assert_eq!(forward(&mut failed, &capture), Step::Moved, "{manual}");
+            assert_eq!(failed.record.state, S::Succeeded, "{manual}");
+        }
+        // A refused capture is no success: held as before, never a failed payment.
+        let refused = notice(Operation::Capture, declined(), Some(1000));
+        let mut waiting = entry(S::RequiresAction, 0);
+        assert_eq!(forward(&mut waiting, &refused), Step::NotYet);
+        assert_eq!(waiting.record.state, S::RequiresAction);
+        let mut canceled = entry(S::Canceled, 0);
+        assert_eq!(forward(&mut canceled, &capture), Step::Stale);
     }
 
     #[test]

@@ -171,6 +171,7 @@ pub(super) fn create(
             metadata,
         },
         manual_capture,
+        card_manual_capture: false,
         payment_method_types: vec![kind.to_owned()],
         amount_refunded: 0,
     });

@@ -119,6 +119,7 @@ pub(super) fn create(
             metadata,
         },
         manual_capture: false,
+        card_manual_capture: false,
         payment_method_types: vec!["ideal".to_owned()],
         amount_refunded: 0,
     };

@@ -207,6 +207,7 @@ pub(super) fn create(provider: &Provider, txid: &str, call: &Call) -> Result<Rep
             metadata,
         },
         manual_capture: false,
+        card_manual_capture: false,
         payment_method_types: vec!["pix".to_owned()],
         amount_refunded: 0,
     };

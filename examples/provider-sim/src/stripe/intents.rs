@@ -9,7 +9,8 @@ use crate::respond::StripeError;
 
 /// `POST /v1/payment_intents`.
 ///
-/// Status: `succeeded`, or `requires_capture` with `capture_method=manual`, or
+/// Status: `succeeded`, or `requires_capture` with `capture_method=manual` (or
+/// `payment_method_options[card][capture_method]=manual`: every payment here is by card), or
 /// `requires_confirmation` with `confirm=false`, or `requires_payment_method` when confirmed
 /// with a `payment_method` ending in `chargeDeclined` (`pm_card_chargeDeclined`), which the
 /// caller answers as a 402 card error.
@@ -20,14 +21,17 @@ pub(super) fn create(
 ) -> Result<Value, StripeError> {
     let amount = positive_int(form, "amount")?.ok_or_else(|| StripeError::missing("amount"))?;
     let currency = currency(form)?;
-    let manual_capture = match form.get("capture_method") {
-        None | Some("automatic") | Some("automatic_async") => false,
-        Some("manual") => true,
+    let manual = |field: &'static str| match form.get(field) {
+        None | Some("automatic") | Some("automatic_async") => Ok(false),
+        Some("manual") => Ok(true),
         Some(other) => {
-            let message = format!("Invalid capture_method: must be one of automatic, automatic_async, or manual (got {other})");
-            return Err(StripeError::bad_value("capture_method", message));
+            let message = format!("Invalid {field}: must be one of automatic, automatic_async, or manual (got {other})");
+            Err(StripeError::bad_value(field, message))
         }
     };
+    let manual_capture = manual("capture_method")?;
+    // Stripe's per-method override; the simulator's payments are all by card.
+    let card_manual_capture = manual("payment_method_options[card][capture_method]")?;
     let confirm = match form.get("confirm") {
         None | Some("true") => true,
         Some("false") => false,
@@ -43,7 +47,7 @@ pub(super) fn create(
     let declined = form
         .get("payment_method")
         .is_some_and(|pm| pm.ends_with("chargeDeclined"));
-    let status = match (confirm, manual_capture) {
+    let status = match (confirm, manual_capture || card_manual_capture) {
         (false, _) => "requires_confirmation",
         (true, _) if declined => "requires_payment_method",
         (true, true) => "requires_capture",
@@ -70,6 +74,7 @@ pub(super) fn create(
             metadata,
         },
         manual_capture,
+        card_manual_capture,
         payment_method_types,
         amount_refunded: 0,
     };
@@ -89,7 +94,9 @@ pub(super) fn act(ledger: &mut Ledger, id: &str, action: Action) -> Result<Value
     let current = intent.charge.status.as_str();
     let next = match (action, current) {
         (Action::Capture, "requires_capture") => "succeeded",
-        (Action::Confirm, "requires_confirmation") if intent.manual_capture => "requires_capture",
+        (Action::Confirm, "requires_confirmation") if intent.captured_by_hand() => {
+            "requires_capture"
+        }
         (Action::Confirm, "requires_confirmation") => "succeeded",
         (Action::Cancel, "requires_capture" | "requires_confirmation") => "canceled",
         _ => {
@@ -127,6 +134,11 @@ fn render(intent: &Intent) -> Value {
         "currency": charge.currency,
         "status": charge.status,
         "capture_method": if intent.manual_capture { "manual" } else { "automatic" },
+        "payment_method_options": if intent.card_manual_capture {
+            json!({"card": {"capture_method": "manual"}})
+        } else {
+            json!({})
+        },
         "metadata": charge.metadata,
         "payment_method_types": intent.payment_method_types,
         "livemode": false,

@@ -305,6 +305,44 @@ mod webhook_tests {
     }
 
     #[tokio::test]
+    async fn the_cards_own_manual_capture_waits_for_the_capture() {
+        let sim = Simulator::start(&["s"]).await.unwrap();
+        let base = sim.base_url("s");
+        sim.set_webhooks("s", Some("http://127.0.0.1:9/webhooks/s"), SECRET);
+        let form = "amount=1000&currency=eur&payment_method_types[]=card\
+                    &payment_method_types[]=ideal&payment_method_options[card][capture_method]=manual";
+        let (status, pi) = post(&base, "/v1/payment_intents", form).await;
+        assert_eq!(status, 200, "{pi}");
+        assert_eq!(pi["status"], "requires_capture");
+        assert_eq!(pi["capture_method"], "automatic");
+        assert_eq!(
+            pi["payment_method_options"]["card"]["capture_method"],
+            "manual"
+        );
+        let id = pi["id"].as_str().unwrap();
+        let (status, captured) =
+            post(&base, &format!("/v1/payment_intents/{id}/capture"), "").await;
+        assert_eq!(
+            (status, captured["status"].as_str()),
+            (200, Some("succeeded"))
+        );
+        let events = events(&sim);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["type"], "payment_intent.succeeded");
+        let object = &events[0]["data"]["object"];
+        assert_eq!(
+            object["payment_method_types"],
+            serde_json::json!(["card", "ideal"])
+        );
+        assert_eq!(
+            object["payment_method_options"]["card"]["capture_method"],
+            "manual"
+        );
+        let form = "amount=1000&currency=eur&payment_method_options[card][capture_method]=later";
+        assert_eq!(post(&base, "/v1/payment_intents", form).await.0, 400);
+    }
+
+    #[tokio::test]
     async fn intents_and_refunds_send_signed_events() {
         let sim = Simulator::start(&["s"]).await.unwrap();
         let base = sim.base_url("s");
