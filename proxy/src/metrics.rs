@@ -250,7 +250,8 @@ impl Metrics {
                 "payproxy_webhook_notifications_total",
                 "Notifications in verified provider requests by provider and result: applied, \
                  duplicate (applied before), stale (the payment had moved on), held (its \
-                 payment not known yet), expired (held too long), unmatched, failed.",
+                 payment not known yet, or busy; counted again with its fate when tried \
+                 again), expired (held too long), unmatched, failed.",
                 &["provider", "result"],
             ),
             late_charges: counter(

@@ -22,7 +22,10 @@ Standard library only. Steps (examples/grafana/README.md describes them for oper
      Pix) and PayproxyReloadFailed must fire; then stripe-like (the only card provider)
      answers 503 to everything while card payments keep coming, and
      PayproxyPaymentSuccessRateLow{route="payments"}, PayproxyProviderFailureRateHigh and
-     PayproxyBreakerOpen{provider="stripe-like"} must reach `firing` in /api/v1/alerts;
+     PayproxyBreakerOpen{provider="stripe-like"} must reach `firing` in /api/v1/alerts
+     (before that, a Stripe event signed with stripe-like's webhook secret for a payment
+     nobody made is held and dropped after the config's 1 s state.notice_hold_ms, and
+     PayproxyProviderNotificationDropped{provider="stripe-like"} must fire);
      then one GrabPay answer cut off mid-body (an ambiguous attempt);
   6. every target `expr` of every dashboard panel, with Grafana's variables replaced by
      concrete values (VARIABLES below), and every template variable's label_values() query,
@@ -34,6 +37,8 @@ check passed; 1 when a check failed (each failure named), 2 when the setup faile
 
 import argparse
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -73,6 +78,10 @@ VARIABLES = {
 }
 
 STOREFRONT_KEY = "sk_test_storefront_demo"  # examples/config/payments.json keeps its SHA-256
+# stripe-like's webhook signing secret in the check's config: its events reach payproxy.
+STRIPE_LIKE_WEBHOOK_SECRET = "whsec_dashboard_check"
+# The check's state.notice_hold_ms (the least payproxy takes): a held notification is dropped soon.
+NOTICE_HOLD_MS = 1000
 PROVIDERS = ("stripe-like", "adyen", "grabpay", "dana", "ideal", "pix")
 RULE_FOR = "2s"  # every `for:` in the temp copy of the rules
 
@@ -148,6 +157,8 @@ def payproxy_config(work: Path, sims: dict, storefront: int, admin: int) -> Path
         plugin["path"] = str((CONFIG.parent / plugin["path"]).resolve())
     for name, provider in config["providers"].items():
         provider["url"] = sims[name]
+    config["providers"]["stripe-like"]["credentials"]["webhook_secret"] = STRIPE_LIKE_WEBHOOK_SECRET
+    config.setdefault("state", {})["notice_hold_ms"] = NOTICE_HOLD_MS
     config["plugins"]["canary-router"] = {
         "path": str(PLUGIN_DIR / "fixture_hostile.wasm"), "role": "router",
         "config": {"mode": "output"}, "on_error": "fail-open",
@@ -508,6 +519,25 @@ def check_alerts(prom_url: str, sf: Storefront, sims: dict, failures: list) -> N
 
     # From the traffic already sent: the slow Pix answers and the failed reload.
     wait_firing(prom_url, {("PayproxyRequestLatencyHigh", "payments"), ("PayproxyReloadFailed", "")}, failures)
+
+    say("a notification for a payment nobody made: held, then dropped after state.notice_hold_ms")
+    event = json.dumps({
+        "id": f"evt_{sf.tag}_dropped", "object": "event", "type": "payment_intent.succeeded",
+        "created": int(time.time()), "livemode": False,
+        "data": {"object": {"id": f"pi_{sf.tag.replace('-', '_')}_nobody", "object": "payment_intent",
+                            "amount": 1000, "amount_received": 1000, "currency": "eur",
+                            "status": "succeeded", "capture_method": "automatic"}},
+    }).encode()
+    t = int(time.time())
+    signature = hmac.new(STRIPE_LIKE_WEBHOOK_SECRET.encode(), f"{t}.".encode() + event, hashlib.sha256)
+    status, body, _ = http(f"{sf.url}/webhooks/stripe-like", "POST", event,
+                           {"content-type": "application/json",
+                            "stripe-signature": f"t={t},v1={signature.hexdigest()}"})
+    expect(failures, status == 200, f"the signed event answered {status} {body[:200]!r}, want 200 (held)")
+    wait_firing(prom_url, {("PayproxyProviderNotificationDropped", "stripe-like")}, failures)
+    expect(failures, metric_sum(sf.admin, "payproxy_webhook_notifications_total",
+                                provider="stripe-like", result="expired") == 1,
+           "payproxy_webhook_notifications_total{provider=stripe-like, result=expired} is not 1")
 
     say("outage: stripe-like (the only card provider) answers 503 to everything")
     set_faults(sims, "stripe-like", {"error_status": 503, "error_rate": 1.0})
