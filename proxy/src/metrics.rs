@@ -249,9 +249,10 @@ impl Metrics {
             webhook_notices: counter(
                 "payproxy_webhook_notifications_total",
                 "Notifications in verified provider requests by provider and result: applied, \
-                 duplicate (applied before), stale (the payment had moved on), held (its \
-                 payment not known yet, or busy; counted again with its fate when tried \
-                 again), expired (held too long), unmatched, failed.",
+                 duplicate (applied before), stale (the payment had moved on), held (not \
+                 applicable yet: its payment unknown, locked by an operation, or not where \
+                 it refers to; counted again with its fate when tried again), expired (held \
+                 too long), unmatched, failed.",
                 &["provider", "result"],
             ),
             late_charges: counter(
