@@ -698,7 +698,6 @@ fn forward(entry: &mut PaymentEntry, notification: &Notification) -> Step {
     let success = notification.operation == Operation::Capture
         && matches!(outcome.status, OutcomeStatus::Approved)
         && !capturing
-        && !matches!(state, PaymentState::Succeeded | PaymentState::Canceled)
         && (!manual
             || rank(state) < rank(PaymentState::RequiresCapture)
             || state == PaymentState::Failed);
@@ -879,6 +878,22 @@ mod tests {
         })
     }
 
+    /// payproxy refunds `minor` of `paid` (the storefront asked; the provider accepted it):
+    /// counted, awaiting the provider's confirmation.
+    fn refund_by_payproxy(paid: &mut PaymentEntry, minor: i64) {
+        let mut refund = crate::plugin::blank_payment(Operation::Refund);
+        refund.amount = Some(Money {
+            minor,
+            currency: "EUR".into(),
+        });
+        let accepted = Outcome {
+            status: OutcomeStatus::Approved,
+            provider_reference: Some("re_1".into()),
+            amount: None,
+        };
+        advance(paid, &refund, &accepted);
+    }
+
     #[test]
     fn statuses_only_move_forward() {
         use PaymentState as S;
@@ -945,17 +960,7 @@ mod tests {
         use PaymentState as S;
         let mut paid = entry(S::Succeeded, 1000);
         // payproxy refunds 400 (the storefront asked): counted, awaiting confirmation.
-        let mut refund = crate::plugin::blank_payment(Operation::Refund);
-        refund.amount = Some(Money {
-            minor: 400,
-            currency: "EUR".into(),
-        });
-        let approved = Outcome {
-            status: OutcomeStatus::Approved,
-            provider_reference: Some("re_1".into()),
-            amount: None,
-        };
-        advance(&mut paid, &refund, &approved);
+        refund_by_payproxy(&mut paid, 400);
         assert_eq!(paid.record.amount_refunded, 400);
         assert_eq!(paid.unconfirmed_refunds, [400]);
         // The provider's notification of it: confirmed, not counted again.
@@ -973,17 +978,7 @@ mod tests {
     fn a_refund_payproxy_made_and_the_provider_refused_is_counted_out() {
         use PaymentState as S;
         let mut paid = entry(S::Succeeded, 1000);
-        let mut refund = crate::plugin::blank_payment(Operation::Refund);
-        refund.amount = Some(Money {
-            minor: 400,
-            currency: "EUR".into(),
-        });
-        let accepted = Outcome {
-            status: OutcomeStatus::Approved,
-            provider_reference: Some("re_1".into()),
-            amount: None,
-        };
-        advance(&mut paid, &refund, &accepted);
+        refund_by_payproxy(&mut paid, 400);
         assert_eq!(paid.record.amount_refunded, 400);
         // The provider then refuses it (Adyen: REFUND with success false): counted out.
         let refused = notice(Operation::Refund, declined(), Some(400));
