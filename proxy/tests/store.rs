@@ -1929,6 +1929,42 @@ mod pg {
         options.lease = Duration::from_millis(lease_ms);
         PostgresStore::open(options).unwrap()
     }
+
+    /// Locks `key`'s idempotency row from a connection of its own (as another transaction
+    /// would) and holds it for `hold`; returns once the lock is held. Writes to the row queue
+    /// behind the lock meanwhile, in the order they arrive.
+    pub fn lock_row(
+        options: &PostgresOptions,
+        key: &str,
+        hold: Duration,
+    ) -> std::thread::JoinHandle<()> {
+        let (config, key) = (options.config.clone(), key.as_bytes().to_vec());
+        let (locked, held) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (mut client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                let txn = client.transaction().await.unwrap();
+                let row = txn
+                    .query_opt(
+                        "SELECT 1 FROM idempotency WHERE key = $1 FOR UPDATE",
+                        &[&key],
+                    )
+                    .await
+                    .unwrap();
+                assert!(row.is_some(), "no row to lock");
+                locked.send(()).unwrap();
+                tokio::time::sleep(hold).await;
+                txn.commit().await.unwrap();
+            });
+        });
+        held.recv().expect("the row was locked");
+        holder
+    }
 }
 
 /// Waits until `f` returns `Some`, polling; panics after `within`.
@@ -2221,4 +2257,28 @@ fn postgres_connection_errors_say_why_and_never_show_the_password() {
     let error = PostgresStore::open(options).unwrap_err().to_string();
     assert!(error.contains("nosuchuser"), "{error}");
     assert!(!error.contains("topsecret-pw"), "{error}");
+}
+
+#[test]
+fn postgres_claims_handed_back_on_drop_are_not_renewed_after() {
+    let Some(options) = pg::fresh() else { return };
+    // A 600 ms lease is renewed every 200 ms. Another transaction holds the claimed row
+    // locked while the store is dropped, so the hand-back waits on the lock and the
+    // renewals that fall due meanwhile queue behind it. When the lock goes, the hand-back
+    // must stay: a renewal applied after it would arm the lease again, and the next process
+    // would wait for it (InFlight) or see it lapse (LeaseExpired) instead of resuming at once.
+    let s = pg::with_lease(options.clone(), 600);
+    assert_eq!(s.begin("k", "fp", 0, STALE).unwrap(), Begin::Started);
+    s.note_attempt("k", &attempt("stripe")).unwrap();
+    let holder = pg::lock_row(&options, "k", Duration::from_millis(700));
+    drop(s);
+    holder.join().unwrap();
+    let s = pg::with_lease(options, 600);
+    assert_eq!(
+        s.begin("k", "fp", 1, STALE).unwrap(),
+        Begin::Resume {
+            attempt: Some(attempt("stripe")),
+            reason: Takeover::PreviousProcess
+        }
+    );
 }

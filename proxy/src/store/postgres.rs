@@ -402,13 +402,16 @@ async fn renew(
 ) -> Result<u64, StoreError> {
     let client = pool.get().await.map_err(pg("renew", ""))?;
     let lease_ms = ms(lease.as_millis() as u64);
+    // Never a lease handed back (`lease_until` NULL, by `drop`): a renewal that reaches the
+    // database after the hand-back would arm it again, and the next process would wait a
+    // whole lease for claims it should resume at once.
     client
         .execute(
             "UPDATE idempotency AS i
                 SET lease_until = clock_timestamp() + $4::bigint * interval '1 millisecond'
                FROM unnest($1::bytea[], $2::bigint[]) AS h(key, token)
               WHERE i.key = h.key AND i.token = h.token AND i.holder = $3
-                AND i.state = 'in_flight'",
+                AND i.state = 'in_flight' AND i.lease_until IS NOT NULL",
             &[&keys, &tokens, &instance, &lease_ms],
         )
         .await
@@ -419,9 +422,12 @@ impl Drop for PostgresStore {
     fn drop(&mut self) {
         // Hand this instance's claims back: another instance resumes them at once instead
         // of waiting for their leases (a process killed outright cannot; its leases lapse).
-        let keys: Vec<Vec<u8>> = lock(&self.held)
-            .keys()
-            .map(|k| k.as_bytes().to_vec())
+        // Taken out of `held` first, so no renewal starts on them after; one already under
+        // way may still reach the database after the hand-back, and `renew` leaves a lease
+        // handed back alone.
+        let keys: Vec<Vec<u8>> = std::mem::take(&mut *lock(&self.held))
+            .into_keys()
+            .map(String::into_bytes)
             .collect();
         if !keys.is_empty() {
             let (pool, instance) = (self.pool.clone(), self.instance.clone());
