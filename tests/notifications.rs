@@ -1309,3 +1309,122 @@ async fn a_dashboard_capture_of_a_card_captured_by_its_own_option_is_applied() {
         ]
     );
 }
+
+/// A Stripe PaymentIntent declined, then confirmed again at the same provider with a card
+/// that needs 3-D Secure: the same intent, the same id, now waiting for the shopper. The
+/// first attempt's `payment_intent.payment_failed`, delivered late, names that id too, so
+/// it cannot be told from a decline of the attempt under way. payproxy asks the provider:
+/// the intent waits for the shopper, so the decline was the earlier attempt's and changes
+/// nothing (stale). (Applied, it failed the payment the shopper was still paying: the
+/// storefront heard `payment_intent.payment_failed` and might have asked them to pay
+/// again.) The shopper then passes the challenge and the payment succeeds.
+///
+/// A second payment, the same way, whose shopper fails the challenge: that decline is the
+/// attempt under way's, the provider says so, and it is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provider() {
+    let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
+    let receiver = Receiver::start();
+    let env = start(&sim, &receiver).await;
+    let client = HttpClient::default();
+    let webhooks = env.url("/webhooks/stripe-like");
+    let late = |delay_ms| provider_sim::WebhookSettings {
+        url: Some(webhooks.clone()),
+        secret: PROVIDER_SECRET.into(),
+        delay_ms,
+    };
+    // Its notifications are late: logged now, delivered by the test when it chooses.
+    sim.set_webhook_settings("stripe-like", late(600_000));
+    let declined_then_challenged = |order: &'static str| {
+        let client = &client;
+        let env = &env;
+        async move {
+            let declined = client
+                .post_form(
+                    &env.url("/v1/payment_intents"),
+                    &[("idempotency-key", &format!("{order}-1"))],
+                    &format!(
+                        "amount=1000&currency=eur&confirm=true\
+                         &payment_method=pm_card_chargeDeclined&metadata[order_id]={order}"
+                    ),
+                )
+                .await;
+            assert_eq!(declined.status.as_u16(), 402, "{}", declined.json());
+            assert_eq!(declined.provider(), Some("stripe-like"));
+            let pi = declined.json()["error"]["payment_intent"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let again = client
+                .post_form(
+                    &env.url(&format!("/v1/payment_intents/{pi}/confirm")),
+                    &[("idempotency-key", &format!("{order}-2"))],
+                    "payment_method=pm_card_threeDSecure2Required",
+                )
+                .await;
+            again.assert_status(200);
+            let waiting = again.json();
+            assert_eq!(
+                (waiting["id"].as_str(), waiting["status"].as_str()),
+                (Some(pi.as_str()), Some("requires_action")),
+                "{waiting}"
+            );
+            (pi, waiting)
+        }
+    };
+
+    let (pi, waiting) = declined_then_challenged("AGAIN-1").await;
+    let sent = sim.webhooks_sent("stripe-like");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0].json().unwrap()["type"],
+        "payment_intent.payment_failed"
+    );
+    let asked = sim.request_count("stripe-like");
+    let delivered = post_notice(&client, &env, "stripe-like", &sent[0], sent[0].body.clone()).await;
+    delivered.assert_status(200);
+    settled(&client, &env, "stripe-like", 1.0).await;
+    assert_eq!(notices(&client, &env, "stripe-like", "stale").await, 1.0);
+    assert_eq!(notices(&client, &env, "stripe-like", "applied").await, 0.0);
+    // One status query, the check.
+    assert_eq!(sim.request_count("stripe-like"), asked + 1);
+    let now = intent(&client, &env, &pi).await;
+    assert_eq!(now["status"], "requires_action", "{now}");
+
+    // The shopper passes the challenge; the provider's success is delivered at once.
+    sim.set_webhook_settings("stripe-like", late(0));
+    shopper_finishes(&client, &waiting, "result=succeeded").await;
+    assert_eq!(
+        events_for(&receiver, &pi, 4).await,
+        [
+            "payment_intent.created",
+            "payment_intent.payment_failed",
+            "payment_intent.requires_action",
+            "payment_intent.succeeded"
+        ]
+    );
+    let now = intent(&client, &env, &pi).await;
+    assert_eq!(now["status"], "succeeded", "{now}");
+
+    // The second payment's shopper fails the challenge: its decline is applied.
+    let (pi, waiting) = declined_then_challenged("AGAIN-2").await;
+    let applied = notices(&client, &env, "stripe-like", "applied").await;
+    shopper_finishes(&client, &waiting, "result=failed").await;
+    eventually(
+        Duration::from_secs(20),
+        "the failed challenge's decline applied",
+        || async { notices(&client, &env, "stripe-like", "applied").await > applied },
+    )
+    .await;
+    assert_eq!(
+        events_for(&receiver, &pi, 4).await,
+        [
+            "payment_intent.created",
+            "payment_intent.payment_failed",
+            "payment_intent.requires_action",
+            "payment_intent.payment_failed"
+        ]
+    );
+    let now = intent(&client, &env, &pi).await;
+    assert_eq!(now["status"], "requires_payment_method", "{now}");
+}

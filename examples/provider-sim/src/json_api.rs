@@ -67,15 +67,7 @@ impl Call {
 
     /// `http://<host>` as the caller addressed us, for URLs we hand out (redirects, QR).
     pub(crate) fn base_url(&self) -> String {
-        let host = self
-            .parts
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| self.parts.uri.authority().map(|a| a.to_string()))
-            .unwrap_or_else(|| "127.0.0.1".to_owned());
-        format!("http://{host}")
+        base_url(&self.parts)
     }
 
     /// What a retry must repeat exactly to be replayed.
@@ -156,4 +148,16 @@ pub(crate) fn mint_refund(ledger: &mut Ledger, prefix: &str) -> String {
         Some(rest) => format!("{prefix}_{rest}"),
         None => id,
     }
+}
+
+/// `http://<host>` as the caller of `parts` addressed us, for URLs we hand out.
+pub(crate) fn base_url(parts: &Parts) -> String {
+    let host = parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    format!("http://{host}")
 }

@@ -335,6 +335,23 @@ impl Payments {
             Ok(found) => found,
             Err(fate) => return Ok(fate),
         };
+        let checked;
+        let notification = if self.decline_to_check(ctx, provider, &entry, notification) {
+            // The provider's word on the payment now stands for the decline, which may be an
+            // earlier attempt's; with no word now, held and checked again later.
+            let Some(outcome) = self.ask_owner(ctx, &entry).await else {
+                tracing::info!(provider, payment = %id, "a decline of a payment confirmed again could not be checked with its provider; held");
+                return Ok(Fate::Held);
+            };
+            checked = Notification {
+                operation: Operation::Status,
+                outcome,
+                ..notification.clone()
+            };
+            &checked
+        } else {
+            notification
+        };
         match forward(&mut entry, notification) {
             Step::Moved => {}
             Step::Stale => return Ok(Fate::Stale),
@@ -364,6 +381,62 @@ impl Payments {
         );
         self.write_audit_status(ctx, 200);
         Ok(Fate::Applied)
+    }
+
+    /// Whether `notification` is a decline of a payment under way (waiting for the shopper,
+    /// or processing) that was confirmed again after it failed, from the provider that holds
+    /// it, which can be asked: it may be the earlier attempt's, late, under the same
+    /// reference (a Stripe PaymentIntent confirmed again keeps its id), and failing the
+    /// attempt under way for it would tell the storefront its payment failed while the
+    /// shopper may still pay it, and may be asked to pay again.
+    fn decline_to_check(
+        &self,
+        ctx: &Ctx<'_>,
+        provider: &str,
+        entry: &PaymentEntry,
+        notification: &Notification,
+    ) -> bool {
+        let declined = matches!(
+            &notification.outcome.status,
+            OutcomeStatus::Declined(d) if d.provider_code != "canceled"
+        );
+        let queryable = ctx
+            .snapshot
+            .providers
+            .get(provider)
+            .and_then(|p| p.dialect.as_ref())
+            .is_some_and(|(_, d)| d.capabilities().status_query);
+        entry.confirmed_after_decline
+            && declined
+            && notification.operation == Operation::Status
+            && matches!(
+                entry.record.state,
+                PaymentState::RequiresAction | PaymentState::Processing
+            )
+            && entry
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.provider == provider && !o.reference.is_empty())
+            && queryable
+    }
+
+    /// What payment `entry`'s owner says of it now (its status query, translated), or
+    /// `None` when it gives no usable answer.
+    async fn ask_owner(&self, ctx: &Ctx<'_>, entry: &PaymentEntry) -> Option<Outcome> {
+        let owner = entry.owner.as_ref()?;
+        let mut payment = crate::plugin::blank_payment(Operation::Status);
+        payment.id = Some(entry.record.id.clone());
+        records::complete_follow_up(entry, &mut payment);
+        let providers = std::slice::from_ref(&owner.provider);
+        let outcome = match self
+            .attempt(ctx, &payment, providers, None, true, false, None)
+            .await
+        {
+            Attempted::Outcome { outcome, .. } => outcome,
+            Attempted::Forwarded { outcome, .. } => outcome?,
+            Attempted::Refused(_) => return None,
+        };
+        (!matches!(outcome.status, OutcomeStatus::Error(_))).then_some(outcome)
     }
 
     /// A charge `provider` reports for payment `id` after answering its confirm "not

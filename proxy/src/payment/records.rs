@@ -98,7 +98,7 @@ impl Payments {
             }
             (_, entry) => entry,
         };
-        let Some(entry) = entry else {
+        let Some(mut entry) = entry else {
             if payment.operation != Operation::Authorize {
                 // Dialects give follow-ups an id; one without is malformed.
                 return self.refused(
@@ -134,6 +134,10 @@ impl Payments {
                 };
                 return self.unresolved(ctx, &payment, &entry, &owner);
             }
+        }
+        if payment.operation == Operation::Authorize && entry.record.state == PaymentState::Failed {
+            // Kept with what this attempt records (see `PaymentEntry::confirmed_after_decline`).
+            entry.confirmed_after_decline = true;
         }
         // A provider of the storefront's dialect that knows the payment by this id judges
         // every follow-up itself, a second confirm included: the request goes there unchanged.
@@ -875,6 +879,7 @@ mod tests {
             passed_over: Vec::new(),
             late_charges: Vec::new(),
             unconfirmed_refunds: Vec::new(),
+            confirmed_after_decline: false,
         }
     }
 

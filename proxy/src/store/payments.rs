@@ -55,6 +55,12 @@ pub struct PaymentEntry {
     /// confirms it instead of counting a second refund.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed_refunds: Vec<i64>,
+    /// Confirmed again after it failed. The provider may keep its reference across the
+    /// attempts (a Stripe PaymentIntent keeps its id), so a decline it notifies while the
+    /// payment is under way may be the earlier attempt's, late: such a decline is checked
+    /// with the provider's status query before it fails the payment (`payment::notices`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirmed_after_decline: bool,
 }
 
 /// A provider that answered a confirm of a payment "not processed".
@@ -101,6 +107,7 @@ impl PaymentEntry {
             passed_over: Vec::new(),
             late_charges: Vec::new(),
             unconfirmed_refunds: Vec::new(),
+            confirmed_after_decline: false,
         }
     }
 

@@ -9,15 +9,13 @@ use crate::respond::StripeError;
 
 /// `POST /v1/payment_intents`.
 ///
-/// Status: `succeeded`, or `requires_capture` with `capture_method=manual` (or
-/// `payment_method_options[card][capture_method]=manual`: every payment here is by card), or
-/// `requires_confirmation` with `confirm=false`, or `requires_payment_method` when confirmed
-/// with a `payment_method` ending in `chargeDeclined` (`pm_card_chargeDeclined`), which the
-/// caller answers as a 402 card error.
+/// Status: `requires_confirmation` with `confirm=false`, else what confirming gives (see
+/// [`confirmed`]).
 pub(super) fn create(
     ledger: &mut Ledger,
     form: &Form,
     idempotency_key: Option<&str>,
+    base: &str,
 ) -> Result<Value, StripeError> {
     let amount = positive_int(form, "amount")?.ok_or_else(|| StripeError::missing("amount"))?;
     let currency = currency(form)?;
@@ -43,15 +41,10 @@ pub(super) fn create(
             ))
         }
     };
-    // Stripe's test card that is always declined (`card_declined`, `generic_decline`).
-    let declined = form
-        .get("payment_method")
-        .is_some_and(|pm| pm.ends_with("chargeDeclined"));
-    let status = match (confirm, manual_capture || card_manual_capture) {
-        (false, _) => "requires_confirmation",
-        (true, _) if declined => "requires_payment_method",
-        (true, true) => "requires_capture",
-        (true, false) => "succeeded",
+    let status = if confirm {
+        confirmed(form, manual_capture || card_manual_capture)
+    } else {
+        "requires_confirmation"
     };
     let metadata = form.map("metadata");
     let merchant_reference = metadata
@@ -78,31 +71,66 @@ pub(super) fn create(
         payment_method_types,
         amount_refunded: 0,
     };
-    let rendered = render(&intent);
+    let rendered = render(&intent, base);
     ledger.insert(intent);
     Ok(rendered)
 }
 
-/// `GET /v1/payment_intents/{id}`.
-pub(super) fn retrieve(ledger: &Ledger, id: &str) -> Result<Value, StripeError> {
-    ledger.intent(id).map(render).ok_or_else(|| missing(id))
+/// What confirming with `form`'s `payment_method` gives: `requires_payment_method` for one
+/// ending in `chargeDeclined` (Stripe's test card that is always declined, `card_declined`
+/// `generic_decline`; the caller answers a 402 card error), `requires_action` (a 3-D Secure
+/// redirect, finished at `GET /stripe/3ds/{id}`) for one ending in `threeDSecure2Required`,
+/// else `requires_capture` when captured by hand (`capture_method=manual`, or
+/// `payment_method_options[card][capture_method]=manual`: every payment here is by card),
+/// else `succeeded`.
+fn confirmed(form: &Form, by_hand: bool) -> &'static str {
+    let method = form.get("payment_method").unwrap_or_default();
+    if method.ends_with("chargeDeclined") {
+        "requires_payment_method"
+    } else if method.ends_with("threeDSecure2Required") {
+        "requires_action"
+    } else if by_hand {
+        "requires_capture"
+    } else {
+        "succeeded"
+    }
 }
 
-/// `POST /v1/payment_intents/{id}/{capture,cancel,confirm}`.
-pub(super) fn act(ledger: &mut Ledger, id: &str, action: Action) -> Result<Value, StripeError> {
+/// `GET /v1/payment_intents/{id}`.
+pub(super) fn retrieve(ledger: &Ledger, id: &str, base: &str) -> Result<Value, StripeError> {
+    ledger
+        .intent(id)
+        .map(|intent| render(intent, base))
+        .ok_or_else(|| missing(id))
+}
+
+/// `POST /v1/payment_intents/{id}/{capture,cancel,confirm}`. A confirm takes the intent's
+/// `payment_method` from the form (see [`confirmed`]); one declined before
+/// (`requires_payment_method`) is confirmed again only with one, as at Stripe.
+pub(super) fn act(
+    ledger: &mut Ledger,
+    id: &str,
+    action: Action,
+    form: &Form,
+    base: &str,
+) -> Result<Value, StripeError> {
     let intent = ledger.intent_mut(id).ok_or_else(|| missing(id))?;
     let current = intent.charge.status.as_str();
+    let with_method = form.get("payment_method").is_some();
     let next = match (action, current) {
         (Action::Capture, "requires_capture") => "succeeded",
-        (Action::Confirm, "requires_confirmation") if intent.captured_by_hand() => {
-            "requires_capture"
+        (Action::Confirm, "requires_confirmation") => confirmed(form, intent.captured_by_hand()),
+        (Action::Confirm, "requires_payment_method") if with_method => {
+            confirmed(form, intent.captured_by_hand())
         }
-        (Action::Confirm, "requires_confirmation") => "succeeded",
         (Action::Cancel, "requires_capture" | "requires_confirmation") => "canceled",
         _ => {
             let (verb, wanted) = match action {
                 Action::Capture => ("capture", "requires_capture"),
-                Action::Confirm => ("confirm", "requires_confirmation"),
+                Action::Confirm => (
+                    "confirm",
+                    "requires_confirmation, or requires_payment_method with a payment_method",
+                ),
                 Action::Cancel => ("cancel", "requires_capture or requires_confirmation"),
             };
             return Err(StripeError::invalid(
@@ -115,11 +143,35 @@ pub(super) fn act(ledger: &mut Ledger, id: &str, action: Action) -> Result<Value
         }
     };
     intent.charge.status = next.to_owned();
-    Ok(render(intent))
+    Ok(render(intent, base))
 }
 
-/// The intent as Stripe renders it, plus the simulator's `provider`.
-fn render(intent: &Intent) -> Value {
+/// `GET /stripe/3ds/{id}?result=succeeded|failed`: the shopper finishes (default) or fails
+/// the 3-D Secure challenge of an intent in `requires_action`: it moves on as a confirm
+/// with a card that needs none would (`succeeded` or `requires_capture`), or back to
+/// `requires_payment_method`. The intent as it is now, and whether it moved.
+pub(super) fn authenticate(
+    ledger: &mut Ledger,
+    id: &str,
+    failed: bool,
+    base: &str,
+) -> Result<(Value, bool), StripeError> {
+    let intent = ledger.intent_mut(id).ok_or_else(|| missing(id))?;
+    let moved = intent.charge.status == "requires_action";
+    if moved {
+        intent.charge.status = match (failed, intent.captured_by_hand()) {
+            (true, _) => "requires_payment_method",
+            (false, true) => "requires_capture",
+            (false, false) => "succeeded",
+        }
+        .to_owned();
+    }
+    Ok((render(intent, base), moved))
+}
+
+/// The intent as Stripe renders it, plus the simulator's `provider`; one waiting for the
+/// shopper's 3-D Secure challenge has its `next_action`, a redirect to `base`.
+fn render(intent: &Intent, base: &str) -> Value {
     let charge = &intent.charge;
     let amount_received = if charge.status == "succeeded" {
         charge.amount
@@ -133,6 +185,14 @@ fn render(intent: &Intent) -> Value {
         "amount_received": amount_received,
         "currency": charge.currency,
         "status": charge.status,
+        "next_action": if charge.status == "requires_action" {
+            json!({
+                "type": "redirect_to_url",
+                "redirect_to_url": {"url": format!("{base}/stripe/3ds/{}", charge.id), "return_url": null},
+            })
+        } else {
+            Value::Null
+        },
         "capture_method": if intent.manual_capture { "manual" } else { "automatic" },
         "payment_method_options": if intent.card_manual_capture {
             json!({"card": {"capture_method": "manual"}})

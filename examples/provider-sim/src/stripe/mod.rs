@@ -8,7 +8,13 @@
 //!
 //! A payment confirmed with `payment_method=pm_card_chargeDeclined` is recorded as
 //! `requires_payment_method` and answered 402 `card_error` `card_declined` (with the intent in
-//! `error.payment_intent`). Events (when webhooks are on; see `events`):
+//! `error.payment_intent`); it may be confirmed again with another `payment_method`, as at
+//! Stripe (the same intent, the same id). One confirmed with
+//! `pm_card_threeDSecure2Required` waits for the shopper's 3-D Secure challenge
+//! (`requires_action`, `next_action.redirect_to_url`), finished by
+//! `GET /stripe/3ds/{id}?result=succeeded|failed` (simulator control, no key needed): a
+//! failed one goes back to `requires_payment_method` with an authentication failure as its
+//! `last_payment_error`. Events (when webhooks are on; see `events`):
 //! `payment_intent.succeeded`, `payment_intent.payment_failed`, `charge.refunded`. Fault
 //! `charge_then_unavailable`: a new intent is recorded (and notified), then answered 503
 //! `api_error` (its idempotent answer is stored as the true one).
@@ -42,6 +48,8 @@ pub(crate) enum Route {
     IntentAction(String, Action),
     CreateRefund,
     RetrievePaymentMethod(String),
+    /// The shopper back from an intent's 3-D Secure challenge.
+    Authenticate(String),
 }
 
 /// State changes of a payment intent.
@@ -55,6 +63,10 @@ pub(crate) enum Action {
 impl Route {
     /// The route for `method` and `path`, or `None` to leave the request to the echo.
     pub(crate) fn parse(method: &Method, path: &str) -> Option<Route> {
+        if let Some(id) = path.strip_prefix("/stripe/3ds/") {
+            return (method == Method::GET && !id.is_empty() && !id.contains('/'))
+                .then(|| Route::Authenticate(id.to_owned()));
+        }
         let rest = path.strip_prefix("/v1/")?;
         let segments: Vec<&str> = rest.split('/').collect();
         match (method, segments.as_slice()) {
@@ -96,6 +108,14 @@ pub(crate) async fn handle(
         }
         Err(ReadError::Transport(e)) => return Err(ServeError::Body(e)),
     };
+    let base = crate::json_api::base_url(&parts);
+    if let Route::Authenticate(id) = &route {
+        let failed = parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("result=failed"));
+        return Ok(authenticate(provider, id, failed, &base));
+    }
     let post = parts.method == Method::POST;
     let key = idempotency_key(&parts.headers).filter(|_| post);
     let fingerprint = fingerprint(&parts.method, parts.uri.path(), &body);
@@ -117,15 +137,23 @@ pub(crate) async fn handle(
 
     let creates = route == Route::CreateIntent;
     let result = match &route {
-        Route::CreateIntent => intents::create(&mut ledger, &form, key.as_deref()),
-        Route::RetrieveIntent(id) => intents::retrieve(&ledger, id),
-        Route::IntentAction(id, action) => intents::act(&mut ledger, id, *action),
+        Route::CreateIntent => intents::create(&mut ledger, &form, key.as_deref(), &base),
+        Route::RetrieveIntent(id) => intents::retrieve(&ledger, id, &base),
+        Route::IntentAction(id, action) => intents::act(&mut ledger, id, *action, &form, &base),
         Route::CreateRefund => refunds::create(&mut ledger, &form),
         Route::RetrievePaymentMethod(id) => methods::retrieve(id),
+        Route::Authenticate(_) => unreachable!("answered above"),
     };
+    let declines = matches!(
+        route,
+        Route::CreateIntent | Route::IntentAction(_, Action::Confirm)
+    );
     let (status, value, event) = match result {
-        Ok(mut value) if value["status"] == "requires_payment_method" => {
+        Ok(mut value) if declines && value["status"] == "requires_payment_method" => {
             value["last_payment_error"] = card_declined();
+            if let Some(id) = value["id"].as_str() {
+                provider.set_note(error_note(id), "card".to_owned());
+            }
             let mut error = card_declined();
             error["payment_intent"] = value.clone();
             let event = events::Event {
@@ -139,7 +167,12 @@ pub(crate) async fn handle(
                 Some(event),
             )
         }
-        Ok(value) => {
+        Ok(mut value) => {
+            if value["status"] == "requires_payment_method" {
+                // As Stripe keeps it on the intent until it is confirmed again.
+                let id = value["id"].as_str().unwrap_or_default();
+                value["last_payment_error"] = last_payment_error(provider, id);
+            }
             let event = match &route {
                 Route::CreateIntent | Route::IntentAction(..) if value["status"] == "succeeded" => {
                     Some(events::Event {
@@ -174,6 +207,63 @@ pub(crate) async fn handle(
         return Ok(StripeError::simulated(StatusCode::SERVICE_UNAVAILABLE).response());
     }
     Ok(json_bytes(status, encoded))
+}
+
+/// `GET /stripe/3ds/{id}`: the shopper finishes the challenge (or fails it with
+/// `result=failed`); answers the intent, and notifies its change like Stripe.
+fn authenticate(provider: &Provider, id: &str, failed: bool, base: &str) -> SimResponse {
+    let mut ledger = provider.ledger();
+    let (mut intent, moved) = match intents::authenticate(&mut ledger, id, failed, base) {
+        Ok(done) => done,
+        Err(error) => return error.response(),
+    };
+    drop(ledger);
+    let kind = match intent["status"].as_str() {
+        Some("succeeded") => Some("payment_intent.succeeded"),
+        Some("requires_payment_method") => {
+            provider.set_note(error_note(id), "authentication".to_owned());
+            intent["last_payment_error"] = authentication_failed();
+            Some("payment_intent.payment_failed")
+        }
+        _ => None,
+    };
+    if let (Some(kind), true) = (kind, moved) {
+        let object = intent.clone();
+        events::send(
+            provider,
+            events::Event {
+                kind,
+                object,
+                previous: None,
+            },
+        );
+    }
+    json_bytes(
+        StatusCode::OK,
+        serde_json::to_vec(&intent).unwrap_or_default().into(),
+    )
+}
+
+/// The provider note naming how intent `id` last failed (`card` or `authentication`).
+fn error_note(id: &str) -> String {
+    format!("stripe-error:{id}")
+}
+
+/// Intent `id`'s `last_payment_error`, as its last failure left it.
+fn last_payment_error(provider: &Provider, id: &str) -> serde_json::Value {
+    match provider.note(&error_note(id)).as_deref() {
+        Some("authentication") => authentication_failed(),
+        _ => card_declined(),
+    }
+}
+
+/// The error of a payment whose 3-D Secure challenge failed (Stripe's shape).
+fn authentication_failed() -> serde_json::Value {
+    json!({
+        "type": "invalid_request_error",
+        "code": "payment_intent_authentication_failure",
+        "message": "The provided PaymentMethod has failed authentication. You can provide payment_method_data or a new PaymentMethod to attempt to fulfill this PaymentIntent again.",
+    })
 }
 
 /// The card error of a declined payment (Stripe's shape).
@@ -340,6 +430,90 @@ mod webhook_tests {
         );
         let form = "amount=1000&currency=eur&payment_method_options[card][capture_method]=later";
         assert_eq!(post(&base, "/v1/payment_intents", form).await.0, 400);
+    }
+
+    async fn get(url: &str) -> (u16, Value) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let response = client.get(url.parse().unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// A declined intent confirmed again (the same id) with a card that needs 3-D Secure
+    /// waits for the shopper; the challenge failed sends it back to
+    /// `requires_payment_method`, passed it succeeds; each change is notified.
+    #[tokio::test]
+    async fn a_declined_intent_confirmed_again_waits_for_its_challenge() {
+        let sim = Simulator::start(&["s"]).await.unwrap();
+        let base = sim.base_url("s");
+        sim.set_webhooks("s", Some("http://127.0.0.1:9/webhooks/s"), SECRET);
+        let form = "amount=1000&currency=eur&payment_method=pm_card_chargeDeclined";
+        let (status, declined) = post(&base, "/v1/payment_intents", form).await;
+        assert_eq!(status, 402, "{declined}");
+        let id = declined["error"]["payment_intent"]["id"].as_str().unwrap();
+        // Retrieved, it is no error: the intent, with how it failed.
+        let (status, retrieved) = get(&format!("{base}/v1/payment_intents/{id}")).await;
+        assert_eq!(
+            (status, retrieved["status"].as_str()),
+            (200, Some("requires_payment_method"))
+        );
+        assert_eq!(retrieved["last_payment_error"]["code"], "card_declined");
+        let confirm = format!("/v1/payment_intents/{id}/confirm");
+        // Without a payment method there is nothing to confirm again.
+        assert_eq!(post(&base, &confirm, "").await.0, 400);
+        let three_ds = "payment_method=pm_card_threeDSecure2Required";
+        let (status, waiting) = post(&base, &confirm, three_ds).await;
+        assert_eq!(
+            (status, waiting["id"].as_str()),
+            (200, Some(id)),
+            "{waiting}"
+        );
+        assert_eq!(waiting["status"], "requires_action");
+        let url = waiting["next_action"]["redirect_to_url"]["url"]
+            .as_str()
+            .unwrap();
+        assert_eq!(url, format!("{base}/stripe/3ds/{id}"));
+        let (status, retrieved) = get(&format!("{base}/v1/payment_intents/{id}")).await;
+        assert_eq!(
+            (status, &retrieved["next_action"]),
+            (200, &waiting["next_action"])
+        );
+        let (status, failed) = get(&format!("{url}?result=failed")).await;
+        assert_eq!(
+            (status, failed["status"].as_str()),
+            (200, Some("requires_payment_method"))
+        );
+        assert_eq!(failed["next_action"], Value::Null);
+        let (status, retrieved) = get(&format!("{base}/v1/payment_intents/{id}")).await;
+        assert_eq!(
+            (status, retrieved["last_payment_error"]["code"].as_str()),
+            (200, Some("payment_intent_authentication_failure"))
+        );
+        // Once more, passed this time.
+        assert_eq!(
+            post(&base, &confirm, three_ds).await.1["status"],
+            "requires_action"
+        );
+        let (_, paid) = get(url).await;
+        assert_eq!(paid["status"], "succeeded");
+        // Finished already: nothing moves, nothing is notified again.
+        assert_eq!(
+            get(&format!("{url}?result=failed")).await.1["status"],
+            "succeeded"
+        );
+        let kinds: Vec<Value> = events(&sim).iter().map(|e| e["type"].clone()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "payment_intent.payment_failed",
+                "payment_intent.payment_failed",
+                "payment_intent.succeeded"
+            ]
+        );
+        let failure = &events(&sim)[1]["data"]["object"]["last_payment_error"];
+        assert_eq!(failure["code"], "payment_intent_authentication_failure");
+        assert_eq!(get(&format!("{base}/stripe/3ds/pi_nope")).await.0, 404);
     }
 
     #[tokio::test]
