@@ -5,7 +5,8 @@ runs through payproxy in front of two localstripe servers. The same assertions h
 except the tests marked proxy_only, for features localstripe does not have (each says why).
 
 All amounts are EUR minor units, so payproxy's compliance rule `eur-card-max` applies.
-Cards are only ever the magic id pm_card_visa: no raw card number goes through payproxy.
+Cards are magic ids (pm_card_visa …) or PaymentMethods made at localstripe itself, as Stripe.js
+makes them in the shopper's browser: no raw card number goes through payproxy.
 """
 
 import hashlib
@@ -845,3 +846,45 @@ def test_localstripe_notification_under_a_wrong_secret_is_refused(marker, settin
     assert (status, answer["error"]["code"]) == (401, "invalid_signature"), (status, answer)
     growth = ls_a_growth_until(admin, before, lambda g: all(g.get(k, 0) >= n for k, n in both.items()))
     assert growth == both, f"the event as signed, then changed: {growth}"
+
+
+
+def card_needing_3d_secure(providers, settings) -> str:
+    """A PaymentMethod of localstripe's 3-D Secure test card, made at ls-a itself, as
+    Stripe.js makes one in the shopper's browser: the card number never reaches the
+    merchant's server, nor payproxy. Its id."""
+    status, pm = providers.call(settings.provider_a, "POST", "/v1/payment_methods", [
+        ("type", "card"), ("card[number]", "4000002760003184"), ("card[exp_month]", "12"),
+        ("card[exp_year]", "2034"), ("card[cvc]", "123")])
+    assert status == 200, f"POST {settings.provider_a}/v1/payment_methods: HTTP {status} {pm}"
+    return pm["id"]
+
+
+@pytest.mark.proxy_only(reason="payproxy records the wait for 3-D Secure and learns its end from localstripe's event")
+def test_a_card_payment_waiting_for_3d_secure_is_followed_to_its_success(marker, settings, admin, providers,
+                                                                         localstripe_hooks, webhook_log):
+    payproxy_notified_by_ls_a(settings, admin, providers, localstripe_hooks, marker)
+    pm = card_needing_3d_secure(providers, settings)
+    intent = create_intent(marker, 1000, payment_method=pm, confirm=True)
+    # Confirmed without a return_url: Stripe (and localstripe) answer `use_stripe_sdk`, the
+    # action Stripe.js runs. payproxy read that answer as unreadable before, so it kept no
+    # record of the payment: no event reached the storefront, and localstripe's
+    # payment_intent.succeeded found no payment (held, then dropped).
+    assert (intent.status, intent.next_action.type) == ("requires_action", "use_stripe_sdk"), intent
+    assert response_headers(intent).get("x-payproxy-provider") == LS_A, dict(intent.last_response.headers)
+    seen = events_until(webhook_log, intent.id, "payment_intent.requires_action")
+    assert seen == ["payment_intent.created", "payment_intent.requires_action"], seen
+
+    # The shopper passes the challenge (Stripe.js at Stripe; here localstripe's own
+    # _authenticate): localstripe charges the card and sends payment_intent.succeeded.
+    before = ls_a_counts(admin)
+    status, body = providers.call(settings.provider_a, "POST", f"/v1/payment_intents/{intent.id}/_authenticate",
+                                  [("success", "true"), ("client_secret", intent.client_secret)])
+    assert (status, body["status"]) == (200, "succeeded"), body
+    growth = ls_a_growth_until(admin, before, lambda g: g.get(("notifications", "applied"), 0) >= 1)
+    assert growth == {("requests", "verified"): 1, ("notifications", "applied"): 1}, growth
+    seen = events_until(webhook_log, intent.id, "payment_intent.succeeded")
+    assert seen == ["payment_intent.created", "payment_intent.requires_action",
+                    "payment_intent.succeeded"], seen
+    assert stripe.PaymentIntent.retrieve(intent.id).status == "succeeded"
+

@@ -5,8 +5,8 @@
 
 use payproxy_plugin_sdk::currency;
 use payproxy_plugin_sdk::payment::{
-    Decline, DeclineKind, ErrorClass, HttpResponse, Money, NextAction, Operation, Outcome,
-    OutcomeStatus, Payment,
+    Decline, DeclineKind, DeviceConfirmation, ErrorClass, HttpResponse, Money, NextAction,
+    Operation, Outcome, OutcomeStatus, Payment,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -95,7 +95,7 @@ fn intent(payment: &Payment, v: &Answer) -> Option<Outcome> {
         (Operation::Capture, "requires_capture" | "processing") => OutcomeStatus::Pending,
         (_, "succeeded" | "requires_capture") => OutcomeStatus::Approved,
         (_, "processing" | "requires_confirmation") => OutcomeStatus::Pending,
-        (_, "requires_action") => OutcomeStatus::RequiresAction(next_action(&v.next_action)?),
+        (_, "requires_action") => OutcomeStatus::RequiresAction(next_action(&v.next_action)),
         (_, "canceled") => declined("canceled"),
         (_, "requires_payment_method") => {
             match Some(&v.last_payment_error).filter(|e| e.is_object()) {
@@ -130,18 +130,41 @@ pub(crate) fn hard_decline(provider_code: &str, message: String) -> Decline {
     }
 }
 
-/// `redirect_to_url`, `oxxo_display_details` (voucher URL) and any `*_display_qr_code`.
-fn next_action(v: &Value) -> Option<NextAction> {
-    let kind = v["type"].as_str()?;
-    let url = |s: &str| Some(NextAction::Redirect(s.to_string()));
-    match kind {
-        "redirect_to_url" => url(v["redirect_to_url"]["url"].as_str()?),
-        "oxxo_display_details" => url(v["oxxo_display_details"]["hosted_voucher_url"].as_str()?),
-        k if k.ends_with("_display_qr_code") => {
-            Some(NextAction::Qr(v[k]["data"].as_str()?.to_string()))
-        }
-        _ => None,
-    }
+/// What the shopper must do: `redirect_to_url`, `oxxo_display_details` (voucher URL) and any
+/// `*_display_qr_code` as they say; `use_stripe_sdk` (a card's 3-D Secure, which Stripe.js
+/// runs: Stripe answers it to a confirm without a `return_url`) a redirect to its `stripe_js`
+/// page when it names one; any other type Stripe has or adds (per method: Boleto, Konbini,
+/// bank transfers …) a redirect to the `hosted_voucher_url`, `hosted_instructions_url` or
+/// `url` it names. Otherwise the shopper confirms in what the storefront shows them
+/// ([`NextAction::ConfirmOnDevice`]). Whatever the action, an intent that `requires_action`
+/// has charged nothing and waits for the shopper: never an unreadable (ambiguous) answer,
+/// which would lose the payment's record.
+fn next_action(v: &Value) -> NextAction {
+    let kind = v["type"].as_str().unwrap_or_default();
+    let url = |s: Option<&str>| {
+        s.filter(|u| !u.is_empty())
+            .map(|u| NextAction::Redirect(u.to_string()))
+    };
+    let web =
+        |s: Option<&str>| url(s.filter(|u| u.starts_with("https://") || u.starts_with("http://")));
+    let action = match kind {
+        "redirect_to_url" => url(v["redirect_to_url"]["url"].as_str()),
+        "oxxo_display_details" => url(v["oxxo_display_details"]["hosted_voucher_url"].as_str()),
+        k if k.ends_with("_display_qr_code") => v[k]["data"]
+            .as_str()
+            .map(|data| NextAction::Qr(data.to_string())),
+        "use_stripe_sdk" => web(v["use_stripe_sdk"]["stripe_js"].as_str()),
+        "" => None,
+        k => ["hosted_voucher_url", "hosted_instructions_url", "url"]
+            .iter()
+            .find_map(|field| web(v[k][*field].as_str())),
+    };
+    action.unwrap_or_else(|| {
+        NextAction::ConfirmOnDevice(DeviceConfirmation {
+            message: "Complete the payment as your bank or payment provider asks.".into(),
+            expires_at: None,
+        })
+    })
 }
 
 fn refund(v: &Answer) -> Option<Outcome> {
@@ -272,6 +295,66 @@ mod tests {
 
     fn ambiguous(outcome: &Outcome) -> bool {
         matches!(&outcome.status, OutcomeStatus::Error(f) if f.class == ErrorClass::Ambiguous)
+    }
+
+    /// Every `requires_action` waits for the shopper, whatever its `next_action`: before, a
+    /// type the decode did not know (`use_stripe_sdk`, the 3-D Secure answer of a confirm
+    /// without a `return_url`) made the answer ambiguous, and payproxy lost the payment.
+    #[test]
+    fn every_action_the_shopper_must_take_waits_for_them() {
+        let waiting = |next_action: &str| {
+            let outcome = decode(&format!(
+                r#"{{"id":"pi_1","object":"payment_intent","status":"requires_action","amount":1000,
+                   "currency":"eur","next_action":{next_action}}}"#
+            ));
+            assert_eq!(
+                outcome.provider_reference.as_deref(),
+                Some("pi_1"),
+                "{next_action}"
+            );
+            match outcome.status {
+                OutcomeStatus::RequiresAction(action) => action,
+                other => panic!("{next_action}: {other:?}"),
+            }
+        };
+        let redirect = |u: &str| NextAction::Redirect(u.into());
+        assert_eq!(
+            waiting(
+                r#"{"type":"redirect_to_url","redirect_to_url":{"url":"https://hooks.stripe.com/3d_secure_2/x"}}"#
+            ),
+            redirect("https://hooks.stripe.com/3d_secure_2/x")
+        );
+        assert_eq!(
+            waiting(
+                r#"{"type":"use_stripe_sdk","use_stripe_sdk":{"type":"three_d_secure_redirect","stripe_js":"https://hooks.stripe.com/redirect/authenticate/src_1"}}"#
+            ),
+            redirect("https://hooks.stripe.com/redirect/authenticate/src_1")
+        );
+        assert_eq!(
+            waiting(
+                r#"{"type":"boleto_display_details","boleto_display_details":{"hosted_voucher_url":"https://payments.stripe.com/boleto/v1"}}"#
+            ),
+            redirect("https://payments.stripe.com/boleto/v1")
+        );
+        assert_eq!(
+            waiting(r#"{"type":"pix_display_qr_code","pix_display_qr_code":{"data":"000201"}}"#),
+            NextAction::Qr("000201".into())
+        );
+        // Stripe.js runs it (3DS2 fingerprint, or localstripe's empty `stripe_js`), or it
+        // names nothing usable: the shopper confirms in what the storefront shows.
+        for opaque in [
+            r#"{"type":"use_stripe_sdk","use_stripe_sdk":{"type":"stripe_3ds2_fingerprint","three_d_secure_2_source":"src_1"}}"#,
+            r#"{"type":"use_stripe_sdk","use_stripe_sdk":{"type":"three_d_secure_redirect","stripe_js":""}}"#,
+            r#"{"type":"use_stripe_sdk","use_stripe_sdk":{"stripe_js":"javascript:alert(1)"}}"#,
+            r#"{"type":"verify_with_microdeposits","verify_with_microdeposits":{}}"#,
+            r#"{"type":"redirect_to_url","redirect_to_url":{}}"#,
+            r#"null"#,
+        ] {
+            assert!(
+                matches!(waiting(opaque), NextAction::ConfirmOnDevice(_)),
+                "{opaque}"
+            );
+        }
     }
 
     #[test]

@@ -177,7 +177,9 @@
 //! from the context (POST), `Authorization: Bearer <credentials.api_key>` when given.
 //! Answers: PaymentIntent `succeeded` / `requires_capture` → approved (`canceled` →
 //! approved for a void, a hard decline with provider code `canceled` otherwise),
-//! `requires_action` → redirect or QR, `processing` → pending, `requires_payment_method` →
+//! `requires_action` → waiting for the shopper whatever its `next_action` (a redirect, a
+//! QR, the `stripe_js` page of `use_stripe_sdk`, the hosted page another type names, else a
+//! confirmation in what the storefront shows), `processing` → pending, `requires_payment_method` →
 //! decline from `last_payment_error`; Stripe errors: `card_error` → decline through
 //! [`codes::DECLINE_CODES`], 429 → `rate_limited`, 4xx `invalid_request_error` (and a 402
 //! that is not a card error) → `invalid_request`, answered-not-processed (the merchant's
