@@ -1320,7 +1320,9 @@ async fn a_dashboard_capture_of_a_card_captured_by_its_own_option_is_applied() {
 /// again.) The shopper then passes the challenge and the payment succeeds.
 ///
 /// A second payment, the same way, whose shopper fails the challenge: that decline is the
-/// attempt under way's, the provider says so, and it is applied.
+/// attempt under way's, the provider says so, and it is applied. A third, confirmed again
+/// while payproxy's record still waits for its first challenge (which failed): the first
+/// challenge's decline, late, is checked too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provider() {
     let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
@@ -1427,4 +1429,75 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
     );
     let now = intent(&client, &env, &pi).await;
     assert_eq!(now["status"], "requires_payment_method", "{now}");
+
+    // A third fails its first challenge, and the storefront (told by Stripe.js in the
+    // shopper's browser) confirms it again before the provider's payment_failed arrives:
+    // payproxy's record still waits for the first challenge. That decline is checked too.
+    sim.set_webhook_settings("stripe-like", late(600_000));
+    let challenged = client
+        .post_form(
+            &env.url("/v1/payment_intents"),
+            &[("idempotency-key", "AGAIN-3-1")],
+            "amount=1000&currency=eur&confirm=true\
+             &payment_method=pm_card_threeDSecure2Required&metadata[order_id]=AGAIN-3",
+        )
+        .await;
+    challenged.assert_status(200);
+    let first = challenged.json();
+    assert_eq!(first["status"], "requires_action", "{first}");
+    let pi = first["id"].as_str().unwrap().to_string();
+    let logged = sim.webhooks_sent("stripe-like").len();
+    shopper_finishes(&client, &first, "result=failed").await;
+    let again = client
+        .post_form(
+            &env.url(&format!("/v1/payment_intents/{pi}/confirm")),
+            &[("idempotency-key", "AGAIN-3-2")],
+            "payment_method=pm_card_threeDSecure2Required",
+        )
+        .await;
+    again.assert_status(200);
+    assert_eq!(
+        again.json()["status"],
+        "requires_action",
+        "{}",
+        again.json()
+    );
+    let sent = sim.webhooks_sent("stripe-like");
+    assert_eq!(sent.len(), logged + 1, "{sent:?}");
+    let failed = &sent[logged];
+    assert_eq!(
+        failed.json().unwrap()["type"],
+        "payment_intent.payment_failed"
+    );
+    let (stale, applied) = (
+        notices(&client, &env, "stripe-like", "stale").await,
+        notices(&client, &env, "stripe-like", "applied").await,
+    );
+    post_notice(&client, &env, "stripe-like", failed, failed.body.clone())
+        .await
+        .assert_status(200);
+    eventually(
+        Duration::from_secs(20),
+        "the late decline found stale",
+        || async { notices(&client, &env, "stripe-like", "stale").await > stale },
+    )
+    .await;
+    assert_eq!(
+        notices(&client, &env, "stripe-like", "applied").await,
+        applied
+    );
+    // The shopper passes the second challenge. The storefront's events (delivered in order,
+    // the success last) hold no payment_failed: the late decline failed nothing. (Each
+    // confirm waiting for a challenge is a requires_action.)
+    sim.set_webhook_settings("stripe-like", late(0));
+    shopper_finishes(&client, &again.json(), "result=succeeded").await;
+    assert_eq!(
+        events_for(&receiver, &pi, 4).await,
+        [
+            "payment_intent.created",
+            "payment_intent.requires_action",
+            "payment_intent.requires_action",
+            "payment_intent.succeeded"
+        ]
+    );
 }

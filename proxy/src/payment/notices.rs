@@ -43,6 +43,8 @@ const RETRY_HELD: Duration = Duration::from_millis(250);
 const MAX_HELD_WAIT: Duration = Duration::from_secs(5);
 /// Held notifications one pass reads at most.
 const HELD_BATCH: usize = 500;
+/// The longest a decline's check with its provider may hold the payment's lock.
+const CHECK_WITHIN: Duration = Duration::from_secs(5);
 /// Largest notification request body read.
 const MAX_WEBHOOK_BODY: u64 = 1 << 20;
 
@@ -336,25 +338,38 @@ impl Payments {
             Err(fate) => return Ok(fate),
         };
         let checked;
-        let notification = if self.decline_to_check(ctx, provider, &entry, notification) {
+        let asked = decline_to_check(&entry, provider, notification)
+            && self.status_queryable(ctx, provider);
+        let notification = if asked {
             // The provider's word on the payment now stands for the decline, which may be an
-            // earlier attempt's; with no word now, held and checked again later.
-            let Some(outcome) = self.ask_owner(ctx, &entry).await else {
-                tracing::info!(provider, payment = %id, "a decline of a payment confirmed again could not be checked with its provider; held");
-                return Ok(Fate::Held);
-            };
-            checked = Notification {
-                operation: Operation::Status,
-                outcome,
-                ..notification.clone()
-            };
-            &checked
+            // earlier attempt's. With no word now, the decline is applied as it says.
+            let asking = self.ask_owner(ctx, &entry);
+            match tokio::time::timeout(CHECK_WITHIN, asking).await {
+                Ok(Some(outcome)) => {
+                    checked = Notification {
+                        operation: Operation::Status,
+                        outcome,
+                        ..notification.clone()
+                    };
+                    &checked
+                }
+                Ok(None) | Err(_) => {
+                    tracing::warn!(provider, payment = %id, "a decline of a payment confirmed again could not be checked with its provider; applied as notified");
+                    notification
+                }
+            }
         } else {
             notification
         };
         match forward(&mut entry, notification) {
             Step::Moved => {}
-            Step::Stale => return Ok(Fate::Stale),
+            Step::Stale => {
+                if asked {
+                    // The check asked the provider: its audit line says so.
+                    self.write_audit_status(ctx, 200);
+                }
+                return Ok(Fate::Stale);
+            }
             // Its payment has not got where it refers to yet (a refund before the payment
             // is paid): an earlier notification is on its way; held until then.
             Step::NotYet => return Ok(Fate::Held),
@@ -383,41 +398,13 @@ impl Payments {
         Ok(Fate::Applied)
     }
 
-    /// Whether `notification` is a decline of a payment under way (waiting for the shopper,
-    /// or processing) that was confirmed again after it failed, from the provider that holds
-    /// it, which can be asked: it may be the earlier attempt's, late, under the same
-    /// reference (a Stripe PaymentIntent confirmed again keeps its id), and failing the
-    /// attempt under way for it would tell the storefront its payment failed while the
-    /// shopper may still pay it, and may be asked to pay again.
-    fn decline_to_check(
-        &self,
-        ctx: &Ctx<'_>,
-        provider: &str,
-        entry: &PaymentEntry,
-        notification: &Notification,
-    ) -> bool {
-        let declined = matches!(
-            &notification.outcome.status,
-            OutcomeStatus::Declined(d) if d.provider_code != "canceled"
-        );
-        let queryable = ctx
-            .snapshot
+    /// Whether `provider`'s dialect has a status query.
+    fn status_queryable(&self, ctx: &Ctx<'_>, provider: &str) -> bool {
+        ctx.snapshot
             .providers
             .get(provider)
             .and_then(|p| p.dialect.as_ref())
-            .is_some_and(|(_, d)| d.capabilities().status_query);
-        entry.confirmed_after_decline
-            && declined
-            && notification.operation == Operation::Status
-            && matches!(
-                entry.record.state,
-                PaymentState::RequiresAction | PaymentState::Processing
-            )
-            && entry
-                .owner
-                .as_ref()
-                .is_some_and(|o| o.provider == provider && !o.reference.is_empty())
-            && queryable
+            .is_some_and(|(_, d)| d.capabilities().status_query)
     }
 
     /// What payment `entry`'s owner says of it now (its status query, translated), or
@@ -752,6 +739,30 @@ enum Step {
     NotYet,
 }
 
+/// Whether `notification` is a decline, from the provider that holds the payment, under
+/// the reference the payment kept when it was confirmed again, while the new attempt is
+/// under way (waiting for the shopper, or processing; not a capture pending): it may be the
+/// earlier attempt's, late (a Stripe PaymentIntent confirmed again keeps its id). Failing
+/// the attempt under way for it would tell the storefront its payment failed while the
+/// shopper may still pay it, and may have them pay again. A cancel is no attempt's.
+fn decline_to_check(entry: &PaymentEntry, provider: &str, notification: &Notification) -> bool {
+    let declined = matches!(
+        &notification.outcome.status,
+        OutcomeStatus::Declined(d) if d.provider_code != "canceled"
+    );
+    let under_way = match entry.record.state {
+        PaymentState::RequiresAction => true,
+        PaymentState::Processing => entry.record.amount_captured == 0,
+        _ => false,
+    };
+    let kept = entry.owner.as_ref().is_some_and(|o| {
+        o.provider == provider
+            && entry.confirmed_again_under.as_ref() == Some(&o.reference)
+            && notification.outcome.provider_reference.as_ref() == Some(&o.reference)
+    });
+    declined && notification.operation == Operation::Status && under_way && kept
+}
+
 /// Move `entry` forward by `notification` (`entry` unchanged unless [`Step::Moved`]).
 fn forward(entry: &mut PaymentEntry, notification: &Notification) -> Step {
     let outcome = &notification.outcome;
@@ -965,6 +976,81 @@ mod tests {
             amount: None,
         };
         advance(paid, &refund, &accepted);
+    }
+
+    /// Only a decline under the reference the payment kept when it was confirmed again, from
+    /// its provider, while the new attempt is under way, may be the earlier attempt's.
+    #[test]
+    fn a_decline_is_checked_only_where_it_may_be_an_earlier_attempts() {
+        use PaymentState as S;
+        let owned = |state, captured, again: Option<&str>| {
+            let mut e = entry(state, captured);
+            e.owner = Some(crate::store::Owner {
+                provider: "stripe".into(),
+                reference: "ref".into(),
+                currency: Some("EUR".into()),
+            });
+            e.confirmed_again_under = again.map(str::to_string);
+            e
+        };
+        let decline = notice(Operation::Status, declined(), None);
+        for state in [S::RequiresAction, S::Processing] {
+            assert!(decline_to_check(
+                &owned(state, 0, Some("ref")),
+                "stripe",
+                &decline
+            ));
+        }
+        // Never confirmed again; confirmed again under another reference (M-Pesa gives
+        // each push its own: the decline names the attempt it is about); another provider.
+        assert!(!decline_to_check(
+            &owned(S::RequiresAction, 0, None),
+            "stripe",
+            &decline
+        ));
+        assert!(!decline_to_check(
+            &owned(S::RequiresAction, 0, Some("old")),
+            "stripe",
+            &decline
+        ));
+        assert!(!decline_to_check(
+            &owned(S::RequiresAction, 0, Some("ref")),
+            "adyen",
+            &decline
+        ));
+        // Not under way: settled, failed, or a capture pending.
+        for (state, captured) in [
+            (S::Succeeded, 1000),
+            (S::Failed, 0),
+            (S::RequiresCapture, 0),
+            (S::Processing, 1000),
+        ] {
+            assert!(
+                !decline_to_check(&owned(state, captured, Some("ref")), "stripe", &decline),
+                "{state:?}"
+            );
+        }
+        // A cancel is no attempt's; a success needs no check.
+        let mut canceled = declined();
+        if let OutcomeStatus::Declined(d) = &mut canceled {
+            d.provider_code = "canceled".into();
+        }
+        let waiting = owned(S::RequiresAction, 0, Some("ref"));
+        assert!(!decline_to_check(
+            &waiting,
+            "stripe",
+            &notice(Operation::Status, canceled, None)
+        ));
+        assert!(!decline_to_check(
+            &waiting,
+            "stripe",
+            &notice(Operation::Status, OutcomeStatus::Approved, Some(1000))
+        ));
+        assert!(!decline_to_check(
+            &waiting,
+            "stripe",
+            &notice(Operation::Capture, declined(), None)
+        ));
     }
 
     #[test]

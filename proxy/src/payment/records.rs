@@ -135,9 +135,16 @@ impl Payments {
                 return self.unresolved(ctx, &payment, &entry, &owner);
             }
         }
-        if payment.operation == Operation::Authorize && entry.record.state == PaymentState::Failed {
-            // Kept with what this attempt records (see `PaymentEntry::confirmed_after_decline`).
-            entry.confirmed_after_decline = true;
+        if payment.operation == Operation::Authorize
+            && matches!(
+                entry.record.state,
+                PaymentState::Failed | PaymentState::RequiresAction | PaymentState::Processing
+            )
+        {
+            // Kept with what this attempt records (see `PaymentEntry::confirmed_again_under`).
+            if let Some(owner) = entry.owner.as_ref().filter(|o| !o.reference.is_empty()) {
+                entry.confirmed_again_under = Some(owner.reference.clone());
+            }
         }
         // A provider of the storefront's dialect that knows the payment by this id judges
         // every follow-up itself, a second confirm included: the request goes there unchanged.
@@ -879,7 +886,7 @@ mod tests {
             passed_over: Vec::new(),
             late_charges: Vec::new(),
             unconfirmed_refunds: Vec::new(),
-            confirmed_after_decline: false,
+            confirmed_again_under: None,
         }
     }
 

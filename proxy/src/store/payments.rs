@@ -55,12 +55,15 @@ pub struct PaymentEntry {
     /// confirms it instead of counting a second refund.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed_refunds: Vec<i64>,
-    /// Confirmed again after it failed. The provider may keep its reference across the
-    /// attempts (a Stripe PaymentIntent keeps its id), so a decline it notifies while the
-    /// payment is under way may be the earlier attempt's, late: such a decline is checked
-    /// with the provider's status query before it fails the payment (`payment::notices`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub confirmed_after_decline: bool,
+    /// The provider reference the payment had when it was confirmed again after an attempt
+    /// under it (failed, or still waiting for the shopper). A provider that keeps the
+    /// reference across attempts (a Stripe PaymentIntent keeps its id) may notify the
+    /// earlier attempt's decline late, under the reference of the attempt now under way:
+    /// such a decline is checked with the provider's status query before it fails the
+    /// payment (`payment::notices`). A provider that gives each attempt a reference of its
+    /// own is not asked: its decline names the attempt it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_again_under: Option<String>,
 }
 
 /// A provider that answered a confirm of a payment "not processed".
@@ -107,7 +110,7 @@ impl PaymentEntry {
             passed_over: Vec::new(),
             late_charges: Vec::new(),
             unconfirmed_refunds: Vec::new(),
-            confirmed_after_decline: false,
+            confirmed_again_under: None,
         }
     }
 
