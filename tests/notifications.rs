@@ -1322,7 +1322,8 @@ async fn a_dashboard_capture_of_a_card_captured_by_its_own_option_is_applied() {
 /// A second payment, the same way, whose shopper fails the challenge: that decline is the
 /// attempt under way's, the provider says so, and it is applied. A third, confirmed again
 /// while payproxy's record still waits for its first challenge (which failed): the first
-/// challenge's decline, late, is checked too.
+/// challenge's decline, late, is checked too. A fourth, like the first, whose provider
+/// cannot be asked: the decline is applied as notified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provider() {
     let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
@@ -1408,16 +1409,32 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
     let now = intent(&client, &env, &pi).await;
     assert_eq!(now["status"], "succeeded", "{now}");
 
-    // The second payment's shopper fails the challenge: its decline is applied.
+    // The second payment's shopper fails the challenge: its decline is checked (one status
+    // query), the provider says so, and it is applied.
+    sim.set_webhook_settings("stripe-like", late(600_000));
     let (pi, waiting) = declined_then_challenged("AGAIN-2").await;
-    let applied = notices(&client, &env, "stripe-like", "applied").await;
+    let logged = sim.webhooks_sent("stripe-like").len();
     shopper_finishes(&client, &waiting, "result=failed").await;
-    eventually(
-        Duration::from_secs(20),
-        "the failed challenge's decline applied",
-        || async { notices(&client, &env, "stripe-like", "applied").await > applied },
+    let sent = sim.webhooks_sent("stripe-like");
+    assert_eq!(sent.len(), logged + 1, "{sent:?}");
+    let (applied, asked) = (
+        notices(&client, &env, "stripe-like", "applied").await,
+        sim.request_count("stripe-like"),
+    );
+    post_notice(
+        &client,
+        &env,
+        "stripe-like",
+        &sent[logged],
+        sent[logged].body.clone(),
     )
-    .await;
+    .await
+    .assert_status(200);
+    assert_eq!(
+        notices(&client, &env, "stripe-like", "applied").await,
+        applied + 1.0
+    );
+    assert_eq!(sim.request_count("stripe-like"), asked + 1);
     assert_eq!(
         events_for(&receiver, &pi, 4).await,
         [
@@ -1498,6 +1515,43 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
             "payment_intent.requires_action",
             "payment_intent.requires_action",
             "payment_intent.succeeded"
+        ]
+    );
+
+    // A fourth, like the first, but the provider cannot be asked (every request answered
+    // 503): the late decline is applied as notified, as it was before the check.
+    sim.set_webhook_settings("stripe-like", late(600_000));
+    let logged = sim.webhooks_sent("stripe-like").len();
+    let (pi, _) = declined_then_challenged("AGAIN-4").await;
+    let sent = sim.webhooks_sent("stripe-like");
+    assert_eq!(sent.len(), logged + 1, "{sent:?}");
+    let (stale, applied) = (
+        notices(&client, &env, "stripe-like", "stale").await,
+        notices(&client, &env, "stripe-like", "applied").await,
+    );
+    sim.set_faults("stripe-like", provider_sim::Faults::error(503));
+    post_notice(
+        &client,
+        &env,
+        "stripe-like",
+        &sent[logged],
+        sent[logged].body.clone(),
+    )
+    .await
+    .assert_status(200);
+    sim.set_faults("stripe-like", provider_sim::Faults::default());
+    assert_eq!(
+        notices(&client, &env, "stripe-like", "applied").await,
+        applied + 1.0
+    );
+    assert_eq!(notices(&client, &env, "stripe-like", "stale").await, stale);
+    assert_eq!(
+        events_for(&receiver, &pi, 4).await,
+        [
+            "payment_intent.created",
+            "payment_intent.payment_failed",
+            "payment_intent.requires_action",
+            "payment_intent.payment_failed"
         ]
     );
 }

@@ -141,23 +141,26 @@ pub(crate) fn hard_decline(provider_code: &str, message: String) -> Decline {
 /// which would lose the payment's record.
 fn next_action(v: &Value) -> NextAction {
     let kind = v["type"].as_str().unwrap_or_default();
-    let url = |s: Option<&str>| {
-        s.filter(|u| !u.is_empty())
+    let web = |s: Option<&str>| {
+        s.filter(|u| u.starts_with("https://") || u.starts_with("http://"))
             .map(|u| NextAction::Redirect(u.to_string()))
     };
-    let web =
-        |s: Option<&str>| url(s.filter(|u| u.starts_with("https://") || u.starts_with("http://")));
+    let hosted = |o: &Value| {
+        ["hosted_voucher_url", "hosted_instructions_url", "url"]
+            .iter()
+            .find_map(|field| web(o[*field].as_str()))
+    };
     let action = match kind {
-        "redirect_to_url" => url(v["redirect_to_url"]["url"].as_str()),
-        "oxxo_display_details" => url(v["oxxo_display_details"]["hosted_voucher_url"].as_str()),
-        k if k.ends_with("_display_qr_code") => v[k]["data"]
-            .as_str()
-            .map(|data| NextAction::Qr(data.to_string())),
+        "redirect_to_url" => web(v["redirect_to_url"]["url"].as_str()),
         "use_stripe_sdk" => web(v["use_stripe_sdk"]["stripe_js"].as_str()),
         "" => None,
-        k => ["hosted_voucher_url", "hosted_instructions_url", "url"]
-            .iter()
-            .find_map(|field| web(v[k][*field].as_str())),
+        // `<method>_display_qr_code`, and the `…_handle_redirect_or_display_qr_code` types,
+        // whose QR is nested and whose page is a hosted one.
+        k => v[k]["data"]
+            .as_str()
+            .filter(|_| k.ends_with("_display_qr_code"))
+            .map(|data| NextAction::Qr(data.to_string()))
+            .or_else(|| hosted(&v[k])),
     };
     action.unwrap_or_else(|| {
         NextAction::ConfirmOnDevice(DeviceConfirmation {
@@ -340,12 +343,25 @@ mod tests {
             waiting(r#"{"type":"pix_display_qr_code","pix_display_qr_code":{"data":"000201"}}"#),
             NextAction::Qr("000201".into())
         );
+        assert_eq!(
+            waiting(
+                r#"{"type":"oxxo_display_details","oxxo_display_details":{"hosted_voucher_url":"https://payments.stripe.com/oxxo/v1"}}"#
+            ),
+            redirect("https://payments.stripe.com/oxxo/v1")
+        );
+        assert_eq!(
+            waiting(
+                r#"{"type":"cashapp_handle_redirect_or_display_qr_code","cashapp_handle_redirect_or_display_qr_code":{"hosted_instructions_url":"https://pay.stripe.com/cashapp/1","qr_code":{"image_url_png":"https://x"}}}"#
+            ),
+            redirect("https://pay.stripe.com/cashapp/1")
+        );
         // Stripe.js runs it (3DS2 fingerprint, or localstripe's empty `stripe_js`), or it
         // names nothing usable: the shopper confirms in what the storefront shows.
         for opaque in [
             r#"{"type":"use_stripe_sdk","use_stripe_sdk":{"type":"stripe_3ds2_fingerprint","three_d_secure_2_source":"src_1"}}"#,
             r#"{"type":"use_stripe_sdk","use_stripe_sdk":{"type":"three_d_secure_redirect","stripe_js":""}}"#,
             r#"{"type":"use_stripe_sdk","use_stripe_sdk":{"stripe_js":"javascript:alert(1)"}}"#,
+            r#"{"type":"redirect_to_url","redirect_to_url":{"url":"javascript:alert(1)"}}"#,
             r#"{"type":"verify_with_microdeposits","verify_with_microdeposits":{}}"#,
             r#"{"type":"redirect_to_url","redirect_to_url":{}}"#,
             r#"null"#,

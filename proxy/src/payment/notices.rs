@@ -345,7 +345,7 @@ impl Payments {
             // earlier attempt's. With no word now, the decline is applied as it says.
             let asking = self.ask_owner(ctx, &entry);
             match tokio::time::timeout(CHECK_WITHIN, asking).await {
-                Ok(Some(outcome)) => {
+                Ok(Some(outcome)) if stands_for_the_decline(&entry, &outcome) => {
                     checked = Notification {
                         operation: Operation::Status,
                         outcome,
@@ -353,7 +353,7 @@ impl Payments {
                     };
                     &checked
                 }
-                Ok(None) | Err(_) => {
+                Ok(_) | Err(_) => {
                     tracing::warn!(provider, payment = %id, "a decline of a payment confirmed again could not be checked with its provider; applied as notified");
                     notification
                 }
@@ -763,6 +763,20 @@ fn decline_to_check(entry: &PaymentEntry, provider: &str, notification: &Notific
     declined && notification.operation == Operation::Status && under_way && kept
 }
 
+/// Whether the provider's answer to a decline's check settles it: a decline or a success
+/// is the payment's outcome; still waiting as the record says (for the shopper, or
+/// processing) means the decline was an earlier attempt's. Anything else (pending while the
+/// record waits for the shopper: Stripe's `requires_confirmation`, a payment method changed
+/// without a confirm) does not say whose the decline is: it is applied as notified.
+fn stands_for_the_decline(entry: &PaymentEntry, answer: &Outcome) -> bool {
+    match answer.status {
+        OutcomeStatus::Declined(_) | OutcomeStatus::Approved => true,
+        OutcomeStatus::RequiresAction(_) => entry.record.state == PaymentState::RequiresAction,
+        OutcomeStatus::Pending => entry.record.state == PaymentState::Processing,
+        OutcomeStatus::Error(_) => false,
+    }
+}
+
 /// Move `entry` forward by `notification` (`entry` unchanged unless [`Step::Moved`]).
 fn forward(entry: &mut PaymentEntry, notification: &Notification) -> Step {
     let outcome = &notification.outcome;
@@ -914,7 +928,7 @@ fn plain(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>
 mod tests {
     use super::*;
     use crate::plugin::storefront::PaymentRecord;
-    use crate::plugin::types::{Decline, DeclineKind, Money};
+    use crate::plugin::types::{Decline, DeclineKind, Money, NextAction};
 
     fn entry(state: PaymentState, captured: i64) -> PaymentEntry {
         let mut payment = crate::plugin::blank_payment(Operation::Authorize);
@@ -1051,6 +1065,36 @@ mod tests {
             "stripe",
             &notice(Operation::Capture, declined(), None)
         ));
+    }
+
+    /// The provider's answer settles the decline only when it says the payment's outcome, or
+    /// that the payment still waits as the record says.
+    #[test]
+    fn only_an_answer_that_says_whose_the_decline_is_stands_for_it() {
+        use PaymentState as S;
+        let answer = |status| Outcome {
+            status,
+            provider_reference: Some("ref".into()),
+            amount: None,
+        };
+        let action = || OutcomeStatus::RequiresAction(NextAction::Redirect("https://x".into()));
+        let (waiting, processing) = (entry(S::RequiresAction, 0), entry(S::Processing, 0));
+        for e in [&waiting, &processing] {
+            assert!(stands_for_the_decline(e, &answer(declined())));
+            assert!(stands_for_the_decline(e, &answer(OutcomeStatus::Approved)));
+        }
+        assert!(stands_for_the_decline(&waiting, &answer(action())));
+        assert!(stands_for_the_decline(
+            &processing,
+            &answer(OutcomeStatus::Pending)
+        ));
+        // Pending while the record waits for the shopper (a payment method changed without a
+        // confirm), or waiting while the record says processing: not whose the decline is.
+        assert!(!stands_for_the_decline(
+            &waiting,
+            &answer(OutcomeStatus::Pending)
+        ));
+        assert!(!stands_for_the_decline(&processing, &answer(action())));
     }
 
     #[test]
