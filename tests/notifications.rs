@@ -531,6 +531,20 @@ async fn shopper_finishes(client: &HttpClient, intent: &Value, query: &str) {
     );
 }
 
+/// The shopper finishes the 3-D Secure challenge of `intent` at the Stripe simulator (its
+/// page, as Stripe answers it: `redirect_to_url` when confirmed with a `return_url`, else
+/// `use_stripe_sdk`'s `stripe_js`) with `query`.
+async fn challenge_finished(client: &HttpClient, intent: &Value, query: &str) {
+    let action = &intent["next_action"];
+    let page = match action["type"].as_str() {
+        Some("use_stripe_sdk") => action["use_stripe_sdk"]["stripe_js"].clone(),
+        _ => action["redirect_to_url"]["url"].clone(),
+    };
+    let mut redirect = intent.clone();
+    redirect["next_action"] = serde_json::json!({"redirect_to_url": {"url": page}});
+    shopper_finishes(client, &redirect, query).await;
+}
+
 /// Create `form` with `key`; its intent, checked to wait for the shopper.
 async fn create(client: &HttpClient, env: &Env, key: &str, form: &str) -> Value {
     let reply = client
@@ -1372,6 +1386,9 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
                 (Some(pi.as_str()), Some("requires_action")),
                 "{waiting}"
             );
+            // Confirmed without a return_url: Stripe.js's action, which payproxy reads as
+            // waiting for the shopper.
+            assert_eq!(waiting["next_action"]["type"], "use_stripe_sdk");
             (pi, waiting)
         }
     };
@@ -1396,7 +1413,7 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
 
     // The shopper passes the challenge; the provider's success is delivered at once.
     sim.set_webhook_settings("stripe-like", late(0));
-    shopper_finishes(&client, &waiting, "result=succeeded").await;
+    challenge_finished(&client, &waiting, "result=succeeded").await;
     assert_eq!(
         events_for(&receiver, &pi, 4).await,
         [
@@ -1414,7 +1431,7 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
     sim.set_webhook_settings("stripe-like", late(600_000));
     let (pi, waiting) = declined_then_challenged("AGAIN-2").await;
     let logged = sim.webhooks_sent("stripe-like").len();
-    shopper_finishes(&client, &waiting, "result=failed").await;
+    challenge_finished(&client, &waiting, "result=failed").await;
     let sent = sim.webhooks_sent("stripe-like");
     assert_eq!(sent.len(), logged + 1, "{sent:?}");
     let (applied, asked) = (
@@ -1456,15 +1473,17 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
             &env.url("/v1/payment_intents"),
             &[("idempotency-key", "AGAIN-3-1")],
             "amount=1000&currency=eur&confirm=true\
-             &payment_method=pm_card_threeDSecure2Required&metadata[order_id]=AGAIN-3",
+             &payment_method=pm_card_threeDSecure2Required&metadata[order_id]=AGAIN-3\
+             &return_url=https://shop.example/back",
         )
         .await;
     challenged.assert_status(200);
     let first = challenged.json();
     assert_eq!(first["status"], "requires_action", "{first}");
+    assert_eq!(first["next_action"]["type"], "redirect_to_url", "{first}");
     let pi = first["id"].as_str().unwrap().to_string();
     let logged = sim.webhooks_sent("stripe-like").len();
-    shopper_finishes(&client, &first, "result=failed").await;
+    challenge_finished(&client, &first, "result=failed").await;
     let again = client
         .post_form(
             &env.url(&format!("/v1/payment_intents/{pi}/confirm")),
@@ -1507,7 +1526,7 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
     // the success last) hold no payment_failed: the late decline failed nothing. (Each
     // confirm waiting for a challenge is a requires_action.)
     sim.set_webhook_settings("stripe-like", late(0));
-    shopper_finishes(&client, &again.json(), "result=succeeded").await;
+    challenge_finished(&client, &again.json(), "result=succeeded").await;
     assert_eq!(
         events_for(&receiver, &pi, 4).await,
         [

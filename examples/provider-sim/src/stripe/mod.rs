@@ -11,7 +11,9 @@
 //! `error.payment_intent`); it may be confirmed again with another `payment_method`, as at
 //! Stripe (the same intent, the same id). One confirmed with
 //! `pm_card_threeDSecure2Required` waits for the shopper's 3-D Secure challenge
-//! (`requires_action`, `next_action.redirect_to_url`), finished by
+//! (`requires_action`; `next_action.redirect_to_url` when confirmed with a `return_url`,
+//! else `use_stripe_sdk` with the challenge as its `stripe_js` page, as Stripe answers),
+//! finished by
 //! `GET /stripe/3ds/{id}?result=succeeded|failed` (simulator control, no key needed): a
 //! failed one goes back to `requires_payment_method` with an authentication failure as its
 //! `last_payment_error`. Events (when webhooks are on; see `events`):
@@ -144,6 +146,10 @@ pub(crate) async fn handle(
         Route::RetrievePaymentMethod(id) => methods::retrieve(id),
         Route::Authenticate(_) => unreachable!("answered above"),
     };
+    let result = result.map(|mut value| {
+        challenge_as_stripe_answers(provider, &route, &form, &mut value);
+        value
+    });
     let declines = matches!(
         route,
         Route::CreateIntent | Route::IntentAction(_, Action::Confirm)
@@ -242,6 +248,42 @@ fn authenticate(provider: &Provider, id: &str, failed: bool, base: &str) -> SimR
         StatusCode::OK,
         serde_json::to_vec(&intent).unwrap_or_default().into(),
     )
+}
+
+/// An intent waiting for its 3-D Secure challenge, as Stripe answers it: confirmed with a
+/// `return_url` (remembered per intent), a `redirect_to_url` back to it; without one,
+/// `use_stripe_sdk`, the action Stripe.js runs, whose `stripe_js` page is the challenge.
+fn challenge_as_stripe_answers(
+    provider: &Provider,
+    route: &Route,
+    form: &Form,
+    value: &mut serde_json::Value,
+) {
+    let Some(id) = value["id"].as_str().map(str::to_owned) else {
+        return;
+    };
+    let note = format!("stripe-return:{id}");
+    let confirms = matches!(
+        route,
+        Route::CreateIntent | Route::IntentAction(_, Action::Confirm)
+    );
+    if let Some(url) = form.get("return_url").filter(|_| confirms) {
+        provider.set_note(note.clone(), url.to_owned());
+    }
+    if value["status"] != "requires_action" {
+        return;
+    }
+    let page = value["next_action"]["redirect_to_url"]["url"].clone();
+    value["next_action"] = match provider.note(&note) {
+        Some(back) => json!({
+            "type": "redirect_to_url",
+            "redirect_to_url": {"url": page, "return_url": back},
+        }),
+        None => json!({
+            "type": "use_stripe_sdk",
+            "use_stripe_sdk": {"type": "three_d_secure_redirect", "stripe_js": page},
+        }),
+    };
 }
 
 /// The provider note naming how intent `id` last failed (`card` or `authentication`).
@@ -470,7 +512,9 @@ mod webhook_tests {
             "{waiting}"
         );
         assert_eq!(waiting["status"], "requires_action");
-        let url = waiting["next_action"]["redirect_to_url"]["url"]
+        // Without a return_url: Stripe.js's action, its page the challenge.
+        assert_eq!(waiting["next_action"]["type"], "use_stripe_sdk");
+        let url = waiting["next_action"]["use_stripe_sdk"]["stripe_js"]
             .as_str()
             .unwrap();
         assert_eq!(url, format!("{base}/stripe/3ds/{id}"));
@@ -490,10 +534,17 @@ mod webhook_tests {
             (status, retrieved["last_payment_error"]["code"].as_str()),
             (200, Some("payment_intent_authentication_failure"))
         );
-        // Once more, passed this time.
+        // Once more, with a return_url: a redirect, back there; passed this time.
+        let back = format!("{three_ds}&return_url=https://shop.example/back");
+        let (_, waiting) = post(&base, &confirm, &back).await;
         assert_eq!(
-            post(&base, &confirm, three_ds).await.1["status"],
-            "requires_action"
+            waiting["next_action"]["type"], "redirect_to_url",
+            "{waiting}"
+        );
+        let redirect = &waiting["next_action"]["redirect_to_url"];
+        assert_eq!(
+            (redirect["url"].as_str(), redirect["return_url"].as_str()),
+            (Some(url), Some("https://shop.example/back"))
         );
         let (_, paid) = get(url).await;
         assert_eq!(paid["status"], "succeeded");
