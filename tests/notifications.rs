@@ -1342,7 +1342,12 @@ async fn a_dashboard_capture_of_a_card_captured_by_its_own_option_is_applied() {
 async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provider() {
     let sim = Simulator::start(PAYMENT_PROVIDERS).await.unwrap();
     let receiver = Receiver::start();
-    let env = start(&sim, &receiver).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let env = start_with(&sim, &receiver, |config| {
+        config["log"] = serde_json::json!({ "audit_path": audit_path });
+    })
+    .await;
     let client = HttpClient::default();
     let webhooks = env.url("/webhooks/stripe-like");
     let late = |delay_ms| provider_sim::WebhookSettings {
@@ -1406,8 +1411,23 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
     settled(&client, &env, "stripe-like", 1.0).await;
     assert_eq!(notices(&client, &env, "stripe-like", "stale").await, 1.0);
     assert_eq!(notices(&client, &env, "stripe-like", "applied").await, 0.0);
-    // One status query, the check.
+    // One status query, the check; its audit line says what the provider answered.
     assert_eq!(sim.request_count("stripe-like"), asked + 1);
+    let audit = std::fs::read_to_string(&audit_path).unwrap();
+    let checked: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["payment"] == pi.as_str() && l["operation"] == "status")
+        .collect();
+    assert_eq!(checked.len(), 1, "{audit}");
+    assert_eq!(
+        (
+            checked[0]["decision"].as_str(),
+            checked[0]["provider"].as_str()
+        ),
+        (Some("requires_action"), Some("stripe-like")),
+        "{audit}"
+    );
     let now = intent(&client, &env, &pi).await;
     assert_eq!(now["status"], "requires_action", "{now}");
 

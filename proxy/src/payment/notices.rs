@@ -365,7 +365,14 @@ impl Payments {
             Step::Moved => {}
             Step::Stale => {
                 if asked {
-                    // The check asked the provider: its audit line says so.
+                    // The check asked the provider: its audit line says what it answered.
+                    ctx.note(|d| {
+                        d.operation = Some(audit::operation_name(Operation::Status).to_string());
+                        d.stage = "notification";
+                    });
+                    let reference = notification.outcome.provider_reference.clone();
+                    let answer = super::wire::outcome_label(&notification.outcome.status);
+                    self.audit(ctx, &entry, Operation::Status, provider, reference, answer);
                     self.write_audit_status(ctx, 200);
                 }
                 return Ok(Fate::Stale);
