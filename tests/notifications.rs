@@ -1397,36 +1397,54 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
             (pi, waiting)
         }
     };
+    // The one notification the simulator logged since it had logged `logged`: a decline.
+    let logged_since = |logged: usize| {
+        let sent = sim.webhooks_sent("stripe-like");
+        assert_eq!(sent.len(), logged + 1, "{sent:?}");
+        let decline = sent[logged].clone();
+        assert_eq!(
+            decline.json().unwrap()["type"],
+            "payment_intent.payment_failed"
+        );
+        decline
+    };
+    let deliver = |notice: SentWebhook| {
+        let (client, env) = (&client, &env);
+        async move {
+            post_notice(client, env, "stripe-like", &notice, notice.body.clone())
+                .await
+                .assert_status(200);
+        }
+    };
+    let stale_and_applied = || async {
+        (
+            notices(&client, &env, "stripe-like", "stale").await,
+            notices(&client, &env, "stripe-like", "applied").await,
+        )
+    };
 
     let (pi, waiting) = declined_then_challenged("AGAIN-1").await;
-    let sent = sim.webhooks_sent("stripe-like");
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(
-        sent[0].json().unwrap()["type"],
-        "payment_intent.payment_failed"
-    );
+    let decline = logged_since(0);
     let asked = sim.request_count("stripe-like");
-    let delivered = post_notice(&client, &env, "stripe-like", &sent[0], sent[0].body.clone()).await;
-    delivered.assert_status(200);
+    deliver(decline).await;
     settled(&client, &env, "stripe-like", 1.0).await;
     assert_eq!(notices(&client, &env, "stripe-like", "stale").await, 1.0);
     assert_eq!(notices(&client, &env, "stripe-like", "applied").await, 0.0);
     // One status query, the check; its audit line says what the provider answered.
     assert_eq!(sim.request_count("stripe-like"), asked + 1);
-    let audit = std::fs::read_to_string(&audit_path).unwrap();
-    let checked: Vec<Value> = audit
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let audit = audit_lines(&audit_path);
+    let checked: Vec<&Value> = audit
+        .iter()
         .filter(|l| l["payment"] == pi.as_str() && l["operation"] == "status")
         .collect();
-    assert_eq!(checked.len(), 1, "{audit}");
+    assert_eq!(checked.len(), 1, "{audit:?}");
     assert_eq!(
         (
             checked[0]["decision"].as_str(),
             checked[0]["provider"].as_str()
         ),
         (Some("requires_action"), Some("stripe-like")),
-        "{audit}"
+        "{audit:?}"
     );
     let now = intent(&client, &env, &pi).await;
     assert_eq!(now["status"], "requires_action", "{now}");
@@ -1452,21 +1470,9 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
     let (pi, waiting) = declined_then_challenged("AGAIN-2").await;
     let logged = sim.webhooks_sent("stripe-like").len();
     challenge_finished(&client, &waiting, "result=failed").await;
-    let sent = sim.webhooks_sent("stripe-like");
-    assert_eq!(sent.len(), logged + 1, "{sent:?}");
-    let (applied, asked) = (
-        notices(&client, &env, "stripe-like", "applied").await,
-        sim.request_count("stripe-like"),
-    );
-    post_notice(
-        &client,
-        &env,
-        "stripe-like",
-        &sent[logged],
-        sent[logged].body.clone(),
-    )
-    .await
-    .assert_status(200);
+    let decline = logged_since(logged);
+    let ((_, applied), asked) = (stale_and_applied().await, sim.request_count("stripe-like"));
+    deliver(decline).await;
     assert_eq!(
         notices(&client, &env, "stripe-like", "applied").await,
         applied + 1.0
@@ -1518,20 +1524,9 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
         "{}",
         again.json()
     );
-    let sent = sim.webhooks_sent("stripe-like");
-    assert_eq!(sent.len(), logged + 1, "{sent:?}");
-    let failed = &sent[logged];
-    assert_eq!(
-        failed.json().unwrap()["type"],
-        "payment_intent.payment_failed"
-    );
-    let (stale, applied) = (
-        notices(&client, &env, "stripe-like", "stale").await,
-        notices(&client, &env, "stripe-like", "applied").await,
-    );
-    post_notice(&client, &env, "stripe-like", failed, failed.body.clone())
-        .await
-        .assert_status(200);
+    let decline = logged_since(logged);
+    let (stale, applied) = stale_and_applied().await;
+    deliver(decline).await;
     eventually(
         Duration::from_secs(20),
         "the late decline found stale",
@@ -1562,22 +1557,10 @@ async fn a_late_decline_of_an_intent_confirmed_again_is_checked_with_its_provide
     sim.set_webhook_settings("stripe-like", late(600_000));
     let logged = sim.webhooks_sent("stripe-like").len();
     let (pi, _) = declined_then_challenged("AGAIN-4").await;
-    let sent = sim.webhooks_sent("stripe-like");
-    assert_eq!(sent.len(), logged + 1, "{sent:?}");
-    let (stale, applied) = (
-        notices(&client, &env, "stripe-like", "stale").await,
-        notices(&client, &env, "stripe-like", "applied").await,
-    );
+    let decline = logged_since(logged);
+    let (stale, applied) = stale_and_applied().await;
     sim.set_faults("stripe-like", provider_sim::Faults::error(503));
-    post_notice(
-        &client,
-        &env,
-        "stripe-like",
-        &sent[logged],
-        sent[logged].body.clone(),
-    )
-    .await
-    .assert_status(200);
+    deliver(decline).await;
     sim.set_faults("stripe-like", provider_sim::Faults::default());
     assert_eq!(
         notices(&client, &env, "stripe-like", "applied").await,

@@ -18,10 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use payproxy_e2e::chaos::{eventually, ChildProxy, ReservedPort};
+use payproxy_e2e::{audit_lines, write_config, Faults, HttpClient, Recorder, Simulator};
 use payproxy_e2e::{
     card_from, dana_shopper, eea_card, form_with, ideal_shopper, payments_config, PAYMENT_PROVIDERS,
 };
-use payproxy_e2e::{write_config, Faults, HttpClient, Recorder, Simulator};
 use prost::Message;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -209,14 +209,6 @@ async fn plugin_digests(client: &HttpClient, admin: SocketAddr) -> impl Fn(&str)
             .cloned()
             .unwrap_or_else(|| panic!("{plugin} not on the status page: {status}"))
     }
-}
-
-/// The audit file's lines.
-fn audit_lines(dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -655,7 +647,7 @@ async fn every_payment_decision_has_one_audit_line_and_logs_are_json_with_the_tr
 
     let mut lines = Vec::new();
     eventually(Duration::from_secs(10), "twelve audit lines", async || {
-        lines = audit_lines(dir.path());
+        lines = audit_lines(&dir.path().join("audit.jsonl"));
         lines.len() >= 12
     })
     .await;

@@ -277,3 +277,11 @@ impl TestPki {
         pki
     }
 }
+
+/// The lines of the audit file at `path` (`log.audit_path`), parsed; none when it is absent.
+pub fn audit_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
+        .collect()
+}

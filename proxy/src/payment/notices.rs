@@ -339,7 +339,7 @@ impl Payments {
         };
         let checked;
         let asked = decline_to_check(&entry, provider, notification)
-            && self.status_queryable(ctx, provider);
+            && records::status_query(ctx, provider);
         let notification = if asked {
             // The provider's word on the payment now stands for the decline, which may be an
             // earlier attempt's. With no word now, the decline is applied as it says.
@@ -403,15 +403,6 @@ impl Payments {
         );
         self.write_audit_status(ctx, 200);
         Ok(Fate::Applied)
-    }
-
-    /// Whether `provider`'s dialect has a status query.
-    fn status_queryable(&self, ctx: &Ctx<'_>, provider: &str) -> bool {
-        ctx.snapshot
-            .providers
-            .get(provider)
-            .and_then(|p| p.dialect.as_ref())
-            .is_some_and(|(_, d)| d.capabilities().status_query)
     }
 
     /// What payment `entry`'s owner says of it now (its status query, translated), or

@@ -544,6 +544,15 @@ fn refused_unnamed(entry: &PaymentEntry) -> bool {
         && entry.owner.as_ref().is_some_and(|o| o.reference.is_empty())
 }
 
+/// Whether `provider`'s dialect can be asked for a payment's status.
+pub(super) fn status_query(ctx: &Ctx<'_>, provider: &str) -> bool {
+    ctx.snapshot
+        .providers
+        .get(provider)
+        .and_then(|p| p.dialect.as_ref())
+        .is_some_and(|(_, d)| d.capabilities().status_query)
+}
+
 /// Whether a retrieve of `entry` asks its provider (and records what it learns): see the
 /// arms of `operate_locked`.
 fn asks_provider(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
@@ -555,13 +564,7 @@ fn asks_provider(ctx: &Ctx<'_>, entry: &PaymentEntry) -> bool {
     }
     // A provider without a status query (Adyen: outcomes arrive by notification) is not
     // asked: the record answers.
-    let queryable = ctx
-        .snapshot
-        .providers
-        .get(&owner.provider)
-        .and_then(|p| p.dialect.as_ref())
-        .is_some_and(|(_, d)| d.capabilities().status_query);
-    forwardable(ctx, entry) || (queryable && !settled(entry))
+    forwardable(ctx, entry) || (status_query(ctx, &owner.provider) && !settled(entry))
 }
 
 /// Whether a resumed confirm finds its payment moved on since: its first run recorded the

@@ -15,7 +15,6 @@ pub(super) fn create(
     ledger: &mut Ledger,
     form: &Form,
     idempotency_key: Option<&str>,
-    base: &str,
 ) -> Result<Value, StripeError> {
     let amount = positive_int(form, "amount")?.ok_or_else(|| StripeError::missing("amount"))?;
     let currency = currency(form)?;
@@ -71,7 +70,7 @@ pub(super) fn create(
         payment_method_types,
         amount_refunded: 0,
     };
-    let rendered = render(&intent, base);
+    let rendered = render(&intent);
     ledger.insert(intent);
     Ok(rendered)
 }
@@ -97,11 +96,8 @@ fn confirmed(form: &Form, by_hand: bool) -> &'static str {
 }
 
 /// `GET /v1/payment_intents/{id}`.
-pub(super) fn retrieve(ledger: &Ledger, id: &str, base: &str) -> Result<Value, StripeError> {
-    ledger
-        .intent(id)
-        .map(|intent| render(intent, base))
-        .ok_or_else(|| missing(id))
+pub(super) fn retrieve(ledger: &Ledger, id: &str) -> Result<Value, StripeError> {
+    ledger.intent(id).map(render).ok_or_else(|| missing(id))
 }
 
 /// `POST /v1/payment_intents/{id}/{capture,cancel,confirm}`. A confirm takes the intent's
@@ -112,7 +108,6 @@ pub(super) fn act(
     id: &str,
     action: Action,
     form: &Form,
-    base: &str,
 ) -> Result<Value, StripeError> {
     let intent = ledger.intent_mut(id).ok_or_else(|| missing(id))?;
     let current = intent.charge.status.as_str();
@@ -143,7 +138,7 @@ pub(super) fn act(
         }
     };
     intent.charge.status = next.to_owned();
-    Ok(render(intent, base))
+    Ok(render(intent))
 }
 
 /// `GET /stripe/3ds/{id}?result=succeeded|failed`: the shopper finishes (default) or fails
@@ -154,7 +149,6 @@ pub(super) fn authenticate(
     ledger: &mut Ledger,
     id: &str,
     failed: bool,
-    base: &str,
 ) -> Result<(Value, bool), StripeError> {
     let intent = ledger.intent_mut(id).ok_or_else(|| missing(id))?;
     let moved = intent.charge.status == "requires_action";
@@ -166,12 +160,13 @@ pub(super) fn authenticate(
         }
         .to_owned();
     }
-    Ok((render(intent, base), moved))
+    Ok((render(intent), moved))
 }
 
-/// The intent as Stripe renders it, plus the simulator's `provider`; one waiting for the
-/// shopper's 3-D Secure challenge has its `next_action`, a redirect to `base`.
-fn render(intent: &Intent, base: &str) -> Value {
+/// The intent as Stripe renders it, plus the simulator's `provider`. Its `next_action` is
+/// the caller's to fill in (the challenge's page is on the address the caller was reached
+/// at): see `challenge_as_stripe_answers`.
+fn render(intent: &Intent) -> Value {
     let charge = &intent.charge;
     let amount_received = if charge.status == "succeeded" {
         charge.amount
@@ -185,14 +180,7 @@ fn render(intent: &Intent, base: &str) -> Value {
         "amount_received": amount_received,
         "currency": charge.currency,
         "status": charge.status,
-        "next_action": if charge.status == "requires_action" {
-            json!({
-                "type": "redirect_to_url",
-                "redirect_to_url": {"url": format!("{base}/stripe/3ds/{}", charge.id), "return_url": null},
-            })
-        } else {
-            Value::Null
-        },
+        "next_action": Value::Null,
         "capture_method": if intent.manual_capture { "manual" } else { "automatic" },
         "payment_method_options": if intent.card_manual_capture {
             json!({"card": {"capture_method": "manual"}})

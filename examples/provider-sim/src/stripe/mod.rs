@@ -112,11 +112,9 @@ pub(crate) async fn handle(
     };
     let base = crate::json_api::base_url(&parts);
     if let Route::Authenticate(id) = &route {
-        let failed = parts
-            .uri
-            .query()
-            .is_some_and(|q| q.contains("result=failed"));
-        return Ok(authenticate(provider, id, failed, &base));
+        let query = Form::parse(parts.uri.query().unwrap_or_default().as_bytes());
+        let failed = query.get("result") == Some("failed");
+        return Ok(authenticate(provider, id, failed));
     }
     let post = parts.method == Method::POST;
     let key = idempotency_key(&parts.headers).filter(|_| post);
@@ -139,15 +137,15 @@ pub(crate) async fn handle(
 
     let creates = route == Route::CreateIntent;
     let result = match &route {
-        Route::CreateIntent => intents::create(&mut ledger, &form, key.as_deref(), &base),
-        Route::RetrieveIntent(id) => intents::retrieve(&ledger, id, &base),
-        Route::IntentAction(id, action) => intents::act(&mut ledger, id, *action, &form, &base),
+        Route::CreateIntent => intents::create(&mut ledger, &form, key.as_deref()),
+        Route::RetrieveIntent(id) => intents::retrieve(&ledger, id),
+        Route::IntentAction(id, action) => intents::act(&mut ledger, id, *action, &form),
         Route::CreateRefund => refunds::create(&mut ledger, &form),
         Route::RetrievePaymentMethod(id) => methods::retrieve(id),
         Route::Authenticate(_) => unreachable!("answered above"),
     };
     let result = result.map(|mut value| {
-        challenge_as_stripe_answers(provider, &route, &form, &mut value);
+        challenge_as_stripe_answers(provider, &route, &form, &base, &mut value);
         value
     });
     let declines = matches!(
@@ -217,9 +215,9 @@ pub(crate) async fn handle(
 
 /// `GET /stripe/3ds/{id}`: the shopper finishes the challenge (or fails it with
 /// `result=failed`); answers the intent, and notifies its change like Stripe.
-fn authenticate(provider: &Provider, id: &str, failed: bool, base: &str) -> SimResponse {
+fn authenticate(provider: &Provider, id: &str, failed: bool) -> SimResponse {
     let mut ledger = provider.ledger();
-    let (mut intent, moved) = match intents::authenticate(&mut ledger, id, failed, base) {
+    let (mut intent, moved) = match intents::authenticate(&mut ledger, id, failed) {
         Ok(done) => done,
         Err(error) => return error.response(),
     };
@@ -250,13 +248,15 @@ fn authenticate(provider: &Provider, id: &str, failed: bool, base: &str) -> SimR
     )
 }
 
-/// An intent waiting for its 3-D Secure challenge, as Stripe answers it: confirmed with a
-/// `return_url` (remembered per intent), a `redirect_to_url` back to it; without one,
-/// `use_stripe_sdk`, the action Stripe.js runs, whose `stripe_js` page is the challenge.
+/// An intent waiting for its 3-D Secure challenge, as Stripe answers it: the challenge is
+/// `GET {base}/stripe/3ds/{id}`; confirmed with a `return_url` (remembered per intent), a
+/// `redirect_to_url` to it and back there; without one, `use_stripe_sdk`, the action
+/// Stripe.js runs, with the challenge as its `stripe_js` page.
 fn challenge_as_stripe_answers(
     provider: &Provider,
     route: &Route,
     form: &Form,
+    base: &str,
     value: &mut serde_json::Value,
 ) {
     let Some(id) = value["id"].as_str().map(str::to_owned) else {
@@ -273,7 +273,7 @@ fn challenge_as_stripe_answers(
     if value["status"] != "requires_action" {
         return;
     }
-    let page = value["next_action"]["redirect_to_url"]["url"].clone();
+    let page = format!("{base}/stripe/3ds/{id}");
     value["next_action"] = match provider.note(&note) {
         Some(back) => json!({
             "type": "redirect_to_url",
