@@ -184,6 +184,45 @@ def test_unknown_parameter_is_the_providers_own_400(marker, providers, settings)
     assert sum(providers.count(marker).values()) == 0, "a refused create left an intent behind"
 
 
+@pytest.mark.proxy_only(reason="localstripe's confirm takes no payment_method (its 500 'Not implemented')")
+def test_a_card_intent_created_server_side_takes_its_card_at_the_confirm(marker, providers):
+    # The most common server-side create: the intent says it takes cards, the card comes with
+    # the confirm.
+    intent = create_intent(marker, 1250, payment_method_types=["card"])
+    assert (intent.status, intent.payment_method) == ("requires_payment_method", None)
+    confirmed = stripe.PaymentIntent.confirm(intent.id, payment_method="pm_card_visa")
+    assert (confirmed.id, confirmed.status, confirmed.amount) == (intent.id, "succeeded", 1250)
+    got = stripe.PaymentIntent.retrieve(intent.id)
+    assert (got.status, got.amount_received) == ("succeeded", 1250)
+    assert_one_intent_at_providers(providers, marker)
+
+
+@pytest.mark.proxy_only(reason="localstripe ignores Stripe-Account, and refuses the parameters "
+                        "itself as unknown to it")
+def test_an_unconfirmed_create_refuses_what_its_confirm_could_not_carry(marker, providers):
+    # payproxy holds an intent created without confirm until its confirm, and the request it
+    # then sends has no place for these: refused at create, never dropped unseen.
+    cases = [
+        ({"setup_future_usage": "off_session"}, "setup_future_usage", "parameter_unsupported"),
+        ({"transfer_data": {"destination": "acct_1Connected"}}, "transfer_data", "parameter_unsupported"),
+        ({"statement_descriptor_suffix": "ORDER 7"}, "statement_descriptor_suffix", "parameter_unsupported"),
+        ({"stripe_account": "acct_1Connected"}, None, "header_unsupported"),
+    ]
+    for params, param, code in cases:
+        with pytest.raises(stripe.InvalidRequestError) as caught:
+            create_intent(marker, 1300, payment_method="pm_card_visa", **params)
+        error = caught.value
+        assert (error.http_status, error.error.type, error.code, error.param) == (
+            400, "invalid_request_error", code, param), params
+        assert "confirm=true" in error.error.message, error.error.message
+    assert sum(providers.count(marker).values()) == 0
+    # Created and confirmed in one request, the request reaches Stripe as it is.
+    paid = create_intent(marker, 1300, payment_method="pm_card_visa", confirm=True,
+                         stripe_account="acct_1Connected")
+    assert paid.status == "succeeded"
+    assert_one_intent_at_providers(providers, marker)
+
+
 def test_unknown_parameter_on_an_unconfirmed_create_is_refused(marker, providers):
     # Without confirm nothing reaches a provider through payproxy, so payproxy checks the
     # parameters itself, as Stripe does at create (localstripe refuses it too, in its words).

@@ -37,7 +37,7 @@
 //!
 //! | request | call |
 //! |---|---|
-//! | `POST /v1/payment_intents` | payment: authorize, `confirm` = the form's `confirm` (default `false`, as on Stripe: the host only records the intent) |
+//! | `POST /v1/payment_intents` | payment: authorize, `confirm` = the form's `confirm` (default `false`, as on Stripe: the host only records the intent, and the parameters and headers that record cannot keep are refused: `parameter_unsupported`, `header_unsupported`, see `parse`) |
 //! | `POST /v1/payment_intents/{pi_…}/confirm` | payment: authorize with `id`; the body may be empty (the recorded intent is confirmed) or carry `payment_method`, `return_url` … |
 //! | `POST /v1/payment_intents/{pi_…}/capture` | payment: capture, optional `amount_to_capture` |
 //! | `POST /v1/payment_intents/{pi_…}/cancel` | payment: void |
@@ -87,7 +87,8 @@
 //! | `payment_method_options[card][capture_method]=manual` (a card payment) | manual capture |
 //!
 //! (`type` is `payment_method_data[type]`, the rest under `payment_method_data[…]`.) Without
-//! `payment_method_data[type]` the only `payment_method_types[]` entry names the method. A
+//! `payment_method_data[type]` the only `payment_method_types[]` entry names the method
+//! (`card` alone, with no card, names none: the card comes with the confirm). A
 //! type this dialect has no row for is passed through as `other` rather than refused, so a
 //! new local method needs only a provider dialect; answers name it in
 //! `payment_method_types`. Card types by other names (`scheme`, `apple_pay` …) are not

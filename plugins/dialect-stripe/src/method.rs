@@ -192,6 +192,10 @@ fn method(form: &Form, phone: Option<String>) -> Result<Option<PaymentMethod>, R
         // A saved payment method of the storefront's account (card, SEPA debit …): the
         // token is what gets charged, whatever its type, so it is a token instrument.
         (None, _) if saved => "card",
+        // `payment_method_types[]=card` alone says which kind of method the intent takes,
+        // not which card: that comes with the confirm (Stripe answers
+        // `requires_payment_method`), so there is no method yet.
+        (None, ["card"]) if !form.has(&[PMD, "card"]) => return Ok(None),
         (None, [only]) => only,
         _ if form.has(&[PMD, "card"]) => "card",
         _ => return Ok(None),
@@ -539,6 +543,25 @@ mod tests {
     fn parsed(body: &str) -> Result<Payment, Refusal> {
         let mut p = Payment::new(payproxy_plugin_sdk::payment::Operation::Authorize);
         apply(&Form::parse(body.as_bytes()), &mut p).map(|_| p)
+    }
+
+    #[test]
+    fn card_as_the_only_type_without_a_card_leaves_the_method_to_the_confirm() {
+        // The most common server-side create: the card comes with the confirm.
+        let p = parsed("payment_method_types[]=card").expect("no card yet");
+        assert_eq!(p.method, None);
+        // With a card it is that card; a card's details without a token are still refused.
+        let p = parsed("payment_method_types[]=card&payment_method=pm_card_visa").expect("card");
+        assert!(matches!(p.method, Some(PaymentMethod::Card(ref c)) if c.token == "pm_card_visa"));
+        let refused = parsed("payment_method_types[]=card&payment_method_data[card][network]=visa")
+            .expect_err("a card without its token");
+        assert_eq!(
+            refused.message,
+            "Missing required param: payment_method_data[card][token]."
+        );
+        // Another single type still names the method.
+        let p = parsed("payment_method_types[]=oxxo").expect("oxxo");
+        assert!(matches!(p.method, Some(PaymentMethod::CashVoucher(_))));
     }
 
     #[test]

@@ -69,6 +69,41 @@ const CREATE_PARAMETERS: &[&str] = &[
     "use_stripe_sdk",
 ];
 
+/// Parameters of a create that an intent payproxy holds until its confirm cannot keep: the
+/// canonical payment has no place for them, so the request payproxy sends at the confirm
+/// would go without them (Connect's money movement, saving the card for later, the
+/// statement text, a mandate …). A create with `confirm=true` reaches a Stripe provider
+/// unchanged and keeps them.
+const NOT_KEPT_WHEN_HELD: &[&str] = &[
+    "application_fee_amount",
+    "confirmation_token",
+    "error_on_requires_action",
+    "mandate",
+    "mandate_data",
+    "off_session",
+    "on_behalf_of",
+    "payment_method_configuration",
+    "radar_options",
+    "setup_future_usage",
+    "statement_descriptor",
+    "statement_descriptor_suffix",
+    "transfer_data",
+    "transfer_group",
+];
+
+/// The `payment_method_options[card][…]` a held intent keeps (see [`crate::method`]);
+/// every other payment method option is sent only by an unchanged request.
+const CARD_OPTIONS_KEPT: &[&str] = &[
+    "capture_method",
+    "exemption",
+    "installments",
+    "three_d_secure",
+];
+
+/// Headers that put a request in another account's hands (Stripe Connect): only an
+/// unchanged request carries them to the provider.
+const ACCOUNT_HEADERS: &[&str] = &["stripe-account", "stripe-context"];
+
 /// Refuse a parameter Stripe does not have, as Stripe does (`parameter_unknown`).
 fn known_parameters(form: &Form, known: &[&str]) -> Result<(), Refusal> {
     for (key, _) in form.pairs() {
@@ -79,6 +114,46 @@ fn known_parameters(form: &Form, known: &[&str]) -> Result<(), Refusal> {
                 Some(&shown),
                 "parameter_unknown",
                 format!("Received unknown parameter: {shown}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuse what an intent created without `confirm=true` could not keep until its confirm,
+/// instead of dropping it unseen (`parameter_unsupported`; `header_unsupported` for a
+/// Connect account header).
+fn kept_when_held(request: &HttpRequest, form: &Form) -> Result<(), Refusal> {
+    let advice = "An intent created without confirm=true stays in payproxy until its confirm, and \
+                  the request payproxy then sends cannot carry it. Create and confirm it in one \
+                  request (confirm=true): that request reaches Stripe unchanged.";
+    if let Some(header) = ACCOUNT_HEADERS.iter().find(|h| request.header(h).is_some()) {
+        return Err(Refusal::invalid(
+            None,
+            "header_unsupported",
+            format!("payproxy cannot keep the {header} header on this PaymentIntent. {advice}"),
+        ));
+    }
+    for (key, _) in form.pairs() {
+        let segments: Vec<&str> = key.iter().map(|k| k.as_ref()).collect();
+        let dropped = match segments.as_slice() {
+            [top, ..] if NOT_KEPT_WHEN_HELD.contains(top) => Some(bracketed(&segments[..1])),
+            ["payment_method_options", "card", option, ..]
+                if !CARD_OPTIONS_KEPT.contains(option) =>
+            {
+                Some(bracketed(&segments[..3]))
+            }
+            ["payment_method_options", method, ..] if *method != "card" => {
+                Some(bracketed(&segments[..2]))
+            }
+            _ => None,
+        };
+        if let Some(param) = dropped {
+            let shown: String = param.chars().take(100).collect();
+            return Err(Refusal::invalid(
+                Some(&shown),
+                "parameter_unsupported",
+                format!("payproxy cannot keep {shown} on this PaymentIntent. {advice}"),
             ));
         }
     }
@@ -213,6 +288,7 @@ pub fn call(config: &Config, request: &HttpRequest) -> Result<Call, Refusal> {
                 // Nothing reaches a provider until the confirm, so the parameters are
                 // checked here, as Stripe checks them at create.
                 known_parameters(&form, CREATE_PARAMETERS)?;
+                kept_when_held(request, &form)?;
             }
             let payment = payment(config, request, &form, route)?;
             if matches!(payment.operation, Operation::Authorize)
@@ -569,6 +645,7 @@ fn refuse_card_data(config: &Config, form: &Form) -> Result<(), Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use payproxy_plugin_sdk::payment::RefusalKind;
 
     #[test]
     fn routes() {
@@ -718,6 +795,74 @@ mod tests {
             request_id(&req("POST", "/v1/payment_intents/x%2F/capture", "")),
             None
         );
+    }
+
+    #[test]
+    fn a_held_intent_refuses_what_its_confirm_could_not_carry() {
+        let create = |body: &str, headers: &[(&str, &str)]| {
+            let request = HttpRequest {
+                method: "POST".into(),
+                path: "/v1/payment_intents".into(),
+                query: None,
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body: Some(body.as_bytes().to_vec()),
+            };
+            call(&Config::default(), &request)
+        };
+        let base = "amount=1000&currency=eur&payment_method=pm_card_visa";
+        let refused = |extra: &str, headers: &[(&str, &str)]| match create(
+            &format!("{base}&{extra}"),
+            headers,
+        ) {
+            Err(r) => (r.code, r.kind, r.message),
+            Ok(call) => panic!("{extra}: accepted as {call:?}"),
+        };
+        let param = |p: &str| RefusalKind::InvalidRequest(Some(p.to_string()));
+        for (extra, named) in [
+            ("transfer_data[destination]=acct_1", "transfer_data"),
+            ("application_fee_amount=100", "application_fee_amount"),
+            ("on_behalf_of=acct_1", "on_behalf_of"),
+            ("setup_future_usage=off_session", "setup_future_usage"),
+            ("statement_descriptor=SHOP", "statement_descriptor"),
+            (
+                "mandate_data[customer_acceptance][type]=online",
+                "mandate_data",
+            ),
+            (
+                "payment_method_options[card][request_three_d_secure]=any",
+                "payment_method_options[card][request_three_d_secure]",
+            ),
+            (
+                "payment_method_options[sepa_debit][mandate_options][x]=1",
+                "payment_method_options[sepa_debit]",
+            ),
+        ] {
+            let (code, kind, message) = refused(extra, &[]);
+            assert_eq!(code, "parameter_unsupported", "{extra}");
+            assert_eq!(kind, param(named), "{extra}");
+            assert!(message.contains("confirm=true"), "{message}");
+        }
+        let (code, kind, _) = refused("metadata[a]=b", &[("Stripe-Account", "acct_1")]);
+        assert_eq!(
+            (code.as_str(), kind),
+            ("header_unsupported", RefusalKind::InvalidRequest(None))
+        );
+        // What a held intent keeps is accepted.
+        for kept in [
+            "metadata[order_id]=A1&description=x&receipt_email=a%40b.co&customer=cus_1",
+            "capture_method=manual&payment_method_options[card][capture_method]=manual",
+            "payment_method_options[card][installments][plan][count]=3&return_url=https://s.example/r",
+            "payment_method_options[card][exemption]=low_value&shipping[address][country]=DE",
+            "expand[]=latest_charge&automatic_payment_methods[enabled]=true",
+        ] {
+            assert!(create(&format!("{base}&{kept}"), &[]).is_ok(), "{kept}");
+        }
+        // With confirm=true the request can reach a Stripe provider as it is: nothing refused.
+        let confirmed = format!("{base}&confirm=true&transfer_data[destination]=acct_1");
+        assert!(create(&confirmed, &[("Stripe-Account", "acct_1")]).is_ok());
     }
 
     #[test]
