@@ -311,3 +311,84 @@ async fn two_confirms_racing_on_one_payment_charge_it_once() {
     assert_eq!(sim.ledger("grabpay").len(), 1, "charged once");
     assert_eq!(sim.request_count("grabpay"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_carrying_more_than_payproxy_translates_goes_only_where_it_is_sent_unchanged() {
+    let sim = simulator().await;
+    let recorder = Recorder::start(
+        200,
+        "application/json",
+        r#"{"id":"pi_rec_11","object":"payment_intent","amount":2000,"currency":"eur","status":"succeeded"}"#,
+    )
+    .await;
+    // The card rule tries Adyen (another dialect) first, then the Stripe provider: in the
+    // order configured, not the cheaper first.
+    let mut config = payments_config(&sim);
+    config["plugins"]["regional-router"]["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("prefer_cheaper_within");
+    config["providers"]["stripe-like"]["url"] = recorder.url().into();
+    let env = Env::start(config).await;
+    let client = HttpClient::default();
+    let url = env.url("/v1/payment_intents");
+
+    // A plain card payment goes where the router says: Adyen.
+    let plain = client
+        .post_form(&url, &[], &form_with(eea_card("2000", "DE-PLAIN"), &[]))
+        .await;
+    plain.assert_status(200);
+    assert_eq!(sim.request_count("adyen"), 1);
+    assert!(recorder.requests().is_empty());
+
+    // Saving the card for later (and a Connect account) have no place in an Adyen request:
+    // the payment goes, unchanged, to the provider of the storefront's own dialect.
+    let body = form_with(
+        eea_card("2000", "DE-SAVE"),
+        &[("setup_future_usage", "off_session")],
+    );
+    let saved = client
+        .post_form(&url, &[("stripe-account", "acct_1Connected")], &body)
+        .await;
+    saved.assert_status(200);
+    assert_eq!(saved.json()["id"], "pi_rec_11");
+    assert_eq!(sim.request_count("adyen"), 1, "Adyen was not asked");
+    let seen = recorder.requests();
+    let payment = seen
+        .iter()
+        .find(|r| r.path == "/v1/payment_intents")
+        .expect("the payment reached the Stripe provider");
+    assert_eq!(
+        payment.body.as_ref(),
+        body.as_bytes(),
+        "sent as the storefront sent it"
+    );
+    assert_eq!(payment.header("stripe-account"), Some("acct_1Connected"));
+    assert_eq!(payment.header("payproxy-held-payment"), None);
+
+    // A method only providers of other dialects take is refused, and nothing is sent.
+    let ideal = form(&[
+        ("amount", "2500"),
+        ("currency", "eur"),
+        ("confirm", "true"),
+        ("payment_method_data[type]", "ideal"),
+        ("payment_method_data[ideal][bank]", "ing"),
+        (
+            "payment_method_data[billing_details][address][country]",
+            "NL",
+        ),
+        ("return_url", "https://shop.example/return"),
+        ("statement_descriptor_suffix", "ORDER 9"),
+    ]);
+    let refused = client.post_form(&url, &[], &ideal).await;
+    refused.assert_status(400);
+    let error = &refused.json()["error"];
+    assert_eq!(error["code"], "parameter_unsupported", "{error}");
+    assert_eq!(error["param"], "statement_descriptor_suffix", "{error}");
+    let sent: u64 = PAYMENT_PROVIDERS.iter().map(|n| sim.request_count(n)).sum();
+    assert_eq!(
+        sent, 1,
+        "only the plain payment reached a simulated provider"
+    );
+    assert_eq!(recorder.requests().len(), seen.len());
+}

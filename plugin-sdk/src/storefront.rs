@@ -82,6 +82,20 @@ pub use crate::bindings::v4::storefront::exports::payproxy::plugin::storefront::
 };
 pub use crate::payment::CardDetails;
 
+/// A request header the host adds to a storefront request it asks the dialect to parse as
+/// payproxy would act on it from the canonical [`Payment`] (an intent created without
+/// confirm, a payment its provider knows by another id or in another dialect, a payment
+/// routed to a provider of another dialect): what then reaches a provider is what the
+/// canonical payment carries, never the request as sent. Marked, a dialect refuses what the
+/// request carries that the canonical payment cannot. The host parses every request marked
+/// first; when that is refused and the request as it is is not, the request may still go
+/// unchanged to a provider of its own dialect, and wherever the host would make the
+/// provider's request itself it answers the marked parse's refusal. The host never forwards
+/// this header, and drops a storefront's own copy.
+///
+/// [`Payment`]: crate::payment::Payment
+pub const HELD_HEADER: &str = "payproxy-held-payment";
+
 use crate::payment::{Annotation, HttpRequest, HttpResponse, Outcome, Payment, Refusal};
 
 /// Storefront side of a 0.4.0 dialect.

@@ -109,6 +109,40 @@ def test_two_step_confirm_with_empty_body(marker, providers, sent):
     assert_one_intent_at_providers(providers, marker)
 
 
+def test_an_intent_updated_before_its_confirm_is_charged_as_updated(marker, providers, settings):
+    # Create, then set the amount and the card as the cart settles, then confirm: what the
+    # provider charges is the updated intent.
+    intent = stripe.PaymentIntent.create(amount=1000, currency=CURRENCY, payment_method_types=["card"],
+                                         metadata={"run": marker, "note": "draft"})
+    updated = stripe.PaymentIntent.modify(intent.id, amount=1750, payment_method="pm_card_visa",
+                                          metadata={"note": "", "order_id": f"{marker}-7"})
+    # int(): localstripe's update answer echoes the amount as the form's string.
+    assert (updated.id, updated.status, int(updated.amount)) == (intent.id, "requires_confirmation", 1750)
+    expected = {"run": marker, "order_id": f"{marker}-7"}
+    if settings.mode == "baseline":
+        expected["note"] = ""  # localstripe keeps a key set to ""; Stripe (and payproxy) remove it
+    assert updated.metadata.to_dict() == expected
+    confirmed = stripe.PaymentIntent.confirm(intent.id)
+    assert (confirmed.status, int(confirmed.amount)) == ("succeeded", 1750)
+    charged = [pi for base in settings.providers for pi in providers.payment_intents(base, marker)]
+    assert [(int(pi["amount"]), pi["status"]) for pi in charged] == [(1750, "succeeded")]
+
+    # After the confirm its description and metadata still change ("shipped").
+    shipped = stripe.PaymentIntent.modify(intent.id, metadata={"shipped": "yes"})
+    assert (shipped.status, shipped.metadata["shipped"]) == ("succeeded", "yes")
+    got = stripe.PaymentIntent.retrieve(intent.id)
+    assert (got.metadata["shipped"], got.metadata["order_id"], int(got.amount)) == ("yes", f"{marker}-7", 1750)
+    if settings.mode == "proxy":
+        # (localstripe's intents have no description.)
+        described = stripe.PaymentIntent.modify(intent.id, description="parcel 1")
+        assert (described.description, described.metadata["shipped"]) == ("parcel 1", "yes")
+        # Its amount no longer does (Stripe refuses it too; localstripe does not check).
+        with pytest.raises(stripe.InvalidRequestError) as caught:
+            stripe.PaymentIntent.modify(intent.id, amount=99)
+        assert (caught.value.http_status, caught.value.code) == (400, "payment_intent_unexpected_state")
+        assert stripe.PaymentIntent.retrieve(intent.id).amount == 1750
+
+
 def test_create_without_payment_method_requires_one(marker):
     intent = create_intent(marker, 1200)
     assert intent.status == "requires_payment_method"
@@ -220,6 +254,30 @@ def test_an_unconfirmed_create_refuses_what_its_confirm_could_not_carry(marker, 
     paid = create_intent(marker, 1300, payment_method="pm_card_visa", confirm=True,
                          stripe_account="acct_1Connected")
     assert paid.status == "succeeded"
+    assert_one_intent_at_providers(providers, marker)
+
+
+@pytest.mark.proxy_only(reason="localstripe ignores Stripe-Account, and refuses setup_future_usage "
+                        "itself as unknown to it")
+def test_a_held_intents_update_confirm_and_capture_refuse_what_they_could_not_carry(marker, providers):
+    # payproxy confirms and captures an intent created without confirm from its own record:
+    # a parameter or header that record has no place for is refused, before anything is sent.
+    intent = create_intent(marker, 1400, payment_method="pm_card_visa", capture_method="manual")
+    for call in (stripe.PaymentIntent.confirm, stripe.PaymentIntent.modify):
+        with pytest.raises(stripe.InvalidRequestError) as caught:
+            call(intent.id, setup_future_usage="off_session")
+        error = caught.value
+        assert (error.http_status, error.code, error.param) == (400, "parameter_unsupported", "setup_future_usage")
+    assert sum(providers.count(marker).values()) == 0
+    assert stripe.PaymentIntent.retrieve(intent.id).status == "requires_confirmation"
+
+    confirmed = stripe.PaymentIntent.confirm(intent.id)
+    assert confirmed.status == "requires_capture"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        stripe.PaymentIntent.capture(intent.id, stripe_account="acct_1Connected")
+    assert (caught.value.http_status, caught.value.code) == (400, "header_unsupported")
+    assert stripe.PaymentIntent.retrieve(intent.id).status == "requires_capture"
+    assert stripe.PaymentIntent.capture(intent.id).status == "succeeded"
     assert_one_intent_at_providers(providers, marker)
 
 

@@ -39,15 +39,25 @@
 //! |---|---|
 //! | `POST /v1/payment_intents` | payment: authorize, `confirm` = the form's `confirm` (default `false`, as on Stripe: the host only records the intent, and the parameters and headers that record cannot keep are refused: `parameter_unsupported`, `header_unsupported`, see `parse`) |
 //! | `POST /v1/payment_intents/{pi_…}/confirm` | payment: authorize with `id`; the body may be empty (the recorded intent is confirmed) or carry `payment_method`, `return_url` … |
+//! | `POST /v1/payment_intents/{pi_…}` (update) | payment: authorize with `id`, `confirm` `false`: the host applies it to an intent it holds, or forwards it to the provider that knows the intent by that id; `amount` alone keeps the currency (`""`), `currency` needs `amount`; a metadata key set to `""` is kept as such (the host removes it) |
 //! | `POST /v1/payment_intents/{pi_…}/capture` | payment: capture, optional `amount_to_capture` |
 //! | `POST /v1/payment_intents/{pi_…}/cancel` | payment: void |
 //! | `GET /v1/payment_intents/{pi_…}` | payment: status |
 //! | `POST /v1/refunds` (`payment_intent`, optional `amount`) | payment: refund, `id` = the intent |
 //! | `GET /v1/payment_intents` | list: `limit` (1–100, default 10), `starting_after`, `ending_before`, `customer`, `created` (exact) or `created[gt\|gte\|lt\|lte]` (`gt` n → from n+1, `lt` n → up to n−1) |
-//! | anything else | forward, with the object id of the path (`re_123` for `GET /v1/refunds/re_123`, the intent for `POST /v1/payment_intents/{id}` updates, `cus_…`, `pm_…` …) or none (`GET /v1/balance`, `/v1/events`) |
+//! | anything else | forward, with the object id of the path (`re_123` for `GET /v1/refunds/re_123`, `cus_…`, `pm_…` …) or none (`GET /v1/balance`, `/v1/events`) |
 //!
 //! Customers, payment methods, setup intents, tokens, events, webhook endpoints, refunds by
-//! id, intent updates, intent ids that are not `pi_…` and unknown paths are all forwarded.
+//! id, intent ids that are not `pi_…` and unknown paths are all forwarded.
+//!
+//! A request marked with [`HELD_HEADER`](payproxy_plugin_sdk::storefront::HELD_HEADER) (as
+//! the host would act on it from the canonical payment) is refused where it carries what the
+//! request the host then makes cannot:
+//! a `Stripe-Account` or `Stripe-Context` header (`header_unsupported`), and at a confirm or
+//! update the parameters a held create refuses, at a capture `application_fee_amount`,
+//! `final_capture`, `metadata`, `statement_descriptor[_suffix]`, `transfer_data`, at a refund
+//! `refund_application_fee`, `reverse_transfer`, `instructions_email`, `origin`
+//! (`parameter_unsupported`); an update's unknown parameters are refused there too.
 //! Raw card data is refused before anything else, on every path, forwarded ones included.
 //!
 //! Bodies are forms with Stripe's nested keys. `amount` is a positive integer in minor units

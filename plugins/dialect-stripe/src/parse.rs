@@ -6,7 +6,7 @@ use payproxy_plugin_sdk::payment::{
     HttpRequest, Money, Operation, Payment, PaymentMethod, Refusal,
 };
 use payproxy_plugin_sdk::payment_method;
-use payproxy_plugin_sdk::storefront::{Call, ListQuery, PaymentCall};
+use payproxy_plugin_sdk::storefront::{Call, ListQuery, PaymentCall, HELD_HEADER};
 
 use crate::config::Config;
 use crate::form::Form;
@@ -23,6 +23,8 @@ pub enum Route {
     Retrieve(String),
     /// `POST /v1/payment_intents/{id}/confirm`.
     Confirm(String),
+    /// `POST /v1/payment_intents/{id}`: an update of an intent not confirmed yet.
+    Update(String),
     /// `POST /v1/payment_intents/{id}/capture`.
     Capture(String),
     /// `POST /v1/payment_intents/{id}/cancel`.
@@ -69,7 +71,31 @@ const CREATE_PARAMETERS: &[&str] = &[
     "use_stripe_sdk",
 ];
 
-/// Parameters of a create that an intent payproxy holds until its confirm cannot keep: the
+/// The top-level parameters of Stripe's `POST /v1/payment_intents/{id}` (update).
+const UPDATE_PARAMETERS: &[&str] = &[
+    "amount",
+    "currency",
+    "application_fee_amount",
+    "capture_method",
+    "customer",
+    "description",
+    "expand",
+    "metadata",
+    "payment_method",
+    "payment_method_configuration",
+    "payment_method_data",
+    "payment_method_options",
+    "payment_method_types",
+    "receipt_email",
+    "setup_future_usage",
+    "shipping",
+    "statement_descriptor",
+    "statement_descriptor_suffix",
+    "transfer_data",
+    "transfer_group",
+];
+
+/// Parameters of a create or confirm that an intent payproxy holds cannot keep: the
 /// canonical payment has no place for them, so the request payproxy sends at the confirm
 /// would go without them (Connect's money movement, saving the card for later, the
 /// statement text, a mandate …). A create with `confirm=true` reaches a Stripe provider
@@ -89,6 +115,25 @@ const NOT_KEPT_WHEN_HELD: &[&str] = &[
     "statement_descriptor_suffix",
     "transfer_data",
     "transfer_group",
+];
+
+/// What a capture payproxy sends from its record cannot carry (it sends the amount only).
+const NOT_KEPT_AT_CAPTURE: &[&str] = &[
+    "application_fee_amount",
+    "final_capture",
+    "metadata",
+    "statement_descriptor",
+    "statement_descriptor_suffix",
+    "transfer_data",
+];
+
+/// What a refund payproxy sends from its record cannot carry (it sends the intent, the
+/// amount and the metadata; `reason` is checked, not sent on).
+const NOT_KEPT_AT_REFUND: &[&str] = &[
+    "instructions_email",
+    "origin",
+    "refund_application_fee",
+    "reverse_transfer",
 ];
 
 /// The `payment_method_options[card][…]` a held intent keeps (see [`crate::method`]);
@@ -120,13 +165,33 @@ fn known_parameters(form: &Form, known: &[&str]) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Refuse what an intent created without `confirm=true` could not keep until its confirm,
-/// instead of dropping it unseen (`parameter_unsupported`; `header_unsupported` for a
-/// Connect account header).
-fn kept_when_held(request: &HttpRequest, form: &Form) -> Result<(), Refusal> {
-    let advice = "An intent created without confirm=true stays in payproxy until its confirm, and \
-                  the request payproxy then sends cannot carry it. Create and confirm it in one \
-                  request (confirm=true): that request reaches Stripe unchanged.";
+/// Which request payproxy makes from its own record, for [`kept`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// A create without `confirm=true`: held until its confirm.
+    Create,
+    /// A confirm of a payment payproxy holds.
+    Confirm,
+    /// A capture, cancel or refund of one.
+    FollowUp(&'static [&'static str]),
+}
+
+/// Refuse what a request payproxy makes from its own record of the payment could not
+/// carry, instead of dropping it unseen (`parameter_unsupported`, naming it;
+/// `header_unsupported` for a Connect account header).
+fn kept(request: &HttpRequest, form: &Form, held: Held) -> Result<(), Refusal> {
+    let advice = match held {
+        Held::Create => {
+            "An intent created without confirm=true stays in payproxy until its confirm, and \
+             the request payproxy then sends cannot carry it. Create and confirm it in one \
+             request (confirm=true): that request reaches Stripe unchanged."
+        }
+        Held::Confirm | Held::FollowUp(_) => {
+            "payproxy makes the provider's request from its own record of the payment (an \
+             intent created without confirm=true, made under another id, or routed to a \
+             provider of another API), which has no place for it."
+        }
+    };
     if let Some(header) = ACCOUNT_HEADERS.iter().find(|h| request.header(h).is_some()) {
         return Err(Refusal::invalid(
             None,
@@ -134,17 +199,21 @@ fn kept_when_held(request: &HttpRequest, form: &Form) -> Result<(), Refusal> {
             format!("payproxy cannot keep the {header} header on this PaymentIntent. {advice}"),
         ));
     }
+    let (not_kept, options) = match held {
+        Held::Create | Held::Confirm => (NOT_KEPT_WHEN_HELD, true),
+        Held::FollowUp(not_kept) => (not_kept, false),
+    };
     for (key, _) in form.pairs() {
-        let segments: Vec<&str> = key.iter().map(|k| k.as_ref()).collect();
-        let dropped = match segments.as_slice() {
-            [top, ..] if NOT_KEPT_WHEN_HELD.contains(top) => Some(bracketed(&segments[..1])),
-            ["payment_method_options", "card", option, ..]
-                if !CARD_OPTIONS_KEPT.contains(option) =>
+        let segment = |i: usize| key.get(i).map(|k| k.as_ref());
+        let dropped = match (segment(0), segment(1), segment(2)) {
+            (Some(top), _, _) if not_kept.contains(&top) => Some(bracketed(&key[..1])),
+            (Some("payment_method_options"), Some("card"), Some(option))
+                if options && !CARD_OPTIONS_KEPT.contains(&option) =>
             {
-                Some(bracketed(&segments[..3]))
+                Some(bracketed(&key[..3]))
             }
-            ["payment_method_options", method, ..] if *method != "card" => {
-                Some(bracketed(&segments[..2]))
+            (Some("payment_method_options"), Some(method), _) if options && method != "card" => {
+                Some(bracketed(&key[..2]))
             }
             _ => None,
         };
@@ -232,6 +301,7 @@ impl Route {
             ("GET", ["payment_intents"]) => Route::List,
             ("POST", ["refunds"]) => Route::Refund,
             ("GET", ["payment_intents", id]) if intent_id(id) => Route::Retrieve(id.to_string()),
+            ("POST", ["payment_intents", id]) if intent_id(id) => Route::Update(id.to_string()),
             ("POST", ["payment_intents", id, action]) if intent_id(id) => match *action {
                 "confirm" => Route::Confirm(id.to_string()),
                 "capture" => Route::Capture(id.to_string()),
@@ -282,13 +352,27 @@ pub fn call(config: &Config, request: &HttpRequest) -> Result<Call, Refusal> {
         route => {
             let confirm = match route {
                 Route::Create => boolean(&form, "confirm")?.unwrap_or(false),
+                Route::Update(_) => false,
                 _ => true,
             };
             if matches!(route, Route::Create) && !confirm {
                 // Nothing reaches a provider until the confirm, so the parameters are
                 // checked here, as Stripe checks them at create.
                 known_parameters(&form, CREATE_PARAMETERS)?;
-                kept_when_held(request, &form)?;
+                kept(request, &form, Held::Create)?;
+            } else if request.header(HELD_HEADER).is_some() {
+                // The host acts on this payment from its own record (see `HELD_HEADER`).
+                let held = match route {
+                    Route::Update(_) => {
+                        known_parameters(&form, UPDATE_PARAMETERS)?;
+                        Held::Create
+                    }
+                    Route::Capture(_) => Held::FollowUp(NOT_KEPT_AT_CAPTURE),
+                    Route::Refund => Held::FollowUp(NOT_KEPT_AT_REFUND),
+                    Route::Cancel(_) | Route::Retrieve(_) => Held::FollowUp(&[]),
+                    _ => Held::Confirm,
+                };
+                kept(request, &form, held)?;
             }
             let payment = payment(config, request, &form, route)?;
             if matches!(payment.operation, Operation::Authorize)
@@ -369,7 +453,7 @@ fn payment(
     route: Route,
 ) -> Result<Payment, Refusal> {
     let operation = match route {
-        Route::Create | Route::Confirm(_) => Operation::Authorize,
+        Route::Create | Route::Confirm(_) | Route::Update(_) => Operation::Authorize,
         Route::Retrieve(_) => Operation::Status,
         Route::Capture(_) => Operation::Capture,
         Route::Cancel(_) => Operation::Void,
@@ -380,11 +464,16 @@ fn payment(
     };
     let mut payment = Payment::new(operation);
     payment.idempotency_key = idempotency_key(request)?;
-    payment.metadata = metadata(form)?;
+    payment.metadata = metadata(form, matches!(route, Route::Update(_)))?;
     payment.merchant_reference = config
         .reference_keys
         .iter()
-        .find_map(|key| payment.metadata.iter().find(|(k, _)| k == key))
+        .find_map(|key| {
+            payment
+                .metadata
+                .iter()
+                .find(|(k, v)| k == key && !v.is_empty())
+        })
         .map(|(_, v)| v.clone());
     match route {
         Route::Create => {
@@ -400,6 +489,27 @@ fn payment(
         }
         Route::Confirm(id) => {
             payment.id = Some(id);
+            purchase(form, &mut payment)?;
+        }
+        Route::Update(id) => {
+            payment.id = Some(id);
+            // An amount alone keeps the intent's currency (`""`: the host fills it in).
+            let currency = match form.get(&["currency"]).filter(|c| !c.is_empty()) {
+                Some(code) => {
+                    currency::normalise(code).ok_or_else(|| refuse::currency("currency", code))?
+                }
+                None => String::new(),
+            };
+            payment.amount = match amount(form, "amount")? {
+                Some(minor) => Some(Money { minor, currency }),
+                None if currency.is_empty() => None,
+                None => {
+                    let mut r = refuse::missing("amount");
+                    r.message
+                        .push_str(" payproxy changes an intent's currency with its amount.");
+                    return Err(r);
+                }
+            };
             purchase(form, &mut payment)?;
         }
         Route::Capture(id) => {
@@ -436,9 +546,11 @@ fn payment(
 pub fn request_id(request: &HttpRequest) -> Option<String> {
     match Route::parse(&request.method, &request.path) {
         Route::Create | Route::List | Route::Forward(_) => None,
-        Route::Retrieve(id) | Route::Confirm(id) | Route::Capture(id) | Route::Cancel(id) => {
-            Some(id)
-        }
+        Route::Retrieve(id)
+        | Route::Confirm(id)
+        | Route::Update(id)
+        | Route::Capture(id)
+        | Route::Cancel(id) => Some(id),
         Route::Refund => {
             let form = form(request).ok()?;
             let id = form.get(&["payment_intent"])?;
@@ -495,11 +607,12 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, Refusal> {
 }
 
 /// `metadata[k]=v` in body order; an empty value unsets the key, as on Stripe.
-fn metadata(form: &Form) -> Result<Vec<(String, String)>, Refusal> {
+fn metadata(form: &Form, update: bool) -> Result<Vec<(String, String)>, Refusal> {
+    // In an update an empty value removes its key, as on Stripe: the host sees it.
     let pairs: Vec<(String, String)> = form
         .map(&["metadata"])
         .into_iter()
-        .filter(|(_, v)| !v.is_empty())
+        .filter(|(_, v)| update || !v.is_empty())
         .collect();
     let invalid = |message: String| Refusal::invalid(Some("metadata"), "invalid_metadata", message);
     if pairs.len() > MAX_METADATA_KEYS {
@@ -669,8 +782,12 @@ mod tests {
             Some("pi_1")
         );
         assert_eq!(
-            forward("POST", "/v1/payment_intents/pi_1").as_deref(),
-            Some("pi_1")
+            Route::parse("POST", "/v1/payment_intents/pi_1"),
+            Route::Update("pi_1".into())
+        );
+        assert_eq!(
+            forward("POST", "/v1/payment_intents/seti_1").as_deref(),
+            Some("seti_1")
         );
         assert_eq!(forward("GET", "/v1/refunds"), None);
         assert_eq!(
@@ -863,6 +980,62 @@ mod tests {
         // With confirm=true the request can reach a Stripe provider as it is: nothing refused.
         let confirmed = format!("{base}&confirm=true&transfer_data[destination]=acct_1");
         assert!(create(&confirmed, &[("Stripe-Account", "acct_1")]).is_ok());
+    }
+
+    #[test]
+    fn a_request_the_host_makes_from_its_record_refuses_what_it_could_not_carry() {
+        let request = |path: &str, body: &str, headers: &[(&str, &str)]| HttpRequest {
+            method: "POST".into(),
+            path: path.into(),
+            query: None,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: Some(body.as_bytes().to_vec()),
+        };
+        let held = [(HELD_HEADER, "true")];
+        let code = |path: &str, body: &str, headers: &[(&str, &str)]| {
+            call(&Config::default(), &request(path, body, headers))
+                .err()
+                .map(|r| r.code)
+        };
+        let confirm = "/v1/payment_intents/pi_1/confirm";
+        let sfu = "payment_method=pm_card_visa&setup_future_usage=off_session";
+        // Unmarked, the confirm may go unchanged to a provider that knows the intent.
+        assert_eq!(code(confirm, sfu, &[]), None);
+        assert_eq!(
+            code(confirm, sfu, &held).as_deref(),
+            Some("parameter_unsupported")
+        );
+        assert_eq!(code(confirm, "payment_method=pm_card_visa", &held), None);
+        let capture = "/v1/payment_intents/pi_1/capture";
+        assert_eq!(code(capture, "amount_to_capture=500", &held), None);
+        assert_eq!(
+            code(capture, "transfer_data[amount]=400", &held).as_deref(),
+            Some("parameter_unsupported")
+        );
+        let refund = "/v1/refunds";
+        assert_eq!(
+            code(
+                refund,
+                "payment_intent=pi_1&amount=5&reason=duplicate&metadata[a]=b",
+                &held
+            ),
+            None
+        );
+        assert_eq!(
+            code(refund, "payment_intent=pi_1&reverse_transfer=true", &held).as_deref(),
+            Some("parameter_unsupported")
+        );
+        let cancel = "/v1/payment_intents/pi_1/cancel";
+        let connected = [(HELD_HEADER, "true"), ("stripe-account", "acct_1")];
+        assert_eq!(code(cancel, "", &held), None);
+        assert_eq!(
+            code(cancel, "", &connected).as_deref(),
+            Some("header_unsupported")
+        );
+        assert_eq!(code(cancel, "", &[("stripe-account", "acct_1")]), None);
     }
 
     #[test]

@@ -60,10 +60,18 @@ impl Payments {
                     let _phase = ctx.phase("route").entered();
                     self.decide(ctx, &payment)
                 };
-                let order = match decided {
+                let mut order = match decided {
                     Ok(order) => order,
                     Err(refused) => return self.refused(ctx, refused),
                 };
+                // A request carrying more than the canonical payment goes only where it is
+                // sent unchanged: to the providers of its own dialect.
+                if let (Some(refusal), None) = (&ctx.beyond_canonical, &payment.id) {
+                    order.retain(|provider| self.speaks_storefront(ctx, provider));
+                    if order.is_empty() {
+                        return self.refused(ctx, refusal.clone());
+                    }
+                }
                 (card, annotations, order)
             }
         };

@@ -126,6 +126,12 @@ pub(crate) struct Ctx<'a> {
     /// Made by payproxy itself (a pending-payment query), not by the storefront: there is no
     /// storefront request to forward, and nothing is.
     host_made: bool,
+    /// The dialect's refusal of the request as payproxy would make it from the canonical
+    /// payment, when the request as it is was accepted: it carries more than the canonical
+    /// payment can (a Connect header, a parameter with no place in it). Such a request
+    /// reaches only a provider of its own dialect, unchanged; where payproxy would make the
+    /// provider's request itself, this refusal is the answer.
+    beyond_canonical: Option<Refusal>,
 }
 
 impl Ctx<'_> {
@@ -176,6 +182,7 @@ impl<'a> Ctx<'a> {
             claim: std::sync::OnceLock::new(),
             unsaved: std::sync::Mutex::new(None),
             host_made: true,
+            beyond_canonical: None,
         })
     }
 }
@@ -190,8 +197,13 @@ impl Ctx<'_> {
     /// happened, for the audit line.
     fn phase(&self, name: &'static str) -> tracing::Span {
         self.note(|d| d.stage = name);
-        tracing::debug_span!(target: crate::telemetry::TRACE_TARGET, "phase", otel.name = %format_args!("payment.{name}"))
+        phase_span(name)
     }
+}
+
+/// The span of phase `name` (`payment.<name>`).
+fn phase_span(name: &'static str) -> tracing::Span {
+    tracing::debug_span!(target: crate::telemetry::TRACE_TARGET, "phase", otel.name = %format_args!("payment.{name}"))
 }
 
 /// How a payment request ends: the answer, and what becomes of its idempotency record.
@@ -355,8 +367,11 @@ impl Payments {
                 "route has no dialect",
             );
         };
-        let view = http_view(&parts, Some(&body));
-        let ctx = Ctx {
+        let mut view = http_view(&parts, Some(&body));
+        // The ingress phase starts before its context: both parses are in its span.
+        let ingress_phase = phase_span("ingress");
+        let marked = ingress_phase.in_scope(|| ingress::parse_marked(ingress, &mut view));
+        let mut ctx = Ctx {
             snapshot,
             route,
             ingress,
@@ -370,10 +385,12 @@ impl Payments {
             claim: std::sync::OnceLock::new(),
             unsaved: std::sync::Mutex::new(None),
             host_made: false,
+            beyond_canonical: None,
         };
         let call = {
-            let _phase = ctx.phase("ingress").entered();
-            self.ingress(&ctx)
+            ctx.note(|d| d.stage = "ingress");
+            let _phase = ingress_phase.enter();
+            self.ingress(&mut ctx, marked)
         };
         let answer = match call {
             Err(answer) => {

@@ -61,6 +61,8 @@ impl Payments {
         lock: &mut Option<OpLock>,
     ) -> Done {
         let PaymentCall { payment, confirm } = call;
+        // `authorize` with an id, not confirmed: an update of the payment's parameters.
+        let update = payment.operation == Operation::Authorize && payment.id.is_some() && !confirm;
         let resuming = held.is_some_and(|h| h.resume.is_some());
         let entry = match &payment.id {
             None => None,
@@ -136,6 +138,7 @@ impl Payments {
             }
         }
         if payment.operation == Operation::Authorize
+            && !update
             && matches!(
                 entry.record.state,
                 PaymentState::Failed | PaymentState::RequiresAction | PaymentState::Processing
@@ -149,10 +152,25 @@ impl Payments {
         // A provider of the storefront's dialect that knows the payment by this id judges
         // every follow-up itself, a second confirm included: the request goes there unchanged.
         if forwardable(ctx, &entry) {
+            if update {
+                // Relayed as it is: the provider's answer is not a payment outcome.
+                return Done::release(self.forward_call(ctx, Some(&entry.record.id)).await);
+            }
             return self.follow_up(ctx, payment, entry, held).await;
         }
         if resumed_past(resuming, &payment, &entry) {
             return self.replay_moved_on(ctx, entry).await;
+        }
+        // What reaches a provider from here is what the canonical payment carries: a request
+        // carrying more is refused, never dropped unseen.
+        if let (Some(refusal), false) = (
+            &ctx.beyond_canonical,
+            payment.operation == Operation::Status,
+        ) {
+            return self.refused(ctx, refusal.clone());
+        }
+        if update {
+            return self.update(ctx, entry, payment).await;
         }
         if let Err(refused) = allowed(&entry, &payment) {
             return self.refused(ctx, refused);
@@ -188,6 +206,61 @@ impl Payments {
             return self.store_failed(ctx, &e);
         }
         self.audit_record(ctx, &entry.record.id, "created");
+        self.render_record(ctx, &entry.record)
+    }
+
+    /// An update of a payment payproxy holds: applied to its record while nothing has been
+    /// sent for it (as Stripe updates an intent before its confirm); after that, only its
+    /// metadata and description (what payproxy renders from its record; the provider's copy
+    /// keeps what it was sent). The record's next confirm sends what it says then, through
+    /// compliance and routing.
+    async fn update(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry, mut payment: Payment) -> Done {
+        use PaymentState as S;
+        let state = entry.record.state;
+        let unsent = entry.owner.is_none()
+            && matches!(state, S::RequiresPaymentMethod | S::RequiresConfirmation);
+        if !unsent && !annotates_only(&payment) {
+            let message = format!(
+                "this payment is {}; payproxy updates a payment it holds only before its first \
+                 confirm, and after it only its metadata and description",
+                state_name(state).replace('_', " ")
+            );
+            return self.refused(
+                ctx,
+                refusal(
+                    RefusalKind::InvalidRequest(None),
+                    400,
+                    "unexpected_state",
+                    &message,
+                ),
+            );
+        }
+        let recorded = &entry.record.payment;
+        // An amount alone keeps the payment's currency.
+        if let (Some(new), Some(old)) = (payment.amount.as_mut(), recorded.amount.as_ref()) {
+            if new.currency.is_empty() {
+                new.currency.clone_from(&old.currency);
+            }
+        }
+        let mut updated = merge(recorded, payment);
+        updated.operation = recorded.operation;
+        updated.id.clone_from(&recorded.id);
+        updated
+            .idempotency_key
+            .clone_from(&recorded.idempotency_key);
+        // As on Stripe, a metadata key set to an empty value is removed.
+        updated.metadata.retain(|(_, value)| !value.is_empty());
+        if unsent {
+            entry.record.state = match updated.method {
+                Some(_) => S::RequiresConfirmation,
+                None => S::RequiresPaymentMethod,
+            };
+        }
+        entry.record.payment = updated;
+        if let Err(e) = self.save(ctx, &entry).await {
+            return self.store_failed(ctx, &e);
+        }
+        self.audit_record(ctx, &entry.record.id, "updated");
         self.render_record(ctx, &entry.record)
     }
 
@@ -514,6 +587,23 @@ fn creation_ms() -> u64 {
             Err(seen) => last = seen,
         }
     }
+}
+
+/// Whether an update carries nothing but metadata and a description.
+fn annotates_only(update: &Payment) -> bool {
+    let customer = &update.customer;
+    update.amount.is_none()
+        && update.country.is_none()
+        && update.method.is_none()
+        && update.installments.is_none()
+        && customer.id.is_none()
+        && customer.email.is_none()
+        && customer.phone.is_none()
+        && !customer.phone_verified
+        && !update.strong_auth.authenticated
+        && update.strong_auth.exemption_requested.is_none()
+        && update.return_url.is_none()
+        && !update.manual_capture
 }
 
 /// Whether the storefront's request can go unchanged to the payment's owner: it speaks the

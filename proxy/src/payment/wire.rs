@@ -87,7 +87,7 @@ pub fn http_view(parts: &http::request::Parts, body: Option<&Bytes>) -> HttpRequ
         !matches!(
             name.as_str(),
             "authorization" | "cookie" | "proxy-authorization"
-        )
+        ) && name != payproxy_plugin_sdk::storefront::HELD_HEADER
     });
     view
 }
