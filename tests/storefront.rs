@@ -347,9 +347,12 @@ async fn a_payment_carrying_more_than_payproxy_translates_goes_only_where_it_is_
         eea_card("2000", "DE-SAVE"),
         &[("setup_future_usage", "off_session")],
     );
-    let saved = client
-        .post_form(&url, &[("stripe-account", "acct_1Connected")], &body)
-        .await;
+    // (payproxy's own mark for its dialects, sent by a storefront, goes no further.)
+    let headers = [
+        ("stripe-account", "acct_1Connected"),
+        ("payproxy-held-payment", "true"),
+    ];
+    let saved = client.post_form(&url, &headers, &body).await;
     saved.assert_status(200);
     assert_eq!(saved.json()["id"], "pi_rec_11");
     assert_eq!(sim.request_count("adyen"), 1, "Adyen was not asked");

@@ -31,8 +31,13 @@
 //!   creates it: nothing is sent to any provider, the host records it (state
 //!   [`PaymentState::RequiresPaymentMethod`] without a method, else
 //!   [`PaymentState::RequiresConfirmation`]) and answers with
-//!   [`Storefront::render_payment`]. A later confirm is `authorize` with `id`; its
-//!   parameters override the recorded ones. `confirm` is ignored for other operations.
+//!   [`Storefront::render_payment`]. A later confirm is `authorize` with `id` and
+//!   `confirm: true`; its parameters override the recorded ones. `authorize` with `id` and
+//!   `confirm: false` is an update: applied to a payment the host holds while nothing was
+//!   sent for it (afterwards metadata and description only), forwarded unchanged to a
+//!   provider of the storefront's dialect that knows the payment by that id, refused
+//!   otherwise. (Hosts before updates took it for a confirm: a dialect that means a confirm
+//!   sends `true`.) `confirm` is ignored for other operations.
 //! - [`Call::List`]: the host answers from its records with [`Storefront::render_list`]:
 //!   payments of this route, newest first, at most `limit` of them, `has_more` when more
 //!   match; `url` is the request's path.
@@ -155,7 +160,9 @@ pub trait Storefront: Sized + 'static {
 }
 
 impl PaymentCall {
-    /// A payment operation; `confirm` matters for a new authorization only.
+    /// A payment operation; `confirm` matters for an authorization only: a new one is
+    /// created (`false`) or charged (`true`), an existing one (`id` set) updated (`false`)
+    /// or confirmed (`true`).
     pub fn new(payment: Payment, confirm: bool) -> PaymentCall {
         PaymentCall { payment, confirm }
     }

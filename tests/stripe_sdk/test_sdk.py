@@ -271,6 +271,11 @@ def test_a_held_intents_update_confirm_and_capture_refuse_what_they_could_not_ca
     assert sum(providers.count(marker).values()) == 0
     assert stripe.PaymentIntent.retrieve(intent.id).status == "requires_confirmation"
 
+    # A capture method payproxy's record keeps once asked for.
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        stripe.PaymentIntent.modify(intent.id, capture_method="automatic")
+    assert (caught.value.code, caught.value.param) == ("parameter_unsupported", "capture_method")
+
     confirmed = stripe.PaymentIntent.confirm(intent.id)
     assert confirmed.status == "requires_capture"
     with pytest.raises(stripe.InvalidRequestError) as caught:
@@ -500,6 +505,10 @@ def test_intent_made_at_home_before_payproxy(marker, providers, settings, direct
 
     got = stripe.PaymentIntent.retrieve(made.id)
     assert (got.id, got.status, got.amount) == (made.id, "requires_confirmation", 3000)
+    # An update of it goes to the provider that has it, unchanged.
+    updated = stripe.PaymentIntent.modify(made.id, metadata={"run": marker, "step": "updated"})
+    assert updated.metadata["step"] == "updated"
+    assert direct_a.v1.payment_intents.retrieve(made.id).metadata["step"] == "updated"
     confirmed = stripe.PaymentIntent.confirm(made.id)
     assert (confirmed.id, confirmed.status) == (made.id, "requires_capture")
     captured = stripe.PaymentIntent.capture(made.id)

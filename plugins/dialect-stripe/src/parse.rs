@@ -95,6 +95,55 @@ const UPDATE_PARAMETERS: &[&str] = &[
     "transfer_group",
 ];
 
+/// The top-level parameters of Stripe's `POST /v1/payment_intents/{id}/confirm`, and the
+/// `description` and `metadata` payproxy's confirm of its own record also takes.
+const CONFIRM_PARAMETERS: &[&str] = &[
+    "capture_method",
+    "confirmation_token",
+    "description",
+    "error_on_requires_action",
+    "expand",
+    "mandate",
+    "mandate_data",
+    "metadata",
+    "off_session",
+    "payment_method",
+    "payment_method_data",
+    "payment_method_options",
+    "payment_method_types",
+    "radar_options",
+    "receipt_email",
+    "return_url",
+    "setup_future_usage",
+    "shipping",
+    "use_stripe_sdk",
+];
+
+/// What an update payproxy applies to its record cannot express: a capture method set back
+/// to automatic (the record keeps "manual" once asked), a currency without its amount.
+fn updatable(form: &Form) -> Result<(), Refusal> {
+    let automatic = form
+        .get(&["capture_method"])
+        .is_some_and(|m| !m.is_empty() && m != "manual");
+    if automatic {
+        return Err(Refusal::invalid(
+            Some("capture_method"),
+            "parameter_unsupported",
+            "payproxy cannot set an intent it holds back to automatic capture: cancel it and \
+             create it again.",
+        ));
+    }
+    let currency = form.get(&["currency"]).is_some_and(|c| !c.is_empty());
+    let amount = form.get(&["amount"]).is_some_and(|a| !a.is_empty());
+    if currency && !amount {
+        let mut r = refuse::missing("amount");
+        r.message
+            .push_str(" payproxy changes an intent's currency with its amount.");
+        return Err(r);
+    }
+    Ok(())
+}
+
 /// Parameters of a create or confirm that an intent payproxy holds cannot keep: the
 /// canonical payment has no place for them, so the request payproxy sends at the confirm
 /// would go without them (Connect's money movement, saving the card for later, the
@@ -138,12 +187,16 @@ const NOT_KEPT_AT_REFUND: &[&str] = &[
 
 /// The `payment_method_options[card][…]` a held intent keeps (see [`crate::method`]);
 /// every other payment method option is sent only by an unchanged request.
-const CARD_OPTIONS_KEPT: &[&str] = &[
-    "capture_method",
-    "exemption",
-    "installments",
-    "three_d_secure",
-];
+const CARD_OPTIONS_KEPT: &[&str] = &["capture_method", "exemption", "installments"];
+
+/// A value that asks for nothing: empty (Stripe's way to unset), `false`, or the default
+/// `automatic` of `request_three_d_secure`. Such a parameter is not refused as not kept.
+fn asks_nothing(key: &[std::borrow::Cow<'_, str>], value: &str) -> bool {
+    value.is_empty()
+        || value == "false"
+        || (key.last().map(|k| k.as_ref()) == Some("request_three_d_secure")
+            && value == "automatic")
+}
 
 /// Headers that put a request in another account's hands (Stripe Connect): only an
 /// unchanged request carries them to the provider.
@@ -203,10 +256,18 @@ fn kept(request: &HttpRequest, form: &Form, held: Held) -> Result<(), Refusal> {
         Held::Create | Held::Confirm => (NOT_KEPT_WHEN_HELD, true),
         Held::FollowUp(not_kept) => (not_kept, false),
     };
-    for (key, _) in form.pairs() {
+    for (key, value) in form.pairs() {
+        if asks_nothing(key, value) {
+            continue;
+        }
         let segment = |i: usize| key.get(i).map(|k| k.as_ref());
         let dropped = match (segment(0), segment(1), segment(2)) {
             (Some(top), _, _) if not_kept.contains(&top) => Some(bracketed(&key[..1])),
+            // Of the card's 3-D Secure options only `authenticated` is kept (an external
+            // authentication's cryptogram, version … are not).
+            (Some("payment_method_options"), Some("card"), Some("three_d_secure")) if options => {
+                (segment(3) != Some("authenticated")).then(|| bracketed(&key[..key.len().min(4)]))
+            }
             (Some("payment_method_options"), Some("card"), Some(option))
                 if options && !CARD_OPTIONS_KEPT.contains(&option) =>
             {
@@ -363,16 +424,36 @@ pub fn call(config: &Config, request: &HttpRequest) -> Result<Call, Refusal> {
             } else if request.header(HELD_HEADER).is_some() {
                 // The host acts on this payment from its own record (see `HELD_HEADER`).
                 let held = match route {
+                    Route::Create => {
+                        known_parameters(&form, CREATE_PARAMETERS)?;
+                        Held::Confirm
+                    }
+                    Route::Confirm(_) => {
+                        known_parameters(&form, CONFIRM_PARAMETERS)?;
+                        Held::Confirm
+                    }
                     Route::Update(_) => {
                         known_parameters(&form, UPDATE_PARAMETERS)?;
+                        updatable(&form)?;
                         Held::Create
                     }
                     Route::Capture(_) => Held::FollowUp(NOT_KEPT_AT_CAPTURE),
                     Route::Refund => Held::FollowUp(NOT_KEPT_AT_REFUND),
-                    Route::Cancel(_) | Route::Retrieve(_) => Held::FollowUp(&[]),
-                    _ => Held::Confirm,
+                    Route::Cancel(_) | Route::Retrieve(_) | Route::List | Route::Forward(_) => {
+                        Held::FollowUp(&[])
+                    }
                 };
                 kept(request, &form, held)?;
+            } else if let Route::Update(id) = route {
+                // Unmarked, an update only names its intent: it goes unchanged to a provider
+                // that knows it, which judges it (the marked parse checks what payproxy
+                // applies itself).
+                let mut payment = Payment::new(Operation::Authorize);
+                payment.id = Some(id);
+                return Ok(Call::Payment(PaymentCall {
+                    payment,
+                    confirm: false,
+                }));
             }
             let payment = payment(config, request, &form, route)?;
             if matches!(payment.operation, Operation::Authorize)
@@ -500,16 +581,8 @@ fn payment(
                 }
                 None => String::new(),
             };
-            payment.amount = match amount(form, "amount")? {
-                Some(minor) => Some(Money { minor, currency }),
-                None if currency.is_empty() => None,
-                None => {
-                    let mut r = refuse::missing("amount");
-                    r.message
-                        .push_str(" payproxy changes an intent's currency with its amount.");
-                    return Err(r);
-                }
-            };
+            // A currency alone is refused by `updatable`.
+            payment.amount = amount(form, "amount")?.map(|minor| Money { minor, currency });
             purchase(form, &mut payment)?;
         }
         Route::Capture(id) => {
@@ -1027,6 +1100,48 @@ mod tests {
         assert_eq!(
             code(refund, "payment_intent=pi_1&reverse_transfer=true", &held).as_deref(),
             Some("parameter_unsupported")
+        );
+        // Values that ask for nothing are not refused; an external 3-D Secure result is.
+        let defaults = "payment_method=pm_card_visa&off_session=false&setup_future_usage=\
+                        &payment_method_options[card][request_three_d_secure]=automatic\
+                        &payment_method_options[card][three_d_secure][authenticated]=true";
+        assert_eq!(code(confirm, defaults, &held), None);
+        assert_eq!(
+            code(
+                confirm,
+                "payment_method_options[card][three_d_secure][cryptogram]=AAAB",
+                &held
+            )
+            .as_deref(),
+            Some("parameter_unsupported")
+        );
+        // Unknown parameters: a provider of the storefront's dialect refuses them itself,
+        // payproxy's translation would drop them.
+        assert_eq!(code(confirm, "foo=bar", &[]), None);
+        assert_eq!(
+            code(confirm, "foo=bar", &held).as_deref(),
+            Some("parameter_unknown")
+        );
+        let create = "/v1/payment_intents";
+        let paid = "amount=5&currency=eur&confirm=true&payment_method=pm_card_visa";
+        assert_eq!(code(create, &format!("{paid}&foo=bar"), &[]), None);
+        assert_eq!(
+            code(create, &format!("{paid}&foo=bar"), &held).as_deref(),
+            Some("parameter_unknown")
+        );
+        // An update is checked only where payproxy applies it: marked.
+        let update = "/v1/payment_intents/pi_1";
+        for body in [
+            "capture_method=automatic",
+            "currency=usd",
+            "return_url=https://s.example",
+        ] {
+            assert_eq!(code(update, body, &[]), None, "{body}");
+            assert!(code(update, body, &held).is_some(), "{body}");
+        }
+        assert_eq!(
+            code(update, "capture_method=manual&amount=5&currency=usd", &held),
+            None
         );
         let cancel = "/v1/payment_intents/pi_1/cancel";
         let connected = [(HELD_HEADER, "true"), ("stripe-account", "acct_1")];

@@ -319,9 +319,18 @@ fn error(payment: &Payment, outcome: &Outcome, id: &str, f: &Failure) -> HttpRes
     let code = safe_code(&f.code, "provider_error");
     if code == "invalid_request" && f.class != ErrorClass::Ambiguous {
         // The provider refused the merchant's request as malformed: a client error, not
-        // worth retrying as is. The provider's message is for logs, not for the shopper.
-        let message = "The payment provider refused the request as invalid; nothing was charged. \
-                       Check the parameters (amount, currency, payment method) before retrying.";
+        // worth retrying as is. The provider's message is for logs, not for the shopper;
+        // its code (a token such as `resource_missing`) tells the merchant what to look at.
+        let said = safe_code(&f.provider_code, "");
+        let said = if said.is_empty() {
+            String::new()
+        } else {
+            format!(" (its code: {said})")
+        };
+        let message = format!(
+            "The payment provider refused the request as invalid{said}; nothing was charged. \
+             Check the parameters (amount, currency, payment method) before retrying."
+        );
         return HttpResponse::json(
             400,
             &json!({"error": {"type": "invalid_request_error", "code": "invalid_request", "message": message}}),

@@ -194,6 +194,8 @@ fn with_provider_credentials(
     for name in &STOREFRONT_CREDENTIALS {
         headers.remove(name);
     }
+    // payproxy's own mark for its dialects: a storefront's copy goes no further.
+    headers.remove(payproxy_plugin_sdk::storefront::HELD_HEADER);
     let mut valid = true;
     for (name, value) in credentials {
         match (

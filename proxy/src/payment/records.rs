@@ -163,9 +163,10 @@ impl Payments {
         }
         // What reaches a provider from here is what the canonical payment carries: a request
         // carrying more is refused, never dropped unseen.
+        // (Not when resuming: the retry goes where its first run may have charged.)
         if let (Some(refusal), false) = (
             &ctx.beyond_canonical,
-            payment.operation == Operation::Status,
+            payment.operation == Operation::Status || resuming,
         ) {
             return self.refused(ctx, refusal.clone());
         }
@@ -248,6 +249,13 @@ impl Payments {
         updated
             .idempotency_key
             .clone_from(&recorded.idempotency_key);
+        if !unsent {
+            // Once sent, the merchant reference keys the provider's idempotency keys and
+            // matches its notifications: metadata changes after that leave it as it was.
+            updated
+                .merchant_reference
+                .clone_from(&recorded.merchant_reference);
+        }
         // As on Stripe, a metadata key set to an empty value is removed.
         updated.metadata.retain(|(_, value)| !value.is_empty());
         if unsent {
