@@ -99,6 +99,23 @@ test('a confirmed card payment succeeds and reads back', async () => {
   await assertOneIntentAtProviders(run);
 });
 
+test('two-step: a card intent created server-side, updated, then confirmed', async () => {
+  const run = marker('update');
+  const intent = await createIntent(run, 1000, { payment_method_types: ['card'] });
+  assert.deepEqual([intent.status, intent.payment_method], ['requires_payment_method', null]);
+  const updated = await stripe.paymentIntents.update(intent.id, {
+    amount: 1350,
+    payment_method: 'pm_card_visa',
+    metadata: { order_id: `${run}-1` },
+  });
+  // Number(): localstripe's update answer echoes the amount as the form's string.
+  assert.deepEqual([updated.id, updated.status, Number(updated.amount)], [intent.id, 'requires_confirmation', 1350]);
+  assert.equal(updated.metadata.order_id, `${run}-1`);
+  const confirmed = await stripe.paymentIntents.confirm(intent.id);
+  assert.deepEqual([confirmed.status, Number(confirmed.amount)], ['succeeded', 1350]);
+  await assertOneIntentAtProviders(run);
+});
+
 test('two-step: created, then confirmed with no parameters', async () => {
   const run = marker('two-step');
   const intent = await createIntent(run, 1500, { payment_method: 'pm_card_visa' });
