@@ -221,20 +221,9 @@ impl Payments {
         let unsent = entry.owner.is_none()
             && matches!(state, S::RequiresPaymentMethod | S::RequiresConfirmation);
         if !unsent && !annotates_only(&payment) {
-            let message = format!(
-                "this payment is {}; payproxy updates a payment it holds only before its first \
-                 confirm, and after it only its metadata and description",
-                state_name(state).replace('_', " ")
-            );
-            return self.refused(
-                ctx,
-                refusal(
-                    RefusalKind::InvalidRequest(None),
-                    400,
-                    "unexpected_state",
-                    &message,
-                ),
-            );
+            let why = "payproxy updates a payment it holds only before its first confirm, and \
+                       after it only its metadata and description";
+            return self.refused(ctx, unexpected_state(state, why));
         }
         let recorded = &entry.record.payment;
         // An amount alone keeps the payment's currency.
@@ -244,7 +233,6 @@ impl Payments {
             }
         }
         let mut updated = merge(recorded, payment);
-        updated.operation = recorded.operation;
         updated.id.clone_from(&recorded.id);
         updated
             .idempotency_key
@@ -701,6 +689,20 @@ fn settled(entry: &PaymentEntry) -> bool {
 /// Whether `payment`'s operation may run on the payment in its recorded state. Payments
 /// owned by a provider of the storefront's own dialect are that provider's to judge (the
 /// request goes there unchanged), so only the others are checked here.
+/// 400 `unexpected_state`: "this payment is <state>; <why>".
+fn unexpected_state(state: PaymentState, why: &str) -> Refusal {
+    let message = format!(
+        "this payment is {}; {why}",
+        state_name(state).replace('_', " ")
+    );
+    refusal(
+        RefusalKind::InvalidRequest(None),
+        400,
+        "unexpected_state",
+        &message,
+    )
+}
+
 pub(super) fn allowed(entry: &PaymentEntry, payment: &Payment) -> Result<(), Refusal> {
     use PaymentState as S;
     let owned_same_dialect = entry
@@ -711,17 +713,7 @@ pub(super) fn allowed(entry: &PaymentEntry, payment: &Payment) -> Result<(), Ref
         return Ok(());
     }
     let state = entry.record.state;
-    let unexpected = |what: &str| {
-        refusal(
-            RefusalKind::InvalidRequest(None),
-            400,
-            "unexpected_state",
-            &format!(
-                "this payment is {}; {what}",
-                state_name(state).replace('_', " ")
-            ),
-        )
-    };
+    let unexpected = |what: &str| unexpected_state(state, what);
     match payment.operation {
         Operation::Status => Ok(()),
         Operation::Authorize => match state {
