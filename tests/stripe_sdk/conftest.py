@@ -340,6 +340,13 @@ def webhook_log(settings):
     return WebhookLog(settings.webhook_log)
 
 
+@pytest.fixture
+def events_if_proxied(settings):
+    """The webhook receiver's log in proxy mode (payproxy's storefront events), else None:
+    for tests that run in both modes and check the events only where there are some."""
+    return WebhookLog(settings.webhook_log) if settings.mode == "proxy" else None
+
+
 class LocalstripeHooks:
     """Webhook endpoints at localstripe A (its `POST /_config/webhooks/{id}`: url, secret,
     events[]). localstripe signs each event it sends to one like Stripe

@@ -608,6 +608,36 @@ def test_webhook_events_verify_with_construct_event(marker, webhook_log):
     assert not unverified, unverified
 
 
+def test_an_update_its_provider_accepted_shows_in_lists_and_events(marker, events_if_proxied):
+    # The common shape of a checkout: the intent is made (here authorised, to be captured at
+    # shipping), then the order id is attached, and the merchant's fulfilment reads it from
+    # the list and the payment_intent.succeeded event. The intent lives at ls-a under its own
+    # id, so payproxy relays the update there; what ls-a accepted must show in what payproxy
+    # renders from its own record (the list, the storefront events), not only in a retrieve.
+    intent = create_intent(marker, 2600, payment_method="pm_card_visa", capture_method="manual", confirm=True)
+    assert intent.status == "requires_capture"
+    order = {"run": marker, "order_id": f"{marker}-9"}
+    updated = stripe.PaymentIntent.modify(intent.id, metadata={"order_id": order["order_id"]})
+    assert (updated.id, updated.metadata.to_dict()) == (intent.id, order)
+
+    listed = [pi for pi in itertools.islice(stripe.PaymentIntent.list(limit=100).auto_paging_iter(), MAX_LISTED)
+              if pi.id == intent.id]
+    assert [pi.metadata.to_dict() for pi in listed] == [order]
+    captured = stripe.PaymentIntent.capture(intent.id)
+    assert (captured.status, captured.metadata.to_dict()) == ("succeeded", order)
+    if events_if_proxied is None:
+        return
+    succeeded = []
+    deadline = time.monotonic() + WEBHOOK_WAIT_S
+    for _ in range(WEBHOOK_WAIT_S * 10 + 1):
+        succeeded = [line for line in events_if_proxied.lines()
+                     if line.get("payment_intent") == intent.id and line["type"] == "payment_intent.succeeded"]
+        if succeeded or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    assert [(line["verified"], line["metadata"]) for line in succeeded] == [(True, order)], succeeded
+
+
 # --- provider notifications in -------------------------------------------------------------
 
 @pytest.mark.proxy_only(reason="a Pix payment through payproxy: the simulated Pix notifies payproxy, "
@@ -994,3 +1024,57 @@ def test_a_card_payment_waiting_for_3d_secure_is_followed_to_its_success(marker,
                     "payment_intent.succeeded"], seen
     assert stripe.PaymentIntent.retrieve(intent.id).status == "succeeded"
 
+
+
+
+
+# The PaymentIntent fields a Stripe integration reads as attributes (the SDK raises
+# AttributeError for one that is missing, where a null reads as None).
+INTENT_ATTRIBUTES = (
+    "id", "object", "amount", "amount_capturable", "amount_received", "application",
+    "application_fee_amount", "automatic_payment_methods", "canceled_at", "cancellation_reason",
+    "capture_method", "client_secret", "confirmation_method", "created", "currency", "customer",
+    "description", "invoice", "last_payment_error", "latest_charge", "livemode", "metadata",
+    "next_action", "on_behalf_of", "payment_method", "payment_method_options",
+    "payment_method_types", "processing", "receipt_email", "review", "setup_future_usage",
+    "shipping", "source", "statement_descriptor", "statement_descriptor_suffix", "status",
+    "transfer_data", "transfer_group",
+)
+REFUND_ATTRIBUTES = (
+    "id", "object", "amount", "balance_transaction", "charge", "currency", "metadata",
+    "payment_intent", "reason", "receipt_number", "status",
+)
+
+
+def missing_attributes(obj, names):
+    missing = []
+    for name in names:
+        try:
+            getattr(obj, name)
+        except AttributeError:
+            missing.append(name)
+    return missing
+
+
+@pytest.mark.proxy_only(reason="localstripe's own objects lack most of these fields (application, "
+                                "canceled_at, shipping, transfer_data ...): only payproxy's renderings are checked")
+def test_what_payproxy_renders_has_every_field_an_integration_reads(marker):
+    # An intent created without confirm is payproxy's record until its confirm; the confirm
+    # is answered from the provider's outcome; retrieve, list and the refund are payproxy's
+    # renderings too. Each is read attribute by attribute, as integrations read them.
+    intent = create_intent(marker, 2500, payment_method="pm_card_visa")
+    confirmed = stripe.PaymentIntent.confirm(intent.id)
+    got = stripe.PaymentIntent.retrieve(intent.id)
+    listed = [pi for pi in itertools.islice(stripe.PaymentIntent.list(limit=100).auto_paging_iter(), MAX_LISTED)
+              if pi.id == intent.id]
+    refund = stripe.Refund.create(payment_intent=intent.id, amount=900)
+    missing = {name: missing_attributes(obj, INTENT_ATTRIBUTES)
+               for name, obj in (("create", intent), ("confirm", confirmed), ("retrieve", got))}
+    missing["list"] = [missing_attributes(pi, INTENT_ATTRIBUTES) for pi in listed]
+    missing["refund"] = missing_attributes(refund, REFUND_ATTRIBUTES)
+    assert missing == {"create": [], "confirm": [], "retrieve": [], "list": [[]], "refund": []}
+    assert (confirmed.status, got.status, refund.status) == ("succeeded", "succeeded", "succeeded")
+    # What payproxy does not keep reads as None, what it knows as itself.
+    assert (got.latest_charge, got.shipping, got.transfer_data, refund.charge) == (None, None, None, None)
+    assert isinstance(got.created, int) and got.created == listed[0].created
+    assert refund.payment_intent == intent.id

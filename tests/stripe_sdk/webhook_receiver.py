@@ -7,7 +7,7 @@ Runs in the suite's venv (it needs the stripe package). Every POST is checked wi
 SDK's `stripe.Webhook.construct_event(payload, sig_header, secret)`: verified events are
 answered 200 and appended to FILE as JSON lines {"verified": true, "id", "type", "object",
 "object_id", "payment_intent", "amount_refunded" (a charge's), "previous_amount_refunded"
-(data.previous_attributes.amount_refunded, when there)}; anything else is answered 400 and logged with "verified":
+(data.previous_attributes.amount_refunded, when there), "metadata" (the object's)}; anything else is answered 400 and logged with "verified":
 false and the SDK's error. GET /health answers 200 (readiness).
 """
 
@@ -69,6 +69,7 @@ def main() -> None:
                 "payment_intent": obj.get("payment_intent") if obj.get("object") == "charge" else obj.get("id"),
                 "amount_refunded": obj.get("amount_refunded") if obj.get("object") == "charge" else None,
                 "previous_amount_refunded": (body["data"].get("previous_attributes") or {}).get("amount_refunded"),
+                "metadata": obj.get("metadata"),
             })
             self.answer(200)
 

@@ -136,6 +136,15 @@
 //! `livemode: false`, `client_secret: null`. Lists: `{"object": "list", "data": [intents],
 //! "has_more", "url"}`.
 //!
+//! Every PaymentIntent payproxy renders (records and outcomes) has all of Stripe's top-level
+//! fields but `amount_details`, since an SDK reads them as attributes and a missing one is an
+//! error there: what payproxy keeps nothing for is `null` (`latest_charge`, `shipping`,
+//! `setup_future_usage`, `transfer_data`, `canceled_at`, `cancellation_reason`,
+//! `payment_method_options` …), and so is `created` in an outcome's answer (the host passes
+//! time only with records). Refunds have `charge`, `balance_transaction`, `reason`,
+//! `receipt_number`, `destination_details`, `source_transfer_reversal`,
+//! `transfer_reversal` and `failure_reason` as `null` unless known.
+//!
 //! Refusals: invalid request → 400 (or the host's 4xx) `invalid_request_error` with `code`
 //! and `param` (`idempotency_error` for `idempotency…` codes); the host's
 //! `unexpected_state` → 400 `payment_intent_unexpected_state`, `already_refunded` → 400

@@ -87,28 +87,49 @@ pub(crate) struct Intent<'a> {
     amount_capturable: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     amount_received: Option<i64>,
+    application: (),
+    application_fee_amount: (),
+    automatic_payment_methods: (),
+    canceled_at: (),
+    cancellation_reason: (),
     capture_method: &'static str,
     /// Always `null`: payproxy never hands out a client secret.
     client_secret: (),
     confirmation_method: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The record's creation time; `null` in an outcome's answer, which has no record (a
+    /// plugin has no clock: the host passes time, and passes it only with records).
     created: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     currency: Option<String>,
     customer: Option<&'a str>,
     description: Option<&'a str>,
     id: &'a str,
+    invoice: (),
     last_payment_error: Value,
+    /// Always `null`: payproxy keeps no charges (see the crate docs).
+    latest_charge: (),
     livemode: bool,
     metadata: BTreeMap<&'a str, &'a str>,
     next_action: Value,
     object: &'static str,
+    on_behalf_of: (),
     payment_method: Option<&'a str>,
+    payment_method_configuration_details: (),
+    payment_method_options: (),
     payment_method_types: Vec<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     payproxy_annotations: Vec<Value>,
+    processing: (),
     receipt_email: Option<&'a str>,
+    review: (),
+    setup_future_usage: (),
+    shipping: (),
+    source: (),
+    statement_descriptor: (),
+    statement_descriptor_suffix: (),
     status: &'a str,
+    transfer_data: (),
+    transfer_group: (),
 }
 
 impl Intent<'_> {
@@ -135,6 +156,11 @@ fn intent<'a>(payment: &'a Payment, outcome: &Outcome, id: &'a str, status: &'a 
         amount: amounts.map(|a| a.0),
         amount_capturable: amounts.map(|a| a.1),
         amount_received: amounts.map(|a| a.2),
+        application: (),
+        application_fee_amount: (),
+        automatic_payment_methods: (),
+        canceled_at: (),
+        cancellation_reason: (),
         capture_method: if payment.manual_capture {
             "manual"
         } else {
@@ -147,16 +173,30 @@ fn intent<'a>(payment: &'a Payment, outcome: &Outcome, id: &'a str, status: &'a 
         customer: payment.customer.id.as_deref(),
         description: payment.description.as_deref(),
         id,
+        invoice: (),
         last_payment_error: Value::Null,
+        latest_charge: (),
         livemode: false,
         metadata: metadata(payment),
         next_action: Value::Null,
         object: "payment_intent",
+        on_behalf_of: (),
         payment_method: card_token(payment),
+        payment_method_configuration_details: (),
+        payment_method_options: (),
         payment_method_types: payment.method.iter().map(stripe_type).collect(),
         payproxy_annotations: Vec::new(),
+        processing: (),
         receipt_email: payment.customer.email.as_deref(),
+        review: (),
+        setup_future_usage: (),
+        shipping: (),
+        source: (),
+        statement_descriptor: (),
+        statement_descriptor_suffix: (),
         status,
+        transfer_data: (),
+        transfer_group: (),
     }
 }
 
@@ -387,12 +427,22 @@ fn refund(
         }
         OutcomeStatus::Error(f) => return error(payment, outcome, id, f),
     };
+    // Stripe's Refund fields payproxy keeps nothing for are `null`: it keeps no charges or
+    // balance transactions, and `reason` is checked, not sent on.
     let mut v = json!({
         "id": id,
         "object": "refund",
+        "balance_transaction": null,
+        "charge": null,
+        "destination_details": null,
+        "failure_reason": null,
         "payment_intent": payment.id,
+        "reason": null,
+        "receipt_number": null,
+        "source_transfer_reversal": null,
         "status": status,
         "metadata": metadata(payment),
+        "transfer_reversal": null,
     });
     if let Some((minor, currency)) = money(payment, outcome) {
         v["amount"] = minor.into();
@@ -610,6 +660,103 @@ mod tests {
         parsed
     }
 
+    /// The top-level fields of Stripe's PaymentIntent object (API 2024-06-20) but
+    /// `amount_details` (a breakdown payproxy has nothing for): an SDK reads any of them as
+    /// an attribute, and one that is missing is an error there, not a `None`.
+    const INTENT_FIELDS: &[&str] = &[
+        "id",
+        "object",
+        "amount",
+        "amount_capturable",
+        "amount_received",
+        "application",
+        "application_fee_amount",
+        "automatic_payment_methods",
+        "canceled_at",
+        "cancellation_reason",
+        "capture_method",
+        "client_secret",
+        "confirmation_method",
+        "created",
+        "currency",
+        "customer",
+        "description",
+        "invoice",
+        "last_payment_error",
+        "latest_charge",
+        "livemode",
+        "metadata",
+        "next_action",
+        "on_behalf_of",
+        "payment_method",
+        "payment_method_configuration_details",
+        "payment_method_options",
+        "payment_method_types",
+        "processing",
+        "receipt_email",
+        "review",
+        "setup_future_usage",
+        "shipping",
+        "source",
+        "statement_descriptor",
+        "statement_descriptor_suffix",
+        "status",
+        "transfer_data",
+        "transfer_group",
+    ];
+
+    /// The top-level fields of Stripe's Refund object (API 2024-06-20) payproxy renders.
+    const REFUND_FIELDS: &[&str] = &[
+        "id",
+        "object",
+        "amount",
+        "balance_transaction",
+        "charge",
+        "currency",
+        "destination_details",
+        "failure_reason",
+        "metadata",
+        "payment_intent",
+        "reason",
+        "receipt_number",
+        "source_transfer_reversal",
+        "status",
+        "transfer_reversal",
+    ];
+
+    /// Every one of `fields` is in `body`, but those in `but`.
+    fn every_field(body: &Value, fields: &[&str], but: &[&str]) {
+        let missing: Vec<_> = fields
+            .iter()
+            .filter(|f| !but.contains(f) && body.get(**f).is_none())
+            .collect();
+        assert!(missing.is_empty(), "missing {missing:?} in {body}");
+    }
+
+    #[test]
+    fn a_refund_has_every_field_of_stripes() {
+        let mut p = card_payment();
+        p.operation = Operation::Refund;
+        p.id = Some("pi_1".into());
+        let approved = Outcome::of(OutcomeStatus::Approved);
+        let body = assert_value_order(&outcome(&p, &approved, "re_1", &[]));
+        every_field(&body, REFUND_FIELDS, &[]);
+        assert_eq!(
+            (
+                &body["id"],
+                &body["payment_intent"],
+                &body["status"],
+                &body["charge"]
+            ),
+            (
+                &json!("re_1"),
+                &json!("pi_1"),
+                &json!("succeeded"),
+                &Value::Null
+            )
+        );
+    }
+
     #[test]
     fn an_intent_is_written_as_its_value_would_be() {
         let p = card_payment();
@@ -623,7 +770,8 @@ mod tests {
             (&json!(1050), &json!("eur"), &json!(1050))
         );
         assert!(body.get("payproxy_annotations").is_none());
-        assert!(body.get("created").is_none());
+        assert_eq!(body["created"], Value::Null);
+        every_field(&body, INTENT_FIELDS, &[]);
 
         let mut manual = card_payment();
         manual.manual_capture = true;
@@ -677,6 +825,8 @@ mod tests {
         };
         let body = assert_value_order(&super::record(&record));
         assert_eq!(body["created"], 1_780_000_000);
+        every_field(&body, INTENT_FIELDS, &[]);
+        assert_eq!(body["latest_charge"], Value::Null);
         let body = assert_value_order(&list(
             &[record.clone(), record],
             true,

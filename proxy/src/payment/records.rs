@@ -153,8 +153,14 @@ impl Payments {
         // every follow-up itself, a second confirm included: the request goes there unchanged.
         if forwardable(ctx, &entry) {
             if update {
-                // Relayed as it is: the provider's answer is not a payment outcome.
-                return Done::release(self.forward_call(ctx, Some(&entry.record.id)).await);
+                // Relayed as it is: the provider's answer is not a payment outcome. What the
+                // provider accepted is mirrored into payproxy's record, which lists and
+                // storefront events are rendered from.
+                let answer = self.forward_call(ctx, Some(&entry.record.id)).await;
+                if answer.response.status().is_success() {
+                    self.mirror_update(ctx, entry, payment).await;
+                }
+                return Done::release(answer);
             }
             return self.follow_up(ctx, payment, entry, held).await;
         }
@@ -215,7 +221,7 @@ impl Payments {
     /// metadata and description (what payproxy renders from its record; the provider's copy
     /// keeps what it was sent). The record's next confirm sends what it says then, through
     /// compliance and routing.
-    async fn update(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry, mut payment: Payment) -> Done {
+    async fn update(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry, payment: Payment) -> Done {
         use PaymentState as S;
         let state = entry.record.state;
         let unsent = entry.owner.is_none()
@@ -225,39 +231,40 @@ impl Payments {
                        after it only its metadata and description";
             return self.refused(ctx, unexpected_state(state, why));
         }
-        let recorded = &entry.record.payment;
-        // An amount alone keeps the payment's currency.
-        if let (Some(new), Some(old)) = (payment.amount.as_mut(), recorded.amount.as_ref()) {
-            if new.currency.is_empty() {
-                new.currency.clone_from(&old.currency);
-            }
-        }
-        let mut updated = merge(recorded, payment);
-        updated.id.clone_from(&recorded.id);
-        updated
-            .idempotency_key
-            .clone_from(&recorded.idempotency_key);
-        if !unsent {
-            // Once sent, the merchant reference keys the provider's idempotency keys and
-            // matches its notifications: metadata changes after that leave it as it was.
-            updated
-                .merchant_reference
-                .clone_from(&recorded.merchant_reference);
-        }
-        // As on Stripe, a metadata key set to an empty value is removed.
-        updated.metadata.retain(|(_, value)| !value.is_empty());
+        let payment = updated(&entry.record.payment, payment, !unsent);
         if unsent {
-            entry.record.state = match updated.method {
+            entry.record.state = match payment.method {
                 Some(_) => S::RequiresConfirmation,
                 None => S::RequiresPaymentMethod,
             };
         }
-        entry.record.payment = updated;
+        entry.record.payment = payment;
         if let Err(e) = self.save(ctx, &entry).await {
             return self.store_failed(ctx, &e);
         }
         self.audit_record(ctx, &entry.record.id, "updated");
         self.render_record(ctx, &entry.record)
+    }
+
+    /// Mirror an update the payment's owner accepted (a provider of the storefront's dialect
+    /// that knows the payment by its id, which judged the request) into payproxy's record.
+    /// The record's state stays as it was: the owner's next answer about the payment moves it.
+    /// A failure is logged: the update itself happened at the provider.
+    async fn mirror_update(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry, payment: Payment) {
+        if ctx.beyond_canonical.is_some() {
+            // Parsed as it is (it carries more than payproxy keeps), the update named only
+            // its payment: there is nothing to mirror.
+            tracing::info!(route = %ctx.route.name, payment = %entry.record.id, "update accepted by its provider; payproxy's record keeps what it had (the update carries more than payproxy keeps)");
+            return;
+        }
+        entry.record.payment = updated(&entry.record.payment, payment, true);
+        if let Err(e) = self.save(ctx, &entry).await {
+            tracing::warn!(route = %ctx.route.name, payment = %entry.record.id, error = %e, "update accepted by its provider; payproxy's record could not be written");
+            return;
+        }
+        ctx.note(|d| {
+            d.payment.get_or_insert_with(|| entry.record.id.clone());
+        });
     }
 
     /// Cancel a payment nothing was sent for yet: only the record changes.
@@ -583,6 +590,30 @@ fn creation_ms() -> u64 {
             Err(seen) => last = seen,
         }
     }
+}
+
+/// `recorded` with `update` applied. An amount alone keeps the payment's currency; the id
+/// and idempotency key stay; a metadata key set to an empty value is removed, as on Stripe.
+/// Once `sent`, the merchant reference stays too: it keys the provider's idempotency keys
+/// and matches its notifications.
+fn updated(recorded: &Payment, mut update: Payment, sent: bool) -> Payment {
+    if let (Some(new), Some(old)) = (update.amount.as_mut(), recorded.amount.as_ref()) {
+        if new.currency.is_empty() {
+            new.currency.clone_from(&old.currency);
+        }
+    }
+    let mut updated = merge(recorded, update);
+    updated.id.clone_from(&recorded.id);
+    updated
+        .idempotency_key
+        .clone_from(&recorded.idempotency_key);
+    if sent {
+        updated
+            .merchant_reference
+            .clone_from(&recorded.merchant_reference);
+    }
+    updated.metadata.retain(|(_, value)| !value.is_empty());
+    updated
 }
 
 /// Whether an update carries nothing but metadata and a description.
