@@ -700,3 +700,51 @@ fn the_call_region_allocator_survives_libc_and_values_kept_between_calls() {
         }
     }
 }
+
+/// A plugin whose component imports `wasi:filesystem` and `wasi:sockets` (Rust's `std::fs`
+/// and `std::net`, as the runtimes of other languages import them whatever the plugin does)
+/// loads: those interfaces are linked as traps. A check that does not touch them allows; one
+/// that reads a file or opens a socket traps, naming the call, and nothing is read or sent
+/// (the fixture would deny with what it got if the call returned). The instance that
+/// trapped is replaced, and the next check allows again.
+#[test]
+fn filesystem_and_sockets_are_traps_not_load_failures() {
+    use payproxy::error::PluginFailureKind;
+    use payproxy::plugin::{CompliancePlugin, Verdict};
+    let host = host();
+    let bytes = std::fs::read(wasm("fixture_fs_compliance")).expect("fixture");
+    let compiled = host.compile(&bytes).expect("compiles");
+    let plugin = CompliancePlugin::load(
+        &host,
+        "fs",
+        &compiled.component,
+        "{}".into(),
+        settings(InstanceMode::Reuse),
+        Arc::new(Metrics::new()),
+    )
+    .expect("loads with filesystem and sockets imported");
+    let mut payment = m_pesa_payment();
+    let allowed = plugin
+        .check(&payment, None)
+        .expect("a check that touches neither");
+    assert_eq!(allowed.verdict, Verdict::Allow);
+    for (wanted, interface) in [("read", "wasi:filesystem/"), ("connect", "wasi:sockets/")] {
+        payment.metadata = vec![("try".into(), wanted.into())];
+        let failure = plugin
+            .check(&payment, None)
+            .expect_err("the call traps, it returns nothing");
+        assert_eq!(
+            failure.kind,
+            PluginFailureKind::Trap,
+            "{wanted}: {failure:?}"
+        );
+        assert!(
+            failure.detail.contains(interface) && failure.detail.contains("is not available"),
+            "{wanted}: {}",
+            failure.detail
+        );
+        payment.metadata.clear();
+        let again = plugin.check(&payment, None).expect("the next check");
+        assert_eq!(again.verdict, Verdict::Allow, "after {wanted}");
+    }
+}

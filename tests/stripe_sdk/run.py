@@ -48,6 +48,20 @@ from harness import NO_PROXY_OPENER, Process, SetupError, free_ports  # noqa: E4
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PLUGIN_DIR = REPO / "plugins" / "target" / "wasm32-wasip2" / "release"
+# The compliance plugins written in Python and in JavaScript, each built by its build.sh
+# (Python: with the venv's componentize-py; JavaScript: componentize-js, which build.sh
+# installs with `npm ci` under target/), rebuilt when their inputs change (the stamp beside
+# the component holds their digest).
+PYTHON_PLUGIN_SRC = REPO / "examples" / "plugins" / "compliance-python"
+PYTHON_PLUGIN = REPO / "target" / "python-plugins" / "compliance_python.wasm"
+JS_PLUGIN_SRC = REPO / "examples" / "plugins" / "compliance-js"
+JS_PLUGIN = REPO / "target" / "js-plugins" / "compliance_js.wasm"
+PLUGIN_BUILD_S = 900
+# Where payproxy keeps compiled plugins between runs (the Python one is an 18 MB component).
+PLUGIN_CACHE = REPO / "target" / "stripe-sdk-plugin-cache"
+# Who the Python and JavaScript plugins refuse (their config in payproxy_config).
+BLOCKED_EMAIL_DOMAIN = "blocked.example"
+BLOCKED_CUSTOMER = "cus_js_blocked"
 
 # What the venv must hold. stripe: the SDK major version under test. localstripe: exact,
 # because the tests' baseline expectations (and the skips) follow its behaviour. aiohttp:
@@ -61,12 +75,17 @@ WEBHOOK_SECRET = "whsec_payproxy_sdk_suite_5c1e"
 # (POST /webhooks/ls-a). The tests get it as LS_A_WEBHOOK_SECRET and register it, with that
 # URL, as a webhook endpoint at localstripe A.
 LS_A_WEBHOOK_SECRET = "whsec_localstripe_a_sdk_suite_7d2b"
-PINS = ("stripe>=16,<17", "localstripe==1.15.10", "aiohttp>=3.9,<4", "pytest>=8,<10")
+# componentize-py: builds the Python compliance plugin of examples/plugins/compliance-python,
+# which proxy mode puts in the route (exact: its CPython and bindings are in the component).
+PINS = ("stripe>=16,<17", "localstripe==1.15.10", "aiohttp>=3.9,<4", "pytest>=8,<10",
+        "componentize-py==0.25.1")
 PIN_STAMP = ".payproxy-stripe-sdk-pins"
 
 LOCALSTRIPE_START_S = 30  # until a localstripe answers HTTP
 SIM_START_S = 30  # until provider-sim prints its ready line
-PAYPROXY_START_S = 120  # until payproxy's admin answers (it compiles the wasm plugins first)
+# Until payproxy's admin answers: it compiles the wasm plugins first, the first time the
+# Python and JavaScript ones too (30 MB of components; about 35 s under load, debug build).
+PAYPROXY_START_S = 240
 PYTEST_TIMEOUT_S = 900  # one pytest run
 NODE_TIMEOUT_S = 300  # one stripe-node run
 NPM_TIMEOUT_S = 600
@@ -114,6 +133,45 @@ def installed_versions(python: Path):
         return json.loads(out.strip().splitlines()[-1])
     except (subprocess.SubprocessError, OSError, ValueError, IndexError):
         return None
+
+
+def plugin_inputs(files, pins: str) -> str:
+    """The digest of what a plugin is built from: `files` (with the contract's) and `pins`."""
+    digest = hashlib.sha256()
+    wit = REPO / "wit" / "payproxy-plugin@0.4.0"
+    for path in [*files, *sorted(wit.glob("*.wit"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(pins.encode())
+    return digest.hexdigest()
+
+
+def ensure_plugin(what: str, src: Path, out: Path, inputs: list, pins: str, env: dict) -> Path:
+    """`src`'s build.sh run into `out`, unless `out` is up to date."""
+    stamp = out.with_suffix(".inputs")
+    wanted = plugin_inputs([src / name for name in inputs], pins)
+    if out.is_file() and stamp.is_file() and stamp.read_text() == wanted:
+        say(f"{what} plugin {out}: up to date")
+        return out
+    say(f"{what} plugin: building {out}")
+    try:
+        built = subprocess.run(["bash", str(src / "build.sh"), str(out)], capture_output=True, text=True,
+                               timeout=PLUGIN_BUILD_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise SetupError(f"building the {what} plugin took more than {PLUGIN_BUILD_S} s") from None
+    if built.returncode != 0:
+        tail = "\n".join((built.stdout + built.stderr).splitlines()[-TAIL_LINES:])
+        raise SetupError(f"building the {what} plugin failed (exit {built.returncode}):\n{tail}")
+    stamp.write_text(wanted)
+    return out
+
+
+def ensure_language_plugins(venv: Path) -> None:
+    """The Python and JavaScript compliance plugins proxy mode puts in the route."""
+    ensure_plugin("python", PYTHON_PLUGIN_SRC, PYTHON_PLUGIN, ["app.py", "build.sh"], " ".join(PINS),
+                  dict(os.environ, COMPONENTIZE_PY=str(venv / "bin" / "componentize-py")))
+    ensure_plugin("javascript", JS_PLUGIN_SRC, JS_PLUGIN,
+                  ["app.js", "build.mjs", "build.sh", "package.json", "package-lock.json"], "",
+                  dict(os.environ))
 
 
 def check_versions(versions: dict) -> None:
@@ -436,8 +494,22 @@ def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_
         "state": {"kind": "redb", "path": str(workdir / "payproxy.redb")},
         "log": {"audit_path": str(workdir / "audit.jsonl")},
         "reload": {"watch": False},
+        "plugin_host": {"compile_cache_dir": str(PLUGIN_CACHE)},
         "plugins": {
             "stripe": {"path": plugin("dialect_stripe"), "role": "dialect"},
+            # Regional teams' rules in Python and in JavaScript (examples/plugins/
+            # compliance-python, compliance-js): every payment the suite confirms goes
+            # through both.
+            "blocklist": {
+                "path": str(PYTHON_PLUGIN),
+                "role": "compliance",
+                "config": {"blocked_email_domains": [BLOCKED_EMAIL_DOMAIN]},
+            },
+            "blocklist-js": {
+                "path": str(JS_PLUGIN),
+                "role": "compliance",
+                "config": {"blocked_customers": [BLOCKED_CUSTOMER]},
+            },
             "limits": {
                 "path": plugin("compliance_limits"),
                 "role": "compliance",
@@ -499,7 +571,8 @@ def payproxy_config(workdir: Path, storefront: int, admin: int, url_a: str, url_
         "routes": [{"name": "stripe", "path_prefix": "/v1", "dialect": "stripe", "home": "ls-a",
                     # The storefront's key, by digest: the SDK authenticates as it does at Stripe.
                     "storefront_keys": [{"sha256": hashlib.sha256(STOREFRONT_KEY.encode()).hexdigest()}],
-                    "plugins": ["limits", "router"], "providers": [SIM_NAME, "ls-a", "ls-b", PIX_NAME, DANA_NAME],
+                    "plugins": ["limits", "blocklist", "blocklist-js", "router"],
+                    "providers": [SIM_NAME, "ls-a", "ls-b", PIX_NAME, DANA_NAME],
                     "webhooks": {"endpoints": [{"url": webhook_url, "secret": {"env": "PAYPROXY_SDK_WHSEC"}}],
                                  "retry": {"initial_ms": 200, "max_ms": 2000}}}],
         "webhook_delivery": {"poll_ms": 50},
@@ -681,6 +754,8 @@ def main() -> int:
             check_sim_inputs(sim_binary)
         versions = ensure_venv(venv)
         python = venv_python(venv)
+        if binary is not None and not args.baseline_only:
+            ensure_language_plugins(venv)
         env = loopback_env()
         proc_a, url_a = start_localstripe("localstripe-a", python, logs, env, processes)
         proc_b, url_b = start_localstripe("localstripe-b", python, logs, env, processes)

@@ -19,6 +19,7 @@ import urllib.request
 
 import pytest
 import stripe
+from conftest import Admin
 
 CURRENCY = "eur"
 # Stripe's German test IBAN. localstripe accepts any 14..34 character IBAN and declines
@@ -401,6 +402,54 @@ def test_compliance_limit_refuses_before_any_provider(marker, providers):
     assert error.error is not None and error.error.message, "the refusal says why"
     assert sum(providers.count(marker).values()) == 0, "a refused payment reached a provider"
 
+
+# What run.py's payproxy config gives the Python plugin (blocked_email_domains) and the
+# JavaScript one (blocked_customers).
+BLOCKED_EMAIL_DOMAIN = "blocked.example"
+BLOCKED_CUSTOMER = "cus_js_blocked"
+
+
+def assert_a_language_plugin_refuses(marker, providers, admin, plugin, rule, **refused):
+    """A confirmed card payment with `refused` is a CardError 402 `customer_blocked` that no
+    provider sees, one without succeeds, and compliance plugin `plugin` counted one deny and
+    one allow under `rule`, with no failure."""
+    labels = dict(plugin=plugin, rule=rule)
+    before = admin.metrics()
+    with pytest.raises(stripe.CardError) as caught:
+        create_intent(marker, 1800, payment_method="pm_card_visa", confirm=True, **refused)
+    error = caught.value
+    assert (error.http_status, error.code) == (402, "customer_blocked"), repr(error)
+    assert error.user_message == "This payment cannot be accepted. Please contact the merchant."
+    assert sum(providers.count(marker).values()) == 0, "a refused payment reached a provider"
+    # (localstripe takes no receipt_email and knows no such customer: the payment that goes
+    # through carries neither.)
+    allowed = create_intent(marker, 1800, payment_method="pm_card_visa", confirm=True)
+    assert allowed.status == "succeeded"
+    after = admin.metrics()
+    counted = {verdict: Admin.value(after, "payproxy_compliance_verdicts_total", verdict=verdict, **labels)
+               - Admin.value(before, "payproxy_compliance_verdicts_total", verdict=verdict, **labels)
+               for verdict in ("deny", "allow")}
+    assert counted == {"deny": 1, "allow": 1}, counted
+    failures = Admin.value(after, "payproxy_plugin_failures_total", plugin=plugin)
+    assert failures == 0, f"{plugin} trapped or timed out"
+
+
+@pytest.mark.proxy_only(reason="the rule is a payproxy compliance plugin written in Python "
+                                "(examples/plugins/compliance-python), which only proxy mode runs")
+def test_a_compliance_plugin_written_in_python_refuses_before_any_provider(marker, providers, admin):
+    # Every payment of the suite goes through the blocklist plugin (CPython in a component
+    # built by componentize-py); this one's receipt email is at the blocked domain.
+    assert_a_language_plugin_refuses(marker, providers, admin, "blocklist", "python-blocklist",
+                                     receipt_email=f"shopper@{BLOCKED_EMAIL_DOMAIN.upper()}")
+
+
+@pytest.mark.proxy_only(reason="the rule is a payproxy compliance plugin written in JavaScript "
+                                "(examples/plugins/compliance-js), which only proxy mode runs")
+def test_a_compliance_plugin_written_in_javascript_refuses_before_any_provider(marker, providers, admin):
+    # The blocklist again, in JavaScript (componentize-js's engine in a component), on the
+    # customer id; every payment the Python plugin allows goes through it.
+    assert_a_language_plugin_refuses(marker, providers, admin, "blocklist-js", "js-blocklist",
+                                     customer=BLOCKED_CUSTOMER)
 
 # --- routing across dialects (proxy mode: a simulated Adyen beside the two localstripes) -----
 #

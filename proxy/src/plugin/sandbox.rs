@@ -102,13 +102,24 @@ impl<B: Binding> Sandbox<B> {
         metrics: Arc<Metrics>,
         configure: impl FnOnce(&mut B::Pre),
     ) -> Result<Sandbox<B>, String> {
-        let instance_pre = host.linker().instantiate_pre(component).map_err(|e| {
+        let refused = |detail: String| {
             format!(
                 "imports something payproxy does not grant (plugins get no filesystem, network or \
-                 environment): {}",
-                root_cause(&e)
+                 environment): {detail}"
             )
-        })?;
+        };
+        if let Some(import) = super::standin::ungranted_import(component, host.engine()) {
+            return Err(refused(format!("`{import}`")));
+        }
+        // Interfaces a language runtime imports whatever the plugin does are linked as traps,
+        // on a copy of the host's linker for this component (see `standin::with_traps`).
+        let trapping = super::standin::with_traps(host.linker(), component, host.engine())
+            .map_err(|e| refused(root_cause(&e)))?;
+        let instance_pre = trapping
+            .as_ref()
+            .unwrap_or(host.linker())
+            .instantiate_pre(component)
+            .map_err(|e| refused(root_cause(&e)))?;
         let mut pre = B::prepare(instance_pre)
             .map_err(|e| format!("does not match its role's world: {}", root_cause(&e)))?;
         configure(&mut pre);

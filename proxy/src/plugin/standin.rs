@@ -7,11 +7,20 @@
 //! answer the same thing every time: an empty environment, stdout/stderr that discard,
 //! an empty stdin, a clock fixed at the Unix epoch, and "random" bytes from a fixed-seed
 //! generator reset for every instance (so `HashMap` works, deterministically).
-//! Everything else (filesystem, sockets, HTTP) is simply not linked: a component that imports
-//! it is refused at load with the import named.
+//!
+//! The filesystem and sockets (`wasi:filesystem/*`, `wasi:sockets/*`) are linked as traps,
+//! per component ([`with_traps`]): the runtimes of other languages (componentize-py's CPython,
+//! componentize-js's JavaScript engine, Rust's `std::fs`) import them whatever the plugin does,
+//! so such a component loads, and a call into one of them traps (the plugin's step fails as
+//! any trap does; nothing is opened, read or connected). Anything else (`wasi:http`, an
+//! interface of the plugin's own) is not linked: a component that imports it is refused at
+//! load with the import named ([`ungranted_import`]).
 
-use wasmtime::component::{ComponentType, Linker, LinkerInstance, Lower, Resource, ResourceType};
-use wasmtime::StoreContextMut;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{
+    Component, ComponentType, Linker, LinkerInstance, Lower, Resource, ResourceType,
+};
+use wasmtime::{Engine, StoreContextMut};
 
 use super::store::CallState;
 
@@ -266,4 +275,148 @@ fn random(linker: &mut Linker<CallState>) -> R<()> {
             Ok(((0x5eed_u64, 0x5eed_u64),))
         })?;
     Ok(())
+}
+
+/// Interfaces whose every function is linked as a trap, for components that import them
+/// without needing them: the runtimes of other languages (componentize-py's CPython,
+/// componentize-js's StarlingMonkey) import the filesystem and sockets whatever the plugin
+/// does. A plugin that calls one traps, and its step fails as any trap does: nothing is
+/// ever opened or connected.
+const TRAPPED: &[&str] = &["wasi:filesystem/", "wasi:sockets/"];
+
+/// A resource type of a trapped interface: no value of it is ever made.
+struct Denied;
+
+/// The import of `component` payproxy neither defines nor traps (the first one), if any:
+/// anything but the contract's own interfaces, the stand-ins' (`wasi:io`, `wasi:cli`,
+/// `wasi:clocks`, `wasi:random`) and the trapped ones ([`TRAPPED`]).
+pub fn ungranted_import(component: &Component, engine: &Engine) -> Option<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name)
+        .find(|name| !granted(name))
+        .map(str::to_string)
+}
+
+/// Whether payproxy links an import of this name (an interface, with its version).
+fn granted(import: &str) -> bool {
+    const DEFINED: &[&str] = &[
+        "payproxy:plugin/",
+        "wasi:io/",
+        "wasi:cli/",
+        "wasi:clocks/",
+        "wasi:random/",
+    ];
+    DEFINED
+        .iter()
+        .chain(TRAPPED)
+        .any(|prefix| import.starts_with(prefix))
+}
+
+/// A copy of `linker` with every function of `component`'s imports from [`TRAPPED`]
+/// interfaces linked as a trap that names it, and their resources as types no value is made
+/// of. `None`: the component imports none of them.
+pub fn with_traps(
+    linker: &Linker<CallState>,
+    component: &Component,
+    engine: &Engine,
+) -> wasmtime::Result<Option<Linker<CallState>>> {
+    let ty = component.component_type();
+    let trapped = |name: &str| TRAPPED.iter().any(|prefix| name.starts_with(prefix));
+    if !ty.imports(engine).any(|(name, _)| trapped(name)) {
+        return Ok(None);
+    }
+    // The trapped interfaces use `wasi:io`'s streams, errors and pollables: those are the
+    // stand-ins' resource types, not new ones.
+    let mut io = Vec::new();
+    for (name, item) in ty.imports(engine) {
+        if let (true, ComponentItem::ComponentInstance(instance)) =
+            (name.starts_with("wasi:io/"), item.ty)
+        {
+            for (export, item) in instance.exports(engine) {
+                if let ComponentItem::Resource(resource) = item.ty {
+                    io.push((resource, io_resource(export)));
+                }
+            }
+        }
+    }
+    let mut linker = linker.clone();
+    // A component may import two versions of one interface (two adapters): both resolve to
+    // the same traps.
+    linker.allow_shadowing(true);
+    for (name, item) in ty.imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        if !trapped(name) {
+            continue;
+        }
+        let mut linked = linker.instance(name)?;
+        for (export, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let called = format!("{name}#{export}");
+                    linked.func_new(export, move |_, _, _, _| {
+                        wasmtime::bail!(
+                            "plugins get no filesystem or network: `{called}` is not available"
+                        )
+                    })?;
+                }
+                ComponentItem::Resource(resource) => {
+                    let host = io
+                        .iter()
+                        .find(|(r, _)| *r == resource)
+                        .and_then(|(_, host)| *host)
+                        .unwrap_or_else(ResourceType::host::<Denied>);
+                    linked.resource(export, host, |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    linker.allow_shadowing(false);
+    Ok(Some(linker))
+}
+
+/// The stand-in's resource type of a `wasi:io` resource, by its name.
+fn io_resource(name: &str) -> Option<ResourceType> {
+    Some(match name {
+        "input-stream" => ResourceType::host::<InputStream>(),
+        "output-stream" => ResourceType::host::<OutputStream>(),
+        "error" => ResourceType::host::<IoError>(),
+        "pollable" => ResourceType::host::<Pollable>(),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::granted;
+
+    #[test]
+    fn only_the_stand_ins_the_contract_and_the_trapped_interfaces_are_granted() {
+        for name in [
+            "payproxy:plugin/types@0.4.0",
+            "wasi:io/streams@0.2.9",
+            "wasi:cli/environment@0.2.0",
+            "wasi:clocks/wall-clock@0.2.6",
+            "wasi:random/random@0.2.0",
+            "wasi:filesystem/types@0.2.0",
+            "wasi:filesystem/preopens@0.2.9",
+            "wasi:sockets/tcp@0.2.0",
+            "wasi:sockets/ip-name-lookup@0.2.6",
+        ] {
+            assert!(granted(name), "{name}");
+        }
+        for name in [
+            "wasi:http/outgoing-handler@0.2.0",
+            "wasi:keyvalue/store@0.2.0-draft",
+            "acme:net/dial@1.0.0",
+            "wasi:iox/streams@0.2.0",
+            "payproxy:pluginx/types@0.4.0",
+        ] {
+            assert!(!granted(name), "{name}");
+        }
+    }
 }
