@@ -20,6 +20,14 @@ async fn with_recorded_home(sim: &Simulator, recorder: &Recorder) -> Env {
     Env::start(config).await
 }
 
+/// A Stripe provider that answers every request with the succeeded 2000 EUR intent `id`.
+async fn succeeded_intent(id: &str) -> Recorder {
+    let intent = format!(
+        r#"{{"id":"{id}","object":"payment_intent","amount":2000,"currency":"eur","status":"succeeded"}}"#
+    );
+    Recorder::start(200, "application/json", intent).await
+}
+
 const CUSTOMER: &str = r#"{"id":"cus_rec_1","object":"customer","email":"jan@example.nl"}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,12 +323,7 @@ async fn two_confirms_racing_on_one_payment_charge_it_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_carrying_more_than_payproxy_translates_goes_only_where_it_is_sent_unchanged() {
     let sim = simulator().await;
-    let recorder = Recorder::start(
-        200,
-        "application/json",
-        r#"{"id":"pi_rec_11","object":"payment_intent","amount":2000,"currency":"eur","status":"succeeded"}"#,
-    )
-    .await;
+    let recorder = succeeded_intent("pi_rec_11").await;
     // The card rule tries Adyen (another dialect) first, then the Stripe provider: in the
     // order configured, not the cheaper first.
     let mut config = payments_config(&sim);
@@ -394,4 +397,76 @@ async fn a_payment_carrying_more_than_payproxy_translates_goes_only_where_it_is_
         "only the plain payment reached a simulated provider"
     );
     assert_eq!(recorder.requests().len(), seen.len());
+}
+
+/// An update of a payment a Stripe provider owns under its own id goes there unchanged; the
+/// metadata of one it applied reaches payproxy's record (the list is rendered from it), and
+/// one it answers as a replay of an earlier request (`Idempotent-Replayed: true`: a retry
+/// that changed nothing this time) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_its_owner_applied_reaches_the_record_and_a_replayed_one_does_not() {
+    let sim = simulator().await;
+    let recorder = succeeded_intent("pi_rec_31").await;
+    let mut config = payments_config(&sim);
+    config["providers"]["stripe-like"]["url"] = recorder.url().into();
+    let env = Env::start(config).await;
+    let client = HttpClient::default();
+    // Saving the card has no place in a translated request: the payment goes unchanged to
+    // the Stripe provider, which owns it under its own id.
+    let body = form_with(
+        eea_card("2000", "ORDER-31"),
+        &[("setup_future_usage", "off_session")],
+    );
+    let paid = client
+        .post_form(&env.url("/v1/payment_intents"), &[], &body)
+        .await;
+    paid.assert_status(200);
+    assert_eq!(paid.json()["id"], "pi_rec_31");
+    let listed_metadata = || async {
+        let page = client.get(&env.url("/v1/payment_intents")).await;
+        page.assert_status(200);
+        let page = page.json();
+        let entry = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "pi_rec_31")
+            .cloned()
+            .unwrap_or_else(|| panic!("pi_rec_31 not listed: {page}"));
+        entry["metadata"].clone()
+    };
+    assert_eq!(listed_metadata().await["order_id"], "ORDER-31");
+
+    let update = env.url("/v1/payment_intents/pi_rec_31");
+    let shipped = client
+        .post_form(&update, &[], "metadata[shipped]=yes&metadata[order_id]=")
+        .await;
+    shipped.assert_status(200);
+    let forwarded = recorder.requests();
+    let last = forwarded.last().unwrap();
+    assert_eq!(
+        last.path, "/v1/payment_intents/pi_rec_31",
+        "relayed to its owner"
+    );
+    assert_eq!(
+        last.body.as_ref(),
+        b"metadata[shipped]=yes&metadata[order_id]=",
+        "unchanged"
+    );
+    let metadata = listed_metadata().await;
+    assert_eq!(metadata["shipped"], "yes", "{metadata}");
+    assert!(
+        metadata.get("order_id").is_none(),
+        "an empty value removes the key: {metadata}"
+    );
+
+    // A retry the provider answers as a replay changed nothing there: nor here.
+    recorder.mark_replays(true);
+    let replayed = client.post_form(&update, &[], "metadata[shipped]=no").await;
+    replayed.assert_status(200);
+    assert_eq!(listed_metadata().await["shipped"], "yes");
+    recorder.mark_replays(false);
+    let again = client.post_form(&update, &[], "metadata[shipped]=no").await;
+    again.assert_status(200);
+    assert_eq!(listed_metadata().await["shipped"], "no");
 }

@@ -153,14 +153,24 @@ def ensure_plugin(what: str, src: Path, out: Path, inputs: list, pins: str, env:
         say(f"{what} plugin {out}: up to date")
         return out
     say(f"{what} plugin: building {out}")
+    # In a process group of its own: a build that runs past its time is stopped whole (npm,
+    # node, componentize-py), not just its shell.
+    build = subprocess.Popen(["bash", str(src / "build.sh"), str(out)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                             start_new_session=True)
     try:
-        built = subprocess.run(["bash", str(src / "build.sh"), str(out)], capture_output=True, text=True,
-                               timeout=PLUGIN_BUILD_S, env=env)
+        output, _ = build.communicate(timeout=PLUGIN_BUILD_S)
     except subprocess.TimeoutExpired:
+        os.killpg(build.pid, signal.SIGKILL)
+        build.communicate()
         raise SetupError(f"building the {what} plugin took more than {PLUGIN_BUILD_S} s") from None
-    if built.returncode != 0:
-        tail = "\n".join((built.stdout + built.stderr).splitlines()[-TAIL_LINES:])
-        raise SetupError(f"building the {what} plugin failed (exit {built.returncode}):\n{tail}")
+    except BaseException:
+        os.killpg(build.pid, signal.SIGKILL)
+        build.communicate()
+        raise
+    if build.returncode != 0:
+        tail = "\n".join(output.splitlines()[-TAIL_LINES:])
+        raise SetupError(f"building the {what} plugin failed (exit {build.returncode}):\n{tail}")
     stamp.write_text(wanted)
     return out
 

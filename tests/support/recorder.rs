@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -41,12 +42,16 @@ struct Canned {
     status: StatusCode,
     content_type: String,
     body: Bytes,
+    /// Answer with `idempotent-replayed: true`, as Stripe marks the replay of an earlier
+    /// answer to a retried request ([`Recorder::mark_replays`]).
+    replayed: Arc<AtomicBool>,
 }
 
 /// A running recorder; stops when dropped.
 pub struct Recorder {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    replayed: Arc<AtomicBool>,
     /// `true` once answers may go out.
     released: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -68,19 +73,28 @@ impl Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let replayed = Arc::new(AtomicBool::new(false));
         let canned = Arc::new(Canned {
             status: StatusCode::from_u16(status).unwrap(),
             content_type: content_type.to_string(),
             body,
+            replayed: replayed.clone(),
         });
         let (released, release) = watch::channel(released);
         let task = tokio::spawn(accept(listener, requests.clone(), canned, release));
         Recorder {
             addr,
             requests,
+            replayed,
             released,
             task,
         }
+    }
+
+    /// From now on, answer as Stripe answers a retried request it replays
+    /// (`idempotent-replayed: true`), or not.
+    pub fn mark_replays(&self, replayed: bool) {
+        self.replayed.store(replayed, Ordering::SeqCst);
     }
 
     /// Let the held answers (and every later one) go out.
@@ -136,11 +150,13 @@ async fn accept(
                 });
                 // The sender lives as long as the recorder, which aborts this task first.
                 let _ = release.wait_for(|released| *released).await;
-                let response = Response::builder()
+                let mut response = Response::builder()
                     .status(canned.status)
-                    .header("content-type", canned.content_type.as_str())
-                    .body(Full::new(canned.body.clone()))
-                    .unwrap();
+                    .header("content-type", canned.content_type.as_str());
+                if canned.replayed.load(Ordering::SeqCst) {
+                    response = response.header("idempotent-replayed", "true");
+                }
+                let response = response.body(Full::new(canned.body.clone())).unwrap();
                 Ok::<_, Infallible>(response)
             }
         });

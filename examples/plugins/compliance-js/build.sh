@@ -11,10 +11,14 @@ root="$(cd "$here/../../.." && pwd)"
 out="${1:-$root/target/js-plugins/compliance_js.wasm}"
 build="${JS_PLUGIN_BUILD_DIR:-$root/target/js-plugin-build}"
 mkdir -p "$build" "$(dirname "$out")"
-if ! cmp -s "$here/package-lock.json" "$build/package-lock.json" || [ ! -d "$build/node_modules" ]; then
+trap 'rm -f "$out.tmp"' EXIT
+# installed.lock: the lock `npm ci` last completed with (written only after it succeeded).
+if ! cmp -s "$here/package-lock.json" "$build/installed.lock"; then
+  rm -f "$build/installed.lock"
   cp "$here/package.json" "$here/package-lock.json" "$build/"
   (cd "$build" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$here/package-lock.json" "$build/installed.lock"
 fi
 cp "$here/app.js" "$here/build.mjs" "$build/"
-node "$build/build.mjs" "$out.tmp" "$root/wit/payproxy-plugin@0.4.0"
+node "$build/build.mjs" "$out.tmp" "$root/wit/payproxy-plugin@0.4.0" </dev/null
 mv "$out.tmp" "$out"

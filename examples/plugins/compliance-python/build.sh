@@ -10,10 +10,10 @@ root="$(cd "$here/../../.." && pwd)"
 out="${1:-$root/target/python-plugins/compliance_python.wasm}"
 componentize="${COMPONENTIZE_PY:-componentize-py}"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" "$out.tmp"' EXIT
 cp "$here/app.py" "$work/"
 mkdir -p "$(dirname "$out")"
 "$componentize" -d "$root/wit/payproxy-plugin@0.4.0" -w compliance-plugin \
-  componentize -p "$work" app -o "$out.tmp"
+  componentize -p "$work" app -o "$out.tmp" </dev/null
 mv "$out.tmp" "$out"
 echo "built $out"

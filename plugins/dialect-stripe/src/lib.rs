@@ -136,12 +136,13 @@
 //! `livemode: false`, `client_secret: null`. Lists: `{"object": "list", "data": [intents],
 //! "has_more", "url"}`.
 //!
-//! Every PaymentIntent payproxy renders (records and outcomes) has all of Stripe's top-level
-//! fields but `amount_details`, since an SDK reads them as attributes and a missing one is an
-//! error there: what payproxy keeps nothing for is `null` (`latest_charge`, `shipping`,
+//! Every PaymentIntent payproxy renders (records and outcomes) has Stripe's top-level fields
+//! but `amount_details`, since an SDK reads them as attributes and a missing one is an error
+//! there: what payproxy keeps nothing for is `null` (`latest_charge`, `shipping`,
 //! `setup_future_usage`, `transfer_data`, `canceled_at`, `cancellation_reason`,
-//! `payment_method_options` …), and so is `created` in an outcome's answer (the host passes
-//! time only with records). Refunds have `charge`, `balance_transaction`, `reason`,
+//! `payment_method_options` …). Left out: `created` in an outcome's answer (the host passes
+//! time only with records, and Stripe never sends it `null`), and `amount`, `currency` and
+//! the amounts when the currency is not known. Refunds have `charge`, `balance_transaction`, `reason`,
 //! `receipt_number`, `destination_details`, `source_transfer_reversal`,
 //! `transfer_reversal` and `failure_reason` as `null` unless known.
 //!

@@ -122,6 +122,20 @@ const CONFIRM_PARAMETERS: &[&str] = &[
 /// What an update payproxy applies to its record cannot express: a capture method set back
 /// to automatic (the record keeps "manual" once asked), a currency without its amount.
 fn updatable(form: &Form) -> Result<(), Refusal> {
+    // Stripe clears the whole field with an empty value; payproxy's update applies keys
+    // and values, so it would keep what the storefront asked to clear.
+    for (field, how) in [
+        ("metadata", "set each key to an empty value to remove it"),
+        ("description", "set it to another text"),
+    ] {
+        if form.get(&[field]).is_some_and(str::is_empty) {
+            return Err(Refusal::invalid(
+                Some(field),
+                "parameter_unsupported",
+                format!("payproxy cannot clear {field} on an intent it keeps a record of: {how}."),
+            ));
+        }
+    }
     let automatic = form
         .get(&["capture_method"])
         .is_some_and(|m| !m.is_empty() && m != "manual");
@@ -1135,10 +1149,17 @@ mod tests {
             "capture_method=automatic",
             "currency=usd",
             "return_url=https://s.example",
+            // Clearing a whole field: payproxy's update would keep it.
+            "metadata=",
+            "description=",
         ] {
             assert_eq!(code(update, body, &[]), None, "{body}");
             assert!(code(update, body, &held).is_some(), "{body}");
         }
+        assert_eq!(
+            code(update, "metadata[note]=&description=boxed", &held),
+            None
+        );
         assert_eq!(
             code(update, "capture_method=manual&amount=5&currency=usd", &held),
             None

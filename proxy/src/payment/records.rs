@@ -157,7 +157,13 @@ impl Payments {
                 // provider accepted is mirrored into payproxy's record, which lists and
                 // storefront events are rendered from.
                 let answer = self.forward_call(ctx, Some(&entry.record.id)).await;
-                if answer.response.status().is_success() {
+                let applied = answer.response.status().is_success()
+                    && entry
+                        .owner
+                        .as_ref()
+                        .is_some_and(|o| o.provider == answer.provider)
+                    && !replayed(answer.response.headers());
+                if applied {
                     self.mirror_update(ctx, entry, payment).await;
                 }
                 return Done::release(answer);
@@ -246,18 +252,23 @@ impl Payments {
         self.render_record(ctx, &entry.record)
     }
 
-    /// Mirror an update the payment's owner accepted (a provider of the storefront's dialect
-    /// that knows the payment by its id, which judged the request) into payproxy's record.
-    /// The record's state stays as it was: the owner's next answer about the payment moves it.
-    /// A failure is logged: the update itself happened at the provider.
+    /// Mirror the metadata and description of an update the payment's owner applied (a
+    /// provider of the storefront's dialect that knows the payment by its id, which judged
+    /// the request) into payproxy's record, which lists and storefront events are rendered
+    /// from. Nothing else is: the amount, method and the rest stay what the payment was
+    /// charged with (a retrieve asks the owner), and the state waits for the owner's next
+    /// answer about the payment. A failure is logged: the update itself happened there.
     async fn mirror_update(&self, ctx: &Ctx<'_>, mut entry: PaymentEntry, payment: Payment) {
         if ctx.beyond_canonical.is_some() {
             // Parsed as it is (it carries more than payproxy keeps), the update named only
             // its payment: there is nothing to mirror.
-            tracing::info!(route = %ctx.route.name, payment = %entry.record.id, "update accepted by its provider; payproxy's record keeps what it had (the update carries more than payproxy keeps)");
+            tracing::info!(route = %ctx.route.name, payment = %entry.record.id, "update applied by its provider; payproxy's record keeps what it had (the update carries more than payproxy keeps)");
             return;
         }
-        entry.record.payment = updated(&entry.record.payment, payment, true);
+        let mut annotations = crate::plugin::blank_payment(Operation::Authorize);
+        annotations.metadata = payment.metadata;
+        annotations.description = payment.description;
+        entry.record.payment = updated(&entry.record.payment, annotations, true);
         if let Err(e) = self.save(ctx, &entry).await {
             tracing::warn!(route = %ctx.route.name, payment = %entry.record.id, error = %e, "update accepted by its provider; payproxy's record could not be written");
             return;
@@ -590,6 +601,15 @@ fn creation_ms() -> u64 {
             Err(seen) => last = seen,
         }
     }
+}
+
+/// Whether a provider's answer is its replay of an earlier one (Stripe's
+/// `Idempotent-Replayed: true`): a retried update that changed nothing this time.
+fn replayed(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("idempotent-replayed")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// `recorded` with `update` applied. An amount alone keeps the payment's currency; the id

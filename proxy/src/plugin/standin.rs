@@ -299,19 +299,34 @@ pub fn ungranted_import(component: &Component, engine: &Engine) -> Option<String
         .map(str::to_string)
 }
 
-/// Whether payproxy links an import of this name (an interface, with its version).
+/// Whether payproxy links an import of this name (an interface, with its version): the
+/// contract's own, the stand-ins' and the trapped ones.
 fn granted(import: &str) -> bool {
+    /// The interfaces the stand-ins define (see the functions above).
     const DEFINED: &[&str] = &[
-        "payproxy:plugin/",
-        "wasi:io/",
-        "wasi:cli/",
-        "wasi:clocks/",
-        "wasi:random/",
+        "wasi:io/error",
+        "wasi:io/poll",
+        "wasi:io/streams",
+        "wasi:cli/environment",
+        "wasi:cli/exit",
+        "wasi:cli/stdin",
+        "wasi:cli/stdout",
+        "wasi:cli/stderr",
+        "wasi:cli/terminal-input",
+        "wasi:cli/terminal-output",
+        "wasi:cli/terminal-stdin",
+        "wasi:cli/terminal-stdout",
+        "wasi:cli/terminal-stderr",
+        "wasi:clocks/wall-clock",
+        "wasi:clocks/monotonic-clock",
+        "wasi:random/random",
+        "wasi:random/insecure",
+        "wasi:random/insecure-seed",
     ];
-    DEFINED
-        .iter()
-        .chain(TRAPPED)
-        .any(|prefix| import.starts_with(prefix))
+    let interface = import.split_once('@').map_or(import, |(name, _)| name);
+    import.starts_with("payproxy:plugin/")
+        || DEFINED.contains(&interface)
+        || TRAPPED.iter().any(|prefix| import.starts_with(prefix))
 }
 
 /// A copy of `linker` with every function of `component`'s imports from [`TRAPPED`]
@@ -342,9 +357,6 @@ pub fn with_traps(
         }
     }
     let mut linker = linker.clone();
-    // A component may import two versions of one interface (two adapters): both resolve to
-    // the same traps.
-    linker.allow_shadowing(true);
     for (name, item) in ty.imports(engine) {
         let ComponentItem::ComponentInstance(instance) = item.ty else {
             continue;
@@ -375,7 +387,6 @@ pub fn with_traps(
             }
         }
     }
-    linker.allow_shadowing(false);
     Ok(Some(linker))
 }
 
@@ -415,6 +426,8 @@ mod tests {
             "acme:net/dial@1.0.0",
             "wasi:iox/streams@0.2.0",
             "payproxy:pluginx/types@0.4.0",
+            "wasi:clocks/timezone@0.2.0",
+            "wasi:cli/environmentx@0.2.0",
         ] {
             assert!(!granted(name), "{name}");
         }
