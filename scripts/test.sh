@@ -10,7 +10,10 @@
 #      names it, and with it set those tests fail, never skip, when it is unreachable
 #   4. the official Stripe Python and Node.js SDKs against two localstripe servers
 #      (third-party fake Stripe), straight and through payproxy (tests/stripe_sdk; creates
-#      its own venv and node_modules under target/; Node.js >= 20 with npm)
+#      its own venv and node_modules under target/; Node.js >= 20 with npm); through
+#      payproxy with the compliance plugins of examples/plugins/ written in Python and
+#      JavaScript in the route, which it builds (componentize-py from its venv's pins,
+#      componentize-js by npm ci under target/)
 #   5. the Grafana dashboard and the alert rules against a real Prometheus scraping payproxy
 #      (tests/dashboard; Debian package prometheus, installed when missing)
 set -euo pipefail

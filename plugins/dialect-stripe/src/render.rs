@@ -79,7 +79,7 @@ pub(crate) fn metadata(payment: &Payment) -> BTreeMap<&str, &str> {
 /// A PaymentIntent object. Written straight from borrowed fields, not built as a `Value`
 /// first (its map of owned keys and strings was most of a render's time); the fields are in
 /// the order a `Value` writes them (sorted), so the bytes are the same.
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 pub(crate) struct Intent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     amount: Option<i64>,
@@ -154,51 +154,28 @@ fn intent<'a>(payment: &'a Payment, outcome: &Outcome, id: &'a str, status: &'a 
         let received = if status == "succeeded" { *minor } else { 0 };
         (*minor, capturable, received)
     });
+    // Stripe's fields payproxy keeps nothing for (the `()`s) are `null`.
     Intent {
         amount: amounts.map(|a| a.0),
         amount_capturable: amounts.map(|a| a.1),
         amount_received: amounts.map(|a| a.2),
-        application: (),
-        application_fee_amount: (),
-        automatic_payment_methods: (),
-        canceled_at: (),
-        cancellation_reason: (),
         capture_method: if payment.manual_capture {
             "manual"
         } else {
             "automatic"
         },
-        client_secret: (),
         confirmation_method: "automatic",
-        created: None,
         currency: money.map(|(_, currency)| currency),
         customer: payment.customer.id.as_deref(),
         description: payment.description.as_deref(),
         id,
-        invoice: (),
-        last_payment_error: Value::Null,
-        latest_charge: (),
-        livemode: false,
         metadata: metadata(payment),
-        next_action: Value::Null,
         object: "payment_intent",
-        on_behalf_of: (),
         payment_method: card_token(payment),
-        payment_method_configuration_details: (),
-        payment_method_options: (),
         payment_method_types: payment.method.iter().map(stripe_type).collect(),
-        payproxy_annotations: Vec::new(),
-        processing: (),
         receipt_email: payment.customer.email.as_deref(),
-        review: (),
-        setup_future_usage: (),
-        shipping: (),
-        source: (),
-        statement_descriptor: (),
-        statement_descriptor_suffix: (),
         status,
-        transfer_data: (),
-        transfer_group: (),
+        ..Intent::default()
     }
 }
 

@@ -607,7 +607,7 @@ fn creation_ms() -> u64 {
 /// `Idempotent-Replayed: true`): a retried update that changed nothing this time.
 fn replayed(headers: &http::HeaderMap) -> bool {
     headers
-        .get("idempotent-replayed")
+        .get(super::wire::REPLAYED_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
@@ -737,9 +737,6 @@ fn settled(entry: &PaymentEntry) -> bool {
     )
 }
 
-/// Whether `payment`'s operation may run on the payment in its recorded state. Payments
-/// owned by a provider of the storefront's own dialect are that provider's to judge (the
-/// request goes there unchanged), so only the others are checked here.
 /// 400 `unexpected_state`: "this payment is <state>; <why>".
 fn unexpected_state(state: PaymentState, why: &str) -> Refusal {
     let message = format!(
@@ -754,6 +751,9 @@ fn unexpected_state(state: PaymentState, why: &str) -> Refusal {
     )
 }
 
+/// Whether `payment`'s operation may run on the payment in its recorded state. Payments
+/// owned by a provider of the storefront's own dialect are that provider's to judge (the
+/// request goes there unchanged), so only the others are checked here.
 pub(super) fn allowed(entry: &PaymentEntry, payment: &Payment) -> Result<(), Refusal> {
     use PaymentState as S;
     let owned_same_dialect = entry

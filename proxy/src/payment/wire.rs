@@ -3,11 +3,15 @@
 
 use super::*;
 
+/// How Stripe marks the replay of an earlier answer (`Idempotent-Replayed: true`): payproxy
+/// marks its own replays so, and reads a provider's so.
+pub(super) const REPLAYED_HEADER: &str = "idempotent-replayed";
+
 /// A stored answer, replayed byte for byte, marked the way Stripe marks replays.
 pub(super) fn replay(route: &Route, stored: StoredResponse) -> Answer {
     let mut headers = stored.headers;
-    headers.retain(|(n, _)| !n.eq_ignore_ascii_case("idempotent-replayed"));
-    headers.push(("idempotent-replayed".into(), "true".into()));
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(REPLAYED_HEADER));
+    headers.push((REPLAYED_HEADER.into(), "true".into()));
     let provider = headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(PROVIDER_HEADER))

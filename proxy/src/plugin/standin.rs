@@ -59,6 +59,42 @@ type Cx<'a> = StoreContextMut<'a, CallState>;
 /// Largest single "random" or stream buffer a plugin may ask for.
 const MAX_BUFFER: u64 = 1 << 20;
 
+/// The interfaces the stand-ins define, without their version: what [`granted`] lets a
+/// component import. Each stand-in is defined through [`interface`], which checks it is
+/// listed here.
+const DEFINED: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// The stand-ins' interface `name` (without its version) in `linker`, at [`V`].
+fn interface<'a>(
+    linker: &'a mut Linker<CallState>,
+    name: &str,
+) -> R<LinkerInstance<'a, CallState>> {
+    debug_assert!(
+        DEFINED.contains(&name),
+        "stand-in {name} missing from DEFINED"
+    );
+    linker.instance(&format!("{name}@{V}"))
+}
+
 /// Link every stand-in into `linker`.
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     io(linker)?;
@@ -73,14 +109,14 @@ fn resource<T: 'static>(inst: &mut LinkerInstance<'_, CallState>, name: &str) ->
 }
 
 fn io(linker: &mut Linker<CallState>) -> R<()> {
-    let mut error = linker.instance(&format!("wasi:io/error@{V}"))?;
+    let mut error = interface(linker, "wasi:io/error")?;
     resource::<IoError>(&mut error, "error")?;
     error.func_wrap(
         "[method]error.to-debug-string",
         |_: Cx, (_,): (Resource<IoError>,)| Ok(("error".to_string(),)),
     )?;
 
-    let mut poll = linker.instance(&format!("wasi:io/poll@{V}"))?;
+    let mut poll = interface(linker, "wasi:io/poll")?;
     resource::<Pollable>(&mut poll, "pollable")?;
     // Every pollable we hand out (stream readiness) is always ready.
     poll.func_wrap(
@@ -96,7 +132,7 @@ fn io(linker: &mut Linker<CallState>) -> R<()> {
         Ok(((0..n).collect::<Vec<u32>>(),))
     })?;
 
-    let mut streams = linker.instance(&format!("wasi:io/streams@{V}"))?;
+    let mut streams = interface(linker, "wasi:io/streams")?;
     resource::<InputStream>(&mut streams, "input-stream")?;
     resource::<OutputStream>(&mut streams, "output-stream")?;
     type In = Resource<InputStream>;
@@ -160,45 +196,38 @@ fn io(linker: &mut Linker<CallState>) -> R<()> {
 }
 
 fn cli(linker: &mut Linker<CallState>) -> R<()> {
-    let mut env = linker.instance(&format!("wasi:cli/environment@{V}"))?;
+    let mut env = interface(linker, "wasi:cli/environment")?;
     env.func_wrap("get-environment", |_: Cx, (): ()| {
         Ok((Vec::<(String, String)>::new(),))
     })?;
     env.func_wrap("get-arguments", |_: Cx, (): ()| Ok((Vec::<String>::new(),)))?;
     env.func_wrap("initial-cwd", |_: Cx, (): ()| Ok((None::<String>,)))?;
 
-    let mut exit = linker.instance(&format!("wasi:cli/exit@{V}"))?;
+    let mut exit = interface(linker, "wasi:cli/exit")?;
     exit.func_wrap("exit", |_: Cx, (_,): (Result<(), ()>,)| -> R<()> {
         wasmtime::bail!("plugin called exit")
     })?;
 
-    linker
-        .instance(&format!("wasi:cli/stdin@{V}"))?
-        .func_wrap("get-stdin", |_: Cx, (): ()| {
-            Ok((Resource::<InputStream>::new_own(0),))
-        })?;
-    linker
-        .instance(&format!("wasi:cli/stdout@{V}"))?
-        .func_wrap("get-stdout", |_: Cx, (): ()| {
-            Ok((Resource::<OutputStream>::new_own(1),))
-        })?;
-    linker
-        .instance(&format!("wasi:cli/stderr@{V}"))?
-        .func_wrap("get-stderr", |_: Cx, (): ()| {
-            Ok((Resource::<OutputStream>::new_own(2),))
-        })?;
+    interface(linker, "wasi:cli/stdin")?.func_wrap("get-stdin", |_: Cx, (): ()| {
+        Ok((Resource::<InputStream>::new_own(0),))
+    })?;
+    interface(linker, "wasi:cli/stdout")?.func_wrap("get-stdout", |_: Cx, (): ()| {
+        Ok((Resource::<OutputStream>::new_own(1),))
+    })?;
+    interface(linker, "wasi:cli/stderr")?.func_wrap("get-stderr", |_: Cx, (): ()| {
+        Ok((Resource::<OutputStream>::new_own(2),))
+    })?;
 
     resource::<TerminalInput>(
-        &mut linker.instance(&format!("wasi:cli/terminal-input@{V}"))?,
+        &mut interface(linker, "wasi:cli/terminal-input")?,
         "terminal-input",
     )?;
     resource::<TerminalOutput>(
-        &mut linker.instance(&format!("wasi:cli/terminal-output@{V}"))?,
+        &mut interface(linker, "wasi:cli/terminal-output")?,
         "terminal-output",
     )?;
     // No terminals: plugins are not attached to one.
-    linker
-        .instance(&format!("wasi:cli/terminal-stdin@{V}"))?
+    interface(linker, "wasi:cli/terminal-stdin")?
         .func_wrap("get-terminal-stdin", |_: Cx, (): ()| {
             Ok((None::<Resource<TerminalInput>>,))
         })?;
@@ -206,18 +235,16 @@ fn cli(linker: &mut Linker<CallState>) -> R<()> {
         ("terminal-stdout", "get-terminal-stdout"),
         ("terminal-stderr", "get-terminal-stderr"),
     ] {
-        linker
-            .instance(&format!("wasi:cli/{iface}@{V}"))?
-            .func_wrap(func, |_: Cx, (): ()| {
-                Ok((None::<Resource<TerminalOutput>>,))
-            })?;
+        interface(linker, &format!("wasi:cli/{iface}"))?.func_wrap(func, |_: Cx, (): ()| {
+            Ok((None::<Resource<TerminalOutput>>,))
+        })?;
     }
     Ok(())
 }
 
 fn clocks(linker: &mut Linker<CallState>) -> R<()> {
     // Time is an input the host passes explicitly; the ambient clock is frozen at the epoch.
-    let mut wall = linker.instance(&format!("wasi:clocks/wall-clock@{V}"))?;
+    let mut wall = interface(linker, "wasi:clocks/wall-clock")?;
     let epoch = Datetime {
         seconds: 0,
         nanoseconds: 0,
@@ -230,7 +257,7 @@ fn clocks(linker: &mut Linker<CallState>) -> R<()> {
         },))
     })?;
 
-    let mut mono = linker.instance(&format!("wasi:clocks/monotonic-clock@{V}"))?;
+    let mut mono = interface(linker, "wasi:clocks/monotonic-clock")?;
     mono.func_wrap("now", |_: Cx, (): ()| Ok((0u64,)))?;
     mono.func_wrap("resolution", |_: Cx, (): ()| Ok((1u64,)))?;
     // Sleeping would block the host thread outside the epoch deadline: refuse it.
@@ -257,20 +284,19 @@ fn random(linker: &mut Linker<CallState>) -> R<()> {
         *state ^= *state >> 27;
         state.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    let mut r = linker.instance(&format!("wasi:random/random@{V}"))?;
+    let mut r = interface(linker, "wasi:random/random")?;
     r.func_wrap("get-random-bytes", |cx: Cx, (len,): (u64,)| bytes(cx, len))?;
     r.func_wrap("get-random-u64", |mut cx: Cx, (): ()| {
         Ok((next(&mut cx.data_mut().rng),))
     })?;
-    let mut insecure = linker.instance(&format!("wasi:random/insecure@{V}"))?;
+    let mut insecure = interface(linker, "wasi:random/insecure")?;
     insecure.func_wrap("get-insecure-random-bytes", |cx: Cx, (len,): (u64,)| {
         bytes(cx, len)
     })?;
     insecure.func_wrap("get-insecure-random-u64", |mut cx: Cx, (): ()| {
         Ok((next(&mut cx.data_mut().rng),))
     })?;
-    linker
-        .instance(&format!("wasi:random/insecure-seed@{V}"))?
+    interface(linker, "wasi:random/insecure-seed")?
         .func_wrap("insecure-seed", |_: Cx, (): ()| {
             Ok(((0x5eed_u64, 0x5eed_u64),))
         })?;
@@ -302,31 +328,13 @@ pub fn ungranted_import(component: &Component, engine: &Engine) -> Option<String
 /// Whether payproxy links an import of this name (an interface, with its version): the
 /// contract's own, the stand-ins' and the trapped ones.
 fn granted(import: &str) -> bool {
-    /// The interfaces the stand-ins define (see the functions above).
-    const DEFINED: &[&str] = &[
-        "wasi:io/error",
-        "wasi:io/poll",
-        "wasi:io/streams",
-        "wasi:cli/environment",
-        "wasi:cli/exit",
-        "wasi:cli/stdin",
-        "wasi:cli/stdout",
-        "wasi:cli/stderr",
-        "wasi:cli/terminal-input",
-        "wasi:cli/terminal-output",
-        "wasi:cli/terminal-stdin",
-        "wasi:cli/terminal-stdout",
-        "wasi:cli/terminal-stderr",
-        "wasi:clocks/wall-clock",
-        "wasi:clocks/monotonic-clock",
-        "wasi:random/random",
-        "wasi:random/insecure",
-        "wasi:random/insecure-seed",
-    ];
     let interface = import.split_once('@').map_or(import, |(name, _)| name);
-    import.starts_with("payproxy:plugin/")
-        || DEFINED.contains(&interface)
-        || TRAPPED.iter().any(|prefix| import.starts_with(prefix))
+    import.starts_with("payproxy:plugin/") || DEFINED.contains(&interface) || trapped(import)
+}
+
+/// Whether `import` is one of the [`TRAPPED`] interfaces.
+fn trapped(import: &str) -> bool {
+    TRAPPED.iter().any(|prefix| import.starts_with(prefix))
 }
 
 /// A copy of `linker` with every function of `component`'s imports from [`TRAPPED`]
@@ -338,7 +346,6 @@ pub fn with_traps(
     engine: &Engine,
 ) -> wasmtime::Result<Option<Linker<CallState>>> {
     let ty = component.component_type();
-    let trapped = |name: &str| TRAPPED.iter().any(|prefix| name.starts_with(prefix));
     if !ty.imports(engine).any(|(name, _)| trapped(name)) {
         return Ok(None);
     }
